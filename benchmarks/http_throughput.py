@@ -1,0 +1,293 @@
+"""HTTP throughput of a storelab node against a minimal asyncio responder.
+
+Theory of operation
+-------------------
+Three servers, each its own process on 127.0.0.1 ports found by binding port 0:
+
+(a) ``benchmarks/_minimal_http.py``: the floor of what any asyncio.Protocol server can do (it only
+    finds request boundaries and writes a fixed 200);
+(b) one standalone node, ``python -m realnet.node --id n1 --port P --peer-port Q``, which owns
+    every slot, so GET and PUT are served locally;
+(c) a two-node cluster from a TOML file where node ``a`` owns no slot and ``b`` owns all of them:
+    every request sent to ``a`` is forwarded over the peer link to ``b`` and answered back.
+
+For each server and method (GET, then PUT of ``--value-size`` bytes over ``--keys`` keys) the
+load generator (:mod:`_loadgen`: ``wrk`` when installed, else an asyncio client, always in its own
+process) runs ``--connections`` keep-alive connections for ``--duration`` seconds. Keys are PUT
+once before measuring GET so that GETs find their values (a 404 would not be a fair GET).
+
+Machines running other work give noisy figures, so the measurements are repeated ``--rounds``
+times, interleaving the servers in each round, and the best round of each (server, method) is
+kept: the best is the least disturbed run, and ratios of bests compare like with like. Every
+round's figure is in the JSON too.
+
+Nodes are started only if ``realnet/node.py`` exists; otherwise (b) and (c) are reported as
+skipped. Readiness is ``GET /health`` returning 200 (and, for the cluster, one forwarded PUT
+succeeding), polled against a deadline. Every process started is stopped through its own handle:
+terminate, then kill after a deadline.
+
+Output: a readable table, then as the LAST line one JSON object with the figures and the ratios
+``ratio_get_vs_minimal``, ``ratio_put_vs_minimal``, ``ratio_forward_get_vs_minimal``,
+``ratio_forward_put_vs_minimal`` (null when not measured) and ``loadgen`` (the engine used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _loadgen import LoadResult, choose_engine, format_result, prefill, run_load
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+START_DEADLINE = 30.0
+STOP_DEADLINE = 5.0
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports that were free a moment ago (bound together to port 0, then closed)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def http_status(port: int, method: str, path: str, body: bytes | None = None) -> int | None:
+    """Status of one request, or None if the server is not answering."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=2)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+class Proc:
+    """A child process with its output in a temporary log file."""
+
+    def __init__(self, name: str, cmd: list[str]) -> None:
+        self.name = name
+        self.log: IO[bytes] = tempfile.TemporaryFile()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        self.popen = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def wait_until(self, cond: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + START_DEADLINE
+        while not cond():
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode} before {what}:\n"
+                    + self.output()
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: no {what} within {START_DEADLINE}s:\n{self.output()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(STOP_DEADLINE)
+        self.log.close()
+
+
+@contextmanager
+def started(name: str, cmd: list[str], ready: Callable[[], bool], what: str) -> Iterator[Proc]:
+    proc = Proc(name, cmd)
+    try:
+        proc.wait_until(ready, what)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def node_available() -> bool:
+    return (REPO / "realnet" / "node.py").exists()
+
+
+def node_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "realnet.node", *args, "--log-level", "warning"]
+
+
+def cluster_toml(a: tuple[int, int], b: tuple[int, int]) -> str:
+    return f"""\
+[node]
+id = "a"
+[cluster]
+[[cluster.nodes]]
+id = "a"
+addr = "{HOST}:{a[0]}"
+peer_addr = "{HOST}:{a[1]}"
+slots = ""
+[[cluster.nodes]]
+id = "b"
+addr = "{HOST}:{b[0]}"
+peer_addr = "{HOST}:{b[1]}"
+slots = "0-16383"
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="HTTP throughput of a node vs a minimal responder.")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--keys", type=int, default=1000)
+    p.add_argument("--value-size", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; best is kept")
+    p.add_argument("--engine", default="auto", choices=["auto", "wrk", "asyncio"])
+    p.add_argument("--no-node", action="store_true", help="measure the minimal responder only")
+    p.add_argument("--no-forward", action="store_true", help="skip the 2-node forwarding setup")
+    args = p.parse_args(argv)
+    engine = choose_engine(args.engine)
+    with_node = node_available() and not args.no_node
+    with_forward = with_node and not args.no_forward
+
+    # target name -> HTTP port, filled as servers come up
+    targets: dict[str, int] = {}
+    with ExitStack() as stack:
+        (mport,) = free_ports(1)
+        stack.enter_context(
+            started(
+                "minimal responder",
+                [sys.executable, str(REPO / "benchmarks" / "_minimal_http.py"), str(mport), HOST],
+                lambda: http_status(mport, "GET", "/") == 200,
+                "answer to GET /",
+            )
+        )
+        targets["minimal"] = mport
+        if with_node:
+            nport, npeer = free_ports(2)
+            stack.enter_context(
+                started(
+                    "node n1",
+                    node_cmd("--id", "n1", "--port", str(nport), "--peer-port", str(npeer)),
+                    lambda: http_status(nport, "GET", "/health") == 200,
+                    "GET /health 200",
+                )
+            )
+            targets["node"] = nport
+        if with_forward:
+            pa, qa, pb, qb = free_ports(4)
+            cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+            stack.callback(os.unlink, cfg.name)
+            with cfg:
+                cfg.write(cluster_toml((pa, qa), (pb, qb)))
+            for nid, port, peer in (("b", pb, qb), ("a", pa, qa)):
+                stack.enter_context(
+                    started(
+                        f"node {nid}",
+                        node_cmd("--config", cfg.name, "--id", nid, "--port", str(port),
+                                 "--peer-port", str(peer)),
+                        lambda port=port: http_status(port, "GET", "/health") == 200,
+                        "GET /health 200",
+                    )
+                )
+            # The peer link is up once a forwarded write succeeds.
+            deadline = time.monotonic() + START_DEADLINE
+            while http_status(pa, "PUT", "/kv/bench-probe", b"x") not in (200, 201, 204):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("node a never forwarded a PUT to node b")
+                time.sleep(0.05)
+            targets["forward"] = pa
+
+        for name, port in targets.items():
+            counts = prefill(HOST, port, keys=args.keys, value_size=args.value_size)
+            if name != "minimal" and set(counts) - {200, 201, 204}:
+                print(f"warning: prefill of {name} answered {counts}", file=sys.stderr)
+
+        runs: dict[tuple[str, str], list[LoadResult]] = {}
+        for rnd in range(args.rounds):
+            for name, port in targets.items():
+                for method in ("GET", "PUT"):
+                    r = run_load(
+                        HOST, port, method=method, connections=args.connections,
+                        duration=args.duration, keys=args.keys, value_size=args.value_size,
+                        engine=engine,
+                    )
+                    runs.setdefault((name, method), []).append(r)
+                    print(f"round {rnd + 1} {name:8s} {format_result(r)}", file=sys.stderr)
+
+    best = {key: max(rs, key=lambda r: r.rps) for key, rs in runs.items()}
+    labels = {"minimal": "minimal responder", "node": "node (local)", "forward": "node a -> b"}
+    print(f"HTTP throughput: {args.connections} connections, {args.duration:g} s, "
+          f"best of {args.rounds} rounds, load generator {engine}, {os.cpu_count()} CPUs")
+    print(f"{'server':20s} {'op':4s} {'req/s':>10s} {'median':>10s} {'p50 ms':>8s} "
+          f"{'p99 ms':>8s} {'non-2xx':>8s}")
+    for (name, method), r in best.items():
+        med = statistics.median(x.rps for x in runs[(name, method)])
+        p50 = f"{r.p50_ms:.2f}" if r.p50_ms is not None else "-"
+        p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "-"
+        print(f"{labels[name]:20s} {method:4s} {r.rps:>10,.0f} {med:>10,.0f} {p50:>8s} "
+              f"{p99:>8s} {r.non_2xx_3xx:>8d}")
+    if not with_node:
+        print("node: skipped (realnet/node.py not found or --no-node)")
+
+    def rps(name: str, method: str) -> float | None:
+        r = best.get((name, method))
+        return round(r.rps, 1) if r is not None else None
+
+    def ratio(name: str, method: str) -> float | None:
+        top, base = rps(name, method), rps("minimal", method)
+        return round(top / base, 3) if top is not None and base else None
+
+    summary = {
+        "loadgen": engine,
+        "connections": args.connections,
+        "duration": args.duration,
+        "rounds": args.rounds,
+        "keys": args.keys,
+        "value_size": args.value_size,
+        "cpus": os.cpu_count(),
+        "minimal_get_rps": rps("minimal", "GET"),
+        "minimal_put_rps": rps("minimal", "PUT"),
+        "node_get_rps": rps("node", "GET"),
+        "node_put_rps": rps("node", "PUT"),
+        "forward_get_rps": rps("forward", "GET"),
+        "forward_put_rps": rps("forward", "PUT"),
+        "ratio_get_vs_minimal": ratio("node", "GET"),
+        "ratio_put_vs_minimal": ratio("node", "PUT"),
+        "ratio_forward_get_vs_minimal": ratio("forward", "GET"),
+        "ratio_forward_put_vs_minimal": ratio("forward", "PUT"),
+        "non_2xx_3xx": {f"{n}_{m}": best[(n, m)].non_2xx_3xx for n, m in best},
+        "rounds_rps": {f"{n}_{m}": [round(x.rps, 1) for x in rs] for (n, m), rs in runs.items()},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Simulator speed: messages delivered per wall-clock second, against raw SimPy.
+
+The workload is the foundation's health check at scale: N simulated nodes in one static cluster,
+each pinging every other node every ``ping_interval`` (N*(N-1) pings and as many pongs per
+interval). The baseline, measured in the same process, is SimPy itself doing the least a message
+delivery can cost: a ``Timeout`` event with one callback, whose callback schedules the next
+timeout (so the heap holds as many pending events as the sim's does).
+
+Prints a table, then as its last line one JSON object with the figures and the ratios
+``ratio_codec_off`` and ``ratio_codec_on`` (sim deliveries/s divided by raw SimPy events/s).
+The target is ratio_codec_off >= 0.25.
+
+    python benchmarks/sim_speed.py [--nodes 1000] [--sim-seconds 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+
+import simpy
+
+from kvcore.config import NodeConfig
+from sim.cluster import SimCluster
+from sim.latency import LogNormal
+
+
+def raw_simpy(events: int, pending: int) -> float:
+    """Raw SimPy events/s: timeouts with a callback that schedules the next one."""
+    env = simpy.Environment()
+    count = 0
+
+    def cb(_e: object) -> None:
+        nonlocal count
+        count += 1
+        if count < events:
+            env.timeout(0.001).callbacks.append(cb)  # type: ignore[union-attr]
+
+    for i in range(pending):
+        env.timeout(0.001 * (i % 7)).callbacks.append(cb)  # type: ignore[union-attr]
+    t0 = time.perf_counter()
+    env.run()
+    return count / (time.perf_counter() - t0)
+
+
+def sim_rate(nodes: int, sim_seconds: float, codec: bool) -> tuple[float, int, float]:
+    cfg = NodeConfig(ping_interval=1.0, down_after=3.0)
+    cluster = SimCluster(1, nodes, cfg, latency=LogNormal(0.001, 0.5), codec=codec)
+    gc.collect()
+    t0 = time.perf_counter()
+    cluster.run(until=sim_seconds)
+    wall = time.perf_counter() - t0
+    delivered = cluster.net.stats.delivered
+    return delivered / wall, delivered, wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--sim-seconds", type=float, default=1.0)
+    args = p.parse_args()
+    rows = []
+    off_rate, off_n, off_wall = sim_rate(args.nodes, args.sim_seconds, codec=False)
+    on_rate, on_n, on_wall = sim_rate(args.nodes, args.sim_seconds, codec=True)
+    base = raw_simpy(events=max(off_n, 1_000_000), pending=min(off_n // 4 + 1, 1_000_000))
+    rows.append(("raw SimPy (timeout + callback)", base, "-", "-"))
+    rows.append(("storelab sim, codec off", off_rate, off_n, off_wall))
+    rows.append(("storelab sim, codec on", on_rate, on_n, on_wall))
+    print(f"{args.nodes} nodes pinging each other for {args.sim_seconds:g} simulated seconds")
+    print(f"{'what':<34}{'events/s':>14}{'delivered':>12}{'wall s':>9}{'ratio':>8}")
+    for name, rate, n, wall in rows:
+        wall_s = f"{wall:.2f}" if isinstance(wall, float) else wall
+        print(f"{name:<34}{rate:>14,.0f}{n!s:>12}{wall_s:>9}{rate / base:>8.3f}")
+    print(json.dumps({
+        "benchmark": "sim_speed",
+        "nodes": args.nodes,
+        "sim_seconds": args.sim_seconds,
+        "raw_simpy_events_per_s": round(base),
+        "codec_off_msgs_per_s": round(off_rate),
+        "codec_on_msgs_per_s": round(on_rate),
+        "delivered_codec_off": off_n,
+        "delivered_codec_on": on_n,
+        "ratio_codec_off": round(off_rate / base, 3),
+        "ratio_codec_on": round(on_rate / base, 3),
+        "target_ratio_codec_off": 0.25,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""The one codec: any message to a plain dict and back.
+
+Theory of operation
+-------------------
+``encode(msg)`` gives ``{"k": kind, field: value, ...}`` where values are plain data (nested
+messages become nested dicts, tuples stay tuples; msgpack turns them into arrays). ``decode(obj)``
+is strict: an unknown kind, a missing field, or a value of the wrong type raises
+:class:`~kvcore.errors.RemoteProtocolError` and nothing else, whatever the input (a peer may send
+anything). Unknown extra fields are ignored so that a newer peer can add fields.
+
+Per-class field specs are compiled once, on first use, from the dataclass annotations, so the hot
+path is a loop over a tuple of (name, check) pairs. Supported field types: ``str``, ``int``,
+``float`` (an int is accepted and widened), ``bytes``, ``bool``, ``None``, ``X | None``,
+``tuple[X, ...]``, a message class, and a union of message classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from kvcore.errors import RemoteProtocolError
+from kvcore.messages import REGISTRY
+
+KIND = "k"
+
+_Check = Callable[[Any], Any]  # returns the converted value or raises RemoteProtocolError
+
+
+class _Spec:
+    __slots__ = ("cls", "encoders", "fields", "kind")
+
+    def __init__(self, cls: type[Any]) -> None:
+        self.cls = cls
+        self.kind = cls.__name__
+        hints = typing.get_type_hints(cls)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        self.fields: tuple[tuple[str, _Check], ...] = tuple((n, _checker(hints[n])) for n in fields)
+        self.encoders: tuple[tuple[str, bool], ...] = tuple(
+            (n, _may_hold_message(hints[n])) for n in fields
+        )
+
+
+_SPECS: dict[str, _Spec] = {}
+
+
+def _spec_for_kind(kind: str) -> _Spec:
+    spec = _SPECS.get(kind)
+    if spec is None:
+        cls = REGISTRY.get(kind)
+        if cls is None:
+            raise RemoteProtocolError(f"unknown message kind {kind!r}")
+        spec = _SPECS[kind] = _Spec(cls)
+    return spec
+
+
+def _may_hold_message(tp: Any) -> bool:
+    if isinstance(tp, type):
+        return tp.__name__ in REGISTRY and REGISTRY[tp.__name__] is tp
+    return any(_may_hold_message(a) for a in typing.get_args(tp))
+
+
+def _fail(expected: str, value: Any) -> RemoteProtocolError:
+    return RemoteProtocolError(f"expected {expected}, got {type(value).__name__}")
+
+
+def _checker(tp: Any) -> _Check:
+    if tp is str or tp is bytes:
+        name = tp.__name__
+
+        def check_exact(v: Any) -> Any:
+            if type(v) is not tp:
+                raise _fail(name, v)
+            return v
+
+        return check_exact
+    if tp is bool:
+
+        def check_bool(v: Any) -> Any:
+            if type(v) is not bool:
+                raise _fail("bool", v)
+            return v
+
+        return check_bool
+    if tp is int:
+
+        def check_int(v: Any) -> Any:
+            if type(v) is not int:
+                raise _fail("int", v)
+            return v
+
+        return check_int
+    if tp is float:
+
+        def check_float(v: Any) -> Any:
+            t = type(v)
+            if t is float:
+                return v
+            if t is int:
+                return float(v)
+            raise _fail("float", v)
+
+        return check_float
+    if tp is type(None):
+
+        def check_none(v: Any) -> Any:
+            if v is not None:
+                raise _fail("null", v)
+            return None
+
+        return check_none
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is tuple:
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError(f"codec supports tuple[X, ...] only, not {tp}")
+        inner = _checker(args[0])
+
+        def check_tuple(v: Any) -> Any:
+            if type(v) not in (list, tuple):
+                raise _fail("array", v)
+            return tuple(inner(x) for x in v)
+
+        return check_tuple
+    if origin is typing.Union or origin is types.UnionType:
+        allow_none = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        if all(isinstance(a, type) and REGISTRY.get(a.__name__) is a for a in rest):
+            return _message_checker(frozenset(a.__name__ for a in rest), allow_none)
+        if len(rest) == 1 and allow_none:
+            inner = _checker(rest[0])
+
+            def check_optional(v: Any) -> Any:
+                return None if v is None else inner(v)
+
+            return check_optional
+        raise TypeError(f"codec does not support the union {tp}")
+    if isinstance(tp, type) and tp.__name__ in REGISTRY and REGISTRY[tp.__name__] is tp:
+        # A single message class. (Union[tp, tp] collapses to tp, so building the union
+        # checker from it recursed forever.)
+        return _message_checker(frozenset((tp.__name__,)), False)
+    raise TypeError(f"codec does not support field type {tp!r}")
+
+
+def _message_checker(kinds: frozenset[str], allow_none: bool) -> _Check:
+    def check_message_union(v: Any) -> Any:
+        if v is None and allow_none:
+            return None
+        if type(v) is not dict:
+            raise _fail("message", v)
+        kind = v.get(KIND)
+        # type check first: an unhashable kind (a list, a map) would raise TypeError in `in`
+        if type(kind) is not str or kind not in kinds:
+            raise RemoteProtocolError(f"message kind {kind!r} not allowed here")
+        return decode(v)
+
+    return check_message_union
+
+
+def _encode_value(v: Any) -> Any:
+    if type(v).__name__ in REGISTRY and dataclasses.is_dataclass(v):
+        return encode(v)
+    if type(v) is tuple:
+        return tuple(_encode_value(x) for x in v)
+    return v
+
+
+def encode(msg: Any) -> dict[str, Any]:
+    """A message as a plain dict (``{"k": kind, ...fields}``)."""
+    spec = _spec_for_kind(type(msg).__name__)
+    out: dict[str, Any] = {KIND: spec.kind}
+    for name, nested in spec.encoders:
+        v = getattr(msg, name)
+        out[name] = _encode_value(v) if nested else v
+    return out
+
+
+def decode(obj: Any) -> Any:
+    """Rebuild a message from :func:`encode`'s output; raises RemoteProtocolError only."""
+    if type(obj) is not dict:
+        raise RemoteProtocolError(f"a message is a map, got {type(obj).__name__}")
+    kind = obj.get(KIND)
+    if type(kind) is not str:
+        raise RemoteProtocolError("message has no kind")
+    spec = _spec_for_kind(kind)
+    kwargs: dict[str, Any] = {}
+    for name, check in spec.fields:
+        if name not in obj:
+            raise RemoteProtocolError(f"{kind} is missing field {name!r}")
+        try:
+            kwargs[name] = check(obj[name])
+        except RemoteProtocolError as e:
+            raise RemoteProtocolError(f"{kind}.{name}: {e}") from None
+        except RecursionError:
+            raise RemoteProtocolError(f"{kind}.{name}: nested too deeply") from None
+    return spec.cls(**kwargs)
+
+
+def roundtrip(msg: Any) -> Any:
+    """decode(encode(msg)): what the sim does when the codec is on but bytes are not needed."""
+    return decode(encode(msg))

@@ -1,0 +1,136 @@
+"""Messages: one frozen dataclass per kind, holding only plain data.
+
+Theory of operation
+-------------------
+Everything that crosses a boundary between nodes (or between a client and a node, once it is
+inside kvcore) is one of these classes. They hold only ``str``, ``int``, ``float``, ``bytes``,
+``bool``, ``None``, tuples of those, and nested messages, so that :mod:`kvcore.codec` can turn any
+of them into a plain dict and back without guessing, and both worlds carry the same bytes.
+
+Each class is declared with :func:`message`, which makes it a frozen, slotted, keyword-only
+dataclass and registers it under its class name (the wire "kind"). Renaming a class is a wire
+change. Client operations (:class:`Get`, :class:`Put`, :class:`Delete`) are messages too because
+a forwarded request carries one inside :class:`Forward`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar, Union, dataclass_transform
+
+T = TypeVar("T")
+
+#: kind name -> class, filled by :func:`message`.
+REGISTRY: dict[str, type[Any]] = {}
+
+
+# dataclass_transform tells type checkers that decorated classes are keyword-only frozen
+# dataclasses (without it mypy rejects every ``Get(key=...)``).
+@dataclass_transform(kw_only_default=True, frozen_default=True)
+def message(cls: type[T]) -> type[T]:
+    """Class decorator: frozen, slotted, keyword-only dataclass registered by its name."""
+    name = cls.__name__
+    if name in REGISTRY:
+        raise TypeError(f"message kind {name!r} is declared twice")
+    dc = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    REGISTRY[name] = dc
+    return dc
+
+
+# --- client operations ---------------------------------------------------------------------
+
+
+@message
+class Get:
+    """Read one key."""
+
+    key: bytes
+
+
+@message
+class Put:
+    """Set one key to a value (upsert)."""
+
+    key: bytes
+    value: bytes
+
+
+@message
+class Delete:
+    """Remove one key; answered NotFound when it was absent."""
+
+    key: bytes
+
+
+ClientOp = Union[Get, Put, Delete]
+
+
+@message
+class Reply:
+    """The outcome of a client operation.
+
+    ``error`` is "" on success, else a code from :mod:`kvcore.errors` (``not_found`` included)
+    with ``message`` its sentence. ``value`` is the value read by a successful Get.
+    """
+
+    value: bytes | None = None
+    error: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+# --- node to node ---------------------------------------------------------------------------
+
+
+@message
+class Ping:
+    """Health check probe; ``sent_at`` is the sender's clock, echoed back to measure RTT."""
+
+    seq: int
+    sent_at: float
+
+
+@message
+class Pong:
+    """Answer to :class:`Ping`, echoing its fields."""
+
+    seq: int
+    sent_at: float
+
+
+@message
+class Forward:
+    """A client operation sent once to the slot's owner. The receiver never forwards it again."""
+
+    request_id: int
+    op: Get | Put | Delete
+
+
+@message
+class ForwardReply:
+    """The owner's answer to :class:`Forward`, matched by ``request_id``."""
+
+    request_id: int
+    reply: Reply
+
+
+# --- transport ------------------------------------------------------------------------------
+
+
+@message
+class Hello:
+    """First frame on a realnet peer connection: who is speaking. Never reaches a node."""
+
+    node_id: str
+    cluster: str = ""
+
+
+Message = Any  # any registered message instance
+
+
+def kind_of(msg: object) -> str:
+    """The wire kind of a message instance (its class name)."""
+    return type(msg).__name__

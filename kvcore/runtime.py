@@ -1,0 +1,114 @@
+"""The Runtime: everything a node may get from the world, and a fake one for tests.
+
+Theory of operation
+-------------------
+kvcore never does I/O (DESIGN.md, "The boundary"). A node is handed one Runtime when it is built
+and reaches the world only through it: ``now()`` (monotonic seconds), ``send(dst, msg)``
+(fire-and-forget: the message may be lost, delayed, duplicated or reordered), ``call_later(delay,
+fn)`` (a timer with ``cancel()``), ``random`` (a ``random.Random`` the world seeded) and
+``storage`` (state that survives a crash). The sim and realnet each implement it; tests use
+:class:`FakeRuntime`, whose clock only moves when the test says so and which records every send,
+so a test drives inputs and asserts on outputs as data (h11's and etcd/raft's testing style).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Storage(Protocol):
+    """Durable key/value state that survives a crash (used once Raft lands)."""
+
+    def get(self, key: str) -> bytes | None: ...
+    def put(self, key: str, value: bytes) -> None: ...
+
+
+class MemoryStorage:
+    """A Storage kept in memory; the sim keeps the object across crash and restart."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self._data[key] = value
+
+
+class Runtime(Protocol):
+    node_id: str
+    random: random.Random
+    storage: Storage
+
+    def now(self) -> float: ...
+    def send(self, dst: str, msg: Any) -> None: ...
+    def call_later(self, delay: float, fn: Callable[[], None]) -> TimerHandle: ...
+
+
+class _FakeTimer:
+    __slots__ = ("cancelled", "fn", "when")
+
+    def __init__(self, when: float, fn: Callable[[], None]) -> None:
+        self.when = when
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeRuntime:
+    """A Runtime with a manual clock and recorded sends, for unit tests.
+
+    ``advance(dt)`` moves the clock, firing due timers in (time, creation order). ``sent`` is
+    the list of ``(dst, msg)`` in send order; ``take_sent()`` returns and clears it.
+    """
+
+    def __init__(self, node_id: str = "n1", seed: int = 0, start: float = 0.0) -> None:
+        self.node_id = node_id
+        self.random = random.Random(seed)
+        self.storage: Storage = MemoryStorage()
+        self.sent: list[tuple[str, Any]] = []
+        self._now = start
+        self._timers: list[tuple[float, int, _FakeTimer]] = []
+        self._seq = 0
+
+    def now(self) -> float:
+        return self._now
+
+    def send(self, dst: str, msg: Any) -> None:
+        self.sent.append((dst, msg))
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> _FakeTimer:
+        if delay < 0:
+            raise ValueError("delay must be >= 0")
+        t = _FakeTimer(self._now + delay, fn)
+        self._seq += 1
+        heapq.heappush(self._timers, (t.when, self._seq, t))
+        return t
+
+    def pending_timers(self) -> int:
+        return sum(1 for _, _, t in self._timers if not t.cancelled)
+
+    def advance(self, dt: float) -> None:
+        """Move the clock forward by ``dt``, firing every timer that falls due, in order."""
+        end = self._now + dt
+        while self._timers and self._timers[0][0] <= end:
+            when, _, t = heapq.heappop(self._timers)
+            self._now = max(self._now, when)
+            if not t.cancelled:
+                t.cancelled = True
+                t.fn()
+        self._now = end
+
+    def take_sent(self) -> list[tuple[str, Any]]:
+        out, self.sent = self.sent, []
+        return out

@@ -1,0 +1,250 @@
+"""Hash slots: which slot a key lives in, and which node owns each slot.
+
+Theory of operation
+-------------------
+The key space is cut into ``NUM_SLOTS`` = 16384 hash slots (Redis Cluster's number).
+``key_slot(key) = crc32(key) mod 16384`` over the key's bytes, except that a key holding a
+``{tag}`` with a non-empty tag hashes only the tag (Redis hash tags: the first ``{`` and the first
+``}`` after it), so that related keys share a slot. (Redis uses CRC16; DESIGN.md fixes CRC32.)
+
+A :class:`SlotMap` assigns each slot to at most one node, with a per-slot config epoch. A claim
+with a higher epoch wins (Redis Cluster's rule), so nodes that hear claims in different orders
+still converge on the same map. Ranges are written the way operators write them,
+``0-5460,5461-10922``; a single slot is just ``42``.
+
+:func:`even_split` is ``redis-cli --cluster create``'s allocation: contiguous ranges whose sizes
+differ by at most one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+NUM_SLOTS = 16384
+MAX_SLOT = NUM_SLOTS - 1
+
+Range = tuple[int, int]  # inclusive
+
+
+def hash_tag(key: bytes) -> bytes:
+    """The part of ``key`` that is hashed: the ``{tag}`` content if non-empty, else the key."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def key_slot(key: bytes | str) -> int:
+    """The hash slot of a key (bytes, or str taken as UTF-8)."""
+    if isinstance(key, str):
+        key = key.encode()
+    return zlib.crc32(hash_tag(key)) % NUM_SLOTS
+
+
+class SlotRangeError(ValueError):
+    """A slot range string or value is malformed; the message is a full sentence."""
+
+
+def parse_ranges(text: str) -> list[Range]:
+    """Parse ``"0-5460,5461-10922,16383"`` into inclusive ranges (empty text: no ranges).
+
+    Raises SlotRangeError naming the bad part: not a number, a slot outside 0-16383, start after
+    end. Overlaps *within* one string are reported too.
+    """
+    out: list[Range] = []
+    text = text.strip()
+    if not text:
+        return out
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise SlotRangeError(f"Empty element in slot ranges {text!r}.")
+        lo_s, sep, hi_s = part.partition("-")
+        try:
+            lo = int(lo_s)
+            hi = int(hi_s) if sep else lo
+        except ValueError:
+            raise SlotRangeError(f"Slot range {part!r} is not a number or a range like 0-5460.") from None
+        for s in (lo, hi):
+            if not 0 <= s <= MAX_SLOT:
+                raise SlotRangeError(f"Slot {s} in {part!r} is outside 0-{MAX_SLOT}.")
+        if lo > hi:
+            raise SlotRangeError(f"Slot range {part!r} starts after it ends.")
+        out.append((lo, hi))
+    merged = normalize(out)
+    if sum(h - lo + 1 for lo, h in merged) != sum(h - lo + 1 for lo, h in out):
+        raise SlotRangeError(f"Slot ranges {text!r} overlap each other.")
+    return out
+
+
+def normalize(ranges: Iterable[Range]) -> list[Range]:
+    """Sort and merge overlapping or adjacent ranges."""
+    out: list[Range] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def format_ranges(ranges: Iterable[Range]) -> str:
+    """Print ranges as ``0-5460,5461-10922`` (merged, sorted; a lone slot as ``42``)."""
+    return ",".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in normalize(ranges))
+
+
+def slots_to_ranges(slots: Iterable[int]) -> list[Range]:
+    """Compress slot numbers into sorted inclusive ranges."""
+    return normalize((s, s) for s in slots)
+
+
+def ranges_to_slots(ranges: Iterable[Range]) -> Iterator[int]:
+    for lo, hi in ranges:
+        yield from range(lo, hi + 1)
+
+
+def count_slots(ranges: Iterable[Range]) -> int:
+    return sum(hi - lo + 1 for lo, hi in normalize(ranges))
+
+
+def even_split(node_ids: Sequence[str]) -> dict[str, list[Range]]:
+    """Contiguous ranges for N nodes, sizes differing by at most one (redis-cli's allocation).
+
+    For three nodes: 0-5460, 5461-10922, 10923-16383.
+    """
+    n = len(node_ids)
+    if n == 0:
+        return {}
+    per = NUM_SLOTS / n
+    out: dict[str, list[Range]] = {}
+    first = 0
+    cursor = 0.0
+    for i, nid in enumerate(node_ids):
+        last = round(cursor + per - 1)
+        if last > MAX_SLOT or i == n - 1:
+            last = MAX_SLOT
+        out[nid] = [(first, last)] if last >= first else []
+        first = last + 1
+        cursor += per
+    return out
+
+
+class SlotMap:
+    """Owner and config epoch of every slot.
+
+    ``owner(slot)`` is a node id or None. ``claim`` applies Redis Cluster's rule: a claim replaces
+    the current owner only with a strictly higher epoch, so applying the same set of claims in any
+    order gives the same map as long as no two claims of one slot share an epoch. Two claims of
+    one slot at one epoch are a conflict that the map does not resolve (the first one stays);
+    Redis Cluster prevents them by making the node with the lower id bump its epoch.
+    """
+
+    __slots__ = ("_epochs", "_owners", "version")
+
+    def __init__(self) -> None:
+        self._owners: list[str | None] = [None] * NUM_SLOTS
+        self._epochs: list[int] = [0] * NUM_SLOTS
+        #: bumped on every change; lets caches (clients, metrics) notice a change cheaply
+        self.version = 0
+
+    @classmethod
+    def from_assignment(cls, assignment: Mapping[str, Iterable[Range]], epoch: int = 0) -> SlotMap:
+        m = cls()
+        for nid, ranges in assignment.items():
+            for lo, hi in ranges:
+                for s in range(lo, hi + 1):
+                    m._owners[s] = nid
+                    m._epochs[s] = epoch
+        m.version = 1
+        return m
+
+    @classmethod
+    def single_owner(cls, node_id: str, epoch: int = 0) -> SlotMap:
+        return cls.from_assignment({node_id: [(0, MAX_SLOT)]}, epoch)
+
+    def owner(self, slot: int) -> str | None:
+        return self._owners[slot]
+
+    def epoch(self, slot: int) -> int:
+        return self._epochs[slot]
+
+    def owner_of_key(self, key: bytes | str) -> str | None:
+        return self._owners[key_slot(key)]
+
+    def claim(self, ranges: Iterable[Range], node_id: str | None, epoch: int) -> int:
+        """Apply an ownership claim; returns how many slots changed hands."""
+        changed = 0
+        touched = False  # an epoch-only change is a change too (it decides later claims)
+        owners, epochs = self._owners, self._epochs
+        for lo, hi in ranges:
+            for s in range(lo, hi + 1):
+                if epoch > epochs[s]:
+                    epochs[s] = epoch
+                    touched = True
+                    if owners[s] != node_id:
+                        owners[s] = node_id
+                        changed += 1
+        if touched:
+            self.version += 1
+        return changed
+
+    def ranges_of(self, node_id: str) -> list[Range]:
+        return slots_to_ranges(s for s, o in enumerate(self._owners) if o == node_id)
+
+    def assignment(self) -> dict[str, list[Range]]:
+        """node id -> its ranges, nodes in sorted order."""
+        runs: dict[str, list[Range]] = {}
+        for lo, hi, owner in self.runs():
+            if owner is not None:
+                runs.setdefault(owner, []).append((lo, hi))
+        return {k: runs[k] for k in sorted(runs)}
+
+    def runs(self) -> list[tuple[int, int, str | None]]:
+        """Maximal runs of consecutive slots with one owner: (start, end, owner)."""
+        out: list[tuple[int, int, str | None]] = []
+        owners = self._owners
+        start = 0
+        for s in range(1, NUM_SLOTS + 1):
+            if s == NUM_SLOTS or owners[s] != owners[start]:
+                out.append((start, s - 1, owners[start]))
+                start = s
+        return out
+
+    def unassigned(self) -> list[Range]:
+        return slots_to_ranges(s for s, o in enumerate(self._owners) if o is None)
+
+    def covers_all(self) -> bool:
+        """True when every one of the 16384 slots has an owner (``cluster verify``'s check)."""
+        return None not in self._owners
+
+    def slot_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for o in self._owners:
+            if o is not None:
+                counts[o] = counts.get(o, 0) + 1
+        return {k: counts[k] for k in sorted(counts)}
+
+    def max_epoch(self) -> int:
+        return max(self._epochs)
+
+    def copy(self) -> SlotMap:
+        m = SlotMap()
+        m._owners = list(self._owners)
+        m._epochs = list(self._epochs)
+        m.version = self.version
+        return m
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, SlotMap)
+            and self._owners == other._owners
+            and self._epochs == other._epochs
+        )
+
+    def __repr__(self) -> str:
+        parts = [f"{o}:{format_ranges(r)}" for o, r in self.assignment().items()]
+        return f"SlotMap({' '.join(parts) or 'empty'})"

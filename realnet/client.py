@@ -1,0 +1,278 @@
+"""A synchronous Python client that goes straight to each key's owner.
+
+Theory of operation
+-------------------
+Any node answers any request (it forwards to the owner), but a forward costs a second hop. A
+*smart* client (Redis Cluster's term) fetches the slot map once from a seed node
+(``GET /cluster/slots``), caches it as a 16384-entry table of owner addresses, computes each
+key's slot locally (:func:`kvcore.slots.key_slot`) and sends the request to the owner's client
+address. It keeps one keep-alive :class:`http.client.HTTPConnection` per node.
+
+The cache can go stale (slots move, a node dies). Two signals make the client refresh the map
+once and retry the request once:
+
+- ``503 wrong_node``: the node it asked forwarded to a node that disagreed about ownership; the
+  operation was certainly not applied, so a retry is safe.
+- a connection error (refused, reset, closed keep-alive socket): the owner may be gone or the
+  idle connection was closed by the server.
+
+Retry safety. Get is read-only. Put is idempotent (setting the same value twice leaves the same
+state), so a Put retried after a connection error *may be applied twice*, which is harmless on
+its own but can reorder it after a concurrent writer's Put to the same key. Delete is idempotent
+too, but a Delete whose first attempt was applied before the connection broke is answered 404 on
+the retry, so :meth:`Client.delete` may then return False for a key it did delete. The client
+never retries after ``504 forward_timeout``: the outcome is unknown and the caller must decide.
+
+Errors are raised as the typed :mod:`kvcore.errors` exceptions rebuilt from the JSON body
+(:func:`kvcore.errors.error_from_code`). A node that cannot be reached at all raises
+:class:`NodeUnreachable`, a client-side :class:`~kvcore.errors.StoreError` whose outcome is
+unknown (the connection may have broken after the node applied the request).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any, Self
+
+from kvcore import errors
+from kvcore.config import parse_addr
+from kvcore.slots import NUM_SLOTS, key_slot
+
+DEFAULT_NODE = "127.0.0.1:7000"
+
+
+class NodeUnreachable(errors.StoreError):
+    """No node could be reached (connection refused, reset or timed out).
+
+    Client-side only: it never travels over the wire. The outcome is unknown because the
+    connection may have broken after the node applied the request.
+    """
+
+    code = "unreachable"
+    status = 503
+    definite = False
+
+
+def _key_bytes(key: str | bytes) -> bytes:
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key)
+    raise TypeError(f"a key is str or bytes, not {type(key).__name__}")
+
+
+def kv_path(key: str | bytes) -> str:
+    """The request path for a key: ``/kv/`` plus the percent-encoded key bytes."""
+    return "/kv/" + urllib.parse.quote(_key_bytes(key), safe="")
+
+
+def error_from_response(status: int, body: bytes) -> errors.StoreError:
+    """The typed error for a non-2xx answer: from the JSON body, else from the status alone."""
+    code = message = ""
+    try:
+        obj = json.loads(body)
+        if isinstance(obj, dict):
+            code = str(obj.get("error", ""))
+            message = str(obj.get("message", ""))
+    except (ValueError, UnicodeDecodeError):
+        message = body[:200].decode("utf-8", "replace").strip()
+    if code:
+        return errors.error_from_code(code, message)
+    by_status: dict[int, type[errors.StoreError]] = {
+        400: errors.BadRequest,
+        404: errors.NotFound,
+        409: errors.Conflict,
+        413: errors.TooLarge,
+        504: errors.ForwardTimeout,
+    }
+    cls = by_status.get(status, errors.Internal)
+    return cls(message or f"HTTP status {status}")
+
+
+class NodeConnection:
+    """One keep-alive HTTP connection to one node, reopened after any failure."""
+
+    def __init__(self, addr: str, timeout: float = 5.0) -> None:
+        self.addr = addr
+        self.host, self.port = parse_addr(addr)
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; returns (status, headers, body). Raises OSError or HTTPException."""
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        headers = {"Content-Length": str(len(body))} if body is not None else {}
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except BaseException:
+            self.close()
+            raise
+        if resp.will_close:
+            self.close()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+_CONNECTION_ERRORS = (OSError, http.client.HTTPException, socket.timeout)
+
+
+class Client:
+    """A smart client: caches the slot map and talks to each key's owner directly.
+
+    ``seeds`` are client (HTTP) addresses, ``"HOST:PORT"``; the first that answers
+    ``/cluster/slots`` provides the map. Not thread-safe: use one client per thread.
+    """
+
+    def __init__(self, seeds: str | Iterable[str] = DEFAULT_NODE, *, timeout: float = 5.0) -> None:
+        self.seeds: list[str] = [seeds] if isinstance(seeds, str) else list(seeds)
+        if not self.seeds:
+            raise ValueError("a client needs at least one seed address")
+        for s in self.seeds:
+            parse_addr(s)  # raises ValueError with a sentence
+        self.timeout = timeout
+        self._conns: dict[str, NodeConnection] = {}
+        #: slot -> owner's client address ("" when unassigned); empty until the first refresh
+        self._owners: list[str] = []
+        #: the epoch of the cached map, and how many times it was fetched
+        self.epoch = 0
+        self.refreshes = 0
+
+    # --- the slot map --------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Fetch the slot map from the first reachable node (cached addresses, then seeds)."""
+        candidates: list[str] = []
+        for a in [*self.seeds, *sorted(set(self._owners) - {""})]:
+            if a not in candidates:
+                candidates.append(a)
+        last: Exception | None = None
+        for addr in candidates:
+            try:
+                status, _, body = self._conn(addr).request("GET", "/cluster/slots")
+            except _CONNECTION_ERRORS as e:
+                last = e
+                continue
+            if status != 200:
+                last = error_from_response(status, body)
+                continue
+            self._load_map(json.loads(body))
+            self.refreshes += 1
+            return
+        raise NodeUnreachable(
+            f"no node answered the slot map request (tried {', '.join(candidates)}): {last}"
+        )
+
+    def _load_map(self, obj: dict[str, Any]) -> None:
+        owners = [""] * NUM_SLOTS
+        for r in obj.get("slots", []):
+            addr = str(r.get("addr") or "")
+            for s in range(int(r["start"]), int(r["end"]) + 1):
+                owners[s] = addr
+        self._owners = owners
+        self.epoch = int(obj.get("epoch", 0))
+
+    def owner_addr(self, key: str | bytes) -> str:
+        """The address the client would send ``key`` to (a seed for unassigned slots)."""
+        if not self._owners:
+            self.refresh()
+        return self._owners[key_slot(_key_bytes(key))] or self.seeds[0]
+
+    def _conn(self, addr: str) -> NodeConnection:
+        c = self._conns.get(addr)
+        if c is None:
+            c = self._conns[addr] = NodeConnection(addr, self.timeout)
+        return c
+
+    # --- operations ----------------------------------------------------------------------
+
+    def _call(self, method: str, key: str | bytes, body: bytes | None) -> tuple[int, bytes]:
+        """Send one key operation to the owner; refresh and retry once when that is safe."""
+        path = kv_path(key)
+        for attempt in (0, 1):
+            addr = self.owner_addr(key)
+            try:
+                status, _, data = self._conn(addr).request(method, path, body)
+            except _CONNECTION_ERRORS as e:
+                if attempt == 1:
+                    raise NodeUnreachable(f"cannot reach node {addr}: {e}") from e
+                self._refresh_after_failure()
+                continue
+            if status == 503 and attempt == 0:
+                err = error_from_response(status, data)
+                if isinstance(err, errors.WrongNode):
+                    self._refresh_after_failure()
+                    continue
+            return status, data
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _refresh_after_failure(self) -> None:
+        try:
+            self.refresh()
+        except NodeUnreachable:
+            # Keep the old map: the retry then fails with the real connection error.
+            pass
+
+    def get(self, key: str | bytes) -> bytes | None:
+        """The value of ``key``, or None when it is absent."""
+        status, data = self._call("GET", key, None)
+        if status == 200:
+            return data
+        if status == 404:
+            err = error_from_response(status, data)
+            if isinstance(err, errors.NotFound):
+                return None
+            raise err
+        raise error_from_response(status, data)
+
+    def set(self, key: str | bytes, value: bytes | str) -> None:
+        """Set ``key`` to ``value`` (str values are UTF-8 encoded)."""
+        if isinstance(value, str):
+            value = value.encode()
+        status, data = self._call("PUT", key, bytes(value))
+        if status not in (200, 201, 204):
+            raise error_from_response(status, data)
+
+    def delete(self, key: str | bytes) -> bool:
+        """Delete ``key``; False when it was absent (see the module docstring on retries)."""
+        status, data = self._call("DELETE", key, None)
+        if status in (200, 204):
+            return True
+        err = error_from_response(status, data)
+        if isinstance(err, errors.NotFound):
+            return False
+        raise err
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            c.close()
+        self._conns.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "DEFAULT_NODE",
+    "Client",
+    "NodeConnection",
+    "NodeUnreachable",
+    "error_from_response",
+    "kv_path",
+]

@@ -1,0 +1,155 @@
+"""The asyncio Runtime: kvcore's window on the real world.
+
+Theory of operation
+-------------------
+A :class:`kvcore.node.Node` reaches the world only through its Runtime (DESIGN.md, "The
+boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop:
+
+- ``now()`` is ``loop.time()``: monotonic seconds, the same clock asyncio's timers use, so a
+  timer set for ``now() + d`` fires when ``now()`` reads at least that.
+- ``call_later(delay, fn)`` is ``loop.call_later``; the returned :class:`asyncio.TimerHandle`
+  has ``cancel()``. The callback is wrapped so that an exception escaping node code is logged
+  with its traceback and swallowed: one buggy timer must not stop the others, and asyncio's
+  default handler would only log it anyway, without saying which node it was.
+- ``random`` is a ``random.Random()`` seeded from os entropy (``random.Random()`` with no
+  argument reads ``os.urandom``): real nodes must not share ids or ping phases.
+- ``send(dst, msg)`` hands the message to the peer transport (:mod:`realnet.transport`), which
+  frames it onto the pooled TCP connection to ``dst`` or drops it. Fire-and-forget: a send never
+  raises and never blocks. The transport is attached after construction because it needs the
+  node, which needs the runtime.
+- ``storage`` is a :class:`FileStorage` under ``--data-dir`` when one is given, else a
+  :class:`kvcore.runtime.MemoryStorage` (which forgets everything on exit; a node without a data
+  dir has nothing durable, as a Redis node without a ``dir`` persists nothing).
+
+:class:`FileStorage` writes one file per key with the classic crash-safe sequence: write a
+temporary file, ``fsync`` it, ``os.replace`` it over the old one, ``fsync`` the directory. A
+crash leaves either the old or the new value, never a torn one. Keys are percent-encoded into
+file names so that any key maps to exactly one safe name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from kvcore.runtime import MemoryStorage, Storage
+
+log = logging.getLogger("realnet.runtime")
+
+
+class MessageSink(Protocol):
+    """What the runtime hands outgoing messages to (the peer transport)."""
+
+    def send(self, dst: str, msg: Any) -> None: ...
+
+
+class FileStorage:
+    """A :class:`kvcore.runtime.Storage` kept as one file per key in a directory.
+
+    ``put`` is atomic and durable (temp file, fsync, rename, fsync of the directory); ``get``
+    reads the file back, or returns None when the key was never written.
+    """
+
+    SUFFIX = ".val"
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory)
+        # Raises OSError with the reason (permission, a file in the way); the caller turns it
+        # into a configuration error before anything is bound.
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.dir, os.W_OK):
+            raise PermissionError(f"data directory {str(self.dir)!r} is not writable")
+
+    def _path(self, key: str) -> Path:
+        if not key:
+            raise ValueError("a storage key must be a non-empty string")
+        # quote(safe="") leaves only [A-Za-z0-9_.~-] and %XX: no separators, no "..", and no
+        # name that a different key could also produce.
+        name = urllib.parse.quote(key, safe="")
+        if name.startswith("."):
+            name = "%2E" + name[1:]
+        return self.dir / (name + self.SUFFIX)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, value: bytes) -> None:
+        path = self._path(key)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(value)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+class AsyncioRuntime:
+    """kvcore's Runtime on one asyncio event loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        storage: Storage | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self.random: random.Random = rng if rng is not None else random.Random()
+        self.storage: Storage = storage if storage is not None else MemoryStorage()
+        #: where send() goes; None until the transport is attached (sends are then dropped)
+        self.sink: MessageSink | None = None
+        #: exceptions raised by timer callbacks (logged and swallowed)
+        self.timer_errors = 0
+        #: messages sent before a transport was attached
+        self.unsent = 0
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(max(0.0, delay), self._run_timer, fn)
+
+    def _run_timer(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:
+            self.timer_errors += 1
+            log.exception("node %s: a timer callback raised; the node keeps running", self.node_id)
+
+    def send(self, dst: str, msg: Any) -> None:
+        sink = self.sink
+        if sink is None:
+            self.unsent += 1
+            return
+        sink.send(dst, msg)
+
+
+def open_storage(data_dir: str | os.PathLike[str] | None) -> Storage:
+    """The storage for a node: files under ``data_dir``, or memory when there is none."""
+    if data_dir is None or str(data_dir) == "":
+        return MemoryStorage()
+    return FileStorage(data_dir)
+
+
+__all__ = ["AsyncioRuntime", "FileStorage", "MessageSink", "open_storage"]

@@ -1,0 +1,585 @@
+"""The peer transport: length-prefixed msgpack frames over TCP between nodes.
+
+Theory of operation
+-------------------
+Each node listens on its *peer port* and keeps **one outbound connection per peer**, used in one
+direction only: a node writes its messages on its own outbound connection and reads its peers'
+messages on the connections they opened to it (Redis Cluster's bus works the same way: every
+node has an outbound and an inbound link to every other node). So ``send(dst, msg)`` needs no
+request/response matching and a reply simply travels on the other link.
+
+Frames are :func:`realnet.wire.frame`: a 4-byte big-endian length and the msgpack of
+:func:`kvcore.codec.encode`. The first frame on every connection is
+:class:`kvcore.messages.Hello` naming the sender, so the receiver knows who speaks; every later
+frame goes to ``node.on_message(src, msg)`` with that name.
+
+Outbound link, per peer (a small state machine, :class:`PeerLink`)::
+
+    idle --send--> connecting --connected--> connected --lost--> backoff
+                     ^   |                                          ^  |
+                     |   +------------- failed / timed out ---------+  |
+                     +------ timer expired, or the peer said Hello ----+
+
+- *idle*: before the first send; the first send starts a connection attempt (all links are
+  also opened at start, so a cluster is wired before the first request).
+- *connecting*: messages wait in a bounded queue (``queue_limit``, 1024); beyond it they are
+  dropped. The queue is flushed right after the Hello once the connection is up.
+- *connected*: messages are written with ``transport.write``; asyncio's write buffer batches
+  them into few syscalls. If the peer stops reading and the buffer passes ``write_high_water``
+  (asyncio calls ``pause_writing``), messages are dropped until it drains: memory stays bounded.
+- *backoff*: after a failed attempt or a lost connection, messages are dropped (fire-and-forget,
+  DESIGN.md: "a failed connection drops the message") until a jittered timer expires. The delay
+  doubles from ``backoff_min`` (0.05 s) to ``backoff_max`` (2 s) on consecutive failures, with
+  "equal jitter" (half fixed, half random from the runtime's ``random``, as in AWS's backoff
+  note) so that nodes restarted together do not reconnect in lockstep. A connection that stayed
+  up for ``stable_after`` seconds resets the delay. When the timer expires the link reconnects
+  at once (a dead peer costs one attempt per ``backoff_max``, as Redis's cluster bus retries).
+  A Hello arriving from that peer on its own link proves it is listening again, so it also ends
+  the backoff early: nodes started one after another wire up as soon as the last one is up,
+  instead of after a backoff that grew while it was starting.
+
+Every dropped message is counted by reason (``dropped``). The node's health check, not the
+transport, decides that a peer is down; the transport only moves bytes.
+
+Inbound connections are never trusted. A frame that is oversized or not decodable
+(:class:`realnet.wire.FrameError`), a first frame that is not a Hello, a Hello from an unknown
+node id or another cluster, a second Hello, or no Hello within ``hello_timeout`` closes that
+connection, logs the reason and counts it in ``frames_malformed[reason]``; the node keeps
+running. Exceptions raised by the node while handling a message are logged and counted
+(``handler_errors``), never propagated into asyncio.
+
+Bytes are counted per message kind in the node's :class:`kvcore.metrics.NodeStats`
+(``add_bytes_sent`` when a frame is handed to the socket, ``add_bytes_received`` when a frame is
+decoded), Hello frames included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvcore.messages import Hello, kind_of
+from kvcore.metrics import NodeStats
+from realnet import wire
+
+log = logging.getLogger("realnet.transport")
+
+IDLE = "idle"
+CONNECTING = "connecting"
+CONNECTED = "connected"
+BACKOFF = "backoff"
+CLOSED = "closed"
+
+OnMessage = Callable[[str, Any], None]
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Knobs of the peer transport. Times in seconds, sizes in bytes."""
+
+    #: Largest frame accepted or sent (the node's ``max_frame_bytes``).
+    max_frame_bytes: int = 4 * 1024 * 1024
+    #: Messages held per peer while its connection is being set up; more are dropped.
+    queue_limit: int = 1024
+    #: First reconnect delay after a failure; doubles per consecutive failure...
+    backoff_min: float = 0.05
+    #: ...up to this. Two seconds: a restarted peer is found again within a couple of pings.
+    backoff_max: float = 2.0
+    #: A connection that lived this long counts as healthy and resets the backoff delay.
+    stable_after: float = 1.0
+    #: A connection attempt that takes longer fails (an unroutable address never answers SYN).
+    connect_timeout: float = 2.0
+    #: An inbound connection that has not sent Hello by then is closed.
+    hello_timeout: float = 5.0
+    #: Outbound write buffer above which messages are dropped (the peer is not reading).
+    write_high_water: int = 16 * 1024 * 1024
+    #: At most this many inbound connections at once; more are closed on accept.
+    max_inbound: int = 1024
+
+
+@dataclass
+class TransportStats:
+    """Counters of the transport (served in /cluster/info and /metrics)."""
+
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    inbound_accepted: int = 0
+    inbound_rejected: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    handler_errors: int = 0
+    #: messages not sent, by reason: queue_full, backoff, backpressure, unknown_peer, ...
+    dropped: dict[str, int] = field(default_factory=dict)
+    #: inbound connections closed for bad input, by reason: oversized, malformed, not_hello, ...
+    frames_malformed: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def malformed(self, reason: str) -> None:
+        self.frames_malformed[reason] = self.frames_malformed.get(reason, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connects": self.connects,
+            "connect_failures": self.connect_failures,
+            "disconnects": self.disconnects,
+            "inbound_accepted": self.inbound_accepted,
+            "inbound_rejected": self.inbound_rejected,
+            "frames_sent": self.frames_sent,
+            "frames_received": self.frames_received,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "handler_errors": self.handler_errors,
+            "dropped": dict(sorted(self.dropped.items())),
+            "frames_malformed": dict(sorted(self.frames_malformed.items())),
+        }
+
+
+class _OutboundProtocol(asyncio.Protocol):
+    """The protocol object of one outbound connection attempt; reports to its link."""
+
+    def __init__(self, link: PeerLink, gen: int) -> None:
+        self.link = link
+        self.gen = gen
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.link._on_made(self, transport)
+
+    def data_received(self, data: bytes) -> None:
+        # Outbound links are one-way; a peer has no business writing here. Ignore it rather
+        # than buffer it.
+        pass
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link._on_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.link.paused = True
+
+    def resume_writing(self) -> None:
+        self.link.paused = False
+
+
+class PeerLink:
+    """The outbound connection to one peer (see the state machine in the module docstring)."""
+
+    def __init__(self, owner: PeerTransport, peer_id: str, host: str, port: int) -> None:
+        self.owner = owner
+        self.peer_id = peer_id
+        self.host = host
+        self.port = port
+        self.state = IDLE
+        self.queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self.delay = owner.config.backoff_min
+        self.failures = 0  # consecutive
+        self.connected_at: float | None = None
+        self.last_error = ""
+        self._gen = 0
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- sending -----------------------------------------------------------------------
+
+    def send(self, kind: str, data: bytes) -> None:
+        state = self.state
+        if state == CONNECTED:
+            if self.paused:
+                self.owner.stats.drop("backpressure")
+                return
+            self._write(kind, data)
+        elif state == CONNECTING:
+            if len(self.queue) >= self.owner.config.queue_limit:
+                self.owner.stats.drop("queue_full")
+                return
+            self.queue.append((kind, data))
+        elif state == IDLE:
+            self.queue.append((kind, data))
+            self.connect()
+        elif state == BACKOFF:
+            self.owner.stats.drop("backoff")
+        else:
+            self.owner.stats.drop("closed")
+
+    def _write(self, kind: str, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+        n = len(data)
+        st = self.owner.stats
+        st.frames_sent += 1
+        st.bytes_sent += n
+        self.owner.node_stats.add_bytes_sent(kind, n)
+
+    # --- connecting --------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Start a connection attempt unless one is running or the link is closed."""
+        if self.state in (CONNECTING, CONNECTED, CLOSED):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.state = CONNECTING
+        self._gen += 1
+        self._task = self.owner.loop.create_task(self._attempt(self._gen))
+
+    async def _attempt(self, gen: int) -> None:
+        loop = self.owner.loop
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _OutboundProtocol(self, gen), self.host, self.port
+                ),
+                self.owner.config.connect_timeout,
+            )
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._failed(gen, f"connect timed out after {self.owner.config.connect_timeout:g}s")
+        except OSError as e:
+            # asyncio's messages repeat the address; the errno's text is the reason
+            reason = os.strerror(e.errno) if e.errno else (str(e) or type(e).__name__)
+            self._failed(gen, reason)
+        except Exception as e:  # a bug or an exotic resolver error: still just a failure
+            log.exception("connecting to peer %s failed unexpectedly", self.peer_id)
+            self._failed(gen, repr(e))
+
+    def _on_made(self, proto: _OutboundProtocol, transport: asyncio.Transport) -> None:
+        if proto.gen != self._gen or self.state != CONNECTING:
+            transport.abort()  # a stale attempt (link closed or superseded meanwhile)
+            return
+        self.transport = transport
+        self.state = CONNECTED
+        self.paused = False
+        self.connected_at = self.owner.loop.time()
+        self.owner.stats.connects += 1
+        transport.set_write_buffer_limits(high=self.owner.config.write_high_water)
+        if self.failures:
+            log.info(
+                "connected to peer %s at %s:%d after %d failed attempts",
+                self.peer_id, self.host, self.port, self.failures,
+            )
+        # The streak of failures is over; the delay itself is reset only once the connection
+        # proves stable (see _on_lost), so a peer that accepts and drops at once is not hammered.
+        self.failures = 0
+        self.last_error = ""
+        hello = self.owner.hello_frame
+        self._write("Hello", hello)
+        self.owner.node_stats.count_sent("Hello")
+        queue, self.queue = self.queue, collections.deque()
+        for kind, data in queue:
+            self._write(kind, data)
+
+    def _on_lost(self, proto: _OutboundProtocol, exc: Exception | None) -> None:
+        if proto.gen != self._gen or self.state != CONNECTED:
+            return
+        self.transport = None
+        self.paused = False
+        self.owner.stats.disconnects += 1
+        now = self.owner.loop.time()
+        if self.connected_at is not None and now - self.connected_at >= self.owner.config.stable_after:
+            self.delay = self.owner.config.backoff_min
+        self.connected_at = None
+        reason = str(exc) if exc else "closed by peer"
+        log.info("connection to peer %s lost: %s", self.peer_id, reason)
+        self._backoff(reason)
+
+    def _failed(self, gen: int, reason: str) -> None:
+        if gen != self._gen or self.state != CONNECTING:
+            return
+        self.owner.stats.connect_failures += 1
+        if self.queue:
+            self.owner.stats.drop("connect_failed", len(self.queue))
+            self.queue.clear()
+        # Log the first failure of a streak; the rest would flood the log while a peer is down.
+        if self.failures == 0:
+            log.warning(
+                "cannot connect to peer %s at %s:%d: %s (retrying with backoff)",
+                self.peer_id, self.host, self.port, reason,
+            )
+        self.failures += 1
+        self._backoff(reason)
+
+    def _backoff(self, reason: str) -> None:
+        cfg = self.owner.config
+        self.last_error = reason
+        self.state = BACKOFF
+        # Equal jitter: wait between half and all of the current delay.
+        wait = self.delay * (0.5 + 0.5 * self.owner.rng.random())
+        self.delay = min(cfg.backoff_max, self.delay * 2)
+        self._timer = self.owner.loop.call_later(wait, self._backoff_over)
+
+    def _backoff_over(self) -> None:
+        self._timer = None
+        if self.state == BACKOFF:
+            self.state = IDLE
+            self.connect()
+
+    def peer_is_up(self) -> None:
+        """The peer just said Hello on its own link to us: it is listening, so stop waiting."""
+        if self.state == BACKOFF:
+            self.state = IDLE
+            self.connect()
+
+    def close(self) -> None:
+        self.state = CLOSED
+        self._gen += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+        if self.queue:
+            self.owner.stats.drop("closed", len(self.queue))
+            self.queue.clear()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def info(self) -> dict[str, Any]:
+        now = self.owner.loop.time()
+        return {
+            "addr": f"{self.host}:{self.port}",
+            "state": self.state,
+            "queued": len(self.queue),
+            "failures": self.failures,
+            "next_delay": round(self.delay, 3),
+            "connected_for": None if self.connected_at is None else round(now - self.connected_at, 3),
+            "last_error": self.last_error,
+        }
+
+
+class _InboundProtocol(asyncio.Protocol):
+    """One connection a peer opened to us: Hello first, then messages for the node."""
+
+    def __init__(self, owner: PeerTransport) -> None:
+        self.owner = owner
+        self.decoder = wire.FrameDecoder(owner.config.max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None  # set by a valid Hello
+        self.peername = "?"
+        self.closed = False
+        self._hello_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        pn = transport.get_extra_info("peername")
+        self.peername = f"{pn[0]}:{pn[1]}" if isinstance(pn, tuple) and len(pn) >= 2 else str(pn)
+        owner = self.owner
+        if len(owner.inbound) >= owner.config.max_inbound:
+            owner.stats.inbound_rejected += 1
+            log.warning("closing peer connection from %s: too many inbound connections", self.peername)
+            self.closed = True
+            transport.abort()
+            return
+        owner.inbound.add(self)
+        owner.stats.inbound_accepted += 1
+        self._hello_timer = owner.loop.call_later(owner.config.hello_timeout, self._hello_timed_out)
+
+    def _hello_timed_out(self) -> None:
+        self._hello_timer = None
+        if self.peer is None and not self.closed:
+            self.reject("hello_timeout", f"no Hello within {self.owner.config.hello_timeout:g}s")
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Close this connection because of bad input; count and log why."""
+        if self.closed:
+            return
+        self.closed = True
+        self.owner.stats.malformed(reason)
+        who = f"peer {self.peer}" if self.peer else "an unidentified peer"
+        log.warning(
+            "closing peer connection from %s (%s): %s: %s", self.peername, who, reason, detail
+        )
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        error: wire.FrameError | None = None
+        try:
+            frames = self.decoder.feed_sized(data)
+        except wire.FrameError as e:
+            # Frames before the bad one were fine: deliver them (their sizes are not known),
+            # then close. The stream cannot be resynchronised after a bad frame.
+            frames = [(m, 0) for m in e.messages]
+            error = e
+        except Exception as e:  # the decoder must never take the node down
+            log.exception("frame decoder raised unexpectedly")
+            self.reject("malformed", repr(e))
+            return
+        if frames:
+            self._deliver(frames)
+        if error is not None:
+            self.reject(error.reason or "malformed", str(error))
+
+    def _deliver(self, frames: list[tuple[Any, int]]) -> None:
+        owner = self.owner
+        node_stats = owner.node_stats
+        stats = owner.stats
+        on_message = owner.on_message
+        for msg, size in frames:
+            if self.closed:
+                return
+            kind = kind_of(msg)
+            stats.frames_received += 1
+            stats.bytes_received += size
+            node_stats.add_bytes_received(kind, size)
+            if self.peer is None:
+                self._on_hello(msg)
+                continue
+            if kind == "Hello":
+                self.reject("unexpected_hello", "a second Hello on one connection")
+                return
+            try:
+                on_message(self.peer, msg)
+            except Exception:
+                stats.handler_errors += 1
+                log.exception("node raised while handling %s from %s", kind, self.peer)
+
+    def _on_hello(self, msg: Any) -> None:
+        owner = self.owner
+        if type(msg) is not Hello:
+            self.reject("not_hello", f"first frame is {kind_of(msg)}, not Hello")
+            return
+        if msg.node_id not in owner.known_peers:
+            self.reject("unknown_node", f"Hello from unknown node id {msg.node_id!r}")
+            return
+        if msg.cluster and owner.cluster_name and msg.cluster != owner.cluster_name:
+            self.reject(
+                "cluster_mismatch",
+                f"Hello from cluster {msg.cluster!r}; this node is in {owner.cluster_name!r}",
+            )
+            return
+        self.peer = msg.node_id
+        owner.node_stats.count_received("Hello")
+        owner.links[msg.node_id].peer_is_up()
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        self.owner.inbound.discard(self)
+        self.transport = None
+
+
+class PeerTransport:
+    """Listens on the peer port and keeps one outbound link per peer.
+
+    ``peers`` maps each peer id to its peer address (host, port). ``on_message(src, msg)`` is the
+    node's entry point. ``rng`` is the runtime's random (backoff jitter).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        peers: Mapping[str, tuple[str, int]],
+        on_message: OnMessage,
+        node_stats: NodeStats,
+        rng: random.Random,
+        config: TransportConfig | None = None,
+        cluster_name: str = "",
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config or TransportConfig()
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self.on_message = on_message
+        self.node_stats = node_stats
+        self.rng = rng
+        self.cluster_name = cluster_name
+        self.stats = TransportStats()
+        self.links: dict[str, PeerLink] = {
+            pid: PeerLink(self, pid, host, port) for pid, (host, port) in sorted(peers.items())
+        }
+        self.known_peers = frozenset(self.links)
+        self.inbound: set[_InboundProtocol] = set()
+        self.hello_frame = wire.frame(Hello(node_id=node_id, cluster=cluster_name))
+        self.server: asyncio.base_events.Server | None = None
+        self.closed = False
+
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Bind the peer port; returns the bound (host, port). Raises OSError (e.g. in use)."""
+        self.server = await self.loop.create_server(
+            lambda: _InboundProtocol(self), host, port, reuse_address=True
+        )
+        sock = self.server.sockets[0].getsockname()
+        return sock[0], sock[1]
+
+    def connect_all(self) -> None:
+        """Open every outbound link now, so a cluster is wired before the first request."""
+        for link in self.links.values():
+            link.connect()
+
+    def send(self, dst: str, msg: Any) -> None:
+        """Fire-and-forget: frame ``msg`` onto the link to ``dst`` or drop it (counted)."""
+        link = self.links.get(dst)
+        if link is None or self.closed:
+            self.stats.drop("unknown_peer" if link is None else "closed")
+            return
+        try:
+            data = wire.frame(msg)
+        except Exception:
+            # Our own message failed to encode: a bug in kvcore, not the peer's fault.
+            self.stats.drop("encode_error")
+            log.exception("cannot encode %s for %s", kind_of(msg), dst)
+            return
+        if len(data) - 4 > self.config.max_frame_bytes:
+            self.stats.drop("too_large")
+            log.warning(
+                "not sending %s of %d bytes to %s: over max_frame_bytes (%d)",
+                kind_of(msg), len(data), dst, self.config.max_frame_bytes,
+            )
+            return
+        link.send(kind_of(msg), data)
+
+    async def close(self) -> None:
+        """Stop listening, close every link and inbound connection."""
+        self.closed = True
+        if self.server is not None:
+            self.server.close()
+        for link in self.links.values():
+            link.close()
+        for proto in list(self.inbound):
+            if proto.transport is not None:
+                proto.closed = True
+                proto.transport.abort()
+        self.inbound.clear()
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 2.0)
+            except TimeoutError:
+                pass
+            self.server = None
+
+    def info(self) -> dict[str, Any]:
+        out = self.stats.as_dict()
+        out["inbound_connections"] = len(self.inbound)
+        out["links"] = {pid: link.info() for pid, link in self.links.items()}
+        return out
+
+
+__all__ = ["PeerLink", "PeerTransport", "TransportConfig", "TransportStats"]

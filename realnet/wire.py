@@ -1,0 +1,163 @@
+"""Peer framing: messages as msgpack payloads behind a 4-byte big-endian length.
+
+Theory of operation
+-------------------
+A message becomes bytes in two steps: :func:`kvcore.codec.encode` turns it into a plain dict
+(``{"k": kind, ...}``) and msgpack packs that dict (``use_bin_type=True``, so ``bytes`` and
+``str`` stay distinct). :func:`pack` and :func:`unpack` are exactly these two steps; the sim
+calls them too, so both worlds carry the same bytes and measure the same message sizes.
+
+On a TCP stream each payload is framed by its length as a 4-byte big-endian unsigned int
+(:data:`HEADER`), as Redis Cluster's bus and most RPC systems do. :class:`FrameDecoder` turns an
+arbitrary chunking of the stream back into messages. It checks a frame's length prefix as soon as
+its 4 bytes arrive, so an oversized frame is refused before any of its body is buffered: a
+peer cannot make a node hold more than ``max_frame + 4`` bytes (plus one read) per connection.
+
+Everything a peer can send is either a message or a :class:`FrameError`: any msgpack error,
+nesting too deep to decode, a payload that is not a map, and the codec's
+:class:`~kvcore.errors.RemoteProtocolError` (unknown kind, missing field, wrong type) all become
+``FrameError`` with a short ``reason`` (``"oversized"`` or ``"malformed"``, for counters) and a
+sentence. The stream cannot be resynchronised after a bad frame, so the caller must close the
+connection with that reason logged; a decoder that raised stays failed. Messages decoded from the
+same ``feed`` before the bad frame are kept on the exception (``messages``) so a caller may
+still deliver them.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from kvcore import codec
+from kvcore.errors import RemoteProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "HEADER",
+    "FrameDecoder",
+    "FrameError",
+    "frame",
+    "pack",
+    "unpack",
+]
+
+Message = Any  # any kvcore.messages class; kvcore has no common base class
+
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 8 * 1024 * 1024  # bytes of payload; the node config passes its own limit
+
+_packer = msgpack.Packer(use_bin_type=True)
+_pack = _packer.pack
+_unpackb = msgpack.unpackb
+_encode = codec.encode
+_decode = codec.decode
+_header_size = HEADER.size
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
+
+# What msgpack.unpackb raises on bad input: UnpackValueError/ExtraData/FormatError/StackError
+# (ValueError and msgpack.UnpackException subclasses; UnicodeDecodeError is a ValueError) and
+# TypeError for a map key it cannot hash. RecursionError: nesting deeper than Python can walk.
+_UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException, RecursionError)
+
+
+class FrameError(Exception):
+    """A malformed or oversized frame; close the connection and log ``reason`` and the message.
+
+    ``reason`` is a short token for counters (``"oversized"``, ``"malformed"``); ``str(err)`` is
+    a sentence. ``messages`` holds what the same ``feed`` decoded before the bad frame.
+    """
+
+    def __init__(self, reason: str, detail: str, messages: list[Message] | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.messages: list[Message] = messages if messages is not None else []
+
+
+def pack(msg: Message) -> bytes:
+    """The msgpack payload of a message (no length prefix). Raises on a non-message: a local bug."""
+    return _pack(_encode(msg))
+
+
+def unpack(payload: bytes | bytearray | memoryview) -> Message:
+    """The message in a payload; any malformed input raises :class:`FrameError`."""
+    try:
+        obj = _unpackb(payload, raw=False, strict_map_key=True)
+    except _UNPACK_ERRORS as e:
+        raise FrameError("malformed", f"payload is not valid msgpack: {e}") from None
+    if type(obj) is not dict:
+        raise FrameError("malformed", f"payload is a {type(obj).__name__}, not a map")
+    try:
+        return _decode(obj)
+    except RemoteProtocolError as e:
+        raise FrameError("malformed", f"payload is not a valid message: {e}") from None
+    except RecursionError:
+        raise FrameError("malformed", "payload is nested too deeply") from None
+
+
+def frame(msg: Message) -> bytes:
+    """Length prefix + payload, ready for a stream. The caller enforces its frame limit."""
+    payload = _pack(_encode(msg))
+    return _pack_header(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Incremental frame decoder for one connection: feed it bytes, get whole messages."""
+
+    __slots__ = ("_buf", "_failed", "_max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._max_frame = max_frame
+        self._failed: FrameError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Messages completed by ``data``; raises :class:`FrameError` on the first bad frame."""
+        return [msg for msg, _ in self.feed_sized(data)]
+
+    def feed_sized(self, data: bytes | bytearray | memoryview) -> list[tuple[Message, int]]:
+        """Like :meth:`feed`, with each message's frame size in bytes (4-byte prefix included)."""
+        if self._failed is not None:
+            raise FrameError(self._failed.reason, f"decoder already failed: {self._failed}")
+        buf = self._buf
+        if buf:
+            buf += data
+            src: bytes | bytearray | memoryview = buf
+        else:
+            src = data  # common case: whole frames in one read; decode without copying
+        out: list[tuple[Message, int]] = []
+        n = len(src)
+        pos = 0
+        max_frame = self._max_frame
+        try:
+            with memoryview(src) as view:
+                while n - pos >= _header_size:
+                    (length,) = _unpack_header(view, pos)
+                    if length > max_frame:
+                        raise FrameError(
+                            "oversized",
+                            f"frame of {length} bytes exceeds the limit of {max_frame} bytes",
+                        )
+                    end = pos + _header_size + length
+                    if end > n:
+                        break
+                    out.append((unpack(view[pos + _header_size : end]), end - pos))
+                    pos = end
+        except FrameError as e:
+            # A new buffer rather than clear(): the traceback may still hold a view of the old one.
+            self._buf = bytearray()
+            e.messages = [msg for msg, _ in out]
+            self._failed = e
+            raise
+        if src is buf:
+            del buf[:pos]
+        elif pos < n:
+            buf += memoryview(data)[pos:]
+        return out

@@ -1,0 +1,82 @@
+"""storelab's linearizability checker for key-value and register histories.
+
+Theory of operation
+-------------------
+A history (``invoke``/``ok``/``fail``/``info`` events, :mod:`sim.checker.history`) is paired
+into operations, each compiled against a sequential specification (:mod:`sim.checker.models`),
+split by key (linearizability is local: Herlihy & Wing 1990), and each key searched with the
+Wing & Gong (1993) depth-first search plus Lowe's (2017) memo of ``(linearized set, state)``,
+as Porcupine implements it (:mod:`sim.checker.search`). A violation is shrunk to a short,
+sound witness (:mod:`sim.checker.witness`); a search that runs past its time budget answers
+``unknown``.
+
+Typical use::
+
+    from sim.checker import check, read_history
+
+    history = read_history("run.jsonl")
+    result = check(history.ops, model="kv", timeout=10.0)
+    if result.verdict == "not_linearizable":
+        for op in result.witness:
+            print(op.describe())
+
+From the shell: ``python -m sim.checker FILE`` (see :mod:`sim.checker.__main__`).
+
+References: M. Herlihy, J. Wing, "Linearizability: a correctness condition for concurrent
+objects", TOPLAS 12(3), 1990. J. Wing, C. Gong, "Testing and verifying concurrent objects",
+JPDC 17, 1993. G. Lowe, "Testing for linearizability", CCPE 29(4), 2017. A. Horn,
+D. Kroening, "Faster linearizability checking via P-compositionality", FORTE 2015.
+A. Athalye, Porcupine, github.com/anishathalye/porcupine.
+"""
+
+from sim.checker.check import (
+    LINEARIZABLE,
+    NOT_LINEARIZABLE,
+    UNKNOWN,
+    CheckResult,
+    KeyResult,
+    Verdict,
+    check,
+)
+from sim.checker.history import (
+    FORMATS,
+    History,
+    HistoryFormatError,
+    Op,
+    detect_format,
+    events_to_ops,
+    ops_to_events,
+    parse_history,
+    read_history,
+    write_jsonl,
+)
+from sim.checker.models import KV, MODELS, REGISTER, Model, ModelError, detect_model, get_model
+from sim.checker.witness import Counterexample
+
+__all__ = [
+    "FORMATS",
+    "KV",
+    "LINEARIZABLE",
+    "MODELS",
+    "NOT_LINEARIZABLE",
+    "REGISTER",
+    "UNKNOWN",
+    "CheckResult",
+    "Counterexample",
+    "History",
+    "HistoryFormatError",
+    "KeyResult",
+    "Model",
+    "ModelError",
+    "Op",
+    "Verdict",
+    "check",
+    "detect_format",
+    "detect_model",
+    "events_to_ops",
+    "get_model",
+    "ops_to_events",
+    "parse_history",
+    "read_history",
+    "write_jsonl",
+]

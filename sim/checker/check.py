@@ -1,0 +1,166 @@
+"""``check()``: split a history by key, search each key, explain a violation.
+
+Theory of operation
+-------------------
+Linearizability is *local* (Herlihy & Wing 1990, Theorem 1): a history of several objects is
+linearizable iff the sub-history of each object is. Keys of a key-value store are independent
+objects, so the history is split by key and each key is searched on its own -- what Horn &
+Kroening (2015, "Faster linearizability checking via P-compositionality") call
+P-compositionality and Porcupine does with ``Model.Partition``. The cost of the search is
+exponential in the concurrency of *one* key instead of the whole history.
+
+Each key runs :func:`sim.checker.search.search` under one overall deadline, smallest keys
+first so that a tight budget still settles as many keys as it can. The verdict is
+``not_linearizable`` if any key fails (that is conclusive even when other keys ran out of
+time), else ``unknown`` if any key ran out of time, else ``linearizable``. For a violation,
+the failing key with the fewest operations is shrunk to a witness by
+:func:`sim.checker.witness.find_counterexample`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from sim.checker.history import Op, events_to_ops
+from sim.checker.models import Model, State, Step, detect_model, get_model
+from sim.checker.search import search
+from sim.checker.witness import Counterexample, find_counterexample
+
+Verdict: TypeAlias = Literal["linearizable", "not_linearizable", "unknown"]
+LINEARIZABLE: Verdict = "linearizable"
+NOT_LINEARIZABLE: Verdict = "not_linearizable"
+UNKNOWN: Verdict = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyResult:
+    """The verdict for one key (``key`` is None for a single register)."""
+
+    key: str | None
+    verdict: Verdict
+    #: operations that constrain the search (after dropping failed writes and unanswered reads)
+    ops: int
+    #: of which with an unknown outcome
+    unknown_ops: int
+    #: configurations the search memoised
+    explored: int
+    #: seconds spent searching this key
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    verdict: Verdict
+    model: str
+    #: seconds for the whole check, witness included
+    elapsed: float
+    #: per-key results, in key order (None first)
+    keys: dict[str | None, KeyResult] = field(default_factory=dict)
+    #: for ``not_linearizable`` (and ``witness=True``): the proof, see sim.checker.witness
+    counterexample: Counterexample | None = None
+    #: all operations of the history, failed ones included
+    total_ops: int = 0
+
+    @property
+    def linearizable(self) -> bool | None:
+        """True / False, or None when the time budget ran out."""
+        return {LINEARIZABLE: True, NOT_LINEARIZABLE: False}.get(self.verdict)
+
+    @property
+    def witness(self) -> list[Op]:
+        """The operations that cannot be ordered (empty unless ``not_linearizable``)."""
+        return list(self.counterexample.ops) if self.counterexample is not None else []
+
+
+def check(
+    history: Iterable[Op] | Iterable[Mapping[str, Any]],
+    model: str | Model | None = None,
+    timeout: float | None = None,
+    *,
+    witness: bool = True,
+) -> CheckResult:
+    """Check a history for linearizability.
+
+    ``history`` is a list of :class:`Op` or of invoke/completion event dicts (converted with
+    :func:`events_to_ops`). ``model`` is ``"kv"``, ``"register"``, a :class:`Model`, or None to
+    pick the model whose operation names fit. ``timeout`` (seconds, None = no limit) bounds
+    the whole check; past it the verdict is ``unknown`` unless a violation was already found.
+    With ``witness`` a violation comes with a shrunk :class:`Counterexample` (the shrinking
+    uses what is left of the timeout, but at most 10 s beyond the search when there is none).
+    """
+    started = time.perf_counter()
+    deadline = None if timeout is None else started + max(0.0, timeout)
+    items = list(history)
+    ops: list[Op] = (
+        events_to_ops(items)  # type: ignore[arg-type]
+        if items and isinstance(items[0], Mapping)
+        else items  # type: ignore[assignment]
+    )
+    chosen = detect_model(ops) if model is None else get_model(model)
+
+    by_key: dict[str | None, list[tuple[Op, Step]]] = {}
+    for op in ops:
+        step = chosen.compile(op)
+        by_key.setdefault(op.key, [])
+        if step is not None:
+            by_key[op.key].append((op, step))
+
+    results: dict[str | None, KeyResult] = {}
+    for key in sorted(by_key, key=lambda k: (len(by_key[k]), _key_order(k))):
+        key_ops = by_key[key]
+        key_started = time.perf_counter()
+        if deadline is not None and key_started > deadline:
+            outcome: bool | None = None
+            explored = 0
+        else:
+            found = search(
+                [(op.call, op.ret, step) for op, step in key_ops], [chosen.init], deadline
+            )
+            outcome, explored = found.linearizable, found.explored
+        results[key] = KeyResult(
+            key=key,
+            verdict=LINEARIZABLE if outcome else UNKNOWN if outcome is None else NOT_LINEARIZABLE,
+            ops=len(key_ops),
+            unknown_ops=sum(1 for op, _ in key_ops if op.ret is None),
+            explored=explored,
+            elapsed=time.perf_counter() - key_started,
+        )
+
+    verdicts = {r.verdict for r in results.values()}
+    verdict = (
+        NOT_LINEARIZABLE
+        if NOT_LINEARIZABLE in verdicts
+        else UNKNOWN
+        if UNKNOWN in verdicts
+        else LINEARIZABLE
+    )
+    counterexample = None
+    if verdict == NOT_LINEARIZABLE and witness:
+        failing = min(
+            (r for r in results.values() if r.verdict == NOT_LINEARIZABLE),
+            key=lambda r: (r.ops, _key_order(r.key)),
+        )
+        search_time = time.perf_counter() - started
+        budget = started + search_time + 10.0 if deadline is None else deadline
+        counterexample = find_counterexample(
+            failing.key, by_key[failing.key], chosen.init, budget
+        )
+    return CheckResult(
+        verdict=verdict,
+        model=chosen.name,
+        elapsed=time.perf_counter() - started,
+        keys={k: results[k] for k in sorted(results, key=_key_order)},
+        counterexample=counterexample,
+        total_ops=len(ops),
+    )
+
+
+def _key_order(key: str | None) -> tuple[int, str]:
+    return (0, "") if key is None else (1, key)
+
+
+def describe_states(model: Model, states: Iterable[State]) -> str:
+    return " or ".join(model.describe_state(s) for s in states)

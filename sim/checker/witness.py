@@ -1,0 +1,244 @@
+"""Smallest witnesses: which operations of a non-linearizable history cannot be ordered.
+
+Theory of operation
+-------------------
+"Not linearizable" is only useful with a short list of operations a person can check by hand.
+A witness here is a set ``W`` of operations of one key, plus a set ``S`` of states that key may
+hold when ``W`` begins, such that ``W`` cannot be linearized from any state in ``S``. Every
+reduction below keeps the implication *"if the history were linearizable, W would be
+linearizable from some state of S"*, so a witness is a proof of the violation, never an
+artefact of the shrinking. It is built in three steps, each justified by a property of
+linearizability:
+
+1. **Shortest failing prefix** (prefix closure). Cut the key's history just after its
+   ``j``-th completion; operations invoked before the cut that complete after it are *pending*
+   there, so (as in Herlihy & Wing 1990, §3) they may take effect or not -- their steps
+   become the "unknown" versions of :mod:`sim.checker.models`. Any linearization of the full
+   history restricts to one of each prefix, so failure is monotone in ``j`` and a binary
+   search finds the least failing ``j``. The operation whose completion is the ``j``-th is
+   the *culprit*: with it still running everything could be ordered; once it returned,
+   nothing can.
+
+2. **Latest quiescent cut** (composition at a cut). A point ``q`` where no completed operation
+   of the prefix is running splits it in two: every completed operation before ``q`` precedes
+   every completed operation after ``q`` in real time, so any linearization runs all of the
+   "before" part first. The "before" part is then summarised by the set ``S`` of states it can
+   leave (found by enumerating its configurations, :func:`sim.checker.search.search` with
+   ``collect=True``); unknown operations invoked before ``q`` are kept on both sides, since
+   they may take effect on either side or never. If the "after" part fails from every state in
+   ``S`` it is a witness. Cuts are tried from the latest (shortest witness) to the earliest;
+   the cut before the first operation always works (``S`` = the initial state).
+
+3. **Dropping observers** (state-preserving operations). Removing an operation that never
+   changes the state -- a read/get, or a ``cas`` whose comparison failed -- from a
+   linearization leaves a legal linearization. So each such operation of the witness is
+   dropped in turn if the rest still fails; the result is 1-minimal with respect to these
+   removals (Zeller & Hildebrandt 2002's notion, restricted to the sound removals).
+
+Removing a write, an append, a successful ``cas`` or an unknown operation is *not* sound (a
+later read may depend on it), so those stay, and the witness is minimal among the witnesses
+these three rules can justify, not the absolute smallest subset. All steps run under a
+deadline; when it passes, the best witness found so far is returned, marked not minimal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sim.checker.history import Op
+from sim.checker.models import (
+    CAS,
+    CAS_FAIL,
+    CAS_MAYBE,
+    READ,
+    STATE_PRESERVING,
+    State,
+    Step,
+)
+from sim.checker.search import SearchOp, search
+
+
+@dataclass(frozen=True, slots=True)
+class Counterexample:
+    """A proof that one key's history is not linearizable (see the module docstring)."""
+
+    key: str | None
+    #: the witness: operations of ``key`` that cannot be linearized from any of
+    #: ``start_states``, in invocation order
+    ops: tuple[Op, ...]
+    #: the states the key may be in when the witness begins
+    start_states: tuple[State, ...]
+    #: the operation whose completion makes the history non-linearizable
+    culprit: Op
+    #: completed operations before the witness's quiescent cut, summarised by start_states
+    skipped: int
+    #: operations of the key (after dropping those that constrain nothing) in the shortest
+    #: failing prefix
+    prefix_size: int
+    #: the witness operations whose outcome counts as unknown (may or may not take effect):
+    #: unknown in the history, or still running when the culprit returned
+    pending: tuple[Op, ...]
+    #: False when the deadline cut the shrinking short (the witness is still a valid proof)
+    minimal: bool
+
+
+@dataclass(slots=True)
+class _Item:
+    op: Op
+    step: Step
+    call: int  # position in the key's timeline
+    ret: int | None  # None: unknown outcome
+
+
+def _unknown_version(step: Step) -> Step | None:
+    """The step of an operation whose outcome is not known (None: it constrains nothing)."""
+    kind, a, b = step
+    if kind == READ:
+        return None
+    if kind in (CAS, CAS_FAIL):
+        return (CAS_MAYBE, a, b)
+    return step
+
+
+def find_counterexample(
+    key: str | None,
+    ops: Sequence[tuple[Op, Step]],
+    init: State,
+    deadline: float | None,
+) -> Counterexample:
+    """Shrink the non-linearizable history ``ops`` (one key, already compiled) to a witness."""
+    items = _timeline(ops)
+    returns = sorted(item.ret for item in items if item.ret is not None)
+    minimal = True
+
+    # 1. the shortest failing prefix: the least j whose prefix fails; returns[-1] fails.
+    low, high = 0, len(returns) - 1
+    while low < high:
+        middle = (low + high) // 2
+        outcome = search(_as_search(_prefix(items, returns[middle])), [init], deadline).linearizable
+        if outcome is None:
+            minimal = False
+            break
+        if outcome:
+            low = middle + 1
+        else:
+            high = middle
+    cut_at = returns[high]
+    prefix = _prefix(items, cut_at)
+    culprit = next(item.op for item in items if item.ret == cut_at)
+
+    # 2. the latest quiescent cut whose "after" part fails from every state "before" can leave
+    witness: list[_Item] = list(prefix)
+    start_states: tuple[State, ...] = (init,)
+    skipped = 0
+    if minimal:
+        for q in _quiescent_cuts(prefix):
+            if _expired(deadline):
+                minimal = False
+                break
+            before = [it for it in prefix if it.ret is not None and it.ret < q] + [
+                it for it in prefix if it.ret is None and it.call < q
+            ]
+            after = [it for it in prefix if it.call >= q or it.ret is None]
+            states = search(_as_search(before), [init], deadline, collect=True)
+            if states.linearizable is None:
+                minimal = False
+                break
+            if not states.final_states:
+                continue  # cannot happen (the part before the culprit linearizes); be safe
+            candidates = tuple(sorted(states.final_states, key=_state_order))
+            outcome = search(_as_search(after), candidates, deadline).linearizable
+            if outcome is None:
+                minimal = False
+                break
+            if outcome is False:
+                witness = sorted(after, key=lambda it: it.call)
+                start_states = candidates
+                skipped = sum(1 for it in before if it.ret is not None)
+                break
+
+    # 3. drop the state-preserving operations that the violation does not need
+    if minimal:
+        for item in [it for it in witness if it.ret is not None]:
+            if item.step[0] not in STATE_PRESERVING:
+                continue
+            trial = [it for it in witness if it is not item]
+            outcome = search(_as_search(trial), start_states, deadline).linearizable
+            if outcome is None:
+                minimal = False
+                break
+            if outcome is False:
+                witness = trial
+
+    witness.sort(key=lambda it: it.call)
+    return Counterexample(
+        key=key,
+        ops=tuple(it.op for it in witness),
+        start_states=start_states,
+        culprit=culprit,
+        skipped=skipped,
+        prefix_size=len(prefix),
+        pending=tuple(it.op for it in witness if it.ret is None),
+        minimal=minimal,
+    )
+
+
+def _timeline(ops: Sequence[tuple[Op, Step]]) -> list[_Item]:
+    """Number the calls and returns of ``ops`` in the order the search sees them (ties: calls
+    first), so that prefixes and cuts can be stated with integers."""
+    events: list[tuple[float, int, int]] = []
+    for i, (op, _) in enumerate(ops):
+        events.append((op.call, 0, i))
+        if op.ret is not None:
+            events.append((op.ret, 1, i))
+    events.sort()
+    call_at = [0] * len(ops)
+    ret_at: list[int | None] = [None] * len(ops)
+    for position, (_, kind, i) in enumerate(events):
+        if kind == 0:
+            call_at[i] = position
+        else:
+            ret_at[i] = position
+    return [_Item(op, step, call_at[i], ret_at[i]) for i, (op, step) in enumerate(ops)]
+
+
+def _prefix(items: Sequence[_Item], cut_at: int) -> list[_Item]:
+    """The history up to and including the event at ``cut_at`` (a return)."""
+    prefix: list[_Item] = []
+    for item in items:
+        if item.call >= cut_at:
+            continue
+        if item.ret is not None and item.ret <= cut_at:
+            prefix.append(item)
+            continue
+        step = _unknown_version(item.step)
+        if step is not None:
+            prefix.append(_Item(item.op, step, item.call, None))
+    return prefix
+
+
+def _quiescent_cuts(prefix: Sequence[_Item]) -> list[int]:
+    """Positions just before a completed operation's call at which no completed operation is
+    running, latest first, excluding the trivial cut before everything."""
+    completed = sorted((it for it in prefix if it.ret is not None), key=lambda it: it.call)
+    cuts: list[int] = []
+    running_until = -1  # the latest return among completed ops called so far
+    for index, item in enumerate(completed):
+        if index > 0 and running_until < item.call:
+            cuts.append(item.call)
+        running_until = max(running_until, item.ret if item.ret is not None else -1)
+    return cuts[::-1]
+
+
+def _as_search(items: Sequence[_Item]) -> list[SearchOp]:
+    return [(float(it.call), None if it.ret is None else float(it.ret), it.step) for it in items]
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
+def _state_order(state: State) -> tuple[int, str]:
+    return (0, "") if state is None else (1, repr(state))

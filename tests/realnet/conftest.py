@@ -1,0 +1,324 @@
+"""Fixtures that run real ``python -m realnet.node`` processes on 127.0.0.1.
+
+Every node is a child process started with ``sys.executable`` on ports picked by binding port 0
+(then closed and handed to the child). A start that loses the race for a port ("address in use",
+exit status 2) is retried with fresh ports. Readiness is ``GET /health`` polled against a
+deadline; nothing sleeps a fixed time. Every process is stopped through its own Popen handle
+(terminate, wait with a timeout, kill), also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvcore.slots import Range, even_split, format_ranges
+from realnet.client import NodeConnection
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+START_DEADLINE = 30.0  # seconds for a node to answer /health (generous: busy CI machines)
+START_ATTEMPTS = 3
+
+#: small timings so failure detection is quick (ping 0.2 s, down after 0.6 s, forward 1 s)
+FAST_SETTINGS: dict[str, float] = {"ping_interval": 0.2, "down_after": 0.6, "forward_timeout": 1.0}
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports the kernel considers free right now (bound together, then closed)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))  # a TOML basic string for the plain strings used here
+
+
+class NodeProc:
+    """One node process and the addresses it serves."""
+
+    def __init__(self, node_id: str | None, port: int, peer_port: int, log_path: Path) -> None:
+        self.id = node_id
+        self.port = port
+        self.peer_port = peer_port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._conn: NodeConnection | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def peer_addr(self) -> str:
+        return f"{HOST}:{self.peer_port}"
+
+    def launch(self, args: Sequence[str]) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "realnet.node", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
+            )
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_healthy(self, deadline: float) -> bool:
+        """Poll /health until it answers 200 (True) or the process exits (False)."""
+        assert self.proc is not None
+        while True:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                status, _, body = self.request("GET", "/health", timeout=2.0)
+                if status == 200:
+                    got = json.loads(body)["id"]
+                    if self.id is None:
+                        self.id = got
+                    assert got == self.id, f"node on {self.addr} says it is {got}, not {self.id}"
+                    return True
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {self.id} on {self.addr} not healthy:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, timeout: float = 10.0
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request on a keep-alive connection (reopened after any failure)."""
+        if self._conn is None or self._conn.timeout != timeout:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = NodeConnection(self.addr, timeout=timeout)
+        return self._conn.request(method, path, body)
+
+    def get_json(self, path: str) -> Any:
+        status, _, body = self.request("GET", path)
+        assert status == 200, (path, status, body)
+        return json.loads(body)
+
+    def info(self) -> dict[str, Any]:
+        return self.get_json("/cluster/info")  # type: ignore[no-any-return]
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """``kill -9``."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.close_conn()
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def stop(self) -> None:
+        """Terminate, wait, kill if needed. Safe to call twice."""
+        self.close_conn()
+        p = self.proc
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+
+
+class Cluster:
+    """Nodes started from one TOML config; ``nodes`` by id, in config order."""
+
+    def __init__(self, nodes: dict[str, NodeProc], config_path: Path | None) -> None:
+        self.nodes = nodes
+        self.config_path = config_path
+
+    def __getitem__(self, node_id: str) -> NodeProc:
+        return self.nodes[node_id]
+
+    def __iter__(self) -> Iterator[NodeProc]:
+        return iter(self.nodes.values())
+
+    def stop(self) -> None:
+        for n in self.nodes.values():
+            n.stop()
+
+
+def _address_in_use(node: NodeProc) -> bool:
+    return node.proc is not None and node.proc.poll() == 2 and "in use" in node.log_text()
+
+
+class Launcher:
+    """Starts nodes and clusters in a directory and stops every one of them at teardown."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[NodeProc] = []
+        self._seq = 0
+
+    def _log(self, name: str) -> Path:
+        self._seq += 1
+        return self.workdir / f"{self._seq:02d}-{name}.log"
+
+    def cluster(
+        self,
+        ids: Sequence[str] = ("a", "b", "c"),
+        settings: Mapping[str, float | int] | None = None,
+        slots: Mapping[str, list[Range]] | None = None,
+    ) -> Cluster:
+        """Start a static cluster (slots: ``even_split(ids)`` unless given); wait until healthy."""
+        assignment = dict(slots) if slots is not None else even_split(list(ids))
+        last = ""
+        for attempt in range(START_ATTEMPTS):
+            ports = free_ports(2 * len(ids))
+            nodes = {
+                nid: NodeProc(nid, ports[2 * i], ports[2 * i + 1], self._log(f"{nid}-{attempt}"))
+                for i, nid in enumerate(ids)
+            }
+            lines = []
+            if settings:
+                lines.append("[settings]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
+            lines += ["[cluster]", "epoch = 1"]
+            for nid, n in nodes.items():
+                lines += [
+                    "[[cluster.nodes]]",
+                    f"id = {toml_value(nid)}",
+                    f"addr = {toml_value(n.addr)}",
+                    f"peer_addr = {toml_value(n.peer_addr)}",
+                    f"slots = {toml_value(format_ranges(assignment.get(nid, [])))}",
+                ]
+            config = self.workdir / f"cluster-{self._seq}.toml"
+            config.write_text("\n".join(lines) + "\n")
+            for nid, n in nodes.items():
+                n.launch(["--config", str(config), "--id", nid, "--log-level", "warning"])
+                self.started.append(n)
+            if self._wait_all(list(nodes.values())):
+                cluster = Cluster(nodes, config)
+                wait_wired(cluster)
+                return cluster
+            last = "\n".join(n.log_text() for n in nodes.values())
+            for n in nodes.values():
+                n.stop()
+        raise RuntimeError(f"cluster did not start after {START_ATTEMPTS} attempts:\n{last}")
+
+    def standalone(self, extra: Sequence[str] = ()) -> NodeProc:
+        """Start ``python -m realnet.node --port P --peer-port Q`` (no config)."""
+        last = ""
+        for attempt in range(START_ATTEMPTS):
+            port, peer = free_ports(2)
+            n = NodeProc(None, port, peer, self._log(f"standalone-{attempt}"))
+            n.launch(["--port", str(port), "--peer-port", str(peer), "--log-level", "warning", *extra])
+            self.started.append(n)
+            if self._wait_all([n]):
+                return n
+            last = n.log_text()
+            n.stop()
+        raise RuntimeError(f"standalone node did not start:\n{last}")
+
+    def _wait_all(self, nodes: list[NodeProc]) -> bool:
+        deadline = time.monotonic() + START_DEADLINE
+        for n in nodes:
+            if not n.wait_healthy(deadline):
+                if any(_address_in_use(m) for m in nodes):
+                    return False  # lost a port race: the caller retries with fresh ports
+                raise RuntimeError(f"node {n.id} exited during start:\n{n.log_text()}")
+        return True
+
+    def stop_all(self) -> None:
+        for n in self.started:
+            n.stop()
+
+
+def wait_wired(cluster: Cluster, timeout: float = START_DEADLINE) -> None:
+    """Wait until every node's outbound link to every peer is connected."""
+
+    def wired() -> bool:
+        return all(
+            all(link["state"] == "connected" for link in n.info()["transport"]["links"].values())
+            for n in cluster
+        )
+
+    poll(wired, timeout=timeout, what="every peer link to be connected")
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    lx = Launcher(tmp_path)
+    try:
+        yield lx
+    finally:
+        lx.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    lx = Launcher(tmp_path_factory.mktemp("nodes"))
+    try:
+        yield lx
+    finally:
+        lx.stop_all()
+
+
+@pytest.fixture(scope="module")
+def cluster3(module_launcher: Launcher) -> Cluster:
+    """A 3-node cluster (a, b, c; even split) shared by the tests of one module."""
+    return module_launcher.cluster(("a", "b", "c"), settings=FAST_SETTINGS)
+
+
+def poll(
+    fn: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Call ``fn`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: last={last!r}")
+        time.sleep(interval)

@@ -1,0 +1,98 @@
+"""Real failures: ``kill -9`` of a node, and clean stops on SIGTERM and SIGINT."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from kvcore.slots import key_slot
+from realnet.client import kv_path
+from tests.realnet.conftest import FAST_SETTINGS, Launcher, poll
+
+FORWARD_TIMEOUT = FAST_SETTINGS["forward_timeout"]
+
+
+def keys_owned_by(owner: str, n: int) -> list[bytes]:
+    lo, hi = {"a": (0, 5460), "b": (5461, 10922), "c": (10923, 16383)}[owner]
+    out: list[bytes] = []
+    i = 0
+    while len(out) < n:
+        k = f"key-{i}".encode()
+        if lo <= key_slot(k) <= hi:
+            out.append(k)
+        i += 1
+    return out
+
+
+def test_kill_9_fails_fast_for_the_dead_nodes_slots_only(launcher: Launcher) -> None:
+    cluster = launcher.cluster(("a", "b", "c"), settings=FAST_SETTINGS)
+    a, b, c = cluster["a"], cluster["b"], cluster["c"]
+    mine = {o: keys_owned_by(o, 5) for o in "abc"}
+    fresh = {o: keys_owned_by(o, 6)[5] for o in "ab"}  # never written before the kill
+    for keys in mine.values():
+        for k in keys:
+            assert a.request("PUT", kv_path(k), k)[0] == 204
+
+    c.kill()
+
+    # Right after the kill, requests for c's slots fail fast: 504 while the health check has
+    # not noticed yet (the forward times out), 503 owner_down once it has. Never a hang.
+    for node in (a, b):
+        for k in mine["c"]:
+            t0 = time.monotonic()
+            status, _, body = node.request("GET", kv_path(k), timeout=30)
+            elapsed = time.monotonic() - t0
+            assert status in (503, 504), (status, body)
+            assert json.loads(body)["error"] in ("owner_down", "forward_timeout")
+            assert elapsed < 3 * FORWARD_TIMEOUT, f"{elapsed:.2f}s for a dead owner"
+
+    def owner_down_everywhere() -> bool:
+        for node in (a, b):
+            status, _, body = node.request("GET", kv_path(mine["c"][0]))
+            if status != 503 or json.loads(body)["error"] != "owner_down":
+                return False
+        return True
+
+    poll(owner_down_everywhere, timeout=20, what="503 owner_down for the dead node's slots")
+    members = {m["id"]: m["state"] for m in a.get_json("/cluster/members")}
+    assert members == {"a": "reachable", "b": "reachable", "c": "unreachable"}
+
+    # the other slots keep working, locally and through forwards, both ways
+    for node in (a, b):
+        for owner in "ab":
+            for k in mine[owner]:
+                status, _, body = node.request("GET", kv_path(k))
+                assert (status, body) == (200, k)
+    for node in (a, b):
+        for owner in "ab":
+            k = fresh[owner]
+            assert node.request("PUT", kv_path(k), b"new")[0] == 204
+            assert node.request("GET", kv_path(k))[2] == b"new"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_node_cleanly(launcher: Launcher, sig: signal.Signals) -> None:
+    node = launcher.standalone()
+    assert node.request("PUT", kv_path(b"k"), b"v")[0] == 204
+    node.close_conn()
+    node.signal(sig)
+    assert node.wait(timeout=15) == 0
+    log = node.log_text()
+    assert "Traceback" not in log, log
+
+
+def test_a_cluster_node_stops_cleanly_with_peers_connected(launcher: Launcher) -> None:
+    cluster = launcher.cluster(("a", "b"), settings=FAST_SETTINGS)
+    poll(
+        lambda: all(m["state"] == "reachable" for m in cluster["a"].get_json("/cluster/members")),
+        what="a to see b",
+    )
+    for n in cluster:
+        n.close_conn()
+        n.signal(signal.SIGTERM)
+    for n in cluster:
+        assert n.wait(timeout=15) == 0
+        assert "Traceback" not in n.log_text(), n.log_text()
