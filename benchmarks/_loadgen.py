@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import http.client
 import json
 import os
@@ -317,7 +318,7 @@ class _AsyncioLoad:
         conns = []
         for i in range(connections):
             _, proto = await self.loop.create_connection(
-                lambda i=i: _ClientConn(self, i * 7919), self.host, self.port
+                functools.partial(_ClientConn, self, i * 7919), self.host, self.port
             )
             conns.append(proto)
         self.measuring = True

@@ -21,6 +21,13 @@ times, interleaving the servers in each round, and the best round of each (serve
 kept: the best is the least disturbed run, and ratios of bests compare like with like. Every
 round's figure is in the JSON too.
 
+A second, steadier figure: the CPU time the server process(es) used per completed request
+(``/proc/PID/stat`` user + system time over the run, both nodes for the forwarding setup). When
+other work shares the CPUs, requests/s falls with the share the server gets, but its CPU cost per
+request barely moves; ``cpu_ratio_*`` (minimal's CPU per request / the node's, so comparable to
+the throughput ratios of a CPU-bound server) are reported next to the throughput ratios. They are
+absent where ``/proc`` is not available.
+
 Nodes are started only if ``realnet/node.py`` exists; otherwise (b) and (c) are reported as
 skipped. Readiness is ``GET /health`` returning 200 (and, for the cluster, one forwarded PUT
 succeeding), polled against a deadline. Every process started is stopped through its own handle:
@@ -34,6 +41,7 @@ Output: a readable table, then as the LAST line one JSON object with the figures
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -84,6 +92,25 @@ def http_status(port: int, method: str, path: str, body: bytes | None = None) ->
         return None
     finally:
         conn.close()
+
+
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU time of processes, from /proc (Linux); None where unavailable."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14 and 15
+    return total
+
+
+def healthy(port: int) -> bool:
+    return http_status(port, "GET", "/health") == 200
 
 
 class Proc:
@@ -176,11 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     with_node = node_available() and not args.no_node
     with_forward = with_node and not args.no_forward
 
-    # target name -> HTTP port, filled as servers come up
+    # target name -> HTTP port and the pids serving it, filled as servers come up
     targets: dict[str, int] = {}
+    pids: dict[str, list[int]] = {}
     with ExitStack() as stack:
         (mport,) = free_ports(1)
-        stack.enter_context(
+        minimal = stack.enter_context(
             started(
                 "minimal responder",
                 [sys.executable, str(REPO / "benchmarks" / "_minimal_http.py"), str(mport), HOST],
@@ -189,33 +217,37 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         targets["minimal"] = mport
+        pids["minimal"] = [minimal.popen.pid]
         if with_node:
             nport, npeer = free_ports(2)
-            stack.enter_context(
+            n1 = stack.enter_context(
                 started(
                     "node n1",
                     node_cmd("--id", "n1", "--port", str(nport), "--peer-port", str(npeer)),
-                    lambda: http_status(nport, "GET", "/health") == 200,
+                    functools.partial(healthy, nport),
                     "GET /health 200",
                 )
             )
             targets["node"] = nport
+            pids["node"] = [n1.popen.pid]
         if with_forward:
             pa, qa, pb, qb = free_ports(4)
             cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
             stack.callback(os.unlink, cfg.name)
             with cfg:
                 cfg.write(cluster_toml((pa, qa), (pb, qb)))
+            pids["forward"] = []
             for nid, port, peer in (("b", pb, qb), ("a", pa, qa)):
-                stack.enter_context(
+                node = stack.enter_context(
                     started(
                         f"node {nid}",
                         node_cmd("--config", cfg.name, "--id", nid, "--port", str(port),
                                  "--peer-port", str(peer)),
-                        lambda port=port: http_status(port, "GET", "/health") == 200,
+                        functools.partial(healthy, port),
                         "GET /health 200",
                     )
                 )
+                pids["forward"].append(node.popen.pid)
             # The peer link is up once a forwarded write succeeds.
             deadline = time.monotonic() + START_DEADLINE
             while http_status(pa, "PUT", "/kv/bench-probe", b"x") not in (200, 201, 204):
@@ -230,29 +262,44 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"warning: prefill of {name} answered {counts}", file=sys.stderr)
 
         runs: dict[tuple[str, str], list[LoadResult]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}  # server CPU microseconds per request
         for rnd in range(args.rounds):
             for name, port in targets.items():
                 for method in ("GET", "PUT"):
+                    cpu_before = cpu_seconds(pids[name])
                     r = run_load(
                         HOST, port, method=method, connections=args.connections,
                         duration=args.duration, keys=args.keys, value_size=args.value_size,
                         engine=engine,
                     )
+                    cpu_after = cpu_seconds(pids[name])
                     runs.setdefault((name, method), []).append(r)
-                    print(f"round {rnd + 1} {name:8s} {format_result(r)}", file=sys.stderr)
+                    note = ""
+                    if cpu_before is not None and cpu_after is not None and r.requests:
+                        us = (cpu_after - cpu_before) / r.requests * 1e6
+                        cpu.setdefault((name, method), []).append(us)
+                        note = f"  server CPU {us:.1f} us/req"
+                    print(f"round {rnd + 1} {name:8s} {format_result(r)}{note}", file=sys.stderr)
 
     best = {key: max(rs, key=lambda r: r.rps) for key, rs in runs.items()}
     labels = {"minimal": "minimal responder", "node": "node (local)", "forward": "node a -> b"}
     print(f"HTTP throughput: {args.connections} connections, {args.duration:g} s, "
           f"best of {args.rounds} rounds, load generator {engine}, {os.cpu_count()} CPUs")
     print(f"{'server':20s} {'op':4s} {'req/s':>10s} {'median':>10s} {'p50 ms':>8s} "
-          f"{'p99 ms':>8s} {'non-2xx':>8s}")
+          f"{'p99 ms':>8s} {'non-2xx':>8s} {'CPU us/req':>10s}")
+
+    def cpu_per_request(name: str, method: str) -> float | None:
+        xs = cpu.get((name, method))
+        return round(statistics.median(xs), 2) if xs else None
+
     for (name, method), r in best.items():
         med = statistics.median(x.rps for x in runs[(name, method)])
         p50 = f"{r.p50_ms:.2f}" if r.p50_ms is not None else "-"
         p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "-"
+        c = cpu_per_request(name, method)
+        cs = f"{c:.1f}" if c is not None else "-"
         print(f"{labels[name]:20s} {method:4s} {r.rps:>10,.0f} {med:>10,.0f} {p50:>8s} "
-              f"{p99:>8s} {r.non_2xx_3xx:>8d}")
+              f"{p99:>8s} {r.non_2xx_3xx:>8d} {cs:>10s}")
     if not with_node:
         print("node: skipped (realnet/node.py not found or --no-node)")
 
@@ -263,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     def ratio(name: str, method: str) -> float | None:
         top, base = rps(name, method), rps("minimal", method)
         return round(top / base, 3) if top is not None and base else None
+
+    def cpu_ratio(name: str, method: str) -> float | None:
+        top, base = cpu_per_request(name, method), cpu_per_request("minimal", method)
+        return round(base / top, 3) if top and base else None
 
     summary = {
         "loadgen": engine,
@@ -282,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_put_vs_minimal": ratio("node", "PUT"),
         "ratio_forward_get_vs_minimal": ratio("forward", "GET"),
         "ratio_forward_put_vs_minimal": ratio("forward", "PUT"),
+        "cpu_us_per_request": {f"{n}_{m}": cpu_per_request(n, m) for n, m in best},
+        "cpu_ratio_get_vs_minimal": cpu_ratio("node", "GET"),
+        "cpu_ratio_put_vs_minimal": cpu_ratio("node", "PUT"),
+        "cpu_ratio_forward_get_vs_minimal": cpu_ratio("forward", "GET"),
+        "cpu_ratio_forward_put_vs_minimal": cpu_ratio("forward", "PUT"),
         "non_2xx_3xx": {f"{n}_{m}": best[(n, m)].non_2xx_3xx for n, m in best},
         "rounds_rps": {f"{n}_{m}": [round(x.rps, 1) for x in rs] for (n, m), rs in runs.items()},
     }

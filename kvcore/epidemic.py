@@ -194,8 +194,8 @@ class CycleClock:
 
 
 def choose_partner(rng: random.Random, sites: tuple[str, ...], me: int) -> str:
-    """One partner, uniformly at random among the other sites (§1.3 and §1.4: each site "chooses
-    another site at random").
+    """One partner, uniformly at random among the other sites (§1.3 and §1.4: a site picks its
+    partner at random among all other sites, with the uniform spatial distribution).
 
     ``sites`` is the sorted tuple of *all* site ids and ``me`` this site's index in it: one draw
     over the ``n - 1`` others, skipping ``me``. The draw depends on the seed only, never on
@@ -224,9 +224,10 @@ def first_spreading_cycle(learned_cycle: int) -> int:
 def costs_interest(feedback: bool, unnecessary: bool) -> bool:
     """Can this contact make the sender lose interest? (§1.4, "Blind vs. Feedback".)
 
-    Feedback: "the sender loses interest only if the recipient already knows the rumor", so only
-    an unnecessary contact counts. Blind: the sender never learns the answer, so every contact
-    counts, necessary or not.
+    Feedback: the recipient tells the sender whether it already knew the rumor, and the sender
+    loses interest only over contacts with sites that knew, so only an unnecessary contact
+    counts. Blind: the sender never learns the answer, so every contact counts, necessary or
+    not.
     """
     return unnecessary if feedback else True
 

@@ -134,3 +134,102 @@ Message = Any  # any registered message instance
 def kind_of(msg: object) -> str:
     """The wire kind of a message instance (its class name)."""
     return type(msg).__name__
+
+
+# --- membership (SWIM + Lifeguard, kvcore/membership.py) -------------------------------------
+
+
+@message
+class Alive:
+    """``node`` is alive at ``incarnation``, reachable at these addresses, owning these slots.
+
+    ``slots`` is a range string (``"0-5460,6000"``) claimed at config ``epoch``.
+    """
+
+    node: str
+    incarnation: int
+    addr: str
+    peer_addr: str
+    slots: str
+    epoch: int
+
+
+@message
+class Suspect:
+    """``source`` suspects ``node`` at ``incarnation`` (SWIM §4.2)."""
+
+    node: str
+    incarnation: int
+    source: str
+
+
+@message
+class Dead:
+    """``source`` declares ``node`` dead at ``incarnation``; ``source == node`` means it left."""
+
+    node: str
+    incarnation: int
+    source: str
+
+
+@message
+class SwimPing:
+    """A probe. ``target`` names the node meant, so a different process at the same address
+    does not answer for it. Membership updates ride along (SWIM §4.1, piggybacking)."""
+
+    seq: int
+    target: str
+    gossip: tuple[Alive | Suspect | Dead, ...]
+
+
+@message
+class SwimAck:
+    """Answer to a SwimPing, or an indirect ack relayed by the node asked in a PingReq."""
+
+    seq: int
+    gossip: tuple[Alive | Suspect | Dead, ...]
+
+
+@message
+class PingReq:
+    """Ask the receiver to probe ``target`` and relay the ack (SWIM §3.1, indirect probe)."""
+
+    seq: int
+    target: str
+
+
+@message
+class Nack:
+    """Lifeguard: the node asked in a PingReq got no ack from the target in time."""
+
+    seq: int
+
+
+@message
+class Gossip:
+    """A gossip round's packet: membership updates only."""
+
+    updates: tuple[Alive | Suspect | Dead, ...]
+
+
+@message
+class MemberState:
+    """One member as seen by the sender, in a push-pull exchange."""
+
+    node: str
+    incarnation: int
+    state: str
+    addr: str
+    peer_addr: str
+    slots: str
+    epoch: int
+
+
+@message
+class PushPull:
+    """Full-state exchange (anti-entropy). ``join`` marks a joining node's first contact;
+    ``reply`` marks the answer, which is not answered again."""
+
+    join: bool
+    reply: bool
+    members: tuple[MemberState, ...]

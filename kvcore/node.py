@@ -22,7 +22,10 @@ A Forward is never forwarded again: a receiver that does not own the slot answer
 
 The network may duplicate messages. The owner remembers the reply to each (sender, request id)
 for ``dedup_window`` seconds and answers a duplicate from memory instead of applying it twice: a
-duplicated Put delivered after a newer Put would otherwise bring an old value back. Request ids
+duplicated Put delivered after a newer Put would otherwise bring an old value back. Only writes
+are remembered (a duplicated Get is simply read again and its answer dropped by the forwarder, so
+values of up to 1 MiB are never held), and at most ``DEDUP_MAX_ENTRIES`` of them, oldest evicted
+first, so a burst cannot grow memory without bound. Request ids
 start at a random 48-bit offset drawn from the Runtime's random, so a restarted node does not
 reuse the ids of its previous life.
 
@@ -48,6 +51,9 @@ from kvcore.store import LocalStore
 ReplyFn = Callable[[Reply], None]
 
 OK = Reply()
+
+#: most forwarded writes whose replies the owner remembers for dedup (each entry is small)
+DEDUP_MAX_ENTRIES = 100_000
 
 
 def error_reply(err: errors.StoreError) -> Reply:
@@ -248,7 +254,11 @@ class Node:
                     )
                 )
         self.stats.count_op(f"{name}(forwarded)", r.error or "ok")
-        self._recent[key] = (now + self.config.dedup_window, r)
+        if type(op) is not Get:
+            recent = self._recent
+            recent[key] = (now + self.config.dedup_window, r)
+            if len(recent) > DEDUP_MAX_ENTRIES:
+                recent.popitem(last=False)
         self._send(src, ForwardReply(request_id=msg.request_id, reply=r))
 
     def _expire_recent(self, now: float) -> None:

@@ -204,7 +204,8 @@ class Api:
 
     def kv(self, req: Request, path: str) -> Response | asyncio.Future[Response]:
         method = req.method
-        key = urllib.parse.unquote_to_bytes(path[4:])
+        raw = path[4:]  # ASCII: realnet.http refuses any other request-target
+        key = urllib.parse.unquote_to_bytes(raw) if "%" in raw else raw.encode("ascii")
         if not key and method in ("GET", "HEAD", "PUT", "DELETE"):
             return error_response(400, "bad_request", "The key is empty; use /kv/{key}.")
         if method == "GET" or method == "HEAD":

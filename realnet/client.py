@@ -169,7 +169,11 @@ class Client:
             if status != 200:
                 last = error_from_response(status, body)
                 continue
-            self._load_map(json.loads(body))
+            try:
+                self._load_map(json.loads(body))
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+                last = errors.Internal(f"node {addr} sent a slot map that cannot be read: {e!r}")
+                continue
             self.refreshes += 1
             return
         raise NodeUnreachable(
@@ -178,10 +182,12 @@ class Client:
 
     def _load_map(self, obj: dict[str, Any]) -> None:
         owners = [""] * NUM_SLOTS
-        for r in obj.get("slots", []):
+        for r in obj["slots"]:
             addr = str(r.get("addr") or "")
-            for s in range(int(r["start"]), int(r["end"]) + 1):
-                owners[s] = addr
+            start, end = int(r["start"]), int(r["end"])
+            if not 0 <= start <= end < NUM_SLOTS:
+                raise ValueError(f"slot range {start}-{end} is outside 0-{NUM_SLOTS - 1}")
+            owners[start : end + 1] = [addr] * (end - start + 1)
         self._owners = owners
         self.epoch = int(obj.get("epoch", 0))
 

@@ -7,11 +7,14 @@ arrive in ``data_received`` and go through a three-state machine:
 
 ``_HEAD``
     Wait for the blank line (``b"\\r\\n\\r\\n"``) that ends the request head, then parse it in one
-    pass with bytes operations: split into lines, one ``bytes.translate`` over the whole head to
-    reject control characters and bare CR/LF, the request line split on single spaces, and each
-    field line split at its first colon. Field names are validated as tokens once and cached
-    (``b"Host"`` -> ``"host"``), so a steady stream of similar requests parses without
-    re-validating names. Leading empty lines are skipped (RFC 9112 §2.2).
+    pass: one ``bytes.translate`` over the whole head rejects control characters and bare CR/LF,
+    the head is decoded once as Latin-1 (a byte per character, RFC 9110 §5.5), the request line
+    is split on single spaces and each field line at its first colon, all with C-level str
+    methods and no regular expression. Field names are validated as tokens once and cached
+    (``"Host"`` -> ``"host"``), so a stream of similar requests parses without re-validating
+    names. Leading empty lines are skipped (RFC 9112 §2.2). When a connection is idle and a read
+    holds a whole request, it is parsed straight from that read without copying it into the
+    connection's buffer: the common case of a keep-alive client costs no buffering at all.
 ``_BODY``
     A ``Content-Length`` body (RFC 9112 §6.2): wait until that many bytes are buffered.
 ``_CHUNKED``
@@ -41,7 +44,10 @@ Every response carries ``Content-Length`` (except 204 and 304, where RFC 9110 §
 it would describe another representation) and a ``Date`` field cached per second. Error bodies
 are always ``{"error": CODE, "message": SENTENCE}``.
 
-A protocol error (400, 413, 417, 431, 501, 505) is answered and the connection closed. Closing
+``HEAD`` reaches the handler as ``HEAD``; the server drops the body of its response and keeps the
+``Content-Length``, so a handler may answer HEAD exactly as it answers GET.
+
+A protocol error (400, 408, 413, 417, 431, 501, 505) is answered and the connection closed. Closing
 is a *lingering close* as nginx and Apache do it: shut down our sending side (FIN after the
 response), discard whatever the client still sends, and close the socket when the client closes
 or after ``_LINGER_SECONDS``. Closing a socket with unread input makes the kernel send a RST,
@@ -199,17 +205,19 @@ _C_SIZE, _C_DATA, _C_DATA_END, _C_TRAILER = 0, 1, 2, 3
 
 _INTERNAL = error_response(500, "internal", "The server failed to handle the request.")
 
-_date_second = -1
+_time = time.time
+_date_valid_until = 0.0  # wall-clock second at which _date_line goes stale
 _date_line = b""
 
 
 def _date() -> bytes:
     """The ``Date`` field line, formatted at most once per second."""
-    global _date_second, _date_line
-    now = int(time.time())
-    if now != _date_second:
-        _date_line = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
-        _date_second = now
+    global _date_valid_until, _date_line
+    now = _time()
+    if now >= _date_valid_until:
+        second = int(now)
+        _date_line = b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
+        _date_valid_until = second + 1.0
     return _date_line
 
 
@@ -237,18 +245,21 @@ def _prefix(status: int, content_type: str | None) -> bytes:
 def _serialize(resp: Response, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
     """The response as one bytes object. Raises ValueError on a response the server cannot send."""
     status = resp.status
-    prefix = _prefix(status, resp.content_type)
+    prefix = _PREFIX_CACHE.get((status, resp.content_type))
+    if prefix is None:
+        prefix = _prefix(status, resp.content_type)
     body = resp.body
     no_body = status == 204 or status == 304
     if no_body and body:
         raise ValueError(f"a {status} response must not have a body")
     if keep_alive and not http10 and not resp.headers:
         # The common case: one formatting operation.
+        date = _date_line if _time() < _date_valid_until else _date()
         if no_body:
-            return prefix + _date() + b"\r\n"
+            return prefix + date + b"\r\n"
         if head_only:
-            return b"%s%sContent-Length: %d\r\n\r\n" % (prefix, _date(), len(body))
-        return b"%s%sContent-Length: %d\r\n\r\n%s" % (prefix, _date(), len(body), body)
+            return b"%s%sContent-Length: %d\r\n\r\n" % (prefix, date, len(body))
+        return b"%s%sContent-Length: %d\r\n\r\n%s" % (prefix, date, len(body), body)
     parts = [prefix, _date()]
     if not no_body:
         parts.append(b"Content-Length: %d\r\n" % len(body))
@@ -338,6 +349,7 @@ class _ServerState:
         "_sweep_handle",
         "conns",
         "drained",
+        "all_closed",
         "handler",
         "limits",
         "loop",
@@ -355,6 +367,7 @@ class _ServerState:
         self.server: asyncio.Server | None = None
         self.shutting_down = False
         self.drained: asyncio.Future[None] | None = None
+        self.all_closed: asyncio.Future[None] | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
 
     def make_protocol(self) -> _HttpConnection:
@@ -389,8 +402,15 @@ class _ServerState:
     def connection_closed(self, conn: _HttpConnection) -> None:
         self.conns.discard(conn)
         self.stats.connections_open -= 1
-        if not self.conns and self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+        self.check_drained()
+        if not self.conns and self.all_closed is not None and not self.all_closed.done():
+            self.all_closed.set_result(None)
+
+    def check_drained(self) -> None:
+        """During shutdown: resolve ``drained`` once every connection has had its last answer."""
+        if self.drained is not None and not self.drained.done():
+            if all(conn.answered_last for conn in self.conns):
+                self.drained.set_result(None)
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -619,19 +639,18 @@ class _HttpConnection(asyncio.Protocol):
         # The head is decoded once as Latin-1 (one byte per character, RFC 9110 §5.5) and
         # parsed with str operations, which are faster than the bytes equivalents here.
         text = head.decode("latin-1")
-        lines = text.split("\r\n")
-        nlines = len(lines)
-        if nlines > self._max_headers + 1:
+        reqline, crlf, fields = text.partition("\r\n")
+        lines = fields.split("\r\n") if crlf else []
+        if len(lines) > self._max_headers:
             raise _Reject(
                 431, "too_large", f"The request has more than {self._max_headers} header fields."
             )
         # No control character but HTAB anywhere; CR and LF only as the CRLF line ends.
-        if len(head.translate(None, _CTL)) + 2 * (nlines - 1) != len(head):
+        if len(head.translate(None, _CTL)) + 2 * len(lines) != len(head):
             raise _bad("The request head contains a control character or a bare CR or LF.")
 
         # request-line = method SP request-target SP HTTP-version (RFC 9112 §3)
-        it = iter(lines)
-        parts = next(it).split(" ")
+        parts = reqline.split(" ")
         if len(parts) != 3:
             raise _bad("The request line must be 'METHOD target HTTP-version' with single spaces.")
         m, target, v = parts
@@ -656,17 +675,19 @@ class _HttpConnection(asyncio.Protocol):
             )
         else:
             raise _bad("The request line does not end with a valid HTTP version.")
-        if not target or not target.isascii() or "\t" in target or "#" in target:
-            raise _bad("The request-target is empty or contains invalid characters.")
-        if target[0] == "/":
+        if not target.isascii() or "\t" in target or "#" in target:
+            raise _bad("The request-target contains invalid characters.")
+        if target[:1] == "/":
             path, _, query = target.partition("?")
-        else:
+        elif target:
             path, query = _split_target(target, method)
+        else:
+            raise _bad("The request-target is empty.")
 
         # field-line = field-name ":" OWS field-value OWS (RFC 9112 §5)
         headers: dict[str, str] = {}
         names = _NAME_CACHE
-        for raw in it:
+        for raw in lines:
             rawname, colon, value = raw.partition(":")
             name = names.get(rawname)
             if name is None or not colon:
@@ -718,7 +739,10 @@ class _HttpConnection(asyncio.Protocol):
                 )
             chunked = True
         elif cl is not None:
-            length = _content_length(cl, self._max_body)
+            if cl.isdigit() and cl.isascii() and len(cl) < 19:
+                length = int(cl)
+            else:
+                length = _content_length(cl, self._max_body)
             if length > self._max_body:
                 raise _Reject(
                     413,
@@ -954,6 +978,8 @@ class _HttpConnection(asyncio.Protocol):
             self._read_paused = False
             transport.resume_reading()
         self._linger_handle = self._srv.loop.call_later(_LINGER_SECONDS, self._linger_expired)
+        if self._srv.shutting_down:
+            self._srv.check_drained()
 
     def _linger_expired(self) -> None:
         self._linger_handle = None
@@ -976,9 +1002,19 @@ class _HttpConnection(asyncio.Protocol):
         else:
             transport.close()
 
+    @property
+    def answered_last(self) -> bool:
+        """True once the final response is queued (lingering) or the connection is gone."""
+        return self._lingering or self._transport is None
+
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+    def close_after_linger(self) -> None:
+        """End a lingering close early: close once the queued response is written."""
+        if self._lingering and self._transport is not None:
+            self._transport.close()
 
     def close_if_idle(self) -> None:
         """Close now unless a request is on its way or being answered (graceful shutdown)."""
@@ -1014,17 +1050,36 @@ async def start_http_server(
 
 
 async def stop_http_server(server: asyncio.Server, grace: float = 5.0) -> None:
-    """Stop accepting, close idle connections, give in-flight requests ``grace`` seconds."""
+    """Stop accepting, close idle connections, give in-flight requests ``grace`` seconds.
+
+    A request being received or handled gets its response, marked ``Connection: close``. Once
+    every connection has had its last response queued, the remaining connections are closed
+    (each after its queued bytes are written); whatever is still busy after ``grace`` seconds
+    is aborted.
+    """
     server.close()
     state = _STATES.get(server)
     if state is not None:
+        loop = state.loop
+        deadline = loop.time() + grace
         state.shutting_down = True
+        state.drained = loop.create_future()
+        state.all_closed = loop.create_future()
         for conn in list(state.conns):
             conn.close_if_idle()
+        state.check_drained()
+        try:
+            await asyncio.wait_for(asyncio.shield(state.drained), grace)
+        except TimeoutError:
+            for conn in list(state.conns):
+                conn.abort()
+        for conn in list(state.conns):
+            conn.close_after_linger()
         if state.conns:
-            state.drained = state.loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(state.drained), grace)
+            try:  # closing flushes what is queued; a client that does not read is aborted
+                await asyncio.wait_for(
+                    asyncio.shield(state.all_closed), max(0.1, deadline - loop.time())
+                )
             except TimeoutError:
                 for conn in list(state.conns):
                     conn.abort()

@@ -17,7 +17,8 @@ The process wires the pure :class:`kvcore.node.Node` to the real world and gets 
    server gracefully (in-flight responses are written), close the peer links, exit 0. A second
    signal during shutdown exits at once with status 1.
 
-Configuration precedence, highest first: flags; the ``[node]`` table; this node's entry in
+Configuration precedence, highest first: flags; the ``[node]`` table (ignored when ``--id``
+names another node than its ``id``, so one file can serve all nodes); this node's entry in
 ``[cluster]`` (its ``addr`` gives host and port, its ``peer_addr`` the peer port); defaults
 (127.0.0.1, port 7000, peer port = HTTP port + 10000, as Redis does). One host is bound for both
 ports. In cluster mode the id is required (flag or ``[node] id``), unless ``--port`` names
@@ -172,6 +173,16 @@ def load_settings(args: argparse.Namespace) -> Settings:
         except ConfigError as e:
             problems.extend(e.problems)
 
+    node_id = args.id if args.id is not None else node_t.get("id")
+    if node_id is not None and (not isinstance(node_id, str) or not node_id):
+        problems.append(f"The node id must be a non-empty string, not {node_id!r}.")
+        node_id = None
+    if args.id is not None and node_t.get("id") not in (None, args.id):
+        # One file shared by every node, started with --id: its [node] table describes another
+        # node, so none of its addresses apply to this one.
+        log.warning("ignoring [node] (it describes node %r, this is %r)", node_t["id"], args.id)
+        node_t = {}
+
     def pick(flag: Any, key: str) -> Any:
         return flag if flag is not None else node_t.get(key)
 
@@ -185,10 +196,6 @@ def load_settings(args: argparse.Namespace) -> Settings:
     if data_dir is not None and not isinstance(data_dir, str):
         problems.append(f"data_dir must be a string, not {data_dir!r}.")
         data_dir = None
-    node_id = pick(args.id, "id")
-    if node_id is not None and (not isinstance(node_id, str) or not node_id):
-        problems.append(f"The node id must be a non-empty string, not {node_id!r}.")
-        node_id = None
 
     generated = False
     if cluster is not None:
@@ -259,19 +266,19 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 def _open_storage(settings: Settings) -> tuple[Storage, str]:
     """The node's storage and its final id (a standalone node's id is kept in its data dir)."""
+    node_id = settings.node_id
     try:
         storage = open_storage(settings.data_dir)
+        if settings.generated_id:
+            stored = storage.get("node_id")
+            if stored:
+                node_id = stored.decode("utf-8", "replace")
+            elif settings.data_dir:
+                storage.put("node_id", node_id.encode())
     except OSError as e:
         raise ConfigError(
             [f"Cannot use data directory {settings.data_dir!r}: {e.strerror or e}."]
         ) from None
-    node_id = settings.node_id
-    if settings.generated_id:
-        stored = storage.get("node_id")
-        if stored:
-            node_id = stored.decode("utf-8", "replace")
-        elif settings.data_dir:
-            storage.put("node_id", node_id.encode())
     return storage, node_id
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from kvcore import codec
 from kvcore.errors import RemoteProtocolError
@@ -48,12 +48,13 @@ Message = Any  # any kvcore.messages class; kvcore has no common base class
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024  # bytes of payload; the node config passes its own limit
 
+# One module-level Packer (autoreset: each pack() returns fresh bytes) saves building a Packer per
+# message. It is not reentrant across threads; storelab runs every node on one thread.
 _packer = msgpack.Packer(use_bin_type=True)
 _pack = _packer.pack
 _unpackb = msgpack.unpackb
 _encode = codec.encode
 _decode = codec.decode
-_header_size = HEADER.size
 _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
 
@@ -78,7 +79,8 @@ class FrameError(Exception):
 
 def pack(msg: Message) -> bytes:
     """The msgpack payload of a message (no length prefix). Raises on a non-message: a local bug."""
-    return _pack(_encode(msg))
+    payload: bytes = _pack(_encode(msg))
+    return payload
 
 
 def unpack(payload: bytes | bytearray | memoryview) -> Message:
@@ -99,7 +101,7 @@ def unpack(payload: bytes | bytearray | memoryview) -> Message:
 
 def frame(msg: Message) -> bytes:
     """Length prefix + payload, ready for a stream. The caller enforces its frame limit."""
-    payload = _pack(_encode(msg))
+    payload: bytes = _pack(_encode(msg))
     return _pack_header(len(payload)) + payload
 
 
@@ -120,10 +122,13 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Messages completed by ``data``; raises :class:`FrameError` on the first bad frame."""
-        return [msg for msg, _ in self.feed_sized(data)]
+        return self._feed(data, False)
 
     def feed_sized(self, data: bytes | bytearray | memoryview) -> list[tuple[Message, int]]:
         """Like :meth:`feed`, with each message's frame size in bytes (4-byte prefix included)."""
+        return self._feed(data, True)
+
+    def _feed(self, data: bytes | bytearray | memoryview, sized: bool) -> list[Any]:
         if self._failed is not None:
             raise FrameError(self._failed.reason, f"decoder already failed: {self._failed}")
         buf = self._buf
@@ -131,33 +136,34 @@ class FrameDecoder:
             buf += data
             src: bytes | bytearray | memoryview = buf
         else:
-            src = data  # common case: whole frames in one read; decode without copying
-        out: list[tuple[Message, int]] = []
+            src = data  # common case: whole frames in one read, decoded without buffering
+        out: list[Any] = []
         n = len(src)
         pos = 0
         max_frame = self._max_frame
         try:
-            with memoryview(src) as view:
-                while n - pos >= _header_size:
-                    (length,) = _unpack_header(view, pos)
-                    if length > max_frame:
-                        raise FrameError(
-                            "oversized",
-                            f"frame of {length} bytes exceeds the limit of {max_frame} bytes",
-                        )
-                    end = pos + _header_size + length
-                    if end > n:
-                        break
-                    out.append((unpack(view[pos + _header_size : end]), end - pos))
-                    pos = end
+            while n - pos >= 4:
+                (length,) = _unpack_header(src, pos)
+                if length > max_frame:
+                    raise FrameError(
+                        "oversized", f"frame of {length} bytes exceeds the limit of {max_frame} bytes"
+                    )
+                end = pos + 4 + length
+                if end > n:
+                    break
+                # A slice copy is cheaper than a memoryview for the small frames that dominate,
+                # and msgpack copies what it keeps anyway.
+                msg = unpack(src[pos + 4 : end])
+                out.append((msg, end - pos) if sized else msg)
+                pos = end
         except FrameError as e:
-            # A new buffer rather than clear(): the traceback may still hold a view of the old one.
             self._buf = bytearray()
-            e.messages = [msg for msg, _ in out]
+            e.messages = [m for m, _ in out] if sized else out
             self._failed = e
             raise
         if src is buf:
-            del buf[:pos]
+            if pos:
+                del buf[:pos]
         elif pos < n:
-            buf += memoryview(data)[pos:]
+            buf += src[pos:]
         return out

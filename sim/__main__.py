@@ -1,4 +1,7 @@
-"""``python -m sim``: run the default scenario and print its summary (last line: the digest)."""
+"""``python -m sim``: run the default scenario and print its summary (last line: the digest).
+
+Subcommands: ``python -m sim epidemic ...`` (Demers et al. 1987 experiments, :mod:`sim.epidemic`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,20 @@ from sim.latency import parse_latency
 from sim.scenario import run_default
 
 
+SUBCOMMANDS = {"epidemic": "sim.epidemic"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        sub = importlib.import_module(SUBCOMMANDS[argv[0]])
+        return int(sub.main(argv[1:]) or 0)
     p = argparse.ArgumentParser(
         prog="python -m sim",
         description="Run a storelab cluster in simulated time: a workload with loss and a partition.",
+        epilog="Subcommands: 'python -m sim epidemic --help' (Demers et al. 1987 epidemics).",
     )
     p.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
     p.add_argument("--ops", type=int, default=3000, help="client operations in total (default 3000)")

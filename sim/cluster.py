@@ -104,7 +104,7 @@ class SimCluster:
         self._node_factory = node_factory or (lambda rt, cfg, cl: Node(rt, cfg, cl))
         self._slots: dict[str, _Slot] = {}
         for spec in self.cluster_config.nodes:
-            slot = _Slot(spec.id, self.net.attach(spec.id))
+            slot = _Slot(spec.id, self.net.attach(spec.id, spec.peer_addr))
             self._slots[spec.id] = slot
             self._boot(slot)
 

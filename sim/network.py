@@ -39,6 +39,9 @@ from sim.trace import Trace
 # A decision: None (pass), a str (drop, with this reason), or a tuple of delays (deliver).
 Decision = None | str | tuple[float, ...]
 
+#: bytes of realnet's length prefix, counted so that both worlds report the same sizes
+FRAME_HEADER = 4
+
 STAGE_PARTITION, STAGE_HOLD, STAGE_LINK, STAGE_LOSS, STAGE_DUPLICATE = range(5)
 
 
@@ -217,6 +220,8 @@ class SimNetwork:
         self.latency: Latency = latency or Constant(0.001)
         self.codec = codec
         self.endpoints: dict[str, Endpoint] = {}
+        #: peer address -> node id, for destinations written "@HOST:PORT" (seeds)
+        self.addresses: dict[str, str] = {}
         self.rules: list[Rule] = []
         self.stats = NetStats()
         self._held: list[tuple[str, str, Any, int, str]] = []
@@ -232,15 +237,25 @@ class SimNetwork:
 
     # --- endpoints ---------------------------------------------------------------------------
 
-    def attach(self, node_id: str) -> Endpoint:
+    def attach(self, node_id: str, peer_addr: str | None = None) -> Endpoint:
         ep = self.endpoints.get(node_id)
         if ep is None:
             ep = self.endpoints[node_id] = Endpoint(node_id)
+        if peer_addr is not None:
+            self.addresses[peer_addr] = node_id
         return ep
 
     # --- the data path -----------------------------------------------------------------------
 
     def send(self, src: str, dst: str, msg: Any) -> None:
+        if dst[:1] == "@":
+            # a destination given by peer address (a seed): whoever listens there
+            resolved = self.addresses.get(dst[1:])
+            if resolved is None:
+                self.stats.drop("no such address")
+                self.trace.record((self.env.now, "drop", src, dst, type(msg).__name__, "no such address"))
+                return
+            dst = resolved
         kind = type(msg).__name__
         now = self.env.now
         stats = self.stats
@@ -249,7 +264,7 @@ class SimNetwork:
         payload: Any = msg
         if self.codec:
             payload = self._pack(msg)
-            size = len(payload)
+            size = len(payload) + FRAME_HEADER  # as realnet counts a frame: prefix included
             stats.bytes_sent += size
             src_ep = self.endpoints.get(src)
             if src_ep is not None:

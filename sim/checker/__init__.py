@@ -29,7 +29,7 @@ D. Kroening, "Faster linearizability checking via P-compositionality", FORTE 201
 A. Athalye, Porcupine, github.com/anishathalye/porcupine.
 """
 
-from sim.checker.check import (
+from sim.checker.checker import (
     LINEARIZABLE,
     NOT_LINEARIZABLE,
     UNKNOWN,

@@ -43,7 +43,8 @@ One JSON object per line (blank lines are ignored)::
     repeat the argument; it is ignored.
 ``time``
     optional, in seconds. Either every event has one or none does; without times, the order of
-    the lines is the real-time order. Events with equal times count as concurrent.
+    the lines is the real-time order and an event's line number serves as its time (so the
+    times in a witness are line numbers). Events with equal times count as concurrent.
 
 What a completion means is the model's business (:mod:`sim.checker.models`): ``fail`` of a
 ``cas`` says the comparison failed, ``fail`` of anything else says it did not happen.
@@ -235,7 +236,7 @@ def events_to_ops(
                 )
             last_time = t
         else:
-            t = float(i)
+            t = float(line)  # the order of the lines is the real-time order
 
         if kind == "invoke":
             if process in pending:
@@ -362,12 +363,12 @@ def _ordered(event: Mapping[str, Any]) -> Event:
 # Files
 
 
-def write_jsonl(events: Iterable[Mapping[str, Any]], path: str | Path) -> None:
+def write_jsonl(events: Iterable[Mapping[str, Any] | Op], path: str | Path) -> None:
     """Write event dicts (or :class:`Op` records, converted) as JSON lines, fields in the
     canonical order ``process, type, f, key, value, time``; tuples are written as arrays."""
-    items = list(events)
+    items: list[Any] = list(events)
     if items and isinstance(items[0], Op):
-        items = ops_to_events(items)  # type: ignore[arg-type]
+        items = ops_to_events(items)
     with open(path, "w", encoding="utf-8") as out:
         for event in items:
             out.write(json.dumps(_ordered(event), separators=(", ", ": ")) + "\n")
@@ -385,21 +386,24 @@ class History:
 
 
 def detect_format(text: str) -> FormatName:
-    """Guess the format from the first non-blank line."""
-    for raw in text.splitlines():
+    """Guess the format: from the first non-blank line, or, for a log whose first lines are
+    something else, from the presence of Jepsen's ``jepsen.util`` lines."""
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
         if "jepsen.util" in line:
             return "jepsen-etcd"
-        if line.startswith("{:") or re.match(r"^\{\s*:", line):
+        if re.match(r"^\{\s*:", line):
             return "porcupine-kv"
         if line.startswith("{"):
             return "jsonl"
+        if "jepsen.util" in text:
+            return "jepsen-etcd"
         raise HistoryFormatError(
             "cannot tell the format from this line (expected a JSON object, an EDN map or a "
             "Jepsen 'jepsen.util' log line); give --format",
-            text[: text.find(raw)].count("\n") + 1,
+            number,
         )
     raise HistoryFormatError("the history is empty; cannot detect its format")
 
@@ -439,7 +443,8 @@ def parse_jsonl(text: str, path: str | None = None) -> list[Op]:
         try:
             event = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise HistoryFormatError(f"invalid JSON: {exc.msg} (column {exc.colno})", number, path)
+            message = f"invalid JSON: {exc.msg} (column {exc.colno})"
+            raise HistoryFormatError(message, number, path) from None
         if not isinstance(event, dict):
             raise HistoryFormatError(
                 f"expected a JSON object, got {type(event).__name__}", number, path
@@ -472,11 +477,13 @@ def parse_jepsen_etcd(text: str, path: str | None = None) -> list[Op]:
         try:
             process = int(process_text)
         except ValueError:
-            raise HistoryFormatError(f"process {process_text!r} is not an integer", number, path)
+            message = f"process {process_text!r} is not an integer"
+            raise HistoryFormatError(message, number, path) from None
         try:
             value = _parse_edn(value_text)
         except ValueError as exc:
-            raise HistoryFormatError(f"cannot parse value {value_text!r}: {exc}", number, path)
+            message = f"cannot parse value {value_text!r}: {exc}"
+            raise HistoryFormatError(message, number, path) from None
         if isinstance(value, _Keyword):  # ":timed-out" and friends: no value
             value = None
         events.append({"process": process, "type": kind, "f": f, "value": value})
@@ -495,7 +502,7 @@ def parse_porcupine_kv(text: str, path: str | None = None) -> list[Op]:
         try:
             parsed = _parse_edn(raw)
         except ValueError as exc:
-            raise HistoryFormatError(f"cannot parse EDN map: {exc}", number, path)
+            raise HistoryFormatError(f"cannot parse EDN map: {exc}", number, path) from None
         if not isinstance(parsed, dict):
             raise HistoryFormatError("expected an EDN map {:process ..., :type ...}", number, path)
         event = {k.name if isinstance(k, _Keyword) else k: v for k, v in parsed.items()}

@@ -30,7 +30,8 @@ Per model, completions mean (the rules of the project's history format):
     ``read`` -> READ of the value returned; ``write v`` -> WRITE; ``cas [from, to]``: ``ok`` ->
     CAS, ``fail`` -> CAS_FAIL (the comparison failed: it took effect at some instant, changing
     nothing, while the register did not hold ``from`` -- how etcd reports it, and how
-    Porcupine's etcd model reads Jepsen's ``:fail :cas``).
+    Porcupine's etcd model reads Jepsen's ``:fail :cas``). A ``cas [v, v]`` never changes the
+    state, so an ``ok`` one is a READ of ``v`` and an unknown one is dropped.
 ``kv`` (every key starts absent = ``None``; histories are split per key first)
     ``get`` -> READ (``None`` for an absent key); ``put v`` -> WRITE; ``delete`` -> WRITE of
     ``None``; ``append s`` -> APPEND (an absent key counts as ``""``); ``cas`` as above.
@@ -45,6 +46,7 @@ is dropped, as is a ``fail``-ed read (Porcupine's etcd test turns Jepsen's ``:fa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -80,7 +82,7 @@ def apply_step(state: State, step: Step) -> tuple[bool, State]:
     if kind == CAS_MAYBE:
         return True, b if state == a else state
     if kind == APPEND:
-        return True, (state or "") + a  # type: ignore[operator]
+        return True, (state or "") + a
     raise ValueError(f"unknown step kind {kind!r}")
 
 
@@ -110,6 +112,12 @@ class Model:
             pair = op.value
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise ModelError(f"{f} needs a [from, to] value, got {pair!r} ({_where(op)})")
+            if pair[0] == pair[1]:
+                # cas(v, v) never changes the state: ok = a read of v; unknown = nothing known
+                if op.status == "ok":
+                    return (READ, pair[0], None)
+                if op.status == "unknown":
+                    return None
             if op.status == "ok":
                 return (CAS, pair[0], pair[1])
             if op.status == "fail":
@@ -132,9 +140,13 @@ class Model:
         )
 
     def describe_state(self, state: State) -> str:
+        """A state as JSON would write it; ``None`` as "absent" (kv) or "empty" (register)."""
         if state is None:
-            return "absent" if self.name == "kv" else "empty (null)"
-        return repr(list(state) if isinstance(state, tuple) else state)
+            return "absent (null)" if self.name == "kv" else "empty (null)"
+        try:
+            return json.dumps(state)
+        except TypeError:
+            return repr(state)
 
 
 def _where(op: Op) -> str:

@@ -32,29 +32,42 @@ this module follows step by step:
   at the end and lets them succeed there; since no completed operation can observe them, the
   two are the same, and stopping early saves the tail of the search.) For the same reason an
   unknown operation invoked after the last completion is dropped before the search starts.
+* *Observers first* (an addition to Porcupine, sound by an exchange argument). Let ``r`` be
+  a read, or a ``cas`` whose comparison failed -- an operation that never changes the state --
+  whose call entry lies before the first return entry, and which is legal in the current
+  state. If any linearization completes the current configuration, one does with ``r`` next:
+  move ``r`` to the front; it is legal there, it changes nothing for the operations it jumps
+  over, and no remaining operation must precede it (none has returned before ``r``'s call,
+  or its return entry would come first in the list). So once the step with ``r`` has failed,
+  the search does not try the alternatives: it backtracks straight past that configuration.
 
 Search cost is exponential in the worst case (the problem is NP-complete: Gibbons & Korach
-1997), so every search takes a deadline and answers ``None`` ("unknown") when it passes.
-
-``collect=True`` turns the decision procedure into an enumeration: it keeps searching after a
-success and returns every state the object can be in once all completed operations are
-linearized (with any subset of the unknown ones). :mod:`sim.checker.witness` uses this to
-summarise the part of a history before a quiescent cut by the set of states it can leave.
+1997, "Testing shared memories", SIAM J. Comput. 26(4)), so every search takes a deadline and
+answers ``None`` ("unknown") when it passes. :func:`iter_search` is the same search as a
+generator that pauses every few thousand steps, so that :mod:`sim.checker.checker` can share
+time between keys the way Porcupine runs partitions in parallel, and stop them all at the
+first violation.
 """
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sim.checker.models import APPEND, CAS, CAS_FAIL, CAS_MAYBE, READ, WRITE, State, Step
 
 #: (call time, return time or None when the outcome is unknown, compiled step)
 SearchOp = tuple[float, float | None, Step]
 
-# How many loop iterations between two looks at the clock.
-_CLOCK_EVERY = 4096
+# How many loop iterations between two pauses (a look at the clock costs ~50 ns, a step ~1 us).
+_PAUSE_EVERY = 4096
+#: Seconds it takes to free one memoised configuration (measured: 2.5 M configurations of a
+#: 3000-operation history take ~1.1 s). A search stops early enough to free its memo before
+#: the deadline, so that a timeout is kept even when the memo holds millions of entries.
+RELEASE_SECONDS_PER_CONFIG = 0.5e-6
 
 
 @dataclass(slots=True)
@@ -63,28 +76,61 @@ class SearchResult:
     linearizable: bool | None
     #: configurations memoised (a measure of the work done)
     explored: int = 0
-    #: with collect=True: every state reachable with all completed operations linearized
-    final_states: set[State] = field(default_factory=set)
 
 
 def search(
     ops: Sequence[SearchOp],
     init_states: Iterable[State],
     deadline: float | None = None,
-    collect: bool = False,
 ) -> SearchResult:
     """Decide whether ``ops`` linearize from at least one of ``init_states``.
 
-    ``deadline`` is a :func:`time.perf_counter` instant. With ``collect`` the search explores
-    every configuration and fills ``final_states`` (``linearizable`` says if there was any).
+    ``deadline`` is a :func:`time.perf_counter` instant; past it the answer is ``None``.
     """
+    with gc_paused():
+        steps = iter_search(ops, init_states)
+        while True:
+            try:
+                explored = next(steps)
+            except StopIteration as done:
+                result: SearchResult = done.value
+                return result
+            if deadline is not None and past(deadline, explored):
+                steps.close()
+                return SearchResult(linearizable=None, explored=explored)
+
+
+def past(deadline: float, explored: int) -> bool:
+    """Is it time to stop a search that has memoised ``explored`` configurations?"""
+    return time.perf_counter() + explored * RELEASE_SECONDS_PER_CONFIG > deadline
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: the memo holds millions of tuples that can never be
+    part of a cycle, and the collector would traverse them again and again (~15% of the run
+    time on the Porcupine kv histories)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def iter_search(
+    ops: Sequence[SearchOp],
+    init_states: Iterable[State],
+) -> Generator[int, None, SearchResult]:
+    """:func:`search` as a generator: it yields the number of configurations explored so far
+    every few thousand steps and returns the :class:`SearchResult` (never ``None``). Run it
+    inside :func:`gc_paused`."""
     completed_rets = [ret for _, ret, _ in ops if ret is not None]
     last_ret = max(completed_rets) if completed_rets else None
     kept = [
         op for op in ops if op[1] is not None or (last_ret is not None and op[0] <= last_ret)
     ]
-    if collect:
-        kept = list(ops)  # every unknown op can change the final state
     kept.sort(key=lambda op: op[0])
     n = len(kept)
 
@@ -98,8 +144,8 @@ def search(
     timeline.sort()
     size = len(timeline) + 2
     tail = size - 1
-    nxt = list(range(1, size)) + [tail]
-    prv = [0] + list(range(0, size - 1))
+    nxt = [*range(1, size), tail]
+    prv = [0, *range(0, size - 1)]
     is_call = [False] * size
     op_of = [0] * size
     match = [0] * size  # call entry -> its return entry (0: unknown outcome, none)
@@ -118,11 +164,11 @@ def search(
     bits = [1 << i for i in range(n)]
     total_completed = sum(1 for _, ret, _ in kept if ret is not None)
 
-    cache: set[tuple[int, State]] = set()
+    # Keys: (bitset, state) after a completed operation, (bitset, state, True) after an
+    # unknown one (fewer moves are allowed there; see "pointless unknown operations").
+    cache: set[tuple[int, State] | tuple[int, State, bool]] = set()
     result = SearchResult(linearizable=False)
-    finals = result.final_states
-    countdown = _CLOCK_EVERY
-    clock = time.perf_counter
+    countdown = _PAUSE_EVERY
 
     for init in init_states:
         if (0, init) in cache:
@@ -131,24 +177,23 @@ def search(
         remaining = total_completed
         if remaining == 0:
             result.linearizable = True
-            if not collect:
-                break
-            finals.add(init)
+            break
         state: State = init
         linearized = 0
-        stack: list[tuple[int, State, int]] = []
+        after_unknown = False  # was the last operation linearized one with unknown outcome?
+        stack: list[tuple[int, State, int, bool]] = []
         entry = nxt[0]
         while True:
             countdown -= 1
             if countdown == 0:
-                countdown = _CLOCK_EVERY
-                if deadline is not None and clock() > deadline:
-                    result.linearizable = None
-                    result.explored = len(cache)
-                    return result
+                countdown = _PAUSE_EVERY
+                yield len(cache)
             if is_call[entry]:
                 i = op_of[entry]
                 kind = kinds[i]
+                if after_unknown and kind == WRITE:
+                    entry = nxt[entry]  # it would make the unknown operation pointless
+                    continue
                 a = arg_a[i]
                 # The step table of sim.checker.models, inlined: a call per step is the
                 # single largest cost of the loop otherwise.
@@ -172,48 +217,67 @@ def search(
                     new_state = (state or "") + a
                 else:
                     raise ValueError(f"unknown step kind {kind!r}")
-                if legal:
-                    new_linearized = linearized | bits[i]
-                    config = (new_linearized, new_state)
+                if not legal:
+                    entry = nxt[entry]
+                    continue
+                new_linearized = linearized | bits[i]
+                ret_entry = match[entry]
+                if ret_entry:
+                    config: tuple[int, State] | tuple[int, State, bool] = (
+                        new_linearized,
+                        new_state,
+                    )
                     if config in cache:
                         if kind == READ or kind == CAS_FAIL:
-                            # forced (see "observers first"): nothing else to try here
-                            entry = tail
-                            continue
-                    else:
-                        cache.add(config)
-                        if kind == READ or kind == CAS_FAIL:
-                            stack.append((-entry, state, linearized))
+                            entry = tail  # forced ("observers first"): nothing else to try
                         else:
-                            stack.append((entry, state, linearized))
-                        state = new_state
-                        linearized = new_linearized
-                        # lift the call entry and, if any, its return entry
-                        before = prv[entry]
-                        after = nxt[entry]
-                        nxt[before] = after
-                        prv[after] = before
-                        ret_entry = match[entry]
-                        if ret_entry:
-                            before = prv[ret_entry]
-                            after = nxt[ret_entry]
-                            nxt[before] = after
-                            prv[after] = before
-                            remaining -= 1
-                        if remaining == 0:
-                            result.linearizable = True
-                            if not collect:
-                                result.explored = len(cache)
-                                return result
-                            finals.add(state)
-                        entry = nxt[0]
+                            entry = nxt[entry]
                         continue
-                entry = nxt[entry]
+                    cache.add(config)
+                    # a negative entry marks a forced step, see the backtracking below
+                    if kind == READ or kind == CAS_FAIL:
+                        stack.append((-entry, state, linearized, after_unknown))
+                    else:
+                        stack.append((entry, state, linearized, after_unknown))
+                    after_unknown = False
+                else:
+                    if new_state == state:
+                        entry = nxt[entry]  # it changes nothing: pointless
+                        continue
+                    # explored after a completed op (all moves), or after an unknown one
+                    if (new_linearized, new_state) in cache or (
+                        new_linearized,
+                        new_state,
+                        True,
+                    ) in cache:
+                        entry = nxt[entry]
+                        continue
+                    cache.add((new_linearized, new_state, True))
+                    stack.append((entry, state, linearized, after_unknown))
+                    after_unknown = True
+                state = new_state
+                linearized = new_linearized
+                # lift the call entry and, if any, its return entry
+                before = prv[entry]
+                after = nxt[entry]
+                nxt[before] = after
+                prv[after] = before
+                if ret_entry:
+                    before = prv[ret_entry]
+                    after = nxt[ret_entry]
+                    nxt[before] = after
+                    prv[after] = before
+                    remaining -= 1
+                    if remaining == 0:
+                        result.linearizable = True
+                        result.explored = len(cache)
+                        return result
+                entry = nxt[0]
             else:
                 # a return entry (or the tail): the prefix linearized so far is a dead end
                 if not stack:
                     break
-                entry, state, linearized = stack.pop()
+                entry, state, linearized, after_unknown = stack.pop()
                 forced = entry < 0
                 if forced:
                     entry = -entry

@@ -19,21 +19,27 @@ linearizability:
    the *culprit*: with it still running everything could be ordered; once it returned,
    nothing can.
 
-2. **Latest quiescent cut** (composition at a cut). A point ``q`` where no completed operation
-   of the prefix is running splits it in two: every completed operation before ``q`` precedes
-   every completed operation after ``q`` in real time, so any linearization runs all of the
-   "before" part first. The "before" part is then summarised by the set ``S`` of states it can
-   leave (found by enumerating its configurations, :func:`sim.checker.search.search` with
-   ``collect=True``); unknown operations invoked before ``q`` are kept on both sides, since
-   they may take effect on either side or never. If the "after" part fails from every state in
-   ``S`` it is a witness. Cuts are tried from the latest (shortest witness) to the earliest;
-   the cut before the first operation always works (``S`` = the initial state).
+2. **A late quiescent cut** (composition at a cut). A point ``q`` where no completed
+   operation of the prefix is running splits it in two: every completed operation before
+   ``q`` precedes every completed operation after ``q`` in real time, so any linearization
+   runs all of the "before" part first. The "before" part is then summarised by a set ``S``
+   of states it can leave (:func:`reachable_states`); unknown operations invoked before ``q``
+   are kept on the "after" side as well, since they may take effect on either side or never.
+   ``S`` may over-approximate -- it lets unknown writes take effect any number of times,
+   which keeps the enumeration small -- because a larger ``S`` only makes the test below
+   harder to pass. If the "after" part fails from every state in ``S`` it is a witness. Cuts
+   are tried from the latest (the shortest witness) towards earlier ones, skipping
+   exponentially (1st, 2nd, 4th, 8th, ... latest) and then bisecting between the last cut that
+   did not work and the first that did; the cut before the first operation always works
+   (``S`` = the initial state).
 
 3. **Dropping observers** (state-preserving operations). Removing an operation that never
    changes the state -- a read/get, or a ``cas`` whose comparison failed -- from a
-   linearization leaves a legal linearization. So each such operation of the witness is
-   dropped in turn if the rest still fails; the result is 1-minimal with respect to these
-   removals (Zeller & Hildebrandt 2002's notion, restricted to the sound removals).
+   linearization leaves a legal linearization, so a witness without it is still a proof.
+   Observers are dropped in groups, halving a group that cannot go as a whole (a simplified
+   ``ddmin``, Zeller & Hildebrandt 2002). An observer kept was needed when it was tried, and
+   stays needed after others go (fewer observers only make linearizing easier), so the
+   result is 1-minimal with respect to these removals.
 
 Removing a write, an append, a successful ``cas`` or an unknown operation is *not* sound (a
 later read may depend on it), so those stay, and the witness is minimal among the witnesses
@@ -46,9 +52,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from sim.checker.history import Op
 from sim.checker.models import (
+    APPEND,
     CAS,
     CAS_FAIL,
     CAS_MAYBE,
@@ -56,6 +64,7 @@ from sim.checker.models import (
     STATE_PRESERVING,
     State,
     Step,
+    apply_step,
 )
 from sim.checker.search import SearchOp, search
 
@@ -129,48 +138,74 @@ def find_counterexample(
     prefix = _prefix(items, cut_at)
     culprit = next(item.op for item in items if item.ret == cut_at)
 
-    # 2. the latest quiescent cut whose "after" part fails from every state "before" can leave
+    # 2. a late quiescent cut whose "after" part fails from every state "before" can leave
     witness: list[_Item] = list(prefix)
     start_states: tuple[State, ...] = (init,)
     skipped = 0
     if minimal:
-        for q in _quiescent_cuts(prefix):
-            if _expired(deadline):
+        cuts = _quiescent_cuts(prefix)
+        tried: dict[int, tuple[list[_Item], tuple[State, ...], int] | None] = {}
+
+        def attempt(index: int) -> bool | None:
+            """Does the index-th latest cut give a witness? None: out of time."""
+            if index not in tried:
+                outcome = _try_cut(prefix, cuts[index], init, deadline)
+                if outcome is None:
+                    return None
+                tried[index] = outcome or None
+            return tried[index] is not None
+
+        found: int | None = None
+        earlier_fail = -1  # the latest-first index of a cut known not to work
+        step = 1
+        index = 0
+        while index < len(cuts):
+            works = attempt(index)
+            if works is None:
                 minimal = False
                 break
-            before = [it for it in prefix if it.ret is not None and it.ret < q] + [
-                it for it in prefix if it.ret is None and it.call < q
-            ]
-            after = [it for it in prefix if it.call >= q or it.ret is None]
-            states = search(_as_search(before), [init], deadline, collect=True)
-            if states.linearizable is None:
-                minimal = False
+            if works:
+                found = index
                 break
-            if not states.final_states:
-                continue  # cannot happen (the part before the culprit linearizes); be safe
-            candidates = tuple(sorted(states.final_states, key=_state_order))
-            outcome = search(_as_search(after), candidates, deadline).linearizable
-            if outcome is None:
-                minimal = False
-                break
-            if outcome is False:
-                witness = sorted(after, key=lambda it: it.call)
-                start_states = candidates
-                skipped = sum(1 for it in before if it.ret is not None)
-                break
+            earlier_fail = index
+            index += step
+            step *= 2
+        if minimal and found is not None:
+            # bisect between the last cut that failed and the first that worked
+            low, high = earlier_fail + 1, found
+            while low < high:
+                middle = (low + high) // 2
+                works = attempt(middle)
+                if works is None:
+                    minimal = False
+                    break
+                if works:
+                    high = middle
+                else:
+                    low = middle + 1
+            found = high
+        if found is not None and tried.get(found) is not None:
+            witness, start_states, skipped = tried[found]  # type: ignore[misc]
 
     # 3. drop the state-preserving operations that the violation does not need
     if minimal:
-        for item in [it for it in witness if it.ret is not None]:
-            if item.step[0] not in STATE_PRESERVING:
-                continue
-            trial = [it for it in witness if it is not item]
+        observers = [
+            it for it in witness if it.ret is not None and it.step[0] in STATE_PRESERVING
+        ]
+        groups = [observers] if observers else []
+        while groups:
+            group = groups.pop(0)
+            members = {id(it) for it in group}
+            trial = [it for it in witness if id(it) not in members]
             outcome = search(_as_search(trial), start_states, deadline).linearizable
             if outcome is None:
                 minimal = False
                 break
             if outcome is False:
                 witness = trial
+            elif len(group) > 1:
+                half = len(group) // 2
+                groups[:0] = [group[:half], group[half:]]
 
     witness.sort(key=lambda it: it.call)
     return Counterexample(
@@ -217,6 +252,75 @@ def _prefix(items: Sequence[_Item], cut_at: int) -> list[_Item]:
         if step is not None:
             prefix.append(_Item(item.op, step, item.call, None))
     return prefix
+
+
+def _try_cut(
+    prefix: Sequence[_Item], q: int, init: State, deadline: float | None
+) -> tuple[list[_Item], tuple[State, ...], int] | Literal[False] | None:
+    """The witness (after part, start states, ops skipped) if the cut at ``q`` gives one,
+    False if it does not, None when the deadline passed."""
+    before = [it for it in prefix if it.ret is not None and it.ret < q]
+    before += [it for it in prefix if it.ret is None and it.call < q]
+    after = [it for it in prefix if it.call >= q or it.ret is None]
+    states = reachable_states(before, init, deadline)
+    if states is None:
+        return None
+    if not states:
+        return False  # cannot happen (the part before the culprit linearizes); be safe
+    start_states = tuple(sorted(states, key=_state_order))
+    outcome = search(_as_search(after), start_states, deadline).linearizable
+    if outcome is None:
+        return None
+    if outcome:
+        return False
+    skipped = sum(1 for it in before if it.ret is not None)
+    return sorted(after, key=lambda it: it.call), start_states, skipped
+
+
+def reachable_states(
+    items: Sequence[_Item], init: State, deadline: float | None
+) -> set[State] | None:
+    """States the object may hold once every completed operation of ``items`` is linearized
+    (None when the deadline passed). A superset: an unknown write or cas may take effect any
+    number of times here, so that the configurations need not say which of them happened
+    (2^k subsets for k unknown operations). An unknown append still happens at most once, or
+    the strings would grow without end."""
+    completed = [it for it in items if it.ret is not None]
+    once = [it for it in items if it.ret is None and it.step[0] == APPEND]
+    unknown = [it for it in items if it.ret is None and it.step[0] != APPEND]
+    completed_bits = (1 << len(completed)) - 1
+    completed += once  # an unknown append takes a bit, but is not required
+    seen: set[tuple[int, State]] = {(0, init)}
+    frontier: list[tuple[int, State]] = [(0, init)]
+    finals: set[State] = set()
+    countdown = 1024
+    while frontier:
+        countdown -= 1
+        if countdown == 0:
+            countdown = 1024
+            if _expired(deadline):
+                return None
+        done, state = frontier.pop()
+        if done & completed_bits == completed_bits:
+            finals.add(state)
+            continue
+        # the earliest return among the operations not yet linearized bounds what may go next
+        barrier = min(
+            it.ret for i, it in enumerate(completed) if not done >> i & 1 and it.ret is not None
+        )
+        for i, it in enumerate(completed):
+            if not done >> i & 1 and it.call < barrier:
+                legal, new_state = apply_step(state, it.step)
+                if legal and (done | 1 << i, new_state) not in seen:
+                    seen.add((done | 1 << i, new_state))
+                    frontier.append((done | 1 << i, new_state))
+        for it in unknown:
+            if it.call < barrier:
+                legal, new_state = apply_step(state, it.step)
+                if legal and (done, new_state) not in seen:
+                    seen.add((done, new_state))
+                    frontier.append((done, new_state))
+    return finals
 
 
 def _quiescent_cuts(prefix: Sequence[_Item]) -> list[int]:

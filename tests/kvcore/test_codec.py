@@ -17,6 +17,8 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
+import kvcore.epidemic  # noqa: F401  (registers its message kinds: cover them whatever the test order)
+import kvcore.membership  # noqa: F401
 from kvcore import codec
 from kvcore.codec import decode, encode, roundtrip
 from kvcore.errors import RemoteProtocolError

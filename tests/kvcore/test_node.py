@@ -432,17 +432,45 @@ def test_duplicated_forward_is_not_applied_twice() -> None:
     assert node.stats.forward_duplicates == 1
 
 
-def test_duplicated_forward_gets_the_cached_reply() -> None:
+def test_duplicated_forward_of_a_write_gets_the_cached_reply() -> None:
+    cluster = make_cluster()
+    node, rt = build(cluster=cluster)
+    k = key_owned_by(cluster, "n1")
+    delete = Forward(request_id=1, op=Delete(key=k))
+    node.on_message("n2", delete)
+    node.on_message("n2", Forward(request_id=2, op=Put(key=k, value=b"now")))
+    ((_, first), _) = peer_traffic(rt)
+    assert first.reply.error == "not_found"
+    node.on_message("n2", delete)
+    assert peer_traffic(rt) == [("n2", first)], "answered from memory, not applied again"
+    assert node.store.get(k) == b"now"
+
+
+def test_duplicated_forward_of_a_get_is_read_again_not_cached() -> None:
+    # a Get changes nothing, so re-reading is safe, and caching values of up to 1 MiB is not
     cluster = make_cluster()
     node, rt = build(cluster=cluster)
     k = key_owned_by(cluster, "n1")
     get = Forward(request_id=1, op=Get(key=k))
     node.on_message("n2", get)
     node.on_message("n2", Forward(request_id=2, op=Put(key=k, value=b"now")))
-    ((_, first), _) = peer_traffic(rt)
-    assert first.reply.error == "not_found"
+    peer_traffic(rt)
     node.on_message("n2", get)
-    assert peer_traffic(rt) == [("n2", first)], "answered from memory, not re-read"
+    ((_, again),) = peer_traffic(rt)
+    assert again.reply.value == b"now"
+
+
+def test_dedup_memory_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kvcore.node as node_module
+
+    monkeypatch.setattr(node_module, "DEDUP_MAX_ENTRIES", 3)
+    cluster = make_cluster()
+    node, _ = build(cluster=cluster)
+    k = key_owned_by(cluster, "n1")
+    for rid in range(10):
+        node.on_message("n2", Forward(request_id=rid, op=Put(key=k, value=b"v%d" % rid)))
+    assert len(node._recent) == 3
+    assert [rid for (_, rid) in node._recent] == [7, 8, 9]
 
 
 def test_dedup_is_per_sender() -> None:

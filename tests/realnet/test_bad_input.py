@@ -15,6 +15,8 @@ from realnet import wire
 from realnet.client import kv_path
 from tests.realnet.conftest import Cluster, NodeProc, poll
 
+pytestmark = pytest.mark.realnet  # starts real node processes
+
 
 def raw_http(node: NodeProc, data: bytes, timeout: float = 10.0) -> bytes:
     """Send raw bytes to the HTTP port and read until the server closes (or times out)."""

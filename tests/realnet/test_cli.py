@@ -10,6 +10,8 @@ import pytest
 from realnet import cli
 from tests.realnet.conftest import REPO, Launcher, NodeProc, free_ports
 
+pytestmark = pytest.mark.realnet  # starts real node processes
+
 
 def storelab(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvcore.slots import key_slot
 from realnet.client import Client, kv_path
 from tests.realnet.conftest import Cluster, free_ports, poll
+
+pytestmark = pytest.mark.realnet  # starts real node processes
 
 
 def owner_of(key: bytes) -> str:
@@ -63,6 +66,18 @@ def test_keys_are_percent_decoded_bytes(cluster3: Cluster) -> None:
     assert status == 400 and json.loads(body)["error"] == "bad_request"
 
 
+def test_an_empty_value_is_a_value_and_head_has_no_body(cluster3: Cluster) -> None:
+    a, b = cluster3["a"], cluster3["b"]
+    key = b"empty-value"
+    assert b.request("PUT", kv_path(key), b"")[0] == 204
+    assert a.request("GET", kv_path(key))[:1] == (200,)
+    assert a.request("GET", kv_path(key))[2] == b""
+    assert b.request("PUT", kv_path(key), b"12345")[0] == 204
+    status, headers, body = a.request("HEAD", kv_path(key))
+    assert (status, headers["content-length"], body) == (200, "5", b"")
+    assert a.request("HEAD", kv_path(b"absent-head"))[0] == 404
+
+
 def c_get(cluster: Cluster, path: str) -> tuple[int, bytes]:
     status, _, body = cluster["c"].request("GET", path)
     return status, body
@@ -115,6 +130,7 @@ def test_peers_become_reachable_with_a_measured_rtt(cluster3: Cluster) -> None:
 def test_metrics_are_prometheus_text_with_the_node_counters(cluster3: Cluster) -> None:
     a = cluster3["a"]
     a.request("PUT", kv_path(b"metric-key"), b"1")
+    poll(lambda: a.info()["stats"]["sent"].get("Ping", 0) > 0, what="a's first Ping")
     status, headers, body = a.request("GET", "/metrics")
     assert status == 200
     assert headers["content-type"].startswith("text/plain")

@@ -417,6 +417,40 @@ def test_a_held_future_delays_only_its_own_connection() -> None:
     run(scenario)
 
 
+def test_input_behind_a_held_response_is_buffered_then_served() -> None:
+    # Over a megabyte of pipelined PUTs arrives while the first request is outstanding: the
+    # server stops reading past its high-water mark and catches up once the response is out.
+    async def scenario(srv: Server) -> None:
+        c = await srv.connect()
+        value = b"z" * 100_000
+        puts = b"".join(raw_request("PUT", f"/kv/q{i}", value) for i in range(12))
+        c.writer.write(raw_request("GET", "/held") + puts)
+        await poll_until(lambda: bool(srv.app.pending))
+        srv.app.pending[0].set_result(Response(200, b"first"))
+        assert (await c.response()).body == b"first"
+        for _ in range(12):
+            assert (await c.response()).status == 204
+        assert srv.app.store["q11"] == value
+        c.close()
+
+    run(scenario)
+
+
+def test_a_client_that_does_not_read_is_not_served_past_the_write_buffer() -> None:
+    # Pipelined GETs of a large value whose responses the client only reads later: the server
+    # pauses at the transport's write high-water mark and resumes as the client drains.
+    async def scenario(srv: Server) -> None:
+        c = await srv.connect()
+        value = bytes(range(256)) * 2048  # 512 KiB
+        assert (await c.request("PUT", "/kv/big", value)).status == 204
+        await c.send(b"".join(raw_request("GET", "/kv/big") for _ in range(16)))
+        for _ in range(16):
+            assert (await c.response()).body == value
+        c.close()
+
+    run(scenario)
+
+
 def test_handlers_run_without_a_task_per_request() -> None:
     async def scenario(srv: Server) -> None:
         c = await srv.connect()
@@ -527,6 +561,28 @@ def test_stop_lets_in_flight_requests_finish_with_connection_close() -> None:
     asyncio.run(main())
 
 
+def test_stop_aborts_what_is_still_busy_after_the_grace_period() -> None:
+    async def main() -> None:
+        app = Toy()
+        server = await start_http_server(app, "127.0.0.1", 0)
+        srv = Server(server, app, server.sockets[0].getsockname()[1])
+        stuck = await srv.connect()
+        await stuck.send(raw_request("GET", "/held"))
+        await poll_until(lambda: bool(app.pending))
+        await asyncio.wait_for(stop_http_server(server, grace=0.1), GUARD)
+        assert srv.stats.connections_open == 0
+        try:
+            rest = await asyncio.wait_for(stuck.reader.read(), GUARD)
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b""  # aborted without a response
+        app.pending[0].set_result(Response(200, b"too late"))  # must not raise or write
+        await asyncio.sleep(0)
+        stuck.close()
+
+    asyncio.run(main())
+
+
 # --- handler failures ---------------------------------------------------------------------------
 
 
@@ -563,7 +619,7 @@ async def expect_error(
     await c.send(data)
     r = await c.response()
     assert r.status == status, (r.status, r.body)
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert body["error"] == code
     assert isinstance(body["message"], str) and body["message"].endswith(".")
     if then_closed:

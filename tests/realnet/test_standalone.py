@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from realnet.client import kv_path
 from tests.realnet.conftest import HOST, REPO, Launcher, free_ports
+
+pytestmark = pytest.mark.realnet  # starts real node processes
 
 
 def test_a_node_without_config_owns_all_slots(launcher: Launcher) -> None:

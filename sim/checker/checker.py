@@ -20,13 +20,13 @@ the failing key with the fewest operations is shrunk to a witness by
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from sim.checker.history import Op, events_to_ops
 from sim.checker.models import Model, State, Step, detect_model, get_model
-from sim.checker.search import search
+from sim.checker.search import SearchResult, gc_paused, iter_search, past
 from sim.checker.witness import Counterexample, find_counterexample
 
 Verdict: TypeAlias = Literal["linearizable", "not_linearizable", "unknown"]
@@ -81,6 +81,7 @@ def check(
     timeout: float | None = None,
     *,
     witness: bool = True,
+    exhaustive: bool = False,
 ) -> CheckResult:
     """Check a history for linearizability.
 
@@ -90,6 +91,8 @@ def check(
     the whole check; past it the verdict is ``unknown`` unless a violation was already found.
     With ``witness`` a violation comes with a shrunk :class:`Counterexample` (the shrinking
     uses what is left of the timeout, but at most 10 s beyond the search when there is none).
+    The search stops at the first key found not linearizable, leaving the keys it had not
+    settled ``unknown`` in :attr:`CheckResult.keys`, unless ``exhaustive``.
     """
     started = time.perf_counter()
     deadline = None if timeout is None else started + max(0.0, timeout)
@@ -108,26 +111,7 @@ def check(
         if step is not None:
             by_key[op.key].append((op, step))
 
-    results: dict[str | None, KeyResult] = {}
-    for key in sorted(by_key, key=lambda k: (len(by_key[k]), _key_order(k))):
-        key_ops = by_key[key]
-        key_started = time.perf_counter()
-        if deadline is not None and key_started > deadline:
-            outcome: bool | None = None
-            explored = 0
-        else:
-            found = search(
-                [(op.call, op.ret, step) for op, step in key_ops], [chosen.init], deadline
-            )
-            outcome, explored = found.linearizable, found.explored
-        results[key] = KeyResult(
-            key=key,
-            verdict=LINEARIZABLE if outcome else UNKNOWN if outcome is None else NOT_LINEARIZABLE,
-            ops=len(key_ops),
-            unknown_ops=sum(1 for op, _ in key_ops if op.ret is None),
-            explored=explored,
-            elapsed=time.perf_counter() - key_started,
-        )
+    results = _search_keys(by_key, chosen, deadline, exhaustive)
 
     verdicts = {r.verdict for r in results.values()}
     verdict = (
@@ -156,6 +140,75 @@ def check(
         counterexample=counterexample,
         total_ops=len(ops),
     )
+
+
+# Pauses (of 4096 search steps, a few milliseconds) per key in the first round; doubled every
+# round. Counting steps rather than seconds keeps the order in which keys finish, and so the
+# key the witness comes from, independent of the machine's speed.
+_FIRST_SLICE = 4
+
+
+def _search_keys(
+    by_key: dict[str | None, list[tuple[Op, Step]]],
+    model: Model,
+    deadline: float | None,
+    exhaustive: bool,
+) -> dict[str | None, KeyResult]:
+    """Search every key, sharing time round-robin in slices that double every round, so that
+    one hard key cannot starve the others, and stop at the first violation unless
+    ``exhaustive`` (Porcupine runs the partitions in parallel and kills them all at the first
+    violation, ``checker.go``; this is that, on one core and deterministic)."""
+    order = sorted(by_key, key=lambda k: (len(by_key[k]), _key_order(k)))
+    running: dict[str | None, Generator[int, None, SearchResult]] = {}
+    elapsed: dict[str | None, float] = dict.fromkeys(order, 0.0)
+    explored: dict[str | None, int] = dict.fromkeys(order, 0)
+    outcome: dict[str | None, bool | None] = dict.fromkeys(order)
+    active = list(order)
+    time_slice = _FIRST_SLICE
+    stop = deadline is not None and time.perf_counter() > deadline
+    with gc_paused():
+        while active and not stop:
+            for key in list(active):
+                slice_started = time.perf_counter()
+                if key not in running:
+                    ops = [(op.call, op.ret, step) for op, step in by_key[key]]
+                    running[key] = iter_search(ops, [model.init])
+                steps = running[key]
+                try:
+                    for _ in range(time_slice):
+                        explored[key] = next(steps)
+                        memo = sum(explored[k] for k in running)
+                        if deadline is not None and past(deadline, memo):
+                            stop = True
+                            break
+                except StopIteration as done:
+                    found: SearchResult = done.value
+                    outcome[key] = found.linearizable
+                    explored[key] = found.explored
+                    active.remove(key)
+                    del running[key]
+                    if found.linearizable is False and not exhaustive:
+                        stop = True
+                elapsed[key] += time.perf_counter() - slice_started
+                if stop:
+                    break
+            time_slice *= 2
+    for steps in running.values():
+        steps.close()
+
+    results: dict[str | None, KeyResult] = {}
+    for key in order:
+        result = outcome[key]
+        key_ops = by_key[key]
+        results[key] = KeyResult(
+            key=key,
+            verdict=LINEARIZABLE if result else UNKNOWN if result is None else NOT_LINEARIZABLE,
+            ops=len(key_ops),
+            unknown_ops=sum(1 for op, _ in key_ops if op.ret is None),
+            explored=explored[key],
+            elapsed=elapsed[key],
+        )
+    return results
 
 
 def _key_order(key: str | None) -> tuple[int, str]:

@@ -1,0 +1,243 @@
+"""Command line: ``python -m sim.checker FILE [--model M] [--format F] [--timeout S]``.
+
+Theory of operation
+-------------------
+Read the history (format detected from the first line unless ``--format``; model from the
+format, else from the operation names, unless ``--model``), run :func:`sim.checker.check`,
+print the verdict, the witness of a violation and the time taken.
+
+Exit status (so that scripts can branch on it; 2 is *not* argparse's usage error here):
+
+== =====================================================================================
+0  linearizable
+1  not linearizable (the witness is printed)
+2  unknown: the time budget (``--timeout``, default 60 s) ran out first
+3  bad usage, unreadable file, malformed history or an operation the model does not know
+   (a message on stderr names the line)
+== =====================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from sim.checker.checker import LINEARIZABLE, NOT_LINEARIZABLE, CheckResult, check
+from sim.checker.history import FORMATS, HistoryFormatError, Op, read_history
+from sim.checker.models import MODELS, Model, ModelError, detect_model, get_model
+
+EXIT_LINEARIZABLE = 0
+EXIT_NOT_LINEARIZABLE = 1
+EXIT_UNKNOWN = 2
+EXIT_ERROR = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m sim.checker",
+        description="Check a history of a register or key-value store for linearizability.",
+        epilog="exit status: 0 linearizable, 1 not linearizable, 2 unknown (timeout), "
+        "3 usage or input error",
+    )
+    parser.add_argument("file", metavar="FILE", help="the history file")
+    parser.add_argument(
+        "--model", choices=sorted(MODELS), help="sequential specification (default: detected)"
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, help="history format (default: detected from the content)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up with 'unknown' after this long (default 60; 0 gives up at once)",
+    )
+    parser.add_argument(
+        "--all-keys",
+        action="store_true",
+        help="settle every key even after one is found not linearizable",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.timeout < 0:
+        print("python -m sim.checker: error: --timeout must be >= 0", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        history = read_history(args.file, args.format)
+        if args.model is not None:
+            model, model_source = get_model(args.model), "given"
+        elif history.model is not None:
+            model, model_source = get_model(history.model), "from the format"
+        else:
+            model, model_source = detect_model(history.ops), "detected"
+        result = check(history.ops, model, args.timeout, exhaustive=args.all_keys)
+    except OSError as exc:
+        print(f"python -m sim.checker: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    except (HistoryFormatError, ModelError) as exc:
+        print(f"python -m sim.checker: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+    format_source = "given" if args.format else "detected"
+    if args.json:
+        print(json.dumps(result_to_json(result, args.file, history.format)))
+    else:
+        print(render(result, model, args.file, f"{history.format}, {format_source}", model_source))
+    if result.verdict == LINEARIZABLE:
+        return EXIT_LINEARIZABLE
+    if result.verdict == NOT_LINEARIZABLE:
+        return EXIT_NOT_LINEARIZABLE
+    return EXIT_UNKNOWN
+
+
+def render(result: CheckResult, model: Model, path: str, fmt: str, model_source: str) -> str:
+    """The human-readable report."""
+    lines = [f"history:    {path} ({fmt})", f"model:      {model.name} ({model_source})"]
+    keys = [k for k in result.keys if k is not None]
+    unknown = sum(r.unknown_ops for r in result.keys.values())
+    counted = sum(r.ops for r in result.keys.values())
+    key_text = f", {len(keys)} key{'s' if len(keys) != 1 else ''}" if keys else ""
+    lines.append(
+        f"operations: {result.total_ops}{key_text}; {counted} constrain the order "
+        f"({unknown} of them with unknown outcome)"
+    )
+    verdict = result.verdict.replace("_", " ").upper()
+    if result.verdict == "unknown":
+        settled = sum(1 for r in result.keys.values() if r.verdict != "unknown")
+        verdict += f" (time budget ran out; {settled} of {len(result.keys)} keys settled)"
+    lines.append(f"verdict:    {verdict}")
+    ce = result.counterexample
+    if ce is not None:
+        where = "" if ce.key is None else f" on key {ce.key!r}"
+        count = "this operation" if len(ce.ops) == 1 else f"these {len(ce.ops)} operations"
+        lines.append(f"witness:    {count}{where} cannot be linearized")
+        if ce.skipped:
+            states = " or ".join(model.describe_state(s) for s in ce.start_states)
+            holder = "the register" if ce.key is None else "the key"
+            lines.append(
+                f"            starting from {states}: what {holder} may hold after the "
+                f"{ce.skipped} operations completed before them"
+            )
+        else:
+            lines.append(
+                "            starting from the initial state, "
+                + model.describe_state(ce.start_states[0])
+            )
+        lines.extend("            " + row for row in _table(ce.ops, ce.pending, ce.culprit))
+        lines.append("            ! = the culprit: once it returned, no order works")
+        if ce.pending:
+            lines.append(
+                "            ? = outcome unknown (or known only after the culprit returned): "
+                "it may take effect\n                at any time after its call, or never"
+            )
+        if not ce.minimal:
+            lines.append("            (time ran out while shrinking: not minimal, still a proof)")
+    lines.append(f"time:       {result.elapsed:.3f} s")
+    return "\n".join(lines)
+
+
+def _table(ops: Sequence[Op], pending: Sequence[Op], culprit: Op) -> list[str]:
+    pending_ids = {id(op) for op in pending}
+    rows = [("", "process", "f", "value", "result", "call", "return", "line")]
+    for op in ops:
+        mark = "!" if op is culprit else "?" if id(op) in pending_ids else ""
+        value = "" if op.f in ("read", "get") else _show(op.value)
+        if op.status == "unknown":
+            outcome = "unknown"
+        elif id(op) in pending_ids:
+            outcome = f"({op.status}, later)"
+        elif op.status == "fail":
+            outcome = "fail"
+        elif op.f in ("read", "get"):
+            outcome = _show(op.output)
+        else:
+            outcome = "ok"
+        rows.append(
+            (
+                mark,
+                str(op.process),
+                op.f if op.key is None else f"{op.f} {op.key!r}",
+                value,
+                outcome,
+                f"{op.call:g}",
+                "-" if op.ret is None else f"{op.ret:g}",
+                "" if op.line is None else str(op.line),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def result_to_json(result: CheckResult, path: str, fmt: str) -> dict[str, Any]:
+    ce = result.counterexample
+    return {
+        "file": path,
+        "format": fmt,
+        "model": result.model,
+        "verdict": result.verdict,
+        "elapsed": result.elapsed,
+        "operations": result.total_ops,
+        "keys": [
+            {
+                "key": r.key,
+                "verdict": r.verdict,
+                "ops": r.ops,
+                "unknown_ops": r.unknown_ops,
+                "explored": r.explored,
+                "elapsed": r.elapsed,
+            }
+            for r in result.keys.values()
+        ],
+        "witness": None
+        if ce is None
+        else {
+            "key": ce.key,
+            "start_states": list(ce.start_states),
+            "skipped": ce.skipped,
+            "minimal": ce.minimal,
+            "culprit": _op_json(ce.culprit),
+            "ops": [
+                _op_json(op) | {"pending": any(op is p for p in ce.pending)} for op in ce.ops
+            ],
+        },
+    }
+
+
+def _op_json(op: Op) -> dict[str, Any]:
+    return {
+        "process": op.process,
+        "f": op.f,
+        "key": op.key,
+        "value": op.value,
+        "output": op.output,
+        "status": op.status,
+        "call": op.call,
+        "ret": op.ret,
+        "line": op.line,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

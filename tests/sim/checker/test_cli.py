@@ -1,0 +1,149 @@
+"""``python -m sim.checker``: verdicts, witness, exit statuses, detection, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import REPO_ROOT, histories_dir
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sim.checker", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def event(process: int, kind: str, f: str, value: object, key: str = "x") -> str:
+    return json.dumps({"process": process, "type": kind, "f": f, "key": key, "value": value})
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "good.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                event(0, "invoke", "put", "1"),
+                event(1, "invoke", "get", None),
+                event(0, "ok", "put", "1"),
+                event(1, "ok", "get", "1"),
+            ]
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def stale(tmp_path: Path) -> Path:
+    path = tmp_path / "stale.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                event(0, "invoke", "put", "1"),
+                event(0, "ok", "put", "1"),
+                event(0, "invoke", "put", "2"),
+                event(0, "ok", "put", "2"),
+                event(1, "invoke", "get", None),
+                event(1, "ok", "get", "1"),
+            ]
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def hard(tmp_path: Path) -> Path:
+    """Sixteen concurrent appends and a read that no order explains: 16! orders to refute."""
+    lines = [event(p, "invoke", "append", f"<{p}>") for p in range(16)]
+    lines += [event(p, "ok", "append", f"<{p}>") for p in range(16)]
+    lines += [event(99, "invoke", "get", None), event(99, "ok", "get", "nope")]
+    path = tmp_path / "hard.jsonl"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_linearizable_exits_0(good: Path) -> None:
+    done = run(good)
+    assert done.returncode == 0, done.stderr
+    assert "verdict:    LINEARIZABLE" in done.stdout
+    assert "time:" in done.stdout
+    assert "jsonl, detected" in done.stdout and "model:      kv (detected)" in done.stdout
+
+
+def test_violation_exits_1_and_prints_the_witness(stale: Path) -> None:
+    done = run(stale)
+    assert done.returncode == 1, done.stderr
+    assert "verdict:    NOT LINEARIZABLE" in done.stdout
+    assert "witness:    this operation on key 'x' cannot be linearized" in done.stdout
+    assert "starting from \"2\"" in done.stdout or "starting from '2'" in done.stdout
+    culprit = [line for line in done.stdout.splitlines() if line.strip().startswith("!  1")]
+    assert culprit and "get 'x'" in culprit[0] and '"1"' in culprit[0]
+
+
+def test_timeout_exits_2(hard: Path) -> None:
+    done = run(hard, "--timeout", "0.5")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "UNKNOWN" in done.stdout
+
+
+def test_zero_timeout_exits_2(good: Path) -> None:
+    done = run(good, "--timeout", "0")
+    assert done.returncode == 2
+    assert "time budget ran out" in done.stdout
+
+
+def test_given_format_and_model(good: Path) -> None:
+    done = run(good, "--format", "jsonl", "--model", "kv")
+    assert done.returncode == 0
+    assert "jsonl, given" in done.stdout and "kv (given)" in done.stdout
+    wrong = run(good, "--model", "register")
+    assert wrong.returncode == 3
+    assert "model 'register' has no operation 'put' (line 1)" in wrong.stderr
+
+
+def test_json_output(stale: Path) -> None:
+    done = run(stale, "--json")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["verdict"] == "not_linearizable"
+    assert report["witness"]["culprit"]["output"] == "1"
+    assert report["witness"]["start_states"] == ["2"]
+
+
+def test_malformed_input_exits_3_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(event(0, "invoke", "get", None) + "\n" + '{"process": 0, "type": "ok"\n')
+    done = run(path)
+    assert done.returncode == 3
+    assert f"{path}:2: invalid JSON" in done.stderr
+    assert done.stdout == ""
+
+
+def test_unreadable_file_and_bad_usage_exit_3(tmp_path: Path) -> None:
+    missing = run(tmp_path / "missing.jsonl")
+    assert missing.returncode == 3 and "cannot read" in missing.stderr
+    assert run().returncode == 3
+    assert run(tmp_path, "--format", "csv").returncode == 3
+    assert run(tmp_path / "x", "--timeout", "-1").returncode == 3
+
+
+@pytest.mark.skipif(
+    not (histories_dir() / "jepsen-etcd" / "etcd_000.log").is_file(),
+    reason=f"public history corpus not found at {histories_dir()}",
+)
+def test_detects_the_public_formats() -> None:
+    etcd = run(histories_dir() / "jepsen-etcd" / "etcd_000.log")
+    assert etcd.returncode == 1
+    assert "(jepsen-etcd, detected)" in etcd.stdout and "register (from the format)" in etcd.stdout
+    kv = run(histories_dir() / "porcupine-kv" / "c10-ok.txt")
+    assert kv.returncode == 0
+    assert "(porcupine-kv, detected)" in kv.stdout and "kv (from the format)" in kv.stdout
