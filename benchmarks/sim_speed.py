@@ -1,8 +1,10 @@
 """Simulator speed: messages delivered per wall-clock second, against raw SimPy.
 
-The workload is the foundation's health check at scale: N simulated nodes in one static cluster,
-each pinging every other node every ``ping_interval`` (N*(N-1) pings and as many pongs per
-interval). The baseline, measured in the same process, is SimPy itself doing the least a message
+This measures the simulator's message path — network rules, latency sampling, the trace, the
+runtime, the codec — not a protocol's logic. The workload: N simulated nodes on one SimCluster,
+each pinging 10 random other nodes every 0.1 simulated seconds with SwimPing, each ping answered
+by a SwimAck (so nearly every SimPy event is a message delivery). SWIM itself at scale is
+measured by ``benchmarks/gossip_scale.py``. The baseline, measured in the same process, is SimPy itself doing the least a message
 delivery can cost: a ``Timeout`` event with one callback, whose callback schedules the next
 timeout (so the heap holds as many pending events as the sim's does).
 
@@ -12,7 +14,7 @@ The target is ratio_codec_off >= 0.25. Rates are per second of this process's CP
 (``time.process_time``), which on a shared machine is far steadier than wall time; wall-clock
 rates are printed too. The run is single-threaded, so on an idle machine the two agree.
 
-    python benchmarks/sim_speed.py [--nodes 1000] [--sim-seconds 1.0]
+    python benchmarks/sim_speed.py [--nodes 1000] [--sim-seconds 10]
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import time
 import simpy
 
 from kvcore.config import NodeConfig
+from kvcore.messages import SwimAck, SwimPing
+from kvcore.metrics import NodeStats
+from sim.runtime import SimRuntime
 from sim.cluster import SimCluster
 from sim.latency import LogNormal
 
@@ -47,10 +52,37 @@ def raw_simpy(events: int, pending: int) -> float:
     return count / (time.process_time() - c0)
 
 
+class Pinger:
+    """A minimal node: every ``interval``, ping ``fanout`` random peers; answer every ping."""
+
+    def __init__(self, rt: SimRuntime, peers: list[str], fanout: int = 10, interval: float = 0.1) -> None:
+        self.rt = rt
+        self.stats = NodeStats()
+        self.peers = [p for p in peers if p != rt.node_id]
+        self.fanout = fanout
+        self.interval = interval
+        self.seq = 0
+
+    def start(self) -> None:
+        self.rt.call_later(self.rt.random.uniform(0, self.interval), self.tick)
+
+    def tick(self) -> None:
+        rt = self.rt
+        for dst in rt.random.sample(self.peers, self.fanout):
+            self.seq += 1
+            rt.send(dst, SwimPing(seq=self.seq, target=dst, gossip=()))
+        rt.call_later(self.interval, self.tick)
+
+    def on_message(self, src: str, msg: object) -> None:
+        if type(msg) is SwimPing:
+            self.rt.send(src, SwimAck(seq=msg.seq, gossip=()))
+
+
 def sim_rate(nodes: int, sim_seconds: float, codec: bool) -> tuple[float, int, float]:
     """(deliveries per CPU second, deliveries, wall seconds)."""
-    cfg = NodeConfig(ping_interval=1.0, down_after=3.0)
-    cluster = SimCluster(1, nodes, cfg, latency=LogNormal(0.001, 0.5), codec=codec)
+    ids = [f"n{i}" for i in range(1, nodes + 1)]
+    cluster = SimCluster(1, nodes, NodeConfig(), latency=LogNormal(0.001, 0.5), codec=codec,
+                         observe=False, node_factory=lambda rt, spec: Pinger(rt, ids))
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()
     cluster.run(until=sim_seconds)
@@ -62,7 +94,7 @@ def sim_rate(nodes: int, sim_seconds: float, codec: bool) -> tuple[float, int, f
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, default=1000)
-    p.add_argument("--sim-seconds", type=float, default=1.0)
+    p.add_argument("--sim-seconds", type=float, default=10.0)
     args = p.parse_args()
     rows = []
     off_rate, off_n, off_wall = sim_rate(args.nodes, args.sim_seconds, codec=False)

@@ -50,12 +50,6 @@ class ConfigError(ValueError):
 class NodeConfig:
     """How one node behaves. Times are in seconds, sizes in bytes."""
 
-    #: Time between two health-check pings to each configured peer. One second, as a LAN
-    #: failure detector does; lower it in the sim to watch detection in fast motion.
-    ping_interval: float = 1.0
-    #: A peer is unreachable when nothing (no Pong) came back from it for this long. Three ping
-    #: intervals tolerate two lost pings in a row before requests fail fast with "owner down".
-    down_after: float = 3.0
     #: How long a forwarded request waits for the owner before the client gets 504. Longer
     #: than a few RTTs on a loaded LAN, short enough that a dead owner is noticed quickly.
     forward_timeout: float = 2.0
@@ -72,14 +66,9 @@ class NodeConfig:
 
     def problems(self) -> list[str]:
         out: list[str] = []
-        for name in ("ping_interval", "down_after", "forward_timeout", "dedup_window"):
+        for name in ("forward_timeout", "dedup_window"):
             if not getattr(self, name) > 0:
                 out.append(f"{name} must be a positive number of seconds, not {getattr(self, name)!r}.")
-        if self.down_after < self.ping_interval:
-            out.append(
-                f"down_after ({self.down_after}s) must be at least one ping_interval "
-                f"({self.ping_interval}s), or every peer flaps to unreachable between pings."
-            )
         for name in ("max_key_bytes", "max_value_bytes", "max_frame_bytes"):
             if not getattr(self, name) > 0:
                 out.append(f"{name} must be a positive number of bytes, not {getattr(self, name)!r}.")

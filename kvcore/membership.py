@@ -425,6 +425,7 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, _Suspicion] = {}
         self._timers: dict[str, TimerHandle] = {}
+        self._state_cache: tuple[MemberState, ...] | None = None
         #: sorted ids of live (alive/suspect) and of dead members, self excluded: the pools that
         #: probes, gossip and push-pull draw from, kept up to date instead of rebuilt per message
         self._live_ids: list[str] = []
@@ -460,7 +461,8 @@ class Membership:
         # random phases, so that nodes started together do not tick together
         self._after("probe", rnd.uniform(0, c.probe_interval), self._probe_tick)
         self._after("gossip", rnd.uniform(0, c.gossip_interval), self._gossip_tick)
-        self._after("push_pull", rnd.uniform(0, c.push_pull_interval), self._push_pull_tick)
+        self._after("push_pull", rnd.uniform(0, push_pull_scale(c.push_pull_interval, self.num_live())),
+                    self._push_pull_tick)
         self.seeds = [s for s in seeds if s not in (self.id, "@" + self.me.peer_addr)]
         if self.seeds:
             self._start_join_round()
@@ -573,6 +575,7 @@ class Membership:
         if not overrides(m.state, m.incarnation, ALIVE, a.incarnation):
             return
         was = m.state
+        self._state_cache = None
         m.incarnation = a.incarnation
         m.addr, m.peer_addr = a.addr, a.peer_addr
         meta_changed = (m.slots, m.epoch) != (a.slots, a.epoch)
@@ -626,6 +629,7 @@ class Membership:
         self._emit("refute", self.me)
 
     def _bump_incarnation(self, inc: int) -> None:
+        self._state_cache = None
         self.me.incarnation = inc
         self._persist_incarnation()
 
@@ -642,6 +646,11 @@ class Membership:
     def _add(self, m: Member) -> None:
         self.members[m.node] = m
         self._index(m)
+        if m.state in (ALIVE, SUSPECT) and m.node != self.id:
+            # SWIM §4.3: a new member goes to a random place in the rest of this round
+            lo = self._probe_index
+            pos = lo + self.rt.random.randrange(len(self._probe_order) - lo + 1)
+            self._probe_order.insert(pos, m.node)
         self._emit("join", m)
 
     def _index(self, m: Member) -> None:
@@ -873,6 +882,10 @@ class Membership:
         if not pool or count <= 0:
             return out
         rnd = self.rt.random
+        if len(pool) <= 4 * count + 8:
+            # small pool: draw exactly, so we never fall short of available members
+            cands = [n for n in pool if n != exclude and (not alive_only or self.members[n].state == ALIVE)]
+            return rnd.sample(cands, min(count, len(cands)))
         tries = 0
         while len(out) < count and tries < 4 * count + 8:
             tries += 1
@@ -919,7 +932,12 @@ class Membership:
     # --- anti-entropy and joining ------------------------------------------------------------
 
     def _local_state(self) -> tuple[MemberState, ...]:
-        return tuple(self.members[k].to_state() for k in sorted(self.members))
+        # Full state is O(N) to build and push-pull asks for it often in big clusters; it is
+        # cached until something about a member changes (every change goes through _emit,
+        # _bump_incarnation or _on_alive, which drop the cache).
+        if self._state_cache is None:
+            self._state_cache = tuple(self.members[k].to_state() for k in sorted(self.members))
+        return self._state_cache
 
     def _push_pull_tick(self) -> None:
         if not self.running:
@@ -949,21 +967,29 @@ class Membership:
 
     def _merge_remote(self, members: Iterable[MemberState]) -> None:
         """memberlist mergeRemoteState: a remote 'dead' is only a suspicion for us."""
+        known = self.members
         for s in members:
             if s.state == ALIVE:
+                m = known.get(s.node)
+                if m is not None and s.incarnation <= m.incarnation:
+                    continue  # cannot override anything we hold (the common case): skip cheaply
                 self._on_alive(Alive(node=s.node, incarnation=s.incarnation, addr=s.addr,
                                      peer_addr=s.peer_addr, slots=s.slots, epoch=s.epoch))
+            elif s.node not in self.members:
+                self._learn_absent(s)
             elif s.state == LEFT:
-                self._learn(s)
                 self._on_dead(Dead(node=s.node, incarnation=s.incarnation, source=s.node))
             elif s.state in (SUSPECT, DEAD):
-                self._learn(s)
                 self._on_suspect(Suspect(node=s.node, incarnation=s.incarnation, source=self.id))
 
-    def _learn(self, s: MemberState) -> None:
-        """A member we have never heard of, reported not alive: record it so rules apply."""
-        if s.node not in self.members and s.node != self.id:
-            self._add(Member(s.node, s.addr, s.peer_addr, s.incarnation, ALIVE, self.rt.now(), s.slots, s.epoch))
+    def _learn_absent(self, s: MemberState) -> None:
+        """A member we never heard of, reported not alive. memberlist ignores these; we keep
+        the ones that own slots, straight in their dead (or left) state, because the slot map
+        must know who owns what even when the owner is down ("owner down", not "unassigned")."""
+        if s.node == self.id or not s.slots:
+            return
+        state = LEFT if s.state == LEFT else DEAD
+        self._add(Member(s.node, s.addr, s.peer_addr, s.incarnation, state, self.rt.now(), s.slots, s.epoch))
 
     def _start_join_round(self) -> None:
         order = list(self.seeds)
@@ -997,6 +1023,7 @@ class Membership:
     # --- events ------------------------------------------------------------------------------
 
     def _emit(self, event: str, m: Member) -> None:
+        self._state_cache = None
         for fn in self.listeners:
             fn(event, m.node, m)
 

@@ -16,7 +16,7 @@ a forwarded request carries one inside :class:`Forward`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar, Union, dataclass_transform
+from typing import Any, TypeVar, dataclass_transform
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class Delete:
     key: bytes
 
 
-ClientOp = Union[Get, Put, Delete]
+ClientOp = Get | Put | Delete
 
 
 @message
@@ -83,22 +83,6 @@ class Reply:
 
 
 # --- node to node ---------------------------------------------------------------------------
-
-
-@message
-class Ping:
-    """Health check probe; ``sent_at`` is the sender's clock, echoed back to measure RTT."""
-
-    seq: int
-    sent_at: float
-
-
-@message
-class Pong:
-    """Answer to :class:`Ping`, echoing its fields."""
-
-    seq: int
-    sent_at: float
 
 
 @message

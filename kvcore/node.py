@@ -6,12 +6,23 @@ Input arrives through three doors only (DESIGN.md): :meth:`Node.on_client_reques
 :meth:`Node.on_message`, and the timers the node set through its Runtime. Output leaves through
 ``runtime.send`` and the ``reply`` callbacks. Nothing else, so one seed reproduces a sim run.
 
+Membership is SWIM gossip (:mod:`kvcore.membership`): the node hands every membership message to
+its :class:`~kvcore.membership.Membership` and learns from it who exists, who is alive, and —
+because every Alive carries the member's slot ranges and config epoch — who owns which slot.
+The slot map is derived from those claims with the highest-epoch-wins rule, so every node that
+has heard the same claims routes the same way. A static cluster configuration seeds the view (all
+members alive at incarnation 0 with their configured slots); seeds let a node join a running
+cluster (it then owns no slots, like Redis's ``add-node``); a node with neither is standalone and
+owns every slot.
+
 Routing (Redis Cluster's model, one hop):
 
 1. Validate the operation (empty key → 400, key or value over the limit → 413).
 2. Look up the key's slot in the slot map. Unowned → 503 ``slot_unassigned``.
 3. Owned here → apply to the :class:`~kvcore.store.LocalStore` and reply at once.
-4. Owned by a peer the health check says is unreachable → 503 ``owner_down``, without sending.
+4. Owned by a member that membership holds dead or left (or never heard of) → 503
+   ``owner_down``, without sending. A *suspect* owner still gets the request: suspicion is not
+   yet failure.
 5. Otherwise send :class:`~kvcore.messages.Forward` with a fresh request id and start a timer;
    the owner's :class:`~kvcore.messages.ForwardReply` is relayed to the client; if the timer
    fires first, the client gets 504 ``forward_timeout`` (outcome unknown) and a late reply is
@@ -35,17 +46,17 @@ Peer input is never trusted: a message of an unexpected kind is counted as malfo
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kvcore import errors
 from kvcore.config import ClusterConfig, NodeConfig
-from kvcore.health import REACHABLE, UNKNOWN, UNREACHABLE, PeerHealth
-from kvcore.messages import Delete, Forward, ForwardReply, Get, Ping, Pong, Put, Reply
+from kvcore.membership import ALIVE, DEAD, LEFT, SUSPECT, Member, Membership, SwimConfig
+from kvcore.messages import Delete, Forward, ForwardReply, Get, Put, Reply
 from kvcore.metrics import NodeStats
 from kvcore.runtime import Runtime, TimerHandle
-from kvcore.slots import SlotMap, key_slot
+from kvcore.slots import MAX_SLOT, SlotMap, SlotRangeError, format_ranges, key_slot, parse_ranges
 from kvcore.store import LocalStore
 
 ReplyFn = Callable[[Reply], None]
@@ -76,31 +87,48 @@ class Node:
         runtime: Runtime,
         config: NodeConfig | None = None,
         cluster: ClusterConfig | None = None,
+        *,
+        swim: SwimConfig | None = None,
+        seeds: Sequence[str] = (),
+        addr: str | None = None,
+        peer_addr: str | None = None,
     ) -> None:
+        """Build a node.
+
+        ``cluster``: a static cluster to start from; ``seeds``: destinations to join through
+        (node ids, or ``"@HOST:PORT"`` peer addresses); ``addr``/``peer_addr``: this node's client
+        and peer addresses as advertised to others (taken from ``cluster`` when it lists us).
+        """
         self.rt = runtime
         self.id = runtime.node_id
         self.config = (config or NodeConfig()).validate()
         self.cluster = cluster
-        if cluster is None:
-            # The standalone node: a one-node cluster that owns every slot.
-            self.slot_map = SlotMap.single_owner(self.id)
-            peers: list[str] = []
-        else:
-            cluster.validate(self.id)
-            self.slot_map = cluster.slot_map()
-            peers = sorted(n.id for n in cluster.nodes if n.id != self.id)
-        self.peers: dict[str, PeerHealth] = {p: PeerHealth(p) for p in peers}
+        self.seeds = tuple(seeds)
+        self.slot_map = SlotMap()
         self.store = LocalStore()
         self.stats = NodeStats()
         self.running = False
         self._pending: dict[int, _Pending] = {}
         self._next_rid = runtime.random.getrandbits(48)
-        self._ping_seq = 0
-        self._ping_timer: TimerHandle | None = None
         # (src, request_id) -> (expires_at, reply), oldest first
         self._recent: OrderedDict[tuple[str, int], tuple[float, Reply]] = OrderedDict()
-        #: observers of peer state changes: fn(peer_id, old_state, new_state)
-        self.on_peer_state: list[Callable[[str, str, str], None]] = []
+        static: list[tuple[str, str, str, str, int]] = []
+        if cluster is not None:
+            cluster.validate(self.id)
+            spec = cluster.node(self.id)
+            addr, peer_addr = addr or spec.addr, peer_addr or spec.peer_addr
+            assignment = cluster.slot_map().assignment()
+            static = [
+                (n.id, n.addr, n.peer_addr, format_ranges(assignment.get(n.id, [])), cluster.epoch)
+                for n in cluster.nodes
+            ]
+        elif not self.seeds:
+            # The standalone node: a one-node cluster that owns every slot.
+            static = [(self.id, addr or "", peer_addr or "", f"0-{MAX_SLOT}", 1)]
+        self.membership = Membership(runtime, self._send, swim or SwimConfig.lan(), addr or "", peer_addr or "")
+        self.membership.listeners.append(self._on_member_event)
+        self._on_member_event("update", self.id, self.membership.me)
+        self.membership.add_static(static)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -108,17 +136,12 @@ class Node:
         if self.running:
             return
         self.running = True
-        if self.peers:
-            # A random phase spreads the nodes' ping ticks over the interval.
-            first = self.rt.random.uniform(0, self.config.ping_interval)
-            self._ping_timer = self.rt.call_later(first, self._ping_tick)
+        self.membership.start(self.seeds)
 
     def stop(self) -> None:
         """Stop timers and fail pending forwards (the outcome is unknown to us)."""
         self.running = False
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-            self._ping_timer = None
+        self.membership.stop()
         pending, self._pending = self._pending, {}
         for p in pending.values():
             p.timer.cancel()
@@ -144,13 +167,15 @@ class Node:
             return
         if owner is None:
             e: errors.StoreError = errors.SlotUnassigned(f"slot {slot} has no owner")
-        elif owner not in self.peers:
-            e = errors.OwnerDown(f"slot {slot} is owned by {owner}, which is not a known peer")
-        elif self._peer_state(owner) == UNREACHABLE:
-            e = errors.OwnerDown(f"slot {slot} is owned by {owner}, which is unreachable")
         else:
-            self._forward(owner, op, name, reply)
-            return
+            state = self.membership.state_of(owner)
+            if state == ALIVE or state == SUSPECT:
+                self._forward(owner, op, name, reply)
+                return
+            if state is None:
+                e = errors.OwnerDown(f"slot {slot} is owned by {owner}, which is not a known member")
+            else:
+                e = errors.OwnerDown(f"slot {slot} is owned by {owner}, which is {state}")
         self.stats.count_op(name, e.code)
         reply(error_reply(e))
 
@@ -218,10 +243,8 @@ class Node:
             self._on_forward(src, msg)
         elif t is ForwardReply:
             self._on_forward_reply(src, msg)
-        elif t is Ping:
-            self._send(src, Pong(seq=msg.seq, sent_at=msg.sent_at))
-        elif t is Pong:
-            self._on_pong(src, msg)
+        elif t in Membership.HANDLES:
+            self.membership.handle(src, msg)
         else:
             self.stats.malformed += 1
 
@@ -280,46 +303,36 @@ class Node:
         self.stats.count_op(p.op_name, msg.reply.error or "ok")
         p.reply(msg.reply)
 
-    # --- health check ------------------------------------------------------------------------
+    # --- membership ---------------------------------------------------------------------------
 
-    def _ping_tick(self) -> None:
-        if not self.running:
-            return
-        now = self.rt.now()
-        for pid, h in self.peers.items():
-            self._update_state(h, now)
-            self._ping_seq += 1
-            if h.first_ping_at is None:
-                h.first_ping_at = now
-            h.last_ping_sent = now
-            h.pings_sent += 1
-            self._send(pid, Ping(seq=self._ping_seq, sent_at=now))
-        self._ping_timer = self.rt.call_later(self.config.ping_interval, self._ping_tick)
+    def _on_member_event(self, event: str, node_id: str, m: Member) -> None:
+        """Derive the slot map from what members advertise (highest epoch wins per slot)."""
+        if event in ("join", "update", ALIVE) and m.slots and m.epoch > 0:
+            try:
+                ranges = parse_ranges(m.slots)
+            except SlotRangeError:
+                self.stats.malformed += 1
+                return
+            self.slot_map.claim(ranges, node_id, m.epoch)
 
-    def _on_pong(self, src: str, msg: Pong) -> None:
-        h = self.peers.get(src)
-        if h is None:
-            self.stats.malformed += 1
-            return
-        now = self.rt.now()
-        h.observe_pong(now, msg.sent_at)
-        self._update_state(h, now)
+    def claim_slots(self, ranges: str, epoch: int) -> None:
+        """Take ownership of ``ranges`` (a range string) at config ``epoch`` and advertise it.
 
-    def _peer_state(self, pid: str) -> str:
-        h = self.peers[pid]
-        return self._update_state(h, self.rt.now())
+        The claim wins wherever ``epoch`` is higher than the slot's current epoch; it spreads by
+        gossip with our next incarnation.
+        """
+        parsed = parse_ranges(ranges)
+        self.slot_map.claim(parsed, self.id, epoch)
+        mine = format_ranges(self.slot_map.ranges_of(self.id))
+        self.membership.set_slots(mine, max(epoch, self.membership.me.epoch))
 
-    def _update_state(self, h: PeerHealth, now: float) -> str:
-        new = h.evaluate(now, self.config.down_after)
-        if new != h.state:
-            old, h.state = h.state, new
-            for fn in self.on_peer_state:
-                fn(h.peer_id, old, new)
-        return new
+    def members_view(self) -> list[dict[str, Any]]:
+        """Every member this node knows, itself included (served at /cluster/members)."""
+        return self.membership.view()
 
     def peer_states(self) -> dict[str, str]:
-        now = self.rt.now()
-        return {pid: self._update_state(h, now) for pid, h in self.peers.items()}
+        """Every other member's state (alive/suspect/dead/left)."""
+        return {m["id"]: m["state"] for m in self.membership.view() if m["id"] != self.id}
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -340,9 +353,12 @@ class Node:
             "slots_owned": self.slot_map.slot_counts().get(self.id, 0),
             "slots_assigned": 16384 - sum(hi - lo + 1 for lo, hi in self.slot_map.unassigned()),
             "epoch": self.slot_map.max_epoch(),
-            "peers": self.peer_states(),
+            "members": {st: sum(1 for m in self.membership.members.values() if m.state == st)
+                        for st in (ALIVE, SUSPECT, DEAD, LEFT)},
+            "incarnation": self.membership.me.incarnation,
+            "joined": self.membership.joined,
             "pending_forwards": len(self._pending),
         }
 
 
-__all__ = ["REACHABLE", "UNKNOWN", "UNREACHABLE", "Node", "ReplyFn", "error_reply"]
+__all__ = ["Node", "ReplyFn", "error_reply"]

@@ -11,8 +11,8 @@ the node's views onto JSON. Routes (DESIGN.md, "The two worlds"):
 ``GET /kv/{key}``           200 with the value (``application/octet-stream``); 404 if absent
 ``DELETE /kv/{key}``        204; 404 if absent
 ``GET /cluster/slots``      the slot map as ranges with owner id, owner client address, epoch
-``GET /cluster/members``    every node of this node's view (itself included) with its state
-``GET /cluster/info``       ``node.info()`` plus node, transport and HTTP counters
+``GET /cluster/members``    every member of this node's gossip view (itself included)
+``GET /cluster/info``       ``node.info()`` plus SWIM, node, transport and HTTP counters
 ``GET /health``             ``{"status": "ok", "id": ...}``
 ``GET /metrics``            Prometheus text format
 ==========================  ===================================================================
@@ -36,6 +36,14 @@ unknown route, and ``405 method_not_allowed`` with an ``Allow`` header for a kno
 wrong method. Limits the HTTP layer enforces itself (a body over ``max_value_bytes``: 413
 ``too_large``; malformed requests: 400) never reach this module.
 
+``/cluster/members`` is the membership's view (:meth:`kvcore.node.Node.members_view`), one
+object per member sorted by id: ``id``, ``addr`` (client HTTP address), ``peer_addr``, ``state``
+(``alive``, ``suspect``, ``dead``, ``left``), ``incarnation``, ``slots`` (the ranges it
+advertises), ``epoch``, ``self``, and from this process: ``rtt_ms`` (smoothed RTT of SWIM
+probes, :class:`realnet.gossip.RttMeter`; null until measured) and ``link`` (the state of the
+outbound link to it, null when there is none). Owner addresses in ``/cluster/slots`` come from
+the same view, so a member that came back on another port is shown where it is now.
+
 ``/metrics`` is produced by a custom :mod:`prometheus_client` collector that reads the counters
 the node, the transport and the HTTP server already keep, at scrape time: nothing is counted
 twice and the hot path does not touch a Prometheus object.
@@ -47,16 +55,17 @@ import asyncio
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kvcore import errors
+from kvcore.membership import STATES
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.node import Node
 from kvcore.slots import NUM_SLOTS, format_ranges
+from realnet.gossip import RttMeter
 from realnet.http import (
     HttpLimits,
     HttpServerStats,
@@ -88,15 +97,6 @@ def http_limits(max_key_bytes: int, max_value_bytes: int) -> HttpLimits:
         max_body=max_value_bytes,
         max_header_bytes=max(16 * 1024, 3 * max_key_bytes + 8 * 1024),
     )
-
-
-@dataclass(frozen=True)
-class Member:
-    """A node's addresses as this node knows them."""
-
-    id: str
-    addr: str  # client HTTP address
-    peer_addr: str
 
 
 def _sentence(text: str) -> str:
@@ -147,21 +147,23 @@ class Api:
         self,
         node: Node,
         transport: PeerTransport,
-        members: Mapping[str, Member],
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         http_stats: Callable[[], HttpServerStats | None] = lambda: None,
+        rtt: RttMeter | None = None,
+        swim_preset: str = "",
     ) -> None:
         self.node = node
         self.transport = transport
-        #: every node this node knows, itself included, by id
-        self.members = dict(sorted(members.items()))
+        self.rtt = rtt
+        self.swim_preset = swim_preset
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.http_stats = http_stats
         self.started_at = self.loop.time()
         #: responses produced by this handler, by status code
         self.statuses: dict[int, int] = {}
-        self._slots_cache: tuple[int, bytes] | None = None
+        self._slots_cache: tuple[int, list[dict[str, Any]]] | None = None
+        self._slots_body: tuple[tuple[int, tuple[str | None, ...]], bytes] | None = None
         self._routes: dict[str, tuple[str, Callable[[], Response]]] = {
             "/health": (_READ_METHODS, self.health),
             "/cluster/slots": (_READ_METHODS, self.cluster_slots),
@@ -229,10 +231,13 @@ class Api:
     def health(self) -> Response:
         return json_response(200, {"status": "ok", "id": self.node.id})
 
-    def slots_view(self) -> dict[str, Any]:
-        """The slot map as CLUSTER SLOTS-like ranges: maximal runs of one owner and epoch."""
+    def _slot_runs(self) -> list[dict[str, Any]]:
+        """Maximal runs of one owner and epoch (cached by slot map version: 16384 slots)."""
         sm = self.node.slot_map
-        ranges: list[dict[str, Any]] = []
+        cached = self._slots_cache
+        if cached is not None and cached[0] == sm.version:
+            return cached[1]
+        runs: list[dict[str, Any]] = []
         start = 0
         cur = (sm.owner(0), sm.epoch(0))
         for s in range(1, NUM_SLOTS + 1):
@@ -240,56 +245,58 @@ class Api:
             if nxt != cur:
                 owner, epoch = cur
                 if owner is not None:
-                    m = self.members.get(owner)
-                    ranges.append(
-                        {
-                            "start": start,
-                            "end": s - 1,
-                            "node": owner,
-                            "addr": m.addr if m else None,
-                            "epoch": epoch,
-                        }
-                    )
+                    runs.append({"start": start, "end": s - 1, "node": owner, "epoch": epoch})
                 if nxt is not None:
                     start, cur = s, nxt
+        self._slots_cache = (sm.version, runs)
+        return runs
+
+    def _client_addr(self, member_id: str) -> str | None:
+        m = self.node.membership.members.get(member_id)
+        if m is None or not m.addr:
+            return None
+        return m.addr
+
+    def slots_view(self) -> dict[str, Any]:
+        """The slot map as CLUSTER SLOTS-like ranges, each with its owner's client address."""
+        sm = self.node.slot_map
         return {
             "epoch": sm.max_epoch(),
-            "slots": ranges,
+            "slots": [
+                {"start": r["start"], "end": r["end"], "node": r["node"],
+                 "addr": self._client_addr(r["node"]), "epoch": r["epoch"]}
+                for r in self._slot_runs()
+            ],
             "unassigned": format_ranges(sm.unassigned()),
         }
 
     def cluster_slots(self) -> Response:
-        # The map changes rarely and building the view walks 16384 slots: cache it by version.
-        version = self.node.slot_map.version
-        cached = self._slots_cache
-        if cached is None or cached[0] != version:
-            body = json_response(200, self.slots_view()).body
-            cached = self._slots_cache = (version, body)
+        # Clients refresh their map from here; the body is kept until the map or an owner's
+        # address changes.
+        runs = self._slot_runs()
+        key = (self.node.slot_map.version, tuple(self._client_addr(r["node"]) for r in runs))
+        cached = self._slots_body
+        if cached is None or cached[0] != key:
+            cached = self._slots_body = (key, json_response(200, self.slots_view()).body)
         return Response(200, cached[1], "application/json")
 
     def members_view(self) -> list[dict[str, Any]]:
         node = self.node
-        states = node.peer_states()
-        sm = node.slot_map
-        out: list[dict[str, Any]] = []
-        for mid, m in self.members.items():
-            entry: dict[str, Any] = {"id": mid, "addr": m.addr, "peer_addr": m.peer_addr}
+        srtt = self.rtt.srtt if self.rtt is not None else {}
+        links = self.transport.links
+        out = node.members_view()
+        for entry in out:
+            mid = entry["id"]
             if mid == node.id:
-                entry.update(state="reachable", self=True, rtt_ms=0.0)
-            else:
-                h = node.peers.get(mid)
-                srtt = h.srtt if h is not None else None
-                link = self.transport.links.get(mid)
-                entry.update(
-                    state=states.get(mid, "unknown"),
-                    self=False,
-                    rtt_ms=None if srtt is None else round(srtt * 1000, 3),
-                    pings_sent=h.pings_sent if h else 0,
-                    pongs_received=h.pongs_received if h else 0,
-                    link=link.state if link else None,
-                )
-            entry["slots"] = format_ranges(sm.ranges_of(mid))
-            out.append(entry)
+                entry.update(self=True, rtt_ms=0.0, link=None)
+                continue
+            rtt = srtt.get(mid)
+            link = links.get(mid)
+            entry.update(
+                self=False,
+                rtt_ms=None if rtt is None else round(rtt * 1000, 3),
+                link=link.state if link is not None else None,
+            )
         return out
 
     def cluster_members(self) -> Response:
@@ -298,10 +305,17 @@ class Api:
     def info_view(self) -> dict[str, Any]:
         node = self.node
         info = node.info()
-        me = self.members.get(node.id)
-        info["addr"] = me.addr if me else None
-        info["peer_addr"] = me.peer_addr if me else None
+        ms = node.membership
+        info["addr"] = ms.me.addr
+        info["peer_addr"] = ms.me.peer_addr
         info["uptime_s"] = round(self.loop.time() - self.started_at, 3)
+        info["swim"] = {
+            "preset": self.swim_preset,
+            "awareness": ms.awareness.score,
+            "broadcast_queue": len(ms.broadcasts),
+            "counters": dict(sorted(ms.counters.items())),
+            "rtt_samples": self.rtt.samples if self.rtt is not None else 0,
+        }
         info["stats"] = node.stats.as_dict()
         info["transport"] = self.transport.info()
         http = self.http_stats()
@@ -426,21 +440,55 @@ class _Collector:
             "storelab_pending_forwards", "Forwards waiting for a reply.",
             value=node.pending_forwards(),
         )
-        up = GaugeMetricFamily(
-            "storelab_peer_reachable",
-            "1 when the health check considers the peer reachable (or not yet known).",
-            labels=["peer"],
+        ms = node.membership
+        counts = dict.fromkeys(STATES, 0)
+        for m in ms.members.values():
+            counts[m.state] = counts.get(m.state, 0) + 1
+        members = GaugeMetricFamily(
+            "storelab_members", "Members in this node's view (itself included), by state.",
+            labels=["state"],
+        )
+        for state, n in counts.items():
+            members.add_metric([state], n)
+        yield members
+        swim = CounterMetricFamily(
+            "storelab_swim_events",
+            "SWIM membership events on this node (probes, ping_reqs, probe_failures, refutes, "
+            "declared_dead, joins, ...).",
+            labels=["event"],
+        )
+        for k, v in sorted(ms.counters.items()):
+            swim.add_metric([k], v)
+        yield swim
+        yield GaugeMetricFamily(
+            "storelab_swim_awareness",
+            "Lifeguard local health score (0 is healthy; probe timeouts scale by score + 1).",
+            value=ms.awareness.score,
+        )
+        yield GaugeMetricFamily(
+            "storelab_swim_incarnation", "This node's incarnation number.", value=ms.me.incarnation
+        )
+        yield GaugeMetricFamily(
+            "storelab_swim_broadcast_queue", "Membership updates waiting to be gossiped.",
+            value=len(ms.broadcasts),
         )
         rtt = GaugeMetricFamily(
-            "storelab_peer_rtt_seconds", "Smoothed round-trip time to the peer.", labels=["peer"]
+            "storelab_peer_rtt_seconds", "Smoothed round-trip time of SWIM probes to the member.",
+            labels=["peer"],
         )
-        for pid, state in node.peer_states().items():
-            up.add_metric([pid], 0.0 if state == "unreachable" else 1.0)
-            h = node.peers[pid]
-            if h.srtt is not None:
-                rtt.add_metric([pid], h.srtt)
-        yield up
+        if api.rtt is not None:
+            for pid, v in sorted(api.rtt.srtt.items()):
+                rtt.add_metric([pid], v)
         yield rtt
+        links = GaugeMetricFamily(
+            "storelab_peer_links", "Outbound peer links, by state.", labels=["state"]
+        )
+        by_state: dict[str, int] = {}
+        for link in api.transport.links.values():
+            by_state[link.state] = by_state.get(link.state, 0) + 1
+        for state, n in sorted(by_state.items()):
+            links.add_metric([state], n)
+        yield links
 
 
-__all__ = ["Api", "Member", "http_limits", "reply_response"]
+__all__ = ["Api", "http_limits", "reply_response"]

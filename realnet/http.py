@@ -71,6 +71,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -1030,18 +1031,23 @@ _STATES: weakref.WeakKeyDictionary[asyncio.Server, _ServerState] = weakref.WeakK
 
 async def start_http_server(
     handler: Handler,
-    host: str,
-    port: int,
+    host: str | None,
+    port: int | None,
     limits: HttpLimits = HttpLimits(),
     *,
     reuse_port: bool = False,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """Listen on host:port and serve ``handler``; the server's counters are ``.server_stats``."""
+    """Listen on host:port (or serve on an already bound ``sock``) and serve ``handler``; the
+    server's counters are ``.server_stats``."""
     loop = asyncio.get_running_loop()
     state = _ServerState(handler, limits, loop)
-    server = await loop.create_server(
-        state.make_protocol, host, port, reuse_port=reuse_port or None, backlog=1024
-    )
+    if sock is not None:
+        server = await loop.create_server(state.make_protocol, sock=sock, backlog=1024)
+    else:
+        server = await loop.create_server(
+            state.make_protocol, host, port, reuse_port=reuse_port or None, backlog=1024
+        )
     state.server = server
     server.server_stats = state.stats  # type: ignore[attr-defined]
     _STATES[server] = state

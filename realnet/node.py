@@ -7,24 +7,45 @@ The process wires the pure :class:`kvcore.node.Node` to the real world and gets 
 1. **Configure** (:func:`load_settings`): flags, then an optional TOML file, then defaults. All
    problems are collected as sentences (kvcore's :class:`~kvcore.config.ConfigError` style) and
    reported together on stderr with exit status 2, before anything is bound.
-2. **Bind** (:func:`serve`): the peer port (:class:`realnet.transport.PeerTransport`) and the
-   client HTTP port (:func:`realnet.http.start_http_server` with :class:`realnet.api.Api`). A
-   port that cannot be bound (in use, no permission) is also exit status 2.
-3. **Run**: ``node.start()`` (the health check's ping timer), open the outbound links to every
-   peer, print ``ready id=... http=HOST:PORT peer=HOST:PORT`` on stderr, and wait for SIGTERM or
-   SIGINT.
-4. **Stop**: ``node.stop()`` (pending forwards are answered 500, outcome unknown), stop the HTTP
-   server gracefully (in-flight responses are written), close the peer links, exit 0. A second
-   signal during shutdown exits at once with status 1.
+2. **Bind** (:func:`serve`): the peer port, then the client HTTP port, as plain sockets first,
+   so that the node is built knowing the addresses it really listens on (``--port 0`` picks a
+   free port, and that is the port gossip must advertise). A port that cannot be bound (in use,
+   no permission) is exit status 2. A host name binds its first address.
+3. **Run**: build the node (its gossip membership starts from the static ``[cluster]``, or joins
+   through ``--seeds``, or is standalone), serve the peer transport
+   (:class:`realnet.transport.PeerTransport`) and the HTTP API (:class:`realnet.api.Api`),
+   ``node.start()``, open the links to the static peers, print ``ready id=... http=HOST:PORT
+   peer=HOST:PORT`` on stderr, and wait for SIGTERM or SIGINT.
+4. **Leave and stop**: tell the cluster we are leaving (``membership.leave()``: a Dead about
+   ourselves at a new incarnation, which everyone holds as *left*, so our slots answer
+   ``owner_down`` at once rather than after a failure detection), let gossip carry it for at
+   most ``LEAVE_LINGER`` (0.5 s; less once the update went out its full number of times), then
+   ``node.stop()`` (pending forwards are answered 500, outcome unknown), stop the HTTP server
+   gracefully (in-flight responses are written), close the peer links, exit 0. A second signal
+   during shutdown exits at once with status 1.
 
 Configuration precedence, highest first: flags; the ``[node]`` table (ignored when ``--id``
 names another node than its ``id``, so one file can serve all nodes); this node's entry in
 ``[cluster]`` (its ``addr`` gives host and port, its ``peer_addr`` the peer port); defaults
 (127.0.0.1, port 7000, peer port = HTTP port + 10000, as Redis does). One host is bound for both
 ports. In cluster mode the id is required (flag or ``[node] id``), unless ``--port`` names
-exactly one member's ``addr`` port. A node started without ``[cluster]`` is standalone and owns
-every slot; its id, unless given, is ``node-`` and 10 random hex digits (Redis's nodes are named
-randomly too), kept in the data directory when there is one so that a restart keeps it.
+exactly one member's ``addr`` port. A node started without ``[cluster]`` nodes and without
+seeds is standalone and owns every slot; its id, unless given, is ``node-`` and 10 random hex
+digits (Redis's nodes are named randomly too), kept in the data directory when there is one so
+that a restart keeps it.
+
+Membership is SWIM gossip (:mod:`kvcore.membership`, settings in :mod:`realnet.gossip`):
+
+- ``--seeds HOST:PORT,...`` (or ``[node] seeds``) are *peer* addresses of running nodes; the node
+  joins through them (retrying with a bounded backoff while none answers) and owns no slots.
+- The node advertises ``advertise_host`` (default: the bind host) with its bound ports. A node
+  bound to a wildcard address (0.0.0.0, ::) must be told what to advertise when it joins through
+  seeds (``--advertise-host``); a static member advertises its ``[cluster]`` entry.
+- ``[swim]`` picks a preset (``lan``, the default; ``wan``; ``local``) and overrides any
+  :class:`~kvcore.membership.SwimConfig` field; ``--swim-preset`` overrides the preset.
+- The cluster name (``[cluster] name``, or ``--cluster-name``) is the one thing a peer's Hello
+  is checked against (see :mod:`realnet.transport`). A ``[cluster]`` table holding only a name
+  names the cluster without making it static.
 
 TOML layout::
 
@@ -34,8 +55,13 @@ TOML layout::
     port = 7001
     peer_port = 17001
     data_dir = "/var/lib/storelab/a"   # optional
+    seeds = ["127.0.0.1:17002"]        # optional: peer addresses to join through
+    advertise_host = "10.0.0.5"        # optional
     [settings]        # optional: kvcore.config.NodeConfig fields
-    ping_interval = 0.5
+    forward_timeout = 1.0
+    [swim]            # optional: a preset and kvcore.membership.SwimConfig fields
+    preset = "local"
+    probe_interval = 0.5
     [cluster]         # optional: kvcore.config.ClusterConfig.from_dict (plus an optional name)
     epoch = 1
     name = "lab"      # optional; peers with a different non-empty name are refused
@@ -55,16 +81,19 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvcore.config import PEER_PORT_OFFSET, ClusterConfig, ConfigError, NodeConfig, parse_addr
+from kvcore.membership import SwimConfig
 from kvcore.node import Node
 from kvcore.runtime import Storage
-from realnet.api import Api, Member, http_limits
+from realnet.api import Api, http_limits
+from realnet.gossip import PRESETS, RttMeter, Tap, follow_membership, swim_from_dict, tapped_receiver
 from realnet.http import start_http_server, stop_http_server
 from realnet.runtime import AsyncioRuntime, open_storage
 from realnet.transport import PeerTransport, TransportConfig
@@ -76,10 +105,13 @@ DEFAULT_PORT = 7000
 EXIT_OK = 0
 EXIT_CONFIG = 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_NODE_KEYS = ("id", "host", "port", "peer_port", "data_dir")
-_TOP_TABLES = ("node", "settings", "cluster")
+_NODE_KEYS = ("id", "host", "port", "peer_port", "data_dir", "seeds", "advertise_host")
+_TOP_TABLES = ("node", "settings", "swim", "cluster")
+_WILDCARDS = ("0.0.0.0", "::", "")
 #: how long in-flight HTTP requests get to finish on shutdown
 SHUTDOWN_GRACE = 2.0
+#: longest wait for a graceful leave to be gossiped before the node stops
+LEAVE_LINGER = 0.5
 
 
 @dataclass(frozen=True)
@@ -96,6 +128,12 @@ class Settings:
     data_dir: str | None
     #: the id was made up here (standalone without --id); persisted in the data dir if any
     generated_id: bool = False
+    #: peer addresses (HOST:PORT) of nodes to join through
+    seeds: tuple[str, ...] = ()
+    #: host advertised to peers (default: the bind host)
+    advertise_host: str | None = None
+    swim: SwimConfig = field(default_factory=SwimConfig.lan)
+    swim_preset: str = "lan"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,8 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--peer-port", type=int, help=f"peer TCP port (default: HTTP port + {PEER_PORT_OFFSET})"
     )
-    p.add_argument("--config", metavar="FILE", help="TOML file with [node], [settings], [cluster]")
+    p.add_argument(
+        "--config", metavar="FILE", help="TOML file with [node], [settings], [swim], [cluster]"
+    )
     p.add_argument("--data-dir", metavar="DIR", help="durable state directory (default: memory)")
+    p.add_argument(
+        "--seeds",
+        action="append",
+        metavar="HOST:PORT,...",
+        help="peer addresses of running nodes to join through (repeatable, comma-separated)",
+    )
+    p.add_argument(
+        "--advertise-host", metavar="HOST", help="host that peers reach this node at (default: --host)"
+    )
+    p.add_argument(
+        "--swim-preset",
+        choices=sorted(PRESETS),
+        help="SWIM timing preset (default: [swim] preset, else lan)",
+    )
+    p.add_argument("--cluster-name", metavar="NAME", help="refuse peers of another named cluster")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
     return p
 
@@ -147,16 +202,32 @@ def load_settings(args: argparse.Namespace) -> Settings:
     doc: dict[str, Any] = _read_toml(args.config) if args.config else {}
     problems: list[str] = []
     for k in sorted(set(doc) - set(_TOP_TABLES)):
-        problems.append(f"Unknown top-level key {k!r} in the config file; known: node, settings, cluster.")
+        problems.append(
+            f"Unknown top-level key {k!r} in the config file; known: {', '.join(_TOP_TABLES)}."
+        )
     node_t = _table(doc, "node", problems)
     for k in sorted(set(node_t) - set(_NODE_KEYS)):
         problems.append(f"Unknown key {k!r} in [node]; known: {', '.join(_NODE_KEYS)}.")
     settings_t = _table(doc, "settings", problems)
+    swim_t = _table(doc, "swim", problems)
     cluster_t = _table(doc, "cluster", problems) if "cluster" in doc else None
 
     config = NodeConfig()
     try:
         config = NodeConfig.from_dict(settings_t)
+    except ConfigError as e:
+        problems.extend(e.problems)
+        removed = sorted(k for k in ("ping_interval", "down_after") if k in settings_t)
+        if removed:
+            problems.append(
+                f"{' and '.join(removed)} no longer exist{'s' if len(removed) == 1 else ''}: "
+                "failure detection is SWIM gossip now, tuned in [swim] (probe_interval, "
+                "probe_timeout, suspicion_mult, ...)."
+            )
+
+    swim_preset, swim = "lan", SwimConfig.lan()
+    try:
+        swim_preset, swim = swim_from_dict(swim_t, args.swim_preset)
     except ConfigError as e:
         problems.extend(e.problems)
 
@@ -168,10 +239,14 @@ def load_settings(args: argparse.Namespace) -> Settings:
             problems.append(f"The cluster name must be a string, not {name!r}.")
         else:
             cluster_name = name
-        try:
-            cluster = ClusterConfig.from_dict({k: v for k, v in cluster_t.items() if k != "name"})
-        except ConfigError as e:
-            problems.extend(e.problems)
+        static = {k: v for k, v in cluster_t.items() if k != "name"}
+        if static:  # a [cluster] with only a name names the cluster without making it static
+            try:
+                cluster = ClusterConfig.from_dict(static)
+            except ConfigError as e:
+                problems.extend(e.problems)
+    if args.cluster_name is not None:
+        cluster_name = args.cluster_name
 
     node_id = args.id if args.id is not None else node_t.get("id")
     if node_id is not None and (not isinstance(node_id, str) or not node_id):
@@ -196,6 +271,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
     if data_dir is not None and not isinstance(data_dir, str):
         problems.append(f"data_dir must be a string, not {data_dir!r}.")
         data_dir = None
+    seeds = _seeds(args.seeds if args.seeds is not None else node_t.get("seeds"), problems)
+    advertise_host = pick(args.advertise_host, "advertise_host")
+    if advertise_host is not None and (not isinstance(advertise_host, str) or not advertise_host):
+        problems.append(f"advertise_host must be a non-empty string, not {advertise_host!r}.")
+        advertise_host = None
 
     generated = False
     if cluster is not None:
@@ -248,6 +328,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
             raise ConfigError([too_big])
     if port and peer_port and port == peer_port:
         raise ConfigError([f"The HTTP port and the peer port are both {port}."])
+    if seeds and advertise_host is None and cluster is None and host.strip("[]") in _WILDCARDS:
+        raise ConfigError([
+            f"This node binds the wildcard address {host} and joins through seeds, so it must be "
+            "told which address its peers can reach it at: give --advertise-host."
+        ])
     if node_id is None:
         node_id = "node-" + secrets.token_hex(5)
         generated = True
@@ -261,7 +346,35 @@ def load_settings(args: argparse.Namespace) -> Settings:
         cluster_name=cluster_name,
         data_dir=data_dir,
         generated_id=generated,
+        seeds=seeds,
+        advertise_host=advertise_host,
+        swim=swim,
+        swim_preset=swim_preset,
     )
+
+
+def _seeds(value: Any, problems: list[str]) -> tuple[str, ...]:
+    """Seeds from flags (a list of comma-separated strings) or TOML (a list, or one string)."""
+    if value is None:
+        return ()
+    items: list[Any] = [value] if isinstance(value, str) else value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            problems.append(f"Seeds must be peer addresses (HOST:PORT strings), not {item!r}.")
+            continue
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                parse_addr(part)
+            except ValueError as e:
+                problems.append(f"Seed {part!r}: {e}")
+                continue
+            if part not in out:
+                out.append(part)
+    return tuple(out)
 
 
 def _open_storage(settings: Settings) -> tuple[Storage, str]:
@@ -286,6 +399,58 @@ def _fmt(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (the first address the host resolves to).
+
+    SO_REUSEADDR as asyncio sets it, so a restarted node gets its ports back at once even with
+    connections of its previous life in TIME_WAIT. Raises OSError.
+    """
+    infos = socket.getaddrinfo(
+        host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )
+    if not infos:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"{host} resolves to no address")
+    family, type_, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_error(host: str, port: int, what: str, e: OSError) -> None:
+    reason = os.strerror(e.errno) if e.errno else (e.strerror or str(e))
+    print(
+        f"storelab node: cannot listen on {_fmt(host, port)} ({what} port): {reason.lower()}.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def leave_gracefully(node: Node, linger: float = LEAVE_LINGER) -> None:
+    """Announce that we leave, then give gossip up to ``linger`` seconds to carry it.
+
+    The wait ends early once the broadcast queue is empty (every update, our Dead included, went
+    out its full number of times). Nobody to tell (standalone): no wait.
+    """
+    ms = node.membership
+    if not node.running or not ms.live_members():
+        return
+    ms.leave()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + linger
+    while len(ms.broadcasts) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0)  # let the transport flush what the last round wrote
+
+
 async def serve(
     settings: Settings, storage: Storage | None = None, stop: asyncio.Event | None = None
 ) -> int:
@@ -301,58 +466,85 @@ async def serve(
         except OSError as e:
             _print_problems([f"Cannot use data directory {settings.data_dir!r}: {e.strerror or e}."])
             return EXIT_CONFIG
+
+    # Bind first: the node must advertise the ports it really listens on.
+    try:
+        peer_sock = _bind(settings.host, settings.peer_port)
+    except OSError as e:
+        _bind_error(settings.host, settings.peer_port, "peer", e)
+        return EXIT_CONFIG
+    try:
+        http_sock = _bind(settings.host, settings.port)
+    except OSError as e:
+        peer_sock.close()
+        _bind_error(settings.host, settings.port, "HTTP", e)
+        return EXIT_CONFIG
+    peer_port = peer_sock.getsockname()[1]
+    http_port = http_sock.getsockname()[1]
+    adv_host = settings.advertise_host or settings.host
+    if adv_host.strip("[]") in _WILDCARDS and settings.cluster is None:
+        log.warning(
+            "advertising the wildcard address %s to peers, which cannot reach it there; "
+            "give --advertise-host", adv_host,
+        )
+    addr, peer_addr = _fmt(adv_host, http_port), _fmt(adv_host, peer_port)
+
     runtime = AsyncioRuntime(node_id, loop=loop, storage=storage)
-    node = Node(runtime, settings.config, settings.cluster)
+    in_static = settings.cluster is not None
+    node = Node(
+        runtime,
+        settings.config,
+        settings.cluster,
+        swim=settings.swim,
+        seeds=["@" + a for a in settings.seeds],
+        # a static member advertises its [cluster] entry (what every other member was told)
+        addr=None if in_static else addr,
+        peer_addr=None if in_static else peer_addr,
+    )
     peers: dict[str, tuple[str, int]] = {}
-    members: dict[str, Member] = {}
     if settings.cluster is not None:
         for n in settings.cluster.nodes:
-            members[n.id] = Member(n.id, n.addr, n.peer_addr)
             if n.id != node_id:
                 peers[n.id] = parse_addr(n.peer_addr)
+    meter = RttMeter(loop.time)
     transport = PeerTransport(
         node_id=node_id,
         peers=peers,
-        on_message=node.on_message,
+        resolve=node.membership.address_of,
+        on_message=tapped_receiver(node.on_message, meter),
         node_stats=node.stats,
         rng=runtime.random,
         config=TransportConfig(max_frame_bytes=settings.config.max_frame_bytes),
         cluster_name=settings.cluster_name,
         loop=loop,
     )
-    runtime.sink = transport
+    runtime.sink = Tap(transport, meter)
 
-    http_server: asyncio.Server | None = None
+    def forget(member: str) -> None:
+        transport.forget(member)
+        meter.forget(member)
+
+    follow_membership(node.membership, forget)
+
+    holder: list[asyncio.Server] = []
+    api = Api(
+        node,
+        transport,
+        loop=loop,
+        http_stats=lambda: getattr(holder[0], "server_stats", None) if holder else None,
+        rtt=meter,
+        swim_preset=settings.swim_preset,
+    )
+    limits = http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes)
     try:
-        _, peer_port = await transport.listen(settings.host, settings.peer_port)
-        limits = http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes)
-        holder: list[asyncio.Server] = []
-        api = Api(
-            node,
-            transport,
-            members,
-            loop=loop,
-            http_stats=lambda: getattr(holder[0], "server_stats", None) if holder else None,
-        )
-        http_server = await start_http_server(api, settings.host, settings.port, limits)
-        holder.append(http_server)
-    except OSError as e:
-        what = "peer" if transport.server is None else "HTTP"
-        port = settings.peer_port if transport.server is None else settings.port
-        print(
-            f"storelab node: cannot listen on {_fmt(settings.host, port)} ({what} port): "
-            f"{(os.strerror(e.errno) if e.errno else str(e)).lower()}.",
-            file=sys.stderr,
-            flush=True,
-        )
+        await transport.listen(sock=peer_sock)
+        http_server = await start_http_server(api, None, None, limits, sock=http_sock)
+    except OSError as e:  # pragma: no cover - the sockets are bound already
+        _bind_error(settings.host, settings.port, "HTTP", e)
+        http_sock.close()
         await transport.close()
         return EXIT_CONFIG
-    http_port = http_server.sockets[0].getsockname()[1]
-    if settings.cluster is None:
-        members[node_id] = Member(
-            node_id, _fmt(settings.host, http_port), _fmt(settings.host, peer_port)
-        )
-        api.members = dict(sorted(members.items()))
+    holder.append(http_server)
 
     stop = stop if stop is not None else asyncio.Event()
     signals_seen = 0
@@ -363,7 +555,7 @@ async def serve(
         if signals_seen > 1:
             print(f"storelab node {node_id}: {signame} again; exiting now.", file=sys.stderr, flush=True)
             os._exit(1)
-        log.info("%s received; stopping", signame)
+        log.info("%s received; leaving the cluster and stopping", signame)
         stop.set()
 
     installed: list[int] = []
@@ -376,14 +568,19 @@ async def serve(
 
     node.start()
     transport.connect_all()
+    seeds = f" seeds={','.join(settings.seeds)}" if settings.seeds else ""
     print(
         f"ready id={node_id} http={_fmt(settings.host, http_port)} "
-        f"peer={_fmt(settings.host, peer_port)}",
+        f"peer={_fmt(settings.host, peer_port)}{seeds}",
         file=sys.stderr,
         flush=True,
     )
     try:
         await stop.wait()
+        try:
+            await leave_gracefully(node)
+        except Exception:  # a failed goodbye must not stop the shutdown
+            log.exception("leaving the cluster failed; stopping anyway")
     finally:
         node.stop()
         await stop_http_server(http_server, grace=SHUTDOWN_GRACE)

@@ -2,26 +2,40 @@
 
 Theory of operation
 -------------------
-Each node listens on its *peer port* and keeps **one outbound connection per peer**, used in one
-direction only: a node writes its messages on its own outbound connection and reads its peers'
-messages on the connections they opened to it (Redis Cluster's bus works the same way: every
-node has an outbound and an inbound link to every other node). So ``send(dst, msg)`` needs no
-request/response matching and a reply simply travels on the other link.
+Each node listens on its *peer port* and keeps **one outbound connection per destination**, used
+in one direction only: a node writes its messages on its own outbound connection and reads its
+peers' messages on the connections they opened to it (Redis Cluster's bus works the same way:
+every node has an outbound and an inbound link to every other node). So ``send(dst, msg)`` needs
+no request/response matching and a reply simply travels on the other link.
 
 Frames are :func:`realnet.wire.frame`: a 4-byte big-endian length and the msgpack of
 :func:`kvcore.codec.encode`. The first frame on every connection is
 :class:`kvcore.messages.Hello` naming the sender, so the receiver knows who speaks; every later
 frame goes to ``node.on_message(src, msg)`` with that name.
 
-Outbound link, per peer (a small state machine, :class:`PeerLink`)::
+**Destinations.** A destination is a node id or ``"@HOST:PORT"``:
+
+- a node id is resolved to a peer address on every send, first through ``resolve`` (the node's
+  gossip membership: ``membership.address_of``), then through the static ``peers`` map (the
+  ``[cluster]`` configuration). A member that comes back at another address is dialled there:
+  the old link is closed and a new one opened. An id with no address is dropped
+  (``unknown_peer``), an address that is not ``HOST:PORT`` too (``bad_address``).
+- ``"@HOST:PORT"`` means "whoever listens there": how a joining node reaches a seed whose id it
+  does not know yet. It has a link of its own, keyed by that string. The seed's real id arrives
+  in the Hello on the seed's own link to us; it can open that link because the join PushPull we
+  sent carries our own peer address, which the seed merges before it replies.
+
+Outbound link, per destination (a small state machine, :class:`PeerLink`)::
 
     idle --send--> connecting --connected--> connected --lost--> backoff
                      ^   |                                          ^  |
                      |   +------------- failed / timed out ---------+  |
-                     +------ timer expired, or the peer said Hello ----+
+                     +-- timer expired (with demand), or the peer said Hello
+                                                                        |
+    idle <----------- timer expired, nothing asked for the peer --------+
 
-- *idle*: before the first send; the first send starts a connection attempt (all links are
-  also opened at start, so a cluster is wired before the first request).
+- *idle*: before the first send; the first send starts a connection attempt (links to the
+  static peers are also opened at start, so a static cluster is wired before the first request).
 - *connecting*: messages wait in a bounded queue (``queue_limit``, 1024); beyond it they are
   dropped. The queue is flushed right after the Hello once the connection is up.
 - *connected*: messages are written with ``transport.write``; asyncio's write buffer batches
@@ -35,20 +49,37 @@ Outbound link, per peer (a small state machine, :class:`PeerLink`)::
   "equal jitter" (half fixed, half random from the runtime's ``random``, as in AWS's backoff
   note) so that nodes restarted together do not reconnect in lockstep. A connection that stayed
   up for ``stable_after`` seconds resets the delay. When the timer expires the link reconnects
-  at once (a dead peer costs one attempt per ``backoff_max``, as Redis's cluster bus retries).
+  at once **if there is demand**: the connection was lost while in use, or something was sent
+  (and dropped) during the backoff. Otherwise it goes back to *idle* and the next send dials.
+  So a member that died costs one connection attempt per message the membership still sends it
+  (SWIM gossips to the recently dead and tries them in push-pull), not an endless redial loop.
   A Hello arriving from that peer on its own link proves it is listening again, so it also ends
-  the backoff early: nodes started one after another wire up as soon as the last one is up,
-  instead of after a backoff that grew while it was starting.
+  the backoff early: nodes started one after another wire up as soon as the last one is up.
 
-Every dropped message is counted by reason (``dropped``). The node's health check, not the
-transport, decides that a peer is down; the transport only moves bytes.
+**Links do not outlive their use.** A link nothing was sent on for ``idle_timeout`` (60 s) is
+closed and forgotten by a periodic sweep (a seed's ``"@HOST:PORT"`` link after the join, a
+member that was reaped, a member that moved); the next send opens a new one. :meth:`forget`
+closes a link at once (the node calls it when membership says a member left or was reaped).
 
-Inbound connections are never trusted. A frame that is oversized or not decodable
-(:class:`realnet.wire.FrameError`), a first frame that is not a Hello, a Hello from an unknown
-node id or another cluster, a second Hello, or no Hello within ``hello_timeout`` closes that
-connection, logs the reason and counts it in ``frames_malformed[reason]``; the node keeps
+Every dropped message is counted by reason (``dropped``). Membership, not the transport,
+decides that a peer is down; the transport only moves bytes.
+
+**Inbound connections are never trusted.** A frame that is oversized or not decodable
+(:class:`realnet.wire.FrameError`), a first frame that is not a Hello, a Hello with an empty id
+or with *this* node's id (a seed address that points back at ourselves, or two nodes sharing an
+id), a Hello naming another cluster, a second Hello, or no Hello within ``hello_timeout`` closes
+that connection, logs the reason and counts it in ``frames_malformed[reason]``; the node keeps
 running. Exceptions raised by the node while handling a message are logged and counted
 (``handler_errors``), never propagated into asyncio.
+
+*Unknown node ids are accepted*: with gossip membership, members the static configuration never
+named join all the time, and a new member's first messages may arrive before anyone told us
+about it. What is left of "who may talk to us" is the cluster name: a Hello naming a different
+non-empty cluster is refused (``cluster_mismatch``), which keeps two clusters sharing a network
+from merging by mistake. It is not authentication: anyone who can reach the peer port can join,
+as with Redis Cluster's bus and memberlist without its ``SecretKey``. Bind the peer port to a
+private network (the default is 127.0.0.1). Resource use by a hostile or confused peer stays
+bounded: ``max_inbound`` connections, ``max_frame_bytes`` per frame, and links that are swept.
 
 Bytes are counted per message kind in the node's :class:`kvcore.metrics.NodeStats`
 (``add_bytes_sent`` when a frame is handed to the socket, ``add_bytes_received`` when a frame is
@@ -67,6 +98,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvcore.config import parse_addr
 from kvcore.messages import Hello, kind_of
 from kvcore.metrics import NodeStats
 from realnet import wire
@@ -80,6 +112,8 @@ BACKOFF = "backoff"
 CLOSED = "closed"
 
 OnMessage = Callable[[str, Any], None]
+#: node id -> its peer address ("HOST:PORT"), or None when unknown
+Resolve = Callable[[str], str | None]
 #: consecutive connection failures after which a link logs a warning (about 1.5 s of backoff)
 WARN_AFTER_FAILURES = 5
 
@@ -110,6 +144,10 @@ class TransportConfig:
     #: (TCP_USER_TIMEOUT, plus keepalive probes when idle), so a peer whose machine vanished
     #: is reconnected within seconds instead of after TCP's 15-minute retransmission limit.
     user_timeout: float = 10.0
+    #: A link nothing was sent on for this long is closed and forgotten (a seed address used
+    #: to join, a member that died and was reaped); the next send opens a new one. Long enough
+    #: that SWIM's traffic keeps every live member's link open in clusters of a few dozen.
+    idle_timeout: float = 60.0
 
 
 @dataclass
@@ -130,12 +168,17 @@ class TransportStats:
     dropped: dict[str, int] = field(default_factory=dict)
     #: inbound connections closed for bad input, by reason: oversized, malformed, not_hello, ...
     frames_malformed: dict[str, int] = field(default_factory=dict)
+    #: outbound links closed and forgotten, by reason: idle, forgotten, moved
+    links_closed: dict[str, int] = field(default_factory=dict)
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     def malformed(self, reason: str) -> None:
         self.frames_malformed[reason] = self.frames_malformed.get(reason, 0) + 1
+
+    def link_closed(self, reason: str) -> None:
+        self.links_closed[reason] = self.links_closed.get(reason, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +194,7 @@ class TransportStats:
             "handler_errors": self.handler_errors,
             "dropped": dict(sorted(self.dropped.items())),
             "frames_malformed": dict(sorted(self.frames_malformed.items())),
+            "links_closed": dict(sorted(self.links_closed.items())),
         }
 
 
@@ -186,12 +230,21 @@ class _OutboundProtocol(asyncio.Protocol):
 class PeerLink:
     """The outbound connection to one peer (see the state machine in the module docstring)."""
 
-    def __init__(self, owner: PeerTransport, peer_id: str, host: str, port: int) -> None:
+    def __init__(
+        self, owner: PeerTransport, peer_id: str, host: str, port: int, addr: str | None = None
+    ) -> None:
         self.owner = owner
+        #: the destination: a node id, or "@HOST:PORT"
         self.peer_id = peer_id
         self.host = host
         self.port = port
+        #: the address as the resolver spells it (compared on every send to notice a move)
+        self.addr = addr if addr is not None else _fmt_addr(host, port)
         self.state = IDLE
+        #: when a message was last given to this link (the idle sweep reads it)
+        self.last_used = owner.loop.time()
+        #: reconnect when the backoff timer expires (see the module docstring)
+        self.demand = False
         self.queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.paused = False
@@ -208,6 +261,7 @@ class PeerLink:
     # --- sending -----------------------------------------------------------------------
 
     def send(self, kind: str, data: bytes) -> None:
+        self.last_used = self.owner.loop.time()
         state = self.state
         if state == CONNECTED:
             if self.paused:
@@ -223,6 +277,7 @@ class PeerLink:
             self.queue.append((kind, data))
             self.connect()
         elif state == BACKOFF:
+            self.demand = True
             self.owner.stats.drop("backoff")
         else:
             self.owner.stats.drop("closed")
@@ -328,7 +383,8 @@ class PeerLink:
         self.connected_at = None
         reason = str(exc) if exc else "closed by peer"
         log.info("connection to peer %s lost: %s", self.peer_id, reason)
-        self._backoff(reason)
+        # it was in use: try once to come back as soon as the backoff allows
+        self._backoff(reason, demand=True)
 
     def _failed(self, gen: int, reason: str) -> None:
         if gen != self._gen or self.state != CONNECTING:
@@ -353,12 +409,13 @@ class PeerLink:
                 self.owner.config.backoff_max,
             )
         self.failures += 1
-        self._backoff(reason)
+        self._backoff(reason, demand=False)
 
-    def _backoff(self, reason: str) -> None:
+    def _backoff(self, reason: str, demand: bool) -> None:
         cfg = self.owner.config
         self.last_error = reason
         self.state = BACKOFF
+        self.demand = demand
         # Equal jitter: wait between half and all of the current delay.
         wait = self.delay * (0.5 + 0.5 * self.owner.rng.random())
         self.delay = min(cfg.backoff_max, self.delay * 2)
@@ -368,13 +425,16 @@ class PeerLink:
         self._timer = None
         if self.state == BACKOFF:
             self.state = IDLE
-            self.connect()
+            if self.demand:
+                self.connect()
 
     def peer_is_up(self) -> None:
         """The peer just said Hello on its own link to us: it is listening, so stop waiting."""
         if self.state == BACKOFF:
             self.state = IDLE
             self.connect()
+        elif self.state == IDLE and self.failures:
+            self.connect()  # it failed before and went idle: the peer is back, wire up now
 
     def close(self) -> None:
         self.state = CLOSED
@@ -397,14 +457,19 @@ class PeerLink:
     def info(self) -> dict[str, Any]:
         now = self.owner.loop.time()
         return {
-            "addr": f"{self.host}:{self.port}",
+            "addr": self.addr,
             "state": self.state,
             "queued": len(self.queue),
             "failures": self.failures,
             "next_delay": round(self.delay, 3),
             "connected_for": None if self.connected_at is None else round(now - self.connected_at, 3),
             "last_error": self.last_error,
+            "idle_for": round(now - self.last_used, 3),
         }
+
+
+def _fmt_addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _detect_dead_peer(transport: asyncio.Transport, user_timeout: float) -> None:
@@ -527,8 +592,16 @@ class _InboundProtocol(asyncio.Protocol):
         if type(msg) is not Hello:
             self.reject("not_hello", f"first frame is {kind_of(msg)}, not Hello")
             return
-        if msg.node_id not in owner.known_peers:
-            self.reject("unknown_node", f"Hello from unknown node id {msg.node_id!r}")
+        # Unknown ids are welcome (gossip brings new members; see the module docstring).
+        if not msg.node_id:
+            self.reject("bad_hello", "Hello with an empty node id")
+            return
+        if msg.node_id == owner.node_id:
+            self.reject(
+                "self_hello",
+                f"Hello carrying this node's own id {msg.node_id!r} (a seed address that points "
+                "back at this node, or two nodes sharing one id)",
+            )
             return
         if msg.cluster and owner.cluster_name and msg.cluster != owner.cluster_name:
             self.reject(
@@ -538,7 +611,9 @@ class _InboundProtocol(asyncio.Protocol):
             return
         self.peer = msg.node_id
         owner.node_stats.count_received("Hello")
-        owner.links[msg.node_id].peer_is_up()
+        link = owner.links.get(msg.node_id)
+        if link is not None:
+            link.peer_is_up()
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
@@ -553,20 +628,23 @@ class _InboundProtocol(asyncio.Protocol):
 
 
 class PeerTransport:
-    """Listens on the peer port and keeps one outbound link per peer.
+    """Listens on the peer port and keeps one outbound link per destination.
 
-    ``peers`` maps each peer id to its peer address (host, port). ``on_message(src, msg)`` is the
-    node's entry point. ``rng`` is the runtime's random (backoff jitter).
+    ``resolve(id)`` gives a member's peer address (``"HOST:PORT"``) or None; ``peers`` maps the
+    static peers' ids to (host, port), the fallback and the links opened by :meth:`connect_all`.
+    ``on_message(src, msg)`` is the node's entry point. ``rng`` is the runtime's random (backoff
+    jitter).
     """
 
     def __init__(
         self,
         *,
         node_id: str,
-        peers: Mapping[str, tuple[str, int]],
         on_message: OnMessage,
         node_stats: NodeStats,
         rng: random.Random,
+        peers: Mapping[str, tuple[str, int]] | None = None,
+        resolve: Resolve | None = None,
         config: TransportConfig | None = None,
         cluster_name: str = "",
         loop: asyncio.AbstractEventLoop | None = None,
@@ -577,36 +655,72 @@ class PeerTransport:
         self.on_message = on_message
         self.node_stats = node_stats
         self.rng = rng
+        self.resolve = resolve
         self.cluster_name = cluster_name
         self.stats = TransportStats()
-        self.links: dict[str, PeerLink] = {
-            pid: PeerLink(self, pid, host, port) for pid, (host, port) in sorted(peers.items())
+        #: static peers: id -> "HOST:PORT"
+        self.static: dict[str, str] = {
+            pid: _fmt_addr(host, port) for pid, (host, port) in sorted((peers or {}).items())
+            if pid != node_id
         }
-        self.known_peers = frozenset(self.links)
+        self.links: dict[str, PeerLink] = {
+            pid: PeerLink(self, pid, host, port)
+            for pid, (host, port) in sorted((peers or {}).items()) if pid != node_id
+        }
         self.inbound: set[_InboundProtocol] = set()
         self.hello_frame = wire.frame(Hello(node_id=node_id, cluster=cluster_name))
         self.server: asyncio.base_events.Server | None = None
         self.closed = False
+        #: addresses already logged as unusable (bounded: a log line each, not one per send)
+        self._bad_logged: set[str] = set()
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._schedule_sweep()
 
-    async def listen(self, host: str, port: int) -> tuple[str, int]:
-        """Bind the peer port; returns the bound (host, port). Raises OSError (e.g. in use)."""
-        self.server = await self.loop.create_server(
-            lambda: _InboundProtocol(self), host, port, reuse_address=True
-        )
-        sock = self.server.sockets[0].getsockname()
-        return sock[0], sock[1]
+    async def listen(
+        self, host: str | None = None, port: int = 0, *, sock: socket.socket | None = None
+    ) -> tuple[str, int]:
+        """Serve on host:port, or on an already bound ``sock``; returns the bound (host, port).
+
+        Raises OSError (e.g. address in use).
+        """
+        if sock is not None:
+            self.server = await self.loop.create_server(lambda: _InboundProtocol(self), sock=sock)
+        else:
+            self.server = await self.loop.create_server(
+                lambda: _InboundProtocol(self), host, port, reuse_address=True
+            )
+        name = self.server.sockets[0].getsockname()
+        return name[0], name[1]
 
     def connect_all(self) -> None:
-        """Open every outbound link now, so a cluster is wired before the first request."""
-        for link in self.links.values():
+        """Open every link now, so a static cluster is wired before the first request."""
+        for link in list(self.links.values()):
             link.connect()
+
+    def address_of(self, dst: str) -> str | None:
+        """Where ``dst`` listens: ``"@HOST:PORT"`` itself, else membership, else the static map."""
+        if dst.startswith("@"):
+            return dst[1:]
+        if self.resolve is not None:
+            addr = self.resolve(dst)
+            if addr:
+                return addr
+        return self.static.get(dst)
 
     def send(self, dst: str, msg: Any) -> None:
         """Fire-and-forget: frame ``msg`` onto the link to ``dst`` or drop it (counted)."""
-        link = self.links.get(dst)
-        if link is None or self.closed:
-            self.stats.drop("unknown_peer" if link is None else "closed")
+        if self.closed:
+            self.stats.drop("closed")
             return
+        link = self.links.get(dst)
+        addr = self.address_of(dst)
+        if addr is None or dst == self.node_id:
+            self.stats.drop("unknown_peer" if addr is None else "self")
+            return
+        if link is None or link.addr != addr:
+            link = self._open_link(dst, addr, link)
+            if link is None:
+                return
         try:
             data = wire.frame(msg)
         except Exception:
@@ -623,9 +737,60 @@ class PeerTransport:
             return
         link.send(kind_of(msg), data)
 
+    def _open_link(self, dst: str, addr: str, old: PeerLink | None) -> PeerLink | None:
+        """A new link to ``dst`` at ``addr``, replacing ``old`` (the member moved)."""
+        try:
+            host, port = parse_addr(addr)
+        except ValueError as e:
+            # gossip told us an address we cannot use; a peer's input must not hurt us
+            self.stats.drop("bad_address")
+            if addr not in self._bad_logged and len(self._bad_logged) < 1024:
+                self._bad_logged.add(addr)
+                log.warning("cannot send to %s: %s", dst, e)
+            return None
+        if old is not None:
+            log.info("peer %s moved from %s to %s", dst, old.addr, addr)
+            old.close()
+            self.stats.link_closed("moved")
+        link = PeerLink(self, dst, host, port, addr)
+        self.links[dst] = link
+        return link
+
+    def forget(self, dst: str) -> None:
+        """Close and drop the link to ``dst`` (it left or was reaped); a later send reopens."""
+        link = self.links.pop(dst, None)
+        if link is not None:
+            link.close()
+            self.stats.link_closed("forgotten")
+
+    def _schedule_sweep(self) -> None:
+        every = max(0.05, min(5.0, self.config.idle_timeout / 4))
+        self._sweep_timer = self.loop.call_later(every, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close links nothing was sent on for ``idle_timeout`` (module docstring)."""
+        self._sweep_timer = None
+        if self.closed:
+            return
+        try:
+            cutoff = self.loop.time() - self.config.idle_timeout
+            for dst in sorted(self.links):
+                link = self.links[dst]
+                if link.last_used < cutoff and link.state != CONNECTING:
+                    del self.links[dst]
+                    link.close()
+                    self.stats.link_closed("idle")
+                    log.debug("closed the idle link to %s", dst)
+        except Exception:  # never let housekeeping stop the loop's other work
+            log.exception("the idle-link sweep raised")
+        self._schedule_sweep()
+
     async def close(self) -> None:
         """Stop listening, close every link and inbound connection."""
         self.closed = True
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         if self.server is not None:
             self.server.close()
         for link in self.links.values():
@@ -645,8 +810,9 @@ class PeerTransport:
     def info(self) -> dict[str, Any]:
         out = self.stats.as_dict()
         out["inbound_connections"] = len(self.inbound)
-        out["links"] = {pid: link.info() for pid, link in self.links.items()}
+        out["inbound_peers"] = sorted({p.peer for p in self.inbound if p.peer is not None})
+        out["links"] = {pid: link.info() for pid, link in sorted(self.links.items())}
         return out
 
 
-__all__ = ["PeerLink", "PeerTransport", "TransportConfig", "TransportStats"]
+__all__ = ["PeerLink", "PeerTransport", "Resolve", "TransportConfig", "TransportStats"]

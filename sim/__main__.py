@@ -1,6 +1,7 @@
 """``python -m sim``: run the default scenario and print its summary (last line: the digest).
 
-Subcommands: ``python -m sim epidemic ...`` (Demers et al. 1987 experiments, :mod:`sim.epidemic`).
+Subcommands: ``python -m sim epidemic ...`` (Demers et al. 1987 experiments, :mod:`sim.epidemic`) and
+``python -m sim check ...`` (many seeds under a nemesis, checked for linearizability, :mod:`sim.sweep`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import sys
 from sim.latency import parse_latency
 from sim.scenario import run_default
 
-
-SUBCOMMANDS = {"epidemic": "sim.epidemic"}
+SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep"}
 
 
 def main(argv: list[str] | None = None) -> int:

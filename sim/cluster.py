@@ -9,9 +9,21 @@ each client. Same seed, same trace digest, in any process.
 
 Scenario verbs act at simulated times: ``crash``, ``restart``, ``partition``, ``heal``,
 ``set_loss``, ``set_latency``, ``set_duplicate``, ``slow_node``, ``set_link``, ``hold``,
-``release``. Each takes ``at=`` (absolute simulated time; default: now) and records itself in
-:attr:`SimCluster.faults` and the trace when it fires, so a run reports its faults on the same
-time axis as its operations.
+``release``, and the membership verbs ``add_node`` (a new node joins through the seeds) and
+``leave`` (graceful). Each takes ``at=`` (absolute simulated time; default: now) and records
+itself in :attr:`SimCluster.faults` and the trace when it fires, so a run reports its faults on
+the same time axis as its operations.
+
+Membership is SWIM gossip (:mod:`kvcore.membership`), configured by ``swim=``. With
+``join="static"`` (the default) every node starts from the static cluster configuration (all
+members known, slots split evenly); with ``join="seeds"`` only the first ``seeds`` nodes form
+the initial cluster (owning all the slots between them) and every other node joins through them
+at start, owning nothing, as a real deployment grows.
+
+Ground truth for measurements: :attr:`SimCluster.truth` holds each node's real condition (up,
+down, left) and :attr:`SimCluster.member_events` every membership event every node observed,
+``(time, observer, event, subject, incarnation)``, from which :mod:`sim.measure` derives
+convergence curves and false positives.
 
 A crash drops the node object (its memory: store, pending forwards, timers) and keeps its
 ``storage``; messages to it are dropped as ``down``; requests to it get no answer (the client
@@ -27,6 +39,7 @@ from typing import Any
 import simpy
 
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
+from kvcore.membership import Member, SwimConfig
 from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import Node
@@ -65,13 +78,15 @@ class _Slot:
     past_stats: list[NodeStats] = field(default_factory=list)
 
 
-def sim_cluster_config(n: int, epoch: int = 1) -> ClusterConfig:
-    ids = [f"n{i}" for i in range(1, n + 1)]
+def sim_spec(nid: str, slots: tuple[tuple[int, int], ...] = ()) -> NodeSpec:
+    """A sim node's addresses: ``{id}.sim:7000`` for clients, ``{id}.sim:17000`` for peers."""
+    return NodeSpec(nid, f"{nid}.sim:7000", f"{nid}.sim:17000", slots)
+
+
+def sim_cluster_config(n: int, epoch: int = 1, first: int = 1) -> ClusterConfig:
+    ids = [f"n{i}" for i in range(first, first + n)]
     split = even_split(ids)
-    return ClusterConfig(
-        tuple(NodeSpec(nid, f"{nid}.sim:7000", f"{nid}.sim:17000", tuple(split[nid])) for nid in ids),
-        epoch,
-    )
+    return ClusterConfig(tuple(sim_spec(nid, tuple(split[nid])) for nid in ids), epoch)
 
 
 class SimCluster:
@@ -85,13 +100,41 @@ class SimCluster:
         codec: bool = True,
         keep_trace: bool = False,
         cluster: ClusterConfig | None = None,
-        node_factory: Callable[[SimRuntime, NodeConfig, ClusterConfig], Any] | None = None,
+        swim: SwimConfig | None = None,
+        join: str = "static",
+        seeds: int = 3,
+        observe: bool = True,
+        node_factory: Callable[..., Any] | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
+        if join not in ("static", "seeds"):
+            raise ValueError(f"join must be 'static' or 'seeds', not {join!r}")
         self.seed = seed
         self.config = (config or NodeConfig()).validate()
+        self.swim = (swim or SwimConfig.lan()).validate()
+        self.join = join
+        self.observe = observe
         self.cluster_config = cluster or sim_cluster_config(n)
+        n_seeds = max(1, min(seeds, len(self.cluster_config.nodes)))
+        seed_specs = self.cluster_config.nodes[:n_seeds]
+        #: the static configuration the seed nodes (or, with join="static", all nodes) start from
+        self.core_config = (
+            self.cluster_config if join == "static"
+            else ClusterConfig(
+                tuple(NodeSpec(s.id, s.addr, s.peer_addr, tuple(even_split([x.id for x in seed_specs])[s.id]))
+                      for s in seed_specs),
+                self.cluster_config.epoch,
+            )
+        )
+        self.core_ids = {s.id for s in self.core_config.nodes}
+        #: where joining nodes go: the seed nodes' peer addresses
+        self.seed_addrs = ["@" + s.peer_addr for s in seed_specs]
+        self.truth: dict[str, str] = {}
+        #: ground-truth log for sim.measure: (time, node, "up" | "down" | "left") appended at
+        #: every change of ``truth`` (via _set_truth), so measurements can ask "was it up at t?"
+        self.truth_log: list[tuple[float, str, str]] = []
+        self.member_events: list[tuple[float, str, str, str, int]] = []
         self.env = simpy.Environment()
         self.trace = Trace(keep=keep_trace)
         self.net = SimNetwork(
@@ -101,12 +144,23 @@ class SimCluster:
         self.history = History()
         self.clients: list[SimClient] = []
         self.faults: list[Fault] = []
-        self._node_factory = node_factory or (lambda rt, cfg, cl: Node(rt, cfg, cl))
+        self._node_factory = node_factory or self._default_node
         self._slots: dict[str, _Slot] = {}
+        self._specs: dict[str, NodeSpec] = {}
         for spec in self.cluster_config.nodes:
-            slot = _Slot(spec.id, self.net.attach(spec.id, spec.peer_addr))
-            self._slots[spec.id] = slot
-            self._boot(slot)
+            self._add_slot(spec)
+
+    def _default_node(self, rt: SimRuntime, spec: NodeSpec) -> Node:
+        if spec.id in self.core_ids:
+            return Node(rt, self.config, self.core_config, swim=self.swim)
+        return Node(rt, self.config, None, swim=self.swim, seeds=self.seed_addrs,
+                    addr=spec.addr, peer_addr=spec.peer_addr)
+
+    def _add_slot(self, spec: NodeSpec) -> None:
+        slot = _Slot(spec.id, self.net.attach(spec.id, spec.peer_addr))
+        self._slots[spec.id] = slot
+        self._specs[spec.id] = spec
+        self._boot(slot)
 
     # --- nodes -------------------------------------------------------------------------------
 
@@ -133,11 +187,26 @@ class SimCluster:
             self.env, self.net, self.trace, slot.node_id,
             stream(self.seed, "node", slot.node_id, slot.incarnation), slot.storage,
         )
-        node = self._node_factory(rt, self.config, self.cluster_config)
+        node = self._node_factory(rt, self._specs[slot.node_id])
         slot.runtime = rt
         slot.endpoint.node = node
         slot.endpoint.stats = node.stats
+        self._set_truth(slot.node_id, "up")
+        if self.observe and hasattr(node, "membership"):
+            observer = slot.node_id
+            log = self.member_events
+            env = self.env
+
+            def on_event(event: str, subject: str, m: Member, observer: str = observer) -> None:
+                log.append((env.now, observer, event, subject, m.incarnation))
+
+            node.membership.listeners.append(on_event)
         node.start()
+
+    def _set_truth(self, node_id: str, state: str) -> None:
+        """Record a node's real condition now, in ``truth`` and the ``truth_log`` (sim.measure)."""
+        self.truth[node_id] = state
+        self.truth_log.append((float(self.env.now), node_id, state))
 
     def submit(self, node_id: str, op: Any, reply: Callable[[Reply], None]) -> bool:
         """Hand a client operation to a node now; False (and no reply ever) if it is down."""
@@ -173,8 +242,48 @@ class SimCluster:
             slot.endpoint.node = None
             slot.endpoint.stats = NodeStats()
             slot.down_since = self.env.now
+            self._set_truth(node_id, "down")
 
         self._at(at, "crash", node_id, do)
+
+    def add_node(self, node_id: str | None = None, at: float | None = None) -> str:
+        """A new, empty node joins through the seeds when ``at`` comes; returns its id."""
+        nid = node_id or f"n{len(self._slots) + 1}"
+        if nid in self._slots:
+            raise ValueError(f"node {nid} already exists")
+        spec = sim_spec(nid)
+        self._specs[nid] = spec
+        self.net.addresses[spec.peer_addr] = nid
+
+        def do() -> None:
+            self._add_slot(spec)
+
+        self._at(at, "add_node", nid, do)
+        return nid
+
+    def leave(self, node_id: str, at: float | None = None, linger: float = 1.0) -> None:
+        """Graceful leave: the node spreads its departure, gossips for ``linger`` s, then stops."""
+        slot = self._slots[node_id]
+
+        def do() -> None:
+            node = slot.endpoint.node
+            if node is None:
+                return
+            node.membership.leave()
+            self._set_truth(node_id, "left")
+
+            def gone(_e: Any = None) -> None:
+                if slot.endpoint.node is node:
+                    assert slot.runtime is not None
+                    node.stop()
+                    slot.runtime.alive = False
+                    slot.past_stats.append(node.stats)
+                    slot.endpoint.node = None
+                    slot.endpoint.stats = NodeStats()
+
+            schedule_call(self.env, linger, gone)
+
+        self._at(at, "leave", node_id, do)
 
     def restart(self, node_id: str, at: float | None = None) -> None:
         slot = self._slots[node_id]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kvcore.config import NodeConfig
+from kvcore.membership import SwimConfig
 from sim.clients import History, Workload
 from sim.cluster import Fault, SimCluster
 from sim.latency import Latency, LogNormal
@@ -96,9 +97,11 @@ def report(cluster: SimCluster) -> RunReport:
     )
 
 
-#: Node settings for the default scenario: a 0.5 s health check and a 1 s forward timeout, so
-#: that a 2-second partition is noticed ("owner down") while it lasts.
-DEMO_CONFIG = NodeConfig(ping_interval=0.5, down_after=1.5, forward_timeout=1.0)
+#: Node settings for the default scenario: a 1 s forward timeout.
+DEMO_CONFIG = NodeConfig(forward_timeout=1.0)
+#: SWIM settings for the default scenario: memberlist's LAN preset with a 0.5 s probe interval, so
+#: that a 2-second partition gets members suspected (and requests still forwarded to them).
+DEMO_SWIM = SwimConfig.lan(probe_interval=0.5, probe_timeout=0.2)
 
 
 def run_default(
@@ -114,6 +117,7 @@ def run_default(
     codec: bool = True,
     keep_trace: bool = False,
     config: NodeConfig | None = None,
+    swim: SwimConfig | None = None,
     **cluster_kwargs: Any,
 ) -> tuple[SimCluster, RunReport]:
     """The default scenario; ``duration`` is how long (simulated) the clients keep working."""
@@ -121,7 +125,7 @@ def run_default(
         raise ValueError("nodes and clients must be at least 1, ops at least 0, duration positive")
     cluster = SimCluster(
         seed, nodes, config or DEMO_CONFIG, latency=latency or LogNormal(0.001, 0.5),
-        codec=codec, keep_trace=keep_trace, **cluster_kwargs,
+        codec=codec, keep_trace=keep_trace, swim=swim or DEMO_SWIM, **cluster_kwargs,
     )
     per_client = math.ceil(ops / clients) if ops else 0
     pace = duration / per_client if per_client else duration

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sim.checker",
         description="Check a history of a register or key-value store for linearizability.",
         epilog="exit status: 0 linearizable, 1 not linearizable, 2 unknown (timeout), "
-        "3 usage or input error",
+        "3 usage or input error. The history formats are described in sim/checker/history.py "
+        "(python -c 'import sim.checker.history as h; help(h)').",
     )
     parser.add_argument("file", metavar="FILE", help="the history file")
     parser.add_argument(

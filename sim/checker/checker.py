@@ -9,8 +9,11 @@ Kroening (2015, "Faster linearizability checking via P-compositionality") call
 P-compositionality and Porcupine does with ``Model.Partition``. The cost of the search is
 exponential in the concurrency of *one* key instead of the whole history.
 
-Each key runs :func:`sim.checker.search.search` under one overall deadline, smallest keys
-first so that a tight budget still settles as many keys as it can. The verdict is
+The keys share one overall deadline. Their searches (:func:`sim.checker.search.iter_search`)
+run round-robin, smallest key first, in slices that double every round, so that a hard key
+cannot starve the others and a tight budget still settles as many keys as it can; the first
+violation stops them all (as Porcupine's parallel partitions do), unless ``exhaustive``. The
+verdict is
 ``not_linearizable`` if any key fails (that is conclusive even when other keys ran out of
 time), else ``unknown`` if any key ran out of time, else ``linearizable``. For a violation,
 the failing key with the fewest operations is shrunk to a witness by
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from sim.checker.history import Op, events_to_ops
-from sim.checker.models import Model, State, Step, detect_model, get_model
+from sim.checker.models import Model, Step, detect_model, get_model
 from sim.checker.search import SearchResult, gc_paused, iter_search, past
 from sim.checker.witness import Counterexample, find_counterexample
 
@@ -163,12 +166,17 @@ def _search_keys(
     elapsed: dict[str | None, float] = dict.fromkeys(order, 0.0)
     explored: dict[str | None, int] = dict.fromkeys(order, 0)
     outcome: dict[str | None, bool | None] = dict.fromkeys(order)
-    active = list(order)
+    memo_total = 0  # configurations held by the searches still running
+    active = order
     time_slice = _FIRST_SLICE
     stop = deadline is not None and time.perf_counter() > deadline
     with gc_paused():
         while active and not stop:
-            for key in list(active):
+            unsettled: list[str | None] = []
+            for key in active:
+                if stop:
+                    unsettled.append(key)
+                    continue
                 slice_started = time.perf_counter()
                 if key not in running:
                     ops = [(op.call, op.ret, step) for op, step in by_key[key]]
@@ -176,22 +184,23 @@ def _search_keys(
                 steps = running[key]
                 try:
                     for _ in range(time_slice):
-                        explored[key] = next(steps)
-                        memo = sum(explored[k] for k in running)
-                        if deadline is not None and past(deadline, memo):
+                        count = next(steps)
+                        memo_total += count - explored[key]
+                        explored[key] = count
+                        if deadline is not None and past(deadline, memo_total):
                             stop = True
                             break
+                    unsettled.append(key)
                 except StopIteration as done:
                     found: SearchResult = done.value
                     outcome[key] = found.linearizable
+                    memo_total -= explored[key]
                     explored[key] = found.explored
-                    active.remove(key)
                     del running[key]
                     if found.linearizable is False and not exhaustive:
                         stop = True
                 elapsed[key] += time.perf_counter() - slice_started
-                if stop:
-                    break
+            active = unsettled
             time_slice *= 2
     for steps in running.values():
         steps.close()
@@ -214,6 +223,3 @@ def _search_keys(
 def _key_order(key: str | None) -> tuple[int, str]:
     return (0, "") if key is None else (1, key)
 
-
-def describe_states(model: Model, states: Iterable[State]) -> str:
-    return " or ".join(model.describe_state(s) for s in states)

@@ -161,12 +161,12 @@ def _fmt_time(t: float) -> str:
 # Events -> operations
 
 
-def _freeze(value: Any) -> Any:
+def freeze(value: Any) -> Any:
     """JSON arrays become tuples so values can be part of hashable model states."""
     if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
     return value
 
 
@@ -290,12 +290,12 @@ def _make_op(
     line: int,
 ) -> Op:
     f = invoke["f"]
-    argument = _freeze(invoke.get("value"))
+    argument = freeze(invoke.get("value"))
     if argument is None and completion is not None and f not in ("read", "get"):
-        argument = _freeze(completion.get("value"))
+        argument = freeze(completion.get("value"))
     output = None
     if kind == "ok" and f in ("read", "get") and completion is not None:
-        output = _freeze(completion.get("value"))
+        output = freeze(completion.get("value"))
     status: Status = "ok" if kind == "ok" else "fail" if kind == "fail" else "unknown"
     return Op(
         process=invoke["process"],

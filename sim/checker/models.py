@@ -21,8 +21,8 @@ CAS_MAYBE a b always                            ``b if s == a else s``
 APPEND a      always                            ``(s or "") + a``
 ============  ================================  ===============================
 
-States are hashable (``None``, strings, numbers, tuples), because the search memoises on
-``(linearized set, state)`` (Lowe 2017, §4).
+States are hashable (``None``, strings, numbers, tuples; lists in an ``Op`` are frozen into
+tuples here), because the search memoises on ``(linearized set, state)`` (Lowe 2017, §4).
 
 Per model, completions mean (the rules of the project's history format):
 
@@ -51,7 +51,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from sim.checker.history import Op
+from sim.checker.history import Op, freeze
 
 State: TypeAlias = Hashable
 Step: TypeAlias = tuple[int, Any, Any]
@@ -107,9 +107,9 @@ class Model:
         """The step for ``op``, or ``None`` when the op constrains nothing (see module doc)."""
         f = op.f
         if f in self.reads:
-            return (READ, op.output, None) if op.status == "ok" else None
+            return (READ, freeze(op.output), None) if op.status == "ok" else None
         if f in self.cases:
-            pair = op.value
+            pair = freeze(op.value)
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise ModelError(f"{f} needs a [from, to] value, got {pair!r} ({_where(op)})")
             if pair[0] == pair[1]:
@@ -127,7 +127,7 @@ class Model:
             if f in self.operations:
                 return None
         if f in self.writes:
-            return (WRITE, op.value, None)
+            return (WRITE, freeze(op.value), None)
         if f in self.deletes:
             return (WRITE, None, None)
         if f in self.appends:

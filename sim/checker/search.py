@@ -40,13 +40,25 @@ this module follows step by step:
   over, and no remaining operation must precede it (none has returned before ``r``'s call,
   or its return entry would come first in the list). So once the step with ``r`` has failed,
   the search does not try the alternatives: it backtracks straight past that configuration.
+* *Pointless unknown operations* (another addition). An unknown operation is never required,
+  so one that changes nothing in the current state, or that is directly followed by a blind
+  write (put/write/delete, which overwrites whatever it did), can be deleted from any
+  linearization. The search never takes such steps: it skips an unknown operation whose step
+  leaves the state as it is, and after an unknown operation it does not take a blind write
+  next. Without this, k concurrent unknown writes cost 2^k configurations even when nothing
+  reads them (Jepsen histories are full of timed-out writes). Fewer moves are allowed right
+  after an unknown operation, so those configurations are memoised apart, as ``(bitset,
+  state, True)``; one memoised after a completed operation (all moves allowed) covers both.
 
 Search cost is exponential in the worst case (the problem is NP-complete: Gibbons & Korach
-1997, "Testing shared memories", SIAM J. Comput. 26(4)), so every search takes a deadline and
-answers ``None`` ("unknown") when it passes. :func:`iter_search` is the same search as a
-generator that pauses every few thousand steps, so that :mod:`sim.checker.checker` can share
-time between keys the way Porcupine runs partitions in parallel, and stop them all at the
-first violation.
+1997, "Testing shared memories", SIAM J. Comput. 26(4)), and in practice it grows with how many
+operations on one key overlap in time: on simulated put/get/delete histories of one key, 10
+clients take ~0.02 s for 2000 operations, 20 clients ~1 s for 4000, 30 clients more than 20 s
+(Porcupine has the same shape; spreading clients over more keys keeps each key cheap). So
+every search takes a deadline and answers ``None`` ("unknown") when it passes.
+:func:`iter_search` is the same search as a generator that pauses every few thousand steps,
+so that :mod:`sim.checker.checker` can share time between keys the way Porcupine runs
+partitions in parallel, and stop them all at the first violation.
 """
 
 from __future__ import annotations

@@ -37,14 +37,18 @@ linearizability:
    changes the state -- a read/get, or a ``cas`` whose comparison failed -- from a
    linearization leaves a legal linearization, so a witness without it is still a proof.
    Observers are dropped in groups, halving a group that cannot go as a whole (a simplified
-   ``ddmin``, Zeller & Hildebrandt 2002). An observer kept was needed when it was tried, and
+   ``ddmin`` of Zeller & Hildebrandt 2002, "Simplifying and isolating failure-inducing input",
+   IEEE TSE 28(2)). An observer kept was needed when it was tried, and
    stays needed after others go (fewer observers only make linearizing easier), so the
    result is 1-minimal with respect to these removals.
 
 Removing a write, an append, a successful ``cas`` or an unknown operation is *not* sound (a
-later read may depend on it), so those stay, and the witness is minimal among the witnesses
-these three rules can justify, not the absolute smallest subset. All steps run under a
-deadline; when it passes, the best witness found so far is returned, marked not minimal.
+later read may depend on it), so those stay. What "minimal" means, then: no shorter prefix
+fails (step 1, exact); the cut is the latest one that works if "works" is monotone in the cut,
+and a working cut in any case (step 2, a search heuristic, never unsound); no kept observer can
+go (step 3, exact). It is not the absolute smallest failing subset, which would be unsound to
+look for by deletion. All steps run under a deadline; when it passes, the best witness found
+so far is returned, marked not minimal.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ class Counterexample:
     culprit: Op
     #: completed operations before the witness's quiescent cut, summarised by start_states
     skipped: int
+    #: the time of that cut (the call of the witness's first completed operation): the key's
+    #: completed operations that returned before it are the ones summarised; None: no cut
+    cut: float | None
     #: operations of the key (after dropping those that constrain nothing) in the shortest
     #: failing prefix
     prefix_size: int
@@ -101,7 +108,11 @@ class _Item:
     ret: int | None  # None: unknown outcome
 
 
-def _unknown_version(step: Step) -> Step | None:
+# A witness from a cut: (after part, start states, completed ops skipped, time of the cut)
+_Cut = tuple[list[_Item], tuple[State, ...], int, float | None]
+
+
+def unknown_version(step: Step) -> Step | None:
     """The step of an operation whose outcome is not known (None: it constrains nothing)."""
     kind, a, b = step
     if kind == READ:
@@ -142,11 +153,14 @@ def find_counterexample(
     witness: list[_Item] = list(prefix)
     start_states: tuple[State, ...] = (init,)
     skipped = 0
+    cut: float | None = None
     if minimal:
         cuts = _quiescent_cuts(prefix)
-        tried: dict[int, tuple[list[_Item], tuple[State, ...], int] | None] = {}
+        # tried[i]: the witness the i-th latest cut gives, or None; index len(cuts) stands for
+        # the cut before everything, which always works
+        tried: dict[int, _Cut | None] = {len(cuts): (list(prefix), (init,), 0, None)}
 
-        def attempt(index: int) -> bool | None:
+        def works(index: int) -> bool | None:
             """Does the index-th latest cut give a witness? None: out of time."""
             if index not in tried:
                 outcome = _try_cut(prefix, cuts[index], init, deadline)
@@ -155,37 +169,27 @@ def find_counterexample(
                 tried[index] = outcome or None
             return tried[index] is not None
 
-        found: int | None = None
-        earlier_fail = -1  # the latest-first index of a cut known not to work
-        step = 1
-        index = 0
-        while index < len(cuts):
-            works = attempt(index)
-            if works is None:
+        # gallop towards earlier cuts (1st, 2nd, 4th, 8th, ... latest) until one works...
+        failed, index, stride = -1, 0, 1
+        while (answer := works(index)) is False:
+            failed, index, stride = index, min(index + stride, len(cuts)), stride * 2
+        if answer is None:
+            minimal = False
+        # ...then bisect between the last cut that did not work and the first that did
+        low, high = failed + 1, index
+        while minimal and low < high:
+            middle = (low + high) // 2
+            answer = works(middle)
+            if answer is None:
                 minimal = False
-                break
-            if works:
-                found = index
-                break
-            earlier_fail = index
-            index += step
-            step *= 2
-        if minimal and found is not None:
-            # bisect between the last cut that failed and the first that worked
-            low, high = earlier_fail + 1, found
-            while low < high:
-                middle = (low + high) // 2
-                works = attempt(middle)
-                if works is None:
-                    minimal = False
-                    break
-                if works:
-                    high = middle
-                else:
-                    low = middle + 1
-            found = high
-        if found is not None and tried.get(found) is not None:
-            witness, start_states, skipped = tried[found]  # type: ignore[misc]
+            elif answer:
+                high = middle
+            else:
+                low = middle + 1
+        # the latest cut known to work (the bisection's answer, unless time ran out first)
+        chosen = tried[min(i for i, found in tried.items() if found is not None)]
+        assert chosen is not None
+        witness, start_states, skipped, cut = chosen
 
     # 3. drop the state-preserving operations that the violation does not need
     if minimal:
@@ -214,6 +218,7 @@ def find_counterexample(
         start_states=start_states,
         culprit=culprit,
         skipped=skipped,
+        cut=cut,
         prefix_size=len(prefix),
         pending=tuple(it.op for it in witness if it.ret is None),
         minimal=minimal,
@@ -248,17 +253,15 @@ def _prefix(items: Sequence[_Item], cut_at: int) -> list[_Item]:
         if item.ret is not None and item.ret <= cut_at:
             prefix.append(item)
             continue
-        step = _unknown_version(item.step)
+        step = unknown_version(item.step)
         if step is not None:
             prefix.append(_Item(item.op, step, item.call, None))
     return prefix
 
 
-def _try_cut(
-    prefix: Sequence[_Item], q: int, init: State, deadline: float | None
-) -> tuple[list[_Item], tuple[State, ...], int] | Literal[False] | None:
-    """The witness (after part, start states, ops skipped) if the cut at ``q`` gives one,
-    False if it does not, None when the deadline passed."""
+def _try_cut(prefix: Sequence[_Item], q: int, init: State, deadline: float | None) -> _Cut | Literal[False] | None:
+    """The witness if the cut at position ``q`` gives one, False if it does not, None when the
+    deadline passed."""
     before = [it for it in prefix if it.ret is not None and it.ret < q]
     before += [it for it in prefix if it.ret is None and it.call < q]
     after = [it for it in prefix if it.call >= q or it.ret is None]
@@ -274,7 +277,8 @@ def _try_cut(
     if outcome:
         return False
     skipped = sum(1 for it in before if it.ret is not None)
-    return sorted(after, key=lambda it: it.call), start_states, skipped
+    cut_time = next(it.op.call for it in prefix if it.call == q)
+    return sorted(after, key=lambda it: it.call), start_states, skipped, cut_time
 
 
 def reachable_states(

@@ -169,7 +169,7 @@ _PROBE = """
 import json, sys
 before = set(sys.modules)
 sys.path.insert(0, sys.argv[1])
-import kvcore, kvcore.codec, kvcore.config, kvcore.health, kvcore.metrics, kvcore.node
+import kvcore, kvcore.codec, kvcore.config, kvcore.membership, kvcore.metrics, kvcore.node, kvcore.epidemic
 import kvcore.runtime, kvcore.slots, kvcore.store, kvcore.errors, kvcore.messages
 print(json.dumps({"before": sorted(before), "after": sorted(sys.modules)}))
 """

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-import kvcore.epidemic  # noqa: F401  (registers its message kinds: cover them whatever the test order)
+import kvcore.epidemic
 import kvcore.membership  # noqa: F401
 from kvcore import codec
 from kvcore.codec import decode, encode, roundtrip
@@ -29,13 +29,26 @@ from kvcore.messages import (
     ForwardReply,
     Get,
     Hello,
-    Ping,
-    Pong,
     Put,
     Reply,
     kind_of,
     message,
 )
+
+
+# Test-only message kinds with an int and a float field (the foundation's health-check Ping and
+# Pong, which SWIM replaced); declaring them registers them like any other kind.
+@message
+class Ping:
+    seq: int
+    sent_at: float
+
+
+@message
+class Pong:
+    seq: int
+    sent_at: float
+
 
 # --- building sample messages from the dataclass annotations -------------------------------
 

@@ -36,7 +36,7 @@ from kvcore.epidemic import (
     knew_before,
     lose_interest,
 )
-from kvcore.messages import Ping
+from kvcore.messages import Nack
 from kvcore.runtime import FakeRuntime
 
 # --- the pure rules ------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def test_blind_coin_loses_interest_on_the_scripted_draw() -> None:
 def test_rumor_site_drops_malformed_and_late_input() -> None:
     rt = FakeRuntime("A")
     site = RumorSite(rt, IDS, RumorPolicy(True, True, 2))
-    site.on_message("B", Ping(seq=1, sent_at=0.0))
+    site.on_message("B", Nack(seq=1))
     assert site.stats.malformed == 1
     site.on_message("B", RumorFeedback(cycle=1, knew=True))  # not infective, nothing awaited
     assert site.stats.late_replies == 1

@@ -331,12 +331,13 @@ def test_zero_indirect_checks_and_gossip_nodes_are_allowed() -> None:
         (SUSPECT, 2, SUSPECT, 1, False),
         (DEAD, 1, SUSPECT, 2, False),  # memberlist suspectNode: "Ignore non-alive nodes"
         (LEFT, 1, SUSPECT, 2, False),
-        # Dead(i) overrides alive or suspect at any j <= i ("{Confirm Ml, inc=i} overrides
-        # {Alive Ml, inc=j} or {Suspect Ml, inc=j}, any j"; memberlist deadNode ignores only
-        # older incarnations) and never a dead or left member ("Ignore if node is already dead").
+        # Dead(i) overrides alive or suspect held at j <= i. SWIM §4.2 lets {Confirm Ml, inc=i}
+        # override {Alive Ml, inc=j} and {Suspect Ml, inc=j} for any j; memberlist deadNode
+        # narrows that: "Ignore old incarnation numbers". A dead or left member is final until
+        # an Alive rejoins it ("Ignore if node is already dead").
         (ALIVE, 1, DEAD, 1, True),
         (ALIVE, 1, DEAD, 2, True),
-        (ALIVE, 2, DEAD, 1, False),
+        (ALIVE, 2, DEAD, 1, False),  # SWIM: any j; memberlist (and we): an older Dead is stale
         (SUSPECT, 1, DEAD, 1, True),
         (SUSPECT, 1, DEAD, 2, True),
         (SUSPECT, 2, DEAD, 1, False),

@@ -231,8 +231,8 @@ def test_an_ack_with_an_unknown_seq_is_no_success() -> None:
 
 
 def test_missing_ack_sends_ping_req_to_indirect_checks_distinct_other_members() -> None:
-    # SWIM §3.1: "Mi selects k members at random from its membership list and sends each a
-    # ping-req(Mj) message"; memberlist probeNode: never self, never the target.
+    # SWIM §3.1: after the timeout, Mi picks k members at random and sends each a ping-req(Mj);
+    # memberlist probeNode: never self, never the target.
     peers = ("n2", "n3", "n4", "n5", "n6")
     h = Harness(peers).start()
     ping = h.until(SwimPing)
@@ -266,8 +266,8 @@ def test_ping_req_goes_to_fewer_helpers_when_fewer_are_alive() -> None:
 
 
 def test_no_ack_by_the_next_tick_suspects_the_member_and_gossips_it() -> None:
-    # SWIM §4.2: "Mi ... marks Mj as a Suspected member in its local membership list and
-    # disseminates a {Suspect Mj: Mi suspects Mj} message"
+    # SWIM §4.2: instead of declaring Mj failed, Mi marks it suspected and disseminates
+    # {Suspect Mj: Mi suspects Mj}
     h = Harness().start()
     ping = h.until(SwimPing)
     target = ping.dst
@@ -283,8 +283,7 @@ def test_no_ack_by_the_next_tick_suspects_the_member_and_gossips_it() -> None:
 
 @pytest.mark.parametrize(("nacks", "raised_by"), [(0, 3), (1, 2), (2, 1), (3, 0)])
 def test_missing_nacks_raise_awareness_by_the_number_missing(nacks: int, raised_by: int) -> None:
-    # Lifeguard §IV-A; memberlist probeNode: "we use the number of missed nacks to determine our
-    # penalty"
+    # Lifeguard §IV-A; memberlist probeNode: awarenessDelta += expectedNacks - nackCount
     h = Harness().start()
     ping = h.until(SwimPing)
     h.advance(h.config.probe_timeout)
@@ -316,7 +315,7 @@ def test_without_lifeguard_failed_probes_leave_awareness_alone() -> None:
 
 
 def test_a_relayed_ack_counts_as_success() -> None:
-    # SWIM §3.1: "...and forwards the ack to Mi"; the relayed ack carries Mi's original seq
+    # SWIM §3.1: a helper that gets the target's ack forwards it to Mi, with Mi's own seq
     h = Harness().start()
     h.m.awareness.apply(1)
     ping = h.until(SwimPing)
@@ -432,7 +431,7 @@ def test_a_suspicion_without_confirmations_lasts_the_maximum_timeout() -> None:
     h.advance(0.1)
     assert h.state("n2") == DEAD
     assert h.event_time("dead", "n2") == pytest.approx(t0 + MAX_T)
-    # SWIM §4.2: "... declares Mj as failed ... disseminates a {Confirm Mj} message"
+    # SWIM §4.2: when the timeout expires, Mj is declared failed and {Confirm Mj} disseminated
     assert Dead(node="n2", incarnation=0, source="n1") in h.updates_sent() + h.queued()
 
 
@@ -543,6 +542,8 @@ def test_an_alive_at_the_suspected_incarnation_does_not_cancel_the_suspicion() -
 
 
 def test_a_suspect_with_a_higher_incarnation_restarts_the_suspicion() -> None:
+    # SWIM §4.2: {Suspect Ml, inc=i} overrides {Suspect Ml, inc=j}, i > j. (memberlist
+    # suspectNode only confirms the running timer here and keeps the old incarnation.)
     h = Harness(respond=True)
     suspected_at(h)
     h.advance(10.0)
@@ -566,8 +567,8 @@ def test_a_suspect_about_an_unknown_member_is_ignored() -> None:
 
 @pytest.mark.parametrize("rumour_inc", [0, 3])
 def test_hearing_itself_suspected_refutes_with_the_next_incarnation(rumour_inc: int) -> None:
-    # SWIM §4.2: "...the member Mj itself ... increments its incarnation number and
-    # disseminates an {Alive Mj, inc} message"; Lifeguard §IV-A: refuting raises awareness.
+    # SWIM §4.2: a member that hears itself suspected raises its incarnation and disseminates
+    # {Alive Mj, inc}; Lifeguard §IV-A and memberlist refute(): refuting raises awareness.
     h = Harness()
     h.m.set_slots("0-9", 2)  # incarnation 1
     h.queued()
@@ -717,7 +718,7 @@ def test_gossip_reaches_the_recently_dead_but_not_the_long_dead_or_left() -> Non
     assert h.sent(Gossip, since=since) == []
 
 
-# --- push-pull (memberlist state.go pushPull, mergeRemoteState; net.go) -----------------------
+# --- push-pull (memberlist state.go pushPull, mergeState; net.go mergeRemoteState) ------------
 
 
 def test_a_push_pull_is_answered_with_our_state_from_before_the_merge() -> None:
@@ -745,7 +746,7 @@ def test_a_push_pull_reply_is_merged_and_not_answered() -> None:
 
 
 def test_a_remote_dead_is_merged_as_suspect_and_a_remote_left_as_left() -> None:
-    # memberlist mergeRemoteState: "If the remote node believes a node is dead, we prefer to
+    # memberlist state.go mergeState: "If the remote node believes a node is dead, we prefer to
     # suspect that node instead of declaring it dead instantly"
     h = Harness()
     remote = (member_state("n2", DEAD), member_state("n3", LEFT), member_state("n4", SUSPECT))

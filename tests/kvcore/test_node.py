@@ -1,4 +1,5 @@
-"""The node on a FakeRuntime: routing, forwarding, dedup, health check, stop, determinism.
+"""The node on a FakeRuntime: routing, forwarding, dedup, membership-driven routing, stop,
+determinism.
 
 Every test drives the node through its three doors (client requests, peer messages, timers via
 ``FakeRuntime.advance``) and asserts on what it sent and replied, as data.
@@ -18,17 +19,25 @@ import pytest
 
 from kvcore import errors
 from kvcore.config import ClusterConfig, ConfigError, NodeConfig, NodeSpec
-from kvcore.health import REACHABLE, UNKNOWN, UNREACHABLE
+from kvcore.membership import SwimConfig
 from kvcore.messages import (
+    Alive,
+    Dead,
     Delete,
     Forward,
     ForwardReply,
     Get,
+    Gossip,
     Hello,
-    Ping,
-    Pong,
+    MemberState,
+    Nack,
+    PingReq,
+    PushPull,
     Put,
     Reply,
+    Suspect,
+    SwimAck,
+    SwimPing,
 )
 from kvcore.node import Node
 from kvcore.runtime import FakeRuntime
@@ -101,13 +110,12 @@ def build(
     return node, rt
 
 
+SWIM_KINDS = (SwimPing, SwimAck, PingReq, Nack, Gossip, PushPull)
+
+
 def peer_traffic(rt: FakeRuntime) -> list[tuple[str, Any]]:
-    """Take what was sent, without the health check's Ping/Pong."""
-    return [(d, m) for d, m in rt.take_sent() if not isinstance(m, (Ping, Pong))]
-
-
-def pings(rt: FakeRuntime) -> list[tuple[str, Ping]]:
-    return [(d, m) for d, m in rt.take_sent() if isinstance(m, Ping)]
+    """Take what was sent, without membership's own traffic (probes, gossip, push-pull)."""
+    return [(d, m) for d, m in rt.take_sent() if not isinstance(m, SWIM_KINDS)]
 
 
 def first_request_id(seed: int) -> int:
@@ -122,15 +130,16 @@ def test_standalone_node_owns_every_slot() -> None:
     node, _ = build()
     assert node.slot_map.covers_all()
     assert node.slot_map.slot_counts() == {"n1": NUM_SLOTS}
-    assert node.peers == {}
+    assert node.peer_states() == {}
     assert node.info()["mode"] == "standalone"
     assert node.info()["slots_owned"] == NUM_SLOTS
 
 
-def test_standalone_node_sets_no_timers_and_sends_nothing() -> None:
+def test_standalone_node_sends_nothing() -> None:
+    # its membership timers tick (a node may join it later), but it has nobody to talk to
     _, rt = build()
     rt.advance(100.0)
-    assert rt.pending_timers() == 0
+    assert rt.pending_timers() == 3
     assert rt.sent == []
 
 
@@ -182,7 +191,7 @@ def test_absent_key_answers_not_found_which_is_404_and_not_a_failure(op: Any) ->
         (Get(key="k"), "bad_request", 400),  # type: ignore[arg-type]
         (Put(key=b"k", value="v"), "bad_request", 400),  # type: ignore[arg-type]
         (Put(key=b"k", value=None), "bad_request", 400),  # type: ignore[arg-type]
-        (Ping(seq=1, sent_at=0.0), "bad_request", 400),
+        (Nack(seq=1), "bad_request", 400),
         (Reply(), "bad_request", 400),
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, (str, int)) else str(v),
@@ -527,143 +536,133 @@ def test_unexpected_message_kind_is_counted_as_malformed_without_raising(msg: An
     assert node.store.count() == 0
 
 
-def test_pong_from_an_unknown_peer_is_malformed() -> None:
-    node, _ = build(cluster=make_cluster())
-    node.on_message("stranger", Pong(seq=1, sent_at=0.0))
-    assert node.stats.malformed == 1
-    assert "stranger" not in node.peers
-
-
-def test_ping_is_answered_with_a_pong_echoing_its_fields() -> None:
+def test_swim_ping_for_us_is_answered_with_an_ack_of_the_same_seq() -> None:
     node, rt = build(cluster=make_cluster())
     rt.take_sent()
-    node.on_message("n3", Ping(seq=77, sent_at=12.5))
-    assert rt.take_sent() == [("n3", Pong(seq=77, sent_at=12.5))]
+    node.on_message("n3", SwimPing(seq=77, target="n1", gossip=()))
+    ((dst, ack),) = rt.take_sent()
+    assert dst == "n3" and isinstance(ack, SwimAck) and ack.seq == 77
+    # the ack carries our own announcement piggybacked (SWIM §4.1)
+    assert [u.node for u in ack.gossip] == ["n1"]
+    assert node.stats.received == {"SwimPing": 1}
 
 
-# --- health check --------------------------------------------------------------------------
+# --- membership drives routing ---------------------------------------------------------------
 
 
-def advance_to_first_ping(node: Node, rt: FakeRuntime) -> float:
-    """Advance past the random first phase; return the time of the first ping round."""
-    rt.advance(node.config.ping_interval)
-    sent = rt.sent
-    assert sent, "the first ping round falls within one ping_interval of start()"
-    t0: float = sent[0][1].sent_at
-    return t0
+def gossip(node: Node, *updates: Any, src: str = "n3") -> None:
+    node.on_message(src, Gossip(updates=tuple(updates)))
 
 
-def test_pings_go_every_ping_interval_to_each_peer_in_sorted_order() -> None:
-    # config order n1, n3, n2: the node pings in sorted order regardless
-    cluster = make_cluster(ids=("n1", "n3", "n2"))
-    config = NodeConfig(ping_interval=1.0)
-    node, rt = build(cluster=cluster, config=config, seed=11)
-    rt.advance(0.0)
-    t0 = advance_to_first_ping(node, rt)
-    assert 0.0 <= t0 <= config.ping_interval
-    assert pings(rt) == [("n2", Ping(seq=1, sent_at=t0)), ("n3", Ping(seq=2, sent_at=t0))]
-    seq = 2
-    for i in range(1, 6):
-        rt.advance(config.ping_interval)
-        rounds = pings(rt)
-        assert [d for d, _ in rounds] == ["n2", "n3"]
-        assert [m.seq for _, m in rounds] == [seq + 1, seq + 2]
-        seq += 2
-        for _, m in rounds:
-            assert m.sent_at == pytest.approx(t0 + i * config.ping_interval)
-    assert node.peers["n2"].pings_sent == 6
+def test_static_cluster_seeds_membership_with_every_member_alive() -> None:
+    node, _ = build(cluster=make_cluster())
+    assert node.peer_states() == {"n2": "alive", "n3": "alive"}
+    assert [m["id"] for m in node.members_view()] == ["n1", "n2", "n3"]
+    assert node.members_view()[1]["addr"] == "127.0.0.1:7002"
 
 
-def test_peer_never_heard_from_is_unknown_and_requests_are_forwarded() -> None:
+def test_requests_for_a_dead_owner_fail_fast_with_owner_down_without_sending() -> None:
     cluster = make_cluster()
     node, rt = build(cluster=cluster)
-    assert node.peer_states() == {"n2": UNKNOWN, "n3": UNKNOWN}
-    request(node, rt, Get(key=key_owned_by(cluster, "n2")))
+    gossip(node, Dead(node="n2", incarnation=0, source="n3"))
+    assert node.peer_states()["n2"] == "dead"
+    rt.take_sent()
+    (r,) = request(node, rt, Get(key=key_owned_by(cluster, "n2"))).replies
+    assert (r.error, errors.OwnerDown.status) == ("owner_down", 503)
+    assert "dead" in r.message
+    assert peer_traffic(rt) == []
+    # the other owners are still served
+    request(node, rt, Get(key=key_owned_by(cluster, "n3")))
     assert [type(m) for _, m in peer_traffic(rt)] == [Forward]
 
 
-def test_pong_marks_the_peer_reachable_and_measures_rtt() -> None:
-    node, rt = build(cluster=make_cluster())
-    t0 = advance_to_first_ping(node, rt)
-    rt.take_sent()
-    rt.advance(0.05)
-    node.on_message("n2", Pong(seq=1, sent_at=t0))
-    h = node.peers["n2"]
-    assert node.peer_states() == {"n2": REACHABLE, "n3": UNKNOWN}
-    assert h.rtt == pytest.approx(rt.now() - t0)
-    assert h.srtt == h.rtt
-    first = h.srtt
-    assert first is not None
-    # a second sample of 0.13s: SRTT moves 1/8 of the way (RFC 6298)
-    t1 = rt.now()
-    rt.advance(0.13)
-    node.on_message("n2", Pong(seq=3, sent_at=t1))
-    assert h.rtt == pytest.approx(0.13)
-    assert h.srtt == pytest.approx(first + (0.13 - first) / 8)
-    assert h.pongs_received == 2
-
-
-def test_silent_peer_becomes_unreachable_and_its_slots_answer_owner_down_without_sending() -> None:
-    cluster = make_cluster()
-    config = NodeConfig(ping_interval=1.0, down_after=3.0)
-    node, rt = build(cluster=cluster, config=config)
-    t0 = advance_to_first_ping(node, rt)
-    node.on_message("n2", Pong(seq=1, sent_at=t0))
-    node.on_message("n3", Pong(seq=2, sent_at=t0))
-    last_pong = rt.now()
-    rt.advance(last_pong + config.down_after - rt.now())  # exactly down_after: still reachable
-    assert node.peer_states()["n2"] == REACHABLE
-    node.on_message("n3", Pong(seq=99, sent_at=rt.now()))  # n3 keeps answering
-    rt.advance(0.01)
-    assert node.peer_states() == {"n2": UNREACHABLE, "n3": REACHABLE}
-    rt.take_sent()
-    k2 = key_owned_by(cluster, "n2")
-    client = request(node, rt, Put(key=k2, value=b"v"))
-    (r,) = client.replies  # answered at once, not after forward_timeout
-    assert r.error == "owner_down"
-    assert errors.http_status(r.error) == 503
-    assert "n2" in r.message
-    assert peer_traffic(rt) == [], "no Forward to an unreachable owner"
-    assert node.pending_forwards() == 0
-    # the other peer's slots are still forwarded
-    request(node, rt, Get(key=key_owned_by(cluster, "n3")))
-    assert [(d, type(m)) for d, m in peer_traffic(rt)] == [("n3", Forward)]
-
-
-def test_peer_that_never_answers_becomes_unreachable_after_down_after() -> None:
-    cluster = make_cluster()
-    node, rt = build(cluster=cluster, config=NodeConfig(down_after=3.0))
-    t0 = advance_to_first_ping(node, rt)
-    rt.advance(t0 + 2.9 - rt.now())
-    assert node.peer_states()["n2"] == UNKNOWN
-    rt.advance(0.2)
-    assert node.peer_states()["n2"] == UNREACHABLE
-    rt.take_sent()
-    (r,) = request(node, rt, Get(key=key_owned_by(cluster, "n2"))).replies
-    assert r.error == "owner_down"
-    assert peer_traffic(rt) == []
-
-
-def test_pong_makes_an_unreachable_peer_reachable_again() -> None:
+def test_requests_for_a_suspect_owner_are_still_forwarded() -> None:
+    # suspicion is not failure (SWIM §4.2): the owner may refute it
     cluster = make_cluster()
     node, rt = build(cluster=cluster)
-    changes: list[tuple[str, str, str]] = []
-    node.on_peer_state.append(lambda p, old, new: changes.append((p, old, new)))
-    t0 = advance_to_first_ping(node, rt)
-    node.on_message("n2", Pong(seq=1, sent_at=t0))
-    rt.advance(node.config.down_after + 1.0)
-    assert node.peer_states()["n2"] == UNREACHABLE
-    node.on_message("n2", Pong(seq=50, sent_at=rt.now() - 0.01))
-    assert node.peer_states()["n2"] == REACHABLE
+    gossip(node, Suspect(node="n2", incarnation=0, source="n3"))
+    assert node.peer_states()["n2"] == "suspect"
     rt.take_sent()
-    request(node, rt, Get(key=key_owned_by(cluster, "n2")))
+    request(node, rt, Put(key=key_owned_by(cluster, "n2"), value=b"v"))
     assert [(d, type(m)) for d, m in peer_traffic(rt)] == [("n2", Forward)]
-    n2_changes = [c for c in changes if c[0] == "n2"]
-    assert n2_changes == [
-        ("n2", UNKNOWN, REACHABLE),
-        ("n2", REACHABLE, UNREACHABLE),
-        ("n2", UNREACHABLE, REACHABLE),
-    ]
+
+
+def test_a_left_owner_is_owner_down_and_a_refuted_death_routes_again() -> None:
+    cluster = make_cluster()
+    node, rt = build(cluster=cluster)
+    k = key_owned_by(cluster, "n2")
+    gossip(node, Dead(node="n2", incarnation=0, source="n2"))
+    assert node.peer_states()["n2"] == "left"
+    assert request(node, rt, Get(key=k)).replies[0].error == "owner_down"
+    # it comes back with a higher incarnation: alive again, forwarded again
+    gossip(node, Alive(node="n2", incarnation=1, addr="127.0.0.1:7002", peer_addr="127.0.0.1:17002",
+                       slots="5461-10922", epoch=1))
+    rt.take_sent()
+    request(node, rt, Get(key=k))
+    assert [(d, type(m)) for d, m in peer_traffic(rt)] == [("n2", Forward)]
+
+
+def test_slot_map_follows_the_highest_epoch_claim_heard_by_gossip() -> None:
+    cluster = make_cluster()
+    node, _rt = build(cluster=cluster)
+    assert node.slot_map.owner(0) == "n1"
+    # n3 claims 0-99 at a higher epoch
+    gossip(node, Alive(node="n3", incarnation=1, addr="127.0.0.1:7003", peer_addr="127.0.0.1:17003",
+                       slots="0-99,10923-16383", epoch=2))
+    assert node.slot_map.owner(0) == "n3" and node.slot_map.epoch(0) == 2
+    assert node.slot_map.owner(100) == "n1"
+    # an older claim (lower epoch) loses, whatever order it arrives in
+    gossip(node, Alive(node="n2", incarnation=1, addr="127.0.0.1:7002", peer_addr="127.0.0.1:17002",
+                       slots="0-10922", epoch=1))
+    assert node.slot_map.owner(0) == "n3" and node.slot_map.owner(5000) == "n1"
+
+
+def test_claim_slots_takes_ownership_and_advertises_it_with_a_new_incarnation() -> None:
+    cluster = make_cluster()
+    node, _rt = build(cluster=cluster)
+    inc = node.membership.me.incarnation
+    node.claim_slots("6000-6099", epoch=5)
+    assert node.slot_map.owner(6000) == "n1" and node.slot_map.epoch(6000) == 5
+    assert node.membership.me.incarnation == inc + 1
+    (alive,) = node.membership.broadcasts.take(10, 10)
+    assert isinstance(alive, Alive) and alive.epoch == 5 and "6000-6099" in alive.slots
+
+
+def test_a_node_with_seeds_joins_and_owns_no_slots() -> None:
+    rt = FakeRuntime("n9", seed=1)
+    node = Node(rt, None, None, seeds=["@127.0.0.1:17001"], addr="127.0.0.1:7009",
+                peer_addr="127.0.0.1:17009")
+    node.start()
+    assert node.slot_map.slot_counts() == {}
+    (r,) = request(node, rt, Get(key=b"k")).replies
+    assert r.error == "slot_unassigned"
+    rt.advance(0.0)
+    (join,) = [(d, m) for d, m in rt.take_sent() if isinstance(m, PushPull)]
+    assert join[0] == "@127.0.0.1:17001" and join[1].join
+    # the seed's answer teaches it the cluster and its slot map
+    state = (
+        MemberState(node="n1", incarnation=0, state="alive", addr="127.0.0.1:7001",
+                    peer_addr="127.0.0.1:17001", slots="0-16383", epoch=1),
+    )
+    node.on_message("n1", PushPull(join=False, reply=True, members=state))
+    assert node.membership.joined
+    assert node.slot_map.slot_counts() == {"n1": NUM_SLOTS}
+    request(node, rt, Get(key=b"k"))
+    assert [(d, type(m)) for d, m in peer_traffic(rt)] == [("n1", Forward)]
+
+
+def test_malformed_slot_claim_is_counted_not_raised() -> None:
+    node, _ = build(cluster=make_cluster())
+    gossip(node, Alive(node="n2", incarnation=3, addr="127.0.0.1:7002", peer_addr="127.0.0.1:17002",
+                       slots="0-99999", epoch=9))
+    assert node.stats.malformed == 1
+    assert node.slot_map.owner(0) == "n1"
+
+
+def test_membership_settings_are_the_nodes_swim_config() -> None:
+    rt = FakeRuntime("n1")
+    node = Node(rt, None, make_cluster(), swim=SwimConfig.wan())
+    assert node.membership.config.probe_interval == 5.0
 
 
 # --- stop ----------------------------------------------------------------------------------
@@ -675,7 +674,7 @@ def test_stop_fails_pending_forwards_and_cancels_timers() -> None:
     c1 = request(node, rt, Get(key=key_owned_by(cluster, "n2")))
     c2 = request(node, rt, Put(key=key_owned_by(cluster, "n3"), value=b"v"))
     fwds = peer_traffic(rt)
-    assert rt.pending_timers() == 3  # one ping timer, two forward timers
+    assert rt.pending_timers() == 5  # probe, gossip and push-pull timers; two forward timers
     node.stop()
     assert rt.pending_timers() == 0
     assert node.pending_forwards() == 0
@@ -684,26 +683,26 @@ def test_stop_fails_pending_forwards_and_cancels_timers() -> None:
         assert r.error == "internal"
         assert not errors.Internal.definite
     rt.advance(100.0)
-    assert rt.sent == [], "no pings after stop"
+    assert rt.sent == [], "no probes or gossip after stop"
     for dst, f in fwds:
         node.on_message(dst, ForwardReply(request_id=f.request_id, reply=Reply()))
     assert len(c1.replies) == len(c2.replies) == 1
     assert not node.running
 
 
-def test_stop_is_harmless_twice_and_start_resumes_pinging() -> None:
+def test_stop_is_harmless_twice_and_start_resumes_probing() -> None:
     node, rt = build(cluster=make_cluster())
     node.stop()
     node.stop()
     node.start()
-    rt.advance(node.config.ping_interval)
-    assert {d for d, m in rt.sent if isinstance(m, Ping)} == {"n2", "n3"}
+    rt.advance(2 * node.membership.config.probe_interval)
+    assert {d for d, m in rt.sent if isinstance(m, SwimPing)} == {"n2", "n3"}
 
 
-def test_start_twice_sets_one_ping_timer() -> None:
+def test_start_twice_sets_one_set_of_membership_timers() -> None:
     node, rt = build(cluster=make_cluster())
     node.start()
-    assert rt.pending_timers() == 1
+    assert rt.pending_timers() == 3
 
 
 # --- determinism ---------------------------------------------------------------------------
@@ -739,8 +738,8 @@ def run_scenario(seed: int) -> tuple[list[tuple[str, Any]], list[tuple[float, Re
             )
         # answer some of what the node sent since last time, as the peers would
         for dst, m in rt.sent[seen:]:
-            if isinstance(m, Ping) and script.random() < 0.7:
-                node.on_message(dst, Pong(seq=m.seq, sent_at=m.sent_at))
+            if isinstance(m, SwimPing) and script.random() < 0.7:
+                node.on_message(dst, SwimAck(seq=m.seq, gossip=()))
             elif isinstance(m, Forward) and script.random() < 0.8:
                 node.on_message(dst, ForwardReply(request_id=m.request_id, reply=Reply(value=b"r")))
         seen = len(rt.sent)

@@ -30,17 +30,28 @@ HOST = "127.0.0.1"
 START_DEADLINE = 30.0  # seconds for a node to answer /health (generous: busy CI machines)
 START_ATTEMPTS = 3
 
-#: Small timings so that failure detection is quick: ping every 0.2 s, down after 1 s without a
-#: Pong (five pings: a loaded test machine can stall a process for a few hundred ms), forward
-#: timeout 1 s.
-FAST_SETTINGS: dict[str, float] = {"ping_interval": 0.2, "down_after": 1.0, "forward_timeout": 1.0}
-#: For clusters where no node dies: frequent pings (RTTs show up quickly) but a detector that a
-#: stalled process on a busy machine cannot trip, so no request fails with owner_down.
-STEADY_SETTINGS: dict[str, float] = {
-    "ping_interval": 0.2,
-    "down_after": 10.0,
-    "forward_timeout": 10.0,
+#: Node settings for clusters where nodes die: a forward to a dead owner times out after 1 s.
+FAST_SETTINGS: dict[str, float] = {"forward_timeout": 1.0}
+#: SWIM timings for clusters where nodes die, so that failure detection takes about a second on
+#: loopback: a probe every 0.2 s (0.1 s for the direct ack), suspicion for 2 intervals before
+#: "dead", gossip every 50 ms, a full-state exchange every second (how a restarted node learns
+#: that it was declared dead and refutes), and join retries at most a second apart.
+FAST_SWIM: dict[str, Any] = {
+    "preset": "local",
+    "probe_interval": 0.2,
+    "probe_timeout": 0.1,
+    "suspicion_mult": 2,
+    "gossip_interval": 0.05,
+    "push_pull_interval": 1.0,
+    "join_backoff_max": 1.0,
 }
+#: For clusters where no node dies: a generous forward timeout, so that no request fails on a
+#: stalled process...
+STEADY_SETTINGS: dict[str, float] = {"forward_timeout": 10.0}
+#: ...and frequent probes (RTTs show up quickly) with a suspicion timeout of 10 s, so that a
+#: process stalled on a busy machine is refuted long before it could be declared dead (a
+#: suspect owner is still forwarded to: no request fails with owner_down).
+STEADY_SWIM: dict[str, Any] = {**FAST_SWIM, "suspicion_mult": 50}
 
 
 def free_ports(n: int) -> list[int]:
@@ -74,6 +85,7 @@ class NodeProc:
         self.peer_port = peer_port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.args: list[str] = []
         self._conn: NodeConnection | None = None
 
     @property
@@ -85,6 +97,7 @@ class NodeProc:
         return f"{HOST}:{self.peer_port}"
 
     def launch(self, args: Sequence[str]) -> None:
+        self.args = list(args)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -141,6 +154,21 @@ class NodeProc:
 
     def info(self) -> dict[str, Any]:
         return self.get_json("/cluster/info")  # type: ignore[no-any-return]
+
+    def members(self) -> dict[str, dict[str, Any]]:
+        """``/cluster/members`` by id."""
+        return {m["id"]: m for m in self.get_json("/cluster/members")}
+
+    def states(self) -> dict[str, str]:
+        """Every member's state in this node's view, by id (itself included)."""
+        return {mid: m["state"] for mid, m in self.members().items()}
+
+    def restart(self, deadline: float = START_DEADLINE) -> None:
+        """Start the process again with the same arguments (same id, same ports)."""
+        self.close_conn()
+        self.launch(self.args)
+        if not self.wait_healthy(time.monotonic() + deadline):
+            raise RuntimeError(f"node {self.id} exited during restart:\n{self.log_text()}")
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -217,8 +245,11 @@ class Launcher:
         ids: Sequence[str] = ("a", "b", "c"),
         settings: Mapping[str, float | int] | None = None,
         slots: Mapping[str, list[Range]] | None = None,
+        swim: Mapping[str, Any] | None = None,
+        wired: bool = True,
     ) -> Cluster:
-        """Start a static cluster (slots: ``even_split(ids)`` unless given); wait until healthy."""
+        """Start a static cluster (slots: ``even_split(ids)`` unless given); wait until healthy
+        (and, with ``wired``, until every peer link is connected)."""
         assignment = dict(slots) if slots is not None else even_split(list(ids))
         last = ""
         for attempt in range(START_ATTEMPTS):
@@ -228,9 +259,7 @@ class Launcher:
                 for i, nid in enumerate(ids)
             }
             lines = []
-            if settings:
-                lines.append("[settings]")
-                lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
+            lines += toml_tables(settings=settings, swim=swim)
             lines += ["[cluster]", "epoch = 1"]
             for nid, n in nodes.items():
                 lines += [
@@ -247,7 +276,8 @@ class Launcher:
                 self.started.append(n)
             if self._wait_all(list(nodes.values())):
                 cluster = Cluster(nodes, config)
-                wait_wired(cluster)
+                if wired:
+                    wait_wired(cluster)
                 return cluster
             last = "\n".join(n.log_text() for n in nodes.values())
             for n in nodes.values():
@@ -268,6 +298,40 @@ class Launcher:
             n.stop()
         raise RuntimeError(f"standalone node did not start:\n{last}")
 
+    def node(
+        self,
+        node_id: str,
+        *,
+        seeds: Sequence[str] = (),
+        settings: Mapping[str, float | int] | None = None,
+        swim: Mapping[str, Any] | None = None,
+        ports: tuple[int, int] | None = None,
+        extra: Sequence[str] = (),
+        wait: bool = True,
+    ) -> NodeProc:
+        """Start one node with its own TOML file (``[settings]``, ``[swim]``) and ``--seeds``
+        (peer addresses); no static cluster, so with no seeds it is standalone. ``ports``
+        (HTTP, peer) are used as given, else picked free (and retried on a lost race)."""
+        last = ""
+        for attempt in range(START_ATTEMPTS if ports is None else 1):
+            port, peer = ports if ports is not None else free_ports(2)
+            n = NodeProc(node_id, port, peer, self._log(f"{node_id}-{attempt}"))
+            config = self.workdir / f"{node_id}-{self._seq}.toml"
+            config.write_text("\n".join(toml_tables(settings=settings, swim=swim)) + "\n")
+            args = [
+                "--id", node_id, "--port", str(port), "--peer-port", str(peer),
+                "--config", str(config), "--log-level", "info", *extra,
+            ]
+            if seeds:
+                args += ["--seeds", ",".join(seeds)]
+            n.launch(args)
+            self.started.append(n)
+            if not wait or self._wait_all([n]):
+                return n
+            last = n.log_text()
+            n.stop()
+        raise RuntimeError(f"node {node_id} did not start:\n{last}")
+
     def _wait_all(self, nodes: list[NodeProc]) -> bool:
         deadline = time.monotonic() + START_DEADLINE
         for n in nodes:
@@ -280,6 +344,18 @@ class Launcher:
     def stop_all(self) -> None:
         for n in self.started:
             n.stop()
+
+
+def toml_tables(
+    *, settings: Mapping[str, Any] | None = None, swim: Mapping[str, Any] | None = None
+) -> list[str]:
+    """``[settings]`` and ``[swim]`` tables as TOML lines (empty tables are left out)."""
+    lines: list[str] = []
+    for name, table in (("settings", settings), ("swim", swim)):
+        if table:
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    return lines
 
 
 def wait_wired(cluster: Cluster, timeout: float = START_DEADLINE) -> None:
@@ -315,7 +391,7 @@ def module_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch
 @pytest.fixture(scope="module")
 def cluster3(module_launcher: Launcher) -> Cluster:
     """A 3-node cluster (a, b, c; even split) shared by the tests of one module."""
-    return module_launcher.cluster(("a", "b", "c"), settings=STEADY_SETTINGS)
+    return module_launcher.cluster(("a", "b", "c"), settings=STEADY_SETTINGS, swim=STEADY_SWIM)
 
 
 def poll(

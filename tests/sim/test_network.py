@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import simpy
 
-from kvcore.messages import Ping
+from kvcore.messages import Nack
 from sim.latency import Constant, Exponential, LogNormal, Uniform, parse_latency
 from sim.network import SimNetwork
 from sim.trace import Trace
@@ -33,8 +33,8 @@ def world(codec: bool = False, latency: Any = None) -> tuple[simpy.Environment, 
     return env, net, sinks
 
 
-def ping(i: int = 0) -> Ping:
-    return Ping(seq=i, sent_at=0.0)
+def ping(i: int = 0) -> Nack:
+    return Nack(seq=i)
 
 
 def test_default_latency_delivers_after_the_delay_in_send_order() -> None:
@@ -152,7 +152,7 @@ def test_codec_counts_bytes_and_malformed_payloads_are_dropped_not_raised() -> N
     net.inject("c", "b", b"\xc1garbage")
     env.run()
     assert [m.seq for _, _, m in s["b"].got] == [3]
-    assert net.endpoints["a"].stats.sent_bytes["Ping"] > 0
+    assert net.endpoints["a"].stats.sent_bytes["Nack"] > 0
     assert net.endpoints["b"].stats.malformed == 1
 
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from kvcore.config import NodeConfig
 from kvcore.errors import ERRORS_BY_CODE
+from kvcore.membership import SwimConfig
 from sim.clients import FAIL, OK, UNKNOWN, Workload
 from sim.cluster import SimCluster
 from sim.model import check_reads
 
-CFG = NodeConfig(ping_interval=0.5, down_after=1.5, forward_timeout=1.0)
+CFG = NodeConfig(forward_timeout=1.0)
+#: memberlist's LAN preset with faster probes, so failures are detected within a short scenario
+SWIM = SwimConfig.lan(probe_interval=0.5, probe_timeout=0.2, suspicion_mult=3)
 
 
 def _run(seed: int, *, loss: float = 0.0, partition: bool = False, codec: bool = True) -> SimCluster:
-    c = SimCluster(seed, 5, CFG, codec=codec)
+    c = SimCluster(seed, 5, CFG, codec=codec, swim=SWIM)
     c.set_loss(loss)
     if partition:
         c.partition(["n1", "n2"], at=4.0)
@@ -63,22 +66,28 @@ def test_loss_and_partition_give_correct_values_or_typed_errors(seed: int) -> No
 
 
 def test_partition_makes_minority_owned_slots_fail_fast_with_owner_down() -> None:
-    c = SimCluster(7, 5, CFG)
+    # push-pull every second, so that the two sides re-merge soon after the heal (the default
+    # 30 s would make the scenario long; see kvcore.membership, "Anti-entropy")
+    swim = SwimConfig.lan(probe_interval=0.5, probe_timeout=0.2, suspicion_mult=3, push_pull_interval=1.0)
+    c = SimCluster(7, 5, CFG, swim=swim)
     c.partition(["n1", "n2"], at=1.0)
     c.heal(at=6.0)
-    c.add_clients(1, Workload(ops=600, keys=40, think=0.01, timeout=3.0), targets=["n5"])
+    c.add_clients(1, Workload(ops=1500, keys=40, think=0.01, timeout=3.0), targets=["n5"])
     c.run()
-    during = [op for op in c.history if 3.0 < op.invoke < 6.0]
+    during = [op for op in c.history if 4.0 < op.invoke < 6.0]
     errors = {op.error for op in during if op.outcome != OK}
-    assert "owner_down" in errors
-    # after the heal, the health check notices and everything works again
-    after = [op for op in c.history if op.invoke > 8.0]
+    assert "owner_down" in errors, "once SWIM declares the minority dead, requests fail fast"
+    assert {op.error for op in during if op.outcome != OK} <= {"owner_down", "forward_timeout"}
+    # after the heal, anti-entropy re-merges the views and everything works again
+    after = [op for op in c.history if op.invoke > 11.0]
     assert after and all(op.outcome == OK for op in after)
+    states = {n.id: sorted(n.peer_states().values()) for n in c.nodes()}
+    assert all(v == ["alive"] * 4 for v in states.values()), states
     _assert_model(c)
 
 
 def test_crash_loses_the_nodes_memory_and_restart_serves_again() -> None:
-    c = SimCluster(3, 3, CFG)
+    c = SimCluster(3, 3, CFG, swim=SWIM)
     node = c.node("n2")
     c.crash("n2", at=2.0)
     c.restart("n2", at=4.0)

@@ -66,14 +66,7 @@ def _brute_apply(
     raise ValueError(f)
 
 
-def brute_force_linearizable(
-    ops: Sequence[Op],
-    start_states: Sequence[dict[str | None, Hashable]] = ({},),
-    treat_as_unknown: Sequence[Op] = (),
-) -> bool:
-    """Is there, from one of ``start_states``, an order of the operations that respects real
-    time and the specification? Unknown operations (and those in ``treat_as_unknown``) may be
-    placed anywhere after their call, or left out; failed writes and reads are left out."""
+def _entries(ops: Sequence[Op], treat_as_unknown: Sequence[Op]) -> list[tuple[Op, bool]]:
     forced_unknown = {id(op) for op in treat_as_unknown}
     entries: list[tuple[Op, bool]] = []  # (op, unknown?)
     for op in ops:
@@ -83,26 +76,59 @@ def brute_force_linearizable(
         if op.status == "fail" and op.f != "cas" and not unknown:
             continue  # it did not happen
         entries.append((op, unknown))
+    return entries
 
-    def real_time_ret(op: Op, unknown: bool) -> float:
-        return float("inf") if unknown or op.ret is None else op.ret
+
+def _may_go_next(op: Op, remaining: list[tuple[Op, bool]]) -> bool:
+    """Nothing left had to complete before ``op`` was called."""
+    return not any(
+        not unknown and other.ret is not None and other.ret < op.call
+        for other, unknown in remaining
+        if other is not op
+    )
+
+
+def brute_force_final_states(
+    ops: Sequence[Op], key: str | None, treat_as_unknown: Sequence[Op] = ()
+) -> set[Hashable]:
+    """Every value ``key`` can hold at the moment the last completed operation of ``ops`` is
+    linearized, over all legal orders (unknown operations placed anywhere after their call,
+    or nowhere)."""
+    finals: set[Hashable] = set()
+
+    def extend(state: dict[str | None, Hashable], remaining: list[tuple[Op, bool]]) -> None:
+        if all(unknown for _, unknown in remaining):
+            finals.add(state.get(key))
+            return
+        for index, (op, unknown) in enumerate(remaining):
+            if _may_go_next(op, remaining):
+                new_state = _brute_apply(state, op, unknown)
+                if new_state is not None:
+                    extend(new_state, remaining[:index] + remaining[index + 1 :])
+
+    extend({}, _entries(ops, treat_as_unknown))
+    return finals
+
+
+def brute_force_linearizable(
+    ops: Sequence[Op],
+    start_states: Sequence[dict[str | None, Hashable]] = ({},),
+    treat_as_unknown: Sequence[Op] = (),
+) -> bool:
+    """Is there, from one of ``start_states``, an order of the operations that respects real
+    time and the specification? Unknown operations (and those in ``treat_as_unknown``) may be
+    placed anywhere after their call, or left out; failed writes and reads are left out."""
 
     def extend(state: dict[str | None, Hashable], remaining: list[tuple[Op, bool]]) -> bool:
         if all(unknown for _, unknown in remaining):
             return True  # the unknown ones left over never happened
         for index, (op, unknown) in enumerate(remaining):
-            # op may go next only if nothing left had to complete before it was called
-            if any(
-                real_time_ret(other, other_unknown) < op.call
-                for other, other_unknown in remaining
-                if other is not op
-            ):
+            if not _may_go_next(op, remaining):
                 continue
             new_state = _brute_apply(state, op, unknown)
-            if new_state is not None and extend(
-                new_state, remaining[:index] + remaining[index + 1 :]
-            ):
+            if new_state is not None and extend(new_state, remaining[:index] + remaining[index + 1 :]):
                 return True
         return False
 
+    entries = _entries(ops, treat_as_unknown)
     return any(extend(dict(start), entries) for start in start_states)

@@ -12,7 +12,7 @@ import pytest
 
 from sim.checker import Op, check
 
-from .helpers import brute_force_linearizable
+from .helpers import brute_force_final_states, brute_force_linearizable
 
 HISTORIES = 600
 MAX_OPS = 7
@@ -149,6 +149,7 @@ def test_verdicts_match_brute_force(sample: list[tuple[list[Op], str, bool]]) ->
 
 def test_every_witness_is_a_proof_and_minimal(sample: list[tuple[list[Op], str, bool]]) -> None:
     witnesses = 0
+    cuts_checked = 0
     for number, (ops, model, distinct_times) in enumerate(sample):
         result = check(ops, model)
         ce = result.counterexample
@@ -175,8 +176,15 @@ def test_every_witness_is_a_proof_and_minimal(sample: list[tuple[list[Op], str, 
             # the prefix that ends just before the culprit returns still linearizes: the
             # culprit's return is the first event after which nothing works
             assert ce.culprit.ret is not None
-            cut = ce.culprit.ret
-            key_ops = [op for op in ops if op.key == ce.key and op.call < cut]
-            running = [op for op in key_ops if op.ret is None or op.ret >= cut]
+            end = ce.culprit.ret
+            key_ops = [op for op in ops if op.key == ce.key and op.call < end]
+            running = [op for op in key_ops if op.ret is None or op.ret >= end]
             assert brute_force_linearizable(key_ops, [{}], running), context
+            if ce.cut is not None:
+                # the start states cover every state the operations before the cut can leave
+                before = [op for op in key_ops if op.call < ce.cut]
+                reachable = brute_force_final_states(before, ce.key, running)
+                assert reachable <= set(ce.start_states), (context, reachable)
+                cuts_checked += 1
     assert witnesses >= HISTORIES // 10
+    assert cuts_checked >= 10

@@ -8,7 +8,7 @@ import pytest
 from sim.checker import check, read_history
 from sim.checker.models import get_model
 from sim.checker.search import SearchOp, search
-from sim.checker.witness import _unknown_version
+from sim.checker.witness import unknown_version
 
 from .helpers import expected_verdicts, histories_dir
 
@@ -54,7 +54,7 @@ def test_verdict_matches_porcupine(name: str, linearizable: bool) -> None:
         step = model.compile(op)
         assert step is not None
         if id(op) in pending:
-            step = _unknown_version(step)
+            step = unknown_version(step)
             assert step is not None
             items.append((op.call, None, step))
         else:

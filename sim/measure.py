@@ -1,0 +1,468 @@
+"""Measuring gossip membership in the sim: who learned what when, false positives, load, theory.
+
+Theory of operation
+-------------------
+Everything here is a pure function of what a :class:`~sim.cluster.SimCluster` records; nothing
+runs the simulation or changes a node. Three records are read:
+
+* ``cluster.member_events``: every membership event every node observed, as
+  ``(time, observer, event, subject, incarnation)``, events ``join alive suspect dead left
+  refute reap update`` (:data:`kvcore.membership.Listener`). Events are logged only while the
+  observer runs, and a node's *initial* view (the static configuration it boots from) is not
+  logged: :func:`view_timeline` rebuilds it from the boot times.
+* ``cluster.truth_log``: ground truth, ``(time, node, "up" | "down" | "left")`` at every change
+  (boot and restart, crash, graceful leave), so "was this node up at time t?" has an answer.
+* ``cluster.all_stats()``: per-node message and byte counters by message kind (bytes need the
+  codec on: ``SimCluster(codec=True)``).
+
+Definitions
+~~~~~~~~~~~
+* **Observers** of a subject: the nodes up *now* (``truth == "up"``), the subject excluded, in
+  the cluster's node order; arrays returned here are aligned with :func:`observers`.
+* **Learned** (:func:`learned_times`): the first time at or after ``since`` — and after the
+  observer's last boot, since a restarted node forgot everything — at which the observer logged
+  one of the events that mean it heard the news: a *join* is ``join`` or ``alive`` (a
+  re-join after being declared dead is ``alive``), a *crash* is ``suspect`` or ``dead`` (it
+  heard something is wrong), ``dead`` is ``dead`` only, a *leave* is ``left``, a *refute* is
+  ``alive`` or ``join`` at an incarnation at least the refuted one. NaN: never learned.
+  Caveat for refutes: kvcore emits no event when a member it already holds *alive* moves to a
+  higher incarnation, so an observer that never held the subject suspect or dead shows NaN
+  for a refute although it is not wrong about anything.
+* **Detection** (:func:`detection_times`): per observer, the delay from the crash to its first
+  ``suspect``-or-``dead`` event and to its first ``dead`` event.
+* **False positive** (:func:`false_positives`): an observer's ``dead`` event about a subject
+  whose ground truth at that moment was ``up`` (and had been up for more than ``grace``
+  seconds, to set aside stale declarations about a node that just restarted). Each observer
+  that comes to hold the subject dead is one row, so one wrong declaration that spreads to
+  everyone gives ``n - 1`` rows: :func:`episodes` groups rows by ``(subject, incarnation)``,
+  one row per wrong declaration, its first observer being (in practice) the declarer.
+* **One view** (:func:`one_view`): every node that is up holds exactly the nodes that are up as
+  ``alive``, and every other member it knows as ``dead`` or ``left`` (a suspected down node is
+  not yet converged), read from the nodes themselves, not the log.
+
+Theory
+~~~~~~
+* :func:`push_gossip_rounds`: rounds for a push rumour to reach all ``n`` sites, ``log2(n) +
+  ln(n)`` (Pittel 1987; Demers et al. 1987, §1.3), and ``log_{1+k}(n) + ln(n)/k`` for fanout
+  ``k`` (each round an informed site tells ``k`` others: the informed set grows ``(1+k)``-fold
+  until the end game, where a site stays uninformed with probability ``e^{-k}`` per round).
+* :func:`swim_first_detection_periods`: SWIM §3.1/§5 (Das, Gupta, Motivala 2002): in each
+  protocol period every one of the ``N - 1`` other members picks a random target, so a failed
+  member is picked by someone with probability ``1 - (1 - 1/(N-1))^(N-1)`` (→ ``1 - 1/e``) per
+  period; the number of periods until it is first picked is geometric, with expectation
+  ``1 / (1 - (1 - 1/(N-1))^(N-1))`` → ``e/(e-1) ≈ 1.58`` for large N. The paper's periods are
+  synchronous and a failure is detected at the end of the period in which it is picked.
+* :func:`swim_first_suspicion_model`: what the same argument gives for *this* implementation,
+  which differs twice: members tick at independent random phases (a crash lands at a random
+  moment of everyone's period) and probe in a shuffled round robin (SWIM §4.3: each member
+  probes a given target once per ``N - 1`` periods, at a random slot of each round, so the gap
+  between two probes of one target by one member is ``N - 1 + d`` periods, ``d`` triangular on
+  ``±(N-2)``); a probe is concluded — and the suspicion raised — at the prober's *next* tick,
+  one period after the probe. So the first suspicion comes ``F + T`` after the crash, where
+  ``F`` is the first probe's wait: the minimum over ``N - 1`` members of the forward-recurrence
+  time of that gap. For large N, ``F`` is close to exponential with mean ``T`` and the total
+  close to ``2T``; the round robin bounds the wait by ``2(N-1)`` periods instead of leaving an
+  unbounded geometric tail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Event = tuple[float, str, str, str, int]
+
+#: membership news -> the observer events that mean "heard it" (see the module doc)
+NEWS: dict[str, tuple[str, ...]] = {
+    "join": ("join", "alive"),
+    "crash": ("suspect", "dead"),
+    "suspect": ("suspect", "dead"),
+    "dead": ("dead",),
+    "leave": ("left",),
+    "left": ("left",),
+    "refute": ("alive", "join"),
+}
+
+#: what each observer event does to the observer's view of the subject (None: forget it)
+_STATE_OF_EVENT: dict[str, str | None] = {
+    "join": "alive", "alive": "alive", "suspect": "suspect", "dead": "dead", "left": "left",
+    "reap": None,
+}
+
+
+# --- ground truth ----------------------------------------------------------------------------
+
+
+def truth_at(truth_log: Iterable[tuple[float, str, str]], node: str, t: float) -> str | None:
+    """The node's real condition at time ``t`` (the last change at or before ``t``); None
+    before it first booted."""
+    state = None
+    for time, nid, st in truth_log:
+        if time > t:
+            break
+        if nid == node:
+            state = st
+    return state
+
+
+def up_intervals(cluster: Any) -> dict[str, list[tuple[float, float]]]:
+    """node -> the intervals ``[start, end)`` during which it was up (end = inf if still up)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    since: dict[str, float] = {}
+    for time, nid, st in cluster.truth_log:
+        if st == "up":
+            since.setdefault(nid, time)
+        elif nid in since:
+            out.setdefault(nid, []).append((since.pop(nid), time))
+    for nid, start in since.items():
+        out.setdefault(nid, []).append((start, math.inf))
+    return out
+
+
+def last_boot(cluster: Any, node: str) -> float:
+    """When the node last came up (0.0 if the log has no boot of it)."""
+    t = 0.0
+    for time, nid, st in cluster.truth_log:
+        if nid == node and st == "up":
+            t = time
+    return t
+
+
+def observers(cluster: Any, exclude: str | None = None) -> list[str]:
+    """The nodes up now (ground truth), ``exclude`` left out, in the cluster's node order."""
+    return [nid for nid in cluster.ids if cluster.truth.get(nid) == "up" and nid != exclude]
+
+
+# --- who learned what, when --------------------------------------------------------------------
+
+
+def learned_times(
+    cluster: Any,
+    event: str | Sequence[str],
+    subject: str,
+    since: float = 0.0,
+    *,
+    min_incarnation: int | None = None,
+    among: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Per observer (:func:`observers`, or ``among``), the first time it learned ``event``
+    about ``subject`` at or after ``since``; NaN if it never did.
+
+    ``event`` is a kind of news (``join``, ``crash``, ``dead``, ``leave``, ``refute``: see
+    :data:`NEWS`) or observer event name(s). For ``refute`` the incarnation defaults to the
+    subject's first ``refute`` event at or after ``since`` (NaN everywhere if it never refuted).
+    """
+    if isinstance(event, str):
+        names = NEWS.get(event, (event,))
+    else:
+        names = tuple(event)
+    obs = list(among) if among is not None else observers(cluster, exclude=subject)
+    min_inc = min_incarnation
+    if event == "refute" and min_inc is None:
+        for t, o, ev, s, inc in cluster.member_events:
+            if t >= since and ev == "refute" and s == subject and o == subject:
+                min_inc = inc
+                break
+        if min_inc is None:
+            return np.full(len(obs), np.nan)
+    floor = {o: max(since, last_boot(cluster, o)) for o in obs}
+    first: dict[str, float] = {}
+    for t, o, ev, s, inc in cluster.member_events:
+        if s != subject or ev not in names or o in first or o not in floor or t < floor[o]:
+            continue
+        if min_inc is not None and inc < min_inc:
+            continue
+        first[o] = t
+    return np.array([first.get(o, np.nan) for o in obs], dtype=float)
+
+
+def convergence_curve(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Fraction of observers informed by each time of ``grid`` (NaN times never count)."""
+    times = np.asarray(times, dtype=float)
+    grid = np.asarray(grid, dtype=float)
+    if times.size == 0:
+        return np.zeros(grid.shape)
+    known = np.sort(times[~np.isnan(times)])
+    return np.searchsorted(known, grid, side="right") / times.size
+
+
+def time_to_fraction(times: np.ndarray, fraction: float = 1.0) -> float:
+    """The earliest time by which ``fraction`` of the observers were informed (NaN if never)."""
+    times = np.asarray(times, dtype=float)
+    if times.size == 0:
+        return math.nan
+    need = max(1, math.ceil(fraction * times.size - 1e-9))
+    known = np.sort(times[~np.isnan(times)])
+    return float(known[need - 1]) if known.size >= need else math.nan
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Delays (seconds after the crash) per observer: first suspicion-or-death, first death."""
+
+    observers: tuple[str, ...]
+    suspect: np.ndarray
+    dead: np.ndarray
+
+    def first(self) -> float:
+        """Time to first detection: the earliest suspicion by anyone (NaN if nobody)."""
+        return float(np.nanmin(self.suspect)) if np.any(~np.isnan(self.suspect)) else math.nan
+
+
+def detection_times(cluster: Any, subject: str, crash_time: float) -> Detection:
+    obs = observers(cluster, exclude=subject)
+    sus = learned_times(cluster, "crash", subject, crash_time, among=obs) - crash_time
+    dead = learned_times(cluster, "dead", subject, crash_time, among=obs) - crash_time
+    return Detection(tuple(obs), sus, dead)
+
+
+# --- false positives ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FalsePositive:
+    """``observer`` came to hold ``subject`` dead at ``time`` while the subject was up
+    (since ``up_since``)."""
+
+    time: float
+    observer: str
+    subject: str
+    incarnation: int
+    up_since: float
+
+
+def false_positives(cluster: Any, *, event: str = "dead", grace: float = 0.0) -> list[FalsePositive]:
+    """Every ``event`` (default ``dead``; ``suspect`` gives false suspicions) an observer logged
+    about a node that was up, and had been for more than ``grace`` seconds, at that moment."""
+    ups = up_intervals(cluster)
+    out = []
+    for t, o, ev, s, inc in cluster.member_events:
+        if ev != event or s == o:
+            continue
+        for start, end in ups.get(s, ()):
+            if start <= t < end:
+                if t - start > grace:
+                    out.append(FalsePositive(t, o, s, inc, start))
+                break
+    return out
+
+
+def episodes(fps: Iterable[FalsePositive]) -> list[FalsePositive]:
+    """One row per wrong declaration: the first row of each ``(subject, incarnation)``."""
+    seen: dict[tuple[str, int], FalsePositive] = {}
+    for fp in fps:
+        key = (fp.subject, fp.incarnation)
+        if key not in seen or fp.time < seen[key].time:
+            seen[key] = fp
+    return sorted(seen.values(), key=lambda f: (f.time, f.subject))
+
+
+# --- views -------------------------------------------------------------------------------------
+
+
+def view_states(cluster: Any) -> dict[str, dict[str, str]]:
+    """Each node that is up: every member it knows (itself included) -> its state."""
+    out = {}
+    for nid in observers(cluster):
+        node = cluster.node(nid)
+        out[nid] = {m: mem.state for m, mem in node.membership.members.items()}
+    return out
+
+
+def views(cluster: Any) -> dict[str, frozenset[str]]:
+    """Each node that is up: the members it holds alive (itself included)."""
+    return {nid: frozenset(m for m, st in states.items() if st == "alive")
+            for nid, states in view_states(cluster).items()}
+
+
+def view_disagreements(cluster: Any) -> list[str]:
+    """Why the cluster is not of one view, one sentence per wrong entry (empty: one view)."""
+    live = set(observers(cluster))
+    out = []
+    for nid, states in view_states(cluster).items():
+        for m in sorted(live - states.keys()):
+            out.append(f"{nid} does not know {m}, which is up")
+        for m, st in sorted(states.items()):
+            if m in live and st != "alive":
+                out.append(f"{nid} holds {m} {st}, but it is up")
+            elif m not in live and st not in ("dead", "left"):
+                out.append(f"{nid} holds {m} {st}, but it is {cluster.truth.get(m, 'unknown')}")
+    return out
+
+
+def one_view(cluster: Any) -> bool:
+    """All nodes that are up hold exactly those as alive and every other member dead or left."""
+    return not view_disagreements(cluster)
+
+
+def view_timeline(cluster: Any, grid: Sequence[float] | np.ndarray) -> tuple[list[str], np.ndarray]:
+    """How many members each node held alive (itself included) at each time of ``grid``.
+
+    Returns ``(nodes, counts)`` with ``counts[i, j]`` for ``grid[i]`` and ``nodes[j]`` (every
+    node of the cluster), NaN while a node is down or has left. Rebuilt from the logs: at each
+    boot a node of the static core (``cluster.core_ids``) holds the static configuration
+    alive, any other node only itself; then its events apply (``join`` counts as alive: the
+    rare member first learned already dead is counted alive until its next event).
+    """
+    nodes = list(cluster.ids)
+    col = {nid: j for j, nid in enumerate(nodes)}
+    core = getattr(cluster, "core_config", None) or cluster.cluster_config
+    core_ids = [s.id for s in core.nodes]
+    grid_arr = np.asarray(grid, dtype=float)
+    counts = np.full((grid_arr.size, len(nodes)), np.nan)
+    # merge the two logs in time order; at equal times a boot goes first
+    changes: list[tuple[float, int, Any]] = [(t, 0, (nid, st)) for t, nid, st in cluster.truth_log]
+    changes += [(e[0], 1, e) for e in cluster.member_events]
+    changes.sort(key=lambda c: (c[0], c[1]))
+    view: dict[str, dict[str, str]] = {}
+    alive: dict[str, int] = {}
+    gi = 0
+
+    def snapshot(upto: float) -> None:
+        nonlocal gi
+        while gi < grid_arr.size and grid_arr[gi] < upto:
+            for o, a in alive.items():
+                counts[gi, col[o]] = a
+            gi += 1
+
+    for t, kind, item in changes:
+        snapshot(t)
+        if kind == 0:
+            nid, st = item
+            if st == "up":
+                v = {m: "alive" for m in core_ids} if nid in core_ids else {}
+                v[nid] = "alive"
+                view[nid] = v
+                alive[nid] = len(v)
+            else:
+                view.pop(nid, None)
+                alive.pop(nid, None)
+            continue
+        _, o, ev, s, _inc = item
+        v_o = view.get(o)
+        if v_o is None or ev not in _STATE_OF_EVENT or s == o:
+            continue
+        before = v_o.get(s)
+        after = _STATE_OF_EVENT[ev]
+        if after is None:
+            v_o.pop(s, None)
+        else:
+            v_o[s] = after
+        alive[o] += (after == "alive") - (before == "alive")
+    snapshot(math.inf)
+    return nodes, counts
+
+
+# --- load --------------------------------------------------------------------------------------
+
+
+def totals(cluster: Any) -> dict[str, tuple[int, int]]:
+    """kind -> (messages, bytes) sent so far by all nodes (all incarnations)."""
+    return dict(cluster.messages_by_kind())
+
+
+def load_per_node(
+    cluster: Any,
+    seconds: float,
+    *,
+    baseline: Mapping[str, tuple[int, int]] | None = None,
+    nodes: int | None = None,
+) -> dict[str, tuple[float, float]]:
+    """kind -> (messages, bytes) sent per node per second, plus ``"total"``.
+
+    Counts since ``baseline`` (a :func:`totals` taken earlier; default: since the start) over
+    ``seconds`` of simulated time, divided by ``nodes`` (default: every node of the cluster).
+    Bytes are 0 unless the cluster runs the codec.
+    """
+    if seconds <= 0:
+        raise ValueError("seconds must be positive")
+    n = nodes or len(cluster.ids)
+    base = baseline or {}
+    out: dict[str, tuple[float, float]] = {}
+    tm = tb = 0.0
+    for kind, (msgs, size) in totals(cluster).items():
+        m0, b0 = base.get(kind, (0, 0))
+        m, b = (msgs - m0) / n / seconds, (size - b0) / n / seconds
+        out[kind] = (m, b)
+        tm += m
+        tb += b
+    out["total"] = (tm, tb)
+    return out
+
+
+# --- theory ------------------------------------------------------------------------------------
+
+
+def push_gossip_rounds(n: int | float, fanout: int = 1) -> float:
+    """Rounds for push gossip to reach all ``n``: ``log2(n) + ln(n)`` with fanout 1 (Pittel),
+    ``log_{1+k}(n) + ln(n)/k`` with fanout ``k``."""
+    if n <= 1:
+        return 0.0
+    return math.log(n) / math.log(1 + fanout) + math.log(n) / fanout
+
+
+def swim_first_detection_periods(n: int) -> float:
+    """SWIM §3.1: expected protocol periods until some member first picks a failed member,
+    ``1 / (1 - (1 - 1/(N-1))^(N-1))`` (→ e/(e-1) ≈ 1.582 for large N)."""
+    if n < 2:
+        return math.inf
+    if n == 2:
+        return 1.0
+    return 1.0 / (1.0 - (1.0 - 1.0 / (n - 1)) ** (n - 1))
+
+
+def swim_expected_first_detection(n: int, probe_interval: float) -> float:
+    """The paper's expected time to first detection: ``T · swim_first_detection_periods(N)``."""
+    return probe_interval * swim_first_detection_periods(n)
+
+
+def swim_first_suspicion_model(n: int, probe_interval: float) -> float:
+    """Expected delay from a crash to the first suspicion in this implementation (module doc):
+    ``E[min over N-1 members of the forward-recurrence time of the round-robin gap] + T``."""
+    m = n - 1
+    if m < 1:
+        return math.inf
+    T = probe_interval
+    # gap G = m + d periods, d triangular on -(m-1)..(m-1): P(d) = (m - |d|) / m^2
+    d = np.arange(-(m - 1), m)
+    g = (m + d).astype(float)
+    pg = (m - np.abs(d)) / m**2
+    # P(W > w) = (1/E[G]) ∫_w^inf P(G > s) ds = E[(G - w)^+] / m, in periods (E[G] = m); the
+    # minimum over m members survives as P(W > w)^m, which is below e^-40 by 60 periods
+    w = np.linspace(0.0, min(2.0 * m, 60.0), 6001)
+    tail = np.array([np.dot(pg, np.clip(g - x, 0.0, None)) for x in w]) / m
+    surv_min = tail ** m
+    first_probe = float(np.sum((surv_min[1:] + surv_min[:-1]) * 0.5 * np.diff(w)))
+    return T * (first_probe + 1.0)
+
+
+__all__ = [
+    "NEWS",
+    "Detection",
+    "FalsePositive",
+    "convergence_curve",
+    "detection_times",
+    "episodes",
+    "false_positives",
+    "last_boot",
+    "learned_times",
+    "load_per_node",
+    "observers",
+    "one_view",
+    "push_gossip_rounds",
+    "swim_expected_first_detection",
+    "swim_first_detection_periods",
+    "swim_first_suspicion_model",
+    "time_to_fraction",
+    "totals",
+    "truth_at",
+    "up_intervals",
+    "view_disagreements",
+    "view_states",
+    "view_timeline",
+    "views",
+]
