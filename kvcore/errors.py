@@ -107,6 +107,16 @@ class ForwardTimeout(StoreError):
     definite = False
 
 
+class TryAgain(StoreError):
+    """The key is being moved to another node right now (Redis's TRYAGAIN); retry shortly.
+
+    The operation was certainly not applied.
+    """
+
+    code = "try_again"
+    status = 503
+
+
 class Conflict(StoreError):
     """An admin operation conflicts with the cluster's state."""
 
@@ -133,6 +143,7 @@ ERRORS_BY_CODE: dict[str, type[StoreError]] = {
         NoQuorum,
         WrongNode,
         ForwardTimeout,
+        TryAgain,
         Conflict,
         Internal,
     )

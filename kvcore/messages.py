@@ -94,6 +94,35 @@ class Forward:
 
 
 @message
+class Asking:
+    """A client operation sent by the owner of a migrating slot to the slot's importing node,
+    because the key is not (or no longer) on the owner (Redis's ASK). The receiver serves it
+    if it is importing the slot and never sends it further. Answered with ForwardReply."""
+
+    request_id: int
+    op: Get | Put | Delete
+
+
+@message
+class MigrateKeys:
+    """A batch of one slot's keys moved from the slot's owner to the node importing it."""
+
+    batch: int
+    slot: int
+    keys: tuple[bytes, ...]
+    values: tuple[bytes, ...]
+
+
+@message
+class MigrateAck:
+    """The importing node stored a MigrateKeys batch (``error`` empty) or refused it."""
+
+    batch: int
+    stored: int
+    error: str
+
+
+@message
 class ForwardReply:
     """The owner's answer to :class:`Forward`, matched by ``request_id``."""
 

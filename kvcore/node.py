@@ -40,6 +40,24 @@ first, so a burst cannot grow memory without bound. Request ids
 start at a random 48-bit offset drawn from the Runtime's random, so a restarted node does not
 reuse the ids of its previous life.
 
+Live slot migration (Redis Cluster's MIGRATING / IMPORTING, driven by an operator or a sim
+verb through :meth:`Node.begin_migrate`, :meth:`Node.begin_import`, :meth:`Node.migrate_keys`,
+:meth:`Node.finish_import`):
+
+- The source keeps owning the slot while it moves. A request for a key it still holds is served
+  there; for a key it does not hold (moved already, or never there) it sends the request on to
+  the target as :class:`~kvcore.messages.Asking` (Redis's ASK), and the target, which is
+  importing the slot, serves it. So each key lives on exactly one node at any time, and every
+  write lands on exactly one node.
+- Keys move in batches (:class:`~kvcore.messages.MigrateKeys`). While a batch is in flight its
+  keys are on neither node's store: requests for them answer 503 ``try_again`` (certainly not
+  applied), as Redis does, until the target's MigrateAck lets the source drop them, or a timeout
+  puts them back. The target remembers batches it stored, so a duplicated batch is not applied
+  again (it would bring old values back).
+- At the end the target claims the slot with a config epoch above every epoch it knows; the
+  claim spreads by gossip and the epoch rule alone decides ownership, so no slot is left without
+  an owner or with two. The source stops migrating as soon as it hears the claim.
+
 Peer input is never trusted: a message of an unexpected kind is counted as malformed and dropped.
 """
 
@@ -53,7 +71,17 @@ from typing import Any
 from kvcore import errors
 from kvcore.config import ClusterConfig, NodeConfig
 from kvcore.membership import ALIVE, DEAD, LEFT, SUSPECT, Member, Membership, SwimConfig
-from kvcore.messages import Delete, Forward, ForwardReply, Get, Put, Reply
+from kvcore.messages import (
+    Asking,
+    Delete,
+    Forward,
+    ForwardReply,
+    Get,
+    MigrateAck,
+    MigrateKeys,
+    Put,
+    Reply,
+)
 from kvcore.metrics import NodeStats
 from kvcore.runtime import Runtime, TimerHandle
 from kvcore.slots import MAX_SLOT, SlotMap, SlotRangeError, format_ranges, key_slot, parse_ranges
@@ -69,6 +97,15 @@ DEDUP_MAX_ENTRIES = 100_000
 
 def error_reply(err: errors.StoreError) -> Reply:
     return Reply(error=err.code, message=err.message)
+
+
+@dataclass(slots=True)
+class _Batch:
+    slot: int
+    target: str
+    items: list[tuple[bytes, bytes]]
+    timer: TimerHandle
+    done: Callable[[int, str], None]
 
 
 @dataclass(slots=True)
@@ -112,6 +149,14 @@ class Node:
         self._next_rid = runtime.random.getrandbits(48)
         # (src, request_id) -> (expires_at, reply), oldest first
         self._recent: OrderedDict[tuple[str, int], tuple[float, Reply]] = OrderedDict()
+        #: live migration: slot -> target (we own it and are moving it out) / slot -> source
+        self.migrating: dict[int, str] = {}
+        self.importing: dict[int, str] = {}
+        self._in_flight: dict[bytes, bytes] = {}
+        self._batches: dict[int, _Batch] = {}
+        self._next_batch = runtime.random.getrandbits(32)
+        # (src, batch) -> expiry, for batches already stored (duplicates are not applied again)
+        self._stored_batches: OrderedDict[tuple[str, int], float] = OrderedDict()
         static: list[tuple[str, str, str, str, int]] = []
         if cluster is not None:
             cluster.validate(self.id)
@@ -161,9 +206,17 @@ class Node:
         slot = key_slot(key)
         owner = self.slot_map.owner(slot)
         if owner == self.id:
-            r = self.apply(op)
-            self.stats.count_op(name, r.error or "ok")
-            reply(r)
+            if slot not in self.migrating:
+                r = self.apply(op)
+                self.stats.count_op(name, r.error or "ok")
+                reply(r)
+                return
+
+            def counted(r: Reply) -> None:
+                self.stats.count_op(name, r.error or "ok")
+                reply(r)
+
+            self._serve_migrating(op, key, slot, name, counted)
             return
         if owner is None:
             e: errors.StoreError = errors.SlotUnassigned(f"slot {slot} has no owner")
@@ -214,13 +267,22 @@ class Node:
             return OK
         return error_reply(errors.NotFound(f"key {op.key!r} not found"))
 
-    def _forward(self, owner: str, op: Any, name: str, reply: ReplyFn) -> None:
+    def _forward(self, owner: str, op: Any, name: str, reply: ReplyFn, asking: bool = False) -> None:
         rid = self._next_rid
         self._next_rid += 1
         timer = self.rt.call_later(self.config.forward_timeout, lambda: self._forward_timed_out(rid))
         self._pending[rid] = _Pending(reply, timer, owner, name)
         self.stats.forwards_sent += 1
-        self._send(owner, Forward(request_id=rid, op=op))
+        self._send(owner, Asking(request_id=rid, op=op) if asking else Forward(request_id=rid, op=op))
+
+    def _serve_migrating(self, op: Any, key: bytes, slot: int, name: str, reply: ReplyFn) -> None:
+        """We own ``slot`` and are moving it out: serve keys we hold, ask the target for others."""
+        if key in self._in_flight:
+            reply(error_reply(errors.TryAgain(f"key {key!r} is being moved to {self.migrating[slot]}")))
+        elif key in self.store:
+            reply(self.apply(op))
+        else:
+            self._forward(self.migrating[slot], op, name, reply, asking=True)
 
     def _forward_timed_out(self, rid: int) -> None:
         p = self._pending.pop(rid, None)
@@ -243,6 +305,12 @@ class Node:
             self._on_forward(src, msg)
         elif t is ForwardReply:
             self._on_forward_reply(src, msg)
+        elif t is Asking:
+            self._on_asking(src, msg)
+        elif t is MigrateKeys:
+            self._on_migrate_keys(src, msg)
+        elif t is MigrateAck:
+            self._on_migrate_ack(src, msg)
         elif t in Membership.HANDLES:
             self.membership.handle(src, msg)
         else:
@@ -260,28 +328,48 @@ class Node:
             return
         op = msg.op
         name = type(op).__name__
+        rid = msg.request_id
+
+        def answer(r: Reply) -> None:
+            self.stats.count_op(f"{name}(forwarded)", r.error or "ok")
+            if type(op) is not Get:
+                recent = self._recent
+                recent[key] = (self.rt.now() + self.config.dedup_window, r)
+                if len(recent) > DEDUP_MAX_ENTRIES:
+                    recent.popitem(last=False)
+            self._send(src, ForwardReply(request_id=rid, reply=r))
+
+        try:
+            k = self._validate(op)
+        except errors.StoreError as e:
+            answer(error_reply(e))
+            return
+        slot = key_slot(k)
+        owner = self.slot_map.owner(slot)
+        if owner != self.id:
+            # Never forward a forwarded request: the maps disagree; say so.
+            answer(error_reply(errors.WrongNode(
+                f"node {self.id} does not own slot {slot}; its map says {owner or 'nobody'}"
+            )))
+        elif slot in self.migrating:
+            self._serve_migrating(op, k, slot, name, answer)
+        else:
+            answer(self.apply(op))
+
+    def _on_asking(self, src: str, msg: Asking) -> None:
+        """The owner of a migrating slot asks us (the importer) to serve a key it does not hold."""
+        op = msg.op
         try:
             k = self._validate(op)
         except errors.StoreError as e:
             r = error_reply(e)
         else:
             slot = key_slot(k)
-            owner = self.slot_map.owner(slot)
-            if owner == self.id:
+            if self.importing.get(slot) == src or self.slot_map.owner(slot) == self.id:
                 r = self.apply(op)
             else:
-                # Never forward a forwarded request: the maps disagree; say so.
-                r = error_reply(
-                    errors.WrongNode(
-                        f"node {self.id} does not own slot {slot}; its map says {owner or 'nobody'}"
-                    )
-                )
-        self.stats.count_op(f"{name}(forwarded)", r.error or "ok")
-        if type(op) is not Get:
-            recent = self._recent
-            recent[key] = (now + self.config.dedup_window, r)
-            if len(recent) > DEDUP_MAX_ENTRIES:
-                recent.popitem(last=False)
+                r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))
+        self.stats.count_op(f"{type(op).__name__}(asking)", r.error or "ok")
         self._send(src, ForwardReply(request_id=msg.request_id, reply=r))
 
     def _expire_recent(self, now: float) -> None:
@@ -303,6 +391,126 @@ class Node:
         self.stats.count_op(p.op_name, msg.reply.error or "ok")
         p.reply(msg.reply)
 
+    # --- live migration (the admin side) ------------------------------------------------------
+
+    def begin_import(self, slot: int, source: str) -> None:
+        """Mark ``slot`` as importing from ``source`` (Redis: SETSLOT IMPORTING)."""
+        self._check_slot(slot)
+        if self.slot_map.owner(slot) == self.id:
+            raise errors.Conflict(f"node {self.id} already owns slot {slot}")
+        self.importing[slot] = source
+
+    def begin_migrate(self, slot: int, target: str) -> None:
+        """Mark ``slot`` as migrating to ``target`` (Redis: SETSLOT MIGRATING)."""
+        self._check_slot(slot)
+        if self.slot_map.owner(slot) != self.id:
+            raise errors.Conflict(f"node {self.id} does not own slot {slot}")
+        if target == self.id:
+            raise errors.Conflict(f"node {self.id} cannot migrate slot {slot} to itself")
+        self.migrating[slot] = target
+
+    def migrate_keys(self, slot: int, count: int, done: Callable[[int, str], None]) -> None:
+        """Move up to ``count`` keys of a migrating slot to its target.
+
+        ``done(moved, error)`` is called once: ``moved`` is 0 with no error when the slot has no
+        keys left here, and 0 with an error sentence when the batch failed (its keys are back).
+        """
+        target = self.migrating.get(slot)
+        if target is None:
+            done(0, f"slot {slot} is not migrating from node {self.id}")
+            return
+        if any(b.slot == slot for b in self._batches.values()):
+            done(0, f"a batch of slot {slot} is already in flight")
+            return
+        keys = self.store.keys_in_slot(slot, limit=max(1, count))
+        if not keys:
+            done(0, "")
+            return
+        items: list[tuple[bytes, bytes]] = []
+        for k in keys:
+            v = self.store.get(k)
+            assert v is not None
+            self.store.delete(k)
+            self._in_flight[k] = v
+            items.append((k, v))
+        bid = self._next_batch
+        self._next_batch = (self._next_batch + 1) & 0xFFFFFFFF
+        timer = self.rt.call_later(self.config.forward_timeout, lambda: self._batch_failed(bid, "timed out"))
+        self._batches[bid] = _Batch(slot, target, items, timer, done)
+        self._send(target, MigrateKeys(batch=bid, slot=slot, keys=tuple(k for k, _ in items),
+                                       values=tuple(v for _, v in items)))
+
+    def _batch_failed(self, bid: int, why: str) -> None:
+        b = self._batches.pop(bid, None)
+        if b is None:
+            return
+        b.timer.cancel()
+        for k, v in b.items:  # put them back: nobody could write them meanwhile (try_again)
+            del self._in_flight[k]
+            self.store.set(k, v)
+        b.done(0, f"moving {len(b.items)} keys of slot {b.slot} to {b.target} {why}")
+
+    def _on_migrate_keys(self, src: str, msg: MigrateKeys) -> None:
+        now = self.rt.now()
+        seen = self._stored_batches
+        while seen and next(iter(seen.values())) <= now:
+            seen.popitem(last=False)
+        if (src, msg.batch) in seen:
+            self._send(src, MigrateAck(batch=msg.batch, stored=len(msg.keys), error=""))
+            return
+        if self.importing.get(msg.slot) != src:
+            self._send(src, MigrateAck(batch=msg.batch, stored=0,
+                                       error=f"node {self.id} is not importing slot {msg.slot} from {src}"))
+            return
+        if len(msg.keys) != len(msg.values) or any(key_slot(k) != msg.slot for k in msg.keys):
+            self.stats.malformed += 1
+            self._send(src, MigrateAck(batch=msg.batch, stored=0, error="malformed batch"))
+            return
+        for k, v in zip(msg.keys, msg.values, strict=True):
+            self.store.set(k, v)
+        seen[(src, msg.batch)] = now + self.config.dedup_window
+        if len(seen) > DEDUP_MAX_ENTRIES:
+            seen.popitem(last=False)
+        self._send(src, MigrateAck(batch=msg.batch, stored=len(msg.keys), error=""))
+
+    def _on_migrate_ack(self, src: str, msg: MigrateAck) -> None:
+        b = self._batches.get(msg.batch)
+        if b is None or b.target != src:
+            self.stats.late_replies += 1
+            return
+        if msg.error:
+            self._batch_failed(msg.batch, f"was refused: {msg.error}")
+            return
+        del self._batches[msg.batch]
+        b.timer.cancel()
+        for k, _ in b.items:
+            del self._in_flight[k]
+        b.done(len(b.items), "")
+
+    def finish_import(self, slots: list[int]) -> int:
+        """Claim the imported ``slots`` at a new config epoch above every epoch we know; returns it.
+
+        Redis: SETSLOT NODE on the target, which bumps its config epoch. The claim spreads by
+        gossip; the source stops migrating when it hears it.
+        """
+        for slot in slots:
+            self._check_slot(slot)
+        epoch = max(self.slot_map.max_epoch(), self.membership.me.epoch) + 1
+        for slot in slots:
+            self.importing.pop(slot, None)
+        self.claim_slots(format_ranges((s, s) for s in slots), epoch)
+        return epoch
+
+    def abort_migration(self, slot: int) -> None:
+        """Forget an open migration of ``slot`` on this node (``fix``); keys stay where they are."""
+        self.importing.pop(slot, None)
+        if not any(b.slot == slot for b in self._batches.values()):
+            self.migrating.pop(slot, None)
+
+    def _check_slot(self, slot: int) -> None:
+        if not 0 <= slot <= MAX_SLOT:
+            raise errors.BadRequest(f"slot {slot} is outside 0-{MAX_SLOT}")
+
     # --- membership ---------------------------------------------------------------------------
 
     def _on_member_event(self, event: str, node_id: str, m: Member) -> None:
@@ -313,7 +521,11 @@ class Node:
             except SlotRangeError:
                 self.stats.malformed += 1
                 return
-            self.slot_map.claim(ranges, node_id, m.epoch)
+            if self.slot_map.claim(ranges, node_id, m.epoch) and self.migrating:
+                # a slot we were moving out now belongs to its new owner: the move is over
+                for slot in [s for s in self.migrating if self.slot_map.owner(s) != self.id]:
+                    if not any(b.slot == slot for b in self._batches.values()):
+                        del self.migrating[slot]
 
     def claim_slots(self, ranges: str, epoch: int) -> None:
         """Take ownership of ``ranges`` (a range string) at config ``epoch`` and advertise it.
@@ -358,6 +570,8 @@ class Node:
             "incarnation": self.membership.me.incarnation,
             "joined": self.membership.joined,
             "pending_forwards": len(self._pending),
+            "migrating": {str(k): v for k, v in sorted(self.migrating.items())},
+            "importing": {str(k): v for k, v in sorted(self.importing.items())},
         }
 
 

@@ -49,8 +49,9 @@ Outbound link, per destination (a small state machine, :class:`PeerLink`)::
   "equal jitter" (half fixed, half random from the runtime's ``random``, as in AWS's backoff
   note) so that nodes restarted together do not reconnect in lockstep. A connection that stayed
   up for ``stable_after`` seconds resets the delay. When the timer expires the link reconnects
-  at once **if there is demand**: the connection was lost while in use, or something was sent
-  (and dropped) during the backoff. Otherwise it goes back to *idle* and the next send dials.
+  at once **if there is demand**: a connection that had been up for ``stable_after`` was lost,
+  or something was sent (and dropped) during the backoff. Otherwise it goes back to *idle* and
+  the next send dials (a peer that drops us right after our Hello is not redialled in a loop).
   So a member that died costs one connection attempt per message the membership still sends it
   (SWIM gossips to the recently dead and tries them in push-pull), not an endless redial loop.
   A Hello arriving from that peer on its own link proves it is listening again, so it also ends
@@ -378,13 +379,18 @@ class PeerLink:
             self._out.clear()
         self.owner.stats.disconnects += 1
         now = self.owner.loop.time()
-        if self.connected_at is not None and now - self.connected_at >= self.owner.config.stable_after:
+        stable = (
+            self.connected_at is not None
+            and now - self.connected_at >= self.owner.config.stable_after
+        )
+        if stable:
             self.delay = self.owner.config.backoff_min
         self.connected_at = None
         reason = str(exc) if exc else "closed by peer"
         log.info("connection to peer %s lost: %s", self.peer_id, reason)
-        # it was in use: try once to come back as soon as the backoff allows
-        self._backoff(reason, demand=True)
+        # A link that served for a while tries once to come back as soon as the backoff allows;
+        # one the peer dropped at once (it refuses us: another cluster's name) waits for demand.
+        self._backoff(reason, demand=stable)
 
     def _failed(self, gen: int, reason: str) -> None:
         if gen != self._gen or self.state != CONNECTING:
@@ -453,6 +459,12 @@ class PeerLink:
             self.transport.close()
             self.transport = None
         self._out.clear()
+
+    def connected_for(self) -> float:
+        """Seconds the current connection has been up (0 when not connected)."""
+        if self.connected_at is None:
+            return 0.0
+        return self.owner.loop.time() - self.connected_at
 
     def info(self) -> dict[str, Any]:
         now = self.owner.loop.time()

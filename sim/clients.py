@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import simpy
@@ -89,6 +90,12 @@ class History:
                 evs.append((e["time"], 2 * i + j, e))
         evs.sort(key=lambda t: (t[0], t[1]))
         return [e for _, _, e in evs]
+
+    def write_jsonl(self, path: str | Path) -> None:
+        """Write :meth:`events` as JSON lines, the format ``python -m sim.checker`` reads."""
+        from sim.checker.history import write_jsonl
+
+        write_jsonl(self.events(), path)
 
     def outcomes(self) -> dict[str, int]:
         out = {OK: 0, FAIL: 0, UNKNOWN: 0}

@@ -340,6 +340,87 @@ class SimCluster:
     def release(self, at: float | None = None) -> None:
         self._at(at, "release", "", self.net.release)
 
+    # --- resharding (live slot migration) ----------------------------------------------------
+
+    def reshard(self, slots: Iterable[int], target: str, *, at: float | None = None,
+                batch: int = 20, retry_delay: float = 0.2, max_failures: int = 50) -> None:
+        """Move ``slots`` to ``target`` live, one slot at a time, ``batch`` keys per step.
+
+        The source of each slot is its owner in the target's view when the slot's turn comes.
+        A batch that fails (loss, timeout) is retried after ``retry_delay``; a crash of the
+        source or the target aborts the rest, recorded as a ``reshard_aborted`` fault (the open
+        migration stays, as it would after a crash of redis-cli, until ``fix``).
+        """
+        todo = sorted(set(slots))
+        desc = f"{len(todo)} slots -> {target}"
+        self._at(at, "reshard", desc, lambda: self._spawn(self._reshard(todo, target, batch, retry_delay, max_failures)))
+
+    def rebalance(self, weights: dict[str, float] | None = None, *, use_empty: bool = True,
+                  at: float | None = None, batch: int = 20) -> None:
+        """Plan (kvcore.rebalance) from a live node's view and carry out the moves."""
+        from kvcore.rebalance import plan_rebalance
+
+        def start() -> None:
+            view = self.nodes()[0]
+            members = [m for m in view.membership.live_members()] + [view.membership.me]
+            ids = sorted(m.node for m in members if m.state in ("alive", "suspect"))
+            moves = plan_rebalance(view.slot_map.assignment(), ids, weights, use_empty)
+
+            def run() -> Any:
+                for mv in moves:
+                    slots = [s for lo, hi in mv.slots for s in range(lo, hi + 1)]
+                    ok = yield from self._reshard(slots, mv.target, batch, 0.2, 50)
+                    if not ok:
+                        return
+
+            self._spawn(run())
+
+        self._at(at, "rebalance", ",".join(f"{k}={v:g}" for k, v in sorted((weights or {}).items())), start)
+
+    def _spawn(self, gen: Any) -> None:
+        self.env.process(gen)
+
+    def _reshard(self, slots: list[int], target: str, batch: int, retry_delay: float, max_failures: int) -> Any:
+        env = self.env
+        failures = 0
+        for slot in slots:
+            dst = self.node(target)
+            if dst is None:
+                self.faults.append(Fault(env.now, "reshard_aborted", f"target {target} is down"))
+                return False
+            source = dst.slot_map.owner(slot)
+            if source == target:
+                continue
+            src = self.node(source) if source is not None else None
+            if src is None:
+                self.faults.append(Fault(env.now, "reshard_aborted", f"source {source} of slot {slot} is down"))
+                return False
+            dst.begin_import(slot, source)
+            src.begin_migrate(slot, target)
+            while True:
+                if self.node(source) is not src or self.node(target) is not dst:
+                    self.faults.append(Fault(env.now, "reshard_aborted", f"slot {slot}: {source} or {target} crashed"))
+                    return False
+                done = env.event()
+                src.migrate_keys(slot, batch, lambda n, err, done=done: done.succeed((n, err)))
+                if not done.triggered:
+                    yield done | env.timeout(self.config.forward_timeout * 2)
+                if not done.triggered:
+                    continue  # the source crashed with the batch: caught at the top of the loop
+                moved, err = done.value
+                if err:
+                    failures += 1
+                    if failures > max_failures:
+                        self.faults.append(Fault(env.now, "reshard_aborted", f"slot {slot}: {err}"))
+                        return False
+                    yield env.timeout(retry_delay)
+                    continue
+                if moved == 0:
+                    break
+            dst.finish_import([slot])
+            self.trace.record((env.now, "slot_moved", slot, source, target))
+        return True
+
     def _close_fault(self, verb: str, args: str | None) -> None:
         for f in reversed(self.faults):
             if f.verb == verb and f.end is None and (args is None or f.args == args):

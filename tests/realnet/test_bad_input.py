@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kvcore.messages import Hello, Ping
+from kvcore.messages import Hello, SwimPing
 from realnet import wire
 from realnet.client import kv_path
 from tests.realnet.conftest import Cluster, NodeProc, poll
@@ -113,8 +113,14 @@ def peer_send_expect_close(node: NodeProc, data: bytes, timeout: float = 10.0) -
             "oversized",
         ),
         ("huge length prefix", b"\xff\xff\xff\xff", "oversized"),
-        ("first frame not Hello", lambda: wire.frame(Ping(seq=1, sent_at=0.0)), "not_hello"),
-        ("Hello from an unknown id", lambda: wire.frame(Hello(node_id="mallory")), "unknown_node"),
+        (
+            "first frame not Hello",
+            lambda: wire.frame(SwimPing(seq=1, target="a", gossip=())),
+            "not_hello",
+        ),
+        # an unknown id is welcome (gossip brings new members); our own id and no id are not
+        ("Hello with this node's own id", lambda: wire.frame(Hello(node_id="a")), "self_hello"),
+        ("Hello with an empty id", lambda: wire.frame(Hello(node_id="")), "bad_hello"),
         (
             "garbage msgpack after Hello",
             lambda: wire.frame(Hello(node_id="b")) + struct.pack(">I", 3) + b"\xc1\xc1\xc1",

@@ -1,4 +1,5 @@
-"""Real failures: ``kill -9`` of a node, and clean stops on SIGTERM and SIGINT."""
+"""Real failures: ``kill -9`` of a static cluster's node, and clean stops (a graceful leave) on
+SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from kvcore.slots import key_slot
 from realnet.client import kv_path
-from tests.realnet.conftest import FAST_SETTINGS, Launcher, NodeProc, poll
+from tests.realnet.conftest import FAST_SETTINGS, FAST_SWIM, Launcher, NodeProc, poll
 
 pytestmark = pytest.mark.realnet  # starts real node processes
 
@@ -30,7 +31,7 @@ def keys_owned_by(owner: str, n: int) -> list[bytes]:
 
 
 def test_kill_9_fails_fast_for_the_dead_nodes_slots_only(launcher: Launcher) -> None:
-    cluster = launcher.cluster(("a", "b", "c"), settings=FAST_SETTINGS)
+    cluster = launcher.cluster(("a", "b", "c"), settings=FAST_SETTINGS, swim=FAST_SWIM)
     a, b, c = cluster["a"], cluster["b"], cluster["c"]
     mine = {o: keys_owned_by(o, 5) for o in "abc"}
     fresh = {o: keys_owned_by(o, 6)[5] for o in "ab"}  # never written before the kill
@@ -40,8 +41,8 @@ def test_kill_9_fails_fast_for_the_dead_nodes_slots_only(launcher: Launcher) -> 
 
     c.kill()
 
-    # Right after the kill, requests for c's slots fail fast: 504 while the health check has
-    # not noticed yet (the forward times out), 503 owner_down once it has. Never a hang.
+    # Right after the kill, requests for c's slots fail fast: 504 while membership has not
+    # noticed yet (the forward times out), 503 owner_down once it has. Never a hang.
     for node in (a, b):
         for k in mine["c"]:
             t0 = time.monotonic()
@@ -60,15 +61,15 @@ def test_kill_9_fails_fast_for_the_dead_nodes_slots_only(launcher: Launcher) -> 
 
     poll(owner_down_everywhere, timeout=20, what="503 owner_down for the dead node's slots")
 
-    def states() -> dict[str, str]:
-        return {m["id"]: m["state"] for m in a.get_json("/cluster/members")}
-
-    expected = {"a": "reachable", "b": "reachable", "c": "unreachable"}
-    poll(lambda: states() == expected, timeout=20, what=f"a's view to be {expected}")
+    expected = {"a": "alive", "b": "alive", "c": "dead"}
+    for node in (a, b):
+        poll(lambda node=node: node.states() == expected, timeout=20,  # type: ignore[misc]
+             what=f"{node.id}'s view to be {expected}")
 
     # The other slots keep working, locally and through forwards, both ways. (On a loaded
-    # machine a stalled process can make the 1 s detector flap for a moment, answering
-    # owner_down, so each request gets a few tries; a wrong or missing value fails at once.)
+    # machine a stalled process can be declared dead by the 1 s detector for a moment before it
+    # refutes, answering owner_down, so each request gets a few tries; a wrong or missing value
+    # fails at once.)
     for node in (a, b):
         for owner in "ab":
             for k in mine[owner]:
@@ -105,12 +106,38 @@ def test_a_signal_stops_the_node_cleanly(launcher: Launcher, sig: signal.Signals
     assert "Traceback" not in log, log
 
 
-def test_a_cluster_node_stops_cleanly_with_peers_connected(launcher: Launcher) -> None:
-    cluster = launcher.cluster(("a", "b"), settings=FAST_SETTINGS)
-    poll(
-        lambda: all(m["state"] == "reachable" for m in cluster["a"].get_json("/cluster/members")),
-        what="a to see b",
+def test_sigterm_leaves_the_cluster_so_its_slots_fail_fast_at_once(launcher: Launcher) -> None:
+    """A graceful leave is not a failure to detect: the others hold the node *left* as soon as
+    its goodbye arrives, long before a suspicion could run out (suspicion_mult 50: 10 s)."""
+    cluster = launcher.cluster(
+        ("a", "b", "c"), settings=FAST_SETTINGS, swim={**FAST_SWIM, "suspicion_mult": 50}
     )
+    a, b, c = cluster["a"], cluster["b"], cluster["c"]
+    for node in (a, b):
+        poll(lambda node=node: node.states() == dict.fromkeys("abc", "alive"),  # type: ignore[misc]
+             what=f"{node.id} to see everyone alive")
+    t0 = time.monotonic()
+    c.close_conn()
+    c.signal(signal.SIGTERM)
+    assert c.wait(timeout=15) == 0
+    assert "Traceback" not in c.log_text(), c.log_text()
+    for node in (a, b):
+        poll(lambda node=node: node.states()["c"] == "left", timeout=20,  # type: ignore[misc]
+             what=f"{node.id} to hold c left")
+    assert time.monotonic() - t0 < 9.0, "the leave was detected as a failure, not announced"
+    k = keys_owned_by("c", 1)[0]
+    for node in (a, b):
+        status, _, body = node.request("GET", kv_path(k))
+        assert status == 503 and json.loads(body)["error"] == "owner_down", (status, body)
+        assert "which is left" in json.loads(body)["message"]
+        assert eventually_ok(node, "PUT", keys_owned_by("a", 1)[0], b"still") == b""
+    assert a.info()["members"]["left"] == 1
+    assert "c" not in a.info()["transport"]["links"]  # a left member's link is closed
+
+
+def test_a_cluster_node_stops_cleanly_with_peers_connected(launcher: Launcher) -> None:
+    cluster = launcher.cluster(("a", "b"), settings=FAST_SETTINGS, swim=FAST_SWIM)
+    poll(lambda: cluster["a"].states() == {"a": "alive", "b": "alive"}, what="a to see b")
     for n in cluster:
         n.close_conn()
         n.signal(signal.SIGTERM)

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from kvcore.config import ConfigError
+from kvcore.membership import SwimConfig
 from realnet.node import Settings, build_parser, load_settings
 
 SHARED = """
 [settings]
-ping_interval = 0.5
+forward_timeout = 0.5
 [cluster]
 epoch = 3
 [[cluster.nodes]]
@@ -48,7 +49,7 @@ def test_a_cluster_member_takes_its_addresses_from_its_entry(tmp_path: Path) -> 
     # b has no peer_addr: HTTP port + 10000
     b = settings("--config", str(f), "--id", "b")
     assert addresses(b) == ("b", "127.0.0.1", 7002, 17002)
-    assert b.config.ping_interval == 0.5 and b.cluster is not None and b.cluster.epoch == 3
+    assert b.config.forward_timeout == 0.5 and b.cluster is not None and b.cluster.epoch == 3
     # --port alone names the member
     assert settings("--config", str(f), "--port", "7002").node_id == "b"
 
@@ -74,9 +75,47 @@ def test_a_cluster_member_needs_an_id(tmp_path: Path) -> None:
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
-    f.write_text('[node]\nid = 5\nport = 70000\ncolour = "red"\n[extra]\n[settings]\nping_interval = "x"\n')
+    f.write_text(
+        '[node]\nid = 5\nport = 70000\ncolour = "red"\nseeds = [1]\n[extra]\n'
+        '[settings]\nforward_timeout = "x"\n[swim]\nlifeguard = 1\n'
+    )
     with pytest.raises(ConfigError) as e:
         settings("--config", str(f))
     text = " ".join(e.value.problems)
-    for fragment in ("'extra'", "'colour'", "'ping_interval' must be a float", "70000", "not 5"):
+    for fragment in (
+        "'extra'", "'colour'", "'forward_timeout' must be a float", "70000", "not 5",
+        "Seeds must be peer addresses (HOST:PORT strings), not 1.",
+        "SWIM setting 'lifeguard' must be a bool, not 1.",
+    ):
         assert fragment in text, fragment
+
+
+def test_swim_defaults_to_the_lan_preset_and_takes_overrides(tmp_path: Path) -> None:
+    s = settings()
+    assert s.swim_preset == "lan" and s.swim == SwimConfig.lan() and s.seeds == ()
+    f = tmp_path / "swim.toml"
+    f.write_text('[swim]\npreset = "local"\nprobe_interval = 4\nsuspicion_mult = 2\nlifeguard = false\n')
+    s = settings("--config", str(f))
+    assert s.swim_preset == "local"
+    assert s.swim == SwimConfig.local(probe_interval=4.0, suspicion_mult=2, lifeguard=False)
+    # the flag beats the table's preset; the table's overrides still apply
+    s = settings("--config", str(f), "--swim-preset", "wan")
+    assert s.swim == SwimConfig.wan(probe_interval=4.0, suspicion_mult=2, lifeguard=False)
+
+
+def test_seeds_come_from_flags_or_the_node_table(tmp_path: Path) -> None:
+    s = settings("--seeds", "127.0.0.1:17001,127.0.0.1:17002", "--seeds", "[::1]:17003")
+    assert s.seeds == ("127.0.0.1:17001", "127.0.0.1:17002", "[::1]:17003")
+    assert s.cluster is None  # a joining node has no static cluster
+    f = tmp_path / "n.toml"
+    f.write_text('[node]\nid = "j"\nseeds = ["127.0.0.1:17001", "127.0.0.1:17001"]\n')
+    assert settings("--config", str(f)).seeds == ("127.0.0.1:17001",)
+    assert settings("--config", str(f), "--seeds", "h:1").seeds == ("h:1",)
+
+
+def test_a_cluster_table_with_only_a_name_is_not_a_static_cluster(tmp_path: Path) -> None:
+    f = tmp_path / "named.toml"
+    f.write_text('[cluster]\nname = "lab"\n')
+    s = settings("--config", str(f), "--seeds", "127.0.0.1:17001")
+    assert (s.cluster, s.cluster_name) == (None, "lab")
+    assert settings("--config", str(f), "--cluster-name", "other").cluster_name == "other"

@@ -23,9 +23,9 @@ def test_a_node_without_config_owns_all_slots(launcher: Launcher) -> None:
         (0, 16383, node.id, node.addr)
     ]
     members = node.get_json("/cluster/members")
-    assert [(m["id"], m["addr"], m["peer_addr"], m["self"]) for m in members] == [
-        (node.id, node.addr, node.peer_addr, True)
-    ]
+    assert [
+        (m["id"], m["addr"], m["peer_addr"], m["self"], m["state"], m["slots"]) for m in members
+    ] == [(node.id, node.addr, node.peer_addr, True, "alive", "0-16383")]
     info = node.info()
     assert info["mode"] == "standalone" and info["slots_owned"] == 16384
     assert node.request("PUT", kv_path(b"solo"), b"1")[0] == 204
@@ -65,14 +65,34 @@ def test_config_problems_exit_2_with_sentences(tmp_path: Path) -> None:
 
     bad = tmp_path / "settings.toml"
     bad.write_text(
-        "[settings]\nping_interval = -1\nbogus = 3\n"
+        "[settings]\nforward_timeout = -1\nbogus = 3\n"
+        "[swim]\npreset = \"moon\"\nprobe_intervall = 1.0\nsuspicion_mult = 2.5\n"
         "[cluster]\n[[cluster.nodes]]\nid = \"a\"\naddr = \"127.0.0.1:7001\"\nslots = \"0-99999\"\n"
     )
-    r = run_node("--config", str(bad), *ports)
+    r = run_node("--config", str(bad), *ports, "--seeds", "nowhere")
     assert r.returncode == 2
     assert "Unknown node setting 'bogus'" in r.stderr
+    assert "The SWIM preset must be one of lan, wan, local, not 'moon'." in r.stderr
+    assert "Unknown SWIM setting 'probe_intervall' in [swim]" in r.stderr
+    assert "SWIM setting 'suspicion_mult' must be an int, not 2.5." in r.stderr
+    assert "Seed 'nowhere': Address 'nowhere' is not HOST:PORT." in r.stderr
     assert "outside 0-16383" in r.stderr
     assert "Traceback" not in r.stderr
+
+    # the ping health check is gone: an old config says what replaced it
+    old = tmp_path / "old.toml"
+    old.write_text("[settings]\nping_interval = 0.5\ndown_after = 2.0\n")
+    r = run_node("--config", str(old), *ports)
+    assert r.returncode == 2
+    assert "Unknown node setting 'ping_interval'" in r.stderr
+    assert "Unknown node setting 'down_after'" in r.stderr
+    assert "down_after and ping_interval no longer exist: failure detection is SWIM gossip" in r.stderr
+
+    # values that are each fine but break a SWIM rule are reported by SwimConfig.validate
+    slow = tmp_path / "slow.toml"
+    slow.write_text("[swim]\npreset = \"local\"\nprobe_timeout = 2.0\n")
+    r = run_node("--config", str(slow), *ports)
+    assert r.returncode == 2 and "[swim]: probe_timeout (2.0s) must be shorter" in r.stderr
 
     unknown_id = tmp_path / "unknown.toml"
     unknown_id.write_text('[cluster]\n[[cluster.nodes]]\nid = "a"\naddr = "127.0.0.1:7001"\n')
@@ -90,3 +110,12 @@ def test_a_port_in_use_exits_2(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert f"cannot listen on {HOST}:{busy} (HTTP port): address already in use" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_joining_through_seeds_on_a_wildcard_address_needs_an_advertised_host() -> None:
+    port, peer = free_ports(2)
+    r = run_node("--host", "0.0.0.0", "--port", str(port), "--peer-port", str(peer),
+                 "--seeds", f"{HOST}:{free_ports(1)[0]}")
+    assert r.returncode == 2
+    assert "binds the wildcard address 0.0.0.0 and joins through seeds" in r.stderr
+    assert "--advertise-host" in r.stderr and "Traceback" not in r.stderr

@@ -7,6 +7,7 @@ nothing sleeps a fixed time and no timing is asserted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import socket
@@ -16,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from kvcore.messages import Forward, Get, Ping, Pong
+from kvcore.messages import Forward, Get, Nack, SwimAck
 from kvcore.metrics import NodeStats
 from realnet import wire
 from realnet.runtime import AsyncioRuntime, FileStorage, open_storage
-from realnet.transport import BACKOFF, CONNECTED, PeerTransport, TransportConfig
+from realnet.transport import BACKOFF, CONNECTED, IDLE, PeerTransport, TransportConfig
 
 DEADLINE = 15.0
 
@@ -43,16 +44,28 @@ async def until(cond: Callable[[], bool], what: str) -> None:
 class Peer:
     """A transport plus what it received."""
 
-    def __init__(self, node_id: str, peers: dict[str, tuple[str, int]], **cfg: Any) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        peers: dict[str, tuple[str, int]],
+        *,
+        members: dict[str, str] | None = None,
+        cluster_name: str = "",
+        **cfg: Any,
+    ) -> None:
         self.received: list[tuple[str, Any]] = []
         self.stats = NodeStats()
+        #: what gossip membership would say: id -> "HOST:PORT" (tests change it at will)
+        self.members: dict[str, str] = members if members is not None else {}
         self.t = PeerTransport(
             node_id=node_id,
             peers=peers,
+            resolve=self.members.get,
             on_message=lambda src, msg: self.received.append((src, msg)),
             node_stats=self.stats,
             rng=random.Random(1),
             config=TransportConfig(**cfg),
+            cluster_name=cluster_name,
         )
 
 
@@ -65,14 +78,14 @@ def test_messages_flow_both_ways_with_the_sender_named_and_bytes_counted() -> No
         await b.t.listen("127.0.0.1", pb)
         try:
             for i in range(100):
-                a.t.send("b", Ping(seq=i, sent_at=1.5))
+                a.t.send("b", SwimAck(seq=i, gossip=()))
             b.t.send("a", Forward(request_id=7, op=Get(key=b"k")))
             await until(lambda: len(b.received) == 100 and len(a.received) == 1, "delivery")
-            assert b.received == [("a", Ping(seq=i, sent_at=1.5)) for i in range(100)]
+            assert b.received == [("a", SwimAck(seq=i, gossip=())) for i in range(100)]
             assert a.received == [("b", Forward(request_id=7, op=Get(key=b"k")))]
-            ping_size = len(wire.frame(Ping(seq=5, sent_at=1.5)))
-            assert b.stats.received_bytes["Ping"] >= 100 * ping_size - 100  # seq widths vary
-            assert b.stats.received_bytes["Ping"] == a.stats.sent_bytes["Ping"]
+            ack_size = len(wire.frame(SwimAck(seq=5, gossip=())))
+            assert b.stats.received_bytes["SwimAck"] >= 100 * ack_size - 100  # seq widths vary
+            assert b.stats.received_bytes["SwimAck"] == a.stats.sent_bytes["SwimAck"]
             assert a.stats.sent_bytes["Hello"] == b.stats.received_bytes["Hello"] > 0
             assert a.t.links["b"].state == CONNECTED
         finally:
@@ -90,11 +103,11 @@ def test_sends_while_connecting_are_queued_up_to_the_limit() -> None:
         await b.t.listen("127.0.0.1", pb)
         try:
             for i in range(25):  # all before the loop runs: the link is still connecting
-                a.t.send("b", Pong(seq=i, sent_at=0.0))
+                a.t.send("b", Nack(seq=i))
             assert a.t.stats.dropped == {"queue_full": 15}
             await until(lambda: len(b.received) == 10, "the queued messages")
             assert [m.seq for _, m in b.received] == list(range(10))
-            a.t.send("nobody", Pong(seq=0, sent_at=0.0))
+            a.t.send("nobody", Nack(seq=0))
             assert a.t.stats.dropped["unknown_peer"] == 1
         finally:
             await a.t.close()
@@ -110,11 +123,11 @@ def test_a_down_peer_means_backoff_and_drops_until_it_comes_up() -> None:
         b = Peer("b", {"a": ("127.0.0.1", pa)})
         await a.t.listen("127.0.0.1", pa)
         try:
-            a.t.send("b", Ping(seq=1, sent_at=0.0))  # nobody listens: refused
+            a.t.send("b", Nack(seq=1))  # nobody listens: refused
             link = a.t.links["b"]
             await until(lambda: link.state == BACKOFF, "backoff")
             assert a.t.stats.dropped == {"connect_failed": 1}
-            a.t.send("b", Ping(seq=2, sent_at=0.0))
+            a.t.send("b", Nack(seq=2))
             assert a.t.stats.dropped["backoff"] == 1
             assert link.last_error  # the reason is kept for /cluster/info
             # b comes up and says Hello on its own link: a reconnects and delivers again
@@ -123,7 +136,7 @@ def test_a_down_peer_means_backoff_and_drops_until_it_comes_up() -> None:
             await until(lambda: link.state == CONNECTED, "a's link to b")
 
             def delivered() -> bool:
-                a.t.send("b", Ping(seq=3, sent_at=0.0))
+                a.t.send("b", Nack(seq=3))
                 return any(m.seq == 3 for _, m in b.received)
 
             await until(delivered, "a message after the reconnect")
@@ -134,26 +147,169 @@ def test_a_down_peer_means_backoff_and_drops_until_it_comes_up() -> None:
     asyncio.run(body())
 
 
-def test_a_closed_inbound_connection_is_reconnected() -> None:
+def test_a_closed_connection_is_reconnected() -> None:
     async def body() -> None:
         pa, pb = free_port(), free_port()
-        a = Peer("a", {"b": ("127.0.0.1", pb)}, backoff_min=0.01, backoff_max=0.05)
+        a = Peer(
+            "a", {"b": ("127.0.0.1", pb)}, backoff_min=0.01, backoff_max=0.05, stable_after=0.05
+        )
         b = Peer("b", {"a": ("127.0.0.1", pa)})
         await b.t.listen("127.0.0.1", pb)
         try:
-            a.t.send("b", Ping(seq=1, sent_at=0.0))
+            link = a.t.links["b"]
+            a.t.send("b", Nack(seq=1))
             await until(lambda: len(b.received) == 1, "first message")
+            # a connection that served for a while comes back at once, unasked
+            await until(lambda: link.connected_for() >= 0.05, "the connection to be stable")
             for proto in list(b.t.inbound):  # b drops the connection
                 assert proto.transport is not None
                 proto.transport.abort()
-            link = a.t.links["b"]
             await until(lambda: a.t.stats.disconnects == 1, "a to notice")
             await until(lambda: link.state == CONNECTED, "the reconnect")
-            a.t.send("b", Ping(seq=2, sent_at=0.0))
+            a.t.send("b", Nack(seq=2))
             await until(lambda: len(b.received) == 2, "a message on the new connection")
+            # dropped again at once (as a peer that refuses us does): back only when asked
+            a.t.config = dataclasses.replace(a.t.config, stable_after=60.0)
+            for proto in list(b.t.inbound):
+                assert proto.transport is not None
+                proto.transport.abort()
+            await until(lambda: link.state == IDLE, "the link to wait, idle")
+            assert a.t.stats.connects == 2
+            a.t.send("b", Nack(seq=3))
+            await until(lambda: len(b.received) == 3, "a message on a third connection")
         finally:
             await a.t.close()
             await b.t.close()
+
+    asyncio.run(body())
+
+
+def test_an_at_address_reaches_whoever_listens_there_and_unknown_ids_are_welcome() -> None:
+    """How a node joins through a seed: it knows the seed's address, not its id."""
+
+    async def body() -> None:
+        pa, pb = free_port(), free_port()
+        a = Peer("a", {})  # no static peers at all
+        b = Peer("b", {})
+        await a.t.listen("127.0.0.1", pa)
+        await b.t.listen("127.0.0.1", pb)
+        try:
+            a.t.send(f"@127.0.0.1:{pb}", Nack(seq=1))
+            await until(lambda: b.received == [("a", Nack(seq=1))], "the message to the address")
+            # b never heard of a; once membership tells it where a listens, it can answer
+            b.t.send("a", Nack(seq=2))
+            assert b.t.stats.dropped == {"unknown_peer": 1}
+            b.members["a"] = f"127.0.0.1:{pa}"
+            b.t.send("a", Nack(seq=3))
+            await until(lambda: a.received == [("b", Nack(seq=3))], "the answer on b's own link")
+            assert set(a.t.links) == {f"@127.0.0.1:{pb}"} and set(b.t.links) == {"a"}
+        finally:
+            await a.t.close()
+            await b.t.close()
+
+    asyncio.run(body())
+
+
+def test_membership_beats_the_static_address_and_a_moved_member_is_redialled() -> None:
+    async def body() -> None:
+        pb, pb2 = free_port(), free_port()
+        a = Peer("a", {"b": ("127.0.0.1", pb)})  # static config: b at pb
+        b = Peer("b", {})
+        b2 = Peer("b", {})  # b restarted elsewhere
+        await b.t.listen("127.0.0.1", pb)
+        await b2.t.listen("127.0.0.1", pb2)
+        try:
+            a.t.send("b", Nack(seq=1))  # membership knows nothing: the static address
+            await until(lambda: len(b.received) == 1, "delivery at the static address")
+            a.members["b"] = f"127.0.0.1:{pb2}"  # gossip says b moved
+            a.t.send("b", Nack(seq=2))
+            await until(lambda: len(b2.received) == 1, "delivery at the new address")
+            assert b2.received == [("a", Nack(seq=2))] and len(b.received) == 1
+            assert a.t.stats.links_closed == {"moved": 1}
+            assert a.t.links["b"].addr == f"127.0.0.1:{pb2}"
+            # an address gossip made up is dropped and counted, never raised
+            a.members["c"] = "no port here"
+            a.t.send("c", Nack(seq=3))
+            a.t.send("a", Nack(seq=4))  # ourselves: never dialled
+            assert a.t.stats.dropped == {"bad_address": 1, "unknown_peer": 1}
+            assert "c" not in a.t.links
+        finally:
+            for p in (a, b, b2):
+                await p.t.close()
+
+    asyncio.run(body())
+
+
+def test_a_failed_link_redials_only_when_there_is_something_to_send() -> None:
+    """A dead member costs one connection attempt per message, not an endless redial loop."""
+
+    async def body() -> None:
+        pb = free_port()  # nobody listens there
+        a = Peer("a", {"b": ("127.0.0.1", pb)}, backoff_min=0.01, backoff_max=0.02)
+        try:
+            a.t.send("b", Nack(seq=1))
+            link = a.t.links["b"]
+            await until(lambda: link.state == IDLE and link.failures == 1, "backoff to end idle")
+            # no demand: the expired backoff did not dial again
+            assert a.t.stats.connect_failures == 1 and link.state == IDLE
+            a.t.send("b", Nack(seq=2))  # demand: dial again
+            await until(lambda: a.t.stats.connect_failures == 2, "the second attempt")
+            await until(lambda: link.state == IDLE, "idle again")
+            assert a.t.stats.connect_failures == 2
+        finally:
+            await a.t.close()
+
+    asyncio.run(body())
+
+
+def test_idle_and_forgotten_links_are_closed_and_reopened_on_demand() -> None:
+    async def body() -> None:
+        pb = free_port()
+        a = Peer("a", {}, members={"b": f"127.0.0.1:{pb}"}, idle_timeout=0.3)
+        b = Peer("b", {})
+        await b.t.listen("127.0.0.1", pb)
+        try:
+            a.t.send(f"@127.0.0.1:{pb}", Nack(seq=1))
+            a.t.send("b", Nack(seq=2))
+            await until(lambda: len(b.received) == 2, "both messages")
+
+            def inbound_from_a() -> int:
+                return sum(1 for p in b.t.inbound if p.peer == "a")
+
+            await until(lambda: inbound_from_a() == 2, "two connections from a")
+            a.t.forget("b")  # membership: b left
+            assert set(a.t.links) == {f"@127.0.0.1:{pb}"}
+            await until(lambda: inbound_from_a() == 1, "b to see that connection closed")
+            # the seed-address link is used no more: the sweep closes it
+            await until(lambda: not a.t.links, "the idle sweep")
+            assert a.t.stats.links_closed == {"forgotten": 1, "idle": 1}
+            await until(lambda: inbound_from_a() == 0, "b to see the idle link closed")
+            a.t.send("b", Nack(seq=3))  # still a member after all: a new link
+            await until(lambda: len(b.received) == 3, "a message on a new link")
+        finally:
+            await a.t.close()
+            await b.t.close()
+
+    asyncio.run(body())
+
+
+def test_a_hello_from_another_named_cluster_is_refused() -> None:
+    async def body() -> None:
+        pb = free_port()
+        a = Peer("a", {"b": ("127.0.0.1", pb)}, cluster_name="blue")
+        b = Peer("b", {}, cluster_name="green")
+        other = Peer("c", {"b": ("127.0.0.1", pb)})  # no name: accepted by anyone
+        await b.t.listen("127.0.0.1", pb)
+        try:
+            a.t.send("b", Nack(seq=1))
+            other.t.send("b", Nack(seq=2))
+            await until(lambda: b.received == [("c", Nack(seq=2))], "the unnamed peer's message")
+            await until(
+                lambda: b.t.stats.frames_malformed.get("cluster_mismatch") == 1, "the refusal"
+            )
+        finally:
+            for p in (a, b, other):
+                await p.t.close()
 
     asyncio.run(body())
 

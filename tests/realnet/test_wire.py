@@ -18,15 +18,20 @@ import pytest
 import kvcore
 from kvcore.messages import (
     REGISTRY,
+    Alive,
     Delete,
     Forward,
     ForwardReply,
     Get,
     Hello,
-    Ping,
-    Pong,
+    MemberState,
+    Nack,
+    PushPull,
     Put,
     Reply,
+    Suspect,
+    SwimAck,
+    SwimPing,
 )
 from realnet import wire
 from realnet.wire import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, frame, pack, unpack
@@ -38,8 +43,18 @@ MESSAGES: list[Any] = [
     Reply(),
     Reply(value=b"v", error="", message=""),
     Reply(value=None, error="not_found", message="key not found"),
-    Ping(seq=1, sent_at=12.5),
-    Pong(seq=2**40, sent_at=0.0),
+    SwimPing(seq=1, target="n2", gossip=(Suspect(node="n3", incarnation=4, source="n1"),)),
+    SwimAck(seq=2**40, gossip=()),
+    Nack(seq=0),
+    PushPull(
+        join=True,
+        reply=False,
+        members=(
+            MemberState(node="n1", incarnation=1, state="alive", addr="127.0.0.1:7001",
+                        peer_addr="127.0.0.1:17001", slots="0-16383", epoch=1),
+        ),
+    ),
+    SwimAck(seq=3, gossip=(Alive(node="n4", incarnation=2, addr="h:1", peer_addr="h:2", slots="", epoch=0),)),
     Forward(request_id=7, op=Put(key=b"a", value=b"b")),
     Forward(request_id=8, op=Get(key=b"a")),
     ForwardReply(request_id=7, reply=Reply(value=b"x")),
@@ -193,7 +208,7 @@ def test_failed_decoder_stays_failed() -> None:
     with pytest.raises(FrameError):
         dec.feed(HEADER.pack(1) + b"\xc1")
     with pytest.raises(FrameError):
-        dec.feed(frame(Ping(seq=1, sent_at=0.0)))
+        dec.feed(frame(Nack(seq=1)))
 
 
 @pytest.mark.parametrize(
@@ -207,13 +222,13 @@ def test_failed_decoder_stays_failed() -> None:
         (msgpack.packb({"key": b"x"}), "no kind"),
         (msgpack.packb({"k": "Get"}), "missing field"),
         (msgpack.packb({"k": "Get", "key": "text"}, use_bin_type=True), "str for bytes"),
-        (msgpack.packb({"k": "Ping", "seq": "1", "sent_at": 0.0}), "str for int"),
+        (msgpack.packb({"k": "Nack", "seq": "1"}), "str for int"),
         (msgpack.packb({1: 2}), "integer map key"),
         (msgpack.packb({"k": "Get", "key": b"x"}) + b"\x00", "trailing bytes"),
         (b"\xa3\xff\xfe\xfd", "invalid utf-8"),
         (msgpack.packb(msgpack.ExtType(5, b"xx")), "ext type"),
         (b"\x91" * 100_000 + b"\x00", "deep nesting"),
-        (msgpack.packb({"k": "Forward", "request_id": 1, "op": {"k": "Ping"}}), "wrong nested"),
+        (msgpack.packb({"k": "Forward", "request_id": 1, "op": {"k": "Nack", "seq": 1}}), "wrong nested"),
     ],
 )
 def test_malformed_payload_raises_frame_error(payload: bytes, why: str) -> None:
