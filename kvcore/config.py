@@ -63,6 +63,11 @@ class NodeConfig:
     #: How long the owner remembers the replies to forwarded requests, so that a duplicated
     #: Forward is answered from memory instead of being applied twice. Several forward timeouts.
     dedup_window: float = 10.0
+    #: Write every change of the store and of open slot migrations through to the Runtime's
+    #: durable storage and reload them on start, so a crash loses nothing acknowledged (a disk
+    #: with an fsync per write). Off by default: a node's data then lives in memory only, as in
+    #: Redis without persistence, and a crash loses it until replication lands.
+    durable: bool = False
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -95,6 +100,12 @@ class NodeConfig:
             f = known.get(k)
             if f is None:
                 problems.append(f"Unknown node setting {k!r}; known: {', '.join(sorted(known))}.")
+                continue
+            if f.type in ("bool", bool):
+                if not isinstance(v, bool):
+                    problems.append(f"Node setting {k!r} must be true or false, not {v!r}.")
+                    continue
+                kwargs[k] = v
                 continue
             want = float if f.type in ("float", float) else int
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):

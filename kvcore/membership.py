@@ -94,6 +94,8 @@ from kvcore.runtime import Runtime, TimerHandle
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 STATES = (ALIVE, SUSPECT, DEAD, LEFT)
 INCARNATION_KEY = "swim.incarnation"
+#: our own latest slot claim ("<epoch> <ranges>"), so a restart does not forget slots we took
+CLAIM_KEY = "swim.claim"
 
 Update = Alive | Suspect | Dead
 
@@ -500,9 +502,18 @@ class Membership:
         for nid in self._gossip_targets(self.config.gossip_nodes * 2):
             self._send(nid, Gossip(updates=(msg,)))
 
+    def stored_claim(self) -> tuple[str, int] | None:
+        """The last claim :meth:`set_slots` made, as kept in durable storage: (slots, epoch)."""
+        raw = self.rt.storage.get(CLAIM_KEY)
+        if not raw:
+            return None
+        epoch_s, _, slots = raw.decode().partition(" ")
+        return slots, int(epoch_s)
+
     def set_slots(self, slots: str, epoch: int) -> None:
         """Advertise a new slot claim: a fresh incarnation carries it to everyone."""
         self.me.slots, self.me.epoch = slots, epoch
+        self.rt.storage.put(CLAIM_KEY, f"{epoch} {slots}".encode())
         self._bump_incarnation(self.me.incarnation + 1)
         self.broadcasts.queue(self.me.to_alive())
         self._emit("update", self.me)

@@ -50,9 +50,9 @@ verb through :meth:`Node.begin_migrate`, :meth:`Node.begin_import`, :meth:`Node.
   importing the slot, serves it. So each key lives on exactly one node at any time, and every
   write lands on exactly one node.
 - Keys move in batches (:class:`~kvcore.messages.MigrateKeys`). While a batch is in flight its
-  keys are on neither node's store: requests for them answer 503 ``try_again`` (certainly not
-  applied), as Redis does, until the target's MigrateAck lets the source drop them, or a timeout
-  puts them back. The target remembers batches it stored, so a duplicated batch is not applied
+  keys stay in the source's store but are frozen: requests for them answer 503 ``try_again``
+  (certainly not applied), as Redis does, until the target's MigrateAck lets the source delete
+  them, or a failure unfreezes them. The target remembers batches it stored, so a duplicated batch is not applied
   again (it would bring old values back).
 - At the end the target claims the slot with a config epoch above every epoch it knows; the
   claim spreads by gossip and the epoch rule alone decides ownership, so no slot is left without
@@ -93,6 +93,10 @@ OK = Reply()
 
 #: most forwarded writes whose replies the owner remembers for dedup (each entry is small)
 DEDUP_MAX_ENTRIES = 100_000
+#: durable storage keys of open migrations: "mark:migrating:<slot>" -> target, ...importing -> source
+MARK_PREFIX = "mark:"
+#: durable storage key of the slot map, saved whenever a claim above the configured epoch lands
+SLOT_MAP_KEY = "slotmap"
 
 
 def error_reply(err: errors.StoreError) -> Reply:
@@ -142,7 +146,9 @@ class Node:
         self.cluster = cluster
         self.seeds = tuple(seeds)
         self.slot_map = SlotMap()
-        self.store = LocalStore()
+        #: claims at or below this epoch come from the static configuration and are not saved
+        self._base_epoch = cluster.epoch if cluster is not None else 1
+        self.store = LocalStore.load(runtime.storage) if self.config.durable else LocalStore()
         self.stats = NodeStats()
         self.running = False
         self._pending: dict[int, _Pending] = {}
@@ -152,11 +158,15 @@ class Node:
         #: live migration: slot -> target (we own it and are moving it out) / slot -> source
         self.migrating: dict[int, str] = {}
         self.importing: dict[int, str] = {}
-        self._in_flight: dict[bytes, bytes] = {}
+        self._in_flight: dict[bytes, None] = {}
         self._batches: dict[int, _Batch] = {}
         self._next_batch = runtime.random.getrandbits(32)
         # (src, batch) -> expiry, for batches already stored (duplicates are not applied again)
         self._stored_batches: OrderedDict[tuple[str, int], float] = OrderedDict()
+        if self.config.durable:
+            for name, value in runtime.storage.items(MARK_PREFIX):
+                kind, slot_s = name[len(MARK_PREFIX):].split(":")
+                (self.migrating if kind == "migrating" else self.importing)[int(slot_s)] = value.decode()
         static: list[tuple[str, str, str, str, int]] = []
         if cluster is not None:
             cluster.validate(self.id)
@@ -174,6 +184,23 @@ class Node:
         self.membership.listeners.append(self._on_member_event)
         self._on_member_event("update", self.id, self.membership.me)
         self.membership.add_static(static)
+        # What an earlier life of this node learned of reconfigurations (Redis keeps nodes.conf):
+        # the slot map as it was, so that a restarted node does not serve slots that moved away
+        # while it was down, and our own latest claim, so that we keep advertising slots we took.
+        saved = runtime.storage.get(SLOT_MAP_KEY)
+        if saved:
+            try:
+                old = SlotMap.from_text(saved.decode())
+            except (SlotRangeError, UnicodeDecodeError):
+                self.stats.malformed += 1
+            else:
+                for lo, hi, owner_id in old.runs():
+                    for slot in range(lo, hi + 1):
+                        self.slot_map.claim([(slot, slot)], owner_id, old.epoch(slot))
+        claim = self.membership.stored_claim()
+        if claim is not None and claim[1] > self.membership.me.epoch:
+            self.membership.me.slots, self.membership.me.epoch = claim
+            self._on_member_event("update", self.id, self.membership.me)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -398,7 +425,7 @@ class Node:
         self._check_slot(slot)
         if self.slot_map.owner(slot) == self.id:
             raise errors.Conflict(f"node {self.id} already owns slot {slot}")
-        self.importing[slot] = source
+        self._mark("importing", slot, source)
 
     def begin_migrate(self, slot: int, target: str) -> None:
         """Mark ``slot`` as migrating to ``target`` (Redis: SETSLOT MIGRATING)."""
@@ -407,7 +434,21 @@ class Node:
             raise errors.Conflict(f"node {self.id} does not own slot {slot}")
         if target == self.id:
             raise errors.Conflict(f"node {self.id} cannot migrate slot {slot} to itself")
-        self.migrating[slot] = target
+        self._mark("migrating", slot, target)
+
+    def _mark(self, kind: str, slot: int, peer: str | None) -> None:
+        """Set or clear an open-migration mark, durably when the node is durable."""
+        table = self.migrating if kind == "migrating" else self.importing
+        if peer is None:
+            table.pop(slot, None)
+        else:
+            table[slot] = peer
+        if self.config.durable:
+            name = f"{MARK_PREFIX}{kind}:{slot}"
+            if peer is None:
+                self.rt.storage.delete(name)
+            else:
+                self.rt.storage.put(name, peer.encode())
 
     def migrate_keys(self, slot: int, count: int, done: Callable[[int, str], None]) -> None:
         """Move up to ``count`` keys of a migrating slot to its target.
@@ -430,8 +471,7 @@ class Node:
         for k in keys:
             v = self.store.get(k)
             assert v is not None
-            self.store.delete(k)
-            self._in_flight[k] = v
+            self._in_flight[k] = None  # frozen until the target confirms
             items.append((k, v))
         bid = self._next_batch
         self._next_batch = (self._next_batch + 1) & 0xFFFFFFFF
@@ -445,9 +485,8 @@ class Node:
         if b is None:
             return
         b.timer.cancel()
-        for k, v in b.items:  # put them back: nobody could write them meanwhile (try_again)
+        for k, _ in b.items:  # unfreeze: they never left (nobody could write them: try_again)
             del self._in_flight[k]
-            self.store.set(k, v)
         b.done(0, f"moving {len(b.items)} keys of slot {b.slot} to {b.target} {why}")
 
     def _on_migrate_keys(self, src: str, msg: MigrateKeys) -> None:
@@ -485,6 +524,7 @@ class Node:
         b.timer.cancel()
         for k, _ in b.items:
             del self._in_flight[k]
+            self.store.delete(k)
         b.done(len(b.items), "")
 
     def finish_import(self, slots: list[int]) -> int:
@@ -497,15 +537,15 @@ class Node:
             self._check_slot(slot)
         epoch = max(self.slot_map.max_epoch(), self.membership.me.epoch) + 1
         for slot in slots:
-            self.importing.pop(slot, None)
+            self._mark("importing", slot, None)
         self.claim_slots(format_ranges((s, s) for s in slots), epoch)
         return epoch
 
     def abort_migration(self, slot: int) -> None:
         """Forget an open migration of ``slot`` on this node (``fix``); keys stay where they are."""
-        self.importing.pop(slot, None)
+        self._mark("importing", slot, None)
         if not any(b.slot == slot for b in self._batches.values()):
-            self.migrating.pop(slot, None)
+            self._mark("migrating", slot, None)
 
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot <= MAX_SLOT:
@@ -521,11 +561,15 @@ class Node:
             except SlotRangeError:
                 self.stats.malformed += 1
                 return
-            if self.slot_map.claim(ranges, node_id, m.epoch) and self.migrating:
+            before = self.slot_map.version
+            self.slot_map.claim(ranges, node_id, m.epoch)
+            if self.slot_map.version != before and m.epoch > self._base_epoch:
+                self.rt.storage.put(SLOT_MAP_KEY, self.slot_map.to_text().encode())
+            if self.slot_map.version != before and self.migrating:
                 # a slot we were moving out now belongs to its new owner: the move is over
                 for slot in [s for s in self.migrating if self.slot_map.owner(s) != self.id]:
                     if not any(b.slot == slot for b in self._batches.values()):
-                        del self.migrating[slot]
+                        self._mark("migrating", slot, None)
 
     def claim_slots(self, ranges: str, epoch: int) -> None:
         """Take ownership of ``ranges`` (a range string) at config ``epoch`` and advertise it.

@@ -24,10 +24,15 @@ class TimerHandle(Protocol):
 
 
 class Storage(Protocol):
-    """Durable key/value state that survives a crash (used once Raft lands)."""
+    """Durable key/value state that survives a crash: SWIM incarnations, and with
+    ``NodeConfig.durable`` the store and open migrations (Raft's log, later)."""
 
     def get(self, key: str) -> bytes | None: ...
     def put(self, key: str, value: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def items(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, sorted by key."""
+        ...
 
 
 class MemoryStorage:
@@ -41,6 +46,12 @@ class MemoryStorage:
 
     def put(self, key: str, value: bytes) -> None:
         self._data[key] = value
+
+    def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def items(self, prefix: str) -> list[tuple[str, bytes]]:
+        return sorted((k, v) for k, v in self._data.items() if k.startswith(prefix))
 
 
 class Runtime(Protocol):

@@ -214,6 +214,38 @@ class SlotMap:
                 start = s
         return out
 
+    def to_text(self) -> str:
+        """The whole map, owners and epochs, as text: ``lo-hi=owner@epoch`` runs joined by ``;``
+        (unowned runs are ``lo-hi=@epoch``). What a node keeps on disk (Redis's nodes.conf)."""
+        out: list[str] = []
+        owners, epochs = self._owners, self._epochs
+        start = 0
+        for s in range(1, NUM_SLOTS + 1):
+            if s == NUM_SLOTS or owners[s] != owners[start] or epochs[s] != epochs[start]:
+                out.append(f"{start}-{s - 1}={owners[start] or ''}@{epochs[start]}")
+                start = s
+        return ";".join(out)
+
+    @classmethod
+    def from_text(cls, text: str) -> SlotMap:
+        """Inverse of :meth:`to_text`; raises SlotRangeError on malformed text."""
+        m = cls()
+        try:
+            for part in text.split(";"):
+                rng, _, rest = part.partition("=")
+                owner, _, epoch_s = rest.rpartition("@")
+                lo_s, _, hi_s = rng.partition("-")
+                lo, hi, epoch = int(lo_s), int(hi_s), int(epoch_s)
+                if not 0 <= lo <= hi <= MAX_SLOT:
+                    raise ValueError
+                for slot in range(lo, hi + 1):
+                    m._owners[slot] = owner or None
+                    m._epochs[slot] = epoch
+        except ValueError:
+            raise SlotRangeError(f"Slot map text {text[:60]!r} is malformed.") from None
+        m.version = 1
+        return m
+
     def unassigned(self) -> list[Range]:
         return slots_to_ranges(s for s, o in enumerate(self._owners) if o is None)
 

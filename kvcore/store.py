@@ -5,21 +5,42 @@ Theory of operation
 A plain dict holds the data; a second dict per slot holds that slot's keys (as an ordered dict
 used as a set, because iterating a ``set`` of bytes depends on PYTHONHASHSEED). The slot index is
 what resharding needs ("the keys of slot 42") and costs one dict operation per write.
+
+With a ``journal`` (a :class:`kvcore.runtime.Storage`), every change is written through to it
+under ``kv:<hex key>`` before the call returns, and :meth:`LocalStore.load` rebuilds the store
+from it after a crash: a disk with an fsync per write (Redis's ``appendfsync always``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kvcore.slots import key_slot
+
+if TYPE_CHECKING:
+    from kvcore.runtime import Storage
+
+JOURNAL_PREFIX = "kv:"
 
 
 class LocalStore:
-    __slots__ = ("_by_slot", "_data", "bytes_used")
+    __slots__ = ("_by_slot", "_data", "bytes_used", "journal")
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Storage | None = None) -> None:
         self._data: dict[bytes, bytes] = {}
         self._by_slot: dict[int, dict[bytes, None]] = {}
         #: sum of key and value lengths, for metrics
         self.bytes_used = 0
+        self.journal = journal
+
+    @classmethod
+    def load(cls, journal: Storage) -> LocalStore:
+        """The store as its journal left it (after a crash and restart)."""
+        store = cls()
+        for name, value in journal.items(JOURNAL_PREFIX):
+            store.set(bytes.fromhex(name[len(JOURNAL_PREFIX):]), value)
+        store.journal = journal
+        return store
 
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
@@ -32,6 +53,8 @@ class LocalStore:
         else:
             self.bytes_used += len(value) - len(old)
         self._data[key] = value
+        if self.journal is not None:
+            self.journal.put(JOURNAL_PREFIX + key.hex(), value)
 
     def delete(self, key: bytes) -> bool:
         """Remove a key; False when it was absent."""
@@ -44,6 +67,8 @@ class LocalStore:
         if not keys:
             del self._by_slot[slot]
         self.bytes_used -= len(key) + len(old)
+        if self.journal is not None:
+            self.journal.delete(JOURNAL_PREFIX + key.hex())
         return True
 
     def count(self) -> int:

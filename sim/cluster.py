@@ -377,6 +377,27 @@ class SimCluster:
 
         self._at(at, "rebalance", ",".join(f"{k}={v:g}" for k, v in sorted((weights or {}).items())), start)
 
+    def fix(self, at: float | None = None, batch: int = 20) -> None:
+        """Finish every migration left open (by a crash of the source, the target or the
+        resharding itself), as ``storelab cluster fix`` does: resume moving the slot's keys to
+        the target named by the open marks, then let the target claim the slot."""
+
+        def start() -> None:
+            todo: dict[int, str] = {}
+            for node in self.nodes():
+                for slot, target in node.migrating.items():
+                    todo.setdefault(slot, target)
+                for slot, _source in node.importing.items():
+                    todo.setdefault(slot, node.id)
+
+            def run() -> Any:
+                for slot in sorted(todo):
+                    yield from self._reshard([slot], todo[slot], batch, 0.2, 50)
+
+            self._spawn(run())
+
+        self._at(at, "fix", "", start)
+
     def _spawn(self, gen: Any) -> None:
         self.env.process(gen)
 

@@ -1,0 +1,591 @@
+"""The nemesis: seeded fault schedules for a SimCluster, and the evidence that each fault fired.
+
+Theory of operation
+-------------------
+A nemesis (Jepsen's name for the process that breaks things) is a list of *packages*, one per
+kind of fault. Given the cluster's node ids and a time window, each package draws a schedule
+from its own random stream, ``sim.rand.stream(seed, "nemesis", package.name)``: the same seed
+gives the same faults in any process, and adding a package does not change the others'
+schedules. A schedule alternates a quiet interval and a fault (Jepsen's start/stop cycle), so
+the faults of one package never overlap; faults of different packages may.
+
+=================  ===========================================================================
+kind               one fault
+=================  ===========================================================================
+``partition``      a random minority (1 to (n-1)//2 nodes) is cut from the majority, both ways
+``bridge``         two halves that share one node: messages between the halves are dropped, the
+                   bridge node talks to both (Jepsen's ``bridge``; needs 3 nodes)
+``oneway``         messages from a random minority to the rest are dropped; the other way works
+``crash``          a random node crashes and restarts after a random down time; its memory,
+                   *store included*, is lost (DESIGN.md's failure model)
+``crash-durable``  the same, but the store survives the crash, as if every write were made
+                   durable before it was acknowledged (everything else in memory is lost)
+``loss``           message loss rises to a random 10-50 %, then falls back
+``latency``        the network's latency becomes a log-normal with a 20-300 ms median
+``slow``           one random node gets an extra exponential delay (mean 50-500 ms) on every
+                   message it sends or receives
+=================  ===========================================================================
+
+The three partition flavours are one package (one partition at a time, drawn among the flavours
+asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` adds ``crash``.
+
+Applying. :meth:`Nemesis.apply` plans the schedule and puts each fault's beginning and end on
+the cluster's SimPy clock. A fault begins with the cluster's scenario verb (``partition``,
+``crash``, ``set_loss``, ``set_latency``, ``slow_node``), which records a
+:class:`~sim.cluster.Fault` in ``cluster.faults``, the time axis the operations share. It ends by
+undoing exactly what it did: the partition or link rule it added is removed (other rules stay),
+loss and latency go back to what they were when it began, a crashed node restarts (the cluster
+records the restart); the Fault's ``end`` is set then. Every fault ends by the end of the window,
+so a run can be given a quiet tail in which the cluster recovers.
+
+Evidence. Every fault keeps a :class:`FaultRecord`: when it really began and ended, the rules
+it added and what they decided (``hits``: messages dropped by a partition or loss rule, delayed
+by a slow-node link), the messages sent while it was active, and for a crash the downtime and
+the messages dropped because the node was down. :meth:`NemesisRun.report` joins the records
+with the client history into a :class:`FaultReport`, one row per fault with the operations
+invoked during it, on the same time axis.
+
+Crashes and linearizability. The store keeps one copy of each key, in memory (replication and
+durable storage come with Raft), so ``crash`` loses every write the crashed node had
+acknowledged, and a later read of such a key finds it absent: a linearizability violation,
+which the checker rightly reports. That is why the default nemesis (:data:`DEFAULT`) is the
+network faults only, and why ``crash-durable`` exists: it exercises restarts, failure detection
+and forwards lost with a node while leaving out the loss the store is known to have.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sim.clients import OK, UNKNOWN, History
+from sim.cluster import Fault, SimCluster
+from sim.latency import Exponential, Latency, LogNormal
+from sim.network import Link, Loss, Partition, Rule, schedule_call
+from sim.rand import stream
+
+PARTITION_FLAVOURS = ("partition", "bridge", "oneway")
+KINDS = (*PARTITION_FLAVOURS, "crash", "crash-durable", "loss", "latency", "slow")
+NETWORK = ("partition", "bridge", "oneway", "loss", "latency", "slow")
+ALIASES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "network": NETWORK,
+    "all": (*NETWORK, "crash"),
+}
+#: What ``python -m sim check`` uses without ``--nemesis``: every fault the store should survive
+#: with no linearizability violation (see "Crashes and linearizability" above).
+DEFAULT = "network"
+
+
+@dataclass
+class FaultRecord:
+    """One scheduled fault and the evidence of what it did (plain data: it pickles)."""
+
+    kind: str
+    #: planned beginning and end (simulated seconds)
+    start: float
+    end: float
+    #: what it acts on, for people: "n1,n2 | n3,n4,n5", "n3", "loss 0.3"
+    target: str
+    #: the nodes it singles out (the cut-off side, the bridge, the crashed or slowed node)
+    nodes: tuple[str, ...] = ()
+    #: a partition's two sides: messages from the first to the second are dropped (and back,
+    #: unless the kind is "oneway")
+    sides: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    #: the fault's size: loss probability, latency median, mean extra delay (seconds)
+    param: float = 0.0
+    #: when it really began and ended (None: not yet, or never)
+    fired: float | None = None
+    undone: float | None = None
+    #: why it did not fire (e.g. the node was already down)
+    skipped: str = ""
+    #: names of the network rules it added, and what they decided
+    rules: tuple[str, ...] = ()
+    hits: int = 0
+    dropped: int = 0
+    delayed: int = 0
+    #: messages sent in the whole cluster while it was active
+    sent: int = 0
+    #: crash: seconds the node was down
+    downtime: float = 0.0
+
+    @property
+    def active_for(self) -> float:
+        if self.fired is None:
+            return 0.0
+        return (self.undone if self.undone is not None else self.end) - self.fired
+
+    def describe(self) -> str:
+        span = f"[{self.start:.3f}, {self.end:.3f}]"
+        if self.skipped:
+            return f"{self.kind} {self.target} {span}: skipped ({self.skipped})"
+        ev = []
+        if self.dropped:
+            ev.append(f"dropped {self.dropped}")
+        if self.delayed:
+            ev.append(f"delayed {self.delayed}")
+        if self.kind.startswith("crash"):
+            ev.append(f"down {self.downtime:.3f}s")
+        return f"{self.kind} {self.target} {span}: " + (", ".join(ev) or "no messages affected")
+
+
+# --- packages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Package:
+    """One kind of fault: plans a schedule, begins and ends each fault on a cluster.
+
+    ``quiet`` and ``length`` are the (low, high) bounds of the uniform draws for the pause
+    before each fault and for its duration, in simulated seconds.
+    """
+
+    name: str = "package"
+    quiet: tuple[float, float] = (0.5, 2.0)
+    length: tuple[float, float] = (1.0, 3.0)
+
+    def plan(self, rng: random.Random, nodes: Sequence[str], start: float, end: float) -> list[FaultRecord]:
+        out: list[FaultRecord] = []
+        t = start + rng.uniform(*self.quiet)
+        while t < end:
+            stop = min(end, t + rng.uniform(*self.length))
+            rec = self.draw(rng, list(nodes), t, stop)
+            if rec is not None:
+                out.append(rec)
+            t = stop + rng.uniform(*self.quiet)
+        return out
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        raise NotImplementedError
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        raise NotImplementedError
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        raise NotImplementedError
+
+
+def _names(ids: Iterable[str]) -> str:
+    return ",".join(ids)
+
+
+@dataclass(frozen=True)
+class Partitions(Package):
+    """Network partitions, one at a time, of the flavours asked for (drawn uniformly)."""
+
+    name: str = "partition"
+    flavours: tuple[str, ...] = ("partition",)
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        flavour = rng.choice(self.flavours)
+        shuffled = list(nodes)
+        rng.shuffle(shuffled)
+        n = len(shuffled)
+        if flavour == "bridge":
+            if n < 3:
+                return None
+            bridge, rest = shuffled[0], shuffled[1:]
+            half = len(rest) // 2
+            a, b = sorted(rest[:half]), sorted(rest[half:])
+            return FaultRecord("bridge", start, end, f"{_names(a)} | {_names(b)} via {bridge}",
+                               nodes=(bridge,), sides=(tuple(a), tuple(b)))
+        if n < 2:
+            return None
+        k = rng.randint(1, max(1, (n - 1) // 2))
+        a, b = sorted(shuffled[:k]), sorted(shuffled[k:])
+        if flavour == "oneway":
+            if rng.random() < 0.5:
+                a, b = b, a
+            return FaultRecord("oneway", start, end, f"{_names(a)} -/-> {_names(b)}",
+                               nodes=tuple(a), sides=(tuple(a), tuple(b)))
+        return FaultRecord("partition", start, end, f"{_names(a)} | {_names(b)}",
+                           nodes=tuple(a), sides=(tuple(a), tuple(b)))
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        a, b = run.record.sides
+        run.add_rules(lambda: cluster.partition(a, b, oneway=run.record.kind == "oneway"))
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        run.remove_rules()
+
+
+@dataclass(frozen=True)
+class Crashes(Package):
+    """Crash a random node, restart it when the fault ends (``length`` is the down time).
+
+    With ``durable`` the node's store is handed to its next incarnation (see the module
+    docstring); without, everything the node held is lost.
+    """
+
+    name: str = "crash"
+    durable: bool = False
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        nid = rng.choice(nodes)
+        return FaultRecord("crash-durable" if self.durable else "crash", start, end, nid, nodes=(nid,))
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        nid = run.record.nodes[0]
+        if not cluster.is_up(nid):
+            run.record.skipped = f"{nid} was already down"
+            return
+        if self.durable:
+            run.saved = getattr(cluster.node(nid), "store", None)
+        run.dropped_down = cluster.net.stats.dropped.get("down", 0)
+        cluster.crash(nid)
+        run.fault = cluster.faults[-1]
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        nid = run.record.nodes[0]
+        if cluster.is_up(nid):
+            return  # someone else restarted it
+        cluster.restart(nid)
+        if self.durable and run.saved is not None:
+            cluster.node(nid).store = run.saved
+
+
+@dataclass(frozen=True)
+class LossSpikes(Package):
+    """Message loss rises to ``probability`` (drawn from the bounds), then falls back."""
+
+    name: str = "loss"
+    probability: tuple[float, float] = (0.1, 0.5)
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        p = round(rng.uniform(*self.probability), 3)
+        return FaultRecord("loss", start, end, f"loss {p:g}", param=p)
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        before = [r for r in cluster.net.rules if isinstance(r, Loss)]
+        run.previous = before[-1].probability if before else 0.0
+        run.add_rules(lambda: cluster.set_loss(run.record.param))
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        cluster.net.set_loss(float(run.previous))
+
+
+@dataclass(frozen=True)
+class LatencySpikes(Package):
+    """The network's latency becomes a log-normal with a median drawn from the bounds."""
+
+    name: str = "latency"
+    median: tuple[float, float] = (0.02, 0.3)
+    sigma: float = 0.5
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        m = round(rng.uniform(*self.median), 4)
+        return FaultRecord("latency", start, end, f"latency median {m * 1000:g} ms", param=m)
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        run.previous = cluster.net.latency
+        run.add_rules(lambda: cluster.set_latency(LogNormal(run.record.param, self.sigma)))
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        latency: Latency = run.previous
+        cluster.net.set_latency(latency)
+
+
+@dataclass(frozen=True)
+class SlowNodes(Package):
+    """One node's messages (both directions) get an extra exponential delay."""
+
+    name: str = "slow"
+    extra: tuple[float, float] = (0.05, 0.5)
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        nid = rng.choice(nodes)
+        mean = round(rng.uniform(*self.extra), 4)
+        return FaultRecord("slow", start, end, f"{nid} +{mean * 1000:g} ms", nodes=(nid,), param=mean)
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        rec = run.record
+        run.add_rules(lambda: cluster.slow_node(rec.nodes[0], Exponential(rec.param)))
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        run.remove_rules()
+
+
+# --- one fault in flight --------------------------------------------------------------------
+
+
+@dataclass
+class _Active:
+    """The live side of one fault: the rules and Fault it made, and what to restore."""
+
+    package: Package
+    record: FaultRecord
+    cluster: SimCluster
+    rules: list[Rule] = field(default_factory=list)
+    fault: Fault | None = None
+    previous: Any = None
+    saved: Any = None
+    sent_at_start: int = 0
+    dropped_down: int = 0
+
+    def begin(self) -> None:
+        c, rec = self.cluster, self.record
+        rec.fired = c.now
+        self.sent_at_start = c.net.stats.sent
+        self.package.begin(self, c)
+        if rec.skipped:
+            rec.fired = None
+
+    def finish(self) -> None:
+        if self.record.fired is None or self.record.undone is not None:
+            return
+        self.collect()
+        self.package.finish(self, self.cluster)
+        self.record.undone = self.cluster.now
+        if self.fault is not None and self.fault.end is None:
+            self.fault.end = self.cluster.now
+
+    def add_rules(self, verb: Callable[[], None]) -> None:
+        """Call a cluster verb now; keep the rules it added (by identity) and its Fault."""
+        net = self.cluster.net
+        before = list(net.rules)
+        verb()
+        self.fault = self.cluster.faults[-1]
+        self.rules = [r for r in net.rules if not any(r is b for b in before)]
+        self.record.rules = tuple(r.name for r in self.rules)
+
+    def remove_rules(self) -> None:
+        for r in self.rules:
+            self.cluster.net.remove_rule(r)
+
+    def collect(self) -> None:
+        """Bring the evidence up to now (rules stop counting once removed, so this runs just
+        before a fault ends, and for faults still active when the report is made)."""
+        c, rec = self.cluster, self.record
+        if rec.fired is None or rec.undone is not None:
+            return
+        rec.sent = c.net.stats.sent - self.sent_at_start
+        rec.hits = sum(r.hits for r in self.rules)
+        if any(isinstance(r, (Partition, Loss)) for r in self.rules):
+            rec.dropped = rec.hits
+        elif any(isinstance(r, Link) for r in self.rules):
+            rec.delayed = rec.hits
+        elif rec.kind == "latency":
+            # no rule decides: every message sent meanwhile that no rule dropped took the spike
+            rec.delayed = rec.sent
+        elif rec.kind.startswith("crash"):
+            rec.downtime = c.now - rec.fired
+            rec.dropped = c.net.stats.dropped.get("down", 0) - self.dropped_down
+
+
+# --- the nemesis ----------------------------------------------------------------------------
+
+
+def parse_kinds(spec: str | Iterable[str]) -> tuple[str, ...]:
+    """``"partition,crash"`` (or a list) -> the kinds, aliases expanded, duplicates removed."""
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [s.strip() for s in spec]
+    out: list[str] = []
+    for item in items:
+        if not item:
+            continue
+        expanded = ALIASES.get(item, (item,))
+        for kind in expanded:
+            if kind not in KINDS:
+                raise ValueError(
+                    f"unknown nemesis {kind!r}; choose from {', '.join(KINDS)} "
+                    f"or {', '.join(ALIASES)}"
+                )
+            if kind not in out:
+                out.append(kind)
+    return tuple(out)
+
+
+def packages_for(kinds: Iterable[str]) -> list[Package]:
+    """One package per kind, the partition flavours merged into one package."""
+    kinds = tuple(kinds)
+    out: list[Package] = []
+    flavours = tuple(k for k in PARTITION_FLAVOURS if k in kinds)
+    if flavours:
+        out.append(Partitions(flavours=flavours))
+    for kind in kinds:
+        if kind == "crash":
+            out.append(Crashes())
+        elif kind == "crash-durable":
+            out.append(Crashes(name="crash-durable", durable=True))
+        elif kind == "loss":
+            out.append(LossSpikes())
+        elif kind == "latency":
+            out.append(LatencySpikes())
+        elif kind == "slow":
+            out.append(SlowNodes())
+    return out
+
+
+class Nemesis:
+    """A seeded composition of fault packages.
+
+    ``Nemesis("partition,crash", seed=7)`` or ``Nemesis([Partitions(), Crashes(durable=True)],
+    seed=7)``; then :meth:`apply` to a cluster, or :meth:`plan` to see the schedule.
+    """
+
+    def __init__(self, packages: str | Iterable[str] | Iterable[Package] = DEFAULT, seed: int = 0) -> None:
+        if isinstance(packages, str):
+            self.packages = packages_for(parse_kinds(packages))
+        else:
+            items = list(packages)
+            if all(isinstance(p, Package) for p in items):
+                self.packages = items  # type: ignore[assignment]
+            else:
+                self.packages = packages_for(parse_kinds(items))  # type: ignore[arg-type]
+        self.seed = seed
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for p in self.packages:
+            out.extend(p.flavours if isinstance(p, Partitions) else (p.name,))
+        return tuple(out)
+
+    def describe(self) -> str:
+        return ",".join(self.kinds) or "none"
+
+    def plan(self, nodes: Sequence[str], start: float, end: float) -> list[FaultRecord]:
+        """Every package's faults within [start, end], ordered by start (then package)."""
+        out: list[tuple[float, int, int, FaultRecord]] = []
+        for i, p in enumerate(self.packages):
+            rng = stream(self.seed, "nemesis", p.name)
+            for j, rec in enumerate(p.plan(rng, nodes, start, end)):
+                out.append((rec.start, i, j, rec))
+        out.sort(key=lambda t: t[:3])
+        return [t[3] for t in out]
+
+    def apply(self, cluster: SimCluster, start: float, end: float) -> NemesisRun:
+        """Schedule the faults on ``cluster``'s clock (times are absolute simulated seconds)."""
+        if end < start:
+            raise ValueError(f"the nemesis window ends ({end}) before it starts ({start})")
+        by_package = {p.name: p for p in self.packages}
+        run = NemesisRun(self, cluster)
+        kind_to_package = {}
+        for p in self.packages:
+            for k in p.flavours if isinstance(p, Partitions) else (p.name,):
+                kind_to_package[k] = p.name
+        for rec in self.plan(cluster.ids, start, end):
+            active = _Active(by_package[kind_to_package[rec.kind]], rec, cluster)
+            run.active.append(active)
+            schedule_call(cluster.env, max(0.0, rec.start - cluster.now), lambda _e, a=active: a.begin())
+            schedule_call(cluster.env, max(0.0, rec.end - cluster.now), lambda _e, a=active: a.finish())
+        return run
+
+
+class NemesisRun:
+    """The faults a nemesis scheduled on one cluster; their records fill in as the run goes."""
+
+    def __init__(self, nemesis: Nemesis, cluster: SimCluster) -> None:
+        self.nemesis = nemesis
+        self.cluster = cluster
+        self.active: list[_Active] = []
+
+    @property
+    def records(self) -> list[FaultRecord]:
+        for a in self.active:
+            a.collect()  # faults still active: what they did so far
+        return [a.record for a in self.active]
+
+    def report(self, history: History | None = None) -> FaultReport:
+        return FaultReport(self.records, history if history is not None else self.cluster.history)
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+class FaultReport:
+    """One row per fault: what it was, when it was active, what it did, and the operations
+    invoked while it was active (on the history's time axis)."""
+
+    COLUMNS = (
+        ("kind", "U16"), ("target", "U64"), ("start", "f8"), ("end", "f8"), ("fired", "f8"),
+        ("undone", "f8"), ("hits", "i8"), ("dropped", "i8"), ("delayed", "i8"), ("sent", "i8"),
+        ("downtime", "f8"), ("ops", "i8"), ("ops_ok", "i8"), ("ops_unknown", "i8"),
+        ("ops_not_ok", "i8"),
+    )
+
+    def __init__(self, records: Sequence[FaultRecord], history: History | None = None) -> None:
+        self.records = list(records)
+        self.rows: list[dict[str, Any]] = []
+        ops = list(history) if history is not None else []
+        for rec in self.records:
+            row = asdict(rec)
+            lo = rec.fired if rec.fired is not None else rec.start
+            hi = rec.undone if rec.undone is not None else rec.end
+            during = [op for op in ops if lo <= op.invoke < hi]
+            row["ops"] = len(during)
+            row["ops_ok"] = sum(1 for op in during if op.outcome == OK)
+            row["ops_unknown"] = sum(1 for op in during if op.outcome == UNKNOWN)
+            row["ops_not_ok"] = row["ops"] - row["ops_ok"]
+            self.rows.append(row)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def table(self) -> np.ndarray:
+        """The rows as a numpy structured array (NaN for a time that never came)."""
+        arr = np.zeros(len(self.rows), dtype=list(self.COLUMNS))
+        for i, row in enumerate(self.rows):
+            for name, _ in self.COLUMNS:
+                v = row[name]
+                arr[name][i] = np.nan if v is None else v
+        return arr
+
+    def by_kind(self) -> dict[str, dict[str, float]]:
+        """Per kind: how many fired, seconds active, messages dropped and delayed, downtime."""
+        out: dict[str, dict[str, float]] = {}
+        for rec in self.records:
+            d = out.setdefault(rec.kind, {"fired": 0, "skipped": 0, "seconds": 0.0, "dropped": 0,
+                                          "delayed": 0, "downtime": 0.0})
+            if rec.fired is None:
+                d["skipped"] += 1
+                continue
+            d["fired"] += 1
+            d["seconds"] += rec.active_for
+            d["dropped"] += rec.dropped
+            d["delayed"] += rec.delayed
+            d["downtime"] += rec.downtime
+        return out
+
+    def summary(self) -> str:
+        if not self.rows:
+            return "faults: none"
+        lines = [f"{'kind':<14}{'target':<28}{'from':>9}{'to':>9}{'dropped':>9}{'delayed':>9}"
+                 f"{'down s':>8}{'ops':>6}{'not ok':>8}"]
+        for row in self.rows:
+            if row["skipped"]:
+                lines.append(f"{row['kind']:<14}{row['target']:<28}  skipped: {row['skipped']}")
+                continue
+            fired = row["fired"] if row["fired"] is not None else row["start"]
+            undone = row["undone"] if row["undone"] is not None else row["end"]
+            down = f"{row['downtime']:.2f}" if row["kind"].startswith("crash") else ""
+            lines.append(
+                f"{row['kind']:<14}{row['target'][:27]:<28}{fired:>9.3f}{undone:>9.3f}"
+                f"{row['dropped']:>9}{row['delayed']:>9}{down:>8}{row['ops']:>6}{row['ops_not_ok']:>8}"
+            )
+        return "\n".join(lines)
+
+
+__all__ = [
+    "ALIASES",
+    "DEFAULT",
+    "KINDS",
+    "Crashes",
+    "FaultRecord",
+    "FaultReport",
+    "LatencySpikes",
+    "LossSpikes",
+    "Nemesis",
+    "NemesisRun",
+    "Package",
+    "Partitions",
+    "SlowNodes",
+    "packages_for",
+    "parse_kinds",
+]

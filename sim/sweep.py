@@ -1,0 +1,624 @@
+"""Many seeds under a nemesis, each history checked for linearizability: ``python -m sim check``.
+
+Theory of operation
+-------------------
+:func:`run_seed` is one experiment, a pure function of its seed and a :class:`RunConfig`: build a
+SimCluster (5 nodes by default, SWIM timed for runs of a few seconds), start the clients, let a
+:class:`~sim.nemesis.Nemesis` drawn from the same seed break things between 0.5 s and the last
+``tail`` seconds of the run (the quiet tail lets the cluster recover, so that the last reads see
+what the store really kept), run until every client has finished, then check the history with
+:func:`sim.checker.check`. It returns a :class:`SeedResult`: the verdict, the outcome counts, the
+latencies of the ``ok`` operations, the nemesis's evidence, the trace digest and, for a violation,
+the witness. Everything in it except the two wall-clock timings is a function of the seed and the
+config, so the same seed gives an equal result in any process. (The checker's time budget is the
+one exception that can leak in: a seed whose check runs out of time says ``unknown``.)
+
+:func:`sweep` runs many seeds on a :class:`concurrent.futures.ProcessPoolExecutor` (spawned
+workers, so it is safe from notebooks and threads) with a tqdm progress bar, and collects them
+in a :class:`SweepResult`: a printable summary, a numpy structured array per seed
+(:meth:`SweepResult.table`) and per fault (:meth:`SweepResult.fault_table`), and
+:meth:`SweepResult.to_pandas` for those who have pandas (it is not a dependency).
+
+Workloads. ``kv``: get/put/delete (weights 0.5/0.4/0.1) over ``keys`` keys, every put writing a
+value unique in the run, checked against the ``kv`` model. ``register``: one key, get/put only,
+checked as a single register (``read``/``write``): all the concurrency lands on one object, which
+makes the check harder and the violations easier to hit.
+
+The default nemesis is :data:`sim.nemesis.DEFAULT` (network faults). ``crash`` loses the crashed
+node's store, which the store cannot yet survive: a sweep with it reports violations, each with
+the seed that reproduces it (see :mod:`sim.nemesis`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvcore.config import NodeConfig
+from kvcore.membership import SwimConfig
+from sim.checker import check, get_model, write_jsonl
+from sim.clients import FAIL, OK, UNKNOWN, Workload
+from sim.cluster import SimCluster, sim_cluster_config
+from sim.latency import LogNormal
+from sim.nemesis import DEFAULT, FaultRecord, FaultReport, Nemesis, NemesisRun
+
+WORKLOADS = ("kv", "register")
+
+#: Node settings for short runs: a forward to an unreachable owner gives up after 1 s.
+SWEEP_CONFIG = NodeConfig(forward_timeout=1.0)
+#: SWIM for runs of a few seconds: memberlist's LAN preset with probes every 0.5 s and a
+#: suspicion of 3 intervals (a member cut off for 2-3 s gets declared dead, so the runs see
+#: owner_down as well as timeouts), and a push-pull every 2 s so that the two sides of a healed
+#: partition re-merge within the quiet tail rather than after the default 30 s.
+SWEEP_SWIM = SwimConfig.lan(probe_interval=0.5, probe_timeout=0.2, suspicion_mult=3, push_pull_interval=2.0)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What one seed runs. Times in simulated seconds."""
+
+    workload: str = "kv"
+    #: comma list of nemesis kinds (sim.nemesis.KINDS, or an alias: none, network, all)
+    nemesis: str = DEFAULT
+    nodes: int = 5
+    clients: int = 5
+    #: operations per seed, over all clients
+    ops: int = 200
+    #: how long the clients keep working (paced, so a run lasts about this long)
+    duration: float = 10.0
+    #: keys of the kv workload (the register workload has one)
+    keys: int = 8
+    #: the clients' timeout: past it an operation's outcome is unknown
+    client_timeout: float = 1.5
+    #: quiet seconds at the end of the run, with every fault undone
+    tail: float = 2.0
+    #: background message loss, on all the time
+    loss: float = 0.0
+    #: the checker's budget per seed, seconds of wall time (past it: "unknown")
+    check_timeout: float = 10.0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.workload not in WORKLOADS:
+            out.append(f"workload must be one of {', '.join(WORKLOADS)}, not {self.workload!r}.")
+        if self.nodes < 1 or self.clients < 1 or self.keys < 1:
+            out.append("nodes, clients and keys must be at least 1.")
+        if self.ops < 1:
+            out.append("ops must be at least 1.")
+        if not self.duration > 0 or self.tail < 0 or self.tail >= self.duration:
+            out.append("duration must be positive and longer than the quiet tail.")
+        if not self.client_timeout > 0 or not self.check_timeout > 0:
+            out.append("the client and checker timeouts must be positive.")
+        if not 0.0 <= self.loss <= 1.0:
+            out.append("loss must be within 0 and 1.")
+        try:
+            Nemesis(self.nemesis)
+        except ValueError as e:
+            out.append(str(e))
+        return out
+
+    def validate(self) -> RunConfig:
+        problems = self.problems()
+        if problems:
+            raise ValueError(" ".join(problems))
+        return self
+
+    @property
+    def model(self) -> str:
+        return "register" if self.workload == "register" else "kv"
+
+    def describe(self) -> str:
+        return (f"workload {self.workload}, nemesis {Nemesis(self.nemesis).describe()}; {self.nodes} nodes, "
+                f"{self.clients} clients, {self.ops} ops over {self.duration:g} s per seed")
+
+    def cli_args(self) -> str:
+        """The ``python -m sim check`` flags that give this config."""
+        d, out = RunConfig(), []
+        for name, flag in (("workload", "--workload"), ("nemesis", "--nemesis"), ("nodes", "--nodes"),
+                           ("clients", "--clients"), ("ops", "--ops"), ("duration", "--duration"),
+                           ("keys", "--keys"), ("loss", "--loss")):
+            v = getattr(self, name)
+            if v != getattr(d, name):
+                out.append(f"{flag} {v:g}" if isinstance(v, float) else f"{flag} {v}")
+        return " ".join(out)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed's run and verdict. Equal for equal (seed, config), timings aside."""
+
+    seed: int
+    verdict: str  # linearizable | not_linearizable | unknown | error
+    ops: int
+    ok: int
+    fail: int
+    unknown: int
+    sim_time: float
+    digest: str
+    #: latencies of the ok operations, seconds, in invoke order
+    latencies: tuple[float, ...] = field(default=(), repr=False)
+    #: the nemesis's faults with their evidence
+    faults: tuple[FaultRecord, ...] = field(default=(), repr=False)
+    #: for a violation: the witness operations (one line each), the key, the states the key may
+    #: hold when the witness begins, and the operation whose completion broke it
+    witness: tuple[str, ...] = ()
+    witness_key: str | None = None
+    start_states: tuple[str, ...] = ()
+    culprit: str = ""
+    #: the exception, when the run itself failed (a bug: the store or the sim raised)
+    error: str = ""
+    check_seconds: float = field(default=0.0, compare=False)
+    wall_seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def availability(self) -> float:
+        return self.ok / self.ops if self.ops else 0.0
+
+    def percentiles(self) -> dict[str, float]:
+        return _percentiles(self.latencies)
+
+    def report(self) -> dict[str, Any]:
+        """Everything deterministic, as JSON-ready data."""
+        d = asdict(self)
+        del d["latencies"], d["check_seconds"], d["wall_seconds"]
+        d["availability"] = self.availability
+        d["latency_ms"] = {k: v * 1000 for k, v in self.percentiles().items()}
+        return d
+
+    def describe(self) -> str:
+        head = (f"seed {self.seed}: {self.verdict}; {self.ops} ops, {self.ok} ok, {self.fail} fail, "
+                f"{self.unknown} unknown; {len(self.faults)} faults; digest {self.digest}")
+        if self.error:
+            return head + "\n" + self.error
+        if not self.witness:
+            return head
+        lines = [head, f"  key {self.witness_key!r} may hold {' or '.join(self.start_states)} when this begins:"]
+        lines += [f"    {w}" for w in self.witness]
+        lines.append(f"  culprit: {self.culprit}")
+        return "\n".join(lines)
+
+
+def _percentiles(latencies: Sequence[float]) -> dict[str, float]:
+    if not latencies:
+        return {}
+    arr = np.asarray(latencies, dtype=float)
+    p = np.percentile(arr, [50, 90, 99])
+    return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]), "max": float(arr.max())}
+
+
+# --- one seed --------------------------------------------------------------------------------
+
+
+@dataclass
+class SeedRun:
+    """A finished simulation before the check: the cluster, its nemesis and its events."""
+
+    seed: int
+    config: RunConfig
+    cluster: SimCluster
+    nemesis: NemesisRun
+    #: the history as the checker reads it (register-shaped for the register workload)
+    events: list[dict[str, Any]]
+
+    @property
+    def history(self) -> Any:
+        return self.cluster.history
+
+    def fault_report(self) -> FaultReport:
+        return self.nemesis.report(self.cluster.history)
+
+
+def _node_factory(node_class: type, config: RunConfig) -> Any:
+    """Build nodes of ``node_class`` the way SimCluster._default_node builds a static cluster."""
+    cluster = sim_cluster_config(config.nodes)
+
+    def make(rt: Any, spec: Any) -> Any:
+        return node_class(rt, SWEEP_CONFIG, cluster, swim=SWEEP_SWIM)
+
+    return make
+
+
+def simulate(seed: int, config: RunConfig | None = None, *, node_class: type | None = None,
+             keep_trace: bool = False) -> SeedRun:
+    """Run one seed's simulation (no check). ``node_class``: a kvcore Node subclass to run
+    instead of Node on every node (for tests of the checker's teeth)."""
+    cfg = (config or RunConfig()).validate()
+    cluster = SimCluster(
+        seed, cfg.nodes, SWEEP_CONFIG, latency=LogNormal(0.001, 0.5), swim=SWEEP_SWIM,
+        keep_trace=keep_trace,
+        node_factory=_node_factory(node_class, cfg) if node_class is not None else None,
+    )
+    if cfg.loss:
+        cluster.set_loss(cfg.loss)
+    per_client = math.ceil(cfg.ops / cfg.clients)
+    pace = cfg.duration / per_client
+    if cfg.workload == "register":
+        workload = Workload(ops=per_client, keys=1, mix=(0.5, 0.5, 0.0), think=pace * 0.1, pace=pace,
+                            timeout=cfg.client_timeout, prefix="r")
+    else:
+        workload = Workload(ops=per_client, keys=cfg.keys, think=pace * 0.1, pace=pace,
+                            timeout=cfg.client_timeout)
+    nemesis = Nemesis(cfg.nemesis, seed).apply(cluster, min(0.5, cfg.duration / 4), cfg.duration - cfg.tail)
+    cluster.add_clients(cfg.clients, workload)
+    cluster.run()
+    events = cluster.history.events()
+    if cfg.workload == "register":
+        events = [_as_register(e) for e in events]
+    return SeedRun(seed, cfg, cluster, nemesis, events)
+
+
+def _as_register(event: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in event.items() if k != "key"}
+    out["f"] = {"get": "read", "put": "write"}[event["f"]]
+    return out
+
+
+def run_seed(seed: int, config: RunConfig | None = None, *, node_class: type | None = None,
+             history_path: str | Path | None = None, **overrides: Any) -> SeedResult:
+    """Run and check one seed. ``overrides`` replace fields of ``config`` (e.g. ``ops=100``).
+    An exception in the run is reported as verdict ``error`` with its traceback."""
+    cfg = replace(config or RunConfig(), **overrides)
+    started = time.perf_counter()
+    try:
+        run = simulate(seed, cfg, node_class=node_class)
+    except Exception:
+        return SeedResult(seed, "error", 0, 0, 0, 0, 0.0, "", error=traceback.format_exc(limit=8),
+                          wall_seconds=time.perf_counter() - started)
+    if history_path is not None:
+        write_jsonl(run.events, history_path)
+    result = check(run.events, model=cfg.model, timeout=cfg.check_timeout)
+    oc = run.cluster.history.outcomes()
+    lat = tuple(op.latency for op in run.cluster.history if op.outcome == OK and op.latency is not None)
+    witness: tuple[str, ...] = ()
+    key = None
+    states: tuple[str, ...] = ()
+    culprit = ""
+    ce = result.counterexample
+    if ce is not None:
+        model = get_model(cfg.model)
+        witness = tuple(op.describe() for op in ce.ops)
+        key = ce.key
+        states = tuple(model.describe_state(s) for s in ce.start_states)
+        culprit = ce.culprit.describe()
+    return SeedResult(
+        seed=seed, verdict=result.verdict, ops=len(run.cluster.history), ok=oc[OK], fail=oc[FAIL],
+        unknown=oc[UNKNOWN], sim_time=run.cluster.now, digest=run.cluster.digest(), latencies=lat,
+        faults=tuple(run.nemesis.records), witness=witness, witness_key=key, start_states=states,
+        culprit=culprit, check_seconds=result.elapsed, wall_seconds=time.perf_counter() - started,
+    )
+
+
+def _run_seed_job(seed: int, config: RunConfig, node_class: type | None, out: str | None) -> SeedResult:
+    path = os.path.join(out, f"seed-{seed}.jsonl") if out is not None else None
+    return run_seed(seed, config, node_class=node_class, history_path=path)
+
+
+# --- many seeds -------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    config: RunConfig
+    results: list[SeedResult]
+    processes: int = 1
+    wall_seconds: float = 0.0
+
+    # --- counts
+
+    def by_verdict(self, verdict: str) -> list[SeedResult]:
+        return [r for r in self.results if r.verdict == verdict]
+
+    @property
+    def violations(self) -> list[int]:
+        """The seeds whose history is not linearizable (each reproduces its violation)."""
+        return [r.seed for r in self.by_verdict("not_linearizable")]
+
+    @property
+    def linearizable(self) -> int:
+        return len(self.by_verdict("linearizable"))
+
+    @property
+    def unknown(self) -> int:
+        return len(self.by_verdict("unknown"))
+
+    @property
+    def errors(self) -> list[int]:
+        return [r.seed for r in self.by_verdict("error")]
+
+    @property
+    def availability(self) -> float:
+        """ok operations / all operations, over every seed."""
+        total = sum(r.ops for r in self.results)
+        return sum(r.ok for r in self.results) / total if total else 0.0
+
+    def percentiles(self) -> dict[str, float]:
+        """Latency percentiles (seconds) of every ok operation of every seed."""
+        return _percentiles([x for r in self.results for x in r.latencies])
+
+    def faults_by_kind(self) -> dict[str, dict[str, float]]:
+        """Per kind, summed over seeds: fired, skipped, seconds active, dropped, delayed, downtime."""
+        out: dict[str, dict[str, float]] = {}
+        for r in self.results:
+            for kind, d in FaultReport(r.faults).by_kind().items():
+                acc = out.setdefault(kind, dict.fromkeys(d, 0))
+                for k, v in d.items():
+                    acc[k] += v
+        return dict(sorted(out.items()))
+
+    # --- tables
+
+    SEED_COLUMNS = (
+        ("seed", "i8"), ("verdict", "U16"), ("ops", "i8"), ("ok", "i8"), ("fail", "i8"),
+        ("unknown", "i8"), ("availability", "f8"), ("p50_ms", "f8"), ("p90_ms", "f8"),
+        ("p99_ms", "f8"), ("max_ms", "f8"), ("faults", "i8"), ("dropped", "i8"),
+        ("downtime", "f8"), ("sim_time", "f8"), ("check_s", "f8"), ("wall_s", "f8"),
+        ("digest", "U32"),
+    )
+
+    def table(self) -> np.ndarray:
+        """One row per seed, as a numpy structured array (latencies in ms; NaN: no ok op)."""
+        arr = np.zeros(len(self.results), dtype=list(self.SEED_COLUMNS))
+        for i, r in enumerate(self.results):
+            p = r.percentiles()
+            fired = [f for f in r.faults if f.fired is not None]
+            arr[i] = (
+                r.seed, r.verdict, r.ops, r.ok, r.fail, r.unknown, r.availability,
+                p.get("p50", np.nan) * 1000, p.get("p90", np.nan) * 1000, p.get("p99", np.nan) * 1000,
+                p.get("max", np.nan) * 1000, len(fired), sum(f.dropped for f in fired),
+                sum(f.downtime for f in fired), r.sim_time, r.check_seconds, r.wall_seconds, r.digest,
+            )
+        return arr
+
+    FAULT_COLUMNS = (
+        ("seed", "i8"), ("kind", "U16"), ("target", "U64"), ("start", "f8"), ("end", "f8"),
+        ("fired", "f8"), ("undone", "f8"), ("dropped", "i8"), ("delayed", "i8"), ("sent", "i8"),
+        ("downtime", "f8"),
+    )
+
+    def fault_table(self) -> np.ndarray:
+        """One row per fault of every seed (NaN: a time that never came, e.g. a skipped fault)."""
+        rows = [(r.seed, f) for r in self.results for f in r.faults]
+        arr = np.zeros(len(rows), dtype=list(self.FAULT_COLUMNS))
+        for i, (seed, f) in enumerate(rows):
+            arr[i] = (seed, f.kind, f.target, f.start, f.end,
+                      np.nan if f.fired is None else f.fired, np.nan if f.undone is None else f.undone,
+                      f.dropped, f.delayed, f.sent, f.downtime)
+        return arr
+
+    def to_pandas(self, faults: bool = False) -> Any:
+        """:meth:`table` (or :meth:`fault_table`) as a pandas DataFrame. pandas is optional."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "SweepResult.to_pandas() needs pandas, which storelab does not depend on: "
+                "'pip install pandas', or use SweepResult.table(), a numpy structured array."
+            ) from None
+        return pd.DataFrame.from_records(self.fault_table() if faults else self.table())
+
+    # --- reports
+
+    def to_json(self, per_seed: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "config": asdict(self.config),
+            "seeds_run": len(self.results),
+            "linearizable": self.linearizable,
+            "violations": self.violations,
+            "unknown": self.unknown,
+            "errors": self.errors,
+            "availability": self.availability,
+            "latency_ms": {k: v * 1000 for k, v in self.percentiles().items()},
+            "faults": self.faults_by_kind(),
+            "processes": self.processes,
+            "wall_seconds": self.wall_seconds,
+        }
+        if per_seed:
+            out["seeds"] = [
+                {"seed": r.seed, "verdict": r.verdict, "ops": r.ops, "ok": r.ok,
+                 "availability": r.availability, "digest": r.digest}
+                for r in self.results
+            ]
+        return out
+
+    def summary(self, max_seeds: int = 10) -> str:
+        cfg = self.config
+        lines = [f"storelab check: {cfg.describe()}", ""]
+
+        def seeds(xs: list[int]) -> str:
+            shown = ", ".join(map(str, xs[:max_seeds]))
+            return f"  seeds {shown}" + (f", ... ({len(xs) - max_seeds} more)" if len(xs) > max_seeds else "")
+
+        v = self.violations
+        lines.append(f"{'seeds run':<22}{len(self.results):>8}")
+        lines.append(f"{'linearizable':<22}{self.linearizable:>8}")
+        lines.append(f"{'violations':<22}{len(v):>8}" + (seeds(v) if v else ""))
+        lines.append(f"{'unknown (timed out)':<22}{self.unknown:>8}"
+                     + (seeds(self.by_verdict_seeds('unknown')) if self.unknown else ""))
+        if self.errors:
+            lines.append(f"{'errors (run raised)':<22}{len(self.errors):>8}" + seeds(self.errors))
+        per_seed = [r.availability for r in self.results if r.ops]
+        extra = (f"  (per seed: min {min(per_seed):.1%}, median {float(np.median(per_seed)):.1%})"
+                 if per_seed else "")
+        lines.append(f"{'availability':<22}{self.availability:>8.1%}{extra}")
+        pct = self.percentiles()
+        if pct:
+            lines.append(f"{'latency of ok ops':<22}" + "  ".join(
+                f"{k} {x * 1000:.1f} ms" for k, x in pct.items()))
+        kinds = self.faults_by_kind()
+        if kinds:
+            lines.append("")
+            lines.append(f"{'fault':<16}{'fired':>7}{'skipped':>9}{'active s':>10}{'dropped':>10}"
+                         f"{'delayed':>10}{'down s':>9}")
+            for kind, d in kinds.items():
+                lines.append(f"{kind:<16}{int(d['fired']):>7}{int(d['skipped']):>9}{d['seconds']:>10.1f}"
+                             f"{int(d['dropped']):>10}{int(d['delayed']):>10}{d['downtime']:>9.1f}")
+        check_s = [r.check_seconds for r in self.results]
+        lines.append("")
+        if check_s:
+            lines.append(f"checker: {sum(check_s):.2f} s in all, slowest seed {max(check_s):.2f} s; "
+                         f"wall {self.wall_seconds:.1f} s on {self.processes} process(es)")
+        if v:
+            flags = cfg.cli_args()
+            lines.append(f"reproduce: python -m sim check --seed-list {v[0]} {flags} --out DIR".replace("  ", " "))
+            first = next(r for r in self.results if r.seed == v[0])
+            lines.append(first.describe())
+        return "\n".join(lines)
+
+    def by_verdict_seeds(self, verdict: str) -> list[int]:
+        return [r.seed for r in self.by_verdict(verdict)]
+
+    def write(self, out: str | Path) -> None:
+        """``report.json`` (every seed's deterministic report and the totals) and ``summary.txt``."""
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        report = self.to_json(per_seed=False)
+        report["seeds"] = [r.report() for r in self.results]
+        (d / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        (d / "summary.txt").write_text(self.summary() + "\n", encoding="utf-8")
+
+
+def sweep(
+    seeds: Iterable[int],
+    config: RunConfig | None = None,
+    *,
+    processes: int | None = None,
+    progress: bool | None = None,
+    out: str | Path | None = None,
+    node_class: type | None = None,
+    **overrides: Any,
+) -> SweepResult:
+    """Run and check every seed, ``processes`` at a time (default: one per CPU; 1 runs inline).
+
+    ``progress``: show a tqdm bar on stderr (default: when stderr is a terminal). ``out``: a
+    directory for each seed's history (``seed-N.jsonl``), ``report.json`` and ``summary.txt``.
+    """
+    from tqdm import tqdm
+
+    cfg = replace(config or RunConfig(), **overrides).validate()
+    seed_list = list(dict.fromkeys(int(s) for s in seeds))
+    procs = max(1, min(processes or os.cpu_count() or 1, len(seed_list) or 1))
+    out_s = None
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        out_s = str(out)
+    show = sys.stderr.isatty() if progress is None else progress
+    started = time.perf_counter()
+    results: dict[int, SeedResult] = {}
+    with tqdm(total=len(seed_list), disable=not show, unit="seed", file=sys.stderr,
+              desc="checking") as bar:
+        if procs == 1:
+            for s in seed_list:
+                results[s] = _run_seed_job(s, cfg, node_class, out_s)
+                bar.update(1)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+                futures = {pool.submit(_run_seed_job, s, cfg, node_class, out_s): s for s in seed_list}
+                for fut in as_completed(futures):
+                    r = fut.result()
+                    results[r.seed] = r
+                    bar.update(1)
+                    if r.verdict == "not_linearizable":
+                        bar.set_postfix(violations=sum(x.verdict == "not_linearizable" for x in results.values()))
+    res = SweepResult(cfg, [results[s] for s in seed_list], procs, time.perf_counter() - started)
+    if out is not None:
+        res.write(out)
+    return res
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def _seed_list(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if sep and lo:
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(part))
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one seed")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m sim check",
+        description="Run many seeds of the simulated store under a nemesis and check every "
+        "history for linearizability.",
+        epilog="exit status: 0 no violation, 1 a violation (its seed reproduces it), 2 usage error, "
+        "3 a run raised an exception. Nemesis kinds: partition, bridge, oneway, crash, "
+        "crash-durable, loss, latency, slow; aliases none, network, all. 'crash' loses the "
+        "crashed node's data, which the store cannot survive yet (see sim/nemesis.py).",
+    )
+    p.add_argument("--workload", choices=WORKLOADS, default=d.workload, help="kv (default) or register (one key)")
+    p.add_argument("--nemesis", default=d.nemesis, help=f"comma list of fault kinds (default {d.nemesis})")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--seeds", type=int, default=20, help="how many seeds (default 20)")
+    group.add_argument("--seed-list", type=_seed_list, help="exactly these seeds: '3,17,40-45'")
+    p.add_argument("--first-seed", type=int, default=1, help="the first of --seeds (default 1)")
+    p.add_argument("--nodes", type=int, default=d.nodes, help=f"nodes (default {d.nodes})")
+    p.add_argument("--clients", type=int, default=d.clients, help=f"clients (default {d.clients})")
+    p.add_argument("--ops", type=int, default=d.ops, help=f"operations per seed (default {d.ops})")
+    p.add_argument("--keys", type=int, default=d.keys, help=f"keys of the kv workload (default {d.keys})")
+    p.add_argument("--duration", type=float, default=d.duration,
+                   help=f"simulated seconds per seed (default {d.duration:g})")
+    p.add_argument("--loss", type=float, default=d.loss, help="background message loss (default 0)")
+    p.add_argument("--check-timeout", type=float, default=d.check_timeout,
+                   help=f"checker budget per seed, seconds (default {d.check_timeout:g})")
+    p.add_argument("--processes", type=int, default=None, help="worker processes (default: one per CPU)")
+    p.add_argument("--json", action="store_true", help="end with one line: the totals as a JSON object")
+    p.add_argument("--out", metavar="DIR", help="write seed-N.jsonl histories, report.json, summary.txt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.seed_list is not None:
+        seeds = args.seed_list
+    else:
+        if args.seeds < 1:
+            p.error("--seeds must be at least 1")
+        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    if args.processes is not None and args.processes < 1:
+        p.error("--processes must be at least 1")
+    cfg = RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=args.nodes, clients=args.clients,
+                    ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
+                    check_timeout=args.check_timeout)
+    problems = cfg.problems()
+    if problems:
+        p.error(" ".join(problems))
+    res = sweep(seeds, cfg, processes=args.processes, progress=False if args.no_progress else None,
+                out=args.out)
+    print(res.summary())
+    if args.json:
+        print(json.dumps(res.to_json()))
+    if res.violations:
+        return 1
+    if res.errors:
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
