@@ -567,7 +567,7 @@ class Node:
                 self.rt.storage.put(SLOT_MAP_KEY, self.slot_map.to_text().encode())
             if self.slot_map.version != before and self.migrating:
                 # a slot we were moving out now belongs to its new owner: the move is over
-                for slot in [s for s in self.migrating if self.slot_map.owner(s) != self.id]:
+                for slot in [s for s in self.migrating if self.slot_map.owner(s) not in (self.id, None)]:
                     if not any(b.slot == slot for b in self._batches.values()):
                         self._mark("migrating", slot, None)
 

@@ -30,8 +30,8 @@ per send the membership makes, since the transport only redials when there is so
 there are: the meter notes when a SwimPing with a given ``seq`` left for a member and, when a
 SwimAck with that ``seq`` comes back *from the same member* (a relayed indirect ack comes from
 the helper and is not a sample), feeds the elapsed time into a smoothed RTT (TCP's SRTT,
-RFC 6298: ``srtt = 7/8 srtt + 1/8 sample``). It reads messages at the runtime's edge; kvcore is
-not involved.
+RFC 6298: ``srtt = 7/8 srtt + 1/8 sample``). It watches the transport's frames
+(:func:`observe_probes`); kvcore is not involved.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from typing import Any
 from kvcore.config import ConfigError
 from kvcore.membership import LEFT, Member, Membership, SwimConfig
 from kvcore.messages import SwimAck, SwimPing
+from realnet.transport import PeerTransport
 
 #: preset name -> constructor taking field overrides
 PRESETS: dict[str, Callable[..., SwimConfig]] = {
@@ -137,29 +138,10 @@ class RttMeter:
         self.srtt.pop(member, None)
 
 
-class Tap:
-    """The runtime's message sink: shows every outgoing message to the meter, then sends it."""
-
-    def __init__(self, sink: Any, meter: RttMeter) -> None:
-        self._send = sink.send
-        self._meter_sent = meter.sent
-
-    def send(self, dst: str, msg: Any) -> None:
-        if type(msg) is SwimPing:
-            self._meter_sent(dst, msg)
-        self._send(dst, msg)
-
-
-def tapped_receiver(on_message: Callable[[str, Any], None], meter: RttMeter) -> Callable[[str, Any], None]:
-    """``on_message`` with SwimAcks shown to the meter first."""
-    received = meter.received
-
-    def on_message_tapped(src: str, msg: Any) -> None:
-        if type(msg) is SwimAck:
-            received(src, msg)
-        on_message(src, msg)
-
-    return on_message_tapped
+def observe_probes(transport: PeerTransport, meter: RttMeter) -> None:
+    """Show the transport's SwimPings sent and SwimAcks received to ``meter``."""
+    transport.send_observers["SwimPing"] = meter.sent
+    transport.receive_observers["SwimAck"] = meter.received
 
 
 def follow_membership(membership: Membership, forget: Callable[[str], None]) -> None:
@@ -178,8 +160,7 @@ __all__ = [
     "DEFAULT_PRESET",
     "PRESETS",
     "RttMeter",
-    "Tap",
     "follow_membership",
+    "observe_probes",
     "swim_from_dict",
-    "tapped_receiver",
 ]

@@ -93,7 +93,7 @@ from kvcore.membership import SwimConfig
 from kvcore.node import Node
 from kvcore.runtime import Storage
 from realnet.api import Api, http_limits
-from realnet.gossip import PRESETS, RttMeter, Tap, follow_membership, swim_from_dict, tapped_receiver
+from realnet.gossip import PRESETS, RttMeter, follow_membership, observe_probes, swim_from_dict
 from realnet.http import start_http_server, stop_http_server
 from realnet.runtime import AsyncioRuntime, open_storage
 from realnet.transport import PeerTransport, TransportConfig
@@ -511,14 +511,15 @@ async def serve(
         node_id=node_id,
         peers=peers,
         resolve=node.membership.address_of,
-        on_message=tapped_receiver(node.on_message, meter),
+        on_message=node.on_message,
         node_stats=node.stats,
         rng=runtime.random,
         config=TransportConfig(max_frame_bytes=settings.config.max_frame_bytes),
         cluster_name=settings.cluster_name,
         loop=loop,
     )
-    runtime.sink = Tap(transport, meter)
+    runtime.sink = transport
+    observe_probes(transport, meter)
 
     def forget(member: str) -> None:
         transport.forget(member)

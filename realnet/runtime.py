@@ -12,7 +12,7 @@ boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop
   with its traceback and swallowed: one buggy timer must not stop the others, and asyncio's
   default handler would only log it anyway, without saying which node it was.
 - ``random`` is a ``random.Random()`` seeded from os entropy (``random.Random()`` with no
-  argument reads ``os.urandom``): real nodes must not share ids or ping phases.
+  argument reads ``os.urandom``): real nodes must not share ids or probe phases.
 - ``send(dst, msg)`` hands the message to the peer transport (:mod:`realnet.transport`), which
   frames it onto the pooled TCP connection to ``dst`` or drops it. Fire-and-forget: a send never
   raises and never blocks. The transport is attached after construction because it needs the

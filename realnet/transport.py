@@ -580,6 +580,7 @@ class _InboundProtocol(asyncio.Protocol):
         node_stats = owner.node_stats
         stats = owner.stats
         on_message = owner.on_message
+        observers = owner.receive_observers
         for msg, size in frames:
             if self.closed:
                 return
@@ -594,6 +595,9 @@ class _InboundProtocol(asyncio.Protocol):
                 self.reject("unexpected_hello", "a second Hello on one connection")
                 return
             try:
+                observer = observers.get(kind)
+                if observer is not None:
+                    observer(self.peer, msg)
                 on_message(self.peer, msg)
             except Exception:
                 stats.handler_errors += 1
@@ -687,6 +691,10 @@ class PeerTransport:
         self._bad_logged: set[str] = set()
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._schedule_sweep()
+        #: kind -> fn(peer, msg), shown each message of that kind sent / received (measurements
+        #: such as probe RTTs); a dict lookup per message when nobody watches
+        self.send_observers: dict[str, OnMessage] = {}
+        self.receive_observers: dict[str, OnMessage] = {}
 
     async def listen(
         self, host: str | None = None, port: int = 0, *, sock: socket.socket | None = None
@@ -740,14 +748,18 @@ class PeerTransport:
             self.stats.drop("encode_error")
             log.exception("cannot encode %s for %s", kind_of(msg), dst)
             return
+        kind = kind_of(msg)
         if len(data) - 4 > self.config.max_frame_bytes:
             self.stats.drop("too_large")
             log.warning(
                 "not sending %s of %d bytes to %s: over max_frame_bytes (%d)",
-                kind_of(msg), len(data), dst, self.config.max_frame_bytes,
+                kind, len(data), dst, self.config.max_frame_bytes,
             )
             return
-        link.send(kind_of(msg), data)
+        observer = self.send_observers.get(kind)
+        if observer is not None:
+            observer(dst, msg)
+        link.send(kind, data)
 
     def _open_link(self, dst: str, addr: str, old: PeerLink | None) -> PeerLink | None:
         """A new link to ``dst`` at ``addr``, replacing ``old`` (the member moved)."""

@@ -89,7 +89,7 @@ class FaultRecord:
     #: planned beginning and end (simulated seconds)
     start: float
     end: float
-    #: what it acts on, for people: "n1,n2 | n3,n4,n5", "n3", "loss 0.3"
+    #: what it acts on, for people: "n1,n2 | n3,n4,n5", "n3", "0.3" (a loss probability)
     target: str
     #: the nodes it singles out (the cut-off side, the bridge, the crashed or slowed node)
     nodes: tuple[str, ...] = ()
@@ -257,7 +257,7 @@ class LossSpikes(Package):
 
     def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
         p = round(rng.uniform(*self.probability), 3)
-        return FaultRecord("loss", start, end, f"loss {p:g}", param=p)
+        return FaultRecord("loss", start, end, f"{p:g}", param=p)
 
     def begin(self, run: _Active, cluster: SimCluster) -> None:
         before = [r for r in cluster.net.rules if isinstance(r, Loss)]
@@ -278,7 +278,7 @@ class LatencySpikes(Package):
 
     def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
         m = round(rng.uniform(*self.median), 4)
-        return FaultRecord("latency", start, end, f"latency median {m * 1000:g} ms", param=m)
+        return FaultRecord("latency", start, end, f"median {m * 1000:g} ms", param=m)
 
     def begin(self, run: _Active, cluster: SimCluster) -> None:
         run.previous = cluster.net.latency

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from kvcore.messages import Forward, Get, Nack, SwimAck
+from kvcore.messages import Forward, Get, Nack, SwimAck, SwimPing
 from kvcore.metrics import NodeStats
 from realnet import wire
+from realnet.gossip import RttMeter
 from realnet.runtime import AsyncioRuntime, FileStorage, open_storage
 from realnet.transport import BACKOFF, CONNECTED, IDLE, PeerTransport, TransportConfig
 
@@ -349,3 +350,28 @@ def test_file_storage_round_trips_any_key(tmp_path: Path) -> None:
     assert all(p.parent == tmp_path / "d" for p in (tmp_path / "d").iterdir())
     assert not list((tmp_path / "d").glob("*.tmp"))
     assert type(open_storage(None)).__name__ == "MemoryStorage"
+
+
+def test_probe_rtts_are_smoothed_and_relayed_acks_are_not_samples() -> None:
+    now = [0.0]
+    meter = RttMeter(lambda: now[0], max_pending=2)
+    meter.sent("b", SwimPing(seq=1, target="b", gossip=()))
+    now[0] = 0.5
+    meter.received("c", SwimAck(seq=1, gossip=()))  # an indirect ack relayed by helper c
+    assert meter.srtt == {} and meter.samples == 0
+    meter.sent("b", SwimPing(seq=2, target="b", gossip=()))
+    now[0] = 0.51
+    meter.received("b", SwimAck(seq=2, gossip=()))
+    assert meter.srtt["b"] == pytest.approx(0.01)
+    meter.sent("b", SwimPing(seq=3, target="b", gossip=()))
+    now[0] = 0.53
+    meter.received("b", SwimAck(seq=3, gossip=()))
+    assert meter.srtt["b"] == pytest.approx(0.01 + (0.02 - 0.01) / 8)  # RFC 6298's 1/8 gain
+    meter.received("b", SwimAck(seq=3, gossip=()))  # a duplicate: no second sample
+    assert meter.samples == 2
+    for seq in (4, 5, 6):  # never answered: only the newest max_pending are remembered
+        meter.sent("b", SwimPing(seq=seq, target="b", gossip=()))
+    meter.received("b", SwimAck(seq=4, gossip=()))
+    assert meter.samples == 2
+    meter.forget("b")
+    assert meter.srtt == {}

@@ -1,0 +1,156 @@
+"""Live slot migration and durability on the FakeRuntime: the message-level rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvcore import errors
+from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
+from kvcore.messages import Asking, Get, MigrateAck, MigrateKeys, Put, Reply
+from kvcore.node import Node
+from kvcore.runtime import FakeRuntime, MemoryStorage
+from kvcore.slots import SlotMap, SlotRangeError, even_split, key_slot
+from kvcore.store import LocalStore
+
+SPLIT = even_split(["n1", "n2"])
+CLUSTER = ClusterConfig(
+    tuple(NodeSpec(n, f"127.0.0.1:{7001 + i}", f"127.0.0.1:{17001 + i}", tuple(SPLIT[n]))
+          for i, n in enumerate(["n1", "n2"])), 1)
+SLOT = key_slot(b"{a}x")  # 15495: owned by n2
+
+
+def node(nid: str, durable: bool = False, storage: MemoryStorage | None = None) -> tuple[Node, FakeRuntime]:
+    rt = FakeRuntime(nid, seed=1)
+    if storage is not None:
+        rt.storage = storage
+    n = Node(rt, NodeConfig(durable=durable), CLUSTER)
+    n.start()
+    return n, rt
+
+
+def sent(rt: FakeRuntime, kind: type) -> list:
+    return [m for _, m in rt.take_sent() if isinstance(m, kind)]
+
+
+def test_slot_map_text_round_trips_owners_and_epochs() -> None:
+    m = SlotMap.from_assignment({"a": [(0, 99)], "b": [(100, 16383)]}, 1)
+    m.claim([(50, 60)], "c", 7)
+    m.claim([(200, 200)], None, 9)
+    back = SlotMap.from_text(m.to_text())
+    assert back == m
+    assert "50-60=c@7" in m.to_text() and "200-200=@9" in m.to_text()
+
+
+@pytest.mark.parametrize("text", ["", "0-5=a", "0-99999=a@1", "x-1=a@1", "5-1=a@1"])
+def test_malformed_slot_map_text_is_refused(text: str) -> None:
+    with pytest.raises(SlotRangeError):
+        SlotMap.from_text(text)
+
+
+def test_journaled_store_reloads_after_a_crash() -> None:
+    disk = MemoryStorage()
+    s = LocalStore(disk)
+    s.set(b"a", b"1")
+    s.set(b"b", b"2")
+    s.set(b"a", b"3")
+    s.delete(b"b")
+    again = LocalStore.load(disk)
+    assert again.get(b"a") == b"3" and again.get(b"b") is None and again.count() == 1
+    assert again.keys_in_slot(key_slot(b"a")) == [b"a"]
+
+
+def test_migrate_keys_moves_a_batch_and_freezes_it_until_acknowledged() -> None:
+    src, rt = node("n2")
+    for i in range(3):
+        src.on_client_request(Put(key=b"{a}%d" % i, value=b"v%d" % i), lambda r: None)
+    src.begin_migrate(SLOT, "n1")
+    done: list[tuple[int, str]] = []
+    src.migrate_keys(SLOT, 2, lambda n, e: done.append((n, e)))
+    (batch,) = sent(rt, MigrateKeys)
+    assert batch.keys == (b"{a}0", b"{a}1") and batch.values == (b"v0", b"v1")
+    frozen: list[Reply] = []
+    src.on_client_request(Get(key=b"{a}0"), frozen.append)
+    src.on_client_request(Get(key=b"{a}2"), frozen.append)
+    assert [r.error for r in frozen] == ["try_again", ""]
+    src.on_message("n1", MigrateAck(batch=batch.batch, stored=2, error=""))
+    assert done == [(2, "")]
+    assert src.store.get(b"{a}0") is None and src.store.get(b"{a}2") == b"v2"
+
+
+def test_a_failed_batch_unfreezes_its_keys_and_says_why() -> None:
+    src, rt = node("n2")
+    src.on_client_request(Put(key=b"{a}0", value=b"v"), lambda r: None)
+    src.begin_migrate(SLOT, "n1")
+    done: list[tuple[int, str]] = []
+    src.migrate_keys(SLOT, 5, lambda n, e: done.append((n, e)))
+    rt.advance(src.config.forward_timeout)
+    assert done and done[0][0] == 0 and "timed out" in done[0][1]
+    got: list[Reply] = []
+    src.on_client_request(Get(key=b"{a}0"), got.append)
+    assert got[0].value == b"v"
+
+
+def test_importer_refuses_batches_it_did_not_ask_for_and_ignores_duplicates() -> None:
+    dst, rt = node("n1")
+    batch = MigrateKeys(batch=5, slot=SLOT, keys=(b"{a}0",), values=(b"old",))
+    dst.on_message("n2", batch)
+    (ack,) = sent(rt, MigrateAck)
+    assert ack.stored == 0 and "not importing" in ack.error
+    dst.begin_import(SLOT, "n2")
+    dst.on_message("n2", batch)
+    assert sent(rt, MigrateAck)[0].stored == 1
+    dst.on_message("n2", Asking(request_id=1, op=Put(key=b"{a}0", value=b"new")))
+    dst.on_message("n2", batch)  # a late duplicate must not bring "old" back
+    assert dst.store.get(b"{a}0") == b"new"
+    # a batch whose keys are not in the slot is malformed
+    dst.on_message("n2", MigrateKeys(batch=6, slot=SLOT, keys=(b"zzz",), values=(b"x",)))
+    assert "malformed" in next(a for a in sent(rt, MigrateAck) if a.batch == 6).error
+
+
+def test_asking_a_node_that_is_not_importing_gets_wrong_node() -> None:
+    dst, rt = node("n1")
+    dst.on_message("n2", Asking(request_id=9, op=Get(key=b"{a}0")))
+    ((_, reply),) = rt.take_sent()[-1:]
+    assert reply.reply.error == "wrong_node"
+
+
+def test_admin_operations_check_ownership() -> None:
+    n1, _ = node("n1")
+    with pytest.raises(errors.Conflict):
+        n1.begin_migrate(SLOT, "n2")  # n1 does not own it
+    with pytest.raises(errors.Conflict):
+        n1.begin_import(0, "n2")  # n1 owns slot 0 already
+    with pytest.raises(errors.BadRequest):
+        n1.begin_import(16384, "n2")
+
+
+def test_finish_import_claims_at_a_new_epoch_and_the_source_stops_migrating() -> None:
+    src, _ = node("n2")
+    dst, _rt = node("n1")
+    src.begin_migrate(SLOT, "n1")
+    dst.begin_import(SLOT, "n2")
+    epoch = dst.finish_import([SLOT])
+    assert epoch == 2 and dst.slot_map.owner(SLOT) == "n1" and not dst.importing
+    alive = dst.membership.me.to_alive()
+    from kvcore.messages import Gossip
+
+    src.on_message("n1", Gossip(updates=(alive,)))
+    assert src.slot_map.owner(SLOT) == "n1" and not src.migrating
+
+
+def test_a_durable_node_restarts_with_its_store_marks_and_slot_map() -> None:
+    disk = MemoryStorage()
+    n2, _ = node("n2", durable=True, storage=disk)
+    n2.on_client_request(Put(key=b"{a}0", value=b"kept"), lambda r: None)
+    n2.begin_migrate(SLOT, "n1")
+    from kvcore.messages import Alive, Gossip
+
+    # n1 took slot 100 at epoch 3 (heard by gossip)
+    n2.on_message("n1", Gossip(updates=(Alive(node="n1", incarnation=4, addr="127.0.0.1:7001",
+                                              peer_addr="127.0.0.1:17001", slots="0-8191,10000", epoch=3),)))
+    assert n2.slot_map.owner(10000) == "n1"
+    again, _ = node("n2", durable=True, storage=disk)  # crash and restart on the same disk
+    assert again.store.get(b"{a}0") == b"kept"
+    assert again.migrating == {SLOT: "n1"}
+    assert again.slot_map.owner(10000) == "n1" and again.slot_map.epoch(10000) == 3
+    assert again.membership.me.incarnation > n2.membership.me.incarnation
