@@ -23,16 +23,24 @@ boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop
 
 :class:`FileStorage` writes one file per key with the classic crash-safe sequence: write a
 temporary file, ``fsync`` it, ``os.replace`` it over the old one, ``fsync`` the directory. A
-crash leaves either the old or the new value, never a torn one. Keys are percent-encoded into
-file names so that any key maps to exactly one safe name.
+crash leaves either the old or the new value, never a torn one; ``delete`` unlinks and fsyncs the
+directory. Keys are percent-encoded into file names so that any key maps to exactly one safe
+name. A name would exceed the file system's limit (255 bytes) for long keys (the durable store
+writes ``kv:`` plus the hex of keys of up to 1 KiB), so a key whose encoded name is longer than
+``MAX_NAME`` is stored under ``#`` and the SHA-256 of the key (``#`` never appears in an encoded
+name), and the key itself is kept at the head of the file (a 4-byte length, then the UTF-8 key),
+which ``items`` reads back. ``items(prefix)`` lists the directory: it is meant for reloading
+state at start, not for the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
+import struct
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -53,10 +61,15 @@ class FileStorage:
     """A :class:`kvcore.runtime.Storage` kept as one file per key in a directory.
 
     ``put`` is atomic and durable (temp file, fsync, rename, fsync of the directory); ``get``
-    reads the file back, or returns None when the key was never written.
+    reads the file back, or returns None when the key was never written; ``delete`` removes it
+    durably; ``items(prefix)`` lists every key with that prefix, sorted.
     """
 
     SUFFIX = ".val"
+    #: longest encoded file name (before the suffix) stored as such; longer keys are hashed
+    MAX_NAME = 200
+    _HASHED = "#"
+    _KEYLEN = struct.Struct(">I")
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory)
@@ -66,7 +79,8 @@ class FileStorage:
         if not os.access(self.dir, os.W_OK):
             raise PermissionError(f"data directory {str(self.dir)!r} is not writable")
 
-    def _path(self, key: str) -> Path:
+    def _name(self, key: str) -> str:
+        """The file name of ``key`` (without the suffix); hashed when too long."""
         if not key:
             raise ValueError("a storage key must be a non-empty string")
         # quote(safe="") leaves only [A-Za-z0-9_.~-] and %XX: no separators, no "..", and no
@@ -74,16 +88,39 @@ class FileStorage:
         name = urllib.parse.quote(key, safe="")
         if name.startswith("."):
             name = "%2E" + name[1:]
-        return self.dir / (name + self.SUFFIX)
+        if len(name) > self.MAX_NAME:
+            name = self._HASHED + hashlib.sha256(key.encode()).hexdigest()
+        return name
 
-    def get(self, key: str) -> bytes | None:
+    def _path(self, key: str) -> Path:
+        return self.dir / (self._name(key) + self.SUFFIX)
+
+    def _read(self, path: Path, hashed: bool) -> tuple[str | None, bytes] | None:
+        """(stored key or None when the name is the key, value); None when absent."""
         try:
-            return self._path(key).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
+        if not hashed:
+            return None, data
+        (n,) = self._KEYLEN.unpack_from(data)
+        start = self._KEYLEN.size
+        key = data[start : start + n].decode()
+        return key, data[start + n :]
+
+    def get(self, key: str) -> bytes | None:
+        name = self._name(key)
+        got = self._read(self.dir / (name + self.SUFFIX), name.startswith(self._HASHED))
+        if got is None or (got[0] is not None and got[0] != key):
+            return None  # absent, or (never seen) another key with the same SHA-256
+        return got[1]
 
     def put(self, key: str, value: bytes) -> None:
-        path = self._path(key)
+        name = self._name(key)
+        path = self.dir / (name + self.SUFFIX)
+        if name.startswith(self._HASHED):
+            k = key.encode()
+            value = self._KEYLEN.pack(len(k)) + k + value
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -95,6 +132,39 @@ class FileStorage:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        self._sync_dir()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return
+        self._sync_dir()
+
+    def items(self, prefix: str) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        with os.scandir(self.dir) as entries:
+            for entry in entries:
+                fname = entry.name
+                if not fname.endswith(self.SUFFIX):
+                    continue  # a temporary file of a put that crashed, or a stranger
+                name = fname[: -len(self.SUFFIX)]
+                hashed = name.startswith(self._HASHED)
+                key: str | None = None
+                if not hashed:  # the name is the key: skip non-matching files unread
+                    key = urllib.parse.unquote(name)
+                    if not key.startswith(prefix):
+                        continue
+                got = self._read(Path(entry.path), hashed)
+                if got is None:
+                    continue  # deleted meanwhile
+                key = got[0] if hashed else key
+                if key is not None and key.startswith(prefix):
+                    out.append((key, got[1]))
+        out.sort()
+        return out
+
+    def _sync_dir(self) -> None:
         dfd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dfd)

@@ -358,24 +358,32 @@ class SimCluster:
     def rebalance(self, weights: dict[str, float] | None = None, *, use_empty: bool = True,
                   at: float | None = None, batch: int = 20) -> None:
         """Plan (kvcore.rebalance) from a live node's view and carry out the moves."""
+        desc = ",".join(f"{k}={v:g}" for k, v in sorted((weights or {}).items()))
+        self._at(at, "rebalance", desc, lambda: self._spawn(self._rebalance(weights, use_empty, batch)))
+
+    def remove_node(self, node_id: str, *, at: float | None = None, batch: int = 20) -> None:
+        """Drain ``node_id``'s slots to the others (weight 0), then it leaves gracefully."""
+
+        def run() -> Any:
+            ok = yield from self._rebalance({node_id: 0.0}, False, batch)
+            if ok:
+                self.leave(node_id)
+
+        self._at(at, "remove_node", node_id, lambda: self._spawn(run()))
+
+    def _rebalance(self, weights: dict[str, float] | None, use_empty: bool, batch: int) -> Any:
         from kvcore.rebalance import plan_rebalance
 
-        def start() -> None:
-            view = self.nodes()[0]
-            members = [m for m in view.membership.live_members()] + [view.membership.me]
-            ids = sorted(m.node for m in members if m.state in ("alive", "suspect"))
-            moves = plan_rebalance(view.slot_map.assignment(), ids, weights, use_empty)
-
-            def run() -> Any:
-                for mv in moves:
-                    slots = [s for lo, hi in mv.slots for s in range(lo, hi + 1)]
-                    ok = yield from self._reshard(slots, mv.target, batch, 0.2, 50)
-                    if not ok:
-                        return
-
-            self._spawn(run())
-
-        self._at(at, "rebalance", ",".join(f"{k}={v:g}" for k, v in sorted((weights or {}).items())), start)
+        view = self.nodes()[0]
+        members = [*view.membership.live_members(), view.membership.me]
+        ids = sorted(m.node for m in members if m.state in ("alive", "suspect"))
+        moves = plan_rebalance(view.slot_map.assignment(), ids, weights, use_empty)
+        for mv in moves:
+            slots = [s for lo, hi in mv.slots for s in range(lo, hi + 1)]
+            ok = yield from self._reshard(slots, mv.target, batch, 0.2, 50)
+            if not ok:
+                return False
+        return True
 
     def fix(self, at: float | None = None, batch: int = 20) -> None:
         """Finish every migration left open (by a crash of the source, the target or the
@@ -402,8 +410,13 @@ class SimCluster:
         self.env.process(gen)
 
     def _reshard(self, slots: list[int], target: str, batch: int, retry_delay: float, max_failures: int) -> Any:
+        """Move each slot's keys (slot by slot, in batches), then let the target claim them all
+        at once: one new config epoch for the whole move, as ``redis-cli --cluster reshard``
+        ends with SETSLOT NODE. Until the claim, the sources keep the slots in MIGRATING and
+        send requests for keys they no longer hold on to the target (ASK)."""
         env = self.env
         failures = 0
+        moved_slots: list[int] = []
         for slot in slots:
             dst = self.node(target)
             if dst is None:
@@ -438,8 +451,14 @@ class SimCluster:
                     continue
                 if moved == 0:
                     break
-            dst.finish_import([slot])
-            self.trace.record((env.now, "slot_moved", slot, source, target))
+            moved_slots.append(slot)
+        dst = self.node(target)
+        if moved_slots:
+            if dst is None:
+                self.faults.append(Fault(env.now, "reshard_aborted", f"target {target} is down"))
+                return False
+            epoch = dst.finish_import(moved_slots)
+            self.trace.record((env.now, "slots_moved", len(moved_slots), target, epoch))
         return True
 
     def _close_fault(self, verb: str, args: str | None) -> None:

@@ -449,26 +449,24 @@ class Nemesis:
 
     def plan(self, nodes: Sequence[str], start: float, end: float) -> list[FaultRecord]:
         """Every package's faults within [start, end], ordered by start (then package)."""
-        out: list[tuple[float, int, int, FaultRecord]] = []
+        return [rec for _, rec in self._plan(nodes, start, end)]
+
+    def _plan(self, nodes: Sequence[str], start: float, end: float) -> list[tuple[Package, FaultRecord]]:
+        out: list[tuple[float, int, int, Package, FaultRecord]] = []
         for i, p in enumerate(self.packages):
             rng = stream(self.seed, "nemesis", p.name)
             for j, rec in enumerate(p.plan(rng, nodes, start, end)):
-                out.append((rec.start, i, j, rec))
+                out.append((rec.start, i, j, p, rec))
         out.sort(key=lambda t: t[:3])
-        return [t[3] for t in out]
+        return [(t[3], t[4]) for t in out]
 
     def apply(self, cluster: SimCluster, start: float, end: float) -> NemesisRun:
         """Schedule the faults on ``cluster``'s clock (times are absolute simulated seconds)."""
         if end < start:
             raise ValueError(f"the nemesis window ends ({end}) before it starts ({start})")
-        by_package = {p.name: p for p in self.packages}
         run = NemesisRun(self, cluster)
-        kind_to_package = {}
-        for p in self.packages:
-            for k in p.flavours if isinstance(p, Partitions) else (p.name,):
-                kind_to_package[k] = p.name
-        for rec in self.plan(cluster.ids, start, end):
-            active = _Active(by_package[kind_to_package[rec.kind]], rec, cluster)
+        for package, rec in self._plan(cluster.ids, start, end):
+            active = _Active(package, rec, cluster)
             run.active.append(active)
             schedule_call(cluster.env, max(0.0, rec.start - cluster.now), lambda _e, a=active: a.begin())
             schedule_call(cluster.env, max(0.0, rec.end - cluster.now), lambda _e, a=active: a.finish())

@@ -119,3 +119,20 @@ def test_joining_through_seeds_on_a_wildcard_address_needs_an_advertised_host() 
     assert r.returncode == 2
     assert "binds the wildcard address 0.0.0.0 and joins through seeds" in r.stderr
     assert "--advertise-host" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_durable_node_keeps_its_data_across_kill_9(launcher: Launcher, tmp_path: Path) -> None:
+    """``[settings] durable = true`` with a data dir: the store is written through to files."""
+    node = launcher.node(
+        "d1", settings={"durable": True}, extra=["--data-dir", str(tmp_path / "d1")]
+    )
+    long_key = b"L" * 1024  # its journal entry's name is far over a file name's 255 bytes
+    for k, v in ((b"a", b"1"), (b"b", b"2"), (long_key, b"long"), (b"gone", b"x")):
+        assert node.request("PUT", kv_path(k), v)[0] == 204
+    assert node.request("DELETE", kv_path(b"gone"))[0] == 204
+    node.kill()
+    node.restart()
+    assert node.request("GET", kv_path(b"a"))[2] == b"1"
+    assert node.request("GET", kv_path(long_key))[2] == b"long"
+    assert node.request("GET", kv_path(b"gone"))[0] == 404
+    assert node.info()["keys"] == 3

@@ -352,6 +352,35 @@ def test_file_storage_round_trips_any_key(tmp_path: Path) -> None:
     assert type(open_storage(None)).__name__ == "MemoryStorage"
 
 
+def test_file_storage_deletes_lists_by_prefix_and_takes_long_keys(tmp_path: Path) -> None:
+    """What the durable store needs: kv:<hex of a key of up to 1 KiB>, listed back at start."""
+    s = FileStorage(tmp_path / "d")
+    long_keys = ["kv:" + bytes([i]).hex() * 1024 for i in range(3)]  # 2 KiB names: hashed
+    for i, k in enumerate(long_keys):
+        s.put(k, b"long-%d" % i)
+    s.put("kv:61", b"a")
+    s.put("kv:", b"empty key")
+    s.put("mark:importing:7", b"n2")
+    s.put("swim.incarnation", b"3")
+    assert all(len(p.name) < 255 for p in (tmp_path / "d").iterdir())
+    assert s.get(long_keys[1]) == b"long-1"
+    again = FileStorage(tmp_path / "d")
+    assert again.items("kv:") == sorted(
+        [("kv:", b"empty key"), ("kv:61", b"a"), *((k, b"long-%d" % i) for i, k in enumerate(long_keys))]
+    )
+    assert again.items("mark:") == [("mark:importing:7", b"n2")]
+    assert again.items("nothing") == []
+    again.delete(long_keys[0])
+    again.delete("kv:61")
+    again.delete("kv:61")  # absent: fine
+    assert again.get(long_keys[0]) is None and again.get("kv:61") is None
+    assert [k for k, _ in FileStorage(tmp_path / "d").items("kv:")] == ["kv:", *sorted(long_keys[1:])]
+    (tmp_path / "d" / "stray.val.tmp").write_bytes(b"torn")  # a put that crashed: ignored
+    assert [k for k, _ in again.items("")] == sorted(
+        ["kv:", *long_keys[1:], "mark:importing:7", "swim.incarnation"]
+    )
+
+
 def test_probe_rtts_are_smoothed_and_relayed_acks_are_not_samples() -> None:
     now = [0.0]
     meter = RttMeter(lambda: now[0], max_pending=2)

@@ -135,3 +135,18 @@ def test_reshard_with_a_crash_of_the_source_in_the_middle_loses_no_acknowledged_
     for k, v in last.items():
         if v is not None:
             assert len(holders[k]) == 1, (k, holders[k])
+
+
+def test_remove_node_drains_its_slots_then_leaves() -> None:
+    c = SimCluster(6, 3, CFG, swim=SWIM, observe=False)
+    c.add_clients(1, Workload(ops=300, keys=30, think=0.01, timeout=2.0))
+    c.remove_node("n2", at=1.0, batch=50)
+    c.run(until=120.0)
+    survivors = [n for n in c.nodes() if n.id != "n2"]
+    assert c.node("n2") is None and c.truth["n2"] == "left"
+    for n in survivors:
+        assert set(n.slot_map.slot_counts()) == {"n1", "n3"}
+        assert n.slot_map.covers_all()
+        assert n.peer_states()["n2"] == "left"
+    result = check(c.history.events(), model="kv", timeout=30)
+    assert result.verdict == "linearizable", result.witness

@@ -1,0 +1,171 @@
+"""The nemesis: seeded schedules, faults that undo exactly what they did, and their evidence."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from kvcore.config import NodeConfig
+from kvcore.membership import SwimConfig
+from sim.clients import OK, Workload
+from sim.cluster import SimCluster
+from sim.latency import LogNormal
+from sim.nemesis import (
+    KINDS,
+    Crashes,
+    FaultReport,
+    LossSpikes,
+    Nemesis,
+    Partitions,
+    parse_kinds,
+)
+from sim.network import Link, Loss, Partition
+
+CFG = NodeConfig(forward_timeout=1.0)
+SWIM = SwimConfig.lan(probe_interval=0.5, probe_timeout=0.2, suspicion_mult=3, push_pull_interval=2.0)
+IDS = ["n1", "n2", "n3", "n4", "n5"]
+
+
+def _run(seed: int, kinds: str, *, until: float = 10.0, window: tuple[float, float] = (0.5, 8.0),
+         loss: float = 0.0) -> tuple[SimCluster, object]:
+    c = SimCluster(seed, 5, CFG, swim=SWIM)
+    if loss:
+        c.set_loss(loss)
+    run = Nemesis(kinds, seed).apply(c, *window)
+    c.add_clients(3, Workload(ops=60, keys=10, pace=until / 60, think=0.01, timeout=1.5))
+    c.run()
+    return c, run
+
+
+def test_kinds_parse_with_aliases_and_unknown_kinds_are_named() -> None:
+    assert parse_kinds("partition, crash") == ("partition", "crash")
+    assert parse_kinds("none") == ()
+    assert "crash" not in parse_kinds("network") and "crash" in parse_kinds("all")
+    assert set(parse_kinds("network,all")) <= set(KINDS)
+    with pytest.raises(ValueError, match=r"unknown nemesis 'flood'.*partition"):
+        parse_kinds("partition,flood")
+    # the partition flavours are one package: one partition at a time
+    assert [type(p) for p in Nemesis("bridge,crash,oneway").packages] == [Partitions, Crashes]
+
+
+def test_the_same_seed_plans_the_same_faults_and_packages_do_not_disturb_each_other() -> None:
+    a = Nemesis("partition,crash,loss", seed=4).plan(IDS, 0.5, 20.0)
+    b = Nemesis("partition,crash,loss", seed=4).plan(IDS, 0.5, 20.0)
+    assert a == b and len(a) >= 6
+    assert Nemesis("partition,crash,loss", seed=5).plan(IDS, 0.5, 20.0) != a
+    # adding packages leaves the others' schedules alone (one random stream per package)
+    crashes = [r for r in a if r.kind == "crash"]
+    alone = Nemesis("crash", seed=4).plan(IDS, 0.5, 20.0)
+    assert crashes == alone
+    for r in a:
+        assert 0.5 <= r.start < r.end <= 20.0
+    # one package's faults never overlap
+    for kind in ("partition", "crash", "loss"):
+        mine = [r for r in a if r.kind == kind]
+        assert all(x.end <= y.start for x, y in itertools.pairwise(mine))
+
+
+def test_partitions_drop_messages_and_are_removed_exactly_when_they_end() -> None:
+    c, run = _run(3, "partition,bridge,oneway")
+    recs = run.records
+    assert {r.kind for r in recs} >= {"partition", "bridge"}
+    for r in recs:
+        assert r.fired == pytest.approx(r.start) and r.undone == pytest.approx(r.end)
+        assert r.hits > 0 and r.dropped == r.hits, f"{r.describe()}: the rule must have fired"
+        a, b = r.sides
+        assert a and b and not set(a) & set(b)
+        if r.kind == "bridge":
+            (bridge,) = r.nodes
+            assert bridge not in a and bridge not in b and len(a) + len(b) == 4
+    assert not [x for x in c.net.rules if isinstance(x, Partition)], "every partition was undone"
+    # each fault is on the cluster's time axis, with its end
+    parts = [f for f in c.faults if f.verb == "partition"]
+    assert [(f.time, f.end) for f in parts] == [(r.fired, r.undone) for r in recs]
+    assert c.net.rule_hits()["partition"] + c.net.rule_hits().get("partition-oneway", 0) == sum(
+        r.hits for r in recs
+    )
+
+
+def test_a_oneway_partition_drops_one_direction_only() -> None:
+    c = SimCluster(1, 5, CFG, swim=SWIM)
+    run = Nemesis([Partitions(flavours=("oneway",), quiet=(0.2, 0.2), length=(3.0, 3.0))], seed=1).apply(c, 0, 3.5)
+    c.run(until=2.0)
+    (rule,) = [x for x in c.net.rules if isinstance(x, Partition)]
+    assert rule.oneway
+    src, dst = sorted(rule.a)[0], sorted(rule.b)[0]
+    assert rule.decide(c.net, src, dst) == "partition-oneway"
+    assert rule.decide(c.net, dst, src) is None
+    c.run(until=4.0)
+    assert run.records[0].dropped > 0 and not [x for x in c.net.rules if isinstance(x, Partition)]
+
+
+def test_a_crashed_node_is_down_exactly_as_long_as_scheduled() -> None:
+    c, run = _run(5, "crash")
+    recs = [r for r in run.records if r.fired is not None]
+    assert len(recs) >= 2
+    for r in recs:
+        assert r.downtime == pytest.approx(r.end - r.start)
+        (nid,) = r.nodes
+        assert c.is_up(nid), "every crashed node is restarted when its fault ends"
+    down: dict[str, float] = {}
+    for r in recs:
+        down[r.nodes[0]] = down.get(r.nodes[0], 0.0) + r.downtime
+    assert c.downtime() == pytest.approx(down)
+    assert sum(r.dropped for r in recs) > 0, "messages to the down node were dropped"
+    verbs = [f.verb for f in c.faults]
+    assert verbs.count("crash") == verbs.count("restart") == len(recs)
+
+
+def test_a_durable_crash_keeps_the_store_and_a_plain_crash_loses_it() -> None:
+    for durable in (False, True):
+        c = SimCluster(2, 3, CFG, swim=SWIM)
+        c.add_clients(1, Workload(ops=200, keys=30, pace=0.005, think=0.0, timeout=1.0), targets=["n1"])
+        Nemesis([Crashes(name="c", durable=durable, quiet=(2.0, 2.0), length=(1.0, 1.0))], seed=2).apply(c, 0, 3.0)
+        c.run(until=1.9)
+        crashed = next(r for r in Nemesis([Crashes(name="c", quiet=(2.0, 2.0), length=(1.0, 1.0))], 2)
+                       .plan(c.ids, 0, 3.0)).nodes[0]
+        before = c.node(crashed).store.count()
+        assert before > 0
+        c.run(until=3.5)
+        after = c.node(crashed).store.count()
+        assert (after >= before) if durable else (after < before), (durable, before, after)
+
+
+def test_loss_and_latency_spikes_restore_what_was_there_and_slow_nodes_delay() -> None:
+    c, run = _run(7, "loss,latency,slow", loss=0.01)
+    base_latency = LogNormal(0.001, 0.5)
+    assert c.net.latency == base_latency
+    (loss,) = [x for x in c.net.rules if isinstance(x, Loss)]
+    assert loss.probability == 0.01, "the background loss is back after each spike"
+    assert not [x for x in c.net.rules if isinstance(x, Link)]
+    by_kind = FaultReport(run.records).by_kind()
+    assert by_kind["loss"]["dropped"] > 0
+    assert by_kind["latency"]["delayed"] > 0 and by_kind["slow"]["delayed"] > 0
+    for r in run.records:
+        if r.kind == "loss":
+            assert 0.1 <= r.param <= 0.5 and r.dropped == r.hits
+
+
+def test_the_fault_report_lines_faults_up_with_the_operations() -> None:
+    c, run = _run(5, "crash,partition")
+    report = run.report()
+    assert len(report) == len(run.records) > 0
+    table = report.table()
+    assert set(table.dtype.names) >= {"kind", "fired", "undone", "dropped", "downtime", "ops", "ops_not_ok"}
+    for row in report:
+        during = [op for op in c.history if row["fired"] <= op.invoke < row["undone"]]
+        assert row["ops"] == len(during)
+        assert row["ops_ok"] == sum(op.outcome == OK for op in during)
+    # crashes cost availability: operations during them did not all succeed
+    crash_rows = [row for row in report if row["kind"] == "crash"]
+    assert sum(row["ops_not_ok"] for row in crash_rows) > 0
+    assert "crash" in report.summary()
+
+
+def test_a_fault_still_active_when_the_run_stops_reports_what_it_did_so_far() -> None:
+    c = SimCluster(1, 5, CFG, swim=SWIM)
+    run = Nemesis([LossSpikes(quiet=(0.1, 0.1), length=(5.0, 5.0))], seed=1).apply(c, 0, 10.0)
+    c.run(until=2.0)
+    (r,) = [x for x in run.records if x.fired is not None]
+    assert r.undone is None and r.dropped > 0 and r.sent > r.dropped
