@@ -409,6 +409,8 @@ class Membership:
         self.id = runtime.node_id
         stored = runtime.storage.get(INCARNATION_KEY)
         inc = int(stored.decode()) + 1 if stored else 0
+        #: this node lived before (a crash and restart): what it knows may be stale
+        self.restarted = stored is not None
         self.me = Member(self.id, addr, peer_addr, inc, ALIVE, runtime.now())
         self.members: dict[str, Member] = {self.id: self.me}
         self._persist_incarnation()
@@ -466,6 +468,10 @@ class Membership:
         self._after("push_pull", rnd.uniform(0, push_pull_scale(c.push_pull_interval, self.num_live())),
                     self._push_pull_tick)
         self.seeds = [s for s in seeds if s not in (self.id, "@" + self.me.peer_addr)]
+        if not self.seeds and self.restarted and self._live_ids:
+            # back from a crash: sync full state with a member we know before anything else, to
+            # learn what changed while we were down (slots that moved, members that came)
+            self.seeds = list(self._live_ids)
         if self.seeds:
             self._start_join_round()
         else:

@@ -151,6 +151,8 @@ class Node:
         self.store = LocalStore.load(runtime.storage) if self.config.durable else LocalStore()
         self.stats = NodeStats()
         self.running = False
+        self._gated = False
+        self._gate_until = 0.0
         self._pending: dict[int, _Pending] = {}
         self._next_rid = runtime.random.getrandbits(48)
         # (src, request_id) -> (expires_at, reply), oldest first
@@ -209,6 +211,16 @@ class Node:
             return
         self.running = True
         self.membership.start(self.seeds)
+        # A restarted node does not serve until it has synced with the cluster (or waited a few
+        # join timeouts for that): its slot map may be stale, and serving a slot that moved away
+        # while it was down would acknowledge writes that the new owner never sees.
+        self._gated = self.membership.restarted and not self.membership.joined
+        self._gate_until = self.rt.now() + 3 * self.membership.config.join_timeout
+
+    def _still_gated(self) -> bool:
+        if self.membership.joined or self.rt.now() >= self._gate_until:
+            self._gated = False
+        return self._gated
 
     def stop(self) -> None:
         """Stop timers and fail pending forwards (the outcome is unknown to us)."""
@@ -226,6 +238,8 @@ class Node:
         name = type(op).__name__
         try:
             key = self._validate(op)
+            if self._gated and self._still_gated():
+                raise errors.TryAgain(f"node {self.id} restarted and is syncing with the cluster")
         except errors.StoreError as err:
             self.stats.count_op(name, err.code)
             reply(error_reply(err))
@@ -368,6 +382,8 @@ class Node:
 
         try:
             k = self._validate(op)
+            if self._gated and self._still_gated():
+                raise errors.TryAgain(f"node {self.id} restarted and is syncing with the cluster")
         except errors.StoreError as e:
             answer(error_reply(e))
             return

@@ -477,8 +477,8 @@ class _Collector:
             labels=["peer"],
         )
         if api.rtt is not None:
-            for pid, v in sorted(api.rtt.srtt.items()):
-                rtt.add_metric([pid], v)
+            for pid, seconds in sorted(api.rtt.srtt.items()):
+                rtt.add_metric([pid], seconds)
         yield rtt
         links = GaugeMetricFamily(
             "storelab_peer_links", "Outbound peer links, by state.", labels=["state"]

@@ -1032,7 +1032,7 @@ _STATES: weakref.WeakKeyDictionary[asyncio.Server, _ServerState] = weakref.WeakK
 async def start_http_server(
     handler: Handler,
     host: str | None,
-    port: int | None,
+    port: int,
     limits: HttpLimits = HttpLimits(),
     *,
     reuse_port: bool = False,

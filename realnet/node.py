@@ -539,7 +539,7 @@ async def serve(
     limits = http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes)
     try:
         await transport.listen(sock=peer_sock)
-        http_server = await start_http_server(api, None, None, limits, sock=http_sock)
+        http_server = await start_http_server(api, None, 0, limits, sock=http_sock)
     except OSError as e:  # pragma: no cover - the sockets are bound already
         _bind_error(settings.host, settings.port, "HTTP", e)
         http_sock.close()

@@ -16,10 +16,8 @@ kind               one fault
 ``bridge``         two halves that share one node: messages between the halves are dropped, the
                    bridge node talks to both (Jepsen's ``bridge``; needs 3 nodes)
 ``oneway``         messages from a random minority to the rest are dropped; the other way works
-``crash``          a random node crashes and restarts after a random down time; its memory,
-                   *store included*, is lost (DESIGN.md's failure model)
-``crash-durable``  the same, but the store survives the crash, as if every write were made
-                   durable before it was acknowledged (everything else in memory is lost)
+``crash``          a random node crashes and restarts after a random down time: it loses its
+                   memory and keeps its durable storage (DESIGN.md's failure model)
 ``loss``           message loss rises to a random 10-50 %, then falls back
 ``latency``        the network's latency becomes a log-normal with a 20-300 ms median
 ``slow``           one random node gets an extra exponential delay (mean 50-500 ms) on every
@@ -45,12 +43,13 @@ the messages dropped because the node was down. :meth:`NemesisRun.report` joins 
 with the client history into a :class:`FaultReport`, one row per fault with the operations
 invoked during it, on the same time axis.
 
-Crashes and linearizability. The store keeps one copy of each key, in memory (replication and
-durable storage come with Raft), so ``crash`` loses every write the crashed node had
-acknowledged, and a later read of such a key finds it absent: a linearizability violation,
-which the checker rightly reports. That is why the default nemesis (:data:`DEFAULT`) is the
-network faults only, and why ``crash-durable`` exists: it exercises restarts, failure detection
-and forwards lost with a node while leaving out the loss the store is known to have.
+Crashes and linearizability. The store keeps one copy of each key (replication comes with
+Raft). What survives a crash is the node's business: with ``NodeConfig(durable=True)`` every
+write goes through to the node's durable storage before it is acknowledged, and a restarted node
+serves it again; without (the default, Redis without persistence) a crash forgets every write
+the node had acknowledged, a later read finds the key absent, and the checker rightly reports a
+linearizability violation. :mod:`sim.sweep` runs durable nodes unless told otherwise, so that
+``crash`` belongs in the default nemesis (:data:`DEFAULT` = ``all``).
 """
 
 from __future__ import annotations
@@ -69,16 +68,16 @@ from sim.network import Link, Loss, Partition, Rule, schedule_call
 from sim.rand import stream
 
 PARTITION_FLAVOURS = ("partition", "bridge", "oneway")
-KINDS = (*PARTITION_FLAVOURS, "crash", "crash-durable", "loss", "latency", "slow")
+KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow")
 NETWORK = ("partition", "bridge", "oneway", "loss", "latency", "slow")
 ALIASES: dict[str, tuple[str, ...]] = {
     "none": (),
     "network": NETWORK,
     "all": (*NETWORK, "crash"),
 }
-#: What ``python -m sim check`` uses without ``--nemesis``: every fault the store should survive
-#: with no linearizability violation (see "Crashes and linearizability" above).
-DEFAULT = "network"
+#: What ``python -m sim check`` uses without ``--nemesis``: every kind of fault (a durable store
+#: should survive them all with no linearizability violation; see "Crashes and linearizability").
+DEFAULT = "all"
 
 
 @dataclass
@@ -128,7 +127,7 @@ class FaultRecord:
             ev.append(f"dropped {self.dropped}")
         if self.delayed:
             ev.append(f"delayed {self.delayed}")
-        if self.kind.startswith("crash"):
+        if self.kind == "crash":
             ev.append(f"down {self.downtime:.3f}s")
         return f"{self.kind} {self.target} {span}: " + (", ".join(ev) or "no messages affected")
 
@@ -215,26 +214,19 @@ class Partitions(Package):
 
 @dataclass(frozen=True)
 class Crashes(Package):
-    """Crash a random node, restart it when the fault ends (``length`` is the down time).
-
-    With ``durable`` the node's store is handed to its next incarnation (see the module
-    docstring); without, everything the node held is lost.
-    """
+    """Crash a random node, restart it when the fault ends (``length`` is the down time)."""
 
     name: str = "crash"
-    durable: bool = False
 
     def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
         nid = rng.choice(nodes)
-        return FaultRecord("crash-durable" if self.durable else "crash", start, end, nid, nodes=(nid,))
+        return FaultRecord("crash", start, end, nid, nodes=(nid,))
 
     def begin(self, run: _Active, cluster: SimCluster) -> None:
         nid = run.record.nodes[0]
         if not cluster.is_up(nid):
             run.record.skipped = f"{nid} was already down"
             return
-        if self.durable:
-            run.saved = getattr(cluster.node(nid), "store", None)
         run.dropped_down = cluster.net.stats.dropped.get("down", 0)
         cluster.crash(nid)
         run.fault = cluster.faults[-1]
@@ -244,8 +236,6 @@ class Crashes(Package):
         if cluster.is_up(nid):
             return  # someone else restarted it
         cluster.restart(nid)
-        if self.durable and run.saved is not None:
-            cluster.node(nid).store = run.saved
 
 
 @dataclass(frozen=True)
@@ -322,7 +312,6 @@ class _Active:
     rules: list[Rule] = field(default_factory=list)
     fault: Fault | None = None
     previous: Any = None
-    saved: Any = None
     sent_at_start: int = 0
     dropped_down: int = 0
 
@@ -371,7 +360,7 @@ class _Active:
         elif rec.kind == "latency":
             # no rule decides: every message sent meanwhile that no rule dropped took the spike
             rec.delayed = rec.sent
-        elif rec.kind.startswith("crash"):
+        elif rec.kind == "crash":
             rec.downtime = c.now - rec.fired
             rec.dropped = c.net.stats.dropped.get("down", 0) - self.dropped_down
 
@@ -408,8 +397,6 @@ def packages_for(kinds: Iterable[str]) -> list[Package]:
     for kind in kinds:
         if kind == "crash":
             out.append(Crashes())
-        elif kind == "crash-durable":
-            out.append(Crashes(name="crash-durable", durable=True))
         elif kind == "loss":
             out.append(LossSpikes())
         elif kind == "latency":
@@ -422,7 +409,7 @@ def packages_for(kinds: Iterable[str]) -> list[Package]:
 class Nemesis:
     """A seeded composition of fault packages.
 
-    ``Nemesis("partition,crash", seed=7)`` or ``Nemesis([Partitions(), Crashes(durable=True)],
+    ``Nemesis("partition,crash", seed=7)`` or ``Nemesis([Partitions(), Crashes(length=(5, 10))],
     seed=7)``; then :meth:`apply` to a cluster, or :meth:`plan` to see the schedule.
     """
 
@@ -562,7 +549,7 @@ class FaultReport:
                 continue
             fired = row["fired"] if row["fired"] is not None else row["start"]
             undone = row["undone"] if row["undone"] is not None else row["end"]
-            down = f"{row['downtime']:.2f}" if row["kind"].startswith("crash") else ""
+            down = f"{row['downtime']:.2f}" if row["kind"] == "crash" else ""
             lines.append(
                 f"{row['kind']:<14}{row['target'][:27]:<28}{fired:>9.3f}{undone:>9.3f}"
                 f"{row['dropped']:>9}{row['delayed']:>9}{down:>8}{row['ops']:>6}{row['ops_not_ok']:>8}"

@@ -24,9 +24,11 @@ value unique in the run, checked against the ``kv`` model. ``register``: one key
 checked as a single register (``read``/``write``): all the concurrency lands on one object, which
 makes the check harder and the violations easier to hit.
 
-The default nemesis is :data:`sim.nemesis.DEFAULT` (network faults). ``crash`` loses the crashed
-node's store, which the store cannot yet survive: a sweep with it reports violations, each with
-the seed that reproduces it (see :mod:`sim.nemesis`).
+Nodes are durable by default (``NodeConfig.durable``: every write reaches the node's durable
+storage before it is acknowledged), because the default nemesis (:data:`sim.nemesis.DEFAULT`,
+``all``) crashes nodes. With ``durable=False`` (``--no-durable``; nodes as configured by default,
+memory only, Redis without persistence) a crash forgets acknowledged writes, and a sweep with
+``crash`` in its nemesis reports the violations, each with the seed that reproduces it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from sim.nemesis import DEFAULT, FaultRecord, FaultReport, Nemesis, NemesisRun
 WORKLOADS = ("kv", "register")
 
 #: Node settings for short runs: a forward to an unreachable owner gives up after 1 s.
+#: (``durable`` is set per run, from RunConfig.durable.)
 SWEEP_CONFIG = NodeConfig(forward_timeout=1.0)
 #: SWIM for runs of a few seconds: memberlist's LAN preset with probes every 0.5 s and a
 #: suspicion of 3 intervals (a member cut off for 2-3 s gets declared dead, so the runs see
@@ -89,6 +92,8 @@ class RunConfig:
     loss: float = 0.0
     #: the checker's budget per seed, seconds of wall time (past it: "unknown")
     check_timeout: float = 10.0
+    #: nodes write through to durable storage, so a crash loses nothing acknowledged
+    durable: bool = True
 
     def problems(self) -> list[str]:
         out = []
@@ -117,12 +122,17 @@ class RunConfig:
         return self
 
     @property
+    def node_config(self) -> NodeConfig:
+        return replace(SWEEP_CONFIG, durable=self.durable)
+
+    @property
     def model(self) -> str:
         return "register" if self.workload == "register" else "kv"
 
     def describe(self) -> str:
-        return (f"workload {self.workload}, nemesis {Nemesis(self.nemesis).describe()}; {self.nodes} nodes, "
-                f"{self.clients} clients, {self.ops} ops over {self.duration:g} s per seed")
+        return (f"workload {self.workload}, nemesis {Nemesis(self.nemesis).describe()}; {self.nodes} "
+                f"{'durable' if self.durable else 'memory-only'} nodes, {self.clients} clients, "
+                f"{self.ops} ops over {self.duration:g} s per seed")
 
     def cli_args(self) -> str:
         """The ``python -m sim check`` flags that give this config."""
@@ -133,6 +143,8 @@ class RunConfig:
             v = getattr(self, name)
             if v != getattr(d, name):
                 out.append(f"{flag} {v:g}" if isinstance(v, float) else f"{flag} {v}")
+        if not self.durable:
+            out.append("--no-durable")
         return " ".join(out)
 
 
@@ -226,7 +238,7 @@ def _node_factory(node_class: type, config: RunConfig) -> Any:
     cluster = sim_cluster_config(config.nodes)
 
     def make(rt: Any, spec: Any) -> Any:
-        return node_class(rt, SWEEP_CONFIG, cluster, swim=SWEEP_SWIM)
+        return node_class(rt, config.node_config, cluster, swim=SWEEP_SWIM)
 
     return make
 
@@ -237,7 +249,7 @@ def simulate(seed: int, config: RunConfig | None = None, *, node_class: type | N
     instead of Node on every node (for tests of the checker's teeth)."""
     cfg = (config or RunConfig()).validate()
     cluster = SimCluster(
-        seed, cfg.nodes, SWEEP_CONFIG, latency=LogNormal(0.001, 0.5), swim=SWEEP_SWIM,
+        seed, cfg.nodes, cfg.node_config, latency=LogNormal(0.001, 0.5), swim=SWEEP_SWIM,
         keep_trace=keep_trace,
         node_factory=_node_factory(node_class, cfg) if node_class is not None else None,
     )
@@ -565,9 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run many seeds of the simulated store under a nemesis and check every "
         "history for linearizability.",
         epilog="exit status: 0 no violation, 1 a violation (its seed reproduces it), 2 usage error, "
-        "3 a run raised an exception. Nemesis kinds: partition, bridge, oneway, crash, "
-        "crash-durable, loss, latency, slow; aliases none, network, all. 'crash' loses the "
-        "crashed node's data, which the store cannot survive yet (see sim/nemesis.py).",
+        "3 a run raised an exception. Nemesis kinds: partition, bridge, oneway, crash, loss, "
+        "latency, slow; aliases none, network (all but crash), all. With --no-durable a crash "
+        "loses the node's acknowledged writes, which the checker reports (see sim/nemesis.py).",
     )
     p.add_argument("--workload", choices=WORKLOADS, default=d.workload, help="kv (default) or register (one key)")
     p.add_argument("--nemesis", default=d.nemesis, help=f"comma list of fault kinds (default {d.nemesis})")
@@ -582,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=d.duration,
                    help=f"simulated seconds per seed (default {d.duration:g})")
     p.add_argument("--loss", type=float, default=d.loss, help="background message loss (default 0)")
+    p.add_argument("--durable", action=argparse.BooleanOptionalAction, default=d.durable,
+                   help="nodes write through to durable storage (default); --no-durable: memory "
+                   "only, so a crash loses acknowledged writes")
     p.add_argument("--check-timeout", type=float, default=d.check_timeout,
                    help=f"checker budget per seed, seconds (default {d.check_timeout:g})")
     p.add_argument("--processes", type=int, default=None, help="worker processes (default: one per CPU)")
@@ -604,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--processes must be at least 1")
     cfg = RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=args.nodes, clients=args.clients,
                     ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
-                    check_timeout=args.check_timeout)
+                    check_timeout=args.check_timeout, durable=args.durable)
     problems = cfg.problems()
     if problems:
         p.error(" ".join(problems))

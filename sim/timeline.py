@@ -280,16 +280,19 @@ def plot_timeline(
 
 # --- HTML ------------------------------------------------------------------------------------
 
+# scoped to the page's one container, so the page can also be shown inside a notebook
 _CSS = """
-body { font: 13px/1.4 system-ui, sans-serif; margin: 16px; color: #222; }
-h1 { font-size: 16px; margin: 0 0 8px; }
-.legend span { display: inline-block; margin-right: 14px; }
-.legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -2px; }
-svg { border: 1px solid #ddd; background: #fff; }
-svg text { font: 10px system-ui, sans-serif; }
-rect:hover { stroke: #000; stroke-width: 1; }
-table { border-collapse: collapse; margin-top: 12px; }
-td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; font-size: 12px; }
+.storelab-timeline { font: 13px/1.4 system-ui, sans-serif; margin: 16px; color: #222; }
+.storelab-timeline h1 { font-size: 16px; margin: 0 0 8px; }
+.storelab-timeline .legend span { display: inline-block; margin-right: 14px; }
+.storelab-timeline .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px;
+  vertical-align: -2px; }
+.storelab-timeline svg { border: 1px solid #ddd; background: #fff; }
+.storelab-timeline svg text { font: 10px system-ui, sans-serif; }
+.storelab-timeline rect:hover { stroke: #000; stroke-width: 1; }
+.storelab-timeline table { border-collapse: collapse; margin-top: 12px; }
+.storelab-timeline td, .storelab-timeline th { border: 1px solid #ddd; padding: 2px 8px;
+  text-align: left; font-size: 12px; }
 """
 
 
@@ -382,9 +385,9 @@ def timeline_html(
     heading = esc(title or f"{len(ops)} operations, {len(procs)} clients, {len(fbs)} faults")
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{heading}</title><style>{_CSS}</style></head><body>"
+        f"<title>{heading}</title><style>{_CSS}</style></head><body><div class=\"storelab-timeline\">"
         f"<h1>{heading}</h1><div class=\"legend\">{legend}</div>"
-        f"{''.join(parts)}{table}</body></html>\n"
+        f"{''.join(parts)}{table}</div></body></html>\n"
     )
     if path is not None:
         Path(path).write_text(page, encoding="utf-8")

@@ -17,6 +17,17 @@ NOTEBOOKS = ROOT / "notebooks"
 
 SMALL: dict[str, dict[str, object]] = {
     "tour.ipynb": {"OPS": 300, "DURATION": 6.0},
+    "gossip_convergence.ipynb": {
+        "SIZES": [8, 16, 32], "JOIN_SEEDS": [1], "JOIN_FANOUTS": [3, 1],
+        "DETECT_N": 16, "DETECT_SEEDS": [1, 2, 3], "DETECT_CRASHES": 2,
+        "LOSS_GRID": [0.0, 0.2], "FP_N": 12, "FP_SECONDS": 60.0, "FP_SEEDS": [1],
+        "PARTITION_N": 9, "PARTITION_FOR": 60.0, "AFTER_HEAL": 40.0,
+        "LOAD_SIZES": [8, 16, 32], "LOAD_SECONDS": 20.0,
+    },
+    "resharding.ipynb": {"OPS": 900, "KEYS": 100, "DURATION": 12.0, "BATCH": 20},
+    "faults_and_histories.ipynb": {
+        "OPS": 100, "DURATION": 6.0, "SWEEP_SEEDS": 6, "SWEEP_OPS": 80, "PROCESSES": 1,
+    },
 }
 
 

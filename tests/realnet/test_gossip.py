@@ -97,9 +97,7 @@ def eventually_ok(node: NodeProc, method: str, key: bytes, body: bytes | None = 
         time.sleep(0.05)
 
 
-def test_five_nodes_joined_through_a_seed_detect_a_kill_and_a_restart(
-    launcher: Launcher, tmp_path: Any
-) -> None:
+def test_five_nodes_joined_through_a_seed_detect_a_kill_and_a_restart(launcher: Launcher) -> None:
     n1 = launcher.node("n1", settings=FAST_SETTINGS, swim=FAST_SWIM)  # standalone: every slot
     joiners = start_joiners(launcher, ["n2", "n3", "n4", "n5"], n1)
     nodes = [n1, *joiners]

@@ -117,17 +117,18 @@ def test_a_crashed_node_is_down_exactly_as_long_as_scheduled() -> None:
     assert verbs.count("crash") == verbs.count("restart") == len(recs)
 
 
-def test_a_durable_crash_keeps_the_store_and_a_plain_crash_loses_it() -> None:
+def test_a_crash_keeps_a_durable_nodes_store_and_loses_a_memory_only_one() -> None:
     for durable in (False, True):
-        c = SimCluster(2, 3, CFG, swim=SWIM)
+        c = SimCluster(2, 3, NodeConfig(forward_timeout=1.0, durable=durable), swim=SWIM)
         c.add_clients(1, Workload(ops=200, keys=30, pace=0.005, think=0.0, timeout=1.0), targets=["n1"])
-        Nemesis([Crashes(name="c", durable=durable, quiet=(2.0, 2.0), length=(1.0, 1.0))], seed=2).apply(c, 0, 3.0)
+        # one crash, from t=2 to t=3
+        run = Nemesis([Crashes(quiet=(2.0, 2.0), length=(1.0, 1.0))], seed=2).apply(c, 0, 3.0)
+        crashed = run.records[0].nodes[0]
         c.run(until=1.9)
-        crashed = next(r for r in Nemesis([Crashes(name="c", quiet=(2.0, 2.0), length=(1.0, 1.0))], 2)
-                       .plan(c.ids, 0, 3.0)).nodes[0]
         before = c.node(crashed).store.count()
         assert before > 0
         c.run(until=3.5)
+        assert run.records[0].undone == 3.0 and c.is_up(crashed)
         after = c.node(crashed).store.count()
         assert (after >= before) if durable else (after < before), (durable, before, after)
 
