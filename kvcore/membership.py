@@ -479,6 +479,18 @@ class Membership:
         # announce ourselves (matters after a restart: our new incarnation)
         self.broadcasts.queue(self.me.to_alive())
 
+    def join(self, seeds: Iterable[str]) -> None:
+        """Join (another) cluster through ``seeds`` now (Redis's CLUSTER MEET)."""
+        self.seeds = [s for s in seeds if s not in (self.id, "@" + self.me.peer_addr)]
+        if not self.seeds:
+            return
+        self.joined = False
+        self._join_round = 0
+        if self._join_timer is not None:
+            self._join_timer.cancel()
+        if self.running:
+            self._start_join_round()
+
     def stop(self) -> None:
         self.running = False
         for t in self._timers.values():

@@ -587,6 +587,37 @@ class Node:
                     if not any(b.slot == slot for b in self._batches.values()):
                         self._mark("migrating", slot, None)
 
+    def meet(self, seeds: Sequence[str]) -> None:
+        """Join a running cluster through ``seeds`` (``storelab cluster add-node`` / ``create``).
+
+        Only an empty node may: one holding keys refuses with Conflict. It gives up any slots it
+        claims (a standalone node owns every slot at epoch 1; keeping that claim would fight the
+        cluster's) and learns the cluster's slot map from the seeds.
+        """
+        if self.store.count():
+            raise errors.Conflict(f"node {self.id} holds {self.store.count()} keys; only an empty node can join")
+        if not seeds:
+            raise errors.BadRequest("give at least one seed to meet")
+        if self.membership.me.slots:
+            self.slot_map = SlotMap()
+            self.membership.set_slots("", 0)
+        self.membership.join(seeds)
+
+    def assign_slots(self, ranges: str, epoch: int) -> None:
+        """Replace this node's slot claim by ``ranges`` at ``epoch`` (``cluster create``).
+
+        Used on fresh nodes only; ``epoch`` must be above every epoch the node knows, so the
+        claim wins wherever it is heard.
+        """
+        if epoch <= self.slot_map.max_epoch():
+            raise errors.Conflict(
+                f"epoch {epoch} is not above node {self.id}'s current epoch {self.slot_map.max_epoch()}"
+            )
+        parsed = parse_ranges(ranges)
+        self.slot_map = SlotMap()
+        self.slot_map.claim(parsed, self.id, epoch)
+        self.membership.set_slots(format_ranges(parsed), epoch)
+
     def claim_slots(self, ranges: str, epoch: int) -> None:
         """Take ownership of ``ranges`` (a range string) at config ``epoch`` and advertise it.
 

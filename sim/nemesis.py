@@ -22,10 +22,14 @@ kind               one fault
 ``latency``        the network's latency becomes a log-normal with a 20-300 ms median
 ``slow``           one random node gets an extra exponential delay (mean 50-500 ms) on every
                    message it sends or receives
+``reshard``        a random slot that holds keys moves live to a random other node (the
+                   cluster's ``reshard`` verb); if the move was aborted (a crash of its source or
+                   target), ``fix`` finishes it when the fault ends
 =================  ===========================================================================
 
 The three partition flavours are one package (one partition at a time, drawn among the flavours
-asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` adds ``crash``.
+asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` adds ``crash``;
+``reshard`` is not in ``all`` (it changes the cluster's layout, not its health): add it by name.
 
 Applying. :meth:`Nemesis.apply` plans the schedule and puts each fault's beginning and end on
 the cluster's SimPy clock. A fault begins with the cluster's scenario verb (``partition``,
@@ -68,7 +72,7 @@ from sim.network import Link, Loss, Partition, Rule, schedule_call
 from sim.rand import stream
 
 PARTITION_FLAVOURS = ("partition", "bridge", "oneway")
-KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow")
+KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard")
 NETWORK = ("partition", "bridge", "oneway", "loss", "latency", "slow")
 ALIASES: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -111,6 +115,8 @@ class FaultRecord:
     sent: int = 0
     #: crash: seconds the node was down
     downtime: float = 0.0
+    #: what came of it, when that is not a count (a reshard: moved, aborted and fixed, ...)
+    detail: str = ""
 
     @property
     def active_for(self) -> float:
@@ -129,6 +135,8 @@ class FaultRecord:
             ev.append(f"delayed {self.delayed}")
         if self.kind == "crash":
             ev.append(f"down {self.downtime:.3f}s")
+        if self.detail:
+            ev.append(self.detail)
         return f"{self.kind} {self.target} {span}: " + (", ".join(ev) or "no messages affected")
 
 
@@ -299,6 +307,56 @@ class SlowNodes(Package):
         run.remove_rules()
 
 
+@dataclass(frozen=True)
+class Reshards(Package):
+    """Move one slot that holds keys to another node, live; ``fix`` an aborted move at the end.
+
+    The slot is chosen when the fault begins, among the slots that hold keys on some live node
+    and that the target does not own (in the target's view), with a number drawn in the plan,
+    so the choice is as reproducible as the run.
+    """
+
+    name: str = "reshard"
+    batch: int = 4
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        target = rng.choice(nodes)
+        return FaultRecord("reshard", start, end, f"-> {target}", nodes=(target,), param=round(rng.random(), 9))
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        rec = run.record
+        target = rec.nodes[0]
+        view = cluster.node(target)
+        if view is None:
+            rec.skipped = f"target {target} is down"
+            return
+        slots = sorted({s for n in cluster.nodes() for s in n.store.slots()
+                        if view.slot_map.owner(s) != target})
+        if not slots:
+            rec.skipped = f"no slot with keys outside {target}"
+            return
+        slot = slots[int(rec.param * len(slots))]
+        source = view.slot_map.owner(slot)
+        rec.target = f"slot {slot} {source} -> {target}"
+        rec.sides = ((source or "",), (target,))
+        run.previous = (slot, len(cluster.faults))
+        cluster.reshard([slot], target, batch=self.batch)
+        run.fault = cluster.faults[-1]
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        slot, since = run.previous
+        target = run.record.nodes[0]
+        aborted = [f for f in cluster.faults[since:] if f.verb == "reshard_aborted"]
+        view = cluster.node(target)
+        if view is not None and view.slot_map.owner(slot) == target:
+            run.record.detail = "moved"
+        elif aborted:
+            run.record.detail = f"aborted ({aborted[0].args}); fix"
+            cluster.fix()
+        else:
+            run.record.detail = "still moving"
+
+
 # --- one fault in flight --------------------------------------------------------------------
 
 
@@ -403,6 +461,8 @@ def packages_for(kinds: Iterable[str]) -> list[Package]:
             out.append(LatencySpikes())
         elif kind == "slow":
             out.append(SlowNodes())
+        elif kind == "reshard":
+            out.append(Reshards())
     return out
 
 
@@ -570,6 +630,7 @@ __all__ = [
     "NemesisRun",
     "Package",
     "Partitions",
+    "Reshards",
     "SlowNodes",
     "packages_for",
     "parse_kinds",

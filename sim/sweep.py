@@ -578,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
         "history for linearizability.",
         epilog="exit status: 0 no violation, 1 a violation (its seed reproduces it), 2 usage error, "
         "3 a run raised an exception. Nemesis kinds: partition, bridge, oneway, crash, loss, "
-        "latency, slow; aliases none, network (all but crash), all. With --no-durable a crash "
+        "latency, slow, reshard; aliases none, network (all but crash and reshard), all (all but "
+        "reshard). With --no-durable a crash "
         "loses the node's acknowledged writes, which the checker reports (see sim/nemesis.py).",
     )
     p.add_argument("--workload", choices=WORKLOADS, default=d.workload, help="kv (default) or register (one key)")

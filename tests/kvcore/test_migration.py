@@ -154,3 +154,35 @@ def test_a_durable_node_restarts_with_its_store_marks_and_slot_map() -> None:
     assert again.migrating == {SLOT: "n1"}
     assert again.slot_map.owner(10000) == "n1" and again.slot_map.epoch(10000) == 3
     assert again.membership.me.incarnation > n2.membership.me.incarnation
+
+
+def test_a_standalone_node_that_meets_a_cluster_gives_up_its_slots_and_joins() -> None:
+    rt = FakeRuntime("new", seed=2)
+    n = Node(rt, None, None, addr="127.0.0.1:7009", peer_addr="127.0.0.1:17009")
+    n.start()
+    assert n.slot_map.slot_counts() == {"new": 16384}
+    n.meet(["@127.0.0.1:17001"])
+    assert n.slot_map.slot_counts() == {} and n.membership.me.slots == ""
+    assert not n.membership.joined
+    rt.advance(0.01)
+    from kvcore.messages import PushPull
+
+    assert any(d == "@127.0.0.1:17001" and isinstance(m, PushPull) and m.join for d, m in rt.sent)
+
+
+def test_only_an_empty_node_may_meet() -> None:
+    n, _ = node("n1")
+    n.on_client_request(Put(key=b"k", value=b"v"), lambda r: None)
+    with pytest.raises(errors.Conflict, match="holds 1 keys"):
+        n.meet(["@127.0.0.1:17002"])
+    with pytest.raises(errors.BadRequest):
+        node("n2")[0].meet([])
+
+
+def test_assign_slots_replaces_the_claim_at_a_higher_epoch_only() -> None:
+    rt = FakeRuntime("a", seed=3)
+    n = Node(rt, None, None, addr="127.0.0.1:7001", peer_addr="127.0.0.1:17001")
+    n.assign_slots("0-5460", 2)
+    assert n.slot_map.slot_counts() == {"a": 5461} and n.membership.me.epoch == 2
+    with pytest.raises(errors.Conflict):
+        n.assign_slots("0-100", 2)
