@@ -601,7 +601,12 @@ class Membership:
             self.broadcasts.queue(a)
             self._add(Member(a.node, a.addr, a.peer_addr, a.incarnation, ALIVE, self.rt.now(), a.slots, a.epoch))
             return
-        if not overrides(m.state, m.incarnation, ALIVE, a.incarnation):
+        moved = m.state in (DEAD, LEFT) and (a.addr, a.peer_addr) != (m.addr, m.peer_addr)
+        if not overrides(m.state, m.incarnation, ALIVE, a.incarnation) and not (
+            moved and a.incarnation >= m.incarnation
+        ):
+            # memberlist's reclaim rule: a dead or left member may come back at a new address
+            # with the same incarnation (a restart without its storage, on other ports)
             return
         was = m.state
         self._state_cache = None
@@ -992,7 +997,14 @@ class Membership:
         # entry (and refutes it), then merge; the merge teaches us the sender's address
         state = self._local_state()
         self._merge_remote(msg.members)
-        self._send(src, PushPull(join=False, reply=True, members=state))
+        dst = src
+        if msg.join:
+            # answer a joiner at the address it advertises: we may hold an older address for it
+            # (it restarted elsewhere and we still hold it dead), and its reply must reach it
+            own = next((m for m in msg.members if m.node == src), None)
+            if own is not None and own.peer_addr:
+                dst = "@" + own.peer_addr
+        self._send(dst, PushPull(join=False, reply=True, members=state))
 
     def _merge_remote(self, members: Iterable[MemberState]) -> None:
         """memberlist mergeRemoteState: a remote 'dead' is only a suspicion for us."""

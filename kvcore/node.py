@@ -97,6 +97,8 @@ DEDUP_MAX_ENTRIES = 100_000
 MARK_PREFIX = "mark:"
 #: durable storage key of the slot map, saved whenever a claim above the configured epoch lands
 SLOT_MAP_KEY = "slotmap"
+#: sends of one migration batch before its caller hears that it is still unacknowledged
+BATCH_TRIES = 3
 
 
 def error_reply(err: errors.StoreError) -> Reply:
@@ -108,8 +110,13 @@ class _Batch:
     slot: int
     target: str
     items: list[tuple[bytes, bytes]]
-    timer: TimerHandle
+    timer: TimerHandle | None
     done: Callable[[int, str], None]
+    tries: int = 0
+
+
+def _ignore(moved: int, error: str) -> None:
+    pass
 
 
 @dataclass(slots=True)
@@ -470,14 +477,23 @@ class Node:
         """Move up to ``count`` keys of a migrating slot to its target.
 
         ``done(moved, error)`` is called once: ``moved`` is 0 with no error when the slot has no
-        keys left here, and 0 with an error sentence when the batch failed (its keys are back).
+        keys left here; 0 with an error sentence when the target refused the batch (its keys are
+        unfrozen: the target certainly did not store them) or when no acknowledgement came after
+        ``BATCH_TRIES`` sends. A batch without an acknowledgement has an unknown outcome (the
+        target may have stored it and the ack been lost), so its keys stay frozen and the *same*
+        batch is sent again by the next call, which the target answers without applying it twice.
+        Unfreezing them instead would let a write or delete land here while the target kept the
+        old copy, which it would serve once it owns the slot.
         """
         target = self.migrating.get(slot)
         if target is None:
             done(0, f"slot {slot} is not migrating from node {self.id}")
             return
-        if any(b.slot == slot for b in self._batches.values()):
-            done(0, f"a batch of slot {slot} is already in flight")
+        pending = next((bid for bid, b in self._batches.items() if b.slot == slot), None)
+        if pending is not None:
+            b = self._batches[pending]
+            b.done, b.tries = done, 0
+            self._send_batch(pending)
             return
         keys = self.store.keys_in_slot(slot, limit=max(1, count))
         if not keys:
@@ -491,16 +507,35 @@ class Node:
             items.append((k, v))
         bid = self._next_batch
         self._next_batch = (self._next_batch + 1) & 0xFFFFFFFF
-        timer = self.rt.call_later(self.config.forward_timeout, lambda: self._batch_failed(bid, "timed out"))
-        self._batches[bid] = _Batch(slot, target, items, timer, done)
-        self._send(target, MigrateKeys(batch=bid, slot=slot, keys=tuple(k for k, _ in items),
-                                       values=tuple(v for _, v in items)))
+        self._batches[bid] = _Batch(slot, target, items, None, done)
+        self._send_batch(bid)
+
+    def _send_batch(self, bid: int) -> None:
+        b = self._batches[bid]
+        b.tries += 1
+        if b.timer is not None:
+            b.timer.cancel()
+        b.timer = self.rt.call_later(self.config.forward_timeout, lambda: self._batch_unanswered(bid))
+        self._send(b.target, MigrateKeys(batch=bid, slot=b.slot, keys=tuple(k for k, _ in b.items),
+                                         values=tuple(v for _, v in b.items)))
+
+    def _batch_unanswered(self, bid: int) -> None:
+        b = self._batches.get(bid)
+        if b is None:
+            return
+        if b.tries < BATCH_TRIES:
+            self._send_batch(bid)
+            return
+        done, b.done = b.done, _ignore
+        done(0, f"moving {len(b.items)} keys of slot {b.slot} to {b.target} was not acknowledged after "
+                f"{b.tries} tries; they stay frozen until it is")
 
     def _batch_failed(self, bid: int, why: str) -> None:
         b = self._batches.pop(bid, None)
         if b is None:
             return
-        b.timer.cancel()
+        if b.timer is not None:
+            b.timer.cancel()
         for k, _ in b.items:  # unfreeze: they never left (nobody could write them: try_again)
             del self._in_flight[k]
         b.done(0, f"moving {len(b.items)} keys of slot {b.slot} to {b.target} {why}")
@@ -537,7 +572,8 @@ class Node:
             self._batch_failed(msg.batch, f"was refused: {msg.error}")
             return
         del self._batches[msg.batch]
-        b.timer.cancel()
+        if b.timer is not None:
+            b.timer.cancel()
         for k, _ in b.items:
             del self._in_flight[k]
             self.store.delete(k)
@@ -558,10 +594,23 @@ class Node:
         return epoch
 
     def abort_migration(self, slot: int) -> None:
-        """Forget an open migration of ``slot`` on this node (``fix``); keys stay where they are."""
+        """Roll back an open migration of ``slot`` on this node (``fix``).
+
+        On the importing side, the keys it received for a slot it does not own are dropped: the
+        source still has them (it deletes a key only once it is acknowledged... and then the
+        slot would have to be finished, not aborted), and stale copies must never be served.
+        The migrating side refuses while a batch is unacknowledged (its outcome is unknown).
+        """
+        self._check_slot(slot)
+        if any(b.slot == slot for b in self._batches.values()):
+            raise errors.Conflict(
+                f"a batch of slot {slot} is unacknowledged on node {self.id}; finish the migration instead"
+            )
+        if slot in self.importing and self.slot_map.owner(slot) != self.id:
+            for k in self.store.keys_in_slot(slot):
+                self.store.delete(k)
         self._mark("importing", slot, None)
-        if not any(b.slot == slot for b in self._batches.values()):
-            self._mark("migrating", slot, None)
+        self._mark("migrating", slot, None)
 
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot <= MAX_SLOT:
@@ -650,7 +699,7 @@ class Node:
         """This node's view, as plain data (served at /cluster/info)."""
         return {
             "id": self.id,
-            "mode": "standalone" if self.cluster is None else "cluster",
+            "mode": "cluster" if len(self.membership.members) > 1 or self.cluster is not None else "standalone",
             "keys": self.store.count(),
             "bytes": self.store.bytes_used,
             "slots_owned": self.slot_map.slot_counts().get(self.id, 0),

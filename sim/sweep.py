@@ -279,8 +279,11 @@ def _as_register(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_seed(seed: int, config: RunConfig | None = None, *, node_class: type | None = None,
-             history_path: str | Path | None = None, **overrides: Any) -> SeedResult:
+             history_path: str | Path | None = None, timeline_path: str | Path | None = None,
+             **overrides: Any) -> SeedResult:
     """Run and check one seed. ``overrides`` replace fields of ``config`` (e.g. ``ops=100``).
+    ``history_path``: write the checked history there (JSON lines); ``timeline_path``: write
+    the run's HTML timeline there, witness outlined, when the history is *not* linearizable.
     An exception in the run is reported as verdict ``error`` with its traceback."""
     cfg = replace(config or RunConfig(), **overrides)
     started = time.perf_counter()
@@ -299,6 +302,11 @@ def run_seed(seed: int, config: RunConfig | None = None, *, node_class: type | N
     states: tuple[str, ...] = ()
     culprit = ""
     ce = result.counterexample
+    if timeline_path is not None and result.verdict != "linearizable":
+        from sim.timeline import timeline_html
+
+        timeline_html(run.events, run.nemesis.records, witness=result.witness, path=timeline_path,
+                      title=f"seed {seed}: {result.verdict} ({cfg.describe()})")
     if ce is not None:
         model = get_model(cfg.model)
         witness = tuple(op.describe() for op in ce.ops)
@@ -314,8 +322,10 @@ def run_seed(seed: int, config: RunConfig | None = None, *, node_class: type | N
 
 
 def _run_seed_job(seed: int, config: RunConfig, node_class: type | None, out: str | None) -> SeedResult:
-    path = os.path.join(out, f"seed-{seed}.jsonl") if out is not None else None
-    return run_seed(seed, config, node_class=node_class, history_path=path)
+    if out is None:
+        return run_seed(seed, config, node_class=node_class)
+    return run_seed(seed, config, node_class=node_class, history_path=os.path.join(out, f"seed-{seed}.jsonl"),
+                    timeline_path=os.path.join(out, f"seed-{seed}.html"))
 
 
 # --- many seeds -------------------------------------------------------------------------------
@@ -515,7 +525,8 @@ def sweep(
     """Run and check every seed, ``processes`` at a time (default: one per CPU; 1 runs inline).
 
     ``progress``: show a tqdm bar on stderr (default: when stderr is a terminal). ``out``: a
-    directory for each seed's history (``seed-N.jsonl``), ``report.json`` and ``summary.txt``.
+    directory for each seed's history (``seed-N.jsonl``), the timeline of each seed that is not
+    linearizable (``seed-N.html``), ``report.json`` and ``summary.txt``.
     """
     from tqdm import tqdm
 
@@ -602,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"checker budget per seed, seconds (default {d.check_timeout:g})")
     p.add_argument("--processes", type=int, default=None, help="worker processes (default: one per CPU)")
     p.add_argument("--json", action="store_true", help="end with one line: the totals as a JSON object")
-    p.add_argument("--out", metavar="DIR", help="write seed-N.jsonl histories, report.json, summary.txt")
+    p.add_argument("--out", metavar="DIR", help="write seed-N.jsonl histories, seed-N.html timelines of "
+                   "violations, report.json, summary.txt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

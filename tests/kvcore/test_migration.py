@@ -77,17 +77,54 @@ def test_migrate_keys_moves_a_batch_and_freezes_it_until_acknowledged() -> None:
     assert src.store.get(b"{a}0") is None and src.store.get(b"{a}2") == b"v2"
 
 
-def test_a_failed_batch_unfreezes_its_keys_and_says_why() -> None:
+def test_an_unacknowledged_batch_is_resent_and_its_keys_stay_frozen() -> None:
+    # the ack may have been lost after the target stored the batch: the outcome is unknown, so
+    # unfreezing would let a delete land here while the target kept the old copy
     src, rt = node("n2")
     src.on_client_request(Put(key=b"{a}0", value=b"v"), lambda r: None)
     src.begin_migrate(SLOT, "n1")
     done: list[tuple[int, str]] = []
     src.migrate_keys(SLOT, 5, lambda n, e: done.append((n, e)))
-    rt.advance(src.config.forward_timeout)
-    assert done and done[0][0] == 0 and "timed out" in done[0][1]
+    for _ in range(3):
+        rt.advance(src.config.forward_timeout)
+    batches = sent(rt, MigrateKeys)
+    assert len(batches) == 3 and len({b.batch for b in batches}) == 1, "the same batch, resent"
+    assert done and done[0][0] == 0 and "not acknowledged after 3 tries" in done[0][1]
+    got: list[Reply] = []
+    src.on_client_request(Get(key=b"{a}0"), got.append)
+    assert got[0].error == "try_again"
+    with pytest.raises(errors.Conflict):
+        src.abort_migration(SLOT)
+    # the next call resends the same batch; its ack finally arrives
+    again: list[tuple[int, str]] = []
+    src.migrate_keys(SLOT, 5, lambda n, e: again.append((n, e)))
+    (resent,) = sent(rt, MigrateKeys)
+    assert resent.batch == batches[0].batch
+    src.on_message("n1", MigrateAck(batch=resent.batch, stored=1, error=""))
+    assert again == [(1, "")] and src.store.get(b"{a}0") is None
+
+
+def test_a_refused_batch_unfreezes_its_keys_and_says_why() -> None:
+    src, rt = node("n2")
+    src.on_client_request(Put(key=b"{a}0", value=b"v"), lambda r: None)
+    src.begin_migrate(SLOT, "n1")
+    done: list[tuple[int, str]] = []
+    src.migrate_keys(SLOT, 5, lambda n, e: done.append((n, e)))
+    (b,) = sent(rt, MigrateKeys)
+    src.on_message("n1", MigrateAck(batch=b.batch, stored=0, error="node n1 is not importing"))
+    assert done and "refused" in done[0][1]
     got: list[Reply] = []
     src.on_client_request(Get(key=b"{a}0"), got.append)
     assert got[0].value == b"v"
+
+
+def test_aborting_an_import_drops_the_copies_the_importer_received() -> None:
+    dst, _ = node("n1")
+    dst.begin_import(SLOT, "n2")
+    dst.on_message("n2", MigrateKeys(batch=1, slot=SLOT, keys=(b"{a}0",), values=(b"v",)))
+    assert dst.store.get(b"{a}0") == b"v"
+    dst.abort_migration(SLOT)
+    assert dst.store.get(b"{a}0") is None and not dst.importing
 
 
 def test_importer_refuses_batches_it_did_not_ask_for_and_ignores_duplicates() -> None:

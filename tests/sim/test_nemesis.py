@@ -170,3 +170,15 @@ def test_a_fault_still_active_when_the_run_stops_reports_what_it_did_so_far() ->
     c.run(until=2.0)
     (r,) = [x for x in run.records if x.fired is not None]
     assert r.undone is None and r.dropped > 0 and r.sent > r.dropped
+
+
+def test_a_reshard_moves_a_slot_that_holds_keys_to_its_target() -> None:
+    c, run = _run(4, "reshard")
+    fired = [r for r in run.records if r.fired is not None]
+    assert fired and all(r.detail == "moved" for r in fired), [r.describe() for r in run.records]
+    last = fired[-1]
+    (source,), (target,) = last.sides
+    slot = int(last.target.split()[1])  # "slot 1234 n2 -> n4"
+    assert source != target
+    assert all(n.slot_map.owner(slot) == target for n in c.nodes()), "every node learned the move"
+    assert [f.verb for f in c.faults].count("reshard") == len(fired)
