@@ -313,7 +313,8 @@ class Reshards(Package):
 
     The slot is chosen when the fault begins, among the slots that hold keys on some live node
     and that the target does not own (in the target's view), with a number drawn in the plan,
-    so the choice is as reproducible as the run.
+    so the choice is as reproducible as the run. A move is not started while another is still
+    open on a live node (the fault is then skipped).
     """
 
     name: str = "reshard"
@@ -329,6 +330,12 @@ class Reshards(Package):
         view = cluster.node(target)
         if view is None:
             rec.skipped = f"target {target} is down"
+            return
+        # like an operator running redis-cli, never start a move while another is open (one
+        # that outlived its fault window, or an aborted one that ``fix`` has not finished)
+        open_moves = sorted({s for n in cluster.nodes() for s in (*n.migrating, *n.importing)})
+        if open_moves:
+            rec.skipped = f"slot {open_moves[0]} is still moving"
             return
         slots = sorted({s for n in cluster.nodes() for s in n.store.slots()
                         if view.slot_map.owner(s) != target})
