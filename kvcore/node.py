@@ -97,6 +97,8 @@ DEDUP_MAX_ENTRIES = 100_000
 MARK_PREFIX = "mark:"
 #: durable storage key of the slot map, saved whenever a claim above the configured epoch lands
 SLOT_MAP_KEY = "slotmap"
+#: durable storage keys of unacknowledged migration batches: "batch:<id>" -> "slot target hexkeys"
+BATCH_PREFIX = "batch:"
 #: sends of one migration batch before its caller hears that it is still unacknowledged
 BATCH_TRIES = 3
 
@@ -159,7 +161,6 @@ class Node:
         self.stats = NodeStats()
         self.running = False
         self._gated = False
-        self._gate_until = 0.0
         self._pending: dict[int, _Pending] = {}
         self._next_rid = runtime.random.getrandbits(48)
         # (src, request_id) -> (expires_at, reply), oldest first
@@ -172,10 +173,6 @@ class Node:
         self._next_batch = runtime.random.getrandbits(32)
         # (src, batch) -> expiry, for batches already stored (duplicates are not applied again)
         self._stored_batches: OrderedDict[tuple[str, int], float] = OrderedDict()
-        if self.config.durable:
-            for name, value in runtime.storage.items(MARK_PREFIX):
-                kind, slot_s = name[len(MARK_PREFIX):].split(":")
-                (self.migrating if kind == "migrating" else self.importing)[int(slot_s)] = value.decode()
         static: list[tuple[str, str, str, str, int]] = []
         if cluster is not None:
             cluster.validate(self.id)
@@ -210,6 +207,13 @@ class Node:
         if claim is not None and claim[1] > self.membership.me.epoch:
             self.membership.me.slots, self.membership.me.epoch = claim
             self._on_member_event("update", self.id, self.membership.me)
+        if self.config.durable:
+            # open migrations last, once the slot map is rebuilt (building it must not be taken
+            # for hearing that a migrating slot changed hands)
+            self._reload_batches()
+            for name, value in runtime.storage.items(MARK_PREFIX):
+                kind, slot_s = name[len(MARK_PREFIX):].split(":")
+                (self.migrating if kind == "migrating" else self.importing)[int(slot_s)] = value.decode()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -218,14 +222,17 @@ class Node:
             return
         self.running = True
         self.membership.start(self.seeds)
-        # A restarted node does not serve until it has synced with the cluster (or waited a few
-        # join timeouts for that): its slot map may be stale, and serving a slot that moved away
-        # while it was down would acknowledge writes that the new owner never sees.
+        # A restarted node does not serve until it has synced full state with a member: its slot
+        # map may be stale, and serving a slot that moved away while it was down would
+        # acknowledge writes that the new owner never sees. There is no time limit on this on
+        # purpose: a restarted node cut off from every peer stays unavailable (503 try_again)
+        # rather than risk serving stale data.
         self._gated = self.membership.restarted and not self.membership.joined
-        self._gate_until = self.rt.now() + 3 * self.membership.config.join_timeout
+        for bid in sorted(self._batches):  # batches left unacknowledged by a crash: resend them
+            self._send_batch(bid)
 
     def _still_gated(self) -> bool:
-        if self.membership.joined or self.rt.now() >= self._gate_until:
+        if self.membership.joined:
             self._gated = False
         return self._gated
 
@@ -448,6 +455,8 @@ class Node:
         self._check_slot(slot)
         if self.slot_map.owner(slot) == self.id:
             raise errors.Conflict(f"node {self.id} already owns slot {slot}")
+        if self.importing.get(slot, source) != source:
+            raise errors.Conflict(f"node {self.id} is already importing slot {slot} from {self.importing[slot]}")
         self._mark("importing", slot, source)
 
     def begin_migrate(self, slot: int, target: str) -> None:
@@ -457,6 +466,8 @@ class Node:
             raise errors.Conflict(f"node {self.id} does not own slot {slot}")
         if target == self.id:
             raise errors.Conflict(f"node {self.id} cannot migrate slot {slot} to itself")
+        if self.migrating.get(slot, target) != target:
+            raise errors.Conflict(f"slot {slot} is already migrating from {self.id} to {self.migrating[slot]}")
         self._mark("migrating", slot, target)
 
     def _mark(self, kind: str, slot: int, peer: str | None) -> None:
@@ -508,7 +519,30 @@ class Node:
         bid = self._next_batch
         self._next_batch = (self._next_batch + 1) & 0xFFFFFFFF
         self._batches[bid] = _Batch(slot, target, items, None, done)
+        if self.config.durable:
+            # the freeze must outlive a crash: after a restart the same batch is sent again
+            # (the target may hold it already), never unfrozen by forgetting it
+            self.rt.storage.put(f"{BATCH_PREFIX}{bid}",
+                                f"{slot} {target} {','.join(k.hex() for k in keys)}".encode())
         self._send_batch(bid)
+
+    def _forget_batch(self, bid: int) -> None:
+        if self.config.durable:
+            self.rt.storage.delete(f"{BATCH_PREFIX}{bid}")
+
+    def _reload_batches(self) -> None:
+        """After a restart: the batches that were unacknowledged, frozen again, to be resent."""
+        for name, raw in self.rt.storage.items(BATCH_PREFIX):
+            bid = int(name[len(BATCH_PREFIX):])
+            slot_s, target, keys_s = raw.decode().split(" ")
+            items = []
+            for kh in keys_s.split(","):
+                k = bytes.fromhex(kh)
+                v = self.store.get(k)
+                if v is not None:
+                    self._in_flight[k] = None
+                    items.append((k, v))
+            self._batches[bid] = _Batch(int(slot_s), target, items, None, _ignore)
 
     def _send_batch(self, bid: int) -> None:
         b = self._batches[bid]
@@ -534,6 +568,7 @@ class Node:
         b = self._batches.pop(bid, None)
         if b is None:
             return
+        self._forget_batch(bid)
         if b.timer is not None:
             b.timer.cancel()
         for k, _ in b.items:  # unfreeze: they never left (nobody could write them: try_again)
@@ -572,6 +607,7 @@ class Node:
             self._batch_failed(msg.batch, f"was refused: {msg.error}")
             return
         del self._batches[msg.batch]
+        self._forget_batch(msg.batch)
         if b.timer is not None:
             b.timer.cancel()
         for k, _ in b.items:

@@ -45,7 +45,28 @@ Membership is SWIM gossip (:mod:`kvcore.membership`, settings in :mod:`realnet.g
   :class:`~kvcore.membership.SwimConfig` field; ``--swim-preset`` overrides the preset.
 - The cluster name (``[cluster] name``, or ``--cluster-name``) is the one thing a peer's Hello
   is checked against (see :mod:`realnet.transport`). A ``[cluster]`` table holding only a name
-  names the cluster without making it static.
+  (and the options below) names the cluster without making it static.
+
+Leaving through the API: ``POST /cluster/leave`` (:mod:`realnet.api`) answers 202 and then
+stops the process exactly as SIGTERM does (step 4), with exit status 0.
+
+**Automatic rebalancing** (``[cluster] auto_rebalance = true`` or ``--auto-rebalance``;
+:class:`AutoRebalancer`), the same option on every node:
+
+- When a member *joins* (or comes back after having left) or *leaves gracefully*, the node waits
+  ``auto_rebalance_settle`` seconds (default 1; every further event restarts the wait), then, if
+  it is the alive member with the lowest id in its view, runs :func:`realnet.admin.auto_rebalance`:
+  the rebalance plan with empty nodes taking part, carried out over the HTTP API like
+  ``storelab cluster rebalance --use-empty``. Crashes (dead members) are ignored: a dead node's
+  keys cannot move. The run happens in a daemon thread (the admin library is blocking HTTP,
+  partly to this very node), never on the event loop, and one at a time: an event during a run
+  schedules one more run after it. A cluster that is not quiet (open migration, nodes that
+  disagree, a member not alive) is tried again after the settle time, up to
+  ``AUTO_REBALANCE_RETRIES`` times.
+- A node with the option that is asked to leave (SIGTERM, SIGINT, ``/cluster/leave``) and owns
+  slots first moves them to the other alive members (:meth:`realnet.admin.Admin.drain`), then
+  leaves: a graceful leave loses no key. A run of the rebalancer in progress stops after its
+  current move first. A second signal still exits at once.
 
 TOML layout::
 
@@ -62,9 +83,11 @@ TOML layout::
     [swim]            # optional: a preset and kvcore.membership.SwimConfig fields
     preset = "local"
     probe_interval = 0.5
-    [cluster]         # optional: kvcore.config.ClusterConfig.from_dict (plus an optional name)
+    [cluster]         # optional: kvcore.config.ClusterConfig.from_dict (plus the keys below)
     epoch = 1
     name = "lab"      # optional; peers with a different non-empty name are refused
+    auto_rebalance = true          # optional (default false), like --auto-rebalance
+    auto_rebalance_settle = 1.0    # optional: seconds to wait after a join or leave
     [[cluster.nodes]]
     id = "a"
     addr = "127.0.0.1:7001"
@@ -83,15 +106,17 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvcore.config import PEER_PORT_OFFSET, ClusterConfig, ConfigError, NodeConfig, parse_addr
-from kvcore.membership import SwimConfig
+from kvcore.membership import ALIVE, LEFT, Member, SwimConfig
 from kvcore.node import Node
 from kvcore.runtime import Storage
+from realnet import admin
 from realnet.api import Api, http_limits
 from realnet.gossip import PRESETS, RttMeter, follow_membership, observe_probes, swim_from_dict
 from realnet.http import start_http_server, stop_http_server
@@ -112,6 +137,11 @@ _WILDCARDS = ("0.0.0.0", "::", "")
 SHUTDOWN_GRACE = 2.0
 #: longest wait for a graceful leave to be gossiped before the node stops
 LEAVE_LINGER = 0.5
+#: default seconds between a join or leave and the automatic rebalance it triggers
+AUTO_REBALANCE_SETTLE = 1.0
+#: how many times an automatic rebalance is tried again while the cluster is not quiet
+AUTO_REBALANCE_RETRIES = 20
+_CLUSTER_OPTIONS = ("name", "auto_rebalance", "auto_rebalance_settle")
 
 
 @dataclass(frozen=True)
@@ -134,6 +164,9 @@ class Settings:
     advertise_host: str | None = None
     swim: SwimConfig = field(default_factory=SwimConfig.lan)
     swim_preset: str = "lan"
+    #: rebalance automatically on joins and graceful leaves; drain before leaving
+    auto_rebalance: bool = False
+    auto_rebalance_settle: float = AUTO_REBALANCE_SETTLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="SWIM timing preset (default: [swim] preset, else lan)",
     )
     p.add_argument("--cluster-name", metavar="NAME", help="refuse peers of another named cluster")
+    p.add_argument(
+        "--auto-rebalance",
+        action="store_true",
+        default=None,
+        help="rebalance slots automatically when a node joins or leaves gracefully, and move this "
+        "node's slots away before it leaves (default: [cluster] auto_rebalance, else off)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
     return p
 
@@ -233,13 +273,24 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
     cluster: ClusterConfig | None = None
     cluster_name = ""
+    auto_rebalance, auto_settle = False, AUTO_REBALANCE_SETTLE
     if cluster_t is not None:
         name = cluster_t.get("name", "")
         if not isinstance(name, str):
             problems.append(f"The cluster name must be a string, not {name!r}.")
         else:
             cluster_name = name
-        static = {k: v for k, v in cluster_t.items() if k != "name"}
+        auto = cluster_t.get("auto_rebalance", False)
+        if not isinstance(auto, bool):
+            problems.append(f"auto_rebalance must be true or false, not {auto!r}.")
+        else:
+            auto_rebalance = auto
+        settle = cluster_t.get("auto_rebalance_settle", AUTO_REBALANCE_SETTLE)
+        if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not settle >= 0:
+            problems.append(f"auto_rebalance_settle must be a number of seconds >= 0, not {settle!r}.")
+        else:
+            auto_settle = float(settle)
+        static = {k: v for k, v in cluster_t.items() if k not in _CLUSTER_OPTIONS}
         if static:  # a [cluster] with only a name names the cluster without making it static
             try:
                 cluster = ClusterConfig.from_dict(static)
@@ -247,6 +298,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
                 problems.extend(e.problems)
     if args.cluster_name is not None:
         cluster_name = args.cluster_name
+    if args.auto_rebalance is not None:
+        auto_rebalance = args.auto_rebalance
 
     node_id = args.id if args.id is not None else node_t.get("id")
     if node_id is not None and (not isinstance(node_id, str) or not node_id):
@@ -350,6 +403,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         advertise_host=advertise_host,
         swim=swim,
         swim_preset=swim_preset,
+        auto_rebalance=auto_rebalance,
+        auto_rebalance_settle=auto_settle,
     )
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import simpy
 
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
+from kvcore.errors import StoreError
 from kvcore.membership import Member, SwimConfig
 from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
@@ -429,8 +430,12 @@ class SimCluster:
             if src is None:
                 self.faults.append(Fault(env.now, "reshard_aborted", f"source {source} of slot {slot} is down"))
                 return False
-            dst.begin_import(slot, source)
-            src.begin_migrate(slot, target)
+            try:
+                dst.begin_import(slot, source)
+                src.begin_migrate(slot, target)
+            except StoreError as e:  # views disagree, or the slot is already moving elsewhere
+                self.faults.append(Fault(env.now, "reshard_aborted", f"slot {slot}: {e.message}"))
+                return False
             while True:
                 if self.node(source) is not src or self.node(target) is not dst:
                     self.faults.append(Fault(env.now, "reshard_aborted", f"slot {slot}: {source} or {target} crashed"))

@@ -23,8 +23,9 @@ kind               one fault
 ``slow``           one random node gets an extra exponential delay (mean 50-500 ms) on every
                    message it sends or receives
 ``reshard``        a random slot that holds keys moves live to a random other node (the
-                   cluster's ``reshard`` verb); if the move was aborted (a crash of its source or
-                   target), ``fix`` finishes it when the fault ends
+                   cluster's ``reshard`` verb), unless a move is still open; if the move was
+                   aborted (a crash of its source or target), ``fix`` finishes it when the fault
+                   ends
 =================  ===========================================================================
 
 The three partition flavours are one package (one partition at a time, drawn among the flavours
@@ -33,7 +34,7 @@ asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` 
 
 Applying. :meth:`Nemesis.apply` plans the schedule and puts each fault's beginning and end on
 the cluster's SimPy clock. A fault begins with the cluster's scenario verb (``partition``,
-``crash``, ``set_loss``, ``set_latency``, ``slow_node``), which records a
+``crash``, ``set_loss``, ``set_latency``, ``slow_node``, ``reshard``), which records a
 :class:`~sim.cluster.Fault` in ``cluster.faults``, the time axis the operations share. It ends by
 undoing exactly what it did: the partition or link rule it added is removed (other rules stay),
 loss and latency go back to what they were when it began, a crashed node restarts (the cluster

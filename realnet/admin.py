@@ -1,0 +1,803 @@
+"""Cluster administration over the nodes' HTTP API: the library behind ``storelab cluster``.
+
+Theory of operation
+-------------------
+Everything here is synchronous (``http.client``, one keep-alive connection per node) and talks
+to nodes only through their HTTP API: the read views (``/cluster/members``, ``/cluster/slots``,
+``/cluster/info``) and the admin endpoints of :mod:`realnet.api`. Nothing is kept between calls:
+each command *discovers* the cluster from one address (:meth:`Admin.discover`: the entry node's
+member list, then every live member's own views), decides, acts, and waits for the result with
+a deadline by polling the nodes (never a fixed sleep). It is what ``redis-cli --cluster`` is to
+Redis, and it runs the same procedures as the sim's verbs (:mod:`sim.cluster`: ``_reshard``,
+``_rebalance``, ``fix``, ``remove_node``).
+
+**Create** (:meth:`Admin.create`). Every node must be a fresh standalone node: reachable, empty,
+knowing no other member and not joining any (:func:`create_problems`; the first problem refuses
+the whole command and nothing is changed). The slots are split evenly and contiguously
+(:func:`kvcore.slots.even_split`). The first node is assigned its range first, then each other
+node meets it (``/cluster/meet``: it gives up the every-slot claim of a standalone node) and is
+assigned its range. Each node gets its own config epoch, one above the last (Redis's create
+does the same), because a node that heard the earlier claims refuses an epoch that is not above
+them. Assigning the first node before anyone meets it also means no node ever sees a cluster in
+which one node owns every slot while the others own none, which an automatic rebalancer would
+take for a cluster to even out. Then every node must report the same, complete slot map and
+hold every other node alive.
+
+**Moving slots** (:meth:`Admin.move_slots`, one :class:`kvcore.rebalance.Move`): Redis Cluster's
+live resharding, in chunks of slots per HTTP call: mark the chunk importing on the target, then
+migrating on the source (in that order, so that a request the source sends on with ASK finds the
+target ready), then ``move-keys`` on the source for every slot of the chunk at once, again for
+those that moved keys or failed, until each answers "0 moved, no error". A failed batch (not
+acknowledged, refused) is retried after a short delay, up to ``max_failures`` failed rounds for
+the move; kvcore resends an unacknowledged batch as it was, so a retry never applies twice. Only
+when every slot of the move is empty at the source does the target claim them all with *one*
+``finish`` (one new config epoch per move). The move is over when every live node's slot map
+names the target for each of those slots and the source has dropped its migrating marks. Waiting
+for *every* node, not only the source, matters: the next move's target must know this claim's
+epoch, or its own claim would not be above it.
+
+**Plans**. ``reshard`` and ``rebalance`` plan with :func:`kvcore.rebalance.plan_reshard` and
+:func:`kvcore.rebalance.plan_rebalance` from the entry node's slot map, after
+:meth:`Admin.wait_stable` saw the cluster quiet: every slot owned, every live node agreeing on
+the map and on who is alive, no open migration. ``remove-node`` is a rebalance with weight 0 for
+the node (as the sim's ``remove_node``), then ``/cluster/leave`` on it; it is over when every
+other node holds it *left*.
+
+**Fix** (:meth:`Admin.fix`). An open migration is a ``migrating`` mark on a source or an
+``importing`` mark on a target (``/cluster/info``), left by a crash of the CLI, the source or the
+target. For each slot with a mark:
+
+- the target already owns it: the move finished; clear what marks are left (``abort``, which on
+  the owner keeps the keys);
+- the source still owns it, and both are alive: resume, exactly as :meth:`move_slots` would
+  (marking again is harmless), and finish;
+- the source still owns it and the target is gone (left, dead, unknown): finishing is impossible,
+  roll back on the source (its keys never left it, except those the lost target acknowledged);
+- a third node owns it: the marks are stale; clear them (the importer's copies are dropped);
+- the source is down and the target does not own it: nothing safe can be done; it is reported.
+
+**Errors** are :class:`AdminError` with a sentence and the exit status the CLI uses: 1 for a
+refusal or problems found (:class:`Refused`), 2 for a node that cannot be reached or answered an
+error (:class:`Unreachable`, :class:`NodeError`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvcore.config import parse_addr
+from kvcore.membership import ALIVE, LEFT
+from kvcore.rebalance import Move, PlanError, plan_rebalance, plan_reshard
+from kvcore.slots import (
+    NUM_SLOTS,
+    Range,
+    count_slots,
+    even_split,
+    format_ranges,
+    parse_ranges,
+    ranges_to_slots,
+    slots_to_ranges,
+)
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_ERROR = 2
+
+#: seconds an ordinary admin or view request may take
+DEFAULT_TIMEOUT = 10.0
+#: seconds a ``move-keys`` call may take: kvcore answers an unacknowledged batch after
+#: ``BATCH_TRIES`` forward timeouts (3 x 2 s by default); a slow node gets room for more
+MOVE_KEYS_TIMEOUT = 120.0
+#: keys per batch (Redis's ``--cluster-pipeline`` is 10; our batches are one frame each)
+DEFAULT_BATCH = 100
+#: slots per import / migrate / move-keys call
+CHUNK = 1024
+#: failed move-keys rounds tolerated per move before giving up (then: ``fix``)
+MAX_FAILURES = 25
+RETRY_DELAY = 0.2
+#: seconds to wait for gossip to carry a change to every node
+CONVERGE_TIMEOUT = 30.0
+POLL_INTERVAL = 0.05
+
+Progress = Callable[[int], None]
+
+
+class AdminError(Exception):
+    """An administration command failed; ``str(e)`` is a sentence, ``status`` the exit status."""
+
+    status = EXIT_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Refused(AdminError):
+    """The command refuses to act (the cluster or a node is not fit), or found problems."""
+
+    status = EXIT_PROBLEMS
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+class Unreachable(AdminError):
+    """A node did not answer (refused, reset, timed out)."""
+
+
+class NodeError(AdminError):
+    """A node answered with an error (``{"error", "message"}``)."""
+
+    def __init__(self, addr: str, status: int, code: str, message: str) -> None:
+        self.addr, self.http_status, self.code, self.detail = addr, status, code, message
+        super().__init__(f"node {addr} refused: {message.rstrip('.') or code} ({status} {code}).")
+
+
+def sentence(text: str) -> str:
+    text = text.strip()
+    if text and not text.endswith((".", "!", "?")):
+        text += "."
+    return text[:1].upper() + text[1:]
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+class Http:
+    """One keep-alive connection per node address; JSON in and out. Not thread-safe."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._conns: dict[str, http.client.HTTPConnection] = {}
+
+    def call(self, addr: str, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        """Send one request; the decoded JSON answer. Raises Unreachable or NodeError."""
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        for attempt in (0, 1):
+            conn = self._conns.get(addr)
+            reused = conn is not None
+            if conn is None:
+                try:
+                    host, port = parse_addr(addr)
+                except ValueError as e:
+                    raise AdminError(f"{addr!r} is not a node address: {e}") from None
+                conn = self._conns[addr] = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            conn.timeout = timeout or self.timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                self.close(addr)
+                # a keep-alive connection the node closed while idle: reconnect once; every admin
+                # request is safe to repeat (marks are idempotent, a batch is resent as it was)
+                if reused and attempt == 0 and not isinstance(e, socket.timeout | TimeoutError):
+                    continue
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e) or type(e).__name__)
+                raise Unreachable(f"cannot reach node {addr}: {reason.rstrip('.')}.") from None
+            if resp.will_close:
+                self.close(addr)
+            break
+        try:
+            obj = json.loads(data) if data else None
+        except ValueError:
+            obj = None
+        if resp.status >= 400:
+            if isinstance(obj, dict):
+                raise NodeError(addr, resp.status, str(obj.get("error", "")), str(obj.get("message", "")))
+            raise NodeError(addr, resp.status, "http", data[:200].decode("utf-8", "replace"))
+        return obj
+
+    def close(self, addr: str | None = None) -> None:
+        for a in [addr] if addr is not None else list(self._conns):
+            c = self._conns.pop(a, None)  # type: ignore[arg-type]
+            if c is not None:
+                c.close()
+
+
+# --- what the nodes say ----------------------------------------------------------------------
+
+
+@dataclass
+class NodeState:
+    """One member as the entry node lists it, and what it says itself when it answers."""
+
+    id: str
+    addr: str
+    peer_addr: str = ""
+    #: its state in the entry node's view
+    state: str = ALIVE
+    info: dict[str, Any] | None = None
+    slots: dict[str, Any] | None = None
+    members: list[dict[str, Any]] | None = None
+    #: why it could not be asked (empty when it answered)
+    error: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return self.info is not None
+
+    @property
+    def runs(self) -> list[tuple[int, int, str, int]]:
+        """Its slot map: (start, end, owner, epoch) runs."""
+        return [(r["start"], r["end"], r["node"], r["epoch"]) for r in (self.slots or {}).get("slots", [])]
+
+    def open_marks(self) -> tuple[dict[int, str], dict[int, str]]:
+        """(migrating slot -> target, importing slot -> source)."""
+        info = self.info or {}
+        return ({int(k): v for k, v in info.get("migrating", {}).items()},
+                {int(k): v for k, v in info.get("importing", {}).items()})
+
+    def label(self) -> str:
+        return f"{self.id} ({self.addr})" if self.addr else self.id
+
+
+def owners_of(runs: Iterable[tuple[int, int, str, int]]) -> list[str | None]:
+    out: list[str | None] = [None] * NUM_SLOTS
+    for lo, hi, node, _ in runs:
+        out[lo:hi + 1] = [node] * (hi - lo + 1)
+    return out
+
+
+@dataclass
+class ClusterView:
+    """The cluster as discovered from one node (:meth:`Admin.discover`)."""
+
+    entry: NodeState
+    #: every member the entry node knows, itself included, by id (sorted)
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+
+    def live(self) -> list[NodeState]:
+        """Members alive in the entry's view that answered."""
+        return [n for n in self.nodes.values() if n.state == ALIVE and n.reachable]
+
+    def members(self) -> list[NodeState]:
+        """Members that have not left."""
+        return [n for n in self.nodes.values() if n.state != LEFT]
+
+    def assignment(self) -> dict[str, list[Range]]:
+        """owner -> its ranges, from the entry node's slot map."""
+        out: dict[str, list[Range]] = {}
+        for lo, hi, node, _ in self.entry.runs:
+            out.setdefault(node, []).append((lo, hi))
+        return out
+
+    def slot_counts(self) -> dict[str, int]:
+        return {n: count_slots(r) for n, r in self.assignment().items()}
+
+    def resolve(self, ref: str) -> NodeState:
+        """A member by id or by client address."""
+        if ref in self.nodes:
+            return self.nodes[ref]
+        for n in self.nodes.values():
+            if n.addr == ref:
+                return n
+        known = ", ".join(f"{n.id} ({n.addr})" for n in self.members())
+        raise Refused(f"No member of the cluster is called or listens at {ref!r}; members: {known}.")
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def create_problems(nodes: Sequence[NodeState]) -> list[str]:
+    """Why these nodes cannot form a new cluster (empty: they can), one sentence each."""
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for n in nodes:
+        if not n.reachable:
+            out.append(f"Node {n.addr} is unreachable: {n.error.rstrip('.')}.")
+            continue
+        info = n.info or {}
+        others = [m["id"] for m in n.members or [] if m["id"] != n.id]
+        if n.id in seen:
+            out.append(f"Node {n.label()} is the same node as {seen[n.id]}.")
+        seen.setdefault(n.id, n.addr)
+        if others or info.get("mode") == "cluster":
+            out.append(f"Node {n.label()} is already in a cluster: it knows {len(others)} other "
+                       f"member{'s' if len(others) != 1 else ''} ({', '.join(others[:5]) or 'static configuration'}).")
+        elif not info.get("joined", True):
+            out.append(f"Node {n.label()} is already joining a cluster through seeds.")
+        if info.get("keys"):
+            out.append(f"Node {n.label()} holds {info['keys']} key{'s' if info['keys'] != 1 else ''}; "
+                       "only an empty node can join a new cluster.")
+    return out
+
+
+def _diff(a: NodeState, b: NodeState) -> str:
+    """Where two slot maps first differ, in words."""
+    ea = {s: (o, e) for lo, hi, o, e in a.runs for s in range(lo, hi + 1)}
+    eb = {s: (o, e) for lo, hi, o, e in b.runs for s in range(lo, hi + 1)}
+    differ = [s for s in range(NUM_SLOTS) if ea.get(s) != eb.get(s)]
+    s = differ[0]
+
+    def say(x: tuple[str, int] | None) -> str:
+        return "no owner" if x is None else f"{x[0]} at epoch {x[1]}"
+
+    return (f"{len(differ)} slot{'s' if len(differ) != 1 else ''} differ; slot {s}: {a.id} says "
+            f"{say(ea.get(s))}, {b.id} says {say(eb.get(s))}")
+
+
+def cluster_problems(c: ClusterView) -> list[str]:
+    """What ``verify`` reports: coverage, agreement on the slot map (owners and epochs) and on
+    members, open migrations, members not alive. One sentence each; empty when healthy."""
+    out: list[str] = []
+    entry = c.entry
+    counts = c.slot_counts()
+    for n in c.nodes.values():
+        if n.state == LEFT:
+            continue  # gone for good (remove-node); a left owner is reported with the slots
+        if n.state != ALIVE:
+            out.append(f"Node {n.label()} is {n.state} in {entry.id}'s view.")
+        elif not n.reachable:
+            out.append(f"Node {n.label()} does not answer: {n.error.rstrip('.')}.")
+    unassigned = (entry.slots or {}).get("unassigned", "")
+    if unassigned:
+        k = count_slots(parse_ranges(unassigned))
+        out.append(f"{k} slot{'s' if k != 1 else ''} {'have' if k != 1 else 'has'} no owner: {unassigned}.")
+    for owner, k in sorted(counts.items()):
+        m = c.nodes.get(owner)
+        if m is None:
+            out.append(f"{k} slots are owned by {owner}, which is not a member {entry.id} knows.")
+        elif m.state != ALIVE:
+            out.append(f"{k} slots are owned by {owner}, which is {m.state}.")
+    expected = {n.id: n.state for n in c.members()}
+    for n in c.live():
+        if n is not entry and n.runs != entry.runs:
+            out.append(f"Node {n.id}'s slot map differs from {entry.id}'s: {_diff(n, entry)}.")
+        view = {m["id"]: m["state"] for m in n.members or []}
+        for mid, st in sorted(expected.items()):
+            if mid not in view:
+                out.append(f"Node {n.id} does not know node {mid}.")
+            elif view[mid] != st and n is not entry:
+                out.append(f"Node {n.id} holds {mid} {view[mid]}; {entry.id} holds it {st}.")
+        migrating, importing = n.open_marks()
+        for marks, kind, prep in ((migrating, "migrating", "to"), (importing, "importing", "from")):
+            by_peer: dict[str, list[int]] = {}
+            for slot, other in sorted(marks.items()):
+                by_peer.setdefault(other, []).append(slot)
+            for other, slots in sorted(by_peer.items()):
+                out.append(f"Node {n.id} has an open migration: slot{'s' if len(slots) > 1 else ''} "
+                           f"{_fmt(slots)} {kind} {prep} {other}.")
+    return out
+
+
+# --- the administrator -----------------------------------------------------------------------
+
+
+@dataclass
+class FixPlan:
+    """What :meth:`Admin.fix` will do, slot by slot."""
+
+    #: moves to resume and finish (source still owns the slots, both ends alive)
+    resume: list[Move] = field(default_factory=list)
+    #: (node id, slots) whose leftover marks are cleared with ``abort`` (the move is over, or the
+    #: marks are stale); ``rollback`` likewise, on a source whose target is gone
+    clear: list[tuple[str, list[int]]] = field(default_factory=list)
+    rollback: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: what cannot be fixed, in sentences
+    problems: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.resume or self.clear or self.rollback)
+
+    def describe(self) -> list[str]:
+        out = []
+        for mv in self.resume:
+            out.append(f"resume moving slots {format_ranges(mv.slots)} ({mv.count}) from {mv.source} "
+                       f"to {mv.target}, then let {mv.target} claim them")
+        for nid, slots in self.clear:
+            out.append(f"clear leftover marks of slots {_fmt(slots)} on {nid}")
+        for nid, slots in self.rollback:
+            out.append(f"roll back the migration of slots {_fmt(slots)} on {nid} (its target is gone)")
+        return out
+
+
+def _fmt(slots: Iterable[int]) -> str:
+    return format_ranges(slots_to_ranges(sorted(slots)))
+
+
+def _chunks(xs: list[int], n: int) -> Iterable[list[int]]:
+    for i in range(0, len(xs), n):
+        yield xs[i:i + n]
+
+
+class Admin:
+    """Administration of one cluster through its nodes' HTTP APIs (see the module docstring)."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, *, converge_timeout: float = CONVERGE_TIMEOUT,
+                 cancel: threading.Event | None = None, log: Callable[[str], None] | None = None) -> None:
+        self.http = Http(timeout)
+        self.converge_timeout = converge_timeout
+        #: set from another thread to stop between moves (a move in progress is completed)
+        self.cancel = cancel or threading.Event()
+        self.log = log or (lambda _msg: None)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, addr: str, path: str) -> Any:
+        return self.http.call(addr, "GET", path)
+
+    def post(self, addr: str, path: str, body: Mapping[str, Any] | None = None,
+             timeout: float | None = None) -> Any:
+        return self.http.call(addr, "POST", path, dict(body or {}), timeout)
+
+    # --- discovery --------------------------------------------------------------------------
+
+    def probe(self, addr: str) -> NodeState:
+        """One node's own views; an unreachable node comes back with ``error`` set."""
+        n = NodeState(id="", addr=addr)
+        try:
+            n.info = self.get(addr, "/cluster/info")
+            n.members = self.get(addr, "/cluster/members")
+            n.slots = self.get(addr, "/cluster/slots")
+        except (Unreachable, NodeError) as e:
+            n.info = None
+            n.error = e.message
+            return n
+        assert n.info is not None
+        n.id = n.info["id"]
+        n.peer_addr = n.info.get("peer_addr", "")
+        return n
+
+    def discover(self, addr: str) -> ClusterView:
+        """The cluster as ``addr`` knows it, plus every live member's own views."""
+        entry = self.probe(addr)
+        if not entry.reachable:
+            raise Unreachable(sentence(entry.error))
+        view = ClusterView(entry)
+        for m in sorted(entry.members or [], key=lambda m: m["id"]):
+            if m["id"] == entry.id:
+                entry.state = m["state"]
+                view.nodes[entry.id] = entry
+                continue
+            n = NodeState(id=m["id"], addr=m.get("addr") or "", peer_addr=m.get("peer_addr") or "",
+                          state=m["state"])
+            if n.state == ALIVE and n.addr:
+                got = self.probe(n.addr)
+                if got.reachable and got.id != n.id:
+                    got.error = f"{n.addr} answers as node {got.id}, not {n.id}"
+                    got.info = None
+                n.info, n.members, n.slots, n.error = got.info, got.members, got.slots, got.error
+            view.nodes[n.id] = n
+        return view
+
+    def wait_stable(self, addr: str, timeout: float | None = None) -> ClusterView:
+        """Discover until :func:`cluster_problems` finds nothing; Refused with them at the deadline."""
+        deadline = time.monotonic() + (self.converge_timeout if timeout is None else timeout)
+        while True:
+            c = self.discover(addr)
+            problems = cluster_problems(c)
+            if not problems:
+                return c
+            if time.monotonic() >= deadline:
+                raise Refused("The cluster is not in a state to change (run storelab cluster fix for open "
+                              "migrations, or wait for the nodes to agree).", problems)
+            time.sleep(POLL_INTERVAL * 4)
+
+    def wait(self, what: str, check: Callable[[], bool], timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (self.converge_timeout if timeout is None else timeout)
+        while not check():
+            if time.monotonic() >= deadline:
+                raise AdminError(f"Timed out after {timeout or self.converge_timeout:g}s waiting for {what}.")
+            time.sleep(POLL_INTERVAL)
+
+    def owners(self, addr: str) -> list[str | None]:
+        """Slot -> owner in ``addr``'s map."""
+        slots = self.get(addr, "/cluster/slots")
+        return owners_of((r["start"], r["end"], r["node"], r["epoch"]) for r in slots["slots"])
+
+    # --- create, add-node -------------------------------------------------------------------
+
+    def create(self, nodes: Sequence[NodeState], plan: Mapping[str, list[Range]]) -> ClusterView:
+        """Assign ``plan`` (node id -> ranges) to fresh nodes and make them one cluster."""
+        first = nodes[0]
+        base = max(int((n.info or {}).get("epoch", 0)) for n in nodes)
+        for i, n in enumerate(nodes):
+            if i:
+                self.post(n.addr, "/cluster/meet", {"seeds": [first.peer_addr]})
+            self.post(n.addr, "/cluster/assign",
+                      {"slots": format_ranges(plan[n.id]), "epoch": base + 1 + i})
+            self.log(f"{n.id}: slots {format_ranges(plan[n.id]) or '(none)'} at epoch {base + 1 + i}")
+        ids = {n.id for n in nodes}
+
+        def converged() -> bool:
+            maps = []
+            for n in nodes:
+                members = self.get(n.addr, "/cluster/members")
+                if {m["id"] for m in members if m["state"] == ALIVE} != ids:
+                    return False
+                s = self.get(n.addr, "/cluster/slots")
+                if s["unassigned"]:
+                    return False
+                maps.append(s["slots"])
+            return all(m == maps[0] for m in maps)
+
+        self.wait("every node to report the same, complete slot map", converged)
+        return self.discover(first.addr)
+
+    def add_node(self, new: NodeState, cluster: ClusterView) -> None:
+        """``new`` (fresh, empty) meets the cluster through its entry node and owns no slots."""
+        self.post(new.addr, "/cluster/meet", {"seeds": [cluster.entry.peer_addr]})
+        live = [n for n in cluster.live()]
+        want = cluster.entry.runs
+
+        def joined() -> bool:
+            for n in [*live, new]:
+                states = {m["id"]: m["state"] for m in self.get(n.addr, "/cluster/members")}
+                if states.get(new.id) != ALIVE or any(states.get(m.id) != ALIVE for m in live):
+                    return False
+            s = self.get(new.addr, "/cluster/slots")
+            return [(r["start"], r["end"], r["node"], r["epoch"]) for r in s["slots"]] == want
+
+        self.wait(f"every node to hold {new.id} alive and {new.id} to learn the slot map", joined)
+
+    # --- moving slots -----------------------------------------------------------------------
+
+    def move_slots(self, cluster: ClusterView, move: Move, batch: int = DEFAULT_BATCH,
+                   progress: Progress | None = None, max_failures: int = MAX_FAILURES) -> int:
+        """Carry out one move live (module docstring); returns the target's new config epoch."""
+        src = cluster.resolve(move.source)
+        dst = cluster.resolve(move.target)
+        for n in (src, dst):
+            if n.state != ALIVE or not n.reachable:
+                raise AdminError(f"Node {n.label()} is {n.state if n.state != ALIVE else 'unreachable'}; "
+                                 "slots cannot move from or to it.")
+        slots = list(ranges_to_slots(move.slots))
+        failures = 0
+        last_error = ""
+        for chunk in _chunks(slots, CHUNK):
+            self.post(dst.addr, "/cluster/import", {"slots": chunk, "source": src.id})
+            try:
+                self.post(src.addr, "/cluster/migrate", {"slots": chunk, "target": dst.id})
+            except AdminError:
+                # nothing moved yet: take back the import marks we set, then report
+                try:
+                    self.post(dst.addr, "/cluster/abort", {"slots": chunk})
+                except AdminError:
+                    pass
+                raise
+            pending = chunk
+            while pending:
+                r = self.post(src.addr, "/cluster/move-keys", {"slots": pending, "count": batch},
+                              timeout=MOVE_KEYS_TIMEOUT)
+                again: list[int] = []
+                finished = 0
+                for row in r["results"]:
+                    if row["error"]:
+                        last_error = row["error"]
+                        again.append(row["slot"])
+                    elif row["moved"]:
+                        again.append(row["slot"])
+                    else:
+                        finished += 1
+                if progress is not None and finished:
+                    progress(finished)
+                if r["failed"]:
+                    failures += 1
+                    if failures > max_failures:
+                        raise AdminError(
+                            f"Moving slots from {src.id} to {dst.id} failed {failures} times (last: "
+                            f"{last_error.rstrip('.')}); the migration is left open: run storelab cluster fix.")
+                    time.sleep(min(1.0, RETRY_DELAY * failures))
+                pending = again
+        epoch = int(self.post(dst.addr, "/cluster/finish", {"slots": format_ranges(move.slots)})["epoch"])
+        self.wait_owned(cluster, slots, dst.id, [src.id])
+        return epoch
+
+    def wait_owned(self, cluster: ClusterView, slots: list[int], target: str, sources: Sequence[str]) -> None:
+        """Until every live node maps ``slots`` to ``target`` and the sources dropped their marks."""
+        nodes = cluster.live()
+        todo = [n.addr for n in nodes]
+        wanted = set(slots)
+
+        def done() -> bool:
+            while todo:
+                owners = self.owners(todo[0])
+                if any(owners[s] != target for s in slots):
+                    return False
+                todo.pop(0)
+            for sid in sources:
+                n = cluster.nodes[sid]
+                migrating = (self.get(n.addr, "/cluster/info") or {}).get("migrating", {})
+                if wanted.intersection(int(k) for k in migrating):
+                    return False
+            return True
+
+        self.wait(f"every node to see {target} own the {len(slots)} moved slots", done)
+
+    def run_moves(self, cluster: ClusterView, moves: Sequence[Move], batch: int = DEFAULT_BATCH,
+                  progress: Progress | None = None) -> int:
+        """Carry out ``moves`` in order; returns how many were done before a cancel."""
+        done = 0
+        for mv in moves:
+            if self.cancel.is_set():
+                break
+            epoch = self.move_slots(cluster, mv, batch, progress)
+            self.log(f"moved {mv.count} slots from {mv.source} to {mv.target} (epoch {epoch})")
+            done += 1
+        return done
+
+    # --- plans ------------------------------------------------------------------------------
+
+    @staticmethod
+    def plan_reshard(cluster: ClusterView, count: int, target: str, sources: Sequence[str] | None) -> list[Move]:
+        try:
+            return plan_reshard(cluster.assignment(), count, target, sources)
+        except PlanError as e:
+            raise Refused(str(e)) from None
+
+    @staticmethod
+    def plan_rebalance(cluster: ClusterView, weights: Mapping[str, float] | None = None,
+                       use_empty: bool = False) -> list[Move]:
+        ids = [n.id for n in cluster.nodes.values() if n.state == ALIVE]
+        try:
+            return plan_rebalance(cluster.assignment(), ids, weights, use_empty)
+        except PlanError as e:
+            raise Refused(str(e)) from None
+
+    # --- leaving ----------------------------------------------------------------------------
+
+    def leave(self, cluster: ClusterView, node: NodeState) -> None:
+        """``node`` leaves gracefully; waits until every other live node holds it left."""
+        self.post(node.addr, "/cluster/leave", {})
+        others = [n for n in cluster.live() if n.id != node.id]
+
+        def gone() -> bool:
+            for n in others:
+                states = {m["id"]: m["state"] for m in self.get(n.addr, "/cluster/members")}
+                if states.get(node.id, LEFT) != LEFT:
+                    return False
+            return True
+
+        self.wait(f"every other node to hold {node.id} left", gone)
+
+    def drain(self, addr: str, node_id: str, use_empty: bool = True, batch: int = DEFAULT_BATCH,
+              progress: Progress | None = None) -> list[Move]:
+        """Move every slot of ``node_id`` to the other live members (weight 0); the moves done."""
+        cluster = self.wait_stable(addr)
+        moves = self.plan_rebalance(cluster, {cluster.resolve(node_id).id: 0.0}, use_empty)
+        self.run_moves(cluster, moves, batch, progress)
+        return moves
+
+    # --- fix --------------------------------------------------------------------------------
+
+    def plan_fix(self, cluster: ClusterView) -> FixPlan:
+        """Decide, slot by slot, how to close every open migration (module docstring)."""
+        plan = FixPlan()
+        owners = owners_of(cluster.entry.runs)
+        pairs: dict[int, tuple[str, str]] = {}
+        marked: dict[int, dict[str, str]] = {}  # slot -> node id -> "migrating" | "importing"
+        for n in cluster.live():
+            migrating, importing = n.open_marks()
+            for slot, target in migrating.items():
+                pairs.setdefault(slot, (n.id, target))
+                marked.setdefault(slot, {})[n.id] = "migrating"
+            for slot, source in importing.items():
+                if pairs.setdefault(slot, (source, n.id)) != (source, n.id):
+                    plan.problems.append(f"Slot {slot} is marked both {pairs[slot][0]} -> {pairs[slot][1]} "
+                                         f"and {source} -> {n.id}; it was left as it is.")
+                    pairs[slot] = ("", "")
+                marked.setdefault(slot, {})[n.id] = "importing"
+
+        def up(nid: str) -> bool:
+            m = cluster.nodes.get(nid)
+            return m is not None and m.state == ALIVE and m.reachable
+
+        def gone(nid: str) -> bool:
+            # left, or forgotten (reaped after being dead long enough); a dead node may come back
+            m = cluster.nodes.get(nid)
+            return m is None or m.state == LEFT
+
+        resume: dict[tuple[str, str], list[int]] = {}
+        clear: dict[str, list[int]] = {}
+        rollback: dict[str, list[int]] = {}
+        for slot in sorted(pairs):
+            source, target = pairs[slot]
+            if not source:
+                continue
+            owner = owners[slot]
+            if owner == target or (owner not in (source, target) and owner is not None):
+                for nid in marked[slot]:
+                    clear.setdefault(nid, []).append(slot)
+            elif owner == source and up(source) and up(target):
+                resume.setdefault((source, target), []).append(slot)
+            elif owner == source and up(source) and gone(target):
+                for nid in marked[slot]:
+                    rollback.setdefault(nid, []).append(slot)
+            else:
+                who = source if not up(source) else target
+                state = cluster.nodes[who].state if who in cluster.nodes else "unknown"
+                plan.problems.append(
+                    f"Slot {slot} is moving from {source} to {target} (owner: {owner or 'none'}), but "
+                    f"{who} is {state if state != ALIVE else 'unreachable'}; bring it back (or, for a "
+                    "target, wait until the cluster forgets it) and run fix again.")
+        plan.resume = [Move(s, t, tuple(slots_to_ranges(sl))) for (s, t), sl in sorted(resume.items())]
+        plan.clear = sorted(clear.items())
+        plan.rollback = sorted(rollback.items())
+        return plan
+
+    def fix(self, cluster: ClusterView, plan: FixPlan, batch: int = DEFAULT_BATCH,
+            progress: Progress | None = None) -> None:
+        """Carry out a :class:`FixPlan`."""
+        for nid, slots in [*plan.clear, *plan.rollback]:
+            node = cluster.nodes[nid]
+            for chunk in _chunks(slots, CHUNK):
+                try:
+                    self.post(node.addr, "/cluster/abort", {"slots": chunk})
+                except NodeError as e:
+                    if e.code != "conflict":
+                        raise
+                    # a batch of one of these slots is unacknowledged: resend it (the target
+                    # answers a batch it stored without applying it again), then clear
+                    self.post(node.addr, "/cluster/move-keys", {"slots": chunk, "count": batch},
+                              timeout=MOVE_KEYS_TIMEOUT)
+                    self.post(node.addr, "/cluster/abort", {"slots": chunk})
+        for mv in plan.resume:
+            self.move_slots(cluster, mv, batch, progress)
+
+
+# --- automatic rebalancing (run by a node, in a worker thread) --------------------------------
+
+
+def auto_rebalance(addr: str, me: str, cancel: threading.Event | None = None,
+                   log: Callable[[str], None] | None = None) -> str:
+    """One automatic rebalance as the member ``me`` at ``addr``; returns what happened in words.
+
+    Only the alive member with the lowest id acts; the cluster must be quiet
+    (:func:`cluster_problems`); empty members take part (a node that joins owns nothing).
+    Raises :class:`Refused` when the cluster is not quiet (the caller retries later).
+    """
+    with Admin(cancel=cancel, log=log) as admin:
+        cluster = admin.discover(addr)
+        alive = sorted(n.id for n in cluster.nodes.values() if n.state == ALIVE)
+        if not alive or alive[0] != me:
+            return f"not rebalancing: {alive[0] if alive else 'another node'} has the lowest id"
+        problems = cluster_problems(cluster)
+        if problems:
+            raise Refused("the cluster is not quiet", problems)
+        moves = admin.plan_rebalance(cluster, None, use_empty=True)
+        if not moves:
+            return "balanced: nothing to move"
+        done = admin.run_moves(cluster, moves)
+        return f"moved {sum(m.count for m in moves[:done])} slots in {done} of {len(moves)} moves"
+
+
+__all__ = [
+    "CHUNK",
+    "DEFAULT_BATCH",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "Admin",
+    "AdminError",
+    "ClusterView",
+    "FixPlan",
+    "Http",
+    "NodeError",
+    "NodeState",
+    "Refused",
+    "Unreachable",
+    "auto_rebalance",
+    "cluster_problems",
+    "create_problems",
+    "even_split",
+    "owners_of",
+]
