@@ -511,11 +511,16 @@ class Node:
             done(0, "")
             return
         items: list[tuple[bytes, bytes]] = []
+        budget = self.config.max_frame_bytes // 2  # a batch must fit in one peer frame
         for k in keys:
             v = self.store.get(k)
             assert v is not None
+            if items and budget - (len(k) + len(v)) < 0:
+                break
+            budget -= len(k) + len(v)
             self._in_flight[k] = None  # frozen until the target confirms
             items.append((k, v))
+        keys = [k for k, _ in items]
         bid = self._next_batch
         self._next_batch = (self._next_batch + 1) & 0xFFFFFFFF
         self._batches[bid] = _Batch(slot, target, items, None, done)
@@ -615,33 +620,39 @@ class Node:
             self.store.delete(k)
         b.done(len(b.items), "")
 
-    def finish_import(self, slots: list[int]) -> int:
-        """Claim the imported ``slots`` at a new config epoch above every epoch we know; returns it.
+    def finish_import(self, slots: list[int], min_epoch: int = 0) -> int:
+        """Claim the imported ``slots`` at a new config epoch above every epoch we know (and at
+        least ``min_epoch``, for an orchestrator that knows of newer claims); returns it.
 
         Redis: SETSLOT NODE on the target, which bumps its config epoch. The claim spreads by
         gossip; the source stops migrating when it hears it.
         """
         for slot in slots:
             self._check_slot(slot)
-        epoch = max(self.slot_map.max_epoch(), self.membership.me.epoch) + 1
+        epoch = max(self.slot_map.max_epoch() + 1, self.membership.me.epoch + 1, min_epoch)
         for slot in slots:
             self._mark("importing", slot, None)
         self.claim_slots(format_ranges((s, s) for s in slots), epoch)
         return epoch
 
-    def abort_migration(self, slot: int) -> None:
+    def abort_migration(self, slot: int, force: bool = False) -> None:
         """Roll back an open migration of ``slot`` on this node (``fix``).
 
         On the importing side, the keys it received for a slot it does not own are dropped: the
         source still has them (it deletes a key only once it is acknowledged... and then the
         slot would have to be finished, not aborted), and stale copies must never be served.
-        The migrating side refuses while a batch is unacknowledged (its outcome is unknown).
+        The migrating side refuses while a batch is unacknowledged (its outcome is unknown),
+        unless ``force``: for a target that is gone for good (left or forgotten), whose copies
+        can never be served, so unfreezing the batch's keys here is safe.
         """
         self._check_slot(slot)
-        if any(b.slot == slot for b in self._batches.values()):
+        pending = [bid for bid, b in self._batches.items() if b.slot == slot]
+        if pending and not force:
             raise errors.Conflict(
                 f"a batch of slot {slot} is unacknowledged on node {self.id}; finish the migration instead"
             )
+        for bid in pending:
+            self._batch_failed(bid, "was abandoned (forced abort)")
         if slot in self.importing and self.slot_map.owner(slot) != self.id:
             for k in self.store.keys_in_slot(slot):
                 self.store.delete(k)
@@ -699,7 +710,9 @@ class Node:
                 f"epoch {epoch} is not above node {self.id}'s current epoch {self.slot_map.max_epoch()}"
             )
         parsed = parse_ranges(ranges)
-        self.slot_map = SlotMap()
+        # claims learned from others stay; what we held before (a standalone node's 0-16383 at
+        # epoch 1) is released, so no slot is served here on an outdated claim of ours
+        self.slot_map.release(self.id, epoch)
         self.slot_map.claim(parsed, self.id, epoch)
         self.membership.set_slots(format_ranges(parsed), epoch)
 

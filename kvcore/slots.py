@@ -192,6 +192,20 @@ class SlotMap:
             self.version += 1
         return changed
 
+    def release(self, node_id: str, below_epoch: int) -> int:
+        """Unassign ``node_id``'s slots claimed below ``below_epoch`` (their epochs stay, so any
+        later claim at a higher epoch takes them); returns how many. A node that is given a new
+        assignment drops what it held before this way."""
+        n = 0
+        owners, epochs = self._owners, self._epochs
+        for s in range(NUM_SLOTS):
+            if owners[s] == node_id and epochs[s] < below_epoch:
+                owners[s] = None
+                n += 1
+        if n:
+            self.version += 1
+        return n
+
     def ranges_of(self, node_id: str) -> list[Range]:
         return slots_to_ranges(s for s, o in enumerate(self._owners) if o == node_id)
 

@@ -12,16 +12,19 @@ Redis, and it runs the same procedures as the sim's verbs (:mod:`sim.cluster`: `
 ``_rebalance``, ``fix``, ``remove_node``).
 
 **Create** (:meth:`Admin.create`). Every node must be a fresh standalone node: reachable, empty,
-knowing no other member and not joining any (:func:`create_problems`; the first problem refuses
-the whole command and nothing is changed). The slots are split evenly and contiguously
-(:func:`kvcore.slots.even_split`). The first node is assigned its range first, then each other
-node meets it (``/cluster/meet``: it gives up the every-slot claim of a standalone node) and is
-assigned its range. Each node gets its own config epoch, one above the last (Redis's create
-does the same), because a node that heard the earlier claims refuses an epoch that is not above
-them. Assigning the first node before anyone meets it also means no node ever sees a cluster in
-which one node owns every slot while the others own none, which an automatic rebalancer would
-take for a cluster to even out. Then every node must report the same, complete slot map and
-hold every other node alive.
+knowing no other member and not joining any (:func:`create_problems`; any problem refuses the
+whole command and nothing is changed). The slots are split evenly and contiguously
+(:func:`kvcore.slots.even_split`). The first node is assigned its range first
+(``/cluster/assign`` replaces its every-slot standalone claim), then each other node meets it
+(``/cluster/meet``: it gives up its own standalone claim) and claims its range
+(``/cluster/claim``, which, unlike ``assign``, keeps what the node already learned from its join
+reply: ``assign`` would forget the first node's claim, and nothing would teach it again until
+that node's incarnation changed). Each node gets its own config epoch, one above the last
+(Redis's create does the same), so that every claim is above whatever its node heard before.
+Assigning the first node before anyone meets it also means no node ever sees a cluster in which
+one node owns every slot while the others own none, which an automatic rebalancer would take
+for a cluster to even out. Then every node must report the same, complete slot map and hold
+every other node alive.
 
 **Moving slots** (:meth:`Admin.move_slots`, one :class:`kvcore.rebalance.Move`): Redis Cluster's
 live resharding, in chunks of slots per HTTP call: mark the chunk importing on the target, then
@@ -138,14 +141,7 @@ class NodeError(AdminError):
 
     def __init__(self, addr: str, status: int, code: str, message: str) -> None:
         self.addr, self.http_status, self.code, self.detail = addr, status, code, message
-        super().__init__(f"node {addr} refused: {message.rstrip('.') or code} ({status} {code}).")
-
-
-def sentence(text: str) -> str:
-    text = text.strip()
-    if text and not text.endswith((".", "!", "?")):
-        text += "."
-    return text[:1].upper() + text[1:]
+        super().__init__(f"Node {addr} refused: {message.rstrip('.') or code} ({status} {code}).")
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -185,7 +181,7 @@ class Http:
                 if reused and attempt == 0 and not isinstance(e, socket.timeout | TimeoutError):
                     continue
                 reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e) or type(e).__name__)
-                raise Unreachable(f"cannot reach node {addr}: {reason.rstrip('.')}.") from None
+                raise Unreachable(f"Cannot reach node {addr}: {reason.rstrip('.').lower()}.") from None
             if resp.will_close:
                 self.close(addr)
             break
@@ -296,7 +292,7 @@ def create_problems(nodes: Sequence[NodeState]) -> list[str]:
     seen: dict[str, str] = {}
     for n in nodes:
         if not n.reachable:
-            out.append(f"Node {n.addr} is unreachable: {n.error.rstrip('.')}.")
+            out.append(n.error)  # "Cannot reach node ADDR: reason."
             continue
         info = n.info or {}
         others = [m["id"] for m in n.members or [] if m["id"] != n.id]
@@ -461,7 +457,7 @@ class Admin:
         """The cluster as ``addr`` knows it, plus every live member's own views."""
         entry = self.probe(addr)
         if not entry.reachable:
-            raise Unreachable(sentence(entry.error))
+            raise Unreachable(entry.error)
         view = ClusterView(entry)
         for m in sorted(entry.members or [], key=lambda m: m["id"]):
             if m["id"] == entry.id:
@@ -511,11 +507,14 @@ class Admin:
         first = nodes[0]
         base = max(int((n.info or {}).get("epoch", 0)) for n in nodes)
         for i, n in enumerate(nodes):
-            if i:
+            ranges = format_ranges(plan[n.id])
+            if i == 0:
+                self.post(n.addr, "/cluster/assign", {"slots": ranges, "epoch": base + 1})
+            else:
                 self.post(n.addr, "/cluster/meet", {"seeds": [first.peer_addr]})
-            self.post(n.addr, "/cluster/assign",
-                      {"slots": format_ranges(plan[n.id]), "epoch": base + 1 + i})
-            self.log(f"{n.id}: slots {format_ranges(plan[n.id]) or '(none)'} at epoch {base + 1 + i}")
+                if ranges:
+                    self.post(n.addr, "/cluster/claim", {"slots": ranges, "epoch": base + 1 + i})
+            self.log(f"{n.id}: slots {ranges or '(none)'} at epoch {base + 1 + i}")
         ids = {n.id for n in nodes}
 
         def converged() -> bool:
@@ -670,9 +669,9 @@ class Admin:
         self.wait(f"every other node to hold {node.id} left", gone)
 
     def drain(self, addr: str, node_id: str, use_empty: bool = True, batch: int = DEFAULT_BATCH,
-              progress: Progress | None = None) -> list[Move]:
+              progress: Progress | None = None, stable_timeout: float | None = None) -> list[Move]:
         """Move every slot of ``node_id`` to the other live members (weight 0); the moves done."""
-        cluster = self.wait_stable(addr)
+        cluster = self.wait_stable(addr, stable_timeout)
         moves = self.plan_rebalance(cluster, {cluster.resolve(node_id).id: 0.0}, use_empty)
         self.run_moves(cluster, moves, batch, progress)
         return moves

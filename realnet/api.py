@@ -56,7 +56,12 @@ body (``Content-Type: application/json``) and answer a JSON object:
 ``/cluster/meet``              ``{"seeds": ["HOST:PEERPORT", ...]}``: join a cluster (empty
                                node only; it gives up the slots it owns) -> ``{"id", "seeds"}``
 ``/cluster/assign``            ``{"slots": "0-5460", "epoch": 2}``: replace this node's claim
-                               (epoch above every epoch it knows) -> ``{"id", "slots", "epoch"}``
+                               (epoch above every epoch it knows; it also forgets the claims it
+                               learned, so: a fresh node, before meeting) -> ``{"id", "slots",
+                               "epoch"}``
+``/cluster/claim``             ``{"slots": "5461-10922", "epoch": 3}``: add slots to this node's
+                               claim (epoch above theirs), keeping the rest of its map; what a
+                               node that met a cluster uses -> ``{"id", "slots", "epoch"}``
 ``/cluster/import``            ``{"slot": S, "source": ID}`` or ``{"slots": [...]|"RANGES", ...}``:
                                mark slots importing -> ``{"id", "slots", "source"}``
 ``/cluster/migrate``           ``{"slot"|"slots", "target": ID}``: mark slots migrating
@@ -64,7 +69,8 @@ body (``Content-Type: application/json``) and answer a JSON object:
                                once the batch is acknowledged (or failed); with ``"slots"``, one
                                batch per slot at once -> ``{"moved", "failed", "results":
                                [{"slot", "moved", "error"}, ...]}``. ``moved`` 0 with no error:
-                               the slot has no key left here.
+                               the slot has no key left here. A batch holds at most ``count``
+                               keys, and fewer when they would not fit in half a peer frame.
 ``/cluster/finish``            ``{"slots": [...]|"RANGES"}``: claim imported slots at a new
                                config epoch -> ``{"id", "slots", "epoch"}``
 ``/cluster/abort``             ``{"slot"|"slots"}``: roll back open marks -> ``{"id", "slots"}``
@@ -241,6 +247,7 @@ class Api:
         self._admin: dict[str, Callable[[dict[str, Any]], Response | asyncio.Future[Response]]] = {
             "/cluster/meet": self.admin_meet,
             "/cluster/assign": self.admin_assign,
+            "/cluster/claim": self.admin_claim,
             "/cluster/import": self.admin_import,
             "/cluster/migrate": self.admin_migrate,
             "/cluster/move-keys": self.admin_move_keys,
@@ -463,6 +470,23 @@ class Api:
         log.info("assigned slots %s at epoch %d", ranges, epoch)
         return json_response(200, {"id": self.node.id, "slots": ranges, "epoch": epoch})
 
+    def admin_claim(self, body: dict[str, Any]) -> Response:
+        """Add slots to this node's claim at ``epoch``, keeping what it learned of the others."""
+        node = self.node
+        slots = _slot_list(body, "slots")
+        epoch = _int(body, "epoch", 1)
+        top = max(node.slot_map.epoch(s) for s in slots)
+        if epoch <= top:
+            raise errors.Conflict(
+                f"epoch {epoch} is not above epoch {top} that node {node.id} holds for one of these slots, "
+                "so the claim would not win"
+            )
+        ranges = _fmt_slots(slots)
+        node.claim_slots(ranges, epoch)
+        log.info("claimed slots %s at epoch %d", ranges, epoch)
+        return json_response(200, {"id": node.id, "slots": format_ranges(node.slot_map.ranges_of(node.id)),
+                                   "epoch": epoch})
+
     def admin_import(self, body: dict[str, Any]) -> Response:
         node = self.node
         slots = _slots_of(body)
@@ -539,11 +563,31 @@ class Api:
 
         self._moving.update(slots)
         for slot in slots:
-            node.migrate_keys(slot, count, lambda moved, error, slot=slot: done(slot, moved, error))
+            node.migrate_keys(slot, self._fitting(slot, count),
+                              lambda moved, error, slot=slot: done(slot, moved, error))
         if len(results) == len(slots):
             return answer()  # every slot answered at once (empty, or not migrating)
         fut = self.loop.create_future()
         return fut
+
+    def _fitting(self, slot: int, count: int) -> int:
+        """At most ``count`` keys of ``slot``, fewer if their batch would not fit in one frame.
+
+        kvcore sizes a batch by its number of keys only, and the transport drops a frame over
+        ``max_frame_bytes``: a batch of a few large values would never arrive, and its keys would
+        stay frozen. ``migrate_keys`` takes the first keys of ``keys_in_slot`` (sorted), the same
+        ones counted here in the same event-loop step, so the batch it builds stays within half a
+        frame (always one key at least: the config guarantees that one value fits).
+        """
+        store = self.node.store
+        budget = self.node.config.max_frame_bytes // 2
+        used = n = 0
+        for k in store.keys_in_slot(slot, limit=count):
+            used += len(k) + len(store.get(k) or b"") + 16
+            if n and used > budget:
+                break
+            n += 1
+        return max(1, n)
 
     def admin_finish(self, body: dict[str, Any]) -> Response:
         slots = _slot_list(body, "slots")

@@ -66,7 +66,9 @@ stops the process exactly as SIGTERM does (step 4), with exit status 0.
 - A node with the option that is asked to leave (SIGTERM, SIGINT, ``/cluster/leave``) and owns
   slots first moves them to the other alive members (:meth:`realnet.admin.Admin.drain`), then
   leaves: a graceful leave loses no key. A run of the rebalancer in progress stops after its
-  current move first. A second signal still exits at once.
+  current move first. If the cluster is not quiet within ``DRAIN_STABLE_TIMEOUT`` (10 s; a dead
+  member, say) or the drain fails, the node logs it and leaves anyway, with its keys. A second
+  signal still exits at once.
 
 TOML layout::
 
@@ -141,6 +143,8 @@ LEAVE_LINGER = 0.5
 AUTO_REBALANCE_SETTLE = 1.0
 #: how many times an automatic rebalance is tried again while the cluster is not quiet
 AUTO_REBALANCE_RETRIES = 20
+#: how long a node leaving with auto_rebalance waits for a quiet cluster before it drains
+DRAIN_STABLE_TIMEOUT = 10.0
 _CLUSTER_OPTIONS = ("name", "auto_rebalance", "auto_rebalance_settle")
 
 
@@ -506,6 +510,134 @@ async def leave_gracefully(node: Node, linger: float = LEAVE_LINGER) -> None:
     await asyncio.sleep(0)  # let the transport flush what the last round wrote
 
 
+def run_in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any], name: str) -> asyncio.Future[Any]:
+    """Run blocking ``fn`` in a daemon thread (it never holds up the process's exit); its result
+    or exception resolves the returned future on ``loop``."""
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            result: tuple[bool, Any] = (True, fn())
+        except BaseException as e:  # handed to the loop, which logs it
+            result = (False, e)
+        try:
+            loop.call_soon_threadsafe(settle, *result)
+        except RuntimeError:
+            pass  # the loop is closed: the process is exiting
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
+
+
+class AutoRebalancer:
+    """Rebalances the cluster when members join or leave gracefully (module docstring)."""
+
+    def __init__(self, node: Node, addr: str, loop: asyncio.AbstractEventLoop,
+                 settle: float = AUTO_REBALANCE_SETTLE) -> None:
+        self.node = node
+        self.addr = addr
+        self.loop = loop
+        self.settle = settle
+        #: one orchestration at a time in this process (a rebalance run, the drain before leaving)
+        self.lock = threading.Lock()
+        #: set when the node is leaving: a run stops after its current move
+        self.cancel = threading.Event()
+        self.runs = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._running = False
+        self._again = False
+        self._retries = 0
+        self._last: dict[str, str] = {}
+        node.membership.listeners.append(self.on_event)
+
+    def on_event(self, event: str, node_id: str, m: Member) -> None:
+        if node_id == self.node.id:
+            return
+        before = self._last.get(node_id)
+        self._last[node_id] = m.state
+        if self.cancel.is_set() or self.node.membership.leaving:
+            return
+        joined = (event == "join" and m.state == ALIVE) or (event == ALIVE and before == LEFT)
+        if joined or event == LEFT:  # a crash ("dead") is not a reason: its keys cannot move
+            log.info("member %s %s; rebalancing in %gs if this node leads", node_id,
+                     "joined" if joined else "left", self.settle)
+            self._retries = 0
+            self.schedule()
+
+    def schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(self.settle, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self.cancel.is_set():
+            return
+        if self._running:
+            self._again = True
+            return
+        ms = self.node.membership
+        alive = sorted(m.node for m in ms.members.values() if m.state == ALIVE)
+        if not alive or alive[0] != self.node.id:
+            return  # the alive member with the lowest id does it
+        self._running = True
+        run_in_thread(self.loop, self._run, "auto-rebalance").add_done_callback(self._done)
+
+    def _run(self) -> str:
+        with self.lock:
+            if self.cancel.is_set():
+                return "not rebalancing: this node is leaving"
+            return admin.auto_rebalance(self.addr, self.node.id, self.cancel, log=log.info)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        self._running = False
+        self.runs += 1
+        exc = fut.exception()
+        if isinstance(exc, admin.Refused) and self._retries < AUTO_REBALANCE_RETRIES:
+            self._retries += 1
+            log.info("automatic rebalance postponed (%s: %s); trying again in %gs", exc.message,
+                     "; ".join(exc.problems[:3]), self.settle)
+            self.schedule()
+        elif exc is not None:
+            log.warning("automatic rebalance failed: %s", getattr(exc, "message", None) or repr(exc))
+        else:
+            log.info("automatic rebalance: %s", fut.result())
+        if self._again and not self.cancel.is_set():
+            self._again = False
+            self.schedule()
+
+    async def drain(self) -> None:
+        """Before leaving: stop rebalancing, and move this node's slots to the others."""
+        self.cancel.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        node = self.node
+        owned = node.slot_map.slot_counts().get(node.id, 0)
+        if not owned or not node.membership.live_members():
+            return
+        log.info("moving this node's %d slots to the other members before leaving", owned)
+
+        def run() -> list[Any]:
+            with self.lock, admin.Admin(log=log.info) as a:
+                return a.drain(self.addr, node.id, stable_timeout=DRAIN_STABLE_TIMEOUT)
+
+        try:
+            moves = await run_in_thread(self.loop, run, "drain")
+        except Exception as e:
+            log.error("could not move this node's slots away (%s); leaving anyway, with its keys",
+                      getattr(e, "message", None) or repr(e))
+            return
+        log.info("moved %d slots away in %d moves", sum(m.count for m in moves), len(moves))
+
+
 async def serve(
     settings: Settings, storage: Storage | None = None, stop: asyncio.Event | None = None
 ) -> int:
@@ -582,6 +714,7 @@ async def serve(
 
     follow_membership(node.membership, forget)
 
+    stop = stop if stop is not None else asyncio.Event()
     holder: list[asyncio.Server] = []
     api = Api(
         node,
@@ -590,6 +723,8 @@ async def serve(
         http_stats=lambda: getattr(holder[0], "server_stats", None) if holder else None,
         rtt=meter,
         swim_preset=settings.swim_preset,
+        on_leave=stop.set,
+        drains_on_leave=settings.auto_rebalance,
     )
     limits = http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes)
     try:
@@ -601,8 +736,6 @@ async def serve(
         await transport.close()
         return EXIT_CONFIG
     holder.append(http_server)
-
-    stop = stop if stop is not None else asyncio.Event()
     signals_seen = 0
 
     def on_signal(signame: str) -> None:
@@ -624,6 +757,8 @@ async def serve(
 
     node.start()
     transport.connect_all()
+    # listening from now on: the static members added at construction are not joins
+    auto = AutoRebalancer(node, addr, loop, settings.auto_rebalance_settle) if settings.auto_rebalance else None
     seeds = f" seeds={','.join(settings.seeds)}" if settings.seeds else ""
     print(
         f"ready id={node_id} http={_fmt(settings.host, http_port)} "
@@ -633,6 +768,8 @@ async def serve(
     )
     try:
         await stop.wait()
+        if auto is not None:
+            await auto.drain()
         try:
             await leave_gracefully(node)
         except Exception:  # a failed goodbye must not stop the shutdown

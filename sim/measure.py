@@ -62,7 +62,7 @@ Theory
   ``F`` is the first probe's wait: the minimum over ``N - 1`` members of the forward-recurrence
   time of that gap. For large N, ``F`` is close to exponential with mean ``T`` and the total
   close to ``2T``; the round robin bounds the wait by ``2(N-1)`` periods instead of leaving an
-  unbounded geometric tail.
+  unbounded geometric tail. :func:`swim_first_suspicion_cdf` gives the whole distribution.
 """
 
 from __future__ import annotations
@@ -305,8 +305,12 @@ def view_timeline(cluster: Any, grid: Sequence[float] | np.ndarray) -> tuple[lis
     Returns ``(nodes, counts)`` with ``counts[i, j]`` for ``grid[i]`` and ``nodes[j]`` (every
     node of the cluster), NaN while a node is down or has left. Rebuilt from the logs: at each
     boot a node of the static core (``cluster.core_ids``) holds the static configuration
-    alive, any other node only itself; then its events apply (``join`` counts as alive: the
-    rare member first learned already dead is counted alive until its next event).
+    alive, any other node only itself; then its events apply. The log does not say in which
+    state a member was first learned, so ``join`` counts as alive; kvcore also adds slot owners
+    that a push-pull reports dead straight as dead (``Membership._learn_absent``), which this
+    replay counts alive until their next event — it happens when dead members are reaped on
+    one node and re-learned from another that has not reaped them yet (partitions longer than
+    ``reap_time``). For exact views, sample :func:`views` while the cluster runs.
     """
     nodes = list(cluster.ids)
     col = {nid: j for j, nid in enumerate(nodes)}
@@ -420,24 +424,41 @@ def swim_expected_first_detection(n: int, probe_interval: float) -> float:
     return probe_interval * swim_first_detection_periods(n)
 
 
+def _first_probe_survival(m: int, w: np.ndarray) -> np.ndarray:
+    """P(first probe of the crashed member waits longer than ``w`` periods), N - 1 = m members."""
+    # gap G = m + d periods, d triangular on -(m-1)..(m-1): P(d) = (m - |d|) / m^2
+    d = np.arange(-(m - 1), m)
+    g = (m + d).astype(float)
+    pg = (m - np.abs(d)) / m**2
+    # one member: P(W > w) = (1/E[G]) ∫_w^inf P(G > s) ds = E[(G - w)^+] / m (E[G] = m);
+    # the first of m independent members: that to the power m
+    tail = np.array([np.dot(pg, np.clip(g - x, 0.0, None)) for x in np.ravel(w)]) / m
+    return (tail**m).reshape(np.shape(w))
+
+
+def swim_first_suspicion_cdf(n: int, probe_interval: float, t: np.ndarray) -> np.ndarray:
+    """P(first suspicion within ``t`` seconds of the crash) under the model of the module doc:
+    the first probe's wait, plus one period to conclude it."""
+    m = n - 1
+    periods = np.asarray(t, dtype=float) / probe_interval - 1.0
+    out = np.zeros(periods.shape)
+    pos = periods > 0
+    if m >= 1 and pos.any():
+        out[pos] = 1.0 - _first_probe_survival(m, periods[pos])
+    return out
+
+
 def swim_first_suspicion_model(n: int, probe_interval: float) -> float:
     """Expected delay from a crash to the first suspicion in this implementation (module doc):
     ``E[min over N-1 members of the forward-recurrence time of the round-robin gap] + T``."""
     m = n - 1
     if m < 1:
         return math.inf
-    T = probe_interval
-    # gap G = m + d periods, d triangular on -(m-1)..(m-1): P(d) = (m - |d|) / m^2
-    d = np.arange(-(m - 1), m)
-    g = (m + d).astype(float)
-    pg = (m - np.abs(d)) / m**2
-    # P(W > w) = (1/E[G]) ∫_w^inf P(G > s) ds = E[(G - w)^+] / m, in periods (E[G] = m); the
-    # minimum over m members survives as P(W > w)^m, which is below e^-40 by 60 periods
+    # the survival of the minimum is below e^-40 by 60 periods
     w = np.linspace(0.0, min(2.0 * m, 60.0), 6001)
-    tail = np.array([np.dot(pg, np.clip(g - x, 0.0, None)) for x in w]) / m
-    surv_min = tail ** m
-    first_probe = float(np.sum((surv_min[1:] + surv_min[:-1]) * 0.5 * np.diff(w)))
-    return T * (first_probe + 1.0)
+    surv = _first_probe_survival(m, w)
+    first_probe = float(np.sum((surv[1:] + surv[:-1]) * 0.5 * np.diff(w)))
+    return probe_interval * (first_probe + 1.0)
 
 
 __all__ = [
@@ -456,6 +477,7 @@ __all__ = [
     "push_gossip_rounds",
     "swim_expected_first_detection",
     "swim_first_detection_periods",
+    "swim_first_suspicion_cdf",
     "swim_first_suspicion_model",
     "time_to_fraction",
     "totals",

@@ -223,3 +223,42 @@ def test_assign_slots_replaces_the_claim_at_a_higher_epoch_only() -> None:
     assert n.slot_map.slot_counts() == {"a": 5461} and n.membership.me.epoch == 2
     with pytest.raises(errors.Conflict):
         n.assign_slots("0-100", 2)
+
+
+def test_a_batch_fits_in_one_frame_whatever_the_key_count() -> None:
+    src, rt = node("n2")
+    big = b"x" * (900 * 1024)
+    for i in range(4):
+        src.on_client_request(Put(key=b"{a}%d" % i, value=big), lambda r: None)
+    src.begin_migrate(SLOT, "n1")
+    src.migrate_keys(SLOT, 100, lambda n, e: None)
+    (batch,) = sent(rt, MigrateKeys)
+    size = sum(len(k) + len(v) for k, v in zip(batch.keys, batch.values, strict=True))
+    assert len(batch.keys) == 2 and size <= src.config.max_frame_bytes // 2
+
+
+def test_a_forced_abort_unfreezes_a_batch_whose_target_is_gone() -> None:
+    src, _rt = node("n2")
+    src.on_client_request(Put(key=b"{a}0", value=b"v"), lambda r: None)
+    src.begin_migrate(SLOT, "n1")
+    src.migrate_keys(SLOT, 5, lambda n, e: None)
+    with pytest.raises(errors.Conflict):
+        src.abort_migration(SLOT)
+    src.abort_migration(SLOT, force=True)
+    got: list[Reply] = []
+    src.on_client_request(Get(key=b"{a}0"), got.append)
+    assert got[0].value == b"v" and not src.migrating
+
+
+def test_finish_import_respects_a_minimum_epoch() -> None:
+    dst, _ = node("n1")
+    dst.begin_import(SLOT, "n2")
+    assert dst.finish_import([SLOT], min_epoch=9) == 9
+
+
+def test_release_unassigns_only_older_claims_of_one_node() -> None:
+    m = SlotMap.from_assignment({"a": [(0, 99)], "b": [(100, 16383)]}, 1)
+    m.claim([(0, 9)], "a", 3)
+    assert m.release("a", 3) == 90
+    assert m.owner(5) == "a" and m.owner(50) is None and m.owner(200) == "b"
+    assert m.claim([(50, 50)], "b", 2) == 1  # a later claim above the old epoch takes it

@@ -342,3 +342,17 @@ def test_first_suspicion_model_matches_a_direct_simulation_of_its_assumptions() 
         assert np.mean(waits) == pytest.approx(M.swim_first_suspicion_model(n, 1.0), rel=0.03), n
     assert M.swim_first_suspicion_model(2, 1.0) == pytest.approx(1.5, rel=1e-3)
     assert M.swim_first_suspicion_model(1000, 1.0) == pytest.approx(2.0, abs=0.01)
+
+
+def test_first_suspicion_cdf_is_the_models_distribution() -> None:
+    # nothing before one period (the probe is concluded at the next tick); 1 - 1/e one period
+    # later for large N (the first probe's wait is then about exponential with mean T)
+    cdf = M.swim_first_suspicion_cdf(1000, 2.0, np.array([1.0, 2.0, 4.0, 1000.0]))
+    np.testing.assert_allclose(cdf, [0.0, 0.0, 1 - math.exp(-1), 1.0], atol=2e-3)
+    # two members: the other probes us every period, so the wait is uniform on (1, 2) periods
+    np.testing.assert_allclose(M.swim_first_suspicion_cdf(2, 1.0, np.array([1.25, 1.5, 2.0])), [0.25, 0.5, 1.0])
+    # and its mean is the model's expectation
+    t = np.linspace(0, 40, 40001)
+    surv = 1 - M.swim_first_suspicion_cdf(16, 1.0, t)
+    mean = float(np.sum((surv[1:] + surv[:-1]) * 0.5 * np.diff(t)))
+    assert mean == pytest.approx(M.swim_first_suspicion_model(16, 1.0), rel=1e-3)
