@@ -225,6 +225,19 @@ class ClusterConfig:
     def _all_assignments(self) -> list[tuple[str, tuple[Range, ...]]]:
         return [(n.id, n.slots) for n in self.nodes] + list(self.extra_slots)
 
+    def static_members(self) -> list[tuple[str, str, str, str, int]]:
+        """(id, addr, peer_addr, slot ranges, epoch) of every member, computed once per config
+        (a sim builds thousands of nodes from one config; the strings are shared)."""
+        cached = self.__dict__.get("_static")
+        if cached is None:
+            assignment = self.slot_map().assignment()
+            cached = [
+                (n.id, n.addr, n.peer_addr, format_ranges(assignment.get(n.id, [])), self.epoch)
+                for n in self.nodes
+            ]
+            object.__setattr__(self, "_static", cached)
+        return cached
+
     def node(self, node_id: str) -> NodeSpec:
         for n in self.nodes:
             if n.id == node_id:

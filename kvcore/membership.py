@@ -280,7 +280,7 @@ class Awareness:
 # --- state ---------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
     node: str
     addr: str
@@ -454,7 +454,8 @@ class Membership:
                 continue
             if nid in self.members:
                 continue
-            self._add(Member(nid, addr, peer_addr, 0, ALIVE, self.rt.now(), slots, epoch))
+            # no random insertion into the probe order here: the first probe tick shuffles
+            self._add(Member(nid, addr, peer_addr, 0, ALIVE, self.rt.now(), slots, epoch), probe_now=False)
 
     def start(self, seeds: Iterable[str] = ()) -> None:
         if self.running:
@@ -677,10 +678,10 @@ class Membership:
         self._index(m)
         self._emit(state, m)
 
-    def _add(self, m: Member) -> None:
+    def _add(self, m: Member, probe_now: bool = True) -> None:
         self.members[m.node] = m
         self._index(m)
-        if m.state in (ALIVE, SUSPECT) and m.node != self.id:
+        if probe_now and m.state in (ALIVE, SUSPECT) and m.node != self.id:
             # SWIM §4.3: a new member goes to a random place in the rest of this round
             lo = self._probe_index
             pos = lo + self.rt.random.randrange(len(self._probe_order) - lo + 1)

@@ -155,6 +155,7 @@ class Node:
         self.cluster = cluster
         self.seeds = tuple(seeds)
         self.slot_map = SlotMap()
+        self._seeding = False
         #: claims at or below this epoch come from the static configuration and are not saved
         self._base_epoch = cluster.epoch if cluster is not None else 1
         self.store = LocalStore.load(runtime.storage) if self.config.durable else LocalStore()
@@ -178,11 +179,10 @@ class Node:
             cluster.validate(self.id)
             spec = cluster.node(self.id)
             addr, peer_addr = addr or spec.addr, peer_addr or spec.peer_addr
-            assignment = cluster.slot_map().assignment()
-            static = [
-                (n.id, n.addr, n.peer_addr, format_ranges(assignment.get(n.id, [])), cluster.epoch)
-                for n in cluster.nodes
-            ]
+            static = cluster.static_members()
+            # the static map is known in full: copy it rather than re-deriving it claim by claim
+            self.slot_map = cluster.slot_map()
+            self._seeding = True
         elif not self.seeds:
             # The standalone node: a one-node cluster that owns every slot.
             static = [(self.id, addr or "", peer_addr or "", f"0-{MAX_SLOT}", 1)]
@@ -190,6 +190,7 @@ class Node:
         self.membership.listeners.append(self._on_member_event)
         self._on_member_event("update", self.id, self.membership.me)
         self.membership.add_static(static)
+        self._seeding = False
         # What an earlier life of this node learned of reconfigurations (Redis keeps nodes.conf):
         # the slot map as it was, so that a restarted node does not serve slots that moved away
         # while it was down, and our own latest claim, so that we keep advertising slots we took.
@@ -667,7 +668,7 @@ class Node:
 
     def _on_member_event(self, event: str, node_id: str, m: Member) -> None:
         """Derive the slot map from what members advertise (highest epoch wins per slot)."""
-        if event in ("join", "update", ALIVE) and m.slots and m.epoch > 0:
+        if event in ("join", "update", ALIVE) and m.slots and m.epoch > 0 and not self._seeding:
             try:
                 ranges = parse_ranges(m.slots)
             except SlotRangeError:
