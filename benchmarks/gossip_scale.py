@@ -31,6 +31,10 @@ both are printed. Prints a table, then as its last line one JSON object with eve
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import gc
 import json
@@ -41,6 +45,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _baseline import raw_simpy
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -72,27 +78,6 @@ def _build(n: int, seed: int) -> Any:
     from sim.cluster import SimCluster
 
     return SimCluster(seed, n, join="static", codec=False, observe=False, swim=SwimConfig.lan())
-
-
-def raw_simpy(events: int, pending: int) -> float:
-    """Raw SimPy events per CPU second: timeouts whose callback schedules the next one, with
-    ``pending`` of them in the queue at any time."""
-    import simpy
-
-    env = simpy.Environment()
-    count = 0
-
-    def cb(_e: object) -> None:
-        nonlocal count
-        count += 1
-        if count < events:
-            env.timeout(0.001).callbacks.append(cb)  # type: ignore[union-attr]
-
-    for i in range(pending):
-        env.timeout(0.001 * (i % 7)).callbacks.append(cb)  # type: ignore[union-attr]
-    c0 = time.process_time()
-    env.run()
-    return count / (time.process_time() - c0)
 
 
 # --- child processes -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ each pinging 10 random other nodes every 0.1 simulated seconds with SwimPing, ea
 by a SwimAck (so nearly every SimPy event is a message delivery). SWIM itself at scale is
 measured by ``benchmarks/gossip_scale.py``. The baseline, measured in the same process, is SimPy itself doing the least a message
 delivery can cost: a ``Timeout`` event with one callback, whose callback schedules the next
-timeout (so the heap holds as many pending events as the sim's does).
+timeout, with SimPy's queue as deep as it was on average in the simulation.
 
 Prints a table, then as its last line one JSON object with the figures and the ratios
 ``ratio_codec_off`` and ``ratio_codec_on`` (sim deliveries/s divided by raw SimPy events/s).
@@ -19,37 +19,23 @@ rates are printed too. The run is single-threaded, so on an idle machine the two
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import gc
 import json
 import time
 
-import simpy
+from _baseline import raw_simpy
 
 from kvcore.config import NodeConfig
 from kvcore.messages import SwimAck, SwimPing
 from kvcore.metrics import NodeStats
-from sim.runtime import SimRuntime
 from sim.cluster import SimCluster
 from sim.latency import LogNormal
-
-
-def raw_simpy(events: int, pending: int) -> float:
-    """Raw SimPy events/s: timeouts with a callback that schedules the next one."""
-    env = simpy.Environment()
-    count = 0
-
-    def cb(_e: object) -> None:
-        nonlocal count
-        count += 1
-        if count < events:
-            env.timeout(0.001).callbacks.append(cb)  # type: ignore[union-attr]
-
-    for i in range(pending):
-        env.timeout(0.001 * (i % 7)).callbacks.append(cb)  # type: ignore[union-attr]
-    c0 = time.process_time()
-    env.run()
-    return count / (time.process_time() - c0)
+from sim.runtime import SimRuntime
 
 
 class Pinger:
@@ -78,17 +64,25 @@ class Pinger:
             self.rt.send(src, SwimAck(seq=msg.seq, gossip=()))
 
 
-def sim_rate(nodes: int, sim_seconds: float, codec: bool) -> tuple[float, int, float]:
-    """(deliveries per CPU second, deliveries, wall seconds)."""
+def sim_rate(nodes: int, sim_seconds: float, codec: bool) -> tuple[float, int, float, int]:
+    """(deliveries per CPU second, deliveries, wall seconds, mean depth of SimPy's queue)."""
     ids = [f"n{i}" for i in range(1, nodes + 1)]
     cluster = SimCluster(1, nodes, NodeConfig(), latency=LogNormal(0.001, 0.5), codec=codec,
                          observe=False, node_factory=lambda rt, spec: Pinger(rt, ids))
+    depths: list[int] = []
+
+    def sample_depth():  # type: ignore[no-untyped-def]
+        while True:
+            depths.append(len(cluster.env._queue))  # the baseline gets a heap this deep
+            yield cluster.env.timeout(0.05)
+
+    cluster.env.process(sample_depth())
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()
     cluster.run(until=sim_seconds)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     delivered = cluster.net.stats.delivered
-    return delivered / cpu, delivered, wall
+    return delivered / cpu, delivered, wall, round(sum(depths) / max(1, len(depths)))
 
 
 def main() -> None:
@@ -97,9 +91,10 @@ def main() -> None:
     p.add_argument("--sim-seconds", type=float, default=10.0)
     args = p.parse_args()
     rows = []
-    off_rate, off_n, off_wall = sim_rate(args.nodes, args.sim_seconds, codec=False)
-    on_rate, on_n, on_wall = sim_rate(args.nodes, args.sim_seconds, codec=True)
-    base = raw_simpy(events=max(off_n, 1_000_000), pending=min(off_n // 4 + 1, 1_000_000))
+    off_rate, off_n, off_wall, depth = sim_rate(args.nodes, args.sim_seconds, codec=False)
+    on_rate, on_n, on_wall, _ = sim_rate(args.nodes, args.sim_seconds, codec=True)
+    # the baseline runs with SimPy's queue as deep as the simulation's was on average
+    base = raw_simpy(events=max(off_n, 1_000_000), pending=max(1, depth))
     rows.append(("raw SimPy (timeout + callback)", base, "-", "-"))
     rows.append(("storelab sim, codec off", off_rate, off_n, off_wall))
     rows.append(("storelab sim, codec on", on_rate, on_n, on_wall))
@@ -117,6 +112,7 @@ def main() -> None:
         "codec_on_msgs_per_s": round(on_rate),
         "delivered_codec_off": off_n,
         "delivered_codec_on": on_n,
+        "mean_queue_depth": depth,
         "ratio_codec_off": round(off_rate / base, 3),
         "ratio_codec_on": round(on_rate / base, 3),
         "target_ratio_codec_off": 0.25,
