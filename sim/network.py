@@ -272,10 +272,11 @@ class SimNetwork:
         record = self.trace.record
         record((now, "send", src, dst, kind, size))
         decision: Decision = None
-        for rule in self.rules:
-            decision = rule.decide(self, src, dst)
-            if decision is not None:
-                break
+        if self.rules:  # most sends meet no rule at all: skip the loop's setup
+            for rule in self.rules:
+                decision = rule.decide(self, src, dst)
+                if decision is not None:
+                    break
         if decision is None:
             decision = (self.latency.sample(self.rng),)
         elif type(decision) is str:
