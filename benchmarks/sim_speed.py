@@ -88,13 +88,25 @@ def sim_rate(nodes: int, sim_seconds: float, codec: bool) -> tuple[float, int, f
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, default=1000)
-    p.add_argument("--sim-seconds", type=float, default=10.0)
+    p.add_argument("--sim-seconds", type=float, default=3.0)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds; each figure is the best of its rounds (the machine is shared)")
     args = p.parse_args()
     rows = []
-    off_rate, off_n, off_wall, depth = sim_rate(args.nodes, args.sim_seconds, codec=False)
-    on_rate, on_n, on_wall, _ = sim_rate(args.nodes, args.sim_seconds, codec=True)
-    # the baseline runs with SimPy's queue as deep as the simulation's was on average
-    base = raw_simpy(events=max(off_n, 1_000_000), pending=max(1, depth))
+    best: dict[str, tuple[float, int, float]] = {}
+    depth = 1
+    for _ in range(max(1, args.rounds)):
+        r_off = sim_rate(args.nodes, args.sim_seconds, codec=False)
+        depth = r_off[3]
+        r_on = sim_rate(args.nodes, args.sim_seconds, codec=True)
+        # the baseline runs with SimPy's queue as deep as the simulation's was on average
+        r_base = raw_simpy(events=max(r_off[1], 1_000_000), pending=max(1, depth))
+        for key, val in (("off", r_off[:3]), ("on", r_on[:3]), ("base", (r_base, 0, 0.0))):
+            if key not in best or val[0] > best[key][0]:
+                best[key] = val  # type: ignore[assignment]
+    off_rate, off_n, off_wall = best["off"]
+    on_rate, on_n, on_wall = best["on"]
+    base = best["base"][0]
     rows.append(("raw SimPy (timeout + callback)", base, "-", "-"))
     rows.append(("storelab sim, codec off", off_rate, off_n, off_wall))
     rows.append(("storelab sim, codec on", on_rate, on_n, on_wall))
@@ -113,6 +125,7 @@ def main() -> None:
         "delivered_codec_off": off_n,
         "delivered_codec_on": on_n,
         "mean_queue_depth": depth,
+        "rounds": args.rounds,
         "ratio_codec_off": round(off_rate / base, 3),
         "ratio_codec_on": round(on_rate / base, 3),
         "target_ratio_codec_off": 0.25,

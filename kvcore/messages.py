@@ -33,8 +33,39 @@ def message(cls: type[T]) -> type[T]:
     if name in REGISTRY:
         raise TypeError(f"message kind {name!r} is declared twice")
     dc = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    dc.__init__ = _fast_init(dc)  # type: ignore[method-assign]
     REGISTRY[name] = dc
     return dc
+
+
+def _fast_init(cls: type[Any]) -> Any:
+    """An ``__init__`` that fills the slots through their descriptors.
+
+    A frozen dataclass's generated ``__init__`` goes through ``object.__setattr__`` once per
+    field; calling each slot's own ``__set__`` does the same work in about half the time, which
+    matters because every message sent or received in both worlds is built once. Same
+    signature: keyword-only, same defaults; the instance stays frozen afterwards.
+    """
+    fields = dataclasses.fields(cls)
+    ns: dict[str, Any] = {}
+    params: list[str] = []
+    body: list[str] = []
+    for f in fields:
+        if f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"message field {cls.__name__}.{f.name} may not use a default_factory")
+        ns[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            ns[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    star = "*, " if params else ""
+    src = f"def __init__(self, {star}{', '.join(params)}):\n" + ("\n".join(body) or "    pass") + "\n"
+    exec(src, ns)  # generated from the dataclass's own field names, nothing else
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
 
 
 # --- client operations ---------------------------------------------------------------------

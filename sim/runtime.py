@@ -61,13 +61,14 @@ class SimRuntime:
         self.random = rng
         self.storage = storage
         self.alive = True
+        self._net_send = net.send
 
     def now(self) -> float:
         return self.env.now
 
     def send(self, dst: str, msg: Any) -> None:
         if self.alive:
-            self.net.send(self.node_id, dst, msg)
+            self._net_send(self.node_id, dst, msg)
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> SimTimer:
         t = SimTimer(self, fn)
