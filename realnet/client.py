@@ -130,7 +130,46 @@ class NodeConnection:
 _CONNECTION_ERRORS = (OSError, http.client.HTTPException, socket.timeout)
 
 
-class Client:
+class KvMethods:
+    """get / set / delete over a ``_call(method, key, body) -> (status, body)`` transport,
+    with the error mapping every storelab client shares."""
+
+    def _call(self, method: str, key: str | bytes, body: bytes | None) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    def get(self, key: str | bytes) -> bytes | None:
+        """The value of ``key``, or None when it is absent."""
+        status, data = self._call("GET", key, None)
+        if status == 200:
+            return data
+        if status == 404:
+            err = error_from_response(status, data)
+            if isinstance(err, errors.NotFound):
+                return None
+            raise err
+        raise error_from_response(status, data)
+
+    def set(self, key: str | bytes, value: bytes | str) -> None:
+        """Set ``key`` to ``value`` (str values are UTF-8 encoded)."""
+        if isinstance(value, str):
+            value = value.encode()
+        status, data = self._call("PUT", key, bytes(value))
+        if status not in (200, 201, 204):
+            raise error_from_response(status, data)
+
+    def delete(self, key: str | bytes) -> bool:
+        """Delete ``key``; False when it was absent (see the module docstring on retries)."""
+        status, data = self._call("DELETE", key, None)
+        if status in (200, 204):
+            return True
+        err = error_from_response(status, data)
+        if isinstance(err, errors.NotFound):
+            return False
+        raise err
+
+
+
+class Client(KvMethods):
     """A smart client: caches the slot map and talks to each key's owner directly.
 
     ``seeds`` are client (HTTP) addresses, ``"HOST:PORT"``; the first that answers
@@ -231,36 +270,6 @@ class Client:
         except NodeUnreachable:
             # Keep the old map: the retry then fails with the real connection error.
             pass
-
-    def get(self, key: str | bytes) -> bytes | None:
-        """The value of ``key``, or None when it is absent."""
-        status, data = self._call("GET", key, None)
-        if status == 200:
-            return data
-        if status == 404:
-            err = error_from_response(status, data)
-            if isinstance(err, errors.NotFound):
-                return None
-            raise err
-        raise error_from_response(status, data)
-
-    def set(self, key: str | bytes, value: bytes | str) -> None:
-        """Set ``key`` to ``value`` (str values are UTF-8 encoded)."""
-        if isinstance(value, str):
-            value = value.encode()
-        status, data = self._call("PUT", key, bytes(value))
-        if status not in (200, 201, 204):
-            raise error_from_response(status, data)
-
-    def delete(self, key: str | bytes) -> bool:
-        """Delete ``key``; False when it was absent (see the module docstring on retries)."""
-        status, data = self._call("DELETE", key, None)
-        if status in (200, 204):
-            return True
-        err = error_from_response(status, data)
-        if isinstance(err, errors.NotFound):
-            return False
-        raise err
 
     def close(self) -> None:
         for c in self._conns.values():

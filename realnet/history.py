@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kvcore import errors
-from realnet.client import NodeConnection, NodeUnreachable, error_from_response, kv_path
+from realnet.client import KvMethods, NodeConnection, NodeUnreachable, kv_path
 
 
 class KVClient(Protocol):
@@ -153,7 +153,7 @@ class RecordingClient:
             close()
 
 
-class NodeClient:
+class NodeClient(KvMethods):
     """A plain client of one node (which forwards to the owner): no slot map, no retries.
 
     Same methods and errors as :class:`realnet.client.Client`; a connection failure raises
@@ -170,30 +170,6 @@ class NodeClient:
         except Exception as e:  # OSError, HTTPException, socket timeouts
             raise NodeUnreachable(f"cannot reach node {self.addr}: {e!r}") from e
         return status, data
-
-    def get(self, key: str | bytes) -> bytes | None:
-        status, data = self._call("GET", key, None)
-        if status == 200:
-            return data
-        err = error_from_response(status, data)
-        if isinstance(err, errors.NotFound):
-            return None
-        raise err
-
-    def set(self, key: str | bytes, value: bytes | str) -> None:
-        body = value.encode() if isinstance(value, str) else bytes(value)
-        status, data = self._call("PUT", key, body)
-        if status not in (200, 201, 204):
-            raise error_from_response(status, data)
-
-    def delete(self, key: str | bytes) -> bool:
-        status, data = self._call("DELETE", key, None)
-        if status in (200, 204):
-            return True
-        err = error_from_response(status, data)
-        if isinstance(err, errors.NotFound):
-            return False
-        raise err
 
     def close(self) -> None:
         self.conn.close()
