@@ -404,6 +404,8 @@ class Membership:
         peer_addr: str,
     ) -> None:
         self.rt = runtime
+        #: the Runtime's seeded random (never the module-level functions of ``random``)
+        self._rng = runtime.random
         self._send = send
         self.config = config.validate()
         self.id = runtime.node_id
@@ -684,7 +686,7 @@ class Membership:
         if probe_now and m.state in (ALIVE, SUSPECT) and m.node != self.id:
             # SWIM §4.3: a new member goes to a random place in the rest of this round
             lo = self._probe_index
-            pos = lo + self.rt.random.randrange(len(self._probe_order) - lo + 1)
+            pos = lo + self._rng.randrange(len(self._probe_order) - lo + 1)
             self._probe_order.insert(pos, m.node)
         self._emit("join", m)
 
@@ -818,7 +820,7 @@ class Membership:
                 self._count("reaped")
                 self._emit("reap", m)
         order = list(self._live_ids)
-        self.rt.random.shuffle(order)
+        self._rng.shuffle(order)
         self._probe_order = order
         self._probe_index = 0
 
@@ -983,7 +985,7 @@ class Membership:
         total = len(self._live_ids) + len(self._dead_ids)
         if not total:
             return
-        i = self.rt.random.randrange(total)
+        i = self._rng.randrange(total)
         target = self._live_ids[i] if i < len(self._live_ids) else self._dead_ids[i - len(self._live_ids)]
         self._count("push_pulls")
         self._send(target, PushPull(join=False, reply=False, members=self._local_state()))
@@ -1035,7 +1037,7 @@ class Membership:
 
     def _start_join_round(self) -> None:
         order = list(self.seeds)
-        self.rt.random.shuffle(order)
+        self._rng.shuffle(order)
         self._join_queue = order
         self._try_next_seed()
 
@@ -1046,7 +1048,7 @@ class Membership:
             # every seed failed: back off, then start over
             c = self.config
             delay = min(c.join_backoff_max, c.join_backoff_min * (2 ** self._join_round))
-            delay *= self.rt.random.uniform(0.5, 1.0)
+            delay *= self._rng.uniform(0.5, 1.0)
             self._join_round += 1
             self._count("join_rounds_failed")
             self._join_timer = self.rt.call_later(delay, self._start_join_round)
