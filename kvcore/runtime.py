@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 kvcore never does I/O (DESIGN.md, "The boundary"). A node is handed one Runtime when it is built
 and reaches the world only through it: ``now()`` (monotonic seconds), ``send(dst, msg)``
-(fire-and-forget: the message may be lost, delayed, duplicated or reordered), ``call_later(delay,
+(fire-and-forget: the message may be lost, delayed, duplicated or reordered; ``dst`` is a node id,
+or ``"@HOST:PORT"`` for "whoever listens at this peer address" — how a node reaches a seed whose
+id it does not know yet), ``call_later(delay,
 fn)`` (a timer with ``cancel()``), ``random`` (a ``random.Random`` the world seeded) and
 ``storage`` (state that survives a crash). The sim and realnet each implement it; tests use
 :class:`FakeRuntime`, whose clock only moves when the test says so and which records every send,
