@@ -31,7 +31,7 @@ _Check = Callable[[Any], Any]  # returns the converted value or raises RemotePro
 
 
 class _Spec:
-    __slots__ = ("cls", "encoders", "fields", "kind")
+    __slots__ = ("cls", "encoders", "fields", "kind", "make")
 
     def __init__(self, cls: type[Any]) -> None:
         self.cls = cls
@@ -41,6 +41,10 @@ class _Spec:
         self.fields: tuple[tuple[str, _Check], ...] = tuple((n, _checker(hints[n])) for n in fields)
         self.encoders: tuple[tuple[str, bool], ...] = tuple(
             (n, _may_hold_message(hints[n])) for n in fields
+        )
+        #: builds an instance from the field values in order (messages.py's positional maker)
+        self.make: Callable[..., Any] = getattr(cls, "_make", None) or (
+            lambda *vals: cls(**dict(zip(fields, vals, strict=True)))
         )
 
 
@@ -186,17 +190,17 @@ def decode(obj: Any) -> Any:
     if type(kind) is not str:
         raise RemoteProtocolError("message has no kind")
     spec = _spec_for_kind(kind)
-    kwargs: dict[str, Any] = {}
+    values: list[Any] = []
     for name, check in spec.fields:
         if name not in obj:
             raise RemoteProtocolError(f"{kind} is missing field {name!r}")
         try:
-            kwargs[name] = check(obj[name])
+            values.append(check(obj[name]))
         except RemoteProtocolError as e:
             raise RemoteProtocolError(f"{kind}.{name}: {e}") from None
         except RecursionError:
             raise RemoteProtocolError(f"{kind}.{name}: nested too deeply") from None
-    return spec.cls(**kwargs)
+    return spec.make(*values)
 
 
 def roundtrip(msg: Any) -> Any:

@@ -34,8 +34,23 @@ def message(cls: type[T]) -> type[T]:
         raise TypeError(f"message kind {name!r} is declared twice")
     dc = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
     dc.__init__ = _fast_init(dc)  # type: ignore[method-assign]
+    dc._make = staticmethod(_fast_make(dc))  # type: ignore[attr-defined]
     REGISTRY[name] = dc
     return dc
+
+
+def _fast_make(cls: type[Any]) -> Any:
+    """``_make(v1, v2, ...)``: an instance from its field values in declaration order, with no
+    keyword parsing (the codec's decoder, which has checked every value, builds messages so)."""
+    fields = dataclasses.fields(cls)
+    ns: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    names = [f.name for f in fields]
+    for n in names:
+        ns[f"_set_{n}"] = cls.__dict__[n].__set__
+    body = "".join(f"    _set_{n}(self, {n})\n" for n in names)
+    src = f"def _make({', '.join(names)}):\n    self = _new(_cls)\n{body}    return self\n"
+    exec(src, ns)  # generated from the dataclass's own field names, nothing else
+    return ns["_make"]
 
 
 def _fast_init(cls: type[Any]) -> Any:
