@@ -407,3 +407,41 @@ def poll(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: last={last!r}")
         time.sleep(interval)
+
+
+# --- request helpers shared by the real-process tests --------------------------------------
+
+
+def keys_in(lo: int, hi: int, n: int, prefix: str = "k") -> list[bytes]:
+    """The first ``n`` keys ``{prefix}-{i}`` whose slots fall in ``lo``..``hi``."""
+    from kvcore.slots import key_slot
+
+    out: list[bytes] = []
+    i = 0
+    while len(out) < n:
+        k = f"{prefix}-{i}".encode()
+        if lo <= key_slot(k) <= hi:
+            out.append(k)
+        i += 1
+    return out
+
+
+def eventually_ok(node: NodeProc, method: str, key: bytes, body: bytes | None = None,
+                  timeout: float = 30.0) -> bytes:
+    """The body of the first 2xx answer; only 503 owner_down or try_again and 504 are retried (a
+    stalled process on a busy machine can be declared dead for a moment before it refutes; a
+    node restarted with a data dir serves once it has synced)."""
+    import json
+
+    from realnet.client import kv_path
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, data = node.request(method, kv_path(key), body)
+        if 200 <= status < 300:
+            return data
+        assert status in (503, 504), (node.id, method, key, status, data)
+        if status == 503:
+            assert json.loads(data)["error"] in ("owner_down", "try_again"), data
+        assert time.monotonic() < deadline, f"{method} {key!r} kept failing: {status} {data!r}"
+        time.sleep(0.05)

@@ -9,9 +9,15 @@ import time
 
 import pytest
 
-from kvcore.slots import key_slot
 from realnet.client import kv_path
-from tests.realnet.conftest import FAST_SETTINGS, FAST_SWIM, Launcher, NodeProc, poll
+from tests.realnet.conftest import (
+    FAST_SETTINGS,
+    FAST_SWIM,
+    Launcher,
+    eventually_ok,
+    keys_in,
+    poll,
+)
 
 pytestmark = pytest.mark.realnet  # starts real node processes
 
@@ -20,14 +26,7 @@ FORWARD_TIMEOUT = FAST_SETTINGS["forward_timeout"]
 
 def keys_owned_by(owner: str, n: int) -> list[bytes]:
     lo, hi = {"a": (0, 5460), "b": (5461, 10922), "c": (10923, 16383)}[owner]
-    out: list[bytes] = []
-    i = 0
-    while len(out) < n:
-        k = f"key-{i}".encode()
-        if lo <= key_slot(k) <= hi:
-            out.append(k)
-        i += 1
-    return out
+    return keys_in(lo, hi, n, prefix="key")
 
 
 def test_kill_9_fails_fast_for_the_dead_nodes_slots_only(launcher: Launcher) -> None:
@@ -79,20 +78,6 @@ def test_kill_9_fails_fast_for_the_dead_nodes_slots_only(launcher: Launcher) -> 
             k = fresh[owner]
             eventually_ok(node, "PUT", k, b"new")
             assert eventually_ok(node, "GET", k) == b"new"
-
-
-def eventually_ok(node: NodeProc, method: str, key: bytes, body: bytes | None = None) -> bytes:
-    """The body of the first 2xx answer; only 503 owner_down and 504 are retried."""
-    deadline = time.monotonic() + 20
-    while True:
-        status, _, data = node.request(method, kv_path(key), body)
-        if 200 <= status < 300:
-            return data
-        assert status in (503, 504), (method, key, status, data)
-        if status == 503:  # try_again: a restarted node syncing with the cluster
-            assert json.loads(data)["error"] in ("owner_down", "try_again"), data
-        assert time.monotonic() < deadline, f"{method} {key!r} kept failing: {status} {data!r}"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from kvcore.messages import Hello, MemberState, PushPull
-from kvcore.slots import key_slot
 from realnet import wire
 from realnet.client import kv_path
 from tests.realnet.conftest import (
@@ -26,7 +25,9 @@ from tests.realnet.conftest import (
     START_DEADLINE,
     Launcher,
     NodeProc,
+    eventually_ok,
     free_ports,
+    keys_in,
     poll,
 )
 
@@ -69,33 +70,6 @@ def assert_one_slot_map(nodes: list[NodeProc]) -> dict[str, Any]:
     for n, m in zip(nodes, maps, strict=True):
         assert m == maps[0], f"{n.id}'s slot map differs from {nodes[0].id}'s:\n{m}\n{maps[0]}"
     return maps[0]  # type: ignore[no-any-return]
-
-
-def keys_in(lo: int, hi: int, n: int, prefix: str = "k") -> list[bytes]:
-    out: list[bytes] = []
-    i = 0
-    while len(out) < n:
-        k = f"{prefix}-{i}".encode()
-        if lo <= key_slot(k) <= hi:
-            out.append(k)
-        i += 1
-    return out
-
-
-def eventually_ok(node: NodeProc, method: str, key: bytes, body: bytes | None = None) -> bytes:
-    """The body of the first 2xx answer; only 503 owner_down or try_again and 504 are retried (a
-    stalled process on a busy machine can be declared dead for a moment before it refutes; a
-    node restarted with a data dir serves once it has synced)."""
-    deadline = time.monotonic() + 30
-    while True:
-        status, _, data = node.request(method, kv_path(key), body)
-        if 200 <= status < 300:
-            return data
-        assert status in (503, 504), (node.id, method, key, status, data)
-        if status == 503:  # try_again: a restarted node syncing with the cluster
-            assert json.loads(data)["error"] in ("owner_down", "try_again"), data
-        assert time.monotonic() < deadline, f"{method} {key!r} kept failing: {status} {data!r}"
-        time.sleep(0.05)
 
 
 def test_five_nodes_joined_through_a_seed_detect_a_kill_and_a_restart(launcher: Launcher) -> None:
