@@ -199,6 +199,24 @@ def _stack(items: list[FaultBar], horizon: float) -> list[int]:
     return lanes
 
 
+def _layout(
+    history: Any, faults: Iterable[Any] | None
+) -> tuple[list[Any], list[FaultBar], float, float, float, list[int], dict[int, int], list[int], int]:
+    """What both renderings lay out the same way: the operation bars, the fault bars in start
+    order, the time axis (t0, t1, span), one lane per client process, and each fault's sub-lane
+    (overlapping faults stack) with the number of fault lanes."""
+    ops = bars(history)
+    fbs = sorted(fault_bars(faults), key=lambda f: f.start)
+    t0 = min([b.start for b in ops] + [f.start for f in fbs] + [0.0])
+    t1 = max([b.end for b in ops] + [f.end or f.start for f in fbs] + [t0 + 1e-9])
+    span = t1 - t0
+    procs = sorted({b.process for b in ops})
+    lane_of = {p: i for i, p in enumerate(procs)}
+    sub = _stack(fbs, span)
+    n_fault_lanes = (max(sub) + 1) if sub else 0
+    return ops, fbs, t0, t1, span, procs, lane_of, sub, n_fault_lanes
+
+
 # --- matplotlib ------------------------------------------------------------------------------
 
 
@@ -215,15 +233,7 @@ def plot_timeline(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    ops = bars(history)
-    fbs = sorted(fault_bars(faults), key=lambda f: f.start)
-    t0 = min([b.start for b in ops] + [f.start for f in fbs] + [0.0])
-    t1 = max([b.end for b in ops] + [f.end or f.start for f in fbs] + [t0 + 1e-9])
-    span = t1 - t0
-    procs = sorted({b.process for b in ops})
-    lane_of = {p: i for i, p in enumerate(procs)}
-    sub = _stack(fbs, span)
-    n_fault_lanes = (max(sub) + 1) if sub else 0
+    ops, fbs, t0, t1, span, procs, lane_of, sub, n_fault_lanes = _layout(history, faults)
     height = 1.4 + 0.32 * (len(procs) + n_fault_lanes + (1 if n_fault_lanes else 0))
     fig = Figure(figsize=(width, min(max(height, 2.5), 30.0)), layout="constrained")
     ax = fig.add_subplot()
@@ -307,15 +317,7 @@ def timeline_html(
 ) -> str:
     """The timeline as one self-contained HTML page (inline SVG, hover a bar for details);
     also written to ``path`` when given."""
-    ops = bars(history)
-    fbs = sorted(fault_bars(faults), key=lambda f: f.start)
-    t0 = min([b.start for b in ops] + [f.start for f in fbs] + [0.0])
-    t1 = max([b.end for b in ops] + [f.end or f.start for f in fbs] + [t0 + 1e-9])
-    span = t1 - t0
-    procs = sorted({b.process for b in ops})
-    lane_of = {p: i for i, p in enumerate(procs)}
-    sub = _stack(fbs, span)
-    n_fault_lanes = (max(sub) + 1) if sub else 0
+    ops, fbs, t0, t1, span, procs, lane_of, sub, n_fault_lanes = _layout(history, faults)
     left, right, lane_h, top = 60, 10, 16, 24
     plot_w = width - left - right
     ops_top = top
