@@ -313,11 +313,7 @@ def cmd_create(args: argparse.Namespace, a: Admin) -> int:
     nodes = [a.probe(addr) for addr in args.addrs]
     problems = admin.create_problems(nodes)
     if problems:
-        for p in problems:
-            print(f"storelab: {p}", file=sys.stderr)
-        status = admin.EXIT_ERROR if any(not n.reachable for n in nodes) else admin.EXIT_PROBLEMS
-        print("storelab: create refused; nothing was changed.", file=sys.stderr)
-        return status
+        return _refuse("create", problems, all(n.reachable for n in nodes))
     plan = even_split([n.id for n in nodes])
     say(f"Creating a cluster of {len(nodes)} node{'s' if len(nodes) != 1 else ''}, slots split evenly:")
     say(table(("NODE", "ADDR", "SLOTS", "COUNT"),
@@ -375,6 +371,14 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
     return admin.EXIT_OK
 
 
+def _refuse(command: str, problems: list[str], reachable: bool) -> int:
+    """Print each problem and that nothing changed; exit 1, or 2 when a node could not be reached."""
+    for p in problems:
+        print(f"storelab: {p}", file=sys.stderr)
+    print(f"storelab: {command} refused; nothing was changed.", file=sys.stderr)
+    return admin.EXIT_PROBLEMS if reachable else admin.EXIT_ERROR
+
+
 def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.existing)
     new = a.probe(args.new)
@@ -383,10 +387,7 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
         problems.append(f"The cluster already has a member called {new.id} "
                         f"({cluster.nodes[new.id].state}); start the new node with another --id.")
     if problems:
-        for p in problems:
-            print(f"storelab: {p}", file=sys.stderr)
-        print("storelab: add-node refused; nothing was changed.", file=sys.stderr)
-        return admin.EXIT_ERROR if not new.reachable else admin.EXIT_PROBLEMS
+        return _refuse("add-node", problems, new.reachable)
     members = cluster.members()
     say(f"Adding node {new.label()} to the cluster of {cluster.entry.label()} ({len(members)} member"
         f"{'s' if len(members) != 1 else ''}); it will own no slots.")
