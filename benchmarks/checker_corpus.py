@@ -1,4 +1,4 @@
-"""Benchmark: check every history of the public corpus (shared/histories) with sim.checker.
+"""Benchmark: check every history of the public corpus (shared/histories) with the checker package.
 
 Theory of operation
 -------------------
@@ -6,7 +6,7 @@ Two passes over the files listed in ``expected.tsv``, one core, in this process:
 
 1. the *baseline*: only read and parse every file (``read_history``), which is the floor
    any checker working from these files pays;
-2. the *check*: read, parse and check every file as ``python -m sim.checker`` does (witness
+2. the *check*: read, parse and check every file as ``python -m checker`` does (witness
    shrinking included), comparing each verdict with the one Porcupine's test suite asserts.
 
 It prints a table (file, size, operations, verdict, expected, seconds), the totals, and as its
@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from sim.checker import check, read_history  # noqa: E402
+from checker import check, read_history  # noqa: E402
 
 TARGET_SECONDS = 60.0
 

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The sim's clients record what they see (:mod:`sim.clients`); this module does the same for
 clients of real nodes, so that a realnet run can be checked for linearizability with the same
-checker and written in the same JSON-lines format (:mod:`sim.checker.history`).
+checker and written in the same JSON-lines format (:mod:`checker.history`).
 
 A :class:`HistoryRecorder` is the shared log: thread-safe, it stamps every event with
 ``time.monotonic()`` relative to its creation, reading the clock *under its lock*, so the log is
@@ -101,14 +101,14 @@ class HistoryRecorder:
             return len(self._events)
 
     def write_jsonl(self, path: str | Path) -> None:
-        """Write the events as JSON lines, the format ``python -m sim.checker`` reads."""
-        from sim.checker import write_jsonl
+        """Write the events as JSON lines, the format ``python -m checker`` reads."""
+        from checker import write_jsonl
 
         write_jsonl(self.events, path)
 
     def check(self, model: str = "kv", timeout: float | None = 60.0) -> Any:
-        """Check the history so far with :func:`sim.checker.check`."""
-        from sim.checker import check
+        """Check the history so far with :func:`checker.check`."""
+        from checker import check
 
         return check(self.events, model=model, timeout=timeout)
 

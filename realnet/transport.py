@@ -8,7 +8,7 @@ peers' messages on the connections they opened to it (Redis Cluster's bus works 
 every node has an outbound and an inbound link to every other node). So ``send(dst, msg)`` needs
 no request/response matching and a reply simply travels on the other link.
 
-Frames are :func:`realnet.wire.frame`: a 4-byte big-endian length and the msgpack of
+Frames are :func:`kvwire.frame`: a 4-byte big-endian length and the msgpack of
 :func:`kvcore.codec.encode`. The first frame on every connection is
 :class:`kvcore.messages.Hello` naming the sender, so the receiver knows who speaks; every later
 frame goes to ``node.on_message(src, msg)`` with that name.
@@ -66,7 +66,7 @@ Every dropped message is counted by reason (``dropped``). Membership, not the tr
 decides that a peer is down; the transport only moves bytes.
 
 **Inbound connections are never trusted.** A frame that is oversized or not decodable
-(:class:`realnet.wire.FrameError`), a first frame that is not a Hello, a Hello with an empty id
+(:class:`kvwire.FrameError`), a first frame that is not a Hello, a Hello with an empty id
 or with *this* node's id (a seed address that points back at ourselves, or two nodes sharing an
 id), a Hello naming another cluster, a second Hello, or no Hello within ``hello_timeout`` closes
 that connection, logs the reason and counts it in ``frames_malformed[reason]``; the node keeps
@@ -99,10 +99,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import kvwire
 from kvcore.config import parse_addr
 from kvcore.messages import Hello, kind_of
 from kvcore.metrics import NodeStats
-from realnet import wire
 
 log = logging.getLogger("realnet.transport")
 
@@ -514,7 +514,7 @@ class _InboundProtocol(asyncio.Protocol):
 
     def __init__(self, owner: PeerTransport) -> None:
         self.owner = owner
-        self.decoder = wire.FrameDecoder(owner.config.max_frame_bytes)
+        self.decoder = kvwire.FrameDecoder(owner.config.max_frame_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None  # set by a valid Hello
         self.peername = "?"
@@ -558,10 +558,10 @@ class _InboundProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        error: wire.FrameError | None = None
+        error: kvwire.FrameError | None = None
         try:
             frames = self.decoder.feed_sized(data)
-        except wire.FrameError as e:
+        except kvwire.FrameError as e:
             # Frames before the bad one were fine: deliver them (their sizes are not known),
             # then close. The stream cannot be resynchronised after a bad frame.
             frames = [(m, 0) for m in e.messages]
@@ -684,7 +684,7 @@ class PeerTransport:
             for pid, (host, port) in sorted((peers or {}).items()) if pid != node_id
         }
         self.inbound: set[_InboundProtocol] = set()
-        self.hello_frame = wire.frame(Hello(node_id=node_id, cluster=cluster_name))
+        self.hello_frame = kvwire.frame(Hello(node_id=node_id, cluster=cluster_name))
         self.server: asyncio.base_events.Server | None = None
         self.closed = False
         #: addresses already logged as unusable (bounded: a log line each, not one per send)
@@ -742,7 +742,7 @@ class PeerTransport:
             if link is None:
                 return
         try:
-            data = wire.frame(msg)
+            data = kvwire.frame(msg)
         except Exception:
             # Our own message failed to encode: a bug in kvcore, not the peer's fault.
             self.stats.drop("encode_error")

@@ -92,8 +92,8 @@ class History:
         return [e for _, _, e in evs]
 
     def write_jsonl(self, path: str | Path) -> None:
-        """Write :meth:`events` as JSON lines, the format ``python -m sim.checker`` reads."""
-        from sim.checker.history import write_jsonl
+        """Write :meth:`events` as JSON lines, the format ``python -m checker`` reads."""
+        from checker.history import write_jsonl
 
         write_jsonl(self.events(), path)
 

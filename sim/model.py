@@ -1,7 +1,7 @@
 """A fast per-key model check: every successful read returns a value it may legally see.
 
 This is the check the foundation's scenario tests use: cheaper than a full linearizability search
-(:mod:`sim.checker`) and enough to catch lost writes and stale reads. For one key, a read that
+(:mod:`checker`) and enough to catch lost writes and stale reads. For one key, a read that
 completed ``ok`` may return:
 
 - the value of any write (Put) or Delete (value None) that was invoked before the read completed

@@ -15,7 +15,7 @@ are scheduled straight onto the SimPy queue as bare events (no process, no Timeo
 delivered message costs one heap push and one callback; SimPy's (time, priority, counter) key
 keeps same-time events first-in first-out, which is what makes runs reproducible.
 
-With ``codec=True`` (the default) every message is packed with :func:`realnet.wire.pack` when it
+With ``codec=True`` (the default) every message is packed with :func:`kvwire.pack` when it
 is sent and unpacked on delivery, so the sim carries the same bytes as the real network and the
 byte counts are measured, not estimated. A payload that fails to decode is counted as malformed by
 the receiver and dropped, exactly as a real node treats a bad frame.
@@ -34,6 +34,7 @@ from simpy.events import NORMAL
 
 from kvcore.errors import RemoteProtocolError
 from kvcore.metrics import NodeStats
+from kvwire import pack, unpack
 from sim.latency import Constant, Latency
 from sim.trace import Trace
 
@@ -243,8 +244,6 @@ class SimNetwork:
         self._loss: Loss | None = None
         self._dup: Duplicate | None = None
         if codec:
-            from realnet.wire import pack, unpack
-
             self._pack: Callable[[Any], bytes] = pack
             self._unpack: Callable[[bytes], Any] = unpack
 

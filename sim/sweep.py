@@ -7,7 +7,7 @@ SimCluster (5 nodes by default, SWIM timed for runs of a few seconds), start the
 :class:`~sim.nemesis.Nemesis` drawn from the same seed break things between 0.5 s and the last
 ``tail`` seconds of the run (the quiet tail lets the cluster recover, so that the last reads see
 what the store really kept), run until every client has finished, then check the history with
-:func:`sim.checker.check`. It returns a :class:`SeedResult`: the verdict, the outcome counts, the
+:func:`checker.check`. It returns a :class:`SeedResult`: the verdict, the outcome counts, the
 latencies of the ``ok`` operations, the nemesis's evidence, the trace digest and, for a violation,
 the witness. Everything in it except the two wall-clock timings is a function of the seed and the
 config, so the same seed gives an equal result in any process. (The checker's time budget is the
@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from checker import check, get_model, write_jsonl
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
-from sim.checker import check, get_model, write_jsonl
 from sim.clients import FAIL, OK, UNKNOWN, Workload
 from sim.cluster import SimCluster, sim_cluster_config
 from sim.latency import LogNormal

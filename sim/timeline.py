@@ -20,7 +20,7 @@ Two renderings of the same picture:
 Inputs are taken in every shape the project has: a :class:`sim.clients.History` (or a list of
 its :class:`~sim.clients.Operation`), Jepsen-style event dicts (``History.events()``, a JSON
 lines file read back, :mod:`realnet.history`'s recorder), or the checker's
-:class:`~sim.checker.Op` records; faults as :class:`sim.cluster.Fault` (``cluster.faults``),
+:class:`~checker.Op` records; faults as :class:`sim.cluster.Fault` (``cluster.faults``),
 :class:`sim.nemesis.FaultRecord` (with evidence), or dicts with ``time``/``verb``/``args``/``end``.
 """
 
@@ -108,7 +108,7 @@ def bars(history: Any) -> list[Bar]:
             out.append(Bar(op.process, op.f, op.key, op.value, op.result, op.invoke,
                            last if open_ended else op.complete, op.outcome, op.error, op.node, open_ended))
         return out
-    if hasattr(first, "call") and hasattr(first, "status"):  # sim.checker.Op
+    if hasattr(first, "call") and hasattr(first, "status"):  # checker.Op
         last = max(max((op.ret for op in items if op.ret is not None), default=0.0),
                    max(op.call for op in items))
         return [Bar(op.process, op.f, op.key, op.value, op.output, op.call,

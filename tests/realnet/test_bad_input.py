@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+import kvwire
 from kvcore.messages import Hello, SwimPing
-from realnet import wire
 from realnet.client import kv_path
 from tests.realnet.conftest import Cluster, NodeProc, poll
 
@@ -115,20 +115,20 @@ def peer_send_expect_close(node: NodeProc, data: bytes, timeout: float = 10.0) -
         ("huge length prefix", b"\xff\xff\xff\xff", "oversized"),
         (
             "first frame not Hello",
-            lambda: wire.frame(SwimPing(seq=1, target="a", gossip=())),
+            lambda: kvwire.frame(SwimPing(seq=1, target="a", gossip=())),
             "not_hello",
         ),
         # an unknown id is welcome (gossip brings new members); our own id and no id are not
-        ("Hello with this node's own id", lambda: wire.frame(Hello(node_id="a")), "self_hello"),
-        ("Hello with an empty id", lambda: wire.frame(Hello(node_id="")), "bad_hello"),
+        ("Hello with this node's own id", lambda: kvwire.frame(Hello(node_id="a")), "self_hello"),
+        ("Hello with an empty id", lambda: kvwire.frame(Hello(node_id="")), "bad_hello"),
         (
             "garbage msgpack after Hello",
-            lambda: wire.frame(Hello(node_id="b")) + struct.pack(">I", 3) + b"\xc1\xc1\xc1",
+            lambda: kvwire.frame(Hello(node_id="b")) + struct.pack(">I", 3) + b"\xc1\xc1\xc1",
             None,
         ),
         (
             "a valid msgpack value that is no message",
-            lambda: wire.frame(Hello(node_id="b")) + struct.pack(">I", 1) + b"\x07",
+            lambda: kvwire.frame(Hello(node_id="b")) + struct.pack(">I", 1) + b"\x07",
             None,
         ),
     ],

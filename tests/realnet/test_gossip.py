@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+import kvwire
 from kvcore.messages import Hello, MemberState, PushPull
-from realnet import wire
 from realnet.client import kv_path
 from tests.realnet.conftest import (
     FAST_SETTINGS,
@@ -236,7 +236,7 @@ def test_a_member_restarted_on_other_ports_is_found_at_its_new_address(
 
 
 def read_frames(conn: socket.socket, want: int, timeout: float) -> list[Any]:
-    dec = wire.FrameDecoder()
+    dec = kvwire.FrameDecoder()
     out: list[Any] = []
     conn.settimeout(timeout)
     while len(out) < want:
@@ -257,8 +257,8 @@ def test_a_stranger_that_speaks_the_protocol_is_admitted_then_found_dead(
         me = MemberState(node="stranger", incarnation=0, state="alive", addr=f"{HOST}:1",
                          peer_addr=listen_addr, slots="", epoch=0)
         with socket.create_connection((HOST, node.peer_port), timeout=10) as out:
-            out.sendall(wire.frame(Hello(node_id="stranger"))
-                        + wire.frame(PushPull(join=True, reply=False, members=(me,))))
+            out.sendall(kvwire.frame(Hello(node_id="stranger"))
+                        + kvwire.frame(PushPull(join=True, reply=False, members=(me,))))
             listener.settimeout(15)
             conn, _ = listener.accept()  # the node dials our advertised peer address
             with conn:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from checker import check, read_history
 from kvcore import errors
 from realnet.client import Client, NodeUnreachable
 from realnet.history import HistoryRecorder, NodeClient, RecordingClient, completion_type
-from sim.checker import check, read_history
 from tests.realnet.conftest import STEADY_SETTINGS, STEADY_SWIM, Launcher
 
 

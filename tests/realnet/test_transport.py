@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+import kvwire
 from kvcore.messages import Forward, Get, Nack, SwimAck, SwimPing
 from kvcore.metrics import NodeStats
-from realnet import wire
 from realnet.gossip import RttMeter
 from realnet.runtime import AsyncioRuntime, FileStorage, open_storage
 from realnet.transport import BACKOFF, CONNECTED, IDLE, PeerTransport, TransportConfig
@@ -84,7 +84,7 @@ def test_messages_flow_both_ways_with_the_sender_named_and_bytes_counted() -> No
             await until(lambda: len(b.received) == 100 and len(a.received) == 1, "delivery")
             assert b.received == [("a", SwimAck(seq=i, gossip=())) for i in range(100)]
             assert a.received == [("b", Forward(request_id=7, op=Get(key=b"k")))]
-            ack_size = len(wire.frame(SwimAck(seq=5, gossip=())))
+            ack_size = len(kvwire.frame(SwimAck(seq=5, gossip=())))
             assert b.stats.received_bytes["SwimAck"] >= 100 * ack_size - 100  # seq widths vary
             assert b.stats.received_bytes["SwimAck"] == a.stats.sent_bytes["SwimAck"]
             assert a.stats.sent_bytes["Hello"] == b.stats.received_bytes["Hello"] > 0

@@ -1,6 +1,6 @@
 """Live resharding in the sim: slots move under concurrent traffic and faults, nothing is lost.
 
-Every history is checked by the linearizability checker (sim.checker): no acknowledged write
+Every history is checked by the linearizability checker (package checker): no acknowledged write
 lost, no stale read, while keys move batch by batch and requests are sent on with ASK.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from checker import check
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
 from kvcore.slots import key_slot
-from sim.checker import check
 from sim.clients import OK, UNKNOWN, Workload
 from sim.cluster import SimCluster
 from sim.latency import Constant

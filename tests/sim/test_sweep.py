@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from checker import read_history
 from kvcore.messages import Put, Reply
 from kvcore.node import Node
-from sim.checker import read_history
 from sim.sweep import RunConfig, SweepResult, main, run_seed, simulate, sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_histories_are_files_the_checker_accepts(tmp_path: Path) -> None:
     hist = tmp_path / "default.jsonl"
     subprocess.run([sys.executable, "-m", "sim", "--ops", "600", "--duration", "6", "--history", str(hist)],
                    cwd=ROOT, check=True, capture_output=True, timeout=120)
-    out = subprocess.run([sys.executable, "-m", "sim.checker", str(hist)], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "checker", str(hist)], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "LINEARIZABLE" in out.stdout, out.stdout + out.stderr
     assert len(read_history(hist).ops) == 600

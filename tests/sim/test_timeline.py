@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.checker import check, events_to_ops
+from checker import check, events_to_ops
 from sim.sweep import RunConfig, SeedRun, simulate
 from sim.timeline import bars, fault_bars, plot_timeline, timeline_html
 

@@ -1,4 +1,4 @@
-"""Peer framing (realnet.wire) with the real kvcore codec: round trips, stream chunking, limits,
+"""Peer framing (kvwire) with the real kvcore codec: round trips, stream chunking, limits,
 and hostile input, which must only ever produce messages or FrameError."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 import kvcore
+import kvwire
 from kvcore.messages import (
     REGISTRY,
     Alive,
@@ -33,8 +34,7 @@ from kvcore.messages import (
     SwimAck,
     SwimPing,
 )
-from realnet import wire
-from realnet.wire import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, frame, pack, unpack
+from kvwire import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, frame, pack, unpack
 
 MESSAGES: list[Any] = [
     Get(key=b"k"),
@@ -293,4 +293,4 @@ def test_pack_of_a_non_message_is_a_local_error_not_a_frame_error() -> None:
 
 
 def test_module_exports() -> None:
-    assert set(wire.__all__) >= {"HEADER", "DEFAULT_MAX_FRAME", "FrameError", "pack", "unpack"}
+    assert set(kvwire.__all__) >= {"HEADER", "DEFAULT_MAX_FRAME", "FrameError", "pack", "unpack"}

@@ -1,4 +1,4 @@
-"""``python -m sim.checker``: verdicts, witness, exit statuses, detection, errors."""
+"""``python -m checker``: verdicts, witness, exit statuses, detection, errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .helpers import REPO_ROOT, histories_dir
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sim.checker", *map(str, args)],
+        [sys.executable, "-m", "checker", *map(str, args)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

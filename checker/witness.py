@@ -13,7 +13,7 @@ linearizability:
 1. **Shortest failing prefix** (prefix closure). Cut the key's history just after its
    ``j``-th completion; operations invoked before the cut that complete after it are *pending*
    there, so (as in Herlihy & Wing 1990, §3) they may take effect or not -- their steps
-   become the "unknown" versions of :mod:`sim.checker.models`. Any linearization of the full
+   become the "unknown" versions of :mod:`checker.models`. Any linearization of the full
    history restricts to one of each prefix, so failure is monotone in ``j`` and a binary
    search finds the least failing ``j``. The operation whose completion is the ``j``-th is
    the *culprit*: with it still running everything could be ordered; once it returned,
@@ -58,8 +58,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sim.checker.history import Op
-from sim.checker.models import (
+from checker.history import Op
+from checker.models import (
     APPEND,
     CAS,
     CAS_FAIL,
@@ -70,7 +70,7 @@ from sim.checker.models import (
     Step,
     apply_step,
 )
-from sim.checker.search import SearchOp, search
+from checker.search import SearchOp, search
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Random small histories, checked by sim.checker and by brute force (tests/.../helpers.py);
+"""Random small histories, checked by checker and by brute force (tests/.../helpers.py);
 the verdicts must agree, and every witness must be a valid, minimal proof by brute force too."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import pytest
 
-from sim.checker import Op, check
+from checker import Op, check
 
 from .helpers import brute_force_final_states, brute_force_linearizable
 

@@ -1,5 +1,8 @@
 """Peer framing: messages as msgpack payloads behind a 4-byte big-endian length.
 
+Moved here from ``realnet/wire.py`` (which still re-exports it) so that the sim can use it
+without importing the real-network world.
+
 Theory of operation
 -------------------
 A message becomes bytes in two steps: :func:`kvcore.codec.encode` turns it into a plain dict

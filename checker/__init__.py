@@ -2,17 +2,17 @@
 
 Theory of operation
 -------------------
-A history (``invoke``/``ok``/``fail``/``info`` events, :mod:`sim.checker.history`) is paired
-into operations, each compiled against a sequential specification (:mod:`sim.checker.models`),
+A history (``invoke``/``ok``/``fail``/``info`` events, :mod:`checker.history`) is paired
+into operations, each compiled against a sequential specification (:mod:`checker.models`),
 split by key (linearizability is local: Herlihy & Wing 1990), and each key searched with the
 Wing & Gong (1993) depth-first search plus Lowe's (2017) memo of ``(linearized set, state)``,
-as Porcupine implements it (:mod:`sim.checker.search`). A violation is shrunk to a short,
-sound witness (:mod:`sim.checker.witness`); a search that runs past its time budget answers
+as Porcupine implements it (:mod:`checker.search`). A violation is shrunk to a short,
+sound witness (:mod:`checker.witness`); a search that runs past its time budget answers
 ``unknown``.
 
 Typical use::
 
-    from sim.checker import check, read_history
+    from checker import check, read_history
 
     history = read_history("run.jsonl")
     result = check(history.ops, model="kv", timeout=10.0)
@@ -20,7 +20,7 @@ Typical use::
         for op in result.witness:
             print(op.describe())
 
-From the shell: ``python -m sim.checker FILE`` (see :mod:`sim.checker.__main__`).
+From the shell: ``python -m checker FILE`` (see :mod:`checker.__main__`).
 
 References: M. Herlihy, J. Wing, "Linearizability: a correctness condition for concurrent
 objects", TOPLAS 12(3), 1990. J. Wing, C. Gong, "Testing and verifying concurrent objects",
@@ -29,7 +29,7 @@ D. Kroening, "Faster linearizability checking via P-compositionality", FORTE 201
 A. Athalye, Porcupine, github.com/anishathalye/porcupine.
 """
 
-from sim.checker.checker import (
+from checker.checker import (
     LINEARIZABLE,
     NOT_LINEARIZABLE,
     UNKNOWN,
@@ -38,7 +38,7 @@ from sim.checker.checker import (
     Verdict,
     check,
 )
-from sim.checker.history import (
+from checker.history import (
     FORMATS,
     History,
     HistoryFormatError,
@@ -50,8 +50,8 @@ from sim.checker.history import (
     read_history,
     write_jsonl,
 )
-from sim.checker.models import KV, MODELS, REGISTER, Model, ModelError, detect_model, get_model
-from sim.checker.witness import Counterexample
+from checker.models import KV, MODELS, REGISTER, Model, ModelError, detect_model, get_model
+from checker.witness import Counterexample
 
 __all__ = [
     "FORMATS",

@@ -5,9 +5,9 @@ Theory of operation
 Linearizability is defined against a *sequential specification* (Herlihy & Wing 1990, §2):
 a state machine that says, for an operation applied to a state, whether the observed output is
 legal and what the next state is. Porcupine calls this ``Model.Step(state, input, output) ->
-(ok, newState)`` (``porcupine/model.go``). Here each :class:`~sim.checker.history.Op` is first
+(ok, newState)`` (``porcupine/model.go``). Here each :class:`~checker.history.Op` is first
 *compiled* into a :data:`Step`, a tuple ``(kind, a, b)`` over six primitive kinds, so that the
-search loop (:mod:`sim.checker.search`) can apply it with a few comparisons instead of a method
+search loop (:mod:`checker.search`) can apply it with a few comparisons instead of a method
 call, and so that one table below holds every rule of both models:
 
 ============  ================================  ===============================
@@ -51,7 +51,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from sim.checker.history import Op, freeze
+from checker.history import Op, freeze
 
 State: TypeAlias = Hashable
 Step: TypeAlias = tuple[int, Any, Any]
@@ -59,7 +59,7 @@ Step: TypeAlias = tuple[int, Any, Any]
 READ, WRITE, CAS, CAS_FAIL, CAS_MAYBE, APPEND = range(6)
 KIND_NAMES = ("READ", "WRITE", "CAS", "CAS_FAIL", "CAS_MAYBE", "APPEND")
 #: Kinds that never change the state; removing such an op from a linearization leaves a legal
-#: one, which is what lets the witness search drop them (see sim.checker.witness).
+#: one, which is what lets the witness search drop them (see checker.witness).
 STATE_PRESERVING = frozenset({READ, CAS_FAIL})
 
 
@@ -69,7 +69,7 @@ class ModelError(ValueError):
 
 def apply_step(state: State, step: Step) -> tuple[bool, State]:
     """Apply a compiled step: ``(legal?, next state)``. The reference for the table above;
-    ``sim.checker.search`` inlines the same rules in its hot loop."""
+    ``checker.search`` inlines the same rules in its hot loop."""
     kind, a, b = step
     if kind == READ:
         return state == a, state

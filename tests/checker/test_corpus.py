@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from sim.checker import check, read_history
-from sim.checker.models import get_model
-from sim.checker.search import SearchOp, search
-from sim.checker.witness import unknown_version
+from checker import check, read_history
+from checker.models import get_model
+from checker.search import SearchOp, search
+from checker.witness import unknown_version
 
 from .helpers import expected_verdicts, histories_dir
 

@@ -57,7 +57,7 @@ clients take ~0.02 s for 2000 operations, 20 clients ~1 s for 4000, 30 clients m
 (Porcupine has the same shape; spreading clients over more keys keeps each key cheap). So
 every search takes a deadline and answers ``None`` ("unknown") when it passes.
 :func:`iter_search` is the same search as a generator that pauses every few thousand steps,
-so that :mod:`sim.checker.checker` can share time between keys the way Porcupine runs
+so that :mod:`checker.checker` can share time between keys the way Porcupine runs
 partitions in parallel, and stop them all at the first violation.
 """
 
@@ -69,7 +69,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sim.checker.models import APPEND, CAS, CAS_FAIL, CAS_MAYBE, READ, WRITE, State, Step
+from checker.models import APPEND, CAS, CAS_FAIL, CAS_MAYBE, READ, WRITE, State, Step
 
 #: (call time, return time or None when the outcome is unknown, compiled step)
 SearchOp = tuple[float, float | None, Step]
@@ -207,7 +207,7 @@ def iter_search(
                     entry = nxt[entry]  # it would make the unknown operation pointless
                     continue
                 a = arg_a[i]
-                # The step table of sim.checker.models, inlined: a call per step is the
+                # The step table of checker.models, inlined: a call per step is the
                 # single largest cost of the loop otherwise.
                 if kind == READ:
                     legal = state == a

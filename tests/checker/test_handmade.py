@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sim.checker import Op, check, events_to_ops
+from checker import Op, check, events_to_ops
 
 
 def op(

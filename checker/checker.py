@@ -9,7 +9,7 @@ Kroening (2015, "Faster linearizability checking via P-compositionality") call
 P-compositionality and Porcupine does with ``Model.Partition``. The cost of the search is
 exponential in the concurrency of *one* key instead of the whole history.
 
-The keys share one overall deadline. Their searches (:func:`sim.checker.search.iter_search`)
+The keys share one overall deadline. Their searches (:func:`checker.search.iter_search`)
 run round-robin, smallest key first, in slices that double every round, so that a hard key
 cannot starve the others and a tight budget still settles as many keys as it can; the first
 violation stops them all (as Porcupine's parallel partitions do), unless ``exhaustive``. The
@@ -17,7 +17,7 @@ verdict is
 ``not_linearizable`` if any key fails (that is conclusive even when other keys ran out of
 time), else ``unknown`` if any key ran out of time, else ``linearizable``. For a violation,
 the failing key with the fewest operations is shrunk to a witness by
-:func:`sim.checker.witness.find_counterexample`.
+:func:`checker.witness.find_counterexample`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from sim.checker.history import Op, events_to_ops
-from sim.checker.models import Model, Step, detect_model, get_model
-from sim.checker.search import SearchResult, gc_paused, iter_search, past
-from sim.checker.witness import Counterexample, find_counterexample
+from checker.history import Op, events_to_ops
+from checker.models import Model, Step, detect_model, get_model
+from checker.search import SearchResult, gc_paused, iter_search, past
+from checker.witness import Counterexample, find_counterexample
 
 Verdict: TypeAlias = Literal["linearizable", "not_linearizable", "unknown"]
 LINEARIZABLE: Verdict = "linearizable"
@@ -62,7 +62,7 @@ class CheckResult:
     elapsed: float
     #: per-key results, in key order (None first)
     keys: dict[str | None, KeyResult] = field(default_factory=dict)
-    #: for ``not_linearizable`` (and ``witness=True``): the proof, see sim.checker.witness
+    #: for ``not_linearizable`` (and ``witness=True``): the proof, see checker.witness
     counterexample: Counterexample | None = None
     #: all operations of the history, failed ones included
     total_ops: int = 0

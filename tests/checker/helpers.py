@@ -1,5 +1,5 @@
 """Shared helpers for the checker tests: where the public corpus lives, and a brute-force
-linearizability checker written independently of sim.checker (no memo, no per-key split, its
+linearizability checker written independently of checker (no memo, no per-key split, its
 own reading of the models) to cross-check it."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import os
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
-from sim.checker import Op
+from checker import Op
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def shared_dir() -> Path:

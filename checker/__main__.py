@@ -1,9 +1,9 @@
-"""Command line: ``python -m sim.checker FILE [--model M] [--format F] [--timeout S]``.
+"""Command line: ``python -m checker FILE [--model M] [--format F] [--timeout S]``.
 
 Theory of operation
 -------------------
 Read the history (format detected from the first line unless ``--format``; model from the
-format, else from the operation names, unless ``--model``), run :func:`sim.checker.check`,
+format, else from the operation names, unless ``--model``), run :func:`checker.check`,
 print the verdict, the witness of a violation and the time taken.
 
 Exit status (so that scripts can branch on it; 2 is *not* argparse's usage error here):
@@ -25,9 +25,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from sim.checker.checker import LINEARIZABLE, NOT_LINEARIZABLE, CheckResult, check
-from sim.checker.history import FORMATS, HistoryFormatError, Op, read_history
-from sim.checker.models import MODELS, Model, ModelError, detect_model, get_model
+from checker.checker import LINEARIZABLE, NOT_LINEARIZABLE, CheckResult, check
+from checker.history import FORMATS, HistoryFormatError, Op, read_history
+from checker.models import MODELS, Model, ModelError, detect_model, get_model
 
 EXIT_LINEARIZABLE = 0
 EXIT_NOT_LINEARIZABLE = 1
@@ -43,11 +43,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m sim.checker",
+        prog="python -m checker",
         description="Check a history of a register or key-value store for linearizability.",
         epilog="exit status: 0 linearizable, 1 not linearizable, 2 unknown (timeout), "
-        "3 usage or input error. The history formats are described in sim/checker/history.py "
-        "(python -c 'import sim.checker.history as h; help(h)').",
+        "3 usage or input error. The history formats are described in checker/history.py "
+        "(python -c 'import checker.history as h; help(h)').",
     )
     parser.add_argument("file", metavar="FILE", help="the history file")
     parser.add_argument(
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.timeout < 0:
-        print("python -m sim.checker: error: --timeout must be >= 0", file=sys.stderr)
+        print("python -m checker: error: --timeout must be >= 0", file=sys.stderr)
         return EXIT_ERROR
     try:
         history = read_history(args.file, args.format)
@@ -87,10 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             model, model_source = detect_model(history.ops), "detected"
         result = check(history.ops, model, args.timeout, exhaustive=args.all_keys)
     except OSError as exc:
-        print(f"python -m sim.checker: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        print(f"python -m checker: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
     except (HistoryFormatError, ModelError) as exc:
-        print(f"python -m sim.checker: {exc}", file=sys.stderr)
+        print(f"python -m checker: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
     format_source = "given" if args.format else "detected"

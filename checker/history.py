@@ -46,7 +46,7 @@ One JSON object per line (blank lines are ignored)::
     the lines is the real-time order and an event's line number serves as its time (so the
     times in a witness are line numbers). Events with equal times count as concurrent.
 
-What a completion means is the model's business (:mod:`sim.checker.models`): ``fail`` of a
+What a completion means is the model's business (:mod:`checker.models`): ``fail`` of a
 ``cas`` says the comparison failed, ``fail`` of anything else says it did not happen.
 
 The other formats

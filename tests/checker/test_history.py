@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.checker import (
+from checker import (
     HistoryFormatError,
     Op,
     check,
@@ -18,7 +18,7 @@ from sim.checker import (
     read_history,
     write_jsonl,
 )
-from sim.checker.history import INITIAL_VALUE_PROCESS
+from checker.history import INITIAL_VALUE_PROCESS
 
 
 def write_lines(tmp_path: Path, name: str, lines: list[str]) -> Path:
