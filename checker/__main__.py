@@ -1,12 +1,15 @@
-"""Command line: ``python -m checker FILE [--model M] [--format F] [--timeout S]``.
+"""Command line: ``python -m checker FILE [FILE ...] [--model M] [--format F] [--timeout S]``.
 
 Theory of operation
 -------------------
 Read the history (format detected from the first line unless ``--format``; model from the
 format, else from the operation names, unless ``--model``), run :func:`checker.check`,
-print the verdict, the witness of a violation and the time taken.
+print the verdict, the witness of a violation and the time taken. Several files are checked
+one after another in the same process (``--timeout`` is the budget of each), their reports
+separated by a blank line (or one JSON line each with ``--json``).
 
-Exit status (so that scripts can branch on it; 2 is *not* argparse's usage error here):
+Exit status (so that scripts can branch on it; 2 is *not* argparse's usage error here; for
+several files, the most serious of theirs: 3, then 1, then 2, then 0):
 
 == =====================================================================================
 0  linearizable
@@ -34,6 +37,8 @@ EXIT_NOT_LINEARIZABLE = 1
 EXIT_UNKNOWN = 2
 EXIT_ERROR = 3
 
+PROG = "python -m checker"
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -43,13 +48,15 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m checker",
+        prog=PROG,
         description="Check a history of a register or key-value store for linearizability.",
         epilog="exit status: 0 linearizable, 1 not linearizable, 2 unknown (timeout), "
         "3 usage or input error. The history formats are described in checker/history.py "
         "(python -c 'import checker.history as h; help(h)').",
     )
-    parser.add_argument("file", metavar="FILE", help="the history file")
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="history files, each checked on its own"
+    )
     parser.add_argument(
         "--model", choices=sorted(MODELS), help="sequential specification (default: detected)"
     )
@@ -75,10 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.timeout < 0:
-        print("python -m checker: error: --timeout must be >= 0", file=sys.stderr)
+        print(f"{PROG}: error: --timeout must be >= 0", file=sys.stderr)
         return EXIT_ERROR
+    statuses = []
+    for i, path in enumerate(args.files):
+        if i and not args.json:
+            print()  # a blank line between the reports of several files
+        statuses.append(check_file(path, args))
+    return combined_status(statuses)
+
+
+def combined_status(statuses: Sequence[int]) -> int:
+    """One exit status for several files: the most serious, where a violation outranks an
+    unknown (a proof beats a timeout) and an input error outranks both."""
+    for status in (EXIT_ERROR, EXIT_NOT_LINEARIZABLE, EXIT_UNKNOWN):
+        if status in statuses:
+            return status
+    return EXIT_LINEARIZABLE
+
+
+def check_file(path: str, args: argparse.Namespace) -> int:
+    """Check one history file, print its report (or its error on stderr), return its status."""
     try:
-        history = read_history(args.file, args.format)
+        history = read_history(path, args.format)
         if args.model is not None:
             model, model_source = get_model(args.model), "given"
         elif history.model is not None:
@@ -87,17 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             model, model_source = detect_model(history.ops), "detected"
         result = check(history.ops, model, args.timeout, exhaustive=args.all_keys)
     except OSError as exc:
-        print(f"python -m checker: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        print(f"{PROG}: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
     except (HistoryFormatError, ModelError) as exc:
-        print(f"python -m checker: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
     format_source = "given" if args.format else "detected"
     if args.json:
-        print(json.dumps(result_to_json(result, args.file, history.format)))
+        print(json.dumps(result_to_json(result, path, history.format)))
     else:
-        print(render(result, model, args.file, f"{history.format}, {format_source}", model_source))
+        print(render(result, model, path, f"{history.format}, {format_source}", model_source))
+    sys.stdout.flush()  # several files: each report is out before the next search starts
     if result.verdict == LINEARIZABLE:
         return EXIT_LINEARIZABLE
     if result.verdict == NOT_LINEARIZABLE:

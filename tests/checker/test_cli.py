@@ -147,3 +147,38 @@ def test_detects_the_public_formats() -> None:
     kv = run(histories_dir() / "porcupine-kv" / "c10-ok.txt")
     assert kv.returncode == 0
     assert "(porcupine-kv, detected)" in kv.stdout and "kv (from the format)" in kv.stdout
+
+
+# --- several files in one run --------------------------------------------------------------
+
+
+def test_several_files_each_get_a_report_in_order(good: Path, stale: Path) -> None:
+    done = run(good, stale, good)
+    assert done.returncode == 1, done.stderr  # a violation anywhere
+    reports = done.stdout.split("\n\n")
+    assert len(reports) == 3
+    assert [r.splitlines()[0] for r in reports] == [f"history:    {p} (jsonl, detected)" for p in (good, stale, good)]
+    assert ["NOT LINEARIZABLE" in r for r in reports] == [False, True, False]
+    assert all("time:" in r for r in reports)
+
+
+def test_several_files_exit_with_the_most_serious_status(good: Path, stale: Path, hard: Path, tmp_path: Path) -> None:
+    assert run(good, good).returncode == 0
+    # a proof of a violation outranks a timeout, whichever file comes first
+    assert run(hard, stale, "--timeout", "0.5").returncode == 1
+    assert run(good, hard, "--timeout", "0.5").returncode == 2
+    # an input error outranks everything, and the other files are still checked
+    missing = run(stale, tmp_path / "missing.jsonl", good)
+    assert missing.returncode == 3
+    assert "cannot read" in missing.stderr
+    assert missing.stdout.count("history:") == 2 and "NOT LINEARIZABLE" in missing.stdout
+
+
+def test_several_files_as_json_lines(good: Path, stale: Path) -> None:
+    done = run("--json", good, stale)
+    assert done.returncode == 1
+    reports = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["file"], r["verdict"]) for r in reports] == [
+        (str(good), "linearizable"),
+        (str(stale), "not_linearizable"),
+    ]
