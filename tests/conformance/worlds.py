@@ -280,6 +280,7 @@ class RealWorld:
         """Launcher.cluster, plus a data directory per node (``--data-dir``, which the shared
         cluster file cannot give each node)."""
         split = even_split(list(ids))
+        last = ""
         for attempt in range(START_ATTEMPTS):
             ports = free_ports(2 * len(ids))
             nodes = {nid: NodeProc(nid, ports[2 * i], ports[2 * i + 1],
@@ -302,9 +303,10 @@ class RealWorld:
                 cluster = Cluster(nodes, config)
                 wait_wired(cluster)
                 return cluster
+            last = "\n".join(node.log_text() for node in nodes.values())
             for node in nodes.values():  # most likely a lost port race: fresh ports
                 node.stop()
-        raise RuntimeError(f"durable cluster did not start after {START_ATTEMPTS} attempts")
+        raise RuntimeError(f"durable cluster did not start after {START_ATTEMPTS} attempts:\n{last}")
 
     def _op(self, node: str, method: str, key: bytes, body: bytes | None = None) -> Outcome:
         try:
