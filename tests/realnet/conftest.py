@@ -54,15 +54,26 @@ STEADY_SETTINGS: dict[str, float] = {"forward_timeout": 10.0}
 STEADY_SWIM: dict[str, Any] = {**FAST_SWIM, "suspicion_mult": 50}
 
 
+#: every port this test process has handed out: never handed out twice, so two nodes started one
+#: after the other cannot be given the same port before the first has bound it
+_HANDED_OUT: set[int] = set()
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports the kernel considers free right now (bound together, then closed)."""
+    """``n`` distinct ports the kernel considers free right now (bound together, then closed),
+    none of them handed out before by this process."""
     socks = []
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((HOST, 0))
+            if s.getsockname()[1] in _HANDED_OUT:
+                s.close()  # bounded: the kernel's ephemeral range is far larger than a session's use
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        ports = [s.getsockname()[1] for s in socks]
+        _HANDED_OUT.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()
@@ -87,6 +98,8 @@ class NodeProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.args: list[str] = []
         self._conn: NodeConnection | None = None
+        #: another process answered on our port while we started (see wait_healthy)
+        self.lost_race = False
 
     @property
     def addr(self) -> str:
@@ -127,7 +140,15 @@ class NodeProc:
                     got = json.loads(body)["id"]
                     if self.id is None:
                         self.id = got
-                    assert got == self.id, f"node on {self.addr} says it is {got}, not {self.id}"
+                    if got != self.id:
+                        # another process (another test worker's node) took our port before we
+                        # bound it: our node cannot bind, so this start lost the race; retry
+                        self.lost_race = True
+                        try:
+                            self.proc.wait(timeout=10)
+                        except subprocess.TimeoutExpired:
+                            pass
+                        return False
                     return True
             except OSError:
                 pass
@@ -336,7 +357,7 @@ class Launcher:
         deadline = time.monotonic() + START_DEADLINE
         for n in nodes:
             if not n.wait_healthy(deadline):
-                if any(_address_in_use(m) for m in nodes):
+                if any(m.lost_race or _address_in_use(m) for m in nodes):
                     return False  # lost a port race: the caller retries with fresh ports
                 raise RuntimeError(f"node {n.id} exited during start:\n{n.log_text()}")
         return True
