@@ -5,6 +5,8 @@ Theory of operation
 One frozen dataclass per layer, every field documented with its unit and why it has its default
 (memberlist's ``config.go`` style). ``validate()`` returns full sentences, one per problem, so an
 operator reads what is wrong rather than a stack trace (etcd/raft's ``Config.validate``).
+Tables from a file become these dataclasses through :func:`kvcore.tables.from_table`, the one
+reader of every table (unknown keys, keys that no longer exist, wrong types, then ``validate``).
 
 :class:`ClusterConfig` is the static cluster: node ids, their client (HTTP) and peer addresses,
 and manual slot ranges, with a config epoch. It is built from plain dicts (what ``tomllib``
@@ -28,22 +30,14 @@ A cluster that leaves slots unassigned is valid (requests for them answer 503 sl
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvcore.slots import Range, SlotMap, SlotRangeError, format_ranges, parse_ranges
+from kvcore.tables import ConfigError, from_table, read_table
 
 PEER_PORT_OFFSET = 10000
-
-
-class ConfigError(ValueError):
-    """A configuration is invalid; ``problems`` holds one sentence per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__(" ".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,30 +85,12 @@ class NodeConfig:
         return self
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> NodeConfig:
-        """Build from a TOML table; unknown keys and wrong types are reported as sentences."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        problems: list[str] = []
-        for k, v in d.items():
-            f = known.get(k)
-            if f is None:
-                problems.append(f"Unknown node setting {k!r}; known: {', '.join(sorted(known))}.")
-                continue
-            if f.type in ("bool", bool):
-                if not isinstance(v, bool):
-                    problems.append(f"Node setting {k!r} must be true or false, not {v!r}.")
-                    continue
-                kwargs[k] = v
-                continue
-            want = float if f.type in ("float", float) else int
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):
-                problems.append(f"Node setting {k!r} must be a {want.__name__}, not {v!r}.")
-                continue
-            kwargs[k] = want(v)
-        if problems:
-            raise ConfigError(problems)
-        return cls(**kwargs).validate()
+    def from_dict(
+        cls, d: Mapping[str, Any], where: str = "[settings]", gone: Mapping[str, str] | None = None
+    ) -> NodeConfig:
+        """Build from a TOML table (:func:`kvcore.tables.from_table`): unknown keys, keys in
+        ``gone`` (name -> what replaced it), wrong types and bad values, as sentences."""
+        return from_table(cls, d, where, noun="node setting", gone=gone)
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
@@ -280,37 +256,9 @@ class ClusterConfig:
             raise ConfigError(["[cluster] nodes must be a list of tables ([[cluster.nodes]])."])
         nodes: list[NodeSpec] = []
         for i, rn in enumerate(raw_nodes):
-            if not isinstance(rn, Mapping):
-                problems.append(f"Cluster node #{i + 1} is not a table.")
-                continue
-            nid = rn.get("id")
-            if not isinstance(nid, str) or not nid:
-                problems.append(f"Cluster node #{i + 1} has no id (a non-empty string).")
-                continue
-            addr = rn.get("addr")
-            if not isinstance(addr, str):
-                problems.append(f"Node {nid!r} has no addr (its client HTTP address, HOST:PORT).")
-                continue
-            peer = rn.get("peer_addr")
-            if peer is None:
-                try:
-                    peer = default_peer_addr(addr)
-                except ValueError as e:
-                    problems.append(f"Node {nid!r}: {e}")
-                    continue
-            if not isinstance(peer, str):
-                problems.append(f"Node {nid!r} has a peer_addr that is not a string.")
-                continue
-            slots_text = rn.get("slots", "")
-            try:
-                ranges = tuple(_ranges(slots_text))
-            except SlotRangeError as e:
-                problems.append(f"Node {nid!r}: {e}")
-                continue
-            unknown = sorted(set(rn) - {"id", "addr", "peer_addr", "slots"})
-            if unknown:
-                problems.append(f"Node {nid!r} has unknown keys: {', '.join(unknown)}.")
-            nodes.append(NodeSpec(nid, addr, peer, ranges))
+            node = _node_entry(rn, f"[[cluster.nodes]] #{i + 1}", f"Cluster node #{i + 1}", problems)
+            if node is not None:
+                nodes.append(node)
         extra: list[tuple[str, tuple[Range, ...]]] = []
         raw_slots = d.get("slots", {})
         if not isinstance(raw_slots, Mapping):
@@ -324,6 +272,45 @@ class ClusterConfig:
         if problems:
             raise ConfigError(problems)
         return cls(tuple(nodes), epoch, tuple(extra))
+
+
+def _node_entry(rn: Any, where: str, name: str, problems: list[str]) -> NodeSpec | None:
+    """One ``[[cluster.nodes]]`` table as a NodeSpec, or None with its problems appended.
+
+    Keys and types are checked by :func:`kvcore.tables.read_table` (an unknown key is named with
+    the entry's place, ``[[cluster.nodes]] #2``); a key that is present with the wrong type is not
+    reported a second time as missing.
+    """
+    if not isinstance(rn, Mapping):
+        problems.append(f"{name} is not a table.")
+        return None
+    fields, bad = read_table(NodeSpec, rn, where)
+    problems.extend(bad)
+    nid = fields.get("id")
+    if not nid:
+        if "id" not in rn or nid == "":
+            problems.append(f"{name} has no id (a non-empty string).")
+        return None
+    addr = fields.get("addr")
+    if addr is None:
+        if "addr" not in rn:
+            problems.append(f"Node {nid!r} has no addr (its client HTTP address, HOST:PORT).")
+        return None
+    peer = fields.get("peer_addr")
+    if peer is None:
+        if "peer_addr" in rn:
+            return None  # wrong type, reported
+        try:
+            peer = default_peer_addr(addr)
+        except ValueError as e:
+            problems.append(f"Node {nid!r}: {e}")
+            return None
+    try:
+        ranges = tuple(_ranges(rn.get("slots", "")))
+    except SlotRangeError as e:
+        problems.append(f"Node {nid!r}: {e}")
+        return None
+    return NodeSpec(nid, addr, peer, ranges)
 
 
 def _ranges(value: Any) -> list[Range]:

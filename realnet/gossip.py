@@ -8,8 +8,9 @@ a real process needs around it, and nothing more.
 **Settings.** ``[swim]`` in the node's TOML file picks a preset of
 :class:`kvcore.membership.SwimConfig` (memberlist's three: ``lan``, the default; ``wan``;
 ``local`` for loopback and tests) and overrides any of its fields by name
-(:func:`swim_from_dict`). Unknown names and wrong types are reported as sentences, like every
-other configuration problem, and the resulting config is validated (``SwimConfig.validate``)::
+(:func:`realnet.settings.swim_table`, also importable here as ``swim_from_dict``). Unknown names
+and wrong types are reported as sentences, like every other configuration problem, and the
+resulting config is validated (``SwimConfig.validate``)::
 
     [swim]
     preset = "local"
@@ -36,68 +37,17 @@ RFC 6298: ``srtt = 7/8 srtt + 1/8 sample``). It watches the transport's frames
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from kvcore.config import ConfigError
-from kvcore.membership import LEFT, Member, Membership, SwimConfig
+from kvcore.membership import LEFT, Member, Membership
 from kvcore.messages import SwimAck, SwimPing
+from realnet.settings import DEFAULT_PRESET, PRESETS, swim_table
 from realnet.transport import PeerTransport
 
-#: preset name -> constructor taking field overrides
-PRESETS: dict[str, Callable[..., SwimConfig]] = {
-    "lan": SwimConfig.lan,
-    "wan": SwimConfig.wan,
-    "local": SwimConfig.local,
-}
-DEFAULT_PRESET = "lan"
-
-
-def swim_from_dict(table: Mapping[str, Any], preset: str | None = None) -> tuple[str, SwimConfig]:
-    """Build a SwimConfig from a ``[swim]`` table; ``preset`` (a flag) overrides its ``preset``.
-
-    Returns (preset name, config). Raises ConfigError with one sentence per problem.
-    """
-    problems: list[str] = []
-    name = preset if preset is not None else table.get("preset", DEFAULT_PRESET)
-    if not isinstance(name, str) or name not in PRESETS:
-        problems.append(f"The SWIM preset must be one of {', '.join(PRESETS)}, not {name!r}.")
-        name = DEFAULT_PRESET
-    fields = {f.name: f for f in dataclasses.fields(SwimConfig)}
-    overrides: dict[str, Any] = {}
-    for key, value in table.items():
-        if key == "preset":
-            continue
-        f = fields.get(key)
-        if f is None:
-            problems.append(
-                f"Unknown SWIM setting {key!r} in [swim]; known: preset, {', '.join(sorted(fields))}."
-            )
-            continue
-        # the dataclass is declared under `from __future__ import annotations`: types are names
-        want = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if want == "bool":
-            ok = isinstance(value, bool)
-        elif want == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:  # float: an integer is a fine number of seconds
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        if not ok:
-            article = "an" if want == "int" else "a"
-            problems.append(f"SWIM setting {key!r} must be {article} {want}, not {value!r}.")
-            continue
-        overrides[key] = value
-    if problems:
-        raise ConfigError(problems)
-    config = PRESETS[name](**overrides)
-    try:
-        config.validate()
-    except ConfigError as e:
-        raise ConfigError([f"[swim]: {p}" for p in e.problems]) from None
-    return name, config
+# [swim] is read with every other table in realnet.settings; the old names stay importable here.
+swim_from_dict = swim_table
 
 
 class RttMeter:

@@ -81,9 +81,9 @@ def test_node_config_from_dict_reads_a_toml_table() -> None:
     [
         ({"forward_timout": 1.0}, "Unknown node setting 'forward_timout'"),
         ({"ping_interval": 1.0}, "Unknown node setting 'ping_interval'"),
-        ({"max_key_bytes": 1.5}, "Node setting 'max_key_bytes' must be a int"),
-        ({"forward_timeout": "1s"}, "Node setting 'forward_timeout' must be a float"),
-        ({"dedup_window": True}, "Node setting 'dedup_window' must be a float"),
+        ({"max_key_bytes": 1.5}, "Node setting 'max_key_bytes' in [settings] must be an integer, not 1.5."),
+        ({"forward_timeout": "1s"}, "Node setting 'forward_timeout' in [settings] must be a number, not '1s'."),
+        ({"dedup_window": True}, "Node setting 'dedup_window' in [settings] must be a number, not True."),
         ({"forward_timeout": 0}, "forward_timeout must be a positive"),
     ],
 )
@@ -319,11 +319,11 @@ def test_every_problem_is_reported_at_once() -> None:
         ),
         (
             {"nodes": [{"id": "n1", "addr": "h:1", "peer_addr": 5}]},
-            "peer_addr that is not a string",
+            "Key 'peer_addr' in [[cluster.nodes]] #1 must be a string, not 5.",
         ),
         ({"nodes": [{"id": "n1", "addr": "h:1", "slots": 5}]}, "Slots must be a string"),
         ({"nodes": [{"id": "n1", "addr": "h:1", "slots": "9-1"}]}, "starts after it ends"),
-        ({"nodes": [{"id": "n1", "addr": "h:1", "port": 1}]}, "Node 'n1' has unknown keys: port."),
+        ({"nodes": [{"id": "n1", "addr": "h:1", "port": 1}]}, "Unknown key 'port' in [[cluster.nodes]] #1; known: addr, id, peer_addr, slots."),
         ({"nodes": [], "slots": "0-5"}, "[cluster.slots] must map node ids to slot ranges."),
         ({"nodes": [], "slots": {"n1": "x"}}, "[cluster.slots] n1: Slot range 'x' is not a number"),
     ],

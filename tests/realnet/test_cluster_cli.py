@@ -435,5 +435,5 @@ def test_auto_rebalance_is_a_cluster_option_or_a_flag(tmp_path: Any) -> None:
     f.write_text('[cluster]\nauto_rebalance = "yes"\nauto_rebalance_settle = -1\n')
     with pytest.raises(ConfigError) as e:
         load_settings(build_parser().parse_args(["--config", str(f)]))
-    assert e.value.problems == ["auto_rebalance must be true or false, not 'yes'.",
-                                "auto_rebalance_settle must be a number of seconds >= 0, not -1."]
+    assert e.value.problems == ["Key 'auto_rebalance' in [cluster] must be true or false, not 'yes'.",
+                                "[cluster]: auto_rebalance_settle must be a number of seconds >= 0, not -1."]

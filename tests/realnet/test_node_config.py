@@ -83,9 +83,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         settings("--config", str(f))
     text = " ".join(e.value.problems)
     for fragment in (
-        "'extra'", "'colour'", "'forward_timeout' must be a float", "70000", "not 5",
+        "'extra'", "'colour'", "'forward_timeout' in [settings] must be a number", "70000", "not 5",
         "Seeds must be peer addresses (HOST:PORT strings), not 1.",
-        "SWIM setting 'lifeguard' must be a bool, not 1.",
+        "SWIM setting 'lifeguard' in [swim] must be true or false, not 1.",
     ):
         assert fragment in text, fragment
 

@@ -1,0 +1,58 @@
+"""realnet.node's bind, build and run, in process (the process-level tests are test_standalone)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+
+import pytest
+
+from realnet import node
+from realnet.runtime import open_storage
+from realnet.settings import load_settings
+
+
+def settings(*argv: str) -> node.Settings:
+    return load_settings(node.build_parser().parse_args(list(argv)))
+
+
+def test_bind_refuses_a_port_in_use_with_a_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert node.bind(settings("--port", "0", "--peer-port", str(port))) is None
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port} (peer port): address already in use." in err
+        # the HTTP port fails after the peer port was bound: that one is closed again
+        assert node.bind(settings("--port", str(port), "--peer-port", "0")) is None
+        assert f"cannot listen on 127.0.0.1:{port} (HTTP port)" in capsys.readouterr().err
+
+
+def test_serve_binds_builds_runs_and_stops_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    s = settings("--id", "solo", "--port", "0", "--peer-port", "0")
+
+    async def main() -> tuple[int, node.Parts]:
+        sockets = node.bind(s)
+        assert sockets is not None and sockets.http_port and sockets.peer_port
+        stop = asyncio.Event()
+        parts = node.build(s, open_storage(None), sockets, stop)
+        assert parts.node.id == "solo" and parts.addr == f"127.0.0.1:{sockets.http_port}"
+        assert parts.http_server is None  # nothing runs before run()
+        task = asyncio.create_task(node.run(s, parts, sockets))
+        while parts.http_server is None:
+            await asyncio.sleep(0.01)
+        # the HTTP port answers
+        reader, writer = await asyncio.open_connection("127.0.0.1", sockets.http_port)
+        writer.write(b"GET /keys/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 404"), head
+        stop.set()
+        return await asyncio.wait_for(task, 10), parts
+
+    status, parts = asyncio.run(main())
+    assert status == node.EXIT_OK and not parts.node.running
+    err = capsys.readouterr().err
+    assert re.search(r"ready id=solo http=127\.0\.0\.1:\d+ peer=127\.0\.0\.1:\d+\n", err), err

@@ -1,0 +1,165 @@
+"""realnet.settings, one function per TOML table, and the flags-over-file merge (no processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kvcore.config import ClusterConfig, NodeConfig
+from kvcore.membership import SwimConfig
+from kvcore.tables import ConfigError
+from realnet import gossip, node
+from realnet.settings import (
+    ClusterOptions,
+    cluster_table,
+    load_settings,
+    node_table,
+    settings_table,
+    swim_table,
+    top_tables,
+)
+
+
+def problems(fn: Any, *args: Any) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        fn(*args)
+    return info.value.problems
+
+
+# --- the top level -----------------------------------------------------------------------------
+
+
+def test_top_tables_know_four_tables_and_no_cluster_is_none() -> None:
+    found: list[str] = []
+    tables = top_tables({"node": {"id": "a"}, "swim": 3, "extra": {}}, found)
+    assert tables == {"node": {"id": "a"}, "settings": {}, "swim": {}, "cluster": None}
+    assert found == [
+        "Unknown top-level key 'extra' in the config file; known: node, settings, swim, cluster.",
+        "[swim] must be a table.",
+    ]
+    assert top_tables({"cluster": {}}, [])["cluster"] == {}
+
+
+# --- [node] --------------------------------------------------------------------------------------
+
+
+def test_node_table_checks_keys_and_types() -> None:
+    values, found = node_table({"id": "a", "port": "7001", "seeds": "h:1", "colour": "red"}, None)
+    assert values == {"id": "a", "seeds": "h:1"}
+    assert found == [
+        "Key 'port' in [node] must be an integer, not '7001'.",
+        "Unknown key 'colour' in [node]; known: advertise_host, data_dir, host, id, peer_port, port, seeds.",
+    ]
+
+
+def test_a_node_table_describing_another_node_is_ignored_but_its_unknown_keys_are_not() -> None:
+    values, found = node_table({"id": "b", "port": "bad", "colour": 1}, "a")
+    assert values == {}
+    assert found == [
+        "Unknown key 'colour' in [node]; known: advertise_host, data_dir, host, id, peer_port, port, seeds."
+    ]
+    assert node_table({"id": "a", "port": 7001}, "a") == ({"id": "a", "port": 7001}, [])
+
+
+# --- [settings] ----------------------------------------------------------------------------------
+
+
+def test_settings_table_builds_the_node_config() -> None:
+    assert settings_table({"forward_timeout": 1}) == NodeConfig(forward_timeout=1.0)
+    assert settings_table({}) == NodeConfig()
+
+
+def test_settings_table_says_what_replaced_the_old_failure_detector() -> None:
+    found = problems(settings_table, {"down_after": 2.0, "forward_timeout": 0})
+    assert found == [
+        "Node setting 'down_after' in [settings] no longer exists: failure detection is SWIM "
+        "gossip now, tuned in [swim] (probe_interval, probe_timeout, suspicion_mult, ...).",
+        "[settings]: forward_timeout must be a positive number of seconds, not 0.0.",
+    ]
+
+
+# --- [swim] --------------------------------------------------------------------------------------
+
+
+def test_swim_table_takes_a_preset_and_overrides() -> None:
+    assert swim_table({}) == ("lan", SwimConfig.lan())
+    assert swim_table({"preset": "local", "suspicion_mult": 2}) == ("local", SwimConfig.local(suspicion_mult=2))
+    # the flag beats the table's preset
+    assert swim_table({"preset": "local", "gossip_nodes": 4}, "wan") == ("wan", SwimConfig.wan(gossip_nodes=4))
+    # the old name still works
+    assert gossip.swim_from_dict is swim_table and gossip.PRESETS is node.PRESETS
+
+
+def test_swim_table_refuses_the_old_failure_detector_keys_with_their_replacements() -> None:
+    found = problems(swim_table, {"ping_interval": 1.0, "down_after": 5.0})
+    assert found == [
+        "SWIM setting 'ping_interval' in [swim] no longer exists: SWIM probes one member every "
+        "probe_interval seconds instead.",
+        "SWIM setting 'down_after' in [swim] no longer exists: a suspect member is declared dead "
+        "after suspicion_mult * max(1, log10(N+1)) * probe_interval seconds instead (tune "
+        "suspicion_mult).",
+    ]
+
+
+def test_swim_table_reports_a_bad_preset_types_and_rules_together() -> None:
+    found = problems(swim_table, {"preset": "moon", "lifeguard": "no", "probe_timeout": 5})
+    assert found == [
+        "The SWIM preset must be one of lan, wan, local, not 'moon'.",
+        "SWIM setting 'lifeguard' in [swim] must be true or false, not 'no'.",
+        "[swim]: probe_timeout (5.0s) must be shorter than probe_interval (1.0s), or indirect "
+        "probes never get their turn.",
+    ]
+
+
+# --- [cluster] -----------------------------------------------------------------------------------
+
+
+def test_cluster_table_splits_the_static_cluster_from_the_process_options() -> None:
+    assert cluster_table(None) == (None, ClusterOptions())
+    assert cluster_table({"name": "lab", "auto_rebalance": True}) == (
+        None, ClusterOptions(name="lab", auto_rebalance=True),
+    )
+    cluster, options = cluster_table(
+        {"epoch": 2, "auto_rebalance_settle": 3, "nodes": [{"id": "a", "addr": "h:1", "slots": "0-16383"}]}
+    )
+    assert isinstance(cluster, ClusterConfig) and cluster.epoch == 2 and cluster.ids() == ["a"]
+    assert options == ClusterOptions(auto_rebalance_settle=3.0)
+
+
+def test_cluster_table_reports_options_and_members_together() -> None:
+    found = problems(cluster_table, {"name": 5, "nodes": [{"id": "a", "addr": "h:1", "colour": 1}]})
+    assert found == [
+        "Key 'name' in [cluster] must be a string, not 5.",
+        "Unknown key 'colour' in [[cluster.nodes]] #1; known: addr, id, peer_addr, slots.",
+    ]
+
+
+# --- flags over the file -------------------------------------------------------------------------
+
+
+def test_flags_beat_the_file_and_ports_are_checked_after_the_merge(tmp_path: Any) -> None:
+    f = tmp_path / "n.toml"
+    f.write_text('[node]\nhost = "127.0.0.9"\nport = 7005\n[cluster]\nname = "lab"\n')
+    s = load_settings(node.build_parser().parse_args(["--config", str(f), "--port", "7006", "--cluster-name", "x"]))
+    assert (s.host, s.port, s.peer_port, s.cluster_name) == ("127.0.0.9", 7006, 17006, "x")
+    f.write_text("[node]\nport = -5\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(node.build_parser().parse_args(["--config", str(f)]))
+    assert info.value.problems == ["The HTTP port must be a port number 0-65535, not -5."]
+    # a flag that replaces the bad value makes it moot
+    assert load_settings(node.build_parser().parse_args(["--config", str(f), "--port", "7007"])).port == 7007
+
+
+def test_an_empty_id_is_refused_from_a_flag_or_the_file(tmp_path: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(node.build_parser().parse_args(["--id", ""]))
+    assert info.value.problems == ["The node id must be a non-empty string, not ''."]
+    f = tmp_path / "n.toml"
+    f.write_text('[node]\nid = ""\nadvertise_host = ""\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(node.build_parser().parse_args(["--config", str(f)]))
+    assert info.value.problems == [
+        "The node id must be a non-empty string, not ''.",
+        "advertise_host must be a non-empty string, not ''.",
+    ]
