@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kvcore.config import ConfigError
-from kvcore.membership import LEFT, Member, Membership, SwimConfig
+from kvcore.membership import Member, MemberEvent, Membership, SwimConfig
 from kvcore.messages import SwimAck, SwimPing
 from realnet.transport import PeerTransport
 
@@ -147,10 +147,10 @@ def observe_probes(transport: PeerTransport, meter: RttMeter) -> None:
 def follow_membership(membership: Membership, forget: Callable[[str], None]) -> None:
     """Call ``forget(member id)`` when a member leaves or is reaped (module docstring)."""
 
-    def on_event(event: str, node_id: str, m: Member) -> None:
+    def on_event(event: MemberEvent, node_id: str, m: Member) -> None:
         if node_id == membership.id:
             return
-        if event == LEFT or event == "reap":
+        if event in (MemberEvent.LEFT, MemberEvent.REAP):
             forget(node_id)
 
     membership.listeners.append(on_event)
