@@ -92,4 +92,10 @@ def overrides(held_state: str, held_inc: int, update: str, inc: int) -> bool:
     raise ValueError(f"unknown update {update!r}")
 
 
-__all__ = ["overrides", "push_pull_scale", "remaining_suspicion_time", "retransmit_limit", "suspicion_timeout"]
+__all__ = [
+    "overrides",
+    "push_pull_scale",
+    "remaining_suspicion_time",
+    "retransmit_limit",
+    "suspicion_timeout",
+]

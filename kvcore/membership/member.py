@@ -37,10 +37,6 @@ class Member:
     slots: str = ""
     epoch: int = 0
 
-    def __post_init__(self) -> None:
-        # a state given as its text ("alive") is held as the State, so `.up` and `is` work
-        self.state = State(self.state)
-
     def to_state(self) -> MemberState:
         # str(): the wire carries the state's text, and the codec takes exactly str
         return MemberState(node=self.node, incarnation=self.incarnation, state=str(self.state),

@@ -268,7 +268,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
 
     def apply(self, u: Update) -> None:
         """Apply one membership update by the merge rules; any other kind is counted malformed."""
-        self._apply(self.id, u)
+        self._apply(self.id, u)  # the src slot is unused: see _update_handler
 
     def _apply_all(self, updates: Iterable[Update]) -> None:
         for u in updates:
@@ -295,7 +295,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
         if m is None:
             self._count("learned")
             self.broadcasts.queue(a)
-            self._add(Member(a.node, a.addr, a.peer_addr, a.incarnation, ALIVE, self.rt.now(), a.slots, a.epoch))
+            self._add(Member(a.node, a.addr, a.peer_addr, a.incarnation, ALIVE, self.rt.now(),
+                             a.slots, a.epoch))
             return
         moved = m.state not in UP and (a.addr, a.peer_addr) != (m.addr, m.peer_addr)
         if not overrides(m.state, m.incarnation, ALIVE, a.incarnation) and not (
@@ -466,8 +467,6 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def _after(self, name: str, delay: float, fn: Callable[[], None]) -> None:
         self._timers[name] = self.rt.call_later(delay, fn)
 
-
-
     def _emit(self, event: MemberEvent, m: Member) -> None:
         self._state_cache = None
         for fn in self.listeners:
@@ -475,3 +474,6 @@ class Membership(Probing, Suspicions, AntiEntropy):
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+
+__all__ = ["CLAIM_KEY", "INCARNATION_KEY", "Membership"]

@@ -30,7 +30,6 @@ from kvcore.membership import (
     LEFT,
     STATES,
     SUSPECT,
-    Member,
     MemberEvent,
     Membership,
     State,
@@ -1033,7 +1032,3 @@ def test_states_and_listener_events_are_the_named_enums() -> None:
     assert [v["state"] for v in h.m.view() if v["id"] == "n2"] == ["dead"]
     state = next(s for s in h.m._local_state() if s.node == "n2")
     assert type(state.state) is str and state.state == "dead"
-
-
-def test_a_member_built_with_a_state_text_holds_the_enum() -> None:
-    assert Member("n9", "a", "p", 0, "suspect").state is State.SUSPECT  # type: ignore[arg-type]
