@@ -77,6 +77,10 @@ def _checker(tp: Any) -> _Check:
 
         def check_exact(v: Any) -> Any:
             if type(v) is not tp:
+                if tp is str and isinstance(v, str):
+                    # a StrEnum (kvcore.states.State) is its text: an in-process roundtrip
+                    # carries one, the wire never does; decode to the exact str
+                    return str.__str__(v)
                 raise _fail(name, v)
             return v
 

@@ -59,8 +59,10 @@ answers, within the cycle (the sim uses a constant latency far below one period)
 
 Everything random comes from ``runtime.random`` (partner choice, the coin), and partners are
 drawn from the *sorted* list of the other site ids, so a seed reproduces a run exactly. Every
-decision rule is a small pure function below, table-tested in ``tests/kvcore``. Peer input is
-never trusted: a message of an unexpected kind is counted in ``stats.malformed`` and dropped; a
+decision rule is a small pure function below, table-tested in ``tests/kvcore``. Each site maps
+the message classes it takes to handlers in one table (``HANDLERS``, routed by a
+:class:`~kvcore.dispatch.Dispatch`; ``HANDLES`` is derived from it). Peer input is never trusted:
+a message of a kind the table does not name is counted in ``stats.malformed`` and dropped; a
 late or unexpected feedback is counted in ``stats.late_replies`` and ignored.
 """
 
@@ -68,11 +70,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, ClassVar, Final
 
 from kvcore.config import ConfigError
+from kvcore.dispatch import Dispatch
 from kvcore.messages import message
 from kvcore.metrics import NodeStats
 from kvcore.runtime import Runtime, TimerHandle
@@ -287,7 +291,11 @@ class SiteList:
 
 
 class _Site:
-    """What both families share: the update, when it was learned, the cycle timer, counters."""
+    """What both families share: the update, when it was learned, the cycle timer, counters,
+    and the message table (each family names its messages in ``HANDLERS``)."""
+
+    #: message class -> the name of the method that handles it (set by each family)
+    HANDLERS: ClassVar[Mapping[type, str]] = MappingProxyType({})
 
     def __init__(
         self, runtime: Runtime, sites: SiteList | Iterable[str], clock: CycleClock
@@ -306,6 +314,16 @@ class _Site:
         self.updates_sent = 0
         self.stats = NodeStats()
         self._timer: TimerHandle | None = None
+        self._dispatch = Dispatch({cls: getattr(self, name) for cls, name in self.HANDLERS.items()},
+                                  self._malformed)
+
+    def on_message(self, src: str, msg: Any) -> None:
+        """Handle a peer message. Never raises on what a peer sends."""
+        self.stats.count_received(type(msg).__name__)
+        self._dispatch(src, msg)
+
+    def _malformed(self, src: str, msg: Any) -> None:
+        self.stats.malformed += 1  # a kind this family does not take: count, drop
 
     @property
     def knows(self) -> bool:
@@ -353,6 +371,13 @@ class RumorSite(_Site):
     while infective, so a run is over when no timer and no message is left.
     """
 
+    HANDLERS: ClassVar[Mapping[type, str]] = MappingProxyType({
+        RumorPush: "_on_push",
+        RumorFeedback: "_on_feedback",
+    })
+    #: the message kinds this site takes, derived from :attr:`HANDLERS`
+    HANDLES: ClassVar[frozenset[type]] = frozenset(HANDLERS)
+
     def __init__(
         self,
         runtime: Runtime,
@@ -374,17 +399,6 @@ class RumorSite(_Site):
         """Plant the update at this site (the paper's experiment: one site, at cycle 0)."""
         if self._learn(update):
             self._become_infective()
-
-    def on_message(self, src: str, msg: Any) -> None:
-        """Handle a peer message. Never raises on what a peer sends."""
-        t = type(msg)
-        self.stats.count_received(t.__name__)
-        if t is RumorPush:
-            self._on_push(src, msg)
-        elif t is RumorFeedback:
-            self._on_feedback(msg)
-        else:
-            self.stats.malformed += 1
 
     def _become_infective(self) -> None:
         assert self.learned_cycle is not None
@@ -413,7 +427,7 @@ class RumorSite(_Site):
         if self.policy.feedback:
             self._send(src, RumorFeedback(cycle=msg.cycle, knew=unnecessary), carries_update=False)
 
-    def _on_feedback(self, msg: RumorFeedback) -> None:
+    def _on_feedback(self, src: str, msg: RumorFeedback) -> None:
         if not self.infective or msg.cycle != self._awaiting:
             self.stats.late_replies += 1  # not the answer we wait for: ignore it
             return
@@ -438,6 +452,14 @@ class AntiEntropySite(_Site):
     from :meth:`start` until :meth:`stop` (anti-entropy never stops by itself: the world ends
     the experiment once every site knows).
     """
+
+    HANDLERS: ClassVar[Mapping[type, str]] = MappingProxyType({
+        AntiEntropyPush: "_on_push",
+        AntiEntropyPull: "_on_pull",
+        AntiEntropyReply: "_on_reply",
+    })
+    #: the message kinds this site takes, derived from :attr:`HANDLERS`
+    HANDLES: ClassVar[frozenset[type]] = frozenset(HANDLERS)
 
     def __init__(
         self,
@@ -464,22 +486,19 @@ class AntiEntropySite(_Site):
         self.running = False
         self._cancel()
 
-    def on_message(self, src: str, msg: Any) -> None:
-        """Handle a peer message. Never raises on what a peer sends."""
-        t = type(msg)
-        self.stats.count_received(t.__name__)
-        if t is AntiEntropyPush:
+    def _on_push(self, src: str, msg: AntiEntropyPush) -> None:
+        self._learn(msg.update)
+
+    def _on_pull(self, src: str, msg: AntiEntropyPull) -> None:
+        # answered by the start-of-cycle rule: only an update known before the puller's cycle
+        has = knew_before(self.learned_cycle, msg.cycle)
+        update = self.update if has else None
+        self._send(src, AntiEntropyReply(cycle=msg.cycle, update=update),
+                   carries_update=update is not None)
+
+    def _on_reply(self, src: str, msg: AntiEntropyReply) -> None:
+        if msg.update is not None:
             self._learn(msg.update)
-        elif t is AntiEntropyPull:
-            has = knew_before(self.learned_cycle, msg.cycle)
-            update = self.update if has else None
-            self._send(src, AntiEntropyReply(cycle=msg.cycle, update=update),
-                       carries_update=update is not None)
-        elif t is AntiEntropyReply:
-            if msg.update is not None:
-                self._learn(msg.update)
-        else:
-            self.stats.malformed += 1
 
     def _on_cycle(self, cycle: int) -> None:
         self._timer = None

@@ -195,7 +195,7 @@ def kind_of(msg: object) -> str:
     return type(msg).__name__
 
 
-# --- membership (SWIM + Lifeguard, kvcore/membership.py) -------------------------------------
+# --- membership (SWIM + Lifeguard, kvcore/membership/) ----------------------------------------
 
 
 @message

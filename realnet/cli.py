@@ -52,6 +52,7 @@ from kvcore import errors
 from kvcore.config import parse_addr
 from kvcore.rebalance import Move
 from kvcore.slots import NUM_SLOTS, count_slots, even_split, format_ranges, key_slot
+from kvcore.states import State
 from realnet import admin
 from realnet.admin import Admin, AdminError, ClusterView, Refused
 from realnet.client import DEFAULT_NODE, NodeConnection, error_from_response, kv_path
@@ -348,7 +349,7 @@ def _info_rows(cluster: ClusterView) -> list[dict[str, Any]]:
         info = n.info or {}
         migrating, importing = n.open_marks()
         epoch = next((m["epoch"] for m in cluster.entry.members or [] if m["id"] == n.id), None)
-        out.append({"id": n.id, "addr": n.addr, "state": n.state if n.reachable or n.state != "alive"
+        out.append({"id": n.id, "addr": n.addr, "state": n.state if n.reachable or n.state != State.ALIVE
                     else "unreachable", "slots": counts.get(n.id, 0), "keys": info.get("keys"),
                     "epoch": epoch, "migrating": len(migrating), "importing": len(importing)})
     return out
@@ -365,7 +366,7 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
                 r["epoch"], r["migrating"] + r["importing"]) for r in rows]))
     assigned = sum(r["slots"] for r in rows)
     keys = sum(r["keys"] or 0 for r in rows)
-    live = sum(1 for r in rows if r["state"] == "alive")
+    live = sum(1 for r in rows if r["state"] == State.ALIVE)
     say(f"{len(rows)} node{'s' if len(rows) != 1 else ''} ({live} alive), {keys} key{'s' if keys != 1 else ''}, "
         f"{assigned} of {NUM_SLOTS} slots assigned (as {cluster.entry.id} sees it).")
     return admin.EXIT_OK
@@ -434,7 +435,7 @@ def cmd_rebalance(args: argparse.Namespace, a: Admin) -> int:
 def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.wait_stable(args.addr)
     node = cluster.resolve(args.node)
-    if node.state != "alive":
+    if node.state != State.ALIVE:
         raise Refused(f"Node {node.label()} is {node.state}; only an alive node can be removed.")
     others = [n for n in cluster.members() if n.id != node.id]
     if not others:

@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from kvcore.membership import LEFT, Member, Membership
+from kvcore.membership import Member, MemberEvent, Membership
 from kvcore.messages import SwimAck, SwimPing
 from realnet.settings import DEFAULT_PRESET, PRESETS, swim_table
 from realnet.transport import PeerTransport
@@ -97,10 +97,10 @@ def observe_probes(transport: PeerTransport, meter: RttMeter) -> None:
 def follow_membership(membership: Membership, forget: Callable[[str], None]) -> None:
     """Call ``forget(member id)`` when a member leaves or is reaped (module docstring)."""
 
-    def on_event(event: str, node_id: str, m: Member) -> None:
+    def on_event(event: MemberEvent, node_id: str, m: Member) -> None:
         if node_id == membership.id:
             return
-        if event == LEFT or event == "reap":
+        if event in (MemberEvent.LEFT, MemberEvent.REAP):
             forget(node_id)
 
     membership.listeners.append(on_event)

@@ -40,7 +40,7 @@ import simpy
 
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
 from kvcore.errors import StoreError
-from kvcore.membership import Member, SwimConfig
+from kvcore.membership import Member, MemberEvent, SwimConfig
 from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import Node
@@ -198,7 +198,7 @@ class SimCluster:
             log = self.member_events
             env = self.env
 
-            def on_event(event: str, subject: str, m: Member, observer: str = observer) -> None:
+            def on_event(event: MemberEvent, subject: str, m: Member, observer: str = observer) -> None:
                 log.append((env.now, observer, event, subject, m.incarnation))
 
             node.membership.listeners.append(on_event)

@@ -74,23 +74,25 @@ from typing import Any
 
 import numpy as np
 
+from kvcore.states import MemberEvent, State
+
 Event = tuple[float, str, str, str, int]
 
 #: membership news -> the observer events that mean "heard it" (see the module doc)
-NEWS: dict[str, tuple[str, ...]] = {
-    "join": ("join", "alive"),
-    "crash": ("suspect", "dead"),
-    "suspect": ("suspect", "dead"),
-    "dead": ("dead",),
-    "leave": ("left",),
-    "left": ("left",),
-    "refute": ("alive", "join"),
+NEWS: dict[str, tuple[MemberEvent, ...]] = {
+    "join": (MemberEvent.JOIN, MemberEvent.ALIVE),
+    "crash": (MemberEvent.SUSPECT, MemberEvent.DEAD),
+    "suspect": (MemberEvent.SUSPECT, MemberEvent.DEAD),
+    "dead": (MemberEvent.DEAD,),
+    "leave": (MemberEvent.LEFT,),
+    "left": (MemberEvent.LEFT,),
+    "refute": (MemberEvent.ALIVE, MemberEvent.JOIN),
 }
 
 #: what each observer event does to the observer's view of the subject (None: forget it)
-_STATE_OF_EVENT: dict[str, str | None] = {
-    "join": "alive", "alive": "alive", "suspect": "suspect", "dead": "dead", "left": "left",
-    "reap": None,
+_STATE_OF_EVENT: dict[MemberEvent, State | None] = {
+    MemberEvent.JOIN: State.ALIVE, MemberEvent.ALIVE: State.ALIVE, MemberEvent.SUSPECT: State.SUSPECT,
+    MemberEvent.DEAD: State.DEAD, MemberEvent.LEFT: State.LEFT, MemberEvent.REAP: None,
 }
 
 
@@ -162,9 +164,9 @@ def learned_times(
         names = tuple(event)
     obs = list(among) if among is not None else observers(cluster, exclude=subject)
     min_inc = min_incarnation
-    if event == "refute" and min_inc is None:
+    if event == MemberEvent.REFUTE and min_inc is None:
         for t, o, ev, s, inc in cluster.member_events:
-            if t >= since and ev == "refute" and s == subject and o == subject:
+            if t >= since and ev == MemberEvent.REFUTE and s == subject and o == subject:
                 min_inc = inc
                 break
         if min_inc is None:
@@ -216,7 +218,7 @@ class Detection:
 def detection_times(cluster: Any, subject: str, crash_time: float) -> Detection:
     obs = observers(cluster, exclude=subject)
     sus = learned_times(cluster, "crash", subject, crash_time, among=obs) - crash_time
-    dead = learned_times(cluster, "dead", subject, crash_time, among=obs) - crash_time
+    dead = learned_times(cluster, MemberEvent.DEAD, subject, crash_time, among=obs) - crash_time
     return Detection(tuple(obs), sus, dead)
 
 
@@ -235,7 +237,7 @@ class FalsePositive:
     up_since: float
 
 
-def false_positives(cluster: Any, *, event: str = "dead", grace: float = 0.0) -> list[FalsePositive]:
+def false_positives(cluster: Any, *, event: str = MemberEvent.DEAD, grace: float = 0.0) -> list[FalsePositive]:
     """Every ``event`` (default ``dead``; ``suspect`` gives false suspicions) an observer logged
     about a node that was up, and had been for more than ``grace`` seconds, at that moment."""
     ups = up_intervals(cluster)
@@ -275,7 +277,7 @@ def view_states(cluster: Any) -> dict[str, dict[str, str]]:
 
 def views(cluster: Any) -> dict[str, frozenset[str]]:
     """Each node that is up: the members it holds alive (itself included)."""
-    return {nid: frozenset(m for m, st in states.items() if st == "alive")
+    return {nid: frozenset(m for m, st in states.items() if st == State.ALIVE)
             for nid, states in view_states(cluster).items()}
 
 
@@ -287,9 +289,9 @@ def view_disagreements(cluster: Any) -> list[str]:
         for m in sorted(live - states.keys()):
             out.append(f"{nid} does not know {m}, which is up")
         for m, st in sorted(states.items()):
-            if m in live and st != "alive":
+            if m in live and st != State.ALIVE:
                 out.append(f"{nid} holds {m} {st}, but it is up")
-            elif m not in live and st not in ("dead", "left"):
+            elif m not in live and st not in (State.DEAD, State.LEFT):
                 out.append(f"{nid} holds {m} {st}, but it is {cluster.truth.get(m, 'unknown')}")
     return out
 
@@ -322,7 +324,7 @@ def view_timeline(cluster: Any, grid: Sequence[float] | np.ndarray) -> tuple[lis
     changes: list[tuple[float, int, Any]] = [(t, 0, (nid, st)) for t, nid, st in cluster.truth_log]
     changes += [(e[0], 1, e) for e in cluster.member_events]
     changes.sort(key=lambda c: (c[0], c[1]))
-    view: dict[str, dict[str, str]] = {}
+    view: dict[str, dict[str, State]] = {}
     alive: dict[str, int] = {}
     gi = 0
 
@@ -338,8 +340,8 @@ def view_timeline(cluster: Any, grid: Sequence[float] | np.ndarray) -> tuple[lis
         if kind == 0:
             nid, st = item
             if st == "up":
-                v = {m: "alive" for m in core_ids} if nid in core_ids else {}
-                v[nid] = "alive"
+                v = {m: State.ALIVE for m in core_ids} if nid in core_ids else {}
+                v[nid] = State.ALIVE
                 view[nid] = v
                 alive[nid] = len(v)
             else:
@@ -356,7 +358,7 @@ def view_timeline(cluster: Any, grid: Sequence[float] | np.ndarray) -> tuple[lis
             v_o.pop(s, None)
         else:
             v_o[s] = after
-        alive[o] += (after == "alive") - (before == "alive")
+        alive[o] += (after == State.ALIVE) - (before == State.ALIVE)
     snapshot(math.inf)
     return nodes, counts
 

@@ -380,3 +380,41 @@ def test_anti_entropy_site_contacts_one_partner_every_cycle(mode: str) -> None:
     site.stop()
     rt.advance(5.0)
     assert rt.take_sent() == [] and rt.pending_timers() == 0
+
+
+# --- the message tables (kvcore.dispatch) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("site_cls", "kinds"),
+    [
+        (RumorSite, {RumorPush, RumorFeedback}),
+        (AntiEntropySite, {AntiEntropyPush, AntiEntropyPull, AntiEntropyReply}),
+    ],
+)
+def test_each_site_handles_exactly_its_tables_kinds(site_cls: Any, kinds: set[type]) -> None:
+    assert site_cls.HANDLES == frozenset(site_cls.HANDLERS) == kinds
+
+
+def make_site(site_cls: Any) -> Any:
+    rt = FakeRuntime("A")
+    if site_cls is RumorSite:
+        return RumorSite(rt, IDS, RumorPolicy(True, True, 2))
+    return AntiEntropySite(rt, IDS, PUSH_PULL)
+
+
+@pytest.mark.parametrize("site_cls", [RumorSite, AntiEntropySite])
+@pytest.mark.parametrize(
+    "msg",
+    [Nack(seq=1), "junk", None, RumorPush(cycle=1, update="u"), AntiEntropyPull(cycle=1)],
+    ids=["swim-nack", "str", "none", "rumor-push", "ae-pull"],
+)
+def test_a_kind_the_site_does_not_take_is_counted_malformed_and_dropped(site_cls: Any, msg: Any) -> None:
+    site = make_site(site_cls)
+    site.on_message("B", msg)
+    if type(msg) in site_cls.HANDLES:
+        assert site.stats.malformed == 0
+        return
+    assert site.stats.malformed == 1
+    assert site.rt.take_sent() == [] and not site.knows
+    assert site.stats.received[type(msg).__name__] == 1  # still counted as received

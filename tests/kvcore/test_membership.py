@@ -1,4 +1,4 @@
-"""The pure parts of kvcore/membership.py as table tests: formulas, presets, merge rules, queue.
+"""The pure parts of kvcore/membership/ as table tests: formulas, presets, merge rules, queue.
 
 Each table cites where its rows come from: a sentence of SWIM (Das et al. 2002) or Lifeguard
 (Dadgar et al. 2018), or the memberlist test the values are copied from (``suspicion_test.go``,
@@ -24,6 +24,7 @@ from kvcore.membership import (
     Awareness,
     BroadcastQueue,
     Membership,
+    State,
     SwimConfig,
     overrides,
     push_pull_scale,
@@ -452,3 +453,27 @@ def test_take_returns_at_most_limit_updates() -> None:
 )
 def test_swim_messages_survive_the_codec(msg: Any) -> None:
     assert codec.roundtrip(msg) == msg
+
+
+def test_a_state_enum_crosses_the_codec_as_its_exact_text() -> None:
+    ms = MemberState(node="n1", incarnation=1, state=DEAD, addr="a", peer_addr="p", slots="", epoch=0)
+    back = codec.roundtrip(PushPull(join=False, reply=False, members=(ms,)))
+    assert type(back.members[0].state) is str and back.members[0].state == "dead"
+
+
+@pytest.mark.parametrize(("held", "update"), [("alive", "suspect"), ("suspect", "dead"), ("dead", "alive")])
+def test_merge_rules_take_a_state_as_enum_or_text_alike(held: str, update: str) -> None:
+    for inc in (0, 1):
+        assert overrides(held, 0, update, inc) == overrides(State(held), 0, State(update), inc)
+
+
+def test_every_name_the_single_module_exported_still_imports() -> None:
+    # kvcore/membership.py became a package; sim, realnet, notebooks and the node import these
+    import kvcore.membership as pkg
+
+    old = ["ALIVE", "SUSPECT", "DEAD", "LEFT", "STATES", "INCARNATION_KEY", "CLAIM_KEY", "Update",
+           "SwimConfig", "suspicion_timeout", "retransmit_limit", "remaining_suspicion_time",
+           "push_pull_scale", "overrides", "Awareness", "Member", "BroadcastQueue", "Listener",
+           "Membership"]
+    assert [n for n in old if not hasattr(pkg, n)] == []
+    assert set(old) <= set(pkg.__all__)

@@ -1,4 +1,4 @@
-"""The SWIM + Lifeguard protocol of kvcore/membership.py, one Membership on a FakeRuntime.
+"""The SWIM + Lifeguard protocol of kvcore/membership/, one Membership on a FakeRuntime.
 
 A :class:`Harness` owns node ``n1`` and knows four peers ``n2..n5`` (so N = 5: the minimum
 suspicion timeout is ``4 * max(1, log10(6)) * 1 s = 4 s``, the maximum ``6 * 4 = 24 s`` and
@@ -28,8 +28,11 @@ from kvcore.membership import (
     DEAD,
     INCARNATION_KEY,
     LEFT,
+    STATES,
     SUSPECT,
+    MemberEvent,
     Membership,
+    State,
     SwimConfig,
 )
 from kvcore.messages import (
@@ -974,3 +977,58 @@ def test_a_silent_member_is_declared_dead_within_the_expected_time() -> None:
     assert ts < len(PEERS) * h.config.probe_interval + 1.0  # SWIM §4.3: within one round
     assert h.event_time("dead", "n3") - ts == pytest.approx(MAX_T)
     assert h.m.awareness.score == 0  # helpers nacked: not our fault
+
+
+# --- the message tables and the named states ---------------------------------------------------
+
+
+def test_handles_is_derived_from_the_message_table() -> None:
+    assert Membership.HANDLES == frozenset(Membership.HANDLERS)
+    assert Membership.HANDLES == {SwimPing, SwimAck, PingReq, Nack, Gossip, PushPull}
+    assert set(Membership.UPDATE_HANDLERS) == {Alive, Suspect, Dead}
+    m = Harness().m
+    # every name in the tables is a method of Membership, bound per instance
+    assert m._dispatch.handles == Membership.HANDLES
+    assert m._apply.handles == frozenset(Membership.UPDATE_HANDLERS)
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [MemberState(node="n2", incarnation=0, state="alive", addr="a", peer_addr="p", slots="", epoch=0),
+     "junk", None, 42],
+    ids=["member-state", "str", "none", "int"],
+)
+def test_an_unknown_message_kind_is_counted_malformed_and_dropped(msg: Any) -> None:
+    h = Harness().start()
+    before = list(h.log)
+    h.handle("n2", msg)
+    assert h.m.counters.get("malformed") == 1
+    assert h.log == before and h.state("n2") == ALIVE
+
+
+def test_an_unknown_update_kind_in_gossip_is_counted_malformed_and_the_rest_applied() -> None:
+    h = Harness().start()
+    h.handle("n3", Gossip(updates=(Nack(seq=1), Suspect(node="n2", incarnation=0, source="n3"))))  # type: ignore[arg-type]
+    assert h.m.counters.get("malformed") == 1
+    assert h.state("n2") == SUSPECT
+    h.m.apply(SwimAck(seq=1, gossip=()))  # type: ignore[arg-type]
+    assert h.m.counters.get("malformed") == 2
+
+
+def test_states_and_listener_events_are_the_named_enums() -> None:
+    h = Harness().start()
+    assert {e for _, e, _n in h.events} == {MemberEvent.UPDATE, MemberEvent.JOIN}  # the static view
+    h.events.clear()
+    h.handle("n3", Gossip(updates=(Suspect(node="n2", incarnation=0, source="n3"),)))
+    h.handle("n3", Gossip(updates=(Dead(node="n2", incarnation=0, source="n3"),)))
+    h.handle("n3", Gossip(updates=(alive("n6"),)))
+    assert h.m.state_of("n2") is State.DEAD and h.m.members["n6"].state is State.ALIVE
+    events = [(e, n) for _, e, n in h.events]
+    assert events == [(MemberEvent.SUSPECT, "n2"), (MemberEvent.DEAD, "n2"), (MemberEvent.JOIN, "n6")]
+    assert all(type(e) is MemberEvent for e, _ in events)
+    assert (ALIVE, SUSPECT, DEAD, LEFT) == (State.ALIVE, State.SUSPECT, State.DEAD, State.LEFT)
+    assert STATES == (State.ALIVE, State.SUSPECT, State.DEAD, State.LEFT)
+    # what leaves the node keeps the exact text: the view, and the wire's MemberState
+    assert [v["state"] for v in h.m.view() if v["id"] == "n2"] == ["dead"]
+    state = next(s for s in h.m._local_state() if s.node == "n2")
+    assert type(state.state) is str and state.state == "dead"

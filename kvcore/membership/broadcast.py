@@ -1,0 +1,78 @@
+"""The broadcast queue: which membership updates ride on the next message (SWIM §4.1).
+
+Theory of operation
+-------------------
+SWIM disseminates membership updates by piggybacking them on the protocol's own pings and acks
+(and, in memberlist, on periodic gossip messages): each update is sent a bounded number of times
+(:func:`~kvcore.membership.formulas.retransmit_limit`), and the ones sent least go first, so new
+news overtakes old. :class:`BroadcastQueue` is memberlist's ``TransmitLimitedQueue``, keyed by
+member: an update about a member replaces any older one about it (the newer one supersedes it,
+and the older one would only waste room).
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from kvcore.messages import Alive, Dead, Suspect
+
+#: what the queue holds and a Gossip carries: one member's news
+Update = Alive | Suspect | Dead
+
+
+class BroadcastQueue:
+    """memberlist's TransmitLimitedQueue: updates keyed by member, fewest transmits first.
+
+    Items live in buckets by transmit count (dicts, so insertion-ordered); within a bucket the
+    most recently inserted goes first (memberlist orders by transmits, then newest id). A batch
+    taken together moves up a level oldest first, so it keeps its newest-first order there; items
+    that reach a level in different takes are ordered by arrival, not by age. Queueing an
+    update about a member replaces any older one about it. ``take`` costs O(limit), whatever the
+    queue's length, which matters when a thousand members join at once.
+    """
+
+    def __init__(self) -> None:
+        self._levels: list[dict[str, Update]] = [{}]
+        self._where: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def queue(self, msg: Update) -> None:
+        """Queue ``msg`` at zero transmits, replacing any queued update about the same member."""
+        key = msg.node
+        lvl = self._where.pop(key, None)
+        if lvl is not None:
+            del self._levels[lvl][key]
+        self._levels[0][key] = msg
+        self._where[key] = 0
+
+    def take(self, limit: int, max_transmits: int) -> list[Update]:
+        """Up to ``limit`` updates, fewest transmits first; each taken one counts a transmit
+        and leaves the queue on its ``max_transmits``-th."""
+        out: list[Update] = []
+        moved: list[tuple[str, Update, int]] = []
+        for lvl, bucket in enumerate(self._levels):
+            need = limit - len(out)
+            if need <= 0:
+                break
+            if not bucket:
+                continue
+            for key, msg in islice(reversed(bucket.items()), need):
+                out.append(msg)
+                moved.append((key, msg, lvl))
+        # oldest first, so that the batch is newest first on its next level too
+        for key, msg, lvl in reversed(moved):
+            del self._levels[lvl][key]
+            nxt = lvl + 1
+            if nxt >= max_transmits:
+                del self._where[key]
+                continue
+            while len(self._levels) <= nxt:
+                self._levels.append({})
+            self._levels[nxt][key] = msg
+            self._where[key] = nxt
+        return out
+
+
+__all__ = ["BroadcastQueue", "Update"]

@@ -1,0 +1,479 @@
+"""The SWIM protocol proper: one node's :class:`Membership`, its lifecycle, input and merge rules.
+
+Theory of operation
+-------------------
+:class:`Membership` is driven by two things only: peer messages, through :meth:`Membership.handle`
+(one table, :attr:`Membership.HANDLERS`, maps each of SWIM's six message kinds to its handler, and
+:attr:`Membership.HANDLES` is derived from it), and the timers it sets on the Runtime (probe,
+gossip, push-pull, suspicion, join). It sends through the ``send`` callable it is given and tells
+its listeners what changed with a :class:`~kvcore.states.MemberEvent`. A message of a kind the
+table does not name, or an update in a Gossip that is not Alive/Suspect/Dead, is counted in
+``counters["malformed"]`` and dropped (peer input is never trusted). The node routes only
+:attr:`Membership.HANDLES` kinds here and counts other kinds in its own ``NodeStats.malformed``,
+so no message is counted twice.
+
+This module owns the merge rules (SWIM §4.2, :func:`~kvcore.membership.formulas.overrides`;
+memberlist ``state.go``): every change of a member's state goes through :meth:`Membership.apply`
+(Alive / Suspect / Dead, again one table) and ``_set_state``, and a node that hears itself
+suspected or declared dead refutes by raising its incarnation. It also holds dissemination
+(SWIM §4.1: piggybacking from the :class:`~kvcore.membership.broadcast.BroadcastQueue`, and the
+gossip rounds). The rest of the protocol is in mixins, one concern each:
+:mod:`~kvcore.membership.probe` (failure detection), :mod:`~kvcore.membership.suspicion`
+(suspicion timers) and :mod:`~kvcore.membership.sync` (push-pull and joining).
+
+Incarnation numbers are kept in the Runtime's durable ``storage`` (:data:`INCARNATION_KEY`), so a
+node that crashes and restarts comes back with a higher incarnation than any it used before;
+without durable storage, it learns its old incarnation from the cluster's view of it and refutes.
+Its own slot claim is kept there too (:data:`CLAIM_KEY`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from kvcore.dispatch import Dispatch, Handler
+from kvcore.membership.awareness import Awareness
+from kvcore.membership.broadcast import BroadcastQueue, Update
+from kvcore.membership.config import SwimConfig
+from kvcore.membership.formulas import overrides, push_pull_scale, retransmit_limit
+from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member
+from kvcore.membership.probe import Probing, _Probe, _Relay
+from kvcore.membership.suspicion import Suspicions, _Suspicion
+from kvcore.membership.sync import AntiEntropy
+from kvcore.messages import (
+    Alive,
+    Dead,
+    Gossip,
+    MemberState,
+    Nack,
+    PingReq,
+    PushPull,
+    Suspect,
+    SwimAck,
+    SwimPing,
+)
+from kvcore.runtime import Runtime, TimerHandle
+from kvcore.states import MemberEvent, State
+
+INCARNATION_KEY = "swim.incarnation"
+#: our own latest slot claim ("<epoch> <ranges>"), so a restart does not forget slots we took
+CLAIM_KEY = "swim.claim"
+
+
+def _update_handler(fn: Callable[[Any], None]) -> Handler:
+    """An update handler in Dispatch's shape: an update is judged on its own fields (node,
+    incarnation, source), never on who relayed it, so the sender is not passed on."""
+    return lambda _src, u: fn(u)
+
+
+class Membership(Probing, Suspicions, AntiEntropy):
+    """One node's SWIM membership. Drive it with :meth:`handle` and the timers it sets."""
+
+    #: SWIM's peer messages -> the method that handles each (the one list of what we take)
+    HANDLERS: ClassVar[Mapping[type, str]] = MappingProxyType({
+        SwimPing: "_on_ping",
+        SwimAck: "_on_ack",
+        PingReq: "_on_ping_req",
+        Nack: "_on_nack",
+        Gossip: "_on_gossip",
+        PushPull: "_on_push_pull",
+    })
+    #: the message kinds :meth:`handle` takes, derived from :attr:`HANDLERS` (the node routes these)
+    HANDLES: ClassVar[frozenset[type]] = frozenset(HANDLERS)
+    #: membership updates -> the merge rule that applies each (:meth:`apply`)
+    UPDATE_HANDLERS: ClassVar[Mapping[type, str]] = MappingProxyType({
+        Alive: "_on_alive",
+        Suspect: "_on_suspect",
+        Dead: "_on_dead",
+    })
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        send: Callable[[str, Any], None],
+        config: SwimConfig,
+        addr: str,
+        peer_addr: str,
+    ) -> None:
+        self.rt = runtime
+        #: the Runtime's seeded random (never the module-level functions of ``random``)
+        self._rng = runtime.random
+        self._send = send
+        self.config = config.validate()
+        self.id = runtime.node_id
+        stored = runtime.storage.get(INCARNATION_KEY)
+        inc = int(stored.decode()) + 1 if stored else 0
+        #: this node lived before (a crash and restart): what it knows may be stale
+        self.restarted = stored is not None
+        self.me = Member(self.id, addr, peer_addr, inc, ALIVE, runtime.now())
+        self.members: dict[str, Member] = {self.id: self.me}
+        self._persist_incarnation()
+        self.awareness = Awareness(config.awareness_max_multiplier)
+        self.broadcasts = BroadcastQueue()
+        self.listeners: list[Listener] = []
+        self.running = False
+        self.leaving = False
+        self.joined = False
+        self.seeds: list[str] = []
+        self._seq = runtime.random.getrandbits(32)
+        self._probe_order: list[str] = []
+        self._probe_index = 0
+        self._probe: _Probe | None = None
+        self._pending_seqs: dict[int, _Probe] = {}
+        self._relays: dict[int, _Relay] = {}
+        self._suspicions: dict[str, _Suspicion] = {}
+        self._timers: dict[str, TimerHandle] = {}
+        self._state_cache: tuple[MemberState, ...] | None = None
+        #: sorted ids of live (alive/suspect) and of dead members, self excluded: the pools that
+        #: probes, gossip and push-pull draw from, kept up to date instead of rebuilt per message
+        self._live_ids: list[str] = []
+        self._dead_ids: list[str] = []
+        self._join_round = 0
+        self._join_queue: list[str] = []
+        self._join_timer: TimerHandle | None = None
+        #: events by name (probes, refutes, malformed, ...), for views and metrics
+        self.counters: dict[str, int] = {}
+        # the tables bound to this instance: one dict lookup per message
+        self._dispatch = Dispatch({cls: getattr(self, name) for cls, name in self.HANDLERS.items()},
+                                  self._malformed)
+        self._apply = Dispatch({cls: _update_handler(getattr(self, name))
+                                for cls, name in self.UPDATE_HANDLERS.items()}, self._malformed)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def add_static(self, members: Iterable[tuple[str, str, str, str, int]]) -> None:
+        """Start knowing these members as alive at incarnation 0: (id, addr, peer_addr, slots, epoch).
+
+        This is how a static cluster configuration seeds the view; SWIM then watches them.
+        Our own entry takes its slots and epoch from here.
+        """
+        for nid, addr, peer_addr, slots, epoch in members:
+            if nid == self.id:
+                self.me.slots, self.me.epoch = slots, epoch
+                self._emit(MemberEvent.UPDATE, self.me)
+                continue
+            if nid in self.members:
+                continue
+            # no random insertion into the probe order here: the first probe tick shuffles
+            self._add(Member(nid, addr, peer_addr, 0, ALIVE, self.rt.now(), slots, epoch), probe_now=False)
+
+    def start(self, seeds: Iterable[str] = ()) -> None:
+        if self.running:
+            return
+        self.running = True
+        rnd = self.rt.random
+        c = self.config
+        # random phases, so that nodes started together do not tick together
+        self._after("probe", rnd.uniform(0, c.probe_interval), self._probe_tick)
+        self._after("gossip", rnd.uniform(0, c.gossip_interval), self._gossip_tick)
+        self._after("push_pull", rnd.uniform(0, push_pull_scale(c.push_pull_interval, self.num_live())),
+                    self._push_pull_tick)
+        self.seeds = [s for s in seeds if s not in (self.id, "@" + self.me.peer_addr)]
+        if not self.seeds and self.restarted and self._live_ids:
+            # back from a crash: sync full state with a member we know before anything else, to
+            # learn what changed while we were down (slots that moved, members that came)
+            self.seeds = list(self._live_ids)
+        if self.seeds:
+            self._start_join_round()
+        else:
+            self.joined = True
+        # announce ourselves (matters after a restart: our new incarnation)
+        self.broadcasts.queue(self.me.to_alive())
+
+    def join(self, seeds: Iterable[str]) -> None:
+        """Join (another) cluster through ``seeds`` now (Redis's CLUSTER MEET)."""
+        self.seeds = [s for s in seeds if s not in (self.id, "@" + self.me.peer_addr)]
+        if not self.seeds:
+            return
+        self.joined = False
+        self._join_round = 0
+        if self._join_timer is not None:
+            self._join_timer.cancel()
+        if self.running:
+            self._start_join_round()
+
+    def stop(self) -> None:
+        self.running = False
+        for t in self._timers.values():
+            t.cancel()
+        self._timers.clear()
+        if self._probe is not None and self._probe.timer is not None:
+            self._probe.timer.cancel()
+        for r in self._relays.values():
+            if r.timer is not None:
+                r.timer.cancel()
+        for s in self._suspicions.values():
+            if s.timer is not None:
+                s.timer.cancel()
+        if self._join_timer is not None:
+            self._join_timer.cancel()
+
+    def leave(self) -> None:
+        """Graceful leave: spread Dead(self) at a new incarnation; keep gossiping until stopped."""
+        if self.leaving:
+            return
+        self.leaving = True
+        self._bump_incarnation(self.me.incarnation + 1)
+        msg = Dead(node=self.id, incarnation=self.me.incarnation, source=self.id)
+        self._set_state(self.me, LEFT)
+        self.broadcasts.queue(msg)
+        # push it out now rather than waiting for the next gossip round
+        for nid in self._gossip_targets(self.config.gossip_nodes * 2):
+            self._send(nid, Gossip(updates=(msg,)))
+
+    def stored_claim(self) -> tuple[str, int] | None:
+        """The last claim :meth:`set_slots` made, as kept in durable storage: (slots, epoch)."""
+        raw = self.rt.storage.get(CLAIM_KEY)
+        if not raw:
+            return None
+        epoch_s, _, slots = raw.decode().partition(" ")
+        return slots, int(epoch_s)
+
+    def set_slots(self, slots: str, epoch: int) -> None:
+        """Advertise a new slot claim: a fresh incarnation carries it to everyone."""
+        self.me.slots, self.me.epoch = slots, epoch
+        self.rt.storage.put(CLAIM_KEY, f"{epoch} {slots}".encode())
+        self._bump_incarnation(self.me.incarnation + 1)
+        self.broadcasts.queue(self.me.to_alive())
+        self._emit(MemberEvent.UPDATE, self.me)
+
+    # --- views -------------------------------------------------------------------------------
+
+    def state_of(self, node: str) -> State | None:
+        m = self.members.get(node)
+        return None if m is None else m.state
+
+    def address_of(self, node: str) -> str | None:
+        m = self.members.get(node)
+        return None if m is None else m.peer_addr
+
+    def live_members(self) -> list[Member]:
+        return [self.members[k] for k in self._live_ids]
+
+    def num_live(self) -> int:
+        """Live members, self included when not left: the N of the formulas."""
+        return len(self._live_ids) + (1 if self.me.state in UP else 0)
+
+    def view(self) -> list[dict[str, Any]]:
+        return [self.members[k].view() for k in sorted(self.members)]
+
+    # --- input -------------------------------------------------------------------------------
+
+    def handle(self, src: str, msg: Any) -> None:
+        """Take one peer message; a kind not in :attr:`HANDLERS` is counted malformed, dropped."""
+        self._dispatch(src, msg)
+
+    def apply(self, u: Update) -> None:
+        """Apply one membership update by the merge rules; any other kind is counted malformed."""
+        self._apply(self.id, u)  # the src slot is unused: see _update_handler
+
+    def _apply_all(self, updates: Iterable[Update]) -> None:
+        for u in updates:
+            self._apply(self.id, u)
+
+    def _on_gossip(self, src: str, msg: Gossip) -> None:
+        self._apply_all(msg.updates)
+
+    def _malformed(self, src: str, msg: Any) -> None:
+        # peer input is never trusted: count and drop, never raise (the node does the same
+        # with its NodeStats.malformed for kinds it routes nowhere)
+        self._count("malformed")
+
+    # --- merge rules (SWIM §4.2) -------------------------------------------------------------
+
+    def _on_alive(self, a: Alive) -> None:
+        if a.node == self.id:
+            # Someone holds us alive at an incarnation we have not used (we restarted and lost
+            # it): refute by jumping past it, with our current addresses and slots.
+            if a.incarnation > self.me.incarnation and not self.leaving:
+                self._refute(a.incarnation)
+            return
+        m = self.members.get(a.node)
+        if m is None:
+            self._count("learned")
+            self.broadcasts.queue(a)
+            self._add(Member(a.node, a.addr, a.peer_addr, a.incarnation, ALIVE, self.rt.now(),
+                             a.slots, a.epoch))
+            return
+        moved = m.state not in UP and (a.addr, a.peer_addr) != (m.addr, m.peer_addr)
+        if not overrides(m.state, m.incarnation, ALIVE, a.incarnation) and not (
+            moved and a.incarnation >= m.incarnation
+        ):
+            # memberlist's reclaim rule: a dead or left member may come back at a new address
+            # with the same incarnation (a restart without its storage, on other ports)
+            return
+        was = m.state
+        self._state_cache = None
+        m.incarnation = a.incarnation
+        m.addr, m.peer_addr = a.addr, a.peer_addr
+        meta_changed = (m.slots, m.epoch) != (a.slots, a.epoch)
+        m.slots, m.epoch = a.slots, a.epoch
+        self._clear_suspicion(a.node)
+        self.broadcasts.queue(a)
+        if was != ALIVE:
+            self._set_state(m, ALIVE)
+        elif meta_changed:
+            self._emit(MemberEvent.UPDATE, m)
+
+    def _on_suspect(self, s: Suspect) -> None:
+        m = self.members.get(s.node)
+        if m is None:
+            return
+        if s.node == self.id:
+            if s.incarnation >= self.me.incarnation and not self.leaving:
+                if self.config.lifeguard:
+                    self.awareness.apply(1)
+                self._refute(s.incarnation)
+            return
+        if m.state == SUSPECT and s.incarnation == m.incarnation:
+            self._confirm(s.node, s.source)
+            return
+        if not overrides(m.state, m.incarnation, SUSPECT, s.incarnation):
+            return
+        m.incarnation = s.incarnation
+        self.broadcasts.queue(s)
+        self._set_state(m, SUSPECT)
+        self._start_suspicion(m, s.source)
+
+    def _on_dead(self, d: Dead) -> None:
+        m = self.members.get(d.node)
+        if m is None:
+            return
+        if d.node == self.id:
+            if not self.leaving and d.incarnation >= self.me.incarnation:
+                self._refute(d.incarnation)
+            return
+        if not overrides(m.state, m.incarnation, DEAD, d.incarnation):
+            return
+        m.incarnation = d.incarnation
+        self._clear_suspicion(d.node)
+        self.broadcasts.queue(d)
+        self._set_state(m, LEFT if d.source == d.node else DEAD)
+
+    def _refute(self, inc: int) -> None:
+        self._bump_incarnation(max(inc, self.me.incarnation) + 1)
+        self.broadcasts.queue(self.me.to_alive())
+        self._count("refutes")
+        self._emit(MemberEvent.REFUTE, self.me)
+
+    def _bump_incarnation(self, inc: int) -> None:
+        self._state_cache = None
+        self.me.incarnation = inc
+        self._persist_incarnation()
+
+    def _persist_incarnation(self) -> None:
+        self.rt.storage.put(INCARNATION_KEY, str(self.me.incarnation).encode())
+
+    def _set_state(self, m: Member, state: State) -> None:
+        self._unindex(m)
+        m.state = state
+        m.state_change = self.rt.now()
+        self._index(m)
+        self._emit(MemberEvent(state), m)
+
+    def _add(self, m: Member, probe_now: bool = True) -> None:
+        self.members[m.node] = m
+        self._index(m)
+        if probe_now and m.state in UP and m.node != self.id:
+            # SWIM §4.3: a new member goes to a random place in the rest of this round
+            lo = self._probe_index
+            pos = lo + self._rng.randrange(len(self._probe_order) - lo + 1)
+            self._probe_order.insert(pos, m.node)
+        self._emit(MemberEvent.JOIN, m)
+
+    def _index(self, m: Member) -> None:
+        if m.node == self.id:
+            return
+        pool = self._live_ids if m.state in UP else self._dead_ids if m.state == DEAD else None
+        if pool is not None:
+            bisect.insort(pool, m.node)
+
+    def _unindex(self, m: Member) -> None:
+        if m.node == self.id:
+            return
+        for pool in (self._live_ids, self._dead_ids):
+            i = bisect.bisect_left(pool, m.node)
+            if i < len(pool) and pool[i] == m.node:
+                del pool[i]
+                return
+
+    # --- dissemination (SWIM §4.1) -----------------------------------------------------------
+
+    def _piggyback(self) -> tuple[Update, ...]:
+        if not len(self.broadcasts):
+            return ()
+        limit = retransmit_limit(self.config.retransmit_mult, max(1, self.num_live()))
+        return tuple(self.broadcasts.take(self.config.max_piggyback, limit))
+
+    def _sample(self, count: int, exclude: str | None = None, alive_only: bool = False) -> list[str]:
+        """Up to ``count`` distinct random live members (rejection sampling: O(count))."""
+        pool = self._live_ids
+        out: list[str] = []
+        if not pool or count <= 0:
+            return out
+        rnd = self.rt.random
+        if len(pool) <= 4 * count + 8:
+            # small pool: draw exactly, so we never fall short of available members
+            cands = [n for n in pool if n != exclude and (not alive_only or self.members[n].state == ALIVE)]
+            return rnd.sample(cands, min(count, len(cands)))
+        tries = 0
+        while len(out) < count and tries < 4 * count + 8:
+            tries += 1
+            nid = pool[rnd.randrange(len(pool))]
+            if nid == exclude or nid in out or (alive_only and self.members[nid].state != ALIVE):
+                continue
+            out.append(nid)
+        return out
+
+    def _gossip_targets(self, count: int) -> list[str]:
+        """Up to ``count`` random members: live ones, and ones dead for less than
+        gossip_to_the_dead_time (so they can learn they were declared dead and refute)."""
+        live = self._live_ids
+        recent: list[str] = []
+        if self._dead_ids:
+            now = self.rt.now()
+            window = self.config.gossip_to_the_dead_time
+            recent = [n for n in self._dead_ids if now - self.members[n].state_change < window]
+        total = len(live) + len(recent)
+        want = min(count, total)
+        out: list[str] = []
+        rnd = self.rt.random
+        tries = 0
+        while len(out) < want and tries < 4 * count + 8:
+            tries += 1
+            i = rnd.randrange(total)
+            nid = live[i] if i < len(live) else recent[i - len(live)]
+            if nid not in out:
+                out.append(nid)
+        return out
+
+    def _gossip_tick(self) -> None:
+        if not self.running:
+            return
+        self._after("gossip", self.config.gossip_interval, self._gossip_tick)
+        if not len(self.broadcasts):
+            return
+        for nid in self._gossip_targets(self.config.gossip_nodes):
+            updates = self._piggyback()
+            if not updates:
+                break
+            self._send(nid, Gossip(updates=updates))
+
+    # --- timers and events ---------------------------------------------------------------------
+
+    def _after(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+        self._timers[name] = self.rt.call_later(delay, fn)
+
+    def _emit(self, event: MemberEvent, m: Member) -> None:
+        self._state_cache = None
+        for fn in self.listeners:
+            fn(event, m.node, m)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+
+__all__ = ["CLAIM_KEY", "INCARNATION_KEY", "Membership"]
