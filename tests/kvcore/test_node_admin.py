@@ -9,7 +9,6 @@ import pytest
 
 from kvcore import errors
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
-from kvcore.membership import Membership
 from kvcore.messages import (
     Asking,
     Dead,
@@ -125,8 +124,8 @@ def test_a_claim_at_an_epoch_that_would_not_win_is_refused_and_changes_nothing()
 def test_the_dispatch_table_is_routing_migration_and_membership_each_once() -> None:
     n, _ = node()
     mine = {Forward, ForwardReply, Asking, MigrateKeys, MigrateAck}
-    assert n._dispatch.handles == mine | set(Membership.HANDLES)
-    assert not mine & set(Membership.HANDLES)
+    assert n._dispatch.handles == mine | set(n.membership.HANDLES)
+    assert not mine & set(n.membership.HANDLES)
 
 
 def test_an_unknown_kind_is_counted_malformed_and_never_raises_even_a_subclass_of_a_known_one() -> None:
