@@ -63,37 +63,38 @@ class Node:
     changed; its sentence is the same in both worlds (409 ``conflict`` or 400 ``bad_request``
     over HTTP).
 
-    =====================  ==========================================  ======================================
-    verb                   what it does                                what it refuses (error)
-    =====================  ==========================================  ======================================
-    ``meet(seeds)``        join a running cluster through ``seeds``;   a node holding keys (Conflict); no
-                           gives up the slots it claims                seed (BadRequest)
-    ``assign_slots(r, e)`` replace this node's own claim by ranges     an epoch not above every epoch the
-                           ``r`` at epoch ``e`` (``cluster create``)   node knows (Conflict); bad ranges
-                                                                       (SlotRangeError)
-    ``claim_slots(r, e)``  add ranges ``r`` to this node's claim at    an epoch not above the current epoch
-                           epoch ``e``, keeping the rest of its map    of one of the slots (Conflict); bad
-                                                                       ranges (SlotRangeError)
-    ``begin_import(s, n)`` mark slot(s) ``s`` importing from ``n``     a slot number out of range
-                           (all checked before any is marked)          (BadRequest); ``n`` not a known member;
-                                                                       a slot this node owns; a slot already
-                                                                       importing from another node (Conflict)
-    ``begin_migrate(s,n)`` mark slot(s) ``s`` migrating to ``n``       a slot number out of range
-                           (all checked before any is marked)          (BadRequest); ``n`` is this node; ``n``
-                                                                       not held alive or suspect; a slot this
-                                                                       node does not own; a slot already
-                                                                       migrating to another node (Conflict)
-    ``migrate_keys(s,c,d)`` move a batch of at most ``c`` keys (and    nothing raises: ``done(0, sentence)``
-                           half a frame) of slot ``s``; ``done(moved,  for a slot not migrating, a batch the
-                           error)`` once acknowledged or failed        target refused, or one still
-                                                                       unacknowledged after 3 sends
-    ``finish_import(s)``   claim the imported slots at a new config    a slot number out of range
-                           epoch above every epoch known; returns it   (BadRequest)
-    ``abort_migration(s)`` roll back the open marks of slot ``s``;     a slot with an unacknowledged batch,
-                           an importer drops the keys it received      unless ``force`` (Conflict); a slot
-                                                                       number out of range (BadRequest)
-    ``info()``             this node's view as plain data              nothing
-    =====================  ==========================================  ======================================
+    =========================  ============================================  ============================================
+    verb (HTTP)                what it does                                  what it refuses (error)
+    =========================  ============================================  ============================================
+    ``meet(seeds)``            join a running cluster through ``seeds``;     a node holding keys (Conflict); no seed
+    ``/cluster/meet``          gives up the slots it claims                  (BadRequest)
+    ``assign_slots(r, e)``     replace this node's own claim by ranges       an epoch not above every epoch the node
+    ``/cluster/assign``        ``r`` at epoch ``e`` (``cluster create``)     knows (Conflict); bad ranges (SlotRangeError)
+    ``claim_slots(r, e)``      add ranges ``r`` to this node's claim at      an epoch not above the current epoch of
+    ``/cluster/claim``         epoch ``e``, keeping the rest of its map      one of the slots (Conflict); bad ranges
+                                                                             (SlotRangeError)
+    ``begin_import(s, n)``     mark slot(s) ``s`` importing from ``n``       a slot number out of range (BadRequest);
+    ``/cluster/import``        (all checked before any is marked)            ``n`` not a known member; a slot this node
+                                                                             owns; a slot already importing from
+                                                                             another node (Conflict)
+    ``begin_migrate(s, n)``    mark slot(s) ``s`` migrating to ``n``         a slot number out of range (BadRequest);
+    ``/cluster/migrate``       (all checked before any is marked)            ``n`` is this node; ``n`` not held alive or
+                                                                             suspect; a slot this node does not own; a
+                                                                             slot already migrating to another node
+                                                                             (Conflict)
+    ``migrate_keys(s, c, d)``  move one batch of slot ``s``: at most ``c``   nothing raises: ``d(0, sentence)`` for a
+    ``/cluster/move-keys``     keys and half a peer frame of bytes (one      slot not migrating, a batch the target
+                               key at least); ``d(moved, error)`` once it    refused, or one still unacknowledged after
+                               is acknowledged or failed                     3 sends (its keys stay frozen)
+    ``finish_import(s)``       clear the importing marks and claim the       a slot number out of range (BadRequest)
+    ``/cluster/finish``        slots at a new config epoch above every
+                               epoch known (and ``min_epoch``); returns it
+    ``abort_migration(s)``     roll back the open marks of slot ``s``; an    a slot with an unacknowledged batch, unless
+    ``/cluster/abort``         importer drops the keys it received           ``force`` (Conflict); a slot number out of
+                                                                             range (BadRequest)
+    ``info()``                 this node's view as plain data                nothing
+    ``/cluster/info``
+    =========================  ============================================  ============================================
 
     ``leave`` is not a node verb: SWIM's graceful leave is :meth:`Membership.leave`, and whether
     a process may leave (it owns slots and has live peers) is the realnet API's call, because
