@@ -47,8 +47,8 @@ the same view, so a member that came back on another port is shown where it is n
 
 Admin endpoints
 ---------------
-What ``storelab cluster`` (:mod:`realnet.admin`) drives, one kvcore admin call each (the live
-migration section of :mod:`kvcore.node`); Redis Cluster's ``CLUSTER MEET``, ``ADDSLOTS``,
+What ``storelab cluster`` (:mod:`realnet.admin`) drives, one kvcore admin call each (the admin
+door of :class:`kvcore.node.Node`); Redis Cluster's ``CLUSTER MEET``, ``ADDSLOTS``,
 ``SETSLOT IMPORTING/MIGRATING/NODE``, ``MIGRATE`` as HTTP. All are ``POST`` with a JSON object
 body (``Content-Type: application/json``) and answer a JSON object:
 
@@ -82,14 +82,17 @@ body (``Content-Type: application/json``) and answer a JSON object:
 A body that is not a JSON object, a missing field or one of the wrong type is 400
 ``bad_request`` with a sentence; kvcore's refusals keep their status (``Conflict``: 409
 ``conflict``, e.g. importing a slot this node owns, meeting with keys, an epoch not above the
-node's). The API adds a few guards of its own, all 409, so that two orchestrators (an operator
-and the automatic rebalancer, say) collide loudly instead of corrupting a move: a slot already
-importing from another source or migrating to another target is refused, as is a migration to
-a node this one does not hold alive (its batches could never arrive), a ``move-keys`` for a
-slot whose previous ``move-keys`` is still waiting, and ``leave`` while this node owns slots and
-has live peers (its keys would be lost; ``"force": true`` overrides; a node that drains its
-slots before leaving, ``auto_rebalance``, may always leave). A list of slots is checked as a
-whole before any is marked.
+node's). The guards are the node's own (the admin door of :class:`kvcore.node.Node`), so the
+sim refuses the same things with the same sentences; all 409, so that two orchestrators (an
+operator and the automatic rebalancer, say) collide loudly instead of corrupting a move: a slot
+already importing from another source or migrating to another target is refused, as is an
+import from a member the node does not know, a migration to a node it does not hold alive or
+suspect (its batches could never arrive) or to itself, and a claim at an epoch not above the
+slots' current one. A list of slots is checked as a whole before any is marked. The API adds
+two guards of its own: a ``move-keys`` for a slot whose previous ``move-keys`` is still waiting,
+and ``leave`` while this node owns slots and has live peers (its keys would be lost; ``"force":
+true`` overrides; a node that drains its slots before leaving, ``auto_rebalance``, may always
+leave).
 
 **Protection.** The admin endpoints are not authenticated, and neither is the peer port, which
 already lets anyone who can reach it rewrite the slot map by gossip: a token on the HTTP side
@@ -118,7 +121,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from kvcore import errors
 from kvcore.config import parse_addr
-from kvcore.membership import ALIVE, STATES, SUSPECT
+from kvcore.membership import STATES
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.node import Node
 from kvcore.slots import (
@@ -475,14 +478,8 @@ class Api:
         node = self.node
         slots = _slot_list(body, "slots")
         epoch = _int(body, "epoch", 1)
-        top = max(node.slot_map.epoch(s) for s in slots)
-        if epoch <= top:
-            raise errors.Conflict(
-                f"epoch {epoch} is not above epoch {top} that node {node.id} holds for one of these slots, "
-                "so the claim would not win"
-            )
         ranges = _fmt_slots(slots)
-        node.claim_slots(ranges, epoch)
+        node.claim_slots(ranges, epoch)  # refuses an epoch not above the slots' current epoch
         log.info("claimed slots %s at epoch %d", ranges, epoch)
         return json_response(200, {"id": node.id, "slots": format_ranges(node.slot_map.ranges_of(node.id)),
                                    "epoch": epoch})
@@ -491,39 +488,14 @@ class Api:
         node = self.node
         slots = _slots_of(body)
         source = _field(body, "source", str)
-        if node.membership.state_of(source) is None:
-            raise errors.Conflict(f"node {node.id} knows no member {source!r} to import from")
-        for slot in slots:
-            if node.slot_map.owner(slot) == node.id:
-                raise errors.Conflict(f"node {node.id} already owns slot {slot}")
-            if node.importing.get(slot, source) != source:
-                raise errors.Conflict(
-                    f"slot {slot} is already importing from {node.importing[slot]} on node {node.id}"
-                )
-        for slot in slots:
-            node.begin_import(slot, source)
+        node.begin_import(slots, source)  # the node's guards: see Node's admin door
         return json_response(200, {"id": node.id, "slots": _fmt_slots(slots), "source": source})
 
     def admin_migrate(self, body: dict[str, Any]) -> Response:
         node = self.node
         slots = _slots_of(body)
         target = _field(body, "target", str)
-        if target == node.id:
-            raise errors.Conflict(f"node {node.id} cannot migrate slots to itself")
-        if node.membership.state_of(target) not in (ALIVE, SUSPECT):
-            raise errors.Conflict(
-                f"node {node.id} does not hold {target!r} alive ({node.membership.state_of(target) or 'unknown'}), "
-                "so it cannot migrate slots to it"
-            )
-        for slot in slots:
-            if node.slot_map.owner(slot) != node.id:
-                raise errors.Conflict(f"node {node.id} does not own slot {slot}")
-            if node.migrating.get(slot, target) != target:
-                raise errors.Conflict(
-                    f"slot {slot} is already migrating to {node.migrating[slot]} on node {node.id}"
-                )
-        for slot in slots:
-            node.begin_migrate(slot, target)
+        node.begin_migrate(slots, target)  # the node's guards: see Node's admin door
         return json_response(200, {"id": node.id, "slots": _fmt_slots(slots), "target": target})
 
     def admin_move_keys(self, body: dict[str, Any]) -> Response | asyncio.Future[Response]:
@@ -563,31 +535,11 @@ class Api:
 
         self._moving.update(slots)
         for slot in slots:
-            node.migrate_keys(slot, self._fitting(slot, count),
-                              lambda moved, error, slot=slot: done(slot, moved, error))
+            node.migrate_keys(slot, count, lambda moved, error, slot=slot: done(slot, moved, error))
         if len(results) == len(slots):
             return answer()  # every slot answered at once (empty, or not migrating)
         fut = self.loop.create_future()
         return fut
-
-    def _fitting(self, slot: int, count: int) -> int:
-        """At most ``count`` keys of ``slot``, fewer if their batch would not fit in one frame.
-
-        kvcore sizes a batch by its number of keys only, and the transport drops a frame over
-        ``max_frame_bytes``: a batch of a few large values would never arrive, and its keys would
-        stay frozen. ``migrate_keys`` takes the first keys of ``keys_in_slot`` (sorted), the same
-        ones counted here in the same event-loop step, so the batch it builds stays within half a
-        frame (always one key at least: the config guarantees that one value fits).
-        """
-        store = self.node.store
-        budget = self.node.config.max_frame_bytes // 2
-        used = n = 0
-        for k in store.keys_in_slot(slot, limit=count):
-            used += len(k) + len(store.get(k) or b"") + 16
-            if n and used > budget:
-                break
-            n += 1
-        return max(1, n)
 
     def admin_finish(self, body: dict[str, Any]) -> Response:
         slots = _slot_list(body, "slots")

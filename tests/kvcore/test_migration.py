@@ -262,3 +262,34 @@ def test_release_unassigns_only_older_claims_of_one_node() -> None:
     assert m.release("a", 3) == 90
     assert m.owner(5) == "a" and m.owner(50) is None and m.owner(200) == "b"
     assert m.claim([(50, 50)], "b", 2) == 1  # a later claim above the old epoch takes it
+
+
+def test_batches_of_large_values_each_fit_a_frame_and_move_every_key() -> None:
+    # The node sizes a batch by bytes (what the realnet API's own re-sizing used to do): with a
+    # frame of 2 MiB + 4 KiB and values up to 1 MiB, a count of 1,000 still gives batches whose
+    # encoded frame is within the limit, and acknowledging them moves every key.
+    from realnet.wire import frame
+
+    cfg = NodeConfig(max_value_bytes=1024 * 1024, max_frame_bytes=2 * 1024 * 1024 + 4096)
+    src = Node(FakeRuntime("n2", seed=1), cfg, CLUSTER)
+    rt = src.rt
+    assert isinstance(rt, FakeRuntime)
+    src.start()
+    sizes = [1024 * 1024, 700 * 1024, 10, 1024 * 1024 - 100, 300 * 1024, 5, 900 * 1024, 1024 * 1024]
+    keys = {b"{a}%d" % i: bytes([i]) * n for i, n in enumerate(sizes)}
+    for k, v in keys.items():
+        src.on_client_request(Put(key=k, value=v), lambda r: None)
+    src.begin_migrate(SLOT, "n1")
+    moved: list[int] = []
+    for _ in range(len(keys) + 1):
+        rt.take_sent()
+        done: list[tuple[int, str]] = []
+        src.migrate_keys(SLOT, 1000, lambda n, e: done.append((n, e)))
+        if done == [(0, "")]:
+            break
+        (batch,) = sent(rt, MigrateKeys)
+        assert len(frame(batch)) <= cfg.max_frame_bytes, len(frame(batch))
+        src.on_message("n1", MigrateAck(batch=batch.batch, stored=len(batch.keys), error=""))
+        moved.append(done[0][0])
+    assert sum(moved) == len(keys) and src.store.count() == 0
+    assert max(moved) >= 2, "small values share a batch"

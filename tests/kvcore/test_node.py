@@ -470,16 +470,16 @@ def test_duplicated_forward_of_a_get_is_read_again_not_cached() -> None:
 
 
 def test_dedup_memory_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    import kvcore.node as node_module
+    import kvcore.node.dedup as dedup_module
 
-    monkeypatch.setattr(node_module, "DEDUP_MAX_ENTRIES", 3)
+    monkeypatch.setattr(dedup_module, "DEDUP_MAX_ENTRIES", 3)
     cluster = make_cluster()
     node, _ = build(cluster=cluster)
     k = key_owned_by(cluster, "n1")
     for rid in range(10):
         node.on_message("n2", Forward(request_id=rid, op=Put(key=k, value=b"v%d" % rid)))
-    assert len(node._recent) == 3
-    assert [rid for (_, rid) in node._recent] == [7, 8, 9]
+    assert len(node.router.recent) == 3
+    assert [rid for (_, rid) in node.router.recent] == [7, 8, 9]
 
 
 def test_dedup_is_per_sender() -> None:

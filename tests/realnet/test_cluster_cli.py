@@ -312,6 +312,17 @@ def test_admin_endpoints_answer_bad_input_with_sentences_and_leave_stops_the_nod
         got_status, got = post(n, path, body, ctype)
         assert (got_status, got["error"]) == (status, code), (path, body, got)
         assert got["message"].endswith(".") and got["message"][0].isupper(), got
+    # the node's own guards answer with the node's sentences (the sim hears the same ones)
+    for path, body, sentence in [
+        ("/cluster/import", {"slot": 1, "source": "x"}, "Node solo knows no member 'x' to import from."),
+        ("/cluster/import", {"slots": [1, 2], "source": "solo"}, "Node solo already owns slot 1."),
+        ("/cluster/migrate", {"slot": 1, "target": "nobody"},
+         "Node solo does not hold 'nobody' alive (unknown), so it cannot migrate slots to it."),
+        ("/cluster/migrate", {"slot": 1, "target": "solo"}, "Node solo cannot migrate slots to itself."),
+        ("/cluster/claim", {"slots": [1, 2], "epoch": 1},
+         "Epoch 1 is not above epoch 1 that node solo holds for one of these slots, so the claim would not win."),
+    ]:
+        assert post(n, path, body) == (409, {"error": "conflict", "message": sentence}), (path, body)
     # a slot that is not migrating: an answer, not a hang
     assert post(n, "/cluster/move-keys", {"slots": [3, 4], "count": 5}) == (200, {
         "moved": 0, "failed": 2, "results": [

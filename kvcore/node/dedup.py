@@ -1,0 +1,83 @@
+"""A time- and size-bounded memory of what was already done, so a duplicate is not done twice.
+
+Theory of operation
+-------------------
+The network may duplicate messages (DESIGN.md, "Failure model"). Two of a node's peer messages
+must not be applied twice: a forwarded write (a duplicated Put delivered after a newer Put would
+bring the old value back) and a migration batch (a duplicated batch stored after a write to one
+of its keys would do the same). The receiver remembers each one it handled, keyed by (sender,
+request or batch id), and answers a duplicate from memory.
+
+:class:`DedupCache` is that memory, one class for both uses. An entry lives ``ttl`` seconds (the
+node's ``dedup_window``: longer than any retransmission, so a duplicate cannot outlive it) and at
+most ``max_entries`` are held, the oldest evicted first, so a burst cannot grow memory without
+bound. Entries are kept in insertion order, which is also expiry order (one ttl for all), so
+expiring is popping from the front until the first live entry; it happens on every access, and
+a lookup never returns an expired entry. Time is what the caller says it is (``now``), from the
+node's Runtime: no clock here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+#: most entries a node's dedup memory holds by default (each is small: an id and a short reply)
+DEDUP_MAX_ENTRIES = 100_000
+
+
+class DedupCache(Generic[K, V]):
+    """Remember ``key -> value`` for ``ttl`` seconds, at most ``max_entries``, oldest out first."""
+
+    __slots__ = ("_entries", "max_entries", "ttl")
+
+    def __init__(self, ttl: float, max_entries: int = DEDUP_MAX_ENTRIES) -> None:
+        if ttl < 0 or max_entries < 1:
+            raise ValueError(f"a dedup cache needs ttl >= 0 and max_entries >= 1, not {ttl}, {max_entries}")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        # key -> (expires_at, value), oldest first
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def expire(self, now: float) -> None:
+        """Forget every entry whose time is up at ``now``."""
+        entries = self._entries
+        while entries:
+            expires = next(iter(entries.values()))[0]
+            if expires > now:
+                return
+            entries.popitem(last=False)
+
+    def get(self, key: K, now: float) -> V | None:
+        """The value remembered for ``key``, or None (never one that expired by ``now``)."""
+        self.expire(now)
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def seen(self, key: K, now: float) -> bool:
+        """Whether ``key`` is remembered at ``now`` (for values that may be None)."""
+        self.expire(now)
+        return key in self._entries
+
+    def put(self, key: K, value: V, now: float) -> None:
+        """Remember ``key -> value`` until ``now + ttl``; evict the oldest beyond ``max_entries``."""
+        self.expire(now)
+        entries = self._entries
+        entries[key] = (now + self.ttl, value)
+        entries.move_to_end(key)  # a refreshed entry expires last: keep insertion = expiry order
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[K]:
+        """The keys held, oldest first (expired ones included until the next access)."""
+        return iter(self._entries)
+
+
+__all__ = ["DEDUP_MAX_ENTRIES", "DedupCache"]

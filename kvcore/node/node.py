@@ -1,0 +1,355 @@
+"""The node: the façade that wires its components and offers the doors into it.
+
+Theory of operation
+-------------------
+Input arrives through three doors only (DESIGN.md): :meth:`Node.on_client_request`,
+:meth:`Node.on_message`, and the timers the node set through its Runtime. Output leaves through
+``runtime.send`` and the ``reply`` callbacks. Nothing else, so one seed reproduces a sim run. A
+fourth door is for operators, not clients or peers: the **admin door** (the table in
+:class:`Node`), through which an operator, ``storelab cluster`` over HTTP or a sim verb directly,
+builds and reshapes a cluster. Every admin verb checks its request against the node's own view
+and refuses with a typed error, so both worlds refuse the same things with the same sentences.
+
+The node holds no protocol rules of its own; each concern is a component with its own module:
+
+- :mod:`kvcore.node.routing` (:class:`Router`): client operations, Forward / ForwardReply /
+  Asking, pending forwards and their timeouts, the duplicate-write memory;
+- :mod:`kvcore.node.migration` (:class:`Migration`): live slot migration, source and target
+  sides, marks and batches and their persistence;
+- :mod:`kvcore.node.ownership` (:class:`Ownership`): the slot map derived from members' claims;
+- :mod:`kvcore.node.restore`: what an earlier life of the node left in storage, read back;
+- :mod:`kvcore.node.dedup` (:class:`DedupCache`): the time- and size-bounded memory of what was
+  already done, used by routing and migration;
+- :mod:`kvcore.membership` (:class:`Membership`): SWIM, who exists and who is alive.
+
+Peer messages are dispatched by one table (:mod:`kvcore.dispatch`) merged from each component's
+``{MessageClass: handler}`` and the membership's kinds; a kind no table names is counted as
+malformed and dropped (peer input is never trusted; :meth:`Node.on_message` never raises).
+
+A static cluster configuration seeds the view (all members alive at incarnation 0 with their
+configured slots); seeds let a node join a running cluster (it then owns no slots, like Redis's
+``add-node``); a node with neither is standalone and owns every slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kvcore import errors
+from kvcore.config import ClusterConfig, NodeConfig
+from kvcore.dispatch import Dispatch, merge
+from kvcore.membership import Member, Membership, SwimConfig
+from kvcore.messages import Delete, Get, Put, Reply
+from kvcore.metrics import NodeStats
+from kvcore.node.migration import DoneFn, Migration
+from kvcore.node.ownership import Ownership
+from kvcore.node.restore import restore
+from kvcore.node.routing import ReplyFn, Router
+from kvcore.runtime import Runtime
+from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges
+from kvcore.states import STATES, MemberEvent
+from kvcore.store import LocalStore
+
+
+class Node:
+    """One storelab node. Build it with a Runtime, then call :meth:`start`.
+
+    The admin door
+    --------------
+    What an operator may ask of a node (Redis Cluster's ``CLUSTER MEET``, ``ADDSLOTS``,
+    ``SETSLOT IMPORTING/MIGRATING/NODE``, ``MIGRATE``). ``realnet.api`` serves each as a
+    ``POST /cluster/...`` endpoint; the sim calls them directly. A refusal raises before anything
+    changed; its sentence is the same in both worlds (409 ``conflict`` or 400 ``bad_request``
+    over HTTP).
+
+    =========================  ============================================  ============================================
+    verb (HTTP)                what it does                                  what it refuses (error)
+    =========================  ============================================  ============================================
+    ``meet(seeds)``            join a running cluster through ``seeds``;     a node holding keys (Conflict); no seed
+    ``/cluster/meet``          gives up the slots it claims                  (BadRequest)
+    ``assign_slots(r, e)``     replace this node's own claim by ranges       an epoch not above every epoch the node
+    ``/cluster/assign``        ``r`` at epoch ``e`` (``cluster create``)     knows (Conflict); bad ranges (SlotRangeError)
+    ``claim_slots(r, e)``      add ranges ``r`` to this node's claim at      an epoch not above the current epoch of
+    ``/cluster/claim``         epoch ``e``, keeping the rest of its map      one of the slots (Conflict); bad ranges
+                                                                             (SlotRangeError)
+    ``begin_import(s, n)``     mark slot(s) ``s`` importing from ``n``       a slot number out of range (BadRequest);
+    ``/cluster/import``        (all checked before any is marked)            ``n`` not a known member; a slot this node
+                                                                             owns; a slot already importing from
+                                                                             another node (Conflict)
+    ``begin_migrate(s, n)``    mark slot(s) ``s`` migrating to ``n``         a slot number out of range (BadRequest);
+    ``/cluster/migrate``       (all checked before any is marked)            ``n`` is this node; ``n`` not held alive or
+                                                                             suspect; a slot this node does not own; a
+                                                                             slot already migrating to another node
+                                                                             (Conflict)
+    ``migrate_keys(s, c, d)``  move one batch of slot ``s``: at most ``c``   nothing raises: ``d(0, sentence)`` for a
+    ``/cluster/move-keys``     keys and half a peer frame of bytes (one      slot not migrating, a batch the target
+                               key at least); ``d(moved, error)`` once it    refused, or one still unacknowledged after
+                               is acknowledged or failed                     3 sends (its keys stay frozen)
+    ``finish_import(s)``       clear the importing marks and claim the       a slot number out of range (BadRequest)
+    ``/cluster/finish``        slots at a new config epoch above every
+                               epoch known (and ``min_epoch``); returns it
+    ``abort_migration(s)``     roll back the open marks of slot ``s``; an    a slot with an unacknowledged batch, unless
+    ``/cluster/abort``         importer drops the keys it received           ``force`` (Conflict); a slot number out of
+                                                                             range (BadRequest)
+    ``info()``                 this node's view as plain data                nothing
+    ``/cluster/info``
+    =========================  ============================================  ============================================
+
+    ``leave`` is not a node verb: SWIM's graceful leave is :meth:`Membership.leave`, and whether
+    a process may leave (it owns slots and has live peers) is the realnet API's call, because
+    stopping the process is.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: NodeConfig | None = None,
+        cluster: ClusterConfig | None = None,
+        *,
+        swim: SwimConfig | None = None,
+        seeds: Sequence[str] = (),
+        addr: str | None = None,
+        peer_addr: str | None = None,
+    ) -> None:
+        """Build a node.
+
+        ``cluster``: a static cluster to start from; ``seeds``: destinations to join through
+        (node ids, or ``"@HOST:PORT"`` peer addresses); ``addr``/``peer_addr``: this node's client
+        and peer addresses as advertised to others (taken from ``cluster`` when it lists us).
+        """
+        self.rt = runtime
+        self.id = runtime.node_id
+        self.config = (config or NodeConfig()).validate()
+        self.cluster = cluster
+        self.seeds = tuple(seeds)
+        self.store = LocalStore.load(runtime.storage) if self.config.durable else LocalStore()
+        self.stats = NodeStats()
+        self.running = False
+        # drawn in this order before the membership draws its own, so a seed's run is unchanged
+        first_rid = runtime.random.getrandbits(48)
+        first_batch = runtime.random.getrandbits(32)
+        static: list[tuple[str, str, str, str, int]] = []
+        slot_map = SlotMap()
+        if cluster is not None:
+            cluster.validate(self.id)
+            spec = cluster.node(self.id)
+            addr, peer_addr = addr or spec.addr, peer_addr or spec.peer_addr
+            static = cluster.static_members()
+            # the static map is known in full: copy it rather than re-deriving it claim by claim
+            slot_map = cluster.slot_map()
+        elif not self.seeds:
+            # The standalone node: a one-node cluster that owns every slot.
+            static = [(self.id, addr or "", peer_addr or "", f"0-{MAX_SLOT}", 1)]
+        self.ownership = Ownership(runtime.storage, self.stats, slot_map,
+                                   cluster.epoch if cluster is not None else 1)
+        self.membership = Membership(runtime, self._send, swim or SwimConfig.lan(), addr or "", peer_addr or "")
+        self.migration = Migration(self.id, runtime, self.config, self.store, self.stats, self.ownership,
+                                   self.membership, self._send, first_batch)
+        # the router applies through our ``apply`` only when a subclass wraps it (a test's faulty
+        # store, say): otherwise straight to the store, one call less on every request
+        wrapped = None if type(self).apply is Node.apply else self.apply
+        self.router = Router(self.id, runtime, self.config, self.store, self.stats, self.ownership,
+                             self.membership, self.migration, self._send, first_rid, wrapped)
+        self._dispatch = Dispatch(
+            merge(self.router.handlers(), self.migration.handlers(),
+                  {kind: self.membership.handle for kind in self.membership.HANDLES}),
+            self._malformed,
+        )
+        self.membership.listeners.append(self._on_member_event)
+        self.ownership.seeding = cluster is not None
+        self._on_member_event(MemberEvent.UPDATE, self.id, self.membership.me)
+        self.membership.add_static(static)
+        self.ownership.seeding = False
+        restore(self)
+
+    # --- views other code reads --------------------------------------------------------------
+
+    @property
+    def slot_map(self) -> SlotMap:
+        """Who owns which slot, at which config epoch, as this node has heard."""
+        return self.ownership.slot_map
+
+    @slot_map.setter
+    def slot_map(self, value: SlotMap) -> None:
+        self.ownership.slot_map = value
+
+    @property
+    def migrating(self) -> dict[int, str]:
+        """Open migrations out of this node: slot -> target."""
+        return self.migration.migrating
+
+    @property
+    def importing(self) -> dict[int, str]:
+        """Open migrations into this node: slot -> source."""
+        return self.migration.importing
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.running = True
+        self.membership.start(self.seeds)
+        # A restarted node does not serve until it has synced full state with a member (see
+        # kvcore.node.routing). There is no time limit on this on purpose: a restarted node cut
+        # off from every peer stays unavailable (503 try_again) rather than risk serving stale data.
+        self.router.gated = self.membership.restarted and not self.membership.joined
+        self.migration.resend_unacknowledged()
+
+    def stop(self) -> None:
+        """Stop timers and fail pending forwards (the outcome is unknown to us)."""
+        self.running = False
+        self.membership.stop()
+        self.router.fail_pending(errors.Internal(f"node {self.id} is shutting down"))
+
+    # --- the client door ---------------------------------------------------------------------
+
+    def on_client_request(self, op: Any, reply: ReplyFn) -> None:
+        """Handle a client operation; ``reply`` is called exactly once, now or later."""
+        self.router.on_client_request(op, reply)
+
+    def apply(self, op: Get | Put | Delete) -> Reply:
+        """Apply an operation to the local store (the caller checked ownership)."""
+        return self.router.apply_local(op)
+
+    # --- the peer door -----------------------------------------------------------------------
+
+    def on_message(self, src: str, msg: Any) -> None:
+        """Handle a message from peer ``src``. Never raises on what a peer sends."""
+        self.stats.count_received(type(msg).__name__)
+        self._dispatch(src, msg)
+
+    def _malformed(self, src: str, msg: Any) -> None:
+        self.stats.malformed += 1
+
+    def _send(self, dst: str, msg: Any) -> None:
+        self.stats.count_sent(type(msg).__name__)
+        self.rt.send(dst, msg)
+
+    def _on_member_event(self, event: str, node_id: str, m: Member) -> None:
+        """Membership's news: derive the slot map; a slot that changed hands ends its move."""
+        if self.ownership.learn(event, node_id, m):
+            self.migration.slots_changed_hands()
+
+    # --- the admin door (the table in the class docstring) -----------------------------------
+
+    def meet(self, seeds: Sequence[str]) -> None:
+        """Join a running cluster through ``seeds`` (``storelab cluster add-node`` / ``create``).
+
+        Only an empty node may: one holding keys refuses with Conflict. It gives up any slots it
+        claims (a standalone node owns every slot at epoch 1; keeping that claim would fight the
+        cluster's) and learns the cluster's slot map from the seeds.
+        """
+        if self.store.count():
+            raise errors.Conflict(f"node {self.id} holds {self.store.count()} keys; only an empty node can join")
+        if not seeds:
+            raise errors.BadRequest("give at least one seed to meet")
+        if self.membership.me.slots:
+            self.slot_map = SlotMap()
+            self.membership.set_slots("", 0)
+        self.membership.join(seeds)
+
+    def assign_slots(self, ranges: str, epoch: int) -> None:
+        """Replace this node's slot claim by ``ranges`` at ``epoch`` (``cluster create``).
+
+        Used on fresh nodes only; ``epoch`` must be above every epoch the node knows, so the
+        claim wins wherever it is heard.
+        """
+        parsed = parse_ranges(ranges)
+        self.ownership.assign(self.id, parsed, epoch)
+        self.membership.set_slots(format_ranges(parsed), epoch)
+
+    def claim_slots(self, ranges: str, epoch: int) -> None:
+        """Take ownership of ``ranges`` (a range string) at config ``epoch`` and advertise it.
+
+        ``epoch`` must be above the current epoch of every slot in ``ranges`` (Conflict
+        otherwise: the claim would not win everywhere). It spreads by gossip with our next
+        incarnation.
+        """
+        parsed = parse_ranges(ranges)
+        self.ownership.check_claim(self.id, parsed, epoch)
+        mine = self.ownership.claim(self.id, parsed, epoch)
+        self.membership.set_slots(mine, max(epoch, self.membership.me.epoch))
+
+    def begin_import(self, slots: int | Iterable[int], source: str) -> None:
+        """Mark ``slots`` (one slot or several) importing from ``source`` (Redis: SETSLOT IMPORTING)."""
+        self.migration.begin_import([slots] if isinstance(slots, int) else slots, source)
+
+    def begin_migrate(self, slots: int | Iterable[int], target: str) -> None:
+        """Mark ``slots`` (one slot or several) migrating to ``target`` (Redis: SETSLOT MIGRATING)."""
+        self.migration.begin_migrate([slots] if isinstance(slots, int) else slots, target)
+
+    def migrate_keys(self, slot: int, count: int, done: DoneFn) -> None:
+        """Move up to ``count`` keys of a migrating slot to its target.
+
+        A batch also holds at most half a peer frame of key and value bytes (at least one key),
+        so a batch of large values still fits in one frame. ``done(moved, error)`` is called
+        once: ``moved`` is 0 with no error when the slot has no keys left here; 0 with an error
+        sentence when the target refused the batch (its keys are unfrozen: the target certainly
+        did not store them) or when no acknowledgement came after ``BATCH_TRIES`` sends. A batch
+        without an acknowledgement has an unknown outcome (the target may have stored it and the
+        ack been lost), so its keys stay frozen and the *same* batch is sent again by the next
+        call, which the target answers without applying it twice. Unfreezing them instead would
+        let a write or delete land here while the target kept the old copy, which it would serve
+        once it owns the slot.
+        """
+        self.migration.migrate_keys(slot, count, done)
+
+    def finish_import(self, slots: list[int], min_epoch: int = 0) -> int:
+        """Claim the imported ``slots`` at a new config epoch above every epoch we know (and at
+        least ``min_epoch``, for an orchestrator that knows of newer claims); returns it.
+
+        Redis: SETSLOT NODE on the target, which bumps its config epoch. The claim spreads by
+        gossip; the source stops migrating when it hears it.
+        """
+        epoch = self.migration.finish_import(slots, min_epoch)
+        self.claim_slots(format_ranges((s, s) for s in slots), epoch)
+        return epoch
+
+    def abort_migration(self, slot: int, force: bool = False) -> None:
+        """Roll back an open migration of ``slot`` on this node (``fix``).
+
+        On the importing side, the keys it received for a slot it does not own are dropped: the
+        source still has them (it deletes a key only once it is acknowledged... and then the
+        slot would have to be finished, not aborted), and stale copies must never be served.
+        The migrating side refuses while a batch is unacknowledged (its outcome is unknown),
+        unless ``force``: for a target that is gone for good (left or forgotten), whose copies
+        can never be served, so unfreezing the batch's keys here is safe.
+        """
+        self.migration.abort(slot, force)
+
+    # --- views -------------------------------------------------------------------------------
+
+    def members_view(self) -> list[dict[str, Any]]:
+        """Every member this node knows, itself included (served at /cluster/members)."""
+        return self.membership.view()
+
+    def peer_states(self) -> dict[str, str]:
+        """Every other member's state (alive/suspect/dead/left)."""
+        return {m["id"]: m["state"] for m in self.membership.view() if m["id"] != self.id}
+
+    def pending_forwards(self) -> int:
+        return len(self.router.pending)
+
+    def info(self) -> dict[str, Any]:
+        """This node's view, as plain data (served at /cluster/info)."""
+        return {
+            "id": self.id,
+            "mode": "cluster" if len(self.membership.members) > 1 or self.cluster is not None else "standalone",
+            "keys": self.store.count(),
+            "bytes": self.store.bytes_used,
+            "slots_owned": self.slot_map.slot_counts().get(self.id, 0),
+            "slots_assigned": 16384 - sum(hi - lo + 1 for lo, hi in self.slot_map.unassigned()),
+            "epoch": self.slot_map.max_epoch(),
+            "members": {st: sum(1 for m in self.membership.members.values() if m.state == st)
+                        for st in STATES},
+            "incarnation": self.membership.me.incarnation,
+            "joined": self.membership.joined,
+            "pending_forwards": len(self.router.pending),
+            "migrating": {str(k): v for k, v in sorted(self.migrating.items())},
+            "importing": {str(k): v for k, v in sorted(self.importing.items())},
+        }
+
+
+__all__ = ["Node"]

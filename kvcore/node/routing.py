@@ -1,0 +1,309 @@
+"""Routing and forwarding: a client operation goes to its slot's owner, one hop at most.
+
+Theory of operation
+-------------------
+Redis Cluster's model, one hop (:meth:`Router.on_client_request`):
+
+1. Validate the operation (empty key → 400, key or value over the limit → 413).
+2. Look up the key's slot in the slot map. Unowned → 503 ``slot_unassigned``.
+3. Owned here → apply to the :class:`~kvcore.store.LocalStore` and reply at once (a slot that is
+   migrating out is served by :meth:`Router.serve_migrating`: see :mod:`kvcore.node.migration`).
+4. Owned by a member that membership holds dead or left (or never heard of) → 503
+   ``owner_down``, without sending. A *suspect* owner still gets the request: suspicion is not
+   yet failure.
+5. Otherwise send :class:`~kvcore.messages.Forward` with a fresh request id and start a timer;
+   the owner's :class:`~kvcore.messages.ForwardReply` is relayed to the client; if the timer
+   fires first, the client gets 504 ``forward_timeout`` (outcome unknown) and a late reply is
+   counted and dropped.
+
+A Forward is never forwarded again: a receiver that does not own the slot answers ``wrong_node``
+(the maps disagree; the request was not applied), so disagreeing maps cannot loop. An
+:class:`~kvcore.messages.Asking` (Redis's ASK) is the source of a migrating slot sending on a
+request for a key it no longer holds; the importer serves it although it does not own the slot.
+
+The network may duplicate messages. The owner remembers the reply to each forwarded write for
+``dedup_window`` seconds in a :class:`~kvcore.node.dedup.DedupCache` keyed by (sender, request
+id), and answers a duplicate from memory instead of applying it twice. Only writes are
+remembered: a duplicated Get is simply read again and its answer dropped by the forwarder, so
+values of up to 1 MiB are never held. Request ids start at a random 48-bit offset drawn from the
+Runtime's random, so a restarted node does not reuse the ids of its previous life.
+
+A node that restarted does not serve until it has synced full state with a member (``gated``):
+its slot map may be stale, and serving a slot that moved away while it was down would
+acknowledge writes that the new owner never sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kvcore import errors
+from kvcore.dispatch import Handler
+from kvcore.messages import Asking, Delete, Forward, ForwardReply, Get, Put, Reply
+from kvcore.metrics import NodeStats
+from kvcore.node import dedup
+from kvcore.node.dedup import DedupCache
+from kvcore.node.ownership import Ownership
+from kvcore.runtime import Runtime, TimerHandle
+from kvcore.slots import key_slot
+from kvcore.states import State
+from kvcore.store import LocalStore
+
+if TYPE_CHECKING:
+    from kvcore.config import NodeConfig
+    from kvcore.membership import Membership
+    from kvcore.node.migration import Migration
+
+ReplyFn = Callable[[Reply], None]
+
+OK = Reply()
+
+
+def error_reply(err: errors.StoreError) -> Reply:
+    """The Reply that carries a store error to the client."""
+    return Reply(error=err.code, message=err.message)
+
+
+@dataclass(slots=True)
+class _Pending:
+    reply: ReplyFn
+    timer: TimerHandle
+    dst: str
+    op_name: str
+
+
+class Router:
+    """A node's client path: validate, route, apply or forward, relay the owner's reply."""
+
+    def __init__(
+        self,
+        node_id: str,
+        runtime: Runtime,
+        config: NodeConfig,
+        store: LocalStore,
+        stats: NodeStats,
+        ownership: Ownership,
+        membership: Membership,
+        migration: Migration,
+        send: Callable[[str, Any], None],
+        first_request_id: int,
+        apply: Callable[[Get | Put | Delete], Reply] | None = None,
+    ) -> None:
+        self.id = node_id
+        self.rt = runtime
+        self.config = config
+        self.store = store
+        self.stats = stats
+        self.ownership = ownership
+        self.membership = membership
+        self.migration = migration
+        #: slot -> target of the slots migrating out (the migration's own dict, never replaced)
+        self.migrating = migration.migrating
+        self.send = send
+        #: applies an operation here: the node's ``apply`` (a subclass may wrap it), by default
+        #: :meth:`apply_local`
+        self.apply: Callable[[Get | Put | Delete], Reply] = apply or self.apply_local
+        #: a restarted node that has not synced with a member yet answers 503 try_again
+        self.gated = False
+        self.pending: dict[int, _Pending] = {}
+        self._next_rid = first_request_id
+        #: (src, request_id) -> the reply to a forwarded write, for duplicates
+        self.recent: DedupCache[tuple[str, int], Reply] = DedupCache(
+            config.dedup_window, dedup.DEDUP_MAX_ENTRIES
+        )
+
+    def handlers(self) -> Mapping[type, Handler]:
+        """The peer messages this component takes."""
+        return {Forward: self.on_forward, ForwardReply: self.on_forward_reply, Asking: self.on_asking}
+
+    # --- client requests ---------------------------------------------------------------------
+
+    def on_client_request(self, op: Any, reply: ReplyFn) -> None:
+        """Handle a client operation; ``reply`` is called exactly once, now or later."""
+        name = type(op).__name__
+        try:
+            key = self.validate(op)
+            if self.gated and self.still_gated():
+                raise errors.TryAgain(f"node {self.id} restarted and is syncing with the cluster")
+        except errors.StoreError as err:
+            self.stats.count_op(name, err.code)
+            reply(error_reply(err))
+            return
+        slot = key_slot(key)
+        owner = self.ownership.slot_map.owner(slot)
+        if owner == self.id:
+            if slot not in self.migrating:
+                r = self.apply(op)
+                self.stats.count_op(name, r.error or "ok")
+                reply(r)
+                return
+
+            def counted(r: Reply) -> None:
+                self.stats.count_op(name, r.error or "ok")
+                reply(r)
+
+            self.serve_migrating(op, key, slot, name, counted)
+            return
+        if owner is None:
+            e: errors.StoreError = errors.SlotUnassigned(f"slot {slot} has no owner")
+        else:
+            state = self.membership.state_of(owner)
+            if state == State.ALIVE or state == State.SUSPECT:
+                self.forward(owner, op, name, reply)
+                return
+            if state is None:
+                e = errors.OwnerDown(f"slot {slot} is owned by {owner}, which is not a known member")
+            else:
+                e = errors.OwnerDown(f"slot {slot} is owned by {owner}, which is {state}")
+        self.stats.count_op(name, e.code)
+        reply(error_reply(e))
+
+    def still_gated(self) -> bool:
+        if self.membership.joined:
+            self.gated = False
+        return self.gated
+
+    def validate(self, op: Any) -> bytes:
+        """The operation's key, once the operation is known to be well-formed and within limits."""
+        t = type(op)
+        if t is not Get and t is not Put and t is not Delete:
+            raise errors.BadRequest(f"unknown operation {t.__name__}")
+        key = op.key
+        if not isinstance(key, bytes) or not key:
+            raise errors.BadRequest("the key must be a non-empty byte string")
+        if len(key) > self.config.max_key_bytes:
+            raise errors.TooLarge(
+                f"key of {len(key)} bytes is over the limit of {self.config.max_key_bytes}"
+            )
+        if t is Put:
+            if not isinstance(op.value, bytes):
+                raise errors.BadRequest("the value must be a byte string")
+            if len(op.value) > self.config.max_value_bytes:
+                raise errors.TooLarge(
+                    f"value of {len(op.value)} bytes is over the limit of {self.config.max_value_bytes}"
+                )
+        return key
+
+    def apply_local(self, op: Get | Put | Delete) -> Reply:
+        """Apply an operation to the local store (the caller checked ownership)."""
+        t = type(op)
+        if t is Get:
+            v = self.store.get(op.key)
+            if v is None:
+                return error_reply(errors.NotFound(f"key {op.key!r} not found"))
+            return Reply(value=v)
+        if t is Put:
+            self.store.set(op.key, op.value)  # type: ignore[union-attr]
+            return OK
+        if self.store.delete(op.key):
+            return OK
+        return error_reply(errors.NotFound(f"key {op.key!r} not found"))
+
+    def forward(self, owner: str, op: Any, name: str, reply: ReplyFn, asking: bool = False) -> None:
+        """Send ``op`` to ``owner`` and relay its reply, or a 504 once ``forward_timeout`` passes."""
+        rid = self._next_rid
+        self._next_rid += 1
+        timer = self.rt.call_later(self.config.forward_timeout, lambda: self._forward_timed_out(rid))
+        self.pending[rid] = _Pending(reply, timer, owner, name)
+        self.stats.forwards_sent += 1
+        self.send(owner, Asking(request_id=rid, op=op) if asking else Forward(request_id=rid, op=op))
+
+    def serve_migrating(self, op: Any, key: bytes, slot: int, name: str, reply: ReplyFn) -> None:
+        """We own ``slot`` and are moving it out: serve keys we hold, ask the target for others."""
+        if key in self.migration.in_flight:
+            reply(error_reply(errors.TryAgain(f"key {key!r} is being moved to {self.migrating[slot]}")))
+        elif key in self.store:
+            reply(self.apply(op))
+        else:
+            self.forward(self.migrating[slot], op, name, reply, asking=True)
+
+    def _forward_timed_out(self, rid: int) -> None:
+        p = self.pending.pop(rid, None)
+        if p is None:
+            return
+        self.stats.forward_timeouts += 1
+        e = errors.ForwardTimeout(
+            f"node {p.dst} did not answer within {self.config.forward_timeout:g}s"
+        )
+        self.stats.count_op(p.op_name, e.code)
+        p.reply(error_reply(e))
+
+    def fail_pending(self, why: errors.StoreError) -> None:
+        """Answer every pending forward with ``why`` (the node stops: the outcome is unknown)."""
+        pending, self.pending = self.pending, {}
+        for p in pending.values():
+            p.timer.cancel()
+            p.reply(error_reply(why))
+
+    # --- peer messages -----------------------------------------------------------------------
+
+    def on_forward(self, src: str, msg: Forward) -> None:
+        """Serve a request another node forwarded to us as the slot's owner (never re-forwarded)."""
+        self.stats.forwards_received += 1
+        key = (src, msg.request_id)
+        seen = self.recent.get(key, self.rt.now())
+        if seen is not None:
+            self.stats.forward_duplicates += 1
+            self.send(src, ForwardReply(request_id=msg.request_id, reply=seen))
+            return
+        op = msg.op
+        name = type(op).__name__
+        rid = msg.request_id
+
+        def answer(r: Reply) -> None:
+            self.stats.count_op(f"{name}(forwarded)", r.error or "ok")
+            if type(op) is not Get:
+                self.recent.put(key, r, self.rt.now())
+            self.send(src, ForwardReply(request_id=rid, reply=r))
+
+        try:
+            k = self.validate(op)
+            if self.gated and self.still_gated():
+                raise errors.TryAgain(f"node {self.id} restarted and is syncing with the cluster")
+        except errors.StoreError as e:
+            answer(error_reply(e))
+            return
+        slot = key_slot(k)
+        owner = self.ownership.slot_map.owner(slot)
+        if owner != self.id:
+            # Never forward a forwarded request: the maps disagree; say so.
+            answer(error_reply(errors.WrongNode(
+                f"node {self.id} does not own slot {slot}; its map says {owner or 'nobody'}"
+            )))
+        elif slot in self.migrating:
+            self.serve_migrating(op, k, slot, name, answer)
+        else:
+            answer(self.apply(op))
+
+    def on_asking(self, src: str, msg: Asking) -> None:
+        """The owner of a migrating slot asks us (the importer) to serve a key it does not hold."""
+        op = msg.op
+        try:
+            k = self.validate(op)
+        except errors.StoreError as e:
+            r = error_reply(e)
+        else:
+            slot = key_slot(k)
+            if self.migration.importing.get(slot) == src or self.ownership.slot_map.owner(slot) == self.id:
+                r = self.apply(op)
+            else:
+                r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))
+        self.stats.count_op(f"{type(op).__name__}(asking)", r.error or "ok")
+        self.send(src, ForwardReply(request_id=msg.request_id, reply=r))
+
+    def on_forward_reply(self, src: str, msg: ForwardReply) -> None:
+        """The owner's answer to one of our forwards: relay it to the waiting client."""
+        p = self.pending.get(msg.request_id)
+        if p is None or p.dst != src:
+            # late (after the timeout), duplicated, or from the wrong peer: drop
+            self.stats.late_replies += 1
+            return
+        del self.pending[msg.request_id]
+        p.timer.cancel()
+        self.stats.count_op(p.op_name, msg.reply.error or "ok")
+        p.reply(msg.reply)
+
+
+__all__ = ["OK", "ReplyFn", "Router", "error_reply"]
