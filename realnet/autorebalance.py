@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kvcore.membership import ALIVE, LEFT, Member
+from kvcore.membership import ALIVE, LEFT, Member, MemberEvent
 from kvcore.node import Node
 from realnet import admin
 from realnet.settings import AUTO_REBALANCE_SETTLE
@@ -92,15 +92,15 @@ class AutoRebalancer:
         self._last: dict[str, str] = {}
         node.membership.listeners.append(self.on_event)
 
-    def on_event(self, event: str, node_id: str, m: Member) -> None:
+    def on_event(self, event: MemberEvent, node_id: str, m: Member) -> None:
         if node_id == self.node.id:
             return
         before = self._last.get(node_id)
         self._last[node_id] = m.state
         if self.cancel.is_set() or self.node.membership.leaving:
             return
-        joined = (event == "join" and m.state == ALIVE) or (event == ALIVE and before == LEFT)
-        if joined or event == LEFT:  # a crash ("dead") is not a reason: its keys cannot move
+        joined = (event == MemberEvent.JOIN and m.state == ALIVE) or (event == MemberEvent.ALIVE and before == LEFT)
+        if joined or event == MemberEvent.LEFT:  # a crash ("dead") is not a reason: its keys cannot move
             log.info("member %s %s; rebalancing in %gs if this node leads", node_id,
                      "joined" if joined else "left", self.settle)
             self._retries = 0
