@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 A history (``invoke``/``ok``/``fail``/``info`` events, :mod:`checker.history`) is paired
 into operations, each compiled against a sequential specification (:mod:`checker.models`),
-split by key (linearizability is local: Herlihy & Wing 1990), and each key searched with the
+split by key (linearizability is local: Herlihy & Wing 1990), stripped of the unknown writes
+no read observes (:mod:`checker.prepass`), and each key searched with the
 Wing & Gong (1993) depth-first search plus Lowe's (2017) memo of ``(linearized set, state)``,
 as Porcupine implements it (:mod:`checker.search`). A violation is shrunk to a short,
 sound witness (:mod:`checker.witness`); a search that runs past its time budget answers

@@ -1,4 +1,5 @@
-"""Command line: ``python -m checker FILE [FILE ...] [--model M] [--format F] [--timeout S]``.
+"""Command line: ``python -m checker FILE [FILE ...] [--model M] [--format F] [--timeout S]
+[--all-keys] [--no-prepass] [--json]``.
 
 Theory of operation
 -------------------
@@ -6,7 +7,9 @@ Read the history (format detected from the first line unless ``--format``; model
 format, else from the operation names, unless ``--model``), run :func:`checker.check`,
 print the verdict, the witness of a violation and the time taken. Several files are checked
 one after another in the same process (``--timeout`` is the budget of each), their reports
-separated by a blank line (or one JSON line each with ``--json``).
+separated by a blank line (or one JSON line each with ``--json``). ``--no-prepass`` turns off
+the pre-pass that drops unknown writes nothing reads (:mod:`checker.prepass`), to measure it;
+the verdict is the same either way.
 
 Exit status (so that scripts can branch on it; 2 is *not* argparse's usage error here; for
 several files, the most serious of theirs: 3, then 1, then 2, then 0):
@@ -75,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="settle every key even after one is found not linearizable",
     )
+    parser.add_argument(
+        "--no-prepass",
+        dest="prepass",
+        action="store_false",
+        help="search every unknown write, even those no read observes (same verdict, slower)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser
 
@@ -111,7 +120,9 @@ def check_file(path: str, args: argparse.Namespace) -> int:
             model, model_source = get_model(history.model), "from the format"
         else:
             model, model_source = detect_model(history.ops), "detected"
-        result = check(history.ops, model, args.timeout, exhaustive=args.all_keys)
+        result = check(
+            history.ops, model, args.timeout, exhaustive=args.all_keys, prepass=args.prepass
+        )
     except OSError as exc:
         print(f"{PROG}: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
@@ -138,10 +149,16 @@ def render(result: CheckResult, model: Model, path: str, fmt: str, model_source:
     keys = [k for k in result.keys if k is not None]
     unknown = sum(r.unknown_ops for r in result.keys.values())
     counted = sum(r.ops for r in result.keys.values())
+    dropped = sum(r.dropped for r in result.keys.values())
     key_text = f", {len(keys)} key{'s' if len(keys) != 1 else ''}" if keys else ""
+    dropped_text = (
+        f"; {dropped} of those are writes no read observes, dropped before the search"
+        if dropped
+        else ""
+    )
     lines.append(
         f"operations: {result.total_ops}{key_text}; {counted} constrain the order "
-        f"({unknown} of them with unknown outcome)"
+        f"({unknown} of them with unknown outcome{dropped_text})"
     )
     verdict = result.verdict.replace("_", " ").upper()
     if result.verdict == "unknown":
@@ -227,12 +244,14 @@ def result_to_json(result: CheckResult, path: str, fmt: str) -> dict[str, Any]:
         "verdict": result.verdict,
         "elapsed": result.elapsed,
         "operations": result.total_ops,
+        "dropped": sum(r.dropped for r in result.keys.values()),
         "keys": [
             {
                 "key": r.key,
                 "verdict": r.verdict,
                 "ops": r.ops,
                 "unknown_ops": r.unknown_ops,
+                "dropped": r.dropped,
                 "explored": r.explored,
                 "elapsed": r.elapsed,
             }

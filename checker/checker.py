@@ -18,6 +18,13 @@ verdict is
 time), else ``unknown`` if any key ran out of time, else ``linearizable``. For a violation,
 the failing key with the fewest operations is shrunk to a witness by
 :func:`checker.witness.find_counterexample`.
+
+Before the search, unless ``prepass=False``, each key goes through
+:func:`checker.prepass.drop_unread_writes`: on a key with no ``cas`` and no ``append``, an
+unknown write or delete whose value no read returns is dropped (it can always be placed last,
+or nowhere; the proof is in :mod:`checker.prepass`). The verdict is the same either way, and
+a witness is still shrunk from the failing key's full list (when several keys fail, the
+pre-pass may change which one the search settles first, and so which one it comes from).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any, Literal, TypeAlias
 
 from checker.history import Op, events_to_ops
 from checker.models import Model, Step, detect_model, get_model
+from checker.prepass import drop_unread_writes
 from checker.search import SearchResult, gc_paused, iter_search, past
 from checker.witness import Counterexample, find_counterexample
 
@@ -52,6 +60,8 @@ class KeyResult:
     explored: int
     #: seconds spent searching this key
     elapsed: float
+    #: of ``ops``, unknown writes the pre-pass dropped before the search (checker.prepass)
+    dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,7 @@ def check(
     *,
     witness: bool = True,
     exhaustive: bool = False,
+    prepass: bool = True,
 ) -> CheckResult:
     """Check a history for linearizability.
 
@@ -95,7 +106,9 @@ def check(
     With ``witness`` a violation comes with a shrunk :class:`Counterexample` (the shrinking
     uses what is left of the timeout, but at most 10 s beyond the search when there is none).
     The search stops at the first key found not linearizable, leaving the keys it had not
-    settled ``unknown`` in :attr:`CheckResult.keys`, unless ``exhaustive``.
+    settled ``unknown`` in :attr:`CheckResult.keys`, unless ``exhaustive``. With ``prepass``
+    the unknown writes nothing reads are dropped before the search (:mod:`checker.prepass`;
+    it never changes the verdict, ``False`` is there to measure it).
     """
     started = time.perf_counter()
     deadline = None if timeout is None else started + max(0.0, timeout)
@@ -114,7 +127,10 @@ def check(
         if step is not None:
             by_key[op.key].append((op, step))
 
-    results = _search_keys(by_key, chosen, deadline, exhaustive)
+    searched = by_key
+    if prepass:
+        searched = {key: drop_unread_writes(key_ops)[0] for key, key_ops in by_key.items()}
+    results = _search_keys(by_key, searched, chosen, deadline, exhaustive)
 
     verdicts = {r.verdict for r in results.values()}
     verdict = (
@@ -153,6 +169,7 @@ _FIRST_SLICE = 4
 
 def _search_keys(
     by_key: dict[str | None, list[tuple[Op, Step]]],
+    searched: dict[str | None, list[tuple[Op, Step]]],
     model: Model,
     deadline: float | None,
     exhaustive: bool,
@@ -160,7 +177,9 @@ def _search_keys(
     """Search every key, sharing time round-robin in slices that double every round, so that
     one hard key cannot starve the others, and stop at the first violation unless
     ``exhaustive`` (Porcupine runs the partitions in parallel and kills them all at the first
-    violation, ``checker.go``; this is that, on one core and deterministic)."""
+    violation, ``checker.go``; this is that, on one core and deterministic). ``searched`` is
+    ``by_key`` after the pre-pass; the order of the keys and the counts in the results come
+    from ``by_key``, so that they do not depend on the pre-pass."""
     order = sorted(by_key, key=lambda k: (len(by_key[k]), _key_order(k)))
     running: dict[str | None, Generator[int, None, SearchResult]] = {}
     elapsed: dict[str | None, float] = dict.fromkeys(order, 0.0)
@@ -179,7 +198,7 @@ def _search_keys(
                     continue
                 slice_started = time.perf_counter()
                 if key not in running:
-                    ops = [(op.call, op.ret, step) for op, step in by_key[key]]
+                    ops = [(op.call, op.ret, step) for op, step in searched[key]]
                     running[key] = iter_search(ops, [model.init])
                 steps = running[key]
                 try:
@@ -216,6 +235,7 @@ def _search_keys(
             unknown_ops=sum(1 for op, _ in key_ops if op.ret is None),
             explored=explored[key],
             elapsed=elapsed[key],
+            dropped=len(key_ops) - len(searched[key]),
         )
     return results
 

@@ -182,3 +182,29 @@ def test_several_files_as_json_lines(good: Path, stale: Path) -> None:
         (str(good), "linearizable"),
         (str(stale), "not_linearizable"),
     ]
+
+
+def test_prepass_is_reported_and_can_be_turned_off(tmp_path: Path) -> None:
+    path = tmp_path / "unread.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                event(0, "invoke", "put", "1"),
+                event(0, "ok", "put", "1"),
+                event(1, "invoke", "put", "2"),
+                event(1, "info", "put", "2"),
+                event(2, "invoke", "get", None),
+                event(2, "ok", "get", "1"),
+            ]
+        )
+    )
+    done = run(path)
+    assert done.returncode == 0
+    assert "1 of those are writes no read observes, dropped before the search" in done.stdout
+    report = json.loads(run(path, "--json").stdout)
+    assert report["dropped"] == 1 and report["keys"][0]["dropped"] == 1
+    off = run(path, "--json", "--no-prepass")
+    assert off.returncode == 0
+    report = json.loads(off.stdout)
+    assert report["verdict"] == "linearizable"
+    assert report["dropped"] == 0 and report["keys"][0]["dropped"] == 0
