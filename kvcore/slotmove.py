@@ -32,7 +32,10 @@ open migration stays, as after a crash of ``redis-cli``, until ``fix``).
 **Fix** (:class:`Fix`, :func:`plan_fix`). For each slot with an open mark (``migrating`` on a
 source, ``importing`` on a target), by who owns it in the view's map and who is up:
 
-- the target owns it (the move finished) or a third node does (stale marks): :class:`Clear`;
+- the target owns it (the move finished) or a third node does (stale marks): :class:`Clear`,
+  except a source's migrating mark while its own map still names it the owner: it has not heard
+  the claim yet, and without the mark it would serve the slot from a store the moved keys left;
+  wait for it (:class:`WaitOwned`; a node drops the mark itself when it hears the claim);
 - the source owns it and both ends are alive: resume, exactly as a move (marking again is
   harmless), and finish;
 - the source owns it and the target is gone (left, or unknown to the cluster): :class:`RollBack`
@@ -499,7 +502,7 @@ def plan_fix(snap: Snapshot, assign_unowned: bool = False) -> FixPlan:
     """Decide, slot by slot, how to close every open migration and mend the map (module docstring)."""
     plan = FixPlan()
     marked = _plan_marks(snap, plan)
-    if plan.clear or plan.rollback or plan.resume:
+    if plan.clear or plan.rollback or plan.resume or plan.converge:
         return plan  # the map is looked at once no mark is left
     _plan_map(snap, plan, marked, assign_unowned)
     return plan
@@ -520,6 +523,7 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
                 pairs[slot] = ("", "")
             marks.setdefault(slot, []).append(n.id)
     resume: dict[tuple[str, str], list[int]] = {}
+    wait: dict[str, tuple[list[int], set[str]]] = {}
     clear: dict[str, list[int]] = {}
     rollback: dict[str, list[int]] = {}
     for slot in sorted(pairs):
@@ -529,7 +533,14 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
         owner = snap.owner(slot)[0]
         if owner == target or (owner is not None and owner not in (source, target)):
             for nid in marks[slot]:
-                clear.setdefault(nid, []).append(slot)
+                n = snap.nodes[nid]
+                if n.migrating.get(slot) and n.owner(slot)[0] == nid:
+                    # it has not heard the new owner's claim yet: without its mark it would serve
+                    # the slot from a store the moved keys left; it drops the mark when it hears
+                    wait.setdefault(owner, ([], set()))[0].append(slot)
+                    wait[owner][1].add(nid)
+                else:
+                    clear.setdefault(nid, []).append(slot)
         elif owner == source and snap.up(source) and snap.up(target):
             resume.setdefault((source, target), []).append(slot)
         elif owner == source and snap.up(source) and snap.gone(target):
@@ -545,6 +556,7 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     plan.resume = [Move(s, t, tuple(slots_to_ranges(sl))) for (s, t), sl in sorted(resume.items())]
     plan.clear = sorted(clear.items())
     plan.rollback = sorted(rollback.items())
+    plan.converge = [(o, sl, sorted(ns)) for o, (sl, ns) in sorted(wait.items())]
     return set(pairs)
 
 
