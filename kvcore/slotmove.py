@@ -76,7 +76,7 @@ MAX_FAILURES = 25
 #: seconds before a failed move-keys round is tried again, times the failures so far (at most 1 s)
 RETRY_DELAY = 0.2
 
-Run = tuple[int, int, "str | None", int]
+Run = tuple[int, int, str | None, int]
 
 
 def fmt(slots: Iterable[int]) -> str:

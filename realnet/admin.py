@@ -593,10 +593,12 @@ class Admin:
                     return epoch, []
                 try:
                     state, got = self._act(cluster, step, state, batch, progress)
-                except NodeError as e:
+                except AdminError as e:
                     if not isinstance(step, Import | Migrate):
                         raise
-                    refusal, state = e, state.after_refusal(e.detail or e.message)
+                    # a guard refused (or the node did not answer): take back, then raise it
+                    refusal = e
+                    state = state.after_refusal(e.detail if isinstance(e, NodeError) and e.detail else e.message)
                     got = 0
                 epoch = got or epoch
                 if not isinstance(step, MoveKeys) or state.retry or state.refused:

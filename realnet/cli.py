@@ -481,6 +481,8 @@ def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
         left = a.fix(cluster, plan, args.batch, bar, args.assign_unowned)
     finally:
         bar.close()
+    for p in left:
+        print(f"storelab: {p}", file=sys.stderr)
     after = a.plan_fix(a.discover(args.addr), args.assign_unowned)
     if not after.empty() or after.problems:
         for line in [*after.describe(), *after.problems]:

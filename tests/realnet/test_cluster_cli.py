@@ -283,6 +283,30 @@ def test_fix_gives_unowned_slots_an_owner_only_with_assign_unowned(launcher: Lau
         assert client.get(key) == b"v"
 
 
+def test_fix_rolls_back_a_migration_whose_target_left(launcher: Launcher) -> None:
+    a, b, d = start(launcher, ["a", "b", "d"])
+    ok("create", a.addr, b.addr, "--yes")
+    ok("add-node", d.addr, a.addr, "--yes")  # owns no slot, so it may leave
+    slot = key_slot(b"{rb}")
+    owner = a if slot <= 8191 else b
+    with Client(a.addr) as client:
+        client.set("{rb}k", "v")
+    assert post(d, "/cluster/import", {"slot": slot, "source": owner.id})[0] == 200
+    assert post(owner, "/cluster/migrate", {"slot": slot, "target": "d"})[0] == 200
+    # a rollback is only for a target that is gone
+    status, got = post(owner, "/cluster/rollback", {"slot": slot})
+    assert status == 409 and "only a migration whose target is gone" in got["message"], got
+    assert post(d, "/cluster/leave", {}) == (202, {"id": "d", "status": "leaving", "drain": False})
+    assert d.wait(timeout=30) == 0
+    poll(lambda: all(n.states().get("d") == "left" for n in (a, b)), timeout=CONVERGE, what="d to be left")
+
+    r = ok("fix", a.addr, "--yes")
+    assert f"roll back the migration of slots {slot} on {owner.id} (its target is gone)" in r.stdout
+    assert owner.info()["migrating"] == {}
+    with Client(b.addr) as client:
+        assert client.get("{rb}k") == b"v"  # the source kept the slot and its key
+
+
 def test_fix_readopts_a_slot_two_nodes_claim_at_the_same_epoch(launcher: Launcher) -> None:
     a, b, c = start(launcher, ["a", "b", "c"])
     ok("create", a.addr, b.addr, c.addr, "--yes")
