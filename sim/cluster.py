@@ -44,12 +44,14 @@ from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import Node
 from kvcore.runtime import MemoryStorage
+from kvcore.slotmove import Fix, MoveSlots
 from kvcore.slots import even_split
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.rand import stream
 from sim.runtime import SimRuntime
+from sim.slotmove import drive
 from sim.trace import Trace
 
 
@@ -397,9 +399,6 @@ class SimCluster:
         or stale, roll back on the source when the target left; with ``assign_unowned``, give
         slots without a live owner one. What it cannot fix is recorded as a ``fix_unfixed``
         fault per problem. The view is the first live node's map."""
-        from kvcore.slotmove import Fix
-        from sim.slotmove import drive
-
         def run() -> Any:
             up = self.alive()
             if not up:
@@ -417,9 +416,6 @@ class SimCluster:
                  source: str | None = None) -> Any:
         """One move (kvcore.slotmove.MoveSlots) driven to its end; False (and a
         ``reshard_aborted`` fault) when it stopped."""
-        from kvcore.slotmove import MoveSlots
-        from sim.slotmove import drive
-
         ok, problems = yield from drive(self, MoveSlots(target, tuple(slots), source), target, batch,
                                         max_failures, retry_delay)
         if not ok:
