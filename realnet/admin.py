@@ -8,8 +8,7 @@ to nodes only through their HTTP API: the read views (``/cluster/members``, ``/c
 each command *discovers* the cluster from one address (:meth:`Admin.discover`: the entry node's
 member list, then every live member's own views), decides, acts, and waits for the result with
 a deadline by polling the nodes (never a fixed sleep). It is what ``redis-cli --cluster`` is to
-Redis, and it runs the same procedures as the sim's verbs (:mod:`sim.cluster`: ``_reshard``,
-``_rebalance``, ``fix``, ``remove_node``).
+Redis, and it drives the same slot-move procedure as the sim's verbs (:mod:`kvcore.slotmove`).
 
 **Create** (:meth:`Admin.create`). Every node must be a fresh standalone node: reachable, empty,
 knowing no other member and not joining any (:func:`create_problems`; any problem refuses the
@@ -26,18 +25,26 @@ one node owns every slot while the others own none, which an automatic rebalance
 for a cluster to even out. Then every node must report the same, complete slot map and hold
 every other node alive.
 
-**Moving slots** (:meth:`Admin.move_slots`, one :class:`kvcore.rebalance.Move`): Redis Cluster's
-live resharding, in chunks of slots per HTTP call: mark the chunk importing on the target, then
-migrating on the source (in that order, so that a request the source sends on with ASK finds the
-target ready), then ``move-keys`` on the source for every slot of the chunk at once, again for
-those that moved keys or failed, until each answers "0 moved, no error". A failed batch (not
-acknowledged, refused) is retried after a short delay, up to ``max_failures`` failed rounds for
-the move; kvcore resends an unacknowledged batch as it was, so a retry never applies twice. Only
-when every slot of the move is empty at the source does the target claim them all with *one*
-``finish`` (one new config epoch per move). The move is over when every live node's slot map
-names the target for each of those slots and the source has dropped its migrating marks. Waiting
-for *every* node, not only the source, matters: the next move's target must know this claim's
-epoch, or its own claim would not be above it.
+**Moving slots** (:meth:`Admin.move_slots`, one :class:`kvcore.rebalance.Move`) and **fix**
+(:meth:`Admin.fix`) run the one slot-move procedure of :mod:`kvcore.slotmove`, which the sim's
+verbs drive too: :meth:`Admin.drive` observes the cluster (:meth:`Admin.discover`, then
+:meth:`Admin.snapshot`), asks :func:`kvcore.slotmove.next_steps` for the next steps and carries
+them out over HTTP, until the procedure says done or names a problem. Each step acts on a group
+of slots in calls of ``CHUNK`` slots: ``import`` on the target, then ``migrate`` on the source,
+then ``move-keys`` for every slot of the chunk at once until each answers "0 moved, no error"
+(a failed round is retried after a short delay, up to ``max_failures`` failed rounds; kvcore
+resends an unacknowledged batch as it was, so a retry never applies twice); then one ``finish``
+(one new config epoch per move); then a wait until every live node's slot map names the target
+and the source dropped its migrating marks (:meth:`Admin.wait_owned`): the next move's target
+must know this claim's epoch, or its own claim would not be above it. A refused ``import`` or
+``migrate`` takes back the import marks the move set (``abort``), then the node's error is
+raised. Fix closes every open migration (resume, clear leftover or stale marks, roll back with
+``/cluster/rollback`` on a source whose target is gone, report what cannot be done), waits for
+lagging maps, lets the owner claim again a slot two nodes claim at one epoch (``/cluster/claim``)
+and, with ``assign_unowned``, gives slots without a live owner one (``GET /cluster/keyslots``
+tells which nodes hold keys of them); the rules and their reasons are in :mod:`kvcore.slotmove`.
+What ``verify`` reports about members (a node down, views that differ) fix explains in a
+sentence (:func:`member_problems`): gossip settles those, not fix.
 
 **Plans**. ``reshard`` and ``rebalance`` plan with :func:`kvcore.rebalance.plan_reshard` and
 :func:`kvcore.rebalance.plan_rebalance` from the entry node's slot map, after
@@ -45,19 +52,6 @@ epoch, or its own claim would not be above it.
 the map and on who is alive, no open migration. ``remove-node`` is a rebalance with weight 0 for
 the node (as the sim's ``remove_node``), then ``/cluster/leave`` on it; it is over when every
 other node holds it *left*.
-
-**Fix** (:meth:`Admin.fix`). An open migration is a ``migrating`` mark on a source or an
-``importing`` mark on a target (``/cluster/info``), left by a crash of the CLI, the source or the
-target. For each slot with a mark:
-
-- the target already owns it: the move finished; clear what marks are left (``abort``, which on
-  the owner keeps the keys);
-- the source still owns it, and both are alive: resume, exactly as :meth:`move_slots` would
-  (marking again is harmless), and finish;
-- the source still owns it and the target is gone (left, dead, unknown): finishing is impossible,
-  roll back on the source (its keys never left it, except those the lost target acknowledged);
-- a third node owns it: the marks are stale; clear them (the importer's copies are dropped);
-- the source is down and the target does not own it: nothing safe can be done; it is reported.
 
 **Errors** are :class:`AdminError` with a sentence and the exit status the CLI uses: 1 for a
 refusal or problems found (:class:`Refused`), 2 for a node that cannot be reached or answered an
@@ -78,6 +72,34 @@ from typing import Any
 from kvcore.config import parse_addr
 from kvcore.membership import ALIVE, LEFT
 from kvcore.rebalance import Move, PlanError, plan_rebalance, plan_reshard
+from kvcore.slotmove import (
+    CHUNK,
+    MAX_FAILURES,
+    RETRY_DELAY,
+    UNREACHABLE,
+    Assign,
+    Clear,
+    Done,
+    Finish,
+    Fix,
+    FixPlan,
+    Goal,
+    Import,
+    Migrate,
+    MoveKeys,
+    MoveSlots,
+    NodeView,
+    Problem,
+    Readopt,
+    RollBack,
+    Snapshot,
+    Step,
+    TakeBack,
+    WaitOwned,
+    next_steps,
+)
+from kvcore.slotmove import Progress as MoveProgress
+from kvcore.slotmove import plan_fix as slotmove_plan_fix
 from kvcore.slots import (
     NUM_SLOTS,
     Range,
@@ -100,11 +122,6 @@ DEFAULT_TIMEOUT = 10.0
 MOVE_KEYS_TIMEOUT = 120.0
 #: keys per batch (Redis's ``--cluster-pipeline`` is 10; our batches are one frame each)
 DEFAULT_BATCH = 100
-#: slots per import / migrate / move-keys call
-CHUNK = 1024
-#: failed move-keys rounds tolerated per move before giving up (then: ``fix``)
-MAX_FAILURES = 25
-RETRY_DELAY = 0.2
 #: seconds to wait for gossip to carry a change to every node
 CONVERGE_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
@@ -371,34 +388,6 @@ def cluster_problems(c: ClusterView) -> list[str]:
 # --- the administrator -----------------------------------------------------------------------
 
 
-@dataclass
-class FixPlan:
-    """What :meth:`Admin.fix` will do, slot by slot."""
-
-    #: moves to resume and finish (source still owns the slots, both ends alive)
-    resume: list[Move] = field(default_factory=list)
-    #: (node id, slots) whose leftover marks are cleared with ``abort`` (the move is over, or the
-    #: marks are stale); ``rollback`` likewise, on a source whose target is gone
-    clear: list[tuple[str, list[int]]] = field(default_factory=list)
-    rollback: list[tuple[str, list[int]]] = field(default_factory=list)
-    #: what cannot be fixed, in sentences
-    problems: list[str] = field(default_factory=list)
-
-    def empty(self) -> bool:
-        return not (self.resume or self.clear or self.rollback)
-
-    def describe(self) -> list[str]:
-        out = []
-        for mv in self.resume:
-            out.append(f"resume moving slots {format_ranges(mv.slots)} ({mv.count}) from {mv.source} "
-                       f"to {mv.target}, then let {mv.target} claim them")
-        for nid, slots in self.clear:
-            out.append(f"clear leftover marks of slots {_fmt(slots)} on {nid}")
-        for nid, slots in self.rollback:
-            out.append(f"roll back the migration of slots {_fmt(slots)} on {nid} (its target is gone)")
-        return out
-
-
 def _fmt(slots: Iterable[int]) -> str:
     return format_ranges(slots_to_ranges(sorted(slots)))
 
@@ -559,52 +548,126 @@ class Admin:
             if n.state != ALIVE or not n.reachable:
                 raise AdminError(f"Node {n.label()} is {n.state if n.state != ALIVE else 'unreachable'}; "
                                  "slots cannot move from or to it.")
-        slots = list(ranges_to_slots(move.slots))
-        failures = 0
-        last_error = ""
-        for chunk in _chunks(slots, CHUNK):
-            self.post(dst.addr, "/cluster/import", {"slots": chunk, "source": src.id})
-            try:
-                self.post(src.addr, "/cluster/migrate", {"slots": chunk, "target": dst.id})
-            except AdminError:
-                # nothing moved yet: take back the import marks we set, then report
-                try:
-                    self.post(dst.addr, "/cluster/abort", {"slots": chunk})
-                except AdminError:
-                    pass
-                raise
-            pending = chunk
-            while pending:
-                r = self.post(src.addr, "/cluster/move-keys", {"slots": pending, "count": batch},
-                              timeout=MOVE_KEYS_TIMEOUT)
-                again: list[int] = []
-                finished = 0
-                for row in r["results"]:
-                    if row["error"]:
-                        last_error = row["error"]
-                        again.append(row["slot"])
-                    elif row["moved"]:
-                        again.append(row["slot"])
-                    else:
-                        finished += 1
-                if progress is not None and finished:
-                    progress(finished)
-                if r["failed"]:
-                    failures += 1
-                    if failures > max_failures:
-                        raise AdminError(
-                            f"Moving slots from {src.id} to {dst.id} failed {failures} times (last: "
-                            f"{last_error.rstrip('.')}); the migration is left open: run storelab cluster fix.")
-                    time.sleep(min(1.0, RETRY_DELAY * failures))
-                pending = again
-        epoch = int(self.post(dst.addr, "/cluster/finish", {"slots": format_ranges(move.slots)})["epoch"])
-        self.wait_owned(cluster, slots, dst.id, [src.id])
+        goal = MoveSlots(dst.id, tuple(ranges_to_slots(move.slots)), src.id)
+        epoch, problems = self.drive(cluster.entry.addr, goal, batch, progress, max_failures)
+        if problems:
+            raise AdminError(_sentence(problems[0]))
         return epoch
 
-    def wait_owned(self, cluster: ClusterView, slots: list[int], target: str, sources: Sequence[str]) -> None:
-        """Until every live node maps ``slots`` to ``target`` and the sources dropped their marks."""
-        nodes = cluster.live()
-        todo = [n.addr for n in nodes]
+    def snapshot(self, cluster: ClusterView, key_slots: bool = False) -> Snapshot:
+        """What :mod:`kvcore.slotmove` plans from: every member as the entry node lists it, with
+        its own map and marks when it answered (``unreachable`` when it did not); with
+        ``key_slots``, the slots each live node holds keys of (``GET /cluster/keyslots``)."""
+        nodes: dict[str, NodeView] = {}
+        for n in cluster.nodes.values():
+            if n.state == ALIVE and not n.reachable:
+                nodes[n.id] = NodeView(n.id, UNREACHABLE)
+                continue
+            migrating, importing = n.open_marks()
+            held: frozenset[int] = frozenset()
+            if key_slots and n.reachable and n.state == ALIVE:
+                held = frozenset(ranges_to_slots(parse_ranges(self.get(n.addr, "/cluster/keyslots")["slots"])))
+            nodes[n.id] = NodeView(n.id, n.state, tuple(n.runs), migrating, importing, held)
+        return Snapshot(nodes, cluster.entry.id)
+
+    def drive(self, addr: str, goal: Goal, batch: int = DEFAULT_BATCH, progress: Progress | None = None,
+              max_failures: int = MAX_FAILURES) -> tuple[int, list[str]]:
+        """Observe the cluster of ``addr``, ask :func:`kvcore.slotmove.next_steps`, act over HTTP,
+        until Done or a Problem: (the last new config epoch or 0, the problems that stopped it).
+        A refused import or migrate takes back the import marks, then raises the node's error."""
+        state = MoveProgress()
+        refusal: AdminError | None = None
+        epoch = 0
+        assign = isinstance(goal, Fix) and goal.assign_unowned
+        cluster = self.discover(addr)
+        snap = self.snapshot(cluster, assign)
+        while True:
+            steps = next_steps(snap, goal, state, chunk=CHUNK, max_failures=max_failures, retry_delay=RETRY_DELAY)
+            again = False
+            for step in steps:
+                if isinstance(step, Problem):
+                    if refusal is not None:
+                        raise refusal
+                    return epoch, [s.text for s in steps if isinstance(s, Problem)]
+                if isinstance(step, Done):
+                    return epoch, []
+                try:
+                    state, got = self._act(cluster, step, state, batch, progress)
+                except AdminError as e:
+                    if not isinstance(step, Import | Migrate):
+                        raise
+                    # a guard refused (or the node did not answer): take back, then raise it
+                    refusal = e
+                    state = state.after_refusal(e.detail if isinstance(e, NodeError) and e.detail else e.message)
+                    got = 0
+                epoch = got or epoch
+                if not isinstance(step, MoveKeys) or state.retry or state.refused:
+                    again = True
+                if state.refused:
+                    break
+            if again:
+                cluster = self.discover(addr)
+                snap = self.snapshot(cluster, assign)
+
+    def _act(self, cluster: ClusterView, step: Step, state: MoveProgress, batch: int,
+             progress: Progress | None) -> tuple[MoveProgress, int]:
+        """One step over HTTP: (the new progress, a new config epoch or 0)."""
+        if isinstance(step, WaitOwned):
+            self.wait_owned(cluster, list(step.slots), step.target, list(step.nodes))
+            return state, 0
+        addr = cluster.nodes[step.node].addr
+        if isinstance(step, Import | Migrate):
+            path, peer = (("/cluster/import", {"source": step.source}) if isinstance(step, Import)
+                          else ("/cluster/migrate", {"target": step.target}))
+            for chunk in _chunks(list(step.slots), CHUNK):
+                self.post(addr, path, {"slots": chunk, **peer})
+            return state, 0
+        if isinstance(step, MoveKeys):
+            if step.delay:
+                time.sleep(step.delay)
+            rows = []
+            for chunk in _chunks(list(step.slots), CHUNK):
+                r = self.post(addr, "/cluster/move-keys", {"slots": chunk, "count": batch}, timeout=MOVE_KEYS_TIMEOUT)
+                rows += [(row["slot"], row["moved"], row["error"]) for row in r["results"]]
+            finished = sum(1 for _, moved, error in rows if not moved and not error)
+            if progress is not None and finished:
+                progress(finished)
+            return state.after_move_keys(rows), 0
+        if isinstance(step, Finish):
+            return state, int(self.post(addr, "/cluster/finish", {"slots": _fmt(step.slots)})["epoch"])
+        if isinstance(step, TakeBack):
+            for chunk in _chunks(list(step.slots), CHUNK):
+                try:
+                    self.post(addr, "/cluster/abort", {"slots": chunk})
+                except AdminError:
+                    pass  # the refusal that stopped the move is what to report
+            return state, 0
+        if isinstance(step, Clear):
+            for chunk in _chunks(list(step.slots), CHUNK):
+                try:
+                    self.post(addr, "/cluster/abort", {"slots": chunk})
+                except NodeError as e:
+                    if e.code != "conflict":
+                        raise
+                    # a batch of one of these slots is unacknowledged: resend it (the target
+                    # answers a batch it stored without applying it again), then clear
+                    self.post(addr, "/cluster/move-keys", {"slots": chunk, "count": batch}, timeout=MOVE_KEYS_TIMEOUT)
+                    self.post(addr, "/cluster/abort", {"slots": chunk})
+            return state, 0
+        if isinstance(step, RollBack):
+            for chunk in _chunks(list(step.slots), CHUNK):
+                self.post(addr, "/cluster/rollback", {"slots": chunk})
+            return state, 0
+        if isinstance(step, Assign | Readopt):
+            r = self.post(addr, "/cluster/claim", {"slots": _fmt(step.slots), "epoch": step.epoch})
+            self.log(f"{step.node}: claimed slots {_fmt(step.slots)} at epoch {step.epoch}")
+            return state, int(r["epoch"])
+        raise AssertionError(f"unexpected step {step!r}")
+
+    def wait_owned(self, cluster: ClusterView, slots: list[int], target: str, nodes: Sequence[str]) -> None:
+        """Until ``nodes`` (ids; those down are skipped) map ``slots`` to ``target`` and keep no
+        migrating mark of them."""
+        todo = [cluster.nodes[n].addr for n in nodes if n in cluster.nodes and cluster.nodes[n].reachable]
         wanted = set(slots)
 
         def done() -> bool:
@@ -612,12 +675,10 @@ class Admin:
                 owners = self.owners(todo[0])
                 if any(owners[s] != target for s in slots):
                     return False
-                todo.pop(0)
-            for sid in sources:
-                n = cluster.nodes[sid]
-                migrating = (self.get(n.addr, "/cluster/info") or {}).get("migrating", {})
+                migrating = (self.get(todo[0], "/cluster/info") or {}).get("migrating", {})
                 if wanted.intersection(int(k) for k in migrating):
                     return False
+                todo.pop(0)
             return True
 
         self.wait(f"every node to see {target} own the {len(slots)} moved slots", done)
@@ -678,79 +739,38 @@ class Admin:
 
     # --- fix --------------------------------------------------------------------------------
 
-    def plan_fix(self, cluster: ClusterView) -> FixPlan:
-        """Decide, slot by slot, how to close every open migration (module docstring)."""
-        plan = FixPlan()
-        owners = owners_of(cluster.entry.runs)
-        pairs: dict[int, tuple[str, str]] = {}
-        marked: dict[int, dict[str, str]] = {}  # slot -> node id -> "migrating" | "importing"
-        for n in cluster.live():
-            migrating, importing = n.open_marks()
-            for slot, target in migrating.items():
-                pairs.setdefault(slot, (n.id, target))
-                marked.setdefault(slot, {})[n.id] = "migrating"
-            for slot, source in importing.items():
-                if pairs.setdefault(slot, (source, n.id)) != (source, n.id):
-                    plan.problems.append(f"Slot {slot} is marked both {pairs[slot][0]} -> {pairs[slot][1]} "
-                                         f"and {source} -> {n.id}; it was left as it is.")
-                    pairs[slot] = ("", "")
-                marked.setdefault(slot, {})[n.id] = "importing"
-
-        def up(nid: str) -> bool:
-            m = cluster.nodes.get(nid)
-            return m is not None and m.state == ALIVE and m.reachable
-
-        def gone(nid: str) -> bool:
-            # left, or forgotten (reaped after being dead long enough); a dead node may come back
-            m = cluster.nodes.get(nid)
-            return m is None or m.state == LEFT
-
-        resume: dict[tuple[str, str], list[int]] = {}
-        clear: dict[str, list[int]] = {}
-        rollback: dict[str, list[int]] = {}
-        for slot in sorted(pairs):
-            source, target = pairs[slot]
-            if not source:
-                continue
-            owner = owners[slot]
-            if owner == target or (owner not in (source, target) and owner is not None):
-                for nid in marked[slot]:
-                    clear.setdefault(nid, []).append(slot)
-            elif owner == source and up(source) and up(target):
-                resume.setdefault((source, target), []).append(slot)
-            elif owner == source and up(source) and gone(target):
-                for nid in marked[slot]:
-                    rollback.setdefault(nid, []).append(slot)
-            else:
-                who = source if not up(source) else target
-                state = cluster.nodes[who].state if who in cluster.nodes else "unknown"
-                plan.problems.append(
-                    f"Slot {slot} is moving from {source} to {target} (owner: {owner or 'none'}), but "
-                    f"{who} is {state if state != ALIVE else 'unreachable'}; bring it back (or, for a "
-                    "target, wait until the cluster forgets it) and run fix again.")
-        plan.resume = [Move(s, t, tuple(slots_to_ranges(sl))) for (s, t), sl in sorted(resume.items())]
-        plan.clear = sorted(clear.items())
-        plan.rollback = sorted(rollback.items())
+    def plan_fix(self, cluster: ClusterView, assign_unowned: bool = False) -> FixPlan:
+        """What fix will do (:func:`kvcore.slotmove.plan_fix`), plus, once nothing is left to do
+        on the slots, a sentence for each disagreement on members, which fix does not change."""
+        plan = slotmove_plan_fix(self.snapshot(cluster, assign_unowned), assign_unowned)
+        if plan.empty():
+            plan.problems += member_problems(cluster)
         return plan
 
-    def fix(self, cluster: ClusterView, plan: FixPlan, batch: int = DEFAULT_BATCH,
-            progress: Progress | None = None) -> None:
-        """Carry out a :class:`FixPlan`."""
-        for nid, slots in [*plan.clear, *plan.rollback]:
-            node = cluster.nodes[nid]
-            for chunk in _chunks(slots, CHUNK):
-                try:
-                    self.post(node.addr, "/cluster/abort", {"slots": chunk})
-                except NodeError as e:
-                    if e.code != "conflict":
-                        raise
-                    # a batch of one of these slots is unacknowledged: resend it (the target
-                    # answers a batch it stored without applying it again), then clear
-                    self.post(node.addr, "/cluster/move-keys", {"slots": chunk, "count": batch},
-                              timeout=MOVE_KEYS_TIMEOUT)
-                    self.post(node.addr, "/cluster/abort", {"slots": chunk})
-        for mv in plan.resume:
-            self.move_slots(cluster, mv, batch, progress)
+    def fix(self, cluster: ClusterView, plan: FixPlan | None = None, batch: int = DEFAULT_BATCH,
+            progress: Progress | None = None, assign_unowned: bool = False) -> list[str]:
+        """Drive fix (:class:`kvcore.slotmove.Fix`) until nothing is left to do; the problems it
+        could not fix. ``plan`` is what was shown: the procedure observes again at every step."""
+        _, problems = self.drive(cluster.entry.addr, Fix(assign_unowned), batch, progress)
+        return problems
+
+
+def member_problems(c: ClusterView) -> list[str]:
+    """Members that disagree about members, explained: gossip settles them, fix does not."""
+    out = []
+    expected = {n.id: n.state for n in c.members()}
+    for n in c.live():
+        view = {m["id"]: m["state"] for m in n.members or []}
+        for mid, st in sorted(expected.items()):
+            if mid not in view or (view[mid] != st and n is not c.entry):
+                out.append(f"Node {n.id} holds {mid} {view.get(mid, 'unknown')}, {c.entry.id} holds it {st}: "
+                           "membership gossip settles this by itself; fix does not change members.")
+    return out
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "."
 
 
 # --- automatic rebalancing (run by a node, in a worker thread) --------------------------------
@@ -798,5 +818,6 @@ __all__ = [
     "cluster_problems",
     "create_problems",
     "even_split",
+    "member_problems",
     "owners_of",
 ]

@@ -13,6 +13,7 @@ the node's views onto JSON. Routes (DESIGN.md, "The two worlds"):
 ``GET /cluster/slots``      the slot map as ranges with owner id, owner client address, epoch
 ``GET /cluster/members``    every member of this node's gossip view (itself included)
 ``GET /cluster/info``       ``node.info()`` plus SWIM, node, transport and HTTP counters
+``GET /cluster/keyslots``   ``{"id", "slots"}``: the slots this node holds keys of, as ranges
 ``GET /health``             ``{"status": "ok", "id": ...}``
 ``GET /metrics``            Prometheus text format
 ``POST /cluster/...``       the admin endpoints below (JSON in, JSON out)
@@ -74,6 +75,9 @@ body (``Content-Type: application/json``) and answer a JSON object:
 ``/cluster/finish``            ``{"slots": [...]|"RANGES"}``: claim imported slots at a new
                                config epoch -> ``{"id", "slots", "epoch"}``
 ``/cluster/abort``             ``{"slot"|"slots"}``: roll back open marks -> ``{"id", "slots"}``
+``/cluster/rollback``          ``{"slot"|"slots"}``: as abort, for a migration whose target is
+                               gone (left or forgotten; 409 otherwise): a batch it never
+                               acknowledged is abandoned -> ``{"id", "slots"}``
 ``/cluster/leave``             ``{}`` or ``{"force": true}``: leave gracefully; 202
                                ``{"id", "status": "leaving", "drain"}``, then the process stops
                                as on SIGTERM (exit status 0)
@@ -121,7 +125,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from kvcore import errors
 from kvcore.config import parse_addr
-from kvcore.membership import STATES
+from kvcore.membership import LEFT, STATES
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.node import Node
 from kvcore.slots import (
@@ -245,6 +249,7 @@ class Api:
             "/cluster/slots": (_READ_METHODS, self.cluster_slots),
             "/cluster/members": (_READ_METHODS, self.cluster_members),
             "/cluster/info": (_READ_METHODS, self.cluster_info),
+            "/cluster/keyslots": (_READ_METHODS, self.cluster_keyslots),
             "/metrics": (_READ_METHODS, self.metrics),
         }
         self._admin: dict[str, Callable[[dict[str, Any]], Response | asyncio.Future[Response]]] = {
@@ -256,6 +261,7 @@ class Api:
             "/cluster/move-keys": self.admin_move_keys,
             "/cluster/finish": self.admin_finish,
             "/cluster/abort": self.admin_abort,
+            "/cluster/rollback": self.admin_rollback,
             "/cluster/leave": self.admin_leave,
         }
         self.registry = CollectorRegistry(auto_describe=False)
@@ -552,6 +558,29 @@ class Api:
         for slot in slots:
             self.node.abort_migration(slot)
         return json_response(200, {"id": self.node.id, "slots": _fmt_slots(slots)})
+
+    def admin_rollback(self, body: dict[str, Any]) -> Response:
+        """Roll back migrations whose target is gone for good (``fix``): like ``abort``, but a
+        batch the lost target never acknowledged is abandoned rather than refused (its copies can
+        never be served). Refused (409) for a target this node does not hold left or forgotten."""
+        node = self.node
+        slots = _slots_of(body)
+        for slot in slots:
+            target = node.migrating.get(slot)
+            state = node.membership.state_of(target) if target is not None else None
+            if target is not None and state not in (None, LEFT):
+                raise errors.Conflict(
+                    f"node {node.id} holds {target!r} {state}; only a migration whose target is gone "
+                    "(left or forgotten) is rolled back"
+                )
+        for slot in slots:
+            node.abort_migration(slot, force=True)
+        return json_response(200, {"id": node.id, "slots": _fmt_slots(slots)})
+
+    def cluster_keyslots(self) -> Response:
+        """The slots this node holds keys of, as ranges (``fix --assign-unowned`` asks)."""
+        return json_response(200, {"id": self.node.id,
+                                   "slots": format_ranges(slots_to_ranges(self.node.store.slots()))})
 
     def admin_leave(self, body: dict[str, Any]) -> Response:
         node = self.node

@@ -27,7 +27,8 @@ the nodes' HTTP API (:mod:`realnet.admin` does the work). ADDR is a node's clien
 - ``reshard ADDR --slots N --to NODE [--from NODE,...|all]``: move N slots live;
 - ``rebalance ADDR [--weight NODE=W ...] [--use-empty]``: even out the slots by weight;
 - ``remove-node ADDR NODE``: move the node's slots to the others, then it leaves;
-- ``fix ADDR``: finish or roll back migrations left open by a crash.
+- ``fix ADDR [--assign-unowned]``: finish or roll back migrations left open by a crash; mend the
+  slot map (lagging maps, same-epoch claims, and with the flag slots without a live owner).
 
 Every command that changes the cluster first prints what it will do and asks ``[y/N]`` on
 stdin (anything but ``y``/``yes``, end of input included, declines) unless ``--yes`` is given.
@@ -223,12 +224,17 @@ def add_cluster_parser(sub: Any) -> None:
     sp.add_argument("--use-empty", action="store_true", help="nodes that own no slots take part too")
     common(sp, moves=True)
 
-    sp = csub.add_parser("fix", help="finish or roll back migrations left open by a crash",
+    sp = csub.add_parser("fix", help="finish or roll back migrations left open by a crash; mend the slot map",
                          description="Close every open migration: resume and finish it when its source "
                          "still owns the slot and both ends are alive; clear leftover marks when the target "
-                         "owns it already; roll back when the target is gone. Exit 1 if something could "
-                         "not be fixed.")
+                         "owns it already (or a third node does); roll back when the target is gone. Then "
+                         "mend the slot map: wait for nodes whose map lags, let the owner claim again slots "
+                         "two nodes claim at the same epoch, and with --assign-unowned give slots without a "
+                         "live owner one (a node holding keys of the slot, else the node with the fewest "
+                         "slots). Exit 1 if something could not be fixed.")
     sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("--assign-unowned", action="store_true",
+                    help="give slots without an owner (or whose owner left) to a live node")
     common(sp, moves=True)
 
 
@@ -459,11 +465,12 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
 
 def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.addr)
-    plan = a.plan_fix(cluster)
+    plan = a.plan_fix(cluster, args.assign_unowned)
     for p in plan.problems:
         print(f"storelab: {p}", file=sys.stderr)
     if plan.empty():
-        say("No open migration to fix." if not plan.problems else "Nothing can be fixed now.")
+        say("No open migration to fix. The slot map needs no mending." if not plan.problems
+            else "Nothing can be fixed now.")
         return admin.EXIT_PROBLEMS if plan.problems else admin.EXIT_OK
     say("To fix:")
     for line in plan.describe():
@@ -472,17 +479,19 @@ def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
     total = sum(m.count for m in plan.resume)
     bar = _Bar(args, total, "finishing moves")
     try:
-        a.fix(cluster, plan, args.batch, bar)
+        left = a.fix(cluster, plan, args.batch, bar, args.assign_unowned)
     finally:
         bar.close()
-    after = a.plan_fix(a.discover(args.addr))
+    for p in left:
+        print(f"storelab: {p}", file=sys.stderr)
+    after = a.plan_fix(a.discover(args.addr), args.assign_unowned)
     if not after.empty() or after.problems:
         for line in [*after.describe(), *after.problems]:
             print(f"storelab: still open: {line}", file=sys.stderr)
         return admin.EXIT_PROBLEMS
-    say("Fixed: no migration is open any more." if not plan.problems
+    say("Fixed: no migration is open any more." if not (plan.problems or left)
         else "Fixed what could be fixed; the problems above remain.")
-    return admin.EXIT_PROBLEMS if plan.problems else admin.EXIT_OK
+    return admin.EXIT_PROBLEMS if plan.problems or left else admin.EXIT_OK
 
 
 _CLUSTER_COMMANDS: dict[str, Callable[[argparse.Namespace, Admin], int]] = {

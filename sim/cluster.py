@@ -39,18 +39,19 @@ from typing import Any
 import simpy
 
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
-from kvcore.errors import StoreError
 from kvcore.membership import Member, MemberEvent, SwimConfig
 from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import Node
 from kvcore.runtime import MemoryStorage
+from kvcore.slotmove import Fix, MoveSlots
 from kvcore.slots import even_split
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.rand import stream
 from sim.runtime import SimRuntime
+from sim.slotmove import drive
 from sim.trace import Trace
 
 
@@ -342,15 +343,20 @@ class SimCluster:
         self._at(at, "release", "", self.net.release)
 
     # --- resharding (live slot migration) ----------------------------------------------------
+    #
+    # Every verb below drives the one slot-move procedure (kvcore.slotmove) from a SimPy process
+    # (sim.slotmove.drive), in the same order as ``storelab cluster`` over HTTP.
 
     def reshard(self, slots: Iterable[int], target: str, *, at: float | None = None,
                 batch: int = 20, retry_delay: float = 0.2, max_failures: int = 50) -> None:
-        """Move ``slots`` to ``target`` live, one slot at a time, ``batch`` keys per step.
+        """Move ``slots`` to ``target`` live, ``batch`` keys per slot per round, as one move.
 
-        The source of each slot is its owner in the target's view when the slot's turn comes.
-        A batch that fails (loss, timeout) is retried after ``retry_delay``; a crash of the
-        source or the target aborts the rest, recorded as a ``reshard_aborted`` fault (the open
-        migration stays, as it would after a crash of redis-cli, until ``fix``).
+        The source of each slot is its owner in the target's view. A failed round (loss,
+        timeout) is retried after ``retry_delay`` times the failures so far (at most 1 s); a
+        crash of the source or the target, a refusal, or more than ``max_failures`` failed
+        rounds stops it, recorded as a ``reshard_aborted`` fault (the open migration stays, as
+        it would after a crash of redis-cli, until ``fix``). The target claims every slot at
+        once; the move is over when every live node's map names it.
         """
         todo = sorted(set(slots))
         desc = f"{len(todo)} slots -> {target}"
@@ -377,94 +383,44 @@ class SimCluster:
 
         view = self.nodes()[0]
         members = [*view.membership.live_members(), view.membership.me]
-        ids = sorted(m.node for m in members if m.state in ("alive", "suspect"))
+        ids = sorted(m.node for m in members if m.state.up)
         moves = plan_rebalance(view.slot_map.assignment(), ids, weights, use_empty)
         for mv in moves:
             slots = [s for lo, hi in mv.slots for s in range(lo, hi + 1)]
-            ok = yield from self._reshard(slots, mv.target, batch, 0.2, 50)
+            ok = yield from self._reshard(slots, mv.target, batch, 0.2, 50, mv.source)
             if not ok:
                 return False
         return True
 
-    def fix(self, at: float | None = None, batch: int = 20) -> None:
-        """Finish every migration left open (by a crash of the source, the target or the
-        resharding itself), as ``storelab cluster fix`` does: resume moving the slot's keys to
-        the target named by the open marks, then let the target claim the slot."""
+    def fix(self, at: float | None = None, batch: int = 20, *, assign_unowned: bool = False) -> None:
+        """Close every migration left open (by a crash of the source, the target or the move
+        itself), as ``storelab cluster fix`` does (kvcore.slotmove): resume a move whose source
+        still owns the slot and whose ends are both up, clear the marks of a move that is over
+        or stale, roll back on the source when the target left; with ``assign_unowned``, give
+        slots without a live owner one. What it cannot fix is recorded as a ``fix_unfixed``
+        fault per problem. The view is the first live node's map."""
+        def run() -> Any:
+            up = self.alive()
+            if not up:
+                return
+            _, problems = yield from drive(self, Fix(assign_unowned), up[0], batch, 50, 0.2)
+            for p in problems:
+                self.faults.append(Fault(self.env.now, "fix_unfixed", p))
 
-        def start() -> None:
-            todo: dict[int, str] = {}
-            for node in self.nodes():
-                for slot, target in node.migrating.items():
-                    todo.setdefault(slot, target)
-                for slot, _source in node.importing.items():
-                    todo.setdefault(slot, node.id)
-
-            def run() -> Any:
-                for slot in sorted(todo):
-                    yield from self._reshard([slot], todo[slot], batch, 0.2, 50)
-
-            self._spawn(run())
-
-        self._at(at, "fix", "", start)
+        self._at(at, "fix", "assign-unowned" if assign_unowned else "", lambda: self._spawn(run()))
 
     def _spawn(self, gen: Any) -> None:
         self.env.process(gen)
 
-    def _reshard(self, slots: list[int], target: str, batch: int, retry_delay: float, max_failures: int) -> Any:
-        """Move each slot's keys (slot by slot, in batches), then let the target claim them all
-        at once: one new config epoch for the whole move, as ``redis-cli --cluster reshard``
-        ends with SETSLOT NODE. Until the claim, the sources keep the slots in MIGRATING and
-        send requests for keys they no longer hold on to the target (ASK)."""
-        env = self.env
-        failures = 0
-        moved_slots: list[int] = []
-        for slot in slots:
-            dst = self.node(target)
-            if dst is None:
-                self.faults.append(Fault(env.now, "reshard_aborted", f"target {target} is down"))
-                return False
-            source = dst.slot_map.owner(slot)
-            if source == target:
-                continue
-            src = self.node(source) if source is not None else None
-            if src is None:
-                self.faults.append(Fault(env.now, "reshard_aborted", f"source {source} of slot {slot} is down"))
-                return False
-            try:
-                dst.begin_import(slot, source)
-                src.begin_migrate(slot, target)
-            except StoreError as e:  # views disagree, or the slot is already moving elsewhere
-                self.faults.append(Fault(env.now, "reshard_aborted", f"slot {slot}: {e.message}"))
-                return False
-            while True:
-                if self.node(source) is not src or self.node(target) is not dst:
-                    self.faults.append(Fault(env.now, "reshard_aborted", f"slot {slot}: {source} or {target} crashed"))
-                    return False
-                done = env.event()
-                src.migrate_keys(slot, batch, lambda n, err, done=done: done.succeed((n, err)))
-                if not done.triggered:
-                    yield done | env.timeout(self.config.forward_timeout * 2)
-                if not done.triggered:
-                    continue  # the source crashed with the batch: caught at the top of the loop
-                moved, err = done.value
-                if err:
-                    failures += 1
-                    if failures > max_failures:
-                        self.faults.append(Fault(env.now, "reshard_aborted", f"slot {slot}: {err}"))
-                        return False
-                    yield env.timeout(retry_delay)
-                    continue
-                if moved == 0:
-                    break
-            moved_slots.append(slot)
-        dst = self.node(target)
-        if moved_slots:
-            if dst is None:
-                self.faults.append(Fault(env.now, "reshard_aborted", f"target {target} is down"))
-                return False
-            epoch = dst.finish_import(moved_slots)
-            self.trace.record((env.now, "slots_moved", len(moved_slots), target, epoch))
-        return True
+    def _reshard(self, slots: list[int], target: str, batch: int, retry_delay: float, max_failures: int,
+                 source: str | None = None) -> Any:
+        """One move (kvcore.slotmove.MoveSlots) driven to its end; False (and a
+        ``reshard_aborted`` fault) when it stopped."""
+        ok, problems = yield from drive(self, MoveSlots(target, tuple(slots), source), target, batch,
+                                        max_failures, retry_delay)
+        if not ok:
+            self.faults.append(Fault(self.env.now, "reshard_aborted", problems[0] if problems else "stopped"))
+        return ok
 
     def _close_fault(self, verb: str, args: str | None) -> None:
         for f in reversed(self.faults):

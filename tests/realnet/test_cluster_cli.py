@@ -251,6 +251,87 @@ def test_reshard_then_an_open_migration_fails_verify_and_fix_finishes_it(launche
         assert [client.get(k) for k in tagged] == [k.encode() for k in tagged]
 
 
+# --- fix's powers beyond open migrations ---------------------------------------------------------
+
+
+def test_fix_gives_unowned_slots_an_owner_only_with_assign_unowned(launcher: Launcher) -> None:
+    a, b = start(launcher, ["a", "b"])
+    # a cluster that leaves 16001-16383 without an owner
+    assert post(a, "/cluster/assign", {"slots": "0-8000", "epoch": 2})[0] == 200
+    assert post(b, "/cluster/meet", {"seeds": [a.peer_addr]})[0] == 200
+    assert post(b, "/cluster/claim", {"slots": "8001-16000", "epoch": 3})[0] == 200
+    poll(lambda: all(n.info()["slots_assigned"] == 16001 and n.states() == {"a": "alive", "b": "alive"}
+                     for n in (a, b)), timeout=CONVERGE, what="a and b to agree on 16001 slots")
+    r = storelab("verify", a.addr)
+    assert r.returncode == 1 and "problem: 383 slots have no owner: 16001-16383." in r.stdout, r
+
+    r = storelab("fix", a.addr, "--yes")
+    assert r.returncode == 1, r
+    assert ("383 slots (16001-16383) have no live owner that can come back; run fix with --assign-unowned "
+            "to give them one.") in r.stderr
+    assert "Nothing can be fixed now." in r.stdout
+
+    r = ok("fix", a.addr, "--assign-unowned", "--yes")
+    # the fewest slots first (b has 8000, a 8001), counting the ones just given: they spread evenly
+    assert "assign the unowned slots" in r.stdout and "Fixed: no migration is open any more." in r.stdout
+    poll(lambda: storelab("verify", a.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
+         what="verify to pass after fix --assign-unowned")
+    assert sorted((slots_owned(a), slots_owned(b))) == [8192, 8192]
+    with Client(b.addr) as client:  # the slots serve now
+        key = next(f"u{i}" for i in range(10_000) if key_slot(f"u{i}") > 16000)
+        client.set(key, "v")
+        assert client.get(key) == b"v"
+
+
+def test_fix_rolls_back_a_migration_whose_target_left(launcher: Launcher) -> None:
+    a, b, d = start(launcher, ["a", "b", "d"])
+    ok("create", a.addr, b.addr, "--yes")
+    ok("add-node", d.addr, a.addr, "--yes")  # owns no slot, so it may leave
+    slot = key_slot(b"{rb}")
+    owner = a if slot <= 8191 else b
+    with Client(a.addr) as client:
+        client.set("{rb}k", "v")
+    assert post(d, "/cluster/import", {"slot": slot, "source": owner.id})[0] == 200
+    assert post(owner, "/cluster/migrate", {"slot": slot, "target": "d"})[0] == 200
+    # a rollback is only for a target that is gone
+    status, got = post(owner, "/cluster/rollback", {"slot": slot})
+    assert status == 409 and "only a migration whose target is gone" in got["message"], got
+    assert post(d, "/cluster/leave", {}) == (202, {"id": "d", "status": "leaving", "drain": False})
+    assert d.wait(timeout=30) == 0
+    poll(lambda: all(n.states().get("d") == "left" for n in (a, b)), timeout=CONVERGE, what="d to be left")
+
+    r = ok("fix", a.addr, "--yes")
+    assert f"roll back the migration of slots {slot} on {owner.id} (its target is gone)" in r.stdout
+    assert owner.info()["migrating"] == {}
+    with Client(b.addr) as client:
+        assert client.get("{rb}k") == b"v"  # the source kept the slot and its key
+
+
+def test_fix_readopts_a_slot_two_nodes_claim_at_the_same_epoch(launcher: Launcher) -> None:
+    a, b, c = start(launcher, ["a", "b", "c"])
+    ok("create", a.addr, b.addr, c.addr, "--yes")
+    # a and b both claim slot 100 at one epoch, before either hears the other: the epoch rule
+    # keeps whichever claim a node heard first, so their maps never agree by themselves
+    for epoch in range(10, 20):
+        sa, _ = post(a, "/cluster/claim", {"slots": [100], "epoch": epoch})
+        sb, _ = post(b, "/cluster/claim", {"slots": [100], "epoch": epoch})
+        if (sa, sb) == (200, 200):
+            break
+    else:
+        pytest.fail("no two claims at one epoch were accepted")
+    time.sleep(1.0)  # a few gossip rounds: they still disagree
+    r = storelab("verify", c.addr)
+    assert r.returncode == 1 and "slot map differs" in r.stdout, r
+    assert "No open migration to fix." not in storelab("fix", a.addr, "--yes").stdout
+
+    poll(lambda: storelab("verify", a.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
+         what="verify to pass after fix")
+    owners = {n.id: {r["node"] for r in n.get_json("/cluster/slots")["slots"] if r["start"] <= 100 <= r["end"]}
+              for n in (a, b, c)}
+    assert owners == {"a": {"a"}, "b": {"a"}, "c": {"a"}}
+    assert "No open migration to fix." in ok("fix", a.addr, "--yes").stdout
+
+
 # --- automatic rebalancing ---------------------------------------------------------------------
 
 
@@ -329,9 +410,11 @@ def test_admin_endpoints_answer_bad_input_with_sentences_and_leave_stops_the_nod
             {"slot": 3, "moved": 0, "error": "Slot 3 is not migrating from node solo."},
             {"slot": 4, "moved": 0, "error": "Slot 4 is not migrating from node solo."}]})
     assert post(n, "/cluster/abort", {"slots": "1-3"}) == (200, {"id": "solo", "slots": "1-3"})
+    assert post(n, "/cluster/rollback", {"slots": "1-3"}) == (200, {"id": "solo", "slots": "1-3"})
     status, headers, _ = n.request("GET", "/cluster/meet")
     assert status == 405 and headers["allow"] == "POST"
     assert n.request("PUT", "/kv/k", b"v")[0] == 204
+    assert n.get_json("/cluster/keyslots") == {"id": "solo", "slots": str(key_slot("k"))}
     status, got = post(n, "/cluster/meet", {"seeds": ["127.0.0.1:1"]})
     assert (status, got["error"]) == (409, "conflict") and "holds 1 keys" in got["message"]
     assert n.request("GET", "/health")[0] == 200  # none of it hurt the node

@@ -89,7 +89,9 @@ def test_a_crash_of_the_source_aborts_the_reshard_and_is_reported() -> None:
     slots = [s for s in slots_of_keys(30) if c.node("n1").slot_map.owner(s) == "n1"]
     c.add_clients(1, Workload(ops=200, keys=30, think=0.01, timeout=2.0))
     c.reshard(slots, "n3", at=1.0, batch=1)
-    c.crash("n1", at=1.003)  # a few milliseconds in: a batch is in flight
+    # every slot of a chunk moves at once (one batch each, as the CLI's move-keys call): the first
+    # batches are acknowledged about 2 ms in; crash the source while they are in flight
+    c.crash("n1", at=1.001)
     c.run()
     assert [f.verb for f in c.faults if f.verb == "reshard_aborted"] == ["reshard_aborted"]
 
@@ -154,3 +156,115 @@ def test_remove_node_drains_its_slots_then_leaves() -> None:
         assert n.peer_states()["n2"] == "left"
     result = check(c.history.events(), model="kv", timeout=30)
     assert result.verdict == "linearizable", result.witness
+
+
+# --- the one slot-move procedure (kvcore.slotmove) as the sim drives it ---------------------------
+
+
+def test_a_move_waits_until_every_live_node_names_the_target() -> None:
+    c = SimCluster(11, 3, CFG, swim=SWIM, observe=False)
+    slots = [s for s in slots_of_keys(20) if c.node("n1").slot_map.owner(s) == "n1"]
+    c.add_clients(1, Workload(ops=50, keys=20, think=0.01, timeout=2.0))
+    c.partition(["n2"], at=0.9)  # n2 cannot hear the claim until the heal
+    c.heal(at=6.0)
+    done: list[tuple[float, bool, list[str | None]]] = []
+
+    def run() -> object:
+        ok = yield from c._reshard(slots, "n3", 20, 0.2, 50)
+        done.append((c.now, ok, [c.node("n2").slot_map.owner(s) for s in slots]))
+
+    c.run(until=1.0)
+    c.env.process(run())
+    c.run(until=40.0)
+    assert len(done) == 1
+    t, ok, n2_owners = done[0]
+    assert ok and t >= 6.0, done  # not over when n3 claimed (about 1.0): n2 had to learn it
+    assert n2_owners == ["n3"] * len(slots)
+
+
+def test_a_refused_migrate_takes_back_the_import_marks_it_set() -> None:
+    c = SimCluster(12, 3, CFG, swim=SWIM, observe=False)
+    n1, n3 = c.node("n1"), c.node("n3")
+    slot = next(s for s in range(16384) if n1.slot_map.owner(s) == "n1")
+    n1.begin_migrate(slot, "n2")  # another orchestrator's move of this slot is open on n1
+    c.reshard([slot], "n3", at=1.0)
+    c.run(until=3.0)
+    aborted = [f for f in c.faults if f.verb == "reshard_aborted"]
+    assert len(aborted) == 1 and "already migrating" in aborted[0].args, c.faults
+    assert n3.importing == {}  # taken back: no key moved under it
+    assert n1.migrating == {slot: "n2"}  # the other move is not ours to touch
+
+
+def test_fix_rolls_back_a_migration_whose_target_left() -> None:
+    c = SimCluster(13, 3, CFG, swim=SWIM, observe=False)
+    c.add_node("n4")  # joins owning no slot
+    c.run(until=3.0)
+    n1, n4 = c.node("n1"), c.node("n4")
+    slot = next(s for s in range(16384) if n1.slot_map.owner(s) == "n1")
+    n4.begin_import(slot, "n1")
+    n1.begin_migrate(slot, "n4")
+    c.leave("n4", at=3.5)
+    c.fix(at=10.0)
+    c.run(until=14.0)
+    assert n1.migrating == {} and n1.slot_map.owner(slot) == "n1"
+    assert [f.verb for f in c.faults if f.verb in ("reshard_aborted", "fix_unfixed")] == []
+
+
+def test_fix_resumes_then_finishes_a_move_both_ends_of_which_are_up() -> None:
+    c = SimCluster(14, 3, CFG, swim=SWIM, observe=False)
+    n1, n3 = c.node("n1"), c.node("n3")
+    slot = key_slot("{r}0")
+    owner = c.node(n1.slot_map.owner(slot))
+    target = n3 if owner is not n3 else n1
+    for i in range(5):
+        owner.on_client_request(__import__("kvcore.messages").messages.Put(key=b"{r}%d" % i, value=b"v"),
+                                lambda r: None)
+    target.begin_import(slot, owner.id)
+    owner.begin_migrate(slot, target.id)
+    c.fix(at=1.0)
+    c.run(until=10.0)
+    assert all(n.slot_map.owner(slot) == target.id and not n.migrating and not n.importing for n in c.nodes())
+    assert target.store.count_in_slot(slot) == 5 and owner.store.count_in_slot(slot) == 0
+
+
+def _partial_cluster(seed: int) -> SimCluster:
+    from kvcore.config import ClusterConfig
+    from sim.cluster import sim_spec
+
+    specs = (sim_spec("n1", ((0, 5000),)), sim_spec("n2", ((5001, 10000),)), sim_spec("n3", ((10001, 16000),)))
+    return SimCluster(seed, 3, CFG, swim=SWIM, observe=False, cluster=ClusterConfig(specs, 1))
+
+
+def test_fix_gives_unowned_slots_an_owner_only_when_asked() -> None:
+    c = _partial_cluster(15)
+    c.fix(at=1.0)
+    c.run(until=3.0)
+    (unfixed,) = [f for f in c.faults if f.verb == "fix_unfixed"]
+    assert "383 slots (16001-16383) have no live owner" in unfixed.args and "--assign-unowned" in unfixed.args
+    assert not c.node("n1").slot_map.covers_all()
+
+    c = _partial_cluster(15)
+    key = next(f"k{i}" for i in range(10_000) if key_slot(f"k{i}") > 16000)
+    c.node("n3").store.set(key.encode(), b"kept")  # a key of an unowned slot, held by n3
+    c.fix(at=1.0, assign_unowned=True)
+    c.run(until=10.0)
+    assert [f.verb for f in c.faults if f.verb == "fix_unfixed"] == []
+    for n in c.nodes():
+        assert n.slot_map.covers_all() and n.slot_map == c.node("n1").slot_map
+    # the holder of the key gets its slot; the rest go to the nodes with the fewest slots, evenly
+    assert c.node("n1").slot_map.owner(key_slot(key)) == "n3"
+    counts = c.node("n1").slot_map.slot_counts()
+    assert counts["n3"] == 6001 and abs(counts["n1"] - counts["n2"]) <= 1, counts
+
+
+def test_fix_readopts_a_slot_two_nodes_claim_at_the_same_epoch() -> None:
+    c = SimCluster(16, 3, CFG, swim=SWIM, observe=False)
+    n1, n2 = c.node("n1"), c.node("n2")
+    n1.claim_slots("100", 5)
+    n2.claim_slots("100", 5)  # the same epoch: whoever a node heard first, it keeps
+    c.run(until=5.0)
+    assert n1.slot_map.owner(100) == "n1" and n2.slot_map.owner(100) == "n2"
+    c.fix(at=5.0)
+    c.run(until=12.0)
+    assert all(n.slot_map.owner(100) == "n1" and n.slot_map.epoch(100) > 5 for n in c.nodes())
+    assert all(n.slot_map == n1.slot_map for n in c.nodes())
