@@ -40,6 +40,7 @@ import simpy
 
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
 from kvcore.membership import Member, MemberEvent, SwimConfig
+from kvcore.membership.member import UP
 from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import Node
@@ -383,7 +384,7 @@ class SimCluster:
 
         view = self.nodes()[0]
         members = [*view.membership.live_members(), view.membership.me]
-        ids = sorted(m.node for m in members if m.state.up)
+        ids = sorted(m.node for m in members if m.state in UP)
         moves = plan_rebalance(view.slot_map.assignment(), ids, weights, use_empty)
         for mv in moves:
             slots = [s for lo, hi in mv.slots for s in range(lo, hi + 1)]
