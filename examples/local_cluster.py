@@ -108,7 +108,8 @@ class Node:
 
     def __init__(self, node_id: str, addr: str, config: Path, log: Path) -> None:
         self.id, self.addr, self.log = node_id, addr, log
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=path)
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "realnet.node", "--config", str(config), "--id", node_id],
@@ -195,8 +196,8 @@ def smoke(nodes: list[Node]) -> bool:
     finally:
         conn.close()
     ok = status == 200 and body == b"hello from storelab"
-    print(f"smoke: set through {nodes[0].id}, read through {nodes[-1].id}: {'ok' if ok else f'FAILED ({status} {body[:80]!r})'}",
-          flush=True)
+    verdict = "ok" if ok else f"FAILED ({status} {body[:80]!r})"
+    print(f"smoke: set through {nodes[0].id}, read through {nodes[-1].id}: {verdict}", flush=True)
     return ok
 
 

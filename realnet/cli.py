@@ -47,7 +47,8 @@ the nodes' HTTP API (:mod:`realnet.admin` does the work). ADDR is a node's clien
 - ``add-node NEW EXISTING``: an empty node joins, owning no slots;
 - ``reshard ADDR --slots N --to NODE [--from NODE,...|all]``: move N slots live;
 - ``rebalance ADDR [--weight NODE=W ...] [--use-empty]``: even out the slots by weight;
-- ``remove-node ADDR NODE`` (alias ``del-node``, Redis's name): move the node's slots to the others, then it leaves;
+- ``remove-node ADDR NODE`` (alias ``del-node``, Redis's name): move the node's slots to the others,
+  then it leaves;
 - ``fix ADDR [--assign-unowned]``: finish or roll back migrations left open by a crash; mend the
   slot map (lagging maps, same-epoch claims, and with the flag slots without a live owner).
 
@@ -289,7 +290,8 @@ def add_cluster_parser(sub: Any) -> None:
     sp.add_argument("--use-empty", action="store_true", help="give nodes that own no slots their share")
     common(sp, moves=True)
 
-    sp = csub.add_parser("remove-node", aliases=["del-node"], help="move a node's slots to the others, then it leaves",
+    sp = csub.add_parser("remove-node", aliases=["del-node"],
+                         help="move a node's slots to the others, then it leaves",
                          description="Move every slot of NODE to the other nodes (a rebalance with weight 0 "
                          "for it), then make it leave the cluster gracefully (its process exits). "
                          "'del-node' is the same command (redis-cli's name).")
@@ -475,8 +477,10 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
         f"{' on the nodes that answered' if unknown else ''}, {assigned} of {NUM_SLOTS} slots assigned.")
     say(f"State, slots and epochs as {cluster.entry.label()} sees them; keys as each node counts its own.")
     for r in unknown:
-        why = f": {r['error'].rstrip('.')}" if r["error"] else ""
-        say(f"? {r['id']} was not asked{why}." if r["state"] != State.ALIVE else f"? {r['id']} did not answer{why}.")
+        if r["state"] != State.ALIVE:
+            say(f"? {r['id']} is {r['state']} in {cluster.entry.id}'s view; it was not asked.")
+        else:
+            say(f"? {r['id']} did not answer" + (f": {r['error'].rstrip('.')}." if r["error"] else "."))
     return admin.EXIT_OK
 
 
@@ -686,7 +690,8 @@ def _kv(args: argparse.Namespace) -> int:
         # the node's sentence names the key ("Key 'nope' not found."): a "no", exit 1
         error(err.message or f"Key {args.key!r} not found")
         return EXIT_NOT_FOUND
-    error(f"{(err.message or 'The node answered an error').rstrip('.')} ({status} {err.code} from node {args.node})")
+    said = (err.message or "The node answered an error").rstrip(".")
+    error(f"{said} ({status} {err.code} from node {args.node})")
     return EXIT_ERROR
 
 

@@ -191,8 +191,8 @@ class KvMethods:
 class Client(KvMethods):
     """A smart client: caches the slot map and talks to each key's owner directly.
 
-    ``seeds`` are client (HTTP) addresses, ``"HOST:PORT"``; the first that answers
-    ``/cluster/slots`` provides the map. Not thread-safe: use one client per thread.
+    ``seeds`` are client (HTTP) addresses, ``"HOST:PORT"`` or ``"http://HOST:PORT"``; the first
+    that answers ``/cluster/slots`` provides the map. Not thread-safe: use one client per thread.
     """
 
     def __init__(self, seeds: str | Iterable[str] = DEFAULT_NODE, *, timeout: float = 5.0) -> None:

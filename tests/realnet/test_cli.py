@@ -307,9 +307,18 @@ def test_info_takes_slots_epochs_and_states_from_one_view_and_keys_from_each_nod
     ]
     assert lines[4] == "3 nodes (2 alive), 1234 keys on the nodes that answered, 16384 of 16384 slots assigned."
     assert lines[5] == "State, slots and epochs as a (h:97) sees them; keys as each node counts its own."
-    assert lines[6:] == ["? b did not answer: Cannot reach node h:98: timed out.", "? x was not asked: down."]
+    assert lines[6:] == ["? b did not answer: Cannot reach node h:98: timed out.", "? x is dead in a's view; it was not asked."]
 
 
 def test_table_keeps_a_numeric_column_right_aligned_with_unknowns() -> None:
     out = cli.table(("N", "KEYS"), [("a", 5), ("b", None), ("c", "?"), ("d", 12345)])
     assert out.splitlines() == ["N   KEYS", "a      5", "b      ?", "c      ?", "d  12345"]
+
+
+def test_readme_names_every_command_alias_and_form() -> None:
+    readme = (REPO / "README.md").read_text()
+    for name in [*cli._CLUSTER_COMMANDS, *cli.ALIASES]:
+        assert f"`{name}" in readme, name
+    for text in ("storelab --version", "http://HOST:PORT", "examples/local_cluster.py", "LICENSE",
+                 "history: linearizable", "simulated 29.3 s"):
+        assert text in readme, text
