@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -39,6 +40,9 @@ EXIT_LINEARIZABLE = 0
 EXIT_NOT_LINEARIZABLE = 1
 EXIT_UNKNOWN = 2
 EXIT_ERROR = 3
+#: not verdicts: Ctrl-C, and stdout closed by its reader (128 + the signal, as shells report them)
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 PROG = "python -m checker"
 
@@ -89,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; output into a closed pipe (``... | head``) ends it quietly with status
+    141 (128 + SIGPIPE), Ctrl-C with 130: never a traceback (the Python documentation's note on
+    SIGPIPE: catch BrokenPipeError and point stdout at devnull for the flush at exit)."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.timeout < 0:
         print(f"{PROG}: error: --timeout must be >= 0", file=sys.stderr)

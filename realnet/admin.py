@@ -158,7 +158,7 @@ class NodeError(AdminError):
 
     def __init__(self, addr: str, status: int, code: str, message: str) -> None:
         self.addr, self.http_status, self.code, self.detail = addr, status, code, message
-        super().__init__(f"Node {addr} refused: {message.rstrip('.') or code} ({status} {code}).")
+        super().__init__(f"{message.rstrip('.') or code} ({status} {code} from node {addr}).")
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class Http:
                 try:
                     host, port = parse_addr(addr)
                 except ValueError as e:
-                    raise AdminError(f"{addr!r} is not a node address: {e}") from None
+                    raise AdminError(str(e)) from None
                 conn = self._conns[addr] = http.client.HTTPConnection(host, port, timeout=self.timeout)
             conn.timeout = timeout or self.timeout
             if conn.sock is not None:

@@ -45,6 +45,25 @@ from kvcore.slots import NUM_SLOTS, key_slot
 DEFAULT_NODE = "127.0.0.1:7000"
 
 
+def node_addr(text: str) -> str:
+    """A node's client address as ``HOST:PORT``, from ``HOST:PORT`` or ``http://HOST:PORT[/]``.
+
+    What a user copies from a browser or curl works as well as what the nodes print; any other
+    scheme (``https``: nodes speak plain HTTP) or a URL with a path is refused. Raises ValueError
+    with a sentence.
+    """
+    addr = text.strip()
+    scheme, sep, rest = addr.partition("://")
+    if sep:
+        if scheme.lower() != "http":
+            raise ValueError(f"Address {text!r} uses {scheme}://; storelab nodes speak plain http://.")
+        addr = rest[:-1] if rest.endswith("/") else rest
+        if "/" in addr or "?" in addr or "#" in addr:
+            raise ValueError(f"Address {text!r} has a path; give http://HOST:PORT only.")
+    parse_addr(addr)  # raises ValueError with a sentence
+    return addr
+
+
 class NodeUnreachable(errors.StoreError):
     """No node could be reached (connection refused, reset or timed out).
 
@@ -97,8 +116,8 @@ class NodeConnection:
     """One keep-alive HTTP connection to one node, reopened after any failure."""
 
     def __init__(self, addr: str, timeout: float = 5.0) -> None:
-        self.addr = addr
-        self.host, self.port = parse_addr(addr)
+        self.addr = node_addr(addr)
+        self.host, self.port = parse_addr(self.addr)
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 
@@ -172,16 +191,16 @@ class KvMethods:
 class Client(KvMethods):
     """A smart client: caches the slot map and talks to each key's owner directly.
 
-    ``seeds`` are client (HTTP) addresses, ``"HOST:PORT"``; the first that answers
-    ``/cluster/slots`` provides the map. Not thread-safe: use one client per thread.
+    ``seeds`` are client (HTTP) addresses, ``"HOST:PORT"`` or ``"http://HOST:PORT"``; the first
+    that answers ``/cluster/slots`` provides the map. Not thread-safe: use one client per thread.
     """
 
     def __init__(self, seeds: str | Iterable[str] = DEFAULT_NODE, *, timeout: float = 5.0) -> None:
-        self.seeds: list[str] = [seeds] if isinstance(seeds, str) else list(seeds)
-        if not self.seeds:
+        given = [seeds] if isinstance(seeds, str) else list(seeds)
+        if not given:
             raise ValueError("a client needs at least one seed address")
-        for s in self.seeds:
-            parse_addr(s)  # raises ValueError with a sentence
+        #: client addresses, HOST:PORT (``http://HOST:PORT`` is accepted and normalized)
+        self.seeds: list[str] = [node_addr(s) for s in given]  # ValueError with a sentence
         self.timeout = timeout
         self._conns: dict[str, NodeConnection] = {}
         #: slot -> owner's client address ("" when unassigned); empty until the first refresh
@@ -290,4 +309,5 @@ __all__ = [
     "NodeUnreachable",
     "error_from_response",
     "kv_path",
+    "node_addr",
 ]

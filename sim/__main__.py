@@ -1,31 +1,110 @@
 """``python -m sim``: run the default scenario and print its summary (last line: the digest).
 
-Subcommands: ``python -m sim epidemic ...`` (Demers et al. 1987 experiments, :mod:`sim.epidemic`) and
-``python -m sim check ...`` (many seeds under a nemesis, checked for linearizability, :mod:`sim.sweep`).
+Theory of operation
+-------------------
+Without a subcommand it runs :func:`sim.scenario.run_default` (a paced workload with loss and a
+partition in the middle) and prints the run's summary, with two lines added:
+
+- after the first line, how long the run lasted in simulated time and why: the clients are
+  paced to span ``--duration`` seconds, but an operation that waits for a time-out (a forward
+  time-out, or the client's own) holds its client up, and a client that fell behind catches up
+  only as fast as operations complete, so the run ends when the slowest client's last operation
+  answered (:func:`explain_time`);
+- before the digest, the verdict of :func:`checker.check` on the run's recorded history
+  (linearizable, not, or unknown when ``--check-timeout`` ran out; ``--no-check`` skips it).
+
+Neither line changes the run: the digest (still the last line) is the same for the same seed.
+
+Subcommands are a table, :data:`SUBCOMMANDS` (name -> a module with ``main(argv)``); ``--help``
+lists every entry of it, so adding a subcommand is one line there (and, optionally, one in
+:data:`SUBCOMMAND_HELP`; without one, the module docstring's first line is shown).
+
+Output into a closed pipe (``python -m sim | head -3``) ends quietly with status 141, as the
+Python documentation's note on SIGPIPE advises; Ctrl-C ends with 130, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from sim.latency import parse_latency
-from sim.scenario import run_default
+from sim.scenario import RunReport, run_default
 
+#: subcommand -> the module whose ``main(argv)`` runs it (``python -m sim NAME --help`` for each)
 SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep"}
+#: one line per subcommand for ``python -m sim --help`` (else: the module docstring's first line)
+SUBCOMMAND_HELP = {
+    "epidemic": "the epidemics of Demers et al. (1987): residue, traffic and delays against the paper",
+    "check": "many seeds under a nemesis, every history checked for linearizability",
+}
+
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:
-        import importlib
+def _subcommand_help(name: str) -> str:
+    if name in SUBCOMMAND_HELP:
+        return SUBCOMMAND_HELP[name]
+    try:
+        doc = importlib.import_module(SUBCOMMANDS[name]).__doc__ or ""
+    except ImportError:
+        return ""
+    return doc.strip().split("\n")[0].rstrip(".")
 
-        sub = importlib.import_module(SUBCOMMANDS[argv[0]])
-        return int(sub.main(argv[1:]) or 0)
+
+def subcommands_epilog() -> str:
+    """The subcommand listing of ``--help``, generated from :data:`SUBCOMMANDS`."""
+    width = max(len(n) for n in SUBCOMMANDS)
+    lines = ["subcommands (python -m sim NAME --help for each):"]
+    lines += [f"  {name:<{width}}  {_subcommand_help(name)}" for name in SUBCOMMANDS]
+    return "\n".join(lines)
+
+
+def explain_time(rep: RunReport, duration: float) -> str:
+    """Why the run lasted as long as it did, in simulated seconds (one line)."""
+    total = rep.sim_time
+    ops = [op for op in rep.history if op.complete is not None]
+    extra = total - duration
+    if not ops or extra <= max(0.05 * duration, 0.1):
+        return f"simulated {total:.1f} s: the {duration:g} s of paced workload"
+    last = max(ops, key=lambda op: op.complete or 0.0)
+    waits = [op for op in ops if op.process == last.process and op.outcome == "unknown"]
+    waited = sum(op.latency or 0.0 for op in waits)
+    why = (f"client {last.process} fell behind its pace: {len(waits)} of its operations waited "
+           f"{waited:.1f} s in all for a time-out" if waits
+           else f"client {last.process} fell behind its pace")
+    return (f"simulated {total:.1f} s: {duration:g} s of paced workload + {extra:.1f} s until the last "
+            f"operation answered ({why}, and a client catches up only as fast as operations complete)")
+
+
+def verdict_line(rep: RunReport, timeout: float) -> str:
+    """The checker's verdict on the run's history, in one line."""
+    from checker import check
+
+    result = check(rep.history.events(), model="kv", timeout=timeout)
+    ops = f"{result.total_ops} operations, checked in {result.elapsed:.2f} s"
+    if result.linearizable:
+        return f"history: linearizable ({ops})"
+    if result.linearizable is None:
+        return f"history: unknown: the check ran out of its {timeout:g} s budget ({ops})"
+    key = result.counterexample.key if result.counterexample is not None else None
+    where = f"key {key!r}" if key is not None else "a key"
+    return (f"history: NOT linearizable at {where} ({ops}); write it with --history FILE and run "
+            "python -m checker FILE for the witness")
+
+
+def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sim",
-        description="Run a storelab cluster in simulated time: a workload with loss and a partition.",
-        epilog="Subcommands: 'python -m sim epidemic --help' (Demers et al. 1987 epidemics).",
+        description="Run a storelab cluster in simulated time: a workload with loss and a partition; "
+        "print the summary, whether the history is linearizable, and the run's digest.",
+        epilog=subcommands_epilog() if with_epilog else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
     p.add_argument("--ops", type=int, default=3000, help="client operations in total (default 3000)")
@@ -33,12 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="run seed; the same seed gives the same digest")
     p.add_argument("--loss", type=float, default=0.01, help="message loss probability (default 0.01)")
     p.add_argument("--duration", type=float, default=20.0,
-                   help="simulated seconds the clients keep working (default 20)")
+                   help="simulated seconds the clients' paced workload spans (default 20); the run "
+                   "lasts longer when operations wait for time-outs")
     p.add_argument("--latency", default="lognormal:0.001,0.5",
                    help="one-way latency: const:S | uniform:LO,HI | exp:MEAN | lognormal:MEDIAN,SIGMA")
     p.add_argument("--no-partition", action="store_true", help="skip the partition in the middle")
     p.add_argument("--no-codec", action="store_true", help="pass message objects without encoding")
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
+    p.add_argument("--check-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="time budget of the linearizability check (default 60)")
+    p.add_argument("--no-check", action="store_true", help="do not check the history")
+    return p
+
+
+def run(argv: list[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        sub = importlib.import_module(SUBCOMMANDS[argv[0]])
+        return int(sub.main(argv[1:]) or 0)
+    # the epilog names every subcommand's module; build it only when help is asked for
+    p = build_parser(with_epilog=any(a in ("-h", "--help") for a in argv))
     args = p.parse_args(argv)
     if args.nodes < 1 or args.clients < 1 or args.ops < 0:
         p.error("--nodes and --clients must be at least 1 and --ops at least 0")
@@ -46,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--loss must be within 0 and 1")
     if args.duration <= 0:
         p.error("--duration must be positive")
+    if args.check_timeout < 0:
+        p.error("--check-timeout must not be negative")
     try:
         latency = parse_latency(args.latency)
     except ValueError as e:
@@ -60,8 +154,33 @@ def main(argv: list[str] | None = None) -> int:
 
         with open(args.history, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(ev) + "\n" for ev in rep.history.events())
-    print(rep.summary())
+    lines = rep.summary().split("\n")
+    lines.insert(1, explain_time(rep, args.duration))
+    if not args.no_check:
+        lines.insert(len(lines) - 1, verdict_line(rep, args.check_timeout))  # the digest stays last
+    print("\n".join(lines), flush=True)
     return 0
+
+
+def quiet_pipe(fn: Callable[[], Any]) -> int:
+    """``fn()``, ending quietly when stdout is a closed pipe or on Ctrl-C (no traceback)."""
+    try:
+        status = int(fn() or 0)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        try:  # Python flushes stdout again at exit: point it at devnull so that cannot raise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    return quiet_pipe(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -208,3 +208,18 @@ def test_prepass_is_reported_and_can_be_turned_off(tmp_path: Path) -> None:
     report = json.loads(off.stdout)
     assert report["verdict"] == "linearizable"
     assert report["dropped"] == 0 and report["keys"][0]["dropped"] == 0
+
+
+def test_output_into_a_closed_pipe_ends_quietly_without_a_traceback(good: Path, stale: Path) -> None:
+    """``python -m checker FILES | head -1``: status 141 (128 + SIGPIPE), nothing on stderr."""
+    p = subprocess.Popen([sys.executable, "-m", "checker", str(good), str(stale), str(good)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the only reader is gone before the first report is written
+    try:
+        err = p.stderr.read().decode()
+        assert (p.wait(timeout=60), err) == (141, "")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -233,7 +233,8 @@ def test_reshard_then_an_open_migration_fails_verify_and_fix_finishes_it(launche
     rows = {ln.split()[0]: ln.split() for ln in lines[1:4]}
     assert rows["b"][1:4] == [b.addr, "alive", "5472"] and rows["b"][6] == "1"
     assert rows["c"][6] == "1" and rows["a"][6] == "0"
-    assert lines[-1].startswith("3 nodes (3 alive), 311 keys, 16384 of 16384 slots assigned")
+    assert lines[4].startswith("3 nodes (3 alive), 311 keys, 16384 of 16384 slots assigned")
+    assert lines[5].startswith(f"State, slots and epochs as a ({a.addr}) sees them")
     # every key still answers during the open migration (moved ones through ASK)
     with Client(a.addr) as client:
         assert [client.get(k) for k in tagged] == [k.encode() for k in tagged]
@@ -426,7 +427,11 @@ def test_admin_endpoints_answer_bad_input_with_sentences_and_leave_stops_the_nod
 
 # --- help and usage -------------------------------------------------------------------------------
 
-COMMANDS = ["create", "verify", "info", "add-node", "reshard", "rebalance", "remove-node", "fix"]
+COMMANDS = ["create", "verify", "info", "members", "add-node", "reshard", "rebalance", "remove-node", "fix"]
+
+
+def test_the_command_list_is_every_command() -> None:
+    assert list(cli._CLUSTER_COMMANDS) == COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -434,7 +439,7 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     assert cli.main(["cluster", command, "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: storelab cluster {command}")
-    if command not in ("verify", "info"):
+    if command not in ("verify", "info", "members"):
         assert "--yes" in out
 
 
