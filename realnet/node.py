@@ -121,7 +121,7 @@ from kvcore.runtime import Storage
 from realnet import admin
 from realnet.api import Api, http_limits
 from realnet.gossip import PRESETS, RttMeter, follow_membership, observe_probes, swim_from_dict
-from realnet.http import start_http_server, stop_http_server
+from realnet.http import PARSERS, start_http_server, stop_http_server
 from realnet.runtime import AsyncioRuntime, open_storage
 from realnet.transport import PeerTransport, TransportConfig
 
@@ -171,6 +171,8 @@ class Settings:
     #: rebalance automatically on joins and graceful leaves; drain before leaving
     auto_rebalance: bool = False
     auto_rebalance_settle: float = AUTO_REBALANCE_SETTLE
+    #: the HTTP request parser (realnet.httpparse.PARSERS)
+    http_parser: str = "httptools"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="rebalance slots automatically when a node joins or leaves gracefully, and move this "
         "node's slots away before it leaves (default: [cluster] auto_rebalance, else off)",
+    )
+    p.add_argument(
+        "--http-parser", choices=list(PARSERS), default="httptools", help="default: httptools"
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
     return p
@@ -729,7 +734,9 @@ async def serve(
     limits = http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes)
     try:
         await transport.listen(sock=peer_sock)
-        http_server = await start_http_server(api, None, 0, limits, sock=http_sock)
+        http_server = await start_http_server(
+            api, None, 0, limits, sock=http_sock, parser=settings.http_parser
+        )
     except OSError as e:  # pragma: no cover - the sockets are bound already
         _bind_error(settings.host, settings.port, "HTTP", e)
         http_sock.close()
@@ -798,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         _print_problems(e.problems)
         return EXIT_CONFIG
-    settings = dataclasses.replace(settings, node_id=node_id)
+    settings = dataclasses.replace(settings, node_id=node_id, http_parser=args.http_parser)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s %(levelname)s [{node_id}] %(name)s: %(message)s",
