@@ -379,8 +379,7 @@ class RequestParser:
             self._scan = max(pos, len(buf) - 3)
             return None
         http10 = _check_head(buf, pos, end, self._limits)
-        method, target, headers = self._parse_head(buf, pos, end)
-        self._pos = end + 4
+        method, target, headers, body = self._parse_head(buf, pos, end)
         self._scan = 0
         path, query, keep_alive, chunked, length, expects = _judge(
             method, target, http10, headers, self._max_body
@@ -390,6 +389,15 @@ class RequestParser:
             self._peer,
         )
         self.keep_alive = keep_alive
+        if body is not None:  # the implementation took a whole Content-Length body with the head
+            if chunked or length != len(body):
+                raise _bad("The request's framing is inconsistent.")
+            req.body = body
+            self._pos = end + 4 + length
+            if self._pos >= len(buf):
+                self._buf, self._pos = b"", 0
+            return req
+        self._pos = end + 4
         if chunked:
             self._state = _CHUNKED
         elif length:
@@ -450,9 +458,10 @@ class RequestParser:
 
     def _parse_head(
         self, buf: bytes | bytearray, pos: int, end: int
-    ) -> tuple[str, str, dict[str, str]]:
-        """(method, target, fields with lower-cased names, repeats joined with ", ") of the head
-        in ``buf[pos:end]``; the blank line follows it."""
+    ) -> tuple[str, str, dict[str, str], bytes | None]:
+        """(method, target, fields with lower-cased names, repeats joined with ", ", body) of the
+        head in ``buf[pos:end]``; the blank line follows it. ``body`` is None, or the whole
+        Content-Length body when the implementation took it from ``buf`` with the head."""
         raise NotImplementedError
 
     def _body_none(self) -> None:
@@ -530,21 +539,27 @@ class HttptoolsParser(RequestParser):
 
     def _parse_head(
         self, buf: bytes | bytearray, pos: int, end: int
-    ) -> tuple[str, str, dict[str, str]]:
+    ) -> tuple[str, str, dict[str, str], bytes | None]:
         self._fields = {}
         self._target = b""
         self._done = self._upgraded = False
+        stop = end + 4
+        n = len(buf)
+        if stop < n:
+            stop = self._body_in_reach(buf, pos, end, n)
         try:
-            if pos == 0 and end + 4 == len(buf):
-                self._lib.feed_data(buf)  # the common case: the read holds one request head
+            if pos == 0 and stop == n:
+                self._lib.feed_data(buf)  # the common case: the read holds one request
             else:
                 with memoryview(buf) as view:
-                    self._lib.feed_data(view[pos : end + 4])
+                    self._lib.feed_data(view[pos:stop])
         except httptools.HttpParserUpgrade:
             # An Upgrade (or CONNECT) request: this server does not switch protocols and serves
             # it as it is; llhttp has stopped, so the next request gets a fresh parser.
             self._lib = self._new_lib()
             self._done = self._upgraded = True
+            if stop > end + 4:
+                raise _bad("An Upgrade or CONNECT request with a body is not supported.") from None
         except ParseError:
             raise
         except _LLHTTP_ERRORS as exc:
@@ -555,10 +570,35 @@ class HttptoolsParser(RequestParser):
             retry = self._collapse_content_length(head, exc)
             if retry is None:
                 raise self._refusal(head, exc) from None
-            return retry
+            return (*retry, None)
         raw = self._lib.get_method()
         method = _METHOD_NAMES.get(raw) or raw.decode("ascii")
-        return method, self._target.decode("latin-1"), self._fields
+        body = None
+        if stop > end + 4:
+            parts = self._body
+            self._body = []
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+        return method, self._target.decode("latin-1"), self._fields, body
+
+    def _body_in_reach(self, buf: bytes | bytearray, pos: int, end: int, n: int) -> int:
+        """Where to stop feeding llhttp: after the head, or after its Content-Length body when
+        the whole body is buffered (then one llhttp call parses the request). The value is only
+        read here; llhttp parses it (and refuses a repeated or conflicting one)."""
+        stop = end + 4
+        i = buf.find(b"\r\nContent-Length:", pos, end)
+        if i < 0:
+            i = buf.find(b"\r\ncontent-length:", pos, end)
+            if i < 0:
+                return stop
+        j = buf.find(b"\r\n", i + 2, end)
+        value = bytes(buf[i + 17 : end if j < 0 else j]).strip(b" \t")
+        if value.isdigit() and len(value) < 10:
+            length = int(value)
+            if length <= self._max_body and stop + length <= n:
+                self._body = []
+                self._body_len = 0
+                return stop + length
+        return stop
 
     def _collapse_content_length(
         self, head: bytes, exc: Exception
@@ -673,7 +713,7 @@ class H11Parser(RequestParser):
             text = value.decode("latin-1")
             prev = fields.get(key)
             fields[key] = text if prev is None else prev + ", " + text
-        return event.method.decode("ascii"), event.target.decode("ascii"), fields
+        return event.method.decode("ascii"), event.target.decode("ascii"), fields, None
 
     def _body_none(self) -> None:
         self._conn = None
@@ -705,7 +745,7 @@ class H11Parser(RequestParser):
     def _body_take(self) -> bytes:
         parts = self._body
         self._body = []
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
 
 PARSERS: dict[str, type[RequestParser]] = {"httptools": HttptoolsParser, "h11": H11Parser}

@@ -41,6 +41,7 @@ def events(p: RequestParser, data: bytes = b"") -> list[Request | object]:
 def one(name: str, data: bytes, **limits: int) -> Request:
     got = events(parser(name, **limits), data)
     assert len(got) == 1 and isinstance(got[0], Request), got
+    assert type(got[0].body) is bytes
     return got[0]
 
 
