@@ -5,7 +5,7 @@ Theory of operation
 A parser belongs to one connection. The connection :meth:`~RequestParser.feed`\\ s it every byte it
 reads and asks :meth:`~RequestParser.next_event` for what is complete, one event at a time:
 
-* a :class:`~realnet.http.Request` with its whole body: a request is complete;
+* a :class:`Request` with its whole body: a request is complete;
 * :data:`CONTINUE`: a request head carrying ``Expect: 100-continue`` was accepted, its body is
   still to come and no byte of it has arrived (the connection answers ``100 Continue``);
 * ``None``: more bytes are needed;
@@ -44,7 +44,13 @@ A chunked body is given to the library piece by piece, each piece ending just af
 (``\\r\\n\\r\\n``): a chunked message always ends with one, so the library never reads past the
 end of the message into the next pipelined request, and the parser knows exactly where the next
 request starts without the library telling it. A ``Content-Length`` body is given in exactly
-that many bytes.
+that many bytes; with llhttp, when the whole body is already buffered, together with its head in
+one call (the common case of a small PUT costs one library call, like a GET).
+
+The parser handles what a connection needs and nothing more: a body reaches the handler whole
+(at most :attr:`HttpLimits.max_body` bytes), so the interface has no body-chunk events.
+:class:`Request` and :class:`HttpLimits` live here (the parser makes the one within the other)
+and are re-exported by :mod:`realnet.http`.
 """
 
 from __future__ import annotations
@@ -302,8 +308,8 @@ class RequestParser:
     name = ""
 
     __slots__ = (
-        "_buf", "_limits", "_max_body", "_peer", "_pos", "_remaining", "_req", "_scan", "_state",
-        "keep_alive",
+        "_body_len", "_buf", "_fed", "_limits", "_max_body", "_peer", "_pos", "_remaining", "_req",
+        "_scan", "_state", "keep_alive",
     )
 
     def __init__(self, limits: HttpLimits = HttpLimits(), peer: tuple[str, int] | None = None):
@@ -316,6 +322,8 @@ class RequestParser:
         self._state = _HEAD
         self._req: Request | None = None
         self._remaining = 0
+        self._body_len = 0  # body bytes the library has decoded (implementations count them)
+        self._fed = 0  # bytes of a chunked body given to the library
         self.keep_alive = True
         """Whether the connection stays open after the request last returned."""
 
@@ -407,6 +415,7 @@ class RequestParser:
             self._body_none()
             return req
         self._req = req
+        self._fed = 0
         self._body_start(chunked, length)
         if expects and self._pos >= len(self._buf):
             return CONTINUE
@@ -428,6 +437,12 @@ class RequestParser:
             buf, pos = self._buf, self._pos
             if pos >= len(buf):
                 return None
+            # Neither library bounds chunk-size lines, extensions or the trailer section: bound
+            # what the framing may add to the data (generous: 1-byte chunks add 5 bytes each).
+            if self._fed - self._body_len > 8 * self._body_len + self._limits.max_header_bytes:
+                raise ParseError(
+                    431, "too_large", "The chunked framing or trailer section is too large."
+                )
             end = buf.find(b"\r\n\r\n", pos)
             # Without a blank line, keep the last 3 bytes back: they may begin one.
             stop = end + 4 if end >= 0 else len(buf) - 3
@@ -435,6 +450,7 @@ class RequestParser:
                 return None
             with memoryview(buf) as view:
                 done = self._body_feed(view[pos:stop])
+            self._fed += stop - pos
             self._pos = stop
             if done:
                 return self._complete()
@@ -490,7 +506,7 @@ class HttptoolsParser(RequestParser):
 
     name = "httptools"
 
-    __slots__ = ("_body", "_body_len", "_done", "_fields", "_lib", "_target", "_upgraded")
+    __slots__ = ("_body", "_done", "_fields", "_lib", "_target", "_upgraded")
 
     def __init__(self, limits: HttpLimits = HttpLimits(), peer: tuple[str, int] | None = None):
         super().__init__(limits, peer)
@@ -681,7 +697,7 @@ class H11Parser(RequestParser):
 
     name = "h11"
 
-    __slots__ = ("_body", "_body_len", "_conn")
+    __slots__ = ("_body", "_conn")
 
     def __init__(self, limits: HttpLimits = HttpLimits(), peer: tuple[str, int] | None = None):
         super().__init__(limits, peer)
@@ -740,6 +756,10 @@ class H11Parser(RequestParser):
                 else:
                     return False
         except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:  # h11's own bound on a line it buffers
+                raise ParseError(
+                    431, "too_large", "The chunked framing or trailer section is too large."
+                ) from None
             raise _bad(_sentence("The request body is malformed", str(exc))) from None
 
     def _body_take(self) -> bytes:

@@ -298,6 +298,17 @@ def test_head_limits_are_431(name: str) -> None:
     assert one(name, many, max_headers=6).headers["x-4"] == "v"
 
 
+def test_an_endless_trailer_or_chunk_extension_is_431(name: str) -> None:
+    head = b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for tail in (b"2\r\nab\r\n0\r\nX-T: " + b"t" * 400, b"2;" + b"e" * 400):
+        p = parser(name, max_header_bytes=100)
+        p.feed(head)
+        with pytest.raises(ParseError) as info:
+            for i in range(0, len(tail), 50):  # never a blank line: more keeps coming
+                events(p, tail[i : i + 50])
+        assert info.value.status == 431
+
+
 def test_unknown_parser_name() -> None:
     with pytest.raises(ValueError, match="unknown HTTP parser"):
         make_parser("nope")
