@@ -30,9 +30,10 @@ head for both (:func:`_judge`): Host (RFC 9112 §3.2), framing (RFC 9112 §6.3: 
 Two implementations:
 
 :class:`HttptoolsParser` (the default)
-    llhttp, Node.js's parser, through ``httptools`` (what uvicorn uses). llhttp refuses a list of
-    identical ``Content-Length`` values, which RFC 9110 §8.6 allows; such a head is collapsed to
-    one value and parsed again.
+    llhttp, Node.js's parser, through ``httptools`` (what uvicorn uses). Two heads it refuses are
+    valid and parsed again, rewritten: a list of identical ``Content-Length`` values (RFC 9110
+    §8.6), collapsed to one; a method outside llhttp's list (any token is a method, and the API
+    answers it 405), replaced by ``POST`` while parsing and kept as sent in the request.
 :class:`H11Parser`
     ``h11``, pure Python.
 
@@ -583,7 +584,10 @@ class HttptoolsParser(RequestParser):
             if isinstance(cause, ParseError):
                 raise cause from None
             head = bytes(buf[pos:end])
-            retry = self._collapse_content_length(head, exc)
+            if isinstance(exc, httptools.HttpParserInvalidMethodError):
+                retry = self._unknown_method(head)
+            else:
+                retry = self._collapse_content_length(head, exc)
             if retry is None:
                 raise self._refusal(head, exc) from None
             return (*retry, None)
@@ -616,6 +620,38 @@ class HttptoolsParser(RequestParser):
                 return stop + length
         return stop
 
+    def _reparse(self, head: bytes, original: bytes) -> tuple[str, str, dict[str, str]]:
+        """Parse a rewritten head with a fresh llhttp; refusals name the original head."""
+        self._lib = self._new_lib()
+        self._fields = {}
+        self._target = b""
+        self._done = False
+        try:
+            self._lib.feed_data(head + b"\r\n\r\n")
+        except httptools.HttpParserUpgrade:
+            self._lib = self._new_lib()
+            self._done = self._upgraded = True
+        except ParseError:
+            raise
+        except _LLHTTP_ERRORS as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, ParseError):
+                raise cause from None
+            raise self._refusal(original, exc) from None
+        return self._lib.get_method().decode("ascii"), self._target.decode("latin-1"), self._fields
+
+    def _unknown_method(self, head: bytes) -> tuple[str, str, dict[str, str]]:
+        """llhttp knows a fixed list of methods; any token is a method (RFC 9110 §9), which the
+        handler answers (405 with ``Allow``). Parse the head with a method llhttp knows in its
+        place (request framing does not depend on the method, CONNECT aside) and keep the
+        method as sent."""
+        space = head.find(b" ")
+        method = head[:space].decode("latin-1") if space > 0 else ""
+        if not _is_token(method):
+            raise _bad("The request method is not a valid token.")
+        _, target, fields = self._reparse(b"POST" + head[space:], head)
+        return method, target, fields
+
     def _collapse_content_length(
         self, head: bytes, exc: Exception
     ) -> tuple[str, str, dict[str, str]] | None:
@@ -634,14 +670,7 @@ class HttptoolsParser(RequestParser):
         if len(values) != 1 or not values.copy().pop().isdigit():
             raise _bad("Content-Length must be one decimal number.")
         keep.append(b"Content-Length: " + values.pop())
-        self._lib = self._new_lib()
-        self._fields = {}
-        self._target = b""
-        try:
-            self._lib.feed_data(b"\r\n".join(keep) + b"\r\n\r\n")
-        except _LLHTTP_ERRORS as exc2:
-            raise self._refusal(head, exc2) from None
-        return self._lib.get_method().decode("ascii"), self._target.decode("latin-1"), self._fields
+        return self._reparse(b"\r\n".join(keep), head)
 
     @staticmethod
     def _refusal(head: bytes, exc: Exception) -> ParseError:

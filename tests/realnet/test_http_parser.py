@@ -110,6 +110,13 @@ def test_absolute_form_and_asterisk(name: str) -> None:
     assert one(name, b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").path == "*"
 
 
+@pytest.mark.parametrize("method", ["FOO", "get", "PROPFIND", "M-SEARCH"])
+def test_any_token_is_a_method(name: str, method: str) -> None:
+    data = f"{method} /k HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi".encode()
+    req = one(name, data)
+    assert (req.method, req.path, req.body) == (method, "/k", b"hi")
+
+
 def test_keep_alive_follows_version_and_connection(name: str) -> None:
     cases = [
         (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", True),
