@@ -7,9 +7,11 @@ Three servers, each its own process on 127.0.0.1 ports found by binding port 0:
 (a) ``benchmarks/_minimal_http.py``: the floor of what any asyncio.Protocol server can do (it only
     finds request boundaries and writes a fixed 200);
 (b) one standalone node, ``python -m realnet.node --id n1 --port P --peer-port Q``, which owns
-    every slot, so GET and PUT are served locally;
+    every slot, so GET and PUT are served locally; once per request parser
+    (``--http-parser httptools`` and ``--http-parser h11``, arms ``node`` and ``node-h11``);
 (c) a two-node cluster from a TOML file where node ``a`` owns no slot and ``b`` owns all of them:
-    every request sent to ``a`` is forwarded over the peer link to ``b`` and answered back.
+    every request sent to ``a`` is forwarded over the peer link to ``b`` and answered back
+    (default parser; arm ``forward``).
 
 For each server and method (GET, then PUT of ``--value-size`` bytes over ``--keys`` keys) the
 load generator (:mod:`_loadgen`: ``wrk`` when installed, else an asyncio client, always in its own
@@ -35,7 +37,8 @@ terminate, then kill after a deadline.
 
 Output: a readable table, then as the LAST line one JSON object with the figures and the ratios
 ``ratio_get_vs_minimal``, ``ratio_put_vs_minimal``, ``ratio_forward_get_vs_minimal``,
-``ratio_forward_put_vs_minimal`` (null when not measured) and ``loadgen`` (the engine used).
+``ratio_forward_put_vs_minimal``, ``ratio_h11_get_vs_minimal``, ``ratio_h11_put_vs_minimal``
+(null when not measured), ``parsers`` (arm -> parser) and ``loadgen`` (the engine used).
 """
 
 from __future__ import annotations
@@ -166,8 +169,9 @@ def node_available() -> bool:
     return (REPO / "realnet" / "node.py").exists()
 
 
-def node_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "realnet.node", *args, "--log-level", "warning"]
+def node_cmd(*args: str, parser: str | None = None) -> list[str]:
+    extra = ["--http-parser", parser] if parser else []
+    return [sys.executable, "-m", "realnet.node", *args, *extra, "--log-level", "warning"]
 
 
 def cluster_toml(a: tuple[int, int], b: tuple[int, int]) -> str:
@@ -198,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="auto", choices=["auto", "wrk", "asyncio"])
     p.add_argument("--no-node", action="store_true", help="measure the minimal responder only")
     p.add_argument("--no-forward", action="store_true", help="skip the 2-node forwarding setup")
+    p.add_argument(
+        "--parsers", default="httptools,h11",
+        help="comma-separated HTTP parsers to run the one-node arm with (first: also forwarded)",
+    )
     args = p.parse_args(argv)
     engine = choose_engine(args.engine)
     with_node = node_available() and not args.no_node
@@ -206,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     # target name -> HTTP port and the pids serving it, filled as servers come up
     targets: dict[str, int] = {}
     pids: dict[str, list[int]] = {}
+    arm_parser: dict[str, str] = {}  # arm -> the HTTP parser its node(s) run
+    parsers = [x.strip() for x in args.parsers.split(",") if x.strip()] or ["httptools"]
     with ExitStack() as stack:
         (mport,) = free_ports(1)
         minimal = stack.enter_context(
@@ -218,18 +228,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         targets["minimal"] = mport
         pids["minimal"] = [minimal.popen.pid]
-        if with_node:
+        for i, parser in enumerate(parsers if with_node else []):
             nport, npeer = free_ports(2)
             n1 = stack.enter_context(
                 started(
-                    "node n1",
-                    node_cmd("--id", "n1", "--port", str(nport), "--peer-port", str(npeer)),
+                    f"node n1 ({parser})",
+                    node_cmd("--id", "n1", "--port", str(nport), "--peer-port", str(npeer),
+                             parser=parser),
                     functools.partial(healthy, nport),
                     "GET /health 200",
                 )
             )
-            targets["node"] = nport
-            pids["node"] = [n1.popen.pid]
+            arm = "node" if i == 0 else f"node-{parser}"
+            arm_parser[arm] = parser
+            targets[arm] = nport
+            pids[arm] = [n1.popen.pid]
         if with_forward:
             pa, qa, pb, qb = free_ports(4)
             cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
@@ -242,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                     started(
                         f"node {nid}",
                         node_cmd("--config", cfg.name, "--id", nid, "--port", str(port),
-                                 "--peer-port", str(peer)),
+                                 "--peer-port", str(peer), parser=parsers[0]),
                         functools.partial(healthy, port),
                         "GET /health 200",
                     )
@@ -255,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError("node a never forwarded a PUT to node b")
                 time.sleep(0.05)
             targets["forward"] = pa
+            arm_parser["forward"] = parsers[0]
 
         for name, port in targets.items():
             counts = prefill(HOST, port, keys=args.keys, value_size=args.value_size)
@@ -282,10 +296,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {rnd + 1} {name:8s} {format_result(r)}{note}", file=sys.stderr)
 
     best = {key: max(rs, key=lambda r: r.rps) for key, rs in runs.items()}
-    labels = {"minimal": "minimal responder", "node": "node (local)", "forward": "node a -> b"}
+    labels = {"minimal": "minimal responder", "forward": f"node a -> b ({parsers[0]})"}
+    for arm, parser in arm_parser.items():
+        labels.setdefault(arm, f"node ({parser})")
     print(f"HTTP throughput: {args.connections} connections, {args.duration:g} s, "
           f"best of {args.rounds} rounds, load generator {engine}, {os.cpu_count()} CPUs")
-    print(f"{'server':20s} {'op':4s} {'req/s':>10s} {'median':>10s} {'p50 ms':>8s} "
+    print(f"{'server':24s} {'op':4s} {'req/s':>10s} {'median':>10s} {'p50 ms':>8s} "
           f"{'p99 ms':>8s} {'non-2xx':>8s} {'CPU us/req':>10s}")
 
     def cpu_per_request(name: str, method: str) -> float | None:
@@ -298,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "-"
         c = cpu_per_request(name, method)
         cs = f"{c:.1f}" if c is not None else "-"
-        print(f"{labels[name]:20s} {method:4s} {r.rps:>10,.0f} {med:>10,.0f} {p50:>8s} "
+        print(f"{labels[name]:24s} {method:4s} {r.rps:>10,.0f} {med:>10,.0f} {p50:>8s} "
               f"{p99:>8s} {r.non_2xx_3xx:>8d} {cs:>10s}")
     if not with_node:
         print("node: skipped (realnet/node.py not found or --no-node)")
@@ -329,10 +345,26 @@ def main(argv: list[str] | None = None) -> int:
         "node_put_rps": rps("node", "PUT"),
         "forward_get_rps": rps("forward", "GET"),
         "forward_put_rps": rps("forward", "PUT"),
+        "parsers": arm_parser,
+        "arms": {
+            arm: {
+                "parser": arm_parser.get(arm),
+                "get_rps": rps(arm, "GET"),
+                "put_rps": rps(arm, "PUT"),
+                "ratio_get_vs_minimal": ratio(arm, "GET"),
+                "ratio_put_vs_minimal": ratio(arm, "PUT"),
+                "cpu_ratio_get_vs_minimal": cpu_ratio(arm, "GET"),
+                "cpu_ratio_put_vs_minimal": cpu_ratio(arm, "PUT"),
+            }
+            for arm in targets
+            if arm != "minimal"
+        },
         "ratio_get_vs_minimal": ratio("node", "GET"),
         "ratio_put_vs_minimal": ratio("node", "PUT"),
         "ratio_forward_get_vs_minimal": ratio("forward", "GET"),
         "ratio_forward_put_vs_minimal": ratio("forward", "PUT"),
+        "ratio_h11_get_vs_minimal": ratio("node-h11", "GET"),
+        "ratio_h11_put_vs_minimal": ratio("node-h11", "PUT"),
         "cpu_us_per_request": {f"{n}_{m}": cpu_per_request(n, m) for n, m in best},
         "cpu_ratio_get_vs_minimal": cpu_ratio("node", "GET"),
         "cpu_ratio_put_vs_minimal": cpu_ratio("node", "PUT"),

@@ -29,8 +29,8 @@ The hot path is synchronous. ``on_client_request`` calls ``reply`` before it ret
 slot is local (or the request fails validation, or the owner is known down), and then the
 handler returns a :class:`~realnet.http.Response` directly: no future, no task, the response is
 written inside the same ``data_received`` call. Only when the node forwarded the request does
-the handler return an :class:`asyncio.Future` that the owner's reply (or the forward timeout)
-resolves.
+the handler return a deferred response that the owner's reply (or the forward timeout)
+resolves: the request's :class:`_ReplySlot`, which :mod:`realnet.http` waits on as on a future.
 
 Errors use one JSON form, ``{"error": CODE, "message": SENTENCE}``, with the status of
 :func:`kvcore.errors.http_status` for store errors, ``404 not_found`` naming the path for an
@@ -190,26 +190,56 @@ def reply_response(reply: Reply, is_get: bool) -> Response:
 
 
 class _ReplySlot:
-    """The ``reply`` callback of one request: a value now, or a future resolved later."""
+    """The ``reply`` callback of one request: a value now, or a response delivered later.
 
-    __slots__ = ("api", "future", "is_get", "response")
+    When the node answers before ``on_client_request`` returns, the response is kept in
+    ``response`` and the handler returns it. Otherwise the slot itself is what the handler
+    returns: a minimal future (``add_done_callback``, ``done``, ``cancelled``, ``exception``,
+    ``result``: what :mod:`realnet.http` reads) whose callback runs on the next loop iteration
+    once the node replies, as an :class:`asyncio.Future`'s would, without the cost of one.
+    """
+
+    __slots__ = ("_callback", "api", "deferred", "is_get", "response")
 
     def __init__(self, api: Api, is_get: bool) -> None:
         self.api = api
         self.is_get = is_get
         self.response: Response | None = None
-        self.future: asyncio.Future[Response] | None = None
+        self.deferred = False
+        self._callback: Callable[[_ReplySlot], None] | None = None
 
     def __call__(self, reply: Reply) -> None:
-        resp = reply_response(reply, self.is_get)
-        fut = self.future
-        if fut is None:
-            if self.response is None:
-                self.response = resp
-            return
-        if not fut.done():
+        if self.response is not None:
+            return  # a reply after the first one (the node answers each request once)
+        resp = self.response = reply_response(reply, self.is_get)
+        if self.deferred:
             self.api.count_status(resp.status)
-            fut.set_result(resp)
+            callback = self._callback
+            if callback is not None:
+                self._callback = None
+                self.api.loop.call_soon(callback, self)
+
+    # --- the future protocol realnet.http uses -----------------------------------------------
+
+    def add_done_callback(self, callback: Callable[[_ReplySlot], None]) -> None:
+        if self.response is not None:
+            self.api.loop.call_soon(callback, self)
+        else:
+            self._callback = callback
+
+    def done(self) -> bool:
+        return self.response is not None
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self) -> BaseException | None:
+        return None
+
+    def result(self) -> Response:
+        if self.response is None:
+            raise asyncio.InvalidStateError("the node has not replied yet")
+        return self.response
 
 
 class Api:
@@ -272,7 +302,7 @@ class Api:
 
     # --- dispatch ----------------------------------------------------------------------
 
-    def __call__(self, req: Request) -> Response | asyncio.Future[Response]:
+    def __call__(self, req: Request) -> Response | asyncio.Future[Response] | _ReplySlot:
         path = req.path
         if path.startswith("/kv/"):
             result = self.kv(req, path)
@@ -302,7 +332,7 @@ class Api:
         resp.headers = (("Allow", allow),)
         return resp
 
-    def kv(self, req: Request, path: str) -> Response | asyncio.Future[Response]:
+    def kv(self, req: Request, path: str) -> Response | _ReplySlot:
         method = req.method
         raw = path[4:]  # ASCII: realnet.http refuses any other request-target
         key = urllib.parse.unquote_to_bytes(raw) if "%" in raw else raw.encode("ascii")
@@ -320,9 +350,8 @@ class Api:
         self.node.on_client_request(op, slot)
         if slot.response is not None:
             return slot.response  # answered synchronously: local, invalid, or owner down
-        fut: asyncio.Future[Response] = self.loop.create_future()
-        slot.future = fut
-        return fut
+        slot.deferred = True  # forwarded: realnet.http waits on the slot like on a future
+        return slot
 
     # --- views -------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ from realnet.autorebalance import (
     run_in_thread,
 )
 from realnet.gossip import RttMeter, follow_membership, observe_probes
-from realnet.http import start_http_server, stop_http_server
+from realnet.http import PARSERS, start_http_server, stop_http_server
 from realnet.runtime import AsyncioRuntime, open_storage
 from realnet.settings import (
     AUTO_REBALANCE_SETTLE,
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="rebalance slots automatically when a node joins or leaves gracefully, and move this "
         "node's slots away before it leaves (default: [cluster] auto_rebalance, else off)",
+    )
+    p.add_argument(
+        "--http-parser", choices=list(PARSERS), default="httptools", help="default: httptools"
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
     return p
@@ -301,7 +304,9 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
     limits = http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes)
     try:
         await transport.listen(sock=sockets.peer)
-        http_server = await start_http_server(parts.api, None, 0, limits, sock=sockets.http)
+        http_server = await start_http_server(
+            parts.api, None, 0, limits, sock=sockets.http, parser=settings.http_parser
+        )
     except OSError as e:  # pragma: no cover - the sockets are bound already
         _bind_error(settings.host, settings.port, "HTTP", e)
         sockets.http.close()

@@ -7,10 +7,15 @@ boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop
 
 - ``now()`` is ``loop.time()``: monotonic seconds, the same clock asyncio's timers use, so a
   timer set for ``now() + d`` fires when ``now()`` reads at least that.
-- ``call_later(delay, fn)`` is ``loop.call_later``; the returned :class:`asyncio.TimerHandle`
-  has ``cancel()``. The callback is wrapped so that an exception escaping node code is logged
-  with its traceback and swallowed: one buggy timer must not stop the others, and asyncio's
-  default handler would only log it anyway, without saying which node it was.
+- ``call_later(delay, fn)`` is ``loop.call_later`` for short delays; the returned
+  :class:`asyncio.TimerHandle` has ``cancel()``. Delays of ``COARSE_FROM`` seconds or more (the
+  forward and batch timeouts the node sets for every forwarded request, and almost always
+  cancels) go into buckets of ``TICK`` seconds with one asyncio timer per bucket, and may fire up
+  to one tick late, never early: an asyncio timer per request costs a handle, a copied context
+  and a heap push, and its cancelled handle stays in the heap. The callback is wrapped so that an
+  exception escaping node code is logged with its traceback and swallowed: one buggy timer must
+  not stop the others, and asyncio's default handler would only log it anyway, without saying
+  which node it was.
 - ``random`` is a ``random.Random()`` seeded from os entropy (``random.Random()`` with no
   argument reads ``os.urandom``): real nodes must not share ids or probe phases.
 - ``send(dst, msg)`` hands the message to the peer transport (:mod:`realnet.transport`), which
@@ -38,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import random
 import struct
@@ -172,6 +178,27 @@ class FileStorage:
             os.close(dfd)
 
 
+TICK = 1 / 32
+"""Seconds: the resolution of the timers of at least ``COARSE_FROM`` seconds."""
+COARSE_FROM = 0.5
+"""Seconds: delays from which a timer goes into a bucket (see the module docstring)."""
+
+
+class _CoarseTimer:
+    """A timer in a bucket; cancelling it drops its callback."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn: Callable[[], None] | None = fn
+
+    def cancel(self) -> None:
+        self.fn = None
+
+    def cancelled(self) -> bool:
+        return self.fn is None
+
+
 class AsyncioRuntime:
     """kvcore's Runtime on one asyncio event loop (see the module docstring)."""
 
@@ -191,14 +218,34 @@ class AsyncioRuntime:
         self.sink: MessageSink | None = None
         #: exceptions raised by timer callbacks (logged and swallowed)
         self.timer_errors = 0
+        self._buckets: dict[int, list[_CoarseTimer]] = {}  # tick -> timers due at its end
         #: messages sent before a transport was attached
         self.unsent = 0
 
     def now(self) -> float:
         return self.loop.time()
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
-        return self.loop.call_later(max(0.0, delay), self._run_timer, fn)
+    def call_later(
+        self, delay: float, fn: Callable[[], None]
+    ) -> asyncio.TimerHandle | _CoarseTimer:
+        if delay < COARSE_FROM:
+            return self.loop.call_later(max(0.0, delay), self._run_timer, fn)
+        timer = _CoarseTimer(fn)
+        tick = math.ceil((self.loop.time() + delay) / TICK)
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            self._buckets[tick] = [timer]
+            self.loop.call_at(tick * TICK, self._fire_bucket, tick)
+        else:
+            bucket.append(timer)
+        return timer
+
+    def _fire_bucket(self, tick: int) -> None:
+        for timer in self._buckets.pop(tick, ()):
+            fn = timer.fn
+            if fn is not None:
+                timer.fn = None
+                self._run_timer(fn)
 
     def _run_timer(self, fn: Callable[[], None]) -> None:
         try:

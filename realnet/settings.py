@@ -139,6 +139,8 @@ class Settings:
     #: rebalance automatically on joins and graceful leaves; drain before leaving
     auto_rebalance: bool = False
     auto_rebalance_settle: float = AUTO_REBALANCE_SETTLE
+    #: the HTTP request parser (a name in realnet.httpparse.PARSERS; ``--http-parser``)
+    http_parser: str = "httptools"
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,7 @@ def merge(
         swim_preset=swim_preset,
         auto_rebalance=args.auto_rebalance if args.auto_rebalance is not None else options.auto_rebalance,
         auto_rebalance_settle=options.auto_rebalance_settle,
+        http_parser=getattr(args, "http_parser", None) or "httptools",
     )
 
 

@@ -1,0 +1,49 @@
+"""AsyncioRuntime's bucketed timers (delays of COARSE_FROM seconds or more): they fire, never
+early, in order of their buckets, and cancelled ones do not fire."""
+
+from __future__ import annotations
+
+import asyncio
+
+from realnet.runtime import COARSE_FROM, TICK, AsyncioRuntime
+
+
+def test_long_timers_fire_not_early_and_cancelled_ones_never() -> None:
+    async def body() -> list[tuple[str, float]]:
+        rt = AsyncioRuntime("n1")
+        start = rt.now()
+        fired: list[tuple[str, float]] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def note(name: str) -> None:
+            fired.append((name, rt.now() - start))
+            if name == "last":
+                done.set_result(None)
+
+        def boom() -> None:
+            raise RuntimeError("boom")
+
+        rt.call_later(COARSE_FROM, lambda: note("first"))
+        rt.call_later(COARSE_FROM, boom)  # the same bucket: the others still fire
+        gone = rt.call_later(COARSE_FROM, lambda: note("cancelled"))
+        rt.call_later(COARSE_FROM + 3 * TICK, lambda: note("last"))
+        gone.cancel()
+        assert gone.cancelled()
+        await asyncio.wait_for(done, 10.0)
+        assert rt.timer_errors == 1
+        return fired
+
+    fired = asyncio.run(body())
+    assert [name for name, _ in fired] == ["first", "last"]
+    assert fired[0][1] >= COARSE_FROM
+    assert fired[1][1] >= COARSE_FROM + 3 * TICK
+
+
+def test_short_timers_are_asyncio_timers() -> None:
+    async def body() -> None:
+        rt = AsyncioRuntime("n1")
+        handle = rt.call_later(COARSE_FROM / 2, lambda: None)
+        assert isinstance(handle, asyncio.TimerHandle)
+        handle.cancel()
+
+    asyncio.run(body())
