@@ -163,3 +163,10 @@ def test_an_empty_id_is_refused_from_a_flag_or_the_file(tmp_path: Any) -> None:
         "The node id must be a non-empty string, not ''.",
         "advertise_host must be a non-empty string, not ''.",
     ]
+
+
+def test_the_http_parser_flag_reaches_the_settings() -> None:
+    assert load_settings(node.build_parser().parse_args([])).http_parser == "httptools"
+    assert load_settings(node.build_parser().parse_args(["--http-parser", "h11"])).http_parser == "h11"
+    with pytest.raises(SystemExit):
+        node.build_parser().parse_args(["--http-parser", "nope"])
