@@ -353,6 +353,11 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
 
     node.start()
     transport.connect_all()
+    kept = [m.node for m in node.membership.live_members()]
+    if node.router.gated and kept:
+        log.info("syncing with %s before serving (503 try_again until then)%s", ", ".join(kept[:5]),
+                 "" if settings.seeds or settings.cluster is not None else
+                 f": the members kept in {settings.data_dir}")
     # listening from now on: the static members added at construction are not joins
     auto = (
         AutoRebalancer(node, parts.addr, loop, settings.auto_rebalance_settle)
