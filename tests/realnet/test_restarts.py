@@ -209,3 +209,29 @@ def test_the_cluster_name_is_kept_in_storage_and_a_given_name_replaces_it() -> N
     other = dataclasses.replace(named, cluster_name="staging")
     assert _keep_cluster_name(other, disk).cluster_name == "staging" and disk.get(CLUSTER_NAME_KEY) == b"staging"
     assert _keep_cluster_name(bare, MemoryStorage()).cluster_name == ""
+
+
+def test_sigterm_on_an_auto_rebalancing_node_drains_nothing_and_it_comes_back(
+        launcher: Launcher, tmp_path: Path) -> None:
+    """With ``--auto-rebalance``, only an explicit leave drains (``POST /cluster/leave``,
+    tests/realnet/test_cluster_cli.py); a signal stops the node, which keeps its slots."""
+    nodes = [launcher.node(nid, settings=dict(FAST_SETTINGS), swim=FAST_SWIM, wait=False,
+                           extra=["--data-dir", str(tmp_path / f"data-{nid}"), "--auto-rebalance"])
+             for nid in ("a", "b", "c")]
+    deadline = time.monotonic() + START_DEADLINE
+    for n in nodes:
+        assert n.wait_healthy(deadline), n.log_text()
+    a, b, c = nodes
+    ok("create", a.addr, b.addr, c.addr, "--yes")
+    poll(lambda: verify_clean(a), timeout=CONVERGE, interval=0.3, what="a quiet cluster")
+    owned = {n.id: n.info()["slots_owned"] for n in nodes}
+    c.close_conn()
+    c.signal(signal.SIGTERM)
+    assert c.wait(timeout=15) == 0
+    poll(lambda: a.states()["c"] == "dead", timeout=CONVERGE, what="a to hold c dead")
+    assert {n.id: n.info()["slots_owned"] for n in (a, b)} == {"a": owned["a"], "b": owned["b"]}
+    assert _owner(a, "r-0") in ("a", "b", "c") and a.info()["slots_assigned"] == 16384
+    assert "moved" not in c.log_text().split("SIGTERM received")[-1], c.log_text()
+    c.restart()
+    poll(lambda: verify_clean(a), timeout=CONVERGE, interval=0.3, what="verify to be clean after c restarted")
+    assert c.info()["slots_owned"] == owned["c"]
