@@ -87,8 +87,10 @@ class AntiEntropy:
         self._send(target, PushPull(join=False, reply=False, members=self._local_state()))
 
     def _on_push_pull(self, src: str, msg: PushPull) -> None:
-        if msg.reply or not msg.join:
-            # a member's full state (a joiner's state is only its own: that teaches us nothing)
+        if msg.reply or not msg.join or src in self.members:
+            # a member's full state; a node we never heard of joining through us sends only its
+            # own, which teaches nothing of the cluster (a member we know, a static peer or one
+            # we kept, sends its whole view when it joins)
             self.synced = True
         if msg.reply:
             self._merge_remote(msg.members)

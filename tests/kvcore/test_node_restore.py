@@ -190,11 +190,12 @@ def test_a_static_member_built_with_sync_first_waits_for_a_member_before_serving
     replies: list[Reply] = []
     n.on_client_request(Put(key=b"{a}x", value=b"v"), replies.append)  # its own slot
     assert replies[-1].error == "try_again"
-    # a push-pull from a member (not a joiner's: that teaches nothing of the cluster) ends it
+    # a push-pull from a member ends it, not a stranger's join (it teaches nothing of the cluster)
     n.on_message("n9", PushPull(join=True, reply=False, members=()))
     n.on_client_request(Put(key=b"{a}x", value=b"v"), replies.append)
     assert replies[-1].error == "try_again"
-    n.on_message("n1", PushPull(join=False, reply=False, members=()))
+    # a member it knows joining through it (a static peer starting) sends its whole view
+    n.on_message("n1", PushPull(join=True, reply=False, members=()))
     n.on_client_request(Put(key=b"{a}x", value=b"v"), replies.append)
     assert replies[-1].error == ""
     # without sync_first (the sim, whose storage survives every restart) it serves at once
@@ -221,3 +222,13 @@ def test_a_member_that_left_forgets_the_members_it_kept() -> None:
     assert disk.items("member:")
     n.membership.leave()
     assert disk.items("member:") == []
+
+
+def test_a_members_periodic_push_pull_also_ends_the_wait() -> None:
+    from kvcore.messages import PushPull
+
+    n = Node(FakeRuntime("n2", seed=1), NodeConfig(), CLUSTER, sync_first=True)
+    n.start()
+    assert n.info()["syncing"]
+    n.on_message("n1", PushPull(join=False, reply=False, members=()))
+    assert not n.info()["syncing"]
