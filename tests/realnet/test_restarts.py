@@ -156,6 +156,8 @@ def test_a_static_member_restarted_without_data_never_acknowledges_another_nodes
                 acked[k] = v
             else:
                 refused[code] = refused.get(code, 0) + 1
+                if code == "forward_timeout":
+                    acked.pop(k, None)  # the outcome is unknown: the owner may hold either value
                 assert (status, code) in ((503, "try_again"), (503, "owner_down"), (504, "forward_timeout")), code
     assert acked, f"c never served: {refused}"
     bad = [k for k, v in acked.items() if _read(a, k) != v]
@@ -182,11 +184,18 @@ def test_after_kill_9_and_an_empty_data_dir_verify_sees_it_and_fix_reclaims(
 
     r = poll(lost_claim_reported, timeout=CONVERGE, interval=0.3, what="verify to report that c lost its claim")
     assert r.returncode != 0 and "slot map differs" in r.stdout, r.stdout
-    first = storelab("fix", a.addr, "--yes")
-    assert "let c claim slots 10923-16383 (5461) again" in first.stdout, (first.stdout, first.stderr)
-    # (a process stalled on a busy machine may be suspected for a moment: fix again then)
-    poll(lambda: verify_clean(a) or bool(storelab("fix", a.addr, "--yes")) and False,
-         timeout=CONVERGE, interval=0.3, what="verify to be clean after fix")
+    # (a process stalled on a busy machine may be suspected for a moment, and fix then says that
+    # nothing can be fixed now: it is run again until verify is clean)
+    said: list[str] = []
+
+    def fixed() -> bool:
+        if verify_clean(a):
+            return True
+        said.append(storelab("fix", a.addr, "--yes").stdout)
+        return False
+
+    poll(fixed, timeout=CONVERGE, interval=0.3, what="verify to be clean after fix")
+    assert any("let c claim slots 10923-16383 (5461) again" in out for out in said), said
     assert c.info()["slots_owned"] == c_slots
     with Client(a.addr) as client:
         for i in range(50):
