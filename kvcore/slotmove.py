@@ -46,7 +46,11 @@ source, ``importing`` on a target), by who owns it in the view's map and who is 
 Then, with no mark left: maps that differ at different epochs are gossip still at work
 (:class:`WaitOwned` for the lagging nodes); two claims of one slot at the *same* epoch never
 settle by themselves (the epoch rule keeps whichever a node heard first), so the owner in the
-view's map claims them again above every epoch (:class:`Readopt`). Slots without an owner, or
+view's map claims them again above every epoch (:class:`Readopt`). A live owner whose own map
+does not name it for a slot that the view's map gives it has lost its claim (it restarted
+without its cluster state: an empty or another data directory): gossip never teaches a node its
+own claim, so it claims them again too (:class:`Readopt`; whatever keys it lost are lost, but the
+slots are served again). Slots without an owner, or
 owned by a member that left or that the cluster forgot, get one when asked
 (``assign_unowned``; :class:`Assign`), with Redis's ``--cluster fix`` rule: a live node that
 holds keys of the slot (the fewest slots first, then by id), otherwise the live node with the
@@ -469,6 +473,9 @@ class FixPlan:
     rollback: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (owner, slots) whose maps disagree at one epoch; the owner claims them again
     readopt: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: (owner, slots) that the view's map gives a live node whose own map does not: it lost its
+    #: claim (restarted without its cluster state) and claims them again
+    reclaim: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (node id, slots) given to a node because they had no owner (only when asked)
     assign: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (owner, slots, lagging nodes): maps that differ at different epochs; gossip is at work
@@ -477,7 +484,8 @@ class FixPlan:
     problems: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.resume or self.clear or self.rollback or self.readopt or self.assign or self.converge)
+        return not (self.resume or self.clear or self.rollback or self.readopt or self.reclaim or self.assign
+                    or self.converge)
 
     def describe(self) -> list[str]:
         out = []
@@ -493,6 +501,10 @@ class FixPlan:
         for nid, slots in self.readopt:
             out.append(f"let {nid} claim slots {fmt(slots)} again at a new epoch (another node claims "
                        "them at the same epoch)")
+        for nid, slots in self.reclaim:
+            out.append(f"let {nid} claim slots {fmt(slots)} ({len(slots)}) again at a new epoch (the cluster "
+                       f"gives them to {nid}, but {nid} does not claim them: it restarted without its cluster "
+                       "state)")
         for nid, slots in self.assign:
             out.append(f"assign the unowned slots {fmt(slots)} ({len(slots)}) to {nid}")
         return out
@@ -569,6 +581,7 @@ def _plan_map(snap: Snapshot, plan: FixPlan, marked: set[int], assign_unowned: b
     others = [n for n in snap.live() if n.id != view.id]
     converge: dict[str, tuple[list[int], set[str]]] = {}
     readopt: dict[str, list[int]] = {}
+    reclaim: dict[str, list[int]] = {}
     orphans: list[int] = []
     dead_owned: dict[str, list[int]] = {}
     for s in range(NUM_SLOTS):
@@ -589,6 +602,12 @@ def _plan_map(snap: Snapshot, plan: FixPlan, marked: set[int], assign_unowned: b
             plan.problems.append(f"Slot {s} is claimed by several nodes at epoch {best_epoch} and its owner "
                                  f"in {view.id}'s map ({owner or 'none'}) cannot claim it again.")
             continue
+        own = snap.node(best_owner)
+        if own is not None and own.up and own.owner(s) != (best_owner, best_epoch):
+            # the owner itself does not know its claim: it lost it, and gossip cannot teach a
+            # node its own claim (it is the source of it)
+            reclaim.setdefault(own.id, []).append(s)
+            continue
         lagging = [n.id for n in [view, *others] if n.owner(s) != (best_owner, best_epoch)]
         if lagging and best_owner is not None:
             entry = converge.setdefault(best_owner, ([], set()))
@@ -601,7 +620,8 @@ def _plan_map(snap: Snapshot, plan: FixPlan, marked: set[int], assign_unowned: b
             dead_owned.setdefault(best_owner, []).append(s)
     plan.converge = [(o, sl, sorted(ns)) for o, (sl, ns) in sorted(converge.items())]
     plan.readopt = sorted(readopt.items())
-    if plan.converge or plan.readopt:
+    plan.reclaim = sorted(reclaim.items())
+    if plan.converge or plan.readopt or plan.reclaim:
         return
     for owner, slots in sorted(dead_owned.items()):
         plan.problems.append(f"{len(slots)} slots ({fmt(slots)}) are owned by {owner}, which is "
@@ -650,7 +670,7 @@ def _fix_steps(snap: Snapshot, goal: Fix, p: Progress, chunk: int, max_failures:
         return [WaitOwned(o, tuple(sl), tuple(ns)) for o, sl, ns in plan.converge]
     base = snap.max_epoch()
     claims: list[Step] = []
-    for nid, slots in plan.readopt:
+    for nid, slots in [*plan.readopt, *plan.reclaim]:
         base += 1
         claims.append(Readopt(nid, tuple(slots), base))
     for nid, slots in plan.assign:

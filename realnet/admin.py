@@ -341,6 +341,13 @@ def _diff(a: NodeState, b: NodeState) -> str:
             f"{say(ea.get(s))}, {b.id} says {say(eb.get(s))}")
 
 
+def _lost_claim(n: NodeState, entry: NodeState) -> list[int]:
+    """Slots ``entry``'s map gives ``n`` where ``n``'s own map does not name itself at that epoch
+    or a later one: gossip never teaches a node its own claim, so this is not gossip at work."""
+    mine = {s: e for lo, hi, o, e in n.runs if o == n.id for s in range(lo, hi + 1)}
+    return [s for lo, hi, o, e in entry.runs if o == n.id for s in range(lo, hi + 1) if mine.get(s, 0) < e]
+
+
 def cluster_problems(c: ClusterView) -> list[str]:
     """What ``verify`` reports: coverage, agreement on the slot map (owners and epochs) and on
     members, open migrations, members not alive. One sentence each; empty when healthy."""
@@ -368,6 +375,11 @@ def cluster_problems(c: ClusterView) -> list[str]:
     for n in c.live():
         if n is not entry and n.runs != entry.runs:
             out.append(f"Node {n.id}'s slot map differs from {entry.id}'s: {_diff(n, entry)}.")
+            lost = _lost_claim(n, entry)
+            if lost:
+                out.append(f"Node {n.id} does not claim {len(lost)} slot{'s' if len(lost) != 1 else ''} "
+                           f"({_fmt(lost)}) that {entry.id}'s map gives it: it restarted without its "
+                           "cluster state (an empty or another data directory); fix lets it claim them again.")
         view = {m["id"]: m["state"] for m in n.members or []}
         for mid, st in sorted(expected.items()):
             if mid not in view:

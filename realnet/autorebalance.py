@@ -17,9 +17,11 @@ the same library as ``storelab cluster``, driven over the HTTP API.
   event during a run schedules one more run after it. A cluster that is not quiet (open
   migration, nodes that disagree, a member not alive) is tried again after the settle time, up
   to ``AUTO_REBALANCE_RETRIES`` times.
-- A node with the option that is asked to leave (SIGTERM, SIGINT, ``/cluster/leave``) and owns
-  slots first moves them to the other alive members (:meth:`AutoRebalancer.drain`), then
-  leaves: a graceful leave loses no key. A run of the rebalancer in progress stops after its
+- A node with the option that is asked to leave (``/cluster/leave``) and owns slots first moves
+  them to the other alive members (:meth:`AutoRebalancer.drain`), then leaves: a graceful leave
+  loses no key. A signal (SIGTERM, SIGINT) only stops the process: stopping is not leaving, so
+  nothing is drained, and the member comes back with its slots when it restarts; its peers hold
+  it dead meanwhile, which the rebalancer ignores (a dead node's keys cannot move). A run of the rebalancer in progress stops after its
   current move first. If the cluster is not quiet within ``DRAIN_STABLE_TIMEOUT`` (10 s; a dead
   member, say) or the drain fails, the node logs it and leaves anyway, with its keys.
 """

@@ -20,18 +20,32 @@ The process wires the pure :class:`kvcore.node.Node` to the real world and gets 
 4. **Run** (:func:`run`): serve the peer transport and the HTTP API on the bound sockets,
    ``node.start()``, open the links to the static peers, start the automatic rebalancer if asked
    (:mod:`realnet.autorebalance`), print ``ready id=... http=HOST:PORT peer=HOST:PORT`` on
-   stderr, and wait for SIGTERM or SIGINT (or ``POST /cluster/leave``, which answers 202 and
-   then stops the process the same way, exit status 0).
-5. **Leave and stop**: with automatic rebalancing, move this node's slots away first
+   stderr, and wait for SIGTERM or SIGINT (stop) or ``POST /cluster/leave`` (leave, then stop;
+   it answers 202 first). Exit status 0 either way.
+5. **Stop** (SIGTERM, SIGINT): stopping a process does not change the cluster, as a Redis
+   Cluster node that is shut down stays in ``nodes.conf`` of the others. The node tells nobody:
+   its peers hold it suspect, then dead (its slots answer ``owner_down``), and the same member
+   comes back with its slots when it restarts: its data directory keeps its members and their
+   peer addresses, its claim and epochs, its incarnation and the cluster name
+   (:mod:`kvcore.node.restore`), so it rejoins without ``--seeds``. ``node.stop()`` (pending
+   forwards are answered 500, outcome unknown), stop the HTTP server gracefully (in-flight
+   responses are written), close the peer links, exit 0. A second signal during shutdown exits
+   at once with status 1.
+6. **Leave** (``POST /cluster/leave``, which ``storelab cluster remove-node`` sends once the
+   node's slots moved away): with automatic rebalancing, move this node's slots away first
    (:meth:`~realnet.autorebalance.AutoRebalancer.drain`); tell the cluster we are leaving
    (``membership.leave()``: a Dead about ourselves at a new incarnation, which everyone holds as
-   *left*, so our slots answer ``owner_down`` at once rather than after a failure detection), let
-   gossip carry it for at most ``LEAVE_LINGER`` (0.5 s; less once the update went out its full
-   number of times), then ``node.stop()`` (pending forwards are answered 500, outcome unknown),
-   stop the HTTP server gracefully (in-flight responses are written), close the peer links, exit
-   0. A second signal during shutdown exits at once with status 1.
+   *left*, so our slots answer ``owner_down`` at once rather than after a failure detection; it
+   also forgets the members it kept, so a restart does not rejoin), let gossip carry it for at
+   most ``LEAVE_LINGER`` (0.5 s; less once the update went out its full number of times), then
+   stop as above.
 
-:func:`serve` is steps 2 to 5 for a resolved :class:`~realnet.settings.Settings`; :func:`main`
+A static ``[cluster]`` member does not serve client requests until it has exchanged full state
+with another member (503 ``try_again`` until then; ``/cluster/info`` says ``"syncing"``): it
+cannot tell a first start from a restart that lost its data, and its configured map may be
+stale (slots moved since). A node restarted with its data directory waits the same way.
+
+:func:`serve` is steps 2 to 6 for a resolved :class:`~realnet.settings.Settings`; :func:`main`
 is the command. A new flag goes into :func:`build_parser`, then into
 :class:`~realnet.settings.Settings` and :func:`realnet.settings.merge`.
 
@@ -227,6 +241,13 @@ class Parts:
     api: Api = field(init=False)
     #: the HTTP server, once :func:`run` serves it
     http_server: asyncio.Server | None = None
+    #: ``POST /cluster/leave`` asked this node to leave (a signal only stops it)
+    leave_requested: bool = False
+
+    def request_leave(self) -> None:
+        """Leave the cluster, then stop (the API's ``/cluster/leave``)."""
+        self.leave_requested = True
+        self.stop.set()
 
 
 def build(
@@ -244,6 +265,7 @@ def build(
     addr, peer_addr = _fmt(adv_host, sockets.http_port), _fmt(adv_host, sockets.peer_port)
 
     runtime = AsyncioRuntime(node_id, loop=loop, storage=storage)
+    settings = _keep_cluster_name(settings, storage)
     in_static = settings.cluster is not None
     node = Node(
         runtime,
@@ -254,6 +276,8 @@ def build(
         # a static member advertises its [cluster] entry (what every other member was told)
         addr=None if in_static else addr,
         peer_addr=None if in_static else peer_addr,
+        # a static member cannot tell its first start from a restart that lost its data
+        sync_first=in_static,
     )
     peers: dict[str, tuple[str, int]] = {}
     if settings.cluster is not None:
@@ -288,10 +312,27 @@ def build(
         http_stats=lambda: getattr(parts.http_server, "server_stats", None),
         rtt=meter,
         swim_preset=settings.swim_preset,
-        on_leave=parts.stop.set,
+        on_leave=parts.request_leave,
         drains_on_leave=settings.auto_rebalance,
     )
     return parts
+
+
+#: where the cluster name is kept in the node's storage
+CLUSTER_NAME_KEY = "cluster.name"
+
+
+def _keep_cluster_name(settings: Settings, storage: Storage) -> Settings:
+    """The cluster name is kept with the rest of the cluster state: a node restarted without
+    ``--cluster-name`` keeps the name it had; a name given replaces the kept one."""
+    if settings.cluster_name:
+        if (storage.get(CLUSTER_NAME_KEY) or b"").decode("utf-8", "replace") != settings.cluster_name:
+            storage.put(CLUSTER_NAME_KEY, settings.cluster_name.encode())
+        return settings
+    kept = storage.get(CLUSTER_NAME_KEY)
+    if kept:
+        return dataclasses.replace(settings, cluster_name=kept.decode("utf-8", "replace"))
+    return settings
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -317,6 +358,11 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
 
     node.start()
     transport.connect_all()
+    kept = [m.node for m in node.membership.live_members()]
+    if node.router.gated and kept:
+        log.info("syncing with %s before serving (503 try_again until then)%s", ", ".join(kept[:5]),
+                 "" if settings.seeds or settings.cluster is not None else
+                 f": the members kept in {settings.data_dir}")
     # listening from now on: the static members added at construction are not joins
     auto = (
         AutoRebalancer(node, parts.addr, loop, settings.auto_rebalance_settle)
@@ -331,12 +377,13 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
     )
     try:
         await parts.stop.wait()
-        if auto is not None:
-            await auto.drain()
-        try:
-            await leave_gracefully(node)
-        except Exception:  # a failed goodbye must not stop the shutdown
-            log.exception("leaving the cluster failed; stopping anyway")
+        if parts.leave_requested:
+            if auto is not None:
+                await auto.drain()
+            try:
+                await leave_gracefully(node)
+            except Exception:  # a failed goodbye must not stop the shutdown
+                log.exception("leaving the cluster failed; stopping anyway")
     finally:
         node.stop()
         await stop_http_server(http_server, grace=SHUTDOWN_GRACE)
@@ -357,7 +404,8 @@ def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, node_
         if signals_seen > 1:
             print(f"storelab node {node_id}: {signame} again; exiting now.", file=sys.stderr, flush=True)
             os._exit(1)
-        log.info("%s received; leaving the cluster and stopping", signame)
+        log.info("%s received; stopping (the cluster keeps this member: it is down until it "
+                 "restarts; storelab cluster remove-node makes a member leave)", signame)
         stop.set()
 
     installed: list[int] = []
@@ -463,6 +511,7 @@ __all__ = [
     "load_settings",
     "run_in_thread",
     # this module's own
+    "CLUSTER_NAME_KEY",
     "EXIT_CONFIG",
     "EXIT_OK",
     "LEAVE_LINGER",

@@ -150,13 +150,16 @@ class SimCluster:
         self._node_factory = node_factory or self._default_node
         self._slots: dict[str, _Slot] = {}
         self._specs: dict[str, NodeSpec] = {}
+        #: joined nodes restarted with ``seeds=False``: they rejoin from what their storage kept
+        self._no_seeds: set[str] = set()
         for spec in self.cluster_config.nodes:
             self._add_slot(spec)
 
     def _default_node(self, rt: SimRuntime, spec: NodeSpec) -> Node:
         if spec.id in self.core_ids:
             return Node(rt, self.config, self.core_config, swim=self.swim)
-        return Node(rt, self.config, None, swim=self.swim, seeds=self.seed_addrs,
+        seeds = () if spec.id in self._no_seeds else self.seed_addrs
+        return Node(rt, self.config, None, swim=self.swim, seeds=seeds,
                     addr=spec.addr, peer_addr=spec.peer_addr)
 
     def _add_slot(self, spec: NodeSpec) -> None:
@@ -288,12 +291,19 @@ class SimCluster:
 
         self._at(at, "leave", node_id, do)
 
-    def restart(self, node_id: str, at: float | None = None) -> None:
+    def restart(self, node_id: str, at: float | None = None, *, seeds: bool = True) -> None:
+        """Start a crashed node again with its storage. A node that joined through seeds is
+        given them again, unless ``seeds`` is False: it then rejoins through the members its
+        storage kept (as ``python -m realnet.node --data-dir`` without ``--seeds``)."""
         slot = self._slots[node_id]
 
         def do() -> None:
             if slot.endpoint.node is not None:
                 return
+            if seeds:
+                self._no_seeds.discard(node_id)
+            else:
+                self._no_seeds.add(node_id)
             if slot.down_since is not None:
                 slot.downtime += self.env.now - slot.down_since
                 self._close_fault("crash", node_id)

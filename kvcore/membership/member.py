@@ -7,7 +7,9 @@ SWIM state (:class:`~kvcore.states.State`) and incarnation, when the state last 
 reaping and gossip to the dead), and its slot claim (ranges and config epoch), which travels
 with every Alive so every node derives the same slot map. Only
 :class:`~kvcore.membership.Membership` changes a Member; others read it, and hear of each change
-through a :data:`Listener` with a :class:`~kvcore.states.MemberEvent`.
+through a :data:`Listener` with a :class:`~kvcore.states.MemberEvent`. :func:`encode_member` and
+:func:`decode_member` are the text a node keeps of each member in its storage (Redis's
+``nodes.conf`` lines), so that a restarted node knows whom to rejoin.
 """
 
 from __future__ import annotations
@@ -51,8 +53,23 @@ class Member:
                 "incarnation": self.incarnation, "slots": self.slots, "epoch": self.epoch}
 
 
+def encode_member(m: Member) -> bytes:
+    """What a node keeps of another member in its storage, to rejoin after a restart: one line
+    per field (addresses never hold a newline; slot ranges and numbers cannot)."""
+    return f"{m.incarnation}\n{m.state}\n{m.addr}\n{m.peer_addr}\n{m.epoch}\n{m.slots}".encode()
+
+
+def decode_member(node: str, raw: bytes) -> Member | None:
+    """The member :func:`encode_member` wrote, or None when the text is not one."""
+    try:
+        inc_s, state_s, addr, peer_addr, epoch_s, slots = raw.decode().split("\n")
+        return Member(node, addr, peer_addr, int(inc_s), State(state_s), 0.0, slots, int(epoch_s))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 #: listener(event, node_id, member), told of every change; events: join, alive, suspect, dead,
 #: left, refute, reap, update (:class:`~kvcore.states.MemberEvent`)
 Listener = Callable[[MemberEvent, str, Member], None]
 
-__all__ = ["ALIVE", "DEAD", "LEFT", "SUSPECT", "UP", "Listener", "Member"]
+__all__ = ["ALIVE", "DEAD", "LEFT", "SUSPECT", "UP", "Listener", "Member", "decode_member", "encode_member"]

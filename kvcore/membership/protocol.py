@@ -24,7 +24,15 @@ gossip rounds). The rest of the protocol is in mixins, one concern each:
 Incarnation numbers are kept in the Runtime's durable ``storage`` (:data:`INCARNATION_KEY`), so a
 node that crashes and restarts comes back with a higher incarnation than any it used before;
 without durable storage, it learns its old incarnation from the cluster's view of it and refutes.
-Its own slot claim is kept there too (:data:`CLAIM_KEY`).
+Its own slot claim is kept there too (:data:`CLAIM_KEY`), and so is every other member it has
+heard of (:data:`MEMBER_PREFIX` + id: addresses, incarnation, claim; Redis's ``nodes.conf``), so
+that a node restarted without seeds knows whom to rejoin (:meth:`Membership.restore_members`).
+Members of a static configuration are not written until something about them changes: the
+configuration names them again at the next start.
+
+``synced`` says that this node has exchanged full state with a member since it started (a join
+reply, or a push-pull either way): what a node that may hold a stale view waits for before it
+serves (:mod:`kvcore.node.routing`).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from kvcore.membership.awareness import Awareness
 from kvcore.membership.broadcast import BroadcastQueue, Update
 from kvcore.membership.config import SwimConfig
 from kvcore.membership.formulas import overrides, push_pull_scale, retransmit_limit
-from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member
+from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member, encode_member
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
 from kvcore.membership.sync import AntiEntropy
@@ -61,6 +69,11 @@ from kvcore.states import MemberEvent, State
 INCARNATION_KEY = "swim.incarnation"
 #: our own latest slot claim ("<epoch> <ranges>"), so a restart does not forget slots we took
 CLAIM_KEY = "swim.claim"
+#: every other member this node knows, one storage entry each: ``member:<id>``
+MEMBER_PREFIX = "member:"
+#: the events after which a member's stored entry is written again (suspect and dead are not:
+#: a restarted node finds out who is down by itself, and a failure storm must not write)
+_PERSISTED = (MemberEvent.JOIN, MemberEvent.UPDATE, MemberEvent.ALIVE, MemberEvent.LEFT)
 
 
 def _update_handler(fn: Callable[[Any], None]) -> Handler:
@@ -117,6 +130,10 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self.running = False
         self.leaving = False
         self.joined = False
+        #: full state was exchanged with a member since start (join reply or push-pull)
+        self.synced = False
+        #: write other members to storage as they change (off while a static config is added)
+        self.persist_members = True
         self.seeds: list[str] = []
         self._seq = runtime.random.getrandbits(32)
         self._probe_order: list[str] = []
@@ -148,8 +165,16 @@ class Membership(Probing, Suspicions, AntiEntropy):
         """Start knowing these members as alive at incarnation 0: (id, addr, peer_addr, slots, epoch).
 
         This is how a static cluster configuration seeds the view; SWIM then watches them.
-        Our own entry takes its slots and epoch from here.
+        Our own entry takes its slots and epoch from here. They are not written to storage (the
+        configuration names them again at the next start) until something about them changes.
         """
+        self.persist_members = False
+        try:
+            self._add_static(members)
+        finally:
+            self.persist_members = True
+
+    def _add_static(self, members: Iterable[tuple[str, str, str, str, int]]) -> None:
         for nid, addr, peer_addr, slots, epoch in members:
             if nid == self.id:
                 self.me.slots, self.me.epoch = slots, epoch
@@ -160,7 +185,34 @@ class Membership(Probing, Suspicions, AntiEntropy):
             # no random insertion into the probe order here: the first probe tick shuffles
             self._add(Member(nid, addr, peer_addr, 0, ALIVE, self.rt.now(), slots, epoch), probe_now=False)
 
-    def start(self, seeds: Iterable[str] = ()) -> None:
+    def restore_members(self, saved: Iterable[Member]) -> int:
+        """Know again the members an earlier life kept: one we do not know yet is added (alive,
+        unless it had left: whether it is up is for probes to find out), one we know at a lower
+        incarnation (a static entry) takes the saved addresses and claim. Returns how many live
+        members it added or updated: the ones a restarted node rejoins through."""
+        live = 0
+        for s in saved:
+            m = self.members.get(s.node)
+            state = LEFT if s.state == LEFT else ALIVE
+            if m is None:
+                self._add(Member(s.node, s.addr, s.peer_addr, s.incarnation, state, self.rt.now(),
+                                 s.slots, s.epoch), probe_now=False)
+            elif s.incarnation > m.incarnation:
+                m.incarnation, m.addr, m.peer_addr = s.incarnation, s.addr, s.peer_addr
+                m.slots, m.epoch = s.slots, s.epoch
+                if m.state != state:
+                    self._set_state(m, state)
+                else:
+                    self._emit(MemberEvent.UPDATE, m)
+            else:
+                continue
+            live += state == ALIVE
+        return live
+
+    def start(self, seeds: Iterable[str] = (), *, rejoin: bool | None = None) -> None:
+        """Start probing and gossiping; join through ``seeds`` if any. Without seeds, a node that
+        may hold a stale view (``rejoin``; by default: it ``restarted``) first syncs full state
+        with a member it knows, as a join."""
         if self.running:
             return
         self.running = True
@@ -172,7 +224,9 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._after("push_pull", rnd.uniform(0, push_pull_scale(c.push_pull_interval, self.num_live())),
                     self._push_pull_tick)
         self.seeds = [s for s in seeds if s not in (self.id, "@" + self.me.peer_addr)]
-        if not self.seeds and self.restarted and self._live_ids:
+        if rejoin is None:
+            rejoin = self.restarted
+        if not self.seeds and rejoin and self._live_ids:
             # back from a crash: sync full state with a member we know before anything else, to
             # learn what changed while we were down (slots that moved, members that came)
             self.seeds = list(self._live_ids)
@@ -216,6 +270,10 @@ class Membership(Probing, Suspicions, AntiEntropy):
         if self.leaving:
             return
         self.leaving = True
+        # a member that left is out of the cluster: restarted, it must not rejoin by itself
+        for name, _ in self.rt.storage.items(MEMBER_PREFIX):
+            self.rt.storage.delete(name)
+        self.persist_members = False
         self._bump_incarnation(self.me.incarnation + 1)
         msg = Dead(node=self.id, incarnation=self.me.incarnation, source=self.id)
         self._set_state(self.me, LEFT)
@@ -469,6 +527,11 @@ class Membership(Probing, Suspicions, AntiEntropy):
 
     def _emit(self, event: MemberEvent, m: Member) -> None:
         self._state_cache = None
+        if m is not self.me and self.persist_members:
+            if event in _PERSISTED:
+                self.rt.storage.put(MEMBER_PREFIX + m.node, encode_member(m))
+            elif event == MemberEvent.REAP:
+                self.rt.storage.delete(MEMBER_PREFIX + m.node)
         for fn in self.listeners:
             fn(event, m.node, m)
 
@@ -476,4 +539,4 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self.counters[name] = self.counters.get(name, 0) + 1
 
 
-__all__ = ["CLAIM_KEY", "INCARNATION_KEY", "Membership"]
+__all__ = ["CLAIM_KEY", "INCARNATION_KEY", "MEMBER_PREFIX", "Membership"]

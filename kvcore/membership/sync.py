@@ -44,6 +44,7 @@ class AntiEntropy:
         id: str
         running: bool
         joined: bool
+        synced: bool
         seeds: list[str]
         members: dict[str, Member]
         _rng: random.Random
@@ -86,6 +87,11 @@ class AntiEntropy:
         self._send(target, PushPull(join=False, reply=False, members=self._local_state()))
 
     def _on_push_pull(self, src: str, msg: PushPull) -> None:
+        if msg.reply or not msg.join or src in self.members:
+            # a member's full state; a node we never heard of joining through us sends only its
+            # own, which teaches nothing of the cluster (a member we know, a static peer or one
+            # we kept, sends its whole view when it joins)
+            self.synced = True
         if msg.reply:
             self._merge_remote(msg.members)
             if not self.joined:
@@ -99,8 +105,10 @@ class AntiEntropy:
         if msg.join:
             # answer a joiner at the address it advertises: we may hold an older address for it
             # (it restarted elsewhere and we still hold it dead), and its reply must reach it
+            # (one we hold at that address already is answered by id: no second link to it)
             own = next((m for m in msg.members if m.node == src), None)
-            if own is not None and own.peer_addr:
+            held = self.members.get(src)
+            if own is not None and own.peer_addr and (held is None or held.peer_addr != own.peer_addr):
                 dst = "@" + own.peer_addr
         self._send(dst, PushPull(join=False, reply=True, members=state))
 

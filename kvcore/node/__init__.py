@@ -11,12 +11,14 @@ module                             concern
 =================================  ============================================================
 :mod:`kvcore.node.node`            ``Node``: construction, lifecycle, the doors, the info view
 :mod:`kvcore.node.routing`         client operations, Forward / ForwardReply / Asking, pending
-                                   forwards and their timeouts, the restarted node's gate
+                                   forwards and their timeouts, the gate of a node that must
+                                   sync before serving (restarted, or ``sync_first``)
 :mod:`kvcore.node.migration`       live migration, source and target: marks, batches, freezing,
                                    MigrateKeys / MigrateAck, their persistence, the guards
 :mod:`kvcore.node.ownership`       the slot map derived from membership events (highest epoch
                                    wins; saved when a reconfiguration lands)
-:mod:`kvcore.node.restore`         what storage holds of an earlier life, read back at build time
+:mod:`kvcore.node.restore`         what storage holds of an earlier life (members to rejoin,
+                                   claims, the map, marks), read back at build time
 :mod:`kvcore.node.dedup`           ``DedupCache``: time- and size-bounded duplicate memory
 =================================  ============================================================
 

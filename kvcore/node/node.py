@@ -28,7 +28,16 @@ malformed and dropped (peer input is never trusted; :meth:`Node.on_message` neve
 
 A static cluster configuration seeds the view (all members alive at incarnation 0 with their
 configured slots); seeds let a node join a running cluster (it then owns no slots, like Redis's
-``add-node``); a node with neither is standalone and owns every slot.
+``add-node``); a node whose storage remembers members (an earlier life in a cluster, see
+:mod:`kvcore.node.restore`) rejoins through them; a node with none of these is standalone and
+owns every slot.
+
+Stopping is not leaving: :meth:`Node.stop` only stops timers, and peers find the node down (then
+dead) by themselves; what it keeps in storage brings it back as itself. A node that *may* hold a
+stale view does not serve client requests until it has exchanged full state with a member (503
+``try_again``): one that restarted, and one built with ``sync_first`` (a static member whose
+storage does not survive a restart, so that it cannot tell a first start from a restart that
+lost everything: realnet without ``--data-dir``).
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.metrics import NodeStats
 from kvcore.node.migration import DoneFn, Migration
 from kvcore.node.ownership import Ownership
-from kvcore.node.restore import restore
+from kvcore.node.restore import remembers_a_cluster, restore
 from kvcore.node.routing import ReplyFn, Router
 from kvcore.runtime import Runtime
 from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges
@@ -111,18 +120,22 @@ class Node:
         seeds: Sequence[str] = (),
         addr: str | None = None,
         peer_addr: str | None = None,
+        sync_first: bool = False,
     ) -> None:
         """Build a node.
 
         ``cluster``: a static cluster to start from; ``seeds``: destinations to join through
         (node ids, or ``"@HOST:PORT"`` peer addresses); ``addr``/``peer_addr``: this node's client
-        and peer addresses as advertised to others (taken from ``cluster`` when it lists us).
+        and peer addresses as advertised to others (taken from ``cluster`` when it lists us);
+        ``sync_first``: do not serve before a full-state exchange with a member even on a first
+        start (the module docstring).
         """
         self.rt = runtime
         self.id = runtime.node_id
         self.config = (config or NodeConfig()).validate()
         self.cluster = cluster
         self.seeds = tuple(seeds)
+        self.sync_first = sync_first
         self.store = LocalStore.load(runtime.storage) if self.config.durable else LocalStore()
         self.stats = NodeStats()
         self.running = False
@@ -138,7 +151,7 @@ class Node:
             static = cluster.static_members()
             # the static map is known in full: copy it rather than re-deriving it claim by claim
             slot_map = cluster.slot_map()
-        elif not self.seeds:
+        elif not self.seeds and not remembers_a_cluster(runtime.storage):
             # The standalone node: a one-node cluster that owns every slot.
             static = [(self.id, addr or "", peer_addr or "", f"0-{MAX_SLOT}", 1)]
         self.ownership = Ownership(runtime.storage, self.stats, slot_map,
@@ -190,11 +203,13 @@ class Node:
         if self.running:
             return
         self.running = True
-        self.membership.start(self.seeds)
-        # A restarted node does not serve until it has synced full state with a member (see
-        # kvcore.node.routing). There is no time limit on this on purpose: a restarted node cut
-        # off from every peer stays unavailable (503 try_again) rather than risk serving stale data.
-        self.router.gated = self.membership.restarted and not self.membership.joined
+        stale = self.membership.restarted or self.sync_first
+        self.membership.start(self.seeds, rejoin=stale)
+        # A node that may hold a stale view does not serve until it has synced full state with a
+        # member (see kvcore.node.routing). There is no time limit on this on purpose: one cut
+        # off from every peer stays unavailable (503 try_again) rather than risk serving stale
+        # data. (A node alone in its view has nobody to sync with: membership says joined.)
+        self.router.gated = stale and not self.membership.joined
         self.migration.resend_unacknowledged()
 
     def stop(self) -> None:
@@ -346,6 +361,8 @@ class Node:
                         for st in STATES},
             "incarnation": self.membership.me.incarnation,
             "joined": self.membership.joined,
+            # answering 503 try_again until it has synced with a member (restarted, sync_first)
+            "syncing": self.router.gated and self.router.still_gated(),
             "pending_forwards": len(self.router.pending),
             "migrating": {str(k): v for k, v in sorted(self.migrating.items())},
             "importing": {str(k): v for k, v in sorted(self.importing.items())},

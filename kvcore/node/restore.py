@@ -7,6 +7,11 @@ A node that crashed keeps its ``storage`` (DESIGN.md, the Runtime). Besides the 
 (:mod:`kvcore.membership`), the node keeps what it learned of reconfigurations, as Redis keeps
 ``nodes.conf``:
 
+0. **The members** it knew, with their peer addresses, incarnations and claims (written by
+   :mod:`kvcore.membership` as they change; Redis's ``nodes.conf``), so that a node restarted
+   without seeds or a static configuration rejoins through them, and is not standalone: it then
+   starts from no claim but the one it kept (2.), and does not serve until it has synced full
+   state with one of them (the restarted node's gate, :mod:`kvcore.node.routing`).
 1. **The slot map** as it was (``slotmap``, saved by :mod:`kvcore.node.ownership` whenever a
    claim above the configured epoch lands), so that a restarted node does not serve slots that
    moved away while it was down. Each saved slot is claimed at its saved epoch: the epoch rule
@@ -29,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kvcore.membership import MEMBER_PREFIX, Member
+from kvcore.membership.member import decode_member
 from kvcore.node.migration import BATCH_PREFIX, IMPORTING, MARK_PREFIX, MIGRATING
 from kvcore.node.ownership import SLOT_MAP_KEY
 from kvcore.runtime import Storage
@@ -50,6 +57,14 @@ class Saved:
     marks: list[tuple[str, int, str]] = field(default_factory=list)
     #: unacknowledged batches: (batch id, slot, target, keys)
     batches: list[tuple[int, int, str, list[bytes]]] = field(default_factory=list)
+    #: the other members it knew, in id order (unreadable entries skipped and counted)
+    members: list[Member] = field(default_factory=list)
+    malformed_members: int = 0
+
+
+def remembers_a_cluster(storage: Storage) -> bool:
+    """True when an earlier life of this node kept members to rejoin (it is not standalone)."""
+    return bool(storage.items(MEMBER_PREFIX))
 
 
 def read_saved(storage: Storage, durable: bool) -> Saved:
@@ -61,6 +76,12 @@ def read_saved(storage: Storage, durable: bool) -> Saved:
             out.slot_map = SlotMap.from_text(raw.decode())
         except (SlotRangeError, UnicodeDecodeError):
             out.malformed = True
+    for name, value in storage.items(MEMBER_PREFIX):
+        m = decode_member(name[len(MEMBER_PREFIX):], value)
+        if m is None:
+            out.malformed_members += 1
+        else:
+            out.members.append(m)
     if not durable:
         return out
     for name, value in storage.items(BATCH_PREFIX):
@@ -78,6 +99,8 @@ def restore(node: Node) -> None:
     saved = read_saved(node.rt.storage, node.config.durable)
     if saved.malformed:
         node.stats.malformed += 1
+    node.stats.malformed += saved.malformed_members
+    node.membership.restore_members(m for m in saved.members if m.node != node.id)
     old = saved.slot_map
     if old is not None:
         for lo, hi, owner_id in old.runs():
@@ -91,4 +114,4 @@ def restore(node: Node) -> None:
     node.migration.reload(saved.marks, saved.batches)
 
 
-__all__ = ["Saved", "read_saved", "restore"]
+__all__ = ["Saved", "read_saved", "remembers_a_cluster", "restore"]

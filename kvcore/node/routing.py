@@ -30,7 +30,9 @@ Runtime's random, so a restarted node does not reuse the ids of its previous lif
 
 A node that restarted does not serve until it has synced full state with a member (``gated``):
 its slot map may be stale, and serving a slot that moved away while it was down would
-acknowledge writes that the new owner never sees.
+acknowledge writes that the new owner never sees. A join reply or a member's push-pull (either
+way) is such a sync; so is being alone (nobody to sync with). The same holds for a node built
+with ``sync_first`` (:class:`kvcore.node.Node`).
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ class Router:
         reply(error_reply(e))
 
     def still_gated(self) -> bool:
-        if self.membership.joined:
+        if self.membership.joined or self.membership.synced:
             self.gated = False
         return self.gated
 

@@ -104,3 +104,131 @@ def test_an_unacknowledged_batch_is_frozen_again_and_resent_on_start() -> None:
     again.start()
     (resent,) = [m for _, m in rt2.take_sent() if isinstance(m, MigrateKeys)]
     assert (resent.batch, resent.keys, resent.values) == (first.batch, first.keys, first.values)
+
+
+# --- members: what a node keeps to rejoin without seeds ------------------------------------------
+
+
+def _joined_node(disk: MemoryStorage) -> tuple[Node, FakeRuntime]:
+    """n3 joins n1 and n2 through a seed and learns their claims (what gossip would bring)."""
+    from kvcore.messages import Alive
+
+    rt = FakeRuntime("n3", seed=1)
+    rt.storage = disk
+    n = Node(rt, NodeConfig(), None, seeds=["@127.0.0.1:17001"], addr="127.0.0.1:7003",
+             peer_addr="127.0.0.1:17003")
+    n.start()
+    for i, nid in enumerate(["n1", "n2"]):
+        n.membership.apply(Alive(node=nid, incarnation=2, addr=f"127.0.0.1:{7001 + i}",
+                                 peer_addr=f"127.0.0.1:{17001 + i}",
+                                 slots="0-8191" if nid == "n1" else "8192-16383", epoch=3 + i))
+    n.claim_slots("100-199", 9)
+    return n, rt
+
+
+def test_every_member_heard_of_is_kept_with_its_address_incarnation_and_claim() -> None:
+    from kvcore.membership import MEMBER_PREFIX
+    from kvcore.membership.member import decode_member
+
+    disk = MemoryStorage()
+    _joined_node(disk)
+    kept = dict(disk.items(MEMBER_PREFIX))
+    assert sorted(kept) == ["member:n1", "member:n2"]  # never itself: its own keys say that
+    m = decode_member("n2", kept["member:n2"])
+    assert m is not None
+    assert (m.addr, m.peer_addr, m.incarnation, m.slots, m.epoch) == (
+        "127.0.0.1:7002", "127.0.0.1:17002", 2, "8192-16383", 4)
+    saved = read_saved(disk, durable=False)
+    assert [s.node for s in saved.members] == ["n1", "n2"] and saved.malformed_members == 0
+
+
+def test_a_restart_without_seeds_rejoins_through_the_kept_members_and_waits_for_a_sync() -> None:
+    from kvcore.messages import PushPull
+
+    disk = MemoryStorage()
+    old, _ = _joined_node(disk)
+    old.stop()
+    rt = FakeRuntime("n3", seed=2)
+    rt.storage = disk
+    n = Node(rt, NodeConfig(), None, addr="127.0.0.1:7003", peer_addr="127.0.0.1:17003")
+    assert n.info()["mode"] == "cluster", "it remembers a cluster: it is not standalone"
+    assert sorted(n.peer_states()) == ["n1", "n2"]
+    assert n.membership.address_of("n2") == "127.0.0.1:17002"
+    # its own claim and the others' claims: the map as it was
+    assert n.slot_map.owner(150) == "n3" and n.slot_map.owner(50) == "n1" and n.slot_map.owner(9000) == "n2"
+    assert n.membership.me.incarnation > old.membership.me.incarnation
+    n.start()
+    joins = [dst for dst, msg in rt.take_sent() if isinstance(msg, PushPull) and msg.join]
+    assert joins and joins[0] in ("n1", "n2"), "it joins through a member it kept, by id"
+    replies: list[Reply] = []
+    n.on_client_request(Put(key=b"k", value=b"v"), replies.append)
+    assert replies[-1].error == "try_again" and n.info()["syncing"]
+    # a member's full state ends the wait
+    n.on_message("n1", PushPull(join=False, reply=True, members=old.membership._local_state()))
+    n.on_client_request(Put(key=b"k90", value=b"v"), replies.append)  # slot 100-199: its own
+    assert replies[-1].error == "" and not n.info()["syncing"]
+
+
+def test_a_node_with_no_kept_members_and_no_seeds_is_standalone_as_before() -> None:
+    rt = FakeRuntime("solo", seed=1)
+    n = Node(rt, NodeConfig())
+    n.start()
+    assert n.info()["mode"] == "standalone" and not n.info()["syncing"]
+    assert n.slot_map.slot_counts() == {"solo": 16384}
+    replies: list[Reply] = []
+    n.on_client_request(Put(key=b"k", value=b"v"), replies.append)
+    assert replies[-1].error == ""
+
+
+def test_a_static_member_built_with_sync_first_waits_for_a_member_before_serving() -> None:
+    from kvcore.messages import PushPull
+
+    rt = FakeRuntime("n2", seed=1)
+    n = Node(rt, NodeConfig(), CLUSTER, sync_first=True)
+    n.start()
+    assert [dst for dst, msg in rt.take_sent() if isinstance(msg, PushPull) and msg.join] == ["n1"]
+    replies: list[Reply] = []
+    n.on_client_request(Put(key=b"{a}x", value=b"v"), replies.append)  # its own slot
+    assert replies[-1].error == "try_again"
+    # a push-pull from a member ends it, not a stranger's join (it teaches nothing of the cluster)
+    n.on_message("n9", PushPull(join=True, reply=False, members=()))
+    n.on_client_request(Put(key=b"{a}x", value=b"v"), replies.append)
+    assert replies[-1].error == "try_again"
+    # a member it knows joining through it (a static peer starting) sends its whole view
+    n.on_message("n1", PushPull(join=True, reply=False, members=()))
+    n.on_client_request(Put(key=b"{a}x", value=b"v"), replies.append)
+    assert replies[-1].error == ""
+    # without sync_first (the sim, whose storage survives every restart) it serves at once
+    m = Node(FakeRuntime("n2", seed=1), NodeConfig(), CLUSTER)
+    m.start()
+    m.on_client_request(Put(key=b"{a}x", value=b"v"), replies.append)
+    assert replies[-1].error == ""
+
+
+def test_unreadable_member_entries_are_counted_and_skipped() -> None:
+    disk = MemoryStorage()
+    disk.put("member:n7", b"not a member")
+    saved = read_saved(disk, durable=False)
+    assert saved.members == [] and saved.malformed_members == 1
+    rt = FakeRuntime("n1", seed=1)
+    rt.storage = disk
+    n = Node(rt, NodeConfig(), CLUSTER)
+    assert n.stats.malformed == 1 and "n7" not in n.peer_states()
+
+
+def test_a_member_that_left_forgets_the_members_it_kept() -> None:
+    disk = MemoryStorage()
+    n, _ = _joined_node(disk)
+    assert disk.items("member:")
+    n.membership.leave()
+    assert disk.items("member:") == []
+
+
+def test_a_members_periodic_push_pull_also_ends_the_wait() -> None:
+    from kvcore.messages import PushPull
+
+    n = Node(FakeRuntime("n2", seed=1), NodeConfig(), CLUSTER, sync_first=True)
+    n.start()
+    assert n.info()["syncing"]
+    n.on_message("n1", PushPull(join=False, reply=False, members=()))
+    assert not n.info()["syncing"]

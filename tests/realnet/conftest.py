@@ -380,12 +380,14 @@ def toml_tables(
 
 
 def wait_wired(cluster: Cluster, timeout: float = START_DEADLINE) -> None:
-    """Wait until every node's outbound link to every peer is connected."""
+    """Wait until every node's outbound link to every peer is connected, and every node has
+    synced with a member (a static member answers 503 try_again until then)."""
 
     def wired() -> bool:
         return all(
-            all(link["state"] == "connected" for link in n.info()["transport"]["links"].values())
-            for n in cluster
+            all(link["state"] == "connected" for link in info["transport"]["links"].values())
+            and not info.get("syncing")
+            for info in (n.info() for n in cluster)
         )
 
     poll(wired, timeout=timeout, what="every peer link to be connected")

@@ -353,8 +353,9 @@ def test_auto_rebalance_gives_a_joining_node_its_share_and_drains_a_leaving_one(
     assert sorted(slots_owned(n) for n in (a, b, c, d)) == [4096, 4096, 4096, 4096]
     assert "moved 4096 slots" in a.log_text()  # a has the lowest id: it led
 
-    # a graceful leave (SIGTERM) of a node with the option moves its slots away first
-    c.signal(15)
+    # a graceful leave (POST /cluster/leave) of a node with the option moves its slots away
+    # first (a signal only stops a node since issue 9: this test used SIGTERM to leave before)
+    assert post(c, "/cluster/leave", {}) == (202, {"id": "c", "status": "leaving", "drain": True})
     assert c.wait(timeout=60) == 0
     poll(lambda: storelab("verify", a.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
          what="verify to pass after c left")
@@ -536,3 +537,20 @@ def test_auto_rebalance_is_a_cluster_option_or_a_flag(tmp_path: Any) -> None:
         load_settings(build_parser().parse_args(["--config", str(f)]))
     assert e.value.problems == ["Key 'auto_rebalance' in [cluster] must be true or false, not 'yes'.",
                                 "[cluster]: auto_rebalance_settle must be a number of seconds >= 0, not -1."]
+
+
+def test_verify_says_when_a_node_does_not_claim_the_slots_the_cluster_gives_it() -> None:
+    # b restarted with an empty data directory: its own map names nobody for 8192-8200 and
+    # itself at epoch 1 (a standalone start) for the rest, where a's map says b at epoch 2
+    c = fake_cluster({"0-8191": "a", "8192-16383": "b"}, {"a": "alive", "b": "alive"}, {})
+    c.nodes["b"].slots = {"slots": [{"start": 0, "end": 8191, "node": "a", "epoch": 2},
+                                    {"start": 8201, "end": 16383, "node": "b", "epoch": 1}],
+                          "unassigned": "8192-8200"}
+    problems = cluster_problems(c)
+    assert problems[1] == ("Node b does not claim 8192 slots (8192-16383) that a's map gives it: it restarted "
+                           "without its cluster state (an empty or another data directory); fix lets it claim "
+                           "them again.")
+    plan = Admin().plan_fix(c)
+    assert plan.reclaim == [("b", list(range(8192, 16384)))]
+    assert plan.describe() == ["let b claim slots 8192-16383 (8192) again at a new epoch (the cluster gives "
+                               "them to b, but b does not claim them: it restarted without its cluster state)"]
