@@ -1,7 +1,7 @@
 """kvcore: the storelab node logic. Pure, deterministic, standard library only, no I/O.
 
 Everything a node needs from the world comes through :class:`kvcore.runtime.Runtime`; see
-DESIGN.md, "The boundary".
+ARCHITECTURE.md, "The boundary".
 """
 
 from kvcore.config import ClusterConfig, ConfigError, NodeConfig, NodeSpec

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Every failure a client can see is a :class:`StoreError` subclass with a stable machine ``code``
 (what goes over the wire and into JSON bodies) and the HTTP ``status`` the transport maps it to
-(DESIGN.md, "Errors"). The transport maps errors, never the other way round: kvcore does not know
+(ARCHITECTURE.md, "Errors"). The transport maps errors, never the other way round: kvcore does not know
 HTTP, it only carries the status number as data so that every world maps a code the same way.
 
 "Not found" is an answer, not a failure: :class:`NotFound` is the only error that says the

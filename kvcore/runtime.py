@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-kvcore never does I/O (DESIGN.md, "The boundary"). A node is handed one Runtime when it is built
+kvcore never does I/O (ARCHITECTURE.md, "The boundary"). A node is handed one Runtime when it is built
 and reaches the world only through it: ``now()`` (monotonic seconds), ``send(dst, msg)``
 (fire-and-forget: the message may be lost, delayed, duplicated or reordered; ``dst`` is a node id,
 or ``"@HOST:PORT"`` for "whoever listens at this peer address" — how a node reaches a seed whose

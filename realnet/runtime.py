@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A :class:`kvcore.node.Node` reaches the world only through its Runtime (DESIGN.md, "The
+A :class:`kvcore.node.Node` reaches the world only through its Runtime (ARCHITECTURE.md, "The
 boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop:
 
 - ``now()`` is ``loop.time()``: monotonic seconds, the same clock asyncio's timers use, so a

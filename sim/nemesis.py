@@ -17,7 +17,7 @@ kind               one fault
                    bridge node talks to both (Jepsen's ``bridge``; needs 3 nodes)
 ``oneway``         messages from a random minority to the rest are dropped; the other way works
 ``crash``          a random node crashes and restarts after a random down time: it loses its
-                   memory and keeps its durable storage (DESIGN.md's failure model)
+                   memory and keeps its durable storage (ARCHITECTURE.md's failure model)
 ``loss``           message loss rises to a random 10-50 %, then falls back
 ``latency``        the network's latency becomes a log-normal with a 20-300 ms median
 ``slow``           one random node gets an extra exponential delay (mean 50-500 ms) on every

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A node routes each client operation to its slot's owner, applies it, answers, and takes part in
 SWIM membership and live slot migration. :class:`Node` (:mod:`kvcore.node.node`) wires the parts
-and offers the doors: client requests, peer messages, timers (DESIGN.md) and the admin door.
+and offers the doors: client requests, peer messages, timers (ARCHITECTURE.md) and the admin door.
 
 =================================  ============================================================
 module                             concern

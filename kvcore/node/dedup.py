@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The network may duplicate messages (DESIGN.md, "Failure model"). Two of a node's peer messages
+The network may duplicate messages (ARCHITECTURE.md, "Failure model"). Two of a node's peer messages
 must not be applied twice: a forwarded write (a duplicated Put delivered after a newer Put would
 bring the old value back) and a migration batch (a duplicated batch stored after a write to one
 of its keys would do the same). The receiver remembers each one it handled, keyed by (sender,

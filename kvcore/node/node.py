@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Input arrives through three doors only (DESIGN.md): :meth:`Node.on_client_request`,
+Input from clients and peers arrives through three doors only (ARCHITECTURE.md, "The node's doors"): :meth:`Node.on_client_request`,
 :meth:`Node.on_message`, and the timers the node set through its Runtime. Output leaves through
 ``runtime.send`` and the ``reply`` callbacks. Nothing else, so one seed reproduces a sim run. A
 fourth door is for operators, not clients or peers: the **admin door** (the table in

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A node that crashed keeps its ``storage`` (DESIGN.md, the Runtime). Besides the store's journal
+A node that crashed keeps its ``storage`` (ARCHITECTURE.md, the Runtime). Besides the store's journal
 (:meth:`kvcore.store.LocalStore.load`) and the membership's incarnation and own claim
 (:mod:`kvcore.membership`), the node keeps what it learned of reconfigurations, as Redis keeps
 ``nodes.conf``:

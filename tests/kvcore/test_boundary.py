@@ -1,4 +1,4 @@
-"""The boundary (DESIGN.md): kvcore imports only the standard library, never does I/O.
+"""The boundary (ARCHITECTURE.md): kvcore imports only the standard library, never does I/O.
 
 Two checks. A static one parses every ``kvcore/**/*.py`` with :mod:`ast` and walks every Import
 and ImportFrom node (function-level ones included) and every use of the ``random`` module. A
@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 KVCORE = REPO / "kvcore"
 
-#: DESIGN.md, "The boundary": never imported by kvcore.
+#: ARCHITECTURE.md, "The boundary": never imported by kvcore.
 FORBIDDEN_MODULES = frozenset({"asyncio", "simpy", "socket", "threading", "time", "selectors"})
 #: Also I/O, concurrency or dynamic imports that would slip past this checker.
 ALSO_FORBIDDEN = frozenset(
