@@ -432,8 +432,12 @@ class PeerLink:
         self.connected_at = None
         reason = str(exc) if exc else "closed by peer"
         if self.http_answer:
+            # said once as a warning (rate-limited); each join retry redials
             reason = "answered in HTTP: an HTTP port, not a peer port"
-        log.info("connection to peer %s lost: %s", self.peer_id, reason)
+        log.log(
+            logging.DEBUG if self.http_answer else logging.INFO,
+            "connection to peer %s lost: %s", self.peer_id, reason,
+        )
         # A link that served for a while tries once to come back as soon as the backoff allows;
         # one the peer dropped at once (it refuses us: another cluster's name) waits for demand.
         self._backoff(reason, demand=stable)
