@@ -132,13 +132,14 @@ class Histogram:
 class OpLatency:
     """Client operation latencies by (op, outcome class); see the module docstring."""
 
-    __slots__ = ("_by_code", "hists")
+    __slots__ = ("_rows", "hists")
 
     def __init__(self) -> None:
         #: (op, outcome) -> histogram, created on first use (only observed series are exposed)
         self.hists: dict[tuple[str, str], Histogram] = {}
-        #: (op, error code) -> its class's histogram: the hot path's one lookup
-        self._by_code: dict[tuple[str, str], Histogram] = {}
+        #: op -> error code -> its class's histogram: two string-keyed lookups on the hot path
+        #: (a tuple key would cost a tuple and its hash per request)
+        self._rows: dict[str, dict[str, Histogram]] = {}
 
     def observe(
         self, op: str, code: str, seconds: float,
@@ -146,7 +147,8 @@ class OpLatency:
         _bounds: tuple[float, ...] = LATENCY_BUCKETS,
     ) -> None:
         # the two defaults are local names: cheaper than global lookups on the hot path
-        h = self._by_code.get((op, code))
+        row = self._rows.get(op)
+        h = row.get(code) if row is not None else None
         if h is None:
             h = self._new(op, code)
         h.counts[_bisect(_bounds, seconds)] += 1
@@ -157,8 +159,9 @@ class OpLatency:
         h = self.hists.get(key)
         if h is None:
             h = self.hists[key] = Histogram()
-        if len(self._by_code) < 1024:  # codes come from peers too: keep the table bounded
-            self._by_code[(op, code)] = h
+        row = self._rows.setdefault(op, {})
+        if len(row) < 64:  # codes come from peers too: keep the table bounded
+            row[code] = h
         return h
 
 
