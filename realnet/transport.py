@@ -803,7 +803,8 @@ class PeerTransport:
     ``resolve(id)`` gives a member's peer address (``"HOST:PORT"``) or None; ``peers`` maps the
     static peers' ids to (host, port), the fallback and the links opened by :meth:`connect_all`.
     ``on_message(src, msg)`` is the node's entry point. ``rng`` is the runtime's random (backoff
-    jitter).
+    jitter). ``http_addr`` is this node's client HTTP address, named in the ``wrong_port`` answer
+    to an HTTP request on the peer port.
     """
 
     def __init__(
