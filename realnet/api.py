@@ -106,9 +106,12 @@ on a trusted network. One thing is enforced: the ``application/json`` content ty
 preflight that this server never grants, so a browser visiting a hostile page cannot make a
 local node leave or move slots.
 
-``/metrics`` is produced by a custom :mod:`prometheus_client` collector that reads the counters
-the node, the transport and the HTTP server already keep, at scrape time: nothing is counted
-twice and the hot path does not touch a Prometheus object.
+``/metrics`` is produced by a custom :mod:`prometheus_client` collector
+(:mod:`realnet.metrics`) that reads the counters the node, the transport and the HTTP server
+already keep, at scrape time: nothing is counted twice and the hot path does not touch a
+Prometheus object. The one thing measured here is each client operation's latency: ``kv`` notes
+``loop.time()`` when it hands the operation to the node, and the request's reply callback
+observes the elapsed time in :attr:`Api.op_latency` (a bisect into a list of ints).
 """
 
 from __future__ import annotations
@@ -117,15 +120,14 @@ import asyncio
 import json
 import logging
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import generate_latest
 
 from kvcore import errors
 from kvcore.config import parse_addr
-from kvcore.membership import LEFT, STATES
+from kvcore.membership import LEFT
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.node import Node
 from kvcore.slots import (
@@ -146,6 +148,7 @@ from realnet.http import (
     error_response,
     json_response,
 )
+from realnet.metrics import ForwardMeter, OpLatency, registry
 from realnet.transport import PeerTransport
 
 log = logging.getLogger("realnet.api")
@@ -199,11 +202,14 @@ class _ReplySlot:
     once the node replies, as an :class:`asyncio.Future`'s would, without the cost of one.
     """
 
-    __slots__ = ("_callback", "api", "deferred", "is_get", "response")
+    __slots__ = ("_callback", "api", "deferred", "is_get", "op", "response", "t0")
 
-    def __init__(self, api: Api, is_get: bool) -> None:
+    def __init__(self, api: Api, is_get: bool, op: str, t0: float) -> None:
         self.api = api
         self.is_get = is_get
+        #: for the latency histogram: the op's name, and when the node was handed the request
+        self.op = op
+        self.t0 = t0
         self.response: Response | None = None
         self.deferred = False
         self._callback: Callable[[_ReplySlot], None] | None = None
@@ -211,13 +217,15 @@ class _ReplySlot:
     def __call__(self, reply: Reply) -> None:
         if self.response is not None:
             return  # a reply after the first one (the node answers each request once)
+        api = self.api
+        api.op_latency.observe(self.op, reply.error, api.loop.time() - self.t0)
         resp = self.response = reply_response(reply, self.is_get)
         if self.deferred:
-            self.api.count_status(resp.status)
+            api.count_status(resp.status)
             callback = self._callback
             if callback is not None:
                 self._callback = None
-                self.api.loop.call_soon(callback, self)
+                api.loop.call_soon(callback, self)
 
     # --- the future protocol realnet.http uses -----------------------------------------------
 
@@ -294,8 +302,12 @@ class Api:
             "/cluster/rollback": self.admin_rollback,
             "/cluster/leave": self.admin_leave,
         }
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
+        #: client operation latencies (observed by each request's _ReplySlot)
+        self.op_latency = OpLatency()
+        #: forward round trips, measured on the transport's frames
+        self.forward_meter = ForwardMeter(self.loop.time, node.config.forward_timeout)
+        self.forward_meter.watch(transport.send_observers, transport.receive_observers)
+        self.registry = registry(self)
 
     def count_status(self, status: int) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -340,13 +352,16 @@ class Api:
             return error_response(400, "bad_request", "The key is empty; use /kv/{key}.")
         if method == "GET" or method == "HEAD":
             op: Get | Put | Delete = Get(key=key)
+            name = "get"
         elif method == "PUT":
             op = Put(key=key, value=req.body)
+            name = "put"
         elif method == "DELETE":
             op = Delete(key=key)
+            name = "delete"
         else:
             return self._not_allowed(method, "/kv/{key}", _KV_METHODS)
-        slot = _ReplySlot(self, type(op) is Get)
+        slot = _ReplySlot(self, name == "get", name, self.loop.time())
         self.node.on_client_request(op, slot)
         if slot.response is not None:
             return slot.response  # answered synchronously: local, invalid, or owner down
@@ -693,165 +708,6 @@ def _slots_of(body: dict[str, Any]) -> list[int]:
 
 def _fmt_slots(slots: list[int]) -> str:
     return format_ranges(slots_to_ranges(slots))
-
-
-class _Collector:
-    """Reads the existing counters at scrape time (see the module docstring)."""
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-
-    def describe(self) -> list[Metric]:
-        return []  # registering must not trigger a collect
-
-    def collect(self) -> Iterator[Metric]:
-        api = self.api
-        node = api.node
-        st = node.stats
-        tr = api.transport.stats
-
-        def by_kind(name: str, doc: str, data: Mapping[str, int]) -> CounterMetricFamily:
-            m = CounterMetricFamily(name, doc, labels=["kind"])
-            for k, v in sorted(data.items()):
-                m.add_metric([k], v)
-            return m
-
-        yield by_kind("storelab_messages_sent", "Peer messages sent, by kind.", st.sent)
-        yield by_kind("storelab_messages_received", "Peer messages received, by kind.", st.received)
-        yield by_kind(
-            "storelab_message_bytes_sent", "Peer frame bytes sent, by kind.", st.sent_bytes
-        )
-        yield by_kind(
-            "storelab_message_bytes_received", "Peer frame bytes received, by kind.",
-            st.received_bytes,
-        )
-
-        ops = CounterMetricFamily(
-            "storelab_client_ops",
-            "Client operations by op, outcome, and origin (client: asked here; forwarded: "
-            "applied here for another node).",
-            labels=["op", "outcome", "origin"],
-        )
-        for k, v in sorted(st.ops.items()):
-            op, _, outcome = k.partition(" ")
-            origin = "client"
-            if op.endswith("(forwarded)"):
-                op, origin = op[: -len("(forwarded)")], "forwarded"
-            ops.add_metric([op, outcome, origin], v)
-        yield ops
-
-        for name, doc, value in (
-            ("storelab_forwards_sent", "Requests forwarded to their owner.", st.forwards_sent),
-            ("storelab_forwards_received", "Forwarded requests received.", st.forwards_received),
-            ("storelab_forward_timeouts", "Forwards that timed out (504).", st.forward_timeouts),
-            ("storelab_forward_duplicates", "Duplicate forwards answered from memory.",
-             st.forward_duplicates),
-            ("storelab_late_replies", "Forward replies that arrived too late.", st.late_replies),
-            ("storelab_messages_malformed", "Peer messages the node could not use.", st.malformed),
-            ("storelab_peer_connects", "Outbound peer connections established.", tr.connects),
-            ("storelab_peer_connect_failures", "Failed outbound connection attempts.",
-             tr.connect_failures),
-            ("storelab_peer_handler_errors", "Node exceptions while handling a peer message.",
-             tr.handler_errors),
-        ):
-            yield CounterMetricFamily(name, doc, value=value)
-
-        mal = CounterMetricFamily(
-            "storelab_frames_malformed",
-            "Inbound peer connections closed for bad input, by reason.",
-            labels=["reason"],
-        )
-        for k, v in sorted(tr.frames_malformed.items()):
-            mal.add_metric([k], v)
-        yield mal
-
-        drop = CounterMetricFamily(
-            "storelab_messages_dropped", "Peer messages not sent, by reason.", labels=["reason"]
-        )
-        for k, v in sorted(tr.dropped.items()):
-            drop.add_metric([k], v)
-        yield drop
-
-        req = CounterMetricFamily(
-            "storelab_http_requests",
-            "HTTP requests answered by the API, by status.",
-            labels=["status"],
-        )
-        for code, v in sorted(api.statuses.items()):
-            req.add_metric([str(code)], v)
-        yield req
-        http = api.http_stats()
-        if http is not None:
-            yield CounterMetricFamily(
-                "storelab_http_rejected",
-                "HTTP requests refused by the server before routing (malformed, too large).",
-                value=http.bad_requests,
-            )
-            yield GaugeMetricFamily(
-                "storelab_http_connections", "Open HTTP connections.", value=http.connections_open
-            )
-
-        yield GaugeMetricFamily("storelab_keys", "Keys stored on this node.", value=node.store.count())
-        yield GaugeMetricFamily(
-            "storelab_store_bytes", "Bytes of keys and values stored.", value=node.store.bytes_used
-        )
-        yield GaugeMetricFamily(
-            "storelab_slots_owned", "Slots this node owns.",
-            value=node.slot_map.slot_counts().get(node.id, 0),
-        )
-        yield GaugeMetricFamily(
-            "storelab_pending_forwards", "Forwards waiting for a reply.",
-            value=node.pending_forwards(),
-        )
-        ms = node.membership
-        counts = dict.fromkeys(STATES, 0)
-        for m in ms.members.values():
-            counts[m.state] = counts.get(m.state, 0) + 1
-        members = GaugeMetricFamily(
-            "storelab_members", "Members in this node's view (itself included), by state.",
-            labels=["state"],
-        )
-        for state, n in counts.items():
-            members.add_metric([state], n)
-        yield members
-        swim = CounterMetricFamily(
-            "storelab_swim_events",
-            "SWIM membership events on this node (probes, ping_reqs, probe_failures, refutes, "
-            "declared_dead, joins, ...).",
-            labels=["event"],
-        )
-        for k, v in sorted(ms.counters.items()):
-            swim.add_metric([k], v)
-        yield swim
-        yield GaugeMetricFamily(
-            "storelab_swim_awareness",
-            "Lifeguard local health score (0 is healthy; probe timeouts scale by score + 1).",
-            value=ms.awareness.score,
-        )
-        yield GaugeMetricFamily(
-            "storelab_swim_incarnation", "This node's incarnation number.", value=ms.me.incarnation
-        )
-        yield GaugeMetricFamily(
-            "storelab_swim_broadcast_queue", "Membership updates waiting to be gossiped.",
-            value=len(ms.broadcasts),
-        )
-        rtt = GaugeMetricFamily(
-            "storelab_peer_rtt_seconds", "Smoothed round-trip time of SWIM probes to the member.",
-            labels=["peer"],
-        )
-        if api.rtt is not None:
-            for pid, seconds in sorted(api.rtt.srtt.items()):
-                rtt.add_metric([pid], seconds)
-        yield rtt
-        links = GaugeMetricFamily(
-            "storelab_peer_links", "Outbound peer links, by state.", labels=["state"]
-        )
-        by_state: dict[str, int] = {}
-        for link in api.transport.links.values():
-            by_state[link.state] = by_state.get(link.state, 0) + 1
-        for state, n in sorted(by_state.items()):
-            links.add_metric([state], n)
-        yield links
 
 
 __all__ = ["Api", "http_limits", "reply_response"]

@@ -26,7 +26,9 @@ never retries after ``504 forward_timeout``: the outcome is unknown and the call
 Errors are raised as the typed :mod:`kvcore.errors` exceptions rebuilt from the JSON body
 (:func:`kvcore.errors.error_from_code`). A node that cannot be reached at all raises
 :class:`NodeUnreachable`, a client-side :class:`~kvcore.errors.StoreError` whose outcome is
-unknown (the connection may have broken after the node applied the request).
+unknown (the connection may have broken after the node applied the request). An address that is
+a node's peer port answers 400 ``wrong_port`` with a sentence naming the node's HTTP address:
+:class:`WrongPort`, client-side too.
 """
 
 from __future__ import annotations
@@ -76,6 +78,18 @@ class NodeUnreachable(errors.StoreError):
     definite = False
 
 
+class WrongPort(errors.StoreError):
+    """The address is a node's peer port, not its HTTP API.
+
+    Client-side only: the peer transport answers an HTTP request with 400 ``wrong_port`` and a
+    sentence naming the node's HTTP address (:func:`realnet.transport.wrong_port_response`).
+    Certainly not applied: the request never reached the node.
+    """
+
+    code = "wrong_port"
+    status = 400
+
+
 def _key_bytes(key: str | bytes) -> bytes:
     if isinstance(key, str):
         return key.encode()
@@ -99,6 +113,8 @@ def error_from_response(status: int, body: bytes) -> errors.StoreError:
             message = str(obj.get("message", ""))
     except (ValueError, UnicodeDecodeError):
         message = body[:200].decode("utf-8", "replace").strip()
+    if code == WrongPort.code:
+        return WrongPort(message)
     if code:
         return errors.error_from_code(code, message)
     by_status: dict[int, type[errors.StoreError]] = {
@@ -234,6 +250,8 @@ class Client(KvMethods):
                 continue
             self.refreshes += 1
             return
+        if isinstance(last, WrongPort) and len(candidates) == 1:
+            raise last  # its sentence names the HTTP address to use instead
         raise NodeUnreachable(
             f"no node answered the slot map request (tried {', '.join(candidates)}): {last}"
         )
@@ -307,6 +325,7 @@ __all__ = [
     "Client",
     "NodeConnection",
     "NodeUnreachable",
+    "WrongPort",
     "error_from_response",
     "kv_path",
     "node_addr",

@@ -380,6 +380,10 @@ class RequestParser:
             return None
         end = buf.find(b"\r\n\r\n", max(pos, self._scan))
         if end < 0:
+            if _TCHAR.find(buf[pos]) < 0 and buf[pos] not in (10, 13):  # CR, LF: an empty line
+                # cannot start a request line (a method is a token): refuse now rather than
+                # wait for a head that never ends (a peer node's frames sent to this port)
+                raise _bad("The request does not start with a method; this is not HTTP.")
             if len(buf) - pos - 3 > self._limits.max_header_bytes:
                 raise ParseError(
                     431, "too_large",

@@ -295,6 +295,7 @@ def build(
         config=TransportConfig(max_frame_bytes=settings.config.max_frame_bytes),
         cluster_name=settings.cluster_name,
         loop=loop,
+        http_addr=addr,
     )
     runtime.sink = transport
     observe_probes(transport, meter)

@@ -73,6 +73,23 @@ that connection, logs the reason and counts it in ``frames_malformed[reason]``; 
 running. Exceptions raised by the node while handling a message are logged and counted
 (``handler_errors``), never propagated into asyncio.
 
+**Wrong ports are named, not suffered.** The HTTP port and the peer port are easy to mix up
+(both are ``HOST:PORT``). Two cases are recognised by their first bytes:
+
+- *We dialled an HTTP server* (``--seeds`` or ``/cluster/meet`` given a node's HTTP port, or a
+  member advertising one). An outbound link is one-way, so the peer never writes on it; an
+  answer starting ``HTTP/`` (a node's HTTP server refuses our frames at once: a request cannot
+  start with a zero byte) means the address is an HTTP port. The link drops the connection and
+  logs a warning naming the address and, for a seed, the peer port it probably meant (HTTP port
+  + 10000); once per address per ``HTTP_WARN_EVERY`` (5 minutes), since a join retries.
+  Counted in ``http_answers``.
+- *An HTTP client dialled us* (``storelab --node`` or curl given a peer port). The first bytes of
+  an inbound connection that spell an HTTP method and a space (``GET ``: read as a frame length
+  that would be 1195725856 bytes; every real frame starts with a zero byte) get one HTTP/1.1
+  ``400`` answer, ``{"error": "wrong_port", "message": "This is node X's peer port; its HTTP API
+  is on HOST:PORT."}`` with ``Connection: close``, and a lingering close. Logged at info (this
+  node is fine and the client is told) and counted in ``frames_malformed["http_request"]``.
+
 *Unknown node ids are accepted*: with gossip membership, members the static configuration never
 named join all the time, and a new member's first messages may arrive before anyone told us
 about it. What is left of "who may talk to us" is the cluster name: a Hello naming a different
@@ -91,6 +108,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import random
@@ -100,7 +118,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kvwire
-from kvcore.config import parse_addr
+from kvcore.config import PEER_PORT_OFFSET, parse_addr
 from kvcore.messages import Hello, kind_of
 from kvcore.metrics import NodeStats
 
@@ -117,6 +135,14 @@ OnMessage = Callable[[str, Any], None]
 Resolve = Callable[[str], str | None]
 #: consecutive connection failures after which a link logs a warning (about 1.5 s of backoff)
 WARN_AFTER_FAILURES = 5
+#: an address that answered in HTTP is warned about at most once per this many seconds
+HTTP_WARN_EVERY = 300.0
+#: how an HTTP request line starts; a peer frame never does (as a length prefix, the smallest of
+#: these is 0x44454C45 = 1.1 GiB, far above any max_frame_bytes)
+HTTP_METHODS = (
+    b"GET ", b"PUT ", b"POST ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"TRACE ",
+    b"CONNECT ",
+)
 
 
 @dataclass(frozen=True)
@@ -165,6 +191,8 @@ class TransportStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     handler_errors: int = 0
+    #: outbound connections whose address answered in HTTP (an HTTP port given as a peer's)
+    http_answers: int = 0
     #: messages not sent, by reason: queue_full, backoff, backpressure, unknown_peer, ...
     dropped: dict[str, int] = field(default_factory=dict)
     #: inbound connections closed for bad input, by reason: oversized, malformed, not_hello, ...
@@ -193,6 +221,7 @@ class TransportStats:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "handler_errors": self.handler_errors,
+            "http_answers": self.http_answers,
             "dropped": dict(sorted(self.dropped.items())),
             "frames_malformed": dict(sorted(self.frames_malformed.items())),
             "links_closed": dict(sorted(self.links_closed.items())),
@@ -205,6 +234,8 @@ class _OutboundProtocol(asyncio.Protocol):
     def __init__(self, link: PeerLink, gen: int) -> None:
         self.link = link
         self.gen = gen
+        #: the first bytes the peer wrote (None once five were seen)
+        self.head: bytes | None = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -212,8 +243,18 @@ class _OutboundProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         # Outbound links are one-way; a peer has no business writing here. Ignore it rather
-        # than buffer it.
-        pass
+        # than buffer it, except for its first bytes: ``HTTP/`` means we dialled an HTTP server
+        # (a node's HTTP port given as a seed), which the user must hear about.
+        head = self.head
+        if head is None:
+            return
+        head += data[: 5 - len(head)]
+        if len(head) < 5:
+            self.head = head
+            return
+        self.head = None
+        if head == b"HTTP/":
+            self.link._answered_in_http(self)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -253,6 +294,8 @@ class PeerLink:
         self.failures = 0  # consecutive
         self.connected_at: float | None = None
         self.last_error = ""
+        #: the current connection was answered in HTTP (an HTTP port, not a peer port)
+        self.http_answer = False
         self._gen = 0
         #: frames written this loop turn, flushed together by _flush
         self._out: list[bytes] = []
@@ -362,6 +405,7 @@ class PeerLink:
         # proves stable (see _on_lost), so a peer that accepts and drops at once is not hammered.
         self.failures = 0
         self.last_error = ""
+        self.http_answer = False
         hello = self.owner.hello_frame
         self._write("Hello", hello)
         self.owner.node_stats.count_sent("Hello")
@@ -387,7 +431,13 @@ class PeerLink:
             self.delay = self.owner.config.backoff_min
         self.connected_at = None
         reason = str(exc) if exc else "closed by peer"
-        log.info("connection to peer %s lost: %s", self.peer_id, reason)
+        if self.http_answer:
+            # said once as a warning (rate-limited); each join retry redials
+            reason = "answered in HTTP: an HTTP port, not a peer port"
+        log.log(
+            logging.DEBUG if self.http_answer else logging.INFO,
+            "connection to peer %s lost: %s", self.peer_id, reason,
+        )
         # A link that served for a while tries once to come back as soon as the backoff allows;
         # one the peer dropped at once (it refuses us: another cluster's name) waits for demand.
         self._backoff(reason, demand=stable)
@@ -433,6 +483,15 @@ class PeerLink:
             self.state = IDLE
             if self.demand:
                 self.connect()
+
+    def _answered_in_http(self, proto: _OutboundProtocol) -> None:
+        """The address answered ``HTTP/``: warn (rate-limited) and drop the connection."""
+        if proto.gen != self._gen or self.state != CONNECTED:
+            return
+        self.http_answer = True
+        self.owner.http_answered(self)
+        if self.transport is not None:
+            self.transport.abort()  # nothing we write there can be understood
 
     def peer_is_up(self) -> None:
         """The peer just said Hello on its own link to us: it is listening, so stop waiting."""
@@ -484,6 +543,55 @@ def _fmt_addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def http_answer_warning(dst: str, host: str, port: int) -> str:
+    """The sentence logged when ``dst`` (a node id or ``"@HOST:PORT"``) answered in HTTP."""
+    addr = _fmt_addr(host, port)
+    guess = port + PEER_PORT_OFFSET
+    probably = (
+        f"; its peer port is probably {guess} (HTTP port + {PEER_PORT_OFFSET})"
+        if guess <= 65535 else ""
+    )
+    if dst.startswith("@"):
+        return (
+            f"Seed {addr} answered in HTTP: it is a node's HTTP port, not its peer port{probably}. "
+            "Give peer addresses to --seeds."
+        )
+    return (
+        f"Peer {dst} at {addr} answered in HTTP: that is an HTTP port, not a peer port{probably}. "
+        f"Check the peer address configured or advertised for {dst}."
+    )
+
+
+def wrong_port_response(node_id: str, http_addr: str, head_only: bool = False) -> bytes:
+    """The whole HTTP answer to a request sent to the peer port: 400 ``wrong_port``, naming the
+    HTTP API's address, then the connection closes."""
+    where = f"; its HTTP API is on {http_addr}." if http_addr else ", not its HTTP API."
+    body = json.dumps(
+        {"error": "wrong_port", "message": f"This is node {node_id}'s peer port{where}"},
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        "HTTP/1.1 400 Bad Request\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    return head if head_only else head + body
+
+
+def _http_request_start(data: bytes) -> bool | None:
+    """Whether ``data`` (an inbound connection's first bytes) starts an HTTP request line; None
+    while it is too short to tell."""
+    if not data or data[0] == 0:  # every peer frame under 16 MiB starts with a zero byte
+        return False
+    for m in HTTP_METHODS:
+        if data.startswith(m):
+            return True
+    if any(m.startswith(data) for m in HTTP_METHODS):
+        return None
+    return False
+
+
 def _detect_dead_peer(transport: asyncio.Transport, user_timeout: float) -> None:
     """Make the kernel fail a connection whose peer vanished without a FIN or RST.
 
@@ -520,6 +628,9 @@ class _InboundProtocol(asyncio.Protocol):
         self.peername = "?"
         self.closed = False
         self._hello_timer: asyncio.TimerHandle | None = None
+        #: the first bytes, kept until they cannot start an HTTP request (then None)
+        self._sniff: bytes | None = b""
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -558,6 +669,16 @@ class _InboundProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self._sniff is not None:
+            data = self._sniff + data
+            is_http = _http_request_start(data)
+            if is_http is None:
+                self._sniff = data
+                return
+            self._sniff = None
+            if is_http:
+                self._answer_http(data)
+                return
         error: kvwire.FrameError | None = None
         try:
             frames = self.decoder.feed_sized(data)
@@ -574,6 +695,33 @@ class _InboundProtocol(asyncio.Protocol):
             self._deliver(frames)
         if error is not None:
             self.reject(error.reason or "malformed", str(error))
+
+    def _answer_http(self, data: bytes) -> None:
+        """An HTTP request on the peer port (``--node`` given a peer address, or curl): answer
+        400 ``wrong_port`` naming the HTTP port, then close. Not a warning: nothing is wrong
+        with this node, and the client is told."""
+        owner = self.owner
+        self.closed = True
+        owner.stats.malformed("http_request")
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        line = data.split(b"\r\n", 1)[0][:80].decode("latin-1")
+        log.info(
+            "answered an HTTP request on the peer port from %s (%r): wrong port; the HTTP API is on %s",
+            self.peername, line, owner.http_addr or "another port",
+        )
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(wrong_port_response(owner.node_id, owner.http_addr, data.startswith(b"HEAD ")))
+        # A lingering close: FIN after the answer, then wait for the client to close, so that
+        # unread request bytes do not make the kernel reset the answer away (RFC 9112 §9.6).
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._linger = owner.loop.call_later(2.0, transport.close)
+        else:
+            transport.close()
 
     def _deliver(self, frames: list[tuple[Any, int]]) -> None:
         owner = self.owner
@@ -634,11 +782,17 @@ class _InboundProtocol(asyncio.Protocol):
             self._hello_timer.cancel()
             self._hello_timer = None
 
+    def eof_received(self) -> bool | None:
+        return None  # close our side too (after a lingering close, the client's FIN ends it)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         self.owner.inbound.discard(self)
         self.transport = None
 
@@ -649,7 +803,8 @@ class PeerTransport:
     ``resolve(id)`` gives a member's peer address (``"HOST:PORT"``) or None; ``peers`` maps the
     static peers' ids to (host, port), the fallback and the links opened by :meth:`connect_all`.
     ``on_message(src, msg)`` is the node's entry point. ``rng`` is the runtime's random (backoff
-    jitter).
+    jitter). ``http_addr`` is this node's client HTTP address, named in the ``wrong_port`` answer
+    to an HTTP request on the peer port.
     """
 
     def __init__(
@@ -664,8 +819,11 @@ class PeerTransport:
         config: TransportConfig | None = None,
         cluster_name: str = "",
         loop: asyncio.AbstractEventLoop | None = None,
+        http_addr: str = "",
     ) -> None:
         self.node_id = node_id
+        #: this node's client HTTP address, named in the answer to an HTTP request on the peer port
+        self.http_addr = http_addr
         self.config = config or TransportConfig()
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.on_message = on_message
@@ -684,6 +842,8 @@ class PeerTransport:
             for pid, (host, port) in sorted((peers or {}).items()) if pid != node_id
         }
         self.inbound: set[_InboundProtocol] = set()
+        #: address -> when it was last reported as answering in HTTP (rate limit, bounded)
+        self._http_warned: dict[str, float] = {}
         self.hello_frame = kvwire.frame(Hello(node_id=node_id, cluster=cluster_name))
         self.server: asyncio.base_events.Server | None = None
         self.closed = False
@@ -780,6 +940,21 @@ class PeerTransport:
         self.links[dst] = link
         return link
 
+    def http_answered(self, link: PeerLink) -> None:
+        """``link``'s address answered in HTTP: say so at warning level, once per address per
+        ``HTTP_WARN_EVERY`` seconds (a seed is redialled every join retry)."""
+        self.stats.http_answers += 1
+        now = self.loop.time()
+        last = self._http_warned.get(link.addr)
+        text = http_answer_warning(link.peer_id, link.host, link.port)
+        if last is not None and now - last < HTTP_WARN_EVERY:
+            log.debug("%s", text)
+            return
+        if len(self._http_warned) >= 1024:
+            self._http_warned.clear()
+        self._http_warned[link.addr] = now
+        log.warning("%s", text)
+
     def forget(self, dst: str) -> None:
         """Close and drop the link to ``dst`` (it left or was reaped); a later send reopens."""
         link = self.links.pop(dst, None)
@@ -839,4 +1014,12 @@ class PeerTransport:
         return out
 
 
-__all__ = ["PeerLink", "PeerTransport", "Resolve", "TransportConfig", "TransportStats"]
+__all__ = [
+    "PeerLink",
+    "PeerTransport",
+    "Resolve",
+    "TransportConfig",
+    "TransportStats",
+    "http_answer_warning",
+    "wrong_port_response",
+]

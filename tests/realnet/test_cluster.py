@@ -141,7 +141,8 @@ def test_members_are_alive_with_a_measured_rtt(cluster3: Cluster) -> None:
 def test_metrics_are_prometheus_text_with_the_node_counters(cluster3: Cluster) -> None:
     a = cluster3["a"]
     a.request("PUT", kv_path(b"metric-key"), b"1")
-    poll(lambda: a.info()["stats"]["sent"].get("SwimPing", 0) > 0, what="a's first probe")
+    # a family is exported once it has a sample: wait for a's first RTT measurement
+    poll(lambda: a.info()["swim"]["rtt_samples"] > 0, what="a's first probe answered")
     status, headers, body = a.request("GET", "/metrics")
     assert status == 200
     assert headers["content-type"].startswith("text/plain")

@@ -104,6 +104,15 @@ def test_leading_empty_lines_are_skipped(name: str) -> None:
     assert isinstance(req, Request) and req.path == "/"
 
 
+@pytest.mark.parametrize("data", [b"\x00\x00\x00\x1a\x83", b"\x16\x03\x01", b" GET"])
+def test_bytes_that_cannot_start_a_request_are_refused_at_once(name: str, data: bytes) -> None:
+    # a peer node's frames (a length prefix), a TLS hello, a leading space: 400 before any
+    # head ends, so a node dialling this port as a peer hears "HTTP/" within milliseconds
+    err = refusal(name, data)
+    assert (err.status, err.code) == (400, "bad_request")
+    assert "not HTTP" in err.message
+
+
 def test_absolute_form_and_asterisk(name: str) -> None:
     req = one(name, b"GET http://h:80/echo?q=1 HTTP/1.1\r\nHost: h\r\n\r\n")
     assert (req.path, req.query) == ("/echo", "q=1")
