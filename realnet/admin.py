@@ -558,7 +558,7 @@ class Admin:
         dst = cluster.resolve(move.target)
         for n in (src, dst):
             if n.state != ALIVE or not n.reachable:
-                raise AdminError(f"Node {n.label()} is {n.state if n.state != ALIVE else 'unreachable'}; "
+                raise Refused(f"Node {n.label()} is {n.state if n.state != ALIVE else 'unreachable'}; "
                                  "slots cannot move from or to it.")
         goal = MoveSlots(dst.id, tuple(ranges_to_slots(move.slots)), src.id)
         epoch, problems = self.drive(cluster.entry.addr, goal, batch, progress, max_failures)

@@ -581,7 +581,7 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
         _run_moves(args, a, cluster, moves)
     left = a.discover(cluster.entry.addr if cluster.entry.id != node.id else others[0].addr)
     if left.slot_counts().get(node.id, 0):
-        raise AdminError(f"Node {node.id} still owns slots; it was not asked to leave.")
+        raise admin.Refused(f"Node {node.id} still owns slots; it was not asked to leave.")
     a.leave(cluster, node)
     say(f"Node {node.id} left the cluster.")
     return admin.EXIT_OK
