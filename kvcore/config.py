@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvcore.slots import Range, SlotMap, SlotRangeError, format_ranges, parse_ranges
-from kvcore.tables import ConfigError, from_table, read_table
+from kvcore.tables import ConfigError as ConfigError
+from kvcore.tables import from_table, read_table
 
 PEER_PORT_OFFSET = 10000
 

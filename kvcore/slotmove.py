@@ -670,12 +670,12 @@ def _fix_steps(snap: Snapshot, goal: Fix, p: Progress, chunk: int, max_failures:
         return [WaitOwned(o, tuple(sl), tuple(ns)) for o, sl, ns in plan.converge]
     base = snap.max_epoch()
     claims: list[Step] = []
-    for nid, slots in [*plan.readopt, *plan.reclaim]:
+    for nid, given in [*plan.readopt, *plan.reclaim]:
         base += 1
-        claims.append(Readopt(nid, tuple(slots), base))
-    for nid, slots in plan.assign:
+        claims.append(Readopt(nid, tuple(given), base))
+    for nid, given in plan.assign:
         base += 1
-        claims.append(Assign(nid, tuple(slots), base))
+        claims.append(Assign(nid, tuple(given), base))
     if claims:
         return claims
     if plan.problems:

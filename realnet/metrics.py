@@ -75,7 +75,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,
 )
-_LE = tuple(f"{b:g}" for b in LATENCY_BUCKETS) + ("+Inf",)
+_LE = (*(f"{b:g}" for b in LATENCY_BUCKETS), "+Inf")
 
 #: outcome classes of a reply, by error code ("" is success)
 OUTCOMES = ("ok", "not_found", "fail", "unknown")
@@ -123,7 +123,7 @@ class Histogram:
         """Cumulative ``(le, count)`` pairs, as the exposition format wants them."""
         out: list[tuple[str, float]] = []
         total = 0
-        for le, n in zip(_LE, self.counts):
+        for le, n in zip(_LE, self.counts, strict=True):
             total += n
             out.append((le, total))
         return out

@@ -226,11 +226,12 @@ def test_relative_imports_resolve_against_the_package() -> None:
 
 
 def test_sim_checker_is_an_alias_of_checker() -> None:
+    from sim.checker.history import write_jsonl
+    from sim.checker.models import get_model
+
     import checker
     import checker.history
     import sim.checker
-    from sim.checker.history import write_jsonl
-    from sim.checker.models import get_model
 
     assert sim.checker.check is checker.check
     assert set(sim.checker.__all__) == set(checker.__all__)

@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kvcore.membership.member import SUSPECT, UP, Member
 from kvcore.messages import Nack, PingReq, Suspect, SwimAck, SwimPing
 from kvcore.runtime import Runtime, TimerHandle
-from kvcore.membership.member import SUSPECT, UP, Member
 from kvcore.states import MemberEvent
 
 if TYPE_CHECKING:

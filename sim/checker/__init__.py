@@ -10,7 +10,7 @@ import importlib
 import sys
 
 from checker import *  # noqa: F403
-from checker import __all__
+from checker import __all__ as __all__
 
 # The same module objects under the old names, so `from sim.checker.history import X` works and
 # isinstance checks agree across both spellings.

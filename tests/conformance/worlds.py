@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+
 from kvcore.config import ClusterConfig, NodeConfig
 from kvcore.membership import SwimConfig
 from kvcore.messages import Delete, Get, Put, Reply

@@ -284,7 +284,7 @@ def test_batches_of_large_values_each_fit_a_frame_and_move_every_key() -> None:
     for _ in range(len(keys) + 1):
         rt.take_sent()
         done: list[tuple[int, str]] = []
-        src.migrate_keys(SLOT, 1000, lambda n, e: done.append((n, e)))
+        src.migrate_keys(SLOT, 1000, lambda n, e, done=done: done.append((n, e)))
         if done == [(0, "")]:
             break
         (batch,) = sent(rt, MigrateKeys)

@@ -85,6 +85,7 @@ def families_of(node: NodeProc) -> dict[str, Any]:
 
 def assert_every_family_has_a_sample(node: NodeProc) -> None:
     status, _, body = node.request("GET", "/metrics")
+    assert status == 200
     text = body.decode()
     declared = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE ")]
     families = list(text_string_to_metric_families(text))

@@ -171,7 +171,7 @@ def _read(n: NodeProc, k: bytes) -> bytes | None:
 
 def test_after_kill_9_and_an_empty_data_dir_verify_sees_it_and_fix_reclaims(
         launcher: Launcher, tmp_path: Path) -> None:
-    a, b, c = three(launcher, tmp_path, dict(FAST_SETTINGS))
+    a, _b, c = three(launcher, tmp_path, dict(FAST_SETTINGS))
     c_slots = c.info()["slots_owned"]
     c.kill()
     # the same id and ports, a new empty data directory, no seeds: a new standalone node

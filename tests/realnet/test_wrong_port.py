@@ -19,7 +19,7 @@ from realnet.transport import (
     http_answer_warning,
     wrong_port_response,
 )
-from tests.realnet.conftest import FAST_SWIM, REPO, HOST, Launcher, NodeProc, poll
+from tests.realnet.conftest import FAST_SWIM, HOST, REPO, Launcher, NodeProc, poll
 
 pytestmark = pytest.mark.realnet  # starts real node processes
 
