@@ -1,7 +1,8 @@
 """``python -m sim``: run the default scenario and print its summary (last line: the digest).
 
 Subcommands: ``python -m sim epidemic ...`` (Demers et al. 1987 experiments, :mod:`sim.epidemic`) and
-``python -m sim check ...`` (many seeds under a nemesis, checked for linearizability, :mod:`sim.sweep`).
+``python -m sim check ...`` (many seeds under a nemesis, checked for linearizability, :mod:`sim.sweep`) and
+``python -m sim figures --out docs`` (the README's figures, :mod:`sim.figures`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from sim.latency import parse_latency
 from sim.scenario import run_default
 
-SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep"}
+SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep", "figures": "sim.figures"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m sim",
         description="Run a storelab cluster in simulated time: a workload with loss and a partition.",
-        epilog="Subcommands: 'python -m sim epidemic --help' (Demers et al. 1987 epidemics).",
+        epilog="Subcommands: 'python -m sim epidemic --help' (Demers et al. 1987 epidemics), "
+        "'python -m sim figures --help' (regenerate the README's figures).",
     )
     p.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
     p.add_argument("--ops", type=int, default=3000, help="client operations in total (default 3000)")

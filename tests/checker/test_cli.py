@@ -92,7 +92,9 @@ def test_violation_exits_1_and_prints_the_witness(stale: Path) -> None:
 def test_timeout_exits_2(hard: Path) -> None:
     done = run(hard, "--timeout", "0.5")
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "UNKNOWN" in done.stdout
+    # "unknown" is an operation's outcome; a check out of time is undecided
+    assert "verdict:    UNDECIDED (time budget ran out" in done.stdout
+    assert "UNKNOWN" not in done.stdout
 
 
 def test_zero_timeout_exits_2(good: Path) -> None:
@@ -208,3 +210,12 @@ def test_prepass_is_reported_and_can_be_turned_off(tmp_path: Path) -> None:
     report = json.loads(off.stdout)
     assert report["verdict"] == "linearizable"
     assert report["dropped"] == 0 and report["keys"][0]["dropped"] == 0
+
+
+def test_verdict_words_keep_unknown_for_outcomes() -> None:
+    from checker import LINEARIZABLE, NOT_LINEARIZABLE, UNKNOWN, verdict_text
+
+    assert verdict_text(UNKNOWN) == "undecided"
+    assert verdict_text(NOT_LINEARIZABLE) == "not linearizable"
+    assert verdict_text(LINEARIZABLE) == "linearizable"
+    assert verdict_text("error") == "error"
