@@ -9,7 +9,8 @@ no read observes (:mod:`checker.prepass`), and each key searched with the
 Wing & Gong (1993) depth-first search plus Lowe's (2017) memo of ``(linearized set, state)``,
 as Porcupine implements it (:mod:`checker.search`). A violation is shrunk to a short,
 sound witness (:mod:`checker.witness`); a search that runs past its time budget answers
-``unknown``.
+``unknown``, which reports call *undecided* (:func:`verdict_text`: "unknown" is left to mean an
+operation's outcome).
 
 Typical use::
 
@@ -34,10 +35,12 @@ from checker.checker import (
     LINEARIZABLE,
     NOT_LINEARIZABLE,
     UNKNOWN,
+    VERDICT_WORDS,
     CheckResult,
     KeyResult,
     Verdict,
     check,
+    verdict_text,
 )
 from checker.history import (
     FORMATS,
@@ -62,6 +65,7 @@ __all__ = [
     "NOT_LINEARIZABLE",
     "REGISTER",
     "UNKNOWN",
+    "VERDICT_WORDS",
     "CheckResult",
     "Counterexample",
     "History",
@@ -79,5 +83,6 @@ __all__ = [
     "ops_to_events",
     "parse_history",
     "read_history",
+    "verdict_text",
     "write_jsonl",
 ]

@@ -17,7 +17,8 @@ several files, the most serious of theirs: 3, then 1, then 2, then 0):
 == =====================================================================================
 0  linearizable
 1  not linearizable (the witness is printed)
-2  unknown: the time budget (``--timeout``, default 60 s) ran out first
+2  undecided: the time budget (``--timeout``, default 60 s) ran out first (``"verdict":
+   "unknown"`` in ``--json``)
 3  bad usage, unreadable file, malformed history or an operation the model does not know
    (a message on stderr names the line)
 == =====================================================================================
@@ -32,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from checker.checker import LINEARIZABLE, NOT_LINEARIZABLE, CheckResult, check
+from checker.checker import LINEARIZABLE, NOT_LINEARIZABLE, UNKNOWN, CheckResult, check, verdict_text
 from checker.history import FORMATS, HistoryFormatError, Op, read_history
 from checker.models import MODELS, Model, ModelError, detect_model, get_model
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Check a history of a register or key-value store for linearizability.",
-        epilog="exit status: 0 linearizable, 1 not linearizable, 2 unknown (timeout), "
+        epilog="exit status: 0 linearizable, 1 not linearizable, 2 undecided (time budget ran out), "
         "3 usage or input error. The history formats are described in checker/history.py "
         "(python -c 'import checker.history as h; help(h)').",
     )
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="give up with 'unknown' after this long (default 60; 0 gives up at once)",
+        help="give up, undecided, after this long (default 60; 0 gives up at once)",
     )
     parser.add_argument(
         "--all-keys",
@@ -125,7 +126,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def combined_status(statuses: Sequence[int]) -> int:
     """One exit status for several files: the most serious, where a violation outranks an
-    unknown (a proof beats a timeout) and an input error outranks both."""
+    undecided one (a proof beats a timeout) and an input error outranks both."""
     for status in (EXIT_ERROR, EXIT_NOT_LINEARIZABLE, EXIT_UNKNOWN):
         if status in statuses:
             return status
@@ -182,9 +183,9 @@ def render(result: CheckResult, model: Model, path: str, fmt: str, model_source:
         f"operations: {result.total_ops}{key_text}; {counted} constrain the order "
         f"({unknown} of them with unknown outcome{dropped_text})"
     )
-    verdict = result.verdict.replace("_", " ").upper()
-    if result.verdict == "unknown":
-        settled = sum(1 for r in result.keys.values() if r.verdict != "unknown")
+    verdict = verdict_text(result.verdict).upper()
+    if result.verdict == UNKNOWN:
+        settled = sum(1 for r in result.keys.values() if r.verdict != UNKNOWN)
         verdict += f" (time budget ran out; {settled} of {len(result.keys)} keys settled)"
     lines.append(f"verdict:    {verdict}")
     ce = result.counterexample

@@ -15,7 +15,8 @@ cannot starve the others and a tight budget still settles as many keys as it can
 violation stops them all (as Porcupine's parallel partitions do), unless ``exhaustive``. The
 verdict is
 ``not_linearizable`` if any key fails (that is conclusive even when other keys ran out of
-time), else ``unknown`` if any key ran out of time, else ``linearizable``. For a violation,
+time), else ``unknown`` if any key ran out of time (reported as *undecided*:
+:func:`verdict_text`), else ``linearizable``. For a violation,
 the failing key with the fewest operations is shrunk to a witness by
 :func:`checker.witness.find_counterexample`.
 
@@ -44,6 +45,21 @@ Verdict: TypeAlias = Literal["linearizable", "not_linearizable", "unknown"]
 LINEARIZABLE: Verdict = "linearizable"
 NOT_LINEARIZABLE: Verdict = "not_linearizable"
 UNKNOWN: Verdict = "unknown"
+
+#: The words a person reads for each verdict. The values above stay as they are in the API and
+#: in JSON; in reports, "unknown" is kept for an operation's outcome (``info``: it may or may not
+#: have taken effect) and a check whose time budget ran out is *undecided*.
+VERDICT_WORDS: dict[str, str] = {
+    LINEARIZABLE: "linearizable",
+    NOT_LINEARIZABLE: "not linearizable",
+    UNKNOWN: "undecided",
+}
+
+
+def verdict_text(verdict: str) -> str:
+    """The human-facing word(s) for a verdict: ``"unknown"`` reads ``"undecided"`` (the time
+    budget ran out); any other value (e.g. a sweep's ``"error"``) reads with spaces."""
+    return VERDICT_WORDS.get(verdict, verdict.replace("_", " "))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ partition in the middle) and prints the run's summary, with two lines added:
   only as fast as operations complete, so the run ends when the slowest client's last operation
   answered (:func:`explain_time`);
 - before the digest, the verdict of :func:`checker.check` on the run's recorded history
-  (linearizable, not, or unknown when ``--check-timeout`` ran out; ``--no-check`` skips it).
+  (linearizable, not, or undecided when ``--check-timeout`` ran out; ``--no-check`` skips it).
 
 Neither line changes the run: the digest (still the last line) is the same for the same seed.
 
@@ -36,11 +36,12 @@ from sim.latency import parse_latency
 from sim.scenario import RunReport, run_default
 
 #: subcommand -> the module whose ``main(argv)`` runs it (``python -m sim NAME --help`` for each)
-SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep"}
+SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep", "figures": "sim.figures"}
 #: one line per subcommand for ``python -m sim --help`` (else: the module docstring's first line)
 SUBCOMMAND_HELP = {
     "epidemic": "the epidemics of Demers et al. (1987): residue, traffic and delays against the paper",
     "check": "many seeds under a nemesis, every history checked for linearizability",
+    "figures": "regenerate the README's figures (join convergence, false positives, a timeline)",
 }
 
 EXIT_INTERRUPTED = 130
@@ -91,7 +92,7 @@ def verdict_line(rep: RunReport, timeout: float) -> str:
     if result.linearizable:
         return f"history: linearizable ({ops})"
     if result.linearizable is None:
-        return f"history: unknown: the check ran out of its {timeout:g} s budget ({ops})"
+        return f"history: undecided: the check ran out of its {timeout:g} s budget ({ops})"
     key = result.counterexample.key if result.counterexample is not None else None
     where = f"key {key!r}" if key is not None else "a key"
     return (f"history: NOT linearizable at {where} ({ops}); write it with --history FILE and run "

@@ -46,6 +46,30 @@ Theory
   ln(n)`` (Pittel 1987; Demers et al. 1987, §1.3), and ``log_{1+k}(n) + ln(n)/k`` for fanout
   ``k`` (each round an informed site tells ``k`` others: the informed set grows ``(1+k)``-fold
   until the end game, where a site stays uninformed with probability ``e^{-k}`` per round).
+* :func:`gossip_mean_field`: the model the join figure is drawn against, for the protocol as
+  configured (:func:`swim_gossip_model` fills it in from a ``SwimConfig``). It is the
+  mean-field ("deterministic") approximation of push rumour spreading (Demers et al. 1987
+  §1.3, Pittel 1987, Karp et al. 2000), iterated numerically instead of solved in closed form,
+  with three changes that make it this protocol's: *fanout k* (every gossip round a node sends
+  to ``gossip_nodes`` random members), *asynchronous rounds* (each node ticks every
+  ``gossip_interval`` at its own random phase, so a node that just learned sends at its next
+  tick, uniform within a round, then every round: in expectation ``k`` sends per round from the
+  moment it learned) plus *piggybacking* (pings and acks carry the update too, ``2·T_g/T_p``
+  more sends per round: the node's own pings and the acks to the pings it gets), and a
+  *transmit limit* (an update is sent at most ``L = retransmit_mult·ceil(log10(n+1))`` times,
+  so a node spreads it for ``L / r`` rounds at ``r = k + 2·T_g/T_p`` sends per round). With
+  ``I(t)`` nodes of ``N`` informed, an uninformed node is reached at the rate ``r·A(t)/(N-1)``,
+  where ``A(t)`` counts the nodes informed within the last ``L/r`` rounds, so
+  ``dI/dt = (N - I)·(1 - exp(-r·A(t)/(N-1)·dt))/dt``. The *time until everyone knows* is the
+  end game's: the uninformed count at ``t`` is close to Poisson with mean ``N - I(t)``, so
+  ``P(all informed by t) ≈ exp(-(N - I(t)))``, which gives quantiles, not just a mean. The
+  model leaves out the randomness of the first few sends (which shifts a whole run earlier or
+  later) and message latency; the early phase grows like ``e^{r t}`` (the Euler–Lotka equation
+  of sends at ticks ``U, U+1, ...``, ``U`` uniform, gives growth rate exactly ``k``), faster than
+  the synchronous ``(1+k)^t`` of :func:`push_gossip_rounds`.
+* :func:`poisson_interval`: the exact (Garwood 1936) confidence interval for a rate of rare
+  events (false positives per node-hour), so a figure can say how little a count of 0 or 4 in a
+  few node-hours pins down.
 * :func:`swim_first_detection_periods`: SWIM §3.1/§5 (Das, Gupta, Motivala 2002): in each
   protocol period every one of the ``N - 1`` other members picks a random target, so a failed
   member is picked by someone with probability ``1 - (1 - 1/(N-1))^(N-1)`` (→ ``1 - 1/e``) per
@@ -411,6 +435,157 @@ def push_gossip_rounds(n: int | float, fanout: int = 1) -> float:
     return math.log(n) / math.log(1 + fanout) + math.log(n) / fanout
 
 
+@dataclass(frozen=True)
+class GossipModel:
+    """A :func:`gossip_mean_field` solution: expected informed fraction over time (rounds)."""
+
+    n: int
+    #: time, in rounds, from the first informed node
+    t: np.ndarray
+    #: expected number of informed nodes (of ``n``) at each time of ``t``
+    informed: np.ndarray
+
+    def fraction(self) -> np.ndarray:
+        """The expected fraction informed at each time of :attr:`t`."""
+        return self.informed / self.n
+
+    def time_to_fraction(self, fraction: float) -> float:
+        """When the expected fraction informed first reaches ``fraction`` (NaN if never)."""
+        need = fraction * self.n - 1e-9
+        i = int(np.searchsorted(self.informed, need))
+        return float(self.t[i]) if i < self.t.size else math.nan
+
+    def p_all(self) -> np.ndarray:
+        """P(everyone informed by each time of :attr:`t`): ``exp(-(n - I(t)))`` (Poisson end game)."""
+        return np.exp(-(self.n - self.informed))
+
+    def all_informed_quantile(self, q: float = 0.5) -> float:
+        """The ``q`` quantile of the time until everyone is informed (NaN if beyond the horizon)."""
+        i = int(np.searchsorted(self.p_all(), q))
+        return float(self.t[i]) if i < self.t.size else math.nan
+
+
+def gossip_mean_field(
+    n: int,
+    fanout: int,
+    *,
+    transmits: float = math.inf,
+    piggyback_rate: float = 0.0,
+    initial: int = 1,
+    dt: float = 0.01,
+    horizon: float | None = None,
+) -> GossipModel:
+    """Mean-field push gossip among ``n`` nodes (see the module doc), time in gossip rounds.
+
+    Each informed node sends ``fanout`` messages per round (at its own ticks, random phase) plus
+    ``piggyback_rate`` more (piggybacked on other traffic), to uniformly random other nodes,
+    until it has sent ``transmits`` in all. ``initial`` nodes are informed at time 0.
+    """
+    if n < 1 or fanout < 0 or initial < 1:
+        raise ValueError("need n >= 1, fanout >= 0, initial >= 1")
+    rate = fanout + piggyback_rate
+    if n == 1 or rate <= 0:
+        return GossipModel(n, np.array([0.0]), np.array([float(min(initial, n))]))
+    active_for = transmits / rate  # rounds a node keeps sending
+    if horizon is None:
+        # well past the end game: 2 ln n / rate plus slack, and the sending window
+        horizon = 6.0 * math.log(n + 1) / rate + 10.0 + (0.0 if math.isinf(active_for) else active_for)
+    steps = int(math.ceil(horizon / dt))
+    lag = steps + 1 if math.isinf(active_for) else max(1, int(round(active_for / dt)))
+    informed = np.empty(steps + 1)
+    informed[0] = min(initial, n)
+    new = np.zeros(steps + 1)  # nodes informed in each step (the initial ones at step 0)
+    new[0] = informed[0]
+    active = informed[0]
+    for i in range(1, steps + 1):
+        if i - 1 - lag >= 0:
+            active -= new[i - 1 - lag]  # their transmit budget is spent
+        hazard = rate * max(active, 0.0) / (n - 1) * dt
+        got = (n - informed[i - 1]) * -math.expm1(-hazard)
+        new[i] = got
+        informed[i] = informed[i - 1] + got
+        active += got
+    return GossipModel(n, np.arange(steps + 1) * dt, informed)
+
+
+def swim_gossip_model(n: int, swim: Any, *, initial: int | None = None, dt: float = 0.01) -> GossipModel:
+    """:func:`gossip_mean_field` for a join into a SWIM cluster of ``n`` nodes with the
+    ``swim`` config (a :class:`~kvcore.membership.SwimConfig`): fanout ``gossip_nodes``,
+    piggybacking on the pings and acks of a probe every ``probe_interval`` (two more sends per
+    probe period), at most ``retransmit_mult·ceil(log10(N+1))`` sends per update. ``n + 1``
+    nodes in all with the newcomer. ``initial`` (default: worked out): the seed it joined
+    through knows at once and spreads it; the newcomer itself spreads it from its first gossip
+    tick only in small clusters: its own Alive waits in its queue behind the ``n`` Alives it
+    queued from the seed's push-pull reply (fewest transmits, then newest, first), so it goes out
+    in the first round only if ``n + 1 <= max_piggyback * gossip_nodes`` (48 in the LAN preset).
+    Time in gossip rounds (``gossip_interval``)."""
+    from kvcore.membership import retransmit_limit
+
+    total = n + 1
+    if initial is None:
+        initial = 2 if total <= swim.max_piggyback * swim.gossip_nodes else 1
+    return gossip_mean_field(
+        total, swim.gossip_nodes,
+        transmits=retransmit_limit(swim.retransmit_mult, total),
+        piggyback_rate=2.0 * swim.gossip_interval / swim.probe_interval,
+        initial=initial, dt=dt,
+    )
+
+
+# --- rates: exact Poisson intervals --------------------------------------------------------------
+
+
+def _poisson_cdf(k: int, mu: float) -> float:
+    """P(X <= k) for X ~ Poisson(mu), summed in log space (no overflow for large k or mu)."""
+    if mu <= 0:
+        return 1.0
+    log_term = -mu  # log P(X = 0)
+    total = math.exp(log_term)
+    for i in range(1, k + 1):
+        log_term += math.log(mu) - math.log(i)
+        total += math.exp(log_term)
+    return min(1.0, total)
+
+
+def _solve_decreasing(f: Any, target: float, hi: float) -> float:
+    """The ``mu`` with ``f(mu) = target`` for ``f`` decreasing in ``mu`` (bisection)."""
+    lo = 0.0
+    while f(hi) > target:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def poisson_interval(count: int, exposure: float = 1.0, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Garwood 1936) two-sided interval for a Poisson rate: ``count`` events in
+    ``exposure`` (e.g. node-hours) -> ``(low, high)`` events per unit of exposure.
+
+    The bounds are the means at which seeing ``count`` or more (low), or ``count`` or fewer
+    (high), has probability ``(1 - confidence) / 2``: the chi-square form
+    ``chi2(a/2; 2k)/2, chi2(1 - a/2; 2k + 2)/2``, solved here on the Poisson CDF. Zero events
+    give ``low = 0`` and ``high = -ln((1 - confidence)/2)`` (3.69 at 95 %): zero is not
+    "never", only "rarely enough not to show in this much exposure". Conservative: it covers
+    the true rate at least ``confidence`` of the time.
+    """
+    if count < 0 or exposure <= 0 or not 0.0 < confidence < 1.0:
+        raise ValueError("need count >= 0, exposure > 0 and 0 < confidence < 1")
+    tail = (1.0 - confidence) / 2.0
+    hi_start = count + 10.0 * math.sqrt(count + 1.0) + 10.0
+    high = _solve_decreasing(lambda mu: _poisson_cdf(count, mu), tail, hi_start)
+    low = 0.0
+    if count > 0:
+        # P(X >= count | mu) = 1 - cdf(count - 1, mu) rises with mu: solve cdf(count - 1) = 1 - tail
+        low = _solve_decreasing(lambda mu: _poisson_cdf(count - 1, mu), 1.0 - tail, hi_start)
+    return low / exposure, high / exposure
+
+
 def swim_first_detection_periods(n: int) -> float:
     """SWIM §3.1: expected protocol periods until some member first picks a failed member,
     ``1 / (1 - (1 - 1/(N-1))^(N-1))`` (→ e/(e-1) ≈ 1.582 for large N)."""
@@ -467,20 +642,24 @@ __all__ = [
     "NEWS",
     "Detection",
     "FalsePositive",
+    "GossipModel",
     "convergence_curve",
     "detection_times",
     "episodes",
     "false_positives",
+    "gossip_mean_field",
     "last_boot",
     "learned_times",
     "load_per_node",
     "observers",
     "one_view",
+    "poisson_interval",
     "push_gossip_rounds",
     "swim_expected_first_detection",
     "swim_first_detection_periods",
     "swim_first_suspicion_cdf",
     "swim_first_suspicion_model",
+    "swim_gossip_model",
     "time_to_fraction",
     "totals",
     "truth_at",

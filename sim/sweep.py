@@ -11,7 +11,8 @@ what the store really kept), run until every client has finished, then check the
 latencies of the ``ok`` operations, the nemesis's evidence, the trace digest and, for a violation,
 the witness. Everything in it except the two wall-clock timings is a function of the seed and the
 config, so the same seed gives an equal result in any process. (The checker's time budget is the
-one exception that can leak in: a seed whose check runs out of time says ``unknown``.)
+one exception that can leak in: a seed whose check runs out of time has the verdict ``unknown``,
+reported as *undecided*: "unknown" is left to mean an operation's outcome.)
 
 :func:`sweep` runs many seeds on a :class:`concurrent.futures.ProcessPoolExecutor` (spawned
 workers, so it is safe from notebooks and threads) with a tqdm progress bar, and collects them
@@ -49,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from checker import check, get_model, write_jsonl
+from checker import check, get_model, verdict_text, write_jsonl
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
 from sim.clients import FAIL, OK, UNKNOWN, Workload
@@ -90,7 +91,7 @@ class RunConfig:
     tail: float = 2.0
     #: background message loss, on all the time
     loss: float = 0.0
-    #: the checker's budget per seed, seconds of wall time (past it: "unknown")
+    #: the checker's budget per seed, seconds of wall time (past it: undecided, verdict "unknown")
     check_timeout: float = 10.0
     #: nodes write through to durable storage, so a crash loses nothing acknowledged
     durable: bool = True
@@ -191,8 +192,9 @@ class SeedResult:
         return d
 
     def describe(self) -> str:
-        head = (f"seed {self.seed}: {self.verdict}; {self.ops} ops, {self.ok} ok, {self.fail} fail, "
-                f"{self.unknown} unknown; {len(self.faults)} faults; digest {self.digest}")
+        head = (f"seed {self.seed}: {verdict_text(self.verdict)}; {self.ops} ops, {self.ok} ok, "
+                f"{self.fail} fail, {self.unknown} unknown outcome; {len(self.faults)} faults; "
+                f"digest {self.digest}")
         if self.error:
             return head + "\n" + self.error
         if not self.witness:
@@ -306,7 +308,7 @@ def run_seed(seed: int, config: RunConfig | None = None, *, node_class: type | N
         from sim.timeline import timeline_html
 
         timeline_html(run.events, run.nemesis.records, witness=result.witness, path=timeline_path,
-                      title=f"seed {seed}: {result.verdict} ({cfg.describe()})")
+                      title=f"seed {seed}: {verdict_text(result.verdict)} ({cfg.describe()})")
     if ce is not None:
         model = get_model(cfg.model)
         witness = tuple(op.describe() for op in ce.ops)
@@ -467,7 +469,7 @@ class SweepResult:
         lines.append(f"{'seeds run':<22}{len(self.results):>8}")
         lines.append(f"{'linearizable':<22}{self.linearizable:>8}")
         lines.append(f"{'violations':<22}{len(v):>8}" + (seeds(v) if v else ""))
-        lines.append(f"{'unknown (timed out)':<22}{self.unknown:>8}"
+        lines.append(f"{'undecided (timed out)':<22}{self.unknown:>8}"
                      + (seeds(self.by_verdict_seeds('unknown')) if self.unknown else ""))
         if self.errors:
             lines.append(f"{'errors (run raised)':<22}{len(self.errors):>8}" + seeds(self.errors))

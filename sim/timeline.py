@@ -4,8 +4,13 @@ Theory of operation
 -------------------
 A history is drawn the way Jepsen's timeline draws it: time runs left to right, each client
 process has a lane, and each operation is a bar from its invocation to its completion, colored
-by outcome (``ok`` green, ``fail`` red, ``unknown`` amber; an unknown operation that never
-completed runs to the end of the history, faded). Below the clients, the faults of the run are
+by outcome (``ok`` green, ``fail`` red, ``unknown`` amber: the operation's outcome is unknown,
+Jepsen's ``info``, it may or may not have taken effect; one that never completed runs to the end
+of the history, faded). "Unknown" means only that here: a checker verdict of a check that ran
+out of time is called *undecided* (:func:`checker.verdict_text`). The time axis says which clock
+it is: simulated seconds by default (``time_label`` for a real run's wall clock). A fault's
+label sits inside its bar when it fits, else beside it, on the side where the plot has room, so
+no label is cut off at an edge. Below the clients, the faults of the run are
 bars on the same time axis (stacked when they overlap), so a glance shows which operations a
 partition or a crash touched. The operations of a checker's witness can be outlined in black.
 
@@ -34,6 +39,10 @@ from pathlib import Path
 from typing import Any
 
 COLORS = {"ok": "#3a9d5d", "fail": "#d1495b", "unknown": "#f0a202"}
+#: the legend's words for each outcome
+OUTCOME_LABELS = {"ok": "ok", "fail": "fail", "unknown": "outcome unknown (info)"}
+#: the default time axis: every history the sim records is in simulated seconds
+SIM_TIME = "simulated time (s)"
 FAULT_COLORS = {
     "partition": "#7b4fa6", "bridge": "#9b6fc6", "oneway": "#b48fd8", "heal": "#7b4fa6",
     "crash": "#333333", "crash-durable": "#666666", "restart": "#333333",
@@ -228,8 +237,11 @@ def plot_timeline(
     title: str | None = None,
     witness: Iterable[Any] | None = None,
     width: float = 12.0,
+    time_label: str = SIM_TIME,
+    dpi: int = 110,
 ) -> Any:
-    """Draw the timeline; save it as PNG when ``path`` is given; return the Figure."""
+    """Draw the timeline; save it as PNG (at ``dpi``) when ``path`` is given; return the
+    Figure. ``time_label`` names the clock of the x-axis (simulated seconds by default)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -255,17 +267,20 @@ def plot_timeline(
         ax.broken_barh([(b.start, max(b.end - b.start, min_w))], (lane_of[b.process] - 0.45, 0.9),
                        facecolors="none", edgecolors="black", linewidth=1.5)
     base = len(procs) + 0.15  # the first fault lane's centre, just below the last client
+    x_lo, x_hi = t0 - span * 0.01, t1 + span * 0.01
+    # data units per character of a 7-point label: the axes take about 85 % of the width
+    per_char = (x_hi - x_lo) * (7 * 0.6 / 72) / (0.85 * width)
     for fb, lane in zip(fbs, sub, strict=True):
         y = base + lane
         color = FAULT_COLORS.get(fb.kind, "#888888")
         if fb.end is None:
             ax.plot([fb.start, fb.start], [y - 0.4, y + 0.4], color=color, linewidth=2)
-            ax.text(fb.start, y, " " + fb.label, va="center", ha="left", fontsize=7, color=color, clip_on=True)
         else:
             ax.broken_barh([(fb.start, max(fb.end - fb.start, min_w))], (y - 0.35, 0.7), facecolors=color,
                            alpha=0.75, linewidth=0)
-            ax.text(fb.start, y, " " + fb.label, va="center", ha="left", fontsize=7, color="white",
-                    clip_on=True)
+        x, ha, inside = _label_place(fb, (len(fb.label) + 2) * per_char, x_lo, x_hi)
+        ax.text(x, y, f" {fb.label} ", va="center", ha=ha, fontsize=7,
+                color="white" if inside else color, clip_on=False)
     yticks = [lane_of[p] for p in procs]
     ylabels = [f"p{p}" for p in procs]
     if n_fault_lanes:
@@ -274,18 +289,32 @@ def plot_timeline(
         ax.axhline(len(procs) - 0.45, color="#cccccc", linewidth=0.8)
     ax.set_yticks(yticks, ylabels, fontsize=8)
     ax.set_ylim(-0.6, base + n_fault_lanes - 0.4 if n_fault_lanes else len(procs) - 0.4)
-    ax.set_xlim(t0 - span * 0.01, t1 + span * 0.01)
-    ax.set_xlabel("time (s)")
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_xlabel(time_label)
     counts = {o: sum(1 for b in ops if b.outcome == o) for o in COLORS}
-    handles = [Patch(color=c, label=f"{o} ({counts[o]})") for o, c in COLORS.items()]
+    handles = [Patch(color=c, label=f"{OUTCOME_LABELS[o]} ({counts[o]})") for o, c in COLORS.items()]
     if marked:
         handles.append(Patch(facecolor="none", edgecolor="black", label="witness"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.set_title(title or f"{len(ops)} operations, {len(procs)} clients, {len(fbs)} faults", fontsize=10)
     ax.invert_yaxis()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=dpi)
     return fig
+
+
+def _label_place(fb: FaultBar, label_w: float, x_lo: float, x_hi: float) -> tuple[float, str, bool]:
+    """Where a fault's label goes, ``(x, alignment, inside its bar)``: inside the bar when it
+    fits; else after the bar when the plot has room on the right; else before its start,
+    right-aligned; never past either edge of the plot."""
+    end = fb.start if fb.end is None else fb.end
+    if fb.end is not None and fb.end - fb.start >= label_w:
+        return fb.start, "left", True
+    if end + label_w <= x_hi:
+        return end, "left", False
+    if fb.start - label_w >= x_lo:
+        return fb.start, "right", False
+    return x_hi, "right", False
 
 
 # --- HTML ------------------------------------------------------------------------------------
@@ -314,9 +343,10 @@ def timeline_html(
     witness: Iterable[Any] | None = None,
     width: int = 1200,
     path: str | Path | None = None,
+    time_label: str = SIM_TIME,
 ) -> str:
     """The timeline as one self-contained HTML page (inline SVG, hover a bar for details);
-    also written to ``path`` when given."""
+    also written to ``path`` when given. ``time_label`` names the clock (simulated seconds)."""
     ops, fbs, t0, t1, span, procs, lane_of, sub, n_fault_lanes = _layout(history, faults)
     left, right, lane_h, top = 60, 10, 16, 24
     plot_w = width - left - right
@@ -342,7 +372,7 @@ def timeline_html(
         parts.append(f'<line x1="{xx:.1f}" y1="{top - 4}" x2="{xx:.1f}" y2="{height - 24}" stroke="#eee"/>')
         parts.append(f'<text x="{xx:.1f}" y="{height - 10}" text-anchor="middle">{t:g}</text>')
         t += step
-    parts.append(f'<text x="{width - right}" y="{top - 8}" text-anchor="end">time (s)</text>')
+    parts.append(f'<text x="{width - right}" y="{top - 8}" text-anchor="end">{esc(time_label)}</text>')
     # faults
     for fb, lane in zip(fbs, sub, strict=True):
         y = fault_top + lane * lane_h
@@ -356,8 +386,13 @@ def timeline_html(
             parts.append(f'<g><title>{tip}</title><rect x="{x(fb.start):.1f}" y="{y + 1}" '
                          f'width="{w(fb.start, fb.end):.1f}" height="{lane_h - 2}" fill="{color}" '
                          f'fill-opacity="0.8"/></g>')
-        parts.append(f'<text x="{x(fb.start) + 3:.1f}" y="{y + lane_h - 4}" fill="#fff" '
-                     f'style="pointer-events:none">{esc(fb.label)}</text>')
+        # 10 px labels are about 6 px a character: inside the bar if it fits, else beside it
+        lx, ha, inside = _label_place(fb, (len(fb.label) + 1) * 6.0 / plot_w * span, t0, t1)
+        anchor = "start" if ha == "left" else "end"
+        pad = 3 if ha == "left" else -3
+        parts.append(f'<text x="{x(lx) + pad:.1f}" y="{y + lane_h - 4}" text-anchor="{anchor}" '
+                     f'fill="{"#fff" if inside else color}" style="pointer-events:none">'
+                     f'{esc(fb.label)}</text>')
     if n_fault_lanes:
         parts.append(f'<text x="4" y="{fault_top + n_fault_lanes * lane_h / 2 + 4:.1f}">faults</text>')
     # operations
@@ -374,7 +409,8 @@ def timeline_html(
                      f'<title>{esc(b.describe())}</title></rect>')
     parts.append("</svg>")
     counts = {o: sum(1 for b in ops if b.outcome == o) for o in COLORS}
-    legend = "".join(f'<span><i style="background:{c}"></i>{o} ({counts[o]})</span>' for o, c in COLORS.items())
+    legend = "".join(f'<span><i style="background:{c}"></i>{OUTCOME_LABELS[o]} ({counts[o]})</span>'
+                     for o, c in COLORS.items())
     if hl:
         legend += '<span><i style="border:2px solid #000"></i>witness</span>'
     rows = "".join(
@@ -406,4 +442,4 @@ def _nice_step(raw: float) -> float:
     return float(10 * mag)
 
 
-__all__ = ["COLORS", "Bar", "FaultBar", "bars", "fault_bars", "plot_timeline", "timeline_html"]
+__all__ = ["COLORS", "OUTCOME_LABELS", "SIM_TIME", "Bar", "FaultBar", "bars", "fault_bars", "plot_timeline", "timeline_html"]

@@ -92,7 +92,9 @@ def test_violation_exits_1_and_prints_the_witness(stale: Path) -> None:
 def test_timeout_exits_2(hard: Path) -> None:
     done = run(hard, "--timeout", "0.5")
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "UNKNOWN" in done.stdout
+    # "unknown" is an operation's outcome; a check out of time is undecided
+    assert "verdict:    UNDECIDED (time budget ran out" in done.stdout
+    assert "UNKNOWN" not in done.stdout
 
 
 def test_zero_timeout_exits_2(good: Path) -> None:
@@ -223,3 +225,12 @@ def test_output_into_a_closed_pipe_ends_quietly_without_a_traceback(good: Path, 
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_verdict_words_keep_unknown_for_outcomes() -> None:
+    from checker import LINEARIZABLE, NOT_LINEARIZABLE, UNKNOWN, verdict_text
+
+    assert verdict_text(UNKNOWN) == "undecided"
+    assert verdict_text(NOT_LINEARIZABLE) == "not linearizable"
+    assert verdict_text(LINEARIZABLE) == "linearizable"
+    assert verdict_text("error") == "error"

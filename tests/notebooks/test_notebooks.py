@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 
 SMALL: dict[str, dict[str, object]] = {
-    "tour.ipynb": {"OPS": 300, "DURATION": 6.0},
+    "tour.ipynb": {"OPS": 200, "DURATION": 16.0, "PARTITION": 10.0},
     "gossip_convergence.ipynb": {
         "SIZES": [8, 16, 32], "JOIN_SEEDS": [1], "JOIN_FANOUTS": [3, 1],
         "DETECT_N": 16, "DETECT_SEEDS": [1, 2, 3], "DETECT_CRASHES": 2,

@@ -201,3 +201,15 @@ def test_moves_crashes_and_partitions_together_stay_linearizable(seed: int) -> N
     """
     r = run_seed(seed, RunConfig(nemesis="all,reshard"))
     assert r.verdict == "linearizable", r.describe()
+
+
+def test_a_seed_whose_check_ran_out_of_time_reads_undecided() -> None:
+    from sim.sweep import SeedResult
+
+    r = SeedResult(seed=7, verdict="unknown", ops=10, ok=8, fail=1, unknown=1, sim_time=1.0, digest="d")
+    assert r.describe().startswith("seed 7: undecided; 10 ops, 8 ok, 1 fail, 1 unknown outcome;")
+    summary = SweepResult(RunConfig(), [r]).summary()
+    assert "undecided (timed out)        1  seeds 7" in summary
+    # the JSON keeps its names and values
+    assert SweepResult(RunConfig(), [r]).to_json()["unknown"] == 1
+    assert r.report()["verdict"] == "unknown"

@@ -72,3 +72,51 @@ def test_a_witness_is_outlined(run: SeedRun) -> None:
 def test_an_empty_history_still_draws() -> None:
     assert "<svg" in timeline_html([], [])
     plot_timeline([], [])
+
+
+def _two_ops(end: float = 10.0) -> list[dict[str, object]]:
+    return [
+        {"process": 0, "type": "invoke", "f": "put", "key": "k", "value": "1", "time": 0.0},
+        {"process": 0, "type": "ok", "f": "put", "key": "k", "value": "1", "time": 1.0},
+        {"process": 1, "type": "invoke", "f": "get", "key": "k", "value": None, "time": 2.0},
+        {"process": 1, "type": "info", "f": "get", "key": "k", "value": None, "time": end},
+    ]
+
+
+def test_the_time_axis_says_the_time_is_simulated() -> None:
+    fig = plot_timeline(_two_ops(), [])
+    assert fig.axes[0].get_xlabel() == "simulated time (s)"
+    assert "simulated time (s)" in timeline_html(_two_ops(), [])
+    # a real run's history can name its own clock
+    assert plot_timeline(_two_ops(), [], time_label="wall time (s)").axes[0].get_xlabel() == "wall time (s)"
+
+
+def test_unknown_is_an_operations_outcome_in_the_legend() -> None:
+    fig = plot_timeline(_two_ops(), [])
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == ["ok (1)", "fail (0)", "outcome unknown (info) (1)"]
+    assert "outcome unknown (info) (1)" in timeline_html(_two_ops(), [])
+
+
+@pytest.mark.parametrize("start,end", [(9.6, None), (9.0, 9.9), (0.05, 0.1)])
+def test_a_fault_label_near_an_edge_is_not_cut_off(start: float, end: float | None) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    label_args = "n3 after a long and wordy description of the fault"
+    faults = [{"time": start, "verb": "crash", "args": label_args, "end": end}]
+    fig = plot_timeline(_two_ops(), faults, width=8.0)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    (text,) = [t for t in ax.texts if label_args in t.get_text()]
+    box, frame = text.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, (box, frame)
+    # the HTML page puts a label that would run past the right edge before its bar instead
+    page = timeline_html(_two_ops(), faults)
+    tag = re.search(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="(start|end)"[^>]*>crash n3', page)
+    assert tag is not None
+    x, anchor = float(tag.group(1)), tag.group(2)
+    if start > 5:
+        assert anchor == "end" and x < 1200
+    else:
+        assert anchor == "start"
