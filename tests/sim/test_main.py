@@ -61,13 +61,13 @@ def test_a_violation_and_an_exhausted_budget_are_said(monkeypatch: pytest.Monkey
     rep = SimpleNamespace(history=SimpleNamespace(events=lambda: events))
     line = sim_main.verdict_line(rep, 10.0)  # type: ignore[arg-type]
     assert line.startswith("history: NOT linearizable at key 'k' (2 operations")
-    assert sim_main.verdict_line(rep, 0.0).startswith("history: unknown: the check ran out of its 0 s budget")  # type: ignore[arg-type]
+    assert sim_main.verdict_line(rep, 0.0).startswith("history: undecided: the check ran out of its 0 s budget")  # type: ignore[arg-type]
 
 
 def test_help_lists_every_subcommand_from_the_table(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     # a subcommand added by one line in the table (and no help line) is listed too
-    monkeypatch.setitem(sim_main.SUBCOMMANDS, "figures", "sim.trace")
+    monkeypatch.setitem(sim_main.SUBCOMMANDS, "tracedemo", "sim.trace")
     with pytest.raises(SystemExit) as e:
         sim_main.main(["--help"])
     assert e.value.code == 0
@@ -75,7 +75,7 @@ def test_help_lists_every_subcommand_from_the_table(monkeypatch: pytest.MonkeyPa
     for name in sim_main.SUBCOMMANDS:
         assert f"\n  {name} " in out, name
     first_line = (sys.modules["sim.trace"].__doc__ or "").strip().split("\n")[0].rstrip(".")
-    assert f"figures   {first_line}" in out
+    assert f"tracedemo  {first_line}" in out
 
 
 def test_output_into_a_closed_pipe_ends_quietly_without_a_traceback() -> None:
