@@ -47,7 +47,7 @@ from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.node import Node
 from kvcore.rebalance import Move
 from kvcore.slots import MAX_SLOT, even_split, format_ranges, key_slot
-from realnet.admin import Admin
+from realnet.admin import Admin, Refused
 from realnet.client import error_from_response, kv_path
 from sim.cluster import SimCluster, sim_spec
 from tests.realnet.conftest import (
@@ -400,11 +400,21 @@ class _Move:
     def _run(self) -> None:
         try:
             with Admin() as admin:
-                cluster = admin.discover(self.entry)
-                source = cluster.assignment()
-                owner = next(nid for nid, ranges in source.items()
-                             if any(lo <= self.slot <= hi for lo, hi in ranges))
-                admin.move_slots(cluster, Move(owner, self.target, ((self.slot, self.slot),)), self.batch)
+                for attempt in range(3):
+                    # as `storelab cluster reshard` does: wait for a quiet cluster first (a
+                    # process stalled on a busy machine may be suspect for a moment), and start
+                    # again from a fresh view when a member was not alive when the move began
+                    cluster = admin.wait_stable(self.entry, 30.0)
+                    source = cluster.assignment()
+                    owner = next(nid for nid, ranges in source.items()
+                                 if any(lo <= self.slot <= hi for lo, hi in ranges))
+                    try:
+                        admin.move_slots(cluster, Move(owner, self.target, ((self.slot, self.slot),)),
+                                         self.batch)
+                        return
+                    except Refused:
+                        if attempt == 2:
+                            raise
         except BaseException as e:  # reported by moved() in the test's thread
             self.error = e
         finally:
