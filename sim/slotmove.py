@@ -157,10 +157,16 @@ def _act(c: SimCluster, step: Step, progress: Progress, batch: int) -> Generator
         epoch = node.finish_import(list(step.slots))
         c.trace.record((env.now, "slots_moved", len(step.slots), step.node, epoch))
         return progress
-    if isinstance(step, TakeBack | Clear | RollBack):
+    if isinstance(step, RollBack):
+        try:
+            node.rollback_migration(step.slots)
+        except errors.Conflict as e:
+            return e.message
+        return progress
+    if isinstance(step, TakeBack | Clear):
         for s in step.slots:
             try:
-                node.abort_migration(s, force=isinstance(step, RollBack))
+                node.abort_migration(s)
             except errors.Conflict:
                 # a batch of the slot is unacknowledged: resend it (the target answers a batch it
                 # stored without applying it again), then clear

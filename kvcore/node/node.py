@@ -57,7 +57,7 @@ from kvcore.node.restore import remembers_a_cluster, restore
 from kvcore.node.routing import ReplyFn, Router
 from kvcore.runtime import Runtime
 from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges
-from kvcore.states import STATES, MemberEvent
+from kvcore.states import STATES, MemberEvent, State
 from kvcore.store import LocalStore
 
 
@@ -333,6 +333,26 @@ class Node:
         can never be served, so unfreezing the batch's keys here is safe.
         """
         self.migration.abort(slot, force)
+
+    def rollback_migration(self, slots: Iterable[int]) -> None:
+        """Roll back the migrations of ``slots`` whose target is gone for good (``fix``).
+
+        Like :meth:`abort_migration` with ``force``: a batch the lost target never acknowledged
+        is abandoned rather than refused, since its copies can never be served. Refused
+        (Conflict, before anything changes) for a slot whose target this node does not hold
+        left or forgotten: a target that is merely dead may come back and serve its copies.
+        """
+        wanted = list(slots)
+        for slot in wanted:
+            target = self.migrating.get(slot)
+            state = self.membership.state_of(target) if target is not None else None
+            if target is not None and state not in (None, State.LEFT):
+                raise errors.Conflict(
+                    f"node {self.id} holds {target!r} {state}; only a migration whose target is gone "
+                    "(left or forgotten) is rolled back"
+                )
+        for slot in wanted:
+            self.abort_migration(slot, force=True)
 
     # --- views -------------------------------------------------------------------------------
 

@@ -85,6 +85,18 @@ def test_a_suspect_target_may_still_receive_a_slot() -> None:
     assert n.migrating == {MINE: "n2"}
 
 
+def test_a_rollback_is_refused_while_the_target_may_come_back_and_done_once_it_left() -> None:
+    n, _ = node()
+    n.begin_migrate(MINE, "n2")
+    assert refused(n.rollback_migration, [MINE]) == (
+        "node n1 holds 'n2' alive; only a migration whose target is gone (left or forgotten) is rolled back")
+    assert n.migrating == {MINE: "n2"}  # refused before anything changed
+    n.on_message("n3", Gossip(updates=(Dead(node="n2", incarnation=1, source="n2"),)))
+    assert n.membership.state_of("n2") == "left"
+    n.rollback_migration([MINE])
+    assert n.migrating == {}
+
+
 def test_a_slot_already_moving_elsewhere_is_refused_with_the_api_sentences() -> None:
     n, _ = node()
     n.begin_import(THEIRS, "n2")
