@@ -400,6 +400,19 @@ class _HttpConnection(asyncio.Protocol):
             return
         self.active = True
         parser = self._parser
+        if not (self._busy or self._write_paused or self._closing):
+            # The fast path: a read holding exactly one request, to a parser holding nothing.
+            try:
+                req = parser.parse_whole(data)
+            except ParseError as err:
+                self._reject(err.status, err.code, err.message)
+                return
+            if req is not None:
+                self._keep_alive = parser.keep_alive
+                self._dispatch(req)
+                if self._read_paused or self._peer_eof:
+                    self._process()  # what the general path does after a request
+                return
         parser.feed(data)
         if self._busy or self._write_paused:
             # Behind an outstanding response: only buffer, up to the high-water mark.
