@@ -615,8 +615,8 @@ class HttptoolsParser(RequestParser):
         stays the general path's): a parser holding bytes, empty lines before the request, a
         head over a limit, HTTP/1.0 or another version, a body not wholly in ``data`` or bytes
         after it, chunked framing, and any head llhttp refuses or stops at (Upgrade)."""
-        if self._state != _HEAD or self._pos < len(self._buf) or data.startswith(b"\r\n"):
-            return None
+        if self._state != _HEAD or self._pos < len(self._buf) or not data or data[0] == 13:
+            return None  # (13: CR, the start of an empty line, or of something worse)
         end = data.find(b"\r\n\r\n")
         limits = self._limits
         if end < 0 or end > limits.max_header_bytes:
@@ -627,7 +627,8 @@ class HttptoolsParser(RequestParser):
         if (
             data.count(b" ", 0, line_end) != 2
             or not data.endswith(b"HTTP/1.1", 0, line_end)
-            or data.count(b"\r\n", 0, end) > limits.max_headers
+            # a field line takes at least one CRLF: a short head cannot have too many
+            or (end > 2 * limits.max_headers and data.count(b"\r\n", 0, end) > limits.max_headers)
         ):
             return None
         n = len(data)

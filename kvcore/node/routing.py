@@ -260,12 +260,14 @@ class Router:
         """Serve a request another node forwarded to us as the slot's owner (never re-forwarded)."""
         self.stats.forwards_received += 1
         key = (src, msg.request_id)
-        seen = self.recent.get(key, self.rt.now())
-        if seen is not None:
-            self.stats.forward_duplicates += 1
-            self.send(src, ForwardReply(request_id=msg.request_id, reply=seen))
-            return
         op = msg.op
+        # Only writes are remembered (request ids are never reused), so a Get is never found.
+        if type(op) is not Get:
+            seen = self.recent.get(key, self.rt.now())
+            if seen is not None:
+                self.stats.forward_duplicates += 1
+                self.send(src, ForwardReply(request_id=msg.request_id, reply=seen))
+                return
         name = type(op).__name__
         rid = msg.request_id
 

@@ -391,3 +391,10 @@ def test_the_fast_path_takes_the_common_requests() -> None:
     assert isinstance(req, Request) and req.body == b"hello" and p.buffered == 0
     assert p.parse_whole(get) is not None
     assert parser("h11").parse_whole(get) is None  # h11 has no fast path
+
+
+@pytest.mark.parametrize("limits", [{"max_headers": 2}, {"max_header_bytes": 40}, {"max_body": 4}])
+@pytest.mark.parametrize("data", WHOLE)
+def test_the_fast_path_keeps_the_limits(name: str, data: bytes, limits: dict[str, int]) -> None:
+    fast, general = parser(name, **limits), parser(name, **limits)
+    assert _outcome(fast, data, True) == _outcome(general, data, False)
