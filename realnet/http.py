@@ -15,7 +15,10 @@ read; a head above :attr:`HttpLimits.max_header_bytes` or with too many fields i
 ``Expect: 100-continue`` gets an interim ``100 Continue`` once the head has been accepted and no
 body byte has arrived yet (RFC 9110 §10.1.1); any other expectation gets 417.
 
-Once a request is complete it goes to the handler, which returns a :class:`Response` (the fast
+The common read holds exactly one whole request and arrives at an idle connection; it takes the
+parser's fast path (:meth:`~realnet.httpparse.RequestParser.parse_whole`: one library call, no
+buffering), which gives the same request or refusal as the general path or declines and leaves
+everything to it. Once a request is complete it goes to the handler, which returns a :class:`Response` (the fast
 path: the response is written before ``data_received`` returns) or a future that is resolved
 later, for example after the request was forwarded to another node. A connection handles one
 request at a time: while a response is outstanding, further bytes are only buffered (in the

@@ -12,6 +12,11 @@ reads and asks :meth:`~RequestParser.next_event` for what is complete, one event
 * :class:`ParseError` (raised) with the status, code and sentence of the refusal; the
   connection answers it and closes. A parser is not used after an error.
 
+A connection may first offer a read to :meth:`~RequestParser.parse_whole`, the fast path for the
+commonest case (an idle parser, one whole request in the read): it returns that request exactly
+as the two calls above would, or None having consumed nothing (only :class:`HttptoolsParser`
+has one; it declines whatever is not plain, and the general path then parses from the start).
+
 Bytes past the request being returned stay buffered (pipelining): the connection asks for the
 next event only when it is ready to handle it, so requests come out strictly in order and
 :attr:`~RequestParser.buffered` is what the connection measures for back-pressure.
