@@ -639,10 +639,12 @@ class HttptoolsParser(RequestParser):
         n = len(data)
         if end + 4 != n and self._body_in_reach(data, 0, end, n) != n:
             return None  # not wholly here, or followed by more (pipelined): general path
+        head_only = end + 4 == n  # then llhttp has no byte to call on_body with
         self._fields = {}
         self._target = b""
-        self._body = []
-        self._body_len = 0
+        if not head_only:
+            self._body = []
+            self._body_len = 0
         self._done = False
         try:
             self._lib.feed_data(data)
@@ -659,11 +661,14 @@ class HttptoolsParser(RequestParser):
         path, query, keep_alive, chunked, length, _ = _judge(
             method, target, False, headers, self._max_body
         )
-        parts = self._body
-        self._body = []
-        body = b"" if not parts else parts[0] if len(parts) == 1 else b"".join(parts)
+        if head_only:
+            body = b""
+        else:
+            parts = self._body
+            self._body = []
+            body = b"" if not parts else parts[0] if len(parts) == 1 else b"".join(parts)
         if chunked or length != len(body):
-            if end + 4 == n:  # llhttp saw no body where we see one: the general path decides
+            if head_only:  # llhttp saw no body where we see one: the general path decides
                 self._lib = self._new_lib()
                 return None
             raise _bad("The request's framing is inconsistent.")  # as _next_head says it
