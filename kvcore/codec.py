@@ -8,10 +8,20 @@ is strict: an unknown kind, a missing field, or a value of the wrong type raises
 :class:`~kvcore.errors.RemoteProtocolError` and nothing else, whatever the input (a peer may send
 anything). Unknown extra fields are ignored so that a newer peer can add fields.
 
-Per-class field specs are compiled once, on first use, from the dataclass annotations, so the hot
-path is a loop over a tuple of (name, check) pairs. Supported field types: ``str``, ``int``,
-``float`` (an int is accepted and widened), ``bytes``, ``bool``, ``None``, ``X | None``,
-``tuple[X, ...]``, a message class, and a union of message classes.
+Per-class field specs are compiled once, on first use, from the dataclass annotations. Supported
+field types: ``str``, ``int``, ``float`` (an int is accepted and widened), ``bytes``, ``bool``,
+``None``, ``X | None``, ``tuple[X, ...]``, a message class, and a union of message classes.
+
+Two paths, one answer. Every message sent or received in both worlds goes through this module
+(a forwarded request is four codec calls), so each spec also holds two functions generated from
+its field list (as :mod:`kvcore.messages` generates ``__init__``): an encoder that is one dict
+display (``{"k": kind, "f": m.f, ...}``: the same keys in the same order, so msgpack gives the
+same bytes), and a *fast decoder* that reads each field, checks its exact type inline and builds
+the message. The fast decoder only ever says yes: on anything it does not accept at once (a
+missing field, a wrong type, an int for a float, a StrEnum, nesting too deep) it gives up
+(:class:`_Fallback`), and :func:`decode` runs the general checker loop (:func:`_decode_slow`)
+on the whole input, which widens, converts or raises the one precise error. So a decoded
+message and every error sentence are what the checker loop alone gives.
 """
 
 from __future__ import annotations
@@ -30,8 +40,12 @@ KIND = "k"
 _Check = Callable[[Any], Any]  # returns the converted value or raises RemoteProtocolError
 
 
+class _Fallback(Exception):
+    """The fast decoder does not accept the input at once: run the checker loop instead."""
+
+
 class _Spec:
-    __slots__ = ("cls", "encoders", "fields", "kind", "make")
+    __slots__ = ("cls", "enc", "encoders", "fast", "fields", "kind", "make")
 
     def __init__(self, cls: type[Any]) -> None:
         self.cls = cls
@@ -45,6 +59,12 @@ class _Spec:
         #: builds an instance from the field values in order (messages.py's positional maker)
         self.make: Callable[..., Any] = getattr(cls, "_make", None) or (
             lambda *vals: cls(**dict(zip(fields, vals, strict=True)))
+        )
+        #: msg -> plain dict, one dict display (see the module docstring)
+        self.enc: Callable[[Any], dict[str, Any]] = _gen_encoder(self.kind, self.encoders)
+        #: plain dict (kind already read) -> message, or raises _Fallback / KeyError
+        self.fast: Callable[[dict[str, Any]], Any] = _gen_fast_decoder(
+            self.kind, [(n, hints[n]) for n in fields], self.make
         )
 
 
@@ -163,12 +183,115 @@ def _message_checker(kinds: frozenset[str], allow_none: bool) -> _Check:
         # type check first: an unhashable kind (a list, a map) would raise TypeError in `in`
         if type(kind) is not str or kind not in kinds:
             raise RemoteProtocolError(f"message kind {kind!r} not allowed here")
-        return decode(v)
+        return _decode_slow(v)
 
     return check_message_union
 
 
+# --- the generated fast paths (see the module docstring) --------------------------------------
+
+_SIMPLE = (str, bytes, int, bool, float)
+
+
+def _gen_encoder(kind: str, encoders: tuple[tuple[str, bool], ...]) -> Callable[[Any], dict[str, Any]]:
+    items = [f"{KIND!r}: {kind!r}"] + [
+        f"{n!r}: _ev(m.{n})" if nested else f"{n!r}: m.{n}" for n, nested in encoders
+    ]
+    src = f"def enc(m):\n    return {{{', '.join(items)}}}\n"
+    ns: dict[str, Any] = {"_ev": _encode_value}
+    exec(src, ns)  # generated from the dataclass's own field names, nothing else
+    enc: Callable[[Any], dict[str, Any]] = ns["enc"]
+    return enc
+
+
+def _gen_fast_decoder(
+    kind: str, fields: list[tuple[str, Any]], make: Callable[..., Any]
+) -> Callable[[dict[str, Any]], Any]:
+    ns: dict[str, Any] = {"_FB": _Fallback, "_make": make}
+    lines = ["def fast(obj):"]
+    for i, (name, tp) in enumerate(fields):
+        lines.append(f"    v{i} = obj[{name!r}]")
+        if tp in _SIMPLE:
+            # exact type only: bool is not an int, an int for a float and a StrEnum for a str
+            # are the checker loop's to widen or convert
+            ns[f"_t{i}"] = tp
+            lines.append(f"    if type(v{i}) is not _t{i}: raise _FB")
+        elif tp is type(None):
+            lines.append(f"    if v{i} is not None: raise _FB")
+        else:
+            ns[f"_c{i}"] = _fast_checker(tp)
+            lines.append(f"    v{i} = _c{i}(v{i})")
+    lines.append(f"    return _make({', '.join(f'v{i}' for i in range(len(fields)))})")
+    exec("\n".join(lines) + "\n", ns)  # generated from the dataclass's own field names
+    fast: Callable[[dict[str, Any]], Any] = ns["fast"]
+    return fast
+
+
+def _fast_checker(tp: Any) -> _Check:
+    """Like :func:`_checker`, for the fast decoder: the value as the checker loop would give it,
+    or :class:`_Fallback` for anything that is not plainly right."""
+    if tp in _SIMPLE:
+
+        def fast_exact(v: Any) -> Any:
+            if type(v) is not tp:
+                raise _Fallback
+            return v
+
+        return fast_exact
+    if tp is type(None):
+
+        def fast_none(v: Any) -> Any:
+            if v is not None:
+                raise _Fallback
+            return None
+
+        return fast_none
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is tuple:
+        inner = _fast_checker(args[0])
+
+        def fast_tuple(v: Any) -> Any:
+            if type(v) is not list and type(v) is not tuple:
+                raise _Fallback
+            return tuple([inner(x) for x in v])
+
+        return fast_tuple
+    if origin is typing.Union or origin is types.UnionType:
+        allow_none = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        if all(isinstance(a, type) and REGISTRY.get(a.__name__) is a for a in rest):
+            return _fast_message_checker(frozenset(a.__name__ for a in rest), allow_none)
+        inner = _fast_checker(rest[0])
+
+        def fast_optional(v: Any) -> Any:
+            return None if v is None else inner(v)
+
+        return fast_optional
+    return _fast_message_checker(frozenset((tp.__name__,)), False)
+
+
+def _fast_message_checker(kinds: frozenset[str], allow_none: bool) -> _Check:
+    def fast_message(v: Any) -> Any:
+        if v is None and allow_none:
+            return None
+        if type(v) is not dict:
+            raise _Fallback
+        kind = v.get(KIND)
+        if type(kind) is not str or kind not in kinds:
+            raise _Fallback
+        spec = _SPECS.get(kind)
+        if spec is None:
+            raise _Fallback
+        return spec.fast(v)
+
+    return fast_message
+
+
 def _encode_value(v: Any) -> Any:
+    spec = _SPECS.get(type(v).__name__)
+    if spec is not None and spec.cls is type(v):
+        return spec.enc(v)
     if type(v).__name__ in REGISTRY and dataclasses.is_dataclass(v):
         return encode(v)
     if type(v) is tuple:
@@ -178,16 +301,27 @@ def _encode_value(v: Any) -> Any:
 
 def encode(msg: Any) -> dict[str, Any]:
     """A message as a plain dict (``{"k": kind, ...fields}``)."""
-    spec = _spec_for_kind(type(msg).__name__)
-    out: dict[str, Any] = {KIND: spec.kind}
-    for name, nested in spec.encoders:
-        v = getattr(msg, name)
-        out[name] = _encode_value(v) if nested else v
-    return out
+    name = type(msg).__name__
+    spec = _SPECS.get(name) or _spec_for_kind(name)
+    return spec.enc(msg)
 
 
 def decode(obj: Any) -> Any:
     """Rebuild a message from :func:`encode`'s output; raises RemoteProtocolError only."""
+    if type(obj) is dict:
+        kind = obj.get(KIND)
+        if type(kind) is str:
+            spec = _SPECS.get(kind)
+            if spec is not None:
+                try:
+                    return spec.fast(obj)
+                except (_Fallback, KeyError, RecursionError):
+                    pass  # the checker loop gives the answer (see the module docstring)
+    return _decode_slow(obj)
+
+
+def _decode_slow(obj: Any) -> Any:
+    """The checker loop: the reference decoder, and the one that words every error."""
     if type(obj) is not dict:
         raise RemoteProtocolError(f"a message is a map, got {type(obj).__name__}")
     kind = obj.get(KIND)

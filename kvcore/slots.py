@@ -41,7 +41,9 @@ def key_slot(key: bytes | str) -> int:
     """The hash slot of a key (bytes, or str taken as UTF-8)."""
     if isinstance(key, str):
         key = key.encode()
-    return zlib.crc32(hash_tag(key)) % NUM_SLOTS
+    if 0x7B in key:  # b"{": most keys hold no tag (an int operand is a memchr, the fastest test)
+        key = hash_tag(key)
+    return zlib.crc32(key) % NUM_SLOTS
 
 
 class SlotRangeError(ValueError):

@@ -157,6 +157,9 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 _NO_CONTENT = Response(204)
 
 _KV_METHODS = "GET, HEAD, PUT, DELETE"
+#: the client operations built positionally (kvcore.messages' ``_make``: no keyword parsing)
+_make_get: Callable[[bytes], Get] = Get._make  # type: ignore[attr-defined]
+_make_put: Callable[[bytes, bytes], Put] = Put._make  # type: ignore[attr-defined]
 _READ_METHODS = "GET, HEAD"
 
 
@@ -199,6 +202,9 @@ class _ReplySlot:
     returns: a minimal future (``add_done_callback``, ``done``, ``cancelled``, ``exception``,
     ``result``: what :mod:`realnet.http` reads) whose callback runs on the next loop iteration
     once the node replies, as an :class:`asyncio.Future`'s would, without the cost of one.
+    The callbacks of every reply that arrived in one loop turn run together on the next one, in
+    the order the replies came (:meth:`Api._defer`): one ``call_soon`` per batch, not per reply
+    (a batch of ForwardReply frames read at once answers many requests).
     """
 
     __slots__ = ("_callback", "api", "deferred", "is_get", "op", "response", "t0")
@@ -218,13 +224,16 @@ class _ReplySlot:
             return  # a reply after the first one (the node answers each request once)
         api = self.api
         api.op_latency.observe(self.op, reply.error, api.loop.time() - self.t0)
-        resp = self.response = reply_response(reply, self.is_get)
+        if not reply.error and self.is_get:  # reply_response's commonest case, inline
+            resp = self.response = Response(200, reply.value or b"", OCTETS)
+        else:
+            resp = self.response = reply_response(reply, self.is_get)
         if self.deferred:
             api.count_status(resp.status)
             callback = self._callback
             if callback is not None:
                 self._callback = None
-                api.loop.call_soon(callback, self)
+                api._defer(callback, self)
 
     # --- the future protocol realnet.http uses -----------------------------------------------
 
@@ -279,6 +288,8 @@ class Api:
         self.started_at = self.loop.time()
         #: responses produced by this handler, by status code
         self.statuses: dict[int, int] = {}
+        #: deferred responses whose callbacks run on the next loop iteration (see _ReplySlot)
+        self._ready: list[tuple[Callable[[_ReplySlot], None], _ReplySlot]] = []
         self._slots_cache: tuple[int, list[dict[str, Any]]] | None = None
         self._slots_body: tuple[tuple[int, tuple[str | None, ...]], bytes] | None = None
         self._routes: dict[str, tuple[str, Callable[[], Response]]] = {
@@ -308,6 +319,21 @@ class Api:
         self.forward_meter.watch(transport.send_observers, transport.receive_observers)
         self.registry = registry(self)
 
+    def _defer(self, callback: Callable[[_ReplySlot], None], slot: _ReplySlot) -> None:
+        """Run ``callback(slot)`` on the next loop iteration, with the others of this turn."""
+        ready = self._ready
+        ready.append((callback, slot))
+        if len(ready) == 1:
+            self.loop.call_soon(self._run_ready)
+
+    def _run_ready(self) -> None:
+        ready, self._ready = self._ready, []
+        for callback, slot in ready:
+            try:
+                callback(slot)
+            except Exception:  # as the loop does for a failing callback: log, go on
+                log.exception("a deferred response callback failed")
+
     def count_status(self, status: int) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
 
@@ -318,7 +344,9 @@ class Api:
         if path.startswith("/kv/"):
             result = self.kv(req, path)
             if type(result) is Response:
-                self.count_status(result.status)
+                statuses = self.statuses  # count_status, inline on the hot path
+                status = result.status
+                statuses[status] = statuses.get(status, 0) + 1
             return result
         route = self._routes.get(path)
         if route is None and path in self._admin:
@@ -350,10 +378,10 @@ class Api:
         if not key and method in ("GET", "HEAD", "PUT", "DELETE"):
             return error_response(400, "bad_request", "The key is empty; use /kv/{key}.")
         if method == "GET" or method == "HEAD":
-            op: Get | Put | Delete = Get(key=key)
+            op: Get | Put | Delete = _make_get(key)
             name = "get"
         elif method == "PUT":
-            op = Put(key=key, value=req.body)
+            op = _make_put(key, req.body)
             name = "put"
         elif method == "DELETE":
             op = Delete(key=key)

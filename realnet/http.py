@@ -15,7 +15,10 @@ read; a head above :attr:`HttpLimits.max_header_bytes` or with too many fields i
 ``Expect: 100-continue`` gets an interim ``100 Continue`` once the head has been accepted and no
 body byte has arrived yet (RFC 9110 §10.1.1); any other expectation gets 417.
 
-Once a request is complete it goes to the handler, which returns a :class:`Response` (the fast
+The common read holds exactly one whole request and arrives at an idle connection; it takes the
+parser's fast path (:meth:`~realnet.httpparse.RequestParser.parse_whole`: one library call, no
+buffering), which gives the same request or refusal as the general path or declines and leaves
+everything to it. Once a request is complete it goes to the handler, which returns a :class:`Response` (the fast
 path: the response is written before ``data_received`` returns) or a future that is resolved
 later, for example after the request was forwarded to another node. A connection handles one
 request at a time: while a response is outstanding, further bytes are only buffered (in the
@@ -400,6 +403,19 @@ class _HttpConnection(asyncio.Protocol):
             return
         self.active = True
         parser = self._parser
+        if not (self._busy or self._write_paused or self._closing):
+            # The fast path: a read holding exactly one request, to a parser holding nothing.
+            try:
+                req = parser.parse_whole(data)
+            except ParseError as err:
+                self._reject(err.status, err.code, err.message)
+                return
+            if req is not None:
+                self._keep_alive = parser.keep_alive
+                self._dispatch(req)
+                if self._read_paused or self._peer_eof:
+                    self._process()  # what the general path does after a request
+                return
         parser.feed(data)
         if self._busy or self._write_paused:
             # Behind an outstanding response: only buffer, up to the high-water mark.

@@ -12,6 +12,11 @@ reads and asks :meth:`~RequestParser.next_event` for what is complete, one event
 * :class:`ParseError` (raised) with the status, code and sentence of the refusal; the
   connection answers it and closes. A parser is not used after an error.
 
+A connection may first offer a read to :meth:`~RequestParser.parse_whole`, the fast path for the
+commonest case (an idle parser, one whole request in the read): it returns that request exactly
+as the two calls above would, or None having consumed nothing (only :class:`HttptoolsParser`
+has one; it declines whatever is not plain, and the general path then parses from the start).
+
 Bytes past the request being returned stay buffered (pipelining): the connection asks for the
 next event only when it is ready to handle it, so requests come out strictly in order and
 :attr:`~RequestParser.buffered` is what the connection measures for back-pressure.
@@ -345,6 +350,13 @@ class RequestParser:
             self._buf = buf
         buf += data
 
+    def parse_whole(self, data: bytes) -> Request | None:
+        """The fast path: when this parser holds nothing and ``data`` is exactly one complete,
+        ordinary request, that request (as :meth:`feed` + :meth:`next_event` would give it), else
+        None with nothing consumed, and the caller takes the general path. Raises
+        :class:`ParseError` only where :meth:`next_event` would raise the same."""
+        return None
+
     @property
     def buffered(self) -> int:
         """Bytes fed but not yet consumed."""
@@ -603,6 +615,69 @@ class HttptoolsParser(RequestParser):
             self._body = []
             body = parts[0] if len(parts) == 1 else b"".join(parts)
         return method, self._target.decode("latin-1"), self._fields, body
+
+    def parse_whole(self, data: bytes) -> Request | None:
+        """See :meth:`RequestParser.parse_whole`. The common request (one read holding one HTTP/1.1
+        request, head and Content-Length body if any) costs one llhttp call and the checks
+        :meth:`_next_head` makes, without its buffering. Anything else is left to the general
+        path (a fresh llhttp then parses it from the start, so every refusal, retry and leniency
+        stays the general path's): a parser holding bytes, empty lines before the request, a
+        head over a limit, HTTP/1.0 or another version, a body not wholly in ``data`` or bytes
+        after it, chunked framing, and any head llhttp refuses or stops at (Upgrade)."""
+        if self._state != _HEAD or self._pos < len(self._buf) or not data or data[0] == 13:
+            return None  # (13: CR, the start of an empty line, or of something worse)
+        end = data.find(b"\r\n\r\n")
+        limits = self._limits
+        if end < 0 or end > limits.max_header_bytes:
+            return None
+        line_end = data.find(b"\r\n", 0, end)
+        if line_end < 0:
+            line_end = end
+        if (
+            data.count(b" ", 0, line_end) != 2
+            or not data.endswith(b"HTTP/1.1", 0, line_end)
+            # a field line takes at least one CRLF: a short head cannot have too many
+            or (end > 2 * limits.max_headers and data.count(b"\r\n", 0, end) > limits.max_headers)
+        ):
+            return None
+        n = len(data)
+        if end + 4 != n and self._body_in_reach(data, 0, end, n) != n:
+            return None  # not wholly here, or followed by more (pipelined): general path
+        head_only = end + 4 == n  # then llhttp has no byte to call on_body with
+        self._fields = {}
+        self._target = b""
+        if not head_only:
+            self._body = []
+            self._body_len = 0
+        self._done = False
+        try:
+            self._lib.feed_data(data)
+        except Exception:
+            self._lib = self._new_lib()  # the general path parses it again, from the start
+            return None
+        if not self._done:  # a body still to come (chunked, or one llhttp expects): general path
+            self._lib = self._new_lib()
+            return None
+        raw = self._lib.get_method()
+        method = _METHOD_NAMES.get(raw) or raw.decode("ascii")
+        target = self._target.decode("latin-1")
+        headers = self._fields
+        path, query, keep_alive, chunked, length, _ = _judge(
+            method, target, False, headers, self._max_body
+        )
+        if head_only:
+            body = b""
+        else:
+            parts = self._body
+            self._body = []
+            body = b"" if not parts else parts[0] if len(parts) == 1 else b"".join(parts)
+        if chunked or length != len(body):
+            if head_only:  # llhttp saw no body where we see one: the general path decides
+                self._lib = self._new_lib()
+                return None
+            raise _bad("The request's framing is inconsistent.")  # as _next_head says it
+        self.keep_alive = keep_alive
+        return Request(method, target, path, query, "HTTP/1.1", headers, body, self._peer)
 
     def _body_in_reach(self, buf: bytes | bytearray, pos: int, end: int, n: int) -> int:
         """Where to stop feeding llhttp: after the head, or after its Content-Length body when

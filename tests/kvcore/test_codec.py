@@ -461,3 +461,63 @@ def test_the_good_messages_the_malformed_cases_start_from_decode() -> None:
     assert decode(GOOD_FORWARD) == Forward(request_id=1, op=Get(key=b"k"))
     assert decode({"k": "Hello", "node_id": "n1", "cluster": ""}) == Hello(node_id="n1")
     assert decode({"k": "Pong", "seq": 1, "sent_at": 1.0}) == Pong(seq=1, sent_at=1.0)
+
+
+# --- the generated fast paths give the checker loop's answers --------------------------------------
+
+
+def _decoded(decoder: Any, obj: Any) -> tuple[str, Any]:
+    try:
+        m = decoder(obj)
+    except RemoteProtocolError as e:
+        return ("error", str(e))
+    return ("ok", (type(m), m, [type(getattr(m, f.name)) for f in dataclasses.fields(m)]))
+
+
+def test_decode_agrees_with_the_checker_loop_on_good_and_mutated_input() -> None:
+    # decode() tries the generated fast decoder first; the checker loop (_decode_slow) is the
+    # reference: same message (same field types: a widened float, a tuple), same error sentence.
+    rng = random.Random(FUZZ_SEED + 2)
+    valid = _valid_encodings()
+    fast_hits = 0
+    for obj in valid:
+        assert _decoded(decode, obj) == _decoded(codec._decode_slow, obj)
+    for _ in range(3000):
+        for obj in (
+            _mutate(rng, rng.choice(valid), msgpackable=False),
+            msgpack.unpackb(
+                msgpack.packb(_mutate(rng, rng.choice(valid), msgpackable=True), use_bin_type=True),
+                raw=False,
+            ),
+        ):
+            got = _decoded(decode, obj)
+            assert got == _decoded(codec._decode_slow, obj), obj
+            if got[0] == "ok":
+                fast_hits += 1
+    assert fast_hits > 0
+
+
+def test_the_fast_decoder_takes_good_input_and_gives_up_on_anything_else() -> None:
+    spec = codec._SPECS.get("Forward") or codec._spec_for_kind("Forward")
+    assert spec.fast(dict(GOOD_FORWARD)) == Forward(request_id=1, op=Get(key=b"k"))
+    for bad in ({**GOOD_FORWARD, "request_id": True}, {"k": "Forward", "op": GOOD_FORWARD["op"]},
+                {**GOOD_FORWARD, "op": {"k": "Get", "key": "text"}}):
+        with pytest.raises((codec._Fallback, KeyError)):
+            spec.fast(bad)
+    pong = codec._SPECS.get("Pong") or codec._spec_for_kind("Pong")
+    with pytest.raises(codec._Fallback):  # an int for a float: widened by the checker loop
+        pong.fast({"k": "Pong", "seq": 1, "sent_at": 1})
+    assert type(decode({"k": "Pong", "seq": 1, "sent_at": 1}).sent_at) is float
+
+
+def test_encode_gives_the_same_dict_as_the_field_loop() -> None:
+    # The generated encoder is one dict display: same keys, same order (so the same msgpack bytes).
+    for kind in KINDS:
+        for m in instances(REGISTRY[kind]):
+            ref: dict[str, Any] = {"k": kind}
+            for f in dataclasses.fields(m):
+                v = getattr(m, f.name)
+                ref[f.name] = codec._encode_value(v)
+            got = encode(m)
+            assert list(got.items()) == list(ref.items())
+            assert msgpack.packb(got, use_bin_type=True) == msgpack.packb(ref, use_bin_type=True)

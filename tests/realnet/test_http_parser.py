@@ -328,3 +328,82 @@ def test_an_endless_trailer_or_chunk_extension_is_431(name: str) -> None:
 def test_unknown_parser_name() -> None:
     with pytest.raises(ValueError, match="unknown HTTP parser"):
         make_parser("nope")
+
+
+# --- the fast path (parse_whole) gives what feed + next_event give ----------------------------------
+
+WHOLE = [
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /kv/a?x=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    b"PUT /kv/a HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+    b"DELETE /kv/a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"HEAD /kv/a HTTP/1.1\r\nHost: h\r\nX: a\r\nX: b\r\n\r\n",
+    b"GET http://h/kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"FOO /kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc",
+    b"\r\nGET /kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /kv/a HTTP/1.0\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nGET /kv/b HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 10485760\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n",
+]
+
+
+def _outcome(p: RequestParser, data: bytes, fast: bool) -> tuple[object, ...]:
+    """What a parser makes of ``data``: its events (requests as their fields), or the refusal."""
+    got: list[object] = []
+    try:
+        req = p.parse_whole(data) if fast else None
+        if req is not None:
+            got.append(req)
+        else:
+            got.extend(events(p, data))
+    except ParseError as err:
+        return ("refused", err.status, err.code, err.message)
+    return (
+        "ok", p.keep_alive, p.buffered,
+        [(e.method, e.target, e.path, e.query, e.version, e.headers, e.body, e.peer)
+         if isinstance(e, Request) else e for e in got],
+    )
+
+
+@pytest.mark.parametrize("data", WHOLE + MALFORMED)
+def test_the_fast_path_answers_as_the_general_path(name: str, data: bytes) -> None:
+    # After a first request (a keep-alive connection's parser), and on a fresh parser.
+    first = b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"
+    for warm in (False, True):
+        fast, general = parser(name), parser(name)
+        if warm:
+            assert _outcome(fast, first, True) == _outcome(general, first, False)
+        assert _outcome(fast, data, True) == _outcome(general, data, False)
+
+
+def test_the_fast_path_takes_the_common_requests() -> None:
+    p = parser("httptools")
+    get = b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\n"
+    put = b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+    for data in (get, put, get):
+        assert p.parse_whole(data) is not None
+    part = b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel"
+    assert p.parse_whole(part) is None  # nothing consumed: the caller feeds it to the general path
+    assert events(p, part) == []
+    assert p.parse_whole(b"lo") is None  # a body is due: the fast path stays out of the way
+    (req,) = events(p, b"lo")
+    assert isinstance(req, Request) and req.body == b"hello" and p.buffered == 0
+    assert p.parse_whole(get) is not None
+    assert parser("h11").parse_whole(get) is None  # h11 has no fast path
+
+
+@pytest.mark.parametrize("limits", [{"max_headers": 2}, {"max_header_bytes": 40}, {"max_body": 4}])
+@pytest.mark.parametrize("data", WHOLE)
+def test_the_fast_path_keeps_the_limits(name: str, data: bytes, limits: dict[str, int]) -> None:
+    fast, general = parser(name, **limits), parser(name, **limits)
+    assert _outcome(fast, data, True) == _outcome(general, data, False)
