@@ -13,8 +13,9 @@ N+10000+i); ``--base-port 0`` picks free ports (retrying with fresh ones if anot
 takes one first). The effective configuration and each node's log go to a work directory that is
 printed (and removed at the end unless ``--keep``).
 
-Ready means: every node answers ``GET /health``, reports a complete slot map, and holds every
-member alive. Then the script prints the commands to try and waits for Ctrl-C (or SIGTERM);
+Ready means: every node answers ``GET /health``, reports a complete slot map, holds every
+member alive, and has synced with another member (a static member serves only once it has: it
+cannot tell a first start from a restart that lost its data). Then the script prints the commands to try and waits for Ctrl-C (or SIGTERM);
 with ``--smoke`` it sets a key through the first node, reads it back through the last one (which
 forwards to the owner), and stops. Exit status 0 on a clean stop, 1 if the cluster did not start
 or the smoke test failed.
@@ -144,15 +145,16 @@ class Node:
 
 
 def ready(nodes: list[Node]) -> bool:
-    """Every node healthy, with a complete slot map and every member alive in its view."""
+    """Every node healthy, synced, with a complete slot map and every member alive in its view."""
     ids = {n.id for n in nodes}
     for n in nodes:
         try:
             slots = n.get("/cluster/slots")
             members = n.get("/cluster/members")
+            info = n.get("/cluster/info")
         except OSError:
             return False
-        if not slots or slots.get("unassigned") or not members:
+        if not slots or slots.get("unassigned") or not members or not info or info.get("syncing"):
             return False
         if {m["id"] for m in members if m["state"] == "alive"} != ids:
             return False
