@@ -381,12 +381,13 @@ def toml_tables(
 
 def wait_wired(cluster: Cluster, timeout: float = START_DEADLINE) -> None:
     """Wait until every node's outbound link to every peer is connected, and every node has
-    synced with a member (a static member answers 503 try_again until then)."""
+    synced with a member (a static member answers 503 try_again until then) and had its own
+    join answered (a member may sync first by hearing another's join)."""
 
     def wired() -> bool:
         return all(
             all(link["state"] == "connected" for link in info["transport"]["links"].values())
-            and not info.get("syncing")
+            and not info.get("syncing") and info.get("joined")
             for info in (n.info() for n in cluster)
         )
 
