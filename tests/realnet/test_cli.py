@@ -16,7 +16,7 @@ from kvcore.slots import NUM_SLOTS
 from realnet import cli
 from realnet.admin import ClusterView, NodeState, cluster_problems, create_problems
 from realnet.client import Client, NodeConnection, node_addr
-from tests.realnet.conftest import REPO, Cluster, Launcher, NodeProc, free_ports
+from tests.realnet.conftest import REPO, Cluster, Launcher, NodeProc, free_ports, poll
 
 pytestmark = pytest.mark.realnet  # starts real node processes
 
@@ -263,9 +263,17 @@ def test_del_node_runs_remove_node() -> None:
 
 def test_members_prints_one_nodes_member_table(cluster3: Cluster) -> None:
     a = cluster3["a"]
-    r = storelab("cluster", "members", a.addr)
-    assert r.returncode == 0, r
-    lines = r.stdout.decode().splitlines()
+    got: list[list[str]] = []
+
+    def all_alive() -> bool:
+        # a process stalled on a busy machine may be suspect for a moment: ask again
+        r = storelab("cluster", "members", a.addr)
+        assert r.returncode == 0, r
+        got[:] = [r.stdout.decode().splitlines()]
+        return "3 members (3 alive)" in r.stdout.decode()
+
+    poll(all_alive, what="a to list its three members alive")
+    lines = got[0]
     assert lines[0].split() == ["ID", "ADDR", "PEER", "ADDR", "STATE", "INCARNATION", "SLOTS", "RTT", "MS"]
     rows = {line.split()[0]: line.split() for line in lines[1:4]}
     assert rows["a"][:2] == ["a", "*"]  # itself, marked
