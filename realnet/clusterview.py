@@ -1,0 +1,348 @@
+"""What the nodes say, read over their HTTP API, and what is wrong with it: the views and
+checks behind ``storelab cluster`` (:mod:`realnet.admin`).
+
+Theory of operation
+-------------------
+:class:`Http` keeps one synchronous keep-alive connection per node (``http.client``); JSON in
+and out. :class:`NodeState` is one member as the entry node lists it plus what it says itself
+(``/cluster/info``, ``/cluster/members``, ``/cluster/slots``); :class:`ClusterView` is the
+cluster as discovered from one address (:meth:`realnet.admin.Admin.discover` builds it). The
+checks are pure functions of those views, one sentence per problem: :func:`create_problems`
+(may these nodes form a new cluster), :func:`cluster_problems` (what ``verify`` reports) and
+:func:`member_problems` (disagreements on members, which gossip settles and fix does not).
+
+**Errors** are :class:`AdminError` with a sentence and the exit status the CLI uses: 1 for a
+refusal or problems found (:class:`Refused`), 2 for a node that cannot be reached or answered an
+error (:class:`Unreachable`, :class:`NodeError`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvcore.config import parse_addr
+from kvcore.membership import ALIVE, LEFT
+from kvcore.slots import (
+    NUM_SLOTS,
+    Range,
+    count_slots,
+    format_ranges,
+    parse_ranges,
+    slots_to_ranges,
+)
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_ERROR = 2
+
+#: seconds an ordinary admin or view request may take
+DEFAULT_TIMEOUT = 10.0
+
+
+class AdminError(Exception):
+    """An administration command failed; ``str(e)`` is a sentence, ``status`` the exit status."""
+
+    status = EXIT_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Refused(AdminError):
+    """The command refuses to act (the cluster or a node is not fit), or found problems."""
+
+    status = EXIT_PROBLEMS
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+class Unreachable(AdminError):
+    """A node did not answer (refused, reset, timed out)."""
+
+
+class NodeError(AdminError):
+    """A node answered with an error (``{"error", "message"}``)."""
+
+    def __init__(self, addr: str, status: int, code: str, message: str) -> None:
+        self.addr, self.http_status, self.code, self.detail = addr, status, code, message
+        super().__init__(f"{message.rstrip('.') or code} ({status} {code} from node {addr}).")
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+class Http:
+    """One keep-alive connection per node address; JSON in and out. Not thread-safe."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._conns: dict[str, http.client.HTTPConnection] = {}
+
+    def call(self, addr: str, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        """Send one request; the decoded JSON answer. Raises Unreachable or NodeError."""
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        for attempt in (0, 1):
+            conn = self._conns.get(addr)
+            reused = conn is not None
+            if conn is None:
+                try:
+                    host, port = parse_addr(addr)
+                except ValueError as e:
+                    raise AdminError(str(e)) from None
+                conn = self._conns[addr] = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            conn.timeout = timeout or self.timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                self.close(addr)
+                # a keep-alive connection the node closed while idle: reconnect once; every admin
+                # request is safe to repeat (marks are idempotent, a batch is resent as it was)
+                if reused and attempt == 0 and not isinstance(e, socket.timeout | TimeoutError):
+                    continue
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e) or type(e).__name__)
+                raise Unreachable(f"Cannot reach node {addr}: {reason.rstrip('.').lower()}.") from None
+            if resp.will_close:
+                self.close(addr)
+            break
+        try:
+            obj = json.loads(data) if data else None
+        except ValueError:
+            obj = None
+        if resp.status >= 400:
+            if isinstance(obj, dict):
+                raise NodeError(addr, resp.status, str(obj.get("error", "")), str(obj.get("message", "")))
+            raise NodeError(addr, resp.status, "http", data[:200].decode("utf-8", "replace"))
+        return obj
+
+    def close(self, addr: str | None = None) -> None:
+        for a in [addr] if addr is not None else list(self._conns):
+            c = self._conns.pop(a, None)  # type: ignore[arg-type]
+            if c is not None:
+                c.close()
+
+
+# --- what the nodes say ----------------------------------------------------------------------
+
+
+@dataclass
+class NodeState:
+    """One member as the entry node lists it, and what it says itself when it answers."""
+
+    id: str
+    addr: str
+    peer_addr: str = ""
+    #: its state in the entry node's view
+    state: str = ALIVE
+    info: dict[str, Any] | None = None
+    slots: dict[str, Any] | None = None
+    members: list[dict[str, Any]] | None = None
+    #: why it could not be asked (empty when it answered)
+    error: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return self.info is not None
+
+    @property
+    def runs(self) -> list[tuple[int, int, str, int]]:
+        """Its slot map: (start, end, owner, epoch) runs."""
+        return [(r["start"], r["end"], r["node"], r["epoch"]) for r in (self.slots or {}).get("slots", [])]
+
+    def open_marks(self) -> tuple[dict[int, str], dict[int, str]]:
+        """(migrating slot -> target, importing slot -> source)."""
+        info = self.info or {}
+        return ({int(k): v for k, v in info.get("migrating", {}).items()},
+                {int(k): v for k, v in info.get("importing", {}).items()})
+
+    def label(self) -> str:
+        return f"{self.id} ({self.addr})" if self.addr else self.id
+
+
+def owners_of(runs: Iterable[tuple[int, int, str, int]]) -> list[str | None]:
+    out: list[str | None] = [None] * NUM_SLOTS
+    for lo, hi, node, _ in runs:
+        out[lo:hi + 1] = [node] * (hi - lo + 1)
+    return out
+
+
+@dataclass
+class ClusterView:
+    """The cluster as discovered from one node (:meth:`Admin.discover`)."""
+
+    entry: NodeState
+    #: every member the entry node knows, itself included, by id (sorted)
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+
+    def live(self) -> list[NodeState]:
+        """Members alive in the entry's view that answered."""
+        return [n for n in self.nodes.values() if n.state == ALIVE and n.reachable]
+
+    def members(self) -> list[NodeState]:
+        """Members that have not left."""
+        return [n for n in self.nodes.values() if n.state != LEFT]
+
+    def assignment(self) -> dict[str, list[Range]]:
+        """owner -> its ranges, from the entry node's slot map."""
+        out: dict[str, list[Range]] = {}
+        for lo, hi, node, _ in self.entry.runs:
+            out.setdefault(node, []).append((lo, hi))
+        return out
+
+    def slot_counts(self) -> dict[str, int]:
+        return {n: count_slots(r) for n, r in self.assignment().items()}
+
+    def resolve(self, ref: str) -> NodeState:
+        """A member by id or by client address."""
+        if ref in self.nodes:
+            return self.nodes[ref]
+        for n in self.nodes.values():
+            if n.addr == ref:
+                return n
+        known = ", ".join(f"{n.id} ({n.addr})" for n in self.members())
+        raise Refused(f"No member of the cluster is called or listens at {ref!r}; members: {known}.")
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def create_problems(nodes: Sequence[NodeState]) -> list[str]:
+    """Why these nodes cannot form a new cluster (empty: they can), one sentence each."""
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for n in nodes:
+        if not n.reachable:
+            out.append(n.error)  # "Cannot reach node ADDR: reason."
+            continue
+        info = n.info or {}
+        others = [m["id"] for m in n.members or [] if m["id"] != n.id]
+        if n.id in seen:
+            out.append(f"Node {n.label()} is the same node as {seen[n.id]}.")
+        seen.setdefault(n.id, n.addr)
+        if others or info.get("mode") == "cluster":
+            out.append(f"Node {n.label()} is already in a cluster: it knows {len(others)} other "
+                       f"member{'s' if len(others) != 1 else ''} ({', '.join(others[:5]) or 'static configuration'}).")
+        elif not info.get("joined", True):
+            out.append(f"Node {n.label()} is already joining a cluster through seeds.")
+        if info.get("keys"):
+            out.append(f"Node {n.label()} holds {info['keys']} key{'s' if info['keys'] != 1 else ''}; "
+                       "only an empty node can join a new cluster.")
+    return out
+
+
+def _diff(a: NodeState, b: NodeState) -> str:
+    """Where two slot maps first differ, in words."""
+    ea = {s: (o, e) for lo, hi, o, e in a.runs for s in range(lo, hi + 1)}
+    eb = {s: (o, e) for lo, hi, o, e in b.runs for s in range(lo, hi + 1)}
+    differ = [s for s in range(NUM_SLOTS) if ea.get(s) != eb.get(s)]
+    s = differ[0]
+
+    def say(x: tuple[str, int] | None) -> str:
+        return "no owner" if x is None else f"{x[0]} at epoch {x[1]}"
+
+    return (f"{len(differ)} slot{'s' if len(differ) != 1 else ''} differ; slot {s}: {a.id} says "
+            f"{say(ea.get(s))}, {b.id} says {say(eb.get(s))}")
+
+
+def _lost_claim(n: NodeState, entry: NodeState) -> list[int]:
+    """Slots ``entry``'s map gives ``n`` where ``n``'s own map does not name itself at that epoch
+    or a later one: gossip never teaches a node its own claim, so this is not gossip at work."""
+    mine = {s: e for lo, hi, o, e in n.runs if o == n.id for s in range(lo, hi + 1)}
+    return [s for lo, hi, o, e in entry.runs if o == n.id for s in range(lo, hi + 1) if mine.get(s, 0) < e]
+
+
+def cluster_problems(c: ClusterView) -> list[str]:
+    """What ``verify`` reports: coverage, agreement on the slot map (owners and epochs) and on
+    members, open migrations, members not alive. One sentence each; empty when healthy."""
+    out: list[str] = []
+    entry = c.entry
+    counts = c.slot_counts()
+    for n in c.nodes.values():
+        if n.state == LEFT:
+            continue  # gone for good (remove-node); a left owner is reported with the slots
+        if n.state != ALIVE:
+            out.append(f"Node {n.label()} is {n.state} in {entry.id}'s view.")
+        elif not n.reachable:
+            out.append(f"Node {n.label()} does not answer: {n.error.rstrip('.')}.")
+    unassigned = (entry.slots or {}).get("unassigned", "")
+    if unassigned:
+        k = count_slots(parse_ranges(unassigned))
+        out.append(f"{k} slot{'s' if k != 1 else ''} {'have' if k != 1 else 'has'} no owner: {unassigned}.")
+    for owner, k in sorted(counts.items()):
+        m = c.nodes.get(owner)
+        if m is None:
+            out.append(f"{k} slots are owned by {owner}, which is not a member {entry.id} knows.")
+        elif m.state != ALIVE:
+            out.append(f"{k} slots are owned by {owner}, which is {m.state}.")
+    expected = {n.id: n.state for n in c.members()}
+    for n in c.live():
+        if n is not entry and n.runs != entry.runs:
+            out.append(f"Node {n.id}'s slot map differs from {entry.id}'s: {_diff(n, entry)}.")
+            lost = _lost_claim(n, entry)
+            if lost:
+                out.append(f"Node {n.id} does not claim {len(lost)} slot{'s' if len(lost) != 1 else ''} "
+                           f"({_fmt(lost)}) that {entry.id}'s map gives it: it restarted without its "
+                           "cluster state (an empty or another data directory); fix lets it claim them again.")
+        view = {m["id"]: m["state"] for m in n.members or []}
+        for mid, st in sorted(expected.items()):
+            if mid not in view:
+                out.append(f"Node {n.id} does not know node {mid}.")
+            elif view[mid] != st and n is not entry:
+                out.append(f"Node {n.id} holds {mid} {view[mid]}; {entry.id} holds it {st}.")
+        migrating, importing = n.open_marks()
+        for marks, kind, prep in ((migrating, "migrating", "to"), (importing, "importing", "from")):
+            by_peer: dict[str, list[int]] = {}
+            for slot, other in sorted(marks.items()):
+                by_peer.setdefault(other, []).append(slot)
+            for other, slots in sorted(by_peer.items()):
+                out.append(f"Node {n.id} has an open migration: slot{'s' if len(slots) > 1 else ''} "
+                           f"{_fmt(slots)} {kind} {prep} {other}.")
+    return out
+
+
+def member_problems(c: ClusterView) -> list[str]:
+    """Members that disagree about members, explained: gossip settles them, fix does not."""
+    out = []
+    expected = {n.id: n.state for n in c.members()}
+    for n in c.live():
+        view = {m["id"]: m["state"] for m in n.members or []}
+        for mid, st in sorted(expected.items()):
+            if mid not in view or (view[mid] != st and n is not c.entry):
+                out.append(f"Node {n.id} holds {mid} {view.get(mid, 'unknown')}, {c.entry.id} holds it {st}: "
+                           "membership gossip settles this by itself; fix does not change members.")
+    return out
+
+
+def _fmt(slots: Iterable[int]) -> str:
+    return format_ranges(slots_to_ranges(sorted(slots)))
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "AdminError",
+    "ClusterView",
+    "Http",
+    "NodeError",
+    "NodeState",
+    "Refused",
+    "Unreachable",
+    "cluster_problems",
+    "create_problems",
+    "member_problems",
+    "owners_of",
+]

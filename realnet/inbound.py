@@ -1,0 +1,274 @@
+"""The peer transport's inbound connections: accept, Hello handshake, frame decoding.
+
+Theory of operation
+-------------------
+Peers write their messages on the connections they opened to us (:mod:`realnet.transport`).
+The first frame on every connection is :class:`kvcore.messages.Hello` naming the sender, so
+the receiver knows who speaks; every later frame goes to ``node.on_message(src, msg)`` with that
+name.
+
+**Inbound connections are never trusted.** A frame that is oversized or not decodable
+(:class:`kvwire.FrameError`), a first frame that is not a Hello, a Hello with an empty id
+or with *this* node's id (a seed address that points back at ourselves, or two nodes sharing an
+id), a Hello naming another cluster, a second Hello, or no Hello within ``hello_timeout`` closes
+that connection, logs the reason and counts it in ``frames_malformed[reason]``; the node keeps
+running. Exceptions raised by the node while handling a message are logged and counted
+(``handler_errors``), never propagated into asyncio.
+
+**Wrong ports are named, not suffered.** The HTTP port and the peer port are easy to mix up
+(both are ``HOST:PORT``); the other case is in :mod:`realnet.outbound`.
+
+- *An HTTP client dialled us* (``storelab --node`` or curl given a peer port). The first bytes of
+  an inbound connection that spell an HTTP method and a space (``GET ``: read as a frame length
+  that would be 1195725856 bytes; every real frame starts with a zero byte) get one HTTP/1.1
+  ``400`` answer, ``{"error": "wrong_port", "message": "This is node X's peer port; its HTTP API
+  is on HOST:PORT."}`` with ``Connection: close``, and a lingering close. Logged at info (this
+  node is fine and the client is told) and counted in ``frames_malformed["http_request"]``.
+
+*Unknown node ids are accepted*: with gossip membership, members the static configuration never
+named join all the time, and a new member's first messages may arrive before anyone told us
+about it. What is left of "who may talk to us" is the cluster name: a Hello naming a different
+non-empty cluster is refused (``cluster_mismatch``), which keeps two clusters sharing a network
+from merging by mistake. It is not authentication: anyone who can reach the peer port can join,
+as with Redis Cluster's bus and memberlist without its ``SecretKey``. Bind the peer port to a
+private network (the default is 127.0.0.1). Resource use by a hostile or confused peer stays
+bounded: ``max_inbound`` connections, ``max_frame_bytes`` per frame, and links that are swept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import kvwire
+from kvcore.messages import Hello, kind_of
+
+if TYPE_CHECKING:
+    from realnet.transport import PeerTransport
+
+# the façade's logger name, so that log lines and filters read as before the split
+log = logging.getLogger("realnet.transport")
+
+#: how an HTTP request line starts; a peer frame never does (as a length prefix, the smallest of
+#: these is 0x44454C45 = 1.1 GiB, far above any max_frame_bytes)
+HTTP_METHODS = (
+    b"GET ", b"PUT ", b"POST ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"TRACE ",
+    b"CONNECT ",
+)
+
+
+
+def wrong_port_response(node_id: str, http_addr: str, head_only: bool = False) -> bytes:
+    """The whole HTTP answer to a request sent to the peer port: 400 ``wrong_port``, naming the
+    HTTP API's address, then the connection closes."""
+    where = f"; its HTTP API is on {http_addr}." if http_addr else ", not its HTTP API."
+    body = json.dumps(
+        {"error": "wrong_port", "message": f"This is node {node_id}'s peer port{where}"},
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        "HTTP/1.1 400 Bad Request\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    return head if head_only else head + body
+
+
+def _http_request_start(data: bytes) -> bool | None:
+    """Whether ``data`` (an inbound connection's first bytes) starts an HTTP request line; None
+    while it is too short to tell."""
+    if not data or data[0] == 0:  # every peer frame under 16 MiB starts with a zero byte
+        return False
+    for m in HTTP_METHODS:
+        if data.startswith(m):
+            return True
+    if any(m.startswith(data) for m in HTTP_METHODS):
+        return None
+    return False
+
+
+
+class _InboundProtocol(asyncio.Protocol):
+    """One connection a peer opened to us: Hello first, then messages for the node."""
+
+    def __init__(self, owner: PeerTransport) -> None:
+        self.owner = owner
+        self.decoder = kvwire.FrameDecoder(owner.config.max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None  # set by a valid Hello
+        self.peername = "?"
+        self.closed = False
+        self._hello_timer: asyncio.TimerHandle | None = None
+        #: the first bytes, kept until they cannot start an HTTP request (then None)
+        self._sniff: bytes | None = b""
+        self._linger: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        pn = transport.get_extra_info("peername")
+        self.peername = f"{pn[0]}:{pn[1]}" if isinstance(pn, tuple) and len(pn) >= 2 else str(pn)
+        owner = self.owner
+        if len(owner.inbound) >= owner.config.max_inbound:
+            owner.stats.inbound_rejected += 1
+            log.warning("closing peer connection from %s: too many inbound connections", self.peername)
+            self.closed = True
+            transport.abort()
+            return
+        owner.inbound.add(self)
+        owner.stats.inbound_accepted += 1
+        self._hello_timer = owner.loop.call_later(owner.config.hello_timeout, self._hello_timed_out)
+
+    def _hello_timed_out(self) -> None:
+        self._hello_timer = None
+        if self.peer is None and not self.closed:
+            self.reject("hello_timeout", f"no Hello within {self.owner.config.hello_timeout:g}s")
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Close this connection because of bad input; count and log why."""
+        if self.closed:
+            return
+        self.closed = True
+        self.owner.stats.malformed(reason)
+        who = f"peer {self.peer}" if self.peer else "an unidentified peer"
+        log.warning(
+            "closing peer connection from %s (%s): %s: %s", self.peername, who, reason, detail
+        )
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._sniff is not None:
+            data = self._sniff + data
+            is_http = _http_request_start(data)
+            if is_http is None:
+                self._sniff = data
+                return
+            self._sniff = None
+            if is_http:
+                self._answer_http(data)
+                return
+        error: kvwire.FrameError | None = None
+        try:
+            frames = self.decoder.feed_sized(data)
+        except kvwire.FrameError as e:
+            # Frames before the bad one were fine: deliver them (their sizes are not known),
+            # then close. The stream cannot be resynchronised after a bad frame.
+            frames = [(m, 0) for m in e.messages]
+            error = e
+        except Exception as e:  # the decoder must never take the node down
+            log.exception("frame decoder raised unexpectedly")
+            self.reject("malformed", repr(e))
+            return
+        if frames:
+            self._deliver(frames)
+        if error is not None:
+            self.reject(error.reason or "malformed", str(error))
+
+    def _answer_http(self, data: bytes) -> None:
+        """An HTTP request on the peer port (``--node`` given a peer address, or curl): answer
+        400 ``wrong_port`` naming the HTTP port, then close. Not a warning: nothing is wrong
+        with this node, and the client is told."""
+        owner = self.owner
+        self.closed = True
+        owner.stats.malformed("http_request")
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        line = data.split(b"\r\n", 1)[0][:80].decode("latin-1")
+        log.info(
+            "answered an HTTP request on the peer port from %s (%r): wrong port; the HTTP API is on %s",
+            self.peername, line, owner.http_addr or "another port",
+        )
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(wrong_port_response(owner.node_id, owner.http_addr, data.startswith(b"HEAD ")))
+        # A lingering close: FIN after the answer, then wait for the client to close, so that
+        # unread request bytes do not make the kernel reset the answer away (RFC 9112 §9.6).
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._linger = owner.loop.call_later(2.0, transport.close)
+        else:
+            transport.close()
+
+    def _deliver(self, frames: list[tuple[Any, int]]) -> None:
+        owner = self.owner
+        node_stats = owner.node_stats
+        stats = owner.stats
+        on_message = owner.on_message
+        observers = owner.receive_observers
+        for msg, size in frames:
+            if self.closed:
+                return
+            kind = kind_of(msg)
+            stats.frames_received += 1
+            stats.bytes_received += size
+            node_stats.add_bytes_received(kind, size)
+            if self.peer is None:
+                self._on_hello(msg)
+                continue
+            if kind == "Hello":
+                self.reject("unexpected_hello", "a second Hello on one connection")
+                return
+            try:
+                observer = observers.get(kind)
+                if observer is not None:
+                    observer(self.peer, msg)
+                on_message(self.peer, msg)
+            except Exception:
+                stats.handler_errors += 1
+                log.exception("node raised while handling %s from %s", kind, self.peer)
+
+    def _on_hello(self, msg: Any) -> None:
+        owner = self.owner
+        if type(msg) is not Hello:
+            self.reject("not_hello", f"first frame is {kind_of(msg)}, not Hello")
+            return
+        # Unknown ids are welcome (gossip brings new members; see the module docstring).
+        if not msg.node_id:
+            self.reject("bad_hello", "Hello with an empty node id")
+            return
+        if msg.node_id == owner.node_id:
+            self.reject(
+                "self_hello",
+                f"Hello carrying this node's own id {msg.node_id!r} (a seed address that points "
+                "back at this node, or two nodes sharing one id)",
+            )
+            return
+        if msg.cluster and owner.cluster_name and msg.cluster != owner.cluster_name:
+            self.reject(
+                "cluster_mismatch",
+                f"Hello from cluster {msg.cluster!r}; this node is in {owner.cluster_name!r}",
+            )
+            return
+        self.peer = msg.node_id
+        owner.node_stats.count_received("Hello")
+        link = owner.links.get(msg.node_id)
+        if link is not None:
+            link.peer_is_up()
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too (after a lingering close, the client's FIN ends it)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self.owner.inbound.discard(self)
+        self.transport = None
+
+
+__all__ = ["HTTP_METHODS", "wrong_port_response"]

@@ -1,0 +1,453 @@
+"""The peer transport's outbound links: dial, reconnect with backoff, coalesced writes.
+
+Theory of operation
+-------------------
+A node keeps one outbound connection per destination (:mod:`realnet.transport`), used in one
+direction only: it writes its messages there and never reads an answer.
+
+Outbound link, per destination (a small state machine, :class:`PeerLink`)::
+
+    idle --send--> connecting --connected--> connected --lost--> backoff
+                     ^   |                                          ^  |
+                     |   +------------- failed / timed out ---------+  |
+                     +-- timer expired (with demand), or the peer said Hello
+                                                                        |
+    idle <----------- timer expired, nothing asked for the peer --------+
+
+- *idle*: before the first send; the first send starts a connection attempt (links to the
+  static peers are also opened at start, so a static cluster is wired before the first request).
+- *connecting*: messages wait in a bounded queue (``queue_limit``, 1024); beyond it they are
+  dropped. The queue is flushed right after the Hello once the connection is up.
+- *connected*: messages are written with ``transport.write``; asyncio's write buffer batches
+  them into few syscalls. If the peer stops reading and the buffer passes ``write_high_water``
+  (asyncio calls ``pause_writing``), messages are dropped until it drains: memory stays bounded.
+  The socket gets TCP_USER_TIMEOUT and keepalive (``user_timeout``), so a peer whose machine
+  vanished without a FIN or RST is noticed in seconds, not after TCP's 15-minute retry limit.
+- *backoff*: after a failed attempt or a lost connection, messages are dropped (fire-and-forget,
+  DESIGN.md: "a failed connection drops the message") until a jittered timer expires. The delay
+  doubles from ``backoff_min`` (0.05 s) to ``backoff_max`` (2 s) on consecutive failures, with
+  "equal jitter" (half fixed, half random from the runtime's ``random``, as in AWS's backoff
+  note) so that nodes restarted together do not reconnect in lockstep. A connection that stayed
+  up for ``stable_after`` seconds resets the delay. When the timer expires the link reconnects
+  at once **if there is demand**: a connection that had been up for ``stable_after`` was lost,
+  or something was sent (and dropped) during the backoff. Otherwise it goes back to *idle* and
+  the next send dials (a peer that drops us right after our Hello is not redialled in a loop).
+  So a member that died costs one connection attempt per message the membership still sends it
+  (SWIM gossips to the recently dead and tries them in push-pull), not an endless redial loop.
+  A Hello arriving from that peer on its own link proves it is listening again, so it also ends
+  the backoff early: nodes started one after another wire up as soon as the last one is up.
+
+Frames written in one turn of the event loop leave in one syscall (``PeerLink._write``).
+
+**Wrong ports are named, not suffered.** The HTTP port and the peer port are easy to mix up
+(both are ``HOST:PORT``); the other case is in :mod:`realnet.inbound`.
+
+- *We dialled an HTTP server* (``--seeds`` or ``/cluster/meet`` given a node's HTTP port, or a
+  member advertising one). An outbound link is one-way, so the peer never writes on it; an
+  answer starting ``HTTP/`` (a node's HTTP server refuses our frames at once: a request cannot
+  start with a zero byte) means the address is an HTTP port. The link drops the connection and
+  logs a warning naming the address and, for a seed, the peer port it probably meant (HTTP port
+  + 10000); once per address per ``HTTP_WARN_EVERY`` (5 minutes), since a join retries.
+  Counted in ``http_answers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from kvcore.config import PEER_PORT_OFFSET
+
+if TYPE_CHECKING:
+    from realnet.transport import PeerTransport
+
+# the façade's logger name, so that log lines and filters read as before the split
+log = logging.getLogger("realnet.transport")
+
+IDLE = "idle"
+CONNECTING = "connecting"
+CONNECTED = "connected"
+BACKOFF = "backoff"
+CLOSED = "closed"
+
+#: consecutive connection failures after which a link logs a warning (about 1.5 s of backoff)
+WARN_AFTER_FAILURES = 5
+#: an address that answered in HTTP is warned about at most once per this many seconds
+HTTP_WARN_EVERY = 300.0
+
+
+class _OutboundProtocol(asyncio.Protocol):
+    """The protocol object of one outbound connection attempt; reports to its link."""
+
+    def __init__(self, link: PeerLink, gen: int) -> None:
+        self.link = link
+        self.gen = gen
+        #: the first bytes the peer wrote (None once five were seen)
+        self.head: bytes | None = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.link._on_made(self, transport)
+
+    def data_received(self, data: bytes) -> None:
+        # Outbound links are one-way; a peer has no business writing here. Ignore it rather
+        # than buffer it, except for its first bytes: ``HTTP/`` means we dialled an HTTP server
+        # (a node's HTTP port given as a seed), which the user must hear about.
+        head = self.head
+        if head is None:
+            return
+        head += data[: 5 - len(head)]
+        if len(head) < 5:
+            self.head = head
+            return
+        self.head = None
+        if head == b"HTTP/":
+            self.link._answered_in_http(self)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link._on_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.link.paused = True
+
+    def resume_writing(self) -> None:
+        self.link.paused = False
+
+
+class PeerLink:
+    """The outbound connection to one peer (see the state machine in the module docstring)."""
+
+    def __init__(
+        self, owner: PeerTransport, peer_id: str, host: str, port: int, addr: str | None = None
+    ) -> None:
+        self.owner = owner
+        #: the destination: a node id, or "@HOST:PORT"
+        self.peer_id = peer_id
+        self.host = host
+        self.port = port
+        #: the address as the resolver spells it (compared on every send to notice a move)
+        self.addr = addr if addr is not None else _fmt_addr(host, port)
+        self.state = IDLE
+        #: when a message was last given to this link (the idle sweep reads it)
+        self.last_used = owner.loop.time()
+        #: reconnect when the backoff timer expires (see the module docstring)
+        self.demand = False
+        self.queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self.delay = owner.config.backoff_min
+        self.failures = 0  # consecutive
+        self.connected_at: float | None = None
+        self.last_error = ""
+        #: the current connection was answered in HTTP (an HTTP port, not a peer port)
+        self.http_answer = False
+        self._gen = 0
+        #: frames written this loop turn, flushed together by _flush
+        self._out: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- sending -----------------------------------------------------------------------
+
+    def send(self, kind: str, data: bytes) -> None:
+        self.last_used = self.owner.loop.time()
+        state = self.state
+        if state == CONNECTED:
+            if self.paused:
+                self.owner.stats.drop("backpressure")
+                return
+            self._write(kind, data)
+        elif state == CONNECTING:
+            if len(self.queue) >= self.owner.config.queue_limit:
+                self.owner.stats.drop("queue_full")
+                return
+            self.queue.append((kind, data))
+        elif state == IDLE:
+            self.queue.append((kind, data))
+            self.connect()
+        elif state == BACKOFF:
+            self.demand = True
+            self.owner.stats.drop("backoff")
+        else:
+            self.owner.stats.drop("closed")
+
+    def _write(self, kind: str, data: bytes) -> None:
+        # Frames written in one turn of the event loop leave in one syscall: the first one
+        # schedules a flush for the end of the turn, the others join it. Under load (many
+        # client requests forwarded per turn) this divides the sends per message; idle, it
+        # delays a frame by one loop turn only.
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            self.owner.loop.call_soon(self._flush)
+        n = len(data)
+        st = self.owner.stats
+        st.frames_sent += 1
+        st.bytes_sent += n
+        self.owner.node_stats.add_bytes_sent(kind, n)
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    # --- connecting --------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Start a connection attempt unless one is running or the link is closed."""
+        if self.state in (CONNECTING, CONNECTED, CLOSED):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.state = CONNECTING
+        self._gen += 1
+        self._task = self.owner.loop.create_task(self._attempt(self._gen))
+
+    async def _attempt(self, gen: int) -> None:
+        loop = self.owner.loop
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _OutboundProtocol(self, gen), self.host, self.port
+                ),
+                self.owner.config.connect_timeout,
+            )
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._failed(gen, f"connect timed out after {self.owner.config.connect_timeout:g}s")
+        except OSError as e:
+            # asyncio's messages repeat the address; the errno's text is the reason
+            reason = os.strerror(e.errno) if e.errno else (str(e) or type(e).__name__)
+            self._failed(gen, reason)
+        except Exception as e:  # a bug or an exotic resolver error: still just a failure
+            log.exception("connecting to peer %s failed unexpectedly", self.peer_id)
+            self._failed(gen, repr(e))
+
+    def _on_made(self, proto: _OutboundProtocol, transport: asyncio.Transport) -> None:
+        if proto.gen != self._gen or self.state != CONNECTING:
+            transport.abort()  # a stale attempt (link closed or superseded meanwhile)
+            return
+        self.transport = transport
+        self.state = CONNECTED
+        self.paused = False
+        self.connected_at = self.owner.loop.time()
+        self.owner.stats.connects += 1
+        transport.set_write_buffer_limits(high=self.owner.config.write_high_water)
+        _detect_dead_peer(transport, self.owner.config.user_timeout)
+        if self.failures:
+            log.log(
+                logging.WARNING if self.failures > WARN_AFTER_FAILURES else logging.INFO,
+                "connected to peer %s at %s:%d after %d failed attempt(s)",
+                self.peer_id, self.host, self.port, self.failures,
+            )
+        # The streak of failures is over; the delay itself is reset only once the connection
+        # proves stable (see _on_lost), so a peer that accepts and drops at once is not hammered.
+        self.failures = 0
+        self.last_error = ""
+        self.http_answer = False
+        hello = self.owner.hello_frame
+        self._write("Hello", hello)
+        self.owner.node_stats.count_sent("Hello")
+        queue, self.queue = self.queue, collections.deque()
+        for kind, data in queue:
+            self._write(kind, data)
+
+    def _on_lost(self, proto: _OutboundProtocol, exc: Exception | None) -> None:
+        if proto.gen != self._gen or self.state != CONNECTED:
+            return
+        self.transport = None
+        self.paused = False
+        if self._out:  # written this turn, never handed to the socket
+            self.owner.stats.drop("connection_lost", len(self._out))
+            self._out.clear()
+        self.owner.stats.disconnects += 1
+        now = self.owner.loop.time()
+        stable = (
+            self.connected_at is not None
+            and now - self.connected_at >= self.owner.config.stable_after
+        )
+        if stable:
+            self.delay = self.owner.config.backoff_min
+        self.connected_at = None
+        reason = str(exc) if exc else "closed by peer"
+        if self.http_answer:
+            # said once as a warning (rate-limited); each join retry redials
+            reason = "answered in HTTP: an HTTP port, not a peer port"
+        log.log(
+            logging.DEBUG if self.http_answer else logging.INFO,
+            "connection to peer %s lost: %s", self.peer_id, reason,
+        )
+        # A link that served for a while tries once to come back as soon as the backoff allows;
+        # one the peer dropped at once (it refuses us: another cluster's name) waits for demand.
+        self._backoff(reason, demand=stable)
+
+    def _failed(self, gen: int, reason: str) -> None:
+        if gen != self._gen or self.state != CONNECTING:
+            return
+        self.owner.stats.connect_failures += 1
+        if self.queue:
+            self.owner.stats.drop("connect_failed", len(self.queue))
+            self.queue.clear()
+        # Log a streak of failures twice, not per attempt: the first one quietly (peers started
+        # together refuse each other for a moment), and loudly once it lasts (a peer that is
+        # down, or a wrong address in the config).
+        if self.failures == 0:
+            log.info(
+                "cannot connect to peer %s at %s:%d: %s (retrying with backoff)",
+                self.peer_id, self.host, self.port, reason,
+            )
+        elif self.failures == WARN_AFTER_FAILURES:
+            log.warning(
+                "still cannot connect to peer %s at %s:%d after %d attempts: %s "
+                "(retrying every %gs at most)",
+                self.peer_id, self.host, self.port, self.failures + 1, reason,
+                self.owner.config.backoff_max,
+            )
+        self.failures += 1
+        self._backoff(reason, demand=False)
+
+    def _backoff(self, reason: str, demand: bool) -> None:
+        cfg = self.owner.config
+        self.last_error = reason
+        self.state = BACKOFF
+        self.demand = demand
+        # Equal jitter: wait between half and all of the current delay.
+        wait = self.delay * (0.5 + 0.5 * self.owner.rng.random())
+        self.delay = min(cfg.backoff_max, self.delay * 2)
+        self._timer = self.owner.loop.call_later(wait, self._backoff_over)
+
+    def _backoff_over(self) -> None:
+        self._timer = None
+        if self.state == BACKOFF:
+            self.state = IDLE
+            if self.demand:
+                self.connect()
+
+    def _answered_in_http(self, proto: _OutboundProtocol) -> None:
+        """The address answered ``HTTP/``: warn (rate-limited) and drop the connection."""
+        if proto.gen != self._gen or self.state != CONNECTED:
+            return
+        self.http_answer = True
+        self.owner.http_answered(self)
+        if self.transport is not None:
+            self.transport.abort()  # nothing we write there can be understood
+
+    def peer_is_up(self) -> None:
+        """The peer just said Hello on its own link to us: it is listening, so stop waiting."""
+        if self.state == BACKOFF:
+            self.state = IDLE
+            self.connect()
+        elif self.state == IDLE and self.failures:
+            self.connect()  # it failed before and went idle: the peer is back, wire up now
+
+    def close(self) -> None:
+        self.state = CLOSED
+        self._gen += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+        if self.queue:
+            self.owner.stats.drop("closed", len(self.queue))
+            self.queue.clear()
+        if self.transport is not None:
+            self._flush()  # close() still sends what was written
+            self.transport.close()
+            self.transport = None
+        self._out.clear()
+
+    def connected_for(self) -> float:
+        """Seconds the current connection has been up (0 when not connected)."""
+        if self.connected_at is None:
+            return 0.0
+        return self.owner.loop.time() - self.connected_at
+
+    def info(self) -> dict[str, Any]:
+        now = self.owner.loop.time()
+        return {
+            "addr": self.addr,
+            "state": self.state,
+            "queued": len(self.queue),
+            "failures": self.failures,
+            "next_delay": round(self.delay, 3),
+            "connected_for": None if self.connected_at is None else round(now - self.connected_at, 3),
+            "last_error": self.last_error,
+            "idle_for": round(now - self.last_used, 3),
+        }
+
+
+def _fmt_addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def http_answer_warning(dst: str, host: str, port: int) -> str:
+    """The sentence logged when ``dst`` (a node id or ``"@HOST:PORT"``) answered in HTTP."""
+    addr = _fmt_addr(host, port)
+    guess = port + PEER_PORT_OFFSET
+    probably = (
+        f"; its peer port is probably {guess} (HTTP port + {PEER_PORT_OFFSET})"
+        if guess <= 65535 else ""
+    )
+    if dst.startswith("@"):
+        return (
+            f"Seed {addr} answered in HTTP: it is a node's HTTP port, not its peer port{probably}. "
+            "Give peer addresses to --seeds."
+        )
+    return (
+        f"Peer {dst} at {addr} answered in HTTP: that is an HTTP port, not a peer port{probably}. "
+        f"Check the peer address configured or advertised for {dst}."
+    )
+
+
+
+def _detect_dead_peer(transport: asyncio.Transport, user_timeout: float) -> None:
+    """Make the kernel fail a connection whose peer vanished without a FIN or RST.
+
+    A peer machine that loses power never closes its sockets: writes would sit unacknowledged
+    for the TCP retransmission limit (about 15 minutes on Linux) before the link noticed and
+    reconnected. TCP_USER_TIMEOUT (RFC 5482, Linux) bounds how long sent data may stay
+    unacknowledged; keepalive probes cover an idle link. Best effort: skipped where unsupported.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(user_timeout * 1000))
+            )
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(user_timeout)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except OSError as e:
+        log.debug("cannot set TCP timeouts: %s", e)
+
+
+__all__ = [
+    "BACKOFF",
+    "CLOSED",
+    "CONNECTED",
+    "CONNECTING",
+    "HTTP_WARN_EVERY",
+    "IDLE",
+    "PeerLink",
+    "WARN_AFTER_FAILURES",
+    "http_answer_warning",
+]

@@ -1,0 +1,102 @@
+"""The peer transport's knobs and counters: :class:`TransportConfig` and :class:`TransportStats`.
+
+Theory of operation
+-------------------
+Plain data, shared by the transport's three parts (:mod:`realnet.transport`, the façade;
+:mod:`realnet.outbound`, the links we dial; :mod:`realnet.inbound`, the connections peers open
+to us). The config is frozen and read on every use; the stats are counters the parts increment
+and :meth:`TransportStats.as_dict` serves in ``/cluster/info`` and ``/metrics``. Every dropped
+message is counted by reason (``dropped``), every inbound connection closed for bad input by
+reason (``frames_malformed``), every link closed and forgotten by reason (``links_closed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Knobs of the peer transport. Times in seconds, sizes in bytes."""
+
+    #: Largest frame accepted or sent (the node's ``max_frame_bytes``).
+    max_frame_bytes: int = 4 * 1024 * 1024
+    #: Messages held per peer while its connection is being set up; more are dropped.
+    queue_limit: int = 1024
+    #: First reconnect delay after a failure; doubles per consecutive failure...
+    backoff_min: float = 0.05
+    #: ...up to this. Two seconds: a restarted peer is found again within a couple of pings.
+    backoff_max: float = 2.0
+    #: A connection that lived this long counts as healthy and resets the backoff delay.
+    stable_after: float = 1.0
+    #: A connection attempt that takes longer fails (an unroutable address never answers SYN).
+    connect_timeout: float = 2.0
+    #: An inbound connection that has not sent Hello by then is closed.
+    hello_timeout: float = 5.0
+    #: Outbound write buffer above which messages are dropped (the peer is not reading).
+    write_high_water: int = 16 * 1024 * 1024
+    #: At most this many inbound connections at once; more are closed on accept.
+    max_inbound: int = 1024
+    #: An outbound link whose sent data stays unacknowledged this long is closed by the kernel
+    #: (TCP_USER_TIMEOUT, plus keepalive probes when idle), so a peer whose machine vanished
+    #: is reconnected within seconds instead of after TCP's 15-minute retransmission limit.
+    user_timeout: float = 10.0
+    #: A link nothing was sent on for this long is closed and forgotten (a seed address used
+    #: to join, a member that died and was reaped); the next send opens a new one. Long enough
+    #: that SWIM's traffic keeps every live member's link open in clusters of a few dozen.
+    idle_timeout: float = 60.0
+
+
+@dataclass
+class TransportStats:
+    """Counters of the transport (served in /cluster/info and /metrics)."""
+
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    inbound_accepted: int = 0
+    inbound_rejected: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    handler_errors: int = 0
+    #: outbound connections whose address answered in HTTP (an HTTP port given as a peer's)
+    http_answers: int = 0
+    #: messages not sent, by reason: queue_full, backoff, backpressure, unknown_peer, ...
+    dropped: dict[str, int] = field(default_factory=dict)
+    #: inbound connections closed for bad input, by reason: oversized, malformed, not_hello, ...
+    frames_malformed: dict[str, int] = field(default_factory=dict)
+    #: outbound links closed and forgotten, by reason: idle, forgotten, moved
+    links_closed: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def malformed(self, reason: str) -> None:
+        self.frames_malformed[reason] = self.frames_malformed.get(reason, 0) + 1
+
+    def link_closed(self, reason: str) -> None:
+        self.links_closed[reason] = self.links_closed.get(reason, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connects": self.connects,
+            "connect_failures": self.connect_failures,
+            "disconnects": self.disconnects,
+            "inbound_accepted": self.inbound_accepted,
+            "inbound_rejected": self.inbound_rejected,
+            "frames_sent": self.frames_sent,
+            "frames_received": self.frames_received,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "handler_errors": self.handler_errors,
+            "http_answers": self.http_answers,
+            "dropped": dict(sorted(self.dropped.items())),
+            "frames_malformed": dict(sorted(self.frames_malformed.items())),
+            "links_closed": dict(sorted(self.links_closed.items())),
+        }
+
+
+__all__ = ["TransportConfig", "TransportStats"]
