@@ -490,8 +490,8 @@ def gossip_mean_field(
     if horizon is None:
         # well past the end game: 2 ln n / rate plus slack, and the sending window
         horizon = 6.0 * math.log(n + 1) / rate + 10.0 + (0.0 if math.isinf(active_for) else active_for)
-    steps = int(math.ceil(horizon / dt))
-    lag = steps + 1 if math.isinf(active_for) else max(1, int(round(active_for / dt)))
+    steps = math.ceil(horizon / dt)
+    lag = steps + 1 if math.isinf(active_for) else max(1, round(active_for / dt))
     informed = np.empty(steps + 1)
     informed[0] = min(initial, n)
     new = np.zeros(steps + 1)  # nodes informed in each step (the initial ones at step 0)
