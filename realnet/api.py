@@ -16,7 +16,7 @@ the node's views onto JSON. Routes (DESIGN.md, "The two worlds"):
 ``GET /cluster/keyslots``   ``{"id", "slots"}``: the slots this node holds keys of, as ranges
 ``GET /health``             ``{"status": "ok", "id": ...}``
 ``GET /metrics``            Prometheus text format
-``POST /cluster/...``       the admin endpoints below (JSON in, JSON out)
+``POST /cluster/...``       the admin endpoints (JSON in, JSON out): :mod:`realnet.adminapi`
 ==========================  ===================================================================
 
 ``HEAD`` is accepted wherever ``GET`` is (RFC 9110 §9.3.2: same head, no body).
@@ -46,66 +46,6 @@ probes, :class:`realnet.gossip.RttMeter`; null until measured) and ``link`` (the
 outbound link to it, null when there is none). Owner addresses in ``/cluster/slots`` come from
 the same view, so a member that came back on another port is shown where it is now.
 
-Admin endpoints
----------------
-What ``storelab cluster`` (:mod:`realnet.admin`) drives, one kvcore admin call each (the admin
-door of :class:`kvcore.node.Node`); Redis Cluster's ``CLUSTER MEET``, ``ADDSLOTS``,
-``SETSLOT IMPORTING/MIGRATING/NODE``, ``MIGRATE`` as HTTP. All are ``POST`` with a JSON object
-body (``Content-Type: application/json``) and answer a JSON object:
-
-=============================  ================================================================
-``/cluster/meet``              ``{"seeds": ["HOST:PEERPORT", ...]}``: join a cluster (empty
-                               node only; it gives up the slots it owns) -> ``{"id", "seeds"}``
-``/cluster/assign``            ``{"slots": "0-5460", "epoch": 2}``: replace this node's claim
-                               (epoch above every epoch it knows; it also forgets the claims it
-                               learned, so: a fresh node, before meeting) -> ``{"id", "slots",
-                               "epoch"}``
-``/cluster/claim``             ``{"slots": "5461-10922", "epoch": 3}``: add slots to this node's
-                               claim (epoch above theirs), keeping the rest of its map; what a
-                               node that met a cluster uses -> ``{"id", "slots", "epoch"}``
-``/cluster/import``            ``{"slot": S, "source": ID}`` or ``{"slots": [...]|"RANGES", ...}``:
-                               mark slots importing -> ``{"id", "slots", "source"}``
-``/cluster/migrate``           ``{"slot"|"slots", "target": ID}``: mark slots migrating
-``/cluster/move-keys``         ``{"slot": S, "count": N}`` -> ``{"slot", "moved", "error"}``
-                               once the batch is acknowledged (or failed); with ``"slots"``, one
-                               batch per slot at once -> ``{"moved", "failed", "results":
-                               [{"slot", "moved", "error"}, ...]}``. ``moved`` 0 with no error:
-                               the slot has no key left here. A batch holds at most ``count``
-                               keys, and fewer when they would not fit in half a peer frame.
-``/cluster/finish``            ``{"slots": [...]|"RANGES"}``: claim imported slots at a new
-                               config epoch -> ``{"id", "slots", "epoch"}``
-``/cluster/abort``             ``{"slot"|"slots"}``: roll back open marks -> ``{"id", "slots"}``
-``/cluster/rollback``          ``{"slot"|"slots"}``: as abort, for a migration whose target is
-                               gone (left or forgotten; 409 otherwise): a batch it never
-                               acknowledged is abandoned -> ``{"id", "slots"}``
-``/cluster/leave``             ``{}`` or ``{"force": true}``: leave gracefully; 202
-                               ``{"id", "status": "leaving", "drain"}``, then the process stops
-                               as on SIGTERM (exit status 0)
-=============================  ================================================================
-
-A body that is not a JSON object, a missing field or one of the wrong type is 400
-``bad_request`` with a sentence; kvcore's refusals keep their status (``Conflict``: 409
-``conflict``, e.g. importing a slot this node owns, meeting with keys, an epoch not above the
-node's). The guards are the node's own (the admin door of :class:`kvcore.node.Node`), so the
-sim refuses the same things with the same sentences; all 409, so that two orchestrators (an
-operator and the automatic rebalancer, say) collide loudly instead of corrupting a move: a slot
-already importing from another source or migrating to another target is refused, as is an
-import from a member the node does not know, a migration to a node it does not hold alive or
-suspect (its batches could never arrive) or to itself, and a claim at an epoch not above the
-slots' current one. A list of slots is checked as a whole before any is marked. The API adds
-two guards of its own: a ``move-keys`` for a slot whose previous ``move-keys`` is still waiting,
-and ``leave`` while this node owns slots and has live peers (its keys would be lost; ``"force":
-true`` overrides; a node that drains its slots before leaving, ``auto_rebalance``, may always
-leave).
-
-**Protection.** The admin endpoints are not authenticated, and neither is the peer port, which
-already lets anyone who can reach it rewrite the slot map by gossip: a token on the HTTP side
-alone would protect nothing. Both ports bind 127.0.0.1 unless told otherwise; expose them only
-on a trusted network. One thing is enforced: the ``application/json`` content type (otherwise
-415 ``unsupported_media_type``), which a web page cannot send cross-origin without a CORS
-preflight that this server never grants, so a browser visiting a hostile page cannot make a
-local node leave or move slots.
-
 ``/metrics`` is produced by a custom :mod:`prometheus_client` collector
 (:mod:`realnet.metrics`) that reads the counters the node, the transport and the HTTP server
 already keep, at scrape time: nothing is counted twice and the hot path does not touch a
@@ -117,7 +57,6 @@ observes the elapsed time in :attr:`Api.op_latency` (a bisect into a list of int
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import urllib.parse
 from collections.abc import Callable
@@ -126,18 +65,14 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from kvcore import errors
-from kvcore.config import parse_addr
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.node import Node
 from kvcore.slots import (
-    MAX_SLOT,
     NUM_SLOTS,
-    SlotRangeError,
     format_ranges,
-    parse_ranges,
-    ranges_to_slots,
     slots_to_ranges,
 )
+from realnet.adminapi import AdminApi, _sentence
 from realnet.gossip import RttMeter
 from realnet.http import (
     HttpLimits,
@@ -174,15 +109,6 @@ def http_limits(max_key_bytes: int, max_value_bytes: int) -> HttpLimits:
         max_body=max_value_bytes,
         max_header_bytes=max(16 * 1024, 3 * max_key_bytes + 8 * 1024),
     )
-
-
-def _sentence(text: str) -> str:
-    """kvcore messages are lower-case clauses; the API answers with sentences."""
-    text = text.strip()
-    if not text:
-        return text
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def reply_response(reply: Reply, is_get: bool) -> Response:
@@ -258,7 +184,7 @@ class _ReplySlot:
         return self.response
 
 
-class Api:
+class Api(AdminApi):
     """The request handler of one node (see the module docstring)."""
 
     def __init__(
@@ -500,231 +426,10 @@ class Api:
     def metrics(self) -> Response:
         return Response(200, generate_latest(self.registry), PROMETHEUS_TEXT)
 
-    # --- admin (POST, JSON) ------------------------------------------------------------
-
-    def admin(self, req: Request, path: str) -> Response | asyncio.Future[Response]:
-        """Parse and check an admin request, run its handler, map errors onto the JSON form."""
-        if req.method != "POST":
-            return self._not_allowed(req.method, path, "POST")
-        ctype = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if ctype != "application/json":
-            return error_response(
-                415, "unsupported_media_type",
-                f"Admin requests must be sent as Content-Type: application/json, not {ctype or 'none'!r}.",
-            )
-        try:
-            body = json.loads(req.body) if req.body.strip() else {}
-        except (ValueError, UnicodeDecodeError) as e:
-            return error_response(400, "bad_request", f"The request body is not valid JSON: {e}.")
-        if not isinstance(body, dict):
-            return error_response(
-                400, "bad_request", f"The request body must be a JSON object, not {type(body).__name__}."
-            )
-        try:
-            return self._admin[path](body)
-        except errors.StoreError as e:
-            return error_response(e.status, e.code, _sentence(e.message))
-        except SlotRangeError as e:
-            return error_response(400, "bad_request", _sentence(str(e)))
-
-    def admin_meet(self, body: dict[str, Any]) -> Response:
-        seeds = _field(body, "seeds", list)
-        if not seeds:
-            raise errors.BadRequest("seeds must list at least one peer address (HOST:PORT)")
-        for s in seeds:
-            if not isinstance(s, str):
-                raise errors.BadRequest(f"each seed must be a HOST:PORT string, not {s!r}")
-            try:
-                parse_addr(s)
-            except ValueError as e:
-                raise errors.BadRequest(f"seed {s!r}: {e}") from None
-        self.node.meet(["@" + s for s in seeds])
-        log.info("meeting a cluster through %s", ", ".join(seeds))
-        return json_response(200, {"id": self.node.id, "seeds": seeds})
-
-    def admin_assign(self, body: dict[str, Any]) -> Response:
-        slots = _slot_list(body, "slots")
-        epoch = _int(body, "epoch", 1)
-        ranges = format_ranges(slots_to_ranges(slots))
-        self.node.assign_slots(ranges, epoch)
-        log.info("assigned slots %s at epoch %d", ranges, epoch)
-        return json_response(200, {"id": self.node.id, "slots": ranges, "epoch": epoch})
-
-    def admin_claim(self, body: dict[str, Any]) -> Response:
-        """Add slots to this node's claim at ``epoch``, keeping what it learned of the others."""
-        node = self.node
-        slots = _slot_list(body, "slots")
-        epoch = _int(body, "epoch", 1)
-        ranges = _fmt_slots(slots)
-        node.claim_slots(ranges, epoch)  # refuses an epoch not above the slots' current epoch
-        log.info("claimed slots %s at epoch %d", ranges, epoch)
-        return json_response(200, {"id": node.id, "slots": format_ranges(node.slot_map.ranges_of(node.id)),
-                                   "epoch": epoch})
-
-    def admin_import(self, body: dict[str, Any]) -> Response:
-        node = self.node
-        slots = _slots_of(body)
-        source = _field(body, "source", str)
-        node.begin_import(slots, source)  # the node's guards: see Node's admin door
-        return json_response(200, {"id": node.id, "slots": _fmt_slots(slots), "source": source})
-
-    def admin_migrate(self, body: dict[str, Any]) -> Response:
-        node = self.node
-        slots = _slots_of(body)
-        target = _field(body, "target", str)
-        node.begin_migrate(slots, target)  # the node's guards: see Node's admin door
-        return json_response(200, {"id": node.id, "slots": _fmt_slots(slots), "target": target})
-
-    def admin_move_keys(self, body: dict[str, Any]) -> Response | asyncio.Future[Response]:
-        """One ``migrate_keys`` per slot, all at once; answered when every one is done."""
-        node = self.node
-        single = "slot" in body
-        slots = _slots_of(body)
-        count = _int(body, "count", 1, MAX_BATCH_KEYS)
-        busy = [s for s in slots if s in self._moving]
-        if busy:
-            raise errors.Conflict(
-                f"keys of slot {busy[0]} are already being moved by another request to node {node.id}"
-            )
-        results: dict[int, tuple[int, str]] = {}
-        fut: asyncio.Future[Response] | None = None
-
-        def answer() -> Response:
-            if single:
-                moved, error = results[slots[0]]
-                return json_response(200, {"slot": slots[0], "moved": moved, "error": _sentence(error)})
-            rows = [{"slot": s, "moved": results[s][0], "error": _sentence(results[s][1])} for s in slots]
-            return json_response(200, {
-                "moved": sum(r[0] for r in results.values()),
-                "failed": sum(1 for r in results.values() if r[1]),
-                "results": rows,
-            })
-
-        def done(slot: int, moved: int, error: str) -> None:
-            if slot in results:
-                return
-            self._moving.discard(slot)
-            results[slot] = (moved, error)
-            if fut is not None and len(results) == len(slots) and not fut.done():
-                resp = answer()
-                self.count_status(resp.status)
-                fut.set_result(resp)
-
-        self._moving.update(slots)
-        for slot in slots:
-            node.migrate_keys(slot, count, lambda moved, error, slot=slot: done(slot, moved, error))
-        if len(results) == len(slots):
-            return answer()  # every slot answered at once (empty, or not migrating)
-        fut = self.loop.create_future()
-        return fut
-
-    def admin_finish(self, body: dict[str, Any]) -> Response:
-        slots = _slot_list(body, "slots")
-        epoch = self.node.finish_import(slots)
-        log.info("claimed %d imported slots at epoch %d", len(slots), epoch)
-        return json_response(200, {"id": self.node.id, "slots": _fmt_slots(slots), "epoch": epoch})
-
-    def admin_abort(self, body: dict[str, Any]) -> Response:
-        slots = _slots_of(body)
-        for slot in slots:
-            self.node.abort_migration(slot)
-        return json_response(200, {"id": self.node.id, "slots": _fmt_slots(slots)})
-
-    def admin_rollback(self, body: dict[str, Any]) -> Response:
-        """Roll back migrations whose target is gone for good (``fix``): like ``abort``, but a
-        batch the lost target never acknowledged is abandoned rather than refused (its copies can
-        never be served). Refused (409) for a target this node does not hold left or forgotten."""
-        slots = _slots_of(body)
-        self.node.rollback_migration(slots)  # the guard lives in the node: the sim refuses alike
-        return json_response(200, {"id": self.node.id, "slots": _fmt_slots(slots)})
-
     def cluster_keyslots(self) -> Response:
         """The slots this node holds keys of, as ranges (``fix --assign-unowned`` asks)."""
         return json_response(200, {"id": self.node.id,
                                    "slots": format_ranges(slots_to_ranges(self.node.store.slots()))})
-
-    def admin_leave(self, body: dict[str, Any]) -> Response:
-        node = self.node
-        force = _field(body, "force", bool, default=False)
-        if self.on_leave is None:
-            raise errors.Conflict(f"node {node.id} cannot be stopped through its API")
-        owned = node.slot_map.slot_counts().get(node.id, 0)
-        if owned and node.membership.live_members() and not force and not self.drains_on_leave:
-            raise errors.Conflict(
-                f"node {node.id} owns {owned} slots; move them to other nodes first "
-                "(storelab cluster remove-node), or send {\"force\": true} to leave anyway and lose its keys"
-            )
-        log.info("leaving the cluster as asked through the API")
-        self.loop.call_soon(self.on_leave)
-        return json_response(202, {"id": node.id, "status": "leaving",
-                                   "drain": bool(owned and self.drains_on_leave)})
-
-
-#: most keys one ``move-keys`` batch may carry (a batch is one peer frame)
-MAX_BATCH_KEYS = 10_000
-_TYPE_NAMES = {int: "an integer", str: "a string", list: "a list", bool: "true or false"}
-_MISSING = object()
-
-
-def _field(body: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
-    """``body[name]``, checked to be of ``kind`` (bool is not an int); BadRequest otherwise."""
-    if name not in body:
-        if default is not _MISSING:
-            return default
-        raise errors.BadRequest(f"the field {name!r} is required")
-    v = body[name]
-    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
-        raise errors.BadRequest(f"the field {name!r} must be {_TYPE_NAMES[kind]}, not {v!r}")
-    if kind is str and not v:
-        raise errors.BadRequest(f"the field {name!r} must not be empty")
-    return v
-
-
-def _int(body: dict[str, Any], name: str, lo: int, hi: int | None = None) -> int:
-    v: int = _field(body, name, int)
-    if v < lo or (hi is not None and v > hi):
-        bound = f"at least {lo}" if hi is None else f"{lo}-{hi}"
-        raise errors.BadRequest(f"the field {name!r} must be {bound}, not {v}")
-    return v
-
-
-def _slot(v: Any, name: str) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise errors.BadRequest(f"{name} must hold slot numbers, not {v!r}")
-    if not 0 <= v <= MAX_SLOT:
-        raise errors.BadRequest(f"slot {v} is outside 0-{MAX_SLOT}")
-    return v
-
-
-def _slot_list(body: dict[str, Any], name: str) -> list[int]:
-    """A list of slot numbers, or a range string such as ``"0-99,200"``; sorted, no repeats."""
-    if name not in body:
-        raise errors.BadRequest(f"the field {name!r} is required")
-    v = body[name]
-    if isinstance(v, str):
-        slots = list(ranges_to_slots(parse_ranges(v)))
-    elif isinstance(v, list):
-        slots = [_slot(x, f"the field {name!r}") for x in v]
-    else:
-        raise errors.BadRequest(f"the field {name!r} must be a list of slots or a range string, not {v!r}")
-    if not slots:
-        raise errors.BadRequest(f"the field {name!r} names no slot")
-    return sorted(set(slots))
-
-
-def _slots_of(body: dict[str, Any]) -> list[int]:
-    """``"slot": S`` or ``"slots": [...]`` (or a range string)."""
-    if "slot" in body:
-        if "slots" in body:
-            raise errors.BadRequest("give 'slot' or 'slots', not both")
-        return [_slot(body["slot"], "the field 'slot'")]
-    if "slots" not in body:
-        raise errors.BadRequest("the field 'slot' (or 'slots') is required")
-    return _slot_list(body, "slots")
-
-
-def _fmt_slots(slots: list[int]) -> str:
-    return format_ranges(slots_to_ranges(slots))
 
 
 __all__ = ["Api", "http_limits", "reply_response"]
