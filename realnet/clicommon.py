@@ -1,0 +1,106 @@
+"""What the ``storelab`` commands share: exit statuses, the one voice, tables, the prompt.
+
+Theory of operation
+-------------------
+:mod:`realnet.cli` (the key/value commands, ``main``) and :mod:`realnet.clustercli`
+(``storelab cluster``) both speak through these: :func:`error` puts any message in the CLI's one
+voice (``storelab: `` and a sentence, :func:`sentence`), the ``EXIT_*`` statuses are the same
+for every command, :func:`table` prints columns, :func:`confirm` asks ``[y/N]``, and
+``_node_arg`` and its kin parse the node addresses and ids arguments take. :mod:`realnet.cli`
+re-exports them all.
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from realnet.admin import Refused
+from realnet.client import node_addr
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_ERROR = 2
+#: interrupted (Ctrl-C): 128 + SIGINT, as a shell reports it
+EXIT_INTERRUPTED = 130
+#: output into a closed pipe: 128 + SIGPIPE, as a shell reports a program SIGPIPE stopped
+EXIT_BROKEN_PIPE = 141
+
+
+def sentence(text: str) -> str:
+    """``text`` as one sentence: a capital first letter, one period at the end."""
+    text = " ".join(text.split())
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def error(text: str) -> None:
+    """One message on stderr in the CLI's one voice: ``storelab: Sentence.``"""
+    print(f"storelab: {sentence(text)}", file=sys.stderr, flush=True)
+
+
+def _node_arg(text: str) -> str:
+    """A node's client address, ``HOST:PORT`` or ``http://HOST:PORT[/]``, as ``HOST:PORT``."""
+    try:
+        return node_addr(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _node_ref(text: str) -> str:
+    """NODE: a member's id, or its address (a URL is taken as its address)."""
+    return _node_arg(text) if "://" in text else text
+
+
+def _node_refs(text: str) -> str:
+    """NODE[,NODE...]: each one as :func:`_node_ref` takes it."""
+    return ",".join(_node_ref(r.strip()) for r in text.split(","))
+
+
+#: what a numeric cell holds when the value is unknown; it keeps the column right-aligned
+UNKNOWN = "?"
+#: what a numeric cell holds when the value does not apply (a node's RTT to itself)
+NOT_APPLICABLE = "-"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Plain columns: text left-aligned, numbers right-aligned (a column of numbers stays
+    right-aligned where a value is unknown: None or ``?``, shown as ``?``)."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    numeric = [bool(rows) and any(number(r[i]) for r in rows)
+               and all(number(r[i]) or r[i] is None or r[i] in (UNKNOWN, NOT_APPLICABLE) for r in rows)
+               for i in range(len(headers))]
+    cells = [[str(h) for h in headers],
+             *[[(UNKNOWN if num else "") if v is None else str(v) for v, num in zip(r, numeric, strict=True)]
+               for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(row, widths, numeric, strict=True)]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def confirm(args: argparse.Namespace, question: str) -> None:
+    """Ask ``question [y/N]`` on stdin unless --yes; Refused (nothing changed) unless y."""
+    if args.yes:
+        return
+    sys.stdout.write(f"{question} [y/N] ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    if not sys.stdin.isatty():
+        sys.stdout.write(answer if answer.endswith("\n") else answer + "\n")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Refused("Declined; nothing was changed.")

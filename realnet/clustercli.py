@@ -1,0 +1,495 @@
+"""``storelab cluster``: the cluster administration commands of :mod:`realnet.cli`.
+
+Theory of operation
+-------------------
+``storelab cluster COMMAND`` administers a cluster, as ``redis-cli --cluster`` does, through
+the nodes' HTTP API (:mod:`realnet.admin` does the work). ADDR is a node's client HTTP address
+(``HOST:PORT``); NODE is a member's id or its ADDR:
+
+- ``create ADDR ...``: make fresh standalone nodes one cluster, slots split evenly;
+- ``verify ADDR`` (alias ``check``, Redis's name): coverage, agreement, open migrations, members
+  alive (exit 1 on a problem);
+- ``info ADDR``: one row per member of the entry node's view: its state, slots and config epoch
+  as the entry node sees them, the keys each node holds by its own count (``?`` when it did not
+  answer); the footer names whose view it is;
+- ``members ADDR``: the entry node's member table (as ``serf members``): id, addresses, state,
+  incarnation, slots advertised, smoothed probe RTT;
+- ``add-node NEW EXISTING``: an empty node joins, owning no slots;
+- ``reshard ADDR --slots N --to NODE [--from NODE,...|all]``: move N slots live;
+- ``rebalance ADDR [--weight NODE=W ...] [--use-empty]``: even out the slots by weight;
+- ``remove-node ADDR NODE`` (alias ``del-node``, Redis's name): move the node's slots to the others,
+  then it leaves;
+- ``fix ADDR [--assign-unowned]``: finish or roll back migrations left open by a crash; mend the
+  slot map (lagging maps, same-epoch claims, and with the flag slots without a live owner).
+
+Every command that changes the cluster first prints what it will do and asks ``[y/N]`` on
+stdin (anything but ``y``/``yes``, end of input included, declines) unless ``--yes`` is given.
+Moving slots shows a progress bar (tqdm, on stderr). Exit status: 0 done (or nothing to do);
+1 refused (a node unfit for ``create``/``add-node``, an impossible plan, a cluster not in a state
+to change), problems found (``verify``, what ``fix`` could not fix) or declined at the prompt;
+2 a usage error, or a node that could not be reached or answered an error.
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kvcore.rebalance import Move
+from kvcore.slots import NUM_SLOTS, count_slots, even_split, format_ranges, parse_ranges
+from kvcore.states import State
+from realnet import admin
+from realnet.admin import Admin, AdminError, ClusterView, Refused
+from realnet.clicommon import (
+    EXIT_INTERRUPTED,
+    NOT_APPLICABLE,
+    _node_arg,
+    _node_ref,
+    _node_refs,
+    confirm,
+    error,
+    say,
+    sentence,
+    table,
+)
+
+_ADDR_HELP = "a node's client HTTP address, HOST:PORT or http://HOST:PORT"
+
+
+def _weight_arg(text: str) -> tuple[str, float]:
+    node, sep, w = text.rpartition("=")
+    if not sep or not node:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NODE=WEIGHT")
+    try:
+        weight = float(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the weight in {text!r} is not a number") from None
+    if not weight >= 0 or weight == float("inf"):
+        raise argparse.ArgumentTypeError(f"the weight in {text!r} must be a finite number >= 0")
+    return _node_ref(node), weight
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not t > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return t
+
+
+def add_cluster_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "cluster",
+        help="administer a cluster: " + ", ".join(
+            f"{name} ({alias})" if (alias := _ALIAS_OF.get(name)) else name for name in _CLUSTER_COMMANDS),
+        description="Administer a storelab cluster through its nodes' HTTP API (like redis-cli --cluster). "
+        "ADDR is a node's client HTTP address (HOST:PORT or http://HOST:PORT); NODE is a member's id or "
+        "its ADDR. "
+        "Exit status: 0 done, 1 refused / problems found / declined, 2 usage or connection error.",
+    )
+    csub = c.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
+
+    def common(sp: argparse.ArgumentParser, changes: bool = True, moves: bool = False) -> None:
+        sp.add_argument("--timeout", type=_seconds, default=admin.DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"per HTTP request (default {admin.DEFAULT_TIMEOUT:g})")
+        if changes:
+            sp.add_argument("--yes", "-y", action="store_true", help="do it without asking")
+        if moves:
+            sp.add_argument("--batch", type=_positive_int, default=admin.DEFAULT_BATCH, metavar="KEYS",
+                            help=f"keys per migration batch (default {admin.DEFAULT_BATCH})")
+            sp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    sp = csub.add_parser("create", help="make fresh standalone nodes one cluster",
+                         description="Make fresh standalone nodes (reachable, empty, in no cluster) one "
+                         "cluster: split the 16384 slots evenly and contiguously, in the order given, "
+                         "make the nodes meet, and wait until every node reports the same slot map. "
+                         "Refuses, changing nothing, if any node is unfit (exit 1).")
+    sp.add_argument("addrs", nargs="+", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    common(sp)
+
+    sp = csub.add_parser("verify", aliases=["check"], help="check the cluster; exit 1 on any problem",
+                         description="Check that all 16384 slots are covered, that every node agrees on "
+                         "the slot map (owners and epochs) and on the members, that no migration is open "
+                         "and that every member is alive. Prints each problem; exit status 1 if any. "
+                         "'check' is the same command (redis-cli's name).")
+    sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    common(sp, changes=False)
+
+    sp = csub.add_parser("info", help="a table of nodes, slots, keys and states",
+                         description="Print a table of the cluster's nodes, one row per member of ADDR's "
+                         "view: address, state, slots owned and config epoch as ADDR sees them; keys as "
+                         "each node counts its own ('?' when it did not answer); open migrations.")
+    sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("--json", action="store_true", help="print the nodes as JSON instead")
+    common(sp, changes=False)
+
+    sp = csub.add_parser("members", help="the member table of one node (as serf members)",
+                         description="Print the members ADDR knows, as ADDR sees them (like serf members): "
+                         "id, client address, peer address, state, incarnation, slots advertised, and the "
+                         "smoothed round-trip time of ADDR's probes to it.")
+    sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("--json", action="store_true", help="print the members as JSON instead")
+    common(sp, changes=False)
+
+    sp = csub.add_parser("add-node", help="an empty node joins, owning no slots",
+                         description="Make NEW (an empty standalone node) join the cluster of EXISTING. "
+                         "It owns no slots (it serves every request by forwarding) until a rebalance "
+                         "(rebalance --use-empty) or a reshard gives it some.")
+    sp.add_argument("new", metavar="NEW", type=_node_arg, help="the new node's ADDR")
+    sp.add_argument("existing", metavar="EXISTING", type=_node_arg, help="the ADDR of any member")
+    common(sp)
+
+    sp = csub.add_parser("reshard", help="move N slots to a node, live",
+                         description="Move N slots live to the node --to, from --from (nodes, or 'all': "
+                         "every other owner, each in proportion to what it owns; the default).")
+    sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("--slots", type=_positive_int, required=True, metavar="N", help="how many slots")
+    sp.add_argument("--to", required=True, metavar="NODE", type=_node_ref, help="the node that receives them")
+    sp.add_argument("--from", dest="sources", action="append", metavar="NODE[,NODE...]|all", type=_node_refs,
+                    help="the nodes that give them (repeatable; default all)")
+    common(sp, moves=True)
+
+    sp = csub.add_parser("rebalance", help="even out the slots, by weight, with the fewest moves",
+                         description="Plan the fewest slot moves that give every node a share of the "
+                         "slots proportional to its weight (default 1), print the plan, then carry it "
+                         "out live. Nodes that own no slots take part only with --use-empty or a weight.")
+    sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("--weight", action="append", type=_weight_arg, default=[], metavar="NODE=W",
+                    help="a node's weight (repeatable); 0 empties the node")
+    sp.add_argument("--use-empty", action="store_true", help="give nodes that own no slots their share")
+    common(sp, moves=True)
+
+    sp = csub.add_parser("remove-node", aliases=["del-node"],
+                         help="move a node's slots to the others, then it leaves",
+                         description="Move every slot of NODE to the other nodes (a rebalance with weight 0 "
+                         "for it), then make it leave the cluster gracefully (its process exits). "
+                         "'del-node' is the same command (redis-cli's name).")
+    sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("node", metavar="NODE", type=_node_ref, help="the node to remove (id or ADDR)")
+    sp.add_argument("--use-empty", action="store_true", help="nodes that own no slots take part too")
+    common(sp, moves=True)
+
+    sp = csub.add_parser("fix", help="finish or roll back migrations left open by a crash; mend the slot map",
+                         description="Close every open migration: resume and finish it when its source "
+                         "still owns the slot and both ends are alive; clear leftover marks when the target "
+                         "owns it already (or a third node does); roll back when the target is gone. Then "
+                         "mend the slot map: wait for nodes whose map lags, let the owner claim again slots "
+                         "two nodes claim at the same epoch, and with --assign-unowned give slots without a "
+                         "live owner one (a node holding keys of the slot, else the node with the fewest "
+                         "slots). Exit 1 if something could not be fixed.")
+    sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("--assign-unowned", action="store_true",
+                    help="give slots without an owner (or whose owner left) to a live node")
+    common(sp, moves=True)
+
+
+class _Bar:
+    """A tqdm progress bar over slots, on stderr (or nothing with --quiet)."""
+
+    def __init__(self, args: argparse.Namespace, total: int, desc: str) -> None:
+        self.bar: Any = None
+        if not getattr(args, "quiet", False) and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="slot", desc=desc, file=sys.stderr, mininterval=0.2,
+                            dynamic_ncols=True)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _moves_table(cluster: ClusterView, moves: Sequence[Move]) -> str:
+    rows = [(m.source, m.target, _short(format_ranges(m.slots)), m.count) for m in moves]
+    return table(("FROM", "TO", "SLOTS", "COUNT"), rows)
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _run_moves(args: argparse.Namespace, a: Admin, cluster: ClusterView, moves: Sequence[Move]) -> None:
+    total = sum(m.count for m in moves)
+    bar = _Bar(args, total, "moving slots")
+    t0 = time.monotonic()
+    try:
+        a.run_moves(cluster, moves, args.batch, bar)
+    finally:
+        bar.close()
+    say(f"Moved {total} slot{'s' if total != 1 else ''} in {len(moves)} move{'s' if len(moves) != 1 else ''} "
+        f"({time.monotonic() - t0:.1f}s).")
+
+
+def _slot_map_table(cluster: ClusterView) -> str:
+    rows = [(lo, hi, node, cluster.nodes[node].addr if node in cluster.nodes else "", epoch)
+            for lo, hi, node, epoch in cluster.entry.runs]
+    return table(("START", "END", "NODE", "ADDR", "EPOCH"), rows)
+
+
+def cmd_create(args: argparse.Namespace, a: Admin) -> int:
+    if len(set(args.addrs)) != len(args.addrs):
+        raise AdminError("An address is given twice.")
+    nodes = [a.probe(addr) for addr in args.addrs]
+    problems = admin.create_problems(nodes)
+    if problems:
+        return _refuse("create the cluster", problems, all(n.reachable for n in nodes))
+    plan = even_split([n.id for n in nodes])
+    say(f"Creating a cluster of {len(nodes)} node{'s' if len(nodes) != 1 else ''}, slots split evenly:")
+    say(table(("NODE", "ADDR", "SLOTS", "COUNT"),
+              [(n.id, n.addr, format_ranges(plan[n.id]), count_slots(plan[n.id])) for n in nodes]))
+    confirm(args, "Create this cluster?")
+    cluster = a.create(nodes, plan)
+    say("Cluster created; every node reports this slot map:")
+    say(_slot_map_table(cluster))
+    return admin.EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.discover(args.addr)
+    problems = admin.cluster_problems(cluster)
+    members = cluster.members()
+    say(f"Verifying the cluster of {cluster.entry.label()}: {len(members)} member"
+        f"{'s' if len(members) != 1 else ''}.")
+    if problems:
+        for p in problems:
+            say(f"problem: {p}")
+        say(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found.")
+        return admin.EXIT_PROBLEMS
+    say(f"OK: all {NUM_SLOTS} slots are covered; every node agrees on the slot map and the epochs "
+        "and on the members; no migration is open; every member is alive.")
+    return admin.EXIT_OK
+
+
+def _info_rows(cluster: ClusterView) -> list[dict[str, Any]]:
+    """One row per member of the entry node's view. State, slots and config epoch come from that
+    one view (its member list and its slot map), so they never disagree with each other; keys and
+    open migrations are what each node reports of itself (None when it did not answer)."""
+    counts = cluster.slot_counts()
+    epochs: dict[str, int] = {}
+    for _, _, owner, epoch in cluster.entry.runs:
+        epochs[owner] = max(epochs.get(owner, 0), epoch)
+    claimed = {m["id"]: m.get("epoch") for m in cluster.entry.members or []}
+    out = []
+    for n in cluster.nodes.values():
+        migrating, importing = n.open_marks()
+        out.append({"id": n.id, "addr": n.addr, "state": n.state, "slots": counts.get(n.id, 0),
+                    "keys": n.info.get("keys") if n.info is not None else None,
+                    "epoch": epochs.get(n.id, claimed.get(n.id)),
+                    "migrating": len(migrating) if n.reachable else None,
+                    "importing": len(importing) if n.reachable else None,
+                    "answered": n.reachable, "error": n.error})
+    return out
+
+
+def cmd_info(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.discover(args.addr)
+    rows = _info_rows(cluster)
+    if args.json:
+        say(json.dumps({"entry": cluster.entry.id, "view": cluster.entry.id, "nodes": rows}, indent=2))
+        return admin.EXIT_OK
+    say(table(("ID", "ADDR", "STATE", "SLOTS", "KEYS", "EPOCH", "OPEN"),
+              [(r["id"], r["addr"], r["state"], r["slots"], r["keys"], r["epoch"],
+                None if r["migrating"] is None else r["migrating"] + r["importing"]) for r in rows]))
+    assigned = sum(r["slots"] for r in rows)
+    keys = sum(r["keys"] or 0 for r in rows)
+    live = sum(1 for r in rows if r["state"] == State.ALIVE)
+    unknown = [r for r in rows if r["keys"] is None]
+    say(f"{len(rows)} node{'s' if len(rows) != 1 else ''} ({live} alive), {keys} key{'s' if keys != 1 else ''}"
+        f"{' on the nodes that answered' if unknown else ''}, {assigned} of {NUM_SLOTS} slots assigned.")
+    say(f"State, slots and epochs as {cluster.entry.label()} sees them; keys as each node counts its own.")
+    for r in unknown:
+        if r["state"] != State.ALIVE:
+            say(f"? {r['id']} is {r['state']} in {cluster.entry.id}'s view; it was not asked.")
+        else:
+            say(f"? {r['id']} did not answer" + (f": {r['error'].rstrip('.')}." if r["error"] else "."))
+    return admin.EXIT_OK
+
+
+def cmd_members(args: argparse.Namespace, a: Admin) -> int:
+    members = a.get(args.addr, "/cluster/members")
+    if args.json:
+        say(json.dumps(members, indent=2))
+        return admin.EXIT_OK
+    me = next((m for m in members if m.get("self")), None)
+    rows = [(m["id"] + (" *" if m.get("self") else ""), m.get("addr") or "", m.get("peer_addr") or "",
+             m["state"], m.get("incarnation"), count_slots(parse_ranges(m.get("slots") or "")),
+             NOT_APPLICABLE if m.get("self") else m.get("rtt_ms"))
+            for m in members]
+    say(table(("ID", "ADDR", "PEER ADDR", "STATE", "INCARNATION", "SLOTS", "RTT MS"), rows))
+    alive = sum(1 for m in members if m["state"] == State.ALIVE)
+    who = f"{me['id']} ({args.addr})" if me is not None else args.addr
+    say(f"{len(members)} member{'s' if len(members) != 1 else ''} ({alive} alive) as {who} sees them; * marks "
+        "itself; RTT is the smoothed round trip of its probes (? not measured yet).")
+    return admin.EXIT_OK
+
+
+def _refuse(command: str, problems: list[str], reachable: bool) -> int:
+    """Print each problem and that nothing changed; exit 1, or 2 when a node could not be reached."""
+    for p in problems:
+        error(p)
+    error(f"Refused to {command}; nothing was changed")
+    return admin.EXIT_PROBLEMS if reachable else admin.EXIT_ERROR
+
+
+def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.discover(args.existing)
+    new = a.probe(args.new)
+    problems = admin.create_problems([new])
+    if new.reachable and new.id in cluster.nodes:
+        problems.append(f"The cluster already has a member called {new.id} "
+                        f"({cluster.nodes[new.id].state}); start the new node with another --id.")
+    if problems:
+        return _refuse("add the node", problems, new.reachable)
+    members = cluster.members()
+    say(f"Adding node {new.label()} to the cluster of {cluster.entry.label()} ({len(members)} member"
+        f"{'s' if len(members) != 1 else ''}); it will own no slots.")
+    confirm(args, "Add this node?")
+    a.add_node(new, cluster)
+    say(f"Node {new.id} joined the cluster and owns no slots; it serves requests by forwarding "
+        f"(storelab cluster rebalance {args.existing} --use-empty gives it its share).")
+    return admin.EXIT_OK
+
+
+def cmd_reshard(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.wait_stable(args.addr)
+    target = cluster.resolve(args.to)
+    sources: list[str] | None = None  # --from: ids or addresses (URLs normalized by _node_refs)
+    refs = [r.strip() for item in args.sources or [] for r in item.split(",") if r.strip()]
+    if refs and refs != ["all"]:
+        if "all" in refs:
+            raise AdminError("--from is either 'all' or a list of nodes, not both.")
+        sources = [cluster.resolve(r).id for r in refs]
+    moves = a.plan_reshard(cluster, args.slots, target.id, sources)
+    say(f"Moving {args.slots} slot{'s' if args.slots != 1 else ''} to {target.label()}:")
+    say(_moves_table(cluster, moves))
+    confirm(args, "Move these slots?")
+    _run_moves(args, a, cluster, moves)
+    return admin.EXIT_OK
+
+
+def cmd_rebalance(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.wait_stable(args.addr)
+    weights = {cluster.resolve(ref).id: w for ref, w in args.weight}
+    moves = a.plan_rebalance(cluster, weights, args.use_empty)
+    if not moves:
+        say("The cluster is balanced: every node is within one slot of its share. Nothing to move.")
+        return admin.EXIT_OK
+    total = sum(m.count for m in moves)
+    say(f"Rebalancing: {total} slot{'s' if total != 1 else ''} move in {len(moves)} move"
+        f"{'s' if len(moves) != 1 else ''}:")
+    say(_moves_table(cluster, moves))
+    confirm(args, "Carry out this plan?")
+    _run_moves(args, a, cluster, moves)
+    return admin.EXIT_OK
+
+
+def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.wait_stable(args.addr)
+    node = cluster.resolve(args.node)
+    if node.state != State.ALIVE:
+        raise Refused(f"Node {node.label()} is {node.state}; only an alive node can be removed.")
+    others = [n for n in cluster.members() if n.id != node.id]
+    if not others:
+        raise Refused(f"Node {node.label()} is the only member; there is nobody to give its slots to.")
+    owned = cluster.slot_counts().get(node.id, 0)
+    moves = a.plan_rebalance(cluster, {node.id: 0.0}, args.use_empty) if owned else []
+    say(f"Removing node {node.label()}: its {owned} slot{'s' if owned != 1 else ''} move to the others, "
+        "then it leaves the cluster (its process exits).")
+    if moves:
+        say(_moves_table(cluster, moves))
+    confirm(args, f"Remove node {node.id}?")
+    if moves:
+        _run_moves(args, a, cluster, moves)
+    left = a.discover(cluster.entry.addr if cluster.entry.id != node.id else others[0].addr)
+    if left.slot_counts().get(node.id, 0):
+        raise admin.Refused(f"Node {node.id} still owns slots; it was not asked to leave.")
+    a.leave(cluster, node)
+    say(f"Node {node.id} left the cluster.")
+    return admin.EXIT_OK
+
+
+def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.discover(args.addr)
+    plan = a.plan_fix(cluster, args.assign_unowned)
+    for p in plan.problems:
+        error(p)
+    if plan.empty():
+        say("No open migration to fix. The slot map needs no mending." if not plan.problems
+            else "Nothing can be fixed now.")
+        return admin.EXIT_PROBLEMS if plan.problems else admin.EXIT_OK
+    say("To fix:")
+    for line in plan.describe():
+        say(f"  - {line}")
+    confirm(args, "Fix these?")
+    total = sum(m.count for m in plan.resume)
+    bar = _Bar(args, total, "finishing moves")
+    try:
+        left = a.fix(cluster, plan, args.batch, bar, args.assign_unowned)
+    finally:
+        bar.close()
+    for p in left:
+        error(p)
+    after = a.plan_fix(a.discover(args.addr), args.assign_unowned)
+    if not after.empty() or after.problems:
+        for line in [*after.describe(), *after.problems]:
+            error(f"Still open: {line}")
+        return admin.EXIT_PROBLEMS
+    say("Fixed: no migration is open any more." if not (plan.problems or left)
+        else "Fixed what could be fixed; the problems above remain.")
+    return admin.EXIT_PROBLEMS if plan.problems or left else admin.EXIT_OK
+
+
+#: ``storelab cluster`` commands, in the order --help lists them
+_CLUSTER_COMMANDS: dict[str, Callable[[argparse.Namespace, Admin], int]] = {
+    "create": cmd_create,
+    "verify": cmd_verify,
+    "info": cmd_info,
+    "members": cmd_members,
+    "add-node": cmd_add_node,
+    "reshard": cmd_reshard,
+    "rebalance": cmd_rebalance,
+    "remove-node": cmd_remove_node,
+    "fix": cmd_fix,
+}
+#: the names redis-cli --cluster users type -> ours
+ALIASES = {"check": "verify", "del-node": "remove-node"}
+_ALIAS_OF = {name: alias for alias, name in ALIASES.items()}
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    command = ALIASES.get(args.cluster_command, args.cluster_command)
+    try:
+        with Admin(args.timeout) as a:
+            return _CLUSTER_COMMANDS[command](args, a)
+    except Refused as e:
+        error(e.message)
+        for p in e.problems:
+            print(f"storelab:   {sentence(p)}", file=sys.stderr)
+        return e.status
+    except AdminError as e:
+        error(e.message)
+        return e.status
+    except KeyboardInterrupt:
+        error("Interrupted; if slots were moving, run storelab cluster fix")
+        return EXIT_INTERRUPTED
