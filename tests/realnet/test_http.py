@@ -29,6 +29,7 @@ from realnet.http import (
     start_http_server,
     stop_http_server,
 )
+from tests.realnet.test_http_parser import FRAMING_REFUSALS
 
 GUARD = 10.0  # seconds: a hang guard for reads, not a performance expectation
 
@@ -695,17 +696,7 @@ def test_repeated_identical_content_length_is_accepted() -> None:
     run(scenario)
 
 
-@pytest.mark.parametrize(
-    ("fields", "status", "code"),
-    [
-        ("Transfer-Encoding: chunked\r\nContent-Length: 5", 400, "bad_request"),
-        ("Transfer-Encoding: gzip", 400, "bad_request"),
-        ("Transfer-Encoding: chunked, gzip", 400, "bad_request"),
-        ("Transfer-Encoding: chunked, chunked", 400, "bad_request"),
-        ("Transfer-Encoding: gzip, chunked", 501, "not_implemented"),
-        ("Expect: something-else", 417, "expectation_failed"),
-    ],
-)
+@pytest.mark.parametrize(("fields", "status", "code"), FRAMING_REFUSALS)
 def test_unsupported_framing(fields: str, status: int, code: str) -> None:
     async def scenario(srv: Server) -> None:
         data = f"PUT /kv/x HTTP/1.1\r\nHost: h\r\n{fields}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
