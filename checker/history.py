@@ -363,15 +363,19 @@ def _ordered(event: Mapping[str, Any]) -> Event:
 # Files
 
 
-def write_jsonl(events: Iterable[Mapping[str, Any] | Op], path: str | Path) -> None:
-    """Write event dicts (or :class:`Op` records, converted) as JSON lines, fields in the
-    canonical order ``process, type, f, key, value, time``; tuples are written as arrays."""
+def jsonl_text(events: Iterable[Mapping[str, Any] | Op]) -> str:
+    """Event dicts (or :class:`Op` records, converted) as the text of a JSON-lines file, fields
+    in the canonical order ``process, type, f, key, value, time``; tuples are written as arrays."""
     items: list[Any] = list(events)
     if items and isinstance(items[0], Op):
         items = ops_to_events(items)
+    return "".join(json.dumps(_ordered(event), separators=(", ", ": ")) + "\n" for event in items)
+
+
+def write_jsonl(events: Iterable[Mapping[str, Any] | Op], path: str | Path) -> None:
+    """Write :func:`jsonl_text` of ``events`` to ``path``."""
     with open(path, "w", encoding="utf-8") as out:
-        for event in items:
-            out.write(json.dumps(_ordered(event), separators=(", ", ": ")) + "\n")
+        out.write(jsonl_text(events))
 
 
 @dataclass(frozen=True, slots=True)

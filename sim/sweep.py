@@ -14,9 +14,13 @@ config, so the same seed gives an equal result in any process. (The checker's ti
 one exception that can leak in: a seed whose check runs out of time has the verdict ``unknown``,
 reported as *undecided*: "unknown" is left to mean an operation's outcome.)
 
+The task of a sweep is :func:`seed_task`: :func:`run_seed`'s work, with the files it would
+write (the history, the timeline of a violation) sent back as texts in a :class:`SeedOutput`.
 :func:`sweep` runs many seeds on a :class:`concurrent.futures.ProcessPoolExecutor` (spawned
-workers, so it is safe from notebooks and threads) with a tqdm progress bar, and collects them
-in a :class:`SweepResult`: a printable summary, a numpy structured array per seed
+workers, so it is safe from notebooks and threads), or on a Dask cluster (``client=``, see
+:mod:`sim.sweepdask`); one consumer, :func:`collect`, takes the outputs as they finish from
+either, writes their files into ``out``, moves a tqdm progress bar, and the results make a
+:class:`SweepResult`: a printable summary, a numpy structured array per seed
 (:meth:`SweepResult.table`) and per fault (:meth:`SweepResult.fault_table`), and
 :meth:`SweepResult.to_pandas` for those who have pandas (it is not a dependency).
 
@@ -34,7 +38,6 @@ memory only, Redis without persistence) a crash forgets acknowledged writes, and
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing
@@ -42,7 +45,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from checker import check, get_model, verdict_text, write_jsonl
+from checker import check, get_model, verdict_text
+from checker.history import jsonl_text
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
 from sim.clients import FAIL, OK, UNKNOWN, Workload
@@ -288,14 +292,47 @@ def run_seed(seed: int, config: RunConfig | None = None, *, node_class: type | N
     the run's HTML timeline there, witness outlined, when the history is *not* linearizable.
     An exception in the run is reported as verdict ``error`` with its traceback."""
     cfg = replace(config or RunConfig(), **overrides)
+    output = seed_task(seed, cfg, node_class, history_path is not None, timeline_path is not None)
+    output.write(history_path, timeline_path)
+    return output.result
+
+
+@dataclass(frozen=True)
+class SeedOutput:
+    """What one seed's task sends back: its result and, when asked for, the texts of its files
+    (so that the side that collects them writes them: a Dask worker need not share its disk)."""
+
+    result: SeedResult
+    #: the checked history as JSON lines
+    history: str | None = None
+    #: the HTML timeline (only for a history that is not linearizable)
+    timeline: str | None = None
+
+    def write(self, history_path: str | Path | None, timeline_path: str | Path | None) -> None:
+        for text, path in ((self.history, history_path), (self.timeline, timeline_path)):
+            if text is not None and path is not None:
+                Path(path).write_text(text, encoding="utf-8")
+
+    def write_into(self, out: str | Path) -> None:
+        """Into the directory ``out``: ``seed-N.jsonl`` and ``seed-N.html``."""
+        seed = self.result.seed
+        self.write(Path(out) / f"seed-{seed}.jsonl", Path(out) / f"seed-{seed}.html")
+
+
+def seed_task(seed: int, config: RunConfig, node_class: type | None = None, history: bool = False,
+              timeline: bool = False) -> SeedOutput:
+    """One seed, run and checked: the task of a sweep, in a pool process or on a Dask worker.
+    Pure: the output is a function of its arguments (the wall-clock timings aside), so a task
+    run twice (a lost worker's task, retried) gives the same output. ``history``/``timeline``:
+    send back the texts of those files."""
+    cfg = config
     started = time.perf_counter()
     try:
         run = simulate(seed, cfg, node_class=node_class)
     except Exception:
-        return SeedResult(seed, "error", 0, 0, 0, 0, 0.0, "", error=traceback.format_exc(limit=8),
-                          wall_seconds=time.perf_counter() - started)
-    if history_path is not None:
-        write_jsonl(run.events, history_path)
+        return SeedOutput(SeedResult(seed, "error", 0, 0, 0, 0, 0.0, "", error=traceback.format_exc(limit=8),
+                                     wall_seconds=time.perf_counter() - started))
+    history_text = jsonl_text(run.events) if history else None
     result = check(run.events, model=cfg.model, timeout=cfg.check_timeout)
     oc = run.cluster.history.outcomes()
     lat = tuple(op.latency for op in run.cluster.history if op.outcome == OK and op.latency is not None)
@@ -304,30 +341,25 @@ def run_seed(seed: int, config: RunConfig | None = None, *, node_class: type | N
     states: tuple[str, ...] = ()
     culprit = ""
     ce = result.counterexample
-    if timeline_path is not None and result.verdict != "linearizable":
+    timeline_text = None
+    if timeline and result.verdict != "linearizable":
         from sim.timeline import timeline_html
 
-        timeline_html(run.events, run.nemesis.records, witness=result.witness, path=timeline_path,
-                      title=f"seed {seed}: {verdict_text(result.verdict)} ({cfg.describe()})")
+        timeline_text = timeline_html(run.events, run.nemesis.records, witness=result.witness,
+                                      title=f"seed {seed}: {verdict_text(result.verdict)} ({cfg.describe()})")
     if ce is not None:
         model = get_model(cfg.model)
         witness = tuple(op.describe() for op in ce.ops)
         key = ce.key
         states = tuple(model.describe_state(s) for s in ce.start_states)
         culprit = ce.culprit.describe()
-    return SeedResult(
+    seed_result = SeedResult(
         seed=seed, verdict=result.verdict, ops=len(run.cluster.history), ok=oc[OK], fail=oc[FAIL],
         unknown=oc[UNKNOWN], sim_time=run.cluster.now, digest=run.cluster.digest(), latencies=lat,
         faults=tuple(run.nemesis.records), witness=witness, witness_key=key, start_states=states,
         culprit=culprit, check_seconds=result.elapsed, wall_seconds=time.perf_counter() - started,
     )
-
-
-def _run_seed_job(seed: int, config: RunConfig, node_class: type | None, out: str | None) -> SeedResult:
-    if out is None:
-        return run_seed(seed, config, node_class=node_class)
-    return run_seed(seed, config, node_class=node_class, history_path=os.path.join(out, f"seed-{seed}.jsonl"),
-                    timeline_path=os.path.join(out, f"seed-{seed}.html"))
+    return SeedOutput(seed_result, history_text, timeline_text)
 
 
 # --- many seeds -------------------------------------------------------------------------------
@@ -339,6 +371,9 @@ class SweepResult:
     results: list[SeedResult]
     processes: int = 1
     wall_seconds: float = 0.0
+    #: the Dask scheduler's address when the seeds ran on a Dask cluster (``processes``: its
+    #: worker threads)
+    dask: str | None = None
 
     # --- counts
 
@@ -449,6 +484,8 @@ class SweepResult:
             "processes": self.processes,
             "wall_seconds": self.wall_seconds,
         }
+        if self.dask is not None:
+            out["dask"] = self.dask
         if per_seed:
             out["seeds"] = [
                 {"seed": r.seed, "verdict": r.verdict, "ops": r.ops, "ok": r.ok,
@@ -493,13 +530,18 @@ class SweepResult:
         lines.append("")
         if check_s:
             lines.append(f"checker: {sum(check_s):.2f} s in all, slowest seed {max(check_s):.2f} s; "
-                         f"wall {self.wall_seconds:.1f} s on {self.processes} process(es)")
+                         f"wall {self.wall_seconds:.1f} s on {self.where()}")
         if v:
             flags = cfg.cli_args()
             lines.append(f"reproduce: python -m sim check --seed-list {v[0]} {flags} --out DIR".replace("  ", " "))
             first = next(r for r in self.results if r.seed == v[0])
             lines.append(first.describe())
         return "\n".join(lines)
+
+    def where(self) -> str:
+        if self.dask is not None:
+            return f"{self.processes} Dask worker thread(s) of {self.dask}"
+        return f"{self.processes} process(es)"
 
     def by_verdict_seeds(self, verdict: str) -> list[int]:
         return [r.seed for r in self.by_verdict(verdict)]
@@ -522,132 +564,88 @@ def sweep(
     progress: bool | None = None,
     out: str | Path | None = None,
     node_class: type | None = None,
+    client: Any = None,
     **overrides: Any,
 ) -> SweepResult:
-    """Run and check every seed, ``processes`` at a time (default: one per CPU; 1 runs inline).
+    """Run and check every seed, ``processes`` at a time (default: one per CPU; 1 runs inline),
+    or, given a ``client`` (a ``dask.distributed.Client``), as tasks on its Dask cluster
+    (:mod:`sim.sweepdask`; ``processes`` is then the cluster's business).
 
     ``progress``: show a tqdm bar on stderr (default: when stderr is a terminal). ``out``: a
     directory for each seed's history (``seed-N.jsonl``), the timeline of each seed that is not
-    linearizable (``seed-N.html``), ``report.json`` and ``summary.txt``.
+    linearizable (``seed-N.html``), ``report.json`` and ``summary.txt``; this side writes them,
+    from what the tasks send back.
     """
-    from tqdm import tqdm
-
     cfg = replace(config or RunConfig(), **overrides).validate()
     seed_list = list(dict.fromkeys(int(s) for s in seeds))
-    procs = max(1, min(processes or os.cpu_count() or 1, len(seed_list) or 1))
-    out_s = None
+    keep = out is not None
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        out_s = str(out)
-    show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
-    results: dict[int, SeedResult] = {}
-    with tqdm(total=len(seed_list), disable=not show, unit="seed", file=sys.stderr,
-              desc="checking") as bar:
-        if procs == 1:
-            for s in seed_list:
-                results[s] = _run_seed_job(s, cfg, node_class, out_s)
-                bar.update(1)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
-                futures = {pool.submit(_run_seed_job, s, cfg, node_class, out_s): s for s in seed_list}
-                for fut in as_completed(futures):
-                    r = fut.result()
-                    results[r.seed] = r
-                    bar.update(1)
-                    if r.verdict == "not_linearizable":
-                        bar.set_postfix(violations=sum(x.verdict == "not_linearizable" for x in results.values()))
-    res = SweepResult(cfg, [results[s] for s in seed_list], procs, time.perf_counter() - started)
+    dask_address = None
+    if client is not None:
+        from sim.sweepdask import dask_outputs, worker_threads
+
+        procs = worker_threads(client)
+        dask_address = str(client.scheduler.address)
+        outputs = dask_outputs(client, seed_list, cfg, node_class, keep)
+    else:
+        procs = max(1, min(processes or os.cpu_count() or 1, len(seed_list) or 1))
+        outputs = _pool_outputs(seed_list, cfg, node_class, keep, procs)
+    results = collect(outputs, seed_list, out=out, progress=progress)
+    res = SweepResult(cfg, results, procs, time.perf_counter() - started, dask=dask_address)
     if out is not None:
         res.write(out)
     return res
 
 
-# --- command line -----------------------------------------------------------------------------
+def _pool_outputs(seed_list: list[int], cfg: RunConfig, node_class: type | None, keep: bool,
+                  procs: int) -> Iterator[SeedOutput]:
+    """The seeds' outputs as they finish, from ``procs`` spawned processes (1: run inline)."""
+    if procs == 1:
+        for s in seed_list:
+            yield seed_task(s, cfg, node_class, keep, keep)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+        futures = [pool.submit(seed_task, s, cfg, node_class, keep, keep) for s in seed_list]
+        for fut in as_completed(futures):
+            yield fut.result()
 
 
-def _seed_list(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        if sep and lo:
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(part))
-    if not out:
-        raise argparse.ArgumentTypeError("give at least one seed")
-    return out
+def collect(outputs: Iterable[SeedOutput], seeds: Sequence[int], *, out: str | Path | None = None,
+            progress: bool | None = None) -> list[SeedResult]:
+    """Consume finished seeds in any order (a pool's, a Dask cluster's): write each one's files
+    into ``out``, move the progress bar, and return the results in the order of ``seeds``.
+    A seed that arrives twice (a retried task) counts once; a seed that never arrives is an error."""
+    from tqdm import tqdm
 
-
-def build_parser() -> argparse.ArgumentParser:
-    d = RunConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m sim check",
-        description="Run many seeds of the simulated store under a nemesis and check every "
-        "history for linearizability.",
-        epilog="exit status: 0 no violation, 1 a violation (its seed reproduces it), 2 usage error, "
-        "3 a run raised an exception. Nemesis kinds: partition, bridge, oneway, crash, loss, "
-        "latency, slow, reshard; aliases none, network (all but crash and reshard), all (all but "
-        "reshard). With --no-durable a crash "
-        "loses the node's acknowledged writes, which the checker reports (see sim/nemesis.py).",
-    )
-    p.add_argument("--workload", choices=WORKLOADS, default=d.workload, help="kv (default) or register (one key)")
-    p.add_argument("--nemesis", default=d.nemesis, help=f"comma list of fault kinds (default {d.nemesis})")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--seeds", type=int, default=20, help="how many seeds (default 20)")
-    group.add_argument("--seed-list", type=_seed_list, help="exactly these seeds: '3,17,40-45'")
-    p.add_argument("--first-seed", type=int, default=1, help="the first of --seeds (default 1)")
-    p.add_argument("--nodes", type=int, default=d.nodes, help=f"nodes (default {d.nodes})")
-    p.add_argument("--clients", type=int, default=d.clients, help=f"clients (default {d.clients})")
-    p.add_argument("--ops", type=int, default=d.ops, help=f"operations per seed (default {d.ops})")
-    p.add_argument("--keys", type=int, default=d.keys, help=f"keys of the kv workload (default {d.keys})")
-    p.add_argument("--duration", type=float, default=d.duration,
-                   help=f"simulated seconds per seed (default {d.duration:g})")
-    p.add_argument("--loss", type=float, default=d.loss, help="background message loss (default 0)")
-    p.add_argument("--durable", action=argparse.BooleanOptionalAction, default=d.durable,
-                   help="nodes write through to durable storage (default); --no-durable: memory "
-                   "only, so a crash loses acknowledged writes")
-    p.add_argument("--check-timeout", type=float, default=d.check_timeout,
-                   help=f"checker budget per seed, seconds (default {d.check_timeout:g})")
-    p.add_argument("--processes", type=int, default=None, help="worker processes (default: one per CPU)")
-    p.add_argument("--json", action="store_true", help="end with one line: the totals as a JSON object")
-    p.add_argument("--out", metavar="DIR", help="write seed-N.jsonl histories, seed-N.html timelines of "
-                   "violations, report.json, summary.txt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+    show = sys.stderr.isatty() if progress is None else progress
+    results: dict[int, SeedResult] = {}
+    violations = 0
+    with tqdm(total=len(seeds), disable=not show, unit="seed", file=sys.stderr, desc="checking") as bar:
+        for o in outputs:
+            r = o.result
+            if r.seed in results:
+                continue
+            if out is not None:
+                o.write_into(out)
+            results[r.seed] = r
+            bar.update(1)
+            if r.verdict == "not_linearizable":
+                violations += 1
+                bar.set_postfix(violations=violations)
+    missing = [s for s in seeds if s not in results]
+    if missing:
+        raise RuntimeError(f"{len(missing)} seeds never came back (first: {missing[0]}).")
+    return [results[s] for s in seeds]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    if args.seed_list is not None:
-        seeds = args.seed_list
-    else:
-        if args.seeds < 1:
-            p.error("--seeds must be at least 1")
-        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    if args.processes is not None and args.processes < 1:
-        p.error("--processes must be at least 1")
-    cfg = RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=args.nodes, clients=args.clients,
-                    ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
-                    check_timeout=args.check_timeout, durable=args.durable)
-    problems = cfg.problems()
-    if problems:
-        p.error(" ".join(problems))
-    res = sweep(seeds, cfg, processes=args.processes, progress=False if args.no_progress else None,
-                out=args.out)
-    print(res.summary())
-    if args.json:
-        print(json.dumps(res.to_json()))
-    if res.violations:
-        return 1
-    if res.errors:
-        return 3
-    return 0
+    """``python -m sim check``; the command line lives in :mod:`sim.sweepcli`."""
+    from sim.sweepcli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
