@@ -5,11 +5,13 @@ Theory of operation
 A sweep's unit of work is :func:`sim.sweep.seed_task`: one seed, run and checked, a pure
 function of its arguments (the seed and the :class:`~sim.sweep.RunConfig`; only the wall-clock
 timings differ between two runs). That makes it a good Dask task. :func:`dask_outputs` submits
-one task per seed with a key named after the seed and a token of its arguments
-(``storelab-seed-17-<token>``), ``pure`` by construction and with ``retries``; it keeps a
-window of tasks in flight (a few per worker thread, looked at again as workers come and go)
-rather than the whole sweep, so that a 100,000-seed sweep does not sit in the scheduler at
-once, and yields each :class:`~sim.sweep.SeedOutput` as it finishes (``as_completed``). The
+one task per seed (:func:`seeds_task`; a chunk of up to MAX_CHUNK seeds when the sweep is long,
+see :func:`chunk_size`) with a key named after its seeds and a token of its arguments
+(``storelab-seeds-17-1-<token>``: the same work has the same key, as for a ``pure`` task) and
+``retries``; it keeps a window of tasks in flight (a few per worker thread, looked at again as
+workers come and go) rather than the whole sweep, so that a 100,000-seed sweep does not sit in
+the scheduler at once, and yields each :class:`~sim.sweep.SeedOutput` as its task finishes
+(``as_completed``, results fetched in the background). The
 caller, :func:`sim.sweep.collect`, is the same consumer as for the local process pool: it moves
 the progress bar, writes each seed's files on this side from the texts the task sent back (a
 remote worker need not share the disk), and puts the results in seed order.
@@ -45,6 +47,8 @@ RETRIES = 2
 #: tasks in flight per worker thread (at least MIN_WINDOW)
 PER_THREAD = 4
 MIN_WINDOW = 16
+#: the most seeds one task runs (see chunk_size)
+MAX_CHUNK = 50
 #: seconds to reach a scheduler before giving up
 CONNECT_TIMEOUT = 10.0
 
@@ -100,47 +104,57 @@ def worker_threads(client: Any) -> int:
     return int(sum(client.nthreads().values()))
 
 
-def _task_key(seed: int, token: str) -> str:
-    return f"storelab-seed-{seed}-{token}"
+def seeds_task(seeds: tuple[int, ...], config: RunConfig, node_class: type | None = None,
+               keep_files: bool = False) -> list[SeedOutput]:
+    """The Dask task: :func:`~sim.sweep.seed_task` for each of ``seeds`` (a chunk), in order."""
+    return [seed_task(s, config, node_class, keep_files, keep_files) for s in seeds]
+
+
+def chunk_size(seeds: int, threads: int) -> int:
+    """Seeds per task: one, unless the sweep is long enough that one task per seed would keep
+    the scheduler busier than the seeds (a default seed costs ~30 ms, a task ~1 ms of the
+    scheduler's time): then up to MAX_CHUNK, leaving ~20 tasks per worker thread."""
+    return max(1, min(MAX_CHUNK, seeds // (20 * max(threads, 1))))
 
 
 def dask_outputs(client: Any, seeds: list[int], config: RunConfig, node_class: type | None = None,
-                 keep_files: bool = False, *, retries: int = RETRIES) -> Iterator[SeedOutput]:
-    """Run every seed as a task on ``client``'s cluster; yield each output as it finishes."""
+                 keep_files: bool = False, *, retries: int = RETRIES,
+                 chunk: int | None = None) -> Iterator[SeedOutput]:
+    """Run the seeds as tasks on ``client``'s cluster, ``chunk`` seeds a task (default
+    :func:`chunk_size`); yield each seed's output as its task finishes."""
     distributed = require_distributed()
     from dask.base import tokenize
 
     token = tokenize(config, node_class.__module__ + "." + node_class.__qualname__ if node_class else None,
                      keep_files)
-    pending = iter(seeds)
-    checked_at = time.monotonic()
     threads = worker_threads(client)
     if not threads and seeds:
         print(f"waiting for workers: the Dask cluster at {client.scheduler.address} has none yet",
               file=sys.stderr)
+    size = chunk or chunk_size(len(seeds), threads)
+    chunks = iter([tuple(seeds[i:i + size]) for i in range(0, len(seeds), size)])
 
     def submit() -> Any | None:
-        seed = next(pending, None)
-        if seed is None:
+        part = next(chunks, None)
+        if part is None:
             return None
-        return client.submit(seed_task, seed, config, node_class, keep_files, keep_files,
-                             key=_task_key(seed, token), retries=retries)
+        return client.submit(seeds_task, part, config, node_class, keep_files, retries=retries,
+                             key=f"storelab-seeds-{part[0]}-{len(part)}-{token}")
 
     window = max(MIN_WINDOW, PER_THREAD * threads)
     first = [f for f in (submit() for _ in range(window)) if f is not None]
-    done = distributed.as_completed(first)
-    in_flight = len(first)
-    for fut in done:
+    done = distributed.as_completed(first, with_results=True, raise_errors=False)
+    in_flight, checked_at = len(first), time.monotonic()
+    for fut, result in done:
         in_flight -= 1
-        try:
-            output = fut.result()
-        except Exception as e:  # after the retries: the cluster could not run it
+        if fut.status != "finished":  # after the retries: the cluster could not run it
+            exc = result[1] if isinstance(result, tuple) else result
             raise DaskSweepFailed(
-                f"the task of seed {_seed_of(fut.key)} failed on the Dask cluster: {type(e).__name__}: {e}. "
+                f"the task {fut.key} failed on the Dask cluster: {type(exc).__name__}: {exc}. "
                 "Do the workers run the same storelab (pip install -e . on each, same commit)?"
-            ) from e
+            )
         fut.release()
-        yield output
+        yield from result
         if time.monotonic() - checked_at > 2.0:  # workers come and go: size the window again
             checked_at = time.monotonic()
             window = max(MIN_WINDOW, PER_THREAD * worker_threads(client))
@@ -150,8 +164,3 @@ def dask_outputs(client: Any, seeds: list[int], config: RunConfig, node_class: t
                 break
             done.add(nxt)
             in_flight += 1
-
-
-def _seed_of(key: Any) -> str:
-    parts = str(key).split("-")
-    return parts[2] if len(parts) > 2 else str(key)
