@@ -112,12 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         p.error(" ".join(problems))
     progress = False if args.no_progress else None
-    if args.dask is None:
-        res = sweep(seeds, cfg, processes=args.processes, progress=progress, out=args.out)
-    else:
-        res = _dask_sweep(p, args.dask, seeds, cfg, args.processes, progress, args.out)
-        if res is None:
-            return 3
+    res = (sweep(seeds, cfg, processes=args.processes, progress=progress, out=args.out) if args.dask is None
+           else _dask_sweep(p, args.dask, seeds, cfg, args.processes, progress, args.out))
+    if res is None:
+        return 3
     print(res.summary())
     if args.json:
         print(json.dumps(res.to_json()))

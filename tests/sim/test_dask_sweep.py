@@ -206,3 +206,17 @@ def test_a_scheduler_that_is_not_there_and_processes_with_an_address_are_usage_e
         sweepcli.main([*FLAGS, "--dask", "tcp://127.0.0.1:1", "--processes", "2"])
     assert e.value.code == 2
     assert "--processes is for the local pool" in capsys.readouterr().err
+
+
+def _task_that_cannot_run(*args: Any) -> Any:
+    raise RuntimeError("this worker cannot run storelab")
+
+
+def test_a_task_the_cluster_cannot_run_stops_the_sweep_with_a_sentence_and_status_3(
+        client: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sweepdask, "seeds_task", _task_that_cannot_run)
+    code = sweepcli.main([*FLAGS, "--dask", client.scheduler.address])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "failed on the Dask cluster: RuntimeError: this worker cannot run storelab" in err, err
+    assert "same storelab" in err and "Traceback" not in err
