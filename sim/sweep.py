@@ -319,13 +319,12 @@ class SeedOutput:
         self.write(Path(out) / f"seed-{seed}.jsonl", Path(out) / f"seed-{seed}.html")
 
 
-def seed_task(seed: int, config: RunConfig, node_class: type | None = None, history: bool = False,
+def seed_task(seed: int, cfg: RunConfig, node_class: type | None = None, history: bool = False,
               timeline: bool = False) -> SeedOutput:
     """One seed, run and checked: the task of a sweep, in a pool process or on a Dask worker.
     Pure: the output is a function of its arguments (the wall-clock timings aside), so a task
     run twice (a lost worker's task, retried) gives the same output. ``history``/``timeline``:
     send back the texts of those files."""
-    cfg = config
     started = time.perf_counter()
     try:
         run = simulate(seed, cfg, node_class=node_class)
