@@ -197,6 +197,7 @@ def handle_reject(r: Raft, to: str, pr: Progress, m: RaftAppendResp) -> None:
 def handle_ack(r: Raft, to: str, pr: Progress, index: int) -> None:
     if index > r.log.last_index():
         return  # nonsense from a confused peer: we never sent that
+    was_paused = pr.is_paused(r.cfg.max_inflight)
     if pr.maybe_update(index):
         if pr.state == PROBE:
             pr.become_replicate()
@@ -204,6 +205,8 @@ def handle_ack(r: Raft, to: str, pr: Progress, index: int) -> None:
             pr.become_probe()
             pr.become_replicate()
         if not maybe_commit(r) and r.role == "leader":
+            if was_paused:  # it missed the broadcasts while paused: bring it the commit index
+                send_append(r, to)
             while send_append(r, to, send_empty=False):
                 pass
     elif pr.state == SNAPSHOT and index >= pr.pending_snapshot:
