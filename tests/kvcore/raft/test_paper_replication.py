@@ -202,7 +202,7 @@ def test_heartbeat_commit_is_capped_at_the_followers_match() -> None:
 def test_large_proposals_are_split_by_max_size_per_msg() -> None:
     net = Network(["1", "2"], max_size_per_msg=10, **PLAIN)
     net.elect("1")
-    for i in range(4):
+    for _ in range(4):
         net.propose("1", b"x" * 8)
     apps = [m for m in net.raft("1").ready().messages if isinstance(m, RaftAppend)]
     net.stabilize()
