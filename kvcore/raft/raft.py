@@ -382,7 +382,7 @@ class Raft:
         soft = self.soft_state()
         entries = tuple(self.log.unstable())
         hs_out = hs if hs != self._prev_hs else None
-        must_sync = bool(entries or self.pending_snapshot or (
+        must_sync = bool(entries or self.pending_snapshot or self.pending_compacted or (
             hs_out is not None and (hs.term, hs.vote) != (self._prev_hs.term, self._prev_hs.vote)))
         return Ready(
             soft_state=soft if soft != self._prev_soft else None, hard_state=hs_out, entries=entries,
