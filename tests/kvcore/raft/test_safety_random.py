@@ -39,7 +39,7 @@ class SendBeforeSync(Network):
 
 
 def run_seed(seed: int, steps: int = 2000, n: int = 5, net_cls: type[Network] = Network,
-             crash_p: float = 0.01) -> None:
+             crash_p: float = 0.01, membership: bool = False) -> None:
     rng = random.Random(seed)
     net = net_cls([str(i) for i in range(1, n + 1)], seed=seed, election_tick=6)
     checker = SafetyChecker()
@@ -78,7 +78,32 @@ def run_seed(seed: int, steps: int = 2000, n: int = 5, net_cls: type[Network] = 
                 net.recover()
             else:
                 net.cut(node, rng.choice(ids))
-        elif x < 0.95:
+        elif x < 0.96 and membership:
+            leaders = net.leaders()
+            if leaders:
+                lead = net.raft(leaders[0])
+                conf = lead.log.conf()
+                choice = rng.random()
+                try:
+                    if choice < 0.1:
+                        lead.transfer_leader(rng.choice(conf.voters))
+                    elif choice < 0.5 and len(conf.voters) > 2:
+                        lead.propose_conf_change("remove", rng.choice(conf.voters))
+                    elif choice < 0.7 and conf.learners:
+                        lead.propose_conf_change("promote", rng.choice(conf.learners))
+                    else:
+                        outside = [i for i in ids if i not in conf.voters and i not in conf.learners]
+                        if outside:
+                            lead.propose_conf_change("add-learner", rng.choice(outside))
+                except (ProposalRefused, NotLeader):
+                    pass
+            if rng.random() < 0.5:
+                lead_or_any = net.raft(node)
+                try:
+                    lead_or_any.read_index(f"r{step}".encode())
+                except NotLeader:
+                    pass
+        elif x < 0.97:
             r = net.raft(node)
             if net.nodes[node].up and r.log.applied > r.log.snapshot.meta.index and not r.has_ready():
                 r.compact(r.log.applied, f"image@{r.log.applied}".encode())
@@ -109,6 +134,11 @@ def test_random_runs_make_progress() -> None:
         assert all(n.applied and n.applied[-1].data == b"x" for n in net.nodes.values())
         rng_terms.append(net.raft(leader).term)
     assert rng_terms
+
+
+@pytest.mark.parametrize("seed", range(200, 230), ids=lambda s: f"seed_{s}")
+def test_figure3_holds_with_membership_changes_transfers_and_reads(seed: int) -> None:
+    run_seed(seed, steps=2500, n=5, membership=True)
 
 
 @pytest.mark.parametrize("n", [3, 5])
