@@ -312,10 +312,12 @@ def serve_read(r: Raft, ctx: bytes, asker: str) -> None:
     if list(voters) == [r.id] or (r.cfg.read_only == LEASE and lease_valid(r)):
         answer_read(r, index, ctx, asker)
         return
-    if ctx in r.read_queue:
-        return  # the same context is already being confirmed
-    r.read_queue[ctx] = (index, asker, {r.id})
-    broadcast_heartbeat(r, ctx)  # §6.4 step 3: confirm leadership with a round of heartbeats
+    # The heartbeat carries the leader's own sequence number, not the asker's context, so two
+    # askers' equal contexts never collide.
+    r.read_seq += 1
+    tag = str(r.read_seq).encode()
+    r.read_queue[tag] = (index, asker, ctx, {r.id})
+    broadcast_heartbeat(r, tag)  # §6.4 step 3: confirm leadership with a round of heartbeats
 
 
 def release_waiting_reads(r: Raft) -> None:
@@ -325,18 +327,18 @@ def release_waiting_reads(r: Raft) -> None:
             serve_read(r, ctx, asker)
 
 
-def ack_read(r: Raft, ctx: bytes, frm: str) -> None:
-    if ctx not in r.read_queue:
+def ack_read(r: Raft, tag: bytes, frm: str) -> None:
+    if tag not in r.read_queue:
         return
-    r.read_queue[ctx][2].add(frm)
-    if not has_quorum(r.read_queue[ctx][2], r.log.conf().voters):
+    r.read_queue[tag][3].add(frm)
+    if not has_quorum(r.read_queue[tag][3], r.log.conf().voters):
         return
-    # a heartbeat acked for ctx also confirms every read queued before it
+    # a heartbeat acked for this read also confirms every read queued before it
     while r.read_queue:
-        c, (index, asker, _) = next(iter(r.read_queue.items()))
-        del r.read_queue[c]
-        answer_read(r, index, c, asker)
-        if c == ctx:
+        t, (index, asker, ctx, _) = next(iter(r.read_queue.items()))
+        del r.read_queue[t]
+        answer_read(r, index, ctx, asker)
+        if t == tag:
             break
 
 

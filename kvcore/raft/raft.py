@@ -122,7 +122,9 @@ class Raft:
         self.msgs: list[RaftMessage] = []
         self.read_states: list[ReadState] = []
         self.reads_waiting: list[tuple[bytes, str]] = []  # (ctx, asker) before a commit in term
-        self.read_queue: dict[bytes, tuple[int, str, set[str]]] = {}  # ctx -> (index, asker, acks)
+        # reads being confirmed: heartbeat context -> (read index, asker, asker's ctx, acks)
+        self.read_queue: dict[bytes, tuple[int, str, bytes, set[str]]] = {}
+        self.read_seq = 0
         self.snap_buf: tuple[int, int, bytearray] | None = None  # (index, term, bytes so far)
         self.pending_snapshot: Snapshot | None = None
         self.pending_compacted: Snapshot | None = None

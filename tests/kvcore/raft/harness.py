@@ -37,6 +37,7 @@ class Network:
         self.learners = list(learners)
         self.rng = random.Random(seed)
         self.cfg = cfg
+        self.node_cfg: dict[str, dict[str, object]] = {}
         self.logger = logger
         self.nodes: dict[str, Node] = {}
         self.inflight: list[RaftMessage] = []
@@ -47,7 +48,8 @@ class Network:
             self.add_node(i, MemoryRaftStorage(self.ids, self.learners))
 
     def config(self, node_id: str) -> RaftConfig:
-        return RaftConfig(id=node_id, logger=self.logger, **self.cfg)  # type: ignore[arg-type]
+        cfg = {**self.cfg, **self.node_cfg.get(node_id, {})}
+        return RaftConfig(id=node_id, logger=self.logger, **cfg)  # type: ignore[arg-type]
 
     def add_node(self, node_id: str, storage: MemoryRaftStorage) -> Node:
         raft = Raft(self.config(node_id), storage.load(), random.Random(f"{node_id}/{self.rng.random()}"))
