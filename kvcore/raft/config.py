@@ -47,6 +47,8 @@ class RaftConfig:
     read_only: str = SAFE
     #: The clock-drift bound for LEASE reads, in ticks per election timeout: the lease lasts
     #: election_tick - lease_drift_ticks ticks from the send of the heartbeat a majority acked.
+    #: In LEASE mode a node also ignores (pre)votes for its first election_tick ticks after it
+    #: starts, so a follower that acked a lease and restarted still honours it.
     lease_drift_ticks: int = 1
     #: Where trace lines go ("2 became leader at term 3"); None is silent.
     logger: Callable[[str], None] | None = None

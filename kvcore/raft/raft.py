@@ -32,7 +32,7 @@ import random
 from dataclasses import dataclass
 
 from kvcore.raft import follower, leader
-from kvcore.raft.config import RaftConfig
+from kvcore.raft.config import LEASE, RaftConfig
 from kvcore.raft.log import RaftLog
 from kvcore.raft.messages import (
     CONF_OPS,
@@ -280,7 +280,11 @@ class Raft:
         """§5.1: "If RPC request or response contains term T > currentTerm: set currentTerm =
         T, convert to follower" — with the §9.6 exceptions. False when the message is ignored."""
         if isinstance(m, RaftVote):
-            in_lease = (self.cfg.check_quorum and self.lead is not None
+            # A node that just (re)started may have acked a lease holder's heartbeat before it
+            # crashed: in lease mode it waits one election timeout before voting, so leases hold
+            # across a follower's restart (thesis §6.4.1 assumes voters keep their promise).
+            fresh = self.cfg.read_only == LEASE and self.ticks < self.cfg.election_tick
+            in_lease = (self.cfg.check_quorum and (self.lead is not None or fresh)
                         and self.election_elapsed < self.cfg.election_tick)
             if in_lease and not m.transfer:
                 # thesis §9.6 (leader stickiness): a server that heard from a leader within the

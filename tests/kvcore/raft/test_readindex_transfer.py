@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from kvcore.raft import FOLLOWER, LEADER, NotLeader, ProposalRefused, RaftConfig, ReadState
-from kvcore.raft.messages import RaftHeartbeat, RaftTimeoutNow
+from kvcore.raft.messages import RaftHeartbeat, RaftTimeoutNow, RaftVote
 from tests.kvcore.raft.harness import Network
+
+
+def elect_by_ticks(net: Network) -> str:
+    for _ in range(100):
+        net.tick_all()
+        if net.leaders():
+            return net.leaders()[0]
+    raise AssertionError("no leader")
 
 
 def read_states(net: Network, node: str) -> list[ReadState]:
@@ -110,18 +118,35 @@ def test_lease_read_answers_without_a_round_trip_while_the_lease_holds() -> None
     """§6.4.1: with a lease the leader answers from its commit index without heartbeats while a
     majority acked a heartbeat sent less than election_tick - lease_drift_ticks ticks ago."""
     net = Network(["1", "2", "3"], read_only="lease", lease_drift_ticks=2)
-    net.elect("1")
-    net.tick_all(1)  # one heartbeat round: acked by 2 and 3
-    r = net.raft("1")
+    leader = elect_by_ticks(net)
+    net.tick_all(1)  # one heartbeat round: acked by the two others
+    r = net.raft(leader)
     r.read_index(b"fast")
     assert r.read_states == [ReadState(1, b"fast")]
-    net.isolate("1")
+    net.isolate(leader)
     for _ in range(8):  # election_tick 10 - drift 2: the lease is gone after 8 ticks
         r.tick()
         net.stabilize()
     r.read_index(b"slow")
     assert ReadState(1, b"slow") not in r.read_states
     assert [v[2] for v in r.read_queue.values()] == [b"slow"]
+
+
+def test_in_lease_mode_a_restarted_follower_waits_an_election_timeout_before_voting() -> None:
+    """A follower that acked the lease holder and crashed must not vote at once on restart,
+    or the lease would be broken by a new leader. Reference: thesis §6.4.1."""
+    net = Network(["1", "2", "3"], read_only="lease")
+    leader = elect_by_ticks(net)
+    f, other = [n for n in "123" if n != leader]
+    net.crash(f)
+    net.restart(f)
+    r = net.raft(f)
+    r.step(RaftVote(term=5, src=other, dst=f, last_index=9, last_term=9, pre_vote=True))
+    assert not r.ready().messages
+    for _ in range(10):
+        r.tick()
+    r.step(RaftVote(term=5, src=other, dst=f, last_index=9, last_term=9, pre_vote=True))
+    assert r.ready().messages
 
 
 def test_lease_reads_require_check_quorum() -> None:
