@@ -361,7 +361,11 @@ class Raft:
         return leader.propose_conf_change(self, ConfChange(op=op, node=node))
 
     def read_index(self, ctx: bytes) -> None:
-        """Ask for a linearizable read point (thesis §6.4); the answer comes as a ReadState."""
+        """Ask for a linearizable read point (thesis §6.4); the answer comes as a ReadState.
+
+        A follower forwards the request to its leader. A request is dropped, unanswered, when
+        leadership changes before it is confirmed (as etcd-io/raft does): retry after a timeout.
+        """
         if not ctx:
             raise ValueError("a read context must be non-empty bytes")
         leader.read_index(self, ctx, self.id)

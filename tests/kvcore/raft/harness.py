@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kvcore.raft import LEADER, MemoryRaftStorage, Raft, RaftConfig, Ready
+from kvcore.raft import LEADER, MemoryRaftStorage, Raft, RaftConfig, ReadState, Ready
 from kvcore.raft.messages import Entry, RaftMessage
 
 
@@ -44,6 +44,7 @@ class Network:
         self.blocked: set[tuple[str, str]] = set()
         self.drop_rate = 0.0
         self.on_apply: Callable[[Node, Entry], None] | None = None
+        self.read_results: list[tuple[str, ReadState]] = []
         for i in [*self.ids, *self.learners]:
             self.add_node(i, MemoryRaftStorage(self.ids, self.learners))
 
@@ -106,6 +107,7 @@ class Network:
         if rd.snapshot is not None:
             node.snapshot_data = rd.snapshot.data
             node.applied = [e for e in node.applied if e.index <= rd.snapshot.meta.index]
+        self.read_results += [(node_id, s) for s in rd.read_states]
         for e in rd.committed_entries:
             node.applied.append(e)
             if self.on_apply is not None:

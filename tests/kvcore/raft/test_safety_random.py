@@ -1,7 +1,9 @@
 """Randomized safety: many seeds of random delivery, reordering, duplication, loss, partitions,
-crashes that lose unsynced writes, restarts and compactions, with the Raft paper's Figure 3
+crashes that lose unsynced writes, restarts and compactions (and, in the membership runs,
+configuration changes, leadership transfers and ReadIndex reads), with the Raft paper's Figure 3
 properties (election safety, leader append-only, log matching, leader completeness, state
-machine safety) checked after every single step.
+machine safety) checked after every single step, and every read's index checked to cover every
+entry committed before the read was asked (thesis §6.4: linearizable reads).
 
 A failing seed prints itself; rerun one with ``pytest -k 'seed_17'``. The last test breaks the
 persist-before-send contract on purpose and shows the checker then finds violations, so the
@@ -43,6 +45,7 @@ def run_seed(seed: int, steps: int = 2000, n: int = 5, net_cls: type[Network] = 
     rng = random.Random(seed)
     net = net_cls([str(i) for i in range(1, n + 1)], seed=seed, election_tick=6)
     checker = SafetyChecker()
+    reads: dict[tuple[str, bytes], int] = {}
     proposals = 0
     for step in range(steps):
         ids = list(net.nodes)
@@ -97,16 +100,21 @@ def run_seed(seed: int, steps: int = 2000, n: int = 5, net_cls: type[Network] = 
                             lead.propose_conf_change("add-learner", rng.choice(outside))
                 except (ProposalRefused, NotLeader):
                     pass
-            if rng.random() < 0.5:
-                lead_or_any = net.raft(node)
+            if rng.random() < 0.5 and net.nodes[node].up:
                 try:
-                    lead_or_any.read_index(f"r{step}".encode())
+                    net.raft(node).read_index(f"r{step}".encode())
+                    # linearizable: the read point covers every entry committed before the read
+                    reads[(node, f"r{step}".encode())] = max(checker.committed, default=0)
                 except NotLeader:
                     pass
         elif x < 0.97:
             r = net.raft(node)
             if net.nodes[node].up and r.log.applied > r.log.snapshot.meta.index and not r.has_ready():
                 r.compact(r.log.applied, f"image@{r.log.applied}".encode())
+        for who, rs in net.read_results:
+            assert rs.index >= reads[(who, rs.ctx)], \
+                f"seed {seed}: read {rs.ctx!r} at {rs.index} misses commits up to {reads[(who, rs.ctx)]}"
+        net.read_results.clear()
         try:
             checker.check(net)
         except AssertionError as e:
