@@ -132,13 +132,12 @@ def maybe_commit(r: Raft) -> bool:
         return False
     r.log.commit_to(n)
     release_waiting_reads(r)
+    broadcast_append(r)  # carries the new commit index
     conf = r.log.conf()
     if r.id not in conf.voters and r.log.committed >= r.log.last_conf_index():
         # thesis §4.2.2: a leader removed from the configuration steps down once it committed
         r.logf("was removed from the configuration and steps down")
         r.become_follower(r.term, None)
-        return True
-    broadcast_append(r)
     return True
 
 

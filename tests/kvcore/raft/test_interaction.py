@@ -18,7 +18,7 @@ Commands (node ids are "1", "2", ...):
     campaign ID | propose ID DATA | propose-conf-change ID OP NODE | read-index ID CTX
     transfer-leader FROM TO | compact ID INDEX DATA
     process-ready ID... | deliver-msgs ID... | stabilize
-    tick-heartbeat ID | tick-election ID  (ticks until the election timer fires; a leader:
+    tick ID N | tick-heartbeat ID | tick-election ID  (ticks until the election timer fires; a leader:
                                            election_tick ticks, its CheckQuorum period)
     cut A B | isolate ID | recover | crash ID (loses unsynced writes) | restart ID
     crash-before-sync ID                 save ID's Ready, then crash before syncing and sending
@@ -184,6 +184,10 @@ class Interaction:
             if not moved:
                 return
         raise AssertionError("did not stabilize")
+
+    def cmd_tick(self, node: str, n: str) -> None:
+        for _ in range(int(n)):
+            self.net.raft(node).tick()
 
     def cmd_tick_heartbeat(self, node: str) -> None:
         r = self.net.raft(node)
