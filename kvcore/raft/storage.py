@@ -79,6 +79,9 @@ class MemoryRaftStorage:
                                           conf=ConfState(voters=tuple(voters), learners=tuple(learners))))
         self._synced = _Image(HardState(), boot)
         self._volatile = self._synced.copy()
+        # writes since the last sync, replayed onto the synced image at sync() (so a sync costs
+        # what was written since the last one, not the size of the log)
+        self._pending: list[tuple[HardState | None, list[Entry], Snapshot | None]] = []
         self.saves = 0
         self.syncs = 0
 
@@ -88,21 +91,19 @@ class MemoryRaftStorage:
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
              snapshot: Snapshot | None) -> None:
-        img = self._volatile
         self.saves += 1
-        if snapshot is not None:
-            _apply_snapshot(img, snapshot)
-        if entries:
-            _append(img, entries)
-        if hard_state is not None:
-            img.hard_state = hard_state
+        _write(self._volatile, hard_state, entries, snapshot)
+        self._pending.append((hard_state, list(entries), snapshot))
 
     def sync(self) -> None:
         self.syncs += 1
-        self._synced = self._volatile.copy()
+        for hs, entries, snapshot in self._pending:
+            _write(self._synced, hs, entries, snapshot)
+        self._pending.clear()
 
     def crash(self) -> None:
         """Lose every write since the last sync (a crash or a power loss)."""
+        self._pending.clear()
         self._volatile = self._synced.copy()
 
     def has_unsynced(self) -> bool:
@@ -111,6 +112,16 @@ class MemoryRaftStorage:
 
     def volatile_entries(self) -> list[Entry]:
         return list(self._volatile.entries)
+
+
+def _write(img: _Image, hard_state: HardState | None, entries: Sequence[Entry],
+           snapshot: Snapshot | None) -> None:
+    if snapshot is not None:
+        _apply_snapshot(img, snapshot)
+    if entries:
+        _append(img, entries)
+    if hard_state is not None:
+        img.hard_state = hard_state
 
 
 def _append(img: _Image, entries: Sequence[Entry]) -> None:
