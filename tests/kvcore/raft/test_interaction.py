@@ -37,7 +37,8 @@ import pytest
 
 from kvcore.raft import MemoryRaftStorage, NotLeader, ProposalRefused, Ready
 from kvcore.raft.messages import CONF, ConfChange, describe, describe_entry
-from tests.kvcore.raft.harness import Network
+
+from .harness import Network
 
 DATA = Path(__file__).parent.parent / "testdata" / "raft"
 REWRITE = os.environ.get("STORELAB_REWRITE") == "1"

@@ -29,7 +29,8 @@ from kvcore.raft.messages import (
     Snapshot,
     SnapshotMeta,
 )
-from tests.kvcore.raft.harness import Network
+
+from .harness import Network
 
 SAMPLES = [
     RaftAppend(term=3, src="a", dst="b", prev_index=4, prev_term=2,

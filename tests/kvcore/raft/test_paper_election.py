@@ -11,7 +11,8 @@ import random
 
 from kvcore.raft import CANDIDATE, FOLLOWER, LEADER, MemoryRaftStorage, Raft, RaftConfig
 from kvcore.raft.messages import RaftAppend, RaftVote, RaftVoteResp
-from tests.kvcore.raft.harness import Network
+
+from .harness import Network
 
 PLAIN = {"pre_vote": False, "check_quorum": False}
 

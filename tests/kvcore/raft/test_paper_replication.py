@@ -16,7 +16,8 @@ from kvcore.raft.messages import (
     RaftVote,
     RaftVoteResp,
 )
-from tests.kvcore.raft.harness import Network, SafetyChecker
+
+from .harness import Network, SafetyChecker
 
 PLAIN = {"pre_vote": False, "check_quorum": False}
 

@@ -9,7 +9,8 @@ import pytest
 
 from kvcore.raft import FOLLOWER, LEADER, PRE_CANDIDATE
 from kvcore.raft.messages import RaftAppendResp, RaftVote, RaftVoteResp
-from tests.kvcore.raft.harness import Network, SafetyChecker
+
+from .harness import Network, SafetyChecker
 
 
 def test_pre_vote_does_not_change_the_term() -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from kvcore.raft import FOLLOWER, LEADER, NotLeader, ProposalRefused, RaftConfig, ReadState
 from kvcore.raft.messages import RaftHeartbeat, RaftTimeoutNow, RaftVote
-from tests.kvcore.raft.harness import Network
+
+from .harness import Network
 
 
 def elect_by_ticks(net: Network) -> str:

@@ -17,7 +17,8 @@ import random
 import pytest
 
 from kvcore.raft import LEADER, NotLeader, ProposalRefused, Ready
-from tests.kvcore.raft.harness import Network, SafetyChecker
+
+from .harness import Network, SafetyChecker
 
 
 class SendBeforeSync(Network):

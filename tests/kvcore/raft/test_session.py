@@ -93,7 +93,7 @@ def test_a_retry_after_a_leader_crash_is_applied_once_on_every_replica() -> None
     """End to end over the core: the write commits, the leader crashes before answering, the
     client retries with the same seq on the new leader; every replica applies it once.
     Reference: thesis §6.3 with §5."""
-    from tests.kvcore.raft.harness import Network, Node
+    from .harness import Network, Node
 
     net = Network(["1", "2", "3"])
     tables: dict[str, SessionTable] = {}

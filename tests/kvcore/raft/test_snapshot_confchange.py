@@ -8,7 +8,8 @@ import pytest
 from kvcore.raft import FOLLOWER, LEADER, MemoryRaftStorage, ProposalRefused
 from kvcore.raft.log import RaftLog
 from kvcore.raft.messages import CONF, ConfChange, Entry, RaftSnapshot, Snapshot
-from tests.kvcore.raft.harness import Network, SafetyChecker
+
+from .harness import Network, SafetyChecker
 
 
 def image(net: Network, node: str) -> bytes:
