@@ -223,6 +223,9 @@ class Raft:
         if not self.promotable():
             self.logf("is not a voter and cannot campaign")
             return
+        if self.role == LEADER:
+            self.logf("is already the leader and does not campaign")
+            return
         self.logf(f"is starting a new election at term {self.term}")
         if self.cfg.pre_vote and not transfer:
             self.become_pre_candidate()

@@ -163,3 +163,10 @@ def test_single_voter_elects_itself_and_commits_after_its_own_sync() -> None:
     rd = net.process_ready("1")
     assert rd is not None and rd.entries and not rd.committed_entries
     assert r.log.committed == 1  # counted at advance(), after the save and sync
+
+
+def test_a_leader_asked_to_campaign_stays_leader() -> None:
+    net = Network(["1", "2", "3"], **PLAIN)
+    net.elect("1")
+    net.raft("1").campaign()
+    assert net.raft("1").role == LEADER and net.raft("1").term == 1

@@ -89,7 +89,7 @@ def test_leader_backs_off_a_whole_term_per_round_trip() -> None:
     for i in range(5):
         net.propose("2", f"kept{i}".encode())
     net.stabilize()
-    net.elect("2")  # term 3: 2 starts with next = 9 for 1, far past the divergence at 2
+    net.elect("3")  # term 3: 3 starts with next = 9 for 1, far past the divergence at 2
     net.recover()
     rejects = []
     net.on_apply = None
@@ -218,7 +218,7 @@ def figure8_until_c() -> tuple[Network, SafetyChecker, int]:
     """Figure 8 (a)-(c) on five servers, with the no-op each leader appends (§8)."""
     net = Network(["1", "2", "3", "4", "5"], **PLAIN)
     chk = SafetyChecker()
-    net.elect("1")  # term 1: the no-op 1/1 is committed everywhere
+    net.elect("5")  # term 1: the no-op 1/1 is committed everywhere
     # (a) S1 leads term 2 and replicates its entry at index 2 to S2 only
     net.raft("1").campaign()
     net.process_ready("1")

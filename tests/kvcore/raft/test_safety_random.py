@@ -42,9 +42,9 @@ class SendBeforeSync(Network):
 
 
 def run_seed(seed: int, steps: int = 2000, n: int = 5, net_cls: type[Network] = Network,
-             crash_p: float = 0.01, membership: bool = False) -> None:
+             crash_p: float = 0.01, membership: bool = False, **cfg: object) -> None:
     rng = random.Random(seed)
-    net = net_cls([str(i) for i in range(1, n + 1)], seed=seed, election_tick=6)
+    net = net_cls([str(i) for i in range(1, n + 1)], seed=seed, election_tick=6, **cfg)
     checker = SafetyChecker()
     reads: dict[tuple[str, bytes], int] = {}
     proposals = 0
@@ -148,6 +148,14 @@ def test_random_runs_make_progress() -> None:
 @pytest.mark.parametrize("seed", range(200, 230), ids=lambda s: f"seed_{s}")
 def test_figure3_holds_with_membership_changes_transfers_and_reads(seed: int) -> None:
     run_seed(seed, steps=2500, n=5, membership=True)
+
+
+@pytest.mark.parametrize("options", [{"pre_vote": False, "check_quorum": False}, {"pre_vote": True, "check_quorum": False},
+                                     {"pre_vote": False, "check_quorum": True}, {"max_snapshot_chunk": 3}],
+                         ids=["plain", "prevote-only", "checkquorum-only", "tiny-chunks"])
+def test_figure3_holds_in_every_configuration(options: dict[str, object]) -> None:
+    for seed in range(300, 308):
+        run_seed(seed, steps=2500, n=5, membership=True, **options)
 
 
 @pytest.mark.parametrize("n", [3, 5])
