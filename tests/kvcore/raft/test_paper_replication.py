@@ -317,3 +317,49 @@ def test_figure8_e_an_entry_of_the_current_term_on_a_majority_commits_the_older_
         chk.check(net)
     assert net.raft("5").role != LEADER
     assert [net.raft(n).log.term(2) for n in "23"] == [2, 2]
+
+
+def test_leader_sends_heartbeats_every_heartbeat_tick() -> None:
+    """"Leaders send periodic heartbeats (AppendEntries RPCs that carry no log entries) to all
+    followers in order to maintain their authority." Reference: §5.2."""
+    net = Network(["1", "2", "3"], heartbeat_tick=2, **PLAIN)
+    net.elect("1")
+    r = net.raft("1")
+    r.tick()
+    assert not r.ready().messages
+    r.tick()
+    assert sorted(m.dst for m in r.ready().messages if isinstance(m, RaftHeartbeat)) == ["2", "3"]
+
+
+def test_the_leader_retries_until_every_follower_has_every_entry() -> None:
+    """"If followers crash or run slowly, or if network packets are lost, the leader retries
+    AppendEntries RPCs indefinitely ... until all followers eventually store all log entries."
+    Reference: §5.3."""
+    net = Network(["1", "2", "3"], seed=9, **PLAIN)
+    net.elect("1")
+    net.drop_rate = 0.5
+    for i in range(20):
+        net.propose("1", f"e{i}".encode())
+        net.tick_all()
+    net.drop_rate = 0
+    net.tick_all(3)
+    logs = [[(e.term, e.index, e.data) for e in net.raft(n).log.entries] for n in "123"]
+    assert logs[0] == logs[1] == logs[2] and len(logs[0]) == 21
+
+
+def test_duplicated_messages_are_harmless() -> None:
+    """"Raft RPCs are idempotent, so this causes no harm": every message delivered twice.
+    Reference: §5.5."""
+    net = Network(["1", "2", "3"], **PLAIN)
+    net.elect("1")
+    orig = net.send
+
+    def twice(m):  # type: ignore[no-untyped-def]
+        orig(m)
+        orig(m)
+
+    net.send = twice  # type: ignore[method-assign]
+    for i in range(5):
+        net.propose("1", f"e{i}".encode())
+        net.stabilize()
+    assert [[e.data for e in net.nodes[n].applied] for n in "123"] == [[b"", b"e0", b"e1", b"e2", b"e3", b"e4"]] * 3
