@@ -107,5 +107,6 @@ def handle_snapshot_chunk(r: Raft, m: RaftSnapshot) -> None:
         r.log.restore(snap)  # rule 7: discard the entire log
         r.pending_snapshot = snap
         r.pending_compacted = None  # a local compaction not yet persisted is superseded
+        r.stats["snapshots_installed"] += 1
         r.logf(f"restored snapshot {meta.term}/{meta.index}")
     r.send(RaftAppendResp(term=r.term, src=r.id, dst=m.src, index=r.log.last_index()))

@@ -101,6 +101,7 @@ def send_snapshot_chunk(r: Raft, to: str) -> None:
     if pr.state != SNAPSHOT or pr.pending_snapshot != snap.meta.index:
         pr.become_snapshot(snap.meta.index)
         r.logf(f"sends snapshot {snap.meta.term}/{snap.meta.index} to {to} ({len(snap.data)} bytes)")
+    r.stats["snapshot_chunks_sent"] += 1
     off = min(pr.snapshot_offset, len(snap.data))
     chunk = snap.data[off:off + r.cfg.max_snapshot_chunk]
     r.send(RaftSnapshot(term=r.term, src=r.id, dst=to, meta=snap.meta, offset=off, data=chunk,
@@ -189,6 +190,7 @@ def handle_reject(r: Raft, to: str, pr: Progress, m: RaftAppendResp) -> None:
         pr.probe_sent = False
     else:
         return
+    r.stats["append_rejected"] += 1
     r.logf(f"rejected by {to} at {m.index}: next {pr.next}")
     send_append(r, to)
 
@@ -226,6 +228,7 @@ def tick_leader(r: Raft) -> None:
         if r.cfg.check_quorum:
             active = [n for n, pr in r.prs.items() if pr.recent_active or n == r.id]
             if not has_quorum(active, r.log.conf().voters):
+                r.stats["check_quorum_stepdowns"] += 1
                 r.logf("stepped down to follower since quorum is not active")  # thesis §6.2
                 r.become_follower(r.term, None)
                 return
@@ -379,6 +382,7 @@ def transfer_leader(r: Raft, to: str) -> None:
     r.election_elapsed = 0  # the transfer is abandoned after one election timeout
     for pr in r.prs.values():
         pr.acked_stamp = -(10**18)  # and the lease ends now
+    r.stats["transfers"] += 1
     r.logf(f"starts transferring leadership to {to}")
     if r.prs[to].match == r.log.last_index():
         send_timeout_now(r, to)

@@ -29,6 +29,7 @@ election and term rules are here, the leader's in :mod:`kvcore.raft.leader`, a f
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from kvcore.raft import follower, leader
@@ -129,6 +130,8 @@ class Raft:
         self.pending_snapshot: Snapshot | None = None
         self.pending_compacted: Snapshot | None = None
         self.dropped = 0
+        #: event counters for metrics (elections, leaderships, rejections, snapshots, ...)
+        self.stats: Counter[str] = Counter()
         self._prev_hs = HardState(term=self.term, vote=self.vote, commit=self.log.committed)
         self._prev_soft = SoftState(None, FOLLOWER)
         self.become_follower(self.term, None)
@@ -199,6 +202,7 @@ class Raft:
         self.prs = {}
         leader.sync_progress(self)
         self.prs[self.id].match = self.log.stabled
+        self.stats["became_leader"] += 1
         self.logf(f"became leader at term {self.term}")
         # §8 / thesis §6.4: a no-op entry at the start of the term, so the leader learns which
         # entries are committed (Figure 8: only an entry of its own term commits by counting).
@@ -226,6 +230,7 @@ class Raft:
         if self.role == LEADER:
             self.logf("is already the leader and does not campaign")
             return
+        self.stats["campaigns"] += 1
         self.logf(f"is starting a new election at term {self.term}")
         if self.cfg.pre_vote and not transfer:
             self.become_pre_candidate()
@@ -263,6 +268,7 @@ class Raft:
         problem = malformed(m, self.id)
         if problem:
             self.dropped += 1
+            self.stats["dropped"] += 1
             self.logf(f"dropped a malformed {type(m).__name__} from {m.src}: {problem}")
             return
         if m.term > self.term and not self._step_higher_term(m):

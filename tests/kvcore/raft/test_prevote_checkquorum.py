@@ -64,6 +64,7 @@ def test_check_quorum_leader_steps_down_without_a_majority() -> None:
     for _ in range(2 * 10):
         net.tick("1")
     assert net.raft("1").role == FOLLOWER
+    assert net.raft("1").stats["check_quorum_stepdowns"] == 1
 
 
 def test_stickiness_a_voter_ignores_votes_while_it_hears_from_a_leader() -> None:

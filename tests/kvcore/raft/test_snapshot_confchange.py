@@ -60,6 +60,8 @@ def test_a_lagging_follower_gets_the_snapshot_in_chunks_that_fit_a_frame() -> No
     net.deliver = spy  # type: ignore[method-assign]
     net.tick_all(3)
     assert len(chunks) >= 8 and all(len(c.data) <= 100 for c in chunks)
+    assert net.raft("1").stats["snapshot_chunks_sent"] == len(chunks)
+    assert net.raft("3").stats["snapshots_installed"] == 1
     assert net.nodes["3"].snapshot_data == big
     assert net.raft("3").log.snapshot.meta.index == net.raft("1").log.snapshot.meta.index
     net.propose("1", b"after")
