@@ -1,0 +1,74 @@
+"""RaftConfig: every knob of the consensus core, with its meaning, unit and constraint.
+
+Theory of operation
+-------------------
+Time in the core is ticks: the application calls ``tick()`` at a fixed interval it chooses
+(e.g. every 10 ms), and every timeout below is a whole number of ticks, so the core never reads
+a clock. ``validate()`` returns full sentences for every problem (an empty list means fine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+SAFE = "safe"
+LEASE = "lease"
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    #: This node's id (a str, as every node id in storelab).
+    id: str
+    #: Ticks without hearing from a leader before a follower campaigns. The actual timeout is
+    #: drawn uniformly from [election_tick, 2 * election_tick) at each reset (§5.2, randomized
+    #: timeouts). Suggested: election_tick = 10 * heartbeat_tick (etcd-io/raft's ratio).
+    election_tick: int = 10
+    #: Ticks between a leader's heartbeats (§5.2). Must be < election_tick.
+    heartbeat_tick: int = 1
+    #: PreVote (thesis §9.6): a would-be candidate first asks whether it could win, so a node
+    #: that was partitioned away does not disrupt the cluster by bumping the term.
+    pre_vote: bool = True
+    #: CheckQuorum (thesis §6.2): a leader that has not heard from a majority within an
+    #: election timeout steps down. Together with pre_vote it enables leader stickiness: a
+    #: voter that heard from a leader within election_tick ignores (pre)vote requests (§9.6).
+    check_quorum: bool = True
+    #: Maximum bytes of entry data in one AppendEntries (at least one entry is always sent).
+    max_size_per_msg: int = 1 << 20
+    #: Maximum unacknowledged AppendEntries per follower in the replicate state.
+    max_inflight: int = 64
+    #: Maximum bytes of snapshot data in one InstallSnapshot chunk, so a chunk fits one peer
+    #: frame (storelab's frames allow a few MiB; 1 MiB leaves room for the envelope).
+    max_snapshot_chunk: int = 1 << 20
+    #: ReadIndex mode: SAFE (thesis §6.4: confirm leadership with a heartbeat round per batch of
+    #: reads) or LEASE (§6.4.1: trust the leadership lease, no round trip). LEASE is only safe
+    #: when tick rates differ by at most lease_drift_ticks per election timeout; requires
+    #: check_quorum (the lease rests on leader stickiness).
+    read_only: str = SAFE
+    #: The clock-drift bound for LEASE reads, in ticks per election timeout: the lease lasts
+    #: election_tick - lease_drift_ticks ticks from the send of the heartbeat a majority acked.
+    #: In LEASE mode a node also ignores (pre)votes for its first election_tick ticks after it
+    #: starts, so a follower that acked a lease and restarted still honours it.
+    lease_drift_ticks: int = 1
+    #: Where trace lines go ("2 became leader at term 3"); None is silent.
+    logger: Callable[[str], None] | None = None
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        if not self.id:
+            problems.append("id must be a non-empty node id.")
+        if self.heartbeat_tick < 1:
+            problems.append(f"heartbeat_tick must be at least 1 tick, not {self.heartbeat_tick}.")
+        if self.election_tick <= self.heartbeat_tick:
+            problems.append(f"election_tick ({self.election_tick}) must be greater than heartbeat_tick "
+                            f"({self.heartbeat_tick}); 10 times is suggested.")
+        if self.max_size_per_msg < 1 or self.max_snapshot_chunk < 1 or self.max_inflight < 1:
+            problems.append("max_size_per_msg, max_snapshot_chunk and max_inflight must be at least 1.")
+        if self.read_only not in (SAFE, LEASE):
+            problems.append(f"read_only must be {SAFE!r} or {LEASE!r}, not {self.read_only!r}.")
+        if self.read_only == LEASE and not self.check_quorum:
+            problems.append("read_only='lease' requires check_quorum=True: the lease rests on "
+                            "leader stickiness.")
+        if self.read_only == LEASE and not 0 <= self.lease_drift_ticks < self.election_tick:
+            problems.append(f"lease_drift_ticks must be in [0, election_tick), not {self.lease_drift_ticks}.")
+        return problems
