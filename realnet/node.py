@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from kvcore.config import PEER_PORT_OFFSET, ConfigError, parse_addr
 from kvcore.node import Node
 from kvcore.runtime import Storage
+from kvwire.auth import Keyring, KeyringError, key_id, read_keyring
 from realnet.api import Api, http_limits
 from realnet.autorebalance import (
     AUTO_REBALANCE_RETRIES,
@@ -133,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="SWIM timing preset (default: [swim] preset, else lan)",
     )
     p.add_argument("--cluster-name", metavar="NAME", help="refuse peers of another named cluster")
+    p.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="the cluster secret: every peer connection is authenticated with its keys (one per "
+        "line, the first used to dial, all accepted; read again on SIGHUP); default: "
+        "[security] secret_file, else an open bus",
+    )
     p.add_argument(
         "--auto-rebalance",
         action="store_true",
@@ -251,9 +259,18 @@ class Parts:
 
 
 def build(
-    settings: Settings, storage: Storage, sockets: Sockets, stop: asyncio.Event | None = None
+    settings: Settings,
+    storage: Storage,
+    sockets: Sockets,
+    stop: asyncio.Event | None = None,
+    keyring: Keyring | None = None,
 ) -> Parts:
-    """The runtime, the node, the peer transport with its gossip links, and the HTTP API."""
+    """The runtime, the node, the peer transport with its gossip links, and the HTTP API.
+
+    ``keyring``: the cluster secret's keys (:func:`load_keyring`); read from the settings'
+    secret file when not given."""
+    if keyring is None and settings.security.secret_file:
+        keyring = read_keyring(settings.security.secret_file)
     loop = asyncio.get_running_loop()
     node_id = settings.node_id
     adv_host = settings.advertise_host or settings.host
@@ -296,6 +313,7 @@ def build(
         cluster_name=settings.cluster_name,
         loop=loop,
         http_addr=addr,
+        keyring=keyring,
     )
     runtime.sink = transport
     observe_probes(transport, meter)
@@ -356,6 +374,8 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
         return EXIT_CONFIG
     parts.http_server = http_server
     installed = _install_signals(loop, parts.stop, settings.node_id)
+    installed += _install_reload(loop, parts.transport, settings)
+    _say_bus(settings, parts.transport, sockets)
 
     node.start()
     transport.connect_all()
@@ -419,6 +439,59 @@ def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, node_
     return installed
 
 
+def _install_reload(
+    loop: asyncio.AbstractEventLoop, transport: PeerTransport, settings: Settings
+) -> list[int]:
+    """With a secret file, SIGHUP reads it again: key rotation without a restart."""
+    path = settings.security.secret_file
+    if not path or transport.keyring is None:
+        return []
+
+    def on_hup() -> None:
+        reload_keyring(transport, path)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        return []  # not the main thread, or no SIGHUP on this platform
+    return [signal.SIGHUP]
+
+
+def reload_keyring(transport: PeerTransport, path: str) -> bool:
+    """Read the secret file again and use its keys; a bad file is logged and the old keys kept."""
+    try:
+        keyring = read_keyring(path)
+    except KeyringError as e:
+        transport.stats.keyring_reload_failures += 1
+        log.error("cannot reload the cluster secret (keeping the keys in use): %s", e)
+        return False
+    transport.set_keyring(keyring)
+    transport.stats.keyring_reloads += 1
+    log.info(
+        "reloaded the cluster secret from %s: %d key(s), primary key id %s",
+        path, len(keyring.keys), key_id(keyring.primary).hex(),
+    )
+    return True
+
+
+def _say_bus(settings: Settings, transport: PeerTransport, sockets: Sockets) -> None:
+    """Say once at start whether the cluster bus is authenticated."""
+    keyring = transport.keyring
+    if keyring is not None:
+        log.info(
+            "the cluster bus is authenticated: %d key(s) from %s, primary key id %s",
+            len(keyring.keys), settings.security.secret_file, key_id(keyring.primary).hex(),
+        )
+        return
+    loopback = settings.host in ("127.0.0.1", "::1", "localhost")
+    log.log(
+        logging.INFO if loopback else logging.WARNING,
+        "the cluster bus is open (unauthenticated): whoever reaches peer port %d can join the "
+        "cluster and rewrite its slot map; give every node the same --secret-file",
+        sockets.peer_port,
+    )
+
+
 async def leave_gracefully(node: Node, linger: float = LEAVE_LINGER) -> None:
     """Announce that we leave, then give gossip up to ``linger`` seconds to carry it.
 
@@ -449,11 +522,18 @@ async def serve(
         except OSError as e:
             _print_problems([f"Cannot use data directory {settings.data_dir!r}: {e.strerror or e}."])
             return EXIT_CONFIG
+    keyring = None
+    if settings.security.secret_file:
+        try:
+            keyring = read_keyring(settings.security.secret_file)
+        except KeyringError as e:
+            _print_problems([str(e)])
+            return EXIT_CONFIG
     # Bind first: the node must advertise the ports it really listens on.
     sockets = bind(settings)
     if sockets is None:
         return EXIT_CONFIG
-    return await run(settings, build(settings, storage, sockets, stop), sockets)
+    return await run(settings, build(settings, storage, sockets, stop, keyring), sockets)
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -524,6 +604,7 @@ __all__ = [
     "build_parser",
     "leave_gracefully",
     "main",
+    "reload_keyring",
     "run",
     "serve",
 ]
