@@ -8,6 +8,7 @@ accepted keys). Keys are generated per run.
 from __future__ import annotations
 
 import base64
+import itertools
 import secrets
 from pathlib import Path
 
@@ -290,7 +291,7 @@ def test_rotation_every_mix_of_old_and_new_keyrings_on_the_way_agrees() -> None:
         ring(new),  # 3: old key dropped
     ]
     # during each step some nodes have the previous ring and some the next: all must agree
-    for before, after in zip(steps, steps[1:], strict=False):
+    for before, after in itertools.pairwise(steps):
         for client, server in ((before, after), (after, before), (after, after)):
             c, s = handshake(client, server)
             (f,) = sealed(c, Nack(seq=3))

@@ -167,14 +167,14 @@ def test_a_member_cannot_say_hello_for_another_id() -> None:
         b = keyed("b", {}, ring)
         await b.t.listen("127.0.0.1", pb)
         try:
-            reader, writer, session = await raw_handshake(pb, ring, "a")
+            _reader, writer, session = await raw_handshake(pb, ring, "a")
             writer.write(session.seal(kvwire.pack(Hello(node_id="c"))))
             writer.write(session.seal(kvwire.pack(Nack(seq=1))))
             await until(lambda: b.t.stats.frames_malformed.get("wrong_sender") == 1, "refusal")
             assert b.received == []
             writer.close()
             # the same member, naming itself, is heard
-            reader, writer, session = await raw_handshake(pb, ring, "a")
+            _reader, writer, session = await raw_handshake(pb, ring, "a")
             writer.write(session.seal(kvwire.pack(Hello(node_id="a"))))
             writer.write(session.seal(kvwire.pack(Nack(seq=2))))
             await until(lambda: b.received == [("a", Nack(seq=2))], "the honest member")
@@ -276,7 +276,7 @@ def test_a_handshake_that_never_finishes_is_closed_at_the_hello_deadline() -> No
         b = keyed("b", {}, ring, hello_timeout=0.3)
         await b.t.listen("127.0.0.1", pb)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", pb)
+            _reader, writer = await asyncio.open_connection("127.0.0.1", pb)
             writer.write(ClientHandshake(ring, "a").hello())  # and never the proof
             await until(lambda: b.t.stats.frames_malformed.get("hello_timeout") == 1, "deadline")
             writer.close()
