@@ -8,8 +8,8 @@ the optional TOML file into one frozen :class:`Settings`, or raises
 bound. It reads the file, hands each top-level table to the one function that owns it, then
 merges the flags over what the tables gave:
 
-- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]`` exist, each a
-  table;
+- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]``,
+  ``[security]`` exist, each a table;
 - :func:`node_table`: this process's identity and addresses (:class:`NodeTable`);
 - :func:`settings_table`: :class:`kvcore.config.NodeConfig`;
 - :func:`swim_table`: a preset of :class:`kvcore.membership.SwimConfig` and field overrides;
@@ -224,7 +224,7 @@ def read_file(path: str) -> dict[str, Any]:
 
 
 def top_tables(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Mapping[str, Any] | None]:
-    """The four top-level tables (an absent one is ``{}``, an absent ``[cluster]`` is None)."""
+    """The top-level tables (an absent one is ``{}``, an absent ``[cluster]`` is None)."""
     for k in sorted(set(doc) - set(TOP_TABLES)):
         problems.append(
             f"Unknown top-level key {k!r} in the config file; known: {', '.join(TOP_TABLES)}."

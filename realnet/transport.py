@@ -342,6 +342,12 @@ class PeerTransport:
         out["inbound_connections"] = len(self.inbound)
         out["inbound_peers"] = sorted({p.peer for p in self.inbound if p.peer is not None})
         out["links"] = {pid: link.info() for pid, link in sorted(self.links.items())}
+        keyring = self.keyring
+        # the public key ids only (kvwire.auth.key_id), primary first: what a rotation checks
+        out["bus"] = {
+            "authenticated": keyring is not None,
+            "key_ids": [] if keyring is None else [auth.key_id(k).hex() for k in keyring.keys],
+        }
         return out
 
 
