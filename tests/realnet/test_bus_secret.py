@@ -227,7 +227,7 @@ def test_a_key_rotation_under_load_with_sighup_loses_no_request(
             for n in nodes:
                 write_secret(files[n.id], *keys)  # type: ignore[index]
                 n.signal(signal.SIGHUP)
-                poll(lambda n=n: n.info()["transport"]["keyring_reloads"] == reloads,
+                poll(lambda n=n, r=reloads: n.info()["transport"]["keyring_reloads"] == r,
                      timeout=CONVERGE, what=f"{n.id} to reload")
                 mark = load.done
                 poll(lambda mark=mark: load.done >= mark + 10, timeout=CONVERGE,
