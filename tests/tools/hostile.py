@@ -85,7 +85,8 @@ def random_value(rng: random.Random, depth: int = 0) -> Any:
     if c == 7:
         return rng.choice(["alive", "suspect", "dead", "left", "bogus"])
     if c in (8, 9):
-        return {rng.choice(FIELDS + ("k",)): random_value(rng, depth + 1) for _ in range(rng.randrange(6))}
+        keys = (*FIELDS, "k")
+        return {rng.choice(keys): random_value(rng, depth + 1) for _ in range(rng.randrange(6))}
     if c == 10:
         return [random_value(rng, depth + 1) for _ in range(rng.randrange(5))]
     return random_message_map(rng, depth + 1)
