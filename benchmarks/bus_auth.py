@@ -47,8 +47,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _loadgen import choose_engine, prefill, run_load  # noqa: E402
-from http_throughput import (  # noqa: E402
+from _loadgen import choose_engine, prefill, run_load
+from http_throughput import (
     HOST,
     START_DEADLINE,
     cluster_toml,
@@ -59,11 +59,11 @@ from http_throughput import (  # noqa: E402
     started,
 )
 
-import kvwire  # noqa: E402
-from kvcore.messages import Forward, Put  # noqa: E402
-from kvcore.metrics import NodeStats  # noqa: E402
-from kvwire import auth  # noqa: E402
-from realnet.transport import PeerTransport, TransportConfig  # noqa: E402
+import kvwire
+from kvcore.messages import Forward, Put
+from kvcore.metrics import NodeStats
+from kvwire import auth
+from realnet.transport import PeerTransport, TransportConfig
 
 
 def new_ring() -> auth.Keyring:
