@@ -19,7 +19,8 @@ peer cannot make a node hold more than ``max_frame + 4`` bytes (plus one read) p
 Everything a peer can send is either a message or a :class:`FrameError`: any msgpack error,
 nesting too deep to decode, a payload that is not a map, and the codec's
 :class:`~kvcore.errors.RemoteProtocolError` (unknown kind, missing field, wrong type) all become
-``FrameError`` with a short ``reason`` (``"oversized"`` or ``"malformed"``, for counters) and a
+``FrameError`` with a short ``reason`` (``"oversized"`` or ``"malformed"``, for counters; and
+``"auth_failed"`` on an authenticated stream, :meth:`FrameDecoder.authenticate`) and a
 sentence. The stream cannot be resynchronised after a bad frame, so the caller must close the
 connection with that reason logged; a decoder that raised stays failed. Messages decoded from the
 same ``feed`` before the bad frame are kept on the exception (``messages``) so a caller may

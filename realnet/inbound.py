@@ -1,4 +1,4 @@
-"""The peer transport's inbound connections: accept, Hello handshake, frame decoding.
+"""The peer transport's inbound connections: accept, authentication, Hello, frame decoding.
 
 Theory of operation
 -------------------
@@ -11,8 +11,8 @@ name.
 (:class:`kvwire.FrameError`), a first frame that is not a Hello, a Hello with an empty id
 or with *this* node's id (a seed address that points back at ourselves, or two nodes sharing an
 id), a Hello naming another cluster, a second Hello, or no Hello within ``hello_timeout`` closes
-that connection, logs the reason and counts it in ``frames_malformed[reason]``; the node keeps
-running. Exceptions raised by the node while handling a message are logged and counted
+that connection, logs the reason (rate-limited) and counts it in ``frames_malformed[reason]``;
+the node keeps running. Exceptions raised by the node while handling a message are logged and counted
 (``handler_errors``), never propagated into asyncio.
 
 **Wrong ports are named, not suffered.** The HTTP port and the peer port are easy to mix up
@@ -27,12 +27,29 @@ running. Exceptions raised by the node while handling a message are logged and c
 
 *Unknown node ids are accepted*: with gossip membership, members the static configuration never
 named join all the time, and a new member's first messages may arrive before anyone told us
-about it. What is left of "who may talk to us" is the cluster name: a Hello naming a different
-non-empty cluster is refused (``cluster_mismatch``), which keeps two clusters sharing a network
-from merging by mistake. It is not authentication: anyone who can reach the peer port can join,
-as with Redis Cluster's bus and memberlist without its ``SecretKey``. Bind the peer port to a
-private network (the default is 127.0.0.1). Resource use by a hostile or confused peer stays
-bounded: ``max_inbound`` connections, ``max_frame_bytes`` per frame, and links that are swept.
+about it. Who may talk to us is decided by the cluster secret:
+
+- **With a secret** (``--secret-file``; ``owner.keyring``), the first frames are the handshake of
+  :mod:`kvwire.auth` (hello, our challenge, the peer's proof), and every later frame must carry
+  its tag (:meth:`kvwire.FrameDecoder.authenticate`). A peer without a handshake (an open node:
+  ``no_secret``), with a key we do not hold (``unknown_key``), a wrong proof (``bad_proof``), a
+  malformed handshake (``bad_handshake``) or a frame whose tag fails (``auth_failed``: forged,
+  replayed, reordered, spliced) is refused: counted, logged, and told why in a refusal frame
+  where it helps (so both logs say it), then closed. The Hello that follows the handshake must
+  name the id the handshake authenticated (``wrong_sender``): the connection is bound to it, and
+  the node hears every message on it as from that member.
+- **Without a secret** the bus is open, as Redis Cluster's bus and memberlist without a
+  ``SecretKey`` are: anyone who can reach the peer port can join. A peer that starts a handshake
+  is refused with a sentence (``secret_unexpected``). The cluster name still keeps two clusters
+  sharing a network from merging by mistake (``cluster_mismatch``); it is not authentication.
+
+**Bounded.** At most ``max_inbound`` connections (more are closed on accept, counted in
+``inbound_rejected``); at most ``max_inbound_pending`` that have not said Hello yet, the oldest of
+which is closed (``evicted``) for a new one, so that connections that never authenticate cannot
+keep a new member out; a deadline (``hello_timeout``) for the handshake and the Hello; a
+connection quiet for ``inbound_idle_timeout`` is closed by the transport's sweep. Every line that
+bad input causes goes through the transport's :class:`realnet.ratelog.RateLimitedLog`: a flood
+of hostile connections writes a few lines, and every refusal is counted.
 """
 
 from __future__ import annotations

@@ -3,7 +3,17 @@
 Theory of operation
 -------------------
 A node keeps one outbound connection per destination (:mod:`realnet.transport`), used in one
-direction only: it writes its messages there and never reads an answer.
+direction only: it writes its messages there; what it reads is the peer's part of the
+handshake (an authenticated bus, :mod:`kvwire.auth`) and a refusal.
+
+**With a cluster secret** a connection made stays *connecting* (messages queued) while the
+handshake runs: our hello, the peer's challenge (which must prove it holds our primary key),
+our proof; then the Hello and the queue go out sealed (:meth:`kvwire.auth.Session.seal`). A
+peer that refuses us (its refusal frame's sentence), fails our check, or does not answer within
+``hello_timeout`` is a failed attempt: logged (rate-limited), counted in ``handshakes_failed``,
+backed off like a refused connection. An open node that receives a refusal logs it the same way.
+When the keyring changes (SIGHUP), a link whose key is no longer the primary is closed
+gracefully (what was written is delivered) and dialled again with the new one (``retire``).
 
 Outbound link, per destination (a small state machine, :class:`PeerLink`)::
 

@@ -11,7 +11,11 @@ no request/response matching and a reply simply travels on the other link.
 Frames are :func:`kvwire.frame`: a 4-byte big-endian length and the msgpack of
 :func:`kvcore.codec.encode`. The first frame on every connection is
 :class:`kvcore.messages.Hello` naming the sender, so the receiver knows who speaks; every later
-frame goes to ``node.on_message(src, msg)`` with that name.
+frame goes to ``node.on_message(src, msg)`` with that name. With a cluster secret (``keyring``,
+:mod:`kvwire.auth`) a handshake comes first, proving that both sides hold a key of the cluster
+and binding the connection to the sender's id, and every frame carries a 16-byte tag
+(HMAC-SHA256 over its sequence number and payload); :meth:`set_keyring` takes new keys without a
+restart (SIGHUP in ``realnet.node``).
 
 **Destinations.** A destination is a node id or ``"@HOST:PORT"``:
 
