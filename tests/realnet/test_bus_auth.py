@@ -325,3 +325,26 @@ def test_rotating_keys_with_reloads_keeps_the_link_working_and_rekeys_it() -> No
             await close_all(a, b)
 
     asyncio.run(body())
+
+
+def test_connections_over_the_cap_are_refused_counted_and_logged_a_few_times(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def body() -> Peer:
+        pb = free_port()
+        b = keyed("b", {}, new_ring(), max_inbound=5, max_inbound_pending=5, hello_timeout=60.0)
+        await b.t.listen("127.0.0.1", pb)
+        conns = [await asyncio.open_connection("127.0.0.1", pb) for _ in range(5)]
+        await until(lambda: len(b.t.inbound) == 5, "five connections held")
+        extra = [await asyncio.open_connection("127.0.0.1", pb) for _ in range(100)]
+        await until(lambda: b.t.stats.inbound_rejected == 100, "every extra one refused")
+        for _, w in conns + extra:
+            w.close()
+        await close_all(b)
+        return b
+
+    with caplog.at_level(logging.DEBUG, logger="realnet.transport"):
+        b = asyncio.run(body())
+    lines = [r for r in caplog.records if "too many inbound connections" in r.getMessage()]
+    assert 1 <= len(lines) <= 3
+    assert b.t.ratelog.suppressed >= 97
