@@ -21,7 +21,9 @@ The process wires the pure :class:`kvcore.node.Node` to the real world and gets 
    ``node.start()``, open the links to the static peers, start the automatic rebalancer if asked
    (:mod:`realnet.autorebalance`), print ``ready id=... http=HOST:PORT peer=HOST:PORT`` on
    stderr, and wait for SIGTERM or SIGINT (stop) or ``POST /cluster/leave`` (leave, then stop;
-   it answers 202 first). Exit status 0 either way.
+   it answers 202 first). Exit status 0 either way. With a cluster secret
+   (``--secret-file``, read before binding: an unusable file is exit status 2), SIGHUP reads it
+   again (key rotation, :mod:`realnet.busauth`); without one, the node says its bus is open.
 5. **Stop** (SIGTERM, SIGINT): stopping a process does not change the cluster, as a Redis
    Cluster node that is shut down stays in ``nodes.conf`` of the others. The node tells nobody:
    its peers hold it suspect, then dead (its slots answer ``owner_down``), and the same member
@@ -71,7 +73,7 @@ from dataclasses import dataclass, field
 from kvcore.config import PEER_PORT_OFFSET, ConfigError, parse_addr
 from kvcore.node import Node
 from kvcore.runtime import Storage
-from kvwire.auth import Keyring, KeyringError, key_id, read_keyring
+from kvwire.auth import Keyring, KeyringError, read_keyring
 from realnet.api import Api, http_limits
 from realnet.autorebalance import (
     AUTO_REBALANCE_RETRIES,
@@ -79,6 +81,7 @@ from realnet.autorebalance import (
     AutoRebalancer,
     run_in_thread,
 )
+from realnet.busauth import install_reload, reload_keyring, say_bus
 from realnet.gossip import RttMeter, follow_membership, observe_probes
 from realnet.http import PARSERS, start_http_server, stop_http_server
 from realnet.runtime import AsyncioRuntime, open_storage
@@ -374,8 +377,8 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
         return EXIT_CONFIG
     parts.http_server = http_server
     installed = _install_signals(loop, parts.stop, settings.node_id)
-    installed += _install_reload(loop, parts.transport, settings)
-    _say_bus(settings, parts.transport, sockets)
+    installed += install_reload(loop, parts.transport, settings.security.secret_file)
+    say_bus(parts.transport, settings.security.secret_file, settings.host, sockets.peer_port)
 
     node.start()
     transport.connect_all()
@@ -437,59 +440,6 @@ def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, node_
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (tests drive stop instead)
     return installed
-
-
-def _install_reload(
-    loop: asyncio.AbstractEventLoop, transport: PeerTransport, settings: Settings
-) -> list[int]:
-    """With a secret file, SIGHUP reads it again: key rotation without a restart."""
-    path = settings.security.secret_file
-    if not path or transport.keyring is None:
-        return []
-
-    def on_hup() -> None:
-        reload_keyring(transport, path)
-
-    try:
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
-        return []  # not the main thread, or no SIGHUP on this platform
-    return [signal.SIGHUP]
-
-
-def reload_keyring(transport: PeerTransport, path: str) -> bool:
-    """Read the secret file again and use its keys; a bad file is logged and the old keys kept."""
-    try:
-        keyring = read_keyring(path)
-    except KeyringError as e:
-        transport.stats.keyring_reload_failures += 1
-        log.error("cannot reload the cluster secret (keeping the keys in use): %s", e)
-        return False
-    transport.set_keyring(keyring)
-    transport.stats.keyring_reloads += 1
-    log.info(
-        "reloaded the cluster secret from %s: %d key(s), primary key id %s",
-        path, len(keyring.keys), key_id(keyring.primary).hex(),
-    )
-    return True
-
-
-def _say_bus(settings: Settings, transport: PeerTransport, sockets: Sockets) -> None:
-    """Say once at start whether the cluster bus is authenticated."""
-    keyring = transport.keyring
-    if keyring is not None:
-        log.info(
-            "the cluster bus is authenticated: %d key(s) from %s, primary key id %s",
-            len(keyring.keys), settings.security.secret_file, key_id(keyring.primary).hex(),
-        )
-        return
-    loopback = settings.host in ("127.0.0.1", "::1", "localhost")
-    log.log(
-        logging.INFO if loopback else logging.WARNING,
-        "the cluster bus is open (unauthenticated): whoever reaches peer port %d can join the "
-        "cluster and rewrite its slot map; give every node the same --secret-file",
-        sockets.peer_port,
-    )
 
 
 async def leave_gracefully(node: Node, linger: float = LEAVE_LINGER) -> None:
