@@ -221,7 +221,8 @@ class _InboundProtocol(asyncio.Protocol):
             frames = [(m, 0) for m in e.messages]
             error = e
         except Exception as e:  # the decoder must never take the node down
-            log.exception("frame decoder raised unexpectedly")
+            self.owner.ratelog.log(logging.ERROR, "decoder_error",
+                                   "frame decoder raised unexpectedly", exc_info=True)
             self.reject("malformed", repr(e))
             return
         if frames:
@@ -351,9 +352,10 @@ class _InboundProtocol(asyncio.Protocol):
                 if observer is not None:
                     observer(self.peer, msg)
                 on_message(self.peer, msg)
-            except Exception:
+            except Exception:  # a bug, but a peer must not be able to flood the log with it
                 stats.handler_errors += 1
-                log.exception("node raised while handling %s from %s", kind, self.peer)
+                owner.ratelog.log(logging.ERROR, "handler_error", "node raised while handling "
+                                  "%s from %s", kind, self.peer, exc_info=True)
 
     def _on_hello(self, msg: Any) -> None:
         owner = self.owner

@@ -41,7 +41,7 @@ class RateLimitedLog:
         #: lines left out in total (for tests and /cluster/info)
         self.suppressed = 0
 
-    def log(self, level: int, key: str, fmt: str, *args: Any) -> bool:
+    def log(self, level: int, key: str, fmt: str, *args: Any, exc_info: bool = False) -> bool:
         """Write the line unless this key is over its budget; True if it was written."""
         now = self.clock()
         st = self._keys.get(key)
@@ -61,5 +61,5 @@ class RateLimitedLog:
         if left_out:
             fmt += " (%d similar line(s) left out before this one)"
             args = (*args, left_out)
-        self.logger.log(level, fmt, *args)
+        self.logger.log(level, fmt, *args, exc_info=exc_info)
         return True
