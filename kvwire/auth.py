@@ -85,6 +85,7 @@ MAX_NAME = 256
 
 _SEQ = struct.Struct(">Q")
 _pack_seq = _SEQ.pack
+_pack_len = HEADER.pack
 _digest = hmac.digest
 _compare = hmac.compare_digest
 
@@ -347,9 +348,12 @@ class _Mac:
 
 class Session:
     """The per-connection MAC state after a handshake: :meth:`seal` our frames, :meth:`open`
-    the other side's. Sequence numbers count frames per direction and are never sent."""
+    the other side's. Sequence numbers count frames per direction and are never sent.
 
-    __slots__ = ("_recv", "_recv_seq", "_send", "_send_seq", "key", "peer")
+    The tag is :class:`_Mac`'s HMAC-SHA256, written out inline in both methods: they run once
+    per frame on the bus, and a call less is a measurable share of their cost."""
+
+    __slots__ = ("_r_in", "_r_out", "_recv_seq", "_s_in", "_s_out", "_send_seq", "key", "peer")
 
     def __init__(self, key: bytes, transcript: bytes, client: bool) -> None:
         #: the long-term key the session was derived from (closed when it leaves the keyring)
@@ -357,9 +361,9 @@ class Session:
         self.peer = ""
         c2s = _digest(key, b"session client->server" + transcript, "sha256")
         s2c = _digest(key, b"session server->client" + transcript, "sha256")
-        send, recv = (c2s, s2c) if client else (s2c, c2s)
-        self._send = _Mac(send)
-        self._recv = _Mac(recv)
+        send, recv = (_Mac(c2s), _Mac(s2c)) if client else (_Mac(s2c), _Mac(c2s))
+        self._s_in, self._s_out = send._inner, send._outer
+        self._r_in, self._r_out = recv._inner, recv._outer
         self._send_seq = 0
         self._recv_seq = 0
 
@@ -367,7 +371,12 @@ class Session:
         """The whole frame for ``payload``: length prefix, payload, tag."""
         seq = self._send_seq
         self._send_seq = seq + 1
-        return HEADER.pack(len(payload) + TAG_BYTES) + payload + self._send.tag(seq, payload)
+        inner = self._s_in()
+        inner.update(_pack_seq(seq))
+        inner.update(payload)
+        outer = self._s_out()
+        outer.update(inner.digest())
+        return _pack_len(len(payload) + TAG_BYTES) + payload + outer.digest()[:TAG_BYTES]
 
     def open(self, body: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         """The payload of a received frame body (payload + tag); raises FrameError
@@ -377,7 +386,12 @@ class Session:
             raise FrameError("auth_failed", f"frame of {len(body)} bytes is shorter than its tag")
         payload = body[:n]
         seq = self._recv_seq
-        if not _compare(bytes(body[n:]), self._recv.tag(seq, payload)):
+        inner = self._r_in()
+        inner.update(_pack_seq(seq))
+        inner.update(payload)
+        outer = self._r_out()
+        outer.update(inner.digest())
+        if not _compare(body[n:], outer.digest()[:TAG_BYTES]):
             raise FrameError(
                 "auth_failed",
                 f"frame {seq} fails its authentication tag (forged, replayed, reordered or "
