@@ -8,6 +8,13 @@ is strict: an unknown kind, a missing field, or a value of the wrong type raises
 :class:`~kvcore.errors.RemoteProtocolError` and nothing else, whatever the input (a peer may send
 anything). Unknown extra fields are ignored so that a newer peer can add fields.
 
+**Bounded integers.** Every ``int`` field is range-checked at decode: a slot (``slot``) must be
+0..16383, every other integer (incarnations, epochs, request and batch ids, sequence numbers,
+counts) 0..2^63-1 (:data:`INT64_MAX`, what every msgpack and every other language's int64 can
+hold). A value outside raises :class:`~kvcore.errors.RemoteProtocolError` with a sentence, so
+no number a peer sends can be accepted and then fail to be sent on; the membership and slot
+rules keep a margin below the cap for the numbers they increment (``kvcore.bounds``).
+
 Per-class field specs are compiled once, on first use, from the dataclass annotations. Supported
 field types: ``str``, ``int``, ``float`` (an int is accepted and widened), ``bytes``, ``bool``,
 ``None``, ``X | None``, ``tuple[X, ...]``, a message class, and a union of message classes.
@@ -32,12 +39,23 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from kvcore.bounds import INT64_MAX
 from kvcore.errors import RemoteProtocolError
 from kvcore.messages import REGISTRY
+from kvcore.slots import MAX_SLOT
 
 KIND = "k"
 
 _Check = Callable[[Any], Any]  # returns the converted value or raises RemoteProtocolError
+
+#: int field name -> (lowest, highest) accepted; any other int field is 0..INT64_MAX
+INT_BOUNDS: dict[str, tuple[int, int]] = {"slot": (0, MAX_SLOT)}
+DEFAULT_INT_BOUNDS = (0, INT64_MAX)
+
+
+def int_bounds(field: str) -> tuple[int, int]:
+    """The range an int field must fall in on the wire."""
+    return INT_BOUNDS.get(field, DEFAULT_INT_BOUNDS)
 
 
 class _Fallback(Exception):
@@ -52,7 +70,9 @@ class _Spec:
         self.kind = cls.__name__
         hints = typing.get_type_hints(cls)
         fields = [f.name for f in dataclasses.fields(cls)]
-        self.fields: tuple[tuple[str, _Check], ...] = tuple((n, _checker(hints[n])) for n in fields)
+        self.fields: tuple[tuple[str, _Check], ...] = tuple(
+            (n, _checker(hints[n], n)) for n in fields
+        )
         self.encoders: tuple[tuple[str, bool], ...] = tuple(
             (n, _may_hold_message(hints[n])) for n in fields
         )
@@ -91,7 +111,7 @@ def _fail(expected: str, value: Any) -> RemoteProtocolError:
     return RemoteProtocolError(f"expected {expected}, got {type(value).__name__}")
 
 
-def _checker(tp: Any) -> _Check:
+def _checker(tp: Any, name: str = "") -> _Check:
     if tp is str or tp is bytes:
         name = tp.__name__
 
@@ -114,10 +134,13 @@ def _checker(tp: Any) -> _Check:
 
         return check_bool
     if tp is int:
+        lo, hi = int_bounds(name)
 
         def check_int(v: Any) -> Any:
             if type(v) is not int:
                 raise _fail("int", v)
+            if not lo <= v <= hi:
+                raise RemoteProtocolError(f"{v} is out of range ({lo}..{hi})")
             return v
 
         return check_int
@@ -211,7 +234,11 @@ def _gen_fast_decoder(
     lines = ["def fast(obj):"]
     for i, (name, tp) in enumerate(fields):
         lines.append(f"    v{i} = obj[{name!r}]")
-        if tp in _SIMPLE:
+        if tp is int:
+            # exact type and in range; anything else is the checker loop's to word
+            lo, hi = int_bounds(name)
+            lines.append(f"    if type(v{i}) is not int or not {lo} <= v{i} <= {hi}: raise _FB")
+        elif tp in _SIMPLE:
             # exact type only: bool is not an int, an int for a float and a StrEnum for a str
             # are the checker loop's to widen or convert
             ns[f"_t{i}"] = tp

@@ -19,7 +19,8 @@ peer cannot make a node hold more than ``max_frame + 4`` bytes (plus one read) p
 Everything a peer can send is either a message or a :class:`FrameError`: any msgpack error,
 nesting too deep to decode, a payload that is not a map, and the codec's
 :class:`~kvcore.errors.RemoteProtocolError` (unknown kind, missing field, wrong type) all become
-``FrameError`` with a short ``reason`` (``"oversized"`` or ``"malformed"``, for counters) and a
+``FrameError`` with a short ``reason`` (``"oversized"`` or ``"malformed"``, for counters; and
+``"auth_failed"`` on an authenticated stream, :meth:`FrameDecoder.authenticate`) and a
 sentence. The stream cannot be resynchronised after a bad frame, so the caller must close the
 connection with that reason logged; a decoder that raised stays failed. Messages decoded from the
 same ``feed`` before the bad frame are kept on the exception (``messages``) so a caller may
@@ -29,6 +30,7 @@ still deliver them.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -111,12 +113,20 @@ def frame(msg: Message) -> bytes:
 class FrameDecoder:
     """Incremental frame decoder for one connection: feed it bytes, get whole messages."""
 
-    __slots__ = ("_buf", "_failed", "_max_frame")
+    __slots__ = ("_buf", "_failed", "_max_frame", "_open")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._buf = bytearray()
         self._max_frame = max_frame
         self._failed: FrameError | None = None
+        #: frame body -> payload, raising FrameError (an authenticated bus: kvwire.auth.Session)
+        self._open: Callable[[Any], Any] | None = None
+
+    def authenticate(self, open_frame: Callable[[Any], Any], tag_bytes: int) -> None:
+        """From now on every frame's body goes through ``open_frame`` (which checks and strips
+        a ``tag_bytes`` tag, or raises :class:`FrameError`) before it is decoded."""
+        self._open = open_frame
+        self._max_frame += tag_bytes
 
     @property
     def buffered(self) -> int:
@@ -144,6 +154,7 @@ class FrameDecoder:
         n = len(src)
         pos = 0
         max_frame = self._max_frame
+        open_frame = self._open
         try:
             while n - pos >= 4:
                 (length,) = _unpack_header(src, pos)
@@ -156,7 +167,10 @@ class FrameDecoder:
                     break
                 # A slice copy is cheaper than a memoryview for the small frames that dominate,
                 # and msgpack copies what it keeps anyway.
-                msg = unpack(src[pos + 4 : end])
+                body = src[pos + 4 : end]
+                if open_frame is not None:
+                    body = open_frame(body)
+                msg = unpack(body)
                 out.append((msg, end - pos) if sized else msg)
                 pos = end
         except FrameError as e:

@@ -1,4 +1,4 @@
-"""The peer transport's inbound connections: accept, Hello handshake, frame decoding.
+"""The peer transport's inbound connections: accept, authentication, Hello, frame decoding.
 
 Theory of operation
 -------------------
@@ -11,8 +11,8 @@ name.
 (:class:`kvwire.FrameError`), a first frame that is not a Hello, a Hello with an empty id
 or with *this* node's id (a seed address that points back at ourselves, or two nodes sharing an
 id), a Hello naming another cluster, a second Hello, or no Hello within ``hello_timeout`` closes
-that connection, logs the reason and counts it in ``frames_malformed[reason]``; the node keeps
-running. Exceptions raised by the node while handling a message are logged and counted
+that connection, logs the reason (rate-limited) and counts it in ``frames_malformed[reason]``;
+the node keeps running. Exceptions raised by the node while handling a message are logged and counted
 (``handler_errors``), never propagated into asyncio.
 
 **Wrong ports are named, not suffered.** The HTTP port and the peer port are easy to mix up
@@ -27,12 +27,29 @@ running. Exceptions raised by the node while handling a message are logged and c
 
 *Unknown node ids are accepted*: with gossip membership, members the static configuration never
 named join all the time, and a new member's first messages may arrive before anyone told us
-about it. What is left of "who may talk to us" is the cluster name: a Hello naming a different
-non-empty cluster is refused (``cluster_mismatch``), which keeps two clusters sharing a network
-from merging by mistake. It is not authentication: anyone who can reach the peer port can join,
-as with Redis Cluster's bus and memberlist without its ``SecretKey``. Bind the peer port to a
-private network (the default is 127.0.0.1). Resource use by a hostile or confused peer stays
-bounded: ``max_inbound`` connections, ``max_frame_bytes`` per frame, and links that are swept.
+about it. Who may talk to us is decided by the cluster secret:
+
+- **With a secret** (``--secret-file``; ``owner.keyring``), the first frames are the handshake of
+  :mod:`kvwire.auth` (hello, our challenge, the peer's proof), and every later frame must carry
+  its tag (:meth:`kvwire.FrameDecoder.authenticate`). A peer without a handshake (an open node:
+  ``no_secret``), with a key we do not hold (``unknown_key``), a wrong proof (``bad_proof``), a
+  malformed handshake (``bad_handshake``) or a frame whose tag fails (``auth_failed``: forged,
+  replayed, reordered, spliced) is refused: counted, logged, and told why in a refusal frame
+  where it helps (so both logs say it), then closed. The Hello that follows the handshake must
+  name the id the handshake authenticated (``wrong_sender``): the connection is bound to it, and
+  the node hears every message on it as from that member.
+- **Without a secret** the bus is open, as Redis Cluster's bus and memberlist without a
+  ``SecretKey`` are: anyone who can reach the peer port can join. A peer that starts a handshake
+  is refused with a sentence (``secret_unexpected``). The cluster name still keeps two clusters
+  sharing a network from merging by mistake (``cluster_mismatch``); it is not authentication.
+
+**Bounded.** At most ``max_inbound`` connections (more are closed on accept, counted in
+``inbound_rejected``); at most ``max_inbound_pending`` that have not said Hello yet, the oldest of
+which is closed (``evicted``) for a new one, so that connections that never authenticate cannot
+keep a new member out; a deadline (``hello_timeout``) for the handshake and the Hello; a
+connection quiet for ``inbound_idle_timeout`` is closed by the transport's sweep. Every line that
+bad input causes goes through the transport's :class:`realnet.ratelog.RateLimitedLog`: a flood
+of hostile connections writes a few lines, and every refusal is counted.
 """
 
 from __future__ import annotations
@@ -44,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import kvwire
 from kvcore.messages import Hello, kind_of
+from kvwire import auth
 
 if TYPE_CHECKING:
     from realnet.transport import PeerTransport
@@ -92,7 +110,7 @@ def _http_request_start(data: bytes) -> bool | None:
 
 
 class _InboundProtocol(asyncio.Protocol):
-    """One connection a peer opened to us: Hello first, then messages for the node."""
+    """One connection a peer opened to us: (the handshake,) Hello first, then messages."""
 
     def __init__(self, owner: PeerTransport) -> None:
         self.owner = owner
@@ -105,6 +123,18 @@ class _InboundProtocol(asyncio.Protocol):
         #: the first bytes, kept until they cannot start an HTTP request (then None)
         self._sniff: bytes | None = b""
         self._linger: asyncio.TimerHandle | None = None
+        #: when a frame last arrived (the idle sweep reads it)
+        self.last_rx = owner.loop.time()
+        keyring = owner.keyring
+        #: the handshake in progress (an authenticated bus), None before and after it
+        self._hs: auth.ServerHandshake | None = (
+            auth.ServerHandshake(keyring, owner.node_id, owner.cluster_name)
+            if keyring is not None else None
+        )
+        #: bytes of the handshake's frames, or (open bus) of the first frame, until it is known
+        self._head: bytearray | None = bytearray()
+        #: the authenticated session (None on an open bus)
+        self.session: auth.Session | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -114,35 +144,58 @@ class _InboundProtocol(asyncio.Protocol):
         owner = self.owner
         if len(owner.inbound) >= owner.config.max_inbound:
             owner.stats.inbound_rejected += 1
-            log.warning("closing peer connection from %s: too many inbound connections", self.peername)
+            owner.ratelog.log(
+                logging.WARNING, "inbound_cap",
+                "closing peer connection from %s: too many inbound connections (%d)",
+                self.peername, owner.config.max_inbound,
+            )
             self.closed = True
             transport.abort()
             return
+        pending = owner.pending
+        if len(pending) >= owner.config.max_inbound_pending:
+            # The oldest connection that has not said Hello yet makes room: connections that
+            # never authenticate cannot keep a new member out (they hold a slot for at most
+            # hello_timeout anyway).
+            oldest = next(iter(pending))
+            oldest.reject("evicted", "too many peer connections waiting for their Hello; "
+                          "this one was the oldest")
         owner.inbound.add(self)
+        pending[self] = None
         owner.stats.inbound_accepted += 1
         self._hello_timer = owner.loop.call_later(owner.config.hello_timeout, self._hello_timed_out)
 
     def _hello_timed_out(self) -> None:
         self._hello_timer = None
         if self.peer is None and not self.closed:
-            self.reject("hello_timeout", f"no Hello within {self.owner.config.hello_timeout:g}s")
+            what = "handshake and Hello" if self.owner.keyring is not None else "Hello"
+            self.reject("hello_timeout", f"no {what} within {self.owner.config.hello_timeout:g}s")
 
-    def reject(self, reason: str, detail: str) -> None:
-        """Close this connection because of bad input; count and log why."""
+    def reject(self, reason: str, detail: str, tell: str | None = None) -> None:
+        """Close this connection because of bad input; count and log why (rate-limited).
+        ``tell``: a sentence sent to the peer first (a refused handshake)."""
         if self.closed:
             return
         self.closed = True
-        self.owner.stats.malformed(reason)
+        owner = self.owner
+        owner.stats.malformed(reason)
+        owner.pending.pop(self, None)
         who = f"peer {self.peer}" if self.peer else "an unidentified peer"
-        log.warning(
-            "closing peer connection from %s (%s): %s: %s", self.peername, who, reason, detail
+        owner.ratelog.log(
+            logging.WARNING, reason,
+            "closing peer connection from %s (%s): %s: %s", self.peername, who, reason, detail,
         )
         if self.transport is not None:
-            self.transport.abort()
+            if tell is not None:
+                self.transport.write(auth.refusal(tell))
+                self.transport.close()  # the refusal is written first
+            else:
+                self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.last_rx = self.owner.loop.time()
         if self._sniff is not None:
             data = self._sniff + data
             is_http = _http_request_start(data)
@@ -153,6 +206,12 @@ class _InboundProtocol(asyncio.Protocol):
             if is_http:
                 self._answer_http(data)
                 return
+        if self._hs is not None:
+            data = self._handshake(data)
+            if not data:
+                return
+        elif self._head is not None:
+            self._head += data[: auth.MAX_HANDSHAKE_FRAME + 4 - len(self._head)]
         error: kvwire.FrameError | None = None
         try:
             frames = self.decoder.feed_sized(data)
@@ -162,13 +221,83 @@ class _InboundProtocol(asyncio.Protocol):
             frames = [(m, 0) for m in e.messages]
             error = e
         except Exception as e:  # the decoder must never take the node down
-            log.exception("frame decoder raised unexpectedly")
+            self.owner.ratelog.log(logging.ERROR, "decoder_error",
+                                   "frame decoder raised unexpectedly", exc_info=True)
             self.reject("malformed", repr(e))
             return
         if frames:
             self._deliver(frames)
         if error is not None:
+            if self.peer is None and self._head is not None and self._secret_unexpected():
+                return
             self.reject(error.reason or "malformed", str(error))
+
+    def _secret_unexpected(self) -> bool:
+        """An open bus got a handshake: say so on both sides (True), not just "malformed"."""
+        assert self._head is not None
+        payloads, _ = auth.split_frames(bytearray(self._head))
+        fields = auth.handshake_fields(payloads[0]) if payloads else None
+        if fields is None or fields.get("auth") != "hello":
+            return False
+        node = fields.get("node")
+        name = repr(node[:80]) if type(node) is str else "a peer"
+        self.reject(
+            "secret_unexpected",
+            f"node {name} uses a cluster secret; this node has none (its bus is open)",
+            tell=f"node {self.owner.node_id!r} has no cluster secret (its bus is open) and does "
+            "not take authenticated peers: give every node the same --secret-file",
+        )
+        return True
+
+    def _handshake(self, data: bytes) -> bytes:
+        """Run the handshake on ``data``; what follows it (authenticated frames) is returned."""
+        hs = self._hs
+        head = self._head
+        assert hs is not None and head is not None
+        head += data
+        while True:
+            # one frame at a time: the frames after the proof are authenticated messages
+            payloads, oversized = auth.split_frames(head, count=1)
+            if not payloads:
+                if oversized:
+                    self.reject("bad_handshake",
+                                f"a handshake frame over {auth.MAX_HANDSHAKE_FRAME} bytes")
+                return b""
+            fields = auth.handshake_fields(payloads[0])
+            if fields is None:
+                self._no_handshake(payloads[0])
+                return b""
+            try:
+                if not hs.answered:
+                    assert self.transport is not None
+                    self.transport.write(hs.on_hello(fields))
+                    continue
+                self.session = hs.on_proof(fields)
+            except auth.AuthError as e:
+                self.reject(e.reason, str(e), tell=None if e.reason == "refused_by_peer" else
+                            f"node {self.owner.node_id!r} refused the handshake: {e}")
+                return b""
+            # Authenticated: every later frame carries a tag (kvwire.auth.Session).
+            self._hs = None
+            self.decoder.authenticate(self.session.open, auth.TAG_BYTES)
+            rest = bytes(head)
+            self._head = None
+            return rest
+
+    def _no_handshake(self, payload: bytes) -> None:
+        """A peer that speaks without a handshake: it has no cluster secret."""
+        try:
+            first = kvwire.unpack(payload)
+        except kvwire.FrameError:
+            first = None
+        name = f"node {first.node_id[:80]!r}" if type(first) is Hello else "a peer"
+        self.reject(
+            "no_secret",
+            f"{name} sent no authentication handshake: it has no cluster secret (its bus is "
+            "open), and this node requires one",
+            tell=f"node {self.owner.node_id!r} requires a cluster secret: this node has none "
+            "(its bus is open); give every node the same --secret-file",
+        )
 
     def _answer_http(self, data: bytes) -> None:
         """An HTTP request on the peer port (``--node`` given a peer address, or curl): answer
@@ -177,11 +306,13 @@ class _InboundProtocol(asyncio.Protocol):
         owner = self.owner
         self.closed = True
         owner.stats.malformed("http_request")
+        owner.pending.pop(self, None)
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
         line = data.split(b"\r\n", 1)[0][:80].decode("latin-1")
-        log.info(
+        owner.ratelog.log(
+            logging.INFO, "http_request",
             "answered an HTTP request on the peer port from %s (%r): wrong port; the HTTP API is on %s",
             self.peername, line, owner.http_addr or "another port",
         )
@@ -221,9 +352,10 @@ class _InboundProtocol(asyncio.Protocol):
                 if observer is not None:
                     observer(self.peer, msg)
                 on_message(self.peer, msg)
-            except Exception:
+            except Exception:  # a bug, but a peer must not be able to flood the log with it
                 stats.handler_errors += 1
-                log.exception("node raised while handling %s from %s", kind, self.peer)
+                owner.ratelog.log(logging.ERROR, "handler_error", "node raised while handling "
+                                  "%s from %s", kind, self.peer, exc_info=True)
 
     def _on_hello(self, msg: Any) -> None:
         owner = self.owner
@@ -241,6 +373,14 @@ class _InboundProtocol(asyncio.Protocol):
                 "back at this node, or two nodes sharing one id)",
             )
             return
+        if self.session is not None and msg.node_id != self.session.peer:
+            # the connection is bound to the id the handshake authenticated
+            self.reject(
+                "wrong_sender",
+                f"Hello names {msg.node_id[:80]!r} but the handshake authenticated "
+                f"{self.session.peer[:80]!r}",
+            )
+            return
         if msg.cluster and owner.cluster_name and msg.cluster != owner.cluster_name:
             self.reject(
                 "cluster_mismatch",
@@ -248,6 +388,8 @@ class _InboundProtocol(asyncio.Protocol):
             )
             return
         self.peer = msg.node_id
+        self._head = None
+        owner.pending.pop(self, None)
         owner.node_stats.count_received("Hello")
         link = owner.links.get(msg.node_id)
         if link is not None:
@@ -268,6 +410,7 @@ class _InboundProtocol(asyncio.Protocol):
             self._linger.cancel()
             self._linger = None
         self.owner.inbound.discard(self)
+        self.owner.pending.pop(self, None)
         self.transport = None
 
 

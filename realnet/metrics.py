@@ -86,9 +86,13 @@ DROP_REASONS = (
     "encode_error", "queue_full", "self", "too_large", "unknown_peer",
 )
 MALFORMED_REASONS = (
-    "bad_hello", "cluster_mismatch", "hello_timeout", "http_request", "malformed", "not_hello",
-    "oversized", "self_hello", "unexpected_hello",
+    "auth_failed", "bad_handshake", "bad_hello", "bad_proof", "cluster_mismatch", "evicted",
+    "hello_timeout", "http_request", "malformed", "no_secret", "not_hello", "oversized",
+    "refused_by_peer", "secret_unexpected", "self_hello", "unexpected_hello", "unknown_key",
+    "wrong_sender",
 )
+#: why an outbound handshake failed (realnet.outbound): the peer refused us, or we refused it
+HANDSHAKE_REASONS = ("bad_handshake", "bad_proof", "handshake", "refused_by_peer")
 
 
 def outcome_of(code: str) -> str:
@@ -297,6 +301,16 @@ class NodeCollector:
             ("storelab_peer_http_answers",
              "Outbound peer connections answered in HTTP (an HTTP port given as a peer address).",
              tr.http_answers),
+            ("storelab_peer_inbound_rejected",
+             "Inbound peer connections refused on accept: over max_inbound.", tr.inbound_rejected),
+            ("storelab_peer_inbound_idle_closed",
+             "Inbound peer connections closed after inbound_idle_timeout without a frame.",
+             tr.inbound_idle_closed),
+            ("storelab_peer_keyring_reloads", "Times the cluster secret was read again (SIGHUP).",
+             tr.keyring_reloads),
+            ("storelab_peer_keyring_reload_failures",
+             "Times reading the cluster secret again failed (the old keys stay in use).",
+             tr.keyring_reload_failures),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         yield _counter(
@@ -304,6 +318,11 @@ class NodeCollector:
             "Inbound peer connections closed for bad input, by reason (http_request: an HTTP "
             "request on the peer port, answered 400 wrong_port).",
             "reason", _with_known(MALFORMED_REASONS, tr.frames_malformed),
+        )
+        yield _counter(
+            "storelab_peer_handshakes_failed",
+            "Outbound peer connections whose authentication handshake failed, by reason.",
+            "reason", _with_known(HANDSHAKE_REASONS, tr.handshakes_failed),
         )
         yield _counter(
             "storelab_messages_dropped", "Peer messages not sent, by reason.",

@@ -21,7 +21,9 @@ The process wires the pure :class:`kvcore.node.Node` to the real world and gets 
    ``node.start()``, open the links to the static peers, start the automatic rebalancer if asked
    (:mod:`realnet.autorebalance`), print ``ready id=... http=HOST:PORT peer=HOST:PORT`` on
    stderr, and wait for SIGTERM or SIGINT (stop) or ``POST /cluster/leave`` (leave, then stop;
-   it answers 202 first). Exit status 0 either way.
+   it answers 202 first). Exit status 0 either way. With a cluster secret
+   (``--secret-file``, read before binding: an unusable file is exit status 2), SIGHUP reads it
+   again (key rotation, :mod:`realnet.busauth`); without one, the node says its bus is open.
 5. **Stop** (SIGTERM, SIGINT): stopping a process does not change the cluster, as a Redis
    Cluster node that is shut down stays in ``nodes.conf`` of the others. The node tells nobody:
    its peers hold it suspect, then dead (its slots answer ``owner_down``), and the same member
@@ -71,6 +73,7 @@ from dataclasses import dataclass, field
 from kvcore.config import PEER_PORT_OFFSET, ConfigError, parse_addr
 from kvcore.node import Node
 from kvcore.runtime import Storage
+from kvwire.auth import Keyring, KeyringError, read_keyring
 from realnet.api import Api, http_limits
 from realnet.autorebalance import (
     AUTO_REBALANCE_RETRIES,
@@ -78,6 +81,7 @@ from realnet.autorebalance import (
     AutoRebalancer,
     run_in_thread,
 )
+from realnet.busauth import install_reload, reload_keyring, say_bus
 from realnet.gossip import RttMeter, follow_membership, observe_probes
 from realnet.http import PARSERS, start_http_server, stop_http_server
 from realnet.runtime import AsyncioRuntime, open_storage
@@ -133,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="SWIM timing preset (default: [swim] preset, else lan)",
     )
     p.add_argument("--cluster-name", metavar="NAME", help="refuse peers of another named cluster")
+    p.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="the cluster secret: every peer connection is authenticated with its keys (one per "
+        "line, the first used to dial, all accepted; read again on SIGHUP); default: "
+        "[security] secret_file, else an open bus",
+    )
     p.add_argument(
         "--auto-rebalance",
         action="store_true",
@@ -251,9 +262,18 @@ class Parts:
 
 
 def build(
-    settings: Settings, storage: Storage, sockets: Sockets, stop: asyncio.Event | None = None
+    settings: Settings,
+    storage: Storage,
+    sockets: Sockets,
+    stop: asyncio.Event | None = None,
+    keyring: Keyring | None = None,
 ) -> Parts:
-    """The runtime, the node, the peer transport with its gossip links, and the HTTP API."""
+    """The runtime, the node, the peer transport with its gossip links, and the HTTP API.
+
+    ``keyring``: the cluster secret's keys (:func:`load_keyring`); read from the settings'
+    secret file when not given."""
+    if keyring is None and settings.security.secret_file:
+        keyring = read_keyring(settings.security.secret_file)
     loop = asyncio.get_running_loop()
     node_id = settings.node_id
     adv_host = settings.advertise_host or settings.host
@@ -296,6 +316,7 @@ def build(
         cluster_name=settings.cluster_name,
         loop=loop,
         http_addr=addr,
+        keyring=keyring,
     )
     runtime.sink = transport
     observe_probes(transport, meter)
@@ -356,6 +377,8 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
         return EXIT_CONFIG
     parts.http_server = http_server
     installed = _install_signals(loop, parts.stop, settings.node_id)
+    installed += install_reload(loop, parts.transport, settings.security.secret_file)
+    say_bus(parts.transport, settings.security.secret_file, settings.host, sockets.peer_port)
 
     node.start()
     transport.connect_all()
@@ -449,11 +472,18 @@ async def serve(
         except OSError as e:
             _print_problems([f"Cannot use data directory {settings.data_dir!r}: {e.strerror or e}."])
             return EXIT_CONFIG
+    keyring = None
+    if settings.security.secret_file:
+        try:
+            keyring = read_keyring(settings.security.secret_file)
+        except KeyringError as e:
+            _print_problems([str(e)])
+            return EXIT_CONFIG
     # Bind first: the node must advertise the ports it really listens on.
     sockets = bind(settings)
     if sockets is None:
         return EXIT_CONFIG
-    return await run(settings, build(settings, storage, sockets, stop), sockets)
+    return await run(settings, build(settings, storage, sockets, stop, keyring), sockets)
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -524,6 +554,7 @@ __all__ = [
     "build_parser",
     "leave_gracefully",
     "main",
+    "reload_keyring",
     "run",
     "serve",
 ]

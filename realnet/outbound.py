@@ -3,7 +3,17 @@
 Theory of operation
 -------------------
 A node keeps one outbound connection per destination (:mod:`realnet.transport`), used in one
-direction only: it writes its messages there and never reads an answer.
+direction only: it writes its messages there; what it reads is the peer's part of the
+handshake (an authenticated bus, :mod:`kvwire.auth`) and a refusal.
+
+**With a cluster secret** a connection made stays *connecting* (messages queued) while the
+handshake runs: our hello, the peer's challenge (which must prove it holds our primary key),
+our proof; then the Hello and the queue go out sealed (:meth:`kvwire.auth.Session.seal`). A
+peer that refuses us (its refusal frame's sentence), fails our check, or does not answer within
+``hello_timeout`` is a failed attempt: logged (rate-limited), counted in ``handshakes_failed``,
+backed off like a refused connection. An open node that receives a refusal logs it the same way.
+When the keyring changes (SIGHUP), a link whose key is no longer the primary is closed
+gracefully (what was written is delivered) and dialled again with the new one (``retire``).
 
 Outbound link, per destination (a small state machine, :class:`PeerLink`)::
 
@@ -61,6 +71,8 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from kvcore.config import PEER_PORT_OFFSET
+from kvwire import auth
+from kvwire.frames import HEADER
 
 if TYPE_CHECKING:
     from realnet.transport import PeerTransport
@@ -74,6 +86,8 @@ CONNECTED = "connected"
 BACKOFF = "backoff"
 CLOSED = "closed"
 
+_pack_header = HEADER.pack
+
 #: consecutive connection failures after which a link logs a warning (about 1.5 s of backoff)
 WARN_AFTER_FAILURES = 5
 #: an address that answered in HTTP is warned about at most once per this many seconds
@@ -86,27 +100,42 @@ class _OutboundProtocol(asyncio.Protocol):
     def __init__(self, link: PeerLink, gen: int) -> None:
         self.link = link
         self.gen = gen
-        #: the first bytes the peer wrote (None once five were seen)
-        self.head: bytes | None = b""
+        #: True until the first five bytes the peer wrote were seen (``HTTP/``?)
+        self.sniffing = True
+        #: what the peer wrote, until whole frames are taken off (bounded: one handshake frame)
+        self.buf = bytearray()
+        #: the peer wrote something that is no handshake frame: ignore the rest
+        self.ignore = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.link._on_made(self, transport)
 
     def data_received(self, data: bytes) -> None:
-        # Outbound links are one-way; a peer has no business writing here. Ignore it rather
-        # than buffer it, except for its first bytes: ``HTTP/`` means we dialled an HTTP server
-        # (a node's HTTP port given as a seed), which the user must hear about.
-        head = self.head
-        if head is None:
+        # The peer writes here during the handshake (an authenticated bus) and to refuse us;
+        # otherwise the link is one-way. ``HTTP/`` first means we dialled an HTTP server (a
+        # node's HTTP port given as a seed), which the user must hear about.
+        if self.ignore:
             return
-        head += data[: 5 - len(head)]
-        if len(head) < 5:
-            self.head = head
-            return
-        self.head = None
-        if head == b"HTTP/":
-            self.link._answered_in_http(self)
+        buf = self.buf
+        buf += data
+        if self.sniffing:
+            if len(buf) < 5 and b"HTTP/".startswith(bytes(buf)):
+                return
+            self.sniffing = False
+            if buf.startswith(b"HTTP/"):
+                self.ignore = True
+                buf.clear()
+                self.link._answered_in_http(self)
+                return
+        payloads, oversized = auth.split_frames(buf)
+        for payload in payloads:
+            if self.ignore:
+                return
+            self.link._on_peer_frame(self, payload)
+        if oversized:
+            self.ignore = True
+            buf.clear()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -153,10 +182,16 @@ class PeerLink:
         self._out: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        #: the handshake in progress (an authenticated bus) and its deadline
+        self._hs: auth.ClientHandshake | None = None
+        self._hs_timer: asyncio.TimerHandle | None = None
+        #: the authenticated session of the current connection (None on an open bus)
+        self.session: auth.Session | None = None
 
     # --- sending -----------------------------------------------------------------------
 
     def send(self, kind: str, data: bytes) -> None:
+        """Send one message's payload (``kvwire.pack``); framed (and sealed) when written."""
         self.last_used = self.owner.loop.time()
         state = self.state
         if state == CONNECTED:
@@ -178,7 +213,9 @@ class PeerLink:
         else:
             self.owner.stats.drop("closed")
 
-    def _write(self, kind: str, data: bytes) -> None:
+    def _write(self, kind: str, payload: bytes) -> None:
+        session = self.session
+        data = session.seal(payload) if session is not None else _pack_header(len(payload)) + payload
         # Frames written in one turn of the event loop leave in one syscall: the first one
         # schedules a flush for the end of the turn, the others join it. Under load (many
         # client requests forwarded per turn) this divides the sends per message; idle, it
@@ -241,12 +278,78 @@ class PeerLink:
             transport.abort()  # a stale attempt (link closed or superseded meanwhile)
             return
         self.transport = transport
-        self.state = CONNECTED
         self.paused = False
-        self.connected_at = self.owner.loop.time()
-        self.owner.stats.connects += 1
         transport.set_write_buffer_limits(high=self.owner.config.write_high_water)
         _detect_dead_peer(transport, self.owner.config.user_timeout)
+        keyring = self.owner.keyring
+        if keyring is None:
+            self._connected()
+            return
+        # An authenticated bus: prove who we are before the Hello (kvwire.auth); messages stay
+        # queued until the handshake is done.
+        self._hs = auth.ClientHandshake(keyring, self.owner.node_id, self.owner.cluster_name)
+        transport.write(self._hs.hello())
+        self._hs_timer = self.owner.loop.call_later(
+            self.owner.config.hello_timeout, self._handshake_timed_out, proto.gen
+        )
+
+    def _handshake_timed_out(self, gen: int) -> None:
+        self._hs_timer = None
+        if gen == self._gen and self._hs is not None:
+            self._handshake_failed(gen, "handshake", "no answer to the handshake within "
+                                   f"{self.owner.config.hello_timeout:g}s")
+
+    def _on_peer_frame(self, proto: _OutboundProtocol, payload: bytes) -> None:
+        """A frame the peer wrote on our link: its handshake challenge, or a refusal."""
+        if proto.gen != self._gen:
+            return
+        fields = auth.handshake_fields(payload)
+        if fields is None:
+            proto.ignore = True  # not ours to read (the link is one-way)
+            return
+        hs = self._hs
+        if fields["auth"] != "refused" and hs is None:
+            return  # a handshake frame on an open bus, or after ours: nothing to answer
+        try:
+            if hs is None:
+                raise auth.refused_error(fields)
+            proof, session = hs.on_challenge(fields)
+        except auth.AuthError as e:
+            if e.reason != "refused_by_peer" and self.transport is not None:
+                # tell the other side why, so that both logs say it
+                self.transport.write(auth.refusal(
+                    f"node {self.owner.node_id!r} refused the handshake: {e}"
+                ))
+            self._handshake_failed(proto.gen, e.reason, str(e))
+            return
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        self._hs = None
+        assert self.transport is not None
+        self.transport.write(proof)
+        self.session = session
+        self._connected()
+
+    def _handshake_failed(self, gen: int, reason: str, detail: str) -> None:
+        """The peer refused us or failed our check: log it (rate-limited), count, back off."""
+        owner = self.owner
+        owner.stats.handshake_failed(reason)
+        owner.ratelog.log(
+            logging.WARNING, "out_" + reason,
+            "peer connection to %s at %s:%d refused: %s", self.peer_id, self.host, self.port, detail,
+        )
+        transport = self.transport
+        if self.state == CONNECTED:
+            if transport is not None:
+                transport.close()  # _on_lost backs off
+            return
+        self._failed(gen, detail, quiet=True)
+
+    def _connected(self) -> None:
+        self.state = CONNECTED
+        self.connected_at = self.owner.loop.time()
+        self.owner.stats.connects += 1
         if self.failures:
             log.log(
                 logging.WARNING if self.failures > WARN_AFTER_FAILURES else logging.INFO,
@@ -258,17 +361,51 @@ class PeerLink:
         self.failures = 0
         self.last_error = ""
         self.http_answer = False
-        hello = self.owner.hello_frame
-        self._write("Hello", hello)
+        self._write("Hello", self.owner.hello_payload)
         self.owner.node_stats.count_sent("Hello")
         queue, self.queue = self.queue, collections.deque()
         for kind, data in queue:
             self._write(kind, data)
 
+    def retire(self) -> None:
+        """The keyring changed and this connection's key is no longer our primary: close it
+        gracefully (what was written is still delivered) and dial again with the new one."""
+        session_key = self.session.key if self.session is not None else None
+        hs_key = self._hs.key if self._hs is not None else None
+        primary = self.owner.keyring.primary if self.owner.keyring is not None else None
+        if (session_key or hs_key) in (None, primary):
+            return
+        self._flush()
+        transport, self.transport = self.transport, None
+        self._gen += 1  # the old connection's callbacks are stale from now on
+        self._reset_handshake()
+        self.session = None
+        self._out.clear()
+        self.connected_at = None
+        self.state = IDLE
+        if transport is not None:
+            transport.close()
+        self.owner.stats.link_closed("rekeyed")
+        if self.queue or hs_key is not None:
+            self.connect()
+
+    def _reset_handshake(self) -> None:
+        self._hs = None
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+
     def _on_lost(self, proto: _OutboundProtocol, exc: Exception | None) -> None:
-        if proto.gen != self._gen or self.state != CONNECTED:
+        if proto.gen != self._gen:
+            return
+        if self.state == CONNECTING and self._hs is not None:
+            # lost during the handshake: an old node, or one that refused us without a word
+            self._failed(proto.gen, f"connection closed during the handshake ({exc or 'by peer'})")
+            return
+        if self.state != CONNECTED:
             return
         self.transport = None
+        self.session = None
         self.paused = False
         if self._out:  # written this turn, never handed to the socket
             self.owner.stats.drop("connection_lost", len(self._out))
@@ -294,9 +431,14 @@ class PeerLink:
         # one the peer dropped at once (it refuses us: another cluster's name) waits for demand.
         self._backoff(reason, demand=stable)
 
-    def _failed(self, gen: int, reason: str) -> None:
+    def _failed(self, gen: int, reason: str, quiet: bool = False) -> None:
         if gen != self._gen or self.state != CONNECTING:
             return
+        self._reset_handshake()
+        if self.transport is not None:  # failed after the TCP connection, in the handshake
+            self._gen += 1
+            self.transport.abort()
+            self.transport = None
         self.owner.stats.connect_failures += 1
         if self.queue:
             self.owner.stats.drop("connect_failed", len(self.queue))
@@ -304,7 +446,9 @@ class PeerLink:
         # Log a streak of failures twice, not per attempt: the first one quietly (peers started
         # together refuse each other for a moment), and loudly once it lasts (a peer that is
         # down, or a wrong address in the config).
-        if self.failures == 0:
+        if quiet:
+            pass  # said already, rate-limited (a refused handshake)
+        elif self.failures == 0:
             log.info(
                 "cannot connect to peer %s at %s:%d: %s (retrying with backoff)",
                 self.peer_id, self.host, self.port, reason,
@@ -338,7 +482,12 @@ class PeerLink:
 
     def _answered_in_http(self, proto: _OutboundProtocol) -> None:
         """The address answered ``HTTP/``: warn (rate-limited) and drop the connection."""
-        if proto.gen != self._gen or self.state != CONNECTED:
+        if proto.gen != self._gen or self.state not in (CONNECTED, CONNECTING):
+            return
+        if self.state == CONNECTING:  # in the handshake
+            self.http_answer = True
+            self.owner.http_answered(self)
+            self._failed(proto.gen, "answered in HTTP: an HTTP port, not a peer port", quiet=True)
             return
         self.http_answer = True
         self.owner.http_answered(self)
@@ -356,6 +505,8 @@ class PeerLink:
     def close(self) -> None:
         self.state = CLOSED
         self._gen += 1
+        self._reset_handshake()
+        self.session = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -8,13 +8,15 @@ the optional TOML file into one frozen :class:`Settings`, or raises
 bound. It reads the file, hands each top-level table to the one function that owns it, then
 merges the flags over what the tables gave:
 
-- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]`` exist, each a
-  table;
+- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]``,
+  ``[security]`` exist, each a table;
 - :func:`node_table`: this process's identity and addresses (:class:`NodeTable`);
 - :func:`settings_table`: :class:`kvcore.config.NodeConfig`;
 - :func:`swim_table`: a preset of :class:`kvcore.membership.SwimConfig` and field overrides;
 - :func:`cluster_table`: :class:`kvcore.config.ClusterConfig` plus the process options
   (:class:`ClusterOptions`: name, automatic rebalancing);
+- :func:`security_table`: the secrets' files (:class:`SecuritySettings`; the cluster secret
+  ``secret_file``, read by ``realnet.node`` with :func:`kvwire.auth.read_keyring`);
 - :func:`merge`: flags over the file, then the addresses (this node's ``[cluster]`` entry,
   defaults).
 
@@ -67,11 +69,14 @@ TOML layout::
     addr = "127.0.0.1:7001"
     peer_addr = "127.0.0.1:17001"
     slots = "0-8191"
+    [security]        # optional (flags override)
+    secret_file = "/etc/storelab/cluster.key"   # the cluster bus's keys, like --secret-file
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import secrets
 import tomllib
@@ -89,7 +94,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7000
 #: default seconds between a join or leave and the automatic rebalance it triggers
 AUTO_REBALANCE_SETTLE = 1.0
-TOP_TABLES = ("node", "settings", "swim", "cluster")
+TOP_TABLES = ("node", "settings", "swim", "cluster", "security")
 WILDCARDS = ("0.0.0.0", "::", "")
 
 #: preset name -> constructor taking field overrides
@@ -141,6 +146,27 @@ class Settings:
     auto_rebalance_settle: float = AUTO_REBALANCE_SETTLE
     #: the HTTP request parser (a name in realnet.httpparse.PARSERS; ``--http-parser``)
     http_parser: str = "httptools"
+    #: the secrets' files (``[security]``, ``--secret-file``)
+    security: SecuritySettings = field(default_factory=lambda: SecuritySettings())
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """The ``[security]`` table: where the secrets are. Each flag of the same name beats it.
+
+    A new secret is one more field here, one flag, and one line in :func:`merge`."""
+
+    #: the cluster bus's keys (``--secret-file``): text lines, the first the primary key, the
+    #: others accepted too (kvwire.auth); None: the bus is open (unauthenticated)
+    secret_file: str | None = None
+
+    def validate(self) -> SecuritySettings:
+        if self.secret_file is not None and not self.secret_file.strip():
+            raise ConfigError(["[security] secret_file must be a path, not an empty string."])
+        return self
+
+
+SECURITY_KEYS = tuple(f.name for f in fields(SecuritySettings))
 
 
 @dataclass(frozen=True)
@@ -198,7 +224,7 @@ def read_file(path: str) -> dict[str, Any]:
 
 
 def top_tables(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Mapping[str, Any] | None]:
-    """The four top-level tables (an absent one is ``{}``, an absent ``[cluster]`` is None)."""
+    """The top-level tables (an absent one is ``{}``, an absent ``[cluster]`` is None)."""
     for k in sorted(set(doc) - set(TOP_TABLES)):
         problems.append(
             f"Unknown top-level key {k!r} in the config file; known: {', '.join(TOP_TABLES)}."
@@ -282,6 +308,11 @@ def cluster_table(table: Mapping[str, Any] | None) -> tuple[ClusterConfig | None
     return cluster, options
 
 
+def security_table(table: Mapping[str, Any]) -> SecuritySettings:
+    """``[security]``: the files that hold secrets (their content is read by the node)."""
+    return from_table(SecuritySettings, table, "[security]")
+
+
 # --- flags over the file -----------------------------------------------------------------------
 
 
@@ -297,7 +328,17 @@ def load_settings(args: argparse.Namespace) -> Settings:
         problems, ("lan", SwimConfig.lan()), swim_table, tables["swim"] or {}, args.swim_preset
     )
     cluster, options = _collect(problems, (None, ClusterOptions()), cluster_table, tables["cluster"])
-    return merge(args, node_values, config, swim_preset, swim, cluster, options, problems)
+    security = _collect(problems, SecuritySettings(), security_table, tables["security"] or {})
+    settings = merge(args, node_values, config, swim_preset, swim, cluster, options, problems)
+    return dataclasses.replace(settings, security=merge_security(args, security))
+
+
+def merge_security(args: argparse.Namespace, table: SecuritySettings) -> SecuritySettings:
+    """The flags of the same names over ``[security]``."""
+    values = {
+        k: getattr(args, k) for k in SECURITY_KEYS if getattr(args, k, None) is not None
+    }
+    return dataclasses.replace(table, **values) if values else table
 
 
 def _collect(problems: list[str], default: Any, read: Callable[..., Any], *a: Any) -> Any:
@@ -480,12 +521,15 @@ __all__ = [
     "PRESETS",
     "ClusterOptions",
     "NodeTable",
+    "SECURITY_KEYS",
+    "SecuritySettings",
     "Settings",
     "cluster_table",
     "load_settings",
     "merge",
     "node_table",
     "read_file",
+    "security_table",
     "settings_table",
     "swim_table",
 ]

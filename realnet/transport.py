@@ -11,7 +11,11 @@ no request/response matching and a reply simply travels on the other link.
 Frames are :func:`kvwire.frame`: a 4-byte big-endian length and the msgpack of
 :func:`kvcore.codec.encode`. The first frame on every connection is
 :class:`kvcore.messages.Hello` naming the sender, so the receiver knows who speaks; every later
-frame goes to ``node.on_message(src, msg)`` with that name.
+frame goes to ``node.on_message(src, msg)`` with that name. With a cluster secret (``keyring``,
+:mod:`kvwire.auth`) a handshake comes first, proving that both sides hold a key of the cluster
+and binding the connection to the sender's id, and every frame carries a 16-byte tag
+(HMAC-SHA256 over its sequence number and payload); :meth:`set_keyring` takes new keys without a
+restart (SIGHUP in ``realnet.node``).
 
 **Destinations.** A destination is a node id or ``"@HOST:PORT"``:
 
@@ -62,6 +66,7 @@ import kvwire
 from kvcore.config import parse_addr
 from kvcore.messages import Hello, kind_of
 from kvcore.metrics import NodeStats
+from kvwire import auth
 from realnet.inbound import HTTP_METHODS as HTTP_METHODS
 from realnet.inbound import _http_request_start as _http_request_start
 from realnet.inbound import _InboundProtocol
@@ -72,6 +77,7 @@ from realnet.outbound import CONNECTED as CONNECTED
 from realnet.outbound import CONNECTING, HTTP_WARN_EVERY, PeerLink, _fmt_addr, http_answer_warning
 from realnet.outbound import IDLE as IDLE
 from realnet.outbound import WARN_AFTER_FAILURES as WARN_AFTER_FAILURES
+from realnet.ratelog import RateLimitedLog
 from realnet.transportconfig import TransportConfig, TransportStats
 
 log = logging.getLogger("realnet.transport")
@@ -104,6 +110,7 @@ class PeerTransport:
         cluster_name: str = "",
         loop: asyncio.AbstractEventLoop | None = None,
         http_addr: str = "",
+        keyring: auth.Keyring | None = None,
     ) -> None:
         self.node_id = node_id
         #: this node's client HTTP address, named in the answer to an HTTP request on the peer port
@@ -126,9 +133,15 @@ class PeerTransport:
             for pid, (host, port) in sorted((peers or {}).items()) if pid != node_id
         }
         self.inbound: set[_InboundProtocol] = set()
+        #: inbound connections that have not said Hello yet, oldest first (evicted when full)
+        self.pending: dict[_InboundProtocol, None] = {}
+        #: the cluster secret's keys (None: an open bus); :meth:`set_keyring` replaces it
+        self.keyring = keyring
+        #: every line that bad peer input can cause goes through here (bounded)
+        self.ratelog = RateLimitedLog(log, self.loop.time)
         #: address -> when it was last reported as answering in HTTP (rate limit, bounded)
         self._http_warned: dict[str, float] = {}
-        self.hello_frame = kvwire.frame(Hello(node_id=node_id, cluster=cluster_name))
+        self.hello_payload = kvwire.pack(Hello(node_id=node_id, cluster=cluster_name))
         self.server: asyncio.base_events.Server | None = None
         self.closed = False
         #: addresses already logged as unusable (bounded: a log line each, not one per send)
@@ -186,14 +199,14 @@ class PeerTransport:
             if link is None:
                 return
         try:
-            data = kvwire.frame(msg)
+            data = kvwire.pack(msg)
         except Exception:
             # Our own message failed to encode: a bug in kvcore, not the peer's fault.
             self.stats.drop("encode_error")
             log.exception("cannot encode %s for %s", kind_of(msg), dst)
             return
         kind = kind_of(msg)
-        if len(data) - 4 > self.config.max_frame_bytes:
+        if len(data) > self.config.max_frame_bytes:
             self.stats.drop("too_large")
             log.warning(
                 "not sending %s of %d bytes to %s: over max_frame_bytes (%d)",
@@ -264,9 +277,47 @@ class PeerTransport:
                     link.close()
                     self.stats.link_closed("idle")
                     log.debug("closed the idle link to %s", dst)
+            self._sweep_inbound()
         except Exception:  # never let housekeeping stop the loop's other work
             log.exception("the idle-link sweep raised")
         self._schedule_sweep()
+
+    def _sweep_inbound(self) -> None:
+        """Close inbound connections that sent nothing for ``inbound_idle_timeout``."""
+        cutoff = self.loop.time() - self.config.inbound_idle_timeout
+        for proto in sorted(self.inbound, key=lambda p: p.last_rx):
+            if proto.last_rx >= cutoff:
+                break
+            if proto.closed or proto.transport is None:
+                continue
+            self.stats.inbound_idle_closed += 1
+            self.ratelog.log(
+                logging.INFO, "inbound_idle", "closing the peer connection from %s (%s): "
+                "nothing received for %gs", proto.peername, proto.peer or "no Hello",
+                self.config.inbound_idle_timeout,
+            )
+            proto.closed = True
+            self.pending.pop(proto, None)
+            proto.transport.close()
+
+    def set_keyring(self, keyring: auth.Keyring) -> None:
+        """Use new keys from now on (the secret file was read again, SIGHUP): new connections
+        dial with the new primary; an outbound link whose key is no longer the primary is
+        closed gracefully and dialled again; an inbound connection whose key is no longer
+        accepted is closed (the peer redials with a key we hold)."""
+        if self.keyring is None:
+            raise ValueError("this node's bus is open: authentication is not turned on by a reload")
+        self.keyring = keyring
+        for dst in sorted(self.links):
+            self.links[dst].retire()
+        for proto in list(self.inbound):
+            session = proto.session
+            if session is not None and not keyring.holds(session.key) and not proto.closed:
+                proto.closed = True
+                self.pending.pop(proto, None)
+                self.stats.link_closed("key_dropped")
+                if proto.transport is not None:
+                    proto.transport.close()
 
     async def close(self) -> None:
         """Stop listening, close every link and inbound connection."""
@@ -295,6 +346,12 @@ class PeerTransport:
         out["inbound_connections"] = len(self.inbound)
         out["inbound_peers"] = sorted({p.peer for p in self.inbound if p.peer is not None})
         out["links"] = {pid: link.info() for pid, link in sorted(self.links.items())}
+        keyring = self.keyring
+        # the public key ids only (kvwire.auth.key_id), primary first: what a rotation checks
+        out["bus"] = {
+            "authenticated": keyring is not None,
+            "key_ids": [] if keyring is None else [auth.key_id(k).hex() for k in keyring.keys],
+        }
         return out
 
 

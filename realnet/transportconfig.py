@@ -38,6 +38,14 @@ class TransportConfig:
     write_high_water: int = 16 * 1024 * 1024
     #: At most this many inbound connections at once; more are closed on accept.
     max_inbound: int = 1024
+    #: At most this many inbound connections that have not completed their Hello (and
+    #: handshake); a new one closes the oldest of them, so that connections that never
+    #: authenticate cannot keep a new member out.
+    max_inbound_pending: int = 64
+    #: An inbound connection that sent nothing for this long is closed (a peer that said Hello
+    #: and went quiet). Longer than ``idle_timeout``, after which a well-behaved sender closes
+    #: an unused link itself; SWIM keeps every live member's link busy.
+    inbound_idle_timeout: float = 120.0
     #: An outbound link whose sent data stays unacknowledged this long is closed by the kernel
     #: (TCP_USER_TIMEOUT, plus keepalive probes when idle), so a peer whose machine vanished
     #: is reconnected within seconds instead of after TCP's 15-minute retransmission limit.
@@ -68,14 +76,24 @@ class TransportStats:
     dropped: dict[str, int] = field(default_factory=dict)
     #: inbound connections closed for bad input, by reason: oversized, malformed, not_hello, ...
     frames_malformed: dict[str, int] = field(default_factory=dict)
-    #: outbound links closed and forgotten, by reason: idle, forgotten, moved
+    #: outbound links closed and forgotten, by reason: idle, forgotten, moved, rekeyed
     links_closed: dict[str, int] = field(default_factory=dict)
+    #: outbound handshakes that failed, by reason: refused_by_peer, bad_proof, handshake, ...
+    handshakes_failed: dict[str, int] = field(default_factory=dict)
+    #: inbound connections closed for sending nothing for ``inbound_idle_timeout``
+    inbound_idle_closed: int = 0
+    #: times the keyring was read again (SIGHUP), and times that failed (old keys kept)
+    keyring_reloads: int = 0
+    keyring_reload_failures: int = 0
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     def malformed(self, reason: str) -> None:
         self.frames_malformed[reason] = self.frames_malformed.get(reason, 0) + 1
+
+    def handshake_failed(self, reason: str) -> None:
+        self.handshakes_failed[reason] = self.handshakes_failed.get(reason, 0) + 1
 
     def link_closed(self, reason: str) -> None:
         self.links_closed[reason] = self.links_closed.get(reason, 0) + 1
@@ -96,6 +114,10 @@ class TransportStats:
             "dropped": dict(sorted(self.dropped.items())),
             "frames_malformed": dict(sorted(self.frames_malformed.items())),
             "links_closed": dict(sorted(self.links_closed.items())),
+            "handshakes_failed": dict(sorted(self.handshakes_failed.items())),
+            "inbound_idle_closed": self.inbound_idle_closed,
+            "keyring_reloads": self.keyring_reloads,
+            "keyring_reload_failures": self.keyring_reload_failures,
         }
 
 

@@ -30,6 +30,22 @@ that a node restarted without seeds knows whom to rejoin (:meth:`Membership.rest
 Members of a static configuration are not written until something about them changes: the
 configuration names them again at the next start.
 
+**Who may say what** (issue 10). An update is judged on its own fields, whoever relayed it
+(epidemic dissemination), with two exceptions that need the *sender*, the member the transport
+authenticated (``handle``'s ``src``; realnet binds it to the connection's handshake):
+
+- An Alive that changes the addresses of a member held alive or suspect is taken only from that
+  member itself (``sender == node``); from anyone else it is ignored and counted
+  (``address_refused``). Otherwise any member could make the others dial it for another id.
+  memberlist refuses such a change from anyone ("conflicting address"); we take it from the
+  member itself, which is how a member restarted on other ports is heard at once by the nodes it
+  probes, and a member held dead or left may still come back at a new address through anyone
+  (the reclaim rule below), which is how a restart behind a seed spreads.
+- Numbers stay below the wire's cap with room for our own increments (:mod:`kvcore.bounds`): a
+  Suspect or Dead naming an incarnation above ``MAX_ACCEPTED``, an Alive naming *us* above it,
+  and an Alive claiming slots at an epoch above it are ignored and counted (``out_of_range``).
+  So a refutation (at most ``MAX_ACCEPTED + 1``) always fits on the wire.
+
 ``synced`` says that this node has exchanged full state with a member since it started (a join
 reply, or a push-pull either way): what a node that may hold a stale view waits for before it
 serves (:mod:`kvcore.node.routing`).
@@ -42,6 +58,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from kvcore.bounds import INT64_MAX, MAX_ACCEPTED
 from kvcore.dispatch import Dispatch, Handler
 from kvcore.membership.awareness import Awareness
 from kvcore.membership.broadcast import BroadcastQueue, Update
@@ -128,6 +145,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self.broadcasts = BroadcastQueue()
         self.listeners: list[Listener] = []
         self.running = False
+        #: the member whose message is being handled (None: a local call), see "Who may say what"
+        self._sender: str | None = None
         self.leaving = False
         self.joined = False
         #: full state was exchanged with a member since start (join reply or push-pull)
@@ -322,15 +341,36 @@ class Membership(Probing, Suspicions, AntiEntropy):
 
     def handle(self, src: str, msg: Any) -> None:
         """Take one peer message; a kind not in :attr:`HANDLERS` is counted malformed, dropped."""
-        self._dispatch(src, msg)
+        self._sender = src
+        try:
+            self._dispatch(src, msg)
+        finally:
+            self._sender = None
 
     def apply(self, u: Update) -> None:
         """Apply one membership update by the merge rules; any other kind is counted malformed."""
-        self._apply(self.id, u)  # the src slot is unused: see _update_handler
+        if self._in_range(u):
+            self._apply(self.id, u)  # the src slot is unused: see _update_handler
 
     def _apply_all(self, updates: Iterable[Update]) -> None:
         for u in updates:
-            self._apply(self.id, u)
+            if self._in_range(u):
+                self._apply(self.id, u)
+
+    def _in_range(self, u: Any) -> bool:
+        """Whether a peer's update leaves room for our own increments (``kvcore.bounds``)."""
+        t = type(u)
+        ok: bool
+        if t is Alive or (t is MemberState and u.state == ALIVE):
+            ok = u.epoch <= MAX_ACCEPTED and (u.node != self.id or u.incarnation <= MAX_ACCEPTED)
+        elif t is MemberState:
+            ok = u.epoch <= MAX_ACCEPTED and u.incarnation <= MAX_ACCEPTED
+        else:  # Suspect, Dead (another kind is counted malformed by the dispatch)
+            inc = getattr(u, "incarnation", 0)
+            ok = type(inc) is not int or inc <= MAX_ACCEPTED
+        if not ok:
+            self._count("out_of_range")
+        return ok
 
     def _on_gossip(self, src: str, msg: Gossip) -> None:
         self._apply_all(msg.updates)
@@ -356,12 +396,17 @@ class Membership(Probing, Suspicions, AntiEntropy):
             self._add(Member(a.node, a.addr, a.peer_addr, a.incarnation, ALIVE, self.rt.now(),
                              a.slots, a.epoch))
             return
-        moved = m.state not in UP and (a.addr, a.peer_addr) != (m.addr, m.peer_addr)
+        other_addr = (a.addr, a.peer_addr) != (m.addr, m.peer_addr)
+        moved = m.state not in UP and other_addr
         if not overrides(m.state, m.incarnation, ALIVE, a.incarnation) and not (
             moved and a.incarnation >= m.incarnation
         ):
             # memberlist's reclaim rule: a dead or left member may come back at a new address
             # with the same incarnation (a restart without its storage, on other ports)
+            return
+        if other_addr and m.state in UP and self._sender not in (None, a.node):
+            # only a member itself may move a live member (module docstring)
+            self._count("address_refused")
             return
         was = m.state
         self._state_cache = None
@@ -419,7 +464,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
 
     def _bump_incarnation(self, inc: int) -> None:
         self._state_cache = None
-        self.me.incarnation = inc
+        # never a number the wire cannot carry (kvcore.bounds: peers' numbers stay far below)
+        self.me.incarnation = min(inc, INT64_MAX)
         self._persist_incarnation()
 
     def _persist_incarnation(self) -> None:

@@ -63,6 +63,7 @@ class AntiEntropy:
         def _on_alive(self, a: Alive) -> None: ...
         def _on_suspect(self, s: Suspect) -> None: ...
         def _on_dead(self, d: Dead) -> None: ...
+        def _in_range(self, u: Any) -> bool: ...
 
     def _local_state(self) -> tuple[MemberState, ...]:
         # Full state is O(N) to build and push-pull asks for it often in big clusters; it is
@@ -116,6 +117,8 @@ class AntiEntropy:
         """memberlist mergeRemoteState: a remote 'dead' is only a suspicion for us."""
         known = self.members
         for s in members:
+            if not self._in_range(s):
+                continue
             if s.state == ALIVE:
                 m = known.get(s.node)
                 if m is not None and s.incarnation <= m.incarnation:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kvcore import errors
+from kvcore.bounds import MAX_ACCEPTED
 from kvcore.dispatch import Handler
 from kvcore.messages import MigrateAck, MigrateKeys
 from kvcore.metrics import NodeStats
@@ -196,6 +197,12 @@ class Migration:
         for slot in slots:
             check_slot(slot)
         epoch = max(self.ownership.slot_map.max_epoch() + 1, self.membership.me.epoch + 1, min_epoch)
+        if epoch > MAX_ACCEPTED:
+            # never claim at an epoch the others would ignore (kvcore.bounds)
+            raise errors.Conflict(
+                f"the claim's epoch {epoch} would pass the largest accepted, {MAX_ACCEPTED}; "
+                "some slot was claimed at an epoch near the cap"
+            )
         for slot in slots:
             self.mark(IMPORTING, slot, None)
         return epoch

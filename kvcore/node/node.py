@@ -46,6 +46,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kvcore import errors
+from kvcore.bounds import epoch_problem
 from kvcore.config import ClusterConfig, NodeConfig
 from kvcore.dispatch import Dispatch, merge
 from kvcore.membership import Member, Membership, SwimConfig
@@ -271,6 +272,7 @@ class Node:
         Used on fresh nodes only; ``epoch`` must be above every epoch the node knows, so the
         claim wins wherever it is heard.
         """
+        _check_epoch(epoch)
         parsed = parse_ranges(ranges)
         self.ownership.assign(self.id, parsed, epoch)
         self.membership.set_slots(format_ranges(parsed), epoch)
@@ -282,6 +284,7 @@ class Node:
         otherwise: the claim would not win everywhere). It spreads by gossip with our next
         incarnation.
         """
+        _check_epoch(epoch)
         parsed = parse_ranges(ranges)
         self.ownership.check_claim(self.id, parsed, epoch)
         mine = self.ownership.claim(self.id, parsed, epoch)
@@ -387,6 +390,13 @@ class Node:
             "migrating": {str(k): v for k, v in sorted(self.migrating.items())},
             "importing": {str(k): v for k, v in sorted(self.importing.items())},
         }
+
+
+def _check_epoch(epoch: int) -> None:
+    """An operator's epoch must leave room below the wire's cap (kvcore.bounds)."""
+    problem = epoch_problem(epoch)
+    if problem is not None:
+        raise errors.BadRequest(problem[0].upper() + problem[1:] + ".")
 
 
 __all__ = ["Node"]

@@ -55,7 +55,8 @@ class Pong:
 SCALAR_SAMPLES: dict[Any, list[Any]] = {
     str: ["", "node-1", "ключ"],
     bytes: [b"", b"k", b"\x00\xff" * 3],
-    int: [0, 7, -1, 2**48 + 5],
+    # the wire's range: 0..2^63-1 (kvcore.bounds); negative and larger ints are refused
+    int: [0, 7, 2**48 + 5, 2**63 - 1],
     float: [0.0, 1.5, -2.25],
     bool: [True, False],
     type(None): [None],
@@ -77,11 +78,18 @@ def samples(tp: Any) -> list[Any]:
     raise AssertionError(f"no sample values for field type {tp!r}; teach test_codec.samples")
 
 
+def _in_bounds(name: str, values: list[Any]) -> list[Any]:
+    """The samples an int field accepts (a slot is 0..16383; codec.int_bounds)."""
+    lo, hi = codec.int_bounds(name)
+    kept = [v for v in values if type(v) is not int or lo <= v <= hi]
+    return [*kept, hi] if kept and type(values[0]) is int and hi not in kept else kept
+
+
 def instances(cls: type[Any]) -> Iterator[Any]:
     """Instances of a message class: the first sample everywhere, then each field varied."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    per_field = {n: samples(hints[n]) for n in names}
+    per_field = {n: _in_bounds(n, samples(hints[n])) for n in names}
     base = {n: vals[0] for n, vals in per_field.items()}
     yield cls(**base)
     for n, vals in per_field.items():

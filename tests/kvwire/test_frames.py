@@ -66,7 +66,7 @@ MESSAGES: list[Any] = [
 for _mod in pkgutil.walk_packages(kvcore.__path__, "kvcore."):
     importlib.import_module(_mod.name)
 
-_SCALARS: dict[Any, Any] = {str: "s-\u00e9", bytes: b"\x00b", int: -3, float: 1.5, bool: True}
+_SCALARS: dict[Any, Any] = {str: "s-\u00e9", bytes: b"\x00b", int: 3, float: 1.5, bool: True}
 
 
 def sample(tp: Any) -> Any:
