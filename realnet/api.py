@@ -31,6 +31,8 @@ handler returns a :class:`~realnet.http.Response` directly: no future, no task, 
 written inside the same ``data_received`` call. Only when the node forwarded the request does
 the handler return a deferred response that the owner's reply (or the forward timeout)
 resolves: the request's :class:`_ReplySlot`, which :mod:`realnet.http` waits on as on a future.
+A synchronous answer allocates no slot: one spare slot is handed to the node again and again
+(:meth:`Api.kv`), and only a request the node kept (forwarded) keeps its slot.
 
 Errors use one JSON form, ``{"error": CODE, "message": SENTENCE}``, with the status of
 :func:`kvcore.errors.http_status` for store errors, ``404 not_found`` naming the path for an
@@ -50,7 +52,8 @@ the same view, so a member that came back on another port is shown where it is n
 (:mod:`realnet.metrics`) that reads the counters the node, the transport and the HTTP server
 already keep, at scrape time: nothing is counted twice and the hot path does not touch a
 Prometheus object. The one thing measured here is each client operation's latency: ``kv`` notes
-``loop.time()`` when it hands the operation to the node, and the request's reply callback
+the loop's clock (:attr:`Api.clock`: ``loop.time``, read as ``time.monotonic`` directly on
+asyncio's own loops) when it hands the operation to the node, and the request's reply callback
 observes the elapsed time in :attr:`Api.op_latency` (a bisect into a list of ints).
 """
 
@@ -132,6 +135,9 @@ class _ReplySlot:
     The callbacks of every reply that arrived in one loop turn run together on the next one, in
     the order the replies came (:meth:`Api._defer`): one ``call_soon`` per batch, not per reply
     (a batch of ForwardReply frames read at once answers many requests).
+
+    A slot whose node answered synchronously is reset (``response`` and ``op`` None) and serves
+    the next request; a reply to a slot in that state is ignored, like a second reply.
     """
 
     __slots__ = ("_callback", "api", "deferred", "is_get", "op", "response", "t0")
