@@ -170,9 +170,12 @@ class HttptoolsParser(RequestParser):
             return None
         self._fields = {}
         self._target = b""
-        if self._body:
-            self._body = []
-        self._body_len = 0
+        n = len(data)
+        more = n != end + 4  # bytes after the head: a body, or a next request
+        if more:
+            self._body_len = 0
+            if self._body:
+                self._body = []
         self._done = False
         try:
             self._lib.feed_data(data)
@@ -181,7 +184,7 @@ class HttptoolsParser(RequestParser):
             return None
         raw_target = self._target
         # line_end - 9: the space before "HTTP/1.1"; the target starts after the first space
-        if not self._done or len(raw_target) != line_end - 10 - data.find(b" "):
+        if not self._done or (more and len(raw_target) != line_end - 10 - data.find(b" ")):
             # a body still to come (chunked, or one llhttp expects), or a next request began
             self._lib = self._new_lib()
             return None
@@ -192,17 +195,15 @@ class HttptoolsParser(RequestParser):
         path, query, keep_alive, chunked, length, _ = _judge(
             method, target, False, headers, self._max_body
         )
-        parts = self._body
-        if chunked or end + 4 + length != len(data):
+        if chunked or end + 4 + length != n:
             self._lib = self._new_lib()  # chunked, or bytes of a next request: general path
             return None
-        if parts:
+        if length:
+            parts = self._body
             self._body = []
-            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            body = b"" if not parts else parts[0] if len(parts) == 1 else b"".join(parts)
             if len(body) != length:  # pragma: no cover - llhttp ends the body at Content-Length
                 raise _bad("The request's framing is inconsistent.")  # as _next_head says it
-        elif length:  # pragma: no cover - llhttp reports a Content-Length body before completing
-            raise _bad("The request's framing is inconsistent.")
         else:
             body = b""
         self.keep_alive = keep_alive
