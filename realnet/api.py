@@ -31,6 +31,8 @@ handler returns a :class:`~realnet.http.Response` directly: no future, no task, 
 written inside the same ``data_received`` call. Only when the node forwarded the request does
 the handler return a deferred response that the owner's reply (or the forward timeout)
 resolves: the request's :class:`_ReplySlot`, which :mod:`realnet.http` waits on as on a future.
+A synchronous answer allocates no slot: one spare slot is handed to the node again and again
+(:meth:`Api.kv`), and only a request the node kept (forwarded) keeps its slot.
 
 Errors use one JSON form, ``{"error": CODE, "message": SENTENCE}``, with the status of
 :func:`kvcore.errors.http_status` for store errors, ``404 not_found`` naming the path for an
@@ -50,7 +52,8 @@ the same view, so a member that came back on another port is shown where it is n
 (:mod:`realnet.metrics`) that reads the counters the node, the transport and the HTTP server
 already keep, at scrape time: nothing is counted twice and the hot path does not touch a
 Prometheus object. The one thing measured here is each client operation's latency: ``kv`` notes
-``loop.time()`` when it hands the operation to the node, and the request's reply callback
+the loop's clock (:attr:`Api.clock`: ``loop.time``, read as ``time.monotonic`` directly on
+asyncio's own loops) when it hands the operation to the node, and the request's reply callback
 observes the elapsed time in :attr:`Api.op_latency` (a bisect into a list of ints).
 """
 
@@ -58,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -131,14 +135,18 @@ class _ReplySlot:
     The callbacks of every reply that arrived in one loop turn run together on the next one, in
     the order the replies came (:meth:`Api._defer`): one ``call_soon`` per batch, not per reply
     (a batch of ForwardReply frames read at once answers many requests).
+
+    A slot whose node answered synchronously is reset (``response`` and ``op`` None) and serves
+    the next request; a reply to a slot in that state is ignored, like a second reply.
     """
 
     __slots__ = ("_callback", "api", "deferred", "is_get", "op", "response", "t0")
 
-    def __init__(self, api: Api, is_get: bool, op: str, t0: float) -> None:
+    def __init__(self, api: Api, is_get: bool, op: str | None, t0: float) -> None:
         self.api = api
         self.is_get = is_get
         #: for the latency histogram: the op's name, and when the node was handed the request
+        #: (None: a spare slot between two requests, see :meth:`Api.kv`)
         self.op = op
         self.t0 = t0
         self.response: Response | None = None
@@ -146,10 +154,11 @@ class _ReplySlot:
         self._callback: Callable[[_ReplySlot], None] | None = None
 
     def __call__(self, reply: Reply) -> None:
-        if self.response is not None:
+        op = self.op
+        if self.response is not None or op is None:
             return  # a reply after the first one (the node answers each request once)
         api = self.api
-        api.op_latency.observe(self.op, reply.error, api.loop.time() - self.t0)
+        api.op_latency.observe(op, reply.error, api.clock() - self.t0)
         if not reply.error and self.is_get:  # reply_response's commonest case, inline
             resp = self.response = Response(200, reply.value or b"", OCTETS)
         else:
@@ -210,6 +219,19 @@ class Api(AdminApi):
         self.rtt = rtt
         self.swim_preset = swim_preset
         self.loop = loop if loop is not None else asyncio.get_running_loop()
+        #: ``loop.time`` for the latency histogram: asyncio's own reads ``time.monotonic``,
+        #: called here directly (one C call rather than a Python method)
+        self.clock: Callable[[], float] = (
+            time.monotonic if type(self.loop).time is asyncio.BaseEventLoop.time else self.loop.time
+        )
+        #: the reply slot of the next client request (see :meth:`kv`)
+        self._spare: _ReplySlot | None = None
+        #: the node's client door (its router's, when ``Node`` does not override the door)
+        self._client_request: Callable[[Any, Callable[[Reply], None]], None] = (
+            node.router.on_client_request
+            if type(node).on_client_request is Node.on_client_request
+            else node.on_client_request
+        )
         self.http_stats = http_stats
         self.started_at = self.loop.time()
         #: responses produced by this handler, by status code
@@ -241,7 +263,7 @@ class Api(AdminApi):
         #: client operation latencies (observed by each request's _ReplySlot)
         self.op_latency = OpLatency()
         #: forward round trips, measured on the transport's frames
-        self.forward_meter = ForwardMeter(self.loop.time, node.config.forward_timeout)
+        self.forward_meter = ForwardMeter(self.clock, node.config.forward_timeout)
         self.forward_meter.watch(transport.send_observers, transport.receive_observers)
         self.registry = registry(self)
 
@@ -314,10 +336,20 @@ class Api(AdminApi):
             name = "delete"
         else:
             return self._not_allowed(method, "/kv/{key}", _KV_METHODS)
-        slot = _ReplySlot(self, name == "get", name, self.loop.time())
-        self.node.on_client_request(op, slot)
-        if slot.response is not None:
-            return slot.response  # answered synchronously: local, invalid, or owner down
+        # One spare slot serves every request the node answers synchronously; a forwarded
+        # request keeps its slot (the node holds it) and the next request gets a new spare.
+        slot = self._spare
+        if slot is None:
+            slot = self._spare = _ReplySlot(self, False, None, 0.0)
+        slot.is_get = name == "get"
+        slot.op = name
+        slot.t0 = self.clock()
+        self._client_request(op, slot)
+        resp = slot.response
+        if resp is not None:  # answered synchronously: local, invalid, or owner down
+            slot.response = slot.op = None
+            return resp
+        self._spare = None
         slot.deferred = True  # forwarded: realnet.http waits on the slot like on a future
         return slot
 

@@ -527,7 +527,10 @@ class _HttpConnection(asyncio.Protocol):
             return  # the client went away while the request was being handled
         self.active = True
         self._respond(resp)
-        self._process()
+        # What _process would find to do: pipelined bytes (the parser parsed nothing while the
+        # response was outstanding), a half-close to finish, or reading to resume.
+        if self._parser.buffered or self._peer_eof or self._read_paused:
+            self._process()
 
     def _respond(self, resp: Response) -> None:
         keep_alive = self._keep_alive and not self._srv.shutting_down

@@ -146,16 +146,21 @@ class HttptoolsParser(RequestParser):
         path (a fresh llhttp then parses it from the start, so every refusal, retry and leniency
         stays the general path's): a parser holding bytes, empty lines before the request, a
         head over a limit, HTTP/1.0 or another version, a body not wholly in ``data`` or bytes
-        after it, chunked framing, and any head llhttp refuses or stops at (Upgrade)."""
+        after it, chunked framing, and any head llhttp refuses or stops at (Upgrade).
+
+        The whole read goes to llhttp at once, without first finding where the request ends:
+        llhttp finds it. When the read holds more (the start of a pipelined request), llhttp
+        has parsed into it; that is seen afterwards and declined. Nothing of a next request can
+        reach the first one's fields, body or flags before llhttp has reported the next one's
+        target (``on_url``), which makes ``_target`` longer than the request line's; that, or a
+        Content-Length that does not end the request exactly at the end of ``data``, declines."""
         if self._state != _HEAD or self._pos < len(self._buf) or not data or data[0] == 13:
             return None  # (13: CR, the start of an empty line, or of something worse)
         end = data.find(b"\r\n\r\n")
         limits = self._limits
         if end < 0 or end > limits.max_header_bytes:
             return None
-        line_end = data.find(b"\r\n", 0, end)
-        if line_end < 0:
-            line_end = end
+        line_end = data.find(b"\r\n")  # at most ``end``: the head's blank line starts there
         if (
             data.count(b" ", 0, line_end) != 2
             or not data.endswith(b"HTTP/1.1", 0, line_end)
@@ -163,42 +168,44 @@ class HttptoolsParser(RequestParser):
             or (end > 2 * limits.max_headers and data.count(b"\r\n", 0, end) > limits.max_headers)
         ):
             return None
-        n = len(data)
-        if end + 4 != n and self._body_in_reach(data, 0, end, n) != n:
-            return None  # not wholly here, or followed by more (pipelined): general path
-        head_only = end + 4 == n  # then llhttp has no byte to call on_body with
         self._fields = {}
         self._target = b""
-        if not head_only:
-            self._body = []
+        n = len(data)
+        more = n != end + 4  # bytes after the head: a body, or a next request
+        if more:
             self._body_len = 0
+            if self._body:
+                self._body = []
         self._done = False
         try:
             self._lib.feed_data(data)
         except Exception:
             self._lib = self._new_lib()  # the general path parses it again, from the start
             return None
-        if not self._done:  # a body still to come (chunked, or one llhttp expects): general path
+        raw_target = self._target
+        # line_end - 9: the space before "HTTP/1.1"; the target starts after the first space
+        if not self._done or (more and len(raw_target) != line_end - 10 - data.find(b" ")):
+            # a body still to come (chunked, or one llhttp expects), or a next request began
             self._lib = self._new_lib()
             return None
         raw = self._lib.get_method()
         method = _METHOD_NAMES.get(raw) or raw.decode("ascii")
-        target = self._target.decode("latin-1")
+        target = raw_target.decode("latin-1")
         headers = self._fields
         path, query, keep_alive, chunked, length, _ = _judge(
             method, target, False, headers, self._max_body
         )
-        if head_only:
-            body = b""
-        else:
+        if chunked or end + 4 + length != n:
+            self._lib = self._new_lib()  # chunked, or bytes of a next request: general path
+            return None
+        if length:
             parts = self._body
             self._body = []
             body = b"" if not parts else parts[0] if len(parts) == 1 else b"".join(parts)
-        if chunked or length != len(body):
-            if head_only:  # llhttp saw no body where we see one: the general path decides
-                self._lib = self._new_lib()
-                return None
-            raise _bad("The request's framing is inconsistent.")  # as _next_head says it
+            if len(body) != length:  # pragma: no cover - llhttp ends the body at Content-Length
+                raise _bad("The request's framing is inconsistent.")  # as _next_head says it
+        else:
+            body = b""
         self.keep_alive = keep_alive
         return Request(method, target, path, query, "HTTP/1.1", headers, body, self._peer)
 

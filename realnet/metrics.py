@@ -43,7 +43,8 @@ forward timeout), 1-2.5-5 per decade, which suits loopback to LAN.
   counts it); a reply arriving after ``forward_timeout`` is not one either, since the node has
   already answered the client. Pending sends are bounded (:attr:`ForwardMeter.max_pending`).
 
-Time is ``loop.time()`` (monotonic), read twice per measured request.
+Time is the loop's clock (``loop.time()``, monotonic; :attr:`realnet.api.Api.clock`), read twice
+per measured request.
 """
 
 from __future__ import annotations

@@ -358,6 +358,24 @@ WHOLE = [
     b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
     b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 10485760\r\n\r\n",
     b"GET /kv/a HTTP/1.1\r\nHost: h\r\n",
+    # the fast path gives llhttp the whole read: whatever follows the first request, parsed
+    # into by llhttp, must not reach the first request's fields, body or framing
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nPUT /kv/b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nPUT /kv/b HTTP/1.1\r\nContent-Length: 3\r\nX: y\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nGET /kv/b HTTP/1.1\r\nHost: h\r\nBad field\r\n\r\n",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcG",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc\r\n",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcPUT /kv/b HTTP/1.1\r\nHost: h\r\n"
+    b"Content-Length: 2\r\n\r\nde",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nPUT /kv/b HTTP/1.1\r\nHost: h\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nPUT /kv/b HTTP/1.1\r\nHost: h\r\nContent-Length: 9999999\r\n\r\n",
+    # ... even when the next head's Content-Length is exactly the bytes that follow the first
+    # request (38: the length of that partial head; llhttp reports a field once the next begins)
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nPUT /b HTTP/1.1\r\nContent-Length: 38\r\nX",
+    b"GET  /kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /kv/a  HTTP/1.1\r\nHost: h\r\n\r\n",
 ]
 
 
