@@ -144,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-parser", choices=list(PARSERS), default="httptools", help="default: httptools"
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
+    sec = p.add_argument_group("HTTP security (also [security] in the TOML file; realnet.security)")
+    sec.add_argument("--admin-token-file", metavar="FILE",
+                     help="every POST /cluster/... must carry Authorization: Bearer <the file's text>")
+    sec.add_argument("--client-token-file", metavar="FILE",
+                     help="every /kv/ request must carry Authorization: Bearer <the file's text>")
+    sec.add_argument("--allowed-host", action="append", metavar="NAME",
+                     help="one more name the Host header may carry (repeatable)")
+    sec.add_argument("--max-clients", type=int, metavar="N",
+                     help="client connections open at once; more get 503 (default: from the fd limit)")
+    sec.add_argument("--head-timeout", type=float, metavar="SECONDS",
+                     help="time a whole request head may take to arrive; then 408 (default 10)")
+    sec.add_argument("--max-buffered-bodies", type=int, metavar="BYTES",
+                     help="request body bytes buffered across all connections (default 64 MiB)")
     return p
 
 

@@ -8,13 +8,15 @@ the optional TOML file into one frozen :class:`Settings`, or raises
 bound. It reads the file, hands each top-level table to the one function that owns it, then
 merges the flags over what the tables gave:
 
-- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]`` exist, each a
-  table;
+- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]``, ``[security]``
+  exist, each a table;
 - :func:`node_table`: this process's identity and addresses (:class:`NodeTable`);
 - :func:`settings_table`: :class:`kvcore.config.NodeConfig`;
 - :func:`swim_table`: a preset of :class:`kvcore.membership.SwimConfig` and field overrides;
 - :func:`cluster_table`: :class:`kvcore.config.ClusterConfig` plus the process options
   (:class:`ClusterOptions`: name, automatic rebalancing);
+- :func:`http_security`: the HTTP side's keys of ``[security]`` (tokens, Host names, client
+  connection limits; :mod:`realnet.security`), flags over them, the token files read;
 - :func:`merge`: flags over the file, then the addresses (this node's ``[cluster]`` entry,
   defaults).
 
@@ -67,11 +69,19 @@ TOML layout::
     addr = "127.0.0.1:7001"
     peer_addr = "127.0.0.1:17001"
     slots = "0-8191"
+    [security]        # optional: the HTTP side (realnet.security); flags of the same name win
+    admin_token_file = "/etc/storelab/admin.token"    # POST /cluster/... needs it
+    client_token_file = "/etc/storelab/client.token"  # /kv/ needs it
+    allowed_hosts = ["kv.example.internal"]           # more names the Host header may carry
+    max_clients = 1000             # client connections at once (default: from the fd limit)
+    head_timeout = 10.0            # seconds for a whole request head
+    max_buffered_bodies = 67108864 # bytes of request bodies buffered across connections
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import secrets
 import tomllib
@@ -82,6 +92,7 @@ from typing import Any
 from kvcore.config import PEER_PORT_OFFSET, ClusterConfig, NodeConfig, parse_addr
 from kvcore.membership import SwimConfig
 from kvcore.tables import ConfigError, from_table, read_table
+from realnet.security import SecuritySettings, read_token, security_table
 
 log = logging.getLogger("realnet.settings")
 
@@ -89,7 +100,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7000
 #: default seconds between a join or leave and the automatic rebalance it triggers
 AUTO_REBALANCE_SETTLE = 1.0
-TOP_TABLES = ("node", "settings", "swim", "cluster")
+TOP_TABLES = ("node", "settings", "swim", "cluster", "security")
 WILDCARDS = ("0.0.0.0", "::", "")
 
 #: preset name -> constructor taking field overrides
@@ -141,6 +152,11 @@ class Settings:
     auto_rebalance_settle: float = AUTO_REBALANCE_SETTLE
     #: the HTTP request parser (a name in realnet.httpparse.PARSERS; ``--http-parser``)
     http_parser: str = "httptools"
+    #: the HTTP side's [security] keys and flags (realnet.security)
+    http_security: SecuritySettings = field(default_factory=SecuritySettings)
+    #: the tokens read from their files (never shown: repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    client_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -297,7 +313,52 @@ def load_settings(args: argparse.Namespace) -> Settings:
         problems, ("lan", SwimConfig.lan()), swim_table, tables["swim"] or {}, args.swim_preset
     )
     cluster, options = _collect(problems, (None, ClusterOptions()), cluster_table, tables["cluster"])
-    return merge(args, node_values, config, swim_preset, swim, cluster, options, problems)
+    sec, admin_token, client_token = http_security(args, tables["security"] or {}, problems)
+    settings = merge(args, node_values, config, swim_preset, swim, cluster, options, problems)
+    return dataclasses.replace(
+        settings, http_security=sec, admin_token=admin_token, client_token=client_token
+    )
+
+
+# --- the HTTP side of [security] (kept apart from the peer bus's secret_file) -------------------
+
+
+def http_security(
+    args: argparse.Namespace, table: Mapping[str, Any], problems: list[str]
+) -> tuple[SecuritySettings, str | None, str | None]:
+    """The HTTP side's ``[security]`` keys with their flags over them, and the two tokens read
+    from their files (:mod:`realnet.security`). Problems are appended as sentences."""
+    values, bad = security_table(table)
+    problems.extend(bad)
+    flags = {
+        "admin_token_file": getattr(args, "admin_token_file", None),
+        "client_token_file": getattr(args, "client_token_file", None),
+        "max_clients": getattr(args, "max_clients", None),
+        "head_timeout": getattr(args, "head_timeout", None),
+        "max_buffered_bodies": getattr(args, "max_buffered_bodies", None),
+    }
+    for key, flag in flags.items():
+        if flag is not None:
+            values[key] = flag
+    extra = getattr(args, "allowed_host", None)
+    if extra:
+        values["allowed_hosts"] = (*values.get("allowed_hosts", ()), *extra)
+    values = {k: v for k, v in values.items() if v is not None}
+    sec = SecuritySettings(**values)
+    if sec.max_clients < 0:
+        problems.append("--max-clients must be 0 (derived from the file-descriptor limit) or positive.")
+    if not sec.head_timeout > 0:
+        problems.append("--head-timeout must be a number of seconds above 0.")
+    tokens: list[str | None] = []
+    for path, what in ((sec.admin_token_file, "admin token"), (sec.client_token_file, "client token")):
+        token = None
+        if path is not None:
+            try:
+                token = read_token(path, what)
+            except ConfigError as e:
+                problems.extend(e.problems)
+        tokens.append(token)
+    return sec, tokens[0], tokens[1]
 
 
 def _collect(problems: list[str], default: Any, read: Callable[..., Any], *a: Any) -> Any:
@@ -482,6 +543,7 @@ __all__ = [
     "NodeTable",
     "Settings",
     "cluster_table",
+    "http_security",
     "load_settings",
     "merge",
     "node_table",

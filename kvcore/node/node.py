@@ -51,12 +51,13 @@ from kvcore.dispatch import Dispatch, merge
 from kvcore.membership import Member, Membership, SwimConfig
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.metrics import NodeStats
+from kvcore.node import guards
 from kvcore.node.migration import DoneFn, Migration
 from kvcore.node.ownership import Ownership
 from kvcore.node.restore import remembers_a_cluster, restore
 from kvcore.node.routing import ReplyFn, Router
 from kvcore.runtime import Runtime
-from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges
+from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges, ranges_to_slots
 from kvcore.states import STATES, MemberEvent, State
 from kvcore.store import LocalStore
 
@@ -265,24 +266,37 @@ class Node:
             self.membership.set_slots("", 0)
         self.membership.join(seeds)
 
-    def assign_slots(self, ranges: str, epoch: int) -> None:
+    def assign_slots(self, ranges: str, epoch: int, accept_loss: bool = False) -> None:
         """Replace this node's slot claim by ``ranges`` at ``epoch`` (``cluster create``).
 
         Used on fresh nodes only; ``epoch`` must be above every epoch the node knows, so the
-        claim wins wherever it is heard.
+        claim wins wherever it is heard. Refused (Conflict, :mod:`kvcore.node.guards`) when it
+        would give up slots this node holds keys of, or take slots another member owns, unless
+        ``accept_loss``.
         """
+        guards.check_epoch(epoch)
         parsed = parse_ranges(ranges)
+        wanted = list(ranges_to_slots(parsed))
+        guards.check_dropping(self, wanted, accept_loss)
+        guards.check_taking(self, wanted, accept_loss)
         self.ownership.assign(self.id, parsed, epoch)
         self.membership.set_slots(format_ranges(parsed), epoch)
 
-    def claim_slots(self, ranges: str, epoch: int) -> None:
+    def claim_slots(self, ranges: str, epoch: int, accept_loss: bool = False) -> None:
         """Take ownership of ``ranges`` (a range string) at config ``epoch`` and advertise it.
 
         ``epoch`` must be above the current epoch of every slot in ``ranges`` (Conflict
         otherwise: the claim would not win everywhere). It spreads by gossip with our next
-        incarnation.
+        incarnation. A slot another member owns (and may hold keys of) is refused (Conflict)
+        unless ``accept_loss`` (:func:`kvcore.node.guards.check_taking`).
         """
+        guards.check_epoch(epoch)
         parsed = parse_ranges(ranges)
+        self.ownership.check_claim(self.id, parsed, epoch)
+        guards.check_taking(self, ranges_to_slots(parsed), accept_loss)
+        self._claim(parsed, epoch)
+
+    def _claim(self, parsed: list[tuple[int, int]], epoch: int) -> None:
         self.ownership.check_claim(self.id, parsed, epoch)
         mine = self.ownership.claim(self.id, parsed, epoch)
         self.membership.set_slots(mine, max(epoch, self.membership.me.epoch))
@@ -318,11 +332,13 @@ class Node:
         Redis: SETSLOT NODE on the target, which bumps its config epoch. The claim spreads by
         gossip; the source stops migrating when it hears it.
         """
+        guards.check_epoch(min_epoch, "min_epoch")
         epoch = self.migration.finish_import(slots, min_epoch)
-        self.claim_slots(format_ranges((s, s) for s in slots), epoch)
+        guards.check_epoch(epoch)  # one above MAX_EPOCH cannot be claimed (nor sent on)
+        self._claim(parse_ranges(format_ranges((s, s) for s in slots)), epoch)
         return epoch
 
-    def abort_migration(self, slot: int, force: bool = False) -> None:
+    def abort_migration(self, slot: int, force: bool = False, accept_loss: bool = False) -> None:
         """Roll back an open migration of ``slot`` on this node (``fix``).
 
         On the importing side, the keys it received for a slot it does not own are dropped: the
@@ -330,8 +346,13 @@ class Node:
         slot would have to be finished, not aborted), and stale copies must never be served.
         The migrating side refuses while a batch is unacknowledged (its outcome is unknown),
         unless ``force``: for a target that is gone for good (left or forgotten), whose copies
-        can never be served, so unfreezing the batch's keys here is safe.
+        can never be served, so unfreezing the batch's keys here is safe. Refused (Conflict)
+        when the roll-back would drop or orphan keys that moved (the importer's copies of
+        acknowledged batches; the source's keys the target acknowledged), unless
+        ``accept_loss`` (:func:`kvcore.node.guards.check_abort`).
         """
+        if 0 <= slot <= MAX_SLOT:
+            guards.check_abort(self, slot, accept_loss)
         self.migration.abort(slot, force)
 
     def rollback_migration(self, slots: Iterable[int]) -> None:
@@ -352,7 +373,15 @@ class Node:
                     "(left or forgotten) is rolled back"
                 )
         for slot in wanted:
-            self.abort_migration(slot, force=True)
+            # the target is gone for good: what it acknowledged left with it
+            self.abort_migration(slot, force=True, accept_loss=True)
+
+    def check_leave(self, force: bool, accept_loss: bool, drains: bool = False) -> None:
+        """Refuse (Conflict) to leave while owning slots with live peers, unless ``force``;
+        while also holding keys, unless ``accept_loss`` (:func:`kvcore.node.guards.check_leave`).
+        ``drains``: the process moves its slots away before it leaves (realnet's auto-rebalance).
+        Leaving itself is not a node verb (see the class docstring)."""
+        guards.check_leave(self, force, accept_loss, drains)
 
     # --- views -------------------------------------------------------------------------------
 
