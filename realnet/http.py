@@ -69,7 +69,6 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
-from realnet.ratelog import RateLog
 from realnet.httpparse import (
     CONTINUE,
     DEFAULT_PARSER,
@@ -79,6 +78,7 @@ from realnet.httpparse import (
     Request,
     RequestParser,
 )
+from realnet.ratelog import RateLog
 
 __all__ = [
     "DEFAULT_PARSER",
@@ -88,8 +88,11 @@ __all__ = [
     "HttpServerStats",
     "Request",
     "Response",
+    "default_max_connections",
     "error_response",
     "json_response",
+    "rate_limited_exception_handler",
+    "refusals",
     "start_http_server",
     "stop_http_server",
 ]
@@ -734,6 +737,42 @@ class _HttpConnection(asyncio.Protocol):
         if transport is not None and idle:
             self._closing = True
             transport.close()
+
+
+#: descriptors kept back from the client connection cap: peer links, storage files, the listeners
+_FD_RESERVE = 128
+#: the default cap never goes above this many client connections
+_MAX_DEFAULT_CONNECTIONS = 16384
+
+
+def default_max_connections() -> int:
+    """The client connection cap when none is configured: the process's soft limit on open
+    files, less a reserve for everything else, so that the node refuses a connection with a
+    503 while it still has a descriptor to answer with, rather than run out (EMFILE)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not on this platform
+        return 1000
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return _MAX_DEFAULT_CONNECTIONS
+    return max(8, min(_MAX_DEFAULT_CONNECTIONS, soft - _FD_RESERVE))
+
+
+def rate_limited_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's exception handler, rate-limited (:data:`refusals`): asyncio reports a
+    failed ``accept()`` (EMFILE, ENFILE, ENOBUFS, ENOMEM) through it, with a traceback, and a
+    flood of them must not fill the log. Accept failures are counted in ``refused_accept_errors``
+    of every server's stats."""
+    message = str(context.get("message", ""))
+    if "accept" in message:
+        for state in list(_STATES.values()):
+            state.stats.refuse("accept_errors")
+        exc = context.get("exception")
+        refusals.warning("http.accept", "%s: %s (accepting again in a moment)", message, exc)
+        return
+    refusals.log(logging.ERROR, "loop", "%s", message, exc_info=context.get("exception"))
 
 
 _STATES: weakref.WeakKeyDictionary[asyncio.Server, _ServerState] = weakref.WeakKeyDictionary()

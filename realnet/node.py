@@ -79,8 +79,15 @@ from realnet.autorebalance import (
     run_in_thread,
 )
 from realnet.gossip import RttMeter, follow_membership, observe_probes
-from realnet.http import PARSERS, start_http_server, stop_http_server
+from realnet.http import (
+    PARSERS,
+    default_max_connections,
+    rate_limited_exception_handler,
+    start_http_server,
+    stop_http_server,
+)
 from realnet.runtime import AsyncioRuntime, open_storage
+from realnet.security import HostCheck
 from realnet.settings import (
     AUTO_REBALANCE_SETTLE,
     DEFAULT_HOST,
@@ -328,6 +335,9 @@ def build(
         swim_preset=settings.swim_preset,
         on_leave=parts.request_leave,
         drains_on_leave=settings.auto_rebalance,
+        admin_token=settings.admin_token,
+        client_token=settings.client_token,
+        hosts=HostCheck(settings.host, adv_host, settings.http_security.allowed_hosts),
     )
     return parts
 
@@ -356,7 +366,14 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
     """Serve both ports until ``parts.stop`` is set, then leave and stop; the exit status."""
     loop = asyncio.get_running_loop()
     node, transport = parts.node, parts.transport
-    limits = http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes)
+    sec = settings.http_security
+    limits = dataclasses.replace(
+        http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes),
+        head_timeout=sec.head_timeout,
+        max_connections=sec.max_clients or default_max_connections(),
+        max_buffered_bodies=sec.max_buffered_bodies,
+    )
+    loop.set_exception_handler(rate_limited_exception_handler)
     try:
         await transport.listen(sock=sockets.peer)
         http_server = await start_http_server(
@@ -379,10 +396,16 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
                  f": the members kept in {settings.data_dir}")
     # listening from now on: the static members added at construction are not joins
     auto = (
-        AutoRebalancer(node, parts.addr, loop, settings.auto_rebalance_settle)
+        AutoRebalancer(node, parts.addr, loop, settings.auto_rebalance_settle, settings.admin_token)
         if settings.auto_rebalance else None
     )
     seeds = f" seeds={','.join(settings.seeds)}" if settings.seeds else ""
+    log.info(
+        "HTTP: admin %s, client %s, %d client connections at most, Host one of %s",
+        "needs a token" if settings.admin_token else "OPEN (no --admin-token-file)",
+        "needs a token" if settings.client_token else "open",
+        limits.max_connections, ", ".join(parts.api.hosts.names()) if parts.api.hosts else "any",
+    )
     print(
         f"ready id={settings.node_id} http={_fmt(settings.host, sockets.http_port)} "
         f"peer={_fmt(settings.host, sockets.peer_port)}{seeds}",

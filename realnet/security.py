@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvcore.tables import ConfigError, read_table
+from realnet.http import Response, error_response
 
 __all__ = [
     "HTTP_SECURITY_KEYS",
@@ -51,6 +52,7 @@ __all__ = [
     "TokenCheck",
     "read_token",
     "security_table",
+    "unauthorized",
 ]
 
 #: 64 KiB: a token file is a line of text, not a document
@@ -138,6 +140,19 @@ def read_token(path: str, what: str) -> str:
             "Authorization header)."
         ])
     return token
+
+
+_BEARER = (("WWW-Authenticate", "Bearer"),)
+
+
+def unauthorized(what: str) -> Response:
+    """401 ``unauthorized`` with a sentence and the challenge (RFC 6750 §3)."""
+    resp = error_response(
+        401, "unauthorized",
+        f"This node requires the {what} token: send Authorization: Bearer TOKEN.",
+    )
+    resp.headers = _BEARER
+    return resp
 
 
 class TokenCheck:

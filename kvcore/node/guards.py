@@ -34,7 +34,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from kvcore import errors
-from kvcore.slots import MAX_EPOCH, SlotRangeError, format_ranges, parse_ranges, ranges_to_slots, slots_to_ranges
+from kvcore.slots import (
+    MAX_EPOCH,
+    SlotRangeError,
+    format_ranges,
+    parse_ranges,
+    ranges_to_slots,
+    slots_to_ranges,
+)
 from kvcore.states import State
 
 if TYPE_CHECKING:

@@ -30,12 +30,12 @@ def problems(fn: Any, *args: Any) -> list[str]:
 # --- the top level -----------------------------------------------------------------------------
 
 
-def test_top_tables_know_four_tables_and_no_cluster_is_none() -> None:
+def test_top_tables_know_five_tables_and_no_cluster_is_none() -> None:
     found: list[str] = []
     tables = top_tables({"node": {"id": "a"}, "swim": 3, "extra": {}}, found)
-    assert tables == {"node": {"id": "a"}, "settings": {}, "swim": {}, "cluster": None}
+    assert tables == {"node": {"id": "a"}, "settings": {}, "swim": {}, "cluster": None, "security": {}}
     assert found == [
-        "Unknown top-level key 'extra' in the config file; known: node, settings, swim, cluster.",
+        "Unknown top-level key 'extra' in the config file; known: node, settings, swim, cluster, security.",
         "[swim] must be a table.",
     ]
     assert top_tables({"cluster": {}}, [])["cluster"] == {}
