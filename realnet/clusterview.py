@@ -319,6 +319,12 @@ def cluster_problems(c: ClusterView) -> list[str]:
                 out.append(f"Node {n.id} does not know node {mid}.")
             elif view[mid] != st and n is not entry:
                 out.append(f"Node {n.id} holds {mid} {view[mid]}; {entry.id} holds it {st}.")
+        stray = (n.info or {}).get("stray") or {}
+        if stray.get("keys"):
+            k = int(stray["keys"])
+            out.append(f"Node {n.id} holds {k} key{'s' if k != 1 else ''} of slots it does not own "
+                       f"({stray.get('slots', '')}): no request reaches them. Move them to the owner, or "
+                       "give the slots back to this node (fix --assign-unowned for unowned slots).")
         migrating, importing = n.open_marks()
         for marks, kind, prep in ((migrating, "migrating", "to"), (importing, "importing", "from")):
             by_peer: dict[str, list[int]] = {}

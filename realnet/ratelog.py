@@ -29,7 +29,7 @@ __all__ = ["RateLog"]
 class RateLog:
     """A token bucket per kind of event in front of a logger (see the module docstring)."""
 
-    __slots__ = ("_buckets", "burst", "clock", "counts", "logger", "rate", "suppressed")
+    __slots__ = ("_buckets", "burst", "clock", "counts", "dropped", "logger", "rate", "suppressed")
 
     def __init__(
         self,
@@ -44,8 +44,10 @@ class RateLog:
         self.clock = clock
         #: events by kind, logged or not
         self.counts: dict[str, int] = {}
-        #: events by kind that were not logged
+        #: events by kind not logged since the last line of that kind (said in the next line)
         self.suppressed: dict[str, int] = {}
+        #: events by kind never logged, in all
+        self.dropped: dict[str, int] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # kind -> (tokens, last refill)
 
     def log(self, level: int, kind: str, msg: str, *args: Any, exc_info: Any = None) -> bool:
@@ -57,6 +59,7 @@ class RateLog:
         if tokens < 1.0:
             self._buckets[kind] = (tokens, now)
             self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+            self.dropped[kind] = self.dropped.get(kind, 0) + 1
             return False
         self._buckets[kind] = (tokens - 1.0, now)
         dropped = self.suppressed.pop(kind, 0)

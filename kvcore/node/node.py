@@ -57,7 +57,7 @@ from kvcore.node.ownership import Ownership
 from kvcore.node.restore import remembers_a_cluster, restore
 from kvcore.node.routing import ReplyFn, Router
 from kvcore.runtime import Runtime
-from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges, ranges_to_slots
+from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges, ranges_to_slots, slots_to_ranges
 from kvcore.states import STATES, MemberEvent, State
 from kvcore.store import LocalStore
 
@@ -415,7 +415,18 @@ class Node:
             "pending_forwards": len(self.router.pending),
             "migrating": {str(k): v for k, v in sorted(self.migrating.items())},
             "importing": {str(k): v for k, v in sorted(self.importing.items())},
+            # keys held for slots this node neither owns nor imports: nobody serves them
+            # (``verify`` reports them; issue 10's orphaned keys)
+            "stray": self.stray_keys(),
         }
+
+    def stray_keys(self) -> dict[str, Any]:
+        """``{"slots": RANGES, "keys": N}``: keys this node holds for slots it neither owns nor
+        imports, which no request reaches."""
+        owner = self.slot_map.owner
+        slots = [s for s in self.store.slots() if owner(s) != self.id and s not in self.importing]
+        return {"slots": format_ranges(slots_to_ranges(slots)),
+                "keys": sum(self.store.count_in_slot(s) for s in slots)}
 
 
 __all__ = ["Node"]
