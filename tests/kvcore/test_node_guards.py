@@ -66,7 +66,7 @@ def moved_one_batch() -> tuple[Node, Node]:
 
 
 def test_claiming_a_slot_another_live_member_owns_is_refused_unless_the_loss_is_accepted() -> None:
-    n1, _, n2, _ = pair()
+    n1, _, _n2, _ = pair()
     msg = refused(n1.claim_slots, str(SLOT), 5)
     assert f"slot {SLOT} is owned by n2 (alive)" in msg and "accept_loss" in msg
     assert n1.slot_map.owner(SLOT) == "n2" and n1.slot_map.epoch(SLOT) == 1
@@ -96,7 +96,7 @@ def test_assigning_away_slots_this_node_holds_keys_of_is_refused() -> None:
 
 
 def test_aborting_the_import_after_a_batch_was_acknowledged_is_refused_and_keeps_the_only_copy() -> None:
-    n1, n2 = moved_one_batch()
+    n1, _n2 = moved_one_batch()
     msg = refused(n1.abort_migration, SLOT)
     assert "only copy" in msg
     assert n1.store.get(KEY) == b"v" and n1.importing == {SLOT: "n2"}
@@ -106,7 +106,7 @@ def test_aborting_the_import_after_a_batch_was_acknowledged_is_refused_and_keeps
 
 
 def test_aborting_the_source_after_keys_moved_is_refused_it_would_orphan_them() -> None:
-    n1, n2 = moved_one_batch()
+    _n1, n2 = moved_one_batch()
     msg = refused(n2.abort_migration, SLOT)
     assert "1 keys of slot" in msg and "orphan" in msg
     assert n2.migrating == {SLOT: "n1"}
