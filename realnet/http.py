@@ -766,13 +766,18 @@ def rate_limited_exception_handler(loop: asyncio.AbstractEventLoop, context: dic
     flood of them must not fill the log. Accept failures are counted in ``refused_accept_errors``
     of every server's stats."""
     message = str(context.get("message", ""))
-    if "accept" in message:
+    exc = context.get("exception")
+    # asyncio's accept loop schedules one retry (_start_serving) per failed accept(), so one
+    # burst over the limit leaves thousands of retries behind, each of which may fail again
+    # (after a shutdown: an invalid descriptor): both are accept trouble, one line each at most
+    if "accept" in message or "_start_serving" in message:
         for state in list(_STATES.values()):
             state.stats.refuse("accept_errors")
-        exc = context.get("exception")
-        refusals.warning("http.accept", "%s: %s (accepting again in a moment)", message, exc)
+        refusals.warning("http.accept", "accepting a connection failed: %s", exc or message)
         return
-    refusals.log(logging.ERROR, "loop", "%s", message, exc_info=context.get("exception"))
+    # anything else keeps its traceback, for the first few only
+    first = refusals.counts.get("loop", 0) < 3
+    refusals.log(logging.ERROR, "loop", "%s: %r", message, exc, exc_info=exc if first else None)
 
 
 _STATES: weakref.WeakKeyDictionary[asyncio.Server, _ServerState] = weakref.WeakKeyDictionary()
