@@ -58,13 +58,20 @@ and ``leave`` while this node owns slots and has live peers (its keys would be l
 true`` overrides; a node that drains its slots before leaving, ``auto_rebalance``, may always
 leave).
 
-**Protection.** The admin endpoints are not authenticated, and neither is the peer port, which
-already lets anyone who can reach it rewrite the slot map by gossip: a token on the HTTP side
-alone would protect nothing. Both ports bind 127.0.0.1 unless told otherwise; expose them only
-on a trusted network. One thing is enforced: the ``application/json`` content type (otherwise
-415 ``unsupported_media_type``), which a web page cannot send cross-origin without a CORS
-preflight that this server never grants, so a browser visiting a hostile page cannot make a
-local node leave or move slots.
+**Loss needs consent.** A request that would drop or orphan keys (a claim of a live member's
+slots, an ``assign`` giving up slots with keys, an ``abort`` after keys moved, a forced ``leave``
+with keys) is refused 409 unless its body says ``"accept_loss": true``; the guards are the
+node's (:mod:`kvcore.node.guards`). Integers are range-checked: slots 0-16383, epochs
+0-2^63-1, ``count`` 1-``MAX_BATCH_KEYS`` (400 with a sentence).
+
+**Protection.** With an admin token (``--admin-token-file``, :mod:`realnet.security`), every
+admin ``POST`` needs ``Authorization: Bearer TOKEN``, checked before the body is read (401
+``unauthorized``). The ``application/json`` content type is enforced too (otherwise 415
+``unsupported_media_type``): a web page cannot send it, nor an ``Authorization`` header,
+cross-origin without a CORS preflight that this server never grants, and the Host check
+(:class:`realnet.security.HostCheck`, in :class:`realnet.api.Api`) turns away pages that reach a
+local node under their own name (DNS rebinding). The peer port has its own lock, the cluster
+secret: without it, whoever reaches the peer port can rewrite the slot map by gossip.
 """
 
 from __future__ import annotations
