@@ -106,6 +106,11 @@ class Node:
     ``/cluster/info``
     =========================  ============================================  ============================================
 
+    ``assign_slots``, ``claim_slots`` and ``abort_migration`` also refuse (Conflict) what would
+    drop or orphan keys unless called with ``accept_loss=True``; :meth:`check_leave` is the
+    same guard for a process about to leave (:mod:`kvcore.node.guards`). Epochs are bounded to
+    0-2^63-1 (BadRequest).
+
     ``leave`` is not a node verb: SWIM's graceful leave is :meth:`Membership.leave`, and whether
     a process may leave (it owns slots and has live peers) is the realnet API's call, because
     stopping the process is.
