@@ -577,7 +577,8 @@ class _HttpConnection(asyncio.Protocol):
         try:
             result: Any = self._handler(req)
         except Exception:
-            log.exception("HTTP handler failed on %s %s", req.method, req.target)
+            refusals.log(logging.ERROR, "http.500", "HTTP handler failed on %s %.200s", req.method,
+                         req.target, exc_info=True)
             self._stats.handler_errors += 1
             result = _INTERNAL
         if type(result) is Response:
@@ -605,7 +606,7 @@ class _HttpConnection(asyncio.Protocol):
             resp = _INTERNAL
             self._stats.handler_errors += 1
         elif (exc := fut.exception()) is not None:
-            log.error("HTTP handler future failed", exc_info=exc)
+            refusals.log(logging.ERROR, "http.500", "HTTP handler future failed", exc_info=exc)
             resp = _INTERNAL
             self._stats.handler_errors += 1
         else:
@@ -626,7 +627,8 @@ class _HttpConnection(asyncio.Protocol):
             data = _serialize(resp, keep_alive, self._http10, self._head_only)
             status = resp.status
         except (ValueError, TypeError, UnicodeEncodeError):
-            log.exception("HTTP handler produced a response that cannot be sent")
+            refusals.log(logging.ERROR, "http.500", "HTTP handler produced a response that cannot be sent",
+                         exc_info=True)
             self._stats.handler_errors += 1
             data = _serialize(_INTERNAL, keep_alive, self._http10, self._head_only)
             status = 500
