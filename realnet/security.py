@@ -158,15 +158,23 @@ def unauthorized(what: str) -> Response:
 class TokenCheck:
     """``Authorization: Bearer TOKEN`` against one token, in constant time."""
 
-    __slots__ = ("_expected",)
+    __slots__ = ("_expected", "_header")
 
     def __init__(self, token: str) -> None:
         self._expected = token.encode("ascii")
+        #: the header value a client sends as the RFC writes it: one comparison on the hot path
+        self._header = f"Bearer {token}"
 
     def ok(self, headers: Mapping[str, str]) -> bool:
         value = headers.get("authorization")
         if value is None:
             return False
+        try:
+            if hmac.compare_digest(value, self._header):  # str: ASCII only, else TypeError
+                return True
+        except TypeError:
+            return False
+        # any other spelling: a case-insensitive scheme, more spaces (RFC 9110 §11.1)
         scheme, _, cred = value.partition(" ")
         if scheme.lower() != "bearer":
             return False
