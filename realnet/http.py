@@ -49,6 +49,19 @@ only sets an ``active`` flag when bytes arrive or a deferred response is sent. T
 stayed clear for :attr:`HttpLimits.keepalive_timeout` is closed (answered ``408`` first when a
 request was half-received). Idle time is thus measured to within one sweep interval.
 
+What clients may hold is bounded (issue 10), each bound an :class:`HttpLimits` field: at most
+``max_connections`` connections (one more is answered ``503 too_many_connections`` at once and
+closed, without lingering: the point is to give its descriptor back; :func:`default_max_connections`
+derives the cap from the open-file limit); a request head must be complete within
+``head_timeout`` seconds of the sweep first seeing it begun, however actively it trickles (408);
+the bytes the parsers of all connections hold while bodies arrive are summed
+(``server_stats.buffered``), and the connection that pushes the sum past ``max_buffered_bodies``
+is answered ``503 busy`` and closed. Everything a client's input causes is logged through one
+rate-limited log (:data:`refusals`, :class:`realnet.ratelog.RateLog`), and
+:func:`rate_limited_exception_handler` does the same for the event loop's reports, among them the
+flood asyncio's accept loop produces when ``accept()`` fails with EMFILE. What was refused is
+counted by reason (``server_stats.refused``).
+
 Counters live in one :class:`HttpServerStats` per server, reachable as ``server.server_stats``
 on the ``asyncio.Server`` returned by :func:`start_http_server`. :func:`stop_http_server` shuts
 a server down gracefully: stop accepting, close idle connections, let in-flight requests finish

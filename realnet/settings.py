@@ -349,6 +349,8 @@ def http_security(
         problems.append("--max-clients must be 0 (derived from the file-descriptor limit) or positive.")
     if not sec.head_timeout > 0:
         problems.append("--head-timeout must be a number of seconds above 0.")
+    if sec.max_buffered_bodies < 1024:
+        problems.append("--max-buffered-bodies must be at least 1024 bytes.")
     tokens: list[str | None] = []
     for path, what in ((sec.admin_token_file, "admin token"), (sec.client_token_file, "client token")):
         token = None
