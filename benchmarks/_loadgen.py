@@ -96,15 +96,17 @@ def run_load(
     prefix: str = DEFAULT_PREFIX,
     engine: str = "auto",
     threads: int = 1,
+    token: str | None = None,
 ) -> LoadResult:
-    """Measure one method against host:port in a separate process; see the module docstring."""
+    """Measure one method against host:port in a separate process; see the module docstring.
+    ``token``: every request carries ``Authorization: Bearer TOKEN`` (a node's client token)."""
     method = method.upper()
     if method not in ("GET", "PUT"):
         raise ValueError("method must be GET or PUT")
     engine = choose_engine(engine)
     if engine == "wrk":
-        return _run_wrk(host, port, method, connections, duration, keys, value_size, prefix, threads)
-    return _run_asyncio_child(host, port, method, connections, duration, keys, value_size, prefix)
+        return _run_wrk(host, port, method, connections, duration, keys, value_size, prefix, threads, token)
+    return _run_asyncio_child(host, port, method, connections, duration, keys, value_size, prefix, token)
 
 
 # --- wrk --------------------------------------------------------------------------------------
@@ -114,15 +116,16 @@ local method = "%(method)s"
 local nkeys = %(keys)d
 local prefix = "%(prefix)s"
 local body = string.rep("v", %(value_size)d)
+local headers = %(headers)s
 local reqs = {}
 local n = 0
 
 function init(args)
   for k = 0, nkeys - 1 do
     if method == "PUT" then
-      reqs[k + 1] = wrk.format("PUT", prefix .. k, nil, body)
+      reqs[k + 1] = wrk.format("PUT", prefix .. k, headers, body)
     else
-      reqs[k + 1] = wrk.format("GET", prefix .. k)
+      reqs[k + 1] = wrk.format("GET", prefix .. k, headers)
     end
   end
 end
@@ -154,6 +157,7 @@ def _run_wrk(
     value_size: int,
     prefix: str,
     threads: int,
+    token: str | None = None,
 ) -> LoadResult:
     wrk = wrk_path()
     assert wrk is not None
@@ -163,6 +167,7 @@ def _run_wrk(
         "prefix": prefix,
         "value_size": value_size,
         "mark": _WRK_MARK,
+        "headers": f'{{["Authorization"] = "Bearer {token}"}}' if token else "nil",
     }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
@@ -215,6 +220,7 @@ def _run_asyncio_child(
     keys: int,
     value_size: int,
     prefix: str,
+    token: str | None = None,
 ) -> LoadResult:
     cmd = [
         sys.executable,
@@ -229,6 +235,7 @@ def _run_asyncio_child(
         f"--keys={keys}",
         f"--value-size={value_size}",
         f"--prefix={prefix}",
+        *([f"--token={token}"] if token else []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0:
@@ -292,7 +299,8 @@ class _ClientConn(asyncio.Protocol):
 
 
 class _AsyncioLoad:
-    def __init__(self, host: str, port: int, method: str, keys: int, value_size: int, prefix: str):
+    def __init__(self, host: str, port: int, method: str, keys: int, value_size: int, prefix: str,
+                 token: str | None = None):
         self.loop = asyncio.get_running_loop()
         self.host = host
         self.port = port
@@ -300,6 +308,8 @@ class _AsyncioLoad:
         self.requests: list[bytes] = []
         for k in range(keys):
             head = f"{method} {prefix}{k} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            if token:
+                head += f"Authorization: Bearer {token}\r\n"
             if method == "PUT":
                 head += f"Content-Length: {len(body)}\r\n"
             self.requests.append(head.encode() + b"\r\n" + (body if method == "PUT" else b""))
@@ -349,7 +359,7 @@ class _AsyncioLoad:
 
 
 async def _asyncio_main(args: argparse.Namespace) -> LoadResult:
-    gen = _AsyncioLoad(args.host, args.port, args.method, args.keys, args.value_size, args.prefix)
+    gen = _AsyncioLoad(args.host, args.port, args.method, args.keys, args.value_size, args.prefix, args.token)
     result = await gen.run(args.connections, args.duration)
     result.method = args.method
     return result
@@ -359,7 +369,8 @@ async def _asyncio_main(args: argparse.Namespace) -> LoadResult:
 
 
 def prefill(
-    host: str, port: int, *, keys: int = 1000, value_size: int = 64, prefix: str = DEFAULT_PREFIX
+    host: str, port: int, *, keys: int = 1000, value_size: int = 64, prefix: str = DEFAULT_PREFIX,
+    token: str | None = None,
 ) -> dict[int, int]:
     """PUT every key once over one keep-alive connection; returns the status counts."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
@@ -367,7 +378,8 @@ def prefill(
     body = b"v" * value_size
     try:
         for k in range(keys):
-            conn.request("PUT", f"{prefix}{k}", body=body)
+            conn.request("PUT", f"{prefix}{k}", body=body,
+                         headers={"Authorization": f"Bearer {token}"} if token else {})
             resp = conn.getresponse()
             resp.read()
             counts[resp.status] = counts.get(resp.status, 0) + 1
@@ -397,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default=DEFAULT_PREFIX)
     p.add_argument("--engine", default="auto", choices=["auto", "wrk", "asyncio"])
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--token", default=None, help="send Authorization: Bearer TOKEN")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:  # the asyncio engine, in the process run_load started
@@ -414,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         prefix=args.prefix,
         engine=args.engine,
         threads=args.threads,
+        token=args.token,
     )
     print(format_result(result))
     print(json.dumps(result.as_dict()))

@@ -9,6 +9,10 @@ Three servers, each its own process on 127.0.0.1 ports found by binding port 0:
 (b) one standalone node, ``python -m realnet.node --id n1 --port P --peer-port Q``, which owns
     every slot, so GET and PUT are served locally; once per request parser
     (``--http-parser httptools`` and ``--http-parser h11``, arms ``node`` and ``node-h11``);
+(b') the same standalone node started with ``--client-token-file`` (default parser; arm
+    ``node-token``): every request carries ``Authorization: Bearer TOKEN`` and the node checks it
+    (``hmac.compare_digest``) before anything else; ``ratio_token_*_vs_node`` is its throughput
+    over the plain node's, measured in the same rounds;
 (c) a two-node cluster from a TOML file where node ``a`` owns no slot and ``b`` owns all of them:
     every request sent to ``a`` is forwarded over the peer link to ``b`` and answered back
     (default parser; arm ``forward``).
@@ -37,8 +41,8 @@ terminate, then kill after a deadline.
 
 Output: a readable table, then as the LAST line one JSON object with the figures and the ratios
 ``ratio_get_vs_minimal``, ``ratio_put_vs_minimal``, ``ratio_forward_get_vs_minimal``,
-``ratio_forward_put_vs_minimal``, ``ratio_h11_get_vs_minimal``, ``ratio_h11_put_vs_minimal``
-(null when not measured), ``parsers`` (arm -> parser) and ``loadgen`` (the engine used).
+``ratio_forward_put_vs_minimal``, ``ratio_h11_get_vs_minimal``, ``ratio_h11_put_vs_minimal``,
+``ratio_token_get_vs_node``, ``ratio_token_put_vs_node`` (null when not measured), ``parsers`` (arm -> parser) and ``loadgen`` (the engine used).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import functools
 import http.client
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -202,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="auto", choices=["auto", "wrk", "asyncio"])
     p.add_argument("--no-node", action="store_true", help="measure the minimal responder only")
     p.add_argument("--no-forward", action="store_true", help="skip the 2-node forwarding setup")
+    p.add_argument("--no-token", action="store_true", help="skip the node with a client token")
     p.add_argument(
         "--parsers", default="httptools,h11",
         help="comma-separated HTTP parsers to run the one-node arm with (first: also forwarded)",
@@ -215,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     targets: dict[str, int] = {}
     pids: dict[str, list[int]] = {}
     arm_parser: dict[str, str] = {}  # arm -> the HTTP parser its node(s) run
+    tokens: dict[str, str] = {}  # arm -> the client token its requests carry
     parsers = [x.strip() for x in args.parsers.split(",") if x.strip()] or ["httptools"]
     with ExitStack() as stack:
         (mport,) = free_ports(1)
@@ -243,6 +250,26 @@ def main(argv: list[str] | None = None) -> int:
             arm_parser[arm] = parser
             targets[arm] = nport
             pids[arm] = [n1.popen.pid]
+        if with_node and not args.no_token:
+            token = secrets.token_urlsafe(32)
+            tfile = tempfile.NamedTemporaryFile("w", suffix=".token", delete=False)
+            stack.callback(os.unlink, tfile.name)
+            with tfile:
+                tfile.write(token)
+            tport, tpeer = free_ports(2)
+            nt = stack.enter_context(
+                started(
+                    "node n1 (client token)",
+                    node_cmd("--id", "n1", "--port", str(tport), "--peer-port", str(tpeer),
+                             "--client-token-file", tfile.name, parser=parsers[0]),
+                    functools.partial(healthy, tport),
+                    "GET /health 200",
+                )
+            )
+            arm_parser["node-token"] = parsers[0]
+            targets["node-token"] = tport
+            pids["node-token"] = [nt.popen.pid]
+            tokens["node-token"] = token
         if with_forward:
             pa, qa, pb, qb = free_ports(4)
             cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
@@ -271,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             arm_parser["forward"] = parsers[0]
 
         for name, port in targets.items():
-            counts = prefill(HOST, port, keys=args.keys, value_size=args.value_size)
+            counts = prefill(HOST, port, keys=args.keys, value_size=args.value_size, token=tokens.get(name))
             if name != "minimal" and set(counts) - {200, 201, 204}:
                 print(f"warning: prefill of {name} answered {counts}", file=sys.stderr)
 
@@ -284,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_load(
                         HOST, port, method=method, connections=args.connections,
                         duration=args.duration, keys=args.keys, value_size=args.value_size,
-                        engine=engine,
+                        engine=engine, token=tokens.get(name),
                     )
                     cpu_after = cpu_seconds(pids[name])
                     runs.setdefault((name, method), []).append(r)
@@ -296,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {rnd + 1} {name:8s} {format_result(r)}{note}", file=sys.stderr)
 
     best = {key: max(rs, key=lambda r: r.rps) for key, rs in runs.items()}
-    labels = {"minimal": "minimal responder", "forward": f"node a -> b ({parsers[0]})"}
+    labels = {"minimal": "minimal responder", "forward": f"node a -> b ({parsers[0]})",
+              "node-token": f"node, client token ({parsers[0]})"}
     for arm, parser in arm_parser.items():
         labels.setdefault(arm, f"node ({parser})")
     print(f"HTTP throughput: {args.connections} connections, {args.duration:g} s, "
@@ -365,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_forward_put_vs_minimal": ratio("forward", "PUT"),
         "ratio_h11_get_vs_minimal": ratio("node-h11", "GET"),
         "ratio_h11_put_vs_minimal": ratio("node-h11", "PUT"),
+        "ratio_token_get_vs_node": _over(rps("node-token", "GET"), rps("node", "GET")),
+        "ratio_token_put_vs_node": _over(rps("node-token", "PUT"), rps("node", "PUT")),
+        "cpu_ratio_token_get_vs_node": _over(cpu_per_request("node", "GET"), cpu_per_request("node-token", "GET")),
+        "cpu_ratio_token_put_vs_node": _over(cpu_per_request("node", "PUT"), cpu_per_request("node-token", "PUT")),
         "cpu_us_per_request": {f"{n}_{m}": cpu_per_request(n, m) for n, m in best},
         "cpu_ratio_get_vs_minimal": cpu_ratio("node", "GET"),
         "cpu_ratio_put_vs_minimal": cpu_ratio("node", "PUT"),
@@ -375,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(summary))
     return 0
+
+
+def _over(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 NUM_SLOTS = 16384
 MAX_SLOT = NUM_SLOTS - 1
+#: the largest config epoch a node accepts from an operator: a signed 64-bit integer, so that
+#: every epoch it holds can be sent on (msgpack, Redis's configEpoch) and one above it still fits
+MAX_EPOCH = 2**63 - 1
 
 Range = tuple[int, int]  # inclusive
 

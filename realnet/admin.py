@@ -114,6 +114,7 @@ from realnet.clusterview import (
     NodeError,
     NodeState,
     Refused,
+    Unauthorized,
     Unreachable,
     _fmt,
     cluster_problems,
@@ -146,8 +147,11 @@ class Admin:
     """Administration of one cluster through its nodes' HTTP APIs (see the module docstring)."""
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT, *, converge_timeout: float = CONVERGE_TIMEOUT,
-                 cancel: threading.Event | None = None, log: Callable[[str], None] | None = None) -> None:
-        self.http = Http(timeout)
+                 cancel: threading.Event | None = None, log: Callable[[str], None] | None = None,
+                 token: str | None = None, accept_loss: bool = False) -> None:
+        self.http = Http(timeout, token)
+        #: fix may drop or orphan keys (kvcore.node.guards): sent as accept_loss where it acts
+        self.accept_loss = accept_loss
         self.converge_timeout = converge_timeout
         #: set from another thread to stop between moves (a move in progress is completed)
         self.cancel = cancel or threading.Event()
@@ -388,23 +392,25 @@ class Admin:
                     pass  # the refusal that stopped the move is what to report
             return state, 0
         if isinstance(step, Clear):
+            loss = {"accept_loss": True} if self.accept_loss else {}
             for chunk in _chunks(list(step.slots), CHUNK):
                 try:
-                    self.post(addr, "/cluster/abort", {"slots": chunk})
+                    self.post(addr, "/cluster/abort", {"slots": chunk, **loss})
                 except NodeError as e:
                     if e.code != "conflict":
                         raise
                     # a batch of one of these slots is unacknowledged: resend it (the target
                     # answers a batch it stored without applying it again), then clear
                     self.post(addr, "/cluster/move-keys", {"slots": chunk, "count": batch}, timeout=MOVE_KEYS_TIMEOUT)
-                    self.post(addr, "/cluster/abort", {"slots": chunk})
+                    self.post(addr, "/cluster/abort", {"slots": chunk, **loss})
             return state, 0
         if isinstance(step, RollBack):
             for chunk in _chunks(list(step.slots), CHUNK):
                 self.post(addr, "/cluster/rollback", {"slots": chunk})
             return state, 0
         if isinstance(step, Assign | Readopt):
-            r = self.post(addr, "/cluster/claim", {"slots": _fmt(step.slots), "epoch": step.epoch})
+            loss = {"accept_loss": True} if self.accept_loss else {}
+            r = self.post(addr, "/cluster/claim", {"slots": _fmt(step.slots), "epoch": step.epoch, **loss})
             self.log(f"{step.node}: claimed slots {_fmt(step.slots)} at epoch {step.epoch}")
             return state, int(r["epoch"])
         raise AssertionError(f"unexpected step {step!r}")
@@ -509,14 +515,14 @@ def _sentence(text: str) -> str:
 
 
 def auto_rebalance(addr: str, me: str, cancel: threading.Event | None = None,
-                   log: Callable[[str], None] | None = None) -> str:
+                   log: Callable[[str], None] | None = None, token: str | None = None) -> str:
     """One automatic rebalance as the member ``me`` at ``addr``; returns what happened in words.
 
     Only the alive member with the lowest id acts; the cluster must be quiet
     (:func:`cluster_problems`); empty members take part (a node that joins owns nothing).
     Raises :class:`Refused` when the cluster is not quiet (the caller retries later).
     """
-    with Admin(cancel=cancel, log=log) as admin:
+    with Admin(cancel=cancel, log=log, token=token) as admin:
         cluster = admin.discover(addr)
         alive = sorted(n.id for n in cluster.nodes.values() if n.state == ALIVE)
         if not alive or alive[0] != me:
@@ -545,6 +551,7 @@ __all__ = [
     "NodeError",
     "NodeState",
     "Refused",
+    "Unauthorized",
     "Unreachable",
     "auto_rebalance",
     "cluster_problems",

@@ -58,13 +58,20 @@ and ``leave`` while this node owns slots and has live peers (its keys would be l
 true`` overrides; a node that drains its slots before leaving, ``auto_rebalance``, may always
 leave).
 
-**Protection.** The admin endpoints are not authenticated, and neither is the peer port, which
-already lets anyone who can reach it rewrite the slot map by gossip: a token on the HTTP side
-alone would protect nothing. Both ports bind 127.0.0.1 unless told otherwise; expose them only
-on a trusted network. One thing is enforced: the ``application/json`` content type (otherwise
-415 ``unsupported_media_type``), which a web page cannot send cross-origin without a CORS
-preflight that this server never grants, so a browser visiting a hostile page cannot make a
-local node leave or move slots.
+**Loss needs consent.** A request that would drop or orphan keys (a claim of a live member's
+slots, an ``assign`` giving up slots with keys, an ``abort`` after keys moved, a forced ``leave``
+with keys) is refused 409 unless its body says ``"accept_loss": true``; the guards are the
+node's (:mod:`kvcore.node.guards`). Integers are range-checked: slots 0-16383, epochs
+0-2^63-1, ``count`` 1-``MAX_BATCH_KEYS`` (400 with a sentence).
+
+**Protection.** With an admin token (``--admin-token-file``, :mod:`realnet.security`), every
+admin ``POST`` needs ``Authorization: Bearer TOKEN``, checked before the body is read (401
+``unauthorized``). The ``application/json`` content type is enforced too (otherwise 415
+``unsupported_media_type``): a web page cannot send it, nor an ``Authorization`` header,
+cross-origin without a CORS preflight that this server never grants, and the Host check
+(:class:`realnet.security.HostCheck`, in :class:`realnet.api.Api`) turns away pages that reach a
+local node under their own name (DNS rebinding). The peer port has its own lock, the cluster
+secret: without it, whoever reaches the peer port can rewrite the slot map by gossip.
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ from typing import TYPE_CHECKING, Any
 from kvcore import errors
 from kvcore.config import parse_addr
 from kvcore.slots import (
+    MAX_EPOCH,
     MAX_SLOT,
     SlotRangeError,
     format_ranges,
@@ -86,6 +94,7 @@ from kvcore.slots import (
     slots_to_ranges,
 )
 from realnet.http import Request, Response, error_response, json_response
+from realnet.security import TokenCheck, unauthorized
 
 if TYPE_CHECKING:
     from kvcore.node import Node
@@ -111,6 +120,7 @@ class AdminApi:
     drains_on_leave: bool
     _moving: set[int]
     _admin: dict[str, Callable[[dict[str, Any]], Response | asyncio.Future[Response]]]
+    admin_check: TokenCheck | None
 
     if TYPE_CHECKING:
         def count_status(self, status: int) -> None: ...
@@ -122,6 +132,9 @@ class AdminApi:
         """Parse and check an admin request, run its handler, map errors onto the JSON form."""
         if req.method != "POST":
             return self._not_allowed(req.method, path, "POST")
+        admin_check = self.admin_check
+        if admin_check is not None and not admin_check.ok(req.headers):
+            return unauthorized("admin")
         ctype = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             return error_response(
@@ -160,9 +173,9 @@ class AdminApi:
 
     def admin_assign(self, body: dict[str, Any]) -> Response:
         slots = _slot_list(body, "slots")
-        epoch = _int(body, "epoch", 1)
+        epoch = _int(body, "epoch", 1, MAX_EPOCH)
         ranges = format_ranges(slots_to_ranges(slots))
-        self.node.assign_slots(ranges, epoch)
+        self.node.assign_slots(ranges, epoch, _accept_loss(body))
         log.info("assigned slots %s at epoch %d", ranges, epoch)
         return json_response(200, {"id": self.node.id, "slots": ranges, "epoch": epoch})
 
@@ -170,9 +183,9 @@ class AdminApi:
         """Add slots to this node's claim at ``epoch``, keeping what it learned of the others."""
         node = self.node
         slots = _slot_list(body, "slots")
-        epoch = _int(body, "epoch", 1)
+        epoch = _int(body, "epoch", 1, MAX_EPOCH)
         ranges = _fmt_slots(slots)
-        node.claim_slots(ranges, epoch)  # refuses an epoch not above the slots' current epoch
+        node.claim_slots(ranges, epoch, _accept_loss(body))  # refuses an epoch not above the slots' current epoch
         log.info("claimed slots %s at epoch %d", ranges, epoch)
         return json_response(200, {"id": node.id, "slots": format_ranges(node.slot_map.ranges_of(node.id)),
                                    "epoch": epoch})
@@ -242,8 +255,9 @@ class AdminApi:
 
     def admin_abort(self, body: dict[str, Any]) -> Response:
         slots = _slots_of(body)
+        accept_loss = _accept_loss(body)
         for slot in slots:
-            self.node.abort_migration(slot)
+            self.node.abort_migration(slot, accept_loss=accept_loss)
         return json_response(200, {"id": self.node.id, "slots": _fmt_slots(slots)})
 
     def admin_rollback(self, body: dict[str, Any]) -> Response:
@@ -260,11 +274,8 @@ class AdminApi:
         if self.on_leave is None:
             raise errors.Conflict(f"node {node.id} cannot be stopped through its API")
         owned = node.slot_map.slot_counts().get(node.id, 0)
-        if owned and node.membership.live_members() and not force and not self.drains_on_leave:
-            raise errors.Conflict(
-                f"node {node.id} owns {owned} slots; move them to other nodes first "
-                "(storelab cluster remove-node), or send {\"force\": true} to leave anyway and lose its keys"
-            )
+        # the node's guard: owning slots needs force; holding keys too needs accept_loss
+        node.check_leave(force, _accept_loss(body), self.drains_on_leave)
         log.info("leaving the cluster as asked through the API")
         self.loop.call_soon(self.on_leave)
         return json_response(202, {"id": node.id, "status": "leaving",
@@ -289,6 +300,11 @@ def _field(body: dict[str, Any], name: str, kind: type, default: Any = _MISSING)
     if kind is str and not v:
         raise errors.BadRequest(f"the field {name!r} must not be empty")
     return v
+
+
+def _accept_loss(body: dict[str, Any]) -> bool:
+    """``"accept_loss": true``: the request accepts losing keys (kvcore.node.guards)."""
+    return bool(_field(body, "accept_loss", bool, default=False))
 
 
 def _int(body: dict[str, Any], name: str, lo: int, hi: int | None = None) -> int:

@@ -22,8 +22,14 @@ the node's views onto JSON. Routes (DESIGN.md, "The two worlds"):
 ``HEAD`` is accepted wherever ``GET`` is (RFC 9110 §9.3.2: same head, no body).
 
 Keys are the path after ``/kv/``, percent-decoded to bytes (``urllib.parse.unquote_to_bytes``),
-so any byte string is a key: ``/kv/a%2Fb`` and ``/kv/a/b`` both name ``a/b``. A query string is
-ignored. An empty key is 400.
+so any byte string is a key: ``/kv/a%2Fb`` and ``/kv/a/b`` both name ``a/b``. Decoding is strict:
+a ``%`` not followed by two hex digits is 400 (``/kv/%zz``), so ``/kv/%25zz`` alone names the key
+``%zz``. A query string is ignored. An empty key is 400.
+
+The doors of :mod:`realnet.security` come first: a ``Host`` that is not one of the node's names
+is 421 ``misdirected_request``; with a client token, a ``/kv/`` request without it is 401
+``unauthorized`` (``WWW-Authenticate: Bearer``); with an admin token, so is an admin ``POST``
+(:mod:`realnet.adminapi`).
 
 The hot path is synchronous. ``on_client_request`` calls ``reply`` before it returns when the
 slot is local (or the request fails validation, or the owner is known down), and then the
@@ -61,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -87,6 +94,7 @@ from realnet.http import (
     json_response,
 )
 from realnet.metrics import ForwardMeter, OpLatency, registry
+from realnet.security import HostCheck, TokenCheck, unauthorized
 from realnet.transport import PeerTransport
 
 log = logging.getLogger("realnet.api")
@@ -100,7 +108,8 @@ _KV_METHODS = "GET, HEAD, PUT, DELETE"
 _make_get: Callable[[bytes], Get] = Get._make  # type: ignore[attr-defined]
 _make_put: Callable[[bytes, bytes], Put] = Put._make  # type: ignore[attr-defined]
 _READ_METHODS = "GET, HEAD"
-
+#: a '%' not followed by two hex digits (RFC 3986 §2.1): the key is refused, not taken literally
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 def http_limits(max_key_bytes: int, max_value_bytes: int) -> HttpLimits:
     """HTTP limits that let every valid request through and nothing much bigger.
@@ -207,8 +216,15 @@ class Api(AdminApi):
         swim_preset: str = "",
         on_leave: Callable[[], None] | None = None,
         drains_on_leave: bool = False,
+        admin_token: str | None = None,
+        client_token: str | None = None,
+        hosts: HostCheck | None = None,
     ) -> None:
         self.node = node
+        #: the HTTP side's doors (realnet.security); None: open
+        self.admin_check = TokenCheck(admin_token) if admin_token else None
+        self.client_check = TokenCheck(client_token) if client_token else None
+        self.hosts = hosts
         #: called (soon after the 202 is written) to stop the process as SIGTERM does
         self.on_leave = on_leave
         #: the node moves its slots away before it leaves (``auto_rebalance``)
@@ -289,7 +305,22 @@ class Api(AdminApi):
 
     def __call__(self, req: Request) -> Response | asyncio.Future[Response] | _ReplySlot:
         path = req.path
+        hosts = self.hosts
+        if hosts is not None:
+            host = req.headers.get("host")  # absent only in HTTP/1.0, which names no host
+            if host is not None and not hosts.ok(host):
+                resp = error_response(
+                    421, "misdirected_request",
+                    f"This node does not answer for the host {host[:100]!r}; use its own address "
+                    "(or list the name with --allowed-host).",
+                )
+                self.count_status(421)
+                return resp
         if path.startswith("/kv/"):
+            client_check = self.client_check
+            if client_check is not None and not client_check.ok(req.headers):
+                self.count_status(401)
+                return unauthorized("client")
             result = self.kv(req, path)
             if type(result) is Response:
                 statuses = self.statuses  # count_status, inline on the hot path
@@ -322,7 +353,17 @@ class Api(AdminApi):
     def kv(self, req: Request, path: str) -> Response | _ReplySlot:
         method = req.method
         raw = path[4:]  # ASCII: realnet.http refuses any other request-target
-        key = urllib.parse.unquote_to_bytes(raw) if "%" in raw else raw.encode("ascii")
+        if "%" in raw:
+            bad = _BAD_ESCAPE.search(raw)
+            if bad is not None:
+                return error_response(
+                    400, "bad_request",
+                    f"The key holds an invalid percent-escape {raw[bad.start():bad.start() + 3]!r} "
+                    "(RFC 3986 §2.1); write a literal % as %25.",
+                )
+            key = urllib.parse.unquote_to_bytes(raw)
+        else:
+            key = raw.encode("ascii")
         if not key and method in ("GET", "HEAD", "PUT", "DELETE"):
             return error_response(400, "bad_request", "The key is empty; use /kv/{key}.")
         if method == "GET" or method == "HEAD":

@@ -77,8 +77,10 @@ class AutoRebalancer:
     """Rebalances the cluster when members join or leave gracefully (module docstring)."""
 
     def __init__(self, node: Node, addr: str, loop: asyncio.AbstractEventLoop,
-                 settle: float = AUTO_REBALANCE_SETTLE) -> None:
+                 settle: float = AUTO_REBALANCE_SETTLE, token: str | None = None) -> None:
         self.node = node
+        #: the admin token the nodes require (the same on every node), or None
+        self.token = token
         self.addr = addr
         self.loop = loop
         self.settle = settle
@@ -131,7 +133,8 @@ class AutoRebalancer:
         with self.lock:
             if self.cancel.is_set():
                 return "not rebalancing: this node is leaving"
-            return admin.auto_rebalance(self.addr, self.node.id, self.cancel, log=log.info)
+            return admin.auto_rebalance(self.addr, self.node.id, self.cancel, log=log.info,
+                                        token=self.token)
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
         self._running = False
@@ -163,7 +166,7 @@ class AutoRebalancer:
         log.info("moving this node's %d slots to the other members before leaving", owned)
 
         def run() -> list[Any]:
-            with self.lock, admin.Admin(log=log.info) as a:
+            with self.lock, admin.Admin(log=log.info, token=self.token) as a:
                 return a.drain(self.addr, node.id, stable_timeout=DRAIN_STABLE_TIMEOUT)
 
         try:

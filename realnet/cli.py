@@ -49,6 +49,7 @@ from importlib import metadata
 from kvcore import errors
 from kvcore.slots import key_slot
 from realnet.clicommon import (  # noqa: F401  (re-exported: these lived here)
+    CLIENT_TOKEN_ENV,
     EXIT_BROKEN_PIPE,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -64,6 +65,7 @@ from realnet.clicommon import (  # noqa: F401  (re-exported: these lived here)
     say,
     sentence,
     table,
+    token_from,
 )
 from realnet.client import DEFAULT_NODE, NodeConnection, error_from_response, kv_path
 from realnet.clustercli import (  # noqa: F401  (re-exported: these lived here)
@@ -114,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
             f"(default {DEFAULT_NODE})",
         )
         sp.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        sp.add_argument("--token-file", metavar="FILE",
+                        help="the nodes' client token (--client-token-file of the nodes); default: "
+                        "the environment variable STORELAB_CLIENT_TOKEN")
 
     g = sub.add_parser("get", help="print a key's value (exit 1 if absent)")
     g.add_argument("key", metavar="KEY")
@@ -149,7 +154,12 @@ def _kv(args: argparse.Namespace) -> int:
     method = {"get": "GET", "set": "PUT", "del": "DELETE"}[args.command]
     if args.command == "set":
         body = sys.stdin.buffer.read() if args.value == "-" else os.fsencode(args.value)
-    conn = NodeConnection(args.node, timeout=args.timeout)
+    try:
+        token = token_from(args, CLIENT_TOKEN_ENV)
+    except ValueError as e:
+        error(str(e))
+        return EXIT_ERROR
+    conn = NodeConnection(args.node, timeout=args.timeout, token=token)
     try:
         status, _, data = conn.request(method, kv_path(key), body)
     except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, garbled
@@ -169,6 +179,10 @@ def _kv(args: argparse.Namespace) -> int:
         # the node's sentence names the key ("Key 'nope' not found."): a "no", exit 1
         error(err.message or f"Key {args.key!r} not found")
         return EXIT_NOT_FOUND
+    if status == 401:
+        error(f"Node {args.node} requires the client token (401 unauthorized): give it with "
+              f"{CLIENT_TOKEN_ENV}=TOKEN or --token-file FILE; if you did, it is not the node's")
+        return EXIT_ERROR
     said = (err.message or "The node answered an error").rstrip(".")
     error(f"{said} ({status} {err.code} from node {args.node})")
     return EXIT_ERROR

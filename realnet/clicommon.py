@@ -14,6 +14,7 @@ re-exports them all.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,27 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 #: output into a closed pipe: 128 + SIGPIPE, as a shell reports a program SIGPIPE stopped
 EXIT_BROKEN_PIPE = 141
+
+
+ADMIN_TOKEN_ENV = "STORELAB_ADMIN_TOKEN"
+CLIENT_TOKEN_ENV = "STORELAB_CLIENT_TOKEN"
+
+
+def token_from(args: argparse.Namespace, env: str) -> str | None:
+    """The token ``--token-file FILE`` names (its text, surrounding whitespace removed), else the
+    environment variable ``env``, else None. Raises ValueError with a sentence for a file that
+    cannot be read or is empty."""
+    path = getattr(args, "token_file", None)
+    if path:
+        try:
+            with open(path, encoding="ascii") as f:
+                token = f.read(64 * 1024).strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"Cannot read the token file {path!r}: {getattr(e, 'strerror', None) or e}") from None
+        if not token:
+            raise ValueError(f"The token file {path!r} is empty")
+        return token
+    return os.environ.get(env, "").strip() or None
 
 
 def sentence(text: str) -> str:

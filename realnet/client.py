@@ -90,6 +90,14 @@ class WrongPort(errors.StoreError):
     status = 400
 
 
+class Unauthorized(errors.StoreError):
+    """The node requires a client token (``--client-token-file``) and this one was missing or
+    wrong: 401. Certainly not applied."""
+
+    code = "unauthorized"
+    status = 401
+
+
 def _key_bytes(key: str | bytes) -> bytes:
     if isinstance(key, str):
         return key.encode()
@@ -115,6 +123,8 @@ def error_from_response(status: int, body: bytes) -> errors.StoreError:
         message = body[:200].decode("utf-8", "replace").strip()
     if code == WrongPort.code:
         return WrongPort(message)
+    if code == Unauthorized.code or status == 401:
+        return Unauthorized(message or "The node requires a client token.")
     if code:
         return errors.error_from_code(code, message)
     by_status: dict[int, type[errors.StoreError]] = {
@@ -131,10 +141,12 @@ def error_from_response(status: int, body: bytes) -> errors.StoreError:
 class NodeConnection:
     """One keep-alive HTTP connection to one node, reopened after any failure."""
 
-    def __init__(self, addr: str, timeout: float = 5.0) -> None:
+    def __init__(self, addr: str, timeout: float = 5.0, token: str | None = None) -> None:
         self.addr = node_addr(addr)
         self.host, self.port = parse_addr(self.addr)
         self.timeout = timeout
+        #: ``Authorization: Bearer TOKEN`` on every request (the nodes' client token), or none
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn: http.client.HTTPConnection | None = None
 
     def request(
@@ -145,6 +157,8 @@ class NodeConnection:
         if conn is None:
             conn = self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         headers = {"Content-Length": str(len(body))} if body is not None else {}
+        if self._auth:
+            headers.update(self._auth)
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -211,13 +225,16 @@ class Client(KvMethods):
     that answers ``/cluster/slots`` provides the map. Not thread-safe: use one client per thread.
     """
 
-    def __init__(self, seeds: str | Iterable[str] = DEFAULT_NODE, *, timeout: float = 5.0) -> None:
+    def __init__(self, seeds: str | Iterable[str] = DEFAULT_NODE, *, timeout: float = 5.0,
+                 token: str | None = None) -> None:
         given = [seeds] if isinstance(seeds, str) else list(seeds)
         if not given:
             raise ValueError("a client needs at least one seed address")
         #: client addresses, HOST:PORT (``http://HOST:PORT`` is accepted and normalized)
         self.seeds: list[str] = [node_addr(s) for s in given]  # ValueError with a sentence
         self.timeout = timeout
+        #: the client token the nodes require (``--client-token-file``), or None
+        self.token = token
         self._conns: dict[str, NodeConnection] = {}
         #: slot -> owner's client address ("" when unassigned); empty until the first refresh
         self._owners: list[str] = []
@@ -276,7 +293,7 @@ class Client(KvMethods):
     def _conn(self, addr: str) -> NodeConnection:
         c = self._conns.get(addr)
         if c is None:
-            c = self._conns[addr] = NodeConnection(addr, self.timeout)
+            c = self._conns[addr] = NodeConnection(addr, self.timeout, self.token)
         return c
 
     # --- operations ----------------------------------------------------------------------
@@ -325,6 +342,7 @@ __all__ = [
     "Client",
     "NodeConnection",
     "NodeUnreachable",
+    "Unauthorized",
     "WrongPort",
     "error_from_response",
     "kv_path",

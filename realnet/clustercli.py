@@ -46,6 +46,7 @@ from kvcore.states import State
 from realnet import admin
 from realnet.admin import Admin, AdminError, ClusterView, Refused
 from realnet.clicommon import (
+    ADMIN_TOKEN_ENV,
     EXIT_INTERRUPTED,
     NOT_APPLICABLE,
     _node_arg,
@@ -56,6 +57,7 @@ from realnet.clicommon import (
     say,
     sentence,
     table,
+    token_from,
 )
 
 _ADDR_HELP = "a node's client HTTP address, HOST:PORT or http://HOST:PORT"
@@ -109,6 +111,9 @@ def add_cluster_parser(sub: Any) -> None:
     def common(sp: argparse.ArgumentParser, changes: bool = True, moves: bool = False) -> None:
         sp.add_argument("--timeout", type=_seconds, default=admin.DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"per HTTP request (default {admin.DEFAULT_TIMEOUT:g})")
+        sp.add_argument("--token-file", metavar="FILE",
+                        help="the nodes' admin token (--admin-token-file of the nodes); default: "
+                        "the environment variable STORELAB_ADMIN_TOKEN")
         if changes:
             sp.add_argument("--yes", "-y", action="store_true", help="do it without asking")
         if moves:
@@ -197,6 +202,9 @@ def add_cluster_parser(sub: Any) -> None:
     sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
     sp.add_argument("--assign-unowned", action="store_true",
                     help="give slots without an owner (or whose owner left) to a live node")
+    sp.add_argument("--accept-loss", action="store_true",
+                    help="clear marks and claim slots even where that drops or orphans keys (the "
+                    "nodes refuse otherwise, with 409 and the number of keys at stake)")
     common(sp, moves=True)
 
 
@@ -480,7 +488,12 @@ _ALIAS_OF = {name: alias for alias, name in ALIASES.items()}
 def _cluster(args: argparse.Namespace) -> int:
     command = ALIASES.get(args.cluster_command, args.cluster_command)
     try:
-        with Admin(args.timeout) as a:
+        token = token_from(args, ADMIN_TOKEN_ENV)
+    except ValueError as e:
+        error(str(e))
+        return admin.EXIT_ERROR
+    try:
+        with Admin(args.timeout, token=token, accept_loss=getattr(args, "accept_loss", False)) as a:
             return _CLUSTER_COMMANDS[command](args, a)
     except Refused as e:
         error(e.message)

@@ -76,20 +76,36 @@ class NodeError(AdminError):
         super().__init__(f"{message.rstrip('.') or code} ({status} {code} from node {addr}).")
 
 
+class Unauthorized(NodeError):
+    """A node refused the admin token (401): none was given, or another one."""
+
+    def __init__(self, addr: str, message: str) -> None:
+        super().__init__(addr, 401, "unauthorized", message)
+        self.message = (
+            f"Node {addr} refused this request: it requires the admin token (401 unauthorized). "
+            "Give it with STORELAB_ADMIN_TOKEN=TOKEN or --token-file FILE; if you did, it is not "
+            "the token the node was started with."
+        )
+        self.args = (self.message,)
+
+
 # --- HTTP ------------------------------------------------------------------------------------
 
 
 class Http:
     """One keep-alive connection per node address; JSON in and out. Not thread-safe."""
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, token: str | None = None) -> None:
         self.timeout = timeout
+        #: ``Authorization: Bearer TOKEN`` on every request (the nodes' admin token), or none
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._conns: dict[str, http.client.HTTPConnection] = {}
 
     def call(self, addr: str, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
         """Send one request; the decoded JSON answer. Raises Unreachable or NodeError."""
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        headers.update(self._auth)
         for attempt in (0, 1):
             conn = self._conns.get(addr)
             reused = conn is not None
@@ -121,6 +137,8 @@ class Http:
             obj = json.loads(data) if data else None
         except ValueError:
             obj = None
+        if resp.status == 401:
+            raise Unauthorized(addr, str(obj.get("message", "")) if isinstance(obj, dict) else "")
         if resp.status >= 400:
             if isinstance(obj, dict):
                 raise NodeError(addr, resp.status, str(obj.get("error", "")), str(obj.get("message", "")))
@@ -301,6 +319,12 @@ def cluster_problems(c: ClusterView) -> list[str]:
                 out.append(f"Node {n.id} does not know node {mid}.")
             elif view[mid] != st and n is not entry:
                 out.append(f"Node {n.id} holds {mid} {view[mid]}; {entry.id} holds it {st}.")
+        stray = (n.info or {}).get("stray") or {}
+        if stray.get("keys"):
+            k = int(stray["keys"])
+            out.append(f"Node {n.id} holds {k} key{'s' if k != 1 else ''} of slots it does not own "
+                       f"({stray.get('slots', '')}): no request reaches them. Move them to the owner, or "
+                       "give the slots back to this node (fix --assign-unowned for unowned slots).")
         migrating, importing = n.open_marks()
         for marks, kind, prep in ((migrating, "migrating", "to"), (importing, "importing", "from")):
             by_peer: dict[str, list[int]] = {}
@@ -340,6 +364,7 @@ __all__ = [
     "NodeError",
     "NodeState",
     "Refused",
+    "Unauthorized",
     "Unreachable",
     "cluster_problems",
     "create_problems",

@@ -49,6 +49,19 @@ only sets an ``active`` flag when bytes arrive or a deferred response is sent. T
 stayed clear for :attr:`HttpLimits.keepalive_timeout` is closed (answered ``408`` first when a
 request was half-received). Idle time is thus measured to within one sweep interval.
 
+What clients may hold is bounded (issue 10), each bound an :class:`HttpLimits` field: at most
+``max_connections`` connections (one more is answered ``503 too_many_connections`` at once and
+closed, without lingering: the point is to give its descriptor back; :func:`default_max_connections`
+derives the cap from the open-file limit); a request head must be complete within
+``head_timeout`` seconds of the sweep first seeing it begun, however actively it trickles (408);
+the bytes the parsers of all connections hold while bodies arrive are summed
+(``server_stats.buffered``), and the connection that pushes the sum past ``max_buffered_bodies``
+is answered ``503 busy`` and closed. Everything a client's input causes is logged through one
+rate-limited log (:data:`refusals`, :class:`realnet.ratelog.RateLog`), and
+:func:`rate_limited_exception_handler` does the same for the event loop's reports, among them the
+flood asyncio's accept loop produces when ``accept()`` fails with EMFILE. What was refused is
+counted by reason (``server_stats.refused``).
+
 Counters live in one :class:`HttpServerStats` per server, reachable as ``server.server_stats``
 on the ``asyncio.Server`` returned by :func:`start_http_server`. :func:`stop_http_server` shuts
 a server down gracefully: stop accepting, close idle connections, let in-flight requests finish
@@ -78,6 +91,7 @@ from realnet.httpparse import (
     Request,
     RequestParser,
 )
+from realnet.ratelog import RateLog
 
 __all__ = [
     "DEFAULT_PARSER",
@@ -87,8 +101,11 @@ __all__ = [
     "HttpServerStats",
     "Request",
     "Response",
+    "default_max_connections",
     "error_response",
     "json_response",
+    "rate_limited_exception_handler",
+    "refusals",
     "start_http_server",
     "stop_http_server",
 ]
@@ -134,6 +151,15 @@ class HttpServerStats:
     """Responses sent, indexed by ``status // 100`` (index 0 unused)."""
     connections_open: int = 0
     connections_total: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    """Connections and requests refused to bound resources, by reason: ``connections`` (over
+    :attr:`HttpLimits.max_connections`), ``head_timeout``, ``buffered_bodies``, ``accept_errors``
+    (the listening socket's accept failed: EMFILE and its kin)."""
+    buffered: int = 0
+    """Bytes the parsers of every connection hold now (bodies being received, pipelined input)."""
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def snapshot(self) -> dict[str, int]:
         """A flat copy, e.g. ``{"requests": 10, "responses_2xx": 9, ...}``."""
@@ -143,7 +169,10 @@ class HttpServerStats:
             "handler_errors": self.handler_errors,
             "connections_open": self.connections_open,
             "connections_total": self.connections_total,
+            "buffered_bytes": self.buffered,
         }
+        for reason, n in sorted(self.refused.items()):
+            out[f"refused_{reason}"] = n
         for cls in range(1, 6):
             out[f"responses_{cls}xx"] = self.responses_by_class[cls]
         return out
@@ -165,6 +194,9 @@ _LINGER_SECONDS = 2.0  # lingering close: how long to drain a client after our F
 _LINGER_MAX_BYTES = 16 * 1024 * 1024  # ... and how much of it to discard at most
 
 _INTERNAL = error_response(500, "internal", "The server failed to handle the request.")
+
+#: one rate-limited log for everything a client's input causes (realnet.ratelog)
+refusals = RateLog(log, rate=1.0, burst=10)
 
 _time = time.time
 _date_valid_until = 0.0  # wall-clock second at which _date_line goes stale
@@ -259,6 +291,7 @@ class _ServerState:
         "handler",
         "limits",
         "loop",
+        "max_connections",
         "parser_class",
         "server",
         "shutting_down",
@@ -276,6 +309,7 @@ class _ServerState:
         self.limits = limits
         self.parser_class = parser_class
         self.stats = HttpServerStats()
+        self.max_connections = limits.max_connections
         self.loop = loop
         self.conns: set[_HttpConnection] = set()
         self.server: asyncio.Server | None = None
@@ -288,7 +322,8 @@ class _ServerState:
         return _HttpConnection(self)
 
     def sweep_interval(self) -> float:
-        return max(0.05, min(1.0, self.limits.keepalive_timeout / 4))
+        limits = self.limits
+        return max(0.05, min(1.0, limits.keepalive_timeout / 4, limits.head_timeout / 4))
 
     def start_sweep(self) -> None:
         if self._sweep_handle is None:
@@ -303,7 +338,10 @@ class _ServerState:
         self._sweep_handle = None
         now = self.loop.time()
         timeout = self.limits.keepalive_timeout
+        head_timeout = self.limits.head_timeout
         for conn in list(self.conns):
+            if conn.head_overdue(now, head_timeout):
+                continue
             if conn.active:
                 conn.active = False
                 conn.idle_since = now
@@ -335,6 +373,8 @@ class _HttpConnection(asyncio.Protocol):
         "_closing",
         "_discarded",
         "_handler",
+        "_head_mark",
+        "_held",
         "_head_only",
         "_http10",
         "_keep_alive",
@@ -350,6 +390,7 @@ class _HttpConnection(asyncio.Protocol):
         "_write_paused",
         "active",
         "idle_since",
+        "dispatched",
     )
 
     def __init__(self, srv: _ServerState) -> None:
@@ -372,6 +413,11 @@ class _HttpConnection(asyncio.Protocol):
         self._http10 = False
         self._head_only = False
         self._linger_handle: asyncio.TimerHandle | None = None
+        #: requests dispatched so far; (dispatched, time) when the sweep first saw a partial head
+        self.dispatched = 0
+        self._head_mark: tuple[int, float] | None = None
+        #: bytes this connection's parser holds, as last added to the server's ``buffered``
+        self._held = 0
 
     # --- asyncio.Protocol callbacks -----------------------------------------------------------
 
@@ -383,17 +429,46 @@ class _HttpConnection(asyncio.Protocol):
             self._peer = (str(peer[0]), int(peer[1]))
             self._parser = self._srv.parser_class(self._srv.limits, self._peer)
         srv = self._srv
+        srv.stats.connections_total += 1
+        cap = srv.max_connections
+        if cap and srv.stats.connections_open >= cap:
+            self._over_cap(transport, cap)
+            return
         srv.conns.add(self)
         srv.stats.connections_open += 1
-        srv.stats.connections_total += 1
 
+    def _over_cap(self, transport: asyncio.Transport, cap: int) -> None:
+        """One connection too many: answer 503 at once and close (no lingering: the point is to
+        give the descriptor back)."""
+        srv = self._srv
+        srv.stats.refuse("connections")
+        srv.stats.responses_by_class[5] += 1
+        refusals.warning(
+            "http.connections", "refusing a client connection from %s: %d are open (the cap)",
+            self._peer, cap,
+        )
+        self._closing = True
+        self._lingering = True
+        resp = error_response(
+            503, "too_many_connections",
+            f"The node serves at most {cap} client connections at once; try again later.",
+        )
+        resp.headers = (("Retry-After", "1"),)
+        try:
+            transport.write(_serialize(resp, False, False, False))
+        finally:
+            transport.close()
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._closing = True
         if self._linger_handle is not None:
             self._linger_handle.cancel()
             self._linger_handle = None
-        self._srv.connection_closed(self)
+        if self._held:
+            self._srv.stats.buffered -= self._held
+            self._held = 0
+        if self in self._srv.conns:
+            self._srv.connection_closed(self)
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -422,8 +497,32 @@ class _HttpConnection(asyncio.Protocol):
             if parser.buffered > _HIGH_WATER and not self._read_paused and self._transport:
                 self._read_paused = True
                 self._transport.pause_reading()
+            self._account()
             return
         self._process()
+
+    def _account(self) -> None:
+        """Keep the server's count of held bytes; refuse the connection that overfills it."""
+        if self._transport is None or self._lingering:
+            return
+        held = self._parser.held
+        stats = self._stats
+        stats.buffered += held - self._held
+        self._held = held
+        limit = self._srv.limits.max_buffered_bodies
+        if stats.buffered > limit and held > 64 * 1024:
+            stats.refuse("buffered_bodies")
+            refusals.warning(
+                "http.buffered_bodies",
+                "refusing a request from %s: request bodies held across connections passed %d bytes",
+                self._peer, limit,
+            )
+            stats.buffered -= held
+            self._held = 0
+            self._reject(
+                503, "busy",
+                "The node holds too many request bodies being received; try again later.",
+            )
 
     def eof_received(self) -> bool:
         self._peer_eof = True
@@ -466,6 +565,10 @@ class _HttpConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._lingering:
             return
+        if self._held or parser.buffered:
+            self._account()
+            if self._lingering:
+                return
         if self._peer_eof and not self._busy and not self._write_paused:
             transport.close()  # the client half-closed and every complete request was answered
             return
@@ -482,11 +585,13 @@ class _HttpConnection(asyncio.Protocol):
         self._http10 = req.version == "HTTP/1.0"
         self._head_only = req.method == "HEAD"
         self._busy = True
+        self.dispatched += 1
         self._stats.requests += 1
         try:
             result: Any = self._handler(req)
         except Exception:
-            log.exception("HTTP handler failed on %s %s", req.method, req.target)
+            refusals.log(logging.ERROR, "http.500", "HTTP handler failed on %s %.200s", req.method,
+                         req.target, exc_info=True)
             self._stats.handler_errors += 1
             result = _INTERNAL
         if type(result) is Response:
@@ -514,7 +619,7 @@ class _HttpConnection(asyncio.Protocol):
             resp = _INTERNAL
             self._stats.handler_errors += 1
         elif (exc := fut.exception()) is not None:
-            log.error("HTTP handler future failed", exc_info=exc)
+            refusals.log(logging.ERROR, "http.500", "HTTP handler future failed", exc_info=exc)
             resp = _INTERNAL
             self._stats.handler_errors += 1
         else:
@@ -538,7 +643,8 @@ class _HttpConnection(asyncio.Protocol):
             data = _serialize(resp, keep_alive, self._http10, self._head_only)
             status = resp.status
         except (ValueError, TypeError, UnicodeEncodeError):
-            log.exception("HTTP handler produced a response that cannot be sent")
+            refusals.log(logging.ERROR, "http.500", "HTTP handler produced a response that cannot be sent",
+                         exc_info=True)
             self._stats.handler_errors += 1
             data = _serialize(_INTERNAL, keep_alive, self._http10, self._head_only)
             status = 500
@@ -555,7 +661,7 @@ class _HttpConnection(asyncio.Protocol):
         """Answer a request the server refuses, then close the connection."""
         self._stats.bad_requests += 1
         self._stats.responses_by_class[status // 100] += 1
-        log.debug("refusing request from %s: %d %s", self._peer, status, message)
+        refusals.info(f"http.{status}", "refusing a request from %s: %d %s", self._peer, status, message)
         if self._transport is not None:
             self._transport.write(
                 _serialize(error_response(status, code, message), False, False, False)
@@ -597,6 +703,25 @@ class _HttpConnection(asyncio.Protocol):
             else:
                 transport.close()
 
+    def head_overdue(self, now: float, timeout: float) -> bool:
+        """Called by the sweep: 408 and close when one request head has been arriving for
+        ``timeout`` seconds (True), however active the connection is. Marks are taken by the
+        sweep, so the hot path never reads the clock; precision is one sweep interval."""
+        if self._busy or self._lingering or not self._parser.in_head:
+            self._head_mark = None
+            return False
+        mark = self._head_mark
+        if mark is None or mark[0] != self.dispatched:
+            self._head_mark = (self.dispatched, now)
+            return False
+        if now - mark[1] < timeout:
+            return False
+        self._stats.refuse("head_timeout")
+        refusals.warning("http.head_timeout", "closing a connection from %s: its request head took "
+                         "over %g s", self._peer, timeout)
+        self._reject(408, "timeout", f"The request head did not arrive within {timeout:g} seconds.")
+        return True
+
     def expire(self) -> None:
         """Called by the sweep when the connection has been inactive too long."""
         transport = self._transport
@@ -630,6 +755,47 @@ class _HttpConnection(asyncio.Protocol):
         if transport is not None and idle:
             self._closing = True
             transport.close()
+
+
+#: descriptors kept back from the client connection cap: peer links, storage files, the listeners
+_FD_RESERVE = 128
+#: the default cap never goes above this many client connections
+_MAX_DEFAULT_CONNECTIONS = 16384
+
+
+def default_max_connections() -> int:
+    """The client connection cap when none is configured: the process's soft limit on open
+    files, less a reserve for everything else, so that the node refuses a connection with a
+    503 while it still has a descriptor to answer with, rather than run out (EMFILE)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not on this platform
+        return 1000
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return _MAX_DEFAULT_CONNECTIONS
+    return max(8, min(_MAX_DEFAULT_CONNECTIONS, soft - _FD_RESERVE))
+
+
+def rate_limited_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's exception handler, rate-limited (:data:`refusals`): asyncio reports a
+    failed ``accept()`` (EMFILE, ENFILE, ENOBUFS, ENOMEM) through it, with a traceback, and a
+    flood of them must not fill the log. Accept failures are counted in ``refused_accept_errors``
+    of every server's stats."""
+    message = str(context.get("message", ""))
+    exc = context.get("exception")
+    # asyncio's accept loop schedules one retry (_start_serving) per failed accept(), so one
+    # burst over the limit leaves thousands of retries behind, each of which may fail again
+    # (after a shutdown: an invalid descriptor): both are accept trouble, one line each at most
+    if "accept" in message or "_start_serving" in message:
+        for state in list(_STATES.values()):
+            state.stats.refuse("accept_errors")
+        refusals.warning("http.accept", "accepting a connection failed: %s", exc or message)
+        return
+    # anything else keeps its traceback, for the first few only
+    first = refusals.counts.get("loop", 0) < 3
+    refusals.log(logging.ERROR, "loop", "%s: %r", message, exc, exc_info=exc if first else None)
 
 
 _STATES: weakref.WeakKeyDictionary[asyncio.Server, _ServerState] = weakref.WeakKeyDictionary()

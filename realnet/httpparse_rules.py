@@ -71,6 +71,14 @@ class HttpLimits:
     """Number of header field lines; over -> 431."""
     keepalive_timeout: float = 75.0
     """Seconds an idle connection (or a half-received request) is kept open."""
+    head_timeout: float = 10.0
+    """Seconds a whole request head may take once its first byte arrived; over -> 408, close (a
+    head trickled a byte at a time stays active, so the idle timeout alone never ends it)."""
+    max_connections: int = 0
+    """Client connections open at once (0: no cap); one more is answered 503 and closed."""
+    max_buffered_bodies: int = 64 * 1024 * 1024
+    """Bytes of requests held by parsers across all connections of the server (bodies being
+    received); a connection that pushes the total over it is answered 503 and closed."""
 
 
 class ParseError(Exception):
@@ -208,9 +216,14 @@ def _content_length(value: str, max_body: int) -> int:
         value = values.pop()
         if not (value.isascii() and value.isdigit()):
             raise _bad("Content-Length must be a decimal number.")
-    if len(value) > 18:  # far beyond any limit; don't build a huge int
-        return max_body + 1
-    return int(value)
+    digits = value.lstrip("0") or "0"  # 000...05 is 5 (RFC 9110 §8.6: 1*DIGIT)
+    if len(digits) > 18:  # far beyond any limit; don't build a huge int
+        raise ParseError(
+            413, "too_large",
+            f"The request body of {len(digits)} digits' worth of bytes exceeds the limit of "
+            f"{max_body} bytes.",
+        )
+    return int(digits)
 
 
 def _judge(
@@ -330,6 +343,17 @@ class RequestParser:
     def in_message(self) -> bool:
         """True when part of a request has arrived (a timeout then deserves a 408)."""
         return self._state != _HEAD or len(self._buf) > self._pos
+
+    @property
+    def in_head(self) -> bool:
+        """True while part of a request head has arrived and not all of it (the head deadline)."""
+        return self._state == _HEAD and len(self._buf) > self._pos
+
+    @property
+    def held(self) -> int:
+        """Bytes this parser holds: buffered input and the body decoded so far (the server's
+        cap on buffered bodies counts them)."""
+        return len(self._buf) - self._pos + (self._body_len if self._state == _CHUNKED else 0)
 
     def next_event(self) -> Request | _Continue | None:
         """The next complete request, :data:`CONTINUE`, or None; raises :class:`ParseError`."""

@@ -48,7 +48,7 @@ about it. Who may talk to us is decided by the cluster secret:
 which is closed (``evicted``) for a new one, so that connections that never authenticate cannot
 keep a new member out; a deadline (``hello_timeout``) for the handshake and the Hello; a
 connection quiet for ``inbound_idle_timeout`` is closed by the transport's sweep. Every line that
-bad input causes goes through the transport's :class:`realnet.ratelog.RateLimitedLog`: a flood
+bad input causes goes through the transport's :class:`realnet.ratelog.RateLog`: a flood
 of hostile connections writes a few lines, and every refusal is counted.
 """
 

@@ -64,6 +64,7 @@ from prometheus_client.core import (
 from kvcore import errors
 from kvcore.membership import STATES
 from kvcore.messages import Asking, Forward, ForwardReply
+from realnet.http import refusals as http_refusals
 
 if TYPE_CHECKING:
     from realnet.api import Api
@@ -363,6 +364,27 @@ class NodeCollector:
             yield GaugeMetricFamily(
                 "storelab_http_connections", "Open HTTP connections.", value=stats.connections_open
             )
+            yield GaugeMetricFamily(
+                "storelab_http_buffered_bytes",
+                "Bytes of requests (bodies being received) held across HTTP connections.",
+                value=stats.buffered,
+            )
+        refused = dict(stats.refused) if stats is not None else {}
+        refused["unauthorized"] = api.statuses.get(401, 0)
+        refused["misdirected"] = api.statuses.get(421, 0)
+        yield _counter(
+            "storelab_http_refused",
+            "HTTP connections and requests refused to bound resources or guard the doors, by reason "
+            "(connections: over the cap; head_timeout; buffered_bodies; accept_errors: EMFILE and "
+            "kin; unauthorized: no or a wrong token; misdirected: a Host not the node's).",
+            "reason", sorted(refused.items()),
+        )
+        yield _counter(
+            "storelab_log_suppressed",
+            "Log lines about malformed or abusive input that the rate limit held back, by kind.",
+            "kind", sorted([*http_refusals.dropped.items(),
+                            *((f"bus.{k}", v) for k, v in self.api.transport.ratelog.dropped.items())]),
+        )
 
     def store(self) -> Iterator[Metric | None]:
         node = self.api.node

@@ -83,8 +83,15 @@ from realnet.autorebalance import (
 )
 from realnet.busauth import install_reload, reload_keyring, say_bus
 from realnet.gossip import RttMeter, follow_membership, observe_probes
-from realnet.http import PARSERS, start_http_server, stop_http_server
+from realnet.http import (
+    PARSERS,
+    default_max_connections,
+    rate_limited_exception_handler,
+    start_http_server,
+    stop_http_server,
+)
 from realnet.runtime import AsyncioRuntime, open_storage
+from realnet.security import HostCheck
 from realnet.settings import (
     AUTO_REBALANCE_SETTLE,
     DEFAULT_HOST,
@@ -155,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-parser", choices=list(PARSERS), default="httptools", help="default: httptools"
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
+    sec = p.add_argument_group("HTTP security (also [security] in the TOML file; realnet.security)")
+    sec.add_argument("--admin-token-file", metavar="FILE",
+                     help="every POST /cluster/... must carry Authorization: Bearer <the file's text>")
+    sec.add_argument("--client-token-file", metavar="FILE",
+                     help="every /kv/ request must carry Authorization: Bearer <the file's text>")
+    sec.add_argument("--allowed-host", action="append", metavar="NAME",
+                     help="one more name the Host header may carry (repeatable)")
+    sec.add_argument("--max-clients", type=int, metavar="N",
+                     help="client connections open at once; more get 503 (default: from the fd limit)")
+    sec.add_argument("--head-timeout", type=float, metavar="SECONDS",
+                     help="time a whole request head may take to arrive; then 408 (default 10)")
+    sec.add_argument("--max-buffered-bodies", type=int, metavar="BYTES",
+                     help="request body bytes buffered across all connections (default 64 MiB)")
     return p
 
 
@@ -336,6 +356,9 @@ def build(
         swim_preset=settings.swim_preset,
         on_leave=parts.request_leave,
         drains_on_leave=settings.auto_rebalance,
+        admin_token=settings.admin_token,
+        client_token=settings.client_token,
+        hosts=HostCheck(settings.host, adv_host, settings.http_security.allowed_hosts),
     )
     return parts
 
@@ -364,7 +387,14 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
     """Serve both ports until ``parts.stop`` is set, then leave and stop; the exit status."""
     loop = asyncio.get_running_loop()
     node, transport = parts.node, parts.transport
-    limits = http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes)
+    sec = settings.http_security
+    limits = dataclasses.replace(
+        http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes),
+        head_timeout=sec.head_timeout,
+        max_connections=sec.max_clients or default_max_connections(),
+        max_buffered_bodies=sec.max_buffered_bodies,
+    )
+    loop.set_exception_handler(rate_limited_exception_handler)
     try:
         await transport.listen(sock=sockets.peer)
         http_server = await start_http_server(
@@ -389,10 +419,16 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
                  f": the members kept in {settings.data_dir}")
     # listening from now on: the static members added at construction are not joins
     auto = (
-        AutoRebalancer(node, parts.addr, loop, settings.auto_rebalance_settle)
+        AutoRebalancer(node, parts.addr, loop, settings.auto_rebalance_settle, settings.admin_token)
         if settings.auto_rebalance else None
     )
     seeds = f" seeds={','.join(settings.seeds)}" if settings.seeds else ""
+    log.info(
+        "HTTP: admin %s, client %s, %d client connections at most, Host one of %s",
+        "needs a token" if settings.admin_token else "OPEN (no --admin-token-file)",
+        "needs a token" if settings.client_token else "open",
+        limits.max_connections, ", ".join(parts.api.hosts.names()) if parts.api.hosts else "any",
+    )
     print(
         f"ready id={settings.node_id} http={_fmt(settings.host, sockets.http_port)} "
         f"peer={_fmt(settings.host, sockets.peer_port)}{seeds}",

@@ -8,8 +8,8 @@ the optional TOML file into one frozen :class:`Settings`, or raises
 bound. It reads the file, hands each top-level table to the one function that owns it, then
 merges the flags over what the tables gave:
 
-- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]``,
-  ``[security]`` exist, each a table;
+- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]``, ``[security]``
+  exist, each a table;
 - :func:`node_table`: this process's identity and addresses (:class:`NodeTable`);
 - :func:`settings_table`: :class:`kvcore.config.NodeConfig`;
 - :func:`swim_table`: a preset of :class:`kvcore.membership.SwimConfig` and field overrides;
@@ -17,6 +17,8 @@ merges the flags over what the tables gave:
   (:class:`ClusterOptions`: name, automatic rebalancing);
 - :func:`security_table`: the secrets' files (:class:`SecuritySettings`; the cluster secret
   ``secret_file``, read by ``realnet.node`` with :func:`kvwire.auth.read_keyring`);
+- :func:`http_security`: the HTTP side's keys of ``[security]`` (tokens, Host names, client
+  connection limits; :mod:`realnet.security`), flags over them, the token files read;
 - :func:`merge`: flags over the file, then the addresses (this node's ``[cluster]`` entry,
   defaults).
 
@@ -69,8 +71,14 @@ TOML layout::
     addr = "127.0.0.1:7001"
     peer_addr = "127.0.0.1:17001"
     slots = "0-8191"
-    [security]        # optional (flags override)
-    secret_file = "/etc/storelab/cluster.key"   # the cluster bus's keys, like --secret-file
+    [security]        # optional; flags of the same names win
+    secret_file = "/etc/storelab/cluster.key"         # the cluster bus's keys, like --secret-file
+    admin_token_file = "/etc/storelab/admin.token"    # POST /cluster/... needs it
+    client_token_file = "/etc/storelab/client.token"  # /kv/ needs it
+    allowed_hosts = ["kv.example.internal"]           # more names the Host header may carry
+    max_clients = 1000             # client connections at once (default: from the fd limit)
+    head_timeout = 10.0            # seconds for a whole request head
+    max_buffered_bodies = 67108864 # bytes of request bodies buffered across connections
 """
 
 from __future__ import annotations
@@ -87,6 +95,7 @@ from typing import Any
 from kvcore.config import PEER_PORT_OFFSET, ClusterConfig, NodeConfig, parse_addr
 from kvcore.membership import SwimConfig
 from kvcore.tables import ConfigError, from_table, read_table
+from realnet.security import HttpSecurity, http_security_table, read_token
 
 log = logging.getLogger("realnet.settings")
 
@@ -148,6 +157,11 @@ class Settings:
     http_parser: str = "httptools"
     #: the secrets' files (``[security]``, ``--secret-file``)
     security: SecuritySettings = field(default_factory=lambda: SecuritySettings())
+    #: the HTTP side's [security] keys and flags (realnet.security)
+    http_security: HttpSecurity = field(default_factory=HttpSecurity)
+    #: the tokens read from their files (never shown: repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    client_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -309,8 +323,10 @@ def cluster_table(table: Mapping[str, Any] | None) -> tuple[ClusterConfig | None
 
 
 def security_table(table: Mapping[str, Any]) -> SecuritySettings:
-    """``[security]``: the files that hold secrets (their content is read by the node)."""
-    return from_table(SecuritySettings, table, "[security]")
+    """``[security]``'s bus keys: the files that hold the cluster's secrets (their content is read
+    by the node). The HTTP side's keys of the same table are read by :func:`http_security`."""
+    bus = {k: v for k, v in table.items() if k in SECURITY_KEYS}
+    return from_table(SecuritySettings, bus, "[security]")
 
 
 # --- flags over the file -----------------------------------------------------------------------
@@ -329,8 +345,12 @@ def load_settings(args: argparse.Namespace) -> Settings:
     )
     cluster, options = _collect(problems, (None, ClusterOptions()), cluster_table, tables["cluster"])
     security = _collect(problems, SecuritySettings(), security_table, tables["security"] or {})
+    sec, admin_token, client_token = http_security(args, tables["security"] or {}, problems)
     settings = merge(args, node_values, config, swim_preset, swim, cluster, options, problems)
-    return dataclasses.replace(settings, security=merge_security(args, security))
+    return dataclasses.replace(
+        settings, security=merge_security(args, security), http_security=sec,
+        admin_token=admin_token, client_token=client_token,
+    )
 
 
 def merge_security(args: argparse.Namespace, table: SecuritySettings) -> SecuritySettings:
@@ -339,6 +359,49 @@ def merge_security(args: argparse.Namespace, table: SecuritySettings) -> Securit
         k: getattr(args, k) for k in SECURITY_KEYS if getattr(args, k, None) is not None
     }
     return dataclasses.replace(table, **values) if values else table
+
+
+# --- the HTTP side of [security] (kept apart from the peer bus's secret_file) -------------------
+
+
+def http_security(
+    args: argparse.Namespace, table: Mapping[str, Any], problems: list[str]
+) -> tuple[HttpSecurity, str | None, str | None]:
+    """The HTTP side's ``[security]`` keys with their flags over them, and the two tokens read
+    from their files (:mod:`realnet.security`). Problems are appended as sentences."""
+    values, bad = http_security_table(table)
+    problems.extend(bad)
+    flags = {
+        "admin_token_file": getattr(args, "admin_token_file", None),
+        "client_token_file": getattr(args, "client_token_file", None),
+        "max_clients": getattr(args, "max_clients", None),
+        "head_timeout": getattr(args, "head_timeout", None),
+        "max_buffered_bodies": getattr(args, "max_buffered_bodies", None),
+    }
+    for key, flag in flags.items():
+        if flag is not None:
+            values[key] = flag
+    extra = getattr(args, "allowed_host", None)
+    if extra:
+        values["allowed_hosts"] = (*values.get("allowed_hosts", ()), *extra)
+    values = {k: v for k, v in values.items() if v is not None}
+    sec = HttpSecurity(**values)
+    if sec.max_clients < 0:
+        problems.append("--max-clients must be 0 (derived from the file-descriptor limit) or positive.")
+    if not sec.head_timeout > 0:
+        problems.append("--head-timeout must be a number of seconds above 0.")
+    if sec.max_buffered_bodies < 1024:
+        problems.append("--max-buffered-bodies must be at least 1024 bytes.")
+    tokens: list[str | None] = []
+    for path, what in ((sec.admin_token_file, "admin token"), (sec.client_token_file, "client token")):
+        token = None
+        if path is not None:
+            try:
+                token = read_token(path, what)
+            except ConfigError as e:
+                problems.extend(e.problems)
+        tokens.append(token)
+    return sec, tokens[0], tokens[1]
 
 
 def _collect(problems: list[str], default: Any, read: Callable[..., Any], *a: Any) -> Any:
@@ -525,6 +588,7 @@ __all__ = [
     "SecuritySettings",
     "Settings",
     "cluster_table",
+    "http_security",
     "load_settings",
     "merge",
     "node_table",

@@ -77,7 +77,7 @@ from realnet.outbound import CONNECTED as CONNECTED
 from realnet.outbound import CONNECTING, HTTP_WARN_EVERY, PeerLink, _fmt_addr, http_answer_warning
 from realnet.outbound import IDLE as IDLE
 from realnet.outbound import WARN_AFTER_FAILURES as WARN_AFTER_FAILURES
-from realnet.ratelog import RateLimitedLog
+from realnet.ratelog import RateLog
 from realnet.transportconfig import TransportConfig, TransportStats
 
 log = logging.getLogger("realnet.transport")
@@ -138,7 +138,8 @@ class PeerTransport:
         #: the cluster secret's keys (None: an open bus); :meth:`set_keyring` replaces it
         self.keyring = keyring
         #: every line that bad peer input can cause goes through here (bounded)
-        self.ratelog = RateLimitedLog(log, self.loop.time)
+        # a few lines per reason per minute (3 at once, then one every 20 s)
+        self.ratelog = RateLog(log, rate=1 / 20, burst=3, clock=self.loop.time)
         #: address -> when it was last reported as answering in HTTP (rate limit, bounded)
         self._http_warned: dict[str, float] = {}
         self.hello_payload = kvwire.pack(Hello(node_id=node_id, cluster=cluster_name))

@@ -123,6 +123,9 @@ class Migration:
         self.importing: dict[int, str] = {}
         #: keys of unacknowledged batches: frozen (try_again) until the target answers
         self.in_flight: dict[bytes, None] = {}
+        #: slot -> keys the target acknowledged since the slot began migrating (the abort guard,
+        #: kvcore.node.guards; kept in memory: after a restart the importer's guard still holds)
+        self.moved_out: dict[int, int] = {}
         self.batches: dict[int, _Batch] = {}
         self._next_batch = first_batch_id
         #: (src, batch id) of the batches stored here: a duplicate is acknowledged, not applied
@@ -141,6 +144,8 @@ class Migration:
         table = self.migrating if kind == MIGRATING else self.importing
         if peer is None:
             table.pop(slot, None)
+            if kind == MIGRATING:
+                self.moved_out.pop(slot, None)
         else:
             table[slot] = peer
         if self.config.durable:
@@ -340,6 +345,8 @@ class Migration:
         for k, _ in b.items:
             del self.in_flight[k]
             self.store.delete(k)
+        if b.slot in self.migrating:
+            self.moved_out[b.slot] = self.moved_out.get(b.slot, 0) + len(b.items)
         b.done(len(b.items), "")
 
     # --- the target side ---------------------------------------------------------------------

@@ -46,18 +46,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kvcore import errors
-from kvcore.bounds import epoch_problem
 from kvcore.config import ClusterConfig, NodeConfig
 from kvcore.dispatch import Dispatch, merge
 from kvcore.membership import Member, Membership, SwimConfig
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.metrics import NodeStats
+from kvcore.node import guards
 from kvcore.node.migration import DoneFn, Migration
 from kvcore.node.ownership import Ownership
 from kvcore.node.restore import remembers_a_cluster, restore
 from kvcore.node.routing import ReplyFn, Router
 from kvcore.runtime import Runtime
-from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges
+from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges, ranges_to_slots, slots_to_ranges
 from kvcore.states import STATES, MemberEvent, State
 from kvcore.store import LocalStore
 
@@ -105,6 +105,11 @@ class Node:
     ``info()``                 this node's view as plain data                nothing
     ``/cluster/info``
     =========================  ============================================  ============================================
+
+    ``assign_slots``, ``claim_slots`` and ``abort_migration`` also refuse (Conflict) what would
+    drop or orphan keys unless called with ``accept_loss=True``; :meth:`check_leave` is the
+    same guard for a process about to leave (:mod:`kvcore.node.guards`). Epochs are bounded to
+    0-2^63-1 (BadRequest).
 
     ``leave`` is not a node verb: SWIM's graceful leave is :meth:`Membership.leave`, and whether
     a process may leave (it owns slots and has live peers) is the realnet API's call, because
@@ -266,26 +271,37 @@ class Node:
             self.membership.set_slots("", 0)
         self.membership.join(seeds)
 
-    def assign_slots(self, ranges: str, epoch: int) -> None:
+    def assign_slots(self, ranges: str, epoch: int, accept_loss: bool = False) -> None:
         """Replace this node's slot claim by ``ranges`` at ``epoch`` (``cluster create``).
 
         Used on fresh nodes only; ``epoch`` must be above every epoch the node knows, so the
-        claim wins wherever it is heard.
+        claim wins wherever it is heard. Refused (Conflict, :mod:`kvcore.node.guards`) when it
+        would give up slots this node holds keys of, or take slots another member owns, unless
+        ``accept_loss``.
         """
-        _check_epoch(epoch)
+        guards.check_epoch(epoch)
         parsed = parse_ranges(ranges)
+        wanted = list(ranges_to_slots(parsed))
+        guards.check_dropping(self, wanted, accept_loss)
+        guards.check_taking(self, wanted, accept_loss)
         self.ownership.assign(self.id, parsed, epoch)
         self.membership.set_slots(format_ranges(parsed), epoch)
 
-    def claim_slots(self, ranges: str, epoch: int) -> None:
+    def claim_slots(self, ranges: str, epoch: int, accept_loss: bool = False) -> None:
         """Take ownership of ``ranges`` (a range string) at config ``epoch`` and advertise it.
 
         ``epoch`` must be above the current epoch of every slot in ``ranges`` (Conflict
         otherwise: the claim would not win everywhere). It spreads by gossip with our next
-        incarnation.
+        incarnation. A slot another member owns (and may hold keys of) is refused (Conflict)
+        unless ``accept_loss`` (:func:`kvcore.node.guards.check_taking`).
         """
-        _check_epoch(epoch)
+        guards.check_epoch(epoch)
         parsed = parse_ranges(ranges)
+        self.ownership.check_claim(self.id, parsed, epoch)
+        guards.check_taking(self, ranges_to_slots(parsed), accept_loss)
+        self._claim(parsed, epoch)
+
+    def _claim(self, parsed: list[tuple[int, int]], epoch: int) -> None:
         self.ownership.check_claim(self.id, parsed, epoch)
         mine = self.ownership.claim(self.id, parsed, epoch)
         self.membership.set_slots(mine, max(epoch, self.membership.me.epoch))
@@ -321,11 +337,13 @@ class Node:
         Redis: SETSLOT NODE on the target, which bumps its config epoch. The claim spreads by
         gossip; the source stops migrating when it hears it.
         """
+        guards.check_epoch(min_epoch, "min_epoch")
         epoch = self.migration.finish_import(slots, min_epoch)
-        self.claim_slots(format_ranges((s, s) for s in slots), epoch)
+        guards.check_epoch(epoch)  # one above MAX_ACCEPTED would be ignored by every peer
+        self._claim(parse_ranges(format_ranges((s, s) for s in slots)), epoch)
         return epoch
 
-    def abort_migration(self, slot: int, force: bool = False) -> None:
+    def abort_migration(self, slot: int, force: bool = False, accept_loss: bool = False) -> None:
         """Roll back an open migration of ``slot`` on this node (``fix``).
 
         On the importing side, the keys it received for a slot it does not own are dropped: the
@@ -333,8 +351,13 @@ class Node:
         slot would have to be finished, not aborted), and stale copies must never be served.
         The migrating side refuses while a batch is unacknowledged (its outcome is unknown),
         unless ``force``: for a target that is gone for good (left or forgotten), whose copies
-        can never be served, so unfreezing the batch's keys here is safe.
+        can never be served, so unfreezing the batch's keys here is safe. Refused (Conflict)
+        when the roll-back would drop or orphan keys that moved (the importer's copies of
+        acknowledged batches; the source's keys the target acknowledged), unless
+        ``accept_loss`` (:func:`kvcore.node.guards.check_abort`).
         """
+        if 0 <= slot <= MAX_SLOT:
+            guards.check_abort(self, slot, accept_loss)
         self.migration.abort(slot, force)
 
     def rollback_migration(self, slots: Iterable[int]) -> None:
@@ -355,7 +378,15 @@ class Node:
                     "(left or forgotten) is rolled back"
                 )
         for slot in wanted:
-            self.abort_migration(slot, force=True)
+            # the target is gone for good: what it acknowledged left with it
+            self.abort_migration(slot, force=True, accept_loss=True)
+
+    def check_leave(self, force: bool, accept_loss: bool, drains: bool = False) -> None:
+        """Refuse (Conflict) to leave while owning slots with live peers, unless ``force``;
+        while also holding keys, unless ``accept_loss`` (:func:`kvcore.node.guards.check_leave`).
+        ``drains``: the process moves its slots away before it leaves (realnet's auto-rebalance).
+        Leaving itself is not a node verb (see the class docstring)."""
+        guards.check_leave(self, force, accept_loss, drains)
 
     # --- views -------------------------------------------------------------------------------
 
@@ -389,14 +420,18 @@ class Node:
             "pending_forwards": len(self.router.pending),
             "migrating": {str(k): v for k, v in sorted(self.migrating.items())},
             "importing": {str(k): v for k, v in sorted(self.importing.items())},
+            # keys held for slots this node neither owns nor imports: nobody serves them
+            # (``verify`` reports them; issue 10's orphaned keys)
+            "stray": self.stray_keys(),
         }
 
-
-def _check_epoch(epoch: int) -> None:
-    """An operator's epoch must leave room below the wire's cap (kvcore.bounds)."""
-    problem = epoch_problem(epoch)
-    if problem is not None:
-        raise errors.BadRequest(problem[0].upper() + problem[1:] + ".")
+    def stray_keys(self) -> dict[str, Any]:
+        """``{"slots": RANGES, "keys": N}``: keys this node holds for slots it neither owns nor
+        imports, which no request reaches."""
+        owner = self.slot_map.owner
+        slots = [s for s in self.store.slots() if owner(s) != self.id and s not in self.importing]
+        return {"slots": format_ranges(slots_to_ranges(slots)),
+                "keys": sum(self.store.count_in_slot(s) for s in slots)}
 
 
 __all__ = ["Node"]

@@ -621,7 +621,7 @@ def test_claim_slots_takes_ownership_and_advertises_it_with_a_new_incarnation() 
     cluster = make_cluster()
     node, _rt = build(cluster=cluster)
     inc = node.membership.me.incarnation
-    node.claim_slots("6000-6099", epoch=5)
+    node.claim_slots("6000-6099", epoch=5, accept_loss=True)  # n2's slots: see test_node_admin
     assert node.slot_map.owner(6000) == "n1" and node.slot_map.epoch(6000) == 5
     assert node.membership.me.incarnation == inc + 1
     (alive,) = node.membership.broadcasts.take(10, 10)

@@ -121,12 +121,12 @@ def test_a_list_of_slots_is_checked_as_a_whole_before_any_is_marked() -> None:
 
 def test_a_claim_at_an_epoch_that_would_not_win_is_refused_and_changes_nothing() -> None:
     n, _ = node()
-    n.claim_slots(f"{THEIRS}-{THEIRS + 9}", 4)
+    n.claim_slots(f"{THEIRS}-{THEIRS + 9}", 4, accept_loss=True)
     inc = n.membership.me.incarnation
     assert refused(n.claim_slots, f"{THEIRS + 5}-{THEIRS + 20}", 4) == (
         "epoch 4 is not above epoch 4 that node n1 holds for one of these slots, so the claim would not win")
     assert n.membership.me.incarnation == inc and n.slot_map.owner(THEIRS + 20) == "n2"
-    n.claim_slots(f"{THEIRS + 5}-{THEIRS + 20}", 5)
+    n.claim_slots(f"{THEIRS + 5}-{THEIRS + 20}", 5, accept_loss=True)
     assert n.slot_map.owner(THEIRS + 20) == "n1"
 
 

@@ -65,7 +65,7 @@ def test_the_saved_map_wins_where_its_epoch_is_newer() -> None:
 def test_its_own_newer_claim_is_advertised_again() -> None:
     disk = MemoryStorage()
     first, _ = build("n1", disk)
-    first.claim_slots("15000-15009", 6)  # took ten slots of n2's, then crashed
+    first.claim_slots("15000-15009", 6, accept_loss=True)  # took ten slots of n2's, then crashed
     again, _ = build("n1", disk)
     assert again.membership.me.epoch == 6 and "15000-15009" in again.membership.me.slots
     assert again.slot_map.owner(15005) == "n1" and again.slot_map.epoch(15005) == 6
@@ -122,7 +122,7 @@ def _joined_node(disk: MemoryStorage) -> tuple[Node, FakeRuntime]:
         n.membership.apply(Alive(node=nid, incarnation=2, addr=f"127.0.0.1:{7001 + i}",
                                  peer_addr=f"127.0.0.1:{17001 + i}",
                                  slots="0-8191" if nid == "n1" else "8192-16383", epoch=3 + i))
-    n.claim_slots("100-199", 9)
+    n.claim_slots("100-199", 9, accept_loss=True)
     return n, rt
 
 

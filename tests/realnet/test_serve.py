@@ -45,7 +45,7 @@ def test_serve_binds_builds_runs_and_stops_cleanly(capsys: pytest.CaptureFixture
             await asyncio.sleep(0.01)
         # the HTTP port answers
         reader, writer = await asyncio.open_connection("127.0.0.1", sockets.http_port)
-        writer.write(b"GET /keys/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        writer.write(b"GET /keys/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         head = await asyncio.wait_for(reader.readline(), 5)
         writer.close()
         assert head.startswith(b"HTTP/1.1 404"), head

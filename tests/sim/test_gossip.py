@@ -157,7 +157,7 @@ def test_a_slot_map_change_reaches_every_node(seed: int) -> None:
     c = SimCluster(seed, 16)
     c.run(until=5.0)
     epoch = c.cluster_config.epoch + 1
-    c.node("n16").claim_slots("0-99,8000", epoch)
+    c.node("n16").claim_slots("0-99,8000", epoch, accept_loss=True)
 
     def same_maps(c: SimCluster) -> bool:
         maps = [c.node(nid).slot_map for nid in c.ids]

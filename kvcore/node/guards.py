@@ -1,0 +1,161 @@
+"""The admin door's loss guards: admin requests that would drop or orphan keys, refused.
+
+Theory of operation
+-------------------
+Some admin verbs are legitimate steps of a slot move and, asked at the wrong moment, lose data
+(issue 10: a claim of another node's slots left 92 of 300 keys answering 404 on every node; an
+abort on the importer after a batch was acknowledged deleted the only copy; a forced leave lost
+101 of 300 keys). Each such verb asks the functions here first; a request that would lose keys
+raises :class:`~kvcore.errors.Conflict` (409) with a sentence naming what would be lost, unless
+the request says it accepts the loss (``accept_loss``: the HTTP body's ``"accept_loss": true``,
+``storelab cluster fix --accept-loss``, a sim verb's argument). What the node can know is its
+own view, so each guard is about what this node holds or sees:
+
+- **claiming or assigning a slot another member owns** (:func:`check_taking`): the owner's keys
+  of that slot would answer 404 everywhere. Allowed when the owner is this node, nobody, a
+  member it holds *left*, or one it no longer knows (its keys left with it); a slot this node
+  itself already claims (a same-epoch collision that ``fix`` settles by claiming again) too.
+- **assigning away slots this node holds keys of** (:func:`check_dropping`): ``assign``
+  replaces the node's claim; keys of slots it gives up would be served by nobody.
+- **aborting a migration whose keys moved** (:func:`check_abort`): on the importer, the keys it
+  holds for a slot it does not own may be the only copy (the source deletes a key once its
+  batch is acknowledged); on the source, keys already acknowledged by the target would be
+  orphaned there while the source serves the slot without them.
+- **leaving with keys** (:func:`check_leave`): a node that owns slots, has live peers and holds
+  keys loses them all by leaving; ``force`` used to be enough, now only ``accept_loss`` is.
+
+Epochs an operator gives are bounded too (:func:`check_epoch`): ``0 <= epoch <= MAX_ACCEPTED``
+(int64 less a margin, :mod:`kvcore.bounds`), so that every epoch a node holds can be sent on and one above it still fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from kvcore import errors
+from kvcore.bounds import MARGIN, MAX_ACCEPTED
+from kvcore.slots import (
+    SlotRangeError,
+    format_ranges,
+    parse_ranges,
+    ranges_to_slots,
+    slots_to_ranges,
+)
+from kvcore.states import State
+
+if TYPE_CHECKING:
+    from kvcore.node.node import Node
+
+_ACCEPT = "send accept_loss to do it anyway and lose them"
+
+
+def _fmt(slots: Iterable[int]) -> str:
+    return format_ranges(slots_to_ranges(sorted(slots)))
+
+
+def check_epoch(epoch: int, name: str = "epoch") -> None:
+    """BadRequest unless ``0 <= epoch <= MAX_ACCEPTED`` (:mod:`kvcore.bounds`: a signed 64-bit
+    integer less a margin, so that every epoch a node holds can be sent on and one above it fits)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_ACCEPTED:
+        raise errors.BadRequest(
+            f"{name} {epoch!r} is out of range: epochs are 0..{MAX_ACCEPTED} "
+            f"(a signed 64-bit integer less a margin of {MARGIN}, kvcore.bounds)"
+        )
+
+
+def check_taking(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
+    """Conflict when claiming ``slots`` would take slots another member may hold keys of."""
+    if accept_loss:
+        return
+    sm = node.slot_map
+    claimed = _own_claim(node)
+    taken: dict[str, list[int]] = {}
+    for s in slots:
+        owner = sm.owner(s)
+        if owner is None or owner == node.id or s in claimed:
+            continue
+        state = node.membership.state_of(owner)
+        if state is None or state == State.LEFT:
+            continue  # gone for good: its keys left with it
+        taken.setdefault(owner, []).append(s)
+    if taken:
+        owner, lost = sorted(taken.items())[0]
+        state = node.membership.state_of(owner)
+        raise errors.Conflict(
+            f"slot{'s' if len(lost) > 1 else ''} {_fmt(lost)} {'are' if len(lost) > 1 else 'is'} owned by "
+            f"{owner} ({state}) in node {node.id}'s map: claiming them would orphan the keys {owner} holds "
+            f"for them; move them with reshard, or {_ACCEPT}"
+        )
+
+
+def check_dropping(node: Node, keep: Iterable[int], accept_loss: bool) -> None:
+    """Conflict when replacing this node's claim by ``keep`` gives up slots it holds keys of."""
+    if accept_loss:
+        return
+    kept = set(keep)
+    owner = node.slot_map.owner
+    dropped = [s for s in node.store.slots() if s not in kept and owner(s) == node.id]
+    if dropped:
+        n = sum(node.store.count_in_slot(s) for s in dropped)
+        raise errors.Conflict(
+            f"node {node.id} holds {n} keys of slots {_fmt(dropped)} that this claim gives up; "
+            f"nobody would serve them: move them first, or {_ACCEPT}"
+        )
+
+
+def check_abort(node: Node, slot: int, accept_loss: bool) -> None:
+    """Conflict when rolling back the open marks of ``slot`` would drop or orphan keys."""
+    if accept_loss:
+        return
+    mig = node.migration
+    mine = node.slot_map.owner(slot) == node.id
+    if slot in mig.importing and not mine:
+        held = node.store.count_in_slot(slot)
+        if held:
+            raise errors.Conflict(
+                f"node {node.id} holds {held} keys of slot {slot} imported from {mig.importing[slot]}, "
+                "which deleted them once they were acknowledged: aborting would delete the only copy; "
+                f"finish the import (storelab cluster fix), or {_ACCEPT}"
+            )
+    if slot in mig.migrating and mine:
+        moved = mig.moved_out.get(slot, 0)
+        if moved:
+            raise errors.Conflict(
+                f"{moved} keys of slot {slot} already moved from node {node.id} to {mig.migrating[slot]}: "
+                "aborting would orphan them there while this node serves the slot without them; "
+                f"finish the migration (storelab cluster fix), or {_ACCEPT}"
+            )
+
+
+def check_leave(node: Node, force: bool, accept_loss: bool, drains: bool) -> None:
+    """Conflict when leaving would lose this node's keys (see the module docstring)."""
+    owned = node.slot_map.slot_counts().get(node.id, 0)
+    if not owned or not node.membership.live_members() or drains:
+        return
+    keys = node.store.count()
+    if not force and not accept_loss:
+        raise errors.Conflict(
+            f"node {node.id} owns {owned} slots; move them to other nodes first "
+            "(storelab cluster remove-node), or send {\"force\": true} to leave anyway"
+            + (" (with accept_loss: it holds keys)" if keys else "")
+        )
+    if keys and not accept_loss:
+        raise errors.Conflict(
+            f"node {node.id} owns {owned} slots and holds {keys} keys, which leaving would lose; move "
+            f"its slots first (storelab cluster remove-node), or {_ACCEPT}"
+        )
+
+
+def _own_claim(node: Node) -> set[int]:
+    """The slots this node advertises as its own claim (what others route to it)."""
+    text = node.membership.me.slots
+    if not text:
+        return set()
+    try:
+        return set(ranges_to_slots(parse_ranges(text)))
+    except SlotRangeError:
+        return set()
+
+
+__all__ = ["check_abort", "check_dropping", "check_epoch", "check_leave", "check_taking"]

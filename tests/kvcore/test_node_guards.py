@@ -1,0 +1,177 @@
+"""The admin door's loss guards (kvcore.node.guards): each admin sequence issue 10 found losing
+keys is refused on the node, with nothing changed, unless the request accepts the loss; and the
+epochs an operator gives are bounded to int64."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kvcore import errors
+from kvcore.bounds import MAX_ACCEPTED
+from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
+from kvcore.messages import Dead, MigrateAck, MigrateKeys
+from kvcore.node import Node
+from kvcore.runtime import FakeRuntime
+from kvcore.slots import MAX_EPOCH, even_split, key_slot
+
+IDS = ["n1", "n2"]
+SPLIT = even_split(IDS)
+CLUSTER = ClusterConfig(
+    tuple(NodeSpec(n, f"127.0.0.1:{7001 + i}", f"127.0.0.1:{17001 + i}", tuple(SPLIT[n]))
+          for i, n in enumerate(IDS)), 1)
+KEY = b"{a}x"
+SLOT = key_slot(KEY)  # owned by n2
+MINE = SPLIT["n1"][0][0]
+
+
+def pair() -> tuple[Node, FakeRuntime, Node, FakeRuntime]:
+    """n1 (the importer) and n2 (the owner of SLOT, holding KEY)."""
+    r1, r2 = FakeRuntime("n1", seed=1), FakeRuntime("n2", seed=2)
+    n1, n2 = Node(r1, NodeConfig(), CLUSTER), Node(r2, NodeConfig(), CLUSTER)
+    n1.start()
+    n2.start()
+    n2.store.set(KEY, b"v")
+    assert n2.slot_map.owner(SLOT) == "n2"
+    return n1, r1, n2, r2
+
+
+def deliver(rt: FakeRuntime, to: Node, src: str, kind: type) -> None:
+    for _dst, msg in rt.take_sent():
+        if isinstance(msg, kind):
+            to.on_message(src, msg)
+
+
+def refused(fn: Any, *args: Any, **kw: Any) -> str:
+    with pytest.raises(errors.Conflict) as e:
+        fn(*args, **kw)
+    return e.value.message
+
+
+def moved_one_batch() -> tuple[Node, Node]:
+    """import, migrate, move-keys acknowledged: KEY lives on n1 only, SLOT still n2's."""
+    n1, r1, n2, r2 = pair()
+    n1.begin_import(SLOT, "n2")
+    n2.begin_migrate(SLOT, "n1")
+    results: list[tuple[int, str]] = []
+    n2.migrate_keys(SLOT, 10, lambda moved, err: results.append((moved, err)))
+    deliver(r2, n1, "n2", MigrateKeys)
+    deliver(r1, n2, "n1", MigrateAck)
+    assert results == [(1, "")]
+    assert n1.store.get(KEY) == b"v" and n2.store.get(KEY) is None
+    return n1, n2
+
+
+# --- claims ----------------------------------------------------------------------------------
+
+
+def test_claiming_a_slot_another_live_member_owns_is_refused_unless_the_loss_is_accepted() -> None:
+    n1, _, _n2, _ = pair()
+    msg = refused(n1.claim_slots, str(SLOT), 5)
+    assert f"slot {SLOT} is owned by n2 (alive)" in msg and "accept_loss" in msg
+    assert n1.slot_map.owner(SLOT) == "n2" and n1.slot_map.epoch(SLOT) == 1
+    n1.claim_slots(str(SLOT), 5, accept_loss=True)
+    assert n1.slot_map.owner(SLOT) == "n1"
+
+
+def test_claiming_the_slots_of_a_member_that_left_needs_no_acceptance() -> None:
+    n1, _, _, _ = pair()
+    n1.membership.apply(Dead(node="n2", incarnation=5, source="n2"))  # n2 leaves
+    assert n1.membership.state_of("n2") == "left"
+    n1.claim_slots(str(SLOT), 5)
+    assert n1.slot_map.owner(SLOT) == "n1"
+
+
+def test_assigning_away_slots_this_node_holds_keys_of_is_refused() -> None:
+    _, _, n2, _ = pair()
+    mine = SPLIT["n2"][0]
+    msg = refused(n2.assign_slots, f"{mine[0]}-{mine[0] + 9}", 9)
+    assert "holds 1 keys" in msg and str(SLOT) in msg
+    assert n2.slot_map.owner(SLOT) == "n2"
+    n2.assign_slots(f"{mine[0]}-{mine[0] + 9}", 9, accept_loss=True)
+    assert n2.slot_map.owner(SLOT) is None or n2.slot_map.owner(SLOT) != "n2"
+
+
+# --- import, migrate, move-keys, abort --------------------------------------------------------
+
+
+def test_aborting_the_import_after_a_batch_was_acknowledged_is_refused_and_keeps_the_only_copy() -> None:
+    n1, _n2 = moved_one_batch()
+    msg = refused(n1.abort_migration, SLOT)
+    assert "only copy" in msg
+    assert n1.store.get(KEY) == b"v" and n1.importing == {SLOT: "n2"}
+    # the sequence still finishes: the key is served by its new owner
+    n1.finish_import([SLOT])
+    assert n1.slot_map.owner(SLOT) == "n1" and n1.store.get(KEY) == b"v"
+
+
+def test_aborting_the_source_after_keys_moved_is_refused_it_would_orphan_them() -> None:
+    _n1, n2 = moved_one_batch()
+    msg = refused(n2.abort_migration, SLOT)
+    assert "1 keys of slot" in msg and "orphan" in msg
+    assert n2.migrating == {SLOT: "n1"}
+    n2.abort_migration(SLOT, accept_loss=True)
+    assert n2.migrating == {}
+
+
+def test_aborting_with_accept_loss_drops_the_copies_as_before() -> None:
+    n1, _ = moved_one_batch()
+    n1.abort_migration(SLOT, accept_loss=True)
+    assert n1.store.get(KEY) is None and n1.importing == {}
+
+
+def test_aborting_an_import_that_received_nothing_needs_no_acceptance() -> None:
+    n1, _, _, _ = pair()
+    n1.begin_import(SLOT, "n2")
+    n1.abort_migration(SLOT)
+    assert n1.importing == {}
+
+
+# --- leaving ----------------------------------------------------------------------------------
+
+
+def test_a_forced_leave_with_keys_needs_accept_loss_and_without_keys_force_is_enough() -> None:
+    _, _, n2, _ = pair()
+    assert "force" in refused(n2.check_leave, False, False)
+    msg = refused(n2.check_leave, True, False)
+    assert "holds 1 keys" in msg and "accept_loss" in msg
+    n2.check_leave(True, True)
+    n2.store.delete(KEY)
+    n2.check_leave(True, False)
+    n2.check_leave(False, False, drains=True)
+
+
+# --- epochs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epoch", [MAX_ACCEPTED + 1, MAX_EPOCH, MAX_EPOCH + 1, 2**64, 2**64 - 1, -1])
+def test_an_epoch_outside_int64_is_refused_by_claim_and_assign(epoch: int) -> None:
+    n1, _, _, _ = pair()
+    with pytest.raises(errors.BadRequest, match="out of range"):
+        n1.claim_slots(str(MINE), epoch)
+    with pytest.raises(errors.BadRequest, match="out of range"):
+        n1.assign_slots(str(MINE), epoch)
+    assert n1.slot_map.epoch(MINE) == 1
+
+
+def test_the_largest_epoch_is_accepted_and_nothing_can_be_finished_above_it() -> None:
+    n1, _, _, _ = pair()
+    n1.claim_slots(str(MINE), MAX_ACCEPTED)
+    assert n1.slot_map.epoch(MINE) == MAX_ACCEPTED
+    n1.begin_import(SLOT, "n2")
+    with pytest.raises(errors.Conflict, match="largest accepted"):
+        n1.finish_import([SLOT])
+    assert n1.slot_map.owner(SLOT) == "n2"
+
+
+# --- what verify reads ------------------------------------------------------------------------
+
+
+def test_info_reports_keys_held_for_slots_the_node_does_not_own() -> None:
+    n1, _, n2, _ = pair()
+    assert n2.info()["stray"] == {"slots": "", "keys": 0}
+    n1.store.set(KEY, b"stale")  # n1 holds a key of n2's slot, not importing it
+    assert n1.info()["stray"] == {"slots": str(SLOT), "keys": 1}
+    n1.begin_import(SLOT, "n2")  # importing: expected, not stray
+    assert n1.info()["stray"]["keys"] == 0

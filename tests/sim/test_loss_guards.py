@@ -1,0 +1,34 @@
+"""The sim refuses what realnet refuses (issue 10): the loss guards live in the node, so a sim
+verb or a scenario calling the admin door directly gets the same Conflict, with the data intact,
+unless it accepts the loss."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvcore import errors
+from kvcore.messages import Put
+from kvcore.slots import key_slot
+from sim.cluster import SimCluster
+
+
+def test_a_claim_of_another_nodes_slot_with_keys_is_refused_in_the_sim_too() -> None:
+    c = SimCluster(3, 3)
+    c.run(until=5.0)
+    n1 = c.node("n1")
+    owner = n1.slot_map.owner(key_slot(b"k"))
+    holder = c.node(owner)
+    replies = []
+    holder.on_client_request(Put(key=b"k", value=b"v"), replies.append)
+    assert replies and not replies[0].error
+    thief = c.node(next(nid for nid in c.ids if nid != owner))
+    slot = key_slot(b"k")
+    epoch = thief.slot_map.max_epoch() + 1
+    with pytest.raises(errors.Conflict, match=f"owned by {owner}"):
+        thief.claim_slots(str(slot), epoch)
+    c.run(until=8.0)
+    assert all(c.node(nid).slot_map.owner(slot) == owner for nid in c.ids)
+    assert holder.store.get(b"k") == b"v"
+    thief.claim_slots(str(slot), epoch, accept_loss=True)  # a scenario that means it
+    c.run(until=12.0)
+    assert all(c.node(nid).slot_map.owner(slot) == thief.id for nid in c.ids)
