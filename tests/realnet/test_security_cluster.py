@@ -1,10 +1,12 @@
-"""A real 3-node cluster with an admin token (issue 10): ``storelab cluster`` end to end with
+"""A real 3-node cluster with a cluster secret and an admin token (issue 10): ``storelab cluster``
+end to end with
 the token from the environment and from a file, a clear refusal without it, and each admin
 sequence the issue found losing keys refused over HTTP (data intact) unless it accepts the loss;
 ``verify`` then reports the keys a node holds for slots it does not own."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import subprocess
@@ -30,11 +32,16 @@ def storelab(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> 
                           env={**environ, **(env or {})})
 
 
-def test_a_cluster_with_an_admin_token_end_to_end_and_the_loss_guards(launcher: Launcher, tmp_path: Path) -> None:
+def test_a_cluster_with_a_secret_and_an_admin_token_end_to_end_and_the_loss_guards(
+    launcher: Launcher, tmp_path: Path
+) -> None:
     token = secrets.token_urlsafe(32)
     path = tmp_path / "admin.token"
     path.write_text(token + "\n")
-    a, b, c = start(launcher, ["a", "b", "c"], extra=["--admin-token-file", str(path)])
+    secret = tmp_path / "cluster.key"  # the bus authenticated too: the CLI's moves cross it
+    secret.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    a, b, c = start(launcher, ["a", "b", "c"],
+                    extra=["--admin-token-file", str(path), "--secret-file", str(secret)])
     auth = {"Authorization": f"Bearer {token}"}
 
     # without the token: a clear sentence and exit status 2, and nothing changed
@@ -51,6 +58,7 @@ def test_a_cluster_with_an_admin_token_end_to_end_and_the_loss_guards(launcher: 
     # with it: from the environment, then from a file
     r = storelab("create", a.addr, b.addr, c.addr, "--yes", env={"STORELAB_ADMIN_TOKEN": token})
     assert r.returncode == 0, r.stderr
+    assert all(n.info()["transport"]["bus"]["authenticated"] for n in (a, b, c))
     r = storelab("verify", a.addr, "--token-file", str(path))
     assert r.returncode == 0 and "OK:" in r.stdout, r.stdout + r.stderr
 
