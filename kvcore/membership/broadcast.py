@@ -34,6 +34,9 @@ class BroadcastQueue:
     def __init__(self) -> None:
         self._levels: list[dict[str, Update]] = [{}]
         self._where: dict[str, int] = {}
+        #: member -> the level of its queued update: empty exactly when nothing is queued (read
+        #: on every message, so tested as a dict rather than through ``len(queue)``)
+        self.queued = self._where
 
     def __len__(self) -> int:
         return len(self._where)

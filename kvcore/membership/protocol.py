@@ -192,11 +192,10 @@ class Membership(Probing, Suspicions, AntiEntropy):
 
     def _share_static(self, members: Sequence[tuple[str, str, str, str, int]]) -> None:
         view = static_view(members, self.rt.now())
-        for nid, _addr, _peer, slots, epoch in members:
-            if nid == self.id:
-                self.me.slots, self.me.epoch = slots, epoch
-                self._emit(MemberEvent.UPDATE, self.me)
-                break
+        mine = view.records.get(self.id)
+        if mine is not None:
+            self.me.slots, self.me.epoch = mine.slots, mine.epoch
+            self._emit(MemberEvent.UPDATE, self.me)
         self.members.set_base(view)
         # every static member is alive: the live pool is the view's ids without ourselves
         self._live_ids = SortedIds(view.ids, hide=self.id)
@@ -502,7 +501,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
     # --- dissemination (SWIM §4.1) -----------------------------------------------------------
 
     def _piggyback(self) -> tuple[Update, ...]:
-        if not len(self.broadcasts):
+        if not self.broadcasts.queued:
             return ()
         limit = retransmit_limit(self.config.retransmit_mult, max(1, self.num_live()))
         return tuple(self.broadcasts.take(self.config.max_piggyback, limit))
@@ -552,8 +551,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def _gossip_tick(self) -> None:
         if not self.running:
             return
-        self._after("gossip", self.config.gossip_interval, self._gossip_tick)
-        if not len(self.broadcasts):
+        self._timers["gossip"] = self.rt.call_later(self.config.gossip_interval, self._gossip_tick)
+        if not self.broadcasts.queued:
             return
         for nid in self._gossip_targets(self.config.gossip_nodes):
             updates = self._piggyback()

@@ -122,7 +122,11 @@ class AntiEntropy:
         them, and the sim without a codec delivers them as sent) is an alive member at an
         incarnation we hold already, which the rules skip: skipped without a look-up."""
         known = self.members
-        if len(ours) != len(members):
+        if members is ours:
+            # the very tuple we hold: only what is not alive can teach us anything
+            members = [s for s in members if s.state != ALIVE]
+            ours = ()
+        elif len(ours) != len(members):
             ours = ()
         for i, s in enumerate(members):
             if ours and s is ours[i] and s.state == ALIVE:
