@@ -254,12 +254,11 @@ class SortedIds(Sequence[str]):
         items, skip = self._items, self._skip
         return list(items) if skip < 0 else items[:skip] + items[skip + 1:]
 
-    def snapshot(self) -> list[str]:
-        """The ids as a list that stays as it is (shared with this pool until either changes)."""
-        if self._skip >= 0:
-            self._own()
+    def snapshot(self) -> tuple[list[str], int]:
+        """The ids as they are now, as (a list that stays as it is, the index of the one entry of
+        it to pass over or -1): shared with this pool until the pool changes (then it copies)."""
         self._shared = True
-        return self._items
+        return self._items, self._skip
 
     def _own(self) -> None:
         self._items = self.to_list()
@@ -289,7 +288,10 @@ class SortedIds(Sequence[str]):
 
 
 class LazyRound:
-    """A uniform random order of ``pool`` (a list that must not change), drawn as it is walked.
+    """A uniform random order of a pool, drawn as it is walked.
+
+    The pool is a :meth:`SortedIds.snapshot`: a list that must not change and the index of an
+    entry of it to pass over (-1: none), so that no node copies a shared list for its round.
 
     Fisher-Yates from the front: position i takes the item at a random position in i..n-1, which
     is swapped into place; only swapped positions are remembered. Members that join during the
@@ -297,23 +299,24 @@ class LazyRound:
     pick is uniform over everything not yet visited, late ones included.
     """
 
-    __slots__ = ("_moved", "_pos", "late", "pool")
+    __slots__ = ("_moved", "_n", "_pos", "_skip", "late", "pool")
 
-    def __init__(self, pool: list[str]) -> None:
-        self.pool = pool
+    def __init__(self, snapshot: tuple[list[str], int]) -> None:
+        self.pool, self._skip = snapshot
+        self._n = len(self.pool) - (self._skip >= 0)
         self._pos = 0
         self._moved: dict[int, int] = {}
         self.late: list[str] = []
 
     def remaining(self) -> int:
-        return len(self.pool) - self._pos + len(self.late)
+        return self._n - self._pos + len(self.late)
 
     def insert(self, node: str) -> None:
         self.late.append(node)
 
     def next(self, rng: random.Random) -> str | None:
         """The next member of the round, or None when it is over."""
-        left = len(self.pool) - self._pos
+        left = self._n - self._pos
         total = left + len(self.late)
         if total <= 0:
             return None
@@ -329,7 +332,8 @@ class LazyRound:
         else:
             moved.pop(i, None)
         self._pos = i + 1
-        return self.pool[at_j]
+        skip = self._skip
+        return self.pool[at_j if skip < 0 or at_j < skip else at_j + 1]
 
 
 __all__ = ["LazyRound", "MemberTable", "SortedIds", "StaticView", "static_view"]
