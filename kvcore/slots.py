@@ -191,6 +191,14 @@ class SlotMap:
         touched = False  # an epoch-only change is a change too (it decides later claims)
         owners, epochs = self._owners, self._epochs
         for lo, hi in ranges:
+            if hi > lo and max(epochs[lo:hi + 1]) < epoch:
+                # the claim wins the whole range (the common case): set it in slices
+                owners, epochs = self._writable()
+                changed += hi + 1 - lo - owners[lo:hi + 1].count(node_id)
+                owners[lo:hi + 1] = [node_id] * (hi + 1 - lo)
+                epochs[lo:hi + 1] = [epoch] * (hi + 1 - lo)
+                touched = True
+                continue
             for s in range(lo, hi + 1):
                 if epoch > epochs[s]:
                     if self._shared:

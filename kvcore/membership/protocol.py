@@ -166,6 +166,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
                                   self._malformed)
         self._apply = Dispatch({cls: _update_handler(getattr(self, name))
                                 for cls, name in self.UPDATE_HANDLERS.items()}, self._malformed)
+        self._update_fns: dict[type, Callable[[Any], None]] = {
+            cls: getattr(self, name) for cls, name in self.UPDATE_HANDLERS.items()}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -357,8 +359,22 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._apply(self.id, u)  # the src slot is unused: see _update_handler
 
     def _apply_all(self, updates: Iterable[Update]) -> None:
+        # the update table's handlers, called straight (one call less per update than _apply);
+        # an Alive we hold already (the bulk of what gossip brings) is skipped here, as
+        # _on_alive would, without a call
+        fns = self._update_fns
+        get = self.members.fast_get
+        me = self.id
         for u in updates:
-            self._apply(self.id, u)
+            if type(u) is Alive and u.node != me:
+                m = get(u.node)
+                if m is not None and m.state is ALIVE and u.incarnation <= m.incarnation:
+                    continue
+            fn = fns.get(type(u))
+            if fn is None:
+                self._malformed(self.id, u)
+            else:
+                fn(u)
 
     def _on_gossip(self, src: str, msg: Gossip) -> None:
         self._apply_all(msg.updates)
@@ -378,6 +394,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
                 self._refute(a.incarnation)
             return
         m = self.members.get(a.node)
+        if m is not None and m.state is ALIVE and a.incarnation <= m.incarnation:
+            return  # news we hold already (the common case): overrides() would say no
         if m is None:
             self._count("learned")
             self.broadcasts.queue(a)

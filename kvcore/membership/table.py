@@ -31,7 +31,7 @@ generator it is given.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, overload
 
 from kvcore.membership.member import ALIVE, Member
@@ -85,7 +85,7 @@ def static_view(members: Sequence[tuple[str, str, str, str, int]], now: float) -
 class MemberTable(Mapping[str, Member]):
     """A node's members: a shared base (read only) under the node's own records (copy on write)."""
 
-    __slots__ = ("_base", "_len", "_own", "view")
+    __slots__ = ("_base", "_len", "_own", "fast_get", "view")
 
     def __init__(self) -> None:
         self.view: StaticView | None = None
@@ -93,6 +93,9 @@ class MemberTable(Mapping[str, Member]):
         #: this node's records; None hides a base record (removed here)
         self._own: dict[str, Member | None] = {}
         self._len = 0
+        #: ``get(key)`` at its fastest: the own dict's own ``get`` while there is no base (a
+        #: node that joined holds every record itself), else :meth:`get`
+        self.fast_get: Callable[[str], Member | None] = self._own.get
 
     def set_base(self, view: StaticView) -> None:
         """Share ``view``'s records; only while this table holds nothing but what is in it."""
@@ -101,6 +104,7 @@ class MemberTable(Mapping[str, Member]):
         self.view = view
         self._base = view.records
         self._len = len(view.records)
+        self.fast_get = self.get
 
     def is_shared(self, node: str) -> bool:
         """True when this table reads ``node``'s record from the shared base."""
