@@ -112,7 +112,8 @@ def main() -> None:
     print(f"{'nodes':>6} {'last join s':>12} {'complete at s':>14} {'views':>11} {'wall s':>7} {'cpu s':>6} "
           f"{'events':>10} {'peak MB':>8} {'ratio':>6}")
     done = r["all_views_complete_at_s"]
-    print(f"{r['nodes']:>6} {r['last_join_at_s']:>12.2f} {('%.1f' % done) if done is not None else 'never':>14} "
+    at = f"{done:.1f}" if done is not None else "never"
+    print(f"{r['nodes']:>6} {r['last_join_at_s']:>12.2f} {at:>14} "
           f"{r['views_complete']:>5}/{r['cluster_size']:<5} {r['wall_s']:>7.2f} {r['cpu_s']:>6.2f} "
           f"{r['events']:>10,} {r['peak_mb']:>8} {r['ratio_vs_raw_simpy']:>6.3f}")
     print(json.dumps({"benchmark": "join_scale", "seed": args.seed, "python": sys.version.split()[0],
