@@ -9,6 +9,10 @@ state), as ``storelab cluster add-node`` grows a real cluster. The run goes on u
 view holds every member (``len(node.membership.members)`` is the cluster's size on every node,
 checked every ``--check-every`` simulated seconds), or ``--deadline`` simulated seconds.
 
+The cluster grows inside the run, so the garbage collector is frozen at every view check
+(``gc.freeze``: what exists by then is long-lived and need not be rescanned; ``--no-gc-freeze``
+lets it rescan everything, slower), as ``gossip_scale.py`` freezes it once after its build.
+
 It reports the simulated time at which the last join was started and at which every view was
 complete, the wall and CPU seconds of the whole run (build included: the cluster grows inside
 the run), the SimPy steps taken, messages by kind, the peak memory, and the ratio of the run's
@@ -26,6 +30,7 @@ from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -49,7 +54,8 @@ def complete_views(cluster: Any, size: int) -> int:
     return sum(1 for node in cluster.nodes() if len(node.membership.members) == size)
 
 
-def run(nodes: int, seeds: int, spacing: float, seed: int, check_every: float, deadline: float) -> dict[str, Any]:
+def run(nodes: int, seeds: int, spacing: float, seed: int, check_every: float, deadline: float,
+        freeze: bool = True) -> dict[str, Any]:
     from kvcore.membership import SwimConfig
     from sim.cluster import SimCluster
 
@@ -65,6 +71,8 @@ def run(nodes: int, seeds: int, spacing: float, seed: int, check_every: float, d
     converged: float | None = None
     while cluster.now < deadline:
         cluster.run(until=cluster.now + check_every)
+        if freeze:
+            gc.freeze()
         if cluster.now >= last_join and complete_views(cluster, size) == size:
             converged = cluster.now
             break
@@ -75,6 +83,8 @@ def run(nodes: int, seeds: int, spacing: float, seed: int, check_every: float, d
     complete = complete_views(cluster, size)
     peak = _peak_rss() - rss0
     del cluster
+    gc.unfreeze()
+    gc.collect()
     base = raw_simpy(events=max(steps, 1_000_000), pending=max(1, pending))
     rate = steps / cpu if cpu > 0 else 0.0
     return {
@@ -94,6 +104,7 @@ def run(nodes: int, seeds: int, spacing: float, seed: int, check_every: float, d
         "peak_mb": round(peak / 2**20),
         "raw_simpy_events_per_s": round(base),
         "ratio_vs_raw_simpy": round(rate / base, 3) if base else 0.0,
+        "gc_frozen": freeze,
     }
 
 
@@ -105,8 +116,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--check-every", type=float, default=0.5, help="simulated seconds between view checks")
     p.add_argument("--deadline", type=float, default=300.0, help="give up after this many simulated seconds")
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="let the garbage collector rescan the growing cluster (slower)")
     args = p.parse_args()
-    r = run(args.nodes, args.seeds, args.spacing, args.seed, args.check_every, args.deadline)
+    r = run(args.nodes, args.seeds, args.spacing, args.seed, args.check_every, args.deadline,
+            not args.no_gc_freeze)
     print(f"{args.nodes} nodes join a {args.seeds}-node cluster one by one, {args.spacing:g} s apart "
           f"(LAN preset, codec off), seed {args.seed}")
     print(f"{'nodes':>6} {'last join s':>12} {'complete at s':>14} {'views':>11} {'wall s':>7} {'cpu s':>6} "
