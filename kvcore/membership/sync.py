@@ -123,7 +123,10 @@ class AntiEntropy:
         incarnation we hold already, which the rules skip: skipped without a look-up."""
         known = self.members
         if members is ours:
-            # the very tuple we hold: only what is not alive can teach us anything
+            # the very tuple we hold: only what is not alive can teach us anything, and the
+            # shared static view's own tuple holds nothing but alive members
+            if self.members.is_view_states(ours):
+                return
             members = [s for s in members if s.state != ALIVE]
             ours = ()
         elif len(ours) != len(members):

@@ -147,9 +147,11 @@ class MemberTable(Mapping[str, Member]):
     # --- writing -----------------------------------------------------------------------------
 
     def __setitem__(self, key: str, m: Member) -> None:
-        if key not in self:
+        own = self._own
+        held = own.get(key, _MISS)
+        if held is None or (held is _MISS and key not in self._base):
             self._len += 1
-        self._own[key] = m
+        own[key] = m
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
@@ -172,12 +174,17 @@ class MemberTable(Mapping[str, Member]):
             raise KeyError(key)
         return m  # type: ignore[return-value]
 
+    def is_view_states(self, states: Sequence[MemberState]) -> bool:
+        """True when ``states`` is the shared view's own tuple (every member in it alive)."""
+        return self.view is not None and states is self.view._states
+
     def states(self) -> tuple[MemberState, ...]:
         """Every member's MemberState in id order: the shared view's own tuple when nothing this
         node holds differs from it (what push-pull sends, shared by every such node)."""
         view = self.view
         if view is None:
-            return tuple(self[k].to_state() for k in sorted(self))
+            own: dict[str, Member] = self._own  # type: ignore[assignment]  # no base: no None
+            return tuple([own[k].to_state() for k in sorted(own)])
         base_states = view.states()
         index = view.index
         changed: list[tuple[int, MemberState | None]] = []
