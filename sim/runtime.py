@@ -17,7 +17,7 @@ from simpy.events import NORMAL
 
 from kvcore.runtime import Storage
 from sim.network import SimNetwork
-from sim.trace import Trace
+from sim.trace import CHUNK, Trace
 
 
 class SimTimer(list):  # type: ignore[type-arg]
@@ -45,9 +45,10 @@ def _fire(t: SimTimer) -> None:
     if cancelled or not rt.alive:
         return
     t[2] = True
-    trace = rt.trace
-    trace.record((rt.env._now, "timer", rt.node_id))
-    trace.maybe_flush()
+    batch = rt._batch
+    batch.append((rt.env._now, "timer", rt.node_id))
+    if len(batch) >= CHUNK:
+        rt.trace.maybe_flush()
     fn()
 
 
@@ -72,9 +73,14 @@ class SimRuntime:
         self.storage = storage
         self.alive = True
         self._net_send = net.send
+        #: the trace's pending batch (``Trace.record`` is its append) and SimPy's queue and event
+        #: counter: the objects every timer touches, held here to spare a lookup each
+        self._batch = trace._batch
+        self._queue = env._queue
+        self._eid = env._eid
 
     def now(self) -> float:
-        return self.env.now
+        return self.env._now  # the attribute behind SimPy's ``now`` property
 
     def send(self, dst: str, msg: Any) -> None:
         if self.alive:
@@ -84,6 +90,5 @@ class SimRuntime:
         # Environment.schedule inlined: (time, priority, counter, event) onto SimPy's queue
         t = SimTimer((self, fn, False))
         t.callbacks = _FIRE
-        env = self.env
-        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), t))
+        heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), t))
         return t
