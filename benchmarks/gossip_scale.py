@@ -183,6 +183,9 @@ def fit_quadratic(points: list[tuple[int, float]]) -> tuple[float, float, float]
 def predict(cal: list[dict[str, Any]], n: int) -> dict[str, float]:
     a, b, c = fit_quadratic([(p["n"], p["traced_bytes"]) for p in cal])
     ta, tb, tc = fit_quadratic([(p["n"], p["build_cpu_s"]) for p in cal])
+    # shared records leave no true n² term: a slightly negative fit is noise, and would predict
+    # less than nothing at 100,000 nodes
+    c, tc = max(0.0, c), max(0.0, tc)
     records_per_n2 = cal[-1]["member_records"] / cal[-1]["n"] ** 2
     return {
         "memory_gb": RSS_OVER_TRACED * (a + b * n + c * n * n) / 2**30,
