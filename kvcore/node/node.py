@@ -166,7 +166,7 @@ class Node:
                              self.membership, self.migration, self._send, first_rid, wrapped)
         self._dispatch = Dispatch(
             merge(self.router.handlers(), self.migration.handlers(),
-                  {kind: self.membership.handle for kind in self.membership.HANDLES}),
+                  self.membership.handlers()),
             self._malformed,
         )
         self.membership.listeners.append(self._on_member_event)
