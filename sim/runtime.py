@@ -56,6 +56,9 @@ _FIRE = (_fire,)
 
 
 class SimRuntime:
+    __slots__ = ("_batch", "_eid", "_net_send", "_queue", "alive", "env", "net", "node_id", "random",
+                 "storage", "trace")
+
     def __init__(
         self,
         env: simpy.Environment,
