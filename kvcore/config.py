@@ -194,10 +194,21 @@ class ClusterConfig:
         return self
 
     def _self_problem(self, self_id: str | None) -> list[str]:
-        ids = sorted({n.id for n in self.nodes})
-        if self_id is None or self_id in ids:
+        if self_id is None or self_id in self._by_id():
             return []
+        ids = sorted({n.id for n in self.nodes})
         return [f"This node's id {self_id!r} is not a member of the cluster ({', '.join(ids)})."]
+
+    def _by_id(self) -> dict[str, NodeSpec]:
+        """id -> spec (the first one of an id), built once per config: thousands of sim nodes
+        look themselves up in one config."""
+        cached: dict[str, NodeSpec] | None = self.__dict__.get("_by_id_cache")
+        if cached is None:
+            cached = {}
+            for n in self.nodes:
+                cached.setdefault(n.id, n)
+            object.__setattr__(self, "_by_id_cache", cached)
+        return cached
 
     def _all_assignments(self) -> list[tuple[str, tuple[Range, ...]]]:
         return [(n.id, n.slots) for n in self.nodes] + list(self.extra_slots)
@@ -216,10 +227,7 @@ class ClusterConfig:
         return cached
 
     def node(self, node_id: str) -> NodeSpec:
-        for n in self.nodes:
-            if n.id == node_id:
-                return n
-        raise KeyError(node_id)
+        return self._by_id()[node_id]
 
     def ids(self) -> list[str]:
         return [n.id for n in self.nodes]

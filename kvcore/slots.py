@@ -148,13 +148,21 @@ class SlotMap:
     Redis Cluster prevents them by making the node with the lower id bump its epoch.
     """
 
-    __slots__ = ("_epochs", "_owners", "version")
+    __slots__ = ("_epochs", "_owners", "_shared", "version")
 
     def __init__(self) -> None:
         self._owners: list[str | None] = [None] * NUM_SLOTS
         self._epochs: list[int] = [0] * NUM_SLOTS
+        #: the two lists are shared with copies (copy on write): copy them before a change
+        self._shared = False
         #: bumped on every change; lets caches (clients, metrics) notice a change cheaply
         self.version = 0
+
+    def _writable(self) -> tuple[list[str | None], list[int]]:
+        if self._shared:
+            self._owners, self._epochs = list(self._owners), list(self._epochs)
+            self._shared = False
+        return self._owners, self._epochs
 
     @classmethod
     def from_assignment(cls, assignment: Mapping[str, Iterable[Range]], epoch: int = 0) -> SlotMap:
@@ -186,8 +194,18 @@ class SlotMap:
         touched = False  # an epoch-only change is a change too (it decides later claims)
         owners, epochs = self._owners, self._epochs
         for lo, hi in ranges:
+            if hi > lo and max(epochs[lo:hi + 1]) < epoch:
+                # the claim wins the whole range (the common case): set it in slices
+                owners, epochs = self._writable()
+                changed += hi + 1 - lo - owners[lo:hi + 1].count(node_id)
+                owners[lo:hi + 1] = [node_id] * (hi + 1 - lo)
+                epochs[lo:hi + 1] = [epoch] * (hi + 1 - lo)
+                touched = True
+                continue
             for s in range(lo, hi + 1):
                 if epoch > epochs[s]:
+                    if self._shared:
+                        owners, epochs = self._writable()
                     epochs[s] = epoch
                     touched = True
                     if owners[s] != node_id:
@@ -205,6 +223,8 @@ class SlotMap:
         owners, epochs = self._owners, self._epochs
         for s in range(NUM_SLOTS):
             if owners[s] == node_id and epochs[s] < below_epoch:
+                if self._shared:
+                    owners, epochs = self._writable()
                 owners[s] = None
                 n += 1
         if n:
@@ -283,9 +303,12 @@ class SlotMap:
         return max(self._epochs)
 
     def copy(self) -> SlotMap:
-        m = SlotMap()
-        m._owners = list(self._owners)
-        m._epochs = list(self._epochs)
+        """An independent map, equal to this one: O(1), since the two share their slot lists
+        until either changes (copy on write). A static cluster's nodes all copy one map."""
+        m = SlotMap.__new__(SlotMap)
+        m._owners = self._owners
+        m._epochs = self._epochs
+        m._shared = self._shared = True
         m.version = self.version
         return m
 

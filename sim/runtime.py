@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from heapq import heappush
 from typing import Any
 
 import simpy
@@ -16,35 +17,48 @@ from simpy.events import NORMAL
 
 from kvcore.runtime import Storage
 from sim.network import SimNetwork
-from sim.trace import Trace
+from sim.trace import CHUNK, Trace
 
 
-class SimTimer:
-    __slots__ = ("_ok", "_value", "callbacks", "cancelled", "fn", "rt")
+class SimTimer(list):  # type: ignore[type-arg]
+    """A timer: a bare SimPy event whose one callback calls ``fn`` unless cancelled.
 
-    def __init__(self, rt: SimRuntime, fn: Callable[[], None]) -> None:
-        self.callbacks = (self._fire,)
-        self._ok = True
-        self._value = None
-        self.fn = fn
-        self.rt = rt
-        self.cancelled = False
+    A list subclass holding (runtime, fn, cancelled), like the network's deliveries: built in C
+    from one tuple with one attribute set, and fired by one module function (no bound method
+    per timer). A node sets several timers a second, so this is one of the hottest allocations.
+    """
+
+    __slots__ = ("callbacks",)
+    _ok = True
+    _value = None
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self[2])
 
     def cancel(self) -> None:
-        self.cancelled = True
+        self[2] = True
 
-    def _fire(self, _event: Any) -> None:
-        rt = self.rt
-        if self.cancelled or not rt.alive:
-            return
-        self.cancelled = True
-        trace = rt.trace
-        trace.record((rt.env.now, "timer", rt.node_id))
-        trace.maybe_flush()
-        self.fn()
+
+def _fire(t: SimTimer) -> None:
+    rt, fn, cancelled = t
+    if cancelled or not rt.alive:
+        return
+    t[2] = True
+    batch = rt._batch
+    batch.append((rt.env._now, "timer", rt.node_id))
+    if len(batch) >= CHUNK:
+        rt.trace.maybe_flush()
+    fn()
+
+
+_FIRE = (_fire,)
 
 
 class SimRuntime:
+    __slots__ = ("_batch", "_eid", "_net_send", "_queue", "alive", "env", "net", "node_id", "random",
+                 "storage", "trace")
+
     def __init__(
         self,
         env: simpy.Environment,
@@ -62,15 +76,22 @@ class SimRuntime:
         self.storage = storage
         self.alive = True
         self._net_send = net.send
+        #: the trace's pending batch (``Trace.record`` is its append) and SimPy's queue and event
+        #: counter: the objects every timer touches, held here to spare a lookup each
+        self._batch = trace._batch
+        self._queue = env._queue
+        self._eid = env._eid
 
     def now(self) -> float:
-        return self.env.now
+        return self.env._now  # the attribute behind SimPy's ``now`` property
 
     def send(self, dst: str, msg: Any) -> None:
         if self.alive:
             self._net_send(self.node_id, dst, msg)
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> SimTimer:
-        t = SimTimer(self, fn)
-        self.env.schedule(t, NORMAL, delay)  # type: ignore[arg-type]
+        # Environment.schedule inlined: (time, priority, counter, event) onto SimPy's queue
+        t = SimTimer((self, fn, False))
+        t.callbacks = _FIRE
+        heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), t))
         return t

@@ -33,7 +33,12 @@ class BroadcastQueue:
 
     def __init__(self) -> None:
         self._levels: list[dict[str, Update]] = [{}]
+        #: deletions per level since its dict was last rebuilt (see _compact)
+        self._holes: list[int] = [0]
         self._where: dict[str, int] = {}
+        #: member -> the level of its queued update: empty exactly when nothing is queued (read
+        #: on every message, so tested as a dict rather than through ``len(queue)``)
+        self.queued = self._where
 
     def __len__(self) -> int:
         return len(self._where)
@@ -44,6 +49,7 @@ class BroadcastQueue:
         lvl = self._where.pop(key, None)
         if lvl is not None:
             del self._levels[lvl][key]
+            self._deleted(lvl)
         self._levels[0][key] = msg
         self._where[key] = 0
 
@@ -51,28 +57,49 @@ class BroadcastQueue:
         """Up to ``limit`` updates, fewest transmits first; each taken one counts a transmit
         and leaves the queue on its ``max_transmits``-th."""
         out: list[Update] = []
-        moved: list[tuple[str, Update, int]] = []
-        for lvl, bucket in enumerate(self._levels):
-            need = limit - len(out)
+        batches: list[tuple[int, list[tuple[str, Update]]]] = []
+        levels = self._levels
+        need = limit
+        for lvl, bucket in enumerate(levels):
             if need <= 0:
                 break
             if not bucket:
                 continue
-            for key, msg in islice(reversed(bucket.items()), need):
-                out.append(msg)
-                moved.append((key, msg, lvl))
-        # oldest first, so that the batch is newest first on its next level too
-        for key, msg, lvl in reversed(moved):
-            del self._levels[lvl][key]
+            items = list(islice(reversed(bucket.items()), need))
+            out.extend([msg for _, msg in items])
+            batches.append((lvl, items))
+            need -= len(items)
+        # each level's batch moves up one level oldest first, so that it is newest first there
+        # too; the highest level first, so that a level hands its batch on before it takes one
+        where = self._where
+        for lvl, items in reversed(batches):
+            bucket = levels[lvl]
+            for key, _ in items:
+                del bucket[key]
+            self._deleted(lvl, len(items))
             nxt = lvl + 1
             if nxt >= max_transmits:
-                del self._where[key]
+                for key, _ in items:
+                    del where[key]
                 continue
-            while len(self._levels) <= nxt:
-                self._levels.append({})
-            self._levels[nxt][key] = msg
-            self._where[key] = nxt
+            while len(levels) <= nxt:
+                levels.append({})
+                self._holes.append(0)
+            items.reverse()
+            levels[nxt].update(items)
+            where.update(dict.fromkeys([key for key, _ in items], nxt))
         return out
+
+    def _deleted(self, lvl: int, count: int = 1) -> None:
+        """Count deletions from a level; rebuild its dict (same order) once the deletions
+        outnumber what it holds. A dict does not reclaim deleted entries until it grows, and
+        ``take`` walks it from its end, past them, to reach older entries."""
+        holes = self._holes[lvl] + count
+        bucket = self._levels[lvl]
+        if holes > 32 and holes > len(bucket):
+            self._levels[lvl] = dict(bucket)
+            holes = 0
+        self._holes[lvl] = holes
 
 
 __all__ = ["BroadcastQueue", "Update"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kvcore.membership.member import SUSPECT, UP, Member
+from kvcore.membership.table import LazyRound, MemberTable, SortedIds
 from kvcore.messages import Nack, PingReq, Suspect, SwimAck, SwimPing
 from kvcore.runtime import Runtime, TimerHandle
 from kvcore.states import MemberEvent
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
     from kvcore.membership.awareness import Awareness
     from kvcore.membership.broadcast import Update
     from kvcore.membership.config import SwimConfig
+
+
+#: pools larger than this are walked lazily (LazyRound) rather than shuffled whole per round;
+#: smaller ones keep random.shuffle, so runs of clusters up to this size are as they were
+LAZY_ROUND_MIN = 1024
 
 
 @dataclass
@@ -67,7 +73,7 @@ class Probing:
         config: SwimConfig
         id: str
         running: bool
-        members: dict[str, Member]
+        members: MemberTable
         awareness: Awareness
         _rng: random.Random
         _send: Callable[[str, Any], None]
@@ -75,16 +81,19 @@ class Probing:
         _probe: _Probe | None
         _probe_order: list[str]
         _probe_index: int
+        _lazy_round: LazyRound | None
         _pending_seqs: dict[int, _Probe]
         _relays: dict[int, _Relay]
-        _live_ids: list[str]
+        _live_ids: SortedIds
+        _dead_ids: list[str]
+        _left_ids: list[str]
 
         def _after(self, name: str, delay: float, fn: Callable[[], None]) -> None: ...
         def _count(self, name: str) -> None: ...
         def _emit(self, event: MemberEvent, m: Member) -> None: ...
         def _unindex(self, m: Member) -> None: ...
         def _piggyback(self) -> tuple[Update, ...]: ...
-        def _apply_all(self, updates: Any) -> None: ...
+        def _apply_all(self, updates: Any, src: str | None = None) -> None: ...
         def _sample(self, count: int, exclude: str | None = None, alive_only: bool = False) -> list[str]: ...
         def _on_suspect(self, s: Suspect) -> None: ...
 
@@ -118,6 +127,12 @@ class Probing:
 
     def _next_probe_target(self) -> str | None:
         for _ in range(2):
+            lazy = self._lazy_round
+            if lazy is not None:
+                while (nid := lazy.next(self._rng)) is not None:
+                    m = self.members.get(nid)
+                    if m is not None and m.state in UP and nid != self.id:
+                        return nid
             while self._probe_index < len(self._probe_order):
                 nid = self._probe_order[self._probe_index]
                 self._probe_index += 1
@@ -128,19 +143,30 @@ class Probing:
         return None
 
     def _reset_probe_order(self) -> None:
-        """Reap long-dead members and reshuffle the probe order (memberlist resetNodes)."""
+        """Reap long-dead members and reshuffle the probe order (memberlist resetNodes).
+
+        A pool of more than LAZY_ROUND_MIN members is not shuffled whole at the start of the
+        round but walked in a :class:`~kvcore.membership.table.LazyRound` (the same uniform
+        random order, drawn one probe at a time): a round then costs O(1) per probe, not O(n) at
+        its start, and no node holds a list of n ids for it."""
         now = self.rt.now()
-        for nid in sorted(self.members):
+        # only members that are down can be reaped (self is in no pool)
+        for nid in sorted([*self._dead_ids, *self._left_ids]):
             m = self.members[nid]
             if m.state not in UP and now - m.state_change > self.config.reap_time and nid != self.id:
                 self._unindex(m)
                 del self.members[nid]
                 self._count("reaped")
                 self._emit(MemberEvent.REAP, m)
+        self._probe_index = 0
+        if len(self._live_ids) > LAZY_ROUND_MIN:
+            self._lazy_round = LazyRound(self._live_ids.snapshot())
+            self._probe_order = []
+            return
+        self._lazy_round = None
         order = list(self._live_ids)
         self._rng.shuffle(order)
         self._probe_order = order
-        self._probe_index = 0
 
     def _probe_timed_out(self, p: _Probe) -> None:
         if not self.running or p.acked or self._probe is not p:
@@ -180,11 +206,11 @@ class Probing:
         if msg.target != self.id:
             self._count("misdirected_pings")
             return
-        self._apply_all(msg.gossip)
+        self._apply_all(msg.gossip, src)
         self._send(src, SwimAck(seq=msg.seq, gossip=self._piggyback()))
 
     def _on_ack(self, src: str, msg: SwimAck) -> None:
-        self._apply_all(msg.gossip)
+        self._apply_all(msg.gossip, src)
         relay = self._relays.pop(msg.seq, None)
         if relay is not None:
             if relay.timer is not None:

@@ -54,7 +54,7 @@ serves (:mod:`kvcore.node.routing`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -68,6 +68,7 @@ from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, M
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
 from kvcore.membership.sync import AntiEntropy
+from kvcore.membership.table import LazyRound, MemberTable, SortedIds, static_view
 from kvcore.messages import (
     Alive,
     Dead,
@@ -139,7 +140,10 @@ class Membership(Probing, Suspicions, AntiEntropy):
         #: this node lived before (a crash and restart): what it knows may be stale
         self.restarted = stored is not None
         self.me = Member(self.id, addr, peer_addr, inc, ALIVE, runtime.now())
-        self.members: dict[str, Member] = {self.id: self.me}
+        #: every member this node knows, itself included (shared with other nodes built from the
+        #: same static configuration until this node learns otherwise: kvcore.membership.table)
+        self.members = MemberTable()
+        self.members[self.id] = self.me
         self._persist_incarnation()
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue()
@@ -157,6 +161,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._seq = runtime.random.getrandbits(32)
         self._probe_order: list[str] = []
         self._probe_index = 0
+        #: the probe round over a pool larger than LAZY_ROUND_MIN (else None: _probe_order)
+        self._lazy_round: LazyRound | None = None
         self._probe: _Probe | None = None
         self._pending_seqs: dict[int, _Probe] = {}
         self._relays: dict[int, _Relay] = {}
@@ -165,8 +171,10 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._state_cache: tuple[MemberState, ...] | None = None
         #: sorted ids of live (alive/suspect) and of dead members, self excluded: the pools that
         #: probes, gossip and push-pull draw from, kept up to date instead of rebuilt per message
-        self._live_ids: list[str] = []
+        self._live_ids = SortedIds()
         self._dead_ids: list[str] = []
+        #: sorted ids of members that left (self excluded): with _dead_ids, the ones reaping visits
+        self._left_ids: list[str] = []
         self._join_round = 0
         self._join_queue: list[str] = []
         self._join_timer: TimerHandle | None = None
@@ -177,21 +185,42 @@ class Membership(Probing, Suspicions, AntiEntropy):
                                   self._malformed)
         self._apply = Dispatch({cls: _update_handler(getattr(self, name))
                                 for cls, name in self.UPDATE_HANDLERS.items()}, self._malformed)
+        self._update_fns: dict[type, Callable[[Any], None]] = {
+            cls: getattr(self, name) for cls, name in self.UPDATE_HANDLERS.items()}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def add_static(self, members: Iterable[tuple[str, str, str, str, int]]) -> None:
+    def add_static(self, members: Iterable[tuple[str, str, str, str, int]], *, quiet: bool = False) -> None:
         """Start knowing these members as alive at incarnation 0: (id, addr, peer_addr, slots, epoch).
 
         This is how a static cluster configuration seeds the view; SWIM then watches them.
         Our own entry takes its slots and epoch from here. They are not written to storage (the
         configuration names them again at the next start) until something about them changes.
+
+        ``quiet``: listeners hear of our own entry only, not of a JOIN per member (a node that
+        copied the configuration's slot map whole has nothing to learn from them). A quiet add
+        to a fresh view of a list (a sequence) shares the records with every other node given
+        the same list at the same time (:mod:`kvcore.membership.table`): O(1) per node.
         """
         self.persist_members = False
         try:
-            self._add_static(members)
+            if quiet and isinstance(members, Sequence) and len(self.members) == 1:
+                self._share_static(members)
+            else:
+                self._add_static(members)
         finally:
             self.persist_members = True
+
+    def _share_static(self, members: Sequence[tuple[str, str, str, str, int]]) -> None:
+        view = static_view(members, self.rt.now())
+        mine = view.records.get(self.id)
+        if mine is not None:
+            self.me.slots, self.me.epoch = mine.slots, mine.epoch
+            self._emit(MemberEvent.UPDATE, self.me)
+        self.members.set_base(view)
+        # every static member is alive: the live pool is the view's ids without ourselves
+        self._live_ids = SortedIds(view.ids, hide=self.id)
+        self._state_cache = None
 
     def _add_static(self, members: Iterable[tuple[str, str, str, str, int]]) -> None:
         for nid, addr, peer_addr, slots, epoch in members:
@@ -217,6 +246,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
                 self._add(Member(s.node, s.addr, s.peer_addr, s.incarnation, state, self.rt.now(),
                                  s.slots, s.epoch), probe_now=False)
             elif s.incarnation > m.incarnation:
+                m = self.members.writable(s.node)
                 m.incarnation, m.addr, m.peer_addr = s.incarnation, s.addr, s.peer_addr
                 m.slots, m.epoch = s.slots, s.epoch
                 if m.state != state:
@@ -339,23 +369,46 @@ class Membership(Probing, Suspicions, AntiEntropy):
 
     # --- input -------------------------------------------------------------------------------
 
+    def handlers(self) -> dict[type, Handler]:
+        """:attr:`HANDLERS` bound to this instance, for a node's one dispatch table (a message
+        then reaches its handler in one lookup, not through :meth:`handle`'s second one)."""
+        return dict(self._dispatch.table)
+
     def handle(self, src: str, msg: Any) -> None:
         """Take one peer message; a kind not in :attr:`HANDLERS` is counted malformed, dropped."""
-        self._sender = src
-        try:
-            self._dispatch(src, msg)
-        finally:
-            self._sender = None
+        self._dispatch(src, msg)
 
     def apply(self, u: Update) -> None:
         """Apply one membership update by the merge rules; any other kind is counted malformed."""
         if self._in_range(u):
             self._apply(self.id, u)  # the src slot is unused: see _update_handler
 
-    def _apply_all(self, updates: Iterable[Update]) -> None:
+    def _apply_all(self, updates: Iterable[Update], src: str | None = None) -> None:
+        """Apply a peer's updates; ``src`` is the member the transport authenticated as their
+        sender (the address rule of :meth:`_on_alive` needs it)."""
+        self._sender = src
+        try:
+            self._apply_updates(updates)
+        finally:
+            self._sender = None
+
+    def _apply_updates(self, updates: Iterable[Update]) -> None:
+        # the update table's handlers, called straight (one call less per update than _apply);
+        # an Alive we hold already (the bulk of what gossip brings) is skipped here, as
+        # _on_alive would, without a call
+        fns = self._update_fns
+        get = self.members.fast_get
+        me = self.id
         for u in updates:
-            if self._in_range(u):
-                self._apply(self.id, u)
+            if type(u) is Alive and u.node != me:
+                m = get(u.node)
+                if m is not None and m.state is ALIVE and u.incarnation <= m.incarnation:
+                    continue
+            fn = fns.get(type(u))
+            if fn is None:
+                self._malformed(self.id, u)
+            elif self._in_range(u):
+                fn(u)
 
     def _in_range(self, u: Any) -> bool:
         """Whether a peer's update leaves room for our own increments (``kvcore.bounds``)."""
@@ -373,7 +426,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
         return ok
 
     def _on_gossip(self, src: str, msg: Gossip) -> None:
-        self._apply_all(msg.updates)
+        self._apply_all(msg.updates, src)
 
     def _malformed(self, src: str, msg: Any) -> None:
         # peer input is never trusted: count and drop, never raise (the node does the same
@@ -390,6 +443,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
                 self._refute(a.incarnation)
             return
         m = self.members.get(a.node)
+        if m is not None and m.state is ALIVE and a.incarnation <= m.incarnation:
+            return  # news we hold already (the common case): overrides() would say no
         if m is None:
             self._count("learned")
             self.broadcasts.queue(a)
@@ -410,6 +465,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
             return
         was = m.state
         self._state_cache = None
+        m = self.members.writable(a.node)
         m.incarnation = a.incarnation
         m.addr, m.peer_addr = a.addr, a.peer_addr
         meta_changed = (m.slots, m.epoch) != (a.slots, a.epoch)
@@ -436,6 +492,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
             return
         if not overrides(m.state, m.incarnation, SUSPECT, s.incarnation):
             return
+        m = self.members.writable(s.node)
         m.incarnation = s.incarnation
         self.broadcasts.queue(s)
         self._set_state(m, SUSPECT)
@@ -451,6 +508,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
             return
         if not overrides(m.state, m.incarnation, DEAD, d.incarnation):
             return
+        m = self.members.writable(d.node)
         m.incarnation = d.incarnation
         self._clear_suspicion(d.node)
         self.broadcasts.queue(d)
@@ -472,10 +530,14 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self.rt.storage.put(INCARNATION_KEY, str(self.me.incarnation).encode())
 
     def _set_state(self, m: Member, state: State) -> None:
-        self._unindex(m)
+        """Change ``m``'s state (``m`` is this node's own record: see MemberTable.writable)."""
+        same_pool = (m.state in UP) == (state in UP) and m.state != DEAD and state != DEAD
+        if not same_pool:
+            self._unindex(m)
         m.state = state
         m.state_change = self.rt.now()
-        self._index(m)
+        if not same_pool:
+            self._index(m)
         self._emit(MemberEvent(state), m)
 
     def _add(self, m: Member, probe_now: bool = True) -> None:
@@ -483,6 +545,10 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._index(m)
         if probe_now and m.state in UP and m.node != self.id:
             # SWIM §4.3: a new member goes to a random place in the rest of this round
+            if self._lazy_round is not None:
+                self._lazy_round.insert(m.node)
+                self._emit(MemberEvent.JOIN, m)
+                return
             lo = self._probe_index
             pos = lo + self._rng.randrange(len(self._probe_order) - lo + 1)
             self._probe_order.insert(pos, m.node)
@@ -491,14 +557,15 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def _index(self, m: Member) -> None:
         if m.node == self.id:
             return
-        pool = self._live_ids if m.state in UP else self._dead_ids if m.state == DEAD else None
-        if pool is not None:
-            bisect.insort(pool, m.node)
+        if m.state in UP:
+            self._live_ids.insort(m.node)
+        else:
+            bisect.insort(self._dead_ids if m.state == DEAD else self._left_ids, m.node)
 
     def _unindex(self, m: Member) -> None:
-        if m.node == self.id:
+        if m.node == self.id or self._live_ids.discard(m.node):
             return
-        for pool in (self._live_ids, self._dead_ids):
+        for pool in (self._dead_ids, self._left_ids):
             i = bisect.bisect_left(pool, m.node)
             if i < len(pool) and pool[i] == m.node:
                 del pool[i]
@@ -507,7 +574,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
     # --- dissemination (SWIM §4.1) -----------------------------------------------------------
 
     def _piggyback(self) -> tuple[Update, ...]:
-        if not len(self.broadcasts):
+        if not self.broadcasts.queued:
             return ()
         limit = retransmit_limit(self.config.retransmit_mult, max(1, self.num_live()))
         return tuple(self.broadcasts.take(self.config.max_piggyback, limit))
@@ -557,8 +624,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def _gossip_tick(self) -> None:
         if not self.running:
             return
-        self._after("gossip", self.config.gossip_interval, self._gossip_tick)
-        if not len(self.broadcasts):
+        self._timers["gossip"] = self.rt.call_later(self.config.gossip_interval, self._gossip_tick)
+        if not self.broadcasts.queued:
             return
         for nid in self._gossip_targets(self.config.gossip_nodes):
             updates = self._piggyback()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from kvcore.membership.formulas import remaining_suspicion_time, suspicion_timeout
 from kvcore.membership.member import SUSPECT, Member
+from kvcore.membership.table import MemberTable
 from kvcore.messages import Dead, Suspect
 from kvcore.runtime import Runtime, TimerHandle
 
@@ -52,7 +53,7 @@ class Suspicions:
         config: SwimConfig
         id: str
         running: bool
-        members: dict[str, Member]
+        members: MemberTable
         broadcasts: BroadcastQueue
         _suspicions: dict[str, _Suspicion]
 

@@ -21,11 +21,12 @@ member. If none answers, retry after an exponential backoff with jitter
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kvcore.membership.formulas import push_pull_scale
 from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, Member
+from kvcore.membership.table import MemberTable, SortedIds
 from kvcore.messages import Alive, Dead, MemberState, PushPull, Suspect
 from kvcore.runtime import Runtime, TimerHandle
 
@@ -46,11 +47,11 @@ class AntiEntropy:
         joined: bool
         synced: bool
         seeds: list[str]
-        members: dict[str, Member]
+        members: MemberTable
         _rng: random.Random
         _send: Callable[[str, Any], None]
         _state_cache: tuple[MemberState, ...] | None
-        _live_ids: list[str]
+        _live_ids: SortedIds
         _dead_ids: list[str]
         _join_round: int
         _join_queue: list[str]
@@ -68,9 +69,10 @@ class AntiEntropy:
     def _local_state(self) -> tuple[MemberState, ...]:
         # Full state is O(N) to build and push-pull asks for it often in big clusters; it is
         # cached until something about a member changes (every change goes through _emit,
-        # _bump_incarnation or _on_alive, which drop the cache).
+        # _bump_incarnation or _on_alive, which drop the cache). A node that holds nothing other
+        # than its static view holds that view's own tuple, shared by all such nodes.
         if self._state_cache is None:
-            self._state_cache = tuple(self.members[k].to_state() for k in sorted(self.members))
+            self._state_cache = self.members.states()
         return self._state_cache
 
     def _push_pull_tick(self) -> None:
@@ -94,14 +96,14 @@ class AntiEntropy:
             # we kept, sends its whole view when it joins)
             self.synced = True
         if msg.reply:
-            self._merge_remote(msg.members)
+            self._merge_remote(msg.members, self._state_cache or (), src)
             if not self.joined:
                 self._joined()
             return
         # answer with our state as it was *before* the merge, so the sender sees its own stale
         # entry (and refutes it), then merge; the merge teaches us the sender's address
         state = self._local_state()
-        self._merge_remote(msg.members)
+        self._merge_remote(msg.members, state, src)
         dst = src
         if msg.join:
             # answer a joiner at the address it advertises: we may hold an older address for it
@@ -113,10 +115,36 @@ class AntiEntropy:
                 dst = "@" + own.peer_addr
         self._send(dst, PushPull(join=False, reply=True, members=state))
 
-    def _merge_remote(self, members: Iterable[MemberState]) -> None:
-        """memberlist mergeRemoteState: a remote 'dead' is only a suspicion for us."""
+    def _merge_remote(
+        self, members: Sequence[MemberState], ours: Sequence[MemberState] = (), src: str | None = None
+    ) -> None:
+        """memberlist mergeRemoteState: a remote 'dead' is only a suspicion for us. ``src``: the
+        member the transport authenticated as the sender (the address rule needs it).
+
+        ``ours``: our state before the merge, if at hand. An entry of the remote state that is the
+        very object at the same place of ours (nodes built from one static configuration share
+        them, and the sim without a codec delivers them as sent) is an alive member at an
+        incarnation we hold already, which the rules skip: skipped without a look-up."""
+        self._sender = src
+        try:
+            self._merge_states(members, ours)
+        finally:
+            self._sender = None
+
+    def _merge_states(self, members: Sequence[MemberState], ours: Sequence[MemberState]) -> None:
         known = self.members
-        for s in members:
+        if members is ours:
+            # the very tuple we hold: only what is not alive can teach us anything, and the
+            # shared static view's own tuple holds nothing but alive members
+            if self.members.is_view_states(ours):
+                return
+            members = [s for s in members if s.state != ALIVE]
+            ours = ()
+        elif len(ours) != len(members):
+            ours = ()
+        for i, s in enumerate(members):
+            if ours and s is ours[i] and s.state == ALIVE:
+                continue
             if not self._in_range(s):
                 continue
             if s.state == ALIVE:

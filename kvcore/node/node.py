@@ -172,13 +172,15 @@ class Node:
                              self.membership, self.migration, self._send, first_rid, wrapped)
         self._dispatch = Dispatch(
             merge(self.router.handlers(), self.migration.handlers(),
-                  {kind: self.membership.handle for kind in self.membership.HANDLES}),
+                  self.membership.handlers()),
             self._malformed,
         )
         self.membership.listeners.append(self._on_member_event)
         self.ownership.seeding = cluster is not None
         self._on_member_event(MemberEvent.UPDATE, self.id, self.membership.me)
-        self.membership.add_static(static)
+        # a static configuration's map was copied whole: its members teach the map nothing, and
+        # their records are shared with every node built from it (kvcore.membership.table)
+        self.membership.add_static(static, quiet=cluster is not None)
         self.ownership.seeding = False
         restore(self)
 

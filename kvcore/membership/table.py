@@ -1,0 +1,350 @@
+"""Member tables that share what every node of a static cluster knows alike (copy on write).
+
+Theory of operation
+-------------------
+A static cluster of n nodes starts with every node knowing every member alive at incarnation 0:
+n² member records that are all the same n records. A :class:`StaticView` holds those n records
+once, with their ids in sorted order and their :class:`~kvcore.messages.MemberState` s (what a
+push-pull carries), and every node built from the same configuration at the same moment shares
+it (:func:`static_view`). Nothing may change a record or a list of a StaticView.
+
+A node's :class:`MemberTable` is a mapping of member id -> :class:`~kvcore.membership.member.Member`
+over such a shared *base*, plus the node's *own* records: its own entry, and every record it
+changed. A record is copied out of the base into the node's own part the first time the node
+changes it (:meth:`MemberTable.writable`), so a node that learns otherwise never changes another
+node's view. A member removed (reaped) is hidden by a ``None`` in the own part. A table without a
+base is an ordinary dict of records.
+
+:class:`SortedIds` is a sorted list of member ids (the pools that probes, gossip and push-pull
+draw from) that may be a shared list with one entry hidden (the node itself): indexed and
+measured as the list without that entry, and copied into a list of its own at the first change.
+
+:class:`LazyRound` is a probe round over a large pool: the same uniform random order as
+``random.shuffle`` of the pool, drawn one position at a time (Fisher-Yates from the front), so a
+round costs O(1) per probe instead of O(n) at its start and holds only the positions it moved.
+
+Determinism: iteration is in insertion order (base, then own additions); callers that need an
+order sort, as before. Nothing here draws randomness except :class:`LazyRound`, from the
+generator it is given.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, overload
+
+from kvcore.membership.member import ALIVE, Member
+from kvcore.messages import MemberState
+
+if TYPE_CHECKING:
+    import random
+
+_MISS = object()
+
+
+class StaticView:
+    """What every node of one static configuration knows at start, shared and never changed."""
+
+    __slots__ = ("_states", "ids", "index", "records", "source", "time")
+
+    def __init__(self, members: Sequence[tuple[str, str, str, str, int]], now: float) -> None:
+        #: the configuration's member list this view was built from, and when (see static_view)
+        self.source = members
+        self.time = now
+        self.records: dict[str, Member] = {
+            nid: Member(nid, addr, peer_addr, 0, ALIVE, now, slots, epoch)
+            for nid, addr, peer_addr, slots, epoch in members
+        }
+        #: every member id, sorted (the node itself included: a node's pools hide it)
+        self.ids: list[str] = sorted(self.records)
+        #: id -> its position in ``ids``
+        self.index: dict[str, int] = {nid: i for i, nid in enumerate(self.ids)}
+        self._states: tuple[MemberState, ...] | None = None
+
+    def states(self) -> tuple[MemberState, ...]:
+        """Every record's MemberState, in id order (built once)."""
+        if self._states is None:
+            self._states = tuple(self.records[k].to_state() for k in self.ids)
+        return self._states
+
+
+_last_view: StaticView | None = None
+
+
+def static_view(members: Sequence[tuple[str, str, str, str, int]], now: float) -> StaticView:
+    """The shared view of ``members`` at ``now``: the same object for every node built from the
+    same member list (the very object: a configuration caches its list) at the same time."""
+    global _last_view
+    v = _last_view
+    if v is None or v.source is not members or v.time != now:
+        v = _last_view = StaticView(members, now)
+    return v
+
+
+class MemberTable(Mapping[str, Member]):
+    """A node's members: a shared base (read only) under the node's own records (copy on write)."""
+
+    __slots__ = ("_base", "_len", "_own", "fast_get", "view")
+
+    def __init__(self) -> None:
+        self.view: StaticView | None = None
+        self._base: dict[str, Member] = {}
+        #: this node's records; None hides a base record (removed here)
+        self._own: dict[str, Member | None] = {}
+        self._len = 0
+        #: ``get(key)`` at its fastest: the own dict's own ``get`` while there is no base (a
+        #: node that joined holds every record itself), else :meth:`get`
+        self.fast_get: Callable[[str], Member | None] = self._own.get
+
+    def set_base(self, view: StaticView) -> None:
+        """Share ``view``'s records; only while this table holds nothing but what is in it."""
+        if self._base or any(k not in view.records for k in self._own):
+            raise ValueError("a member table takes a shared base only when it is fresh")
+        self.view = view
+        self._base = view.records
+        self._len = len(view.records)
+        self.fast_get = self.get
+
+    def is_shared(self, node: str) -> bool:
+        """True when this table reads ``node``'s record from the shared base."""
+        return node not in self._own and node in self._base
+
+    # --- reading (a Mapping) -----------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Member:
+        m = self._own.get(key, _MISS)
+        if m is _MISS:
+            return self._base[key]
+        if m is None:
+            raise KeyError(key)
+        return m  # type: ignore[return-value]
+
+    def get(self, key: str, default: Member | None = None) -> Member | None:  # type: ignore[override]
+        m = self._own.get(key, _MISS)
+        if m is _MISS:
+            return self._base.get(key, default)
+        return default if m is None else m  # type: ignore[return-value]
+
+    def __contains__(self, key: object) -> bool:
+        m = self._own.get(key, _MISS)  # type: ignore[call-overload]
+        if m is _MISS:
+            return key in self._base
+        return m is not None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[str]:
+        own = self._own
+        for k in self._base:
+            if own.get(k, _MISS) is not None:
+                yield k
+        for k, m in own.items():
+            if m is not None and k not in self._base:
+                yield k
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def __setitem__(self, key: str, m: Member) -> None:
+        own = self._own
+        held = own.get(key, _MISS)
+        if held is None or (held is _MISS and key not in self._base):
+            self._len += 1
+        own[key] = m
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._len -= 1
+        if key in self._base:
+            self._own[key] = None
+        else:
+            del self._own[key]
+
+    def writable(self, key: str) -> Member:
+        """``key``'s record, copied out of the shared base first if it is still shared there, so
+        that changing it changes this table only. KeyError if there is no such member."""
+        m = self._own.get(key, _MISS)
+        if m is _MISS:
+            b = self._base[key]
+            m = self._own[key] = Member(b.node, b.addr, b.peer_addr, b.incarnation, b.state,
+                                        b.state_change, b.slots, b.epoch)
+        if m is None:
+            raise KeyError(key)
+        return m  # type: ignore[return-value]
+
+    def is_view_states(self, states: Sequence[MemberState]) -> bool:
+        """True when ``states`` is the shared view's own tuple (every member in it alive)."""
+        return self.view is not None and states is self.view._states
+
+    def states(self) -> tuple[MemberState, ...]:
+        """Every member's MemberState in id order: the shared view's own tuple when nothing this
+        node holds differs from it (what push-pull sends, shared by every such node)."""
+        view = self.view
+        if view is None:
+            own: dict[str, Member] = self._own  # type: ignore[assignment]  # no base: no None
+            return tuple([own[k].to_state() for k in sorted(own)])
+        base_states = view.states()
+        index = view.index
+        changed: list[tuple[int, MemberState | None]] = []
+        extra: list[MemberState] = []
+        for k, m in self._own.items():
+            i = index.get(k)
+            if i is None:
+                if m is not None:
+                    extra.append(m.to_state())
+                continue
+            if m is None:
+                changed.append((i, None))
+                continue
+            s = m.to_state()
+            if s != base_states[i]:
+                changed.append((i, s))
+        if not changed and not extra:
+            return base_states
+        out: list[MemberState | None] = list(base_states)
+        for i, new in changed:
+            out[i] = new
+        merged = [s for s in out if s is not None]
+        if extra:
+            merged.extend(extra)
+            merged.sort(key=lambda s: s.node)
+        return tuple(merged)
+
+
+class SortedIds(Sequence[str]):
+    """A sorted list of ids, possibly a shared list with one entry hidden; copied at the first
+    change (and after :meth:`snapshot`, whose items must then never change)."""
+
+    __slots__ = ("_items", "_shared", "_skip")
+
+    def __init__(self, items: list[str] | None = None, hide: str | None = None) -> None:
+        self._items: list[str] = items if items is not None else []
+        #: items is shared with others: copy before changing it
+        self._shared = items is not None
+        self._skip = -1
+        if hide is not None:
+            i = bisect.bisect_left(self._items, hide)
+            if i < len(self._items) and self._items[i] == hide:
+                self._skip = i
+
+    def __len__(self) -> int:
+        return len(self._items) - (self._skip >= 0)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return self.to_list()[i]
+        skip = self._skip
+        if skip < 0 or 0 <= i < skip:
+            return self._items[i]
+        if i < 0:
+            i += len(self)
+            if i < 0:
+                raise IndexError(i)
+            return self[i]
+        return self._items[i + 1]
+
+    def __iter__(self) -> Iterator[str]:
+        if self._skip < 0:
+            return iter(self._items)
+        return iter(self.to_list())
+
+    def __contains__(self, x: object) -> bool:
+        if not isinstance(x, str):
+            return False
+        i = self._find(x)
+        return i >= 0
+
+    def to_list(self) -> list[str]:
+        items, skip = self._items, self._skip
+        return list(items) if skip < 0 else items[:skip] + items[skip + 1:]
+
+    def snapshot(self) -> tuple[list[str], int]:
+        """The ids as they are now, as (a list that stays as it is, the index of the one entry of
+        it to pass over or -1): shared with this pool until the pool changes (then it copies)."""
+        self._shared = True
+        return self._items, self._skip
+
+    def _own(self) -> None:
+        self._items = self.to_list()
+        self._skip = -1
+        self._shared = False
+
+    def _find(self, x: str) -> int:
+        items = self._items
+        i = bisect.bisect_left(items, x)
+        if i < len(items) and items[i] == x and i != self._skip:
+            return i
+        return -1
+
+    def insort(self, x: str) -> None:
+        if self._shared or self._skip >= 0:
+            self._own()
+        bisect.insort(self._items, x)
+
+    def discard(self, x: str) -> bool:
+        """Remove ``x`` if present; True if it was."""
+        if self._find(x) < 0:
+            return False
+        if self._shared or self._skip >= 0:
+            self._own()
+        del self._items[self._find(x)]
+        return True
+
+
+class LazyRound:
+    """A uniform random order of a pool, drawn as it is walked.
+
+    The pool is a :meth:`SortedIds.snapshot`: a list that must not change and the index of an
+    entry of it to pass over (-1: none), so that no node copies a shared list for its round.
+
+    Fisher-Yates from the front: position i takes the item at a random position in i..n-1, which
+    is swapped into place; only swapped positions are remembered. Members that join during the
+    round (SWIM §4.3: "a random place in the rest of the round") wait in ``late``, and each next
+    pick is uniform over everything not yet visited, late ones included.
+    """
+
+    __slots__ = ("_moved", "_n", "_pos", "_skip", "late", "pool")
+
+    def __init__(self, snapshot: tuple[list[str], int]) -> None:
+        self.pool, self._skip = snapshot
+        self._n = len(self.pool) - (self._skip >= 0)
+        self._pos = 0
+        self._moved: dict[int, int] = {}
+        self.late: list[str] = []
+
+    def remaining(self) -> int:
+        return self._n - self._pos + len(self.late)
+
+    def insert(self, node: str) -> None:
+        self.late.append(node)
+
+    def next(self, rng: random.Random) -> str | None:
+        """The next member of the round, or None when it is over."""
+        left = self._n - self._pos
+        total = left + len(self.late)
+        if total <= 0:
+            return None
+        r = rng.randrange(total)
+        if r >= left:
+            return self.late.pop(r - left)
+        i = self._pos
+        j = i + r
+        moved = self._moved
+        at_j = moved.get(j, j)
+        if j != i:
+            moved[j] = moved.pop(i, i)
+        else:
+            moved.pop(i, None)
+        self._pos = i + 1
+        skip = self._skip
+        return self.pool[at_j if skip < 0 or at_j < skip else at_j + 1]
+
+
+__all__ = ["LazyRound", "MemberTable", "SortedIds", "StaticView", "static_view"]
