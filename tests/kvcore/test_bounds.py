@@ -160,3 +160,23 @@ def test_an_update_that_keeps_the_address_is_taken_from_anyone() -> None:
     h.handle("n3", Gossip(updates=(same,)))
     assert h.m.members["n2"].incarnation == 7 and h.m.members["n2"].slots == "0-5"
     assert "address_refused" not in h.m.counters
+
+
+def test_a_node_applies_the_address_rule_on_its_own_dispatch_path() -> None:
+    # the node hands SWIM's messages straight to membership's handlers (not through
+    # Membership.handle): the sender must reach the address rule on that path too
+    from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
+
+    cluster = ClusterConfig((
+        NodeSpec("n1", "h1:1", "p1:1", ((0, 8191),)),
+        NodeSpec("n2", "h2:1", "p2:1", ((8192, 16383),)),
+        NodeSpec("n3", "h3:1", "p3:1", ()),
+    ), 1)
+    node = Node(FakeRuntime("n1", seed=1), NodeConfig(), cluster)
+    node.start()
+    node.on_message("n3", Gossip(updates=(moved("n2", 9),)))
+    node.on_message("n3", PushPull(join=False, reply=True, members=(_state(moved("n2", 10)),)))
+    assert node.membership.address_of("n2") == "p2:1"
+    assert node.membership.counters.get("address_refused") == 2
+    node.on_message("n2", Gossip(updates=(moved("n2", 11),)))  # a member may move itself
+    assert node.membership.address_of("n2") == "evil:2"
