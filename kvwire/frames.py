@@ -113,20 +113,46 @@ def frame(msg: Message) -> bytes:
 class FrameDecoder:
     """Incremental frame decoder for one connection: feed it bytes, get whole messages."""
 
-    __slots__ = ("_buf", "_failed", "_max_frame", "_open")
+    __slots__ = ("_buf", "_failed", "_max_frame", "_max_inner", "_open")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._buf = bytearray()
         self._max_frame = max_frame
+        #: the largest frame inside a sealed record (an authenticated bus)
+        self._max_inner = max_frame
         self._failed: FrameError | None = None
         #: frame body -> payload, raising FrameError (an authenticated bus: kvwire.auth.Session)
         self._open: Callable[[Any], Any] | None = None
 
     def authenticate(self, open_frame: Callable[[Any], Any], tag_bytes: int) -> None:
-        """From now on every frame's body goes through ``open_frame`` (which checks and strips
-        a ``tag_bytes`` tag, or raises :class:`FrameError`) before it is decoded."""
+        """From now on what arrives are sealed records: each body goes through ``open_frame``
+        (which checks and strips a ``tag_bytes`` tag, or raises :class:`FrameError`), and what
+        it returns holds one or more frames, each decoded as usual. A record may be as large
+        as one largest frame with its prefix and the tag."""
         self._open = open_frame
-        self._max_frame += tag_bytes
+        self._max_frame += 4 + tag_bytes
+
+    def _unpack_record(self, frames: Any, out: list[Any], sized: bool) -> None:
+        """Decode the frames of an opened record into ``out``; FrameError if they do not fill
+        it exactly (a holder of the key sent something broken)."""
+        n = len(frames)
+        if n == 0:
+            raise FrameError("malformed", "a sealed record holds no frame")
+        pos = 0
+        while pos < n:
+            if n - pos < 4:
+                raise FrameError("malformed", "a sealed record ends inside a frame's length prefix")
+            (length,) = _unpack_header(frames, pos)
+            if length > self._max_inner:
+                raise FrameError(
+                    "oversized", f"frame of {length} bytes exceeds the limit of {self._max_inner} bytes"
+                )
+            end = pos + 4 + length
+            if end > n:
+                raise FrameError("malformed", "a sealed record ends inside a frame")
+            msg = unpack(frames[pos + 4 : end])
+            out.append((msg, end - pos) if sized else msg)
+            pos = end
 
     @property
     def buffered(self) -> int:
@@ -169,7 +195,9 @@ class FrameDecoder:
                 # and msgpack copies what it keeps anyway.
                 body = src[pos + 4 : end]
                 if open_frame is not None:
-                    body = open_frame(body)
+                    self._unpack_record(open_frame(body), out, sized)
+                    pos = end
+                    continue
                 msg = unpack(body)
                 out.append((msg, end - pos) if sized else msg)
                 pos = end

@@ -68,6 +68,7 @@ import collections
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kvcore.config import PEER_PORT_OFFSET
@@ -214,8 +215,7 @@ class PeerLink:
             self.owner.stats.drop("closed")
 
     def _write(self, kind: str, payload: bytes) -> None:
-        session = self.session
-        data = session.seal(payload) if session is not None else _pack_header(len(payload)) + payload
+        data = _pack_header(len(payload)) + payload  # sealed, if the bus is, when flushed
         # Frames written in one turn of the event loop leave in one syscall: the first one
         # schedules a flush for the end of the turn, the others join it. Under load (many
         # client requests forwarded per turn) this divides the sends per message; idle, it
@@ -236,7 +236,16 @@ class PeerLink:
             return
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            session = self.session
+            if session is None:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            else:
+                # an authenticated bus: what this turn wrote leaves as sealed records, one tag
+                # per record rather than per frame, each record at most one largest frame
+                transport.write(b"".join(
+                    session.seal_frames(group)
+                    for group in _records(out, self.owner.config.max_frame_bytes + 4)
+                ))
         out.clear()
 
     # --- connecting --------------------------------------------------------------------
@@ -590,6 +599,20 @@ def _detect_dead_peer(transport: asyncio.Transport, user_timeout: float) -> None
     except OSError as e:
         log.debug("cannot set TCP timeouts: %s", e)
 
+
+
+def _records(frames: list[bytes], limit: int) -> Iterator[bytes]:
+    """``frames`` joined into runs of at most ``limit`` bytes (a frame larger alone is a run)."""
+    group: list[bytes] = []
+    size = 0
+    for f in frames:
+        if group and size + len(f) > limit:
+            yield b"".join(group)
+            group, size = [], 0
+        group.append(f)
+        size += len(f)
+    if group:
+        yield b"".join(group)
 
 __all__ = [
     "BACKOFF",

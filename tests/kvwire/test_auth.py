@@ -26,6 +26,7 @@ from kvwire.auth import (
     Session,
     read_keyring,
 )
+from kvwire.frames import FrameError
 
 
 def new_key() -> str:
@@ -310,12 +311,57 @@ def test_a_session_remembers_its_key_so_a_dropped_key_can_close_it() -> None:
     assert not ring(new).holds(s.key)
 
 
-def test_the_frame_tag_is_hmac_sha256_of_the_sequence_number_and_payload() -> None:
-    # the precomputed-state MAC must be exactly RFC 2104's HMAC-SHA256 (for any key length)
-    import hmac
+def test_the_record_tag_is_keyed_blake2b_of_the_sequence_number_and_frames() -> None:
+    # RFC 7693's keyed BLAKE2b, 16 bytes, over seq (8 bytes, big-endian) || the record's frames;
+    # a session's sealed record carries exactly that tag under its direction's key
+    import hashlib
 
-    for key in (b"k", b"x" * 32, b"y" * 64, b"z" * 100):
-        mac = auth._Mac(key)
-        for seq, payload in ((0, b""), (1, b"abc"), (2**40, b"\x00" * 300)):
-            want = hmac.digest(key, seq.to_bytes(8, "big") + payload, "sha256")[: auth.TAG_BYTES]
-            assert mac.tag(seq, payload) == want
+    for key in (b"k", b"x" * 32, b"y" * 64):
+        for seq, frames in ((0, b""), (1, b"abc"), (2**40, b"\x00" * 300)):
+            want = hashlib.blake2b(seq.to_bytes(8, "big") + frames, key=key, digest_size=16).digest()
+            assert auth.record_tag(key, seq, frames) == want
+            assert auth.record_tag(key, seq, bytearray(frames)) == want
+    key = new_key()
+    c, s = handshake(ring(key), ring(key))
+    for seq, payload in enumerate((b"one", b"two", b"")):
+        record = c.seal(payload)
+        framed = len(payload).to_bytes(4, "big") + payload
+        assert record == (len(framed) + auth.TAG_BYTES).to_bytes(4, "big") + framed + auth.record_tag(
+            c._send_key, seq, framed)
+        assert s.open(memoryview(record)[4:]) == framed
+
+
+def test_a_record_carries_many_frames_under_one_tag_and_must_hold_whole_frames() -> None:
+    key = new_key()
+    c, s = handshake(ring(key), ring(key))
+    msgs = [Nack(seq=i) for i in range(5)]
+    d = authenticated_decoder(s)
+    record = c.seal_frames(b"".join(kvwire.frame(m) for m in msgs))
+    assert d.feed(record[:7]) == []  # split anywhere, as a stream may
+    assert d.feed(record[7:]) == msgs
+    assert d.feed(c.seal(kvwire.pack(Nack(seq=9)))) == [Nack(seq=9)]
+    # a holder of the key that seals something that is not whole frames is refused
+    for broken, words in ((b"", "no frame"), (b"\x00\x00", "length prefix"),
+                          (kvwire.frame(Nack(seq=1))[:-1], "ends inside a frame")):
+        c2, s2 = handshake(ring(key), ring(key))
+        d2 = authenticated_decoder(s2)
+        with pytest.raises(FrameError, match=words) as e:
+            d2.feed(c2.seal_frames(broken))
+        assert e.value.reason == "malformed"
+
+
+def test_a_record_may_hold_one_largest_frame() -> None:
+    # the decoder's limit is a frame's; a record holding one frame at the limit passes, one
+    # byte over is refused as oversized (the record's prefix and tag are not held against it)
+    key = new_key()
+    big = kvwire.frame(Nack(seq=1))
+    c3, s3 = handshake(ring(key), ring(key))
+    d = kvwire.FrameDecoder(len(big) - 4)
+    d.authenticate(s3.open, auth.TAG_BYTES)
+    assert d.feed(c3.seal_frames(big)) == [Nack(seq=1)]
+    c4, s4 = handshake(ring(key), ring(key))
+    d = kvwire.FrameDecoder(len(big) - 5)  # one byte smaller: the inner frame is over the limit
+    d.authenticate(s4.open, auth.TAG_BYTES)
+    with pytest.raises(FrameError) as e:
+        d.feed(c4.seal_frames(big))
+    assert e.value.reason == "oversized"

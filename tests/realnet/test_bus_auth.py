@@ -348,3 +348,12 @@ def test_connections_over_the_cap_are_refused_counted_and_logged_a_few_times(
     lines = [r for r in caplog.records if "too many inbound connections" in r.getMessage()]
     assert 1 <= len(lines) <= 3
     assert b.t.ratelog.suppressed_total >= 97
+
+
+def test_a_turns_frames_leave_as_records_no_larger_than_one_largest_frame() -> None:
+    from realnet.outbound import _records
+
+    frames = [b"a" * 3, b"b" * 4, b"c" * 5, b"d" * 9, b"e"]
+    assert list(_records(frames, 8)) == [b"aaa" + b"bbbb", b"c" * 5, b"d" * 9, b"e"]
+    assert list(_records(frames, 100)) == [b"".join(frames)]
+    assert list(_records([], 8)) == []
