@@ -1,0 +1,391 @@
+"""A file-backed RaftStorage: one append-only log file per Raft group, group commit, checksums.
+
+Theory of operation
+-------------------
+:class:`FileRaftStorage` keeps the same two images as :class:`kvcore.raft.MemoryRaftStorage`
+(volatile and synced) and makes the synced one durable. Plain blocking file I/O, no asyncio: it
+is called from a node's Ready loop.
+
+**Files** (in ``directory``, for group ``G``):
+
+- ``raft-G.log``: an 8-byte magic ``SLRAFT1\\n`` then records. A record is a 4-byte big-endian
+  body length, the 4-byte big-endian CRC32 (``zlib.crc32``) of the body, and the body: one kind
+  byte and a msgpack payload. Kinds: ``H`` hard state ``[term, vote, commit]``; ``E`` entries
+  ``[[term, index, kind, data], ...]``, always following the log's last index; ``T`` truncate
+  from ``index`` (a conflicting suffix is dropped before the entries that replace it, Raft
+  Figure 2, AppendEntries receiver rule 3); ``S`` snapshot marker ``[index, term]``, naming the
+  snapshot file that holds the image.
+- ``raft-G.snap-INDEX`` (INDEX zero-padded to 20 digits): the magic and one ``P`` record
+  ``[index, term, voters, learners, data]``. Written atomically: ``*.tmp``, fsync, rename, fsync
+  of the directory, *before* its marker enters the log, so any marker that reached the disk names
+  a durable file.
+
+**Writing.** ``save()`` appends the records of one save to an in-process buffer (volatile, no
+system call); ``sync()`` writes the whole buffer with one ``write`` and one ``fsync`` (group
+commit: many saves, one fsync). ``stats`` counts saves, records, syncs, fsyncs, the records of
+the last and the largest sync, snapshots, compactions and dropped torn bytes.
+
+**Compaction.** Once a synced snapshot marker advanced the log's first index and the log file is
+at least ``compact_bytes`` long, the log is rewritten from the snapshot's index (the marker, the
+hard state, the entries after the snapshot) atomically: ``raft-G.log.tmp``, fsync, rename, fsync
+of the directory. Snapshot files other than the current one are removed once a newer marker is
+synced (replay needs only a marker's index and term, the content only of the last one).
+
+**Recovery (at construction).** Temp files are removed. The log is replayed into the synced
+image. A *torn tail* — a last record cut short or with a bad checksum and no valid record after
+it, as after ``kill -9`` or a power loss mid-write — is truncated (fsynced) and logged with the
+number of bytes dropped. A bad record *followed by valid data* is corruption: construction raises
+:class:`RaftLogCorrupt` naming the file and offset rather than serve a log with a hole. Snapshot
+files no marker names (written before a crash that lost their marker) are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from kvcore.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from kvcore.raft.storage import StoredState, _apply_snapshot, _Image, _write
+
+log = logging.getLogger("realnet.raftlog")
+
+MAGIC = b"SLRAFT1\n"
+_HEADER = struct.Struct(">II")
+#: a body longer than this is not a record (a flipped length byte, not a 2 GiB entry batch)
+MAX_RECORD = 1 << 30
+K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE = b"H", b"E", b"T", b"S", b"P"
+_KINDS = frozenset((K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE))
+_GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class RaftLogCorrupt(Exception):
+    """A Raft log or snapshot file holds damaged data that is not a torn tail; refused."""
+
+
+def encode_record(kind: bytes, payload: Any) -> bytes:
+    body: bytes = kind + msgpack.packb(payload, use_bin_type=True)
+    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def _valid_at(buf: bytes | memoryview, off: int) -> int:
+    """Length of the valid record at ``off`` (0 if there is none)."""
+    if len(buf) - off < _HEADER.size + 1:
+        return 0
+    n, crc = _HEADER.unpack_from(buf, off)
+    end = off + _HEADER.size + n
+    if n < 1 or n > MAX_RECORD or end > len(buf):
+        return 0
+    body = buf[off + _HEADER.size:end]
+    if zlib.crc32(body) != crc or bytes(body[:1]) not in _KINDS:
+        return 0
+    return int(end - off)
+
+
+def scan_records(buf: bytes, path: str) -> tuple[list[tuple[int, bytes, Any]], int]:
+    """Split ``buf`` (after the magic) into ``(offset, kind, payload)`` records.
+
+    Returns the records and the length of the valid prefix; bytes after it are a torn tail.
+    Raises :class:`RaftLogCorrupt` when a bad record is followed by any valid record."""
+    view = memoryview(buf)
+    out: list[tuple[int, bytes, Any]] = []
+    off = len(MAGIC)
+    while off < len(buf):
+        n = _valid_at(view, off)
+        if n == 0:
+            # a torn tail only if nothing valid follows (a length byte may be the damaged one,
+            # so look at every later offset, not just where this record claims to end)
+            for p in range(off + 1, len(buf) - _HEADER.size):
+                if _valid_at(view, p):
+                    raise RaftLogCorrupt(
+                        f"raft log {path} is corrupt at offset {off}: a record fails its checksum "
+                        f"but valid records follow (at offset {p}); refusing to serve it")
+            break
+        body = bytes(view[off + _HEADER.size:off + n])
+        try:
+            payload = msgpack.unpackb(body[1:], raw=False)
+        except Exception as exc:  # checksum held, so the writer wrote this: a bug or a forgery
+            raise RaftLogCorrupt(f"raft log {path}: record at offset {off} does not decode ({exc})") from None
+        out.append((off, body[:1], payload))
+        off += n
+    return out, off
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """``path.tmp``, fsync, rename over ``path``, fsync of the directory."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _entry_rows(entries: Sequence[Entry]) -> list[list[Any]]:
+    return [[e.term, e.index, e.kind, e.data] for e in entries]
+
+
+def _hard_row(hs: HardState) -> list[Any]:
+    return [hs.term, hs.vote, hs.commit]
+
+
+@dataclass
+class _Snapfile:
+    index: int
+    term: int
+
+
+class FileRaftStorage:
+    """A durable :class:`kvcore.raft.storage.RaftStorage` for group ``group`` in ``directory``.
+
+    ``voters``/``learners`` give the bootstrap configuration (used only while no snapshot has
+    been stored, as :class:`MemoryRaftStorage`'s). ``compact_bytes``: the log size from which a
+    synced snapshot triggers a rewrite of the log from the snapshot's index (0: always)."""
+
+    def __init__(self, directory: str, voters: Sequence[str], learners: Sequence[str] = (), *,
+                 group: str = "0", compact_bytes: int = 4 << 20) -> None:
+        if not _GROUP.match(group):
+            raise ValueError(f"raft group name {group!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        self.directory = os.path.abspath(directory)
+        self.group = group
+        self.compact_bytes = compact_bytes
+        self.path = os.path.join(self.directory, f"raft-{group}.log")
+        self._boot = Snapshot(meta=SnapshotMeta(index=0, term=0, conf=ConfState(
+            voters=tuple(voters), learners=tuple(learners))))
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("saves", "records", "syncs", "fsyncs", "last_sync_records", "max_sync_records",
+             "bytes_synced", "snapshots", "compactions", "torn_bytes_dropped"), 0)
+        self._buf = bytearray()
+        self._buf_records = 0
+        self._fd = -1
+        self._log_base = 0  # the snapshot index the log file starts from (its first record)
+        os.makedirs(self.directory, exist_ok=True)
+        self._synced = self._recover()
+        self._volatile = self._synced.copy()
+        self._pending: list[tuple[HardState | None, list[Entry], Snapshot | None]] = []
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    # --- the RaftStorage door -------------------------------------------------------------------
+
+    def load(self) -> StoredState:
+        img = self._synced
+        return StoredState(img.hard_state, img.snapshot, list(img.entries))
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry],
+             snapshot: Snapshot | None) -> None:
+        self.stats["saves"] += 1
+        vol = self._volatile
+        records: list[bytes] = []
+        if snapshot is not None and snapshot.meta.index > vol.snapshot.meta.index:
+            self._write_snapshot_file(snapshot)  # durable before its marker can reach the disk
+            records.append(encode_record(K_SNAP, [snapshot.meta.index, snapshot.meta.term]))
+        if snapshot is not None:
+            _apply_snapshot(vol, snapshot)
+        last = vol.snapshot.meta.index + len(vol.entries)
+        first = vol.snapshot.meta.index + 1
+        kept = [e for e in entries if e.index >= first]
+        if kept:
+            _write(vol, None, kept, None)  # raises ValueError on a gap, as MemoryRaftStorage does
+            if kept[0].index <= last:
+                records.append(encode_record(K_TRUNCATE, kept[0].index))
+            records.append(encode_record(K_ENTRIES, _entry_rows(kept)))
+        if hard_state is not None:
+            vol.hard_state = hard_state
+            records.append(encode_record(K_HARD, _hard_row(hard_state)))
+        for r in records:
+            self._buf += r
+        self._buf_records += len(records)
+        self.stats["records"] += len(records)
+        self._pending.append((hard_state, list(entries), snapshot))
+
+    def sync(self) -> None:
+        """One write and one fsync for everything saved since the last sync (group commit)."""
+        self.stats["syncs"] += 1
+        if self._buf:
+            _write_all(self._fd, bytes(self._buf))
+            os.fsync(self._fd)
+            self.stats["fsyncs"] += 1
+            self.stats["bytes_synced"] += len(self._buf)
+            self.stats["last_sync_records"] = self._buf_records
+            self.stats["max_sync_records"] = max(self.stats["max_sync_records"], self._buf_records)
+            self._buf.clear()
+            self._buf_records = 0
+        old_snap = self._synced.snapshot.meta.index
+        for hs, entries, snapshot in self._pending:
+            _write(self._synced, hs, entries, snapshot)
+        self._pending.clear()
+        if self._synced.snapshot.meta.index != old_snap:
+            self._remove_snapshot_files(keep=self._synced.snapshot.meta.index)
+        if self._synced.snapshot.meta.index > self._log_base and self.log_size() >= self.compact_bytes:
+            self._rewrite()
+
+    # --- beyond the protocol --------------------------------------------------------------------
+
+    def has_unsynced(self) -> bool:
+        return bool(self._pending)
+
+    def log_size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def compact(self) -> None:
+        """Sync, then rewrite the log from the synced snapshot's index if that moved."""
+        self.sync()
+        if self._synced.snapshot.meta.index > self._log_base:
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        """The log from the synced snapshot's index, written atomically (nothing is unsynced)."""
+        img = self._synced
+        parts = [MAGIC]
+        if img.snapshot.meta.index > 0:
+            parts.append(encode_record(K_SNAP, [img.snapshot.meta.index, img.snapshot.meta.term]))
+        parts.append(encode_record(K_HARD, _hard_row(img.hard_state)))
+        if img.entries:
+            parts.append(encode_record(K_ENTRIES, _entry_rows(img.entries)))
+        os.close(self._fd)
+        self._fd = -1
+        write_atomically(self.path, b"".join(parts))
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._log_base = img.snapshot.meta.index
+        self.stats["compactions"] += 1
+
+    def close(self) -> None:
+        """Close the file; writes not synced are lost (as in a crash)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def crash_for_test(self, torn: int = 0) -> None:
+        """Test hook: die as after ``kill -9``: the unsynced writes are lost, except the first
+        ``torn`` bytes of them, which reach the file (a write torn mid-record)."""
+        if torn:
+            _write_all(self._fd, bytes(self._buf[:torn]))
+        self._discard_unsynced()
+        self.close()
+
+    def _discard_unsynced(self) -> None:
+        self._buf.clear()
+        self._buf_records = 0
+        self._pending.clear()
+        self._volatile = self._synced.copy()
+
+    # --- snapshot files -------------------------------------------------------------------------
+
+    def _snap_path(self, index: int) -> str:
+        return os.path.join(self.directory, f"raft-{self.group}.snap-{index:020d}")
+
+    def _write_snapshot_file(self, snap: Snapshot) -> None:
+        m = snap.meta
+        rec = encode_record(K_SNAPFILE, [m.index, m.term, list(m.conf.voters), list(m.conf.learners),
+                                         snap.data])
+        write_atomically(self._snap_path(m.index), MAGIC + rec)
+        self.stats["snapshots"] += 1
+
+    def _read_snapshot_file(self, index: int, term: int) -> Snapshot:
+        path = self._snap_path(index)
+        try:
+            with open(path, "rb") as f:
+                buf = f.read()
+        except FileNotFoundError:
+            raise RaftLogCorrupt(f"raft log {self.path} names snapshot {index} but {path} is missing") from None
+        if not buf.startswith(MAGIC):
+            raise RaftLogCorrupt(f"raft snapshot {path} does not start with the magic {MAGIC!r}")
+        recs, end = scan_records(buf, path)
+        if end != len(buf) or len(recs) != 1 or recs[0][1] != K_SNAPFILE:
+            raise RaftLogCorrupt(f"raft snapshot {path} is damaged at offset {end}")
+        idx, t, voters, learners, data = recs[0][2]
+        if (idx, t) != (index, term):
+            raise RaftLogCorrupt(f"raft snapshot {path} holds {t}/{idx}, the log names {term}/{index}")
+        conf = ConfState(voters=tuple(voters), learners=tuple(learners))
+        return Snapshot(meta=SnapshotMeta(index=idx, term=t, conf=conf), data=data)
+
+    def _remove_snapshot_files(self, keep: int) -> None:
+        prefix = f"raft-{self.group}.snap-"
+        for name in os.listdir(self.directory):
+            if name.startswith(prefix) and name != os.path.basename(self._snap_path(keep)):
+                os.unlink(os.path.join(self.directory, name))
+
+    # --- recovery -------------------------------------------------------------------------------
+
+    def _recover(self) -> _Image:
+        for name in os.listdir(self.directory):
+            if name.startswith(f"raft-{self.group}.") and name.endswith(".tmp"):
+                os.unlink(os.path.join(self.directory, name))  # a write that never got renamed
+        if not os.path.exists(self.path):
+            write_atomically(self.path, MAGIC)
+        with open(self.path, "rb") as f:
+            buf = f.read()
+        if not buf.startswith(MAGIC):
+            raise RaftLogCorrupt(f"raft log {self.path} does not start with the magic {MAGIC!r}")
+        records, end = scan_records(buf, self.path)
+        if end < len(buf):
+            dropped = len(buf) - end
+            log.warning("raft log %s: torn tail of %d bytes at offset %d dropped", self.path, dropped, end)
+            self.stats["torn_bytes_dropped"] = dropped
+            os.truncate(self.path, end)
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        img = _Image(HardState(), self._boot)
+        if records and records[0][1] == K_SNAP:
+            self._log_base = int(records[0][2][0])
+        for off, kind, payload in records:
+            try:
+                _replay(img, kind, payload)
+            except (ValueError, TypeError) as exc:
+                raise RaftLogCorrupt(f"raft log {self.path}: record at offset {off} does not apply "
+                                     f"({exc})") from None
+        if img.snapshot.meta.index > 0:
+            img.snapshot = self._read_snapshot_file(img.snapshot.meta.index, img.snapshot.meta.term)
+        self._remove_snapshot_files(keep=img.snapshot.meta.index)
+        return img
+
+
+def _replay(img: _Image, kind: bytes, payload: Any) -> None:
+    """Apply one log record to ``img`` (a snapshot marker carries only index and term; the
+    content is read once, for the last marker)."""
+    if kind == K_HARD:
+        term, vote, commit = payload
+        img.hard_state = HardState(term=term, vote=vote, commit=commit)
+    elif kind == K_SNAP:
+        index, term = payload
+        _apply_snapshot(img, Snapshot(meta=SnapshotMeta(index=index, term=term)))
+    elif kind == K_TRUNCATE:
+        first = img.snapshot.meta.index + 1
+        if not first <= payload <= first + len(img.entries):
+            raise ValueError(f"truncate from {payload} outside the log [{first}, {first + len(img.entries)}]")
+        del img.entries[payload - first:]
+    elif kind == K_ENTRIES:
+        ents = [Entry(term=t, index=i, kind=k, data=d) for t, i, k, d in payload]
+        nxt = img.snapshot.meta.index + 1 + len(img.entries)
+        if ents and ents[0].index != nxt:
+            raise ValueError(f"entries start at {ents[0].index}, the log's next index is {nxt}")
+        img.entries.extend(ents)
+    else:
+        raise ValueError(f"record kind {kind!r} does not belong in a log")

@@ -1,0 +1,406 @@
+"""realnet.raftlog: the file-backed RaftStorage keeps what was synced, and only what it can vouch for.
+
+Round trip; group commit counted in real fsyncs; a torn tail cut at every byte offset of the last
+record recovered; a damaged record with valid data after it refused with a sentence; snapshots
+written atomically; a differential test against MemoryRaftStorage over random save / sync /
+snapshot / compact / crash sequences; and a real ``kill -9`` of a process appending to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kvcore.raft.messages import CONF, ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from kvcore.raft.storage import MemoryRaftStorage
+from realnet import raftlog
+from realnet.raftlog import MAGIC, FileRaftStorage, RaftLogCorrupt
+
+REPO = Path(__file__).resolve().parents[2]
+VOTERS = ("a", "b", "c")
+
+
+def ents(lo: int, hi: int, term: int = 1, tag: bytes = b"v") -> list[Entry]:
+    return [Entry(term=term, index=i, data=tag + str(i).encode()) for i in range(lo, hi + 1)]
+
+
+def snap(index: int, term: int, data: bytes = b"image", voters: tuple[str, ...] = VOTERS) -> Snapshot:
+    return Snapshot(meta=SnapshotMeta(index=index, term=term, conf=ConfState(voters=voters, learners=("d",))),
+                    data=data)
+
+
+def reopen(s: FileRaftStorage, **kw: Any) -> FileRaftStorage:
+    s.close()
+    return FileRaftStorage(s.directory, VOTERS, group=s.group, **kw)
+
+
+def test_a_fresh_log_loads_the_bootstrap_configuration(tmp_path: Path) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    assert s.load() == MemoryRaftStorage(VOTERS).load()
+    assert (tmp_path / "raft-0.log").read_bytes() == MAGIC
+
+
+def test_round_trip_equals_memory_storage(tmp_path: Path) -> None:
+    f, m = FileRaftStorage(str(tmp_path), VOTERS), MemoryRaftStorage(VOTERS)
+    ops: list[tuple[HardState | None, list[Entry], Snapshot | None]] = [
+        (HardState(term=1, vote="a", commit=0), ents(1, 3), None),
+        (HardState(term=2, vote=None, commit=2),
+         [Entry(term=2, index=3, kind=CONF, data=b"add-learner d"), Entry(term=2, index=4, data=b"\xff\x00")],
+         None),
+        (None, [], snap(2, 1, data=b"\x00\x01state")),  # compaction: entries 3, 4 kept
+        (HardState(term=3, vote="b", commit=4), ents(5, 6, term=3), None),
+    ]
+    for op in ops:
+        f.save(*op)
+        m.save(*op)
+    f.sync()
+    m.sync()
+    assert f.load() == m.load()
+    assert reopen(f).load() == m.load()
+    assert [e.index for e in m.load().entries] == [3, 4, 5, 6]
+
+
+def test_unsynced_saves_are_lost_by_a_crash_and_synced_ones_kept(tmp_path: Path) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    s.save(HardState(term=1), ents(1, 2), None)
+    s.sync()
+    s.save(HardState(term=2), ents(3, 4), None)
+    assert s.has_unsynced()
+    s.crash_for_test()
+    back = FileRaftStorage(str(tmp_path), VOTERS).load()
+    assert back.hard_state == HardState(term=1) and back.entries == ents(1, 2)
+
+
+def test_group_commit_many_saves_one_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(raftlog.os, "fsync", counting)
+    for i in range(1, 101):
+        s.save(HardState(term=1, commit=i - 1), ents(i, i), None)
+    assert calls == []  # saves are volatile
+    s.sync()
+    assert len(calls) == 1
+    assert s.stats["syncs"] == 1 and s.stats["fsyncs"] == 1
+    assert s.stats["last_sync_records"] == 200 and s.stats["saves"] == 100
+    s.sync()  # nothing new: counted as a sync, costs no fsync
+    assert len(calls) == 1 and s.stats["syncs"] == 2
+    assert reopen(s).load().entries == ents(1, 100)
+
+
+def test_a_conflicting_suffix_is_truncated_and_survives_reopen(tmp_path: Path) -> None:
+    f, m = FileRaftStorage(str(tmp_path), VOTERS), MemoryRaftStorage(VOTERS)
+    for st_ in (f, m):
+        st_.save(HardState(term=1), ents(1, 5), None)
+        st_.save(HardState(term=2), ents(3, 3, term=2, tag=b"w"), None)  # replaces 3..5 with 3
+        st_.sync()
+    assert reopen(f).load() == m.load()
+    assert [e.index for e in m.load().entries] == [1, 2, 3]
+
+
+def _two_states(tmp_path: Path) -> tuple[FileRaftStorage, int, int, Any]:
+    """A log with several synced records, then one more save: (storage, len before, len after,
+    state before the last save)."""
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    s.save(HardState(term=1, vote="a"), ents(1, 3), None)
+    s.sync()
+    s.save(HardState(term=1, vote="a", commit=2), ents(4, 5), None)
+    s.sync()
+    before_state, before = s.load(), s.log_size()
+    s.save(None, ents(6, 6, tag=b"last entry payload "), None)  # one record: the last one
+    s.sync()
+    after = s.log_size()
+    s.close()
+    return s, before, after, before_state
+
+
+def test_a_torn_tail_is_truncated_at_every_byte_offset_of_the_last_record(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s, before, after, before_state = _two_states(tmp_path)
+    full = Path(s.path).read_bytes()
+    assert len(full) == after
+    for cut in range(before, after):
+        Path(s.path).write_bytes(full[:cut])
+        with caplog.at_level(logging.WARNING, logger="realnet.raftlog"):
+            caplog.clear()
+            r = FileRaftStorage(str(tmp_path), VOTERS)
+        assert r.load() == before_state, cut
+        assert r.stats["torn_bytes_dropped"] == cut - before
+        assert r.log_size() == before  # truncated on disk
+        if cut > before:
+            assert f"torn tail of {cut - before} bytes at offset {before} dropped" in caplog.text
+        r.save(None, ents(6, 6, tag=b"again"), None)  # the log is writable after recovery
+        r.sync()
+        assert reopen(r).load().entries[-1] == ents(6, 6, tag=b"again")[0]
+
+
+def test_a_last_record_with_a_bad_checksum_is_a_torn_tail(tmp_path: Path) -> None:
+    s, before, after, before_state = _two_states(tmp_path)
+    full = Path(s.path).read_bytes()
+    for off in range(before, after):  # e.g. a file system that extended the file with zeros
+        damaged = bytearray(full)
+        damaged[off] ^= 0x40
+        Path(s.path).write_bytes(bytes(damaged))
+        assert FileRaftStorage(str(tmp_path), VOTERS).load() == before_state, off
+
+
+def test_a_damaged_record_followed_by_valid_data_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    s, _before, _after, _ = _two_states(tmp_path)
+    full = Path(s.path).read_bytes()
+    records, _end = raftlog.scan_records(full, s.path)
+    starts = [off for off, _k, _p in records] + [len(full)]
+    for i in range(len(starts) - 2):  # every record but the last
+        for off in range(starts[i], starts[i + 1]):
+            damaged = bytearray(full)
+            damaged[off] ^= 0x01
+            Path(s.path).write_bytes(bytes(damaged))
+            with pytest.raises(RaftLogCorrupt) as err:
+                FileRaftStorage(str(tmp_path), VOTERS)
+            msg = str(err.value)
+            assert f"raft log {s.path} is corrupt at offset {starts[i]}" in msg, (off, msg)
+            assert "refusing to serve it" in msg
+            assert Path(s.path).read_bytes() == bytes(damaged)  # nothing truncated or rewritten
+
+
+def test_a_log_without_the_magic_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "raft-0.log").write_bytes(b"not a raft log")
+    with pytest.raises(RaftLogCorrupt, match="does not start with the magic"):
+        FileRaftStorage(str(tmp_path), VOTERS)
+
+
+def test_a_bad_group_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="raft group name"):
+        FileRaftStorage(str(tmp_path), VOTERS, group="../x")
+
+
+def test_groups_in_one_directory_are_independent(tmp_path: Path) -> None:
+    a = FileRaftStorage(str(tmp_path), VOTERS, group="1")
+    b = FileRaftStorage(str(tmp_path), VOTERS, group="2")
+    a.save(HardState(term=5), ents(1, 2), snap(1, 1))
+    a.sync()
+    b.save(HardState(term=7), ents(1, 1), None)
+    b.sync()
+    assert reopen(a).load().hard_state.term == 5
+    assert reopen(b).load().hard_state.term == 7 and reopen(b).load().snapshot.meta.index == 0
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+def _with_snapshot(tmp_path: Path) -> FileRaftStorage:
+    s = FileRaftStorage(str(tmp_path), VOTERS, compact_bytes=1 << 30)
+    s.save(HardState(term=1), ents(1, 6), None)
+    s.save(None, [], snap(3, 1, data=b"old"))
+    s.sync()
+    return s
+
+
+def test_a_crash_between_temp_write_and_rename_leaves_the_old_snapshot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = _with_snapshot(tmp_path)
+
+    def dies(src: str, dst: str) -> None:
+        raise OSError("killed before the rename")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(raftlog.os, "replace", dies)
+        with pytest.raises(OSError):
+            s.save(None, [], snap(5, 1, data=b"new"))
+    assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    s.crash_for_test()
+    r = FileRaftStorage(str(tmp_path), VOTERS)
+    got = r.load()
+    assert got.snapshot == snap(3, 1, data=b"old") and got.entries == ents(4, 6)
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the stray temp is removed
+
+
+def test_a_snapshot_file_whose_marker_was_not_synced_is_ignored_and_removed(tmp_path: Path) -> None:
+    s = _with_snapshot(tmp_path)
+    s.save(None, [], snap(5, 1, data=b"new"))  # the file is durable, its marker is not
+    assert (tmp_path / f"raft-0.snap-{5:020d}").exists()
+    s.crash_for_test()
+    got = FileRaftStorage(str(tmp_path), VOTERS).load()
+    assert got.snapshot.data == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raft-0.log", f"raft-0.snap-{3:020d}"]
+
+
+def test_a_synced_snapshot_replaces_the_old_file_and_compacts_the_log(tmp_path: Path) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS, compact_bytes=0)
+    s.save(HardState(term=1, commit=40), ents(1, 40, tag=b"x" * 50), None)
+    s.sync()
+    big = s.log_size()
+    s.save(None, [], snap(38, 1, data=b"img"))
+    s.sync()
+    assert s.stats["compactions"] == 1 and s.log_size() < big / 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raft-0.log", f"raft-0.snap-{38:020d}"]
+    r = reopen(s)
+    got = r.load()
+    assert got.snapshot == snap(38, 1, data=b"img") and got.entries == ents(39, 40, tag=b"x" * 50)
+    assert got.hard_state == HardState(term=1, commit=40)
+    r.save(None, ents(41, 41), None)
+    r.sync()
+    assert r.stats["compactions"] == 0  # the log already starts at the snapshot: no new rewrite
+
+
+def test_a_small_log_is_not_rewritten_until_it_reaches_compact_bytes(tmp_path: Path) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS, compact_bytes=1 << 20)
+    s.save(HardState(term=1), ents(1, 5), snap(2, 1))
+    s.sync()
+    assert s.stats["compactions"] == 0
+    s.compact()  # on demand
+    assert s.stats["compactions"] == 1
+    assert reopen(s).load().entries == ents(3, 5)
+
+
+def test_a_missing_snapshot_file_named_by_the_log_is_refused(tmp_path: Path) -> None:
+    s = _with_snapshot(tmp_path)
+    s.close()
+    (tmp_path / f"raft-0.snap-{3:020d}").unlink()
+    with pytest.raises(RaftLogCorrupt, match=r"names snapshot 3 but .* is missing"):
+        FileRaftStorage(str(tmp_path), VOTERS)
+
+
+def test_a_damaged_snapshot_file_is_refused(tmp_path: Path) -> None:
+    s = _with_snapshot(tmp_path)
+    s.close()
+    p = tmp_path / f"raft-0.snap-{3:020d}"
+    b = bytearray(p.read_bytes())
+    b[-2] ^= 0xFF
+    p.write_bytes(bytes(b))
+    with pytest.raises(RaftLogCorrupt, match=r"raft snapshot .* is damaged"):
+        FileRaftStorage(str(tmp_path), VOTERS)
+
+
+# --- differential: the same random history against MemoryRaftStorage ---------------------------
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 4), st.integers(1, 5), st.integers(0, 2)),
+    st.tuples(st.just("hard"), st.integers(0, 3), st.sampled_from([None, "a", "b"]), st.integers(0, 9)),
+    st.tuples(st.just("snap"), st.sampled_from(["compact", "install", "stale", "mismatch"]), st.integers(0, 9)),
+    st.tuples(st.just("sync")),
+    st.tuples(st.just("compact")),
+    st.tuples(st.just("crash"), st.integers(0, 400)),
+), max_size=40)
+
+
+def _concrete(op: tuple[Any, ...], m: MemoryRaftStorage, term: list[int]
+              ) -> tuple[HardState | None, list[Entry], Snapshot | None]:
+    vol = m._volatile  # the model's volatile image: where the next save lands
+    base = vol.snapshot.meta.index
+    last = base + len(vol.entries)
+    if op[0] == "append":
+        _, back, n, bump = op
+        term[0] += bump
+        lo = max(1, last + 1 - back)
+        return None, ents(lo, lo + n - 1, term=term[0], tag=f"t{term[0]}-".encode()), None
+    if op[0] == "hard":
+        _, t, vote, commit = op
+        return HardState(term=term[0] + t, vote=vote, commit=commit), [], None
+    kind, k = op[1], op[2]
+    if kind == "compact" and vol.entries:
+        e = vol.entries[k % len(vol.entries)]
+        return None, [], snap(e.index, e.term, data=f"s{e.index}".encode())
+    if kind == "mismatch" and vol.entries:
+        e = vol.entries[k % len(vol.entries)]
+        return None, [], snap(e.index, e.term + 1, data=b"other")
+    if kind == "stale":
+        return None, [], snap(max(0, base - k), 1)
+    return None, [], snap(last + 1 + k, term[0] + 1, data=b"installed", voters=("a", "b"))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS, compact_bytes=st.sampled_from([0, 400, 1 << 20]))
+def test_file_storage_agrees_with_memory_storage_after_every_crash(
+        tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any, ...]], compact_bytes: int) -> None:
+    d = str(tmp_path_factory.mktemp("diff"))
+    f, m = FileRaftStorage(d, VOTERS, compact_bytes=compact_bytes), MemoryRaftStorage(VOTERS)
+    term = [1]
+    for op in ops:
+        if op[0] == "sync":
+            f.sync()
+            m.sync()
+        elif op[0] == "compact":
+            f.compact()  # syncs first: the memory model syncs too
+            m.sync()
+        elif op[0] == "crash":
+            first_len = (raftlog._HEADER.unpack_from(f._buf, 0)[0] + 8) if f._buf else 0
+            torn = min(op[1], max(0, first_len - 1))  # cut inside the first unsynced record
+            f.crash_for_test(torn=torn)
+            m.crash()
+            f = FileRaftStorage(d, VOTERS, compact_bytes=compact_bytes)
+            assert f.stats["torn_bytes_dropped"] == torn
+        else:
+            hs, es, sn = _concrete(op, m, term)
+            f.save(hs, es, sn)
+            m.save(hs, es, sn)
+        assert f.load() == m.load(), op
+    f.sync()
+    m.sync()
+    assert reopen(f, compact_bytes=compact_bytes).load() == m.load()
+
+
+# --- a real kill -9 ----------------------------------------------------------------------------
+
+CHILD = """
+import sys
+from kvcore.raft.messages import Entry, HardState
+from realnet.raftlog import FileRaftStorage
+s = FileRaftStorage(sys.argv[1], ["a", "b", "c"], compact_bytes=1 << 30)
+i = len(s.load().entries)
+for _ in range(200000):
+    for _ in range(3):
+        i += 1
+        s.save(HardState(term=1, commit=i - 1), [Entry(term=1, index=i, data=b"%d" % i * 20)], None)
+    s.sync()
+    print(i, flush=True)
+"""
+
+
+@pytest.fixture
+def child_proc(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "log")], stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=str(REPO))
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_kill_9_keeps_every_index_reported_synced(tmp_path: Path, child_proc: subprocess.Popen[str]) -> None:
+    assert child_proc.stdout is not None
+    reported: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(reported) < 300 and time.monotonic() < deadline:
+        line = child_proc.stdout.readline()
+        if not line:
+            break
+        reported.append(int(line))
+    assert len(reported) >= 300, f"the child reported only {len(reported)} syncs"
+    child_proc.kill()  # SIGKILL, by its own handle, mid-loop
+    child_proc.wait(timeout=30)
+    reported += [int(x) for x in child_proc.stdout.read().split()]  # printed before it died
+    got = FileRaftStorage(str(tmp_path / "log"), VOTERS).load()
+    assert len(got.entries) >= reported[-1]
+    assert [e.index for e in got.entries] == list(range(1, len(got.entries) + 1))
+    assert all(e.data == b"%d" % e.index * 20 for e in got.entries)
+    assert reported[-1] - 1 <= got.hard_state.commit <= len(got.entries) - 1
