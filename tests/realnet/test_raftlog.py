@@ -323,7 +323,7 @@ def _concrete(op: tuple[Any, ...], m: MemoryRaftStorage, term: list[int]
     return None, [], snap(last + 1 + k, term[0] + 1, data=b"installed", voters=("a", "b"))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS, compact_bytes=st.sampled_from([0, 400, 1 << 20]))
 def test_file_storage_agrees_with_memory_storage_after_every_crash(
         tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any, ...]], compact_bytes: int) -> None:
