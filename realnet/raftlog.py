@@ -35,12 +35,16 @@ synced (replay needs only a marker's index and term, the content only of the las
 image. A *torn tail* — a last record cut short or with a bad checksum and no valid record after
 it, as after ``kill -9`` or a power loss mid-write — is truncated (fsynced) and logged with the
 number of bytes dropped. A bad record *followed by valid data* is corruption: construction raises
-:class:`RaftLogCorrupt` naming the file and offset rather than serve a log with a hole. Snapshot
+:class:`RaftLogCorrupt` naming the file and offset rather than serve a log with a hole — unless a
+512-byte sector inside the bad record reads as zeros up to its end, the mark of a batch whose
+later page reached the disk before an earlier one at a power loss (etcd's ``isTornEntry``): that
+is a torn tail too, truncated at the bad record (what follows was never synced). Snapshot
 files no marker names (written before a crash that lost their marker) are removed.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -61,6 +65,7 @@ MAGIC = b"SLRAFT1\n"
 _HEADER = struct.Struct(">II")
 #: a body longer than this is not a record (a flipped length byte, not a 2 GiB entry batch)
 MAX_RECORD = 1 << 30
+SECTOR = 512
 K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE = b"H", b"E", b"T", b"S", b"P"
 _KINDS = frozenset((K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE))
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -83,8 +88,9 @@ def _valid_at(buf: bytes | memoryview, off: int) -> int:
     end = off + _HEADER.size + n
     if n < 1 or n > MAX_RECORD or end > len(buf):
         return 0
-    body = buf[off + _HEADER.size:end]
-    if zlib.crc32(body) != crc or bytes(body[:1]) not in _KINDS:
+    if bytes(buf[off + _HEADER.size:off + _HEADER.size + 1]) not in _KINDS:  # cheap, before the CRC
+        return 0
+    if zlib.crc32(buf[off + _HEADER.size:end]) != crc:
         return 0
     return int(end - off)
 
@@ -100,13 +106,7 @@ def scan_records(buf: bytes, path: str) -> tuple[list[tuple[int, bytes, Any]], i
     while off < len(buf):
         n = _valid_at(view, off)
         if n == 0:
-            # a torn tail only if nothing valid follows (a length byte may be the damaged one,
-            # so look at every later offset, not just where this record claims to end)
-            for p in range(off + 1, len(buf) - _HEADER.size):
-                if _valid_at(view, p):
-                    raise RaftLogCorrupt(
-                        f"raft log {path} is corrupt at offset {off}: a record fails its checksum "
-                        f"but valid records follow (at offset {p}); refusing to serve it")
+            _judge_bad_record(view, off, path)  # raises unless it is a torn tail
             break
         body = bytes(view[off + _HEADER.size:off + n])
         try:
@@ -116,6 +116,36 @@ def scan_records(buf: bytes, path: str) -> tuple[list[tuple[int, bytes, Any]], i
         out.append((off, body[:1], payload))
         off += n
     return out, off
+
+
+def _judge_bad_record(view: memoryview, off: int, path: str) -> None:
+    """A bad record at ``off`` is a torn tail if nothing valid follows it, or if a 512-byte
+    sector within it reads as zeros up to the sector's end (a page of an unsynced batch that
+    never reached the disk while a later one did: etcd-io/etcd's ``isTornEntry`` rule). Else
+    the log is corrupt: raise :class:`RaftLogCorrupt`."""
+    size = len(view)
+    claimed = off  # first where this record claims to end (a damaged body), then every offset
+    if size - off >= _HEADER.size:  # (the length may be the damaged byte)
+        claimed += _HEADER.size + _HEADER.unpack_from(view, off)[0]
+    first = [claimed] if off < claimed < size else []
+    for p in itertools.chain(first, range(off + 1, size - _HEADER.size)):
+        if _valid_at(view, p):
+            if _zero_sector(view, off, p):
+                log.warning("raft log %s: a zeroed sector in the record at offset %d (a torn write "
+                            "of the last batch); valid records after it are dropped", path, off)
+                return
+            raise RaftLogCorrupt(
+                f"raft log {path} is corrupt at offset {off}: a record fails its checksum "
+                f"but valid records follow (at offset {p}); refusing to serve it")
+
+
+def _zero_sector(view: memoryview, lo: int, hi: int) -> bool:
+    """Whether [lo, hi) holds at least 16 zero bytes that run up to a 512-byte boundary."""
+    for end in range((lo // SECTOR + 1) * SECTOR, hi + 1, SECTOR):
+        start = max(lo, end - SECTOR)
+        if end - start >= 16 and view[start:end] == bytes(end - start):
+            return True
+    return False
 
 
 def _fsync_dir(directory: str) -> None:
@@ -246,7 +276,8 @@ class FileRaftStorage:
     # --- beyond the protocol --------------------------------------------------------------------
 
     def has_unsynced(self) -> bool:
-        return bool(self._pending)
+        s, v = self._synced, self._volatile
+        return s.hard_state != v.hard_state or s.snapshot != v.snapshot or s.entries != v.entries
 
     def log_size(self) -> int:
         return os.fstat(self._fd).st_size

@@ -177,6 +177,33 @@ def test_a_damaged_record_followed_by_valid_data_is_refused_with_a_sentence(tmp_
             assert Path(s.path).read_bytes() == bytes(damaged)  # nothing truncated or rewritten
 
 
+def test_a_zeroed_sector_in_the_last_unsynced_batch_is_a_torn_tail(tmp_path: Path) -> None:
+    """Power loss: a later page of the last batch reached the disk, an earlier one did not (it
+    reads as zeros). The records after the hole were never synced: truncated, not refused."""
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    s.save(HardState(term=1), ents(1, 10, tag=b"synced " * 10), None)
+    s.sync()
+    before = s.log_size()
+    for i in range(11, 60):
+        s.save(None, ents(i, i, tag=b"batch " * 10), None)
+    s.sync()
+    s.close()
+    full = Path(s.path).read_bytes()
+    hole = (before // raftlog.SECTOR + 2) * raftlog.SECTOR  # a whole sector inside the last batch
+    assert hole + raftlog.SECTOR < len(full) - 200
+    damaged = full[:hole] + bytes(raftlog.SECTOR) + full[hole + raftlog.SECTOR:]
+    Path(s.path).write_bytes(damaged)
+    r = FileRaftStorage(str(tmp_path), VOTERS)
+    got = r.load().entries
+    assert r.log_size() <= hole and r.stats["torn_bytes_dropped"] == len(full) - r.log_size()
+    assert len(got) >= 10 and got == ents(1, 10, tag=b"synced " * 10) + [
+        e for i in range(11, len(got) + 1) for e in ents(i, i, tag=b"batch " * 10)]
+    # the same hole filled with anything but zeros is corruption
+    Path(s.path).write_bytes(full[:hole] + bytes([1]) * raftlog.SECTOR + full[hole + raftlog.SECTOR:])
+    with pytest.raises(RaftLogCorrupt, match="valid records follow"):
+        FileRaftStorage(str(tmp_path), VOTERS)
+
+
 def test_a_log_without_the_magic_is_refused(tmp_path: Path) -> None:
     (tmp_path / "raft-0.log").write_bytes(b"not a raft log")
     with pytest.raises(RaftLogCorrupt, match="does not start with the magic"):
