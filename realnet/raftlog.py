@@ -25,6 +25,10 @@ system call); ``sync()`` writes the whole buffer with one ``write`` and one ``fs
 commit: many saves, one fsync). ``stats`` counts saves, records, syncs, fsyncs, the records of
 the last and the largest sync, snapshots, compactions and dropped torn bytes.
 
+A failed write or fsync leaves the file in an unknown state, so (as etcd does) every later
+``save``/``sync`` raises :class:`RaftStorageFailed`; a restart recovers from what is on disk.
+Snapshot files cost their own fsyncs (file and directory) in the ``save()`` that carries them.
+
 **Compaction.** Once a synced snapshot marker advanced the log's first index and the log file is
 at least ``compact_bytes`` long, the log is rewritten from the snapshot's index (the marker, the
 hard state, the entries after the snapshot) atomically: ``raft-G.log.tmp``, fsync, rename, fsync
@@ -73,6 +77,10 @@ _GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 class RaftLogCorrupt(Exception):
     """A Raft log or snapshot file holds damaged data that is not a torn tail; refused."""
+
+
+class RaftStorageFailed(Exception):
+    """A write or fsync failed earlier, or the storage is closed: it takes no more writes."""
 
 
 def encode_record(kind: bytes, payload: Any) -> bytes:
@@ -212,6 +220,7 @@ class FileRaftStorage:
         self._buf = bytearray()
         self._buf_records = 0
         self._fd = -1
+        self._failed = ""  # why writes are refused (a failed write or fsync), or ""
         self._log_base = 0  # the snapshot index the log file starts from (its first record)
         os.makedirs(self.directory, exist_ok=True)
         self._synced = self._recover()
@@ -227,6 +236,7 @@ class FileRaftStorage:
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
              snapshot: Snapshot | None) -> None:
+        self._check_usable()
         self.stats["saves"] += 1
         vol = self._volatile
         records: list[bytes] = []
@@ -254,10 +264,17 @@ class FileRaftStorage:
 
     def sync(self) -> None:
         """One write and one fsync for everything saved since the last sync (group commit)."""
+        self._check_usable()
         self.stats["syncs"] += 1
         if self._buf:
-            _write_all(self._fd, bytes(self._buf))
-            os.fsync(self._fd)
+            try:
+                _write_all(self._fd, bytes(self._buf))
+                os.fsync(self._fd)
+            except OSError as exc:
+                # what reached the disk is unknown (a retry could append a batch twice): like
+                # etcd after a failed fsync, refuse every later write; a restart recovers
+                self._failed = f"a write or fsync of {self.path} failed ({exc})"
+                raise
             self.stats["fsyncs"] += 1
             self.stats["bytes_synced"] += len(self._buf)
             self.stats["last_sync_records"] = self._buf_records
@@ -274,6 +291,13 @@ class FileRaftStorage:
             self._rewrite()
 
     # --- beyond the protocol --------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failed:
+            raise RaftStorageFailed(f"raft storage refuses writes: {self._failed}; restart to recover "
+                                    "from what is on disk")
+        if self._fd < 0:
+            raise RaftStorageFailed(f"raft storage {self.path} is closed")
 
     def has_unsynced(self) -> bool:
         s, v = self._synced, self._volatile

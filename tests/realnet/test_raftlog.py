@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from kvcore.raft.messages import CONF, ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from kvcore.raft.storage import MemoryRaftStorage
 from realnet import raftlog
-from realnet.raftlog import MAGIC, FileRaftStorage, RaftLogCorrupt
+from realnet.raftlog import MAGIC, FileRaftStorage, RaftLogCorrupt, RaftStorageFailed
 
 REPO = Path(__file__).resolve().parents[2]
 VOTERS = ("a", "b", "c")
@@ -101,6 +101,35 @@ def test_group_commit_many_saves_one_fsync(tmp_path: Path, monkeypatch: pytest.M
     s.sync()  # nothing new: counted as a sync, costs no fsync
     assert len(calls) == 1 and s.stats["syncs"] == 2
     assert reopen(s).load().entries == ents(1, 100)
+
+
+def test_a_failed_fsync_refuses_later_writes_and_a_restart_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    s.save(HardState(term=1), ents(1, 2), None)
+    s.sync()
+    s.save(HardState(term=2), ents(3, 4), None)
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(raftlog.os, "fsync", eio)
+        with pytest.raises(OSError):
+            s.sync()
+    with pytest.raises(RaftStorageFailed, match=r"refuses writes: a write or fsync of .* failed"):
+        s.sync()  # a retry could write the batch twice
+    with pytest.raises(RaftStorageFailed):
+        s.save(None, ents(5, 5), None)
+    got = reopen(s).load()  # the batch was written, its fsync failed: either image is allowed
+    assert got.entries in (ents(1, 2), ents(1, 4))
+
+
+def test_a_closed_storage_refuses_writes(tmp_path: Path) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    s.close()
+    with pytest.raises(RaftStorageFailed, match="is closed"):
+        s.save(HardState(term=1), [], None)
 
 
 def test_a_conflicting_suffix_is_truncated_and_survives_reopen(tmp_path: Path) -> None:
