@@ -55,7 +55,6 @@ import re
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -189,12 +188,6 @@ def _entry_rows(entries: Sequence[Entry]) -> list[list[Any]]:
 
 def _hard_row(hs: HardState) -> list[Any]:
     return [hs.term, hs.vote, hs.commit]
-
-
-@dataclass
-class _Snapfile:
-    index: int
-    term: int
 
 
 class FileRaftStorage:
