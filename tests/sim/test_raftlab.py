@@ -1,0 +1,143 @@
+"""The Raft elections lab (sim/raftlab.py, ``python -m sim raft-elections``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kvcore.raft import LEADER
+from sim.latency import Constant
+from sim.raftlab import ElectionSetup, contested_approx, main, run_election, run_elections, simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+D = 0.005  # one-way latency of the exact-timing tests
+
+
+def test_a_leader_is_elected_and_every_live_server_learns_it() -> None:
+    setup = ElectionSetup(failed=2, cap=30.0)
+    for run in range(5):
+        g = simulate(setup, seed=3, run=run)
+        assert g.leader is not None and g.done_at is not None
+        live = g.live()
+        assert len(live) == 3 and g.servers[g.leader].up
+        assert g.servers[g.leader].raft.role == LEADER
+        assert g.servers[g.leader].raft.term > (g.crash_term or 0)
+        assert all(s.raft.lead == g.leader for s in live)
+        down = [s for s in g.servers.values() if not s.up]
+        assert len(down) == 2 and g.leader not in {s.id for s in down}
+        assert g.late_ticks == 0
+
+
+@pytest.mark.parametrize("pre_vote", [False, True])
+def test_time_is_measured_from_the_crash_fresh_timers(pre_vote: bool) -> None:
+    """With fresh timers and a constant latency d, the earliest possible election is the minimum
+    timeout plus the round trips: (PreVote), RequestVote, then the leader's first message; a run
+    without a split vote ends by the maximum timeout plus the same (and a tick)."""
+    setup = ElectionSetup(timeout_min=0.100, timeout_max=0.150, latency=Constant(D), fresh_timers=True,
+                          pre_vote=pre_vote, check_quorum=pre_vote)
+    trips = (5 if pre_vote else 3) * D
+    for run in range(20):
+        g = simulate(setup, seed=5, run=run)
+        r = run_election(setup, seed=5, run=run)
+        assert g.done_at is not None and g.crash_at > 0
+        assert r.elapsed == pytest.approx(g.done_at - g.crash_at)
+        assert r.elapsed >= 0.100 + trips - 1e-9
+        if r.split_votes == 0 and r.prevotes_lost == 0:
+            assert r.elapsed <= 0.150 + trips + 2 * setup.tick
+        assert r.late_ticks == 0
+
+
+def test_crash_within_a_heartbeat_bounds() -> None:
+    """Without fresh timers the crash falls within a heartbeat interval of the last heartbeat, so
+    the first timeout comes between (min - heartbeat) and max after the crash (the paper: "the
+    smallest possible downtime was about half of the minimum election timeout")."""
+    setup = ElectionSetup(timeout_min=0.100, timeout_max=0.150, latency=Constant(D), pre_vote=False,
+                          check_quorum=False)
+    times = [run_election(setup, seed=9, run=i) for i in range(30)]
+    assert all(t.elapsed >= 0.100 - 0.050 + 3 * D - 1e-9 for t in times)
+    assert min(t.elapsed for t in times) < 0.100  # some crashes fell late in the interval
+    assert all(t.elapsed <= 0.150 + 3 * D + 2 * setup.tick for t in times if not t.split_votes)
+
+
+def test_failed_majority_gives_capped_runs() -> None:
+    for pre_vote in (True, False):
+        setup = ElectionSetup(servers=5, failed=3, cap=2.0, pre_vote=pre_vote, check_quorum=pre_vote)
+        stats = run_elections(setup, runs=3, seed=1)
+        s = stats.summary()
+        assert s["capped"] == 3 and s["max_ms"] == 2000.0 and s["mean_ms"] == 2000.0
+        assert all(r.capped and r.leader is None for r in stats.runs)
+        if not pre_vote:  # candidates keep trying, and every term is a split vote
+            assert s["election_terms"] > 3 and s["split_vote_rate"] == 1.0
+        else:  # PreVote never lets a minority start a term
+            assert s["election_terms"] == 0 and s["prevotes_lost"] > 0
+
+
+def test_same_seed_same_numbers_different_seed_different() -> None:
+    setup = ElectionSetup(timeout_min=0.150, timeout_max=0.155)
+    a = run_elections(setup, runs=8, seed=11)
+    b = run_elections(setup, runs=8, seed=11)
+    c = run_elections(setup, runs=8, seed=12)
+    assert a.runs == b.runs and a.summary() == b.summary()
+    assert [r.digest for r in a.runs] != [r.digest for r in c.runs]
+
+
+def _cli(*args: str, hashseed: str = "0") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "sim", "raft-elections", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_json_last_line_and_determinism_across_hash_seeds() -> None:
+    args = ("--runs", "10", "--timeout-min", "0.15", "--timeout-max", "0.2", "--seed", "4", "--json")
+    a, b = _cli(*args, hashseed="0"), _cli(*args, hashseed="4242")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    last = json.loads(a.stdout.strip().splitlines()[-1])
+    for key in ("runs", "mean_ms", "median_ms", "p99_ms", "max_ms", "split_vote_rate", "capped"):
+        assert key in last, key
+    assert last["runs"] == 10 and last["capped"] == 0 and last["late_ticks"] == 0
+    assert last["median_ms"] <= last["p99_ms"] <= last["max_ms"]
+    assert a.stdout == b.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--timeout-min", "0.3", "--timeout-max", "0.2"], "must not exceed --timeout-max"),
+    (["--failed", "5", "--servers", "5"], "--failed must be"),
+    (["--failed", "0"], "--failed must be"),
+    (["--timeout-min", "-0.1"], "must be positive"),
+    (["--heartbeat", "-1"], "--heartbeat must be positive"),
+    (["--heartbeat", "0.2"], "must be shorter than the minimum election timeout"),
+    (["--runs", "0"], "--runs must be at least 1"),
+    (["--cap", "-5"], "--cap must be positive"),
+    (["--latency", "uniform:-1,2"], "negative argument"),
+    (["--servers", "0"], "--servers must be at least 1"),
+])
+def test_bad_arguments_give_a_sentence_and_exit_2(args: list[str], words: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_registered_as_a_subcommand() -> None:
+    r = _cli("--runs", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["runs"] == 2
+
+
+def test_contested_approximation_matches_a_direct_draw() -> None:
+    rng = random.Random(1)
+    n, width, window, trials = 4, 0.050, 0.005, 20000
+    hits = 0
+    for _ in range(trials):
+        xs = sorted(rng.uniform(0, width) for _ in range(n))
+        hits += xs[1] - xs[0] < window
+    assert abs(hits / trials - contested_approx(n, width, window)) < 0.02
+    assert contested_approx(4, 0.0, 0.005) == 1.0
