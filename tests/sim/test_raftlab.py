@@ -13,7 +13,7 @@ import pytest
 
 from kvcore.raft import LEADER
 from sim.latency import Constant
-from sim.raftlab import ElectionSetup, contested_approx, main, run_election, run_elections, simulate
+from sim.raftlab import ElectionSetup, main, run_election, run_elections, simulate, split_vote_formula
 
 ROOT = Path(__file__).resolve().parents[2]
 D = 0.005  # one-way latency of the exact-timing tests
@@ -132,12 +132,20 @@ def test_registered_as_a_subcommand() -> None:
     assert json.loads(r.stdout.strip().splitlines()[-1])["runs"] == 2
 
 
-def test_contested_approximation_matches_a_direct_draw() -> None:
+def test_split_vote_formula_gives_the_thesis_examples() -> None:
+    """Thesis §9.2: five servers, four available, a 100 ms range: about 0.06%, 5.2% and 18.1%
+    split votes for one-way latencies of 1, 10 and 20 ms; with two failures and l = 0.2 "about
+    half"; a direct draw of the model (first c of s uniform timers within l) agrees."""
+    assert split_vote_formula(5, 4, 0.01) == pytest.approx(0.0006, abs=0.00005)
+    assert split_vote_formula(5, 4, 0.1) == pytest.approx(0.052, abs=0.0005)
+    assert split_vote_formula(5, 4, 0.2) == pytest.approx(0.181, abs=0.0005)
+    assert split_vote_formula(5, 3, 0.2) == pytest.approx(0.49, abs=0.01)
+    assert split_vote_formula(5, 4, 1.5) == 1.0
     rng = random.Random(1)
-    n, width, window, trials = 4, 0.050, 0.005, 20000
+    n, s, lat, trials = 5, 4, 0.15, 20000
+    c = s - n // 2 + 1
     hits = 0
     for _ in range(trials):
-        xs = sorted(rng.uniform(0, width) for _ in range(n))
-        hits += xs[1] - xs[0] < window
-    assert abs(hits / trials - contested_approx(n, width, window)) < 0.02
-    assert contested_approx(4, 0.0, 0.005) == 1.0
+        xs = sorted(rng.random() for _ in range(s))
+        hits += xs[c - 1] - xs[0] <= lat
+    assert abs(hits / trials - split_vote_formula(n, s, lat)) < 0.01
