@@ -358,7 +358,7 @@ class ElectionStats:
     def percentile(self, q: float) -> float:
         """Nearest-rank percentile of the election times, in ms."""
         xs = self.times_ms
-        return xs[max(0, math.ceil(q / 100.0 * len(xs)) - 1)]
+        return xs[max(0, math.ceil(q * len(xs) / 100.0 - 1e-9) - 1)]  # (99.9 * 1000 / 100 > 999)
 
     def summary(self) -> dict[str, Any]:
         xs = self.times_ms

@@ -149,3 +149,12 @@ def test_split_vote_formula_gives_the_thesis_examples() -> None:
         xs = sorted(rng.random() for _ in range(s))
         hits += xs[c - 1] - xs[0] <= lat
     assert abs(hits / trials - split_vote_formula(n, s, lat)) < 0.01
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    from sim.raftlab import ElectionRun, ElectionStats
+
+    runs = [ElectionRun(i / 1000, False, "s1", 1, 0, 0, 0, "") for i in range(1, 1001)]
+    st = ElectionStats(ElectionSetup(), runs)
+    assert st.percentile(99.9) == pytest.approx(999.0) and st.percentile(99) == pytest.approx(990.0)
+    assert st.percentile(100) == pytest.approx(1000.0) and st.percentile(50) == pytest.approx(500.0)
