@@ -49,7 +49,7 @@ from typing import Any
 import simpy
 
 from kvcore.raft import CANDIDATE, LEADER, PRE_CANDIDATE, MemoryRaftStorage, Raft, RaftConfig
-from kvcore.raft.messages import RaftMessage
+from kvcore.raft.messages import RaftAppend, RaftMessage
 from sim.latency import Latency, Uniform, parse_latency
 from sim.network import SimNetwork, schedule_call
 from sim.rand import stream
@@ -72,6 +72,8 @@ class ElectionSetup:
     latency: Latency = field(default_factory=lambda: Uniform(0.005, 0.010))
     heartbeat: float | None = None
     fresh_timers: bool = False
+    #: live followers whose log lacks the leader's last entry at the crash (the paper's runs: 2)
+    stale: int = 0
     cap: float = 60.0
     tick: float = DEFAULT_TICK
     pre_vote: bool = True
@@ -92,6 +94,9 @@ class ElectionSetup:
         if not 1 <= self.failed < self.servers:
             out.append(f"--failed must be at least 1 (the crashed leader) and less than --servers "
                        f"({self.servers}), not {self.failed}.")
+        if self.servers >= 1 and not 0 <= self.stale <= self.servers - max(self.failed, 1):
+            out.append(f"--stale must be within 0 and the live servers ({self.servers} - {self.failed}), "
+                       f"not {self.stale}.")
         if self.tick <= 0:
             out.append(f"--tick must be positive, not {self.tick}.")
         if self.timeout_min <= 0 or self.timeout_max <= 0:
@@ -188,6 +193,9 @@ class _Server:
             if rd.must_sync:
                 self.storage.sync()
             for m in rd.messages:
+                if group.withheld and m.dst in group.withheld and m.src == group.withholder \
+                        and type(m) is RaftAppend:
+                    continue  # the stale followers' missing entry (see propose_withheld)
                 group.net.send(m.src, m.dst, m)
             if rd.soft_state is not None:
                 group.saw_role(self, rd.soft_state.role, r.term)
@@ -238,6 +246,8 @@ class RaftGroup:
         self.servers = {sid: _Server(self, sid, self.rng.uniform(0.0, self.tick)) for sid in self.ids}
         for sid, s in self.servers.items():
             self.net.attach(sid).node = s
+        self.withheld: frozenset[str] = frozenset()  # followers the old leader's appends skip
+        self.withholder = ""
         self.crash_term: int | None = None  # set at the crash: from then on elections are watched
         self.cand_terms: set[int] = set()
         self.lead_terms: set[int] = set()
@@ -287,6 +297,15 @@ class RaftGroup:
         s.gen += 1  # its pending wake-up is void
         self.net.endpoints[sid].node = None
 
+    def propose_withheld(self, leader: str, live: list[str]) -> None:
+        """The paper's "servers in each trial had different log lengths": the leader appends one
+        entry that ``stale`` of the live followers never receive (its appends to them are
+        withheld until the crash; heartbeats still reach them), so they cannot win (§5.4.1)."""
+        self.withheld = frozenset(self.rng.sample(live, self.setup.stale))
+        self.withholder = leader
+        self.servers[leader].raft.propose(b"entry the stale followers lack")
+        self.servers[leader].after_input()
+
     def _at_cap(self, _e: object) -> None:
         if not self.done.triggered:
             self.done.succeed()
@@ -307,12 +326,16 @@ class RaftGroup:
             now_leader = self.agreed_leader()
             stable = stable + 1 if now_leader is not None and now_leader == leader else 0
             leader = now_leader
-        yield self.env.timeout(self.rng.uniform(0.0, hb))
+        delay = self.rng.uniform(0.0, hb)
         assert leader is not None
+        followers = [sid for sid in self.ids if sid != leader]
+        victims = self.rng.sample(followers, setup.failed - 1)
+        if setup.stale:
+            self.propose_withheld(leader, [sid for sid in followers if sid not in victims])
+        yield self.env.timeout(delay)
         self.crash_at = self.env.now
         self.crash_term = self.servers[leader].raft.term
-        followers = [sid for sid in self.ids if sid != leader]
-        for sid in [leader, *self.rng.sample(followers, setup.failed - 1)]:
+        for sid in [leader, *victims]:
             self.crash(sid)
         if setup.fresh_timers:
             for s in self.live():
@@ -378,7 +401,7 @@ class ElectionStats:
             "late_ticks": sum(r.late_ticks for r in self.runs),
             "servers": st.servers, "failed": st.failed, "timeout_min_ms": st.timeout_min * 1000,
             "timeout_max_ms": st.timeout_max * 1000, "heartbeat_ms": st.heartbeat_s * 1000,
-            "latency": repr(st.latency), "fresh_timers": st.fresh_timers, "pre_vote": st.pre_vote,
+            "latency": repr(st.latency), "fresh_timers": st.fresh_timers, "stale": st.stale, "pre_vote": st.pre_vote,
             "cap_s": st.cap, "tick_ms": st.tick * 1000,
         }
 
@@ -425,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh-timers", action="store_true",
                    help="every election timer restarts at the crash (AvailSim); else the crash falls "
                    "uniformly within a heartbeat interval")
+    p.add_argument("--stale", type=int, default=0, metavar="K",
+                   help="live followers whose log lacks the leader's last entry, so they cannot win "
+                   "(the paper's runs: 2 of 4; default 0)")
     p.add_argument("--runs", type=int, default=200, help="runs (default 200)")
     p.add_argument("--seed", type=int, default=1, help="seed; the same seed gives the same numbers")
     p.add_argument("--cap", type=float, default=60.0, metavar="S",
@@ -449,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = ElectionSetup(
         servers=args.servers, failed=args.failed, timeout_min=args.timeout_min,
         timeout_max=args.timeout_max, latency=latency, heartbeat=args.heartbeat,
-        fresh_timers=args.fresh_timers, cap=args.cap, tick=args.tick,
+        fresh_timers=args.fresh_timers, stale=args.stale, cap=args.cap, tick=args.tick,
         pre_vote=not args.no_pre_vote, check_quorum=not args.no_pre_vote)
     problems = setup.problems()
     if problems:
@@ -463,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{s['servers']} servers, {s['failed']} failed, timeouts {s['timeout_min_ms']:g}-"
           f"{s['timeout_max_ms']:g} ms, heartbeat {s['heartbeat_ms']:g} ms, one-way latency "
           f"{args.latency}, {'fresh timers' if setup.fresh_timers else 'crash within a heartbeat'}, "
-          f"PreVote {'on' if setup.pre_vote else 'off'}, seed {args.seed}")
+          f"{setup.stale} stale, PreVote {'on' if setup.pre_vote else 'off'}, seed {args.seed}")
     print(f"{'runs':>6} {'mean':>9} {'median':>9} {'p99':>9} {'max':>9}  split votes  capped")
     print(f"{s['runs']:>6} {s['mean_ms']:>9.1f} {s['median_ms']:>9.1f} {s['p99_ms']:>9.1f} {s['max_ms']:>9.1f}"
           f"  {s['split_votes']:>4}/{s['election_terms']:<6} {s['capped']:>6}   (ms)")

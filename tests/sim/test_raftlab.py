@@ -65,6 +65,26 @@ def test_crash_within_a_heartbeat_bounds() -> None:
     assert all(t.elapsed <= 0.150 + 3 * D + 2 * setup.tick for t in times if not t.split_votes)
 
 
+@pytest.mark.parametrize("pre_vote", [False, True])
+def test_stale_followers_cannot_win_and_hear_the_new_leader(pre_vote: bool) -> None:
+    """The paper's runs gave two of the four live servers a shorter log: they lack an entry the
+    leader and two others hold (so it is committed), and §5.4.1's restriction keeps them from
+    winning; they still hear the new leader, which also brings them the entry."""
+    setup = ElectionSetup(stale=2, timeout_min=0.150, timeout_max=0.155, pre_vote=pre_vote,
+                          check_quorum=pre_vote)
+    stale_first = 0
+    for run in range(12):
+        g = simulate(setup, seed=2, run=run)
+        assert len(g.withheld) == 2 and g.leader is not None and g.leader not in g.withheld
+        assert all(s.up for s in (g.servers[i] for i in g.withheld))
+        assert all(s.raft.lead == g.leader for s in g.live())
+        # the entry the stale ones lacked is on every live server that could win: the leader has it
+        assert any(e.data == b"entry the stale followers lack" for e in g.servers[g.leader].raft.log.entries)
+        stale_first += any(s.raft.stats["campaigns"] for s in (g.servers[i] for i in g.withheld))
+    assert stale_first > 0  # some runs had a stale server campaign first, and lose
+    assert "--stale must be" in " ".join(ElectionSetup(stale=5, failed=1).problems())
+
+
 def test_failed_majority_gives_capped_runs() -> None:
     for pre_vote in (True, False):
         setup = ElectionSetup(servers=5, failed=3, cap=2.0, pre_vote=pre_vote, check_quorum=pre_vote)
