@@ -22,7 +22,9 @@ predicted wake-up would be a misprediction; ``late_ticks`` counts them and the t
 followed the same leader for two heartbeat intervals the group is stable; the leader is crashed
 at a time uniform within one heartbeat interval after that (the Raft paper, §9.3: "crashed
 uniformly randomly within its heartbeat interval"), together with F-1 followers chosen at random
-(``failed`` = F counts the leader, as AvailSim's "one failed" is F = 1). With ``fresh_timers``
+(``failed`` = F counts the leader, as AvailSim's "one failed" is F = 1). With ``stale`` = K the
+leader first appends an entry that K live followers never receive, so they cannot win, as in the
+paper's runs ("the servers in each trial had different log lengths"). With ``fresh_timers``
 every live server's election timer restarts at the crash (its tick grid too), as AvailSim starts
 them. The run ends when every live server has heard the new leader (its ``lead`` names a leader
 of a term later than the crashed one), the thesis's definition; a run with no such moment within
