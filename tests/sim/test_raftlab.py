@@ -136,6 +136,8 @@ def test_cli_json_last_line_and_determinism_across_hash_seeds() -> None:
     (["--cap", "-5"], "--cap must be positive"),
     (["--latency", "uniform:-1,2"], "negative argument"),
     (["--servers", "0"], "--servers must be at least 1"),
+    (["--stale", "5", "--failed", "1"], "--stale must be within 0 and the live servers"),
+    (["--stale", "-1"], "--stale must be within 0 and the live servers"),
 ])
 def test_bad_arguments_give_a_sentence_and_exit_2(args: list[str], words: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
