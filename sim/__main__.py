@@ -36,12 +36,14 @@ from sim.latency import parse_latency
 from sim.scenario import RunReport, run_default
 
 #: subcommand -> the module whose ``main(argv)`` runs it (``python -m sim NAME --help`` for each)
-SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep", "figures": "sim.figures"}
+SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep", "figures": "sim.figures",
+               "raft-elections": "sim.raftlab"}
 #: one line per subcommand for ``python -m sim --help`` (else: the module docstring's first line)
 SUBCOMMAND_HELP = {
     "epidemic": "the epidemics of Demers et al. (1987): residue, traffic and delays against the paper",
     "check": "many seeds under a nemesis, every history checked for linearizability",
     "figures": "regenerate the README's figures (join convergence, false positives, a timeline)",
+    "raft-elections": "crash a Raft leader, time the election (the Raft paper's Figure 16, AvailSim)",
 }
 
 EXIT_INTERRUPTED = 130

@@ -24,6 +24,12 @@ class RaftConfig:
     #: drawn uniformly from [election_tick, 2 * election_tick) at each reset (§5.2, randomized
     #: timeouts). Suggested: election_tick = 10 * heartbeat_tick (etcd-io/raft's ratio).
     election_tick: int = 10
+    #: When non-zero, the randomized timeout is drawn uniformly from [election_tick,
+    #: election_tick_max] (both included) instead of etcd's [election_tick, 2 * election_tick):
+    #: the Raft paper's Figure 16 ranges (150-150 ms, 150-151 ms, ...). election_tick stays the
+    #: minimum, which is what leader stickiness and CheckQuorum measure. 0 (the default) keeps
+    #: etcd's range and draws exactly the same numbers as before.
+    election_tick_max: int = 0
     #: Ticks between a leader's heartbeats (§5.2). Must be < election_tick.
     heartbeat_tick: int = 1
     #: PreVote (thesis §9.6): a would-be candidate first asks whether it could win, so a node
@@ -62,6 +68,9 @@ class RaftConfig:
         if self.election_tick <= self.heartbeat_tick:
             problems.append(f"election_tick ({self.election_tick}) must be greater than heartbeat_tick "
                             f"({self.heartbeat_tick}); 10 times is suggested.")
+        if self.election_tick_max and self.election_tick_max < self.election_tick:
+            problems.append(f"election_tick_max ({self.election_tick_max}) must be 0 (etcd's range) or at "
+                            f"least election_tick ({self.election_tick}).")
         if self.max_size_per_msg < 1 or self.max_snapshot_chunk < 1 or self.max_inflight < 1:
             problems.append("max_size_per_msg, max_snapshot_chunk and max_inflight must be at least 1.")
         if self.read_only not in (SAFE, LEASE):

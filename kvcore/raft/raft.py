@@ -165,7 +165,10 @@ class Raft:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         # §5.2: "election timeouts are chosen randomly from a fixed interval"
-        self.randomized_timeout = self.cfg.election_tick + self.rng.randrange(self.cfg.election_tick)
+        if self.cfg.election_tick_max:
+            self.randomized_timeout = self.rng.randint(self.cfg.election_tick, self.cfg.election_tick_max)
+        else:
+            self.randomized_timeout = self.cfg.election_tick + self.rng.randrange(self.cfg.election_tick)
         self.votes = {}
         self.lead_transferee = None
         self.reads_waiting.clear()

@@ -25,6 +25,7 @@ SMALL: dict[str, dict[str, object]] = {
         "LOAD_SIZES": [8, 16, 32], "LOAD_SECONDS": 20.0,
     },
     "resharding.ipynb": {"OPS": 900, "KEYS": 100, "DURATION": 12.0, "BATCH": 20},
+    "raft_elections.ipynb": {"RUNS": 8, "NARROW_RUNS": 2, "CAP": 3.0, "AVAIL_RUNS": 8},
     "faults_and_histories.ipynb": {
         "OPS": 100, "DURATION": 6.0, "SWEEP_SEEDS": 6, "SWEEP_OPS": 80, "PROCESSES": 1,
     },

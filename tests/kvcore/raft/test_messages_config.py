@@ -81,6 +81,32 @@ def test_config_validate_speaks_sentences() -> None:
         Raft(RaftConfig(id="1", election_tick=1), MemoryRaftStorage(["1"]).load(), random.Random(0))
 
 
+def _timeouts(cfg: RaftConfig, draws: int = 400) -> set[int]:
+    r = Raft(cfg, MemoryRaftStorage(["1", "2", "3"]).load(), random.Random(7))
+    seen = set()
+    for _ in range(draws):
+        r.become_follower(r.term, None)  # every reset draws a new randomized timeout (§5.2)
+        seen.add(r.randomized_timeout)
+    return seen
+
+
+def test_election_timeout_range_min_max() -> None:
+    """§5.2 "chosen randomly from a fixed interval": by default etcd's [T, 2T); with
+    election_tick_max, the closed interval [election_tick, election_tick_max] (Figure 16's ranges)."""
+    assert _timeouts(RaftConfig(id="1", election_tick=10)) == set(range(10, 20))
+    assert _timeouts(RaftConfig(id="1", election_tick=10, election_tick_max=13)) == {10, 11, 12, 13}
+    assert _timeouts(RaftConfig(id="1", election_tick=10, election_tick_max=10)) == {10}  # 150-150 ms
+    problems = RaftConfig(id="1", election_tick=10, election_tick_max=9).validate()
+    assert len(problems) == 1 and "election_tick_max" in problems[0] and problems[0].endswith(".")
+
+
+def test_default_range_draws_as_before() -> None:
+    """election_tick_max=0 leaves every draw of the default range unchanged (traces stay put)."""
+    r = Raft(RaftConfig(id="1", election_tick=10), MemoryRaftStorage(["1"]).load(), random.Random(3))
+    rng = random.Random(3)
+    assert r.randomized_timeout == 10 + rng.randrange(10)
+
+
 @pytest.mark.parametrize("bad", [
     RaftAppend(term=1, src="2", dst="1", prev_index=0, prev_term=0, entries=(Entry(term=1, index=5),)),
     RaftAppend(term=1, src="2", dst="1", prev_index=0, prev_term=0, entries=(Entry(term=7, index=1),)),
