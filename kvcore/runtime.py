@@ -8,7 +8,8 @@ and reaches the world only through it: ``now()`` (monotonic seconds), ``send(dst
 or ``"@HOST:PORT"`` for "whoever listens at this peer address" — how a node reaches a seed whose
 id it does not know yet), ``call_later(delay,
 fn)`` (a timer with ``cancel()``), ``random`` (a ``random.Random`` the world seeded) and
-``storage`` (state that survives a crash). The sim and realnet each implement it; tests use
+``storage`` (state that survives a crash once synced: a write is durable when ``sync()`` has
+returned, never before). The sim and realnet each implement it; tests use
 :class:`FakeRuntime`, whose clock only moves when the test says so and which records every send,
 so a test drives inputs and asserts on outputs as data (h11's and etcd/raft's testing style).
 """
@@ -27,13 +28,22 @@ class TimerHandle(Protocol):
 
 class Storage(Protocol):
     """Durable key/value state that survives a crash: SWIM incarnations, and with
-    ``NodeConfig.durable`` the store and open migrations (Raft's log, later)."""
+    ``NodeConfig.durable`` the store and open migrations (Raft's log, later).
+
+    Durability is explicit: ``put`` and ``delete`` change what ``get`` and ``items`` return at
+    once, but a write is promised to survive a crash only after a later ``sync()`` has returned
+    (a world may lose unsynced writes in a crash: the sim's :class:`sim.storage.SimStorage`
+    does). Every durable write in kvcore is therefore a write followed by ``sync()``.
+    """
 
     def get(self, key: str) -> bytes | None: ...
     def put(self, key: str, value: bytes) -> None: ...
     def delete(self, key: str) -> None: ...
     def items(self, prefix: str) -> list[tuple[str, bytes]]:
         """Every (key, value) whose key starts with ``prefix``, sorted by key."""
+        ...
+    def sync(self) -> None:
+        """Make every write so far durable (an fsync): after it returns, a crash keeps them."""
         ...
 
 
@@ -54,6 +64,9 @@ class MemoryStorage:
 
     def items(self, prefix: str) -> list[tuple[str, bytes]]:
         return sorted((k, v) for k, v in self._data.items() if k.startswith(prefix))
+
+    def sync(self) -> None:
+        """Nothing to do: every write is kept (the object outlives a crash as it is)."""
 
 
 class Runtime(Protocol):

@@ -7,7 +7,7 @@ used as a set, because iterating a ``set`` of bytes depends on PYTHONHASHSEED). 
 what resharding needs ("the keys of slot 42") and costs one dict operation per write.
 
 With a ``journal`` (a :class:`kvcore.runtime.Storage`), every change is written through to it
-under ``kv:<hex key>`` before the call returns, and :meth:`LocalStore.load` rebuilds the store
+under ``kv:<hex key>`` and synced (``Storage.sync``) before the call returns, and :meth:`LocalStore.load` rebuilds the store
 from it after a crash: a disk with an fsync per write (Redis's ``appendfsync always``).
 """
 
@@ -57,6 +57,7 @@ class LocalStore:
         self._data[key] = value
         if self.journal is not None:
             self.journal.put(JOURNAL_PREFIX + key.hex(), value)
+            self.journal.sync()
 
     def delete(self, key: bytes) -> bool:
         """Remove a key; False when it was absent."""
@@ -71,6 +72,7 @@ class LocalStore:
         self.bytes_used -= len(key) + len(old)
         if self.journal is not None:
             self.journal.delete(JOURNAL_PREFIX + key.hex())
+            self.journal.sync()
         return True
 
     def count(self) -> int:

@@ -373,6 +373,7 @@ def _keep_cluster_name(settings: Settings, storage: Storage) -> Settings:
     if settings.cluster_name:
         if (storage.get(CLUSTER_NAME_KEY) or b"").decode("utf-8", "replace") != settings.cluster_name:
             storage.put(CLUSTER_NAME_KEY, settings.cluster_name.encode())
+            storage.sync()
         return settings
     kept = storage.get(CLUSTER_NAME_KEY)
     if kept:
@@ -536,6 +537,7 @@ def _open_storage(settings: Settings) -> tuple[Storage, str]:
                 node_id = stored.decode("utf-8", "replace")
             elif settings.data_dir:
                 storage.put("node_id", node_id.encode())
+                storage.sync()
     except OSError as e:
         raise ConfigError(
             [f"Cannot use data directory {settings.data_dir!r}: {e.strerror or e}."]

@@ -68,7 +68,8 @@ class FileStorage:
 
     ``put`` is atomic and durable (temp file, fsync, rename, fsync of the directory); ``get``
     reads the file back, or returns None when the key was never written; ``delete`` removes it
-    durably; ``items(prefix)`` lists every key with that prefix, sorted.
+    durably; ``items(prefix)`` lists every key with that prefix, sorted; ``sync`` is a no-op
+    (every write is synced when it returns).
     """
 
     SUFFIX = ".val"
@@ -146,6 +147,10 @@ class FileStorage:
         except FileNotFoundError:
             return
         self._sync_dir()
+
+    def sync(self) -> None:
+        """Nothing to do: ``put`` and ``delete`` are durable when they return (each fsyncs its
+        file and the directory), so every write is synced already."""
 
     def items(self, prefix: str) -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []

@@ -7,7 +7,7 @@ split the 16384 slots evenly, a :class:`~sim.network.SimNetwork`, and a :class:`
 Every random stream derives from the seed (:mod:`sim.rand`): each node incarnation, the network,
 each client. Same seed, same trace digest, in any process.
 
-Scenario verbs act at simulated times: ``crash``, ``restart``, ``partition``, ``heal``,
+Scenario verbs act at simulated times: ``crash``, ``power_loss``, ``restart``, ``partition``, ``heal``,
 ``set_loss``, ``set_latency``, ``set_duplicate``, ``slow_node``, ``set_link``, ``hold``,
 ``release``, and the membership verbs ``add_node`` (a new node joins through the seeds) and
 ``leave`` (graceful). Each takes ``at=`` (absolute simulated time; default: now) and records
@@ -25,8 +25,11 @@ down, left) and :attr:`SimCluster.member_events` every membership event every no
 ``(time, observer, event, subject, incarnation)``, from which :mod:`sim.measure` derives
 convergence curves and false positives.
 
-A crash drops the node object (its memory: store, pending forwards, timers) and keeps its
-``storage``; messages to it are dropped as ``down``; requests to it get no answer (the client
+A crash drops the node object (its memory: store, pending forwards, timers) and keeps what its
+``storage`` (a :class:`~sim.storage.SimStorage`) had synced: unsynced writes are lost. With
+``sync_time=None`` (the default) a sync is instantaneous and kvcore syncs every durable write,
+so nothing durable is lost; ``sync_time="const:0.002"`` makes syncs take simulated time (group
+commit; see :mod:`sim.storage`). ``power_loss`` crashes several nodes at once. Messages to it are dropped as ``down``; requests to it get no answer (the client
 times out: outcome unknown). ``restart`` builds a new incarnation with a fresh random stream.
 """
 
@@ -44,14 +47,14 @@ from kvcore.membership.member import UP
 from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import Node
-from kvcore.runtime import MemoryStorage
 from kvcore.slotmove import Fix, MoveSlots
 from kvcore.slots import even_split
 from sim.clients import History, SimClient, Workload
-from sim.latency import Latency, LogNormal
+from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.rand import stream
 from sim.runtime import SimRuntime
+from sim.storage import SimStorage
 from sim.slotmove import drive
 from sim.trace import Trace
 
@@ -72,7 +75,7 @@ class _Slot:
 
     node_id: str
     endpoint: Endpoint
-    storage: MemoryStorage = field(default_factory=MemoryStorage)
+    storage: SimStorage = field(default_factory=SimStorage)
     runtime: SimRuntime | None = None
     incarnation: int = 0
     down_since: float | None = None
@@ -108,12 +111,15 @@ class SimCluster:
         seeds: int = 3,
         observe: bool = True,
         node_factory: Callable[..., Any] | None = None,
+        sync_time: Latency | str | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
         if join not in ("static", "seeds"):
             raise ValueError(f"join must be 'static' or 'seeds', not {join!r}")
         self.seed = seed
+        #: how long a storage sync takes (None: no time; sim.storage)
+        self.sync_time = parse_latency(sync_time) if isinstance(sync_time, str) else sync_time
         self.config = (config or NodeConfig()).validate()
         self.swim = (swim or SwimConfig.lan()).validate()
         self.join = join
@@ -163,7 +169,9 @@ class SimCluster:
                     addr=spec.addr, peer_addr=spec.peer_addr)
 
     def _add_slot(self, spec: NodeSpec) -> None:
-        slot = _Slot(spec.id, self.net.attach(spec.id, spec.peer_addr))
+        storage = (SimStorage() if self.sync_time is None
+                   else SimStorage(self.env, self.sync_time, stream(self.seed, "sync", spec.id)))
+        slot = _Slot(spec.id, self.net.attach(spec.id, spec.peer_addr), storage)
         self._slots[spec.id] = slot
         self._specs[spec.id] = spec
         self._boot(slot)
@@ -236,21 +244,41 @@ class SimCluster:
         else:
             schedule_call(self.env, at - self.env.now, fire)
 
+    def storage(self, node_id: str) -> SimStorage:
+        """A node's storage (it outlives the node's incarnations)."""
+        return self._slots[node_id].storage
+
     def crash(self, node_id: str, at: float | None = None) -> None:
-        slot = self._slots[node_id]
+        """The node's process dies: its memory is gone, and its storage keeps only what was
+        synced (with the default sync time, every durable write: kvcore syncs each one)."""
+        self._at(at, "crash", node_id, lambda: self._crash_now(node_id))
+
+    def power_loss(self, node_ids: Iterable[str], at: float | None = None) -> None:
+        """The power fails under the nodes at once: each live one crashes and loses every write
+        its storage had not synced (one Fault ``powerloss``; ``restart`` brings each back)."""
+        ids = sorted(node_ids)
+        for nid in ids:
+            if nid not in self._slots:
+                raise ValueError(f"unknown node {nid!r}")
 
         def do() -> None:
-            if slot.endpoint.node is None:
-                return
-            assert slot.runtime is not None
-            slot.runtime.alive = False
-            slot.past_stats.append(slot.endpoint.node.stats)
-            slot.endpoint.node = None
-            slot.endpoint.stats = NodeStats()
-            slot.down_since = self.env.now
-            self._set_truth(node_id, "down")
+            for nid in ids:
+                self._crash_now(nid)
 
-        self._at(at, "crash", node_id, do)
+        self._at(at, "powerloss", ",".join(ids), do)
+
+    def _crash_now(self, node_id: str) -> None:
+        slot = self._slots[node_id]
+        if slot.endpoint.node is None:
+            return
+        assert slot.runtime is not None
+        slot.runtime.alive = False
+        slot.storage.crash()
+        slot.past_stats.append(slot.endpoint.node.stats)
+        slot.endpoint.node = None
+        slot.endpoint.stats = NodeStats()
+        slot.down_since = self.env.now
+        self._set_truth(node_id, "down")
 
     def add_node(self, node_id: str | None = None, at: float | None = None) -> str:
         """A new, empty node joins through the seeds when ``at`` comes; returns its id."""

@@ -18,6 +18,9 @@ kind               one fault
 ``oneway``         messages from a random minority to the rest are dropped; the other way works
 ``crash``          a random node crashes and restarts after a random down time: it loses its
                    memory and keeps its durable storage (ARCHITECTURE.md's failure model)
+``powerloss``      the power fails: all nodes at once (half the faults) or one random node crash
+                   together, each losing every write its storage had not synced
+                   (:mod:`sim.storage`), and restart when the fault ends
 ``loss``           message loss rises to a random 10-50 %, then falls back
 ``latency``        the network's latency becomes a log-normal with a 20-300 ms median
 ``slow``           one random node gets an extra exponential delay (mean 50-500 ms) on every
@@ -30,7 +33,8 @@ kind               one fault
 
 The three partition flavours are one package (one partition at a time, drawn among the flavours
 asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` adds ``crash``;
-``reshard`` is not in ``all`` (it changes the cluster's layout, not its health): add it by name.
+``reshard`` is not in ``all`` (it changes the cluster's layout, not its health), nor is
+``powerloss`` (it takes the whole cluster down): add them by name.
 
 Applying. :meth:`Nemesis.apply` plans the schedule and puts each fault's beginning and end on
 the cluster's SimPy clock. A fault begins with the cluster's scenario verb (``partition``,
@@ -73,7 +77,7 @@ from sim.network import Link, Loss, Partition, Rule, schedule_call
 from sim.rand import stream
 
 PARTITION_FLAVOURS = ("partition", "bridge", "oneway")
-KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard")
+KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard", "powerloss")
 NETWORK = ("partition", "bridge", "oneway", "loss", "latency", "slow")
 ALIASES: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -114,8 +118,10 @@ class FaultRecord:
     delayed: int = 0
     #: messages sent in the whole cluster while it was active
     sent: int = 0
-    #: crash: seconds the node was down
+    #: crash, powerloss: seconds the node(s) were down
     downtime: float = 0.0
+    #: powerloss: unsynced writes the nodes' storage lost
+    lost_writes: int = 0
     #: what came of it, when that is not a count (a reshard: moved, aborted and fixed, ...)
     detail: str = ""
 
@@ -134,8 +140,10 @@ class FaultRecord:
             ev.append(f"dropped {self.dropped}")
         if self.delayed:
             ev.append(f"delayed {self.delayed}")
-        if self.kind == "crash":
+        if self.kind in ("crash", "powerloss"):
             ev.append(f"down {self.downtime:.3f}s")
+        if self.kind == "powerloss":
+            ev.append(f"lost {self.lost_writes} unsynced writes")
         if self.detail:
             ev.append(self.detail)
         return f"{self.kind} {self.target} {span}: " + (", ".join(ev) or "no messages affected")
@@ -245,6 +253,36 @@ class Crashes(Package):
         if cluster.is_up(nid):
             return  # someone else restarted it
         cluster.restart(nid)
+
+
+@dataclass(frozen=True)
+class PowerLosses(Package):
+    """The power fails under all nodes (probability ``everyone``) or one random node: they
+    crash together, losing their unsynced writes, and restart when the fault ends."""
+
+    name: str = "powerloss"
+    everyone: float = 0.5
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        hit = sorted(nodes) if rng.random() < self.everyone else [rng.choice(nodes)]
+        return FaultRecord("powerloss", start, end, _names(hit), nodes=tuple(hit))
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        up = [nid for nid in run.record.nodes if cluster.is_up(nid)]
+        if not up:
+            run.record.skipped = "every node was already down"
+            return
+        run.dropped_down = cluster.net.stats.dropped.get("down", 0)
+        lost_before = sum(cluster.storage(nid).stats.lost_writes for nid in up)
+        run.previous = up
+        cluster.power_loss(up)
+        run.record.lost_writes = sum(cluster.storage(nid).stats.lost_writes for nid in up) - lost_before
+        run.fault = cluster.faults[-1]
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        for nid in run.previous:
+            if not cluster.is_up(nid):
+                cluster.restart(nid)
 
 
 @dataclass(frozen=True)
@@ -426,7 +464,7 @@ class _Active:
         elif rec.kind == "latency":
             # no rule decides: every message sent meanwhile that no rule dropped took the spike
             rec.delayed = rec.sent
-        elif rec.kind == "crash":
+        elif rec.kind in ("crash", "powerloss"):
             rec.downtime = c.now - rec.fired
             rec.dropped = c.net.stats.dropped.get("down", 0) - self.dropped_down
 
@@ -471,6 +509,8 @@ def packages_for(kinds: Iterable[str]) -> list[Package]:
             out.append(SlowNodes())
         elif kind == "reshard":
             out.append(Reshards())
+        elif kind == "powerloss":
+            out.append(PowerLosses())
     return out
 
 
@@ -617,7 +657,7 @@ class FaultReport:
                 continue
             fired = row["fired"] if row["fired"] is not None else row["start"]
             undone = row["undone"] if row["undone"] is not None else row["end"]
-            down = f"{row['downtime']:.2f}" if row["kind"] == "crash" else ""
+            down = f"{row['downtime']:.2f}" if row["kind"] in ("crash", "powerloss") else ""
             lines.append(
                 f"{row['kind']:<14}{row['target'][:27]:<28}{fired:>9.3f}{undone:>9.3f}"
                 f"{row['dropped']:>9}{row['delayed']:>9}{down:>8}{row['ops']:>6}{row['ops_not_ok']:>8}"
@@ -638,6 +678,7 @@ __all__ = [
     "NemesisRun",
     "Package",
     "Partitions",
+    "PowerLosses",
     "Reshards",
     "SlowNodes",
     "packages_for",

@@ -322,6 +322,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
         # a member that left is out of the cluster: restarted, it must not rejoin by itself
         for name, _ in self.rt.storage.items(MEMBER_PREFIX):
             self.rt.storage.delete(name)
+        self.rt.storage.sync()
         self.persist_members = False
         self._bump_incarnation(self.me.incarnation + 1)
         msg = Dead(node=self.id, incarnation=self.me.incarnation, source=self.id)
@@ -343,6 +344,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
         """Advertise a new slot claim: a fresh incarnation carries it to everyone."""
         self.me.slots, self.me.epoch = slots, epoch
         self.rt.storage.put(CLAIM_KEY, f"{epoch} {slots}".encode())
+        self.rt.storage.sync()
         self._bump_incarnation(self.me.incarnation + 1)
         self.broadcasts.queue(self.me.to_alive())
         self._emit(MemberEvent.UPDATE, self.me)
@@ -528,6 +530,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
 
     def _persist_incarnation(self) -> None:
         self.rt.storage.put(INCARNATION_KEY, str(self.me.incarnation).encode())
+        self.rt.storage.sync()
 
     def _set_state(self, m: Member, state: State) -> None:
         """Change ``m``'s state (``m`` is this node's own record: see MemberTable.writable)."""
@@ -643,8 +646,10 @@ class Membership(Probing, Suspicions, AntiEntropy):
         if m is not self.me and self.persist_members:
             if event in _PERSISTED:
                 self.rt.storage.put(MEMBER_PREFIX + m.node, encode_member(m))
+                self.rt.storage.sync()
             elif event == MemberEvent.REAP:
                 self.rt.storage.delete(MEMBER_PREFIX + m.node)
+                self.rt.storage.sync()
         for fn in self.listeners:
             fn(event, m.node, m)
 

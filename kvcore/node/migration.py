@@ -154,6 +154,7 @@ class Migration:
                 self.rt.storage.delete(name)
             else:
                 self.rt.storage.put(name, peer.encode())
+            self.rt.storage.sync()
 
     def begin_import(self, slots: Iterable[int], source: str) -> None:
         """Mark ``slots`` importing from ``source``; all are checked before any is marked."""
@@ -273,6 +274,7 @@ class Migration:
             # (the target may hold it already), never unfrozen by forgetting it
             self.rt.storage.put(f"{BATCH_PREFIX}{bid}",
                                 f"{slot} {target} {','.join(k.hex() for k, _ in items)}".encode())
+            self.rt.storage.sync()
         self._send_batch(bid)
 
     def reload(self, marks: Iterable[tuple[str, int, str]],
@@ -297,6 +299,7 @@ class Migration:
     def _forget_batch(self, bid: int) -> None:
         if self.config.durable:
             self.rt.storage.delete(f"{BATCH_PREFIX}{bid}")
+            self.rt.storage.sync()
 
     def _send_batch(self, bid: int) -> None:
         b = self.batches[bid]

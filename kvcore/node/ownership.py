@@ -71,6 +71,7 @@ class Ownership:
 
     def save(self) -> None:
         self.storage.put(SLOT_MAP_KEY, self.slot_map.to_text().encode())
+        self.storage.sync()
 
     def check_claim(self, node_id: str, ranges: list[tuple[int, int]], epoch: int) -> None:
         """Refuse (Conflict) a claim whose epoch would not win every one of its slots."""
