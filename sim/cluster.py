@@ -54,8 +54,8 @@ from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.rand import stream
 from sim.runtime import SimRuntime
-from sim.storage import SimStorage
 from sim.slotmove import drive
+from sim.storage import SimStorage
 from sim.trace import Trace
 
 

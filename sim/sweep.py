@@ -59,7 +59,7 @@ from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
 from sim.clients import FAIL, OK, UNKNOWN, Workload
 from sim.cluster import SimCluster, sim_cluster_config
-from sim.latency import LogNormal
+from sim.latency import LogNormal, parse_latency
 from sim.nemesis import DEFAULT, FaultRecord, FaultReport, Nemesis, NemesisRun
 
 WORKLOADS = ("kv", "register")
@@ -99,6 +99,9 @@ class RunConfig:
     check_timeout: float = 10.0
     #: nodes write through to durable storage, so a crash loses nothing acknowledged
     durable: bool = True
+    #: how long a storage sync takes, in the latency syntax ("const:0.002"); "" for no time
+    #: (sim.storage: with a sync time, a crash during a sync loses writes the node acknowledged)
+    sync_time: str = ""
 
     def problems(self) -> list[str]:
         out = []
@@ -114,6 +117,11 @@ class RunConfig:
             out.append("the client and checker timeouts must be positive.")
         if not 0.0 <= self.loss <= 1.0:
             out.append("loss must be within 0 and 1.")
+        if self.sync_time:
+            try:
+                parse_latency(self.sync_time)
+            except ValueError as e:
+                out.append(f"sync time: {e}")
         try:
             Nemesis(self.nemesis)
         except ValueError as e:
@@ -150,6 +158,8 @@ class RunConfig:
                 out.append(f"{flag} {v:g}" if isinstance(v, float) else f"{flag} {v}")
         if not self.durable:
             out.append("--no-durable")
+        if self.sync_time:
+            out.append(f"--sync-time {self.sync_time}")
         return " ".join(out)
 
 
@@ -258,6 +268,7 @@ def simulate(seed: int, config: RunConfig | None = None, *, node_class: type | N
         seed, cfg.nodes, cfg.node_config, latency=LogNormal(0.001, 0.5), swim=SWEEP_SWIM,
         keep_trace=keep_trace,
         node_factory=_node_factory(node_class, cfg) if node_class is not None else None,
+        sync_time=cfg.sync_time or None,
     )
     if cfg.loss:
         cluster.set_loss(cfg.loss)
@@ -525,6 +536,9 @@ class SweepResult:
             for kind, d in kinds.items():
                 lines.append(f"{kind:<16}{int(d['fired']):>7}{int(d['skipped']):>9}{d['seconds']:>10.1f}"
                              f"{int(d['dropped']):>10}{int(d['delayed']):>10}{d['downtime']:>9.1f}")
+            if "powerloss" in kinds:
+                lost = sum(f.lost_writes for r in self.results for f in r.faults if f.kind == "powerloss")
+                lines.append(f"powerloss lost {lost} unsynced writes (sim.storage)")
         check_s = [r.check_seconds for r in self.results]
         lines.append("")
         if check_s:

@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run many seeds of the simulated store under a nemesis and check every "
         "history for linearizability.",
         epilog="exit status: 0 no violation, 1 a violation (its seed reproduces it), 2 usage error, "
-        "3 a run raised an exception (or, with --dask, a task could not run). Nemesis kinds: partition, bridge, oneway, crash, loss, "
-        "latency, slow, reshard; aliases none, network (all but crash and reshard), all (all but "
-        "reshard). With --no-durable a crash "
+        "3 a run raised an exception (or, with --dask, a task could not run). Nemesis kinds: partition, bridge, oneway, crash, powerloss, loss, "
+        "latency, slow, reshard; aliases none, network (all but crash, powerloss and reshard), all (all but "
+        "reshard and powerloss). With --no-durable a crash "
         "loses the node's acknowledged writes, which the checker reports (see sim/nemesis.py).",
     )
     p.add_argument("--workload", choices=WORKLOADS, default=d.workload, help="kv (default) or register (one key)")
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--durable", action=argparse.BooleanOptionalAction, default=d.durable,
                    help="nodes write through to durable storage (default); --no-durable: memory "
                    "only, so a crash loses acknowledged writes")
+    p.add_argument("--sync-time", default=d.sync_time, metavar="SPEC",
+                   help="how long a storage sync takes, e.g. const:0.002 (default: no time); a "
+                   "crash or powerloss during a sync loses the writes it carried")
     p.add_argument("--check-timeout", type=float, default=d.check_timeout,
                    help=f"checker budget per seed, seconds (default {d.check_timeout:g})")
     p.add_argument("--processes", type=int, default=None,
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--processes must be at least 1")
     cfg = RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=args.nodes, clients=args.clients,
                     ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
-                    check_timeout=args.check_timeout, durable=args.durable)
+                    check_timeout=args.check_timeout, durable=args.durable, sync_time=args.sync_time)
     problems = cfg.problems()
     if problems:
         p.error(" ".join(problems))

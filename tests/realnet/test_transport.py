@@ -404,3 +404,13 @@ def test_probe_rtts_are_smoothed_and_relayed_acks_are_not_samples() -> None:
     assert meter.samples == 2
     meter.forget("b")
     assert meter.srtt == {}
+
+
+def test_file_storage_sync_is_a_no_op_because_every_write_is_synced(tmp_path: Path) -> None:
+    s = FileStorage(tmp_path / "d")
+    s.put("a", b"1")
+    s.sync()
+    s.delete("a")
+    s.sync()
+    s.put("b", b"2")
+    assert FileStorage(tmp_path / "d").items("") == [("b", b"2")]
