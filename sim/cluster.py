@@ -55,7 +55,7 @@ from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.rand import stream
 from sim.runtime import SimRuntime
 from sim.slotmove import drive
-from sim.storage import SimStorage
+from sim.storage import SimStorage, SyncStats
 from sim.trace import Trace
 
 
@@ -247,6 +247,19 @@ class SimCluster:
     def storage(self, node_id: str) -> SimStorage:
         """A node's storage (it outlives the node's incarnations)."""
         return self._slots[node_id].storage
+
+    def sync_stats(self) -> SyncStats:
+        """Every node's storage counters summed (``max_group``: the largest of them)."""
+        out = SyncStats()
+        for slot in self._slots.values():
+            st = slot.storage.stats
+            out.sync_calls += st.sync_calls
+            out.flushes += st.flushes
+            out.writes_flushed += st.writes_flushed
+            out.max_group = max(out.max_group, st.max_group)
+            out.crashes += st.crashes
+            out.lost_writes += st.lost_writes
+        return out
 
     def crash(self, node_id: str, at: float | None = None) -> None:
         """The node's process dies: its memory is gone, and its storage keeps only what was
