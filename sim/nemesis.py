@@ -38,10 +38,10 @@ asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` 
 
 Applying. :meth:`Nemesis.apply` plans the schedule and puts each fault's beginning and end on
 the cluster's SimPy clock. A fault begins with the cluster's scenario verb (``partition``,
-``crash``, ``set_loss``, ``set_latency``, ``slow_node``, ``reshard``), which records a
+``crash``, ``power_loss``, ``set_loss``, ``set_latency``, ``slow_node``, ``reshard``), which records a
 :class:`~sim.cluster.Fault` in ``cluster.faults``, the time axis the operations share. It ends by
 undoing exactly what it did: the partition or link rule it added is removed (other rules stay),
-loss and latency go back to what they were when it began, a crashed node restarts (the cluster
+loss and latency go back to what they were when it began, a crashed node restarts, or every node a power loss took down (the cluster
 records the restart); the Fault's ``end`` is set then. Every fault ends by the end of the window,
 so a run can be given a quiet tail in which the cluster recovers.
 
