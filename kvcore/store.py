@@ -24,12 +24,10 @@ JOURNAL_PREFIX = "kv:"
 
 
 class LocalStore:
-    __slots__ = ("_by_slot", "_data", "bytes_used", "journal", "values_by_key")
+    __slots__ = ("_by_slot", "_data", "bytes_used", "journal")
 
     def __init__(self, journal: Storage | None = None) -> None:
         self._data: dict[bytes, bytes] = {}
-        #: the values by key, for readers on a hot path (read it, never write it)
-        self.values_by_key = self._data
         self._by_slot: dict[int, dict[bytes, None]] = {}
         #: sum of key and value lengths, for metrics
         self.bytes_used = 0

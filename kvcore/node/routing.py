@@ -40,7 +40,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from zlib import crc32
 
 from kvcore import errors
 from kvcore.dispatch import Handler
@@ -50,7 +49,7 @@ from kvcore.node import dedup
 from kvcore.node.dedup import DedupCache
 from kvcore.node.ownership import Ownership
 from kvcore.runtime import Runtime, TimerHandle
-from kvcore.slots import NUM_SLOTS, key_slot
+from kvcore.slots import key_slot
 from kvcore.states import State
 from kvcore.store import LocalStore
 
@@ -111,10 +110,6 @@ class Router:
         #: applies an operation here: the node's ``apply`` (a subclass may wrap it), by default
         #: :meth:`apply_local`
         self.apply: Callable[[Get | Put | Delete], Reply] = apply or self.apply_local
-        #: ``apply`` is :meth:`apply_local` (then the request path inlines it)
-        self._apply_local = apply is None
-        #: the store's values by key (the store's own dict, never replaced), read by Gets
-        self._values = store.values_by_key
         #: a restarted node that has not synced with a member yet answers 503 try_again
         self.gated = False
         self.pending: dict[int, _Pending] = {}
@@ -155,26 +150,12 @@ class Router:
                 self.stats.count_op(name, err.code)
                 reply(error_reply(err))
                 return
-        # key_slot, inline: most keys hold no hash tag (b"{")
-        slot = key_slot(key) if 0x7B in key else crc32(key) % NUM_SLOTS
+        slot = key_slot(key)
         owner = self.ownership.slot_map.owner(slot)
         if owner == self.id:
             if slot not in self.migrating:
-                if self._apply_local:  # apply_local's two commonest cases, inline
-                    if t is Get:
-                        v = self._values.get(key)
-                        r = self.apply_local(op) if v is None else _value_reply(v, "", "")
-                    elif t is Put:
-                        self.store.set(key, op.value)
-                        r = OK
-                    else:
-                        r = self.apply_local(op)
-                else:
-                    r = self.apply(op)
-                # stats.count_op, inline
-                k = f"{name} {r.error or 'ok'}"
-                ops = self.stats.ops
-                ops[k] = ops.get(k, 0) + 1
+                r = self.apply(op)
+                self.stats.count_op(name, r.error or "ok")
                 reply(r)
                 return
 
