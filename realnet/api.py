@@ -242,12 +242,6 @@ class Api(AdminApi):
         )
         #: the reply slot of the next client request (see :meth:`kv`)
         self._spare: _ReplySlot | None = None
-        #: the node's client door (its router's, when ``Node`` does not override the door)
-        self._client_request: Callable[[Any, Callable[[Reply], None]], None] = (
-            node.router.on_client_request
-            if type(node).on_client_request is Node.on_client_request
-            else node.on_client_request
-        )
         self.http_stats = http_stats
         self.started_at = self.loop.time()
         #: responses produced by this handler, by status code
@@ -385,7 +379,7 @@ class Api(AdminApi):
         slot.is_get = name == "get"
         slot.op = name
         slot.t0 = self.clock()
-        self._client_request(op, slot)
+        self.node.on_client_request(op, slot)
         resp = slot.response
         if resp is not None:  # answered synchronously: local, invalid, or owner down
             slot.response = slot.op = None

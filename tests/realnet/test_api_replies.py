@@ -116,7 +116,7 @@ def test_a_spare_slot_ignores_a_reply_between_requests() -> None:
     asyncio.run(body())
 
 
-def test_the_router_door_is_used_only_when_the_node_does_not_override_it() -> None:
+def test_a_node_that_overrides_the_client_door_is_heard_and_a_plain_one_answers_now() -> None:
     async def body() -> None:
         for cls, kept in ((Node, False), (KeepsRemoteKeys, True)):
             api, node, transport = await _api(cls)
