@@ -386,9 +386,14 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def _apply_all(self, updates: Iterable[Update], src: str | None = None) -> None:
         """Apply a peer's updates; ``src`` is the member the transport authenticated as their
         sender (the address rule of :meth:`_on_alive` needs it)."""
+        self._as_sender(src, self._apply_updates, updates)
+
+    def _as_sender(self, src: str | None, merge: Callable[..., None], *args: Any) -> None:
+        """``merge(*args)`` with ``src`` as :attr:`_sender` meanwhile: the one place that sets
+        it, for a peer's updates (:meth:`_apply_all`) and its full state (``_merge_remote``)."""
         self._sender = src
         try:
-            self._apply_updates(updates)
+            merge(*args)
         finally:
             self._sender = None
 
