@@ -41,14 +41,13 @@ import argparse
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _baseline import raw_simpy
+from _baseline import event_mark, events_since, peak_rss, rate_and_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -58,10 +57,6 @@ CALIBRATION_SIZES = (100, 200, 400, 600)
 #: traced Python allocations understate the resident set a little (allocator slack); measured
 #: at 1,000 nodes the build's RSS growth is within a few percent of the traced bytes
 RSS_OVER_TRACED = 1.05
-
-
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def _available_memory() -> int:
@@ -110,32 +105,27 @@ def child_calibrate(seed: int) -> dict[str, Any]:
 
 def child_run(n: int, sim_seconds: float, seed: int, freeze: bool) -> dict[str, Any]:
     gc.collect()
-    rss0 = _peak_rss()
+    rss0 = peak_rss()
     t0, c0 = time.perf_counter(), time.process_time()
     cluster = _build(n, seed)
     build_wall, build_cpu = time.perf_counter() - t0, time.process_time() - c0
-    build_rss = _peak_rss() - rss0
+    build_rss = peak_rss() - rss0
     env = cluster.env
     gc.collect()
     if freeze:
         gc.freeze()  # the cluster is long-lived: keep the collector from rescanning it
-    # SimPy numbers every scheduled event from one counter: steps taken = scheduled - still queued
-    eid0, q0 = next(env._eid), len(env._queue)
+    mark = event_mark(env)
     sent0 = cluster.net.stats.sent
     t0, c0 = time.perf_counter(), time.process_time()
     cluster.run(until=env.now + sim_seconds)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    eid1, q1 = next(env._eid), len(env._queue)
-    steps = (eid1 - eid0 - 1) - (q1 - q0)
+    steps = events_since(env, mark)
     sent = cluster.net.stats.sent - sent0
     by_kind = {k: m for k, (m, _b) in cluster.messages_by_kind().items()}
-    pending = q1
-    peak = _peak_rss() - rss0
+    pending = len(env._queue)
+    peak = peak_rss() - rss0
     del cluster
-    gc.unfreeze()
-    gc.collect()
-    base = raw_simpy(events=max(steps, 1_000_000), pending=max(1, pending))
-    rate = steps / cpu if cpu > 0 else 0.0
+    rate, base = rate_and_baseline(steps, cpu, pending)
     return {
         "nodes": n,
         "sim_seconds": sim_seconds,
@@ -143,7 +133,7 @@ def child_run(n: int, sim_seconds: float, seed: int, freeze: bool) -> dict[str, 
         "build_cpu_s": round(build_cpu, 2),
         "build_mb": round(build_rss / 2**20),
         "peak_mb": round(peak / 2**20),
-        "peak_rss_mb": round(_peak_rss() / 2**20),
+        "peak_rss_mb": round(peak_rss() / 2**20),
         "run_wall_s": round(wall, 2),
         "run_cpu_s": round(cpu, 2),
         "events": steps,

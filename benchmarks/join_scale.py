@@ -32,21 +32,16 @@ _sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import gc
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _baseline import raw_simpy
+from _baseline import event_mark, events_since, peak_rss, rate_and_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def complete_views(cluster: Any, size: int) -> int:
@@ -59,7 +54,7 @@ def run(nodes: int, seeds: int, spacing: float, seed: int, check_every: float, d
     from kvcore.membership import SwimConfig
     from sim.cluster import SimCluster
 
-    rss0 = _peak_rss()
+    rss0 = peak_rss()
     t0, c0 = time.perf_counter(), time.process_time()
     cluster = SimCluster(seed, seeds, join="static", codec=False, observe=False, swim=SwimConfig.lan())
     for i in range(nodes):
@@ -67,7 +62,7 @@ def run(nodes: int, seeds: int, spacing: float, seed: int, check_every: float, d
     size = seeds + nodes
     last_join = (nodes - 1) * spacing
     env = cluster.env
-    eid0 = next(env._eid)
+    mark = event_mark(env)
     converged: float | None = None
     while cluster.now < deadline:
         cluster.run(until=cluster.now + check_every)
@@ -77,16 +72,13 @@ def run(nodes: int, seeds: int, spacing: float, seed: int, check_every: float, d
             converged = cluster.now
             break
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    steps = next(env._eid) - eid0 - 1 - len(env._queue)
+    steps = events_since(env, mark)
     pending = len(env._queue)
     by_kind = {k: m for k, (m, _b) in cluster.messages_by_kind().items()}
     complete = complete_views(cluster, size)
-    peak = _peak_rss() - rss0
+    peak = peak_rss() - rss0
     del cluster
-    gc.unfreeze()
-    gc.collect()
-    base = raw_simpy(events=max(steps, 1_000_000), pending=max(1, pending))
-    rate = steps / cpu if cpu > 0 else 0.0
+    rate, base = rate_and_baseline(steps, cpu, pending)
     return {
         "nodes": nodes,
         "seeds": seeds,

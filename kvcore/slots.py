@@ -21,11 +21,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+from kvcore.bounds import INT64_MAX
+
 NUM_SLOTS = 16384
 MAX_SLOT = NUM_SLOTS - 1
-#: the largest config epoch a node accepts from an operator: a signed 64-bit integer, so that
-#: every epoch it holds can be sent on (msgpack, Redis's configEpoch) and one above it still fits
-MAX_EPOCH = 2**63 - 1
+#: the largest config epoch the wire carries (a signed 64-bit integer: msgpack, Redis's
+#: configEpoch); a node takes from an operator or a peer only epochs up to
+#: ``kvcore.bounds.MAX_ACCEPTED``, below it, so its own claims above them still fit
+MAX_EPOCH = INT64_MAX
 
 Range = tuple[int, int]  # inclusive
 

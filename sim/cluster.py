@@ -29,8 +29,9 @@ A crash drops the node object (its memory: store, pending forwards, timers) and 
 ``storage`` (a :class:`~sim.storage.SimStorage`) had synced: unsynced writes are lost. With
 ``sync_time=None`` (the default) a sync is instantaneous and kvcore syncs every durable write,
 so nothing durable is lost; ``sync_time="const:0.002"`` makes syncs take simulated time (group
-commit; see :mod:`sim.storage`). ``power_loss`` crashes several nodes at once. Messages to it are dropped as ``down``; requests to it get no answer (the client
-times out: outcome unknown). ``restart`` builds a new incarnation with a fresh random stream.
+commit; see :mod:`sim.storage`). Messages to a crashed node are dropped as ``down``; requests
+to it get no answer (the client times out: outcome unknown). ``power_loss`` crashes several nodes
+at once. ``restart`` builds a new incarnation with a fresh random stream.
 """
 
 from __future__ import annotations

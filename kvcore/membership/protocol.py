@@ -94,12 +94,6 @@ MEMBER_PREFIX = "member:"
 _PERSISTED = (MemberEvent.JOIN, MemberEvent.UPDATE, MemberEvent.ALIVE, MemberEvent.LEFT)
 
 
-def _update_handler(fn: Callable[[Any], None]) -> Handler:
-    """An update handler in Dispatch's shape: an update is judged on its own fields (node,
-    incarnation, source), never on who relayed it, so the sender is not passed on."""
-    return lambda _src, u: fn(u)
-
-
 class Membership(Probing, Suspicions, AntiEntropy):
     """One node's SWIM membership. Drive it with :meth:`handle` and the timers it sets."""
 
@@ -183,8 +177,8 @@ class Membership(Probing, Suspicions, AntiEntropy):
         # the tables bound to this instance: one dict lookup per message
         self._dispatch = Dispatch({cls: getattr(self, name) for cls, name in self.HANDLERS.items()},
                                   self._malformed)
-        self._apply = Dispatch({cls: _update_handler(getattr(self, name))
-                                for cls, name in self.UPDATE_HANDLERS.items()}, self._malformed)
+        #: an update is judged on its own fields (node, incarnation, source), never on who
+        #: relayed it, so its handler takes no sender
         self._update_fns: dict[type, Callable[[Any], None]] = {
             cls: getattr(self, name) for cls, name in self.UPDATE_HANDLERS.items()}
 
@@ -383,14 +377,23 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def apply(self, u: Update) -> None:
         """Apply one membership update by the merge rules; any other kind is counted malformed."""
         if self._in_range(u):
-            self._apply(self.id, u)  # the src slot is unused: see _update_handler
+            fn = self._update_fns.get(type(u))
+            if fn is None:
+                self._malformed(self.id, u)
+            else:
+                fn(u)
 
     def _apply_all(self, updates: Iterable[Update], src: str | None = None) -> None:
         """Apply a peer's updates; ``src`` is the member the transport authenticated as their
         sender (the address rule of :meth:`_on_alive` needs it)."""
+        self._as_sender(src, self._apply_updates, updates)
+
+    def _as_sender(self, src: str | None, merge: Callable[..., None], *args: Any) -> None:
+        """``merge(*args)`` with ``src`` as :attr:`_sender` meanwhile: the one place that sets
+        it, for a peer's updates (:meth:`_apply_all`) and its full state (``_merge_remote``)."""
         self._sender = src
         try:
-            self._apply_updates(updates)
+            merge(*args)
         finally:
             self._sender = None
 

@@ -65,6 +65,7 @@ class AntiEntropy:
         def _on_suspect(self, s: Suspect) -> None: ...
         def _on_dead(self, d: Dead) -> None: ...
         def _in_range(self, u: Any) -> bool: ...
+        def _as_sender(self, src: str | None, merge: Callable[..., None], *args: Any) -> None: ...
 
     def _local_state(self) -> tuple[MemberState, ...]:
         # Full state is O(N) to build and push-pull asks for it often in big clusters; it is
@@ -125,11 +126,7 @@ class AntiEntropy:
         very object at the same place of ours (nodes built from one static configuration share
         them, and the sim without a codec delivers them as sent) is an alive member at an
         incarnation we hold already, which the rules skip: skipped without a look-up."""
-        self._sender = src
-        try:
-            self._merge_states(members, ours)
-        finally:
-            self._sender = None
+        self._as_sender(src, self._merge_states, members, ours)
 
     def _merge_states(self, members: Sequence[MemberState], ours: Sequence[MemberState]) -> None:
         known = self.members

@@ -989,7 +989,8 @@ def test_handles_is_derived_from_the_message_table() -> None:
     m = Harness().m
     # every name in the tables is a method of Membership, bound per instance
     assert m._dispatch.handles == Membership.HANDLES
-    assert m._apply.handles == frozenset(Membership.UPDATE_HANDLERS)
+    assert frozenset(m._update_fns) == frozenset(Membership.UPDATE_HANDLERS)
+    assert all(fn == getattr(m, Membership.UPDATE_HANDLERS[cls]) for cls, fn in m._update_fns.items())
 
 
 @pytest.mark.parametrize(

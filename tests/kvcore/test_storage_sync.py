@@ -4,7 +4,7 @@ unsynced writes in a crash (the sim's SimStorage; here a small double) keeps all
 from __future__ import annotations
 
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
-from kvcore.membership.protocol import INCARNATION_KEY
+from kvcore.membership.protocol import INCARNATION_KEY, MEMBER_PREFIX
 from kvcore.messages import Alive, Gossip, Put
 from kvcore.node import Node
 from kvcore.runtime import FakeRuntime, MemoryStorage, Storage
@@ -97,5 +97,11 @@ def test_leaving_syncs_the_forgotten_members() -> None:
     rt.storage = disk
     n1 = Node(rt, NodeConfig(), CLUSTER)
     n1.start()
+    # n2's news (a new epoch) is written to storage: a member for leave() to forget
+    n1.on_message("n2", Gossip(updates=(Alive(node="n2", incarnation=4, addr="127.0.0.1:7002",
+                                              peer_addr="127.0.0.1:17002", slots="8192-16383", epoch=2),)))
+    assert disk.items(MEMBER_PREFIX) and "member:n2" in disk.durable
     n1.membership.leave()
     assert disk.dirty == 0
+    disk.crash()
+    assert disk.items(MEMBER_PREFIX) == []
