@@ -136,7 +136,7 @@ class SimStorage:
     @property
     def unsynced(self) -> int:
         """Writes (distinct keys) a crash now would lose: dirty, waiting or in flight."""
-        return len(self._dirty) + len(self._waiting) + len(self._inflight or ())
+        return len(self._dirty.keys() | self._waiting.keys() | (self._inflight or {}).keys())
 
     def crash(self) -> int:
         """The machine loses its volatile state: every write not yet durable. Returns how many."""

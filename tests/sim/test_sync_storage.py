@@ -250,3 +250,13 @@ def test_group_commit_pays_off_with_a_sync_time_and_runs_stay_deterministic() ->
     assert slow.flushes < slow.sync_calls and slow.max_group > 1 and slow.syncs_per_flush > 1.5
     a, b = _busy(3, "uniform:0.001,0.004"), _busy(3, "uniform:0.001,0.004")
     assert a.trace.digest() == b.trace.digest() and a.sync_stats() == b.sync_stats()
+
+
+def test_a_key_written_again_while_its_sync_is_in_flight_counts_once() -> None:
+    env, s = _timed(0.01)
+    s.put("a", b"1")
+    s.sync()  # in flight until 0.01
+    s.put("a", b"2")  # dirty again, the same key
+    s.put("b", b"3")
+    assert s.unsynced == 2  # distinct keys: a (in flight and dirty) and b
+    assert s.crash() == 2 and s.stats.lost_writes == 2
