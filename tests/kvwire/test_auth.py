@@ -226,7 +226,7 @@ def test_reordered_frames_are_refused() -> None:
     key = new_key()
     c, s = handshake(ring(key), ring(key))
     f0, f1 = sealed(c, Nack(seq=0), Nack(seq=1))
-    with pytest.raises(kvwire.FrameError, match="frame 0 fails"):
+    with pytest.raises(kvwire.FrameError, match="record 0 fails"):
         authenticated_decoder(s).feed(f1 + f0)
 
 
