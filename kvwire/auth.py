@@ -338,9 +338,9 @@ class Session:
     numbers count records per direction and are never sent.
 
     The tag is :func:`record_tag` (keyed BLAKE2b), written out inline in both methods: they run
-    once per frame on the bus, and a call less is a measurable share of their cost. BLAKE2b in
+    once per record on the bus, and a call less is a measurable share of their cost. BLAKE2b in
     its keyed mode is a MAC by design (RFC 7693 §2.9 keys it in the first block, so no HMAC
-    nesting is needed) and costs about half of HMAC-SHA256 per frame here."""
+    nesting is needed) and costs about half of HMAC-SHA256 per record here."""
 
     __slots__ = ("_recv_key", "_recv_seq", "_send_key", "_send_seq", "key", "peer")
 
@@ -373,14 +373,14 @@ class Session:
         ``auth_failed`` when the tag is not the one expected at this point of the stream."""
         n = len(body) - TAG_BYTES
         if n < 0:
-            raise FrameError("auth_failed", f"frame of {len(body)} bytes is shorter than its tag")
+            raise FrameError("auth_failed", f"record of {len(body)} bytes is shorter than its tag")
         payload = body[:n]
         seq = self._recv_seq
         tag = _blake2b(_pack_seq(seq) + payload, key=self._recv_key, digest_size=TAG_BYTES).digest()
         if not _compare(body[n:], tag):
             raise FrameError(
                 "auth_failed",
-                f"frame {seq} fails its authentication tag (forged, replayed, reordered or "
+                f"record {seq} fails its authentication tag (forged, replayed, reordered or "
                 "altered)",
             )
         self._recv_seq = seq + 1

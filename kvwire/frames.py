@@ -121,7 +121,7 @@ class FrameDecoder:
         #: the largest frame inside a sealed record (an authenticated bus)
         self._max_inner = max_frame
         self._failed: FrameError | None = None
-        #: frame body -> payload, raising FrameError (an authenticated bus: kvwire.auth.Session)
+        #: record body -> its frames, raising FrameError (an authenticated bus: kvwire.auth.Session)
         self._open: Callable[[Any], Any] | None = None
 
     def authenticate(self, open_frame: Callable[[Any], Any], tag_bytes: int) -> None:

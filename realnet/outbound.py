@@ -8,7 +8,7 @@ handshake (an authenticated bus, :mod:`kvwire.auth`) and a refusal.
 
 **With a cluster secret** a connection made stays *connecting* (messages queued) while the
 handshake runs: our hello, the peer's challenge (which must prove it holds our primary key),
-our proof; then the Hello and the queue go out sealed (:meth:`kvwire.auth.Session.seal`). A
+our proof; then the Hello and the queue go out sealed (:meth:`kvwire.auth.Session.seal_frames`). A
 peer that refuses us (its refusal frame's sentence), fails our check, or does not answer within
 ``hello_timeout`` is a failed attempt: logged (rate-limited), counted in ``handshakes_failed``,
 backed off like a refused connection. An open node that receives a refusal logs it the same way.

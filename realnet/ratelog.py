@@ -87,10 +87,6 @@ class RateLog:
     def info(self, kind: str, msg: str, *args: Any) -> bool:
         return self.log(logging.INFO, kind, msg, *args)
 
-    def total(self) -> int:
-        """Every event counted, of every kind."""
-        return sum(self.counts.values())
-
     @property
     def suppressed_total(self) -> int:
         """Every event never logged, of every kind."""

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from kvcore import errors
-from kvcore.bounds import MARGIN, MAX_ACCEPTED
+from kvcore.bounds import MARGIN, MAX_ACCEPTED, acceptable
 from kvcore.slots import (
     SlotRangeError,
     format_ranges,
@@ -57,7 +57,7 @@ def _fmt(slots: Iterable[int]) -> str:
 def check_epoch(epoch: int, name: str = "epoch") -> None:
     """BadRequest unless ``0 <= epoch <= MAX_ACCEPTED`` (:mod:`kvcore.bounds`: a signed 64-bit
     integer less a margin, so that every epoch a node holds can be sent on and one above it fits)."""
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_ACCEPTED:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not acceptable(epoch):
         raise errors.BadRequest(
             f"{name} {epoch!r} is out of range: epochs are 0..{MAX_ACCEPTED} "
             f"(a signed 64-bit integer less a margin of {MARGIN}, kvcore.bounds)"

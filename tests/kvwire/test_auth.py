@@ -226,7 +226,7 @@ def test_reordered_frames_are_refused() -> None:
     key = new_key()
     c, s = handshake(ring(key), ring(key))
     f0, f1 = sealed(c, Nack(seq=0), Nack(seq=1))
-    with pytest.raises(kvwire.FrameError, match="frame 0 fails"):
+    with pytest.raises(kvwire.FrameError, match="record 0 fails"):
         authenticated_decoder(s).feed(f1 + f0)
 
 
@@ -364,4 +364,13 @@ def test_a_record_may_hold_one_largest_frame() -> None:
     d.authenticate(s4.open, auth.TAG_BYTES)
     with pytest.raises(FrameError) as e:
         d.feed(c4.seal_frames(big))
+    assert e.value.reason == "oversized"
+    # (that record is itself over the record limit; the inner check is the one that catches a
+    # short record whose frame's length prefix claims more than a frame may hold)
+    limit = len(big) - 4
+    c5, s5 = handshake(ring(key), ring(key))
+    d = kvwire.FrameDecoder(limit)
+    d.authenticate(s5.open, auth.TAG_BYTES)
+    with pytest.raises(FrameError, match=f"{limit + 1} bytes exceeds the limit of {limit} bytes") as e:
+        d.feed(c5.seal_frames(kvwire.HEADER.pack(limit + 1) + b"x"))
     assert e.value.reason == "oversized"
