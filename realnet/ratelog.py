@@ -13,7 +13,8 @@ What is suppressed is counted, and the next line that gets through says how many
 says little.
 
 Kinds are reasons, not addresses, so a remote party cannot make new kinds by opening new
-connections; the table is bounded anyway (``max_kinds``: past it, the buckets start over).
+connections; the tables are bounded anyway (``max_kinds``: past it, new kinds share one,
+``"other"``).
 
 The clock is injectable (``clock``): tests drive it by hand. It is the one helper both the HTTP
 server (:mod:`realnet.http`, ``refusals``) and the peer transport (``PeerTransport.ratelog``)
@@ -27,7 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["RateLog"]
+__all__ = ["OTHER", "RateLog"]
+
+#: the kind that events of new kinds share once ``max_kinds`` kinds are known
+OTHER = "other"
 
 
 class RateLog:
@@ -61,9 +65,7 @@ class RateLog:
     def log(self, level: int, kind: str, msg: str, *args: Any, exc_info: Any = None) -> bool:
         """Count one event of ``kind`` and log it if its bucket has a token; True if logged."""
         if kind not in self.counts and len(self.counts) >= self.max_kinds:
-            self.counts.clear()
-            self._buckets.clear()
-            self.suppressed.clear()
+            kind = OTHER  # every table stays bounded, and no counter goes backwards
         self.counts[kind] = self.counts.get(kind, 0) + 1
         now = self.clock()
         tokens, last = self._buckets.get(kind, (float(self.burst), now))

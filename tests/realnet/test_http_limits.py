@@ -182,3 +182,14 @@ def test_the_rate_limited_log_holds_back_a_flood_and_says_how_much(caplog: pytes
         assert rl.info("flood", "bad input again")
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 4 and lines[-1] == "bad input again (997 similar messages suppressed)"
+
+
+def test_the_rate_log_keeps_its_tables_bounded_and_its_counters_monotonic() -> None:
+    rl = RateLog(logging.getLogger("test.ratelog.bounded"), rate=1.0, burst=1, clock=lambda: 0.0,
+                 max_kinds=3)
+    for i in range(50):
+        rl.log(logging.INFO, f"kind{i}", "event %d", i)
+        rl.log(logging.INFO, f"kind{i}", "event %d", i)  # the second of each is over the burst
+    assert set(rl.counts) == {"kind0", "kind1", "kind2", "other"} == set(rl.dropped)
+    assert rl.counts["other"] == 94 and rl.dropped["kind0"] == 1 and rl.dropped["other"] == 93
+    assert len(rl.suppressed) <= 4
