@@ -171,6 +171,14 @@ class _InboundProtocol(asyncio.Protocol):
             what = "handshake and Hello" if self.owner.keyring is not None else "Hello"
             self.reject("hello_timeout", f"no {what} within {self.owner.config.hello_timeout:g}s")
 
+    def shut(self) -> None:
+        """Close this connection gracefully (idle, or its key left the keyring); what is
+        counted and logged is the caller's."""
+        self.closed = True
+        self.owner.pending.pop(self, None)
+        if self.transport is not None:
+            self.transport.close()
+
     def reject(self, reason: str, detail: str, tell: str | None = None) -> None:
         """Close this connection because of bad input; count and log why (rate-limited).
         ``tell``: a sentence sent to the peer first (a refused handshake)."""

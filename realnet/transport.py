@@ -297,9 +297,7 @@ class PeerTransport:
                 "nothing received for %gs", proto.peername, proto.peer or "no Hello",
                 self.config.inbound_idle_timeout,
             )
-            proto.closed = True
-            self.pending.pop(proto, None)
-            proto.transport.close()
+            proto.shut()
 
     def set_keyring(self, keyring: auth.Keyring) -> None:
         """Use new keys from now on (the secret file was read again, SIGHUP): new connections
@@ -314,11 +312,8 @@ class PeerTransport:
         for proto in list(self.inbound):
             session = proto.session
             if session is not None and not keyring.holds(session.key) and not proto.closed:
-                proto.closed = True
-                self.pending.pop(proto, None)
                 self.stats.link_closed("key_dropped")
-                if proto.transport is not None:
-                    proto.transport.close()
+                proto.shut()
 
     async def close(self) -> None:
         """Stop listening, close every link and inbound connection."""
