@@ -165,6 +165,28 @@ class Network:
         self.stabilize()
         assert self.raft(node_id).role == LEADER, f"{node_id} did not win: {self.raft(node_id).role}"
 
+    def campaign_round(self, node_id: str, voters: Iterable[str]) -> None:
+        """One election round heard by ``voters`` only: ``node_id`` campaigns, each voter gets
+        and answers its requests, the answers come back; no other message moves."""
+        self.raft(node_id).campaign()
+        self.process_ready(node_id)
+        for n in voters:
+            self.deliver_all(n)
+            self.process_ready(n)
+        self.deliver_all(node_id)
+
+    def lead_before_noop_commits(self, node_id: str, rounds: int = 20) -> None:
+        """Make ``node_id`` leader, stopping as soon as it is one: its no-op is not committed yet."""
+        self.raft(node_id).campaign()
+        for _ in range(rounds):
+            self.process_ready(node_id)
+            self.deliver_all()
+            for n in self.nodes:
+                if n != node_id:
+                    self.process_ready(n)
+            if self.raft(node_id).role == LEADER:
+                return
+
     def leaders(self) -> list[str]:
         return [i for i, n in self.nodes.items() if n.up and n.raft.role == LEADER]
 

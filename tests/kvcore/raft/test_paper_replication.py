@@ -220,12 +220,7 @@ def figure8_until_c() -> tuple[Network, SafetyChecker, int]:
     chk = SafetyChecker()
     net.elect("5")  # term 1: the no-op 1/1 is committed everywhere
     # (a) S1 leads term 2 and replicates its entry at index 2 to S2 only
-    net.raft("1").campaign()
-    net.process_ready("1")
-    for n in "2345":
-        net.deliver_all(n)
-        net.process_ready(n)
-    net.deliver_all("1")
+    net.campaign_round("1", "2345")
     assert net.raft("1").role == LEADER and net.raft("1").term == 2
     for n in "345":
         net.cut("1", n)
@@ -235,12 +230,7 @@ def figure8_until_c() -> tuple[Network, SafetyChecker, int]:
     net.crash("1")
     net.recover()
     net.cut("5", "2")
-    net.raft("5").campaign()
-    net.process_ready("5")
-    for n in "34":
-        net.deliver_all(n)
-        net.process_ready(n)
-    net.deliver_all("5")
+    net.campaign_round("5", "34")
     assert net.raft("5").role == LEADER and net.raft("5").term == 3
     net.process_ready("5")  # 3/2 on S5's disk only: its messages are lost with it
     net.crash("5")
@@ -251,12 +241,7 @@ def figure8_until_c() -> tuple[Network, SafetyChecker, int]:
     net.restart("1")
     net.recover()
     while net.raft("1").role != LEADER:
-        net.raft("1").campaign()
-        net.process_ready("1")
-        for n in "234":
-            net.deliver_all(n)
-            net.process_ready(n)
-        net.deliver_all("1")
+        net.campaign_round("1", "234")
     net.cut("1", "4")
     net.cut("1", "2")
     for _ in range(4):  # a probe, a rejection with its hint, the entry at 2, an ack

@@ -143,14 +143,8 @@ def test_no_configuration_change_before_the_leader_commits_an_entry_of_its_term(
     committed an entry from its current term" (Ongaro, raft-dev, 2015). Reference: thesis §4.1
     (errata)."""
     net = Network(["1", "2", "3"])
-    net.raft("1").campaign()
-    for _ in range(20):
-        net.process_ready("1")
-        net.deliver_all()
-        for n in "23":
-            net.process_ready(n)
-        if net.raft("1").role == LEADER:
-            break
+    net.lead_before_noop_commits("1")
+    assert net.raft("1").role == LEADER and not net.raft("1").committed_in_term()
     with pytest.raises(ProposalRefused, match="not committed an entry of its term"):
         net.raft("1").propose_conf_change("add-learner", "4")
 
