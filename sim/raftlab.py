@@ -191,9 +191,7 @@ class _Server:
         group = self.group
         while r.has_ready():
             rd = r.ready()
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)
-            if rd.must_sync:
-                self.storage.sync()
+            rd.persist(self.storage)
             for m in rd.messages:
                 if group.withheld and m.dst in group.withheld and m.src == group.withholder \
                         and type(m) is RaftAppend:

@@ -96,12 +96,11 @@ class Network:
         if not node.up or not node.raft.has_ready():
             return None
         rd = node.raft.ready()
-        node.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)
         if crash_before_sync:
+            node.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)  # never synced
             self.crash(node_id)
             return rd
-        if rd.must_sync:
-            node.storage.sync()
+        rd.persist(node.storage)
         for m in rd.messages:  # persist before send
             self.send(m)
         if rd.snapshot is not None:

@@ -174,6 +174,25 @@ def test_an_ack_leaves_with_the_entries_it_acknowledges() -> None:
     assert any(isinstance(m, RaftAppendResp) and m.index == 2 for m in rd.messages)
 
 
+def test_ready_persist_saves_the_writes_and_syncs_only_when_it_must() -> None:
+    """``rd.persist(storage)`` is step 1 of the contract: after it, a crash keeps the Ready's
+    entries and HardState when ``must_sync``; without ``must_sync`` it saves but does not sync."""
+    r = follower_with([(1, 1)])
+    r.step(append(9, (1, 1), [(9, 2)], commit=1))
+    rd = r.ready()
+    assert rd.must_sync
+    storage = MemoryRaftStorage(["1", "2", "3"])
+    storage.save(HardState(term=9), [Entry(term=1, index=1, data=b"x")], None)
+    storage.sync()
+    rd.persist(storage)
+    assert (storage.saves, storage.syncs) == (2, 2) and not storage.has_unsynced()
+    storage.crash()
+    got = storage.load()
+    assert [(e.term, e.index) for e in got.entries] == [(1, 1), (9, 2)] and got.hard_state == rd.hard_state
+    dataclasses.replace(rd, must_sync=False, hard_state=HardState(term=10)).persist(storage)
+    assert (storage.saves, storage.syncs) == (3, 2) and storage.has_unsynced()
+
+
 def test_a_crash_loses_unsynced_writes_and_the_node_restarts_from_synced_state() -> None:
     """Durability is an explicit sync; a crash keeps only what was synced."""
     storage = MemoryRaftStorage(["1"])
