@@ -293,8 +293,7 @@ class FileRaftStorage:
             raise RaftStorageFailed(f"raft storage {self.path} is closed")
 
     def has_unsynced(self) -> bool:
-        s, v = self._synced, self._volatile
-        return s.hard_state != v.hard_state or s.snapshot != v.snapshot or s.entries != v.entries
+        return self._synced != self._volatile  # LogImage compares all three fields
 
     def log_size(self) -> int:
         return os.fstat(self._fd).st_size

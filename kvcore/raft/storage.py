@@ -114,8 +114,7 @@ class MemoryRaftStorage:
         self._volatile = self._synced.copy()
 
     def has_unsynced(self) -> bool:
-        s, v = self._synced, self._volatile
-        return s.hard_state != v.hard_state or s.snapshot != v.snapshot or s.entries != v.entries
+        return self._synced != self._volatile  # LogImage compares all three fields
 
     def volatile_entries(self) -> list[Entry]:
         return list(self._volatile.entries)
