@@ -116,9 +116,6 @@ class MemoryRaftStorage:
     def has_unsynced(self) -> bool:
         return self._synced != self._volatile  # LogImage compares all three fields
 
-    def volatile_entries(self) -> list[Entry]:
-        return list(self._volatile.entries)
-
 
 def apply_writes(img: LogImage, hard_state: HardState | None, entries: Sequence[Entry],
                  snapshot: Snapshot | None) -> None:
