@@ -31,6 +31,10 @@ class Node:
 
 
 class Network:
+    #: the contract's "persist before send"; a subclass that sets it False is a broken
+    #: application which sends a Ready's messages before its writes are synced
+    persist_before_send = True
+
     def __init__(self, ids: Iterable[str], seed: int = 0, learners: Iterable[str] = (),
                  logger: Callable[[str], None] | None = None, **cfg: object) -> None:
         self.ids = list(ids)
@@ -96,13 +100,17 @@ class Network:
         if not node.up or not node.raft.has_ready():
             return None
         rd = node.raft.ready()
+        if not self.persist_before_send:
+            for m in rd.messages:
+                self.send(m)
         if crash_before_sync:
             node.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)  # never synced
             self.crash(node_id)
             return rd
         rd.persist(node.storage)
-        for m in rd.messages:  # persist before send
-            self.send(m)
+        if self.persist_before_send:
+            for m in rd.messages:
+                self.send(m)
         if rd.snapshot is not None:
             node.snapshot_data = rd.snapshot.data
             node.applied = [e for e in node.applied if e.index <= rd.snapshot.meta.index]

@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from kvcore.raft import LEADER, NotLeader, ProposalRefused, Ready
+from kvcore.raft import LEADER, NotLeader, ProposalRefused
 
 from .harness import Network, SafetyChecker
 
@@ -24,21 +24,7 @@ from .harness import Network, SafetyChecker
 class SendBeforeSync(Network):
     """A broken application: sends a Ready's messages before its writes are synced."""
 
-    def process_ready(self, node_id: str, crash_before_sync: bool = False) -> Ready | None:
-        node = self.nodes[node_id]
-        if not node.up or not node.raft.has_ready():
-            return None
-        rd = node.raft.ready()
-        node.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)
-        for m in rd.messages:
-            self.send(m)
-        if crash_before_sync:
-            self.crash(node_id)
-            return rd
-        node.storage.sync()
-        node.applied.extend(rd.committed_entries)
-        node.raft.advance(rd)
-        return rd
+    persist_before_send = False
 
 
 def run_seed(seed: int, steps: int = 2000, n: int = 5, net_cls: type[Network] = Network,
