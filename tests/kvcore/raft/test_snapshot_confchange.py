@@ -86,6 +86,9 @@ def test_a_lost_chunk_is_resent() -> None:
         if net.nodes["3"].snapshot_data:
             break
     assert net.nodes["3"].snapshot_data == b"0123456789" * 5
+    # 50 bytes in chunks of 10 are 5 chunks: more were sent, so a lost one went again
+    assert net.raft("1").stats["snapshot_chunks_sent"] > 5
+    assert net.raft("3").stats["snapshots_installed"] == 1
 
 
 def test_a_snapshot_the_follower_already_agrees_with_keeps_the_following_entries() -> None:
