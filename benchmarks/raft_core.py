@@ -36,9 +36,7 @@ def run(n: int, entries: int, batch: int) -> float:
             for i, r in nodes.items():
                 if r.has_ready():
                     rd = r.ready()
-                    stores[i].save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)
-                    if rd.must_sync:
-                        stores[i].sync()
+                    rd.persist(stores[i])
                     queue.extend(rd.messages)
                     r.advance(rd)
                     moved = True

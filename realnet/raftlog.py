@@ -60,7 +60,7 @@ from typing import Any
 import msgpack
 
 from kvcore.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
-from kvcore.raft.storage import StoredState, _apply_snapshot, _Image, _write
+from kvcore.raft.storage import LogImage, StoredState, apply_snapshot, apply_writes
 
 log = logging.getLogger("realnet.raftlog")
 
@@ -237,12 +237,12 @@ class FileRaftStorage:
             self._write_snapshot_file(snapshot)  # durable before its marker can reach the disk
             records.append(encode_record(K_SNAP, [snapshot.meta.index, snapshot.meta.term]))
         if snapshot is not None:
-            _apply_snapshot(vol, snapshot)
+            apply_snapshot(vol, snapshot)
         last = vol.snapshot.meta.index + len(vol.entries)
         first = vol.snapshot.meta.index + 1
         kept = [e for e in entries if e.index >= first]
         if kept:
-            _write(vol, None, kept, None)  # raises ValueError on a gap, as MemoryRaftStorage does
+            apply_writes(vol, None, kept, None)  # raises ValueError on a gap, as MemoryRaftStorage does
             if kept[0].index <= last:
                 records.append(encode_record(K_TRUNCATE, kept[0].index))
             records.append(encode_record(K_ENTRIES, _entry_rows(kept)))
@@ -276,7 +276,7 @@ class FileRaftStorage:
             self._buf_records = 0
         old_snap = self._synced.snapshot.meta.index
         for hs, entries, snapshot in self._pending:
-            _write(self._synced, hs, entries, snapshot)
+            apply_writes(self._synced, hs, entries, snapshot)
         self._pending.clear()
         if self._synced.snapshot.meta.index != old_snap:
             self._remove_snapshot_files(keep=self._synced.snapshot.meta.index)
@@ -293,8 +293,7 @@ class FileRaftStorage:
             raise RaftStorageFailed(f"raft storage {self.path} is closed")
 
     def has_unsynced(self) -> bool:
-        s, v = self._synced, self._volatile
-        return s.hard_state != v.hard_state or s.snapshot != v.snapshot or s.entries != v.entries
+        return self._synced != self._volatile  # LogImage compares all three fields
 
     def log_size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -379,7 +378,7 @@ class FileRaftStorage:
 
     # --- recovery -------------------------------------------------------------------------------
 
-    def _recover(self) -> _Image:
+    def _recover(self) -> LogImage:
         for name in os.listdir(self.directory):
             if name.startswith(f"raft-{self.group}.") and name.endswith(".tmp"):
                 os.unlink(os.path.join(self.directory, name))  # a write that never got renamed
@@ -400,7 +399,7 @@ class FileRaftStorage:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        img = _Image(HardState(), self._boot)
+        img = LogImage(HardState(), self._boot)
         if records and records[0][1] == K_SNAP:
             self._log_base = int(records[0][2][0])
         for off, kind, payload in records:
@@ -415,7 +414,7 @@ class FileRaftStorage:
         return img
 
 
-def _replay(img: _Image, kind: bytes, payload: Any) -> None:
+def _replay(img: LogImage, kind: bytes, payload: Any) -> None:
     """Apply one log record to ``img`` (a snapshot marker carries only index and term; the
     content is read once, for the last marker)."""
     if kind == K_HARD:
@@ -423,7 +422,7 @@ def _replay(img: _Image, kind: bytes, payload: Any) -> None:
         img.hard_state = HardState(term=term, vote=vote, commit=commit)
     elif kind == K_SNAP:
         index, term = payload
-        _apply_snapshot(img, Snapshot(meta=SnapshotMeta(index=index, term=term)))
+        apply_snapshot(img, Snapshot(meta=SnapshotMeta(index=index, term=term)))
     elif kind == K_TRUNCATE:
         first = img.snapshot.meta.index + 1
         if not first <= payload <= first + len(img.entries):

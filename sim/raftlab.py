@@ -157,7 +157,7 @@ class _Server:
     def on_message(self, src: str, msg: RaftMessage) -> None:
         if not self.up:
             return
-        self.catch_up(int((self.group.env.now - self.origin) / self.group.tick + _EPS))
+        self.catch_up_to_now()
         self.raft.step(msg)
         self.after_input()
 
@@ -178,6 +178,10 @@ class _Server:
                     self.group.late_ticks += 1  # output at a tick the wake-up did not predict
                 self.process()
 
+    def catch_up_to_now(self) -> None:
+        """Apply every tick of this server's grid due by the current simulated time."""
+        self.catch_up(int((self.group.env.now - self.origin) / self.group.tick + _EPS))
+
     def after_input(self) -> None:
         self.process()
         self.rearm()
@@ -191,9 +195,7 @@ class _Server:
         group = self.group
         while r.has_ready():
             rd = r.ready()
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)
-            if rd.must_sync:
-                self.storage.sync()
+            rd.persist(self.storage)
             for m in rd.messages:
                 if group.withheld and m.dst in group.withheld and m.src == group.withholder \
                         and type(m) is RaftAppend:
@@ -341,7 +343,7 @@ class RaftGroup:
             self.crash(sid)
         if setup.fresh_timers:
             for s in self.live():
-                s.catch_up(int((self.env.now - s.origin) / self.tick + _EPS))
+                s.catch_up_to_now()
                 s.restart_timer(self.env.now, self.rng)
         schedule_call(self.env, setup.cap, self._at_cap)
         self.observe()

@@ -9,7 +9,7 @@ function of its inputs. Inputs: ``step(msg)`` for every peer message, ``tick()``
 ``compact()``. Outputs are collected and handed out by ``ready()`` as one :class:`Ready`:
 
 1. ``snapshot`` / ``compacted`` / ``entries`` / ``hard_state``: save them to the RaftStorage,
-   and ``sync()`` when ``must_sync``;
+   and ``sync()`` when ``must_sync`` (``rd.persist(storage)`` does both);
 2. ``messages``: send them, only **after** step 1 (persist before send: a vote response,
    a candidate's RequestVote and a follower's AppendEntries reply all leave only once the term,
    vote and entries they vouch for are durable; Figure 2 "respond to RPCs only after updating
@@ -50,7 +50,7 @@ from kvcore.raft.messages import (
     Snapshot,
 )
 from kvcore.raft.progress import Progress, vote_result
-from kvcore.raft.storage import StoredState
+from kvcore.raft.storage import RaftStorage, StoredState
 
 FOLLOWER = "follower"
 PRE_CANDIDATE = "pre-candidate"
@@ -96,6 +96,13 @@ class Ready:
     messages: tuple[RaftMessage, ...]
     read_states: tuple[ReadState, ...]
     must_sync: bool
+
+    def persist(self, storage: RaftStorage) -> None:
+        """Step 1 of the contract: save this Ready's writes (the snapshot, or what a
+        compaction covers, then the entries and the HardState), and sync when ``must_sync``."""
+        storage.save(self.hard_state, self.entries, self.snapshot or self.compacted)
+        if self.must_sync:
+            storage.sync()
 
 
 class Raft:

@@ -58,13 +58,20 @@ class RaftStorage(Protocol):
 
 
 @dataclass
-class _Image:
+class LogImage:
+    """A storage's state as a value: the HardState, the snapshot and the entries after it.
+
+    The shared replay rule of every :class:`RaftStorage`: :func:`apply_writes` (and
+    :func:`apply_snapshot`) change an image exactly as a ``save()`` changes the stored state, so a
+    storage keeps a volatile and a synced image and replays its pending writes onto the latter.
+    """
+
     hard_state: HardState
     snapshot: Snapshot
     entries: list[Entry] = field(default_factory=list)
 
-    def copy(self) -> _Image:
-        return _Image(self.hard_state, self.snapshot, list(self.entries))
+    def copy(self) -> LogImage:
+        return LogImage(self.hard_state, self.snapshot, list(self.entries))
 
 
 class MemoryRaftStorage:
@@ -77,7 +84,7 @@ class MemoryRaftStorage:
     def __init__(self, voters: Sequence[str], learners: Sequence[str] = ()) -> None:
         boot = Snapshot(meta=SnapshotMeta(index=0, term=0,
                                           conf=ConfState(voters=tuple(voters), learners=tuple(learners))))
-        self._synced = _Image(HardState(), boot)
+        self._synced = LogImage(HardState(), boot)
         self._volatile = self._synced.copy()
         # writes since the last sync, replayed onto the synced image at sync() (so a sync costs
         # what was written since the last one, not the size of the log)
@@ -92,13 +99,13 @@ class MemoryRaftStorage:
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
              snapshot: Snapshot | None) -> None:
         self.saves += 1
-        _write(self._volatile, hard_state, entries, snapshot)
+        apply_writes(self._volatile, hard_state, entries, snapshot)
         self._pending.append((hard_state, list(entries), snapshot))
 
     def sync(self) -> None:
         self.syncs += 1
         for hs, entries, snapshot in self._pending:
-            _write(self._synced, hs, entries, snapshot)
+            apply_writes(self._synced, hs, entries, snapshot)
         self._pending.clear()
 
     def crash(self) -> None:
@@ -107,24 +114,22 @@ class MemoryRaftStorage:
         self._volatile = self._synced.copy()
 
     def has_unsynced(self) -> bool:
-        s, v = self._synced, self._volatile
-        return s.hard_state != v.hard_state or s.snapshot != v.snapshot or s.entries != v.entries
-
-    def volatile_entries(self) -> list[Entry]:
-        return list(self._volatile.entries)
+        return self._synced != self._volatile  # LogImage compares all three fields
 
 
-def _write(img: _Image, hard_state: HardState | None, entries: Sequence[Entry],
-           snapshot: Snapshot | None) -> None:
+def apply_writes(img: LogImage, hard_state: HardState | None, entries: Sequence[Entry],
+                 snapshot: Snapshot | None) -> None:
+    """Apply one ``save()`` to ``img``: the snapshot first, then the entries (etcd's Append
+    semantics, see the module docstring; ``ValueError`` on a gap), then the HardState."""
     if snapshot is not None:
-        _apply_snapshot(img, snapshot)
+        apply_snapshot(img, snapshot)
     if entries:
         _append(img, entries)
     if hard_state is not None:
         img.hard_state = hard_state
 
 
-def _append(img: _Image, entries: Sequence[Entry]) -> None:
+def _append(img: LogImage, entries: Sequence[Entry]) -> None:
     first = img.snapshot.meta.index + 1
     lo = entries[0].index
     if lo < first:  # entries already covered by the snapshot
@@ -140,7 +145,9 @@ def _append(img: _Image, entries: Sequence[Entry]) -> None:
     img.entries.extend(entries)
 
 
-def _apply_snapshot(img: _Image, snap: Snapshot) -> None:
+def apply_snapshot(img: LogImage, snap: Snapshot) -> None:
+    """Install ``snap`` in ``img`` unless it is older: entries after its index are kept when the
+    log agrees with the snapshot there (same term), else the whole log is dropped."""
     old_first = img.snapshot.meta.index + 1
     idx = snap.meta.index
     if idx <= img.snapshot.meta.index:

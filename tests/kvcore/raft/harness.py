@@ -31,6 +31,10 @@ class Node:
 
 
 class Network:
+    #: the contract's "persist before send"; a subclass that sets it False is a broken
+    #: application which sends a Ready's messages before its writes are synced
+    persist_before_send = True
+
     def __init__(self, ids: Iterable[str], seed: int = 0, learners: Iterable[str] = (),
                  logger: Callable[[str], None] | None = None, **cfg: object) -> None:
         self.ids = list(ids)
@@ -96,14 +100,17 @@ class Network:
         if not node.up or not node.raft.has_ready():
             return None
         rd = node.raft.ready()
-        node.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)
+        if not self.persist_before_send:
+            for m in rd.messages:
+                self.send(m)
         if crash_before_sync:
+            node.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)  # never synced
             self.crash(node_id)
             return rd
-        if rd.must_sync:
-            node.storage.sync()
-        for m in rd.messages:  # persist before send
-            self.send(m)
+        rd.persist(node.storage)
+        if self.persist_before_send:
+            for m in rd.messages:
+                self.send(m)
         if rd.snapshot is not None:
             node.snapshot_data = rd.snapshot.data
             node.applied = [e for e in node.applied if e.index <= rd.snapshot.meta.index]
@@ -164,6 +171,28 @@ class Network:
         self.raft(node_id).campaign()
         self.stabilize()
         assert self.raft(node_id).role == LEADER, f"{node_id} did not win: {self.raft(node_id).role}"
+
+    def campaign_round(self, node_id: str, voters: Iterable[str]) -> None:
+        """One election round heard by ``voters`` only: ``node_id`` campaigns, each voter gets
+        and answers its requests, the answers come back; no other message moves."""
+        self.raft(node_id).campaign()
+        self.process_ready(node_id)
+        for n in voters:
+            self.deliver_all(n)
+            self.process_ready(n)
+        self.deliver_all(node_id)
+
+    def lead_before_noop_commits(self, node_id: str, rounds: int = 20) -> None:
+        """Make ``node_id`` leader, stopping as soon as it is one: its no-op is not committed yet."""
+        self.raft(node_id).campaign()
+        for _ in range(rounds):
+            self.process_ready(node_id)
+            self.deliver_all()
+            for n in self.nodes:
+                if n != node_id:
+                    self.process_ready(n)
+            if self.raft(node_id).role == LEADER:
+                return
 
     def leaders(self) -> list[str]:
         return [i for i, n in self.nodes.items() if n.up and n.raft.role == LEADER]

@@ -174,6 +174,25 @@ def test_an_ack_leaves_with_the_entries_it_acknowledges() -> None:
     assert any(isinstance(m, RaftAppendResp) and m.index == 2 for m in rd.messages)
 
 
+def test_ready_persist_saves_the_writes_and_syncs_only_when_it_must() -> None:
+    """``rd.persist(storage)`` is step 1 of the contract: after it, a crash keeps the Ready's
+    entries and HardState when ``must_sync``; without ``must_sync`` it saves but does not sync."""
+    r = follower_with([(1, 1)])
+    r.step(append(9, (1, 1), [(9, 2)], commit=1))
+    rd = r.ready()
+    assert rd.must_sync
+    storage = MemoryRaftStorage(["1", "2", "3"])
+    storage.save(HardState(term=9), [Entry(term=1, index=1, data=b"x")], None)
+    storage.sync()
+    rd.persist(storage)
+    assert (storage.saves, storage.syncs) == (2, 2) and not storage.has_unsynced()
+    storage.crash()
+    got = storage.load()
+    assert [(e.term, e.index) for e in got.entries] == [(1, 1), (9, 2)] and got.hard_state == rd.hard_state
+    dataclasses.replace(rd, must_sync=False, hard_state=HardState(term=10)).persist(storage)
+    assert (storage.saves, storage.syncs) == (3, 2) and storage.has_unsynced()
+
+
 def test_a_crash_loses_unsynced_writes_and_the_node_restarts_from_synced_state() -> None:
     """Durability is an explicit sync; a crash keeps only what was synced."""
     storage = MemoryRaftStorage(["1"])
@@ -220,12 +239,7 @@ def figure8_until_c() -> tuple[Network, SafetyChecker, int]:
     chk = SafetyChecker()
     net.elect("5")  # term 1: the no-op 1/1 is committed everywhere
     # (a) S1 leads term 2 and replicates its entry at index 2 to S2 only
-    net.raft("1").campaign()
-    net.process_ready("1")
-    for n in "2345":
-        net.deliver_all(n)
-        net.process_ready(n)
-    net.deliver_all("1")
+    net.campaign_round("1", "2345")
     assert net.raft("1").role == LEADER and net.raft("1").term == 2
     for n in "345":
         net.cut("1", n)
@@ -235,12 +249,7 @@ def figure8_until_c() -> tuple[Network, SafetyChecker, int]:
     net.crash("1")
     net.recover()
     net.cut("5", "2")
-    net.raft("5").campaign()
-    net.process_ready("5")
-    for n in "34":
-        net.deliver_all(n)
-        net.process_ready(n)
-    net.deliver_all("5")
+    net.campaign_round("5", "34")
     assert net.raft("5").role == LEADER and net.raft("5").term == 3
     net.process_ready("5")  # 3/2 on S5's disk only: its messages are lost with it
     net.crash("5")
@@ -251,12 +260,7 @@ def figure8_until_c() -> tuple[Network, SafetyChecker, int]:
     net.restart("1")
     net.recover()
     while net.raft("1").role != LEADER:
-        net.raft("1").campaign()
-        net.process_ready("1")
-        for n in "234":
-            net.deliver_all(n)
-            net.process_ready(n)
-        net.deliver_all("1")
+        net.campaign_round("1", "234")
     net.cut("1", "4")
     net.cut("1", "2")
     for _ in range(4):  # a probe, a rejection with its hint, the entry at 2, an ack

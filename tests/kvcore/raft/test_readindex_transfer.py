@@ -52,14 +52,7 @@ def test_read_index_is_the_commit_index_confirmed_by_a_heartbeat_round() -> None
 def test_read_waits_for_a_commit_in_the_leaders_term() -> None:
     """Step 1 of §6.4: a new leader's commit index may be stale until its no-op commits."""
     net = Network(["1", "2", "3"])
-    net.raft("1").campaign()
-    for _ in range(20):  # run until 1 is leader, but before its no-op commits
-        net.process_ready("1")
-        net.deliver_all()
-        for n in "23":
-            net.process_ready(n)
-        if net.raft("1").role == LEADER:
-            break
+    net.lead_before_noop_commits("1")
     r = net.raft("1")
     assert r.role == LEADER and not r.committed_in_term()
     r.read_index(b"early")

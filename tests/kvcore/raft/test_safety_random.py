@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from kvcore.raft import LEADER, NotLeader, ProposalRefused, Ready
+from kvcore.raft import LEADER, NotLeader, ProposalRefused
 
 from .harness import Network, SafetyChecker
 
@@ -24,25 +24,11 @@ from .harness import Network, SafetyChecker
 class SendBeforeSync(Network):
     """A broken application: sends a Ready's messages before its writes are synced."""
 
-    def process_ready(self, node_id: str, crash_before_sync: bool = False) -> Ready | None:
-        node = self.nodes[node_id]
-        if not node.up or not node.raft.has_ready():
-            return None
-        rd = node.raft.ready()
-        node.storage.save(rd.hard_state, rd.entries, rd.snapshot or rd.compacted)
-        for m in rd.messages:
-            self.send(m)
-        if crash_before_sync:
-            self.crash(node_id)
-            return rd
-        node.storage.sync()
-        node.applied.extend(rd.committed_entries)
-        node.raft.advance(rd)
-        return rd
+    persist_before_send = False
 
 
 def run_seed(seed: int, steps: int = 2000, n: int = 5, net_cls: type[Network] = Network,
-             crash_p: float = 0.01, membership: bool = False, **cfg: object) -> None:
+             crash_p: float = 0.01, membership: bool = False, **cfg: object) -> SafetyChecker:
     rng = random.Random(seed)
     net = net_cls([str(i) for i in range(1, n + 1)], seed=seed, election_tick=6, **cfg)
     checker = SafetyChecker()
@@ -120,7 +106,7 @@ def run_seed(seed: int, steps: int = 2000, n: int = 5, net_cls: type[Network] = 
             checker.check(net)
         except AssertionError as e:
             raise AssertionError(f"seed {seed}, step {step}: {e}") from None
-    return None
+    return checker
 
 
 @pytest.mark.parametrize("seed", range(40), ids=lambda s: f"seed_{s}")
@@ -142,7 +128,11 @@ def test_random_runs_make_progress() -> None:
         net.stabilize()
         assert all(n.applied and n.applied[-1].data == b"x" for n in net.nodes.values())
         rng_terms.append(net.raft(leader).term)
-    assert rng_terms
+    assert rng_terms and all(t >= 1 for t in rng_terms)
+    for seed in range(3):  # and the random runs themselves elect leaders and commit proposals
+        checker = run_seed(seed)
+        assert len(checker.leader_of_term) >= 1, f"seed {seed}: no leader was ever elected"
+        assert any(e.data for e in checker.committed.values()), f"seed {seed}: no proposal committed"
 
 
 @pytest.mark.parametrize("seed", range(200, 230), ids=lambda s: f"seed_{s}")
