@@ -61,6 +61,7 @@ import msgpack
 
 from kvcore.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from kvcore.raft.storage import LogImage, StoredState, apply_snapshot, apply_writes
+from realnet.runtime import write_all, write_atomically
 
 log = logging.getLogger("realnet.raftlog")
 
@@ -155,33 +156,6 @@ def _zero_sector(view: memoryview, lo: int, hi: int) -> bool:
     return False
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """``path.tmp``, fsync, rename over ``path``, fsync of the directory."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _entry_rows(entries: Sequence[Entry]) -> list[list[Any]]:
     return [[e.term, e.index, e.kind, e.data] for e in entries]
 
@@ -261,7 +235,7 @@ class FileRaftStorage:
         self.stats["syncs"] += 1
         if self._buf:
             try:
-                _write_all(self._fd, bytes(self._buf))
+                write_all(self._fd, bytes(self._buf))
                 os.fsync(self._fd)
             except OSError as exc:
                 # what reached the disk is unknown (a retry could append a batch twice): like
@@ -330,7 +304,7 @@ class FileRaftStorage:
         """Test hook: die as after ``kill -9``: the unsynced writes are lost, except the first
         ``torn`` bytes of them, which reach the file (a write torn mid-record)."""
         if torn:
-            _write_all(self._fd, bytes(self._buf[:torn]))
+            write_all(self._fd, bytes(self._buf[:torn]))
         self._discard_unsynced()
         self.close()
 

@@ -63,6 +63,36 @@ class MessageSink(Protocol):
     def send(self, dst: str, msg: Any) -> None: ...
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def fsync_dir(directory: str) -> None:
+    """fsync a directory, so that a rename or unlink in it survives a power loss."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace ``path`` by ``data`` crash-safely: ``path.tmp``, fsync, rename over ``path``,
+    fsync of the directory. A crash leaves the old file or the new one, never a mix."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
 class FileStorage:
     """A :class:`kvcore.runtime.Storage` kept as one file per key in a directory.
 
@@ -128,18 +158,7 @@ class FileStorage:
         if name.startswith(self._HASHED):
             k = key.encode()
             value = self._KEYLEN.pack(len(k)) + k + value
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(value)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        self._sync_dir()
+        write_atomically(str(path), value)
 
     def delete(self, key: str) -> None:
         try:
@@ -176,11 +195,7 @@ class FileStorage:
         return out
 
     def _sync_dir(self) -> None:
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(str(self.dir))
 
 
 TICK = 1 / 32
