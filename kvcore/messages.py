@@ -292,3 +292,29 @@ class PushPull:
     join: bool
     reply: bool
     members: tuple[MemberState, ...]
+
+
+# --- Raft (kvcore/raft/, issue #11) -------------------------------------------------------------
+
+
+def register_foreign(kinds: dict[str, type[Any]]) -> None:
+    """Register message classes declared elsewhere (a component's own module) under their names.
+
+    The codec knows one REGISTRY in both worlds, so a component's peer messages are registered
+    here, at import, whether or not a node runs that component: a node without it counts such a
+    message as malformed through its dispatch table, like any kind no table names. Each class
+    gets the positional maker the codec's decoder uses (its own ``__init__`` is kept)."""
+    for name, cls in kinds.items():
+        if name in REGISTRY and REGISTRY[name] is not cls:
+            raise TypeError(f"message kind {name!r} is declared twice")
+        if not hasattr(cls, "_make"):
+            cls._make = staticmethod(_fast_make(cls))
+        REGISTRY[name] = cls
+
+
+# Raft's peer messages, entries and states travel on the same bus (wire kinds = class names).
+# Imported here, not at the top: kvcore.raft imports nothing of this module, and placing the
+# registration after every node message keeps REGISTRY's order (and each kind's bytes) as before.
+from kvcore.raft.messages import RAFT_MESSAGES  # noqa: E402
+
+register_foreign(RAFT_MESSAGES)

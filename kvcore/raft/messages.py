@@ -5,9 +5,9 @@ Theory of operation
 Everything the consensus core takes in or hands out is one of these frozen, slotted,
 keyword-only dataclasses of plain data (``str``, ``int``, ``bytes``, ``bool``, ``None``, tuples
 and nested messages), the shape :mod:`kvcore.messages` uses, so :mod:`kvcore.codec` can carry
-them once they are registered. They are *not* registered yet: :data:`RAFT_MESSAGES` lists them,
-and registering is one ``REGISTRY.update(RAFT_MESSAGES)`` when the node gets a Raft group (the
-tests do exactly that, temporarily, to show every one round-trips through the codec).
+them. :data:`RAFT_MESSAGES` lists them; :mod:`kvcore.messages` registers every one in the codec's
+``REGISTRY`` at import (wire kind = class name), so both worlds carry them; a node that runs no
+group counts them as malformed through its dispatch table.
 
 Every peer message carries ``term``, ``src`` and ``dst`` (Raft §5.1: "servers exchange their
 current term whenever they communicate"). Names follow the paper's RPCs: :class:`RaftVote` is
@@ -27,7 +27,7 @@ from typing import Any, TypeVar, dataclass_transform
 
 T = TypeVar("T")
 
-#: kind name -> class for every Raft message (not in kvcore.messages.REGISTRY yet; see above).
+#: kind name -> class for every Raft message (registered in kvcore.messages.REGISTRY; see above).
 RAFT_MESSAGES: dict[str, type[Any]] = {}
 
 #: Entry kinds: a client command (empty data is the leader's no-op) or a configuration change.

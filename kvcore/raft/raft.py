@@ -36,7 +36,9 @@ from kvcore.raft import follower, leader
 from kvcore.raft.config import LEASE, RaftConfig
 from kvcore.raft.log import RaftLog
 from kvcore.raft.messages import (
+    CONF,
     CONF_OPS,
+    NORMAL,
     ConfChange,
     Entry,
     HardState,
@@ -457,6 +459,19 @@ def malformed(m: RaftMessage, me: str) -> str:
                 return "entries are not contiguous after prev_index"
             if e.term > m.term or e.term < (m.entries[n - 1].term if n else m.prev_term):
                 return "entry terms are not non-decreasing up to the message term"
+            if e.kind != NORMAL and (e.kind != CONF or not _conf_change_ok(e.data)):
+                # a follower decodes a CONF entry when it appends it (thesis §4.1: a server
+                # uses the latest configuration in its log), so a bad one must not get that far
+                return f"entry {e.index} is not a normal entry or a valid configuration change"
     if isinstance(m, RaftSnapshot) and (m.offset < 0 or m.meta.index < 1 or not m.meta.conf.voters):
         return "bad snapshot chunk"
     return ""
+
+
+def _conf_change_ok(data: bytes) -> bool:
+    """Whether a CONF entry's data is ``"OP NODE"`` with a known op and a non-empty node."""
+    try:
+        cc = ConfChange.decode(data)
+    except UnicodeDecodeError:
+        return False
+    return cc.op in CONF_OPS and bool(cc.node) and " " not in cc.node

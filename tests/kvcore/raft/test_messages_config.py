@@ -1,4 +1,4 @@
-"""Raft messages (codec-ready, not registered), RaftConfig.validate, malformed input, determinism."""
+"""Raft messages (registered in the codec), RaftConfig.validate, malformed input, determinism."""
 
 from __future__ import annotations
 
@@ -54,24 +54,17 @@ SAMPLES = [
 ]
 
 
-def test_raft_messages_are_not_registered_in_the_codec_yet() -> None:
-    """Existing wire kinds and bytes are untouched: kvcore.messages.REGISTRY has no Raft kind."""
-    assert not set(RAFT_MESSAGES) & set(REGISTRY)
+def test_raft_messages_are_registered_in_the_codec() -> None:
+    """#11 wires the group in: every Raft kind is in kvcore.messages.REGISTRY as its own class."""
+    for name, cls in RAFT_MESSAGES.items():
+        assert REGISTRY[name] is cls
 
 
-def test_every_raft_message_would_round_trip_through_the_codec() -> None:
-    saved, specs = dict(REGISTRY), dict(codec._SPECS)
-    REGISTRY.update(RAFT_MESSAGES)
-    try:
-        for m in SAMPLES:
-            assert codec.decode(codec.encode(m)) == m
-        kinds = {type(m).__name__ for m in SAMPLES} | {"Entry", "SnapshotMeta", "ConfState"}
-        assert kinds == set(RAFT_MESSAGES)
-    finally:  # leave the codec exactly as it was
-        REGISTRY.clear()
-        REGISTRY.update(saved)
-        codec._SPECS.clear()
-        codec._SPECS.update(specs)
+def test_every_raft_message_round_trips_through_the_codec() -> None:
+    for m in SAMPLES:
+        assert codec.decode(codec.encode(m)) == m
+    kinds = {type(m).__name__ for m in SAMPLES} | {"Entry", "SnapshotMeta", "ConfState"}
+    assert kinds == set(RAFT_MESSAGES)
 
 
 def test_config_validate_speaks_sentences() -> None:
