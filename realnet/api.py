@@ -16,7 +16,8 @@ the node's views onto JSON. Routes (DESIGN.md, "The two worlds"):
 ``GET /cluster/keyslots``   ``{"id", "slots"}``: the slots this node holds keys of, as ranges
 ``GET /health``             ``{"status": "ok", "id": ...}``
 ``GET /metrics``            Prometheus text format
-``POST /cluster/...``       the admin endpoints (JSON in, JSON out): :mod:`realnet.adminapi`
+``POST /cluster/...``       the admin endpoints (JSON in, JSON out): :mod:`realnet.adminapi`,
+                            a replicated group's in :mod:`realnet.replicaapi`
 ==========================  ===================================================================
 
 ``HEAD`` is accepted wherever ``GET`` is (RFC 9110 §9.3.2: same head, no body).
@@ -94,6 +95,7 @@ from realnet.http import (
     json_response,
 )
 from realnet.metrics import ForwardMeter, OpLatency, registry
+from realnet.replicaapi import ReplicaAdminApi
 from realnet.security import HostCheck, TokenCheck, unauthorized
 from realnet.transport import PeerTransport
 
@@ -202,7 +204,7 @@ class _ReplySlot:
         return self.response
 
 
-class Api(AdminApi):
+class Api(AdminApi, ReplicaAdminApi):
     """The request handler of one node (see the module docstring)."""
 
     def __init__(
@@ -269,6 +271,7 @@ class Api(AdminApi):
             "/cluster/abort": self.admin_abort,
             "/cluster/rollback": self.admin_rollback,
             "/cluster/leave": self.admin_leave,
+            **self.replica_routes(),  # a replicated group's verbs (realnet.replicaapi)
         }
         #: client operation latencies (observed by each request's _ReplySlot)
         self.op_latency = OpLatency()

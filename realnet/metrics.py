@@ -6,7 +6,8 @@ Theory of operation
 at each scrape it reads the counters that the node (:class:`kvcore.metrics.NodeStats`, its
 membership), the peer transport and the HTTP server already keep, and turns them into metric
 families, one method per group of families (peer messages, client operations, forwards, the
-transport, HTTP, the store, membership, latencies). Nothing is counted twice and the hot path
+transport, HTTP, the store, membership, latencies, and a replicated group's Raft
+families: :mod:`realnet.raftmetrics`). Nothing is counted twice and the hot path
 never touches a Prometheus object. prometheus_client's own :class:`ProcessCollector` (CPU
 seconds, resident and virtual memory, open and maximum file descriptors, start time) and
 :class:`PlatformCollector` (``python_info``) are registered beside it (:func:`registry`).
@@ -65,6 +66,7 @@ from kvcore import errors
 from kvcore.membership import STATES
 from kvcore.messages import Asking, Forward, ForwardReply
 from realnet.http import refusals as http_refusals
+from realnet.raftmetrics import raft_families
 
 if TYPE_CHECKING:
     from realnet.api import Api
@@ -243,7 +245,7 @@ class NodeCollector:
     def collect(self) -> Iterator[Metric]:
         for group in (
             self.messages, self.client_ops, self.forwards, self.transport, self.http,
-            self.store, self.membership, self.latencies,
+            self.store, self.membership, self.latencies, self.raft,
         ):
             for family in group():
                 if family is not None:
@@ -448,6 +450,23 @@ class NodeCollector:
         for outcome, h in sorted(api.forward_meter.hists.items()):
             fwd.add_metric([outcome], h.buckets(), h.sum)
         yield fwd if fwd.samples else None
+
+
+    def raft(self) -> Iterator[Metric | None]:
+        """A replicated group's families (:mod:`realnet.raftmetrics`); none without a group."""
+        api = self.api
+        opener = getattr(api, "raft_opener", None)
+        yield from raft_families(raft_info(api.node), opener.current if opener is not None else None)
+
+
+def raft_info(node: Any) -> dict[str, Any] | None:
+    """``info()["raft"]`` of the node's replicated group, read without the rest of ``info()``;
+    None when the node runs no group."""
+    group = getattr(node, "group", None)
+    if group is None:
+        return None
+    info: dict[str, Any] = group.info()
+    return info
 
 
 def registry(api: Api) -> CollectorRegistry:
