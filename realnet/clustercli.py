@@ -14,6 +14,10 @@ the nodes' HTTP API (:mod:`realnet.admin` does the work). ADDR is a node's clien
   answer); the footer names whose view it is;
 - ``members ADDR``: the entry node's member table (as ``serf members``): id, addresses, state,
   incarnation, slots advertised, smoothed probe RTT;
+- ``create ADDR ... --replicas R``: R = 1, as above; R = the number of nodes: one Raft group of
+  them that owns every slot (:mod:`realnet.replicacli`, which also takes ``verify``, ``info``,
+  ``add-node`` and ``remove-node`` on a replicated cluster);
+- ``failover ADDR --to NODE``: a replicated group's leadership moves to the voter NODE;
 - ``add-node NEW EXISTING``: an empty node joins, owning no slots;
 - ``reshard ADDR --slots N --to NODE [--from NODE,...|all]``: move N slots live;
 - ``rebalance ADDR [--weight NODE=W ...] [--use-empty]``: even out the slots by weight;
@@ -43,7 +47,7 @@ from typing import Any
 from kvcore.rebalance import Move
 from kvcore.slots import NUM_SLOTS, count_slots, even_split, format_ranges, parse_ranges
 from kvcore.states import State
-from realnet import admin
+from realnet import admin, replicacli
 from realnet.admin import Admin, AdminError, ClusterView, Refused
 from realnet.clicommon import (
     ADMIN_TOKEN_ENV,
@@ -127,6 +131,9 @@ def add_cluster_parser(sub: Any) -> None:
                          "make the nodes meet, and wait until every node reports the same slot map. "
                          "Refuses, changing nothing, if any node is unfit (exit 1).")
     sp.add_argument("addrs", nargs="+", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("--replicas", type=_positive_int, default=1, metavar="R",
+                    help="1 (default): every key on one node; the number of nodes given: one Raft "
+                    "group of all of them that owns every slot (the nodes need --data-dir)")
     common(sp)
 
     sp = csub.add_parser("verify", aliases=["check"], help="check the cluster; exit 1 on any problem",
@@ -152,6 +159,13 @@ def add_cluster_parser(sub: Any) -> None:
     sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
     sp.add_argument("--json", action="store_true", help="print the members as JSON instead")
     common(sp, changes=False)
+
+    sp = csub.add_parser("failover", help="hand a replicated group's leadership to a voter",
+                         description="Hand the leadership of the cluster's Raft group to the voter NODE "
+                         "(leadership transfer, Raft thesis 3.10); waits until every live member names it.")
+    sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
+    sp.add_argument("--to", required=True, metavar="NODE", type=_node_ref, help="the voter that takes over")
+    common(sp)
 
     sp = csub.add_parser("add-node", help="an empty node joins, owning no slots",
                          description="Make NEW (an empty standalone node) join the cluster of EXISTING. "
@@ -258,10 +272,13 @@ def _slot_map_table(cluster: ClusterView) -> str:
 def cmd_create(args: argparse.Namespace, a: Admin) -> int:
     if len(set(args.addrs)) != len(args.addrs):
         raise AdminError("An address is given twice.")
+    replicacli.check_replicas(args.replicas, len(args.addrs))
     nodes = [a.probe(addr) for addr in args.addrs]
     problems = admin.create_problems(nodes)
     if problems:
         return _refuse("create the cluster", problems, all(n.reachable for n in nodes))
+    if args.replicas > 1:
+        return replicacli.cmd_create(args, a, nodes)
     plan = even_split([n.id for n in nodes])
     say(f"Creating a cluster of {len(nodes)} node{'s' if len(nodes) != 1 else ''}, slots split evenly:")
     say(table(("NODE", "ADDR", "SLOTS", "COUNT"),
@@ -275,6 +292,8 @@ def cmd_create(args: argparse.Namespace, a: Admin) -> int:
 
 def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.addr)
+    if replicacli.replicated(cluster):
+        return replicacli.cmd_verify(args, a)
     problems = admin.cluster_problems(cluster)
     members = cluster.members()
     say(f"Verifying the cluster of {cluster.entry.label()}: {len(members)} member"
@@ -312,6 +331,8 @@ def _info_rows(cluster: ClusterView) -> list[dict[str, Any]]:
 
 def cmd_info(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.addr)
+    if replicacli.replicated(cluster):
+        return replicacli.cmd_info(args, a)
     rows = _info_rows(cluster)
     if args.json:
         say(json.dumps({"entry": cluster.entry.id, "view": cluster.entry.id, "nodes": rows}, indent=2))
@@ -369,6 +390,8 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
                         f"({cluster.nodes[new.id].state}); start the new node with another --id.")
     if problems:
         return _refuse("add the node", problems, new.reachable)
+    if replicacli.replicated(cluster):
+        return replicacli.cmd_add_node(args, a, cluster, new)
     members = cluster.members()
     say(f"Adding node {new.label()} to the cluster of {cluster.entry.label()} ({len(members)} member"
         f"{'s' if len(members) != 1 else ''}); it will own no slots.")
@@ -413,6 +436,9 @@ def cmd_rebalance(args: argparse.Namespace, a: Admin) -> int:
 
 
 def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
+    probe = a.discover(args.addr)
+    if replicacli.replicated(probe):
+        return replicacli.cmd_remove_node(args, a, probe)
     cluster = a.wait_stable(args.addr)
     node = cluster.resolve(args.node)
     if node.state != State.ALIVE:
@@ -474,6 +500,7 @@ _CLUSTER_COMMANDS: dict[str, Callable[[argparse.Namespace, Admin], int]] = {
     "verify": cmd_verify,
     "info": cmd_info,
     "members": cmd_members,
+    "failover": replicacli.cmd_failover,
     "add-node": cmd_add_node,
     "reshard": cmd_reshard,
     "rebalance": cmd_rebalance,

@@ -11,8 +11,10 @@ its status and code: ``Conflict`` 409, ``BadRequest`` 400, ``NoLeader`` 503 ``no
 ``/cluster/replicate``          ``{"voters": [ID, ...]}``: this node becomes a member of the one
                                 group that owns every slot, with these voters (every voter is
                                 asked with the same list; itself among them) -> ``{"id",
-                                "voters", "raft"}``. Refused 409 without ``--data-dir`` (Raft
-                                needs durable state) and when the node holds another group.
+                                "voters", "learner", "raft"}``; with ``"learner": true`` this
+                                node (not among them) joins a running group as the learner the
+                                leader added (``/cluster/learner``). Refused 409 without
+                                ``--data-dir`` (Raft needs durable state).
 ``/cluster/failover``           ``{"to": ID}``: the leader hands leadership to voter ``ID``
                                 (thesis §3.10) -> ``{"id", "to", "raft"}``
 ``/cluster/learner``            ``{"node": ID}``: the leader adds ``ID`` as a learner, which
@@ -74,10 +76,20 @@ class ReplicaAdminApi:
             raise errors.BadRequest("the field 'voters' names a node twice")
         if len(ids) > MAX_VOTERS:
             raise errors.BadRequest(f"a group has at most {MAX_VOTERS} voters, not {len(ids)}")
-        if self.node.id not in ids:
-            raise errors.BadRequest(f"the voters must include this node ({self.node.id})")
-        self.node.form_group(ids)
-        return json_response(200, {"id": self.node.id, "voters": ids, "raft": self._raft_view()})
+        learner = bool(body.get("learner", False) is True)
+        if "learner" in body and not isinstance(body["learner"], bool):
+            raise errors.BadRequest(f"the field 'learner' must be true or false, not {body['learner']!r}")
+        if learner and self.node.id in ids:
+            raise errors.BadRequest(f"a learner is not among the voters, and this node ({self.node.id}) is")
+        if not learner and self.node.id not in ids:
+            raise errors.BadRequest(f"the voters must include this node ({self.node.id}), or the "
+                                    "body must say \"learner\": true")
+        if learner:
+            self.node.form_group(ids, learners=[self.node.id])
+        else:
+            self.node.form_group(ids)
+        return json_response(200, {"id": self.node.id, "voters": ids, "learner": learner,
+                                   "raft": self._raft_view()})
 
     def admin_failover(self, body: dict[str, Any]) -> Response:
         to = _node_id(body.get("to"), "the field 'to'") if "to" in body else None

@@ -1,0 +1,331 @@
+"""``storelab cluster`` on a replicated cluster (#11): one Raft group that owns every slot.
+
+Theory of operation
+-------------------
+:mod:`realnet.clustercli` hands a command here when the cluster is replicated (the entry node's
+``/cluster/info`` has a ``raft`` section) or when ``create`` is given ``--replicas`` above 1.
+Everything goes through the nodes' HTTP API (:mod:`realnet.replicaapi`), and every membership
+change is asked of the leader, found from the nodes' own ``raft`` views:
+
+- ``create A B C --replicas 3``: ``--replicas`` is 1 (today's unreplicated store) or the number
+  of nodes given (one group of all of them); anything else is refused with a sentence, since
+  several groups over more nodes come next. The nodes first become one cluster as today (the
+  first node keeps every slot, the others meet it, so every node knows every peer address), then
+  each is asked ``/cluster/replicate`` with the same voter list; done when every node reports
+  the same leader and a commit index at least that of the leader's first entry of its term.
+- ``failover ADDR --to NODE``: the leader hands leadership to ``NODE`` (TimeoutNow, thesis
+  §3.10); done when every live voter reports ``NODE`` as leader.
+- ``add-node NEW EXISTING``: ``NEW`` meets the cluster, the leader adds it as a learner and
+  ``NEW`` joins the group; it catches up (from a snapshot if the log was compacted) and is
+  promoted once its applied index reaches the leader's commit (thesis §4.2.1); done when it votes.
+- ``remove-node ADDR NODE``: a configuration change removes ``NODE`` (the leader first hands
+  leadership away if ``NODE`` leads), then ``NODE`` leaves the cluster and its process exits.
+- ``verify``: the group has one leader that every live member names, a quorum of voters is alive
+  and answering, and the applied indexes of the live members are within :data:`LAG_LIMIT` of the
+  leader's commit (judged over a few polls: a busy group moves between two reads).
+- ``info``: one row per member: role, term, leader, commit and applied index, voters, keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from kvcore.states import State
+from realnet import admin
+from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
+from realnet.clicommon import confirm, say, table
+
+#: an applied index more than this far behind the leader's commit is a problem for ``verify``
+LAG_LIMIT = 1000
+#: ``verify`` polls this many times before it reports a lag (a busy group moves between reads)
+VERIFY_POLLS = 5
+
+REPLICAS_SENTENCE = ("Several groups over more nodes come next; --replicas must be 1 or the number "
+                     "of nodes given ({n}), not {r}.")
+
+
+def raft_of(n: NodeState) -> dict[str, Any] | None:
+    """A node's ``raft`` view (None: it answered nothing, or runs no group)."""
+    raft = (n.info or {}).get("raft")
+    return raft if isinstance(raft, dict) else None
+
+
+def replicated(cluster: ClusterView) -> bool:
+    return raft_of(cluster.entry) is not None
+
+
+def leader_of(cluster: ClusterView) -> NodeState | None:
+    """The live member that reports itself leader at the highest term, if any."""
+    best: tuple[int, NodeState] | None = None
+    for n in cluster.live():
+        raft = raft_of(n)
+        if raft is not None and raft.get("role") == "leader":
+            if best is None or int(raft.get("term", 0)) > best[0]:
+                best = (int(raft.get("term", 0)), n)
+    return best[1] if best is not None else None
+
+
+def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str]:
+    """What ``verify`` reports of a replicated cluster, one sentence each (empty: healthy)."""
+    problems: list[str] = []
+    lead = leader_of(cluster)
+    views = {n.id: raft_of(n) for n in cluster.live()}
+    missing = sorted(i for i, r in views.items() if r is None)
+    problems += [f"Node {i} answers but runs no replicated group." for i in missing]
+    if lead is None:
+        return [*problems, "The group has no leader: an election is under way, or no quorum of voters "
+                "can reach each other."]
+    lraft = raft_of(lead) or {}
+    voters = list(lraft.get("voters", []))
+    learners = list(lraft.get("learners", []))
+    alive = [v for v in voters if v in cluster.nodes and cluster.nodes[v].state == State.ALIVE
+             and cluster.nodes[v].reachable]
+    need = len(voters) // 2 + 1
+    if len(alive) < need:
+        problems.append(f"Only {len(alive)} of {len(voters)} voters are alive and answering; a quorum "
+                        f"needs {need}.")
+    for v in sorted(set(voters) - set(alive)):
+        state = cluster.nodes[v].state if v in cluster.nodes else "not a member"
+        problems.append(f"Voter {v} is {state if state != State.ALIVE else 'not answering'}.")
+    commit = int(lraft.get("commit", 0))
+    for nid, raft in sorted(views.items()):
+        if raft is None:
+            continue
+        if nid not in voters and nid not in learners:
+            problems.append(f"Node {nid} runs the group but is neither a voter nor a learner in the "
+                            f"leader's configuration.")
+        if raft.get("leader") not in (lead.id, None, "") or (nid != lead.id and not raft.get("leader")):
+            problems.append(f"Node {nid} names {raft.get('leader') or 'no leader'} as leader, not {lead.id}.")
+        lag = commit - int(raft.get("applied", 0))
+        if lag > lag_limit:
+            problems.append(f"Node {nid} has applied up to {raft.get('applied')}, {lag} entries behind the "
+                            f"leader's commit index {commit} (more than {lag_limit}).")
+    return problems
+
+
+def rows(cluster: ClusterView) -> list[dict[str, Any]]:
+    out = []
+    for n in cluster.nodes.values():
+        raft = raft_of(n) or {}
+        out.append({"id": n.id, "addr": n.addr, "state": n.state, "role": raft.get("role"),
+                    "term": raft.get("term"), "leader": raft.get("leader"), "commit": raft.get("commit"),
+                    "applied": raft.get("applied"), "voter": n.id in raft.get("voters", []),
+                    "keys": (n.info or {}).get("keys"), "answered": n.reachable, "error": n.error})
+    return out
+
+
+# --- admin steps ---------------------------------------------------------------------------------
+
+
+def wait_leader(a: Admin, addr: str, want: str | None = None, ids: set[str] | None = None) -> ClusterView:
+    """Discover until a leader (``want``, if given) is named by every live member of the group
+    (and, with ``ids``, by each of those nodes)."""
+    found: list[ClusterView] = []
+
+    def agreed() -> bool:
+        c = a.discover(addr)
+        lead = leader_of(c)
+        if lead is None or (want is not None and lead.id != want):
+            return False
+        named = {n.id: (raft_of(n) or {}).get("leader") for n in c.live()}
+        if ids is not None and any(named.get(i) != lead.id for i in ids):
+            return False
+        if any(r is not None and r != lead.id for r in named.values() if r is not None):
+            return False
+        found.append(c)
+        return True
+
+    a.wait(f"{want or 'a leader'} to lead the group as every live member sees it", agreed)
+    return found[-1]
+
+
+def create(a: Admin, nodes: list[NodeState]) -> ClusterView:
+    """One group of ``nodes``: one cluster as today (the first keeps every slot), then the group."""
+    from kvcore.slots import NUM_SLOTS
+
+    plan = {n.id: ([(0, NUM_SLOTS - 1)] if i == 0 else []) for i, n in enumerate(nodes)}
+    a.create(nodes, plan)
+    voters = [n.id for n in nodes]
+    for n in nodes:
+        a.post(n.addr, "/cluster/replicate", {"voters": voters})
+    return wait_leader(a, nodes[0].addr, ids=set(voters))
+
+
+def leader_or_refuse(cluster: ClusterView) -> NodeState:
+    lead = leader_of(cluster)
+    if lead is None:
+        raise Refused("The group has no leader now (an election is under way, or no quorum is alive); "
+                      "try again shortly.")
+    return lead
+
+
+def failover(a: Admin, cluster: ClusterView, to: NodeState) -> ClusterView:
+    lead = leader_or_refuse(cluster)
+    if lead.id == to.id:
+        return cluster
+    a.post(lead.addr, "/cluster/failover", {"to": to.id})
+    return wait_leader(a, to.addr, want=to.id)
+
+
+def add_node(a: Admin, new: NodeState, cluster: ClusterView) -> None:
+    """``new`` meets the cluster, joins the group as a learner, catches up and is promoted."""
+    a.add_node(new, cluster)
+    lead = leader_or_refuse(cluster)
+    lraft = raft_of(lead) or {}
+    voters = list(lraft.get("voters", []))
+    a.post(lead.addr, "/cluster/learner", {"node": new.id})
+    a.post(new.addr, "/cluster/replicate", {"voters": voters, "learner": True})
+
+    def voter() -> bool:
+        c = a.discover(lead.addr)
+        cur = leader_of(c)
+        if cur is None:
+            return False
+        craft = raft_of(cur) or {}
+        if new.id in craft.get("voters", []):
+            return True
+        mine = raft_of(c.nodes[new.id]) if new.id in c.nodes else None
+        if mine is not None and int(mine.get("applied", 0)) >= int(craft.get("commit", 0)):
+            try:  # caught up: promote (the leader may have done so itself; 409 then)
+                a.post(cur.addr, "/cluster/promote", {"node": new.id})
+            except admin.NodeError:
+                pass
+        return False
+
+    a.wait(f"{new.id} to catch up and become a voter", voter)
+
+
+def remove(a: Admin, cluster: ClusterView, node: NodeState) -> None:
+    """A configuration change removes ``node`` from the group; then it leaves the cluster."""
+    lead = leader_or_refuse(cluster)
+    if lead.id == node.id:
+        others = [v for v in (raft_of(lead) or {}).get("voters", []) if v != node.id
+                  and v in cluster.nodes and cluster.nodes[v].reachable]
+        if not others:
+            raise Refused(f"Node {node.id} is the group's only live voter; nobody could take over.")
+        cluster = failover(a, cluster, cluster.nodes[others[0]])
+        lead = leader_or_refuse(cluster)
+    a.post(lead.addr, "/cluster/remove-voter", {"node": node.id})
+
+    def removed() -> bool:
+        c = a.discover(lead.addr)
+        cur = leader_of(c)
+        conf = raft_of(cur) or {} if cur is not None else {}
+        return cur is not None and node.id not in conf.get("voters", []) and node.id not in conf.get(
+            "learners", [])
+
+    a.wait(f"the group to drop {node.id} from its configuration", removed)
+    a.post(node.addr, "/cluster/leave", {"force": True})
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+def check_replicas(replicas: int, count: int) -> None:
+    if replicas not in (1, count):
+        raise Refused(REPLICAS_SENTENCE.format(n=count, r=replicas))
+
+
+def cmd_create(args: argparse.Namespace, a: Admin, nodes: list[NodeState]) -> int:
+    say(f"Creating a replicated cluster: one Raft group of {len(nodes)} voters that owns every slot:")
+    say(table(("NODE", "ADDR"), [(n.id, n.addr) for n in nodes]))
+    confirm(args, "Create this cluster?")
+    cluster = create(a, nodes)
+    lead = leader_of(cluster)
+    say(f"Cluster created; {lead.label() if lead else '?'} leads the group.")
+    say(_info_table(cluster))
+    return admin.EXIT_OK
+
+
+def cmd_failover(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.discover(args.addr)
+    if not replicated(cluster):
+        raise Refused("This cluster is not replicated; failover hands over a Raft group's leadership.")
+    to = cluster.resolve(args.to)
+    lead = leader_or_refuse(cluster)
+    voters = (raft_of(lead) or {}).get("voters", [])
+    if to.id not in voters:
+        raise Refused(f"Node {to.label()} is not a voter of the group (voters: {', '.join(voters)}).")
+    if lead.id == to.id:
+        say(f"Node {to.label()} already leads the group. Nothing to do.")
+        return admin.EXIT_OK
+    say(f"Handing the group's leadership from {lead.label()} to {to.label()}.")
+    confirm(args, "Fail over?")
+    failover(a, cluster, to)
+    say(f"Node {to.id} leads the group.")
+    return admin.EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
+    problems: list[str] = []
+    cluster = a.discover(args.addr)
+    for i in range(VERIFY_POLLS):
+        problems = group_problems(cluster)
+        if not problems or i == VERIFY_POLLS - 1:
+            break
+        time.sleep(admin.POLL_INTERVAL * 4)
+        cluster = a.discover(args.addr)
+    voters = (raft_of(leader_of(cluster) or cluster.entry) or {}).get("voters", [])
+    say(f"Verifying the replicated cluster of {cluster.entry.label()}: a group of {len(voters)} voter"
+        f"{'s' if len(voters) != 1 else ''}.")
+    if problems:
+        for p in problems:
+            say(f"problem: {p}")
+        say(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found.")
+        return admin.EXIT_PROBLEMS
+    lead = leader_of(cluster)
+    say(f"OK: {lead.label() if lead else '?'} leads the group and every live member names it; a quorum "
+        f"of voters is alive; every applied index is within {LAG_LIMIT} of the leader's commit.")
+    return admin.EXIT_OK
+
+
+def _info_table(cluster: ClusterView) -> str:
+    return table(("ID", "ADDR", "STATE", "ROLE", "TERM", "COMMIT", "APPLIED", "VOTER", "KEYS"),
+                 [(r["id"], r["addr"], r["state"], r["role"], r["term"], r["commit"], r["applied"],
+                   "yes" if r["voter"] else "no", r["keys"]) for r in rows(cluster)])
+
+
+def cmd_info(args: argparse.Namespace, a: Admin) -> int:
+    cluster = a.discover(args.addr)
+    if args.json:
+        say(json.dumps({"entry": cluster.entry.id, "nodes": rows(cluster)}, indent=2))
+        return admin.EXIT_OK
+    say(_info_table(cluster))
+    lead = leader_of(cluster)
+    say(f"{len(cluster.nodes)} node{'s' if len(cluster.nodes) != 1 else ''} in one replicated group; "
+        f"leader: {lead.label() if lead else 'none known'}. Role, term, commit and applied index as "
+        "each node reports its own (? when it did not answer).")
+    return admin.EXIT_OK
+
+
+def cmd_add_node(args: argparse.Namespace, a: Admin, cluster: ClusterView, new: NodeState) -> int:
+    say(f"Adding node {new.label()} to the replicated group of {cluster.entry.label()}: it joins as a "
+        "learner, catches up, then votes.")
+    confirm(args, "Add this node?")
+    add_node(a, new, cluster)
+    say(f"Node {new.id} caught up and is a voter of the group.")
+    return admin.EXIT_OK
+
+
+def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) -> int:
+    node = cluster.resolve(args.node)
+    lead = leader_or_refuse(cluster)
+    conf = raft_of(lead) or {}
+    if node.id not in conf.get("voters", []) and node.id not in conf.get("learners", []):
+        raise Refused(f"Node {node.label()} is not in the group's configuration.")
+    say(f"Removing node {node.label()} from the replicated group by a configuration change; then it "
+        "leaves the cluster (its process exits).")
+    confirm(args, f"Remove node {node.id}?")
+    remove(a, cluster, node)
+    say(f"Node {node.id} left the group and the cluster.")
+    return admin.EXIT_OK
+
+
+__all__ = [
+    "LAG_LIMIT", "REPLICAS_SENTENCE", "AdminError", "check_replicas", "cmd_add_node", "cmd_create",
+    "cmd_failover", "cmd_info", "cmd_remove_node", "cmd_verify", "group_problems", "leader_of",
+    "raft_of", "replicated",
+]
