@@ -428,7 +428,7 @@ def test_admin_endpoints_answer_bad_input_with_sentences_and_leave_stops_the_nod
 
 # --- help and usage -------------------------------------------------------------------------------
 
-COMMANDS = ["create", "verify", "info", "members", "add-node", "reshard", "rebalance", "remove-node", "fix"]
+COMMANDS = ["create", "verify", "info", "members", "failover", "add-node", "reshard", "rebalance", "remove-node", "fix"]
 
 
 def test_the_command_list_is_every_command() -> None:

@@ -86,7 +86,7 @@ def test_one_dead_voter_of_three_keeps_the_quorum_but_is_reported() -> None:
 
 
 def test_a_replica_far_behind_is_a_problem() -> None:
-    c = _cluster(_node("a", role="leader", commit=5000), _node("b", commit=5000, applied=4990),
+    c = _cluster(_node("a", role="leader", commit=5000, applied=5000), _node("b", commit=5000, applied=4990),
                  _node("c", commit=3000, applied=3000))
     (p,) = replicacli.group_problems(c, lag_limit=1000)
     assert p.startswith("Node c has applied up to 3000, 2000 entries behind")
