@@ -462,7 +462,7 @@ class NodeCollector:
 def raft_info(node: Any) -> dict[str, Any] | None:
     """``info()["raft"]`` of the node's replicated group, read without the rest of ``info()``;
     None when the node runs no group."""
-    group = getattr(node, "group", None)
+    group = getattr(node, "replica", None)
     if group is None:
         return None
     info: dict[str, Any] = group.info()

@@ -84,10 +84,9 @@ class ReplicaAdminApi:
         if not learner and self.node.id not in ids:
             raise errors.BadRequest(f"the voters must include this node ({self.node.id}), or the "
                                     "body must say \"learner\": true")
-        if learner:
-            self.node.form_group(ids, learners=[self.node.id])
-        else:
-            self.node.form_group(ids)
+        # a joining learner forms an empty group: the leader's log (or snapshot) teaches it the
+        # configuration once the leader added it (kvcore's form_group([]))
+        self.node.form_group([] if learner else ids)
         return json_response(200, {"id": self.node.id, "voters": ids, "learner": learner,
                                    "raft": self._raft_view()})
 

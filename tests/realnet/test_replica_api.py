@@ -123,7 +123,7 @@ class Recorder(Node):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.calls: list[tuple[str, Any]] = []
-        self.group: FakeGroup | None = None
+        self.replica: FakeGroup | None = None
         self.refuse: errors.StoreError | None = None
 
     def _verb(self, name: str, arg: Any) -> int:
@@ -134,7 +134,7 @@ class Recorder(Node):
 
     def form_group(self, voters: list[str]) -> None:
         self._verb("form_group", voters)
-        self.group = FakeGroup(voters)
+        self.replica = FakeGroup(voters)
 
     def transfer_leader(self, to: str) -> None:
         self._verb("transfer_leader", to)
@@ -150,8 +150,7 @@ class Recorder(Node):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        if self.group is not None:
-            out["raft"] = self.group.info()
+        out["raft"] = self.replica.info() if self.replica is not None else None
         return out
 
 
@@ -274,7 +273,7 @@ def test_metrics_declare_no_raft_family_without_a_group_and_all_of_them_with_one
             return {f.name: f for f in text_string_to_metric_families(text)}
 
         assert not [n for n in families() if n.startswith("storelab_raft")]
-        node.group = FakeGroup(["n1", "n2", "n3"])
+        node.replica = FakeGroup(["n1", "n2", "n3"])
         clock = Clock()
         opener = RaftOpener(tmp_path, clock)
         api.raft_opener = opener  # type: ignore[attr-defined]
@@ -304,5 +303,21 @@ def test_metrics_declare_no_raft_family_without_a_group_and_all_of_them_with_one
         assert hist[("storelab_raft_commit_latency_seconds_bucket", "0.0025")] == 0
         assert hist[("storelab_raft_commit_latency_seconds_bucket", "0.005")] == 1
         opener.close()
+
+    _with_api(test)
+
+
+def test_a_joining_learner_forms_an_empty_group() -> None:
+    """``"learner": true``: the node is not among the voters; it forms an empty group that the
+    leader's log teaches (kvcore's ``form_group([])``)."""
+    async def test(api: Api, node: Recorder) -> None:
+        status, out = _answer(api, _post("/cluster/replicate", {"voters": ["a", "b", "c"], "learner": True}))
+        assert status == 200 and out["learner"] is True
+        assert node.calls == [("form_group", [])]
+        status, out = _answer(api, _post("/cluster/replicate", {"voters": ["n1", "b"], "learner": True}))
+        assert status == 400 and out["message"].startswith("A learner is not among the voters")
+        status, out = _answer(api, _post("/cluster/replicate", {"voters": ["a"], "learner": "yes"}))
+        assert status == 400 and "'learner' must be true or false" in out["message"]
+        assert len(node.calls) == 1
 
     _with_api(test)
