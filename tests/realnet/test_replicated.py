@@ -1,0 +1,236 @@
+"""One replicated group of three real processes (R = 3): kill -9 under load, power loss, torn log.
+
+Three nodes with data directories are made one Raft group by ``realnet.replicacli.create`` (what
+``storelab cluster create A B C --replicas 3`` does). Writer threads record their history
+(:mod:`realnet.history`), each writing keys of its own (one write per key, so "every acknowledged
+write is present" is a per-key check) and reading and writing a few shared keys (so the
+linearizability check has something to judge). Processes are killed by their own handles.
+
+- the leader is killed under load, then (the group has elected another) a follower, so the one
+  node left has no quorum and acknowledges nothing; both restart, writes resume; afterwards every
+  acknowledged write is read back from every node, and the whole history is linearizable;
+- all three are killed at once (a power loss, as far as the processes can tell) and restarted:
+  every acknowledged write is present; one node's log gets a torn last record first, which it
+  truncates at start (and says so), then catches up.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvcore.node import Node
+from realnet import replicacli
+from realnet.admin import Admin
+from realnet.client import kv_path
+from realnet.history import HistoryRecorder, NodeClient, RecordingClient
+from realnet.raftopen import GROUP, RAFT_DIR
+
+from .conftest import Launcher, NodeProc, poll
+
+pytestmark = [
+    pytest.mark.xdist_group("replicated"),
+    pytest.mark.skipif(not hasattr(Node, "form_group"), reason="the node's replicated group lands with #11's core"),
+]
+
+SHARED = [f"shared-{i}" for i in range(3)]
+#: bounds every writer loop in count (and the test's waits bound it in time)
+MAX_OPS_PER_WRITER = 5000
+
+
+def start_group(launcher: Launcher, tmp_path: Path) -> list[NodeProc]:
+    nodes = [launcher.node(nid, extra=["--data-dir", str(tmp_path / f"data-{nid}")]) for nid in ("a", "b", "c")]
+    with Admin(10.0) as a:
+        replicacli.create(a, [a.probe(n.addr) for n in nodes])
+    return nodes
+
+
+def raft(n: NodeProc) -> dict[str, Any] | None:
+    try:
+        r = n.info().get("raft")
+    except (OSError, AssertionError):
+        return None
+    return r if isinstance(r, dict) else None
+
+
+def leader(nodes: list[NodeProc]) -> NodeProc | None:
+    """The live node that leads, as every other live node names it."""
+    views = {n.id: raft(n) for n in nodes if n.proc is not None and n.proc.poll() is None}
+    leads = [nid for nid, r in views.items() if r is not None and r.get("role") == "leader"]
+    if len(leads) != 1 or any(r is None or r.get("leader") != leads[0] for r in views.values()):
+        return None
+    return next(n for n in nodes if n.id == leads[0])
+
+
+class Writers:
+    """Writer threads over the live nodes; ``acked`` holds every acknowledged unique write."""
+
+    def __init__(self, nodes: list[NodeProc], count: int = 4, seed: int = 1) -> None:
+        self.nodes = nodes
+        self.recorder = HistoryRecorder()
+        self.acked: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(i, seed + i), daemon=True) for i in range(count)]
+
+    def __enter__(self) -> Writers:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in self.threads)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.acked)
+
+    def _client(self, i: int) -> RecordingClient:
+        n = self.nodes[i % len(self.nodes)]
+        return RecordingClient(NodeClient(n.addr, timeout=3.0), self.recorder)
+
+    def _run(self, w: int, seed: int) -> None:
+        rng = random.Random(seed)
+        c = self._client(w)
+        target = w
+        try:
+            for seq in range(MAX_OPS_PER_WRITER):
+                if self.stop.is_set():
+                    break
+                try:
+                    if rng.random() < 0.7:
+                        key, value = f"w{w}-{seq}", f"v{w}-{seq}"
+                        c.set(key, value)
+                        with self.lock:
+                            self.acked[key] = value
+                    elif rng.random() < 0.5:
+                        c.set(rng.choice(SHARED), f"s{w}-{seq}")
+                    else:
+                        c.get(rng.choice(SHARED))
+                except Exception:  # 503 no_leader, 504, a killed node: recorded; move on
+                    c.close()
+                    target += 1
+                    c = self._client(target)
+                    time.sleep(0.02)
+        except BaseException as e:  # pragma: no cover - reported by the test
+            self.errors.append(e)
+        finally:
+            c.close()
+
+
+def grows(writers: Writers, by: int, timeout: float = 60.0, what: str = "") -> None:
+    start = writers.count()
+    poll(lambda: writers.count() >= start + by, timeout=timeout, what=what or f"{by} more acknowledged writes")
+
+
+def read_ok(n: NodeProc, key: str, timeout: float = 60.0) -> bytes | None:
+    """The value of ``key`` read from ``n`` once the group answers (404: None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = n.request("GET", kv_path(key))
+        if status == 200:
+            return body
+        if status == 404:
+            return None
+        assert status in (503, 504), (n.id, key, status, body)
+        assert time.monotonic() < deadline, f"GET {key} on {n.id} kept failing: {status} {body!r}"
+        time.sleep(0.05)
+
+
+def assert_every_acked_write_is_present(nodes: list[NodeProc], acked: dict[str, str]) -> None:
+    assert acked, "no write was acknowledged"
+    for n in nodes:
+        missing = [k for k, v in sorted(acked.items()) if read_ok(n, k) != v.encode()]
+        assert not missing, f"{n.id} lost {len(missing)} acknowledged writes, e.g. {missing[:5]}"
+
+
+def test_kill_9_of_the_leader_then_a_follower_loses_no_acknowledged_write(
+        launcher: Launcher, tmp_path: Path) -> None:
+    nodes = start_group(launcher, tmp_path)
+    with Writers(nodes) as w:
+        grows(w, 50)
+        first = poll(lambda: leader(nodes), timeout=30, what="a leader")
+        first.kill()
+        live = [n for n in nodes if n is not first]
+        second = poll(lambda: leader(live), timeout=30, what="a new leader among the two left")
+        assert second is not first
+        grows(w, 50, what="writes acknowledged by the new leader")
+        follower = next(n for n in live if n is not second)
+        follower.kill()
+        before = w.count()
+        first.restart()
+        follower.restart()
+        poll(lambda: leader(nodes), timeout=60, what="a leader after both restarted")
+        grows(w, 50, what="writes after the restarts")
+        assert w.count() > before
+    assert not w.errors, w.errors
+    for n in nodes:
+        poll(lambda n=n: (raft(n) or {}).get("applied", 0) >= (raft(leader(nodes) or n) or {}).get("commit", 1),
+             timeout=60, what=f"{n.id} to apply the leader's commit")
+    assert_every_acked_write_is_present(nodes, w.acked)
+    result = w.recorder.check(model="kv", timeout=120.0)
+    assert result.linearizable is True, f"not linearizable (or not decided): {result.verdict} {result.counterexample}"
+    w.recorder.write_jsonl(tmp_path / "history.jsonl")
+
+
+def tear_the_log_tail(data_dir: Path) -> int:
+    """Append a record cut short (its header says 200 body bytes; 9 follow). Returns the bytes."""
+    path = data_dir / RAFT_DIR / f"raft-{GROUP}.log"
+    assert path.is_file(), path
+    torn = (200).to_bytes(4, "big") + (12345).to_bytes(4, "big") + b"E" + b"\x00" * 8
+    with open(path, "ab") as f:
+        f.write(torn)
+    return len(torn)
+
+
+def test_kill_9_of_all_three_at_once_then_a_restart_keeps_every_acknowledged_write(
+        launcher: Launcher, tmp_path: Path) -> None:
+    nodes = start_group(launcher, tmp_path)
+    with Writers(nodes, seed=7) as w:
+        grows(w, 200)
+        for n in nodes:  # as close to at once as three signals get
+            assert n.proc is not None
+            n.proc.kill()
+        for n in nodes:
+            n.kill()
+        w.stop.set()
+    acked = dict(w.acked)
+    torn = tear_the_log_tail(tmp_path / "data-b")
+    for n in nodes:
+        n.restart()
+    poll(lambda: leader(nodes), timeout=60, what="a leader after the power loss")
+    assert_every_acked_write_is_present(nodes, acked)
+    assert "torn" in nodes[1].log_text().lower(), nodes[1].log_text()[-3000:]
+    assert str(torn) in nodes[1].log_text()
+    # and the group goes on: a write after the restart is acknowledged and read everywhere
+    status, _, body = nodes[2].request("PUT", kv_path("after"), b"yes")
+    assert status == 204, (status, body)
+    for n in nodes:
+        assert read_ok(n, "after") == b"yes"
+
+
+def test_cluster_verify_and_info_on_a_replicated_cluster(launcher: Launcher, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from realnet.cli import main
+
+    nodes = start_group(launcher, tmp_path)
+    assert main(["cluster", "verify", nodes[0].addr]) == 0
+    out = capsys.readouterr().out
+    assert "OK:" in out and "leads the group" in out
+    assert main(["cluster", "info", nodes[1].addr, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["nodes"]
+    assert sorted(r["role"] for r in rows) == ["follower", "follower", "leader"]
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    to = next(n for n in nodes if n is not lead)
+    assert main(["cluster", "failover", nodes[0].addr, "--to", to.id, "--yes"]) == 0
+    assert poll(lambda: leader(nodes), timeout=30, what="the new leader") is to
