@@ -9,8 +9,9 @@ change is asked of the leader, found from the nodes' own ``raft`` views:
 
 - ``create A B C --replicas 3``: ``--replicas`` is 1 (today's unreplicated store) or the number
   of nodes given (one group of all of them); anything else is refused with a sentence, since
-  several groups over more nodes come next. The nodes first become one cluster as today (the
-  first node keeps every slot, the others meet it, so every node knows every peer address), then
+  several groups over more nodes come next. The nodes first become one cluster as today (so
+  every node knows every peer address; the slot map no longer routes: the group serves every
+  slot), then
   each is asked ``/cluster/replicate`` with the same voter list; done when every node reports
   the same leader and a commit index at least that of the leader's first entry of its term.
 - ``failover ADDR --to NODE``: the leader hands leadership to ``NODE`` (TimeoutNow, thesis
@@ -33,6 +34,7 @@ import json
 import time
 from typing import Any
 
+from kvcore.slots import even_split
 from kvcore.states import State
 from realnet import admin
 from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
@@ -143,11 +145,10 @@ def wait_leader(a: Admin, addr: str, want: str | None = None, ids: set[str] | No
 
 
 def create(a: Admin, nodes: list[NodeState]) -> ClusterView:
-    """One group of ``nodes``: one cluster as today (the first keeps every slot), then the group."""
-    from kvcore.slots import NUM_SLOTS
-
-    plan = {n.id: ([(0, NUM_SLOTS - 1)] if i == 0 else []) for i, n in enumerate(nodes)}
-    a.create(nodes, plan)
+    """One group of ``nodes``: one cluster as today (the slot map split evenly, so that every node
+    claims what it owns and the maps settle), then the group, which serves every slot whatever the
+    map says."""
+    a.create(nodes, even_split([n.id for n in nodes]))
     voters = [n.id for n in nodes]
     for n in nodes:
         a.post(n.addr, "/cluster/replicate", {"voters": voters})

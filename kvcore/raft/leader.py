@@ -160,6 +160,12 @@ def step_leader(r: Raft, m: RaftMessage) -> None:
         pr.recent_active = True
         pr.acked_stamp = max(pr.acked_stamp, m.stamp)
         pr.probe_sent = False
+        if pr.state == REPLICATE and len(pr.inflight) >= r.cfg.max_inflight:
+            # the follower answers but a full window of appends went unanswered (lost while it
+            # was down or cut off): free one slot so an append goes out, whose reply (a reject,
+            # after a restart that lost them) moves the follower to PROBE; otherwise the window
+            # stays full forever (etcd-io/raft: Inflights.FreeFirstOne on MsgHeartbeatResp)
+            pr.inflight.pop(0)
         if pr.state == SNAPSHOT:
             send_snapshot_chunk(r, m.src)  # a lost chunk is resent
         elif pr.match < r.log.last_index():

@@ -147,6 +147,27 @@ def read_ok(n: NodeProc, key: str, timeout: float = 60.0) -> bytes | None:
         time.sleep(0.05)
 
 
+def caught_up(nodes: list[NodeProc], timeout: float = 60.0) -> None:
+    """Wait until every node has applied the leader's commit index (as read after its own)."""
+    views: dict[str, Any] = {}
+
+    def done() -> bool:
+        lead = leader(nodes)
+        if lead is None:
+            return False
+        for n in nodes:
+            views[n.id] = raft(n)
+        commit = (raft(lead) or {}).get("commit", 0)
+        return all(v is not None and v.get("applied", 0) >= commit for v in views.values())
+
+    try:
+        poll(done, timeout=timeout, what="every node to apply the leader's commit")
+    except AssertionError:
+        short = {k: {f: (v or {}).get(f) for f in ("role", "term", "leader", "commit", "applied", "last_index")}
+                 for k, v in views.items()}
+        raise AssertionError(f"not caught up: {short}") from None
+
+
 def assert_every_acked_write_is_present(nodes: list[NodeProc], acked: dict[str, str]) -> None:
     assert acked, "no write was acknowledged"
     for n in nodes:
@@ -174,9 +195,7 @@ def test_kill_9_of_the_leader_then_a_follower_loses_no_acknowledged_write(
         grows(w, 50, what="writes after the restarts")
         assert w.count() > before
     assert not w.errors, w.errors
-    for n in nodes:
-        poll(lambda n=n: (raft(n) or {}).get("applied", 0) >= (raft(leader(nodes) or n) or {}).get("commit", 1),
-             timeout=60, what=f"{n.id} to apply the leader's commit")
+    caught_up(nodes)
     assert_every_acked_write_is_present(nodes, w.acked)
     result = w.recorder.check(model="kv", timeout=120.0)
     assert result.linearizable is True, f"not linearizable (or not decided): {result.verdict} {result.counterexample}"

@@ -367,3 +367,26 @@ def test_duplicated_messages_are_harmless() -> None:
         net.propose("1", f"e{i}".encode())
         net.stabilize()
     assert [[e.data for e in net.nodes[n].applied] for n in "123"] == [[b"", b"e0", b"e1", b"e2", b"e3", b"e4"]] * 3
+
+
+def test_a_follower_restarted_after_a_full_window_of_lost_appends_catches_up() -> None:
+    """"the leader retries AppendEntries RPCs indefinitely" (§5.3), also when a whole window of
+    appends (max_inflight) was lost while the follower was down: its heartbeat reply frees a slot
+    (etcd-io/raft's Inflights.FreeFirstOne), the append that goes out is rejected, the leader
+    probes back. Without it the window stayed full and the follower never caught up (found on
+    real processes: a follower killed under load and restarted). Reference: §5.3."""
+    net = Network(["1", "2", "3"], seed=4, max_inflight=4, **PLAIN)
+    net.elect("1")
+    net.propose("1", b"before")
+    net.stabilize()
+    net.crash("3")
+    for i in range(12):  # each proposal goes out at once: far more than 4 appends to the dead 3
+        net.propose("1", f"e{i}".encode())
+        net.stabilize()
+    assert len(net.raft("1").prs["3"].inflight) == 4  # the window is full
+    net.restart("3")
+    for _ in range(10):
+        net.tick_all()
+        net.stabilize()
+    assert net.raft("3").log.last_index() == net.raft("1").log.last_index()
+    assert [e.data for e in net.nodes["3"].applied][-1] == b"e11"
