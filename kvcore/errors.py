@@ -88,6 +88,14 @@ class NoQuorum(StoreError):
     definite = False
 
 
+class NoLeader(StoreError):
+    """A replicated group has no leader this node knows of (an election is under way, or this
+    node is cut off from a quorum): the request was certainly not applied; retry shortly."""
+
+    code = "no_leader"
+    status = 503
+
+
 class WrongNode(StoreError):
     """A forwarded request reached a node that does not own the slot (the maps disagree).
 
@@ -141,6 +149,7 @@ ERRORS_BY_CODE: dict[str, type[StoreError]] = {
         SlotUnassigned,
         OwnerDown,
         NoQuorum,
+        NoLeader,
         WrongNode,
         ForwardTimeout,
         TryAgain,

@@ -43,7 +43,14 @@ class Storage(Protocol):
         """Every (key, value) whose key starts with ``prefix``, sorted by key."""
         ...
     def sync(self) -> None:
-        """Make every write so far durable (an fsync): after it returns, a crash keeps them."""
+        """Make every write so far durable (an fsync): after it returns, a crash keeps them
+        (a world where a sync takes time may return first: see ``on_durable``)."""
+        ...
+    def on_durable(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once every write synced so far is durable: at once when ``sync`` completes
+        inside the call (realnet, the fake), later where a sync takes time (the sim with a
+        ``sync_time``). A crash first means ``fn`` never runs. What must not leave before its
+        writes are durable (a Raft vote, an AppendEntries ack) waits on this."""
         ...
 
 
@@ -67,6 +74,9 @@ class MemoryStorage:
 
     def sync(self) -> None:
         """Nothing to do: every write is kept (the object outlives a crash as it is)."""
+
+    def on_durable(self, fn: Callable[[], None]) -> None:
+        fn()
 
 
 class Runtime(Protocol):

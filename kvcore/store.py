@@ -76,6 +76,16 @@ class LocalStore:
     def count(self) -> int:
         return len(self._data)
 
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every (key, value), sorted by key (deterministic: a replicated snapshot's image)."""
+        return sorted(self._data.items())
+
+    def clear(self) -> None:
+        """Forget every key (not written through: a replica about to install a snapshot)."""
+        self._data.clear()
+        self._by_slot.clear()
+        self.bytes_used = 0
+
     __len__ = count
 
     def __contains__(self, key: bytes) -> bool:

@@ -90,6 +90,8 @@ from realnet.http import (
     start_http_server,
     stop_http_server,
 )
+from realnet.raftlog import RaftLogCorrupt
+from realnet.raftopen import RaftOpener
 from realnet.runtime import AsyncioRuntime, open_storage
 from realnet.security import HostCheck
 from realnet.settings import (
@@ -274,6 +276,8 @@ class Parts:
     http_server: asyncio.Server | None = None
     #: ``POST /cluster/leave`` asked this node to leave (a signal only stops it)
     leave_requested: bool = False
+    #: opens the replicated group's log in ``<data-dir>/raft/`` (realnet.raftopen)
+    raft_opener: RaftOpener | None = None
 
     def request_leave(self) -> None:
         """Leave the cluster, then stop (the API's ``/cluster/leave``)."""
@@ -307,6 +311,9 @@ def build(
     runtime = AsyncioRuntime(node_id, loop=loop, storage=storage)
     settings = _keep_cluster_name(settings, storage)
     in_static = settings.cluster is not None
+    # a replicated group's log: <data-dir>/raft/, refused without a data dir (realnet.raftopen);
+    # a group the node remembers is opened here, so a damaged log stops the start (RaftLogCorrupt)
+    opener = RaftOpener(settings.data_dir, loop.time)
     node = Node(
         runtime,
         settings.config,
@@ -318,6 +325,7 @@ def build(
         peer_addr=None if in_static else peer_addr,
         # a static member cannot tell its first start from a restart that lost its data
         sync_first=in_static,
+        raft_opener=opener,
     )
     peers: dict[str, tuple[str, int]] = {}
     if settings.cluster is not None:
@@ -347,6 +355,7 @@ def build(
 
     follow_membership(node.membership, forget)
     parts = Parts(runtime, node, transport, meter, stop if stop is not None else asyncio.Event(), addr)
+    parts.raft_opener = opener
     parts.api = Api(
         node,
         transport,
@@ -360,6 +369,7 @@ def build(
         client_token=settings.client_token,
         hosts=HostCheck(settings.host, adv_host, settings.http_security.allowed_hosts),
     )
+    parts.api.raft_opener = opener  # /metrics reads its commit latency (realnet.raftmetrics)
     return parts
 
 
@@ -447,6 +457,8 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
                 log.exception("leaving the cluster failed; stopping anyway")
     finally:
         node.stop()
+        if parts.raft_opener is not None:
+            parts.raft_opener.close()
         await stop_http_server(http_server, grace=SHUTDOWN_GRACE)
         await transport.close()
         for signum in installed:
@@ -520,7 +532,15 @@ async def serve(
     sockets = bind(settings)
     if sockets is None:
         return EXIT_CONFIG
-    return await run(settings, build(settings, storage, sockets, stop, keyring), sockets)
+    try:
+        parts = build(settings, storage, sockets, stop, keyring)
+    except RaftLogCorrupt as e:  # refused, not served: a log with a hole could lose writes
+        _print_problems([f"{e} The node does not start on a damaged Raft log; restore the data "
+                         "directory or remove it and add the node again (add-node)."])
+        sockets.http.close()
+        sockets.peer.close()
+        return EXIT_CONFIG
+    return await run(settings, parts, sockets)
 
 
 # --- the command -------------------------------------------------------------------------------

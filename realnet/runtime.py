@@ -171,6 +171,9 @@ class FileStorage:
         """Nothing to do: ``put`` and ``delete`` are durable when they return (each fsyncs its
         file and the directory), so every write is synced already."""
 
+    def on_durable(self, fn: Callable[[], None]) -> None:
+        fn()  # every write is durable when it returns (see sync)
+
     def items(self, prefix: str) -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []
         with os.scandir(self.dir) as entries:

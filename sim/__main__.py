@@ -120,6 +120,9 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--latency", default="lognormal:0.001,0.5",
                    help="one-way latency: const:S | uniform:LO,HI | exp:MEAN | lognormal:MEDIAN,SIGMA")
     p.add_argument("--no-partition", action="store_true", help="skip the partition in the middle")
+    p.add_argument("--replicas", type=int, default=1, metavar="R",
+                   help="1: one copy of each key (default); the number of nodes: one Raft group of "
+                   "all nodes serving every key")
     p.add_argument("--no-codec", action="store_true", help="pass message objects without encoding")
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
     p.add_argument("--check-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -143,6 +146,9 @@ def run(argv: list[str]) -> int:
         p.error("--duration must be positive")
     if args.check_timeout < 0:
         p.error("--check-timeout must not be negative")
+    if args.replicas not in (1, args.nodes):
+        p.error(f"--replicas must be 1 or the number of nodes ({args.nodes}); several Raft groups over "
+                "more nodes come next")
     try:
         latency = parse_latency(args.latency)
     except ValueError as e:
@@ -150,7 +156,7 @@ def run(argv: list[str]) -> int:
     _, rep = run_default(
         seed=args.seed, nodes=args.nodes, ops=args.ops, clients=args.clients, loss=args.loss,
         duration=args.duration, partition=not args.no_partition, latency=latency,
-        codec=not args.no_codec,
+        codec=not args.no_codec, replicas=args.replicas,
     )
     if args.history:
         import json

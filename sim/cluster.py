@@ -48,12 +48,14 @@ from kvcore.membership.member import UP
 from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import Node
+from kvcore.replica import ReplicaConfig
 from kvcore.slotmove import Fix, MoveSlots
 from kvcore.slots import even_split
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.rand import stream
+from sim.replicas import ask_leader
 from sim.runtime import SimRuntime
 from sim.slotmove import drive
 from sim.storage import SimStorage, SyncStats
@@ -113,9 +115,21 @@ class SimCluster:
         observe: bool = True,
         node_factory: Callable[..., Any] | None = None,
         sync_time: Latency | str | None = None,
+        replicas: int = 1,
+        replica: ReplicaConfig | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
+        if replicas != 1 and replicas != n:
+            raise ValueError(f"replicas must be 1 (the unreplicated store) or the number of nodes ({n}): "
+                             "one Raft group over all nodes; several groups over more nodes come next")
+        if replicas > 1 and join != "static":
+            raise ValueError("a replicated cluster starts static (join='static')")
+        #: 1: today's store; n: one Raft group of every node serving the whole key space
+        self.replicas = replicas
+        self.replica_config = replica or ReplicaConfig()
+        #: called with every Ready of every group member: (node id, raft, ready, now)
+        self.raft_observers: list[Callable[[str, Any, Any, float], None]] = []
         if join not in ("static", "seeds"):
             raise ValueError(f"join must be 'static' or 'seeds', not {join!r}")
         self.seed = seed
@@ -163,11 +177,23 @@ class SimCluster:
             self._add_slot(spec)
 
     def _default_node(self, rt: SimRuntime, spec: NodeSpec) -> Node:
+        if self.replicas > 1:
+            node = Node(rt, self.config, self.core_config if spec.id in self.core_ids else None,
+                        swim=self.swim, replica=self.replica_config, raft_observer=self._observe_raft,
+                        seeds=() if spec.id in self.core_ids else self.seed_addrs,
+                        addr=spec.addr, peer_addr=spec.peer_addr)
+            if node.replica is None:  # a first start: every core node forms the one group
+                node.form_group(sorted(self.core_ids) if spec.id in self.core_ids else [])
+            return node
         if spec.id in self.core_ids:
             return Node(rt, self.config, self.core_config, swim=self.swim)
         seeds = () if spec.id in self._no_seeds else self.seed_addrs
         return Node(rt, self.config, None, swim=self.swim, seeds=seeds,
                     addr=spec.addr, peer_addr=spec.peer_addr)
+
+    def _observe_raft(self, node_id: str, raft: Any, ready: Any, now: float) -> None:
+        for fn in self.raft_observers:
+            fn(node_id, raft, ready, now)
 
     def _add_slot(self, spec: NodeSpec) -> None:
         storage = (SimStorage() if self.sync_time is None
@@ -461,6 +487,25 @@ class SimCluster:
                 self.faults.append(Fault(self.env.now, "fix_unfixed", p))
 
         self._at(at, "fix", "assign-unowned" if assign_unowned else "", lambda: self._spawn(run()))
+
+    # --- a replicated group's verbs (sim.replicas) ------------------------------------------------
+
+    def transfer_leader(self, to: str, at: float | None = None) -> None:
+        """Ask the group's leader to hand leadership to ``to`` (thesis §3.10)."""
+        self._at(at, "transfer_leader", to,
+                 lambda: self._spawn(ask_leader(self, "transfer_leader", lambda n: n.transfer_leader(to))))
+
+    def add_replica(self, node_id: str | None = None, at: float | None = None) -> str:
+        """A new node joins, and the leader adds it as a learner, promoted once caught up."""
+        nid = self.add_node(node_id, at)
+        self._at(at, "add_learner", nid,
+                 lambda: self._spawn(ask_leader(self, "add_learner", lambda n: n.add_learner(nid))))
+        return nid
+
+    def remove_replica(self, node_id: str, at: float | None = None) -> None:
+        """The leader removes ``node_id`` from the group by a configuration change (§4.1)."""
+        self._at(at, "remove_voter", node_id,
+                 lambda: self._spawn(ask_leader(self, "remove_voter", lambda n: n.remove_voter(node_id))))
 
     def _spawn(self, gen: Any) -> None:
         self.env.process(gen)

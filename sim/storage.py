@@ -31,6 +31,7 @@ a Raft log must close by waiting for the sync before it acknowledges.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,9 @@ class SimStorage:
         self._inflight: _Pending | None = None
         #: bumped by a crash, so a flush in flight completes into nothing
         self._generation = 0
+        #: on_durable callbacks: those of the flush in flight, and of the next one
+        self._inflight_waiters: list[Callable[[], None]] = []
+        self._next_waiters: list[Callable[[], None]] = []
         self.stats = SyncStats()
 
     # --- the Storage protocol ------------------------------------------------------------------
@@ -131,6 +135,17 @@ class SimStorage:
         if self._inflight is None:
             self._start_flush()
 
+    def on_durable(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when every write synced so far is durable: at once when none is still
+        waiting for or in a flush; else when the flush that carries the last of them completes
+        (never, if the node crashes first)."""
+        if self._waiting:
+            self._next_waiters.append(fn)
+        elif self._inflight is not None:
+            self._inflight_waiters.append(fn)
+        else:
+            fn()
+
     # --- the sim's side ------------------------------------------------------------------------
 
     @property
@@ -143,6 +158,7 @@ class SimStorage:
         lost = self.unsynced
         self._dirty, self._waiting, self._inflight = {}, {}, None
         self._waiting_syncs = 0
+        self._inflight_waiters, self._next_waiters = [], []
         self._generation += 1
         self._view = dict(self.durable)
         self.stats.crashes += 1
@@ -166,6 +182,7 @@ class SimStorage:
         batch, syncs = self._waiting, self._waiting_syncs
         self._inflight = batch
         self._waiting, self._waiting_syncs = {}, 0
+        self._inflight_waiters, self._next_waiters = self._next_waiters, []
         generation = self._generation
 
         def done(_e: Any = None) -> None:
@@ -173,7 +190,10 @@ class SimStorage:
                 return  # crashed meanwhile: the flush never reached the disk
             self._apply(batch, syncs)
             self._inflight = None
+            waiters, self._inflight_waiters = self._inflight_waiters, []
             if self._waiting:
                 self._start_flush()
+            for fn in waiters:
+                fn()
 
         schedule_call(self.env, self.sync_time.sample(self.rng), done)

@@ -102,9 +102,15 @@ class RunConfig:
     #: how long a storage sync takes, in the latency syntax ("const:0.002"); "" for no time
     #: (sim.storage: with a sync time, a crash during a sync loses writes the node acknowledged)
     sync_time: str = ""
+    #: 1: one copy of each key (the store as it was); nodes: one Raft group of every node that
+    #: serves the whole key space (kvcore.replica), its log its durability
+    replicas: int = 1
 
     def problems(self) -> list[str]:
         out = []
+        if self.replicas != 1 and self.replicas != self.nodes:
+            out.append(f"replicas must be 1 or the number of nodes ({self.nodes}), not {self.replicas}: "
+                       "one Raft group over all nodes; several groups over more nodes come next.")
         if self.workload not in WORKLOADS:
             out.append(f"workload must be one of {', '.join(WORKLOADS)}, not {self.workload!r}.")
         if self.nodes < 1 or self.clients < 1 or self.keys < 1:
@@ -136,15 +142,18 @@ class RunConfig:
 
     @property
     def node_config(self) -> NodeConfig:
-        return replace(SWEEP_CONFIG, durable=self.durable)
+        # a replicated node's durability is its Raft log: the store is rebuilt from it
+        return replace(SWEEP_CONFIG, durable=self.durable and self.replicas == 1)
 
     @property
     def model(self) -> str:
         return "register" if self.workload == "register" else "kv"
 
     def describe(self) -> str:
+        kind = ("nodes in one Raft group" if self.replicas > 1
+                else f"{'durable' if self.durable else 'memory-only'} nodes")
         return (f"workload {self.workload}, nemesis {Nemesis(self.nemesis).describe()}; {self.nodes} "
-                f"{'durable' if self.durable else 'memory-only'} nodes, {self.clients} clients, "
+                f"{kind}, {self.clients} clients, "
                 f"{self.ops} ops over {self.duration:g} s per seed")
 
     def cli_args(self) -> str:
@@ -160,6 +169,8 @@ class RunConfig:
             out.append("--no-durable")
         if self.sync_time:
             out.append(f"--sync-time {self.sync_time}")
+        if self.replicas != 1:
+            out.append(f"--replicas {self.replicas}")
         return " ".join(out)
 
 
@@ -268,7 +279,7 @@ def simulate(seed: int, config: RunConfig | None = None, *, node_class: type | N
         seed, cfg.nodes, cfg.node_config, latency=LogNormal(0.001, 0.5), swim=SWEEP_SWIM,
         keep_trace=keep_trace,
         node_factory=_node_factory(node_class, cfg) if node_class is not None else None,
-        sync_time=cfg.sync_time or None,
+        sync_time=cfg.sync_time or None, replicas=cfg.replicas,
     )
     if cfg.loss:
         cluster.set_loss(cfg.loss)

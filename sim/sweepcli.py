@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--seeds", type=int, default=20, help="how many seeds (default 20)")
     group.add_argument("--seed-list", type=_seed_list, help="exactly these seeds: '3,17,40-45'")
     p.add_argument("--first-seed", type=int, default=1, help="the first of --seeds (default 1)")
-    p.add_argument("--nodes", type=int, default=d.nodes, help=f"nodes (default {d.nodes})")
+    p.add_argument("--nodes", type=int, default=None,
+                   help=f"nodes (default {d.nodes}, or --replicas when it is above 1)")
+    p.add_argument("--replicas", type=int, default=d.replicas,
+                   help="1: one copy of each key (default); the number of nodes: one Raft group of "
+                   "all nodes, checked for Figure 3's properties too")
     p.add_argument("--clients", type=int, default=d.clients, help=f"clients (default {d.clients})")
     p.add_argument("--ops", type=int, default=d.ops, help=f"operations per seed (default {d.ops})")
     p.add_argument("--keys", type=int, default=d.keys, help=f"keys of the kv workload (default {d.keys})")
@@ -108,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     if args.processes is not None and args.processes < 1:
         p.error("--processes must be at least 1")
-    cfg = RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=args.nodes, clients=args.clients,
+    nodes = args.nodes if args.nodes is not None else (args.replicas if args.replicas > 1 else RunConfig().nodes)
+    cfg = RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=nodes, clients=args.clients,
+                    replicas=args.replicas,
                     ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
                     check_timeout=args.check_timeout, durable=args.durable, sync_time=args.sync_time)
     problems = cfg.problems()

@@ -42,7 +42,8 @@ lost everything: realnet without ``--data-dir``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from kvcore import errors
@@ -55,11 +56,18 @@ from kvcore.node import guards
 from kvcore.node.migration import DoneFn, Migration
 from kvcore.node.ownership import Ownership
 from kvcore.node.restore import remembers_a_cluster, restore
-from kvcore.node.routing import ReplyFn, Router
+from kvcore.node.routing import ReplyFn, Router, error_reply
+from kvcore.replica import GROUP_MESSAGES, KVRaftStorage, RaftDisk, ReplicaConfig, ReplicaGroup
+from kvcore.replica.group import Observer
 from kvcore.runtime import Runtime
 from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges, ranges_to_slots, slots_to_ranges
 from kvcore.states import STATES, MemberEvent, State
 from kvcore.store import LocalStore
+
+#: where a node remembers the replicated group it is in (voters and learners at formation)
+GROUP_KEY = "replica:group"
+
+RaftOpener = Callable[[Sequence[str], Sequence[str]], RaftDisk]
 
 
 class Node:
@@ -127,6 +135,9 @@ class Node:
         addr: str | None = None,
         peer_addr: str | None = None,
         sync_first: bool = False,
+        raft_opener: RaftOpener | None = None,
+        replica: ReplicaConfig | None = None,
+        raft_observer: Observer | None = None,
     ) -> None:
         """Build a node.
 
@@ -134,7 +145,10 @@ class Node:
         (node ids, or ``"@HOST:PORT"`` peer addresses); ``addr``/``peer_addr``: this node's client
         and peer addresses as advertised to others (taken from ``cluster`` when it lists us);
         ``sync_first``: do not serve before a full-state exchange with a member even on a first
-        start (the module docstring).
+        start (the module docstring). ``raft_opener(voters, learners)`` opens the Raft log of a
+        replicated group (default: :class:`KVRaftStorage` in the Runtime's Storage; realnet
+        passes its log file), ``replica`` tunes the group, ``raft_observer`` sees every Ready
+        (the sim's Figure 3 checks).
         """
         self.rt = runtime
         self.id = runtime.node_id
@@ -172,7 +186,7 @@ class Node:
                              self.membership, self.migration, self._send, first_rid, wrapped)
         self._dispatch = Dispatch(
             merge(self.router.handlers(), self.migration.handlers(),
-                  self.membership.handlers()),
+                  self.membership.handlers(), dict.fromkeys(GROUP_MESSAGES, self._to_group)),
             self._malformed,
         )
         self.membership.listeners.append(self._on_member_event)
@@ -183,6 +197,18 @@ class Node:
         self.membership.add_static(static, quiet=cluster is not None)
         self.ownership.seeding = False
         restore(self)
+        self._raft_opener = raft_opener or (lambda v, le: KVRaftStorage(runtime.storage, v, le))
+        self._replica_config = replica or ReplicaConfig()
+        self._raft_observer = raft_observer
+        #: the replicated group this node serves through (None: the unreplicated store)
+        self.replica: ReplicaGroup | None = None
+        saved = runtime.storage.get(GROUP_KEY)
+        if saved is not None:
+            try:
+                doc = json.loads(saved)
+                self._open_group(list(doc["voters"]), list(doc["learners"]))
+            except (ValueError, KeyError, TypeError):
+                self.stats.malformed += 1
 
     # --- views other code reads --------------------------------------------------------------
 
@@ -219,18 +245,37 @@ class Node:
         # data. (A node alone in its view has nobody to sync with: membership says joined.)
         self.router.gated = stale and not self.membership.joined
         self.migration.resend_unacknowledged()
+        if self.replica is not None:
+            self.replica.start()
 
     def stop(self) -> None:
         """Stop timers and fail pending forwards (the outcome is unknown to us)."""
         self.running = False
         self.membership.stop()
         self.router.fail_pending(errors.Internal(f"node {self.id} is shutting down"))
+        if self.replica is not None:
+            self.replica.stop()
 
     # --- the client door ---------------------------------------------------------------------
 
     def on_client_request(self, op: Any, reply: ReplyFn) -> None:
         """Handle a client operation; ``reply`` is called exactly once, now or later."""
-        self.router.on_client_request(op, reply)
+        if self.replica is None:
+            self.router.on_client_request(op, reply)
+            return
+        name = type(op).__name__
+        try:
+            self.router.validate(op)
+        except errors.StoreError as err:
+            self.stats.count_op(name, err.code)
+            reply(error_reply(err))
+            return
+
+        def counted(r: Reply) -> None:
+            self.stats.count_op(name, r.error or "ok")
+            reply(r)
+
+        self.replica.submit(op, counted)
 
     def apply(self, op: Get | Put | Delete) -> Reply:
         """Apply an operation to the local store (the caller checked ownership)."""
@@ -245,6 +290,12 @@ class Node:
 
     def _malformed(self, src: str, msg: Any) -> None:
         self.stats.malformed += 1
+
+    def _to_group(self, src: str, msg: Any) -> None:
+        if self.replica is None:
+            self.stats.malformed += 1  # a group's message to a node in no group
+        else:
+            self.replica.on_message(src, msg)
 
     def _send(self, dst: str, msg: Any) -> None:
         self.stats.count_sent(type(msg).__name__)
@@ -383,6 +434,57 @@ class Node:
             # the target is gone for good: what it acknowledged left with it
             self.abort_migration(slot, force=True, accept_loss=True)
 
+    # --- the replicated group (admin door, continued) ------------------------------------------
+
+    def form_group(self, voters: Sequence[str]) -> None:
+        """Serve the store through one Raft group of ``voters`` (this node among them; every
+        voter is asked with the same list). An empty list: join as a node that a leader will add
+        as a learner (``add-node``). Refuses a node already in another group or holding keys."""
+        voters = list(voters)
+        if voters and self.id not in voters:
+            raise errors.BadRequest(f"{self.id} is not among the voters {voters}")
+        if len(set(voters)) != len(voters) or any(not v or " " in v for v in voters):
+            raise errors.BadRequest(f"voters must be distinct node ids without spaces, not {voters}")
+        if self.replica is not None:
+            if voters and list(self.replica.raft.log.conf().voters) == voters:
+                return  # asked again (a retried create): nothing to do
+            raise errors.Conflict(f"{self.id} is already in a replicated group "
+                                  f"(voters {list(self.replica.raft.log.conf().voters)})")
+        if self.store.count():
+            raise errors.Conflict(f"{self.id} holds {self.store.count()} keys; a replicated group "
+                                  "starts empty (move them away first)")
+        self.rt.storage.put(GROUP_KEY, json.dumps({"voters": voters, "learners": []}).encode())
+        self.rt.storage.sync()
+        group = self._open_group(voters, [])
+        if self.running:
+            group.start()
+
+    def _open_group(self, voters: list[str], learners: list[str]) -> ReplicaGroup:
+        self.replica = ReplicaGroup(self.id, self.rt, self._raft_opener(voters, learners), self.config,
+                                    self._replica_config, self.store, self._send, self.stats,
+                                    self._raft_observer)
+        return self.replica
+
+    def _group(self) -> ReplicaGroup:
+        if self.replica is None:
+            raise errors.Conflict(f"{self.id} is not in a replicated group")
+        return self.replica
+
+    def transfer_leader(self, to: str) -> None:
+        """Hand leadership to voter ``to`` (thesis §3.10); asked of the leader."""
+        self._group().transfer_leader(to)
+
+    def add_learner(self, node: str) -> int:
+        """Add ``node`` as a learner; the leader promotes it once caught up (§4.2.1)."""
+        return self._group().change("add-learner", node)
+
+    def promote(self, node: str) -> int:
+        return self._group().change("promote", node)
+
+    def remove_voter(self, node: str) -> int:
+        """Remove a voter or learner by a one-server configuration change (§4.1)."""
+        return self._group().change("remove", node)
+
     def check_leave(self, force: bool, accept_loss: bool, drains: bool = False) -> None:
         """Refuse (Conflict) to leave while owning slots with live peers, unless ``force``;
         while also holding keys, unless ``accept_loss`` (:func:`kvcore.node.guards.check_leave`).
@@ -425,6 +527,8 @@ class Node:
             # keys held for slots this node neither owns nor imports: nobody serves them
             # (``verify`` reports them; issue 10's orphaned keys)
             "stray": self.stray_keys(),
+            # the replicated group's view (role, term, commit, applied, ...), or None
+            "raft": self.replica.info() if self.replica is not None else None,
         }
 
     def stray_keys(self) -> dict[str, Any]:

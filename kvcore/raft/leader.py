@@ -192,7 +192,15 @@ def handle_reject(r: Raft, to: str, pr: Progress, m: RaftAppendResp) -> None:
             own = r.log.last_index_of_term(m.hint_term)
             if own is not None:
                 nxt = own + 1
-        pr.next = max(min(nxt, m.index), pr.match + 1)
+        nxt = max(min(nxt, m.index), pr.match + 1)
+        if nxt == pr.next:
+            # The follower lacks entries it acknowledged (below match: a disk that lost synced
+            # writes, outside Raft's failure model). Probing again at once would ping-pong at
+            # network speed, and each heartbeat reply would add another such loop; probe once
+            # per heartbeat instead, and count it so that an operator can see it.
+            r.stats["append_rejected_below_match"] += 1
+            return
+        pr.next = nxt
         pr.probe_sent = False
     else:
         return

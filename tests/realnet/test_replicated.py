@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 
-from kvcore.node import Node
 from realnet import replicacli
 from realnet.admin import Admin
 from realnet.client import kv_path
@@ -34,10 +33,7 @@ from realnet.raftopen import GROUP, RAFT_DIR
 
 from .conftest import Launcher, NodeProc, poll
 
-pytestmark = [
-    pytest.mark.xdist_group("replicated"),
-    pytest.mark.skipif(not hasattr(Node, "form_group"), reason="the node's replicated group lands with #11's core"),
-]
+pytestmark = pytest.mark.xdist_group("replicated")
 
 SHARED = [f"shared-{i}" for i in range(3)]
 #: bounds every writer loop in count (and the test's waits bound it in time)

@@ -32,6 +32,15 @@ def test_same_seed_same_digest_across_processes_and_hash_seeds() -> None:
     assert a == b == c, "non-determinism detected for seed 42"
 
 
+def test_a_replicated_group_gives_the_same_digest_in_any_process() -> None:
+    """One Raft group of three (kvcore.replica): election timeouts, ticks and client sessions
+    all draw from the run's seeded streams, never from hash order or a clock."""
+    a = _digest(7, "0", "--nodes", "3", "--replicas", "3")
+    b = _digest(7, "4242", "--nodes", "3", "--replicas", "3")
+    assert a == b, "non-determinism detected in a replicated run, seed 7"
+    assert a != _digest(7, "0", "--nodes", "3"), "the replicated run should differ from the unreplicated one"
+
+
 def test_different_seeds_give_different_digests() -> None:
     assert _digest(1, "0") != _digest(2, "0")
 

@@ -213,3 +213,35 @@ def test_a_seed_whose_check_ran_out_of_time_reads_undecided() -> None:
     # the JSON keeps its names and values
     assert SweepResult(RunConfig(), [r]).to_json()["unknown"] == 1
     assert r.report()["verdict"] == "unknown"
+
+
+REPLICATED = RunConfig(nodes=3, replicas=3, ops=150, duration=8.0, nemesis="all,powerloss",
+                       sync_time="const:0.02")
+
+
+def test_one_raft_group_passes_every_fault_including_power_loss_with_slow_syncs() -> None:
+    """Issue #11: every nemesis kind, crashes that lose unsynced writes, no violation."""
+    res = sweep(range(1, 13), REPLICATED, processes=1, progress=False)
+    assert res.violations == [] and res.errors == [] and res.unknown == 0, res.summary()
+    kinds = res.faults_by_kind()
+    assert kinds["powerloss"]["fired"] > 0 and kinds["crash"]["fired"] > 0
+    assert "3 nodes in one Raft group" in res.summary()
+
+
+def test_a_group_that_answers_before_its_log_is_durable_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's teeth for Raft: skipping the wait for the sync (Figure 2, persist before
+    you answer) loses acknowledged writes at a power loss, and the checker says which seeds."""
+    from kvcore.replica.disk import KVRaftStorage
+
+    monkeypatch.setattr(KVRaftStorage, "on_durable", lambda self, fn: fn())
+    cfg = replace(REPLICATED, nemesis="powerloss,crash", ops=300, duration=10.0)
+    res = sweep([3, 6, 26], cfg, processes=1, progress=False)
+    assert res.violations, res.summary()
+
+
+def test_replicas_is_one_or_every_node() -> None:
+    with pytest.raises(ValueError, match="several groups"):
+        RunConfig(nodes=5, replicas=3).validate()
+    with pytest.raises(SystemExit) as e:
+        main(["--replicas", "3", "--nodes", "4", "--seeds", "1"])
+    assert e.value.code == 2

@@ -253,7 +253,7 @@ def test_group_commit_pays_off_with_a_sync_time_and_runs_stay_deterministic() ->
 
 
 def test_a_key_written_again_while_its_sync_is_in_flight_counts_once() -> None:
-    env, s = _timed(0.01)
+    _env, s = _timed(0.01)
     s.put("a", b"1")
     s.sync()  # in flight until 0.01
     s.put("a", b"2")  # dirty again, the same key

@@ -60,6 +60,15 @@ def test_raft_messages_are_registered_in_the_codec() -> None:
         assert REGISTRY[name] is cls
 
 
+def test_raft_messages_are_wire_kinds_once_the_node_has_replication() -> None:
+    """kvcore.replica (which the node imports) registers every Raft kind with the codec."""
+    import kvcore.replica  # noqa: F401
+
+    assert set(RAFT_MESSAGES) <= set(REGISTRY)
+    for m in SAMPLES:
+        assert codec.decode(codec.encode(m)) == m
+
+
 def test_every_raft_message_round_trips_through_the_codec() -> None:
     for m in SAMPLES:
         assert codec.decode(codec.encode(m)) == m

@@ -13,6 +13,7 @@ from kvcore.raft.messages import (
     RaftAppend,
     RaftAppendResp,
     RaftHeartbeat,
+    RaftHeartbeatResp,
     RaftVote,
     RaftVoteResp,
 )
@@ -390,3 +391,28 @@ def test_a_follower_restarted_after_a_full_window_of_lost_appends_catches_up() -
         net.stabilize()
     assert net.raft("3").log.last_index() == net.raft("1").log.last_index()
     assert [e.data for e in net.nodes["3"].applied][-1] == b"e11"
+
+
+def test_a_follower_that_lost_acknowledged_entries_is_probed_once_per_heartbeat_not_in_a_storm() -> None:
+    """Outside the model (a disk that lost synced writes): the leader's match for a follower is
+    above the follower's log, so every probe is rejected without moving ``next``. Without a
+    brake the reject/probe pair ping-pongs at network speed and each heartbeat reply starts
+    another such loop (a sim run grew to 150,000 appends a second); with it, one probe per
+    heartbeat, counted."""
+    net = Network(["1", "2", "3"])
+    net.elect("1")
+    for i in range(5):
+        net.propose("1", b"v%d" % i)
+        net.stabilize()
+    lead = net.raft("1")
+    pr = lead.prs["2"]
+    assert pr.match == lead.log.last_index()
+    pr.become_probe()  # as after a rejected append in replicate state
+    pr.probe_sent = True
+    reject = RaftAppendResp(term=lead.term, src="2", dst="1", index=pr.next - 1, reject=True,
+                            hint_index=2, hint_term=0)
+    lead.step(reject)
+    assert not [m for m in lead.msgs if isinstance(m, RaftAppend)], "no immediate re-probe"
+    assert lead.stats["append_rejected_below_match"] == 1
+    lead.step(RaftHeartbeatResp(term=lead.term, src="2", dst="1", ctx=b"", stamp=0))
+    assert len([m for m in lead.msgs if isinstance(m, RaftAppend) and m.dst == "2"]) <= 1
