@@ -17,7 +17,7 @@ measured on the loop's clock from an entry's first save to the save that records
 ``storelab_raft_learners``
 ``storelab_raft_elections``            elections this node started (campaigns, PreVote ones
                                        included)
-``storelab_raft_leader_changes``       times this node saw the leader change
+``storelab_raft_leader_changes``       times this node learned of a new leader
 ``storelab_raft_proposals``            writes this node proposed as leader
 ``storelab_raft_dropped``              peer messages the group dropped (malformed, wrong sender)
 ``storelab_raft_events{event}``        every other counter of the group and of its core
@@ -41,7 +41,7 @@ _NAMED: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("storelab_raft_elections", "raft_stats", ("campaigns",),
      "Elections this node started (PreVote campaigns included)."),
     ("storelab_raft_leader_changes", "stats", ("leader_changes",),
-     "Times this node saw the group's leader change."),
+     "Times this node learned of a new leader of the group (the first one included)."),
     ("storelab_raft_proposals", "stats", ("proposals",), "Writes this node proposed as leader."),
     ("storelab_raft_dropped", "stats", ("dropped",),
      "Peer messages the group dropped (malformed, or a sender that is not the bus's)."),

@@ -136,6 +136,8 @@ class ReplicaStats:
     readies: int = 0
     syncs: int = 0
     entries_persisted: int = 0
+    #: times this node learned of a new leader (the first one included; realnet's /metrics)
+    leader_changes: int = 0
     #: commit latency at the leader, proposal to apply: counts per LATENCY_BUCKETS_MS bound, +inf last
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
     latency_sum_ms: float = 0.0
@@ -339,6 +341,7 @@ class ReplicaGroup:
         if lead != self._last_lead:
             self._last_lead = lead
             if lead is not None:
+                self.stats.leader_changes += 1
                 for w in list(self.writes.values()):
                     if w.sent_to != lead:
                         self._send_write(w)

@@ -249,3 +249,102 @@ def test_cluster_verify_and_info_on_a_replicated_cluster(launcher: Launcher, tmp
     to = next(n for n in nodes if n is not lead)
     assert main(["cluster", "failover", nodes[0].addr, "--to", to.id, "--yes"]) == 0
     assert poll(lambda: leader(nodes), timeout=30, what="the new leader") is to
+
+
+def metric(n: NodeProc, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = n.request("GET", "/metrics")
+    assert status == 200
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            if s.name == name:
+                return float(s.value)
+    raise AssertionError(f"{name} not in {n.id}'s /metrics")
+
+
+def test_metrics_show_the_group_and_its_commit_latency(launcher: Launcher, tmp_path: Path) -> None:
+    nodes = start_group(launcher, tmp_path)
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    for i in range(20):
+        status, _, _ = lead.request("PUT", kv_path(f"m{i}"), b"x")
+        assert status == 204
+    assert metric(lead, "storelab_raft_term") >= 1
+    assert metric(lead, "storelab_raft_voters") == 3
+    assert metric(lead, "storelab_raft_proposals_total") >= 20
+    assert metric(lead, "storelab_raft_commit_latency_seconds_count") >= 20
+    assert metric(lead, "storelab_raft_log_syncs_total") >= 1
+    follower = next(n for n in nodes if n is not lead)
+    assert metric(follower, "storelab_raft_leader_changes_total") >= 1
+    assert metric(follower, "storelab_raft_applied_index") >= 20
+
+
+def test_add_node_joins_as_a_learner_catches_up_and_votes_then_remove_node(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from realnet.cli import main
+
+    nodes = start_group(launcher, tmp_path)
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    for i in range(30):
+        assert lead.request("PUT", kv_path(f"k{i}"), f"v{i}".encode())[0] == 204
+    d = launcher.node("d", extra=["--data-dir", str(tmp_path / "data-d")])
+    assert main(["cluster", "add-node", d.addr, nodes[0].addr, "--yes"]) == 0, capsys.readouterr()
+    assert "is a voter" in capsys.readouterr().out
+    r = poll(lambda: raft(d), timeout=30, what="d's raft view")
+    assert "d" in r["voters"] and len(r["voters"]) == 4
+    for i in range(30):
+        assert read_ok(d, f"k{i}") == f"v{i}".encode()
+    all4 = [*nodes, d]
+    # remove a voter that is not the leader, then the leader itself (leadership moves first)
+    gone = next(n for n in nodes if n is not lead)
+    assert main(["cluster", "remove-node", lead.addr, gone.id, "--yes"]) == 0, capsys.readouterr()
+    assert gone.wait(timeout=30) == 0  # it left: its process exits
+    rest = [n for n in all4 if n is not gone]
+    r = poll(lambda: raft(lead), timeout=30, what="the leader's view")
+    assert gone.id not in r["voters"] and len(r["voters"]) == 3
+    assert main(["cluster", "remove-node", d.addr, lead.id, "--yes"]) == 0, capsys.readouterr()
+    assert lead.wait(timeout=30) == 0
+    rest = [n for n in rest if n is not lead]
+    new = poll(lambda: leader(rest), timeout=30, what="a leader of the two left")
+    assert sorted((raft(new) or {})["voters"]) == sorted(n.id for n in rest)
+    assert new.request("PUT", kv_path("after"), b"2")[0] == 204
+    for n in rest:
+        assert read_ok(n, "after") == b"2" and read_ok(n, "k7") == b"v7"
+
+
+def test_a_node_without_a_data_dir_refuses_to_form_a_group(launcher: Launcher) -> None:
+    n = launcher.node("solo")
+    status, body = _post(n, "/cluster/replicate", {"voters": ["solo"]})
+    assert status == 409, body
+    out = json.loads(body)
+    assert out["error"] == "conflict" and "--data-dir" in out["message"]
+    assert n.info()["raft"] is None
+
+
+def _post(n: NodeProc, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", n.port, timeout=10.0)
+    try:
+        conn.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_a_corrupt_log_stops_the_start_with_a_sentence(launcher: Launcher, tmp_path: Path) -> None:
+    nodes = start_group(launcher, tmp_path)
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    for i in range(5):
+        assert lead.request("PUT", kv_path(f"c{i}"), b"x")[0] == 204
+    victim = next(n for n in nodes if n is not lead)
+    victim.kill()
+    path = tmp_path / f"data-{victim.id}" / RAFT_DIR / f"raft-{GROUP}.log"
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0xFF  # inside the first record's body, with valid records after it: corruption
+    path.write_bytes(bytes(data))
+    victim.launch(victim.args)
+    assert victim.wait(timeout=30) == 2
+    text = victim.log_text()
+    assert "damaged Raft log" in text and str(path) in text
