@@ -254,3 +254,38 @@ def test_a_node_without_a_group_counts_raft_messages_as_malformed(msg: Any) -> N
     before = node.stats.malformed
     node.on_message("b", kvwire.unpack(kvwire.pack(msg)))
     assert node.stats.malformed == before + 1
+
+
+def test_a_node_in_a_group_takes_hostile_raft_messages_without_raising() -> None:
+    """The same hostile-but-decodable messages reach a node that runs a group: each is counted
+    (the core's ``dropped``, or the group's wrong-sender check) and nothing raises or changes
+    the log."""
+    rt = FakeRuntime("a", seed=2)
+    node = Node(rt, NodeConfig())
+    node.start()
+    node.form_group(["a", "b", "c"])
+    group = node.replica
+    assert group is not None
+    last = group.raft.log.last_index()
+    term = group.raft.term
+    hostile: list[tuple[str, Any]] = [
+        ("b", RaftAppend(term=term + 1, src="b", dst="a", prev_index=last, prev_term=1,
+                         entries=(Entry(term=term + 1, index=last + 1, kind=CONF, data=b"\xff\xfe"),))),
+        ("b", RaftAppend(term=term + 1, src="b", dst="a", prev_index=last, prev_term=1,
+                         entries=(Entry(term=term + 1, index=last + 5),))),
+        ("b", RaftAppend(term=term + 1, src="b", dst="a", prev_index=last, prev_term=1,
+                         entries=(Entry(term=term + 1, index=last + 1, kind="weird"),))),
+        ("b", RaftVote(term=term + 1, src="c", dst="a", last_index=0, last_term=0)),  # not its sender
+        ("b", RaftVote(term=term + 1, src="b", dst="z", last_index=0, last_term=0)),  # not for us
+        ("b", RaftSnapshot(term=term + 1, src="b", dst="a", meta=SnapshotMeta(index=0, term=0),
+                           offset=0, data=b"", done=True)),
+    ]
+    def counted() -> int:
+        return node.stats.malformed + group.raft.dropped + group.stats.dropped
+
+    for src, m in hostile:
+        before = counted()
+        node.on_message(src, kvwire.unpack(kvwire.pack(m)))
+        rt.advance(0.0)
+        assert counted() > before, m
+    assert group.raft.log.last_index() == last and group.raft.term == term
