@@ -16,13 +16,17 @@ kind               one fault
 ``bridge``         two halves that share one node: messages between the halves are dropped, the
                    bridge node talks to both (Jepsen's ``bridge``; needs 3 nodes)
 ``oneway``         messages from a random minority to the rest are dropped; the other way works
+``partial``        a random node sees only one other (both ways): the partial partition that
+                   took down a Raft cluster in Cloudflare's 2020 outage (needs 3 nodes)
 ``crash``          a random node crashes and restarts after a random down time: it loses its
                    memory and keeps its durable storage (ARCHITECTURE.md's failure model)
 ``powerloss``      the power fails: all nodes at once (half the faults) or one random node crash
                    together, each losing every write its storage had not synced
                    (:mod:`sim.storage`), and restart when the fault ends
 ``loss``           message loss rises to a random 10-50 %, then falls back
-``latency``        the network's latency becomes a log-normal with a 20-300 ms median
+``duplicate``      a random 10-50 % of messages are delivered twice, then none again
+``latency``        the network's latency becomes a log-normal with a 20-300 ms median (its
+                   spread reorders messages: two sent 1 ms apart often overtake each other)
 ``slow``           one random node gets an extra exponential delay (mean 50-500 ms) on every
                    message it sends or receives
 ``reshard``        a random slot that holds keys moves live to a random other node (the
@@ -34,7 +38,10 @@ kind               one fault
 The three partition flavours are one package (one partition at a time, drawn among the flavours
 asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` adds ``crash``;
 ``reshard`` is not in ``all`` (it changes the cluster's layout, not its health), nor is
-``powerloss`` (it takes the whole cluster down): add them by name.
+``powerloss`` (it takes the whole cluster down): add them by name. ``raft`` is what a replicated
+group is checked against (issue #11): ``all`` with ``partial``, ``duplicate`` and ``powerloss``.
+``partial`` and ``duplicate`` are not in ``all``, so ``all`` draws the same faults for a seed as
+before they existed.
 
 Applying. :meth:`Nemesis.apply` plans the schedule and puts each fault's beginning and end on
 the cluster's SimPy clock. A fault begins with the cluster's scenario verb (``partition``,
@@ -76,13 +83,14 @@ from sim.latency import Exponential, Latency, LogNormal
 from sim.network import Link, Loss, Partition, Rule, schedule_call
 from sim.rand import stream
 
-PARTITION_FLAVOURS = ("partition", "bridge", "oneway")
-KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard", "powerloss")
+PARTITION_FLAVOURS = ("partition", "bridge", "oneway", "partial")
+KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard", "powerloss", "duplicate")
 NETWORK = ("partition", "bridge", "oneway", "loss", "latency", "slow")
 ALIASES: dict[str, tuple[str, ...]] = {
     "none": (),
     "network": NETWORK,
     "all": (*NETWORK, "crash"),
+    "raft": (*NETWORK, "partial", "duplicate", "crash", "powerloss"),
 }
 #: What ``python -m sim check`` uses without ``--nemesis``: every kind of fault (a durable store
 #: should survive them all with no linearizability violation; see "Crashes and linearizability").
@@ -209,6 +217,12 @@ class Partitions(Package):
             a, b = sorted(rest[:half]), sorted(rest[half:])
             return FaultRecord("bridge", start, end, f"{_names(a)} | {_names(b)} via {bridge}",
                                nodes=(bridge,), sides=(tuple(a), tuple(b)))
+        if flavour == "partial":
+            if n < 3:
+                return None
+            alone, friend, rest = shuffled[0], shuffled[1], sorted(shuffled[2:])
+            return FaultRecord("partial", start, end, f"{alone} sees only {friend}",
+                               nodes=(alone, friend), sides=((alone,), tuple(rest)))
         if n < 2:
             return None
         k = rng.randint(1, max(1, (n - 1) // 2))
@@ -303,6 +317,24 @@ class LossSpikes(Package):
 
     def finish(self, run: _Active, cluster: SimCluster) -> None:
         cluster.net.set_loss(float(run.previous))
+
+
+@dataclass(frozen=True)
+class DuplicateSpikes(Package):
+    """A share of messages (drawn from the bounds) is delivered twice, then none again."""
+
+    name: str = "duplicate"
+    probability: tuple[float, float] = (0.1, 0.5)
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        p = round(rng.uniform(*self.probability), 3)
+        return FaultRecord("duplicate", start, end, f"{p:g}", param=p)
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        run.add_rules(lambda: cluster.set_duplicate(run.record.param))
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        cluster.net.set_duplicate(0.0)
 
 
 @dataclass(frozen=True)
@@ -511,6 +543,8 @@ def packages_for(kinds: Iterable[str]) -> list[Package]:
             out.append(Reshards())
         elif kind == "powerloss":
             out.append(PowerLosses())
+        elif kind == "duplicate":
+            out.append(DuplicateSpikes())
     return out
 
 

@@ -182,3 +182,34 @@ def test_a_reshard_moves_a_slot_that_holds_keys_to_its_target() -> None:
     assert source != target
     assert all(n.slot_map.owner(slot) == target for n in c.nodes()), "every node learned the move"
     assert [f.verb for f in c.faults].count("reshard") == len(fired)
+
+
+def test_a_partial_partition_leaves_one_node_talking_to_one_other_only() -> None:
+    """The Cloudflare 2020 shape: x reaches y, and nobody else; y still reaches everyone."""
+    c = SimCluster(2, 5, CFG, swim=SWIM)
+    run = Nemesis([Partitions(flavours=("partial",), quiet=(0.2, 0.2), length=(3.0, 3.0))], seed=2).apply(c, 0, 3.5)
+    c.run(until=2.0)
+    rec = run.records[0]
+    alone, friend = rec.nodes
+    (rule,) = [x for x in c.net.rules if isinstance(x, Partition)]
+    others = [n for n in IDS if n not in (alone, friend)]
+    assert rec.target == f"{alone} sees only {friend}"
+    assert rule.decide(c.net, alone, friend) is None and rule.decide(c.net, friend, alone) is None
+    assert all(rule.decide(c.net, alone, o) and rule.decide(c.net, o, alone) for o in others)
+    assert all(rule.decide(c.net, friend, o) is None for o in others)
+    c.run(until=4.0)
+    assert not [x for x in c.net.rules if isinstance(x, Partition)]
+
+
+def test_a_duplication_spike_delivers_messages_twice_then_stops() -> None:
+    c, run = _run(3, "duplicate")
+    recs = [r for r in run.records if r.fired is not None]
+    assert recs and all(0.1 <= r.param <= 0.5 for r in recs)
+    assert c.net.stats.duplicated > 0
+    assert c.net._dup is None, "the last spike ended: no duplication rule is left"
+
+
+def test_the_raft_alias_adds_partial_partitions_duplication_and_power_loss_and_all_is_unchanged() -> None:
+    assert parse_kinds("raft") == ("partition", "bridge", "oneway", "loss", "latency", "slow",
+                                   "partial", "duplicate", "crash", "powerloss")
+    assert "partial" not in parse_kinds("all") and "duplicate" not in parse_kinds("all")
