@@ -79,10 +79,10 @@ class Group:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, nid: str) -> None:
-        log = open(self.work / f"{nid}.log", "ab")  # noqa: SIM115 (the child keeps it)
-        self.procs[nid] = subprocess.Popen([sys.executable, "-m", "realnet.node", *self.args[nid]], cwd=REPO,
-                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           env=dict(os.environ, PYTHONPATH=str(REPO)))
+        with open(self.work / f"{nid}.log", "ab") as log:  # the child keeps its own copy
+            self.procs[nid] = subprocess.Popen(
+                [sys.executable, "-m", "realnet.node", *self.args[nid]], cwd=REPO, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
     def wait_until(self, check: Any, what: str, timeout: float = 30.0, poll: float = 0.01) -> Any:
         deadline = time.monotonic() + timeout

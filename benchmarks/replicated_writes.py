@@ -82,12 +82,12 @@ def storelab_arm(args: argparse.Namespace, work: Path) -> dict[str, float]:
         for i in range(3):
             http, peer = ports[2 * i], ports[2 * i + 1]
             d = work / f"storelab-n{i}"
-            log = open(work / f"storelab-n{i}.log", "wb")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "realnet.node", "--id", f"n{i}", "--port", str(http),
-                 "--peer-port", str(peer), "--data-dir", str(d), "--log-level", "warning"],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONPATH=str(REPO))))
+            with open(work / f"storelab-n{i}.log", "wb") as log:  # the child keeps its own copy
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "realnet.node", "--id", f"n{i}", "--port", str(http),
+                     "--peer-port", str(peer), "--data-dir", str(d), "--log-level", "warning"],
+                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=dict(os.environ, PYTHONPATH=str(REPO))))
             addrs.append(f"127.0.0.1:{http}")
         with Admin(10.0) as a:
             deadline = time.monotonic() + 30
