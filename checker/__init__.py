@@ -55,6 +55,7 @@ from checker.history import (
     write_jsonl,
 )
 from checker.models import KV, MODELS, REGISTER, Model, ModelError, detect_model, get_model
+from checker.raftprops import RaftProperties, RaftViolation
 from checker.witness import Counterexample
 
 __all__ = [
@@ -74,6 +75,8 @@ __all__ = [
     "Model",
     "ModelError",
     "Op",
+    "RaftProperties",
+    "RaftViolation",
     "Verdict",
     "check",
     "detect_format",
