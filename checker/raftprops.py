@@ -118,7 +118,7 @@ def _at(x: Any) -> str:
 
 
 def _is_index(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    return type(x) is int and x >= 0  # exactly int: not a bool, not a float
 
 
 class RaftProperties:
@@ -219,6 +219,10 @@ class RaftProperties:
     def _node(self, node: Any, what: str, at: Any) -> _Node | None:
         """The node's mirror for an event, or None (noted) when the event must be ignored."""
         self.events += 1
+        if type(node) is str and (type(at) is float or type(at) is int):  # the common case, fast
+            n = self._nodes.get(node)
+            if n is not None and n.up:
+                return n
         if not isinstance(node, str) or not node:
             self._note(f"ignored {what} at {_at(at)}: node id {node!r} is not a non-empty string")
             return None
@@ -515,8 +519,8 @@ def _bad_entries(entries: Any) -> str:
         return f"entries must be a list of (index, term, digest), not {type(entries).__name__}"
     prev = None
     for e in entries:
-        if not (isinstance(e, tuple | list) and len(e) == 3 and _is_index(e[0]) and e[0] > 0
-                and _is_index(e[1]) and isinstance(e[2], bytes)):
+        if not (type(e) in (tuple, list) and len(e) == 3 and type(e[0]) is int and e[0] > 0
+                and type(e[1]) is int and e[1] >= 0 and type(e[2]) is bytes):
             return f"entry {e!r} is not (index > 0, term >= 0, digest bytes)"
         if prev is not None and e[0] != prev + 1:
             return f"entries are not contiguous ({prev} then {e[0]})"

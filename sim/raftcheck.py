@@ -6,11 +6,15 @@ Theory of operation
 (tests/test_layout.py), so the glue that reads kvcore's types lives here, in the sim package,
 as pure functions (no SimPy, no I/O): a node driver calls
 
-- :func:`feed_from_ready` once per Ready it handles, after ``ready()`` and before ``advance()``
-  (nothing may be stepped in between, so ``raft.role`` and ``raft.term`` are the state the Ready
-  reports); feed the Ready whose writes are saved, not one lost to a crash before its sync;
-- ``checker.crashed(node_id, at)`` when the process dies (its unsynced writes are lost);
-- :func:`feed_restart` with the :class:`kvcore.raft.StoredState` the new incarnation loads.
+- :func:`feed_from_ready` once per Ready it handles, once its writes are durable and before
+  ``advance()`` (nothing may be stepped in between, so ``raft.role`` and ``raft.term`` are the
+  state the Ready reports); a Ready lost to a crash before its sync is not fed. Its signature
+  after the checker, ``(node_id, raft, ready, at)``, is a driver's observer hook:
+  ``functools.partial(feed_from_ready, checker)``;
+- :func:`feed_restart` with the :class:`kvcore.raft.StoredState` each incarnation loads (a
+  node's first start included, when its storage is not empty); it alone resets the checker's
+  view of the node, so reporting the crash itself (``checker.crashed(node_id, at)``) is optional:
+  it only makes the checker ignore, with a note, events that come before the restart.
 
 Order within one Ready: a node that no longer leads the term the checker knows is stepped down
 first (so a truncation it made as a follower is not blamed on its leadership), then the
