@@ -94,7 +94,7 @@ def main() -> None:
         n, b = key[1:].split("_b")
         print(f"{n:<7}{b:>6}{base:>17,.0f}{rate:>15,.0f}{rate / base:>8.3f}{held:>7}")
     out: dict[str, object] = {"entries": args.entries, "compact": args.compact}
-    for key, (base, rate, held) in rows.items():
+    for key, (base, rate, _held) in rows.items():
         out[f"{key}_unchecked"] = round(base)
         out[f"{key}_checked"] = round(rate)
         out[f"ratio_{key}"] = round(rate / base, 3)
