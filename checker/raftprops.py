@@ -267,7 +267,9 @@ class RaftProperties:
         self._end_lead(node)
 
     def _end_lead(self, node: Any) -> None:
-        n = self._nodes.get(node) if isinstance(node, str) else None
+        if not isinstance(node, str):
+            return  # never a key here
+        n = self._nodes.get(node)
         if n is not None:
             n.lead_term = None
         self._leading.pop(node, None)

@@ -232,16 +232,19 @@ def test_a_current_leader_missing_a_newly_known_commit_is_flagged() -> None:
     assert "node c is leader of term 2" in chk.violations()[0]
 
 
-def test_a_leader_holding_committed_entries_under_its_snapshot_passes() -> None:
+def test_a_snapshot_holds_its_last_entry_but_not_what_follows() -> None:
     chk = RaftProperties()
     chk.leader("a", 1, 0)
     replicate(chk, "abc", [E(1, 1), E(2, 1), E(3, 1)], 0, commit=3)
     chk.snapshot("b", 3, 1, 1)
     chk.crashed("a", 2)
-    chk.leader("b", 2, 3)
+    chk.leader("b", 2, 3)  # its snapshot ends at the committed 3/1: it holds it
+    assert chk.violations() == []
     chk.restarted("c", 4, [], snapshot=(2, 1))
-    chk.leader("c", 3, 5)  # its snapshot covers 2, and index 3 is gone (crash): flagged
-    assert props_of(chk) == [LEADER_COMPLETENESS]
+    chk.leader("c", 3, 5)  # its snapshot covers 2, and 3 is gone (lost in a crash): flagged
+    [v] = chk.records()
+    assert (v.prop, v.nodes, v.term, v.index) == (LEADER_COMPLETENESS, ("c", "a"), 3, 3)
+    assert v.text.endswith("it holds no entry there.")
 
 
 # --- 5. State Machine Safety -----------------------------------------------------------------
@@ -329,7 +332,7 @@ def test_violations_are_deduplicated_and_capped() -> None:
 
 
 def _event() -> st.SearchStrategy[tuple[object, ...]]:
-    node = st.sampled_from(["a", "b", "c", "", 3])
+    node = st.sampled_from(["a", "b", "c", "", 3, None, ["a"]])
     num = st.one_of(st.integers(-2, 8), st.just(1.5), st.none())
     entry = st.tuples(num, num, st.sampled_from([b"x", b"y", "z"]))
     entries = st.one_of(st.lists(entry, max_size=4), st.lists(st.builds(E, st.integers(1, 6), st.integers(1, 3),
