@@ -124,7 +124,8 @@ def _is_index(x: Any) -> bool:
 class RaftProperties:
     """Figure 3's five properties over a stream of node events (see the module docstring).
 
-    Feed it, for every node, in the order things happen (``at`` is any number, for sentences):
+    Feed it, for every node, in the order things happen (``at`` is any number, for sentences;
+    every leadership must be fed, since Leader Completeness bounds commit terms by them):
 
     - ``leader(node, term, at)``: the node became leader of ``term``;
     - ``stepped_down(node, at)``: it stopped leading (a crash does it too);
@@ -323,12 +324,13 @@ class RaftProperties:
             self._check_append_only(node, n, ents, at)
         del n.terms[lo - n.base - 1:]
         del n.digests[lo - n.base - 1:]
+        prev = n.term_at(lo - 1)
+        assert prev is not None  # lo - 1 is the base or in the log: lo <= last + 1
         for index, term, digest in ents:
-            prev = n.term_at(index - 1)
-            assert prev is not None  # index - 1 is the base or in the log: lo <= last + 1
             self._record(node, index, term, digest, prev, at)
             n.terms.append(term)
             n.digests.append(digest)
+            prev = term
 
     def _check_append_only(self, node: str, n: _Node, ents: list[tuple[int, int, bytes]], at: float) -> None:
         term = n.lead_term
@@ -419,10 +421,9 @@ class RaftProperties:
         if index > n.last():
             self._note(f"node {node} reported commit index {index} at {_at(at)} beyond its log (last {n.last()}); "
                        f"entries after {n.last()} not marked")
-        for i in range(max(n.commit, n.base) + 1, min(index, n.last()) + 1):
-            t = n.term_at(i)
-            assert t is not None
-            self._mark_committed(node, i, t, n.digest_at(i), at, node_term)
+        base = n.base
+        for i in range(max(n.commit, base) + 1, min(index, n.last()) + 1):
+            self._mark_committed(node, i, n.terms[i - base - 1], n.digests[i - base - 1], at, node_term)
         n.commit = index
 
     def applied(self, node: str, index: int, term: int, digest: bytes, at: float,
@@ -465,8 +466,8 @@ class RaftProperties:
                 self._committed[index] = (term, digest, *rec[2:])
             return
         bound = self._max_leader_term
-        if _is_index(node_term):
-            bound = min(bound, max(node_term, term))  # type: ignore[type-var]
+        if type(node_term) is int:  # the node learnt the commit in its term or before
+            bound = min(bound, max(node_term, term))
         rec = self._committed[index] = (term, digest, bound, node, at)
         if index > self._commit_known:
             self._commit_known = index
