@@ -82,6 +82,10 @@ class RaftViolation:
         return self.text
 
 
+_Rec = tuple[int, bytes, int, str]
+_Committed = tuple[int, bytes | None, int, str, float, str]
+
+
 class _Node:
     """The checker's mirror of one node: its log after its snapshot, and where it stands."""
 
@@ -151,12 +155,14 @@ class RaftProperties:
         self._leaders: dict[int, tuple[str, float]] = {}  # term -> (first leader, when)
         self._leading: dict[str, int] = {}  # node -> term, for the current leaders
         self._max_leader_term = 0
-        self._records: dict[int, dict[int, tuple[bytes, int, str]]] = {}  # i -> t -> (digest, prev, node)
-        # index -> (term, digest or None, bound on the commit term, node, at)
-        self._committed: dict[int, tuple[int, bytes | None, int, str, float]] = {}
+        # index -> the record of its entry, (term, digest, prev term, first node), or, once
+        # another term was seen there, term -> record (one tuple in the common case: memory)
+        self._records: dict[int, _Rec | dict[int, _Rec]] = {}
+        # index -> (term, digest or None, bound on the commit term, node, at, "applied"/"committed")
+        self._committed: dict[int, _Committed] = {}
         self._commit_known = 0
         self._bounds: list[tuple[int, int]] = []  # (bound, highest index committed under it)
-        self._applied: dict[int, tuple[int, bytes, str, float]] = {}  # index -> (term, digest, node, at)
+        self._applied_events = 0
         self._pruned = 0  # indexes <= this were dropped from the records
         self._violations: list[RaftViolation] = []
         self._seen: set[tuple[Any, ...]] = set()
@@ -194,10 +200,11 @@ class RaftProperties:
 
     def summary(self) -> dict[str, int]:
         """How much the run exercised: events, terms with a leader, highest known committed
-        index, entries applied (not pruned), violations, ignored events."""
+        index, entries applied (by all nodes), indexes whose records are held (not pruned),
+        violations, ignored events."""
         return {"events": self.events, "leader_terms": len(self._leaders), "committed": self._commit_known,
-                "applied": len(self._applied), "violations": len(self._violations) + self._suppressed,
-                "notes": len(self._notes) + self._notes_dropped}
+                "applied": self._applied_events, "held": len(self._records),
+                "violations": len(self._violations) + self._suppressed, "notes": len(self._notes) + self._notes_dropped}
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -286,8 +293,8 @@ class RaftProperties:
                 return
 
     def _check_leader_holds(self, node: str, n: _Node, term: int, index: int,
-                            rec: tuple[int, bytes | None, int, str, float], at: float, when: str) -> None:
-        cterm, digest, _bound, who, since = rec
+                            rec: _Committed, at: float, when: str) -> None:
+        cterm, digest, _bound, who, since, _how = rec
         if index < n.base:
             return  # inside its snapshot: committed state, not visible here
         has = n.term_at(index)
@@ -327,9 +334,8 @@ class RaftProperties:
         prev = n.term_at(lo - 1)
         assert prev is not None  # lo - 1 is the base or in the log: lo <= last + 1
         for index, term, digest in ents:
-            self._record(node, index, term, digest, prev, at)
             n.terms.append(term)
-            n.digests.append(digest)
+            n.digests.append(self._record(node, index, term, digest, prev, at))
             prev = term
 
     def _check_append_only(self, node: str, n: _Node, ents: list[tuple[int, int, bytes]], at: float) -> None:
@@ -350,24 +356,41 @@ class RaftProperties:
             self._violate((LEADER_APPEND_ONLY, node, term), LEADER_APPEND_ONLY, (node,), term, index, at,
                           f"node {node}, leader of term {term}, {what} at {_at(at)}.")
 
-    def _record(self, node: str, index: int, term: int, digest: bytes, prev: int, at: float) -> None:
+    def _record(self, node: str, index: int, term: int, digest: bytes, prev: int, at: float) -> bytes:
+        """Check (index, term) against the global record; the digest to keep (the recorded one
+        when equal, so that the nodes' mirrors share one bytes object per entry)."""
         if index <= self._pruned:
-            return  # below every node's snapshot: no longer checked (see the module docstring)
-        by_term = self._records.setdefault(index, {})
-        rec = by_term.get(term)
-        if rec is None:
-            by_term[term] = (digest, prev, node)
-            return
+            return digest  # below every node's snapshot: no longer checked (see the module docstring)
+        new = (term, digest, prev, node)
+        cur = self._records.get(index)
+        if cur is None:
+            self._records[index] = new
+            return digest
+        if type(cur) is tuple:
+            if cur[0] != term:
+                self._records[index] = {cur[0]: cur, term: new}
+                return digest
+            rec = cur
+        else:
+            assert isinstance(cur, dict)
+            got = cur.get(term)
+            if got is None:
+                cur[term] = new
+                return digest
+            rec = got
+        if rec[1] == digest and rec[2] == prev:
+            return rec[1]
         # Figure 3, Log Matching: "if two logs contain an entry with the same index and term,
         # then the logs are identical in all entries up through the given index" (§5.3)
-        who = f"nodes {rec[2]} and {node} hold" if rec[2] != node else f"node {node} held and holds"
-        if rec[0] != digest:
-            self._violate((LOG_MATCHING, index, term), LOG_MATCHING, (rec[2], node), term, index, at,
+        who = f"nodes {rec[3]} and {node} hold" if rec[3] != node else f"node {node} held and holds"
+        if rec[1] != digest:
+            self._violate((LOG_MATCHING, index, term), LOG_MATCHING, (rec[3], node), term, index, at,
                           f"{who} different entries at index {index} in term {term} (seen on {node} at {_at(at)}).")
-        elif rec[1] != prev:
-            self._violate((LOG_MATCHING, index, term), LOG_MATCHING, (rec[2], node), term, index, at,
+        else:
+            self._violate((LOG_MATCHING, index, term), LOG_MATCHING, (rec[3], node), term, index, at,
                           f"{who} the same entry at index {index} in term {term} but disagree at index "
-                          f"{index - 1} (terms {rec[1]} and {prev}; seen on {node} at {_at(at)}).")
+                          f"{index - 1} (terms {rec[2]} and {prev}; seen on {node} at {_at(at)}).")
+        return digest
 
     def snapshot(self, node: str, index: int, term: int, at: float) -> None:
         """A snapshot replaced ``node``'s log up to ``index`` (whose entry has ``term``)."""
@@ -401,7 +424,6 @@ class RaftProperties:
         for index in range(self._pruned + 1, low + 1):
             self._records.pop(index, None)
             self._committed.pop(index, None)
-            self._applied.pop(index, None)
         self._pruned = max(self._pruned, low)
 
     # --- events: commit and apply ----------------------------------------------------------
@@ -441,34 +463,33 @@ class RaftProperties:
             self._note(f"node {node} applied index {index} at {_at(at)} after index {n.applied} (out of order)")
         n.applied = max(n.applied, index)
         n.commit = max(n.commit, index)
-        if index > self._pruned:
-            first = self._applied.setdefault(index, (term, digest, node, at))
-            if first[:2] != (term, digest):
-                # Figure 3, State Machine Safety: "if a server has applied a log entry at a given
-                # index to its state machine, no other server will ever apply a different log
-                # entry for the same index" (§5.4.3)
-                self._violate((STATE_MACHINE_SAFETY, index), STATE_MACHINE_SAFETY, (first[2], node), term, index, at,
-                              f"node {node} applied an entry of term {term} at index {index} at {_at(at)}, but node "
-                              f"{first[2]} applied a different one (term {first[0]}) there at {_at(first[3])}.")
-        self._mark_committed(node, index, term, digest, at, node_term)
+        self._applied_events += 1
+        self._mark_committed(node, index, term, digest, at, node_term, "applied")
 
     def _mark_committed(self, node: str, index: int, term: int, digest: bytes | None, at: float,
-                        node_term: int | None = None) -> None:
+                        node_term: int | None = None, how: str = "committed") -> None:
+        """Record that ``node`` holds (index, term, digest) as committed (``how``: or applied
+        it); State Machine Safety against what was committed there before."""
         if index <= self._pruned or index == 0:
             return
         rec = self._committed.get(index)
         if rec is not None:
             if rec[0] != term or (digest is not None and rec[1] is not None and rec[1] != digest):
+                # Figure 3, State Machine Safety: "if a server has applied a log entry at a given
+                # index to its state machine, no other server will ever apply a different log
+                # entry for the same index" (§5.4.3); a committed entry is one to be applied
+                did = "applied an entry" if how == "applied" else "holds an entry"
+                as_ = "" if how == "applied" else " as committed"
                 self._violate((STATE_MACHINE_SAFETY, index), STATE_MACHINE_SAFETY, (rec[3], node), term, index, at,
-                              f"node {node} holds an entry of term {term} at index {index} as committed at {_at(at)}, "
-                              f"but node {rec[3]} committed a different one (term {rec[0]}) there at {_at(rec[4])}.")
+                              f"node {node} {did} of term {term} at index {index}{as_} at {_at(at)}, but node "
+                              f"{rec[3]} {rec[5]} a different one (term {rec[0]}) there at {_at(rec[4])}.")
             elif rec[1] is None and digest is not None:
                 self._committed[index] = (term, digest, *rec[2:])
             return
         bound = self._max_leader_term
         if type(node_term) is int:  # the node learnt the commit in its term or before
             bound = min(bound, max(node_term, term))
-        rec = self._committed[index] = (term, digest, bound, node, at)
+        rec = self._committed[index] = (term, digest, bound, node, at, how)
         if index > self._commit_known:
             self._commit_known = index
             if self._bounds and self._bounds[-1][0] == bound:

@@ -146,6 +146,17 @@ def test_log_matching_different_entries_at_one_index_and_term_are_flagged() -> N
     assert v.text == "Log Matching: nodes a and b hold different entries at index 1 in term 1 (seen on b at 2)."
 
 
+def test_log_matching_is_checked_at_an_index_that_saw_several_terms() -> None:
+    chk = RaftProperties()
+    chk.appended("a", [E(1, 1, "x")], 1)
+    chk.appended("b", [E(1, 2, "y")], 2)
+    chk.appended("c", [E(1, 3, "z")], 3)
+    chk.appended("d", [E(1, 2, "y")], 4)
+    assert chk.violations() == []
+    chk.appended("e", [E(1, 2, "w")], 5)
+    assert [(v.prop, v.nodes, v.term) for v in chk.records()] == [(LOG_MATCHING, ("b", "e"), 2)]
+
+
 def test_log_matching_disagreeing_prefixes_are_flagged() -> None:
     chk = RaftProperties()
     chk.appended("a", [E(1, 1), E(2, 3)], 1)
@@ -262,7 +273,7 @@ def test_state_machine_safety_same_entries_applied_pass() -> None:
     chk.applied("c", 1, 1, E(1, 1)[2], 4)  # a restart applies again, the same entries
     chk.applied("c", 2, 1, E(2, 1)[2], 4)
     assert chk.violations() == [] and chk.notes() == []
-    assert chk.summary()["applied"] == 2 and chk.summary()["committed"] == 2
+    assert chk.summary()["applied"] == 8 and chk.summary()["committed"] == 2
 
 
 def test_state_machine_safety_different_entries_applied_at_one_index_are_flagged() -> None:
@@ -296,7 +307,8 @@ def test_records_below_every_snapshot_are_pruned() -> None:
             for n in "abc":
                 chk.snapshot(n, i - 50, 1, i)
     assert chk.violations() == [] and chk.notes() == []
-    assert chk.summary()["applied"] <= 150  # kept: indexes above the lowest snapshot only
+    assert chk.summary()["held"] <= 150  # kept: indexes above the lowest snapshot only
+    assert chk.summary()["applied"] == 6000
     assert chk.summary()["committed"] == 2000
 
 
