@@ -43,7 +43,9 @@ when it matters).
 
 Cost: O(1) amortised per entry and per node (each node's commit index and log only move
 forward over entries fed once; a conflicting append costs the entries it replaces), O(leaders)
-per newly committed index, O(nodes) per snapshot (the pruning point). Deterministic: output
+per newly committed index, O(nodes) per snapshot (the pruning point). Memory: about 450 bytes
+per index held for three nodes (one record tuple per index until a second term shows up there,
+one digest object shared by every mirror that holds the entry). Deterministic: output
 depends only on the order of the calls. It never raises on odd input: a call that makes no sense
 (a negative index, a gap in a log, an event for a crashed node) is ignored and the reason kept
 in :meth:`RaftProperties.notes`; violations are deduplicated per property and place and capped.

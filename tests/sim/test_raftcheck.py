@@ -7,12 +7,20 @@ a broken voter is caught, and the checker changes nothing in a run.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from kvcore.raft import Raft
 from kvcore.raft.messages import RaftVote, RaftVoteResp
 from sim.latency import Uniform
 from sim.raftlab import ElectionSetup, run_election, run_elections, simulate
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("setup", [
@@ -58,3 +66,34 @@ def test_checking_changes_nothing_in_a_run() -> None:
     a = run_election(ElectionSetup(), seed=9, run=2)
     b = run_election(ElectionSetup(), seed=9, run=2)
     assert a == b and a.violations == ()
+
+
+_BROKEN_RUNS = """
+import json
+from kvcore.raft import Raft
+from kvcore.raft.messages import RaftVoteResp
+from sim.raftlab import ElectionSetup, run_election
+
+def grant(self, m):
+    self.send(RaftVoteResp(term=m.term, src=self.id, dst=m.src, granted=True, pre_vote=m.pre_vote))
+    if not m.pre_vote:
+        self.election_elapsed = 0
+        self.vote = m.src
+
+Raft._handle_vote = grant
+setup = ElectionSetup(pre_vote=False, check_quorum=False, timeout_min=0.150, timeout_max=0.151, cap=2.0)
+print(json.dumps([list(run_election(setup, seed=1, run=run).violations) for run in range(6)]))
+"""
+
+
+def test_the_verdicts_are_the_same_under_any_hash_seed() -> None:
+    """Deterministic: the same runs give the same sentences in any process (the checker never
+    lets a set's or a str hash's order reach its output)."""
+    outs = []
+    for hashseed in ("0", "977"):
+        env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(ROOT))
+        r = subprocess.run([sys.executable, "-c", _BROKEN_RUNS], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    assert outs[0] == outs[1] and any(json.loads(outs[0])), outs[0]
