@@ -25,7 +25,8 @@ version, §5.2–5.4) on every event, never after the fact:
    leader of every term ``> t``. The term an entry was committed in is not observable, so the
    checker bounds it from above by the highest leader term it had heard of when it first learnt
    the entry was committed (a commit is made by a leader already elected, and a node learns a
-   commit after its leader made it): no correct run is flagged, and Figure 8's loss (an entry
+   commit after its leader made it), or by the reporting node's own term when given
+   (``node_term``: a node learns a commit in its current term or earlier): no correct run is flagged, and Figure 8's loss (an entry
    committed by counting in term 4, then overwritten by the leader of term 5) is. Checked when a
    node becomes leader (it must hold the highest such entry; Log Matching covers the ones
    below) and, for the current leaders, whenever a new entry becomes known committed.
@@ -140,11 +141,13 @@ class RaftProperties:
       Append); entries its snapshot covers are skipped;
     - ``snapshot(node, index, term, at)``: a snapshot replaced its log up to ``index`` (entries
       after it are kept when the log holds ``term`` at ``index``, else all are dropped);
-    - ``committed(node, index, at)``: its commit index reached ``index``;
-    - ``applied(node, index, term, digest, at)``: it applied that entry (in index order);
-    - ``crashed(node, at)`` then ``restarted(node, at, entries, snapshot, commit)``: the node
-      comes back with the synced log it loads (unsynced entries lost); ``restarted`` also
-      declares a node's starting state when it does not start empty.
+    - ``committed(node, index, at, node_term=None)``: its commit index reached ``index``;
+    - ``applied(node, index, term, digest, at, node_term=None)``: it applied that entry (in
+      index order); ``node_term``, the node's current term, tightens Leader Completeness;
+    - ``crashed(node, at)`` then ``restarted(node, at, entries, snapshot, commit, node_term)``:
+      the node comes back with the synced log it loads (unsynced entries lost); ``restarted``
+      alone is enough (it resets the node), and it also declares a node's starting state when
+      it does not start empty.
 
     ``violations()`` gives the sentences, ``records()`` the :class:`RaftViolation` objects,
     ``notes()`` the events ignored and why, ``summary()`` counts that show a run was not vacuous.
