@@ -144,6 +144,7 @@ class RaftProperties:
     - ``committed(node, index, at, node_term=None)``: its commit index reached ``index``;
     - ``applied(node, index, term, digest, at, node_term=None)``: it applied that entry (in
       index order); ``node_term``, the node's current term, tightens Leader Completeness;
+    - ``removed(node, at)``: it left the group for good (a membership change);
     - ``crashed(node, at)`` then ``restarted(node, at, entries, snapshot, commit, node_term)``:
       the node comes back with the synced log it loads (unsynced entries lost); ``restarted``
       alone is enough (it resets the node), and it also declares a node's starting state when
@@ -245,7 +246,7 @@ class RaftProperties:
         n = self._nodes.get(node)
         if n is None:
             n = self._nodes[node] = _Node()
-        elif not n.up and what != "restarted":
+        elif not n.up and what not in ("restarted", "removed"):
             self._note(f"ignored {what} of node {node} at {_at(at)}: the node crashed and has not restarted")
             return None
         return n
@@ -506,6 +507,17 @@ class RaftProperties:
                 self._check_leader_holds(leader, self._nodes[leader], lead_term, index, rec, at, "is leader")
 
     # --- events: crash and restart ---------------------------------------------------------
+
+    def removed(self, node: str, at: float) -> None:
+        """``node`` left the group for good (a membership change): its mirror is dropped, so it
+        no longer holds the pruning point back. Should it come back, it starts afresh."""
+        n = self._node(node, "removed", at)
+        if n is None:
+            return
+        self._end_lead(node)
+        del self._nodes[node]
+        if self._nodes:
+            self._prune()
 
     def crashed(self, node: str, at: float) -> None:
         """``node``'s process died: it leads no more, and its log is unknown until it restarts."""

@@ -14,7 +14,9 @@ as pure functions (no SimPy, no I/O): a node driver calls
 - :func:`feed_restart` with the :class:`kvcore.raft.StoredState` each incarnation loads (a
   node's first start included, when its storage is not empty); it alone resets the checker's
   view of the node, so reporting the crash itself (``checker.crashed(node_id, at)``) is optional:
-  it only makes the checker ignore, with a note, events that come before the restart.
+  it only makes the checker ignore, with a note, events that come before the restart;
+- ``checker.removed(node_id, at)`` when a node leaves the group for good (its process gone), so
+  that its old log no longer holds the checker's pruning back.
 
 Order within one Ready: a node that no longer leads the term the checker knows is stepped down
 first (so a truncation it made as a follower is not blamed on its leadership), then the

@@ -312,6 +312,21 @@ def test_records_below_every_snapshot_are_pruned() -> None:
     assert chk.summary()["committed"] == 2000
 
 
+def test_a_removed_node_no_longer_holds_the_pruning_back() -> None:
+    chk = RaftProperties()
+    chk.leader("a", 1, 0)
+    replicate(chk, "abc", [E(i, 1) for i in range(1, 101)], 1, commit=100)
+    chk.snapshot("a", 90, 1, 2)
+    chk.snapshot("b", 90, 1, 2)
+    assert chk.summary()["held"] == 100  # c's log still starts at 1
+    chk.crashed("c", 3)
+    chk.removed("c", 3)
+    assert chk.summary()["held"] == 10
+    chk.appended("c", [E(1, 1)], 4)  # back as a new member: it starts afresh, below the pruning
+    chk.leader("a", 1, 5)
+    assert chk.violations() == [] and chk.notes() == []
+
+
 def test_odd_input_is_noted_not_raised() -> None:
     chk = RaftProperties()
     chk.appended("a", [E(1, 1), E(3, 1)], 0)  # not contiguous
@@ -357,6 +372,7 @@ def _event() -> st.SearchStrategy[tuple[object, ...]]:
         st.tuples(st.just("committed"), node, num, num),
         st.tuples(st.just("applied"), node, num, num, st.sampled_from([b"x", b"y", None]), num),
         st.tuples(st.just("crashed"), node, num),
+        st.tuples(st.just("removed"), node, num),
         st.tuples(st.just("restarted"), node, num, entries, st.tuples(num, num), num),
     )
 
