@@ -32,6 +32,7 @@ from kvcore.raft import LEADER, MemoryRaftStorage, NotLeader, ProposalRefused, R
 from kvcore.raft.messages import RaftAppend, RaftVote, RaftVoteResp
 from sim.raftcheck import feed_from_ready, feed_restart
 from tests.kvcore.raft.harness import Network, Node
+from tests.kvcore.raft.test_safety_random import run_seed
 
 
 def E(index: int, term: int, cmd: str = "") -> tuple[int, int, bytes]:  # an entry
@@ -477,6 +478,22 @@ def test_real_cores_show_no_violation_with_more_crashes(options: dict[str, objec
         net = CheckedNetwork(["1", "2", "3"], seed=seed, election_tick=6, **options)
         drive(net, seed, steps=2000, crash_p=0.03)
         assert net.props.violations() == [], f"seed {seed}"
+
+
+def test_real_cores_with_membership_changes_transfers_and_reads_show_no_violation() -> None:
+    """The core's own randomized safety runs (tests/kvcore/raft/test_safety_random.py: learners
+    added and promoted, voters removed, leadership transferred, ReadIndex reads), fed here too."""
+    nets: list[CheckedNetwork] = []
+
+    class Kept(CheckedNetwork):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            nets.append(self)
+
+    for seed in range(200, 205):
+        run_seed(seed, steps=2500, n=5, net_cls=Kept, membership=True)
+        assert nets[-1].props.violations() == [] and nets[-1].props.notes() == [], f"seed {seed}"
+    assert sum(net.props.summary()["leader_terms"] for net in nets) >= 10
 
 
 def test_the_random_runs_are_not_vacuous() -> None:
