@@ -24,6 +24,9 @@ Typical use::
 
 From the shell: ``python -m checker FILE`` (see :mod:`checker.__main__`).
 
+Beside histories, :class:`RaftProperties` (:mod:`checker.raftprops`) judges a Raft run: fed
+plain node events as they happen, it checks the five properties of the Raft paper's Figure 3.
+
 References: M. Herlihy, J. Wing, "Linearizability: a correctness condition for concurrent
 objects", TOPLAS 12(3), 1990. J. Wing, C. Gong, "Testing and verifying concurrent objects",
 JPDC 17, 1993. G. Lowe, "Testing for linearizability", CCPE 29(4), 2017. A. Horn,
@@ -55,6 +58,7 @@ from checker.history import (
     write_jsonl,
 )
 from checker.models import KV, MODELS, REGISTER, Model, ModelError, detect_model, get_model
+from checker.raftprops import RaftProperties, RaftViolation
 from checker.witness import Counterexample
 
 __all__ = [
@@ -74,6 +78,8 @@ __all__ = [
     "Model",
     "ModelError",
     "Op",
+    "RaftProperties",
+    "RaftViolation",
     "Verdict",
     "check",
     "detect_format",

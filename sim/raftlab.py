@@ -33,6 +33,11 @@ of a term later than the crashed one), the thesis's definition; a run with no su
 **Split votes**: an election term (one that some server entered as a candidate after the crash)
 in which no candidate won. PreVote rounds that fail start no term and are counted apart.
 
+**Figure 3 on every run**: every Ready of every server is fed to a
+:class:`checker.RaftProperties` (:func:`sim.raftcheck.feed_from_ready`), and a crash is reported
+to it; a run's ``violations`` are its sentences (none, for a correct core) and the summary counts
+them (``figure3_violations``). The checker only reads: runs and digests are unchanged.
+
 Every random draw comes from streams derived from (seed, run number, purpose)
 (:func:`sim.rand.stream`), so the same seed gives the same numbers in any process.
 """
@@ -50,10 +55,12 @@ from typing import Any
 
 import simpy
 
+from checker.raftprops import RaftProperties
 from kvcore.raft import CANDIDATE, LEADER, PRE_CANDIDATE, MemoryRaftStorage, Raft, RaftConfig
 from kvcore.raft.messages import RaftAppend, RaftMessage
 from sim.latency import Latency, Uniform, parse_latency
 from sim.network import SimNetwork, schedule_call
+from sim.raftcheck import feed_from_ready
 from sim.rand import stream
 from sim.trace import Trace
 
@@ -136,6 +143,8 @@ class ElectionRun:
     prevotes_lost: int
     late_ticks: int
     digest: str
+    #: Figure 3 violations the checker found in the run (sentences; none for a correct core)
+    violations: tuple[str, ...] = ()
 
 
 class _Server:
@@ -203,6 +212,7 @@ class _Server:
                 group.net.send(m.src, m.dst, m)
             if rd.soft_state is not None:
                 group.saw_role(self, rd.soft_state.role, r.term)
+            feed_from_ready(group.props, self.id, r, rd, group.env.now)
             r.advance(rd)
 
     def rearm(self) -> None:
@@ -247,6 +257,7 @@ class RaftGroup:
         self.rng = stream(seed, run, "lab")
         self.ids = [f"s{i + 1}" for i in range(setup.servers)]
         self.late_ticks = 0
+        self.props = RaftProperties()  # Figure 3, checked on every Ready
         self.servers = {sid: _Server(self, sid, self.rng.uniform(0.0, self.tick)) for sid in self.ids}
         for sid, s in self.servers.items():
             self.net.attach(sid).node = s
@@ -300,6 +311,7 @@ class RaftGroup:
         s.up = False
         s.gen += 1  # its pending wake-up is void
         self.net.endpoints[sid].node = None
+        self.props.crashed(sid, self.env.now)
 
     def propose_withheld(self, leader: str, live: list[str]) -> None:
         """The paper's "servers in each trial had different log lengths": the leader appends one
@@ -367,7 +379,7 @@ def run_election(setup: ElectionSetup, seed: int, run: int = 0) -> ElectionRun:
     splits = len(g.cand_terms - g.lead_terms)
     return ElectionRun(elapsed=elapsed, capped=capped, leader=g.leader, terms=terms, split_votes=splits,
                        prevotes_lost=max(0, g.prevotes - g.candidacies), late_ticks=g.late_ticks,
-                       digest=g.trace.digest())
+                       digest=g.trace.digest(), violations=tuple(g.props.violations()))
 
 
 # --- many runs, and the command line ------------------------------------------------------------
@@ -403,6 +415,7 @@ class ElectionStats:
             "prevotes_lost": sum(r.prevotes_lost for r in self.runs),
             "capped": sum(1 for r in self.runs if r.capped),
             "late_ticks": sum(r.late_ticks for r in self.runs),
+            "figure3_violations": sum(len(r.violations) for r in self.runs),
             "servers": st.servers, "failed": st.failed, "timeout_min_ms": st.timeout_min * 1000,
             "timeout_max_ms": st.timeout_max * 1000, "heartbeat_ms": st.heartbeat_s * 1000,
             "latency": repr(st.latency), "fresh_timers": st.fresh_timers, "stale": st.stale, "pre_vote": st.pre_vote,
@@ -499,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
           f"  {s['split_votes']:>4}/{s['election_terms']:<6} {s['capped']:>6}   (ms)")
     if s["capped"]:
         print(f"{s['capped']} run(s) found no leader within {setup.cap:g} simulated s and count at the cap")
+    for i, r in enumerate(stats.runs):
+        for text in r.violations[:3]:
+            print(f"run {i}: {text}")
     if args.json:
         print(json.dumps(s, sort_keys=True))
     return 0
