@@ -403,6 +403,7 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
 
 
 def cmd_reshard(args: argparse.Namespace, a: Admin) -> int:
+    replicacli.refuse_slot_moves(a.discover(args.addr), "reshard")
     cluster = a.wait_stable(args.addr)
     target = cluster.resolve(args.to)
     sources: list[str] | None = None  # --from: ids or addresses (URLs normalized by _node_refs)
@@ -420,6 +421,7 @@ def cmd_reshard(args: argparse.Namespace, a: Admin) -> int:
 
 
 def cmd_rebalance(args: argparse.Namespace, a: Admin) -> int:
+    replicacli.refuse_slot_moves(a.discover(args.addr), "rebalance")
     cluster = a.wait_stable(args.addr)
     weights = {cluster.resolve(ref).id: w for ref, w in args.weight}
     moves = a.plan_rebalance(cluster, weights, args.use_empty)
@@ -465,6 +467,7 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
 
 def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.addr)
+    replicacli.refuse_slot_moves(cluster, "fix")
     plan = a.plan_fix(cluster, args.assign_unowned)
     for p in plan.problems:
         error(p)

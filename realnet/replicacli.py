@@ -25,6 +25,9 @@ change is asked of the leader, found from the nodes' own ``raft`` views:
   and answering, and the applied indexes of the live members are within :data:`LAG_LIMIT` of the
   leader's commit (judged over a few polls: a busy group moves between two reads).
 - ``info``: one row per member: role, term, leader, commit and applied index, voters, keys.
+
+``reshard``, ``rebalance`` and ``fix`` refuse a replicated cluster (:func:`refuse_slot_moves`): the
+group serves every slot, and keys moved out of a replica's store would no longer match its log.
 """
 
 from __future__ import annotations
@@ -224,6 +227,14 @@ def remove(a: Admin, cluster: ClusterView, node: NodeState) -> None:
     a.post(node.addr, "/cluster/leave", {"force": True, "accept_loss": True})
 
 
+def refuse_slot_moves(cluster: ClusterView, command: str) -> None:
+    """Slots do not move in a replicated cluster: its one group serves every slot on every node,
+    and moving keys out of a replica's store would make it differ from the log."""
+    if replicated(cluster):
+        raise Refused(f"This cluster is replicated: one Raft group serves every slot, so {command} has "
+                      "nothing to move (several groups over more nodes come next); nothing was changed.")
+
+
 # --- commands ----------------------------------------------------------------------------------------
 
 
@@ -330,5 +341,5 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
 __all__ = [
     "LAG_LIMIT", "REPLICAS_SENTENCE", "AdminError", "check_replicas", "cmd_add_node", "cmd_create",
     "cmd_failover", "cmd_info", "cmd_remove_node", "cmd_verify", "group_problems", "leader_of",
-    "raft_of", "replicated",
+    "raft_of", "refuse_slot_moves", "replicated",
 ]

@@ -245,6 +245,10 @@ def test_cluster_verify_and_info_on_a_replicated_cluster(launcher: Launcher, tmp
     assert main(["cluster", "info", nodes[1].addr, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["nodes"]
     assert sorted(r["role"] for r in rows) == ["follower", "follower", "leader"]
+    for argv in (["reshard", nodes[0].addr, "--slots", "10", "--to", "b"], ["rebalance", nodes[0].addr],
+                 ["fix", nodes[0].addr]):
+        assert main(["cluster", *argv, "--yes"]) == 1
+        assert "This cluster is replicated: one Raft group serves every slot" in capsys.readouterr().err
     lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
     to = next(n for n in nodes if n is not lead)
     assert main(["cluster", "failover", nodes[0].addr, "--to", to.id, "--yes"]) == 0
