@@ -122,6 +122,8 @@ class AutoRebalancer:
         if self._running:
             self._again = True
             return
+        if getattr(self.node, "replica", None) is not None:
+            return  # a replicated group serves every slot on every node: nothing to move (#11)
         ms = self.node.membership
         alive = sorted(m.node for m in ms.members.values() if m.state == ALIVE)
         if not alive or alive[0] != self.node.id:
@@ -161,7 +163,7 @@ class AutoRebalancer:
             self._timer = None
         node = self.node
         owned = node.slot_map.slot_counts().get(node.id, 0)
-        if not owned or not node.membership.live_members():
+        if not owned or not node.membership.live_members() or getattr(node, "replica", None) is not None:
             return
         log.info("moving this node's %d slots to the other members before leaving", owned)
 

@@ -102,3 +102,26 @@ def test_info_rows_show_role_term_commit_applied() -> None:
     rows = replicacli.rows(healthy())
     assert [(r["id"], r["role"], r["term"], r["commit"], r["applied"], r["voter"]) for r in rows] == [
         ("a", "leader", 2, 10, 10, True), ("b", "follower", 2, 10, 10, True), ("c", "follower", 2, 10, 9, True)]
+
+
+def test_the_automatic_rebalancer_leaves_a_replicated_node_alone() -> None:
+    """A node in a group (``node.replica``) never starts a rebalance nor drains before leaving:
+    the group serves every slot on every node."""
+    import asyncio
+
+    from kvcore.config import NodeConfig
+    from kvcore.node import Node
+    from kvcore.runtime import FakeRuntime
+    from realnet.autorebalance import AutoRebalancer
+
+    async def body() -> None:
+        node = Node(FakeRuntime("a", seed=1), NodeConfig())
+        node.start()
+        node.form_group(["a"])
+        auto = AutoRebalancer(node, "127.0.0.1:1", asyncio.get_running_loop(), settle=0.0)
+        auto._fire()
+        assert not auto._running and auto.runs == 0
+        await auto.drain()  # returns at once: nothing to move, no HTTP call
+        node.stop()
+
+    asyncio.run(asyncio.wait_for(body(), timeout=10))
