@@ -202,3 +202,16 @@ def test_a_raft_message_that_lies_about_its_sender_is_dropped_and_counted() -> N
 def test_replicas_must_be_one_or_every_node() -> None:
     with pytest.raises(ValueError, match="several groups"):
         SimCluster(1, 5, replicas=3)
+
+
+def test_raft_data_kinds_sent_alone_are_malformed_not_a_crash() -> None:
+    """Entry, HardState, Snapshot... are wire kinds only inside Raft's messages."""
+    from kvcore.raft.messages import ConfChange, Entry, HardState, Snapshot
+
+    c = SimCluster(11, 3, replicas=3)
+    a_leader(c)
+    node = c.node("n1")
+    before = node.stats.malformed
+    for m in (Entry(term=1, index=1), HardState(), Snapshot(), ConfChange(op="remove", node="n1")):
+        node.on_message("n2", m)
+    assert node.stats.malformed == before + 4
