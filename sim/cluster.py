@@ -56,8 +56,8 @@ from kvcore.slots import even_split
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
-from sim.rand import stream
 from sim.raftcheck import feed_from_ready, feed_restart
+from sim.rand import stream
 from sim.replicas import ask_leader
 from sim.runtime import SimRuntime
 from sim.slotmove import drive
