@@ -130,6 +130,8 @@ class ReplicaStats:
     proposals: int = 0
     forwarded: int = 0
     resent: int = 0
+    #: resends that found their write still pending at the leader (not proposed again)
+    deduplicated: int = 0
     applied: int = 0
     reads: int = 0
     read_retries: int = 0
@@ -449,6 +451,13 @@ class ReplicaGroup:
                                            acked=self._acked(), op=w.op))
 
     def _propose(self, client: str, seq: int, acked: int, op: Put | Delete | None, answer: AnswerFn) -> None:
+        pending = self.waiters.get((client, seq))
+        if pending is not None:
+            # proposed in this term already and not applied yet: answer both when it is, rather
+            # than put a second copy in the log (a resend while the first is still on its way)
+            self.stats.deduplicated += 1
+            pending.append(answer)
+            return
         if op is None:
             cmd = Command(REGISTER, self.rt.now(), client, seq, acked)
         elif type(op) is Put:

@@ -135,10 +135,19 @@ def test_a_retried_forward_is_applied_once() -> None:
     wait_for(c, lambda: answers)
     delete = ReplicaForward(request_id=2, client="tester", seq=2, acked=2, op=Delete(key=b"k"))
     g.on_message(f, delete)
-    g.on_message(f, delete)  # a duplicate delivery, as a resend after a lost reply
+    wait_for(c, lambda: len(answers) == 2)
+    g.on_message(f, delete)  # a resend after a lost reply: applied already, so the session answers
     wait_for(c, lambda: len(answers) == 3)
     assert [m.reply for m in answers[1:]] == [Reply(), Reply()], "the second is not 'not_found'"
     assert g.machine.store.get(b"k") is None
+    # a resend while the first copy is still on its way is not proposed twice
+    put = ReplicaForward(request_id=3, client="tester", seq=3, acked=3, op=Put(key=b"p", value=b"1"))
+    last = g.raft.log.last_index()
+    g.on_message(f, put)
+    g.on_message(f, put)
+    wait_for(c, lambda: len(answers) == 5)
+    assert g.stats.deduplicated == 1
+    assert g.raft.log.last_index() == last + 1
 
 
 def test_a_learner_catches_up_from_a_snapshot_then_votes_and_a_voter_can_be_removed() -> None:
