@@ -172,11 +172,11 @@ def lost_writes(ops: Iterable[Operation]) -> list[Operation]:
     """Writes answered ok that a later read proved lost (see the module's docstring).
 
     A write ``w`` (put or delete, outcome ok) is lost when a get answered ok, invoked after
-    ``w`` was answered, found a value that every write of it had left *before* ``w`` began:
-    each such write (the put of that value; for an absent key, each delete, and the empty
-    start) was answered before ``w`` was invoked. A write of unknown outcome may take effect at
-    any time after its invocation, so it is never before anything, and a value no write made
-    proves nothing here (the checker judges it).
+    ``w`` was answered, found a value that every write able to have left it had left *before*
+    ``w`` began: each such write (the put of that value; for an absent key, each delete, and the
+    empty start), invoked before the read was answered, was answered before ``w`` was invoked.
+    A write of unknown outcome may take effect any time after its invocation, so it is never
+    before anything; a value no write made proves nothing here (the checker judges it).
     """
     writes: dict[str, list[Operation]] = {}
     reads: dict[str, list[Operation]] = {}
@@ -187,28 +187,34 @@ def lost_writes(ops: Iterable[Operation]) -> list[Operation]:
             reads.setdefault(op.key, []).append(op)
     lost: list[Operation] = []
     for key, ws in writes.items():
-        latest = _latest_sources(ws)
-        rs = reads.get(key, [])
+        seen = [(r.invoke, _explained_until(r, ws)) for r in reads.get(key, [])]
         for w in ws:
             if w.outcome != OK or w.complete is None:
                 continue
-            if any(r.invoke > w.complete and latest.get(r.result, math.inf) < w.invoke for r in rs):
+            done = w.complete
+            if any(invoke > done and until < w.invoke for invoke, until in seen):
                 lost.append(w)
     return sorted(lost, key=lambda op: op.invoke)
 
 
-def _latest_sources(writes: Iterable[Operation]) -> dict[str | None, float]:
-    """For each value a key can hold (None: absent), the latest moment a write can have left
-    it: the last completion among its writes, inf if one of them may still apply (unknown
-    outcome), -inf for absent when only the empty start explains it."""
-    latest: dict[str | None, float] = {None: -math.inf}
+def _explained_until(read: Operation, writes: Iterable[Operation]) -> float:
+    """The latest moment a write can have left the value ``read`` found: the last completion
+    among the writes of that value invoked before the read was answered; inf when one of them
+    may still have applied late (unknown outcome); -inf when none did (for an absent key: only
+    the empty start explains it)."""
+    assert read.complete is not None
+    until = -math.inf
     for w in writes:
-        if w.outcome == FAIL:
-            continue  # certainly not applied
-        value = w.value if w.f == "put" else None
-        when = math.inf if w.outcome == UNKNOWN or w.complete is None else w.complete
-        latest[value] = max(latest.get(value, -math.inf), when)
-    return latest
+        if w.outcome == FAIL or w.invoke >= read.complete:
+            continue  # certainly not applied, or too late to be what the read saw
+        if (w.value != read.result) if w.f == "put" else (read.result is not None):
+            continue
+        if w.outcome == UNKNOWN or w.complete is None:
+            return math.inf
+        until = max(until, w.complete)
+    if read.result is not None and until == -math.inf:
+        return math.inf  # a value no write made: not this function's to judge
+    return until
 
 
 def availability(ops: Iterable[Operation], width: float, start: float, end: float
@@ -273,8 +279,9 @@ def _validate(cluster: SimCluster, schedule: Sequence[Step]) -> None:
 
 
 def _crasher(cluster: SimCluster, step: Step, fired: list[Fired]) -> Any:
-    """A SimPy process: wait for the step's time (and its role to be played), crash, restart."""
-    yield cluster.env.timeout(step.at)
+    """A SimPy process: wait for the step's time (absolute here, and its role to be played),
+    crash, restart."""
+    yield cluster.env.timeout(max(0.0, step.at - cluster.now))
     nodes = _resolve(cluster, step.target)
     while nodes is None:
         yield cluster.env.timeout(0.05)
