@@ -318,7 +318,8 @@ def _final_reads(cluster: SimCluster, keys: int, process: int, timeout: float, f
             yield answered | env.timeout(timeout)
             rec.complete = env.now
             if answered.triggered:
-                reply: Reply = answered.value
+                reply = answered.value
+                assert isinstance(reply, Reply)
                 rec.outcome, rec.error = classify(reply), reply.error
                 if reply.ok:
                     rec.result = reply.value.decode() if reply.value is not None else None
