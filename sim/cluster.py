@@ -36,12 +36,14 @@ at once. ``restart`` builds a new incarnation with a fresh random stream.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import simpy
 
+from checker.raftprops import RaftProperties
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
 from kvcore.membership import Member, MemberEvent, SwimConfig
 from kvcore.membership.member import UP
@@ -54,6 +56,7 @@ from kvcore.slots import even_split
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
+from sim.raftcheck import feed_from_ready, feed_restart
 from sim.rand import stream
 from sim.replicas import ask_leader
 from sim.runtime import SimRuntime
@@ -130,6 +133,11 @@ class SimCluster:
         self.replica_config = replica or ReplicaConfig()
         #: called with every Ready of every group member: (node id, raft, ready, now)
         self.raft_observers: list[Callable[[str, Any, Any, float], None]] = []
+        #: Figure 3's properties, checked on every Ready of a replicated run (None: R = 1)
+        self.raft_check: RaftProperties | None = None
+        if replicas > 1:
+            self.raft_check = RaftProperties()
+            self.raft_observers.append(functools.partial(feed_from_ready, self.raft_check))
         if join not in ("static", "seeds"):
             raise ValueError(f"join must be 'static' or 'seeds', not {join!r}")
         self.seed = seed
@@ -184,6 +192,8 @@ class SimCluster:
                         addr=spec.addr, peer_addr=spec.peer_addr)
             if node.replica is None:  # a first start: every core node forms the one group
                 node.form_group(sorted(self.core_ids) if spec.id in self.core_ids else [])
+            if self.raft_check is not None:
+                feed_restart(self.raft_check, spec.id, node.replica.disk.load(), self.env.now)
             return node
         if spec.id in self.core_ids:
             return Node(rt, self.config, self.core_config, swim=self.swim)

@@ -198,6 +198,9 @@ class SeedResult:
     culprit: str = ""
     #: the exception, when the run itself failed (a bug: the store or the sim raised)
     error: str = ""
+    #: a replicated run: the violations of Figure 3's properties (checker.RaftProperties), one
+    #: sentence each; empty when every Ready of every node kept them
+    figure3: tuple[str, ...] = ()
     check_seconds: float = field(default=0.0, compare=False)
     wall_seconds: float = field(default=0.0, compare=False)
 
@@ -379,6 +382,7 @@ def seed_task(seed: int, cfg: RunConfig, node_class: type | None = None, history
         unknown=oc[UNKNOWN], sim_time=run.cluster.now, digest=run.cluster.digest(), latencies=lat,
         faults=tuple(run.nemesis.records), witness=witness, witness_key=key, start_states=states,
         culprit=culprit, check_seconds=result.elapsed, wall_seconds=time.perf_counter() - started,
+        figure3=tuple(run.cluster.raft_check.violations()) if run.cluster.raft_check is not None else (),
     )
     return SeedOutput(seed_result, history_text, timeline_text)
 
@@ -405,6 +409,11 @@ class SweepResult:
     def violations(self) -> list[int]:
         """The seeds whose history is not linearizable (each reproduces its violation)."""
         return [r.seed for r in self.by_verdict("not_linearizable")]
+
+    @property
+    def figure3_violations(self) -> list[int]:
+        """The seeds of a replicated sweep where a Raft property of Figure 3 broke."""
+        return [r.seed for r in self.results if r.figure3]
 
     @property
     def linearizable(self) -> int:
@@ -497,6 +506,7 @@ class SweepResult:
             "seeds_run": len(self.results),
             "linearizable": self.linearizable,
             "violations": self.violations,
+            "figure3_violations": self.figure3_violations,
             "unknown": self.unknown,
             "errors": self.errors,
             "availability": self.availability,
@@ -527,6 +537,15 @@ class SweepResult:
         lines.append(f"{'seeds run':<22}{len(self.results):>8}")
         lines.append(f"{'linearizable':<22}{self.linearizable:>8}")
         lines.append(f"{'violations':<22}{len(v):>8}" + (seeds(v) if v else ""))
+        if cfg.replicas > 1:
+            f3 = self.figure3_violations
+            lines.append(f"{'Figure 3 (Raft) broken':<22}{len(f3):>8}" + (seeds(f3) if f3 else "")
+                         + ("" if f3 else "  (election safety, leader append-only, log matching, "
+                            "leader completeness, state machine safety: every Ready checked)"))
+            for r in self.results:
+                if r.figure3:
+                    lines.append(f"  seed {r.seed}: {r.figure3[0]}")
+                    break
         lines.append(f"{'undecided (timed out)':<22}{self.unknown:>8}"
                      + (seeds(self.by_verdict_seeds('unknown')) if self.unknown else ""))
         if self.errors:

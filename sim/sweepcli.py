@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(res.summary())
     if args.json:
         print(json.dumps(res.to_json()))
-    if res.violations:
+    if res.violations or res.figure3_violations:
         return 1
     if res.errors:
         return 3

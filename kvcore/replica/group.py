@@ -37,6 +37,7 @@ A peer can never crash the driver: the core drops malformed Raft messages, and a
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -63,7 +64,11 @@ ReplyFn = Callable[[Reply], None]
 AnswerFn = Callable[[str, str], None]
 
 #: every message kind a group takes (the node sends them here; without a group, malformed)
-GROUP_MESSAGES: tuple[type, ...] = (*RAFT_MESSAGES.values(), ReplicaForward, ReplicaReply)
+#: Raft's peer messages: the kinds with a sender and an addressee (Entry, HardState, Snapshot and
+#: the like are wire kinds only as parts of these; alone they are malformed)
+RAFT_PEER_MESSAGES: tuple[type, ...] = tuple(
+    cls for cls in RAFT_MESSAGES.values() if {"src", "dst"} <= {f.name for f in dataclasses.fields(cls)})
+GROUP_MESSAGES: tuple[type, ...] = (*RAFT_PEER_MESSAGES, ReplicaForward, ReplicaReply)
 
 NOT_LEADER = "not_leader"
 SESSION_EXPIRED = "session_expired"
@@ -125,6 +130,8 @@ class ReplicaStats:
     proposals: int = 0
     forwarded: int = 0
     resent: int = 0
+    #: resends that found their write still pending at the leader (not proposed again)
+    deduplicated: int = 0
     applied: int = 0
     reads: int = 0
     read_retries: int = 0
@@ -244,7 +251,7 @@ class ReplicaGroup:
             self._finish_read(ctx, Reply(error=why.code, message=why.message))
 
     def handlers(self) -> Mapping[type, Callable[[str, Any], None]]:
-        table: dict[type, Callable[[str, Any], None]] = {cls: self.on_raft for cls in RAFT_MESSAGES.values()}
+        table: dict[type, Callable[[str, Any], None]] = dict.fromkeys(RAFT_PEER_MESSAGES, self.on_raft)
         table[ReplicaForward] = self.on_forward
         table[ReplicaReply] = self.on_reply
         return table
@@ -447,6 +454,13 @@ class ReplicaGroup:
                                            acked=self._acked(), op=w.op))
 
     def _propose(self, client: str, seq: int, acked: int, op: Put | Delete | None, answer: AnswerFn) -> None:
+        pending = self.waiters.get((client, seq))
+        if pending is not None:
+            # proposed in this term already and not applied yet: answer both when it is, rather
+            # than put a second copy in the log (a resend while the first is still on its way)
+            self.stats.deduplicated += 1
+            pending.append(answer)
+            return
         if op is None:
             cmd = Command(REGISTER, self.rt.now(), client, seq, acked)
         elif type(op) is Put:

@@ -22,7 +22,6 @@ from kvcore.messages import (
     Suspect,
 )
 from kvcore.node import Node
-from kvcore.replica import GROUP_MESSAGES
 from kvcore.runtime import FakeRuntime
 from kvcore.slots import even_split, key_slot
 
@@ -134,13 +133,15 @@ def test_a_claim_at_an_epoch_that_would_not_win_is_refused_and_changes_nothing()
 # --- the peer door: one table --------------------------------------------------------------------
 
 
-def test_the_dispatch_table_is_routing_migration_and_membership_each_once() -> None:
+def test_the_dispatch_table_is_routing_migration_membership_and_the_group_each_once() -> None:
+    from kvcore.replica import GROUP_MESSAGES
+
     n, _ = node()
     mine = {Forward, ForwardReply, Asking, MigrateKeys, MigrateAck}
-    # and the replicated group's kinds, which a node in no group counts as malformed (#11)
-    group = set(GROUP_MESSAGES)
-    assert n._dispatch.handles == mine | set(n.membership.HANDLES) | group
-    assert not mine & set(n.membership.HANDLES) and not (mine | set(n.membership.HANDLES)) & group
+    assert n._dispatch.handles == mine | set(n.membership.HANDLES) | set(GROUP_MESSAGES)
+    assert not mine & set(n.membership.HANDLES)
+    assert {c.__name__ for c in GROUP_MESSAGES} >= {"RaftVote", "RaftAppend", "ReplicaForward"}
+    assert not {"Entry", "HardState", "Snapshot", "ConfChange"} & {c.__name__ for c in GROUP_MESSAGES}
 
 
 def test_an_unknown_kind_is_counted_malformed_and_never_raises_even_a_subclass_of_a_known_one() -> None:

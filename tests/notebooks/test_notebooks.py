@@ -29,6 +29,10 @@ SMALL: dict[str, dict[str, object]] = {
     "faults_and_histories.ipynb": {
         "OPS": 100, "DURATION": 6.0, "SWEEP_SEEDS": 6, "SWEEP_OPS": 80, "PROCESSES": 1,
     },
+    "replication.ipynb": {
+        "OPS": 600, "DURATION": 8.0, "DOWN": 1.0, "POWER_DOWN": 0.5, "SEEDS": 3, "SWEEP_OPS": 100,
+        "PROCESSES": 1,
+    },
 }
 
 

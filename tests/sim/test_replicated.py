@@ -135,10 +135,19 @@ def test_a_retried_forward_is_applied_once() -> None:
     wait_for(c, lambda: answers)
     delete = ReplicaForward(request_id=2, client="tester", seq=2, acked=2, op=Delete(key=b"k"))
     g.on_message(f, delete)
-    g.on_message(f, delete)  # a duplicate delivery, as a resend after a lost reply
+    wait_for(c, lambda: len(answers) == 2)
+    g.on_message(f, delete)  # a resend after a lost reply: applied already, so the session answers
     wait_for(c, lambda: len(answers) == 3)
     assert [m.reply for m in answers[1:]] == [Reply(), Reply()], "the second is not 'not_found'"
     assert g.machine.store.get(b"k") is None
+    # a resend while the first copy is still on its way is not proposed twice
+    put = ReplicaForward(request_id=3, client="tester", seq=3, acked=3, op=Put(key=b"p", value=b"1"))
+    last = g.raft.log.last_index()
+    g.on_message(f, put)
+    g.on_message(f, put)
+    wait_for(c, lambda: len(answers) == 5)
+    assert g.stats.deduplicated == 1
+    assert g.raft.log.last_index() == last + 1
 
 
 def test_a_learner_catches_up_from_a_snapshot_then_votes_and_a_voter_can_be_removed() -> None:
@@ -202,3 +211,16 @@ def test_a_raft_message_that_lies_about_its_sender_is_dropped_and_counted() -> N
 def test_replicas_must_be_one_or_every_node() -> None:
     with pytest.raises(ValueError, match="several groups"):
         SimCluster(1, 5, replicas=3)
+
+
+def test_raft_data_kinds_sent_alone_are_malformed_not_a_crash() -> None:
+    """Entry, HardState, Snapshot... are wire kinds only inside Raft's messages."""
+    from kvcore.raft.messages import ConfChange, Entry, HardState, Snapshot
+
+    c = SimCluster(11, 3, replicas=3)
+    a_leader(c)
+    node = c.node("n1")
+    before = node.stats.malformed
+    for m in (Entry(term=1, index=1), HardState(), Snapshot(), ConfChange(op="remove", node="n1")):
+        node.on_message("n2", m)
+    assert node.stats.malformed == before + 4

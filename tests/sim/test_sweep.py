@@ -223,9 +223,11 @@ def test_one_raft_group_passes_every_fault_including_power_loss_with_slow_syncs(
     """Issue #11: every nemesis kind, crashes that lose unsynced writes, no violation."""
     res = sweep(range(1, 13), REPLICATED, processes=1, progress=False)
     assert res.violations == [] and res.errors == [] and res.unknown == 0, res.summary()
+    assert res.figure3_violations == [], res.summary()
     kinds = res.faults_by_kind()
     assert kinds["powerloss"]["fired"] > 0 and kinds["crash"]["fired"] > 0
     assert "3 nodes in one Raft group" in res.summary()
+    assert "Figure 3 (Raft) broken       0" in res.summary()
 
 
 def test_a_group_that_answers_before_its_log_is_durable_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,6 +239,10 @@ def test_a_group_that_answers_before_its_log_is_durable_is_caught(monkeypatch: p
     cfg = replace(REPLICATED, nemesis="powerloss,crash", ops=300, duration=10.0)
     res = sweep([3, 6, 26], cfg, processes=1, progress=False)
     assert res.violations, res.summary()
+    # Figure 3 sees it too, on every one of those seeds, and names the property
+    assert res.figure3_violations == [3, 6, 26]
+    assert any("Leader Completeness" in v or "Log Matching" in v for r in res.results for v in r.figure3)
+    assert "Figure 3 (Raft) broken       3" in res.summary()
 
 
 def test_replicas_is_one_or_every_node() -> None:
