@@ -7,16 +7,11 @@
 - :mod:`kvcore.replica.disk` (:class:`KVRaftStorage`): a Raft log in the Runtime's Storage;
 - :mod:`kvcore.replica.messages`: ReplicaForward / ReplicaReply.
 
-Raft's own messages join the codec's registry here, so both worlds carry them.
+Raft's own messages are wire kinds through :mod:`kvcore.messages` (``register_foreign``).
 """
 
-from kvcore.messages import REGISTRY
-from kvcore.raft.messages import RAFT_MESSAGES
-
-REGISTRY.update(RAFT_MESSAGES)
-
-from kvcore.replica.disk import KVRaftStorage  # noqa: E402
-from kvcore.replica.group import GROUP_MESSAGES, RaftDisk, ReplicaConfig, ReplicaGroup  # noqa: E402
-from kvcore.replica.machine import StateMachine  # noqa: E402
+from kvcore.replica.disk import KVRaftStorage
+from kvcore.replica.group import GROUP_MESSAGES, RaftDisk, ReplicaConfig, ReplicaGroup
+from kvcore.replica.machine import StateMachine
 
 __all__ = ["GROUP_MESSAGES", "KVRaftStorage", "RaftDisk", "ReplicaConfig", "ReplicaGroup", "StateMachine"]
