@@ -41,7 +41,7 @@ import dataclasses
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kvcore import errors
@@ -72,8 +72,6 @@ GROUP_MESSAGES: tuple[type, ...] = (*RAFT_PEER_MESSAGES, ReplicaForward, Replica
 
 NOT_LEADER = "not_leader"
 SESSION_EXPIRED = "session_expired"
-#: upper bounds (ms) of the commit-latency histogram, proposal to apply at the leader
-LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 class RaftDisk(RaftStorage, Protocol):
@@ -145,18 +143,6 @@ class ReplicaStats:
     entries_persisted: int = 0
     #: times this node learned of a new leader (the first one included; realnet's /metrics)
     leader_changes: int = 0
-    #: commit latency at the leader, proposal to apply: counts per LATENCY_BUCKETS_MS bound, +inf last
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
-    latency_sum_ms: float = 0.0
-
-    def observe_latency(self, ms: float) -> None:
-        for i, bound in enumerate(LATENCY_BUCKETS_MS):
-            if ms <= bound:
-                self.latency_counts[i] += 1
-                break
-        else:
-            self.latency_counts[-1] += 1
-        self.latency_sum_ms += ms
 
 
 Observer = Callable[[str, Raft, Ready, float], None]
@@ -197,7 +183,6 @@ class ReplicaGroup:
         self.reads: dict[bytes, _Read] = {}
         #: at the leader: (client, seq) -> answers owed once the write is applied
         self.waiters: dict[tuple[str, int], list[AnswerFn]] = {}
-        self.proposed_at: dict[int, float] = {}  # index -> when proposed (commit latency)
         self.inbox: deque[Callable[[], None]] = deque()
         self.busy = False
         self.scheduled = False
@@ -320,9 +305,6 @@ class ReplicaGroup:
     def _apply(self, e: Entry) -> None:
         self.stats.applied += 1
         outcome = self.machine.apply(e)
-        at = self.proposed_at.pop(e.index, None)
-        if at is not None:
-            self.stats.observe_latency((self.rt.now() - at) * 1000.0)
         if outcome is None:
             return
         client, seq, code, message = outcome
@@ -341,7 +323,6 @@ class ReplicaGroup:
         if self.raft.role != LEADER and self.waiters:
             # no longer leader: whoever waits on us asks the new leader (same (client, seq))
             waiters, self.waiters = self.waiters, {}
-            self.proposed_at.clear()
             for answers in waiters.values():
                 for answer in answers:
                     answer(NOT_LEADER, f"{self.id} is no longer the leader")
@@ -468,7 +449,7 @@ class ReplicaGroup:
         else:
             cmd = Command(DELETE, self.rt.now(), client, seq, acked, op.key)
         try:
-            _, index = self.raft.propose(encode_command(cmd))
+            self.raft.propose(encode_command(cmd))
         except NotLeader as e:
             answer(NOT_LEADER, str(e))
             return
@@ -476,7 +457,6 @@ class ReplicaGroup:
             answer(NOT_LEADER, str(e))
             return
         self.stats.proposals += 1
-        self.proposed_at[index] = self.rt.now()
         self.waiters.setdefault((client, seq), []).append(answer)
 
     def _answered(self, seq: int, code: str, message: str, leader_hint: str) -> None:
@@ -656,6 +636,6 @@ class ReplicaGroup:
             "last_index": r.log.last_index(), "voters": list(conf.voters),
             "learners": list(conf.learners), "pending_writes": len(self.writes) + len(self.queued),
             "pending_reads": len(self.reads), "keys": self.machine.store.count(),
-            "stats": {k: v for k, v in vars(self.stats).items() if k not in ("latency_counts", "latency_sum_ms")},
+            "stats": dict(vars(self.stats)),
             "raft_stats": dict(sorted(r.stats.items())), "raft_dropped": r.dropped,
         }
