@@ -179,3 +179,36 @@ def test_a_crashed_owner_fails_fast_and_serves_its_keys_after_a_restart(world: W
                        what=f"{k!r} back at {n}")
     assert world.set("c", fresh, b"after") == OK
     assert world.get("a", fresh) == Outcome("", b"after")
+
+
+#: What a replicated group may answer while it elects a leader: no leader known yet (certainly
+#: not applied), or no answer in time (the outcome unknown: the write may still be applied).
+ELECTING = frozenset({"no_leader", "forward_timeout", "unreachable"})
+
+
+@pytest.mark.parametrize("world", WORLDS, indirect=True)
+def test_a_replicated_group_serves_through_every_node_and_keeps_every_acknowledged_write(world: World) -> None:
+    """R = 3 (issue #11): any node takes any request; the leader's crash costs an election, not
+    a write; the old leader comes back as a follower with everything it missed."""
+    ids = world.start_group(3)
+    lead = world.wait_until(world.leader, 20.0, "a leader")
+    for i, n in enumerate(ids):
+        eventually(world, lambda n=n, i=i: world.set(n, b"g%d" % i, b"v%d" % i), OK, ELECTING)
+    for i in range(len(ids)):
+        for n in ids:  # ReadIndex at every node: each sees every write acknowledged before
+            assert world.get(n, b"g%d" % i) == Outcome("", b"v%d" % i)
+    assert world.delete(ids[0], b"g0") == OK and world.get(ids[1], b"g0") == Outcome("not_found")
+
+    world.crash(lead)
+    rest = [n for n in ids if n != lead]
+    world.wait_until(lambda: world.leader() not in (None, lead), 20.0, "a new leader")
+    acked: list[bytes] = []
+    for i in range(6):
+        k = b"after%d" % i
+        eventually(world, lambda k=k, i=i: world.set(rest[i % 2], k, k), OK, ELECTING)
+        acked.append(k)
+    world.restart(lead)
+    for k in acked:  # the restarted node catches up, then reads its own copy
+        eventually(world, lambda k=k: world.get(lead, k), Outcome("", k), ELECTING | {"try_again"},
+                   what=f"{k!r} at the old leader")
+    assert world.get(lead, b"g1") == Outcome("", b"v1")

@@ -47,9 +47,11 @@ from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.node import Node
 from kvcore.rebalance import Move
 from kvcore.slots import MAX_SLOT, even_split, format_ranges, key_slot
+from realnet import replicacli
 from realnet.admin import Admin, Refused
 from realnet.client import error_from_response, kv_path
 from sim.cluster import SimCluster, sim_spec
+from sim.replicas import leader as sim_leader
 from tests.realnet.conftest import (
     FAST_SETTINGS,
     FAST_SWIM,
@@ -112,6 +114,8 @@ class World(Protocol):
 
     def start_standalone(self, settings: Mapping[str, Any] | None = None) -> str: ...
     def start_cluster(self, n: int, profile: Profile = STEADY) -> list[str]: ...
+    def start_group(self, n: int) -> list[str]: ...
+    def leader(self) -> str | None: ...
     def set(self, node: str, key: bytes, value: bytes) -> Outcome: ...
     def get(self, node: str, key: bytes) -> Outcome: ...
     def delete(self, node: str, key: bytes) -> Outcome: ...
@@ -182,6 +186,19 @@ class SimWorld:
         self.c = SimCluster(self.seed, n, NodeConfig.from_dict(profile.settings), cluster=cfg,
                             swim=swim_config(profile.swim))
         return ids
+
+    def start_group(self, n: int) -> list[str]:
+        """``n`` nodes in one Raft group (R = n) that serves every key (kvcore.replica)."""
+        ids = cluster_ids(n)
+        split = even_split(ids)
+        cfg = ClusterConfig(tuple(sim_spec(nid, tuple(split[nid])) for nid in ids), 1)
+        self.c = SimCluster(self.seed, n, NodeConfig.from_dict(FAST_SETTINGS), cluster=cfg,
+                            swim=swim_config(FAST_SWIM), replicas=n)
+        return ids
+
+    def leader(self) -> str | None:
+        node = sim_leader(self.cluster)
+        return None if node is None else str(node.id)
 
     def _op(self, node: str, op: Any) -> Outcome:
         env = self.cluster.env
@@ -276,6 +293,31 @@ class RealWorld:
             cluster = self.launcher.cluster(ids, settings=profile.settings, swim=profile.swim)
         self.nodes = dict(cluster.nodes)
         return ids
+
+    def start_group(self, n: int) -> list[str]:
+        """``n`` nodes with data directories made one Raft group, as ``storelab cluster create
+        ... --replicas n`` does."""
+        ids = cluster_ids(n)
+        nodes = [self.launcher.node(nid, settings=FAST_SETTINGS, swim=FAST_SWIM,
+                                    extra=["--data-dir", str(self.workdir / f"group-{nid}")]) for nid in ids]
+        with Admin(10.0) as a:
+            replicacli.create(a, [a.probe(node.addr) for node in nodes])
+        self.nodes = {node.id: node for node in nodes}
+        return ids
+
+    def leader(self) -> str | None:
+        """The live node that says it leads at the highest term."""
+        best: tuple[int, str] | None = None
+        for nid, node in self.nodes.items():
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                r = node.info().get("raft")
+            except (OSError, AssertionError):
+                continue
+            if isinstance(r, dict) and r.get("role") == "leader" and (best is None or r["term"] > best[0]):
+                best = (int(r["term"]), nid)
+        return None if best is None else best[1]
 
     def _durable_cluster(self, ids: Sequence[str], profile: Profile) -> Cluster:
         """Launcher.cluster, plus a data directory per node (``--data-dir``, which the shared
