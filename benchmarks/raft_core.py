@@ -18,17 +18,25 @@ import argparse
 import json
 import random
 import time
+from collections.abc import Callable
 
 from kvcore.raft import LEADER, MemoryRaftStorage, Raft, RaftConfig
 from kvcore.raft.messages import RaftMessage
+from kvcore.raft.raft import Ready
+
+#: called with every Ready before advance: (node id, core, ready, round number as the time)
+OnReady = Callable[[str, Raft, Ready, float], None]
 
 
-def run(n: int, entries: int, batch: int) -> float:
-    """Committed entries per CPU second on the leader of an n-node group."""
+def run(n: int, entries: int, batch: int, *, compact: int = 0, on_ready: OnReady | None = None) -> float:
+    """Committed entries per CPU second on the leader of an n-node group. ``compact``: every node
+    compacts its log each ``compact`` applied entries (0: never); ``on_ready`` sees every Ready
+    (benchmarks/raftprops_overhead.py feeds the Figure 3 checker from it)."""
     ids = [str(i) for i in range(1, n + 1)]
     stores = {i: MemoryRaftStorage(ids) for i in ids}
     nodes = {i: Raft(RaftConfig(id=i), stores[i].load(), random.Random(i)) for i in ids}
     queue: list[RaftMessage] = []
+    clock = [0.0]
 
     def pump() -> None:
         while True:
@@ -38,8 +46,12 @@ def run(n: int, entries: int, batch: int) -> float:
                     rd = r.ready()
                     rd.persist(stores[i])
                     queue.extend(rd.messages)
+                    if on_ready is not None:
+                        on_ready(i, r, rd, clock[0])
                     r.advance(rd)
                     moved = True
+                    if compact and r.log.applied - r.log.snapshot.meta.index >= compact and not r.has_ready():
+                        r.compact(r.log.applied, b"image")
             if queue:
                 msgs = queue[:]
                 queue.clear()
@@ -56,7 +68,8 @@ def run(n: int, entries: int, batch: int) -> float:
     start = leader.log.committed
     payload = b"v" * 100
     c0 = time.process_time()
-    for _ in range(entries // batch):
+    for k in range(entries // batch):
+        clock[0] = float(k)
         for _ in range(batch):
             leader.propose(payload)
         pump()

@@ -16,66 +16,28 @@ Prints a table, then as its last line one JSON object with the figures.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
+import functools
 import json
-import random
-import time
+
+import raft_core
 
 from checker import RaftProperties
-from kvcore.raft import LEADER, MemoryRaftStorage, Raft, RaftConfig
-from kvcore.raft.messages import RaftMessage
 from sim.raftcheck import feed_from_ready
 
 
 def run(n: int, entries: int, batch: int, compact: int, checked: bool) -> tuple[float, int]:
-    """(committed entries per CPU second on the leader, indexes the checker holds at the end)."""
-    ids = [str(i) for i in range(1, n + 1)]
-    stores = {i: MemoryRaftStorage(ids) for i in ids}
-    nodes = {i: Raft(RaftConfig(id=i), stores[i].load(), random.Random(i)) for i in ids}
+    """(committed entries per CPU second on the leader, indexes the checker holds at the end):
+    raft_core's group, its Readies fed to the checker when ``checked``."""
     props = RaftProperties()
-    queue: list[RaftMessage] = []
-    clock = [0.0]
-
-    def pump() -> None:
-        while True:
-            moved = False
-            for i, r in nodes.items():
-                if r.has_ready():
-                    rd = r.ready()
-                    rd.persist(stores[i])
-                    queue.extend(rd.messages)
-                    if checked:
-                        feed_from_ready(props, i, r, rd, clock[0])
-                    r.advance(rd)
-                    moved = True
-                    if r.log.applied - r.log.snapshot.meta.index >= compact and not r.has_ready():
-                        r.compact(r.log.applied, b"image")
-            if queue:
-                msgs = queue[:]
-                queue.clear()
-                for m in msgs:
-                    nodes[m.dst].step(m)
-                moved = True
-            if not moved:
-                return
-
-    nodes["1"].campaign()
-    pump()
-    leader = nodes["1"]
-    assert leader.role == LEADER
-    start = leader.log.committed
-    payload = b"v" * 100
-    c0 = time.process_time()
-    for k in range(entries // batch):
-        clock[0] = float(k)
-        for _ in range(batch):
-            leader.propose(payload)
-        pump()
-    cpu = time.process_time() - c0
-    done = leader.log.committed - start
-    assert done == entries // batch * batch
+    feed = functools.partial(feed_from_ready, props) if checked else None
+    rate = raft_core.run(n, entries, batch, compact=compact, on_ready=feed)
     assert props.violations() == [] and props.notes() == [], props.violations() + props.notes()
-    return done / cpu, props.summary()["held"]
+    return rate, props.summary()["held"]
 
 
 def main() -> None:
