@@ -447,6 +447,7 @@ class SimCluster:
         it would after a crash of redis-cli, until ``fix``). The target claims every slot at
         once; the move is over when every live node's map names it.
         """
+        self._slots_move()
         todo = sorted(set(slots))
         desc = f"{len(todo)} slots -> {target}"
         self._at(at, "reshard", desc, lambda: self._spawn(self._reshard(todo, target, batch, retry_delay, max_failures)))
@@ -454,11 +455,13 @@ class SimCluster:
     def rebalance(self, weights: dict[str, float] | None = None, *, use_empty: bool = True,
                   at: float | None = None, batch: int = 20) -> None:
         """Plan (kvcore.rebalance) from a live node's view and carry out the moves."""
+        self._slots_move()
         desc = ",".join(f"{k}={v:g}" for k, v in sorted((weights or {}).items()))
         self._at(at, "rebalance", desc, lambda: self._spawn(self._rebalance(weights, use_empty, batch)))
 
     def remove_node(self, node_id: str, *, at: float | None = None, batch: int = 20) -> None:
         """Drain ``node_id``'s slots to the others (weight 0), then it leaves gracefully."""
+        self._slots_move()
 
         def run() -> Any:
             ok = yield from self._rebalance({node_id: 0.0}, False, batch)
@@ -488,6 +491,7 @@ class SimCluster:
         or stale, roll back on the source when the target left; with ``assign_unowned``, give
         slots without a live owner one. What it cannot fix is recorded as a ``fix_unfixed``
         fault per problem. The view is the first live node's map."""
+        self._slots_move()
         def run() -> Any:
             up = self.alive()
             if not up:
@@ -497,6 +501,11 @@ class SimCluster:
                 self.faults.append(Fault(self.env.now, "fix_unfixed", p))
 
         self._at(at, "fix", "assign-unowned" if assign_unowned else "", lambda: self._spawn(run()))
+
+    def _slots_move(self) -> None:
+        if self.replicas > 1:
+            raise ValueError("slots do not move in a replicated cluster: its one Raft group serves every "
+                             "slot (use add_replica / remove_replica to change the group)")
 
     # --- a replicated group's verbs (sim.replicas) ------------------------------------------------
 

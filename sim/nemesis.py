@@ -397,6 +397,9 @@ class Reshards(Package):
 
     def begin(self, run: _Active, cluster: SimCluster) -> None:
         rec = run.record
+        if cluster.replicas > 1:
+            rec.skipped = "slots do not move in a replicated cluster"
+            return
         target = rec.nodes[0]
         view = cluster.node(target)
         if view is None:

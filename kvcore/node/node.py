@@ -332,6 +332,7 @@ class Node:
         would give up slots this node holds keys of, or take slots another member owns, unless
         ``accept_loss``.
         """
+        self._no_slot_moves("assign")
         guards.check_epoch(epoch)
         parsed = parse_ranges(ranges)
         wanted = list(ranges_to_slots(parsed))
@@ -348,6 +349,7 @@ class Node:
         incarnation. A slot another member owns (and may hold keys of) is refused (Conflict)
         unless ``accept_loss`` (:func:`kvcore.node.guards.check_taking`).
         """
+        self._no_slot_moves("claim")
         guards.check_epoch(epoch)
         parsed = parse_ranges(ranges)
         self.ownership.check_claim(self.id, parsed, epoch)
@@ -361,10 +363,12 @@ class Node:
 
     def begin_import(self, slots: int | Iterable[int], source: str) -> None:
         """Mark ``slots`` (one slot or several) importing from ``source`` (Redis: SETSLOT IMPORTING)."""
+        self._no_slot_moves("import")
         self.migration.begin_import([slots] if isinstance(slots, int) else slots, source)
 
     def begin_migrate(self, slots: int | Iterable[int], target: str) -> None:
         """Mark ``slots`` (one slot or several) migrating to ``target`` (Redis: SETSLOT MIGRATING)."""
+        self._no_slot_moves("migrate")
         self.migration.begin_migrate([slots] if isinstance(slots, int) else slots, target)
 
     def migrate_keys(self, slot: int, count: int, done: DoneFn) -> None:
@@ -381,6 +385,9 @@ class Node:
         let a write or delete land here while the target kept the old copy, which it would serve
         once it owns the slot.
         """
+        if self.replica is not None:
+            done(0, f"{self.id} is in a replicated group: its keys do not move")
+            return
         self.migration.migrate_keys(slot, count, done)
 
     def finish_import(self, slots: list[int], min_epoch: int = 0) -> int:
@@ -390,6 +397,7 @@ class Node:
         Redis: SETSLOT NODE on the target, which bumps its config epoch. The claim spreads by
         gossip; the source stops migrating when it hears it.
         """
+        self._no_slot_moves("finish")
         guards.check_epoch(min_epoch, "min_epoch")
         epoch = self.migration.finish_import(slots, min_epoch)
         guards.check_epoch(epoch)  # one above MAX_ACCEPTED would be ignored by every peer
@@ -409,6 +417,7 @@ class Node:
         acknowledged batches; the source's keys the target acknowledged), unless
         ``accept_loss`` (:func:`kvcore.node.guards.check_abort`).
         """
+        self._no_slot_moves("abort")
         if 0 <= slot <= MAX_SLOT:
             guards.check_abort(self, slot, accept_loss)
         self.migration.abort(slot, force)
@@ -421,6 +430,7 @@ class Node:
         (Conflict, before anything changes) for a slot whose target this node does not hold
         left or forgotten: a target that is merely dead may come back and serve its copies.
         """
+        self._no_slot_moves("rollback")
         wanted = list(slots)
         for slot in wanted:
             target = self.migrating.get(slot)
@@ -464,6 +474,14 @@ class Node:
                                     self._replica_config, self.store, self._send, self.stats,
                                     self._raft_observer)
         return self.replica
+
+    def _no_slot_moves(self, verb: str) -> None:
+        """In a replicated group the store is the state machine: only the log changes it, so
+        keys never move between nodes and claims never change (one group serves every slot;
+        several groups over more nodes come next). Refused in both worlds alike."""
+        if self.replica is not None:
+            raise errors.Conflict(f"{verb} refused: {self.id} is in a replicated group, which serves "
+                                  "every slot; slots and keys do not move between its nodes")
 
     def _group(self) -> ReplicaGroup:
         if self.replica is None:

@@ -224,3 +224,32 @@ def test_raft_data_kinds_sent_alone_are_malformed_not_a_crash() -> None:
     for m in (Entry(term=1, index=1), HardState(), Snapshot(), ConfChange(op="remove", node="n1")):
         node.on_message("n2", m)
     assert node.stats.malformed == before + 4
+
+
+def test_slots_and_keys_do_not_move_in_a_replicated_group() -> None:
+    """The store is the state machine: only the log changes it. The node refuses every slot
+    move (so realnet's admin door does too), and the sim's verbs say so before trying."""
+    c = SimCluster(12, 3, replicas=3)
+    a_leader(c)
+    n = c.node("n1")
+    for verb in (lambda: n.begin_migrate(5, "n2"), lambda: n.begin_import(5, "n2"),
+                 lambda: n.claim_slots("0-10", 99), lambda: n.assign_slots("0-10", 99),
+                 lambda: n.finish_import([5]), lambda: n.abort_migration(5), lambda: n.rollback_migration([5])):
+        with pytest.raises(errors.Conflict, match="replicated group"):
+            verb()
+    said: list[tuple[int, str]] = []
+    n.migrate_keys(5, 10, lambda moved, err: said.append((moved, err)))
+    assert said and said[0][0] == 0 and "replicated group" in said[0][1]
+    for sim_verb in (lambda: c.reshard([5], "n2"), lambda: c.rebalance(), lambda: c.fix(),
+                     lambda: c.remove_node("n3")):
+        with pytest.raises(ValueError, match="replicated cluster"):
+            sim_verb()
+
+
+def test_a_reshard_fault_is_skipped_in_a_replicated_sweep() -> None:
+    from sim.sweep import RunConfig, run_seed
+
+    r = run_seed(1, RunConfig(nodes=3, replicas=3, nemesis="reshard,crash", ops=80, duration=6.0))
+    assert r.verdict == "linearizable" and r.figure3 == ()
+    reshards = [f for f in r.faults if f.kind == "reshard"]
+    assert reshards and all(f.skipped == "slots do not move in a replicated cluster" for f in reshards)
