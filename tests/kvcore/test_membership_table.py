@@ -301,6 +301,39 @@ def test_a_long_drain_stays_cheap_and_in_order() -> None:
         assert q.take(16, 12) == ref.take(16, 12)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("q"), st.integers(0, 5), st.integers(0, 2)),
+                          st.tuples(st.just("t"), st.integers(0, 5), st.integers(1, 6))), max_size=300))
+def test_replaced_updates_are_passed_over_as_one_at_a_time_removed_them(ops: list[tuple[str, int, int]]) -> None:
+    # few members, many replacements: emptied cells in every level, taken around and compacted
+    q, ref = BroadcastQueue(), _ReferenceQueue()
+    for op, a, b in ops:
+        if op == "q":
+            msg = Alive(node=f"m{a}", incarnation=b, addr="x", peer_addr="y", slots="", epoch=0)
+            q.queue(msg)
+            ref.queue(msg)
+        else:
+            assert q.take(a, b) == ref.take(a, b)
+        assert len(q) == len(ref.where) and bool(q.queued) == bool(ref.where)
+
+
+def test_requeueing_the_very_same_update_sends_it_from_zero_once() -> None:
+    q, ref = BroadcastQueue(), _ReferenceQueue()
+    msgs = [Alive(node=f"m{i}", incarnation=0, addr="x", peer_addr="y", slots="", epoch=0) for i in range(50)]
+    for m in msgs:
+        q.queue(m)
+        ref.queue(m)
+    assert q.take(20, 8) == ref.take(20, 8)
+    for _ in range(3):  # the same objects again, twice over: past the compaction threshold
+        for m in msgs[::2]:
+            q.queue(m)
+            ref.queue(m)
+    assert q._stale == 0 or q._stale <= len(q)  # compacted once the emptied cells outnumbered
+    while len(ref.where):
+        assert q.take(7, 8) == ref.take(7, 8)
+    assert len(q) == 0 and not q.queued
+
+
 # --- SlotMap: shared on copy, claims in slices ----------------------------------------------------
 
 
