@@ -88,7 +88,7 @@ class BroadcastQueue:
                 batch, msgs = self._take_live(level, need)
             else:
                 del level[-need:]
-            out.extend(msgs)  # type: ignore[arg-type]  # no None: emptied cells were passed over
+            out.extend(msgs)  # no None: emptied cells were passed over
             batches.append((lvl, batch))
             need -= len(batch)
         # each level's batch moves up one level oldest first, so that it is newest first there
