@@ -11,26 +11,24 @@ and the older one would only waste room).
 
 Taking is the hottest path of dissemination: a thousand members joining one by one make every
 node send each join λ·log n times, some twelve million piggybacked updates in all. So a level
-is a list, and a take moves whole slices of it (copies, deletions and extensions done by the
-list type itself) instead of visiting its updates one by one; each queued update sits in a
-one-item list (a *cell*), so that an update replaced before it was sent out is emptied in place
-rather than searched for, and is passed over when its level is next taken.
+is a list of updates, and a take moves whole slices of it (copies, deletions and extensions done
+by the list type itself) instead of visiting its updates one by one. An update replaced before
+it was sent out is not searched for: it stays where it is, *stale* (no longer the member's
+queued update, ``queued[member] is not it``), and is passed over when its level is next taken.
+A member has at most one stale update at a time: queueing about a member that has one (or
+queueing the very update that is queued) first removes the member's updates from the levels.
 """
 
 from __future__ import annotations
 
-from itertools import repeat
-from operator import is_, itemgetter
+from operator import attrgetter, is_
 
 from kvcore.messages import Alive, Dead, Suspect
 
 #: what the queue holds and a Gossip carries: one member's news
 Update = Alive | Suspect | Dead
 
-#: a queued update: [the update], or [None] once a newer update about its member replaced it
-_Cell = list[Update | None]
-
-_content = itemgetter(0)
+_node_of = attrgetter("node")
 
 
 class BroadcastQueue:
@@ -46,49 +44,49 @@ class BroadcastQueue:
     """
 
     def __init__(self) -> None:
-        self._levels: list[list[_Cell]] = [[]]
-        #: member -> the cell of its queued update: empty exactly when nothing is queued (read
-        #: on every message, so tested as a dict rather than through ``len(queue)``)
-        self._cells: dict[str, _Cell] = {}
-        self.queued = self._cells
-        #: emptied cells still in some level (replaced updates not yet passed over)
-        self._stale = 0
+        self._levels: list[list[Update]] = [[]]
+        #: member -> its queued update: empty exactly when nothing is queued (read on every
+        #: message, so tested as a dict rather than through ``len(queue)``)
+        self._current: dict[str, Update] = {}
+        self.queued = self._current
+        #: members that have a stale update still in some level (at most one each)
+        self._stale: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self._cells)
+        return len(self._current)
 
     def queue(self, msg: Update) -> None:
         """Queue ``msg`` at zero transmits, replacing any queued update about the same member."""
-        old = self._cells.get(msg.node)
-        if old is not None:
-            old[0] = None
-            self._stale += 1
-            if self._stale > 32 and self._stale > len(self._cells):
-                self._compact()
-        cell: _Cell = [msg]
-        self._levels[0].append(cell)
-        self._cells[msg.node] = cell
+        key = msg.node
+        old = self._current.get(key)
+        if key in self._stale or old is msg:
+            # so that no stale update is ever the one queued (liveness is by identity)
+            self._remove(key)
+        elif old is not None:
+            self._stale.add(key)  # left in place, passed over when taken
+        self._levels[0].append(msg)
+        self._current[key] = msg
 
     def take(self, limit: int, max_transmits: int) -> list[Update]:
         """Up to ``limit`` updates, fewest transmits first; each taken one counts a transmit
         and leaves the queue on its ``max_transmits``-th."""
         out: list[Update] = []
-        batches: list[tuple[int, list[_Cell]]] = []
+        batches: list[tuple[int, list[Update]]] = []
+        current = self._current
         need = limit
         for lvl, level in enumerate(self._levels):
             if need <= 0:
                 break
             if not level:
                 continue
-            # the newest ``need`` cells, oldest first: one slice, unless replaced updates lie
-            # among them (then cell by cell, passing over the emptied ones)
+            # the newest ``need`` updates, oldest first: one slice, unless a stale one lies
+            # among them (then one by one, passing over the stale)
             batch = level[-need:]
-            msgs = list(map(_content, reversed(batch)))
-            if self._stale and any(map(is_, msgs, repeat(None))):
-                batch, msgs = self._take_live(level, need)
+            if self._stale and not all(map(is_, map(current.get, map(_node_of, batch)), batch)):
+                batch = self._take_live(level, need)
             else:
                 del level[-need:]
-            out.extend(msgs)  # no None: emptied cells were passed over
+            out.extend(reversed(batch))
             batches.append((lvl, batch))
             need -= len(batch)
         # each level's batch moves up one level oldest first, so that it is newest first there
@@ -97,34 +95,35 @@ class BroadcastQueue:
         for lvl, batch in reversed(batches):
             nxt = lvl + 1
             if nxt >= max_transmits:
-                cells = self._cells
-                for cell in batch:
-                    del cells[cell[0].node]  # type: ignore[union-attr]  # a live cell
+                for msg in batch:
+                    del current[msg.node]
                 continue
             while len(levels) <= nxt:
                 levels.append([])
             levels[nxt].extend(batch)
         return out
 
-    def _take_live(self, level: list[_Cell], need: int) -> tuple[list[_Cell], list[Update | None]]:
-        """Up to ``need`` live cells from the end of ``level`` (oldest first) and their updates
-        (newest first), dropping the emptied cells met on the way."""
-        batch: list[_Cell] = []
+    def _take_live(self, level: list[Update], need: int) -> list[Update]:
+        """Up to ``need`` queued updates from the end of ``level``, oldest first, dropping the
+        stale ones met on the way."""
+        batch: list[Update] = []
+        current = self._current
         while level and len(batch) < need:
-            cell = level.pop()
-            if cell[0] is None:
-                self._stale -= 1
+            msg = level.pop()
+            if current.get(msg.node) is msg:
+                batch.append(msg)
             else:
-                batch.append(cell)
-        msgs = [cell[0] for cell in batch]
+                self._stale.discard(msg.node)
         batch.reverse()
-        return batch, msgs
+        return batch
 
-    def _compact(self) -> None:
-        """Drop every emptied cell, once they outnumber the queued updates (memory stays
-        proportional to what is queued; the order of the live cells is kept)."""
-        self._levels = [[c for c in level if c[0] is not None] for level in self._levels]
-        self._stale = 0
+    def _remove(self, key: str) -> None:
+        """Remove every update about ``key`` from the levels (its queued one and a stale one)."""
+        self._stale.discard(key)
+        self._current.pop(key, None)
+        for i, level in enumerate(self._levels):
+            if key in map(_node_of, level):
+                self._levels[i] = [msg for msg in level if msg.node != key]
 
 
 __all__ = ["BroadcastQueue", "Update"]

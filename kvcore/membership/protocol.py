@@ -68,7 +68,7 @@ from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, M
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
 from kvcore.membership.sync import AntiEntropy
-from kvcore.membership.table import LazyRound, MemberTable, SortedIds, static_view
+from kvcore.membership.table import LazyRound, MemberTable, SortedIds, learned_record, static_view
 from kvcore.messages import (
     Alive,
     Dead,
@@ -453,8 +453,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
         if m is None:
             self._count("learned")
             self.broadcasts.queue(a)
-            self._add(Member(a.node, a.addr, a.peer_addr, a.incarnation, ALIVE, self.rt.now(),
-                             a.slots, a.epoch))
+            self._add(learned_record(a, self.rt.now()))
             return
         other_addr = (a.addr, a.peer_addr) != (m.addr, m.peer_addr)
         moved = m.state not in UP and other_addr
