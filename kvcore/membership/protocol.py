@@ -141,6 +141,9 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._persist_incarnation()
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue()
+        #: the retransmit limit (formulas.retransmit_limit) and the live count it was taken for
+        self._limit_for = -1
+        self._limit = 0
         self.listeners: list[Listener] = []
         self.running = False
         #: the member whose message is being handled (None: a local call), see "Who may say what"
@@ -581,8 +584,12 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def _piggyback(self) -> tuple[Update, ...]:
         if not self.broadcasts.queued:
             return ()
-        limit = retransmit_limit(self.config.retransmit_mult, max(1, self.num_live()))
-        return tuple(self.broadcasts.take(self.config.max_piggyback, limit))
+        n = self.num_live()
+        if n != self._limit_for:
+            # the formula again only when the cluster's size changed (it is asked per message)
+            self._limit_for = n
+            self._limit = retransmit_limit(self.config.retransmit_mult, max(1, n))
+        return tuple(self.broadcasts.take(self.config.max_piggyback, self._limit))
 
     def _sample(self, count: int, exclude: str | None = None, alive_only: bool = False) -> list[str]:
         """Up to ``count`` distinct random live members (rejection sampling: O(count))."""
