@@ -450,7 +450,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
             if a.incarnation > self.me.incarnation and not self.leaving:
                 self._refute(a.incarnation)
             return
-        m = self.members.get(a.node)
+        m = self.members.fast_get(a.node)
         if m is not None and m.state is ALIVE and a.incarnation <= m.incarnation:
             return  # news we hold already (the common case): overrides() would say no
         if m is None:
