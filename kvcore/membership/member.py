@@ -13,8 +13,8 @@ through a :data:`Listener` with a :class:`~kvcore.states.MemberEvent`. :func:`en
 
 A record marked ``shared`` belongs to no one node: nodes that know a member alike hold the same
 record (:mod:`~kvcore.membership.table`), nobody changes it, and a node copies it before it
-changes anything (``MemberTable.writable``). A shared record's :class:`MemberState` never
-changes either, so it is built once and kept with the record.
+changes anything (``MemberTable.writable``). A shared record's :class:`MemberState` and stored
+text never change either, so each is built once and kept with the record.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class Member:
     epoch: int = 0
     #: held alike by several nodes, so never changed (see the module docstring)
     shared: bool = field(default=False, compare=False, repr=False)
-    #: a shared record's MemberState, built at its first use
+    #: a shared record's MemberState and stored text (encode_member), built at their first use
     _state: MemberState | None = field(default=None, compare=False, repr=False)
+    _text: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_state(self) -> MemberState:
         s = self._state
@@ -58,6 +59,15 @@ class Member:
         if self.shared:
             self._state = s
         return s
+
+    def stored(self) -> bytes:
+        """What a node keeps of this member in its storage: :func:`encode_member`."""
+        t = self._text
+        if t is None:
+            t = encode_member(self)
+            if self.shared:
+                self._text = t
+        return t
 
     def copy(self) -> Member:
         """This record as a record of one's own (not shared), to change."""

@@ -64,7 +64,7 @@ from kvcore.membership.awareness import Awareness
 from kvcore.membership.broadcast import BroadcastQueue, Update
 from kvcore.membership.config import SwimConfig
 from kvcore.membership.formulas import overrides, push_pull_scale, retransmit_limit
-from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member, encode_member
+from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
 from kvcore.membership.sync import AntiEntropy
@@ -654,7 +654,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._state_cache = None
         if m is not self.me and self.persist_members:
             if event in _PERSISTED:
-                self.rt.storage.put(MEMBER_PREFIX + m.node, encode_member(m))
+                self.rt.storage.put(MEMBER_PREFIX + m.node, m.stored())
                 self.rt.storage.sync()
             elif event == MemberEvent.REAP:
                 self.rt.storage.delete(MEMBER_PREFIX + m.node)

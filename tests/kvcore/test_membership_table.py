@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from kvcore import codec
 from kvcore.membership import ALIVE, SUSPECT, BroadcastQueue, Member, Membership, SwimConfig
 from kvcore.membership import probe as probe_module
+from kvcore.membership.member import encode_member
 from kvcore.membership.table import LazyRound, MemberTable, SortedIds, StaticView, static_view
 from kvcore.messages import Alive, Dead, PushPull, Suspect
 from kvcore.runtime import FakeRuntime
@@ -253,6 +254,9 @@ def test_nodes_that_learn_a_member_from_the_same_alive_share_one_record() -> Non
     assert a.members["j9"] is b.members["j9"] and a.members["j9"].shared
     # its MemberState is built once, and both nodes' full states carry that one object
     assert a.members["j9"].to_state() is b.members["j9"].to_state()
+    # and so is what both keep of it in their storage
+    assert a.rt.storage.get("member:j9") is b.rt.storage.get("member:j9") is not None
+    assert a.rt.storage.get("member:j9") == encode_member(a.members["j9"])
     # other news is another record
     b.apply(Alive(node="j8", incarnation=0, addr="a-j8", peer_addr="p-j8", slots="", epoch=0))
     assert "j8" not in a.members
