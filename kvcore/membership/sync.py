@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from kvcore.bounds import MAX_ACCEPTED
 from kvcore.membership.formulas import push_pull_scale
 from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, Member
-from kvcore.membership.table import MemberTable, SortedIds
+from kvcore.membership.table import MemberTable, SortedIds, alive_of
 from kvcore.messages import Alive, Dead, MemberState, PushPull, Suspect
 from kvcore.runtime import Runtime, TimerHandle
 
@@ -154,8 +154,7 @@ class AntiEntropy:
                 m = get(s.node)
                 if m is not None and s.incarnation <= m.incarnation:
                     continue  # cannot override anything we hold (the common case): skip cheaply
-                self._on_alive(Alive(node=s.node, incarnation=s.incarnation, addr=s.addr,
-                                     peer_addr=s.peer_addr, slots=s.slots, epoch=s.epoch))
+                self._on_alive(alive_of(s))
             elif s.node not in self.members:
                 self._learn_absent(s)
             elif s.state == LEFT:

@@ -21,7 +21,7 @@ from kvcore.membership import ALIVE, SUSPECT, BroadcastQueue, Member, Membership
 from kvcore.membership import probe as probe_module
 from kvcore.membership.member import encode_member
 from kvcore.membership.table import LazyRound, MemberTable, SortedIds, StaticView, static_view
-from kvcore.messages import Alive, Dead, PushPull, Suspect
+from kvcore.messages import Alive, Dead, MemberState, PushPull, Suspect
 from kvcore.runtime import FakeRuntime
 from kvcore.slots import NUM_SLOTS, SlotMap
 
@@ -260,6 +260,18 @@ def test_nodes_that_learn_a_member_from_the_same_alive_share_one_record() -> Non
     # other news is another record
     b.apply(Alive(node="j8", incarnation=0, addr="a-j8", peer_addr="p-j8", slots="", epoch=0))
     assert "j8" not in a.members
+
+
+def test_nodes_that_learn_from_full_state_pass_on_one_alive_object() -> None:
+    a, b = _joiner("p1"), _joiner("p2")
+    state = (MemberState(node="p9", incarnation=3, state="alive", addr="a-p9", peer_addr="p-p9", slots="1-2",
+                         epoch=4),)
+    a.handle("p5", PushPull(join=False, reply=True, members=state))
+    b.handle("p6", PushPull(join=False, reply=True, members=tuple(codec.roundtrip(PushPull(
+        join=False, reply=True, members=state)).members)))  # an equal state, other objects
+    (ua,), (ub,) = a.broadcasts.take(5, 5), b.broadcasts.take(5, 5)
+    assert ua is ub and ua == Alive(node="p9", incarnation=3, addr="a-p9", peer_addr="p-p9", slots="1-2", epoch=4)
+    assert a.members["p9"] is b.members["p9"] and a.members["p9"].incarnation == 3
 
 
 def test_a_node_that_changes_a_shared_learned_record_changes_its_own_copy() -> None:
