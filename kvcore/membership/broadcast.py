@@ -8,98 +8,122 @@ SWIM disseminates membership updates by piggybacking them on the protocol's own 
 news overtakes old. :class:`BroadcastQueue` is memberlist's ``TransmitLimitedQueue``, keyed by
 member: an update about a member replaces any older one about it (the newer one supersedes it,
 and the older one would only waste room).
+
+Taking is the hottest path of dissemination: a thousand members joining one by one make every
+node send each join λ·log n times, some twelve million piggybacked updates in all. So a level
+is a list of updates, and a take moves whole slices of it (copies, deletions and extensions done
+by the list type itself) instead of visiting its updates one by one. An update replaced before
+it was sent out is not searched for: it stays where it is, *stale* (no longer the member's
+queued update, ``queued[member] is not it``), and is passed over when its level is next taken.
+A member has at most one stale update at a time: queueing about a member that has one (or
+queueing the very update that is queued) first removes the member's updates from the levels.
 """
 
 from __future__ import annotations
 
-from itertools import islice
+from operator import attrgetter, is_
 
 from kvcore.messages import Alive, Dead, Suspect
 
 #: what the queue holds and a Gossip carries: one member's news
 Update = Alive | Suspect | Dead
 
+_node_of = attrgetter("node")
+
 
 class BroadcastQueue:
     """memberlist's TransmitLimitedQueue: updates keyed by member, fewest transmits first.
 
-    Items live in buckets by transmit count (dicts, so insertion-ordered); within a bucket the
-    most recently inserted goes first (memberlist orders by transmits, then newest id). A batch
-    taken together moves up a level oldest first, so it keeps its newest-first order there; items
-    that reach a level in different takes are ordered by arrival, not by age. Queueing an
-    update about a member replaces any older one about it. ``take`` costs O(limit), whatever the
-    queue's length, which matters when a thousand members join at once.
+    Level i holds the updates sent i times, oldest first; a take reads a level from its end, so
+    within a level the most recently inserted goes first (memberlist orders by transmits, then
+    newest id). A batch taken together moves up a level oldest first, so it keeps its
+    newest-first order there; items that reach a level in different takes are ordered by
+    arrival, not by age. Queueing an update about a member replaces any older one about it.
+    ``take`` costs O(limit), whatever the queue's length, which matters when a thousand members
+    join at once.
     """
 
     def __init__(self) -> None:
-        self._levels: list[dict[str, Update]] = [{}]
-        #: deletions per level since its dict was last rebuilt (see _compact)
-        self._holes: list[int] = [0]
-        self._where: dict[str, int] = {}
-        #: member -> the level of its queued update: empty exactly when nothing is queued (read
-        #: on every message, so tested as a dict rather than through ``len(queue)``)
-        self.queued = self._where
+        self._levels: list[list[Update]] = [[]]
+        #: member -> its queued update: empty exactly when nothing is queued (read on every
+        #: message, so tested as a dict rather than through ``len(queue)``)
+        self._current: dict[str, Update] = {}
+        self.queued = self._current
+        #: members that have a stale update still in some level (at most one each)
+        self._stale: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._current)
 
     def queue(self, msg: Update) -> None:
         """Queue ``msg`` at zero transmits, replacing any queued update about the same member."""
         key = msg.node
-        lvl = self._where.pop(key, None)
-        if lvl is not None:
-            del self._levels[lvl][key]
-            self._deleted(lvl)
-        self._levels[0][key] = msg
-        self._where[key] = 0
+        old = self._current.get(key)
+        if key in self._stale or old is msg:
+            # so that no stale update is ever the one queued (liveness is by identity)
+            self._remove(key)
+        elif old is not None:
+            self._stale.add(key)  # left in place, passed over when taken
+        self._levels[0].append(msg)
+        self._current[key] = msg
 
     def take(self, limit: int, max_transmits: int) -> list[Update]:
         """Up to ``limit`` updates, fewest transmits first; each taken one counts a transmit
         and leaves the queue on its ``max_transmits``-th."""
         out: list[Update] = []
-        batches: list[tuple[int, list[tuple[str, Update]]]] = []
-        levels = self._levels
+        batches: list[tuple[int, list[Update]]] = []
+        current = self._current
         need = limit
-        for lvl, bucket in enumerate(levels):
+        for lvl, level in enumerate(self._levels):
             if need <= 0:
                 break
-            if not bucket:
+            if not level:
                 continue
-            items = list(islice(reversed(bucket.items()), need))
-            out.extend([msg for _, msg in items])
-            batches.append((lvl, items))
-            need -= len(items)
+            # the newest ``need`` updates, oldest first: one slice, unless a stale one lies
+            # among them (then one by one, passing over the stale)
+            batch = level[-need:]
+            if self._stale and not all(map(is_, map(current.get, map(_node_of, batch)), batch)):
+                batch = self._take_live(level, need)
+            else:
+                del level[-need:]
+            out.extend(reversed(batch))
+            batches.append((lvl, batch))
+            need -= len(batch)
         # each level's batch moves up one level oldest first, so that it is newest first there
-        # too; the highest level first, so that a level hands its batch on before it takes one
-        where = self._where
-        for lvl, items in reversed(batches):
-            bucket = levels[lvl]
-            for key, _ in items:
-                del bucket[key]
-            self._deleted(lvl, len(items))
+        # too (a level hands its batch on before it takes one: it was sliced out above)
+        levels = self._levels
+        for lvl, batch in reversed(batches):
             nxt = lvl + 1
             if nxt >= max_transmits:
-                for key, _ in items:
-                    del where[key]
+                for msg in batch:
+                    del current[msg.node]
                 continue
             while len(levels) <= nxt:
-                levels.append({})
-                self._holes.append(0)
-            items.reverse()
-            levels[nxt].update(items)
-            where.update(dict.fromkeys([key for key, _ in items], nxt))
+                levels.append([])
+            levels[nxt].extend(batch)
         return out
 
-    def _deleted(self, lvl: int, count: int = 1) -> None:
-        """Count deletions from a level; rebuild its dict (same order) once the deletions
-        outnumber what it holds. A dict does not reclaim deleted entries until it grows, and
-        ``take`` walks it from its end, past them, to reach older entries."""
-        holes = self._holes[lvl] + count
-        bucket = self._levels[lvl]
-        if holes > 32 and holes > len(bucket):
-            self._levels[lvl] = dict(bucket)
-            holes = 0
-        self._holes[lvl] = holes
+    def _take_live(self, level: list[Update], need: int) -> list[Update]:
+        """Up to ``need`` queued updates from the end of ``level``, oldest first, dropping the
+        stale ones met on the way."""
+        batch: list[Update] = []
+        current = self._current
+        while level and len(batch) < need:
+            msg = level.pop()
+            if current.get(msg.node) is msg:
+                batch.append(msg)
+            else:
+                self._stale.discard(msg.node)
+        batch.reverse()
+        return batch
+
+    def _remove(self, key: str) -> None:
+        """Remove every update about ``key`` from the levels (its queued one and a stale one)."""
+        self._stale.discard(key)
+        self._current.pop(key, None)
+        for i, level in enumerate(self._levels):
+            if key in map(_node_of, level):
+                self._levels[i] = [msg for msg in level if msg.node != key]
 
 
 __all__ = ["BroadcastQueue", "Update"]

@@ -10,12 +10,17 @@ with every Alive so every node derives the same slot map. Only
 through a :data:`Listener` with a :class:`~kvcore.states.MemberEvent`. :func:`encode_member` and
 :func:`decode_member` are the text a node keeps of each member in its storage (Redis's
 ``nodes.conf`` lines), so that a restarted node knows whom to rejoin.
+
+A record marked ``shared`` belongs to no one node: nodes that know a member alike hold the same
+record (:mod:`~kvcore.membership.table`), nobody changes it, and a node copies it before it
+changes anything (``MemberTable.writable``). A shared record's :class:`MemberState` and stored
+text never change either, so each is built once and kept with the record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvcore.messages import Alive, MemberState
@@ -38,11 +43,36 @@ class Member:
     state_change: float = 0.0
     slots: str = ""
     epoch: int = 0
+    #: held alike by several nodes, so never changed (see the module docstring)
+    shared: bool = field(default=False, compare=False, repr=False)
+    #: a shared record's MemberState and stored text (encode_member), built at their first use
+    _state: MemberState | None = field(default=None, compare=False, repr=False)
+    _text: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_state(self) -> MemberState:
+        s = self._state
+        if s is not None:
+            return s
         # str(): the wire carries the state's text, and the codec takes exactly str
-        return MemberState(node=self.node, incarnation=self.incarnation, state=str(self.state),
-                           addr=self.addr, peer_addr=self.peer_addr, slots=self.slots, epoch=self.epoch)
+        s = MemberState(node=self.node, incarnation=self.incarnation, state=str(self.state),
+                        addr=self.addr, peer_addr=self.peer_addr, slots=self.slots, epoch=self.epoch)
+        if self.shared:
+            self._state = s
+        return s
+
+    def stored(self) -> bytes:
+        """What a node keeps of this member in its storage: :func:`encode_member`."""
+        t = self._text
+        if t is None:
+            t = encode_member(self)
+            if self.shared:
+                self._text = t
+        return t
+
+    def copy(self) -> Member:
+        """This record as a record of one's own (not shared), to change."""
+        return Member(self.node, self.addr, self.peer_addr, self.incarnation, self.state,
+                      self.state_change, self.slots, self.epoch)
 
     def to_alive(self) -> Alive:
         return Alive(node=self.node, incarnation=self.incarnation, addr=self.addr,

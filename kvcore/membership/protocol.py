@@ -64,11 +64,11 @@ from kvcore.membership.awareness import Awareness
 from kvcore.membership.broadcast import BroadcastQueue, Update
 from kvcore.membership.config import SwimConfig
 from kvcore.membership.formulas import overrides, push_pull_scale, retransmit_limit
-from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member, encode_member
+from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
 from kvcore.membership.sync import AntiEntropy
-from kvcore.membership.table import LazyRound, MemberTable, SortedIds, static_view
+from kvcore.membership.table import LazyRound, MemberTable, SortedIds, learned_record, static_view
 from kvcore.messages import (
     Alive,
     Dead,
@@ -141,6 +141,9 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._persist_incarnation()
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue()
+        #: the retransmit limit (formulas.retransmit_limit) and the live count it was taken for
+        self._limit_for = -1
+        self._limit = 0
         self.listeners: list[Listener] = []
         self.running = False
         #: the member whose message is being handled (None: a local call), see "Who may say what"
@@ -447,14 +450,13 @@ class Membership(Probing, Suspicions, AntiEntropy):
             if a.incarnation > self.me.incarnation and not self.leaving:
                 self._refute(a.incarnation)
             return
-        m = self.members.get(a.node)
+        m = self.members.fast_get(a.node)
         if m is not None and m.state is ALIVE and a.incarnation <= m.incarnation:
             return  # news we hold already (the common case): overrides() would say no
         if m is None:
             self._count("learned")
             self.broadcasts.queue(a)
-            self._add(Member(a.node, a.addr, a.peer_addr, a.incarnation, ALIVE, self.rt.now(),
-                             a.slots, a.epoch))
+            self._add(learned_record(a, self.rt.now()))
             return
         other_addr = (a.addr, a.peer_addr) != (m.addr, m.peer_addr)
         moved = m.state not in UP and other_addr
@@ -582,8 +584,12 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def _piggyback(self) -> tuple[Update, ...]:
         if not self.broadcasts.queued:
             return ()
-        limit = retransmit_limit(self.config.retransmit_mult, max(1, self.num_live()))
-        return tuple(self.broadcasts.take(self.config.max_piggyback, limit))
+        n = self.num_live()
+        if n != self._limit_for:
+            # the formula again only when the cluster's size changed (it is asked per message)
+            self._limit_for = n
+            self._limit = retransmit_limit(self.config.retransmit_mult, max(1, n))
+        return tuple(self.broadcasts.take(self.config.max_piggyback, self._limit))
 
     def _sample(self, count: int, exclude: str | None = None, alive_only: bool = False) -> list[str]:
         """Up to ``count`` distinct random live members (rejection sampling: O(count))."""
@@ -648,7 +654,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._state_cache = None
         if m is not self.me and self.persist_members:
             if event in _PERSISTED:
-                self.rt.storage.put(MEMBER_PREFIX + m.node, encode_member(m))
+                self.rt.storage.put(MEMBER_PREFIX + m.node, m.stored())
                 self.rt.storage.sync()
             elif event == MemberEvent.REAP:
                 self.rt.storage.delete(MEMBER_PREFIX + m.node)

@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from kvcore.bounds import MAX_ACCEPTED
 from kvcore.membership.formulas import push_pull_scale
 from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, Member
-from kvcore.membership.table import MemberTable, SortedIds
+from kvcore.membership.table import MemberTable, SortedIds, alive_of
 from kvcore.messages import Alive, Dead, MemberState, PushPull, Suspect
 from kvcore.runtime import Runtime, TimerHandle
 
@@ -139,17 +140,21 @@ class AntiEntropy:
             ours = ()
         elif len(ours) != len(members):
             ours = ()
+        get = known.fast_get
+        me = self.id
         for i, s in enumerate(members):
             if ours and s is ours[i] and s.state == ALIVE:
                 continue
-            if not self._in_range(s):
+            alive = s.state == ALIVE
+            if alive and s.node != me and s.epoch <= MAX_ACCEPTED:
+                pass  # in range: all that _in_range asks of an alive entry about another member
+            elif not self._in_range(s):
                 continue
-            if s.state == ALIVE:
-                m = known.get(s.node)
+            if alive:
+                m = get(s.node)
                 if m is not None and s.incarnation <= m.incarnation:
                     continue  # cannot override anything we hold (the common case): skip cheaply
-                self._on_alive(Alive(node=s.node, incarnation=s.incarnation, addr=s.addr,
-                                     peer_addr=s.peer_addr, slots=s.slots, epoch=s.epoch))
+                self._on_alive(alive_of(s))
             elif s.node not in self.members:
                 self._learn_absent(s)
             elif s.state == LEFT:

@@ -15,6 +15,18 @@ changes it (:meth:`MemberTable.writable`), so a node that learns otherwise never
 node's view. A member removed (reaped) is hidden by a ``None`` in the own part. A table without a
 base is an ordinary dict of records.
 
+Members learned at run time are shared too: every node that learns a member from the same
+Alive (the same id, incarnation, addresses and claim) holds one record for it,
+:func:`learned_record` (a thousand nodes joining one by one: a thousand records, not a million).
+Such a record sits in the own part but is marked ``shared``, like the static view's records, and
+:meth:`MemberTable.writable` copies any shared record before it is changed. Only its
+``state_change`` is not the learner's own clock: it is read of members that are down only
+(reaping, gossip to the dead), and a record is made down by ``_set_state``, on a copy, which
+sets it. Likewise :func:`alive_of` gives the push-pull merge one Alive per distinct alive entry
+of a full state, so that what nodes learn from full state and gossip on is one object too (each
+is sent some twelve times to every node: equal objects scattered over memory cost a cache miss
+at each receipt).
+
 :class:`SortedIds` is a sorted list of member ids (the pools that probes, gossip and push-pull
 draw from) that may be a shared list with one entry hidden (the node itself): indexed and
 measured as the list without that entry, and copied into a list of its own at the first change.
@@ -35,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, overload
 
 from kvcore.membership.member import ALIVE, Member
-from kvcore.messages import MemberState
+from kvcore.messages import Alive, MemberState
 
 if TYPE_CHECKING:
     import random
@@ -53,7 +65,7 @@ class StaticView:
         self.source = members
         self.time = now
         self.records: dict[str, Member] = {
-            nid: Member(nid, addr, peer_addr, 0, ALIVE, now, slots, epoch)
+            nid: Member(nid, addr, peer_addr, 0, ALIVE, now, slots, epoch, shared=True)
             for nid, addr, peer_addr, slots, epoch in members
         }
         #: every member id, sorted (the node itself included: a node's pools hide it)
@@ -70,6 +82,40 @@ class StaticView:
 
 
 _last_view: StaticView | None = None
+
+#: (id, incarnation, addr, peer_addr, slots, epoch) -> the record every node that learns that
+#: Alive holds; cleared past _LEARNED_MAX entries (only sharing is lost, never a record's value)
+_learned: dict[tuple[str, int, str, str, str, int], Member] = {}
+_LEARNED_MAX = 1 << 17
+
+
+def learned_record(a: Alive, now: float) -> Member:
+    """The shared record of a member learned alive from ``a`` (see the module docstring)."""
+    key = (a.node, a.incarnation, a.addr, a.peer_addr, a.slots, a.epoch)
+    m = _learned.get(key)
+    if m is None:
+        if len(_learned) >= _LEARNED_MAX:
+            _learned.clear()
+        m = _learned[key] = Member(a.node, a.addr, a.peer_addr, a.incarnation, ALIVE, now, a.slots, a.epoch,
+                                   shared=True)
+    return m
+
+
+#: the same for the Alives a push-pull merge hands to the merge rules: one per distinct entry,
+#: so that what a node learns from full state and then gossips on is one object cluster-wide
+_alives: dict[tuple[str, int, str, str, str, int], Alive] = {}
+
+
+def alive_of(s: MemberState) -> Alive:
+    """The Alive that says what the alive entry ``s`` of a full state says (one per value)."""
+    key = (s.node, s.incarnation, s.addr, s.peer_addr, s.slots, s.epoch)
+    a = _alives.get(key)
+    if a is None:
+        if len(_alives) >= _LEARNED_MAX:
+            _alives.clear()
+        a = _alives[key] = Alive(node=s.node, incarnation=s.incarnation, addr=s.addr, peer_addr=s.peer_addr,
+                                 slots=s.slots, epoch=s.epoch)
+    return a
 
 
 def static_view(members: Sequence[tuple[str, str, str, str, int]], now: float) -> StaticView:
@@ -163,16 +209,16 @@ class MemberTable(Mapping[str, Member]):
             del self._own[key]
 
     def writable(self, key: str) -> Member:
-        """``key``'s record, copied out of the shared base first if it is still shared there, so
-        that changing it changes this table only. KeyError if there is no such member."""
-        m = self._own.get(key, _MISS)
-        if m is _MISS:
-            b = self._base[key]
-            m = self._own[key] = Member(b.node, b.addr, b.peer_addr, b.incarnation, b.state,
-                                        b.state_change, b.slots, b.epoch)
-        if m is None:
+        """``key``'s record, copied first if it is shared (the base's, or a learned record held
+        alike by other nodes), so that changing it changes this table only. KeyError if there
+        is no such member."""
+        held = self._own.get(key, _MISS)
+        if held is None:
             raise KeyError(key)
-        return m  # type: ignore[return-value]
+        m: Member = self._base[key] if held is _MISS else held  # type: ignore[assignment]
+        if m.shared:
+            m = self._own[key] = m.copy()
+        return m
 
     def is_view_states(self, states: Sequence[MemberState]) -> bool:
         """True when ``states`` is the shared view's own tuple (every member in it alive)."""
@@ -347,4 +393,4 @@ class LazyRound:
         return self.pool[at_j if skip < 0 or at_j < skip else at_j + 1]
 
 
-__all__ = ["LazyRound", "MemberTable", "SortedIds", "StaticView", "static_view"]
+__all__ = ["LazyRound", "MemberTable", "SortedIds", "StaticView", "alive_of", "learned_record", "static_view"]

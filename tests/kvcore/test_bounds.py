@@ -107,6 +107,24 @@ def test_a_claim_at_an_epoch_over_the_accepted_limit_is_ignored() -> None:
     assert h.m.counters.get("out_of_range") == 1
 
 
+def test_a_push_pull_judges_the_bounds_of_alive_entries_as_before_its_cheap_skip() -> None:
+    # the merge's skip of alive entries it holds is taken only where _in_range would say yes:
+    # an entry about another member within bounds; any other is still judged and counted
+    h = Harness().start()
+
+    def entry(node: str, inc: int, epoch: int) -> MemberState:
+        return MemberState(node=node, incarnation=inc, state="alive", addr=f"a-{node}", peer_addr=f"p-{node}",
+                           slots="", epoch=epoch)
+
+    held = (entry("n2", 0, 0), entry("n3", 0, MAX_ACCEPTED))  # known, within bounds: skipped, no count
+    h.handle("n2", PushPull(join=False, reply=True, members=held))
+    assert "out_of_range" not in h.m.counters
+    over = (entry("n2", 0, MAX_ACCEPTED + 1), entry("n1", MAX_ACCEPTED + 1, 0))  # known, but out of bounds
+    h.handle("n2", PushPull(join=False, reply=True, members=over))
+    assert h.m.counters.get("out_of_range") == 2
+    assert h.m.me.incarnation < MAX_ACCEPTED and h.m.members["n2"].epoch == 0
+
+
 def test_operators_epochs_are_bounded_too() -> None:
     assert epoch_problem(MAX_ACCEPTED) is None
     assert "out of range" in (epoch_problem(MAX_ACCEPTED + 1) or "")

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from kvcore import codec
 from kvcore.membership import ALIVE, SUSPECT, BroadcastQueue, Member, Membership, SwimConfig
 from kvcore.membership import probe as probe_module
+from kvcore.membership.member import encode_member
 from kvcore.membership.table import LazyRound, MemberTable, SortedIds, StaticView, static_view
-from kvcore.messages import Alive, Dead, PushPull, Suspect
+from kvcore.messages import Alive, Dead, MemberState, PushPull, Suspect
 from kvcore.runtime import FakeRuntime
 from kvcore.slots import NUM_SLOTS, SlotMap
 
@@ -237,6 +238,58 @@ def test_a_large_pool_is_probed_in_lazy_rounds_each_member_once_per_round(monkey
     assert sorted(targets[:7]) == peers and sorted(targets[7:]) == peers
 
 
+# --- members learned at run time: one shared record per Alive -------------------------------
+
+
+def _joiner(node: str) -> Membership:
+    rt = FakeRuntime(node, seed=1)
+    return Membership(rt, lambda dst, msg: None, SwimConfig.lan(), f"a-{node}", f"p-{node}")
+
+
+def test_nodes_that_learn_a_member_from_the_same_alive_share_one_record() -> None:
+    a, b = _joiner("j1"), _joiner("j2")
+    news = Alive(node="j9", incarnation=2, addr="a-j9", peer_addr="p-j9", slots="", epoch=0)
+    a.apply(news)
+    b.apply(Alive(node="j9", incarnation=2, addr="a-j9", peer_addr="p-j9", slots="", epoch=0))  # equal
+    assert a.members["j9"] is b.members["j9"] and a.members["j9"].shared
+    # its MemberState is built once, and both nodes' full states carry that one object
+    assert a.members["j9"].to_state() is b.members["j9"].to_state()
+    # and so is what both keep of it in their storage
+    assert a.rt.storage.get("member:j9") is b.rt.storage.get("member:j9") is not None
+    assert a.rt.storage.get("member:j9") == encode_member(a.members["j9"])
+    # other news is another record
+    b.apply(Alive(node="j8", incarnation=0, addr="a-j8", peer_addr="p-j8", slots="", epoch=0))
+    assert "j8" not in a.members
+
+
+def test_nodes_that_learn_from_full_state_pass_on_one_alive_object() -> None:
+    a, b = _joiner("p1"), _joiner("p2")
+    state = (MemberState(node="p9", incarnation=3, state="alive", addr="a-p9", peer_addr="p-p9", slots="1-2",
+                         epoch=4),)
+    a.handle("p5", PushPull(join=False, reply=True, members=state))
+    b.handle("p6", PushPull(join=False, reply=True, members=tuple(codec.roundtrip(PushPull(
+        join=False, reply=True, members=state)).members)))  # an equal state, other objects
+    (ua,), (ub,) = a.broadcasts.take(5, 5), b.broadcasts.take(5, 5)
+    assert ua is ub and ua == Alive(node="p9", incarnation=3, addr="a-p9", peer_addr="p-p9", slots="1-2", epoch=4)
+    assert a.members["p9"] is b.members["p9"] and a.members["p9"].incarnation == 3
+
+
+def test_a_node_that_changes_a_shared_learned_record_changes_its_own_copy() -> None:
+    a, b = _joiner("k1"), _joiner("k2")
+    news = Alive(node="k9", incarnation=0, addr="a-k9", peer_addr="p-k9", slots="", epoch=0)
+    a.apply(news)
+    b.apply(news)
+    shared = b.members["k9"]
+    a.apply(Suspect(node="k9", incarnation=0, source="k1"))
+    a.apply(Alive(node="k9", incarnation=1, addr="a-k9", peer_addr="p-k9", slots="0-9", epoch=2))
+    assert a.members["k9"] is not shared and not a.members["k9"].shared
+    assert (a.members["k9"].incarnation, a.members["k9"].slots) == (1, "0-9")
+    assert b.members["k9"] is shared and (shared.state, shared.incarnation, shared.slots) == (ALIVE, 0, "")
+    assert shared.to_state().incarnation == 0 and a.members["k9"].to_state().incarnation == 1
+    # a copy is equal to what it was copied from: the marks are no part of a record's value
+    assert shared.copy() == shared and not shared.copy().shared
+
+
 # --- the broadcast queue's bulk take against the one-at-a-time original ------------------------
 
 
@@ -299,6 +352,46 @@ def test_a_long_drain_stays_cheap_and_in_order() -> None:
         ref.queue(msg)
     while len(q):
         assert q.take(16, 12) == ref.take(16, 12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("q"), st.integers(0, 5), st.integers(0, 2)),
+                          st.tuples(st.just("r"), st.integers(0, 30), st.integers(0, 0)),
+                          st.tuples(st.just("t"), st.integers(0, 5), st.integers(1, 6))), max_size=300))
+def test_replaced_updates_are_passed_over_as_one_at_a_time_removed_them(ops: list[tuple[str, int, int]]) -> None:
+    # few members, many replacements: stale updates in every level, passed over or removed;
+    # "r" queues again an update object queued before (perhaps the very one still queued)
+    q, ref = BroadcastQueue(), _ReferenceQueue()
+    made: list[Any] = []
+    for op, a, b in ops:
+        if op in "qr":
+            if op == "q" or not made:
+                msg: Any = (Alive(node=f"m{a}", incarnation=b, addr="x", peer_addr="y", slots="", epoch=0)
+                            if b < 2 else Suspect(node=f"m{a}", incarnation=b, source="x"))
+                made.append(msg)
+            else:
+                msg = made[a % len(made)]
+            q.queue(msg)
+            ref.queue(msg)
+        else:
+            assert q.take(a, b) == ref.take(a, b)
+        assert len(q) == len(ref.where) and bool(q.queued) == bool(ref.where)
+
+
+def test_requeueing_the_very_same_update_sends_it_from_zero_once() -> None:
+    q, ref = BroadcastQueue(), _ReferenceQueue()
+    msgs = [Alive(node=f"m{i}", incarnation=0, addr="x", peer_addr="y", slots="", epoch=0) for i in range(50)]
+    for m in msgs:
+        q.queue(m)
+        ref.queue(m)
+    assert q.take(20, 8) == ref.take(20, 8)
+    for _ in range(3):  # the very same objects again, over and over
+        for m in msgs[::2]:
+            q.queue(m)
+            ref.queue(m)
+    while len(ref.where):
+        assert q.take(7, 8) == ref.take(7, 8)
+    assert len(q) == 0 and not q.queued
 
 
 # --- SlotMap: shared on copy, claims in slices ----------------------------------------------------
