@@ -28,7 +28,8 @@ class TimerHandle(Protocol):
 
 class Storage(Protocol):
     """Durable key/value state that survives a crash: SWIM incarnations, and with
-    ``NodeConfig.durable`` the store and open migrations (Raft's log, later).
+    ``NodeConfig.durable`` the store and open migrations, and a replicated group's Raft log
+    (:class:`kvcore.replica.KVRaftStorage`).
 
     Durability is explicit: ``put`` and ``delete`` change what ``get`` and ``items`` return at
     once, but a write is promised to survive a crash only after a later ``sync()`` has returned
