@@ -520,7 +520,8 @@ class SweepResult:
         if per_seed:
             out["seeds"] = [
                 {"seed": r.seed, "verdict": r.verdict, "ops": r.ops, "ok": r.ok,
-                 "availability": r.availability, "digest": r.digest}
+                 "availability": r.availability, "digest": r.digest,
+                 **({"figure3": list(r.figure3)} if r.figure3 else {})}
                 for r in self.results
             ]
         return out

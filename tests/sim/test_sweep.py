@@ -243,6 +243,8 @@ def test_a_group_that_answers_before_its_log_is_durable_is_caught(monkeypatch: p
     assert res.figure3_violations == [3, 6, 26]
     assert any("Leader Completeness" in v or "Log Matching" in v for r in res.results for v in r.figure3)
     assert "Figure 3 (Raft) broken       3" in res.summary()
+    seeds = res.to_json()["seeds"]
+    assert all(row["figure3"] for row in seeds) and res.to_json()["figure3_violations"] == [3, 6, 26]
 
 
 def test_replicas_is_one_or_every_node() -> None:
