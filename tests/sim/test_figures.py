@@ -62,7 +62,7 @@ def test_only_makes_the_named_figures_and_refuses_an_unknown_name(tmp_path: Path
 
     paths = F.make_figures(tmp_path, F.SMALL, only=["replication"])
     assert [p.name for p in paths] == ["replication.png"] and sorted(tmp_path.iterdir()) == paths
-    with pytest.raises(ValueError, match="unknown figure.*the figures are join"):
+    with pytest.raises(ValueError, match=r"unknown figure.*the figures are join"):
         F.make_figures(tmp_path, F.SMALL, only=["joins"])
 
 
