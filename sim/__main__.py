@@ -42,7 +42,7 @@ SUBCOMMANDS = {"epidemic": "sim.epidemic", "check": "sim.sweep", "figures": "sim
 SUBCOMMAND_HELP = {
     "epidemic": "the epidemics of Demers et al. (1987): residue, traffic and delays against the paper",
     "check": "many seeds under a nemesis, every history checked for linearizability",
-    "figures": "regenerate the README's figures (join convergence, false positives, a timeline)",
+    "figures": "regenerate the README's figures (join convergence, false positives, a timeline, R = 1 vs R = 3)",
     "raft-elections": "crash a Raft leader, time the election (the Raft paper's Figure 16, AvailSim)",
 }
 

@@ -21,6 +21,13 @@ backend and no global state). The figures:
     The tour's run (:mod:`sim.scenario`'s default cluster and workload) with a partition long
     enough for SWIM to declare the cut-off nodes dead: requests to them time out, then fail
     fast with ``owner_down``, drawn by :func:`sim.timeline.plot_timeline`.
+``replication.png``
+    What a Raft group buys (``notebooks/replication.ipynb`` in one picture): one seeded workload
+    and one crash schedule (a follower, then the leader, then a power loss of every node, with
+    a storage sync time) on R = 1 memory-only, R = 1 durable and R = 3, run by
+    :func:`sim.replication_lab.run_lab`: the ok fraction per 250 ms bin over time with the
+    crashes marked, and the acknowledged writes each run lost
+    (:func:`sim.replication_lab.lost_writes`).
 
 ``--small`` runs every experiment with small parameters (seconds, for the test suite); the
 defaults take a few minutes. Runs are deterministic: the same parameters give the same figures.
@@ -292,49 +299,183 @@ def plot_partition_timeline(cluster: Any, path: str | Path | None = None) -> Any
     return plot_timeline(cluster.history, cluster.faults, path, title=title, width=12.0, dpi=DPI)
 
 
+# --- R = 1 against R = 3 around crashes -----------------------------------------------------
+
+#: the replication figure's runs, in drawing order: (label, replicas, durable)
+REPLICATION_RUNS = (("R = 1, memory only", 1, False), ("R = 1, durable", 1, True), ("R = 3 (Raft)", 3, False))
+_REP_STYLE = {1: ("tab:red", {"lw": 2.5}), 2: ("tab:orange", {"lw": 1.2, "ls": "--"}), 3: ("tab:blue", {"lw": 1.5})}
+
+
+@dataclass(frozen=True)
+class ReplicationRow:
+    """One run of the replication figure, as plain numbers (times from the workload's start)."""
+
+    label: str
+    bins: np.ndarray  # each bin's start (s)
+    ok_fraction: np.ndarray  # ok / invoked per bin (NaN: nothing invoked)
+    ok: int
+    invoked: int
+    acked_writes: int
+    lost: int
+    p50_ms: float
+    put_p50_ms: float
+    #: per crash (same order as the shared crash list): ok / invoked while the node(s) were down
+    while_down: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ReplicationResult:
+    """The three runs and the crashes they shared: (start, restart, label), seconds from the start."""
+
+    rows: list[ReplicationRow]
+    crashes: list[tuple[float, float, str]]
+    seed: int
+    ops: int
+    width: float
+
+
+def replication_runs(*, seed: int = 1, ops: int = 4000, duration: float = 20.0, keys: int = 20,
+                     clients: int = 4, sync_time: str = "const:0.002", down: float = 3.0,
+                     power_down: float = 1.0, width: float = 0.25) -> ReplicationResult:
+    """The replication notebook's experiment: R = 3 under a follower crash, a leader crash and a
+    power loss (at 20, 45 and 75 % of ``duration``), then both R = 1 runs under the same crashes
+    (:meth:`~sim.replication_lab.LabRun.resolved`), 3 nodes each; returns the numbers plotted."""
+    from sim.replication_lab import LabConfig, Step, percentiles, run_lab
+
+    schedule = [Step(0.2 * duration, "follower", down), Step(0.45 * duration, "leader", down),
+                Step(0.75 * duration, "all", power_down)]
+    common: dict[str, Any] = {"nodes": 3, "clients": clients, "ops": ops, "duration": duration, "keys": keys,
+                              "sync_time": sync_time}
+    r3 = run_lab(seed, LabConfig(replicas=3, **common), schedule)
+    same = r3.resolved()
+    runs = [run_lab(seed, LabConfig(replicas=1, durable=durable, **common), same) if replicas == 1 else r3
+            for _label, replicas, durable in REPLICATION_RUNS]
+    crashes = [(f.time - r3.start, f.restart - r3.start, f.label) for f in r3.fired]
+    rows = []
+    for (label, _r, _d), run in zip(REPLICATION_RUNS, runs, strict=True):
+        t, frac, _rate = run.availability(width)
+        ok = sum(1 for o in run.ops if o.outcome == "ok")
+        windows = []
+        for f in run.fired:
+            during = [o for o in run.ops if f.time <= o.invoke < f.restart]
+            windows.append(sum(o.outcome == "ok" for o in during) / len(during) if during else math.nan)
+        rows.append(ReplicationRow(
+            label, t - run.start, frac, ok, len(run.ops),
+            sum(1 for o in run.ops if o.outcome == "ok" and o.f in ("put", "delete")), len(run.lost()),
+            percentiles(run.latencies(), (50,))[0], percentiles(run.latencies("put"), (50,))[0],
+            tuple(windows)))
+    return ReplicationResult(rows, crashes, seed, ops, width)
+
+
+def plot_replication(res: ReplicationResult) -> Any:
+    """Left: ok / invoked per bin for each run, the crashes shaded (grey: the power loss) and
+    named. Right: acknowledged writes lost per run, with the acknowledged total and p50."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.4), layout="constrained")
+    ax, bx = fig.subplots(1, 2, width_ratios=[2.6, 1])
+    for i, row in enumerate(res.rows, start=1):
+        col, kw = _REP_STYLE[i]
+        ax.step(row.bins, 100 * row.ok_fraction, where="post", color=col,
+                label=f"{row.label}: p50 {row.p50_ms:.1f} ms", **kw)
+    for t0, t1, label in res.crashes:
+        ax.axvspan(t0, t1, color="grey" if label == "power loss" else "tab:red", alpha=0.12, lw=0)
+        ax.axvline(t0, color="black", ls="--", lw=0.7)
+        ax.text(t0 + 0.1, 104, label, fontsize=8)
+    ax.set_ylim(-5, 112)
+    ax.set_xlim(0, max(r.bins[-1] for r in res.rows) + res.width)
+    ax.set_xlabel("seconds since the workload started (simulated)")
+    ax.set_ylabel(f"ok / invoked per {res.width * 1000:.0f} ms (%)")
+    ax.set_title(f"the same {res.ops} operations and crashes, 3 nodes each (seed {res.seed})\n"
+                 "a gap: no request began in that bin (clients waiting out time-outs)", fontsize=10)
+    ax.legend(loc="lower left", fontsize=8)
+
+    names = [r.label.replace(", ", ",\n") for r in res.rows]
+    lost = [r.lost for r in res.rows]
+    colors = [_REP_STYLE[i][0] for i in range(1, len(res.rows) + 1)]
+    bars = bx.bar(names, lost, color=colors)
+    for bar, row in zip(bars, res.rows, strict=True):
+        bx.annotate(f"{row.lost} of {row.acked_writes}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
+    bx.set_ylim(0, max(max(lost), 1) * 1.2)
+    bx.set_ylabel("acknowledged writes lost")
+    bx.set_title("acknowledged writes lost", fontsize=10)
+    bx.tick_params(axis="x", labelsize=8)
+    return fig
+
+
+def replication_lines(res: ReplicationResult) -> list[str]:
+    """The figure's numbers, one line per run, for the log."""
+    out = []
+    for row in res.rows:
+        down = ", ".join(f"{label} {100 * x:.0f} %" for (_a, _b, label), x in zip(res.crashes, row.while_down,
+                                                                              strict=True))
+        out.append(f"replication: {row.label}: {row.ok}/{row.invoked} ok, lost {row.lost} of "
+                   f"{row.acked_writes} acknowledged writes, p50 {row.p50_ms:.2f} ms (put {row.put_p50_ms:.2f} ms); "
+                   f"ok while down: {down}")
+    return out
+
+
 # --- the command -------------------------------------------------------------------------------
 
 FULL = {"sizes": [16, 64, 256, 1024], "join_seeds": list(range(1, 11)), "fanouts": [3, 1],
         "loss": [0.0, 0.1, 0.2, 0.3], "fp_n": 32, "fp_seconds": 600.0, "fp_seeds": list(range(1, 7)),
-        "ops": 900, "duration": 60.0, "partition": 30.0}
+        "ops": 900, "duration": 60.0, "partition": 30.0, "rep_ops": 4000, "rep_duration": 20.0}
 SMALL = {"sizes": [16, 32], "join_seeds": [1, 2], "fanouts": [3], "loss": [0.0, 0.3], "fp_n": 8,
-         "fp_seconds": 30.0, "fp_seeds": [1], "ops": 200, "duration": 16.0, "partition": 10.0}
+         "fp_seconds": 30.0, "fp_seeds": [1], "ops": 200, "duration": 16.0, "partition": 10.0,
+         "rep_ops": 400, "rep_duration": 8.0}
+#: the figures, by the name ``--only`` takes
+NAMES = ("join", "false_positives", "partition", "replication")
 
 
-def make_figures(out: str | Path, params: dict[str, Any] | None = None, *, log: Any = None) -> list[Path]:
+def make_figures(out: str | Path, params: dict[str, Any] | None = None, *, log: Any = None,
+                 only: Sequence[str] | None = None) -> list[Path]:
     """Run the experiments with ``params`` (default :data:`FULL`) and write the PNGs to ``out``;
-    returns their paths."""
+    returns their paths. ``only``: the figures to make, by name (:data:`NAMES`; default all)."""
     p = dict(FULL if params is None else params)
+    want = set(NAMES if only is None else only)
+    if want - set(NAMES):
+        raise ValueError(f"unknown figure(s) {', '.join(sorted(want - set(NAMES)))}; "
+                         f"the figures are {', '.join(NAMES)}.")
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _msg: None)
     paths = []
     started = time.perf_counter()
 
-    join = join_runs(p["sizes"], p["join_seeds"], p["fanouts"])
-    fig = plot_join(join)
-    paths.append(d / "join_convergence.png")
-    fig.savefig(paths[-1], dpi=DPI)
-    for r in join_table(join):
-        say(f"join: gossip_nodes={r.fanout} n={r.n}: everyone after {r.all_q[1]:.2f} rounds "
-            f"(10-90 % {r.all_q[0]:.2f}-{r.all_q[2]:.2f}, {r.seeds} seeds); model {r.model_all_q[1]:.2f} "
-            f"({r.model_all_q[0]:.2f}-{r.model_all_q[2]:.2f})")
+    if "join" in want:
+        join = join_runs(p["sizes"], p["join_seeds"], p["fanouts"])
+        fig = plot_join(join)
+        paths.append(d / "join_convergence.png")
+        fig.savefig(paths[-1], dpi=DPI)
+        for r in join_table(join):
+            say(f"join: gossip_nodes={r.fanout} n={r.n}: everyone after {r.all_q[1]:.2f} rounds "
+                f"(10-90 % {r.all_q[0]:.2f}-{r.all_q[2]:.2f}, {r.seeds} seeds); model {r.model_all_q[1]:.2f} "
+                f"({r.model_all_q[0]:.2f}-{r.model_all_q[2]:.2f})")
 
-    fp = false_positive_runs(p["loss"], p["fp_n"], p["fp_seconds"], p["fp_seeds"])
-    fig = plot_false_positives(fp, suspicions=False)
-    paths.append(d / "false_positives.png")
-    fig.savefig(paths[-1], dpi=DPI)
-    for (lifeguard, loss), c in sorted(fp.items()):
-        lo, hi = c.interval()
-        say(f"false positives: lifeguard={'on' if lifeguard else 'off'} loss={loss:.0%}: "
-            f"{c.declarations} in {c.node_hours:.3g} node-hours = {c.rate():.2f}/node-hour "
-            f"(95 % {lo:.2f}-{hi:.2f})")
+    if "false_positives" in want:
+        fp = false_positive_runs(p["loss"], p["fp_n"], p["fp_seconds"], p["fp_seeds"])
+        fig = plot_false_positives(fp, suspicions=False)
+        paths.append(d / "false_positives.png")
+        fig.savefig(paths[-1], dpi=DPI)
+        for (lifeguard, loss), c in sorted(fp.items()):
+            lo, hi = c.interval()
+            say(f"false positives: lifeguard={'on' if lifeguard else 'off'} loss={loss:.0%}: "
+                f"{c.declarations} in {c.node_hours:.3g} node-hours = {c.rate():.2f}/node-hour "
+                f"(95 % {lo:.2f}-{hi:.2f})")
 
-    cluster = partition_run(ops=p["ops"], duration=p["duration"], partition=p["partition"])
-    paths.append(d / "partition_timeline.png")
-    plot_partition_timeline(cluster, paths[-1])
-    oc = cluster.history.outcomes()
-    say(f"partition timeline: {oc}")
+    if "partition" in want:
+        cluster = partition_run(ops=p["ops"], duration=p["duration"], partition=p["partition"])
+        paths.append(d / "partition_timeline.png")
+        plot_partition_timeline(cluster, paths[-1])
+        say(f"partition timeline: {cluster.history.outcomes()}")
+
+    if "replication" in want:
+        rep = replication_runs(ops=p["rep_ops"], duration=p["rep_duration"])
+        paths.append(d / "replication.png")
+        plot_replication(rep).savefig(paths[-1], dpi=DPI)
+        for line in replication_lines(rep):
+            say(line)
     say(f"figures written to {d} in {time.perf_counter() - started:.0f} s")
     return paths
 
@@ -343,13 +484,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m sim figures",
         description="Regenerate the README's figures (join convergence vs the gossip model, false "
-        "positives with intervals, a partition's timeline) from simulated runs.",
+        "positives with intervals, a partition's timeline, R = 1 against R = 3 around crashes) from "
+        "simulated runs.",
     )
     ap.add_argument("--out", default="docs", metavar="DIR", help="where to write the PNGs (default docs)")
     ap.add_argument("--small", action="store_true",
                     help="small parameters: seconds instead of minutes (the test suite uses this)")
+    ap.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME",
+                    help=f"make only these figures ({', '.join(NAMES)}; default all)")
     args = ap.parse_args(argv)
-    for path in make_figures(args.out, SMALL if args.small else FULL, log=print):
+    for path in make_figures(args.out, SMALL if args.small else FULL, log=print, only=args.only):
         print(path)
     return 0
 
