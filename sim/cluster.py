@@ -36,7 +36,6 @@ at once. ``restart`` builds a new incarnation with a fresh random stream.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +55,7 @@ from kvcore.slots import even_split
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
-from sim.raftcheck import feed_from_ready, feed_restart
+from sim.raftcheck import Figure3Feed
 from sim.rand import stream
 from sim.replicas import ask_leader
 from sim.runtime import SimRuntime
@@ -131,13 +130,8 @@ class SimCluster:
         #: 1: today's store; n: one Raft group of every node serving the whole key space
         self.replicas = replicas
         self.replica_config = replica or ReplicaConfig()
-        #: called with every Ready of every group member: (node id, raft, ready, now)
-        self.raft_observers: list[Callable[[str, Any, Any, float], None]] = []
         #: Figure 3's properties, checked on every Ready of a replicated run (None: R = 1)
-        self.raft_check: RaftProperties | None = None
-        if replicas > 1:
-            self.raft_check = RaftProperties()
-            self.raft_observers.append(functools.partial(feed_from_ready, self.raft_check))
+        self.raft_check: RaftProperties | None = RaftProperties() if replicas > 1 else None
         if join not in ("static", "seeds"):
             raise ValueError(f"join must be 'static' or 'seeds', not {join!r}")
         self.seed = seed
@@ -187,23 +181,18 @@ class SimCluster:
     def _default_node(self, rt: SimRuntime, spec: NodeSpec) -> Node:
         if self.replicas > 1:
             node = Node(rt, self.config, self.core_config if spec.id in self.core_ids else None,
-                        swim=self.swim, replica=self.replica_config, raft_observer=self._observe_raft,
+                        swim=self.swim, replica=self.replica_config,
+                        raft_observer=Figure3Feed(self.raft_check) if self.raft_check is not None else None,
                         seeds=() if spec.id in self.core_ids else self.seed_addrs,
                         addr=spec.addr, peer_addr=spec.peer_addr)
             if node.replica is None:  # a first start: every core node forms the one group
                 node.form_group(sorted(self.core_ids) if spec.id in self.core_ids else [])
-            if self.raft_check is not None:
-                feed_restart(self.raft_check, spec.id, node.replica.disk.load(), self.env.now)
             return node
         if spec.id in self.core_ids:
             return Node(rt, self.config, self.core_config, swim=self.swim)
         seeds = () if spec.id in self._no_seeds else self.seed_addrs
         return Node(rt, self.config, None, swim=self.swim, seeds=seeds,
                     addr=spec.addr, peer_addr=spec.peer_addr)
-
-    def _observe_raft(self, node_id: str, raft: Any, ready: Any, now: float) -> None:
-        for fn in self.raft_observers:
-            fn(node_id, raft, ready, now)
 
     def _add_slot(self, spec: NodeSpec) -> None:
         storage = (SimStorage() if self.sync_time is None

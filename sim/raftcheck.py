@@ -15,6 +15,8 @@ as pure functions (no SimPy, no I/O): a node driver calls
   node's first start included, when its storage is not empty); it alone resets the checker's
   view of the node, so reporting the crash itself (``checker.crashed(node_id, at)``) is optional:
   it only makes the checker ignore, with a note, events that come before the restart;
+- :class:`Figure3Feed` is both as a node's ``raft_observer`` (:class:`kvcore.replica.group.Observer`):
+  what ``SimCluster(..., replicas=R)`` gives every node;
 - ``checker.removed(node_id, at)`` when a node leaves the group for good (its process gone), so
   that its old log no longer holds the checker's pruning back.
 
@@ -67,3 +69,17 @@ def feed_restart(checker: RaftProperties, node_id: str, stored: StoredState, at:
     meta = stored.snapshot.meta
     checker.restarted(node_id, at, entry_refs(stored.entries), (meta.index, meta.term),
                       min(stored.hard_state.commit, meta.index + len(stored.entries)), stored.hard_state.term)
+
+
+class Figure3Feed:
+    """A replicated node's ``raft_observer`` that feeds ``checker``: each incarnation's start
+    (:func:`feed_restart`) and each Ready (:func:`feed_from_ready`)."""
+
+    def __init__(self, checker: RaftProperties) -> None:
+        self.checker = checker
+
+    def started(self, node_id: str, stored: StoredState, at: float) -> None:
+        feed_restart(self.checker, node_id, stored, at)
+
+    def ready(self, node_id: str, raft: Raft, rd: Ready, at: float) -> None:
+        feed_from_ready(self.checker, node_id, raft, rd, at)

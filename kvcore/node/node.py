@@ -147,7 +147,8 @@ class Node:
         ``sync_first``: do not serve before a full-state exchange with a member even on a first
         start (the module docstring). ``raft_opener(voters, learners)`` opens the Raft log of a
         replicated group (default: :class:`KVRaftStorage` in the Runtime's Storage; realnet
-        passes its log file), ``replica`` tunes the group, ``raft_observer`` sees every Ready
+        passes its log file), ``replica`` tunes the group, ``raft_observer`` sees where each
+        incarnation's group starts and every Ready
         (the sim's Figure 3 checks).
         """
         self.rt = runtime

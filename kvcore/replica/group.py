@@ -145,7 +145,16 @@ class ReplicaStats:
     leader_changes: int = 0
 
 
-Observer = Callable[[str, Raft, Ready, float], None]
+class Observer(Protocol):
+    """Sees a group's life, for checkers (the sim's Figure 3 checks, :mod:`sim.raftcheck`)."""
+
+    def started(self, node_id: str, stored: StoredState, at: float) -> None:
+        """This incarnation's group starts from ``stored`` (what its storage loaded)."""
+        ...
+
+    def ready(self, node_id: str, raft: Raft, rd: Ready, at: float) -> None:
+        """One Ready, its writes durable, before ``advance`` (nothing stepped in between)."""
+        ...
 
 
 class ReplicaGroup:
@@ -173,6 +182,8 @@ class ReplicaGroup:
         if stored.snapshot.data:
             self.machine.restore(stored.snapshot.data, stored.snapshot.meta.index)
         self.machine.applied = stored.snapshot.meta.index
+        if observer is not None:
+            observer.started(node_id, stored, runtime.now())
         self.client = f"{node_id}/{runtime.random.getrandbits(48):012x}"
         self.registered = False
         self.next_seq = 1
@@ -292,7 +303,7 @@ class ReplicaGroup:
                 r.index = rs.index
         self._answer_reads()
         if self.observer is not None:
-            self.observer(self.id, self.raft, rd, self.rt.now())
+            self.observer.ready(self.id, self.raft, rd, self.rt.now())
         self.raft.advance(rd)
         if rd.soft_state is not None:
             self._lead_changed()
