@@ -51,6 +51,11 @@ class NotFound(StoreError):
     code = "not_found"
     status = 404
 
+    @classmethod
+    def of(cls, key: bytes) -> NotFound:
+        """The one sentence for an absent key, whichever path found it absent."""
+        return cls(f"key {key.decode('utf-8', 'surrogateescape')!r} not found")
+
 
 class BadRequest(StoreError):
     """The request itself is malformed (empty key, unknown operation, bad arguments)."""

@@ -211,14 +211,14 @@ class Router:
         if t is Get:
             v = self.store.get(op.key)
             if v is None:
-                return error_reply(errors.NotFound(f"key {op.key.decode('utf-8', 'surrogateescape')!r} not found"))
+                return error_reply(errors.NotFound.of(op.key))
             return _value_reply(v, "", "")
         if t is Put:
             self.store.set(op.key, op.value)  # type: ignore[union-attr]
             return OK
         if self.store.delete(op.key):
             return OK
-        return error_reply(errors.NotFound(f"key {op.key.decode('utf-8', 'surrogateescape')!r} not found"))
+        return error_reply(errors.NotFound.of(op.key))
 
     def forward(self, owner: str, op: Any, name: str, reply: ReplyFn, asking: bool = False) -> None:
         """Send ``op`` to ``owner`` and relay its reply, or a 504 once ``forward_timeout`` passes."""

@@ -560,8 +560,8 @@ class ReplicaGroup:
             if r.index is not None and r.index <= applied:
                 v = self.machine.store.get(r.op.key)
                 if v is None:
-                    k = r.op.key.decode("utf-8", "surrogateescape")
-                    self._finish_read(ctx, Reply(error="not_found", message=f"key {k!r} not found"))
+                    e = errors.NotFound.of(r.op.key)
+                    self._finish_read(ctx, Reply(error=e.code, message=e.message))
                 else:
                     self._finish_read(ctx, Reply(value=v))
 

@@ -20,6 +20,7 @@ pair, so a replica that installs a snapshot answers retries exactly as the other
 
 from __future__ import annotations
 
+from kvcore import errors
 from kvcore.raft.messages import NORMAL, Entry
 from kvcore.raft.session import SessionExpired, SessionTable, StaleRequest
 from kvcore.replica.command import (
@@ -72,7 +73,8 @@ class StateMachine:
             assert c.kind == DELETE
             if self.store.delete(c.key):
                 return encode_answer("", "")
-            return encode_answer("not_found", f"key {c.key.decode('utf-8', 'surrogateescape')!r} not found")
+            e = errors.NotFound.of(c.key)
+            return encode_answer(e.code, e.message)
 
         try:
             code, message = decode_answer(self.sessions.apply(c.client, c.seq, c.acked, c.ts, run))
