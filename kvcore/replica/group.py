@@ -38,6 +38,7 @@ A peer can never crash the driver: the core drops malformed Raft messages, and a
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -192,6 +193,9 @@ class ReplicaGroup:
         self.queued: list[_Write] = []  # writes waiting for the session's registration
         self.next_rid = 1  # request ids are matched with the client id, fresh per incarnation
         self.reads: dict[bytes, _Read] = {}
+        #: (read index, ctx) of the reads whose index is confirmed, lowest first: answered once
+        #: applied reaches it (a heap, so a Ready looks only at the reads it can answer)
+        self.confirmed: list[tuple[int, bytes]] = []
         #: at the leader: (client, seq) -> answers owed once the write is applied
         self.waiters: dict[tuple[str, int], list[AnswerFn]] = {}
         self.inbox: deque[Callable[[], None]] = deque()
@@ -301,6 +305,7 @@ class ReplicaGroup:
             r = self.reads.get(rs.ctx)
             if r is not None and r.index is None:
                 r.index = rs.index
+                heapq.heappush(self.confirmed, (rs.index, rs.ctx))
         self._answer_reads()
         if self.observer is not None:
             self.observer.ready(self.id, self.raft, rd, self.rt.now())
@@ -556,8 +561,11 @@ class ReplicaGroup:
 
     def _answer_reads(self) -> None:
         applied = self.machine.applied
-        for ctx, r in list(self.reads.items()):
-            if r.index is not None and r.index <= applied:
+        confirmed = self.confirmed
+        while confirmed and confirmed[0][0] <= applied:
+            _, ctx = heapq.heappop(confirmed)
+            r = self.reads.get(ctx)
+            if r is not None:  # (else it timed out meanwhile)
                 v = self.machine.store.get(r.op.key)
                 if v is None:
                     e = errors.NotFound.of(r.op.key)
