@@ -74,6 +74,10 @@ def test_the_leader_crashes_under_load_and_no_acknowledged_write_is_lost() -> No
     oks = [e for e in c.history.events() if e["type"] == "ok" and e["f"] == "put"]
     assert oks, "the workload made progress"
     assert new in c.ids
+    # the old leader came back as a follower and holds what the group applied while it was down
+    wait_for(c, lambda: len({c.node(n).replica.machine.applied for n in c.ids}) == 1)
+    assert c.node(lead).replica.raft.role != "leader" or new == lead
+    assert c.node(lead).store.items() == c.node(new).store.items() != []
 
 
 @pytest.mark.parametrize("broken", [False, True])
