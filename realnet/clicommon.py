@@ -115,6 +115,15 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def say_problems(problems: list[str]) -> bool:
+    """``verify``'s report: one line per problem and their count; True when there were any."""
+    for p in problems:
+        say(f"problem: {p}")
+    if problems:
+        say(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found.")
+    return bool(problems)
+
+
 def confirm(args: argparse.Namespace, question: str) -> None:
     """Ask ``question [y/N]`` on stdin unless --yes; Refused (nothing changed) unless y."""
     if args.yes:

@@ -59,6 +59,7 @@ from realnet.clicommon import (
     confirm,
     error,
     say,
+    say_problems,
     sentence,
     table,
     token_from,
@@ -298,10 +299,7 @@ def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
     members = cluster.members()
     say(f"Verifying the cluster of {cluster.entry.label()}: {len(members)} member"
         f"{'s' if len(members) != 1 else ''}.")
-    if problems:
-        for p in problems:
-            say(f"problem: {p}")
-        say(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found.")
+    if say_problems(problems):
         return admin.EXIT_PROBLEMS
     say(f"OK: all {NUM_SLOTS} slots are covered; every node agrees on the slot map and the epochs "
         "and on the members; no migration is open; every member is alive.")

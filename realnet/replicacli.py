@@ -41,7 +41,7 @@ from kvcore.slots import even_split
 from kvcore.states import State
 from realnet import admin
 from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
-from realnet.clicommon import confirm, say, table
+from realnet.clicommon import confirm, say, say_problems, table
 
 #: an applied index more than this far behind the leader's commit is a problem for ``verify``
 LAG_LIMIT = 1000
@@ -285,10 +285,7 @@ def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
     voters = (raft_of(leader_of(cluster) or cluster.entry) or {}).get("voters", [])
     say(f"Verifying the replicated cluster of {cluster.entry.label()}: a group of {len(voters)} voter"
         f"{'s' if len(voters) != 1 else ''}.")
-    if problems:
-        for p in problems:
-            say(f"problem: {p}")
-        say(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found.")
+    if say_problems(problems):
         return admin.EXIT_PROBLEMS
     lead = leader_of(cluster)
     say(f"OK: {lead.label() if lead else '?'} leads the group and every live member names it; a quorum "
