@@ -93,6 +93,8 @@ MEMBER_PREFIX = "member:"
 #: the events after which a member's stored entry is written again (suspect and dead are not:
 #: a restarted node finds out who is down by itself, and a failure storm must not write)
 _PERSISTED = (MemberEvent.JOIN, MemberEvent.UPDATE, MemberEvent.ALIVE, MemberEvent.LEFT)
+#: Gossip(updates=...) without the keyword parsing (messages._fast_make), once per gossip sent
+_gossip: Callable[[tuple[Update, ...]], Gossip] = Gossip._make  # type: ignore[attr-defined]
 #: what randrange(n) calls when the generator draws with getrandbits (random.Random's own)
 _RANDBELOW_BITS = getattr(random.Random, "_randbelow_with_getrandbits", None)
 
@@ -395,8 +397,9 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._as_sender(src, self._apply_updates, updates)
 
     def _as_sender(self, src: str | None, merge: Callable[..., None], *args: Any) -> None:
-        """``merge(*args)`` with ``src`` as :attr:`_sender` meanwhile: the one place that sets
-        it, for a peer's updates (:meth:`_apply_all`) and its full state (``_merge_remote``)."""
+        """``merge(*args)`` with ``src`` as :attr:`_sender` meanwhile, for a peer's updates
+        (:meth:`_apply_all`) and its full state (``_merge_remote``); :meth:`_on_gossip` does the
+        same inline."""
         self._sender = src
         try:
             merge(*args)
@@ -437,7 +440,12 @@ class Membership(Probing, Suspicions, AntiEntropy):
         return ok
 
     def _on_gossip(self, src: str, msg: Gossip) -> None:
-        self._apply_all(msg.updates, src)
+        # _apply_all and _as_sender, inlined: a gossip round's message is the commonest there is
+        self._sender = src
+        try:
+            self._apply_updates(msg.updates)
+        finally:
+            self._sender = None
 
     def _malformed(self, src: str, msg: Any) -> None:
         # peer input is never trusted: count and drop, never raise (the node does the same
@@ -666,7 +674,7 @@ class Membership(Probing, Suspicions, AntiEntropy):
         for nid in self._gossip_targets(self.config.gossip_nodes):
             if not queued:
                 break
-            send(nid, Gossip(updates=tuple(take(per, limit))))
+            send(nid, _gossip(tuple(take(per, limit))))
 
     # --- timers and events ---------------------------------------------------------------------
 
