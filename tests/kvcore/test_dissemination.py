@@ -122,7 +122,7 @@ def test_a_stale_update_in_the_batch_is_passed_over_in_the_one_level_case() -> N
     q.take(4, 10)  # m16..m19 move up
     q.queue(Suspect(node="m10", incarnation=0, source="x"))  # m10's Alive in level 0 goes stale
     out = q.take(16, 10)
-    assert [u.node for u in out][0] == "m10" and isinstance(out[0], Suspect)
+    assert out[0].node == "m10" and isinstance(out[0], Suspect)
     assert sum(u.node == "m10" for u in out) == 1
     assert not any(isinstance(u, Alive) and u.node == "m10" for level in q._levels for u in level)
 
