@@ -45,6 +45,8 @@ class BroadcastQueue:
 
     def __init__(self) -> None:
         self._levels: list[list[Update]] = [[]]
+        #: no level below this one holds an update (where a take starts looking)
+        self._low = 0
         #: member -> its queued update: empty exactly when nothing is queued (read on every
         #: message, so tested as a dict rather than through ``len(queue)``)
         self._current: dict[str, Update] = {}
@@ -65,18 +67,52 @@ class BroadcastQueue:
         elif old is not None:
             self._stale.add(key)  # left in place, passed over when taken
         self._levels[0].append(msg)
+        self._low = 0
         self._current[key] = msg
 
     def take(self, limit: int, max_transmits: int) -> list[Update]:
         """Up to ``limit`` updates, fewest transmits first; each taken one counts a transmit
         and leaves the queue on its ``max_transmits``-th."""
+        levels = self._levels
+        lo = self._low
+        top = len(levels)
+        while lo < top and not levels[lo]:
+            lo += 1
+        self._low = lo  # levels below it are empty: the next take starts there
+        if lo == top or limit <= 0:
+            return []
+        level = levels[lo]
+        if len(level) < limit:
+            return self._take_levels(lo, limit, max_transmits)
+        # the common case: one level holds the whole batch, its newest ``limit`` updates
+        batch = level[-limit:]
+        current = self._current
+        if self._stale and not all(map(is_, map(current.get, map(_node_of, batch)), batch)):
+            return self._take_levels(lo, limit, max_transmits)
+        del level[-limit:]
+        nxt = lo + 1
+        if nxt >= max_transmits:
+            for msg in batch:
+                del current[msg.node]
+        elif nxt < top:
+            levels[nxt] += batch
+        else:
+            levels.append(batch[:])
+        batch.reverse()
+        return batch
+
+    def _take_levels(self, lo: int, limit: int, max_transmits: int) -> list[Update]:
+        """:meth:`take` from level ``lo`` up, when the batch spans levels or meets a stale
+        update: each level's part in turn, newest first."""
         out: list[Update] = []
         batches: list[tuple[int, list[Update]]] = []
         current = self._current
+        levels = self._levels
         need = limit
-        for lvl, level in enumerate(self._levels):
+        for lvl in range(lo, len(levels)):
             if need <= 0:
                 break
+            level = levels[lvl]
             if not level:
                 continue
             # the newest ``need`` updates, oldest first: one slice, unless a stale one lies
@@ -91,7 +127,6 @@ class BroadcastQueue:
             need -= len(batch)
         # each level's batch moves up one level oldest first, so that it is newest first there
         # too (a level hands its batch on before it takes one: it was sliced out above)
-        levels = self._levels
         for lvl, batch in reversed(batches):
             nxt = lvl + 1
             if nxt >= max_transmits:

@@ -54,6 +54,7 @@ serves (:mod:`kvcore.node.routing`).
 from __future__ import annotations
 
 import bisect
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -92,6 +93,10 @@ MEMBER_PREFIX = "member:"
 #: the events after which a member's stored entry is written again (suspect and dead are not:
 #: a restarted node finds out who is down by itself, and a failure storm must not write)
 _PERSISTED = (MemberEvent.JOIN, MemberEvent.UPDATE, MemberEvent.ALIVE, MemberEvent.LEFT)
+#: Gossip(updates=...) without the keyword parsing (messages._fast_make), once per gossip sent
+_gossip: Callable[[tuple[Update, ...]], Gossip] = Gossip._make  # type: ignore[attr-defined]
+#: what randrange(n) calls when the generator draws with getrandbits (random.Random's own)
+_RANDBELOW_BITS = getattr(random.Random, "_randbelow_with_getrandbits", None)
 
 
 class Membership(Probing, Suspicions, AntiEntropy):
@@ -392,8 +397,9 @@ class Membership(Probing, Suspicions, AntiEntropy):
         self._as_sender(src, self._apply_updates, updates)
 
     def _as_sender(self, src: str | None, merge: Callable[..., None], *args: Any) -> None:
-        """``merge(*args)`` with ``src`` as :attr:`_sender` meanwhile: the one place that sets
-        it, for a peer's updates (:meth:`_apply_all`) and its full state (``_merge_remote``)."""
+        """``merge(*args)`` with ``src`` as :attr:`_sender` meanwhile, for a peer's updates
+        (:meth:`_apply_all`) and its full state (``_merge_remote``); :meth:`_on_gossip` does the
+        same inline."""
         self._sender = src
         try:
             merge(*args)
@@ -434,7 +440,12 @@ class Membership(Probing, Suspicions, AntiEntropy):
         return ok
 
     def _on_gossip(self, src: str, msg: Gossip) -> None:
-        self._apply_all(msg.updates, src)
+        # _apply_all and _as_sender, inlined: a gossip round's message is the commonest there is
+        self._sender = src
+        try:
+            self._apply_updates(msg.updates)
+        finally:
+            self._sender = None
 
     def _malformed(self, src: str, msg: Any) -> None:
         # peer input is never trusted: count and drop, never raise (the node does the same
@@ -584,12 +595,16 @@ class Membership(Probing, Suspicions, AntiEntropy):
     def _piggyback(self) -> tuple[Update, ...]:
         if not self.broadcasts.queued:
             return ()
+        return tuple(self.broadcasts.take(self.config.max_piggyback, self._retransmit_limit()))
+
+    def _retransmit_limit(self) -> int:
+        """formulas.retransmit_limit for the live count, computed again only when the count
+        changed (it is asked for every message that carries updates)."""
         n = self.num_live()
         if n != self._limit_for:
-            # the formula again only when the cluster's size changed (it is asked per message)
             self._limit_for = n
             self._limit = retransmit_limit(self.config.retransmit_mult, max(1, n))
-        return tuple(self.broadcasts.take(self.config.max_piggyback, self._limit))
+        return self._limit
 
     def _sample(self, count: int, exclude: str | None = None, alive_only: bool = False) -> list[str]:
         """Up to ``count`` distinct random live members (rejection sampling: O(count))."""
@@ -620,15 +635,28 @@ class Membership(Probing, Suspicions, AntiEntropy):
             now = self.rt.now()
             window = self.config.gossip_to_the_dead_time
             recent = [n for n in self._dead_ids if now - self.members[n].state_change < window]
-        total = len(live) + len(recent)
+        nlive = len(live)
+        total = nlive + len(recent)
         want = min(count, total)
         out: list[str] = []
+        if want <= 0:
+            return out
         rnd = self.rt.random
+        # rnd.randrange(total), inlined when it is Random's own (the same draws, in the same
+        # order: one getrandbits(k) per try until one falls below total), as every Runtime's is
+        own = _RANDBELOW_BITS is not None and getattr(type(rnd), "_randbelow", None) is _RANDBELOW_BITS
+        bits = rnd.getrandbits if own else None
+        k = total.bit_length()
         tries = 0
         while len(out) < want and tries < 4 * count + 8:
             tries += 1
-            i = rnd.randrange(total)
-            nid = live[i] if i < len(live) else recent[i - len(live)]
+            if bits is None:
+                i = rnd.randrange(total)
+            else:
+                i = bits(k)
+                while i >= total:
+                    i = bits(k)
+            nid = live[i] if i < nlive else recent[i - nlive]
             if nid not in out:
                 out.append(nid)
         return out
@@ -637,13 +665,16 @@ class Membership(Probing, Suspicions, AntiEntropy):
         if not self.running:
             return
         self._timers["gossip"] = self.rt.call_later(self.config.gossip_interval, self._gossip_tick)
-        if not self.broadcasts.queued:
+        queue = self.broadcasts
+        queued = queue.queued
+        if not queued:
             return
+        # what _piggyback does per message, once per round: sending changes no view
+        per, limit, take, send = self.config.max_piggyback, self._retransmit_limit(), queue.take, self._send
         for nid in self._gossip_targets(self.config.gossip_nodes):
-            updates = self._piggyback()
-            if not updates:
+            if not queued:
                 break
-            self._send(nid, Gossip(updates=updates))
+            send(nid, _gossip(tuple(take(per, limit))))
 
     # --- timers and events ---------------------------------------------------------------------
 

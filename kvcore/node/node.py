@@ -190,6 +190,8 @@ class Node:
                   self.membership.handlers(), dict.fromkeys(GROUP_MESSAGES, self._to_group)),
             self._malformed,
         )
+        #: the dispatch's table, read by on_message straight (one call less per message)
+        self._handlers = self._dispatch.table
         self.membership.listeners.append(self._on_member_event)
         self.ownership.seeding = cluster is not None
         self._on_member_event(MemberEvent.UPDATE, self.id, self.membership.me)
@@ -286,8 +288,17 @@ class Node:
 
     def on_message(self, src: str, msg: Any) -> None:
         """Handle a message from peer ``src``. Never raises on what a peer sends."""
-        self.stats.count_received(type(msg).__name__)
-        self._dispatch(src, msg)
+        # NodeStats.count_received and the Dispatch's call, inlined: this runs for every
+        # message a node takes (a thousand-node join delivers some seven hundred thousand)
+        cls = type(msg)
+        received = self.stats.received
+        kind = cls.__name__
+        received[kind] = received.get(kind, 0) + 1
+        fn = self._handlers.get(cls)
+        if fn is None:
+            self._malformed(src, msg)
+        else:
+            fn(src, msg)
 
     def _malformed(self, src: str, msg: Any) -> None:
         self.stats.malformed += 1
@@ -299,7 +310,9 @@ class Node:
             self.replica.on_message(src, msg)
 
     def _send(self, dst: str, msg: Any) -> None:
-        self.stats.count_sent(type(msg).__name__)
+        sent = self.stats.sent  # NodeStats.count_sent, inlined (every message sent passes here)
+        kind = type(msg).__name__
+        sent[kind] = sent.get(kind, 0) + 1
         self.rt.send(dst, msg)
 
     def _on_member_event(self, event: str, node_id: str, m: Member) -> None:
