@@ -183,6 +183,8 @@ class Node:
         # the router applies through our ``apply`` only when a subclass wraps it (a test's faulty
         # store, say): otherwise straight to the store, one call less on every request
         wrapped = None if type(self).apply is Node.apply else self.apply
+        #: a subclass that changes the client door gets no fast lane (see answer_now)
+        self._door_wrapped = type(self).on_client_request is not Node.on_client_request
         self.router = Router(self.id, runtime, self.config, self.store, self.stats, self.ownership,
                              self.membership, self.migration, self._send, first_rid, wrapped)
         self._dispatch = Dispatch(
@@ -277,6 +279,16 @@ class Node:
             reply(r)
 
         self.replica.submit(op, counted)
+
+    def answer_now(self, op: Get | Put | Delete) -> Reply | None:
+        """The client door's fast lane (ARCHITECTURE.md, "The node's doors"): the Reply
+        :meth:`on_client_request` would give ``op`` when this node answers it at once from its
+        own store (:meth:`kvcore.node.routing.Router.answer_now`), or None having done nothing,
+        and the caller knocks on :meth:`on_client_request`. Always None in a replicated group and
+        in a subclass that changes :meth:`on_client_request`."""
+        if self._door_wrapped or self.replica is not None:
+            return None
+        return self.router.answer_now(op)
 
     def apply(self, op: Get | Put | Delete) -> Reply:
         """Apply an operation to the local store (the caller checked ownership)."""

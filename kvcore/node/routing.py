@@ -179,6 +179,33 @@ class Router:
         self.stats.count_op(name, e.code)
         reply(error_reply(e))
 
+    def answer_now(self, op: Get | Put | Delete) -> Reply | None:
+        """The common client operation answered at once, without a ``reply`` callback: the
+        Reply :meth:`on_client_request` would give it, counted as it counts it, or None having
+        done nothing (the caller then takes :meth:`on_client_request`).
+
+        It answers what :meth:`on_client_request` applies here without a word: a well-formed
+        operation within the limits, this node not gated, its slot owned here and not migrating
+        out. Everything else (refusals, forwards, migrating slots) returns None, so every
+        sentence and every path stays :meth:`on_client_request`'s."""
+        if self.gated:
+            return None
+        t = type(op)
+        config = self.config
+        if not (t is Get or t is Delete or (
+            type(op) is Put and type(op.value) is bytes and len(op.value) <= config.max_value_bytes
+        )):
+            return None
+        key = op.key
+        if type(key) is not bytes or not 0 < len(key) <= config.max_key_bytes:
+            return None
+        slot = key_slot(key)
+        if self.ownership.slot_map.owner(slot) != self.id or slot in self.migrating:
+            return None
+        r = self.apply(op)
+        self.stats.count_op(t.__name__, r.error or "ok")
+        return r
+
     def still_gated(self) -> bool:
         if self.membership.joined or self.membership.synced:
             self.gated = False
