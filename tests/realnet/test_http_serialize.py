@@ -36,7 +36,7 @@ def _fresh(resp: Response, flags: tuple[bool, bool, bool]) -> bytes:
     return http._serialize(resp, *flags)
 
 
-@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "keep%d-http10%d-head%d" % f)
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "keep{:d}-http10{:d}-head{:d}".format(*f))
 @pytest.mark.parametrize("resp", CORPUS, ids=lambda r: f"{r.status}-{len(r.body)}-{r.content_type}")
 def test_a_cached_head_gives_the_bytes_a_fresh_one_gives(resp: Response, flags: tuple[bool, bool, bool]) -> None:
     fresh = _fresh(resp, flags)
