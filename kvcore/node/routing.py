@@ -110,6 +110,7 @@ class Router:
         #: applies an operation here: the node's ``apply`` (a subclass may wrap it), by default
         #: :meth:`apply_local`
         self.apply: Callable[[Get | Put | Delete], Reply] = apply or self.apply_local
+        self._plain_apply = apply is None
         #: a restarted node that has not synced with a member yet answers 503 try_again
         self.gated = False
         self.pending: dict[int, _Pending] = {}
@@ -202,7 +203,11 @@ class Router:
         slot = key_slot(key)
         if self.ownership.slot_map.owner(slot) != self.id or slot in self.migrating:
             return None
-        r = self.apply(op)
+        if t is Get and self._plain_apply:  # apply_local's commonest case, inline
+            v = self.store.get(key)
+            r = _value_reply(v, "", "") if v is not None else error_reply(errors.NotFound.of(key))
+        else:
+            r = self.apply(op)
         self.stats.count_op(t.__name__, r.error or "ok")
         return r
 

@@ -69,8 +69,21 @@ class LoudDoor(Node):
         super().on_client_request(op, reply)
 
 
+class CountedApply(Node):
+    """A node whose ``apply`` is wrapped (as a faulty store's would be): the fast lane too must
+    go through it."""
+
+    applied = 0
+
+    def apply(self, op: Get | Put | Delete) -> Reply:
+        self.applied += 1
+        return super().apply(op)
+
+
 def _twin(kind: str, cls: type[Node] = Node) -> tuple[Node, FakeRuntime]:
     rt = FakeRuntime("n1", seed=7)
+    if kind == "wrapped-apply":
+        cls, kind = CountedApply, "cluster"
     if kind == "standalone":
         node = cls(rt, NodeConfig())
     elif kind == "gated":
@@ -87,10 +100,11 @@ def _twin(kind: str, cls: type[Node] = Node) -> tuple[Node, FakeRuntime]:
 
 
 def _state(node: Node, rt: FakeRuntime) -> tuple[object, ...]:
-    return (dict(node.stats.ops), dict(node.store._data), node.stats.forwards_sent, list(rt.sent))
+    return (dict(node.stats.ops), dict(node.store._data), node.stats.forwards_sent, list(rt.sent),
+            getattr(node, "applied", None))
 
 
-@pytest.mark.parametrize("kind", ["standalone", "cluster", "migrating", "gated"])
+@pytest.mark.parametrize("kind", ["standalone", "cluster", "migrating", "gated", "wrapped-apply"])
 @pytest.mark.parametrize("op", CORPUS, ids=lambda op: f"{type(op).__name__}-{str(op)[:40]}")
 def test_the_fast_lane_answers_as_the_door_or_changes_nothing(kind: str, op: Any) -> None:
     fast, frt = _twin(kind)
