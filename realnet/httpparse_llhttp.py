@@ -196,7 +196,7 @@ class HttptoolsParser(RequestParser):
         if (
             # _judge's commonest case, decided here: an origin-form target, a Host, a plain
             # Content-Length or none, and no field that changes framing, persistence or Expect
-            target[0] == "/" and target.isascii() and "#" not in target
+            target[:1] == "/" and target.isascii() and "#" not in target
             and "host" in headers
             and "connection" not in headers
             and "transfer-encoding" not in headers

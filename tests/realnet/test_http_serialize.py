@@ -9,6 +9,8 @@ may not carry (a body on 204, a bad status or type) is refused from the cache as
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 import realnet.http as http
@@ -44,6 +46,16 @@ def test_a_cached_head_gives_the_bytes_a_fresh_one_gives(resp: Response, flags: 
     again = http._serialize(resp, *flags)  # from the cache
     assert first == again == fresh
     assert fresh.startswith(b"HTTP/1.1 %d " % resp.status)
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_heads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # the tests below move the clock: put the Date line back and empty the cache afterwards,
+    # so that no other test is answered with a head of another second
+    monkeypatch.setattr(http, "_date_line", http._date_line)
+    monkeypatch.setattr(http, "_date_valid_until", http._date_valid_until)
+    yield
+    http._HEADS.clear()
 
 
 def test_the_cache_follows_the_date(monkeypatch: pytest.MonkeyPatch) -> None:
