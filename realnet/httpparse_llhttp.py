@@ -183,10 +183,11 @@ class HttptoolsParser(RequestParser):
         # The request line is exactly "METHOD SP target SP HTTP/1.1" (llhttp accepts runs of
         # spaces; we do not): its length says so, once llhttp found those three parts. A target
         # longer than the line's is a next request's too, which llhttp began to parse.
+        line_end = data.find(b"\r\n")
         if (
             not self._done  # a body still to come (chunked, or one llhttp expects)
-            or len(raw) + len(raw_target) + 10 != data.find(b"\r\n")
-            or lib.get_http_version() != "1.1"
+            or len(raw) + len(raw_target) + 10 != line_end
+            or not data.endswith(b"HTTP/1.1", 0, line_end)  # (get_http_version formats a str)
         ):
             self._lib = self._new_lib()
             return None
