@@ -30,7 +30,9 @@ not a response, or whose future fails, produces ``500 internal`` with the traceb
 server itself never dies of a request.
 
 Every response carries ``Content-Length`` (except 204 and 304, where RFC 9110 §8.6 forbids it or
-it would describe another representation) and a ``Date`` field cached per second. Error bodies
+it would describe another representation) and a ``Date`` field cached per second. The head of a
+plain keep-alive response (status line, Content-Type, Date) is built once per second per status
+and type, and the next such response is that head, its Content-Length line and its body. Error bodies
 are always ``{"error": CODE, "message": SENTENCE}``.
 
 ``HEAD`` reaches the handler as ``HEAD``; the server drops the body of its response and keeps the

@@ -280,15 +280,18 @@ class Node:
 
         self.replica.submit(op, counted)
 
-    def answer_now(self, op: Get | Put | Delete) -> Reply | None:
-        """The client door's fast lane (ARCHITECTURE.md, "The node's doors"): the Reply
-        :meth:`on_client_request` would give ``op`` when this node answers it at once from its
-        own store (:meth:`kvcore.node.routing.Router.answer_now`), or None having done nothing,
-        and the caller knocks on :meth:`on_client_request`. Always None in a replicated group and
-        in a subclass that changes :meth:`on_client_request`."""
+    def answer_now(self, op: Get | Put | Delete, reply: ReplyFn) -> Reply | None:
+        """The client door with a synchronous answer (ARCHITECTURE.md, "The node's doors"): the
+        Reply :meth:`on_client_request` would give ``op`` when this node answers it at once from
+        its own store, and then ``reply`` is not called
+        (:meth:`kvcore.node.routing.Router.answer_now`); otherwise None, and ``op`` went through
+        :meth:`on_client_request`, which calls ``reply`` exactly once, now or later. In a
+        replicated group, and in a subclass that changes :meth:`on_client_request`, always the
+        latter."""
         if self._door_wrapped or self.replica is not None:
+            self.on_client_request(op, reply)
             return None
-        return self.router.answer_now(op)
+        return self.router.answer_now(op, reply)
 
     def apply(self, op: Get | Put | Delete) -> Reply:
         """Apply an operation to the local store (the caller checked ownership)."""

@@ -151,7 +151,10 @@ class Router:
                 self.stats.count_op(name, err.code)
                 reply(error_reply(err))
                 return
-        slot = key_slot(key)
+        self._route(op, key, key_slot(key), name, reply)
+
+    def _route(self, op: Any, key: bytes, slot: int, name: str, reply: ReplyFn) -> None:
+        """A valid operation on ``key`` (in ``slot``), served here or forwarded to the owner."""
         owner = self.ownership.slot_map.owner(slot)
         if owner == self.id:
             if slot not in self.migrating:
@@ -180,28 +183,32 @@ class Router:
         self.stats.count_op(name, e.code)
         reply(error_reply(e))
 
-    def answer_now(self, op: Get | Put | Delete) -> Reply | None:
-        """The common client operation answered at once, without a ``reply`` callback: the
-        Reply :meth:`on_client_request` would give it, counted as it counts it, or None having
-        done nothing (the caller then takes :meth:`on_client_request`).
+    def answer_now(self, op: Get | Put | Delete, reply: ReplyFn) -> Reply | None:
+        """:meth:`on_client_request` with a synchronous answer for the commonest case: the Reply
+        itself (``reply`` is not called) when this node answers ``op`` at once from its own
+        store; otherwise None, and the request took :meth:`on_client_request`'s path, which
+        calls ``reply`` exactly once, now or later. Either way it is counted as that path
+        counts it, and every refusal and forward is that path's.
 
-        It answers what :meth:`on_client_request` applies here without a word: a well-formed
-        operation within the limits, this node not gated, its slot owned here and not migrating
-        out. Everything else (refusals, forwards, migrating slots) returns None, so every
-        sentence and every path stays :meth:`on_client_request`'s."""
-        if self.gated:
-            return None
+        The Reply comes back for a well-formed operation within the limits, this node not
+        gated, its slot owned here and not migrating out. A valid operation for another slot
+        goes on to be routed without its slot computed twice."""
         t = type(op)
         config = self.config
-        if not (t is Get or t is Delete or (
-            type(op) is Put and type(op.value) is bytes and len(op.value) <= config.max_value_bytes
-        )):
-            return None
-        key = op.key
-        if type(key) is not bytes or not 0 < len(key) <= config.max_key_bytes:
+        if (
+            self.gated
+            or not (t is Get or t is Delete or (
+                type(op) is Put and type(op.value) is bytes
+                and len(op.value) <= config.max_value_bytes
+            ))
+            or type(key := op.key) is not bytes
+            or not 0 < len(key) <= config.max_key_bytes
+        ):
+            self.on_client_request(op, reply)
             return None
         slot = key_slot(key)
         if self.ownership.slot_map.owner(slot) != self.id or slot in self.migrating:
+            self._route(op, key, slot, t.__name__, reply)
             return None
         if t is Get and self._plain_apply:  # apply_local's commonest case, inline
             v = self.store.get(key)

@@ -1,11 +1,13 @@
-"""The client door's fast lane (``Node.answer_now``) answers exactly as the door does, or not at all.
+"""The client door's synchronous lane (``Node.answer_now``) answers exactly as the door does.
 
 Two twin nodes (same seed, same cluster, same history) take the same operation: one through
-``answer_now``, the other through ``on_client_request``. Whenever the fast lane answers, the
-door must have answered at once with the same Reply, counted the same, stored the same and sent
-nothing; whenever it declines, it must have changed nothing at all (the door then takes over).
-The corpus covers local and remote keys, present and absent ones, refusals of every kind, an
-unowned slot, a migrating slot, a gated (restarted) node and a subclass that changes the door.
+``answer_now(op, reply)``, the other through ``on_client_request(op, reply)``. Whenever the lane
+returns a Reply, the door must have answered at once with the same Reply, and the lane must not
+have called its callback; whenever it returns None, its callback must have received what the
+door's did. Either way both twins end in the same state: counters, store, messages sent. The
+corpus covers local and remote keys, present and absent ones, refusals of every kind, an unowned
+slot, a migrating slot, a gated (restarted) node, a wrapped ``apply`` and a subclass that changes
+the door.
 """
 
 from __future__ import annotations
@@ -106,33 +108,49 @@ def _state(node: Node, rt: FakeRuntime) -> tuple[object, ...]:
 
 @pytest.mark.parametrize("kind", ["standalone", "cluster", "migrating", "gated", "wrapped-apply"])
 @pytest.mark.parametrize("op", CORPUS, ids=lambda op: f"{type(op).__name__}-{str(op)[:40]}")
-def test_the_fast_lane_answers_as_the_door_or_changes_nothing(kind: str, op: Any) -> None:
+def test_the_fast_lane_answers_as_the_door(kind: str, op: Any) -> None:
     fast, frt = _twin(kind)
     door, drt = _twin(kind)
-    before = _state(fast, frt)
-    got = fast.answer_now(op)
+    called: list[Reply] = []
+    got = fast.answer_now(op, called.append)
     replies: list[Reply] = []
     door.on_client_request(op, replies.append)
     if got is None:
-        assert _state(fast, frt) == before  # declined: nothing done, the door takes over
+        assert called == replies  # the door's path, answered now or pending alike
     else:
+        assert called == []  # answered by returning, not by calling back
         assert replies == [got]
-        assert _state(fast, frt) == _state(door, drt)
         assert frt.sent == []
+    assert _state(fast, frt) == _state(door, drt)
+    # a request left pending (forwarded) ends alike too, once the owner is silent
+    frt.advance(10.0)
+    drt.advance(10.0)
+    assert called == ([] if got is not None else replies)
+    assert _state(fast, frt) == _state(door, drt)
+
+
+def _never(r: Reply) -> None:
+    raise AssertionError(f"the fast lane called back with {r}")
 
 
 def test_the_fast_lane_takes_the_common_requests() -> None:
-    # it must not decline everything: the local, well-formed requests are its reason to be
+    # it must not pass everything on: the local, well-formed requests are its reason to be
     node, _ = _twin("cluster")
-    assert node.answer_now(Get(key=LOCAL)) == Reply(value=b"v")
-    assert node.answer_now(Get(key=LOCAL_ABSENT)) is not None  # not_found, answered here
-    assert node.answer_now(Put(key=LOCAL, value=b"w")) == Reply()
-    assert node.answer_now(Delete(key=LOCAL)) == Reply()
-    assert node.answer_now(Get(key=REMOTE)) is None  # forwarded: the door's work
+    assert node.answer_now(Get(key=LOCAL), _never) == Reply(value=b"v")
+    assert node.answer_now(Get(key=LOCAL_ABSENT), _never) is not None  # not_found, answered here
+    assert node.answer_now(Put(key=LOCAL, value=b"w"), _never) == Reply()
+    assert node.answer_now(Delete(key=LOCAL), _never) == Reply()
+    later: list[Reply] = []
+    assert node.answer_now(Get(key=REMOTE), later.append) is None  # forwarded: the door's work
+    assert later == [] and node.stats.forwards_sent == 1
     gated, _ = _twin("gated")
-    assert gated.answer_now(Get(key=LOCAL)) is None
+    now: list[Reply] = []
+    assert gated.answer_now(Get(key=LOCAL), now.append) is None
+    assert [r.error for r in now] == ["try_again"]
 
 
 def test_a_node_whose_door_is_changed_gets_no_fast_lane() -> None:
     node, _ = _twin("standalone", LoudDoor)
-    assert node.answer_now(Get(key=LOCAL)) is None
+    called: list[Reply] = []
+    assert node.answer_now(Get(key=LOCAL), called.append) is None
+    assert called == [Reply(value=b"v")]
