@@ -32,10 +32,14 @@ is 421 ``misdirected_request``; with a client token, a ``/kv/`` request without 
 ``unauthorized`` (``WWW-Authenticate: Bearer``); with an admin token, so is an admin ``POST``
 (:mod:`realnet.adminapi`).
 
-The hot path is synchronous. ``on_client_request`` calls ``reply`` before it returns when the
-slot is local (or the request fails validation, or the owner is known down), and then the
-handler returns a :class:`~realnet.http.Response` directly: no future, no task, the response is
-written inside the same ``data_received`` call. Only when the node forwarded the request does
+The hot path is synchronous. The request goes to the node's client door through its
+synchronous lane (``node.answer_now(op, reply)``, ARCHITECTURE.md, "The node's doors"): a
+well-formed request for a slot this node owns and is not moving comes back as a ``Reply``, the
+callback not called, and the handler returns a :class:`~realnet.http.Response` at once. Anything
+else takes ``on_client_request``'s path, which calls ``reply`` before it returns when it can
+answer at once (the request fails validation, or the owner is known down), and then the handler
+returns a :class:`~realnet.http.Response` directly: no future, no task, the response is written
+inside the same ``data_received`` call. Only when the node forwarded the request does
 the handler return a deferred response that the owner's reply (or the forward timeout)
 resolves: the request's :class:`_ReplySlot`, which :mod:`realnet.http` waits on as on a future.
 A synchronous answer allocates no slot: one spare slot is handed to the node again and again
@@ -381,8 +385,17 @@ class Api(AdminApi, ReplicaAdminApi):
             slot = self._spare = _ReplySlot(self, False, None, 0.0)
         slot.is_get = name == "get"
         slot.op = name
-        slot.t0 = self.clock()
-        self.node.on_client_request(op, slot)
+        slot.t0 = t0 = self.clock()
+        # The node's fast lane: the common local request comes back as a Reply and the slot is
+        # not called; anything else went through the door, which calls the slot.
+        r = self.node.answer_now(op, slot)
+        if r is not None:
+            slot.op = None
+            error = r.error
+            self.op_latency.observe(name, error, self.clock() - t0)
+            if not error:
+                return Response(200, r.value or b"", OCTETS) if name == "get" else _NO_CONTENT
+            return reply_response(r, name == "get")
         resp = slot.response
         if resp is not None:  # answered synchronously: local, invalid, or owner down
             slot.response = slot.op = None

@@ -30,7 +30,9 @@ not a response, or whose future fails, produces ``500 internal`` with the traceb
 server itself never dies of a request.
 
 Every response carries ``Content-Length`` (except 204 and 304, where RFC 9110 §8.6 forbids it or
-it would describe another representation) and a ``Date`` field cached per second. Error bodies
+it would describe another representation) and a ``Date`` field cached per second. The head of a
+plain keep-alive response (status line, Content-Type, Date) is built once per second per status
+and type, and the next such response is that head, its Content-Length line and its body. Error bodies
 are always ``{"error": CODE, "message": SENTENCE}``.
 
 ``HEAD`` reaches the handler as ``HEAD``; the server drops the body of its response and keeps the
@@ -203,6 +205,14 @@ _date_valid_until = 0.0  # wall-clock second at which _date_line goes stale
 _date_line = b""
 
 
+#: (status, content type) -> status line, Content-Type and Date field lines of this second's
+#: keep-alive responses without extra fields: what :func:`_serialize` checked and built once
+#: (emptied with every new Date line)
+_HEADS: dict[tuple[int, str | None], bytes] = {}
+#: the Content-Length field line and blank line of the commonest body lengths
+_LENGTHS = [b"Content-Length: %d\r\n\r\n" % n for n in range(1024)]
+
+
 def _date() -> bytes:
     """The ``Date`` field line, formatted at most once per second."""
     global _date_valid_until, _date_line
@@ -211,6 +221,7 @@ def _date() -> bytes:
         second = int(now)
         _date_line = b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
         _date_valid_until = second + 1.0
+        _HEADS.clear()
     return _date_line
 
 
@@ -238,16 +249,27 @@ def _prefix(status: int, content_type: str | None) -> bytes:
 def _serialize(resp: Response, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
     """The response as one bytes object. Raises ValueError on a response the server cannot send."""
     status = resp.status
+    body = resp.body
+    if keep_alive and not http10 and not head_only and not resp.headers:
+        # The commonest case: a head built before in this second, then the body.
+        head = _HEADS.get((status, resp.content_type))
+        if head is not None and _time() < _date_valid_until:
+            if status != 204 and status != 304:
+                n = len(body)
+                return head + (_LENGTHS[n] if n < 1024 else b"Content-Length: %d\r\n\r\n" % n) + body
+            if not body:
+                return head + b"\r\n"
     prefix = _PREFIX_CACHE.get((status, resp.content_type))
     if prefix is None:
         prefix = _prefix(status, resp.content_type)
-    body = resp.body
     no_body = status == 204 or status == 304
     if no_body and body:
         raise ValueError(f"a {status} response must not have a body")
     if keep_alive and not http10 and not resp.headers:
         # The common case: one formatting operation.
         date = _date_line if _time() < _date_valid_until else _date()
+        if len(_HEADS) < 64:
+            _HEADS[(status, resp.content_type)] = prefix + date
         if no_body:
             return prefix + date + b"\r\n"
         if head_only:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import httptools
 
 from realnet.httpparse_rules import (
-    _HEAD,
     HttpLimits,
     ParseError,
     Request,
@@ -154,21 +153,17 @@ class HttptoolsParser(RequestParser):
         reach the first one's fields, body or flags before llhttp has reported the next one's
         target (``on_url``), which makes ``_target`` longer than the request line's; that, or a
         Content-Length that does not end the request exactly at the end of ``data``, declines."""
-        if self._state != _HEAD or self._pos < len(self._buf) or not data or data[0] == 13:
-            return None  # (13: CR, the start of an empty line, or of something worse)
+        if self._state or self._pos < len(self._buf):  # (_HEAD is 0)
+            return None
         end = data.find(b"\r\n\r\n")
         limits = self._limits
-        if end < 0 or end > limits.max_header_bytes:
+        # data[0] == 13 (CR): the start of an empty line, or of something worse
+        if end <= 0 or end > limits.max_header_bytes or data[0] == 13:
             return None
-        line_end = data.find(b"\r\n")  # at most ``end``: the head's blank line starts there
-        if (
-            data.count(b" ", 0, line_end) != 2
-            or not data.endswith(b"HTTP/1.1", 0, line_end)
-            # a field line takes at least one CRLF: a short head cannot have too many
-            or (end > 2 * limits.max_headers and data.count(b"\r\n", 0, end) > limits.max_headers)
-        ):
+        # a field line takes at least one CRLF: a short head cannot have too many
+        if end > 2 * limits.max_headers and data.count(b"\r\n", 0, end) > limits.max_headers:
             return None
-        self._fields = {}
+        self._fields = headers = {}
         self._target = b""
         n = len(data)
         more = n != end + 4  # bytes after the head: a body, or a next request
@@ -177,27 +172,51 @@ class HttptoolsParser(RequestParser):
             if self._body:
                 self._body = []
         self._done = False
+        lib = self._lib
         try:
-            self._lib.feed_data(data)
+            lib.feed_data(data)
         except Exception:
             self._lib = self._new_lib()  # the general path parses it again, from the start
             return None
         raw_target = self._target
-        # line_end - 9: the space before "HTTP/1.1"; the target starts after the first space
-        if not self._done or (more and len(raw_target) != line_end - 10 - data.find(b" ")):
-            # a body still to come (chunked, or one llhttp expects), or a next request began
+        raw = lib.get_method()
+        # The request line is exactly "METHOD SP target SP HTTP/1.1" (llhttp accepts runs of
+        # spaces; we do not): its length says so, once llhttp found those three parts. A target
+        # longer than the line's is a next request's too, which llhttp began to parse.
+        line_end = data.find(b"\r\n")
+        if (
+            not self._done  # a body still to come (chunked, or one llhttp expects)
+            or len(raw) + len(raw_target) + 10 != line_end
+            or not data.endswith(b"HTTP/1.1", 0, line_end)  # (get_http_version formats a str)
+        ):
             self._lib = self._new_lib()
             return None
-        raw = self._lib.get_method()
         method = _METHOD_NAMES.get(raw) or raw.decode("ascii")
         target = raw_target.decode("latin-1")
-        headers = self._fields
-        path, query, keep_alive, chunked, length, _ = _judge(
-            method, target, False, headers, self._max_body
-        )
-        if chunked or end + 4 + length != n:
-            self._lib = self._new_lib()  # chunked, or bytes of a next request: general path
-            return None
+        cl = headers.get("content-length")
+        if (
+            # _judge's commonest case, decided here: an origin-form target, a Host, a plain
+            # Content-Length or none, and no field that changes framing, persistence or Expect
+            target[:1] == "/" and target.isascii() and "#" not in target
+            and "host" in headers
+            and "connection" not in headers
+            and "transfer-encoding" not in headers
+            and "expect" not in headers
+            and (cl is None or (cl.isdigit() and cl.isascii() and len(cl) < 8))
+        ):
+            path, _, query = target.partition("?")
+            length = 0 if cl is None else int(cl)
+            if length > self._max_body or end + 4 + length != n:
+                self._lib = self._new_lib()  # over the limit, or bytes of a next request
+                return None
+            keep_alive = True
+        else:
+            path, query, keep_alive, chunked, length, _ = _judge(
+                method, target, False, headers, self._max_body
+            )
+            if chunked or end + 4 + length != n:
+                self._lib = self._new_lib()  # chunked, or bytes of a next request: general path
+                return None
         if length:
             parts = self._body
             self._body = []

@@ -183,6 +183,8 @@ class Node:
         # the router applies through our ``apply`` only when a subclass wraps it (a test's faulty
         # store, say): otherwise straight to the store, one call less on every request
         wrapped = None if type(self).apply is Node.apply else self.apply
+        #: a subclass that changes the client door gets no fast lane (see answer_now)
+        self._door_wrapped = type(self).on_client_request is not Node.on_client_request
         self.router = Router(self.id, runtime, self.config, self.store, self.stats, self.ownership,
                              self.membership, self.migration, self._send, first_rid, wrapped)
         self._dispatch = Dispatch(
@@ -279,6 +281,19 @@ class Node:
             reply(r)
 
         self.replica.submit(op, counted)
+
+    def answer_now(self, op: Get | Put | Delete, reply: ReplyFn) -> Reply | None:
+        """The client door with a synchronous answer (ARCHITECTURE.md, "The node's doors"): the
+        Reply :meth:`on_client_request` would give ``op`` when this node answers it at once from
+        its own store, and then ``reply`` is not called
+        (:meth:`kvcore.node.routing.Router.answer_now`); otherwise None, and ``op`` went through
+        :meth:`on_client_request`, which calls ``reply`` exactly once, now or later. In a
+        replicated group, and in a subclass that changes :meth:`on_client_request`, always the
+        latter."""
+        if self._door_wrapped or self.replica is not None:
+            self.on_client_request(op, reply)
+            return None
+        return self.router.answer_now(op, reply)
 
     def apply(self, op: Get | Put | Delete) -> Reply:
         """Apply an operation to the local store (the caller checked ownership)."""

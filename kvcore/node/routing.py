@@ -110,6 +110,7 @@ class Router:
         #: applies an operation here: the node's ``apply`` (a subclass may wrap it), by default
         #: :meth:`apply_local`
         self.apply: Callable[[Get | Put | Delete], Reply] = apply or self.apply_local
+        self._plain_apply = apply is None
         #: a restarted node that has not synced with a member yet answers 503 try_again
         self.gated = False
         self.pending: dict[int, _Pending] = {}
@@ -150,7 +151,10 @@ class Router:
                 self.stats.count_op(name, err.code)
                 reply(error_reply(err))
                 return
-        slot = key_slot(key)
+        self._route(op, key, key_slot(key), name, reply)
+
+    def _route(self, op: Any, key: bytes, slot: int, name: str, reply: ReplyFn) -> None:
+        """A valid operation on ``key`` (in ``slot``), served here or forwarded to the owner."""
         owner = self.ownership.slot_map.owner(slot)
         if owner == self.id:
             if slot not in self.migrating:
@@ -178,6 +182,41 @@ class Router:
                 e = errors.OwnerDown(f"slot {slot} is owned by {owner}, which is {state}")
         self.stats.count_op(name, e.code)
         reply(error_reply(e))
+
+    def answer_now(self, op: Get | Put | Delete, reply: ReplyFn) -> Reply | None:
+        """:meth:`on_client_request` with a synchronous answer for the commonest case: the Reply
+        itself (``reply`` is not called) when this node answers ``op`` at once from its own
+        store; otherwise None, and the request took :meth:`on_client_request`'s path, which
+        calls ``reply`` exactly once, now or later. Either way it is counted as that path
+        counts it, and every refusal and forward is that path's.
+
+        The Reply comes back for a well-formed operation within the limits, this node not
+        gated, its slot owned here and not migrating out. A valid operation for another slot
+        goes on to be routed without its slot computed twice."""
+        t = type(op)
+        config = self.config
+        if (
+            self.gated
+            or not (t is Get or t is Delete or (
+                type(op) is Put and type(op.value) is bytes
+                and len(op.value) <= config.max_value_bytes
+            ))
+            or type(key := op.key) is not bytes
+            or not 0 < len(key) <= config.max_key_bytes
+        ):
+            self.on_client_request(op, reply)
+            return None
+        slot = key_slot(key)
+        if self.ownership.slot_map.owner(slot) != self.id or slot in self.migrating:
+            self._route(op, key, slot, t.__name__, reply)
+            return None
+        if t is Get and self._plain_apply:  # apply_local's commonest case, inline
+            v = self.store.get(key)
+            r = _value_reply(v, "", "") if v is not None else error_reply(errors.NotFound.of(key))
+        else:
+            r = self.apply(op)
+        self.stats.count_op(t.__name__, r.error or "ok")
+        return r
 
     def still_gated(self) -> bool:
         if self.membership.joined or self.membership.synced:

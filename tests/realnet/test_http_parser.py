@@ -376,6 +376,28 @@ WHOLE = [
     b"GET /kv/a HTTP/1.1\r\nHost: h\r\n\r\nPUT /b HTTP/1.1\r\nContent-Length: 38\r\nX",
     b"GET  /kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
     b"GET /kv/a  HTTP/1.1\r\nHost: h\r\n\r\n",
+    # the fast path decides the commonest heads itself (httpparse_llhttp.parse_whole): every
+    # field that changes the judgement, and every shape of the request line, must decline or
+    # agree with the general path
+    b"GET /kv/a HTTP/1.1 \r\nHost: h\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nUser-Agent: t\r\n\r\n",
+    b"GET /kv/a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /kv/\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /kv/a?b=c?d HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 0005\r\n\r\nhello",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 00000000005\r\n\r\nhello",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length:  5 \r\n\r\nhello",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nhello",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nhello",
+    b"PUT /kv/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"POST /kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /kv/a HTTP/1.1\r\nHost: h\r\nhost: i\r\n\r\n",
 ]
 
 
