@@ -125,7 +125,7 @@ class SimStorage:
         if self.sync_time is None:
             if dirty:
                 self._apply(dirty, 1)
-                self._dirty = {}
+                dirty.clear()  # (applied: nothing else holds it)
             return
         if not dirty:
             return
@@ -167,15 +167,19 @@ class SimStorage:
 
     def _apply(self, writes: _Pending, syncs: int) -> None:
         durable = self.durable
-        for key, value in writes.items():
-            if value is None:
-                durable.pop(key, None)
-            else:
-                durable[key] = value
+        if None in writes.values():
+            for key, value in writes.items():
+                if value is None:
+                    durable.pop(key, None)
+                else:
+                    durable[key] = value
+        else:
+            durable.update(writes)  # no delete among them (the common case): in one call
         st = self.stats
         st.flushes += 1
         st.writes_flushed += len(writes)
-        st.max_group = max(st.max_group, syncs)
+        if syncs > st.max_group:
+            st.max_group = syncs
 
     def _start_flush(self) -> None:
         assert self.env is not None and self.sync_time is not None and self.rng is not None

@@ -284,10 +284,12 @@ class SortedIds(Sequence[str]):
     def __getitem__(self, i: slice) -> list[str]: ...
 
     def __getitem__(self, i: int | slice) -> str | list[str]:
+        skip = self._skip
+        if skip < 0:
+            return self._items[i]  # nothing hidden: the list's own indexing (a slice too)
         if isinstance(i, slice):
             return self.to_list()[i]
-        skip = self._skip
-        if skip < 0 or 0 <= i < skip:
+        if 0 <= i < skip:
             return self._items[i]
         if i < 0:
             i += len(self)
