@@ -15,11 +15,11 @@ so no message is counted twice.
 This module owns the merge rules (SWIM §4.2, :func:`~kvcore.membership.formulas.overrides`;
 memberlist ``state.go``): every change of a member's state goes through :meth:`Membership.apply`
 (Alive / Suspect / Dead, again one table) and ``_set_state``, and a node that hears itself
-suspected or declared dead refutes by raising its incarnation. It also holds dissemination
-(SWIM §4.1: piggybacking from the :class:`~kvcore.membership.broadcast.BroadcastQueue`, and the
-gossip rounds). The rest of the protocol is in mixins, one concern each:
+suspected or declared dead refutes by raising its incarnation. The rest of the protocol is in mixins, one concern each:
 :mod:`~kvcore.membership.probe` (failure detection), :mod:`~kvcore.membership.suspicion`
-(suspicion timers) and :mod:`~kvcore.membership.sync` (push-pull and joining).
+(suspicion timers), :mod:`~kvcore.membership.sync` (push-pull and joining) and
+:mod:`~kvcore.membership.gossip` (dissemination, SWIM §4.1: piggybacking from the
+:class:`~kvcore.membership.broadcast.BroadcastQueue`, and the gossip rounds).
 
 Incarnation numbers are kept in the Runtime's durable ``storage`` (:data:`INCARNATION_KEY`), so a
 node that crashes and restarts comes back with a higher incarnation than any it used before;
@@ -54,7 +54,6 @@ serves (:mod:`kvcore.node.routing`).
 from __future__ import annotations
 
 import bisect
-import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -64,7 +63,8 @@ from kvcore.dispatch import Dispatch, Handler
 from kvcore.membership.awareness import Awareness
 from kvcore.membership.broadcast import BroadcastQueue, Update
 from kvcore.membership.config import SwimConfig
-from kvcore.membership.formulas import overrides, push_pull_scale, retransmit_limit
+from kvcore.membership.formulas import overrides, push_pull_scale
+from kvcore.membership.gossip import Dissemination
 from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
@@ -93,13 +93,9 @@ MEMBER_PREFIX = "member:"
 #: the events after which a member's stored entry is written again (suspect and dead are not:
 #: a restarted node finds out who is down by itself, and a failure storm must not write)
 _PERSISTED = (MemberEvent.JOIN, MemberEvent.UPDATE, MemberEvent.ALIVE, MemberEvent.LEFT)
-#: Gossip(updates=...) without the keyword parsing (messages._fast_make), once per gossip sent
-_gossip: Callable[[tuple[Update, ...]], Gossip] = Gossip._make  # type: ignore[attr-defined]
-#: what randrange(n) calls when the generator draws with getrandbits (random.Random's own)
-_RANDBELOW_BITS = getattr(random.Random, "_randbelow_with_getrandbits", None)
 
 
-class Membership(Probing, Suspicions, AntiEntropy):
+class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
     """One node's SWIM membership. Drive it with :meth:`handle` and the timers it sets."""
 
     #: SWIM's peer messages -> the method that handles each (the one list of what we take)
@@ -589,92 +585,6 @@ class Membership(Probing, Suspicions, AntiEntropy):
             if i < len(pool) and pool[i] == m.node:
                 del pool[i]
                 return
-
-    # --- dissemination (SWIM §4.1) -----------------------------------------------------------
-
-    def _piggyback(self) -> tuple[Update, ...]:
-        if not self.broadcasts.queued:
-            return ()
-        return tuple(self.broadcasts.take(self.config.max_piggyback, self._retransmit_limit()))
-
-    def _retransmit_limit(self) -> int:
-        """formulas.retransmit_limit for the live count, computed again only when the count
-        changed (it is asked for every message that carries updates)."""
-        n = self.num_live()
-        if n != self._limit_for:
-            self._limit_for = n
-            self._limit = retransmit_limit(self.config.retransmit_mult, max(1, n))
-        return self._limit
-
-    def _sample(self, count: int, exclude: str | None = None, alive_only: bool = False) -> list[str]:
-        """Up to ``count`` distinct random live members (rejection sampling: O(count))."""
-        pool = self._live_ids
-        out: list[str] = []
-        if not pool or count <= 0:
-            return out
-        rnd = self.rt.random
-        if len(pool) <= 4 * count + 8:
-            # small pool: draw exactly, so we never fall short of available members
-            cands = [n for n in pool if n != exclude and (not alive_only or self.members[n].state == ALIVE)]
-            return rnd.sample(cands, min(count, len(cands)))
-        tries = 0
-        while len(out) < count and tries < 4 * count + 8:
-            tries += 1
-            nid = pool[rnd.randrange(len(pool))]
-            if nid == exclude or nid in out or (alive_only and self.members[nid].state != ALIVE):
-                continue
-            out.append(nid)
-        return out
-
-    def _gossip_targets(self, count: int) -> list[str]:
-        """Up to ``count`` random members: live ones, and ones dead for less than
-        gossip_to_the_dead_time (so they can learn they were declared dead and refute)."""
-        live = self._live_ids
-        recent: list[str] = []
-        if self._dead_ids:
-            now = self.rt.now()
-            window = self.config.gossip_to_the_dead_time
-            recent = [n for n in self._dead_ids if now - self.members[n].state_change < window]
-        nlive = len(live)
-        total = nlive + len(recent)
-        want = min(count, total)
-        out: list[str] = []
-        if want <= 0:
-            return out
-        rnd = self.rt.random
-        # rnd.randrange(total), inlined when it is Random's own (the same draws, in the same
-        # order: one getrandbits(k) per try until one falls below total), as every Runtime's is
-        own = _RANDBELOW_BITS is not None and getattr(type(rnd), "_randbelow", None) is _RANDBELOW_BITS
-        bits = rnd.getrandbits if own else None
-        k = total.bit_length()
-        tries = 0
-        while len(out) < want and tries < 4 * count + 8:
-            tries += 1
-            if bits is None:
-                i = rnd.randrange(total)
-            else:
-                i = bits(k)
-                while i >= total:
-                    i = bits(k)
-            nid = live[i] if i < nlive else recent[i - nlive]
-            if nid not in out:
-                out.append(nid)
-        return out
-
-    def _gossip_tick(self) -> None:
-        if not self.running:
-            return
-        self._timers["gossip"] = self.rt.call_later(self.config.gossip_interval, self._gossip_tick)
-        queue = self.broadcasts
-        queued = queue.queued
-        if not queued:
-            return
-        # what _piggyback does per message, once per round: sending changes no view
-        per, limit, take, send = self.config.max_piggyback, self._retransmit_limit(), queue.take, self._send
-        for nid in self._gossip_targets(self.config.gossip_nodes):
-            if not queued:
-                break
-            send(nid, _gossip(tuple(take(per, limit))))
 
     # --- timers and events ---------------------------------------------------------------------
 

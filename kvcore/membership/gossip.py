@@ -1,0 +1,147 @@
+"""Dissemination (SWIM §4.1): piggybacking news on every message, and the gossip rounds.
+
+Theory of operation
+-------------------
+What a member learns that others should know (an Alive, Suspect or Dead it applied) waits in its
+:class:`~kvcore.membership.broadcast.BroadcastQueue`, fewest transmissions first, and leaves it
+after ``retransmit_mult * ceil(log10(N + 1))`` transmissions
+(:func:`~kvcore.membership.formulas.retransmit_limit`, the count asked again only when the
+number of live members changed). Up to ``max_piggyback`` of them ride on every probe and ack
+(``_piggyback``), and every ``gossip_interval`` a round sends them to ``gossip_nodes`` random
+members (memberlist's ``gossip``): live ones, and ones declared dead less than
+``gossip_to_the_dead_time`` ago, so that they hear it and can refute. A round with nothing queued
+sends nothing.
+
+The random draws are the Runtime's generator's, in a fixed order (rejection sampling, one
+``randrange`` per try; inlined as ``random.Random`` draws it, one ``getrandbits`` per try, the
+same numbers and the generator left in the same state), so the same seed gives the same targets.
+
+:class:`Dissemination` is that part of :class:`~kvcore.membership.Membership` (a mixin).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kvcore.membership.broadcast import BroadcastQueue, Update
+from kvcore.membership.formulas import retransmit_limit
+from kvcore.membership.member import ALIVE
+from kvcore.membership.table import MemberTable, SortedIds
+from kvcore.messages import Gossip
+from kvcore.runtime import Runtime, TimerHandle
+
+if TYPE_CHECKING:
+    from kvcore.membership.config import SwimConfig
+
+#: Gossip(updates=...) without the keyword parsing (messages._fast_make), once per gossip sent
+_gossip: Callable[[tuple[Update, ...]], Gossip] = Gossip._make  # type: ignore[attr-defined]
+#: what randrange(n) calls when the generator draws with getrandbits (random.Random's own)
+_RANDBELOW_BITS = getattr(random.Random, "_randbelow_with_getrandbits", None)
+
+
+class Dissemination:
+    """Piggybacking and gossip rounds of :class:`~kvcore.membership.Membership` (a mixin)."""
+
+    if TYPE_CHECKING:
+        rt: Runtime
+        config: SwimConfig
+        running: bool
+        members: MemberTable
+        broadcasts: BroadcastQueue
+        _send: Callable[[str, Any], None]
+        _live_ids: SortedIds
+        _dead_ids: list[str]
+        _timers: dict[str, TimerHandle]
+        _limit_for: int
+        _limit: int
+
+        def num_live(self) -> int: ...
+
+    def _piggyback(self) -> tuple[Update, ...]:
+        if not self.broadcasts.queued:
+            return ()
+        return tuple(self.broadcasts.take(self.config.max_piggyback, self._retransmit_limit()))
+
+    def _retransmit_limit(self) -> int:
+        """formulas.retransmit_limit for the live count, computed again only when the count
+        changed (it is asked for every message that carries updates)."""
+        n = self.num_live()
+        if n != self._limit_for:
+            self._limit_for = n
+            self._limit = retransmit_limit(self.config.retransmit_mult, max(1, n))
+        return self._limit
+
+    def _sample(self, count: int, exclude: str | None = None, alive_only: bool = False) -> list[str]:
+        """Up to ``count`` distinct random live members (rejection sampling: O(count))."""
+        pool = self._live_ids
+        out: list[str] = []
+        if not pool or count <= 0:
+            return out
+        rnd = self.rt.random
+        if len(pool) <= 4 * count + 8:
+            # small pool: draw exactly, so we never fall short of available members
+            cands = [n for n in pool if n != exclude and (not alive_only or self.members[n].state == ALIVE)]
+            return rnd.sample(cands, min(count, len(cands)))
+        tries = 0
+        while len(out) < count and tries < 4 * count + 8:
+            tries += 1
+            nid = pool[rnd.randrange(len(pool))]
+            if nid == exclude or nid in out or (alive_only and self.members[nid].state != ALIVE):
+                continue
+            out.append(nid)
+        return out
+
+    def _gossip_targets(self, count: int) -> list[str]:
+        """Up to ``count`` random members: live ones, and ones dead for less than
+        gossip_to_the_dead_time (so they can learn they were declared dead and refute)."""
+        live = self._live_ids
+        recent: list[str] = []
+        if self._dead_ids:
+            now = self.rt.now()
+            window = self.config.gossip_to_the_dead_time
+            recent = [n for n in self._dead_ids if now - self.members[n].state_change < window]
+        nlive = len(live)
+        total = nlive + len(recent)
+        want = min(count, total)
+        out: list[str] = []
+        if want <= 0:
+            return out
+        rnd = self.rt.random
+        # rnd.randrange(total), inlined when it is Random's own (the same draws, in the same
+        # order: one getrandbits(k) per try until one falls below total), as every Runtime's is
+        own = _RANDBELOW_BITS is not None and getattr(type(rnd), "_randbelow", None) is _RANDBELOW_BITS
+        bits = rnd.getrandbits if own else None
+        k = total.bit_length()
+        tries = 0
+        while len(out) < want and tries < 4 * count + 8:
+            tries += 1
+            if bits is None:
+                i = rnd.randrange(total)
+            else:
+                i = bits(k)
+                while i >= total:
+                    i = bits(k)
+            nid = live[i] if i < nlive else recent[i - nlive]
+            if nid not in out:
+                out.append(nid)
+        return out
+
+    def _gossip_tick(self) -> None:
+        if not self.running:
+            return
+        self._timers["gossip"] = self.rt.call_later(self.config.gossip_interval, self._gossip_tick)
+        queue = self.broadcasts
+        queued = queue.queued
+        if not queued:
+            return
+        # what _piggyback does per message, once per round: sending changes no view
+        per, limit, take, send = self.config.max_piggyback, self._retransmit_limit(), queue.take, self._send
+        for nid in self._gossip_targets(self.config.gossip_nodes):
+            if not queued:
+                break
+            send(nid, _gossip(tuple(take(per, limit))))
+
+
+__all__ = ["Dissemination"]
