@@ -27,6 +27,7 @@ from realnet.httpparse_rules import (
     _bad,
     _is_token,
     _judge,
+    _plain,
     _raw_field,
     _sentence,
     _transfer_coding_error,
@@ -193,30 +194,17 @@ class HttptoolsParser(RequestParser):
             return None
         method = _METHOD_NAMES.get(raw) or raw.decode("ascii")
         target = raw_target.decode("latin-1")
-        cl = headers.get("content-length")
-        if (
-            # _judge's commonest case, decided here: an origin-form target, a Host, a plain
-            # Content-Length or none, and no field that changes framing, persistence or Expect
-            target[:1] == "/" and target.isascii() and "#" not in target
-            and "host" in headers
-            and "connection" not in headers
-            and "transfer-encoding" not in headers
-            and "expect" not in headers
-            and (cl is None or (cl.isdigit() and cl.isascii() and len(cl) < 8))
-        ):
-            path, _, query = target.partition("?")
-            length = 0 if cl is None else int(cl)
-            if length > self._max_body or end + 4 + length != n:
-                self._lib = self._new_lib()  # over the limit, or bytes of a next request
-                return None
-            keep_alive = True
+        plain = _plain(target, headers, self._max_body)  # _judge's commonest case, in one test
+        if plain is not None:
+            path, query, length = plain
+            keep_alive, chunked = True, False
         else:
             path, query, keep_alive, chunked, length, _ = _judge(
                 method, target, False, headers, self._max_body
             )
-            if chunked or end + 4 + length != n:
-                self._lib = self._new_lib()  # chunked, or bytes of a next request: general path
-                return None
+        if chunked or end + 4 + length != n:
+            self._lib = self._new_lib()  # chunked, or bytes of a next request: general path
+            return None
         if length:
             parts = self._body
             self._body = []

@@ -226,6 +226,30 @@ def _content_length(value: str, max_body: int) -> int:
     return int(digits)
 
 
+def _plain(target: str, headers: dict[str, str], max_body: int) -> tuple[str, str, int] | None:
+    """:func:`_judge`'s commonest HTTP/1.1 case, decided in one test: an origin-form target, a
+    Host, a short plain Content-Length within ``max_body`` or none, and no field that changes
+    framing, persistence or Expect. Returns (path, query, length), keep-alive and not chunked;
+    None when the head needs the whole of :func:`_judge` (which may refuse it)."""
+    if (
+        target[:1] == "/" and target.isascii() and "#" not in target
+        and "host" in headers
+        and "connection" not in headers
+        and "transfer-encoding" not in headers
+        and "expect" not in headers
+    ):
+        cl = headers.get("content-length")
+        if cl is None:
+            length = 0
+        elif cl.isdigit() and cl.isascii() and len(cl) < 8 and int(cl) <= max_body:
+            length = int(cl)
+        else:
+            return None
+        path, _, query = target.partition("?")
+        return path, query, length
+    return None
+
+
 def _judge(
     method: str, target: str, http10: bool, headers: dict[str, str], max_body: int
 ) -> tuple[str, str, bool, bool, int, bool]:
@@ -233,6 +257,10 @@ def _judge(
 
     Returns (path, query, keep_alive, chunked, length, expects_continue).
     """
+    if not http10:
+        plain = _plain(target, headers, max_body)
+        if plain is not None:
+            return plain[0], plain[1], True, False, plain[2], False
     if target[:1] == "/" and target.isascii() and "#" not in target:
         path, _, query = target.partition("?")
     else:
