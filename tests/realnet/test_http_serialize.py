@@ -43,6 +43,10 @@ def _fresh(resp: Response, flags: tuple[bool, bool, bool]) -> bytes:
 def test_a_cached_head_gives_the_bytes_a_fresh_one_gives(resp: Response, flags: tuple[bool, bool, bool]) -> None:
     fresh = _fresh(resp, flags)
     first = http._serialize(resp, *flags)  # fills the cache
+    keep_alive, http10, _head = flags
+    cacheable = keep_alive and not http10 and not resp.headers
+    # the second call is answered from a cached head exactly when the response may be
+    assert ((resp.status, resp.content_type) in http._HEADS) == cacheable
     again = http._serialize(resp, *flags)  # from the cache
     assert first == again == fresh
     assert fresh.startswith(b"HTTP/1.1 %d " % resp.status)
