@@ -1,0 +1,239 @@
+"""Responses held to the end of the loop turn: what leaves, when, and in which order.
+
+A keep-alive response up to ``_DEFER_MAX`` bytes is held by its connection and written with the
+others at the end of the event loop's turn (:mod:`realnet.http`'s docstring). These tests drive
+the server's protocol objects on a real event loop with recording transports, so they can say
+what was written before and after the turn ends, and that nothing a connection does to its
+transport (a second pipelined response, 100 Continue, a refusal, a close, the client's EOF)
+overtakes the response it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import realnet.http as http
+from realnet.http import HttpLimits, Request, Response
+
+
+class RecordingTransport(asyncio.Transport):
+    """What a connection did to its transport, in order."""
+
+    def __init__(self, log: list[tuple[str, Any]] | None = None, name: str = "t") -> None:
+        super().__init__()
+        self.log: list[tuple[str, Any]] = [] if log is None else log
+        self.name = name
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        assert not self.closing, "written after close"
+        self.log.append((self.name, bytes(data)))
+
+    def write_eof(self) -> None:
+        self.log.append((self.name, "eof"))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.log.append((self.name, "close"))
+        self.closing = True
+
+    def abort(self) -> None:
+        self.log.append((self.name, "abort"))
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+
+def handler(req: Request) -> Response:
+    if req.target.startswith("/big"):
+        return Response(200, b"b" * (http._DEFER_MAX + 1), "application/octet-stream")
+    return Response(200, req.target.encode(), "text/plain")
+
+
+def bodies(log: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Each write reduced to its body (the target the handler echoed), other events as they are."""
+    out: list[tuple[str, Any]] = []
+    for name, what in log:
+        if isinstance(what, bytes):
+            if what.startswith(b"HTTP/1.1 100"):
+                out.append((name, "100"))
+                continue
+            _head, _, body = what.partition(b"\r\n\r\n")
+            if body.startswith(b'{"error"'):
+                out.append((name, "error"))
+            else:
+                out.append((name, body.decode() if len(body) < 100 else f"{len(body)} bytes"))
+        else:
+            out.append((name, what))
+    return out
+
+
+def get(target: str, extra: str = "") -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+async def turn() -> None:
+    """Let the loop finish the current turn (and run what it scheduled)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+def connect(state: http._ServerState, log: list[tuple[str, Any]], name: str) -> Any:
+    conn = state.make_protocol()
+    conn.connection_made(RecordingTransport(log, name))
+    return conn
+
+
+def run(coro: Any) -> None:
+    asyncio.run(coro)
+
+
+def make_state() -> http._ServerState:
+    return http._ServerState(handler, HttpLimits(), asyncio.get_running_loop(), http.PARSERS[http.DEFAULT_PARSER])
+
+
+def test_responses_of_one_turn_leave_together_at_its_end_in_the_order_they_were_made() -> None:
+    async def main() -> None:
+        state = make_state()
+        log: list[tuple[str, Any]] = []
+        a, b, c = (connect(state, log, n) for n in "abc")
+        a.data_received(get("/1"))
+        c.data_received(get("/2"))
+        b.data_received(get("/3"))
+        assert log == []  # held: nothing written inside the turn
+        await turn()
+        assert bodies(log) == [("a", "/1"), ("c", "/2"), ("b", "/3")]
+        # the next turn holds afresh
+        a.data_received(get("/4"))
+        assert bodies(log)[3:] == []
+        await turn()
+        assert bodies(log)[3:] == [("a", "/4")]
+        assert state.stats.requests == 4
+
+    run(main())
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    async def main() -> None:
+        state = make_state()
+        log: list[tuple[str, Any]] = []
+        a = connect(state, log, "a")
+        a.data_received(get("/1") + get("/2") + get("/3"))
+        # one response held at most: the second wrote the first, then itself; the third is held
+        assert bodies(log) == [("a", "/1"), ("a", "/2")]
+        await turn()
+        assert bodies(log) == [("a", "/1"), ("a", "/2"), ("a", "/3")]
+
+    run(main())
+
+
+def test_a_large_response_is_written_at_once_after_what_is_held() -> None:
+    async def main() -> None:
+        state = make_state()
+        log: list[tuple[str, Any]] = []
+        a = connect(state, log, "a")
+        a.data_received(get("/big"))
+        assert bodies(log) == [("a", f"{http._DEFER_MAX + 1} bytes")]
+        a.data_received(get("/1") + get("/big"))
+        assert bodies(log)[1:] == [("a", "/1"), ("a", f"{http._DEFER_MAX + 1} bytes")]
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["connection-close", "http10", "continue", "bad-request", "client-eof", "expire", "close-if-idle"],
+)
+def test_nothing_a_connection_does_overtakes_the_response_it_holds(case: str) -> None:
+    async def main() -> None:
+        state = make_state()
+        log: list[tuple[str, Any]] = []
+        a = connect(state, log, "a")
+        a.data_received(get("/1"))
+        assert log == []
+        if case == "connection-close":
+            a.data_received(get("/2", "Connection: close\r\n"))
+            want = [("a", "/1"), ("a", "/2"), ("a", "eof")]
+        elif case == "http10":
+            a.data_received(b"GET /2 HTTP/1.0\r\n\r\n")
+            want = [("a", "/1"), ("a", "/2"), ("a", "eof")]
+        elif case == "continue":
+            a.data_received(b"PUT /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+            want = [("a", "/1"), ("a", "100")]
+        elif case == "bad-request":
+            a.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+            want = [("a", "/1"), ("a", "error"), ("a", "eof")]
+        elif case == "client-eof":
+            closes = a.eof_received()
+            assert closes is False  # asyncio closes the transport at once: the response left first
+            want = [("a", "/1")]
+        elif case == "expire":
+            a.expire()
+            want = [("a", "/1"), ("a", "close")]
+        else:
+            a.close_if_idle()
+            want = [("a", "/1"), ("a", "close")]
+        assert bodies(log) == want
+        await turn()
+        assert bodies(log)[: len(want)] == bodies(log)[: len(want)]  # nothing written twice
+        assert sum(1 for _n, w in bodies(log) if w == "/1") == 1
+
+    run(main())
+
+
+def test_a_connection_lost_while_holding_writes_nothing_afterwards() -> None:
+    async def main() -> None:
+        state = make_state()
+        log: list[tuple[str, Any]] = []
+        a, b = connect(state, log, "a"), connect(state, log, "b")
+        a.data_received(get("/1"))
+        b.data_received(get("/2"))
+        a.connection_lost(None)
+        await turn()
+        assert bodies(log) == [("b", "/2")]
+
+    run(main())
+
+
+def test_a_deferred_answer_is_held_too_and_leaves_at_the_end_of_its_turn() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Response]] = []
+
+        def later(req: Request) -> asyncio.Future[Response]:
+            fut: asyncio.Future[Response] = loop.create_future()
+            futs.append(fut)
+            return fut
+
+        state = http._ServerState(later, HttpLimits(), loop, http.PARSERS[http.DEFAULT_PARSER])
+        log: list[tuple[str, Any]] = []
+        a = connect(state, log, "a")
+        a.data_received(get("/1") + get("/2"))
+        assert log == [] and len(futs) == 1
+        futs[0].set_result(Response(200, b"/1", "text/plain"))
+        await turn()
+        # the first answer came, the pipelined second request was dispatched
+        assert bodies(log) == [("a", "/1")] and len(futs) == 2
+        futs[1].set_result(Response(200, b"/2", "text/plain"))
+        await turn()
+        assert bodies(log) == [("a", "/1"), ("a", "/2")]
+
+    run(main())
