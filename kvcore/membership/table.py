@@ -35,6 +35,21 @@ measured as the list without that entry, and copied into a list of its own at th
 ``random.shuffle`` of the pool, drawn one position at a time (Fisher-Yates from the front), so a
 round costs O(1) per probe instead of O(n) at its start and holds only the positions it moved.
 
+Every table also keeps a **known-alive note** per member (:attr:`MemberTable.alive_known`): one
+byte, indexed by the member's process-wide number (:func:`member_number`), saying "this table
+holds the member alive at incarnation ``byte - 1`` or more" (0: nothing known). A note is written
+only by the receiving path, when an Alive turned out to be news the node holds already
+(:meth:`MemberTable.note_alive`), and cleared whenever the member's record may change: it is
+replaced, removed, or handed out by :meth:`MemberTable.writable` (every change of a record's
+state or incarnation starts there). So a note never says more than the record does, and a Gossip
+whose every update is an Alive that the notes cover changes nothing, which the receiver can tell
+in one pass over bytes instead of a look-up per update in its member dict. That look-up is what
+a thousand-node join spends its receipts on: some twelve million, each a miss in one of a
+thousand member dicts of some 36 KB, where the notes of all nodes together take a megabyte.
+Numbers are never reused or cleared (a note indexed by a reused number would speak of another
+member); there is one per member id this process has noted, and handing them out is safe
+between threads (``dict.setdefault`` with a number drawn from one counter).
+
 Determinism: iteration is in insertion order (base, then own additions); callers that need an
 order sort, as before. Nothing here draws randomness except :class:`LazyRound`, from the
 generator it is given.
@@ -43,6 +58,7 @@ generator it is given.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, overload
 
@@ -128,10 +144,31 @@ def static_view(members: Sequence[tuple[str, str, str, str, int]], now: float) -
     return v
 
 
+#: member id -> its number, process-wide (see the module docstring: never reused or cleared)
+numbers: dict[str, int] = {}
+_next_number = itertools.count()
+
+
+def member_number(node: str) -> int:
+    """``node``'s process-wide number (the index of its known-alive note in every table)."""
+    n = numbers.get(node)
+    if n is None:
+        # two threads may race here: setdefault keeps one number per id, and next() on one
+        # counter never gives two ids the same number
+        n = numbers.setdefault(node, next(_next_number))
+    return n
+
+
+#: a note holds incarnation + 1 in a byte: higher incarnations are not noted
+_NOTE_MAX = 254
+#: notes a table grows by beyond the members numbered so far
+_NOTE_ROOM = 256
+
+
 class MemberTable(Mapping[str, Member]):
     """A node's members: a shared base (read only) under the node's own records (copy on write)."""
 
-    __slots__ = ("_base", "_len", "_own", "fast_get", "view")
+    __slots__ = ("_base", "_len", "_own", "alive_known", "fast_get", "view")
 
     def __init__(self) -> None:
         self.view: StaticView | None = None
@@ -142,6 +179,8 @@ class MemberTable(Mapping[str, Member]):
         #: ``get(key)`` at its fastest: the own dict's own ``get`` while there is no base (a
         #: node that joined holds every record itself), else :meth:`get`
         self.fast_get: Callable[[str], Member | None] = self._own.get
+        #: member number -> known-alive note (see the module docstring); grown as noted
+        self.alive_known = bytearray()
 
     def set_base(self, view: StaticView) -> None:
         """Share ``view``'s records; only while this table holds nothing but what is in it."""
@@ -192,16 +231,40 @@ class MemberTable(Mapping[str, Member]):
 
     # --- writing -----------------------------------------------------------------------------
 
+    def note_alive(self, key: str, m: Member) -> None:
+        """Note that this table holds ``key`` alive as ``m`` says (``m`` is its record here, and
+        alive); not noted above ``_NOTE_MAX``."""
+        inc = m.incarnation
+        if inc < _NOTE_MAX:
+            n = numbers.get(key)
+            if n is None:
+                n = member_number(key)
+            known = self.alive_known
+            if n >= len(known):
+                # room for every member numbered so far and some to come: a Gossip that names
+                # a member beyond the notes is taken one update at a time (after an IndexError)
+                known.extend(bytes(max(n + 1, len(numbers)) + _NOTE_ROOM - len(known)))
+            known[n] = inc + 1
+
+    def _forget(self, key: str) -> None:
+        """Clear ``key``'s known-alive note: its record may be about to change."""
+        n = numbers.get(key)
+        if n is not None and n < len(self.alive_known):
+            self.alive_known[n] = 0
+
     def __setitem__(self, key: str, m: Member) -> None:
         own = self._own
         held = own.get(key, _MISS)
         if held is None or (held is _MISS and key not in self._base):
-            self._len += 1
+            self._len += 1  # a member this table does not hold: its note was cleared at removal
+        else:
+            self._forget(key)
         own[key] = m
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
+        self._forget(key)
         self._len -= 1
         if key in self._base:
             self._own[key] = None
@@ -215,6 +278,7 @@ class MemberTable(Mapping[str, Member]):
         held = self._own.get(key, _MISS)
         if held is None:
             raise KeyError(key)
+        self._forget(key)
         m: Member = self._base[key] if held is _MISS else held  # type: ignore[assignment]
         if m.shared:
             m = self._own[key] = m.copy()
@@ -395,4 +459,5 @@ class LazyRound:
         return self.pool[at_j if skip < 0 or at_j < skip else at_j + 1]
 
 
-__all__ = ["LazyRound", "MemberTable", "SortedIds", "StaticView", "alive_of", "learned_record", "static_view"]
+__all__ = ["LazyRound", "MemberTable", "SortedIds", "StaticView", "alive_of", "learned_record", "member_number",
+           "static_view"]
