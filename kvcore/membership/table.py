@@ -37,11 +37,13 @@ round costs O(1) per probe instead of O(n) at its start and holds only the posit
 
 Every table also keeps a **known-alive note** per member (:attr:`MemberTable.alive_known`): one
 byte, indexed by the member's process-wide number (:func:`member_number`), saying "this table
-holds the member alive at incarnation ``byte - 1`` or more" (0: nothing known). A note is written
-only by the receiving path, when an Alive turned out to be news the node holds already
-(:meth:`MemberTable.note_alive`), and cleared whenever the member's record may change: it is
-replaced, removed, or handed out by :meth:`MemberTable.writable` (every change of a record's
-state or incarnation starts there). So a note never says more than the record does, and a Gossip
+holds the member alive at incarnation ``byte - 1`` or more" (0: nothing known). The membership
+writes a note when its merge rules leave a member alive (:meth:`MemberTable.note_alive`: a member
+learned, or brought up to date, by an Alive), and the table clears it whenever the member's
+record may change: it is replaced, removed, or handed out by :meth:`MemberTable.writable` (every
+change of a record's state or incarnation starts there). A record that became alive another way
+(a static view's, one restored from storage) is simply not noted. So a note never says more than
+the record does, and a Gossip
 whose every update is an Alive that the notes cover changes nothing, which the receiver can tell
 in one pass over bytes instead of a look-up per update in its member dict. That look-up is what
 a thousand-node join spends its receipts on: some twelve million, each a miss in one of a
