@@ -358,7 +358,7 @@ class Migration:
         """Store a batch of a slot we import from ``src`` (once), and acknowledge it."""
         now = self.rt.now()
         if self.stored.seen((src, msg.batch), now):
-            self.send(src, MigrateAck(batch=msg.batch, stored=len(msg.keys), error=""))
+            self._ack_durably(src, MigrateAck(batch=msg.batch, stored=len(msg.keys), error=""))
             return
         if self.importing.get(msg.slot) != src:
             self.send(src, MigrateAck(batch=msg.batch, stored=0,
@@ -371,7 +371,15 @@ class Migration:
         for k, v in zip(msg.keys, msg.values, strict=True):
             self.store.set(k, v)
         self.stored.put((src, msg.batch), None, now)
-        self.send(src, MigrateAck(batch=msg.batch, stored=len(msg.keys), error=""))
+        self._ack_durably(src, MigrateAck(batch=msg.batch, stored=len(msg.keys), error=""))
+
+    def _ack_durably(self, src: str, ack: MigrateAck) -> None:
+        """Acknowledge a stored batch; on a durable node only once it is durable (the source
+        deletes its keys on the ack: a crash of ours must not lose them meanwhile)."""
+        if self.config.durable:
+            self.rt.storage.on_durable(lambda: self.send(src, ack))
+        else:
+            self.send(src, ack)
 
 
 __all__ = ["BATCH_PREFIX", "BATCH_TRIES", "MARK_PREFIX", "Migration", "check_slot"]

@@ -111,6 +111,8 @@ class Router:
         #: :meth:`apply_local`
         self.apply: Callable[[Get | Put | Delete], Reply] = apply or self.apply_local
         self._plain_apply = apply is None
+        #: a durable store answers nothing before what it wrote is durable (see :meth:`settle`)
+        self._hold = config.durable and apply is None
         #: a restarted node that has not synced with a member yet answers 503 try_again
         self.gated = False
         self.pending: dict[int, _Pending] = {}
@@ -160,7 +162,7 @@ class Router:
             if slot not in self.migrating:
                 r = self.apply(op)
                 self.stats.count_op(name, r.error or "ok")
-                reply(r)
+                self.settle(r, reply)
                 return
 
             def counted(r: Reply) -> None:
@@ -197,6 +199,7 @@ class Router:
         config = self.config
         if (
             self.gated
+            or self._hold  # (its answers wait for the storage: settle)
             or not (t is Get or t is Delete or (
                 type(op) is Put and type(op.value) is bytes
                 and len(op.value) <= config.max_value_bytes
@@ -217,6 +220,18 @@ class Router:
             r = self.apply(op)
         self.stats.count_op(t.__name__, r.error or "ok")
         return r
+
+    def settle(self, r: Reply, reply: ReplyFn) -> None:
+        """``reply(r)`` for an operation this node applied: at once, or, on a durable node, once
+        everything it has written so far is durable (``Storage.on_durable``: at once in realnet,
+        where every write is synced as it is made; after the flush in the sim with a sync time).
+        So no write is acknowledged before a crash would keep it, and no read answers with a
+        write a crash could still take back (a Get waits for the flush that carries what it
+        read; Redis's ``appendfsync always`` answers the writer only, the reader at once)."""
+        if self._hold:
+            self.rt.storage.on_durable(lambda: reply(r))
+        else:
+            reply(r)
 
     def still_gated(self) -> bool:
         if self.membership.joined or self.membership.synced:
@@ -273,7 +288,7 @@ class Router:
         if key in self.migration.in_flight:
             reply(error_reply(errors.TryAgain(f"key {key!r} is being moved to {self.migrating[slot]}")))
         elif key in self.store:
-            reply(self.apply(op))
+            self.settle(self.apply(op), reply)
         else:
             self.forward(self.migrating[slot], op, name, reply, asking=True)
 
@@ -307,7 +322,8 @@ class Router:
             seen = self.recent.get(key, self.rt.now())
             if seen is not None:
                 self.stats.forward_duplicates += 1
-                self.send(src, ForwardReply(request_id=msg.request_id, reply=seen))
+                rid0 = msg.request_id
+                self.settle(seen, lambda r: self.send(src, ForwardReply(request_id=rid0, reply=r)))
                 return
         name = type(op).__name__
         rid = msg.request_id
@@ -335,11 +351,16 @@ class Router:
         elif slot in self.migrating:
             self.serve_migrating(op, k, slot, name, answer)
         else:
-            answer(self.apply(op))
+            self.settle(self.apply(op), answer)
 
     def on_asking(self, src: str, msg: Asking) -> None:
         """The owner of a migrating slot asks us (the importer) to serve a key it does not hold."""
         op = msg.op
+        rid = msg.request_id
+
+        def answer(r: Reply) -> None:
+            self.send(src, ForwardReply(request_id=rid, reply=r))
+
         try:
             k = self.validate(op)
         except errors.StoreError as e:
@@ -348,10 +369,12 @@ class Router:
             slot = key_slot(k)
             if self.migration.importing.get(slot) == src or self.ownership.slot_map.owner(slot) == self.id:
                 r = self.apply(op)
-            else:
-                r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))
+                self.stats.count_op(f"{type(op).__name__}(asking)", r.error or "ok")
+                self.settle(r, answer)
+                return
+            r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))
         self.stats.count_op(f"{type(op).__name__}(asking)", r.error or "ok")
-        self.send(src, ForwardReply(request_id=msg.request_id, reply=r))
+        answer(r)
 
     def on_forward_reply(self, src: str, msg: ForwardReply) -> None:
         """The owner's answer to one of our forwards: relay it to the waiting client."""
