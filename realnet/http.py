@@ -35,11 +35,12 @@ it and the server writes every held response at the end of the event loop's turn
 responses then leave back to back, so a client on this host is woken once per batch instead of
 once per response (the wake-up, charged to the sender on loopback, was 14 % of the node's CPU
 under ``benchmarks/http_throughput.py``), and the kernel's send path stays warm: 7–17 % less CPU
-per local request, measured against the node that wrote at once in the same run. Idle, a response waits one loop turn. A connection holds
-at most one response: a second one in the same turn (pipelining) writes the held one first, then
-itself, so responses leave in order and the transport's back-pressure (``pause_writing``) sees
-every byte as before; and everything else a connection does to its transport (100 Continue, a
-refusal, a close) writes its held response first.
+per local request, measured against the node that wrote at once in the same run. Idle, a
+response waits one loop turn. A connection holds at most one response: a second one in the same
+turn (pipelining) writes the held one first, then itself, so responses leave in order and the
+transport's back-pressure (``pause_writing``) sees every byte as before; and everything else a
+connection does to its transport (100 Continue, a refusal, a close, the client's EOF) writes its
+held response first.
 
 Every response carries ``Content-Length`` (except 204 and 304, where RFC 9110 §8.6 forbids it or
 it would describe another representation) and a ``Date`` field cached per second. The head of a

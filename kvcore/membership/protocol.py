@@ -416,7 +416,8 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
             if not updates:
                 return  # (most probes and acks carry nothing)
             try:
-                noted = map(self.members.alive_known.__getitem__, map(numbers.__getitem__, map(_node_of, updates)))
+                number = map(numbers.__getitem__, map(_node_of, updates))
+                noted = map(self.members.alive_known.__getitem__, number)
                 if all(map(gt, noted, map(_incarnation_of, updates))) and all(
                     map(is_, map(type, updates), repeat(Alive))
                 ):
