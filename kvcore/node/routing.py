@@ -351,7 +351,12 @@ class Router:
         elif slot in self.migrating:
             self.serve_migrating(op, k, slot, name, answer)
         else:
-            self.settle(self.apply(op), answer)
+            r = self.apply(op)
+            if type(op) is not Get:
+                # remembered now, not when answered: a duplicate that arrives while the answer
+                # waits for the storage (settle) gets this answer too, no sooner
+                self.recent.put(key, r, self.rt.now())
+            self.settle(r, answer)
 
     def on_asking(self, src: str, msg: Asking) -> None:
         """The owner of a migrating slot asks us (the importer) to serve a key it does not hold."""

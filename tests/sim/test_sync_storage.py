@@ -9,7 +9,7 @@ import simpy
 
 from kvcore.config import NodeConfig
 from kvcore.membership.protocol import INCARNATION_KEY
-from kvcore.messages import Get, Put, Reply
+from kvcore.messages import Delete, Forward, ForwardReply, Get, Put, Reply
 from kvcore.node.migration import Migration
 from kvcore.node.routing import Router
 from kvcore.slots import key_slot
@@ -343,3 +343,23 @@ def test_a_moved_batch_is_acknowledged_once_the_target_holds_it_durably(
         assert found != set(keys), "the broken variant should lose keys (the test's teeth)"
     else:
         assert found == set(keys)
+
+
+def test_a_duplicate_forward_while_the_answer_waits_gets_the_same_answer() -> None:
+    """A forwarded Delete and its duplicate (the forwarding node resent it) both arrive while the
+    first answer waits for the flush: both get the first answer (ok), not a second delete's
+    not_found, and both only once the delete is durable."""
+    c = SimCluster(5, 2, NodeConfig(durable=True), sync_time="const:0.5")
+    c.run(until=1.0)
+    owned = c.node("n1").slot_map.owner
+    key = next(k for k in (f"k{i}".encode() for i in range(100)) if owned(key_slot(k)) == "n1")
+    assert _call(c, "n1", Put(key=key, value=b"v")).error == ""
+    node = c.node("n1")
+    sent: list[ForwardReply] = []
+    send = node.router.send
+    node.router.send = lambda dst, msg: (sent.append(msg) if isinstance(msg, ForwardReply) else None, send(dst, msg))
+    node.on_message("n2", Forward(request_id=77, op=Delete(key=key)))
+    node.on_message("n2", Forward(request_id=77, op=Delete(key=key)))
+    assert sent == []  # neither answered before the delete is durable
+    c.run(until=c.now + 0.6)
+    assert [(m.request_id, m.reply.error) for m in sent] == [(77, ""), (77, "")]
