@@ -24,8 +24,9 @@ commit paying off (many sync calls, few flushes).
 
 :meth:`crash` (the cluster's ``crash`` and ``power_loss`` verbs) drops every dirty or syncing
 write and cancels the flush in flight; the node's next incarnation sees only ``durable``. A
-write acknowledged by a node whose sync had not completed is therefore lost: that is the gap
-a Raft log must close by waiting for the sync before it acknowledges.
+node that answered before its sync completed would therefore lose a write it acknowledged, so
+kvcore waits for :meth:`on_durable` before it answers (a Raft group's Ready, a durable node's
+``Router.settle``, a migration target's ack).
 """
 
 from __future__ import annotations

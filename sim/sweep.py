@@ -100,7 +100,8 @@ class RunConfig:
     #: nodes write through to durable storage, so a crash loses nothing acknowledged
     durable: bool = True
     #: how long a storage sync takes, in the latency syntax ("const:0.002"); "" for no time
-    #: (sim.storage: with a sync time, a crash during a sync loses writes the node acknowledged)
+    #: (sim.storage: a crash during a sync loses the writes it carried, which a node answers
+    #: only once synced: Router.settle, the Raft group)
     sync_time: str = ""
     #: 1: one copy of each key (the store as it was); nodes: one Raft group of every node that
     #: serves the whole key space (kvcore.replica), its log its durability

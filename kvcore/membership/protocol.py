@@ -15,8 +15,8 @@ so no message is counted twice.
 This module owns the merge rules (SWIM §4.2, :func:`~kvcore.membership.formulas.overrides`;
 memberlist ``state.go``): every change of a member's state goes through :meth:`Membership.apply`
 (Alive / Suspect / Dead, again one table) and ``_set_state``, and a node that hears itself
-suspected or declared dead refutes by raising its incarnation. The rest of the protocol is in mixins, one concern each:
-:mod:`~kvcore.membership.probe` (failure detection), :mod:`~kvcore.membership.suspicion`
+suspected or declared dead refutes by raising its incarnation. The rest of the protocol is in
+mixins, one concern each: :mod:`~kvcore.membership.probe` (failure detection), :mod:`~kvcore.membership.suspicion`
 (suspicion timers), :mod:`~kvcore.membership.sync` (push-pull and joining) and
 :mod:`~kvcore.membership.gossip` (dissemination, SWIM §4.1: piggybacking from the
 :class:`~kvcore.membership.broadcast.BroadcastQueue`, and the gossip rounds).

@@ -43,11 +43,11 @@ learned, or brought up to date, by an Alive), and the table clears it whenever t
 record may change: it is replaced, removed, or handed out by :meth:`MemberTable.writable` (every
 change of a record's state or incarnation starts there). A record that became alive another way
 (a static view's, one restored from storage) is simply not noted. So a note never says more than
-the record does, and a Gossip
-whose every update is an Alive that the notes cover changes nothing, which the receiver can tell
-in one pass over bytes instead of a look-up per update in its member dict. That look-up is what
-a thousand-node join spends its receipts on: some twelve million, each a miss in one of a
-thousand member dicts of some 36 KB, where the notes of all nodes together take a megabyte.
+the record does, and a Gossip whose every update is an Alive that the notes cover changes
+nothing, which the receiver can tell in one pass over bytes instead of a look-up per update in
+its member dict. That look-up is what a thousand-node join spends its receipts on: some twelve
+million, each a miss in one of a thousand member dicts of some 36 KB, where the notes of all
+nodes together take a megabyte.
 Numbers are never reused or cleared (a note indexed by a reused number would speak of another
 member); there is one per member id this process has noted, and handing them out is safe
 between threads (``dict.setdefault`` with a number drawn from one counter).

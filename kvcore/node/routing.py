@@ -112,7 +112,7 @@ class Router:
         self.apply: Callable[[Get | Put | Delete], Reply] = apply or self.apply_local
         self._plain_apply = apply is None
         #: a durable store answers nothing before what it wrote is durable (see :meth:`settle`)
-        self._hold = config.durable and apply is None
+        self._hold = config.durable
         #: a restarted node that has not synced with a member yet answers 503 try_again
         self.gated = False
         self.pending: dict[int, _Pending] = {}
@@ -315,24 +315,31 @@ class Router:
     def on_forward(self, src: str, msg: Forward) -> None:
         """Serve a request another node forwarded to us as the slot's owner (never re-forwarded)."""
         self.stats.forwards_received += 1
-        key = (src, msg.request_id)
+        rid = msg.request_id
+        key = (src, rid)
         op = msg.op
+        write = type(op) is not Get
+
+        def reply_to_src(r: Reply) -> None:
+            self.send(src, ForwardReply(request_id=rid, reply=r))
+
         # Only writes are remembered (request ids are never reused), so a Get is never found.
-        if type(op) is not Get:
+        if write:
             seen = self.recent.get(key, self.rt.now())
             if seen is not None:
                 self.stats.forward_duplicates += 1
-                rid0 = msg.request_id
-                self.settle(seen, lambda r: self.send(src, ForwardReply(request_id=rid0, reply=r)))
+                self.settle(seen, reply_to_src)
                 return
         name = type(op).__name__
-        rid = msg.request_id
+
+        def counted(r: Reply) -> None:
+            self.stats.count_op(f"{name}(forwarded)", r.error or "ok")
+            reply_to_src(r)
 
         def answer(r: Reply) -> None:
-            self.stats.count_op(f"{name}(forwarded)", r.error or "ok")
-            if type(op) is not Get:
+            if write:
                 self.recent.put(key, r, self.rt.now())
-            self.send(src, ForwardReply(request_id=rid, reply=r))
+            counted(r)
 
         try:
             k = self.validate(op)
@@ -352,20 +359,16 @@ class Router:
             self.serve_migrating(op, k, slot, name, answer)
         else:
             r = self.apply(op)
-            if type(op) is not Get:
+            if write:
                 # remembered now, not when answered: a duplicate that arrives while the answer
                 # waits for the storage (settle) gets this answer too, no sooner
                 self.recent.put(key, r, self.rt.now())
-            self.settle(r, answer)
+            self.settle(r, counted)
 
     def on_asking(self, src: str, msg: Asking) -> None:
         """The owner of a migrating slot asks us (the importer) to serve a key it does not hold."""
         op = msg.op
         rid = msg.request_id
-
-        def answer(r: Reply) -> None:
-            self.send(src, ForwardReply(request_id=rid, reply=r))
-
         try:
             k = self.validate(op)
         except errors.StoreError as e:
@@ -374,12 +377,11 @@ class Router:
             slot = key_slot(k)
             if self.migration.importing.get(slot) == src or self.ownership.slot_map.owner(slot) == self.id:
                 r = self.apply(op)
-                self.stats.count_op(f"{type(op).__name__}(asking)", r.error or "ok")
-                self.settle(r, answer)
-                return
-            r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))
+            else:
+                r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))
         self.stats.count_op(f"{type(op).__name__}(asking)", r.error or "ok")
-        answer(r)
+        # (a refusal read and wrote nothing, but need not overtake what did)
+        self.settle(r, lambda r: self.send(src, ForwardReply(request_id=rid, reply=r)))
 
     def on_forward_reply(self, src: str, msg: ForwardReply) -> None:
         """The owner's answer to one of our forwards: relay it to the waiting client."""
