@@ -117,10 +117,14 @@ class Router:
         self.gated = False
         self.pending: dict[int, _Pending] = {}
         self._next_rid = first_request_id
-        #: (src, request_id) -> the reply to a forwarded write, for duplicates
+        #: (src, request_id) -> the reply to a forwarded or asked write, for duplicates
         self.recent: DedupCache[tuple[str, int], Reply] = DedupCache(
             config.dedup_window, dedup.DEDUP_MAX_ENTRIES
         )
+        #: (src, request_id) -> whom else to answer, for a forwarded write of a migrating slot
+        #: whose answer is not known yet (the importer is being asked): a duplicate waits for
+        #: that answer instead of asking again, which would apply the write twice
+        self.asked: dict[tuple[str, int], list[ReplyFn]] = {}
 
     def handlers(self) -> Mapping[type, Handler]:
         """The peer messages this component takes."""
@@ -330,6 +334,11 @@ class Router:
                 self.stats.forward_duplicates += 1
                 self.settle(seen, reply_to_src)
                 return
+            waiting = self.asked.get(key)
+            if waiting is not None:
+                self.stats.forward_duplicates += 1
+                waiting.append(reply_to_src)
+                return
         name = type(op).__name__
 
         def counted(r: Reply) -> None:
@@ -356,7 +365,18 @@ class Router:
                 f"node {self.id} does not own slot {slot}; its map says {owner or 'nobody'}"
             )))
         elif slot in self.migrating:
-            self.serve_migrating(op, k, slot, name, answer)
+            if not write:
+                self.serve_migrating(op, k, slot, name, answer)
+                return
+            waiting = self.asked[key] = []
+
+            def answer_all(r: Reply) -> None:
+                del self.asked[key]
+                answer(r)
+                for more in waiting:
+                    more(r)
+
+            self.serve_migrating(op, k, slot, name, answer_all)
         else:
             r = self.apply(op)
             if write:
@@ -369,6 +389,15 @@ class Router:
         """The owner of a migrating slot asks us (the importer) to serve a key it does not hold."""
         op = msg.op
         rid = msg.request_id
+        key = (src, rid)
+        # a write asked twice (the network duplicated the Asking) is answered from memory, as a
+        # forwarded one is: applied again, it could undo a write that came between
+        write = type(op) is not Get
+        seen = self.recent.get(key, self.rt.now()) if write else None
+        if seen is not None:
+            self.stats.forward_duplicates += 1
+            self.settle(seen, lambda r: self.send(src, ForwardReply(request_id=rid, reply=r)))
+            return
         try:
             k = self.validate(op)
         except errors.StoreError as e:
@@ -379,6 +408,8 @@ class Router:
                 r = self.apply(op)
             else:
                 r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))
+        if write:
+            self.recent.put(key, r, self.rt.now())
         self.stats.count_op(f"{type(op).__name__}(asking)", r.error or "ok")
         # (a refusal read and wrote nothing, but need not overtake what did)
         self.settle(r, lambda r: self.send(src, ForwardReply(request_id=rid, reply=r)))

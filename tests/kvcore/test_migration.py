@@ -6,7 +6,7 @@ import pytest
 
 from kvcore import errors
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
-from kvcore.messages import Asking, Get, MigrateAck, MigrateKeys, Put, Reply
+from kvcore.messages import Asking, Delete, Forward, ForwardReply, Get, MigrateAck, MigrateKeys, Put, Reply
 from kvcore.node import Node
 from kvcore.runtime import FakeRuntime, MemoryStorage
 from kvcore.slots import SlotMap, SlotRangeError, even_split, key_slot
@@ -146,6 +146,43 @@ def test_importer_refuses_batches_it_did_not_ask_for_and_ignores_duplicates() ->
     # a batch whose keys are not in the slot is malformed
     dst.on_message("n2", MigrateKeys(batch=6, slot=SLOT, keys=(b"zzz",), values=(b"x",)))
     assert "malformed" in next(a for a in sent(rt, MigrateAck) if a.batch == 6).error
+
+
+def test_an_asked_write_duplicated_by_the_network_is_not_applied_twice() -> None:
+    dst, rt = node("n1")
+    dst.begin_import(SLOT, "n2")
+    first = Asking(request_id=1, op=Put(key=b"{a}0", value=b"first"))
+    dst.on_message("n2", first)
+    dst.on_message("n2", Asking(request_id=2, op=Put(key=b"{a}0", value=b"second")))
+    delete = Asking(request_id=3, op=Delete(key=b"{a}1"))
+    dst.on_message("n2", Asking(request_id=4, op=Put(key=b"{a}1", value=b"x")))
+    dst.on_message("n2", delete)
+    rt.take_sent()
+    dst.on_message("n2", first)  # late: applied again, "second" would be lost
+    dst.on_message("n2", delete)  # applied again: not_found
+    assert dst.store.get(b"{a}0") == b"second" and dst.store.get(b"{a}1") is None
+    assert [(m.request_id, m.reply) for _, m in rt.take_sent()] == [(1, Reply()), (3, Reply())]
+    assert dst.stats.forward_duplicates == 2
+    dst.on_message("n2", Asking(request_id=5, op=Get(key=b"{a}0")))  # a read is read again
+    dst.on_message("n2", Asking(request_id=5, op=Get(key=b"{a}0")))
+    assert [m.reply.value for _, m in rt.take_sent()] == [b"second", b"second"]
+
+
+def test_a_forward_duplicated_while_the_importer_is_asked_is_asked_once() -> None:
+    src, rt = node("n2")
+    src.begin_migrate(SLOT, "n1")
+    put = Forward(request_id=40, op=Put(key=b"{a}new", value=b"v"))  # a key n2 does not hold
+    src.on_message("n1", put)
+    ((to, ask),) = rt.take_sent()
+    assert to == "n1" and type(ask) is Asking
+    src.on_message("n1", put)  # the duplicate, while the importer's answer is on its way
+    assert rt.take_sent() == [], "asked once: a second Asking would apply the Put twice"
+    src.on_message("n1", ForwardReply(request_id=ask.request_id, reply=Reply()))
+    # both copies are answered, with the importer's one answer
+    assert rt.take_sent() == [("n1", ForwardReply(request_id=40, reply=Reply()))] * 2
+    src.on_message("n1", put)  # and later ones from memory
+    assert rt.take_sent() == [("n1", ForwardReply(request_id=40, reply=Reply()))]
+    assert src.stats.forward_duplicates == 2 and not src.router.asked
 
 
 def test_asking_a_node_that_is_not_importing_gets_wrong_node() -> None:
