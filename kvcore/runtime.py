@@ -88,6 +88,7 @@ class Runtime(Protocol):
     def now(self) -> float: ...
     def send(self, dst: str, msg: Any) -> None: ...
     def call_later(self, delay: float, fn: Callable[[], None]) -> TimerHandle: ...
+    def call_at(self, when: float, fn: Callable[[], None]) -> TimerHandle: ...
 
 
 class _FakeTimer:
@@ -127,7 +128,11 @@ class FakeRuntime:
     def call_later(self, delay: float, fn: Callable[[], None]) -> _FakeTimer:
         if delay < 0:
             raise ValueError("delay must be >= 0")
-        t = _FakeTimer(self._now + delay, fn)
+        return self.call_at(self._now + delay, fn)
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> _FakeTimer:
+        """A timer at ``when`` on this clock (a time already past: now)."""
+        t = _FakeTimer(max(when, self._now), fn)
         self._seq += 1
         heapq.heappush(self._timers, (t.when, self._seq, t))
         return t

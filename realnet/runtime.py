@@ -263,6 +263,10 @@ class AsyncioRuntime:
             bucket.append(timer)
         return timer
 
+    def call_at(self, when: float, fn: Callable[[], None]) -> asyncio.TimerHandle | _CoarseTimer:
+        """A timer at ``when`` on ``now()``'s clock (the loop's), coarse like ``call_later``."""
+        return self.call_later(when - self.loop.time(), fn)
+
     def _fire_bucket(self, tick: int) -> None:
         for timer in self._buckets.pop(tick, ()):
             fn = timer.fn

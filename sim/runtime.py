@@ -95,3 +95,11 @@ class SimRuntime:
         t.callbacks = _FIRE
         heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), t))
         return t
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> SimTimer:
+        """A timer at simulated time ``when`` exactly (a time already past: now)."""
+        t = SimTimer((self, fn, False))
+        t.callbacks = _FIRE
+        now = self.env._now
+        heappush(self._queue, (when if when > now else now, NORMAL, next(self._eid), t))
+        return t

@@ -21,6 +21,7 @@ queueing the very update that is queued) first removes the member's updates from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter, is_
 
 from kvcore.messages import Alive, Dead, Suspect
@@ -53,6 +54,9 @@ class BroadcastQueue:
         self.queued = self._current
         #: members that have a stale update still in some level (at most one each)
         self._stale: set[str] = set()
+        #: called when an update is queued into an empty queue, before it is (the gossip rounds
+        #: sleep while nothing is queued; Dissemination._gossip_wake)
+        self.on_first: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._current)
@@ -60,6 +64,8 @@ class BroadcastQueue:
     def queue(self, msg: Update) -> None:
         """Queue ``msg`` at zero transmits, replacing any queued update about the same member."""
         key = msg.node
+        if not self._current and self.on_first is not None:
+            self.on_first()
         old = self._current.get(key)
         if key in self._stale or old is msg:
             # so that no stale update is ever the one queued (liveness is by identity)

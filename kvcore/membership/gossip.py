@@ -12,6 +12,15 @@ members (memberlist's ``gossip``): live ones, and ones declared dead less than
 ``gossip_to_the_dead_time`` ago, so that they hear it and can refute. A round with nothing queued
 sends nothing.
 
+A round that finds nothing queued also sets no timer: the rounds *sleep* until something is
+queued (the queue's ``on_first``), and :meth:`Dissemination._gossip_wake` then sets the next
+round at the time the ticker would next have fired had it kept ticking (the same float sums of
+``gossip_interval``, set with ``call_at``). So every round that sends is sent at exactly the time
+it was before, with the same draws (an empty round draws nothing), and a quiet node costs no
+event each ``gossip_interval``: in a steady 10,000-node cluster those empty rounds were 3.0 M
+of the 5.6 M events of a simulated minute. The one trace this changes is the simulation's, which
+no longer records an empty round's timer (``tests/sim/test_idle_gossip.py`` compares the rest).
+
 The random draws are the Runtime's generator's, in a fixed order (rejection sampling, one
 ``randrange`` per try; inlined as ``random.Random`` draws it, one ``getrandbits`` per try, the
 same numbers and the generator left in the same state), so the same seed gives the same targets.
@@ -58,6 +67,12 @@ class Dissemination:
         _limit: int
 
         def num_live(self) -> int: ...
+
+    #: rounds sleep while nothing is queued (False: tick every gossip_interval regardless, as
+    #: memberlist's ticker does; the same messages at the same times, and more events)
+    sleep_when_idle = True
+    #: while the rounds sleep: when the next one would have fired (None: awake, or stopped)
+    _gossip_due: float | None = None
 
     def _piggyback(self) -> tuple[Update, ...]:
         if not self.broadcasts.queued:
@@ -128,12 +143,32 @@ class Dissemination:
                 out.append(nid)
         return out
 
+    def _gossip_wake(self) -> None:
+        """Something is being queued: set the next round if the rounds sleep. It fires when the
+        ticker would next have fired (after now: a round due at this very instant is taken to
+        have run, with nothing queued yet)."""
+        due = self._gossip_due
+        if due is None:
+            return
+        self._gossip_due = None
+        if not self.running:
+            return
+        now, interval = self.rt.now(), self.config.gossip_interval
+        while due <= now:
+            due += interval  # as call_later(interval) sums it round after round
+        self._timers["gossip"] = self.rt.call_at(due, self._gossip_tick)
+
     def _gossip_tick(self) -> None:
         if not self.running:
             return
-        self._timers["gossip"] = self.rt.call_later(self.config.gossip_interval, self._gossip_tick)
+        interval = self.config.gossip_interval
         queue = self.broadcasts
         queued = queue.queued
+        if not queued and self.sleep_when_idle:
+            self._gossip_due = self.rt.now() + interval
+            self._timers.pop("gossip", None)  # the spent handle of this round
+            return
+        self._timers["gossip"] = self.rt.call_later(interval, self._gossip_tick)
         if not queued:
             return
         # what _piggyback does per message, once per round: sending changes no view

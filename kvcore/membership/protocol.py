@@ -148,6 +148,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self._persist_incarnation()
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue()
+        self.broadcasts.on_first = self._gossip_wake
         #: the retransmit limit (formulas.retransmit_limit) and the live count it was taken for
         self._limit_for = -1
         self._limit = 0
@@ -304,6 +305,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
 
     def stop(self) -> None:
         self.running = False
+        self._gossip_due = None
         for t in self._timers.values():
             t.cancel()
         self._timers.clear()

@@ -211,9 +211,100 @@ def test_a_round_sends_full_messages_until_the_queue_is_empty() -> None:
     assert not m.broadcasts.queued and m._limit == limit and m._limit_for == m.num_live()
 
 
-def test_a_round_with_nothing_queued_sends_nothing_and_sets_its_next_round() -> None:
+def test_a_round_with_nothing_queued_sends_nothing_and_sleeps() -> None:
     m = _membership(30, 1)
     m.running = True
     m._gossip_tick()
     assert m.rt.sent == []  # type: ignore[attr-defined]
-    assert "gossip" in m._timers
+    assert "gossip" not in m._timers and m._gossip_due == 0.2  # no timer: asleep until news
+    m.broadcasts.queue(_alive(100))
+    assert m._timers["gossip"].when == 0.2 and m._gossip_due is None  # type: ignore[attr-defined]
+
+
+def test_a_round_with_nothing_queued_sets_its_next_round_when_told_not_to_sleep() -> None:
+    m = _membership(30, 1)
+    m.running = True
+    m.sleep_when_idle = False
+    m._gossip_tick()
+    assert m.rt.sent == []  # type: ignore[attr-defined]
+    assert m._timers["gossip"].when == 0.2 and m._gossip_due is None  # type: ignore[attr-defined]
+
+
+def _rounds(sleep: bool, news_at: list[float], until: float,
+            start: float = 0.037) -> tuple[list[tuple[float, str, Any]], int]:
+    """A member whose rounds start at ``start`` and that queues news at ``news_at``: the
+    Gossips it sends, with their times, and how many rounds ran."""
+    m = _membership(30, 7, gossip_nodes=2, retransmit_mult=1)
+    rt: FakeRuntime = m.rt  # type: ignore[assignment]
+    m.sleep_when_idle = sleep
+    sent: list[tuple[float, str, Any]] = []
+    rt.send = lambda dst, msg: sent.append((rt.now(), dst, msg))  # type: ignore[method-assign]
+    m._send = rt.send
+    ran = [0]
+    tick = m._gossip_tick
+
+    def counted() -> None:
+        ran[0] += 1
+        tick()
+
+    m._gossip_tick = counted  # type: ignore[method-assign]
+    for i, t in enumerate(news_at):
+        rt.call_at(t, lambda i=i: m.broadcasts.queue(_alive(100 + i)))  # type: ignore[misc]
+    m.running = True
+    m._after("gossip", start, m._gossip_tick)
+    rt.advance(until)
+    return sent, ran[0]
+
+
+def test_sleeping_rounds_send_what_ticking_rounds_send_at_the_same_times() -> None:
+    # news now and then: right after a round, just before one, after a long quiet, in bursts
+    news = [0.01, 0.0371, 0.5, 0.61, 0.62, 3.3001, 17.0, 17.19, 40.05, 40.06, 40.07, 99.9]
+    ticking, ran_ticking = _rounds(False, news, 120.0)
+    sleeping, ran_sleeping = _rounds(True, news, 120.0)
+    assert len(ticking) > 10 and all(type(msg) is Gossip for _t, _d, msg in ticking)
+    assert sleeping == ticking  # the same messages, to the same members, at the same (float) times
+    assert ran_ticking == 600  # every 0.2 s for 120 s
+    assert ran_sleeping < 60  # the rounds that sent, and one more each time the queue ran dry
+    # each message left on the ticker's grid: 0.037 plus a whole number of rounds, summed
+    grid, t = set(), 0.037
+    while t < 120.0:
+        grid.add(t)
+        t += 0.2
+    assert {t for t, _d, _msg in sleeping} <= grid
+
+
+def test_a_woken_round_is_set_at_the_exact_float_time_of_the_ticker() -> None:
+    # the first round at t0, asleep until t0 + 0.2; news at w: now + (due - now) is not due
+    # here (a delay would miss it by one unit in the last place), call_at(due) is
+    t0, w = 0.005594996816768472, 0.05151600307217326
+    assert w + ((t0 + 0.2) - w) != t0 + 0.2
+    ticking, _ = _rounds(False, [w], 1.0, start=t0)
+    sleeping, _ = _rounds(True, [w], 1.0, start=t0)
+    assert ticking and sleeping == ticking and sleeping[0][0] == t0 + 0.2
+
+
+def test_news_at_the_very_time_a_sleeping_round_is_due_waits_for_the_next() -> None:
+    m = _membership(30, 1)
+    rt: FakeRuntime = m.rt  # type: ignore[assignment]
+    m.running = True
+    m._after("gossip", 0.1, m._gossip_tick)
+    rt.advance(0.1)
+    assert m._gossip_due == 0.1 + 0.2
+    rt.advance(0.2)  # now = 0.3, the very time the round is due: taken to have run, empty
+    m.broadcasts.queue(_alive(100))
+    assert m._timers["gossip"].when == 0.1 + 0.2 + 0.2  # type: ignore[attr-defined]
+
+
+def test_a_stopped_member_is_not_woken_and_a_restart_ticks_anew() -> None:
+    m = _membership(30, 1)
+    rt: FakeRuntime = m.rt  # type: ignore[assignment]
+    m.running = True
+    m._after("gossip", 0.1, m._gossip_tick)
+    rt.advance(1.0)
+    assert m._gossip_due == 0.1 + 0.2 and "gossip" not in m._timers  # asleep
+    m.stop()
+    assert m._gossip_due is None
+    m.broadcasts.queue(_alive(100))
+    assert not m._timers and rt.pending_timers() == 0  # stopped: nothing set
+    m.start()
+    assert "gossip" in m._timers and m._gossip_due is None

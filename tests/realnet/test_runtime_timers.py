@@ -47,3 +47,27 @@ def test_short_timers_are_asyncio_timers() -> None:
         handle.cancel()
 
     asyncio.run(body())
+
+
+def test_call_at_fires_not_early_short_or_long_and_a_past_time_at_once() -> None:
+    async def body() -> list[tuple[str, float]]:
+        rt = AsyncioRuntime("n1")
+        start = rt.now()
+        fired: list[tuple[str, float]] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def note(name: str) -> None:
+            fired.append((name, rt.now()))
+            if name == "long":
+                done.set_result(None)
+
+        rt.call_at(start + COARSE_FROM + TICK, lambda: note("long"))
+        rt.call_at(start + COARSE_FROM / 4, lambda: note("short"))
+        rt.call_at(start - 5.0, lambda: note("past"))
+        await asyncio.wait_for(done, 10.0)
+        return [(name, t - start) for name, t in fired]
+
+    fired = asyncio.run(body())
+    assert [name for name, _ in fired] == ["past", "short", "long"]
+    slack = 1e-6  # asyncio runs a timer up to its clock's resolution early
+    assert fired[1][1] >= COARSE_FROM / 4 - slack and fired[2][1] >= COARSE_FROM + TICK - slack

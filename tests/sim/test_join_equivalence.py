@@ -7,6 +7,10 @@ push-pull merge's cheaper skip of alive entries it holds. The same seed must sti
 trace, message for message, the same views and slot maps, and the same counters and storage
 (durable and seen) on every node: clusters grown one join at a time with and without the codec,
 and with loss, a crash and restart and a leave under way.
+
+They run with gossip rounds that tick every ``gossip_interval``, as every round did when these
+were pinned (``Dissemination.sleep_when_idle = False``); ``tests/sim/test_idle_gossip.py`` shows
+that rounds that sleep while nothing is queued give the same runs less the empty rounds' timers.
 """
 
 from __future__ import annotations
@@ -17,9 +21,16 @@ import json
 import pytest
 
 from kvcore.membership import SwimConfig
+from kvcore.membership.gossip import Dissemination
 from sim.cluster import SimCluster
 
 from .test_shared_views import views_hash
+
+
+@pytest.fixture(autouse=True)
+def _ticking_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Dissemination, "sleep_when_idle", False)
+
 
 #: (seed, joins, codec, until, faults, trace digest, views hash, counters+storage hash), from
 #: main before the change (see the docstring)

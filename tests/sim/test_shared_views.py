@@ -8,6 +8,10 @@ same views: static clusters in steady state, clusters grown through seeds, and o
 loss, a crash and restart, a join and a leave. (Probe rounds over more than
 ``LAZY_ROUND_MIN`` members draw their order one probe at a time, which changes the runs of such
 large clusters only; every cluster here is far smaller.)
+
+They run with gossip rounds that tick every ``gossip_interval``, as every round did when these
+were pinned (``Dissemination.sleep_when_idle = False``); ``tests/sim/test_idle_gossip.py`` shows
+that rounds that sleep while nothing is queued give the same runs less the empty rounds' timers.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import json
 import pytest
 
 from kvcore.membership import SwimConfig
+from kvcore.membership.gossip import Dissemination
 from sim.cluster import SimCluster
+
+
+@pytest.fixture(autouse=True)
+def _ticking_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Dissemination, "sleep_when_idle", False)
+
 
 #: (join, seed, n, trace digest, views hash), computed before the change (see the docstring)
 PINNED = [
