@@ -398,6 +398,19 @@ class NodeCollector:
             "storelab_slots_owned", "Slots this node owns.",
             value=node.slot_map.slot_counts().get(node.id, 0),
         )
+        stats = getattr(node.rt.storage, "stats", None)  # the storage log (realnet.kvlog)
+        if isinstance(stats, dict):
+            for name, doc in (
+                ("puts", "Writes to the storage log (the store when durable, and what a node "
+                 "keeps to come back as itself)."),
+                ("fsyncs", "fsyncs of the storage log: one per loop turn that wrote (group commit)."),
+                ("compactions", "Rewrites of the storage log from its image."),
+            ):
+                yield CounterMetricFamily(f"storelab_storage_{name}", doc, value=stats[name])
+            yield GaugeMetricFamily(
+                "storelab_storage_log_bytes", "Bytes of the storage log file.",
+                value=node.rt.storage.log_size(),
+            )
 
     def membership(self) -> Iterator[Metric | None]:
         ms = self.api.node.membership

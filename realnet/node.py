@@ -90,6 +90,7 @@ from realnet.http import (
     start_http_server,
     stop_http_server,
 )
+from realnet.kvlog import StorageLogCorrupt
 from realnet.raftlog import RaftLogCorrupt
 from realnet.raftopen import RaftOpener
 from realnet.runtime import AsyncioRuntime, open_storage
@@ -461,10 +462,22 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
             parts.raft_opener.close()
         await stop_http_server(http_server, grace=SHUTDOWN_GRACE)
         await transport.close()
+        _close_storage(node.rt.storage)
         for signum in installed:
             loop.remove_signal_handler(signum)
     log.info("stopped")
     return EXIT_OK
+
+
+def _close_storage(storage: Storage) -> None:
+    """Flush and close a storage that can be closed (a clean stop loses no write)."""
+    close = getattr(storage, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except OSError:
+        log.exception("closing the storage failed: writes not yet flushed may be lost")
 
 
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, node_id: str) -> list[int]:
@@ -521,6 +534,9 @@ async def serve(
         except OSError as e:
             _print_problems([f"Cannot use data directory {settings.data_dir!r}: {e.strerror or e}."])
             return EXIT_CONFIG
+        except StorageLogCorrupt as e:
+            _print_problems([_corrupt_storage(e)])
+            return EXIT_CONFIG
     keyring = None
     if settings.security.secret_file:
         try:
@@ -562,7 +578,14 @@ def _open_storage(settings: Settings) -> tuple[Storage, str]:
         raise ConfigError(
             [f"Cannot use data directory {settings.data_dir!r}: {e.strerror or e}."]
         ) from None
+    except StorageLogCorrupt as e:
+        raise ConfigError([_corrupt_storage(e)]) from None
     return storage, node_id
+
+
+def _corrupt_storage(e: StorageLogCorrupt) -> str:
+    return (f"{e} The node does not start on a damaged storage log; restore the data directory, "
+            "or remove it and add the node again (add-node).")
 
 
 def _print_problems(problems: Sequence[str]) -> None:

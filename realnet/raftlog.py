@@ -10,7 +10,8 @@ is called from a node's Ready loop.
 
 - ``raft-G.log``: an 8-byte magic ``SLRAFT1\\n`` then records. A record is a 4-byte big-endian
   body length, the 4-byte big-endian CRC32 (``zlib.crc32``) of the body, and the body: one kind
-  byte and a msgpack payload. Kinds: ``H`` hard state ``[term, vote, commit]``; ``E`` entries
+  byte and a msgpack payload (:mod:`realnet.recordfile`, shared with the node's storage log).
+  Kinds: ``H`` hard state ``[term, vote, commit]``; ``E`` entries
   ``[[term, index, kind, data], ...]``, always following the log's last index; ``T`` truncate
   from ``index`` (a conflicting suffix is dropped before the entries that replace it, Raft
   Figure 2, AppendEntries receiver rule 3); ``S`` snapshot marker ``[index, term]``, naming the
@@ -48,28 +49,24 @@ files no marker names (written before a crash that lost their marker) are remove
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
-import struct
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
-import msgpack
-
 from kvcore.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from kvcore.raft.storage import LogImage, StoredState, apply_snapshot, apply_writes
+from realnet import recordfile
+from realnet.recordfile import encode_record
 from realnet.runtime import write_all, write_atomically
 
 log = logging.getLogger("realnet.raftlog")
 
 MAGIC = b"SLRAFT1\n"
-_HEADER = struct.Struct(">II")
-#: a body longer than this is not a record (a flipped length byte, not a 2 GiB entry batch)
-MAX_RECORD = 1 << 30
-SECTOR = 512
+_HEADER = recordfile.HEADER
+MAX_RECORD = recordfile.MAX_RECORD
+SECTOR = recordfile.SECTOR
 K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE = b"H", b"E", b"T", b"S", b"P"
 _KINDS = frozenset((K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE))
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -83,77 +80,11 @@ class RaftStorageFailed(Exception):
     """A write or fsync failed earlier, or the storage is closed: it takes no more writes."""
 
 
-def encode_record(kind: bytes, payload: Any) -> bytes:
-    body: bytes = kind + msgpack.packb(payload, use_bin_type=True)
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
-
-
-def _valid_at(buf: bytes | memoryview, off: int) -> int:
-    """Length of the valid record at ``off`` (0 if there is none)."""
-    if len(buf) - off < _HEADER.size + 1:
-        return 0
-    n, crc = _HEADER.unpack_from(buf, off)
-    end = off + _HEADER.size + n
-    if n < 1 or n > MAX_RECORD or end > len(buf):
-        return 0
-    if bytes(buf[off + _HEADER.size:off + _HEADER.size + 1]) not in _KINDS:  # cheap, before the CRC
-        return 0
-    if zlib.crc32(buf[off + _HEADER.size:end]) != crc:
-        return 0
-    return int(end - off)
-
-
 def scan_records(buf: bytes, path: str) -> tuple[list[tuple[int, bytes, Any]], int]:
-    """Split ``buf`` (after the magic) into ``(offset, kind, payload)`` records.
-
-    Returns the records and the length of the valid prefix; bytes after it are a torn tail.
-    Raises :class:`RaftLogCorrupt` when a bad record is followed by any valid record."""
-    view = memoryview(buf)
-    out: list[tuple[int, bytes, Any]] = []
-    off = len(MAGIC)
-    while off < len(buf):
-        n = _valid_at(view, off)
-        if n == 0:
-            _judge_bad_record(view, off, path)  # raises unless it is a torn tail
-            break
-        body = bytes(view[off + _HEADER.size:off + n])
-        try:
-            payload = msgpack.unpackb(body[1:], raw=False)
-        except Exception as exc:  # checksum held, so the writer wrote this: a bug or a forgery
-            raise RaftLogCorrupt(f"raft log {path}: record at offset {off} does not decode ({exc})") from None
-        out.append((off, body[:1], payload))
-        off += n
-    return out, off
-
-
-def _judge_bad_record(view: memoryview, off: int, path: str) -> None:
-    """A bad record at ``off`` is a torn tail if nothing valid follows it, or if a 512-byte
-    sector within it reads as zeros up to the sector's end (a page of an unsynced batch that
-    never reached the disk while a later one did: etcd-io/etcd's ``isTornEntry`` rule). Else
-    the log is corrupt: raise :class:`RaftLogCorrupt`."""
-    size = len(view)
-    claimed = off  # first where this record claims to end (a damaged body), then every offset
-    if size - off >= _HEADER.size:  # (the length may be the damaged byte)
-        claimed += _HEADER.size + _HEADER.unpack_from(view, off)[0]
-    first = [claimed] if off < claimed < size else []
-    for p in itertools.chain(first, range(off + 1, size - _HEADER.size)):
-        if _valid_at(view, p):
-            if _zero_sector(view, off, p):
-                log.warning("raft log %s: a zeroed sector in the record at offset %d (a torn write "
-                            "of the last batch); valid records after it are dropped", path, off)
-                return
-            raise RaftLogCorrupt(
-                f"raft log {path} is corrupt at offset {off}: a record fails its checksum "
-                f"but valid records follow (at offset {p}); refusing to serve it")
-
-
-def _zero_sector(view: memoryview, lo: int, hi: int) -> bool:
-    """Whether [lo, hi) holds at least 16 zero bytes that run up to a 512-byte boundary."""
-    for end in range((lo // SECTOR + 1) * SECTOR, hi + 1, SECTOR):
-        start = max(lo, end - SECTOR)
-        if end - start >= 16 and view[start:end] == bytes(end - start):
-            return True
-    return False
+    """Split ``buf`` (after the magic) into ``(offset, kind, payload)`` records
+    (:func:`realnet.recordfile.scan_records`: a torn tail ends the valid prefix, whose length is
+    returned; corruption raises :class:`RaftLogCorrupt`)."""
+    return recordfile.scan_records(buf, path, _KINDS, "raft log", RaftLogCorrupt)
 
 
 def _entry_rows(entries: Sequence[Entry]) -> list[list[Any]]:

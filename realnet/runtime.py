@@ -22,11 +22,13 @@ boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop
   frames it onto the pooled TCP connection to ``dst`` or drops it. Fire-and-forget: a send never
   raises and never blocks. The transport is attached after construction because it needs the
   node, which needs the runtime.
-- ``storage`` is a :class:`FileStorage` under ``--data-dir`` when one is given, else a
-  :class:`kvcore.runtime.MemoryStorage` (which forgets everything on exit; a node without a data
-  dir has nothing durable, as a Redis node without a ``dir`` persists nothing).
+- ``storage`` is a :class:`realnet.kvlog.LogStorage` (one log, group commit) under
+  ``--data-dir`` when one is given, else a :class:`kvcore.runtime.MemoryStorage` (which forgets
+  everything on exit; a node without a data dir has nothing durable, as a Redis node without a
+  ``dir`` persists nothing).
 
-:class:`FileStorage` writes one file per key with the classic crash-safe sequence: write a
+:class:`FileStorage` is the layout that came before (``LogStorage`` takes such a directory over
+at start, and ``benchmarks/durable_writes.py`` runs it as its baseline). It writes one file per key with the classic crash-safe sequence: write a
 temporary file, ``fsync`` it, ``os.replace`` it over the old one, ``fsync`` the directory. A
 crash leaves either the old or the new value, never a torn one; ``delete`` unlinks and fsyncs the
 directory. Keys are percent-encoded into file names so that any key maps to exactly one safe
@@ -290,10 +292,13 @@ class AsyncioRuntime:
 
 
 def open_storage(data_dir: str | os.PathLike[str] | None) -> Storage:
-    """The storage for a node: files under ``data_dir``, or memory when there is none."""
+    """The storage for a node: a log under ``data_dir`` (:class:`realnet.kvlog.LogStorage`), or
+    memory when there is none."""
     if data_dir is None or str(data_dir) == "":
         return MemoryStorage()
-    return FileStorage(data_dir)
+    from realnet.kvlog import LogStorage  # (it builds on this module's file helpers)
+
+    return LogStorage(data_dir)
 
 
 __all__ = ["AsyncioRuntime", "FileStorage", "MessageSink", "open_storage"]

@@ -1,0 +1,201 @@
+"""The node's storage log (realnet.kvlog.LogStorage): group commit, recovery, take-over, failure.
+
+Group commit: the writes of one loop turn share one fsync, and nothing that waits for them
+(``on_durable``) runs before it. Recovery: what was flushed comes back, what was not is gone, a
+torn tail is dropped and a hole is refused. A data directory of the file-per-key layout is taken
+over without losing a key, even when the take-over is cut short. A failed fsync answers nothing
+that waited for it and refuses later writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from realnet import kvlog
+from realnet.kvlog import MAGIC, LogStorage, StorageFailed, StorageLogCorrupt
+from realnet.runtime import FileStorage, open_storage
+
+
+def test_writes_read_back_and_survive_a_clean_close(tmp_path: Path) -> None:
+    s = LogStorage(tmp_path)
+    s.put("kv:01", b"a")
+    s.put("member:n2", b"x" * 3000)
+    s.put("kv:01", b"b")
+    s.put("kv:02", b"c")
+    s.delete("kv:02")
+    s.delete("never")
+    assert s.get("kv:01") == b"b" and s.get("kv:02") is None
+    assert s.items("kv:") == [("kv:01", b"b")]
+    s.close()
+    again = LogStorage(tmp_path)
+    assert again.items("") == [("kv:01", b"b"), ("member:n2", b"x" * 3000)]
+    assert type(open_storage(tmp_path)) is LogStorage
+
+
+def test_what_was_not_flushed_is_lost_in_a_crash_and_what_was_is_kept(tmp_path: Path) -> None:
+    s = LogStorage(tmp_path)
+    s.put("a", b"1")
+    s.sync()  # outside a running loop: flushed now
+    assert s.stats["fsyncs"] == 1
+    s.put("a", b"2")
+    s.put("b", b"3")
+    s.crash_for_test()
+    assert LogStorage(tmp_path).items("") == [("a", b"1")]
+
+
+@pytest.mark.parametrize("torn", [1, 7, 12, 20])
+def test_a_torn_tail_is_dropped_and_the_log_goes_on(tmp_path: Path, torn: int) -> None:
+    s = LogStorage(tmp_path)
+    s.put("a", b"1")
+    s.sync()
+    s.put("b", b"2" * 30)
+    s.crash_for_test(torn=torn)  # part of the unflushed record reached the file
+    again = LogStorage(tmp_path)
+    assert again.items("") == [("a", b"1")]
+    assert again.stats["torn_bytes_dropped"] == torn
+    again.put("c", b"3")
+    again.close()
+    assert LogStorage(tmp_path).items("") == [("a", b"1"), ("c", b"3")]
+
+
+def test_a_damaged_record_followed_by_valid_ones_is_refused(tmp_path: Path) -> None:
+    s = LogStorage(tmp_path)
+    for i in range(5):
+        s.put(f"k{i}", b"v" * 40)
+        s.sync()
+    s.close()
+    path = tmp_path / kvlog.LOG_NAME
+    data = bytearray(path.read_bytes())
+    data[len(MAGIC) + 70] ^= 0xFF  # inside the second record
+    path.write_bytes(bytes(data))
+    with pytest.raises(StorageLogCorrupt, match="corrupt at offset"):
+        LogStorage(tmp_path)
+    path.write_bytes(b"not a log")
+    with pytest.raises(StorageLogCorrupt, match="magic"):
+        LogStorage(tmp_path)
+
+
+def test_the_writes_of_one_loop_turn_share_one_fsync_and_wait_for_it(tmp_path: Path) -> None:
+    async def body() -> tuple[list[str], LogStorage]:
+        s = LogStorage(tmp_path)
+        seen: list[str] = []
+        for i in range(20):
+            s.put(f"kv:{i:02}", b"v")
+            s.sync()
+            s.on_durable(lambda i=i: seen.append(f"durable {i} at {s.stats['fsyncs']}"))  # type: ignore[misc]
+        seen.append(f"turn ends at {s.stats['fsyncs']}")
+        await asyncio.sleep(0)
+        seen.append(f"next turn at {s.stats['fsyncs']}")
+        s.on_durable(lambda: seen.append("nothing pending: at once"))
+        return seen, s
+
+    seen, s = asyncio.run(body())
+    assert seen[0] == "turn ends at 0"  # nothing answered inside the turn
+    assert seen[1:21] == [f"durable {i} at 1" for i in range(20)]
+    assert seen[21:] == ["next turn at 1", "nothing pending: at once"]
+    assert s.stats["fsyncs"] == 1 and s.stats["max_flush_records"] == 20
+    s.crash_for_test()
+    assert len(LogStorage(tmp_path).items("kv:")) == 20
+
+
+def test_on_durable_asks_for_a_flush_even_without_a_sync(tmp_path: Path) -> None:
+    async def body() -> list[str]:
+        s = LogStorage(tmp_path)
+        seen: list[str] = []
+        s.put("a", b"1")
+        s.on_durable(lambda: seen.append("durable"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        s.crash_for_test()
+        return seen
+
+    assert asyncio.run(body()) == ["durable"]
+    assert LogStorage(tmp_path).items("") == [("a", b"1")]
+
+
+def test_a_failed_fsync_answers_nothing_that_waited_and_refuses_later_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = LogStorage(tmp_path)
+    s.put("a", b"1")
+    s.sync()
+    seen: list[str] = []
+    s.put("b", b"2")
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(kvlog.os, "fsync", broken)
+
+    async def body() -> None:
+        s.on_durable(lambda: seen.append("acknowledged"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(body())  # the flush failed inside the loop: logged, not raised into it
+    assert seen == []
+    with pytest.raises(StorageFailed, match="refuses writes"):
+        s.put("c", b"3")
+    s.on_durable(lambda: seen.append("late"))
+    assert seen == []
+    monkeypatch.undo()
+    assert LogStorage(tmp_path).get("a") == b"1"  # a restart recovers what was synced
+
+
+def test_the_log_is_rewritten_from_the_image_once_it_holds_mostly_old_values(tmp_path: Path) -> None:
+    s = LogStorage(tmp_path, compact_bytes=4096)
+    for round_ in range(50):
+        for i in range(10):
+            s.put(f"k{i}", bytes([round_]) * 100)
+        s.delete("gone")
+        s.put("gone", b"x")
+        s.delete("gone")
+        s.sync()
+    assert s.stats["compactions"] >= 5
+    assert s.log_size() < 4096 * 2
+    assert os.path.getsize(tmp_path / kvlog.LOG_NAME) == s.log_size()
+    want = [(f"k{i}", bytes([49]) * 100) for i in range(10)]
+    assert s.items("") == want
+    s.put("after", b"y")
+    s.crash_for_test()  # unflushed: lost, the compacted log intact
+    assert LogStorage(tmp_path).items("") == want
+
+
+def test_a_file_per_key_directory_is_taken_over_without_losing_a_key(tmp_path: Path) -> None:
+    old = FileStorage(tmp_path)
+    long_key = "kv:" + "ab" * 300  # stored under a hashed name
+    old.put("node_id", b"n7")
+    old.put(long_key, b"long")
+    old.put("member:n2", b"m")
+    (tmp_path / "x.val.tmp").write_bytes(b"half")  # a write that never got renamed
+    s = LogStorage(tmp_path)
+    assert s.items("") == sorted([("node_id", b"n7"), (long_key, b"long"), ("member:n2", b"m")])
+    assert sorted(os.listdir(tmp_path)) == [kvlog.LOG_NAME]
+    s.close()
+    assert LogStorage(tmp_path).get(long_key) == b"long"
+
+
+def test_a_take_over_cut_short_keeps_the_log_and_removes_the_leftovers(tmp_path: Path) -> None:
+    old = FileStorage(tmp_path)
+    old.put("a", b"1")
+    old.put("b", b"2")
+    s = LogStorage(tmp_path)
+    s.put("a", b"new")
+    s.close()
+    FileStorage(tmp_path).put("a", b"1")  # as if the old files' removal had not happened
+    again = LogStorage(tmp_path)
+    assert again.items("") == [("a", b"new"), ("b", b"2")]  # the log wins: it holds them all
+    assert sorted(os.listdir(tmp_path)) == [kvlog.LOG_NAME]
+
+
+def test_bad_keys_are_refused_and_a_closed_storage_takes_no_writes(tmp_path: Path) -> None:
+    s = LogStorage(tmp_path)
+    with pytest.raises(ValueError):
+        s.put("", b"x")
+    s.close()
+    with pytest.raises(StorageFailed, match="closed"):
+        s.put("a", b"1")
+    s.close()  # twice is fine
