@@ -184,3 +184,16 @@ def test_a_durable_node_answers_concurrent_writes_only_once_they_survive_kill_9(
     node.restart()
     assert node.info()["keys"] == n + 1
     assert [node.request("GET", kv_path(f"p{i}".encode()))[2] for i in (0, 31, 59)] == [b"00", b"31", b"59"]
+
+
+def test_a_damaged_storage_log_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    from realnet.kvlog import LOG_NAME, MAGIC
+
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / LOG_NAME).write_bytes(b"XXXXXXXX" + MAGIC)  # not a storage log
+    port, peer = free_ports(2)
+    r = run_node("--port", str(port), "--peer-port", str(peer), "--data-dir", str(data))
+    assert r.returncode == 2, r.stderr
+    assert "does not start on a damaged storage log" in r.stderr and "Traceback" not in r.stderr
+    assert (data / LOG_NAME).read_bytes() == b"XXXXXXXX" + MAGIC  # left as it was
