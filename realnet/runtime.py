@@ -27,17 +27,17 @@ boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop
   everything on exit; a node without a data dir has nothing durable, as a Redis node without a
   ``dir`` persists nothing).
 
-:class:`FileStorage` is the layout that came before (``LogStorage`` takes such a directory over
-at start, and ``benchmarks/durable_writes.py`` runs it as its baseline). It writes one file per
-key with the classic crash-safe sequence: write a temporary file, ``fsync`` it, ``os.replace`` it
-over the old one, ``fsync`` the directory. A crash leaves either the old or the new value,
-never a torn one; ``delete`` unlinks and fsyncs the directory. Keys are percent-encoded into file
-names so that any key maps to exactly one safe name. A name would exceed the file system's limit (255 bytes) for long keys (the durable store
-writes ``kv:`` plus the hex of keys of up to 1 KiB), so a key whose encoded name is longer than
-``MAX_NAME`` is stored under ``#`` and the SHA-256 of the key (``#`` never appears in an encoded
-name), and the key itself is kept at the head of the file (a 4-byte length, then the UTF-8 key),
-which ``items`` reads back. ``items(prefix)`` lists the directory: it is meant for reloading
-state at start, not for the hot path.
+:class:`FileStorage` is the layout that came before (``LogStorage`` takes such a directory over at
+start, and ``benchmarks/durable_writes.py`` runs it as its baseline). It writes one file per key
+with the classic crash-safe sequence: write a temporary file, ``fsync`` it, ``os.replace`` it over
+the old one, ``fsync`` the directory. A crash leaves either the old or the new value, never a torn
+one; ``delete`` unlinks and fsyncs the directory. Keys are percent-encoded into file names so that
+any key maps to exactly one safe name. A name would exceed the file system's limit (255 bytes) for
+long keys (the durable store writes ``kv:`` plus the hex of keys of up to 1 KiB), so a key whose
+encoded name is longer than ``MAX_NAME`` is stored under ``#`` and the SHA-256 of the key (``#``
+never appears in an encoded name), and the key itself is kept at the head of the file (a 4-byte
+length, then the UTF-8 key), which ``items`` reads back. ``items(prefix)`` lists the directory: it
+is meant for reloading state at start, not for the hot path.
 """
 
 from __future__ import annotations
