@@ -253,21 +253,8 @@ class LogStorage:
             write_atomically(self.path, b"".join([MAGIC, *(encode_record(K_PUT, [k, v]) for k, v in old)]))
             if legacy:
                 log.info("storage %s: %d keys taken over from the file-per-key layout", self.dir, len(old))
-        with open(self.path, "rb") as f:
-            buf = f.read()
-        if not buf.startswith(MAGIC):
-            raise StorageLogCorrupt(f"storage log {self.path} does not start with the magic {MAGIC!r}")
-        records, end = recordfile.scan_records(buf, self.path, _KINDS, "storage log", StorageLogCorrupt)
-        if end < len(buf):
-            dropped = len(buf) - end
-            log.warning("storage log %s: torn tail of %d bytes at offset %d dropped", self.path, dropped, end)
-            self.stats["torn_bytes_dropped"] = dropped
-            os.truncate(self.path, end)
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        records, dropped = recordfile.read_log(self.path, MAGIC, _KINDS, "storage log", StorageLogCorrupt)
+        self.stats["torn_bytes_dropped"] = dropped
         data = self._data
         for off, kind, payload in records:
             try:

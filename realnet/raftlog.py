@@ -289,21 +289,8 @@ class FileRaftStorage:
                 os.unlink(os.path.join(self.directory, name))  # a write that never got renamed
         if not os.path.exists(self.path):
             write_atomically(self.path, MAGIC)
-        with open(self.path, "rb") as f:
-            buf = f.read()
-        if not buf.startswith(MAGIC):
-            raise RaftLogCorrupt(f"raft log {self.path} does not start with the magic {MAGIC!r}")
-        records, end = scan_records(buf, self.path)
-        if end < len(buf):
-            dropped = len(buf) - end
-            log.warning("raft log %s: torn tail of %d bytes at offset %d dropped", self.path, dropped, end)
-            self.stats["torn_bytes_dropped"] = dropped
-            os.truncate(self.path, end)
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        records, dropped = recordfile.read_log(self.path, MAGIC, _KINDS, "raft log", RaftLogCorrupt)
+        self.stats["torn_bytes_dropped"] = dropped
         img = LogImage(HardState(), self._boot)
         if records and records[0][1] == K_SNAP:
             self._log_base = int(records[0][2][0])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import struct
 import zlib
 from collections.abc import Set
@@ -81,6 +82,27 @@ def scan_records(buf: bytes, path: str, kinds: Set[bytes], what: str,
     return out, off
 
 
+def read_log(path: str, magic: bytes, kinds: Set[bytes], what: str,
+             error: type[Exception]) -> tuple[list[tuple[int, bytes, Any]], int]:
+    """Read the log at ``path``: its records and how many torn bytes were dropped from its end
+    (truncated, and the truncation fsynced). Raises ``error`` for a wrong magic or corruption."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    if not buf.startswith(magic):
+        raise error(f"{what} {path} does not start with the magic {magic!r}")
+    records, end = scan_records(buf, path, kinds, what, error)
+    dropped = len(buf) - end
+    if dropped:
+        log.warning("%s %s: torn tail of %d bytes at offset %d dropped", what, path, dropped, end)
+        os.truncate(path, end)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return records, dropped
+
+
 def _judge_bad_record(view: memoryview, off: int, path: str, kinds: Set[bytes], what: str,
                       error: type[Exception]) -> None:
     """A bad record at ``off`` is a torn tail if nothing valid follows it, or if a 512-byte
@@ -112,4 +134,4 @@ def _zero_sector(view: memoryview, lo: int, hi: int) -> bool:
     return False
 
 
-__all__ = ["HEADER", "MAGIC_LEN", "MAX_RECORD", "SECTOR", "encode_record", "scan_records"]
+__all__ = ["HEADER", "MAGIC_LEN", "MAX_RECORD", "SECTOR", "encode_record", "read_log", "scan_records"]

@@ -283,11 +283,16 @@ def test_a_woken_round_is_set_at_the_exact_float_time_of_the_ticker() -> None:
     assert ticking and sleeping == ticking and sleeping[0][0] == t0 + 0.2
 
 
-def test_news_at_the_very_time_a_sleeping_round_is_due_waits_for_the_next() -> None:
+def _ticking_from(first: float) -> tuple[Membership, FakeRuntime]:
+    """A running member (not started: no probes) whose first round is at ``first``."""
     m = _membership(30, 1)
-    rt: FakeRuntime = m.rt  # type: ignore[assignment]
     m.running = True
-    m._after("gossip", 0.1, m._gossip_tick)
+    m._after("gossip", first, m._gossip_tick)
+    return m, m.rt  # type: ignore[return-value]
+
+
+def test_news_at_the_very_time_a_sleeping_round_is_due_waits_for_the_next() -> None:
+    m, rt = _ticking_from(0.1)
     rt.advance(0.1)
     assert m._gossip_due == 0.1 + 0.2
     rt.advance(0.2)  # now = 0.3, the very time the round is due: taken to have run, empty
@@ -296,10 +301,7 @@ def test_news_at_the_very_time_a_sleeping_round_is_due_waits_for_the_next() -> N
 
 
 def test_a_stopped_member_is_not_woken_and_a_restart_ticks_anew() -> None:
-    m = _membership(30, 1)
-    rt: FakeRuntime = m.rt  # type: ignore[assignment]
-    m.running = True
-    m._after("gossip", 0.1, m._gossip_tick)
+    m, rt = _ticking_from(0.1)
     rt.advance(1.0)
     assert m._gossip_due == 0.1 + 0.2 and "gossip" not in m._timers  # asleep
     m.stop()

@@ -4,6 +4,7 @@ early, in order of their buckets, and cancelled ones do not fire."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from realnet.runtime import COARSE_FROM, TICK, AsyncioRuntime
 
@@ -53,19 +54,18 @@ def test_call_at_fires_not_early_short_or_long_and_a_past_time_at_once() -> None
     async def body() -> list[tuple[str, float]]:
         rt = AsyncioRuntime("n1")
         start = rt.now()
-        fired: list[tuple[str, float]] = []
-        done = asyncio.get_running_loop().create_future()
+        out: list[tuple[str, float]] = []
+        three = asyncio.get_running_loop().create_future()
 
-        def note(name: str) -> None:
-            fired.append((name, rt.now()))
-            if name == "long":
-                done.set_result(None)
+        def fire(name: str) -> None:
+            out.append((name, rt.now() - start))
+            if len(out) == 3:
+                three.set_result(None)
 
-        rt.call_at(start + COARSE_FROM + TICK, lambda: note("long"))
-        rt.call_at(start + COARSE_FROM / 4, lambda: note("short"))
-        rt.call_at(start - 5.0, lambda: note("past"))
-        await asyncio.wait_for(done, 10.0)
-        return [(name, t - start) for name, t in fired]
+        for name, when in (("long", COARSE_FROM + TICK), ("short", COARSE_FROM / 4), ("past", -5.0)):
+            rt.call_at(start + when, functools.partial(fire, name))
+        await asyncio.wait_for(three, 10.0)
+        return out
 
     fired = asyncio.run(body())
     assert [name for name, _ in fired] == ["past", "short", "long"]

@@ -21,15 +21,11 @@ import json
 import pytest
 
 from kvcore.membership import SwimConfig
-from kvcore.membership.gossip import Dissemination
 from sim.cluster import SimCluster
 
 from .test_shared_views import views_hash
 
-
-@pytest.fixture(autouse=True)
-def _ticking_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Dissemination, "sleep_when_idle", False)
+pytestmark = pytest.mark.usefixtures("ticking_rounds")  # as when the digests were pinned
 
 
 #: (seed, joins, codec, until, faults, trace digest, views hash, counters+storage hash), from

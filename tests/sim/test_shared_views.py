@@ -22,13 +22,9 @@ import json
 import pytest
 
 from kvcore.membership import SwimConfig
-from kvcore.membership.gossip import Dissemination
 from sim.cluster import SimCluster
 
-
-@pytest.fixture(autouse=True)
-def _ticking_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Dissemination, "sleep_when_idle", False)
+pytestmark = pytest.mark.usefixtures("ticking_rounds")  # as when the digests were pinned
 
 
 #: (join, seed, n, trace digest, views hash), computed before the change (see the docstring)
