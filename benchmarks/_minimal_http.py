@@ -7,8 +7,9 @@ carries a ``Content-Length`` field (PUT benchmarks), skipping that many body byt
 validated, no ``Request`` object is built, no handler is called: whatever a real server spends on
 top of this is the price of correctness, which ``http_throughput.py`` reports as a ratio.
 
-Run it as ``python benchmarks/_minimal_http.py PORT [HOST]``; it prints ``ready`` once listening
-and stops on SIGTERM/SIGINT.
+Run it as ``python benchmarks/_minimal_http.py PORT [HOST [uvloop]]`` (``uvloop``: on libuv's
+event loop, the baseline for a node run with ``--event-loop uvloop``); it prints ``ready`` once
+listening and stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from typing import cast
 
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\n"
@@ -48,7 +50,7 @@ class MinimalHttp(asyncio.Protocol):
         self._buf = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # (uvloop's are not its subclasses)
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -92,11 +94,17 @@ async def serve(host: str, port: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):
-        print("usage: python benchmarks/_minimal_http.py PORT [HOST]", file=sys.stderr)
+    if len(argv) not in (2, 3, 4) or (len(argv) == 4 and argv[3] != "uvloop"):
+        print("usage: python benchmarks/_minimal_http.py PORT [HOST [uvloop]]", file=sys.stderr)
         return 2
-    host = argv[2] if len(argv) == 3 else "127.0.0.1"
-    asyncio.run(serve(host, int(argv[1])))
+    host = argv[2] if len(argv) >= 3 else "127.0.0.1"
+    factory = None
+    if len(argv) == 4:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(host, int(argv[1])))
     return 0
 
 

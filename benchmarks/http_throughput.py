@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.client
+import importlib.util
 import json
 import os
 import secrets
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-node", action="store_true", help="measure the minimal responder only")
     p.add_argument("--no-forward", action="store_true", help="skip the 2-node forwarding setup")
     p.add_argument("--no-token", action="store_true", help="skip the node with a client token")
+    p.add_argument("--no-uvloop", action="store_true",
+                   help="skip the node and the minimal responder on uvloop (run when it is installed)")
     p.add_argument(
         "--parsers", default="httptools,h11",
         help="comma-separated HTTP parsers to run the one-node arm with (first: also forwarded)",
@@ -235,6 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         targets["minimal"] = mport
         pids["minimal"] = [minimal.popen.pid]
+        with_uvloop = not args.no_uvloop and importlib.util.find_spec("uvloop") is not None
+        if with_uvloop:
+            (uport,) = free_ports(1)
+            mu = stack.enter_context(
+                started(
+                    "minimal responder (uvloop)",
+                    [sys.executable, str(REPO / "benchmarks" / "_minimal_http.py"), str(uport), HOST, "uvloop"],
+                    lambda: http_status(uport, "GET", "/") == 200,
+                    "answer to GET /",
+                )
+            )
+            targets["minimal-uvloop"] = uport
+            pids["minimal-uvloop"] = [mu.popen.pid]
         for i, parser in enumerate(parsers if with_node else []):
             nport, npeer = free_ports(2)
             n1 = stack.enter_context(
@@ -250,6 +266,20 @@ def main(argv: list[str] | None = None) -> int:
             arm_parser[arm] = parser
             targets[arm] = nport
             pids[arm] = [n1.popen.pid]
+        if with_node and with_uvloop:
+            nport, npeer = free_ports(2)
+            nu = stack.enter_context(
+                started(
+                    "node n1 (uvloop)",
+                    node_cmd("--id", "n1", "--port", str(nport), "--peer-port", str(npeer),
+                             "--event-loop", "uvloop", parser=parsers[0]),
+                    functools.partial(healthy, nport),
+                    "GET /health 200",
+                )
+            )
+            arm_parser["node-uvloop"] = parsers[0]
+            targets["node-uvloop"] = nport
+            pids["node-uvloop"] = [nu.popen.pid]
         if with_node and not args.no_token:
             token = secrets.token_urlsafe(32)
             tfile = tempfile.NamedTemporaryFile("w", suffix=".token", delete=False)
@@ -299,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for name, port in targets.items():
             counts = prefill(HOST, port, keys=args.keys, value_size=args.value_size, token=tokens.get(name))
-            if name != "minimal" and set(counts) - {200, 201, 204}:
+            if not name.startswith("minimal") and set(counts) - {200, 201, 204}:
                 print(f"warning: prefill of {name} answered {counts}", file=sys.stderr)
 
         runs: dict[tuple[str, str], list[LoadResult]] = {}
@@ -324,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
 
     best = {key: max(rs, key=lambda r: r.rps) for key, rs in runs.items()}
     labels = {"minimal": "minimal responder", "forward": f"node a -> b ({parsers[0]})",
-              "node-token": f"node, client token ({parsers[0]})"}
+              "node-token": f"node, client token ({parsers[0]})",
+              "minimal-uvloop": "minimal responder, uvloop", "node-uvloop": f"node ({parsers[0]}), uvloop"}
     for arm, parser in arm_parser.items():
         labels.setdefault(arm, f"node ({parser})")
     print(f"HTTP throughput: {args.connections} connections, {args.duration:g} s, "
@@ -351,12 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         r = best.get((name, method))
         return round(r.rps, 1) if r is not None else None
 
-    def ratio(name: str, method: str) -> float | None:
-        top, base = rps(name, method), rps("minimal", method)
+    def ratio(name: str, method: str, minimal: str = "minimal") -> float | None:
+        top, base = rps(name, method), rps(minimal, method)
         return round(top / base, 3) if top is not None and base else None
 
-    def cpu_ratio(name: str, method: str) -> float | None:
-        top, base = cpu_per_request(name, method), cpu_per_request("minimal", method)
+    def cpu_ratio(name: str, method: str, minimal: str = "minimal") -> float | None:
+        top, base = cpu_per_request(name, method), cpu_per_request(minimal, method)
         return round(base / top, 3) if top and base else None
 
     summary = {
@@ -385,12 +416,17 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_ratio_put_vs_minimal": cpu_ratio(arm, "PUT"),
             }
             for arm in targets
-            if arm != "minimal"
+            if not arm.startswith("minimal")
         },
         "ratio_get_vs_minimal": ratio("node", "GET"),
         "ratio_put_vs_minimal": ratio("node", "PUT"),
         "ratio_forward_get_vs_minimal": ratio("forward", "GET"),
         "ratio_forward_put_vs_minimal": ratio("forward", "PUT"),
+        # uvloop: against the minimal responder on asyncio (the yardstick above) and on uvloop
+        "ratio_uvloop_get_vs_minimal": ratio("node-uvloop", "GET"),
+        "ratio_uvloop_put_vs_minimal": ratio("node-uvloop", "PUT"),
+        "ratio_uvloop_get_vs_minimal_uvloop": ratio("node-uvloop", "GET", "minimal-uvloop"),
+        "ratio_uvloop_put_vs_minimal_uvloop": ratio("node-uvloop", "PUT", "minimal-uvloop"),
         "ratio_h11_get_vs_minimal": ratio("node-h11", "GET"),
         "ratio_h11_put_vs_minimal": ratio("node-h11", "PUT"),
         "ratio_token_get_vs_node": _over(rps("node-token", "GET"), rps("node", "GET")),

@@ -100,6 +100,7 @@ from realnet.http import (
 )
 from realnet.metrics import ForwardMeter, OpLatency, registry
 from realnet.replicaapi import ReplicaAdminApi
+from realnet.runtime import event_loop_name
 from realnet.security import HostCheck, TokenCheck, unauthorized
 from realnet.transport import PeerTransport
 
@@ -487,6 +488,7 @@ class Api(AdminApi, ReplicaAdminApi):
         info["addr"] = ms.me.addr
         info["peer_addr"] = ms.me.peer_addr
         info["uptime_s"] = round(self.loop.time() - self.started_at, 3)
+        info["event_loop"] = event_loop_name(self.loop)
         info["swim"] = {
             "preset": self.swim_preset,
             "awareness": ms.awareness.score,

@@ -77,8 +77,9 @@ rate-limited log (:data:`refusals`, :class:`realnet.ratelog.RateLog`), and
 flood asyncio's accept loop produces when ``accept()`` fails with EMFILE. What was refused is
 counted by reason (``server_stats.refused``).
 
-Counters live in one :class:`HttpServerStats` per server, reachable as ``server.server_stats``
-on the ``asyncio.Server`` returned by :func:`start_http_server`. :func:`stop_http_server` shuts
+Counters live in one :class:`HttpServerStats` per server, reachable as :func:`server_stats` of
+the server :func:`start_http_server` returned (and as its ``server_stats`` attribute where the
+server takes attributes: asyncio's does, uvloop's does not). :func:`stop_http_server` shuts
 a server down gracefully: stop accepting, close idle connections, let in-flight requests finish
 (their responses say ``Connection: close``), then abort what remains after a grace period.
 """
@@ -95,7 +96,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from realnet.httpparse import (
     CONTINUE,
@@ -480,7 +481,8 @@ class _HttpConnection(asyncio.Protocol):
     # --- asyncio.Protocol callbacks -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # an asyncio.Transport in behaviour (uvloop's transports are not its subclasses)
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -910,10 +912,19 @@ async def start_http_server(
             state.make_protocol, host, port, reuse_port=reuse_port or None, backlog=1024
         )
     state.server = server
-    server.server_stats = state.stats  # type: ignore[attr-defined]
+    try:
+        server.server_stats = state.stats  # type: ignore[attr-defined]
+    except AttributeError:
+        pass  # uvloop's server takes no attribute: server_stats(server)
     _STATES[server] = state
     state.start_sweep()
     return server
+
+
+def server_stats(server: asyncio.Server | None) -> HttpServerStats | None:
+    """The counters of a server :func:`start_http_server` returned (None for another)."""
+    state = _STATES.get(server) if server is not None else None
+    return state.stats if state is not None else None
 
 
 async def stop_http_server(server: asyncio.Server, grace: float = 5.0) -> None:

@@ -57,7 +57,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import kvwire
 from kvcore.messages import Hello, kind_of
@@ -137,7 +137,8 @@ class _InboundProtocol(asyncio.Protocol):
         self.session: auth.Session | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # an asyncio.Transport in behaviour (uvloop's transports are not its subclasses)
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         pn = transport.get_extra_info("peername")
         self.peername = f"{pn[0]}:{pn[1]}" if isinstance(pn, tuple) and len(pn) >= 2 else str(pn)

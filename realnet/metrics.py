@@ -398,7 +398,8 @@ class NodeCollector:
             "storelab_slots_owned", "Slots this node owns.",
             value=node.slot_map.slot_counts().get(node.id, 0),
         )
-        stats = getattr(node.rt.storage, "stats", None)  # the storage log (realnet.kvlog)
+        storage: Any = node.rt.storage
+        stats = getattr(storage, "stats", None)  # the storage log (realnet.kvlog)
         if isinstance(stats, dict):
             for name, doc in (
                 ("puts", "Writes to the storage log (the store when durable, and what a node "
@@ -409,7 +410,7 @@ class NodeCollector:
                 yield CounterMetricFamily(f"storelab_storage_{name}", doc, value=stats[name])
             yield GaugeMetricFamily(
                 "storelab_storage_log_bytes", "Bytes of the storage log file.",
-                value=node.rt.storage.log_size(),
+                value=storage.log_size(),
             )
 
     def membership(self) -> Iterator[Metric | None]:

@@ -87,13 +87,14 @@ from realnet.http import (
     PARSERS,
     default_max_connections,
     rate_limited_exception_handler,
+    server_stats,
     start_http_server,
     stop_http_server,
 )
 from realnet.kvlog import StorageLogCorrupt
 from realnet.raftlog import RaftLogCorrupt
 from realnet.raftopen import RaftOpener
-from realnet.runtime import AsyncioRuntime, open_storage
+from realnet.runtime import EVENT_LOOPS, AsyncioRuntime, event_loop_name, loop_factory, open_storage
 from realnet.security import HostCheck
 from realnet.settings import (
     AUTO_REBALANCE_SETTLE,
@@ -163,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--http-parser", choices=list(PARSERS), default="httptools", help="default: httptools"
+    )
+    p.add_argument(
+        "--event-loop", choices=list(EVENT_LOOPS), default="asyncio",
+        help="asyncio (the standard library's, the default) or uvloop (libuv's, faster; "
+        "pip install 'storelab[fast]')",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
     sec = p.add_argument_group("HTTP security (also [security] in the TOML file; realnet.security)")
@@ -361,7 +367,7 @@ def build(
         node,
         transport,
         loop=loop,
-        http_stats=lambda: getattr(parts.http_server, "server_stats", None),
+        http_stats=lambda: server_stats(parts.http_server),
         rtt=meter,
         swim_preset=settings.swim_preset,
         on_leave=parts.request_leave,
@@ -436,10 +442,11 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
     )
     seeds = f" seeds={','.join(settings.seeds)}" if settings.seeds else ""
     log.info(
-        "HTTP: admin %s, client %s, %d client connections at most, Host one of %s",
+        "HTTP: admin %s, client %s, %d client connections at most, Host one of %s; event loop %s",
         "needs a token" if settings.admin_token else "OPEN (no --admin-token-file)",
         "needs a token" if settings.client_token else "open",
         limits.max_connections, ", ".join(parts.api.hosts.names()) if parts.api.hosts else "any",
+        event_loop_name(loop),
     )
     print(
         f"ready id={settings.node_id} http={_fmt(settings.host, sockets.http_port)} "
@@ -598,9 +605,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args)
+        factory = loop_factory(settings.event_loop)
         storage, node_id = _open_storage(settings)
     except ConfigError as e:
         _print_problems(e.problems)
+        return EXIT_CONFIG
+    except ImportError as e:
+        _print_problems([f"{e}."])
         return EXIT_CONFIG
     settings = dataclasses.replace(settings, node_id=node_id)
     logging.basicConfig(
@@ -608,7 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s [{node_id}] %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return asyncio.run(serve(settings, storage))
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(serve(settings, storage))
 
 
 __all__ = [

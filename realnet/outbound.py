@@ -69,7 +69,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kvcore.config import PEER_PORT_OFFSET
 from kvwire import auth
@@ -109,7 +109,8 @@ class _OutboundProtocol(asyncio.Protocol):
         self.ignore = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # an asyncio.Transport in behaviour (uvloop's transports are not its subclasses)
+        transport = cast(asyncio.Transport, transport)
         self.link._on_made(self, transport)
 
     def data_received(self, data: bytes) -> None:

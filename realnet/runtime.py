@@ -291,6 +291,31 @@ class AsyncioRuntime:
         sink.send(dst, msg)
 
 
+#: the event loops a node can run on (``--event-loop``)
+EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What ``asyncio.Runner`` builds the node's loop with: None for the standard library's,
+    ``uvloop.new_event_loop`` for libuv's (ImportError, with what to install, when uvloop is
+    missing; ValueError for another name)."""
+    if name == "asyncio":
+        return None
+    if name != "uvloop":
+        raise ValueError(f"unknown event loop {name!r}; choose one of {', '.join(EVENT_LOOPS)}")
+    try:
+        import uvloop
+    except ImportError:
+        raise ImportError("--event-loop uvloop needs uvloop: pip install 'storelab[fast]'") from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def event_loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """Which event loop this is: "asyncio" or "uvloop" (its package's name)."""
+    return type(loop).__module__.split(".")[0]
+
+
 def open_storage(data_dir: str | os.PathLike[str] | None) -> Storage:
     """The storage for a node: a log under ``data_dir`` (:class:`realnet.kvlog.LogStorage`), or
     memory when there is none."""
@@ -301,4 +326,5 @@ def open_storage(data_dir: str | os.PathLike[str] | None) -> Storage:
     return LogStorage(data_dir)
 
 
-__all__ = ["AsyncioRuntime", "FileStorage", "MessageSink", "open_storage"]
+__all__ = ["EVENT_LOOPS", "AsyncioRuntime", "FileStorage", "MessageSink", "event_loop_name", "loop_factory",
+           "open_storage"]

@@ -155,6 +155,8 @@ class Settings:
     auto_rebalance_settle: float = AUTO_REBALANCE_SETTLE
     #: the HTTP request parser (a name in realnet.httpparse.PARSERS; ``--http-parser``)
     http_parser: str = "httptools"
+    #: the event loop (``--event-loop``): "asyncio" (the standard library's), or "uvloop"
+    event_loop: str = "asyncio"
     #: the secrets' files (``[security]``, ``--secret-file``)
     security: SecuritySettings = field(default_factory=lambda: SecuritySettings())
     #: the HTTP side's [security] keys and flags (realnet.security)
@@ -468,6 +470,7 @@ def merge(
         auto_rebalance=args.auto_rebalance if args.auto_rebalance is not None else options.auto_rebalance,
         auto_rebalance_settle=options.auto_rebalance_settle,
         http_parser=getattr(args, "http_parser", None) or "httptools",
+        event_loop=getattr(args, "event_loop", None) or "asyncio",
     )
 
 
