@@ -300,32 +300,34 @@ def main(argv: list[str] | None = None) -> int:
             targets["node-token"] = tport
             pids["node-token"] = [nt.popen.pid]
             tokens["node-token"] = token
-        if with_forward:
+        for arm, loop in (("forward", []), ("forward-uvloop", ["--event-loop", "uvloop"])):
+            if not with_forward or (loop and not with_uvloop):
+                continue
             pa, qa, pb, qb = free_ports(4)
             cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
             stack.callback(os.unlink, cfg.name)
             with cfg:
                 cfg.write(cluster_toml((pa, qa), (pb, qb)))
-            pids["forward"] = []
+            pids[arm] = []
             for nid, port, peer in (("b", pb, qb), ("a", pa, qa)):
                 node = stack.enter_context(
                     started(
-                        f"node {nid}",
+                        f"node {nid} ({arm})",
                         node_cmd("--config", cfg.name, "--id", nid, "--port", str(port),
-                                 "--peer-port", str(peer), parser=parsers[0]),
+                                 "--peer-port", str(peer), *loop, parser=parsers[0]),
                         functools.partial(healthy, port),
                         "GET /health 200",
                     )
                 )
-                pids["forward"].append(node.popen.pid)
+                pids[arm].append(node.popen.pid)
             # The peer link is up once a forwarded write succeeds.
             deadline = time.monotonic() + START_DEADLINE
             while http_status(pa, "PUT", "/kv/bench-probe", b"x") not in (200, 201, 204):
                 if time.monotonic() > deadline:
-                    raise RuntimeError("node a never forwarded a PUT to node b")
+                    raise RuntimeError(f"node a never forwarded a PUT to node b ({arm})")
                 time.sleep(0.05)
-            targets["forward"] = pa
-            arm_parser["forward"] = parsers[0]
+            targets[arm] = pa
+            arm_parser[arm] = parsers[0]
 
         for name, port in targets.items():
             counts = prefill(HOST, port, keys=args.keys, value_size=args.value_size, token=tokens.get(name))
@@ -355,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     best = {key: max(rs, key=lambda r: r.rps) for key, rs in runs.items()}
     labels = {"minimal": "minimal responder", "forward": f"node a -> b ({parsers[0]})",
               "node-token": f"node, client token ({parsers[0]})",
-              "minimal-uvloop": "minimal responder, uvloop", "node-uvloop": f"node ({parsers[0]}), uvloop"}
+              "minimal-uvloop": "minimal responder, uvloop", "node-uvloop": f"node ({parsers[0]}), uvloop",
+              "forward-uvloop": f"node a -> b ({parsers[0]}), uvloop"}
     for arm, parser in arm_parser.items():
         labels.setdefault(arm, f"node ({parser})")
     print(f"HTTP throughput: {args.connections} connections, {args.duration:g} s, "
@@ -427,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_uvloop_put_vs_minimal": ratio("node-uvloop", "PUT"),
         "ratio_uvloop_get_vs_minimal_uvloop": ratio("node-uvloop", "GET", "minimal-uvloop"),
         "ratio_uvloop_put_vs_minimal_uvloop": ratio("node-uvloop", "PUT", "minimal-uvloop"),
+        "ratio_forward_uvloop_get_vs_minimal": ratio("forward-uvloop", "GET"),
+        "ratio_forward_uvloop_put_vs_minimal": ratio("forward-uvloop", "PUT"),
+        "ratio_forward_uvloop_get_vs_minimal_uvloop": ratio("forward-uvloop", "GET", "minimal-uvloop"),
+        "ratio_forward_uvloop_put_vs_minimal_uvloop": ratio("forward-uvloop", "PUT", "minimal-uvloop"),
         "ratio_h11_get_vs_minimal": ratio("node-h11", "GET"),
         "ratio_h11_put_vs_minimal": ratio("node-h11", "PUT"),
         "ratio_token_get_vs_node": _over(rps("node-token", "GET"), rps("node", "GET")),
