@@ -16,6 +16,11 @@ Three servers, each its own process on 127.0.0.1 ports found by binding port 0:
 (c) a two-node cluster from a TOML file where node ``a`` owns no slot and ``b`` owns all of them:
     every request sent to ``a`` is forwarded over the peer link to ``b`` and answered back
     (default parser; arm ``forward``).
+(d) when uvloop is installed (and not ``--no-uvloop``): (a), (b) and (c) again on libuv's loop
+    (``_minimal_http.py PORT HOST uvloop``, ``--event-loop uvloop``; arms ``minimal-uvloop``,
+    ``node-uvloop``, ``forward-uvloop``). ``ratio_uvloop_*_vs_minimal`` compares the node on
+    uvloop with the minimal responder on asyncio (the yardstick of the others), and
+    ``ratio_uvloop_*_vs_minimal_uvloop`` with the minimal responder on the same loop.
 
 For each server and method (GET, then PUT of ``--value-size`` bytes over ``--keys`` keys) the
 load generator (:mod:`_loadgen`: ``wrk`` when installed, else an asyncio client, always in its own
@@ -42,7 +47,8 @@ terminate, then kill after a deadline.
 Output: a readable table, then as the LAST line one JSON object with the figures and the ratios
 ``ratio_get_vs_minimal``, ``ratio_put_vs_minimal``, ``ratio_forward_get_vs_minimal``,
 ``ratio_forward_put_vs_minimal``, ``ratio_h11_get_vs_minimal``, ``ratio_h11_put_vs_minimal``,
-``ratio_token_get_vs_node``, ``ratio_token_put_vs_node`` (null when not measured), ``parsers`` (arm -> parser) and ``loadgen`` (the engine used).
+``ratio_token_get_vs_node``, ``ratio_token_put_vs_node``, the uvloop ratios of (d) (null when not
+measured), ``parsers`` (arm -> parser) and ``loadgen`` (the engine used).
 """
 
 from __future__ import annotations
