@@ -36,6 +36,11 @@ is taken over: its keys are written into a new log atomically first, then its fi
 removed, so a crash in between leaves the log, which holds them all, and the leftover files are
 removed at the next start.
 
+**One process per directory.** The storage holds an ``flock`` on ``storage.lock`` from before it
+reads anything until it is closed (the kernel frees it when the process dies): a second node
+started on the same ``--data-dir`` is refused (``OSError`` EBUSY, a sentence and exit 2) instead
+of appending to the same log.
+
 ``close()`` flushes what is buffered and closes the file (a clean stop loses nothing);
 ``crash_for_test(torn)`` dies as after ``kill -9``, optionally with a torn tail.
 """
@@ -43,6 +48,8 @@ removed at the next start.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import logging
 import os
 from collections.abc import Callable
@@ -55,6 +62,7 @@ log = logging.getLogger("realnet.kvlog")
 
 MAGIC = b"SLKV001\n"
 LOG_NAME = "storage.log"
+LOCK_NAME = "storage.lock"
 K_PUT, K_DELETE = b"P", b"D"
 _KINDS = frozenset((K_PUT, K_DELETE))
 #: record overhead beyond key and value: header, kind, msgpack framing (an estimate, for the
@@ -68,6 +76,22 @@ class StorageLogCorrupt(Exception):
 
 class StorageFailed(OSError):
     """A write or fsync of the storage log failed earlier, or the storage is closed."""
+
+
+def _lock_dir(directory: str) -> int:
+    """Lock ``directory`` for this process (``flock`` of its ``LOCK_NAME``, held until closed or
+    the process dies): two nodes appending to one log would corrupt it. OSError (EBUSY, with a
+    sentence) when another process holds it."""
+    fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(errno.EBUSY, "another process (a node) is using it: its storage log is locked") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class LogStorage:
@@ -95,9 +119,15 @@ class LogStorage:
         self._waiters: list[Callable[[], None]] = []
         self._scheduled = False
         self._failed = ""
-        self._recover()
-        self._log_bytes = os.path.getsize(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._fd = -1
+        self._lock = _lock_dir(self.dir)  # before anything is read: one process per directory
+        try:
+            self._recover()
+            self._log_bytes = os.path.getsize(self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except BaseException:
+            os.close(self._lock)
+            raise
 
     # --- the Storage door ------------------------------------------------------------------------
 
@@ -220,13 +250,17 @@ class LogStorage:
         return self._log_bytes
 
     def close(self) -> None:
-        """Flush what is buffered and close the file (a clean stop loses nothing)."""
+        """Flush what is buffered, close the file and free the directory (a clean stop loses
+        nothing)."""
         if self._fd < 0:
             return
-        if not self._failed:
-            self.flush()
-        os.close(self._fd)
-        self._fd = -1
+        try:
+            if not self._failed:
+                self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+            os.close(self._lock)
 
     def crash_for_test(self, torn: int = 0) -> None:
         """Test hook: die as after ``kill -9``: what is buffered is lost, except its first
@@ -237,6 +271,7 @@ class LogStorage:
         self._waiters.clear()
         os.close(self._fd)
         self._fd = -1
+        os.close(self._lock)  # the kernel frees a dead process's lock
 
     # --- recovery ------------------------------------------------------------------------------
 
@@ -277,4 +312,4 @@ class LogStorage:
             fsync_dir(self.dir)
 
 
-__all__ = ["LOG_NAME", "MAGIC", "LogStorage", "StorageFailed", "StorageLogCorrupt"]
+__all__ = ["LOCK_NAME", "LOG_NAME", "MAGIC", "LogStorage", "StorageFailed", "StorageLogCorrupt"]

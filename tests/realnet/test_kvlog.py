@@ -10,6 +10,7 @@ that waited for it and refuses later writes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def test_writes_read_back_and_survive_a_clean_close(tmp_path: Path) -> None:
     s.close()
     again = LogStorage(tmp_path)
     assert again.items("") == [("kv:01", b"b"), ("member:n2", b"x" * 3000)]
+    again.close()
     assert type(open_storage(tmp_path)) is LogStorage
 
 
@@ -142,6 +144,7 @@ def test_a_failed_fsync_answers_nothing_that_waited_and_refuses_later_writes(
     s.on_durable(lambda: seen.append("late"))
     assert seen == []
     monkeypatch.undo()
+    s.crash_for_test()  # the process that failed exits
     assert LogStorage(tmp_path).get("a") == b"1"  # a restart recovers what was synced
 
 
@@ -173,7 +176,7 @@ def test_a_file_per_key_directory_is_taken_over_without_losing_a_key(tmp_path: P
     (tmp_path / "x.val.tmp").write_bytes(b"half")  # a write that never got renamed
     s = LogStorage(tmp_path)
     assert s.items("") == sorted([("node_id", b"n7"), (long_key, b"long"), ("member:n2", b"m")])
-    assert sorted(os.listdir(tmp_path)) == [kvlog.LOG_NAME]
+    assert sorted(os.listdir(tmp_path)) == [kvlog.LOCK_NAME, kvlog.LOG_NAME]
     s.close()
     assert LogStorage(tmp_path).get(long_key) == b"long"
 
@@ -188,7 +191,7 @@ def test_a_take_over_cut_short_keeps_the_log_and_removes_the_leftovers(tmp_path:
     FileStorage(tmp_path).put("a", b"1")  # as if the old files' removal had not happened
     again = LogStorage(tmp_path)
     assert again.items("") == [("a", b"new"), ("b", b"2")]  # the log wins: it holds them all
-    assert sorted(os.listdir(tmp_path)) == [kvlog.LOG_NAME]
+    assert sorted(os.listdir(tmp_path)) == [kvlog.LOCK_NAME, kvlog.LOG_NAME]
 
 
 def test_bad_keys_are_refused_and_a_closed_storage_takes_no_writes(tmp_path: Path) -> None:
@@ -199,3 +202,18 @@ def test_bad_keys_are_refused_and_a_closed_storage_takes_no_writes(tmp_path: Pat
     with pytest.raises(StorageFailed, match="closed"):
         s.put("a", b"1")
     s.close()  # twice is fine
+
+
+def test_one_process_per_directory_and_the_lock_goes_with_the_storage(tmp_path: Path) -> None:
+    s = LogStorage(tmp_path)
+    s.put("a", b"1")
+    with pytest.raises(OSError, match="storage log is locked") as refused:
+        LogStorage(tmp_path)
+    assert refused.value.errno == errno.EBUSY
+    assert s.get("a") == b"1"
+    s.put("b", b"2")  # the refused one changed nothing
+    s.close()
+    again = LogStorage(tmp_path)  # closed: free
+    assert again.items("") == [("a", b"1"), ("b", b"2")]
+    again.crash_for_test()  # died: free too
+    LogStorage(tmp_path).close()

@@ -197,3 +197,15 @@ def test_a_damaged_storage_log_is_refused_with_a_sentence(tmp_path: Path) -> Non
     assert r.returncode == 2, r.stderr
     assert "does not start on a damaged storage log" in r.stderr and "Traceback" not in r.stderr
     assert (data / LOG_NAME).read_bytes() == b"XXXXXXXX" + MAGIC  # left as it was
+
+
+def test_a_second_node_on_a_data_dir_in_use_is_refused_with_a_sentence(launcher: Launcher,
+                                                                        tmp_path: Path) -> None:
+    data = tmp_path / "shared"
+    first = launcher.standalone(["--data-dir", str(data)])
+    assert first.request("PUT", kv_path(b"mine"), b"1")[0] == 204
+    port, peer = free_ports(2)
+    r = run_node("--port", str(port), "--peer-port", str(peer), "--data-dir", str(data))
+    assert r.returncode == 2, r.stderr
+    assert "another process (a node) is using it" in r.stderr and "Traceback" not in r.stderr
+    assert first.request("GET", kv_path(b"mine"))[2] == b"1"  # the first one is untouched
