@@ -21,8 +21,10 @@ deletes, flushes, fsyncs, the records of the largest flush, compactions and torn
 
 A failed write or fsync leaves the file in an unknown state: as etcd does (and
 :mod:`realnet.raftlog`), the storage then refuses every later write (:class:`StorageFailed`,
-an ``OSError``, so the node answers 500 for it) and runs no waiting callback, since what they
-wait for may not be durable; a restart recovers from what is on disk.
+an ``OSError``) and runs no waiting callback, since what they wait for may not be durable. It
+calls ``on_failure``: the node process stops (exit status 1, as etcd exits on a failed WAL sync),
+so that clients whose answers waited see their connections close instead of waiting on, and a
+restart recovers from what is on disk.
 
 **Compaction.** After a flush, when the log is at least ``compact_bytes`` long and more than
 twice what the image would take, the log is rewritten from the image (one ``P`` record per key)
@@ -119,6 +121,8 @@ class LogStorage:
         self._waiters: list[Callable[[], None]] = []
         self._scheduled = False
         self._failed = ""
+        #: called once, with the reason, when a write or fsync fails (the node stops on it)
+        self.on_failure: Callable[[str], None] | None = None
         self._fd = -1
         self._lock = _lock_dir(self.dir)  # before anything is read: one process per directory
         try:
@@ -212,6 +216,8 @@ class LogStorage:
                 if withheld:
                     log.error("storage log %s: %d answers that waited for this flush are withheld",
                               self.path, withheld)
+                if self.on_failure is not None:
+                    self.on_failure(self._failed)
                 raise StorageFailed(exc.errno, self._failed) from exc
             self._log_bytes += len(data)
             self.stats["flushes"] += 1

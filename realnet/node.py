@@ -110,6 +110,8 @@ from realnet.transport import PeerTransport, TransportConfig
 log = logging.getLogger("realnet.node")
 
 EXIT_OK = 0
+#: the storage failed (a write or fsync of the data directory): the node stopped
+EXIT_STORAGE = 1
 EXIT_CONFIG = 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: how long in-flight HTTP requests get to finish on shutdown
@@ -285,10 +287,19 @@ class Parts:
     leave_requested: bool = False
     #: opens the replicated group's log in ``<data-dir>/raft/`` (realnet.raftopen)
     raft_opener: RaftOpener | None = None
+    #: why the storage failed (a write or fsync), or "": the process then stops with status 1
+    storage_failed: str = ""
 
     def request_leave(self) -> None:
         """Leave the cluster, then stop (the API's ``/cluster/leave``)."""
         self.leave_requested = True
+        self.stop.set()
+
+    def storage_failure(self, why: str) -> None:
+        """The storage cannot make writes durable any more: stop (a restart recovers)."""
+        if not self.storage_failed:
+            log.critical("%s; stopping, so that a restart recovers from what is on disk", why)
+        self.storage_failed = why
         self.stop.set()
 
 
@@ -363,6 +374,8 @@ def build(
     follow_membership(node.membership, forget)
     parts = Parts(runtime, node, transport, meter, stop if stop is not None else asyncio.Event(), addr)
     parts.raft_opener = opener
+    if hasattr(storage, "on_failure"):  # the storage log (realnet.kvlog): stop when it fails
+        storage.on_failure = parts.storage_failure
     parts.api = Api(
         node,
         transport,
@@ -473,7 +486,7 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
         for signum in installed:
             loop.remove_signal_handler(signum)
     log.info("stopped")
-    return EXIT_OK
+    return EXIT_STORAGE if parts.storage_failed else EXIT_OK
 
 
 def _close_storage(storage: Storage) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +58,43 @@ def test_serve_binds_builds_runs_and_stops_cleanly(capsys: pytest.CaptureFixture
     assert status == node.EXIT_OK and not parts.node.running
     err = capsys.readouterr().err
     assert re.search(r"ready id=solo http=127\.0\.0\.1:\d+ peer=127\.0\.0\.1:\d+\n", err), err
+
+
+def test_a_storage_that_fails_stops_the_node_and_its_waiting_clients_see_the_close(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A durable node whose fsync fails answers no write it could not make durable: it stops
+    (status 1) and the client that waited sees its connection close, not a hang."""
+    from realnet import kvlog
+
+    s = settings("--id", "solo", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
+    s = replace(s, config=replace(s.config, durable=True))
+    storage = kvlog.LogStorage(tmp_path)
+
+    async def main() -> tuple[int, node.Parts, bytes]:
+        sockets = node.bind(s)
+        assert sockets is not None
+        parts = node.build(s, storage, sockets, asyncio.Event())
+        task = asyncio.create_task(node.run(s, parts, sockets))
+        while parts.http_server is None:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", sockets.http_port)
+        writer.write(b"PUT /kv/ok HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n1")
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 204")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+        def broken(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(kvlog.os, "fsync", broken)
+        writer.write(b"PUT /kv/lost HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n2")
+        rest = await asyncio.wait_for(reader.read(), 30)  # the connection closes, unanswered
+        writer.close()
+        return await asyncio.wait_for(task, 30), parts, rest
+
+    status, parts, rest = asyncio.run(main())
+    monkeypatch.undo()
+    assert status == node.EXIT_STORAGE == 1
+    assert b"204" not in rest and "Input/output error" in parts.storage_failed
+    assert "stopping, so that a restart recovers from what is on disk" in caplog.text
+    again = kvlog.LogStorage(tmp_path)
+    assert again.get("kv:" + b"ok".hex()) == b"1"
