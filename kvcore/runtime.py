@@ -49,8 +49,9 @@ class Storage(Protocol):
         ...
     def on_durable(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once every write synced so far is durable: at once when ``sync`` completes
-        inside the call (realnet, the fake), later where a sync takes time (the sim with a
-        ``sync_time``). A crash first means ``fn`` never runs. What must not leave before its
+        inside the call (the fake, realnet's Raft log), later where a sync takes time (the sim
+        with a ``sync_time``; realnet's storage log, whose one flush ends the loop turn). A crash
+        first means ``fn`` never runs. What must not leave before its
         writes are durable (a Raft vote, an AppendEntries ack) waits on this."""
         ...
 

@@ -227,8 +227,8 @@ class Router:
 
     def settle(self, r: Reply, reply: ReplyFn) -> None:
         """``reply(r)`` for an operation this node applied: at once, or, on a durable node, once
-        everything it has written so far is durable (``Storage.on_durable``: at once in realnet,
-        where every write is synced as it is made; after the flush in the sim with a sync time).
+        everything it has written so far is durable (``Storage.on_durable``: after the flush that
+        ends the loop turn in realnet, group commit; after the flush in the sim with a sync time).
         So no write is acknowledged before a crash would keep it, and no read answers with a
         write a crash could still take back (a Get waits for the flush that carries what it
         read; Redis's ``appendfsync always`` answers the writer only, the reader at once)."""
