@@ -48,7 +48,11 @@ def _child(argv: list[str]) -> int:
 
 
 def _metrics(port: int) -> dict[str, float]:
+    """The storage log's samples in the node's ``/metrics`` (Prometheus text, parsed by its
+    library)."""
     import http.client
+
+    from prometheus_client.parser import text_string_to_metric_families
 
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
@@ -56,12 +60,8 @@ def _metrics(port: int) -> dict[str, float]:
         body = conn.getresponse().read().decode()
     finally:
         conn.close()
-    out = {}
-    for line in body.splitlines():
-        if line.startswith("storelab_storage_") and " " in line:
-            name, value = line.split()[:2]
-            out[name] = float(value)
-    return out
+    return {s.name: float(s.value) for fam in text_string_to_metric_families(body)
+            for s in fam.samples if s.name.startswith("storelab_storage_")}
 
 
 def arm(kind: str, base: str, args: argparse.Namespace, engine: str) -> dict[str, Any]:

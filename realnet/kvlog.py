@@ -17,7 +17,7 @@ everything written so far is durable: at once when nothing is buffered, else aft
 (which it asks for). So the node answers the writes of one turn (every request one read from its
 sockets brought) after one fsync between them, instead of two fsyncs per write (the file per key
 this replaced: temp file, fsync, rename, fsync of the directory). ``stats`` counts puts,
-deletes, flushes, fsyncs, the records of the largest flush, compactions and torn bytes dropped.
+deletes, fsyncs (one per flush that wrote), the records of the largest flush, compactions and torn bytes dropped.
 
 A failed write or fsync leaves the file in an unknown state: as etcd does (and
 :mod:`realnet.raftlog`), the storage then refuses every later write (:class:`StorageFailed`,
@@ -106,7 +106,7 @@ class LogStorage:
         self.path = os.path.join(self.dir, LOG_NAME)
         self.compact_bytes = compact_bytes
         self.stats: dict[str, int] = dict.fromkeys(
-            ("puts", "deletes", "flushes", "fsyncs", "max_flush_records", "compactions",
+            ("puts", "deletes", "fsyncs", "max_flush_records", "compactions",
              "torn_bytes_dropped"), 0)
         # Raises OSError with the reason (permission, a file in the way); the caller turns it
         # into a configuration error before anything is bound.
@@ -220,7 +220,6 @@ class LogStorage:
                     self.on_failure(self._failed)
                 raise StorageFailed(exc.errno, self._failed) from exc
             self._log_bytes += len(data)
-            self.stats["flushes"] += 1
             self.stats["fsyncs"] += 1
             self.stats["max_flush_records"] = max(self.stats["max_flush_records"], self._buf_records)
             self._buf.clear()

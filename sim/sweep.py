@@ -288,7 +288,7 @@ def group_ready(cluster: SimCluster, step: float = 0.01, limit: float = SETUP_LI
     """Run ``cluster`` until every node of its group knows one leader, checking every ``step``
     simulated seconds, for at most ``limit``; the time it reached."""
     while cluster.now < limit:
-        leads = {getattr(n, "replica", None) and n.replica.raft.lead for n in cluster.nodes()}
+        leads = {n.replica.raft.lead for n in cluster.nodes()}
         if len(leads) == 1 and None not in leads:
             break
         cluster.run(until=cluster.now + step)

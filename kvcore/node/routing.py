@@ -121,10 +121,10 @@ class Router:
         self.recent: DedupCache[tuple[str, int], Reply] = DedupCache(
             config.dedup_window, dedup.DEDUP_MAX_ENTRIES
         )
-        #: (src, request_id) -> whom else to answer, for a forwarded write of a migrating slot
-        #: whose answer is not known yet (the importer is being asked): a duplicate waits for
-        #: that answer instead of asking again, which would apply the write twice
-        self.asked: dict[tuple[str, int], list[ReplyFn]] = {}
+        #: (src, request_id) -> whom else to answer, for a forwarded write whose answer is not
+        #: known yet (it waits for the storage, or for the importer of a migrating slot): a
+        #: duplicate waits for that answer instead of serving the write again, twice applied
+        self.awaiting: dict[tuple[str, int], list[ReplyFn]] = {}
 
     def handlers(self) -> Mapping[type, Handler]:
         """The peer messages this component takes."""
@@ -334,21 +334,22 @@ class Router:
                 self.stats.forward_duplicates += 1
                 self.settle(seen, reply_to_src)
                 return
-            waiting = self.asked.get(key)
+            waiting = self.awaiting.get(key)
             if waiting is not None:
                 self.stats.forward_duplicates += 1
                 waiting.append(reply_to_src)
                 return
+            self.awaiting[key] = []
         name = type(op).__name__
 
-        def counted(r: Reply) -> None:
+        def answer(r: Reply) -> None:
+            """The one answer to this request, and to the duplicates that waited for it."""
             self.stats.count_op(f"{name}(forwarded)", r.error or "ok")
             reply_to_src(r)
-
-        def answer(r: Reply) -> None:
             if write:
                 self.recent.put(key, r, self.rt.now())
-            counted(r)
+                for more in self.awaiting.pop(key):
+                    more(r)
 
         try:
             k = self.validate(op)
@@ -365,25 +366,9 @@ class Router:
                 f"node {self.id} does not own slot {slot}; its map says {owner or 'nobody'}"
             )))
         elif slot in self.migrating:
-            if not write:
-                self.serve_migrating(op, k, slot, name, answer)
-                return
-            waiting = self.asked[key] = []
-
-            def answer_all(r: Reply) -> None:
-                del self.asked[key]
-                answer(r)
-                for more in waiting:
-                    more(r)
-
-            self.serve_migrating(op, k, slot, name, answer_all)
+            self.serve_migrating(op, k, slot, name, answer)
         else:
-            r = self.apply(op)
-            if write:
-                # remembered now, not when answered: a duplicate that arrives while the answer
-                # waits for the storage (settle) gets this answer too, no sooner
-                self.recent.put(key, r, self.rt.now())
-            self.settle(r, counted)
+            self.settle(self.apply(op), answer)
 
     def on_asking(self, src: str, msg: Asking) -> None:
         """The owner of a migrating slot asks us (the importer) to serve a key it does not hold."""

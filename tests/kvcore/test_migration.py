@@ -182,7 +182,7 @@ def test_a_forward_duplicated_while_the_importer_is_asked_is_asked_once() -> Non
     assert rt.take_sent() == [("n1", ForwardReply(request_id=40, reply=Reply()))] * 2
     src.on_message("n1", put)  # and later ones from memory
     assert rt.take_sent() == [("n1", ForwardReply(request_id=40, reply=Reply()))]
-    assert src.stats.forward_duplicates == 2 and not src.router.asked
+    assert src.stats.forward_duplicates == 2 and not src.router.awaiting
 
 
 def test_asking_a_node_that_is_not_importing_gets_wrong_node() -> None:

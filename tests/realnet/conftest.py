@@ -418,6 +418,19 @@ def cluster3(module_launcher: Launcher) -> Cluster:
     return module_launcher.cluster(("a", "b", "c"), settings=STEADY_SETTINGS, swim=STEADY_SWIM)
 
 
+def metric(n: NodeProc, name: str) -> float:
+    """The value of sample ``name`` in ``n``'s ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = n.request("GET", "/metrics")
+    assert status == 200
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            if s.name == name:
+                return float(s.value)
+    raise AssertionError(f"{name} not in {n.id}'s /metrics")
+
+
 def poll(
     fn: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = ""
 ) -> Any:

@@ -31,7 +31,7 @@ from realnet.client import kv_path
 from realnet.history import HistoryRecorder, NodeClient, RecordingClient
 from realnet.raftopen import GROUP, RAFT_DIR
 
-from .conftest import Launcher, NodeProc, poll
+from .conftest import Launcher, NodeProc, metric, poll
 
 pytestmark = pytest.mark.xdist_group("replicated")
 
@@ -253,18 +253,6 @@ def test_cluster_verify_and_info_on_a_replicated_cluster(launcher: Launcher, tmp
     to = next(n for n in nodes if n is not lead)
     assert main(["cluster", "failover", nodes[0].addr, "--to", to.id, "--yes"]) == 0
     assert poll(lambda: leader(nodes), timeout=30, what="the new leader") is to
-
-
-def metric(n: NodeProc, name: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, _, body = n.request("GET", "/metrics")
-    assert status == 200
-    for fam in text_string_to_metric_families(body.decode()):
-        for s in fam.samples:
-            if s.name == name:
-                return float(s.value)
-    raise AssertionError(f"{name} not in {n.id}'s /metrics")
 
 
 def test_metrics_show_the_group_and_its_commit_latency(launcher: Launcher, tmp_path: Path) -> None:

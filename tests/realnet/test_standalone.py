@@ -6,12 +6,11 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from realnet.client import kv_path
-from tests.realnet.conftest import HOST, REPO, Launcher, free_ports
+from tests.realnet.conftest import HOST, REPO, Launcher, free_ports, metric
 
 pytestmark = pytest.mark.realnet  # starts real node processes
 
@@ -145,22 +144,13 @@ def test_a_durable_node_keeps_its_data_across_kill_9(launcher: Launcher, tmp_pat
     assert node.info()["keys"] == 3
 
 
-def _metric(node: Any, name: str) -> float:
-    status, _, body = node.request("GET", "/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
 def test_a_durable_node_answers_concurrent_writes_only_once_they_survive_kill_9(
         launcher: Launcher, tmp_path: Path) -> None:
     """Sixty writers at once on their own connections: every write answered is in the storage
     log (fsynced in group commits, at most one fsync per write) and there after ``kill -9``."""
     node = launcher.node("d2", settings={"durable": True}, extra=["--data-dir", str(tmp_path / "d2")])
     assert node.request("PUT", kv_path(b"warm"), b"0")[0] == 204
-    puts, fsyncs = _metric(node, "storelab_storage_puts_total"), _metric(node, "storelab_storage_fsyncs_total")
+    puts, fsyncs = metric(node, "storelab_storage_puts_total"), metric(node, "storelab_storage_fsyncs_total")
     host, port = node.addr.rsplit(":", 1)
     n = 60
     conns = [socket.create_connection((host, int(port)), timeout=10) for _ in range(n)]
@@ -178,8 +168,8 @@ def test_a_durable_node_answers_concurrent_writes_only_once_they_survive_kill_9(
     finally:
         for c in conns:
             c.close()
-    assert _metric(node, "storelab_storage_puts_total") - puts >= n
-    assert 1 <= _metric(node, "storelab_storage_fsyncs_total") - fsyncs <= n
+    assert metric(node, "storelab_storage_puts_total") - puts >= n
+    assert 1 <= metric(node, "storelab_storage_fsyncs_total") - fsyncs <= n
     node.kill()
     node.restart()
     assert node.info()["keys"] == n + 1
