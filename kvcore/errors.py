@@ -10,7 +10,7 @@ HTTP, it only carries the status number as data so that every world maps a code 
 "Not found" is an answer, not a failure: :class:`NotFound` is the only error that says the
 operation certainly succeeded in learning something. Everything else is either "certainly not
 applied" (:class:`BadRequest`, :class:`TooLarge`, :class:`SlotUnassigned`, :class:`OwnerDown`,
-:class:`WrongNode`, :class:`Conflict`) or "outcome unknown" (:class:`ForwardTimeout`,
+:class:`WrongNode`, :class:`Removed`, :class:`Conflict`) or "outcome unknown" (:class:`ForwardTimeout`,
 :class:`Internal`): :attr:`StoreError.definite` tells which, which is what a history checker needs.
 
 :class:`RemoteProtocolError` is separate and never reaches a client: it means a *peer* sent
@@ -101,6 +101,15 @@ class NoLeader(StoreError):
     status = 503
 
 
+class Removed(StoreError):
+    """This node was removed from its replicated group (a configuration change committed without
+    it, thesis §4.2.3): it no longer serves the group's keys. Ask another node; the request was
+    certainly not applied."""
+
+    code = "removed"
+    status = 503
+
+
 class WrongNode(StoreError):
     """A forwarded request reached a node that does not own the slot (the maps disagree).
 
@@ -155,6 +164,7 @@ ERRORS_BY_CODE: dict[str, type[StoreError]] = {
         OwnerDown,
         NoQuorum,
         NoLeader,
+        Removed,
         WrongNode,
         ForwardTimeout,
         TryAgain,

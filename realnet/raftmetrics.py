@@ -15,6 +15,8 @@ measured on the loop's clock from an entry's first save to the save that records
 ``storelab_raft_applied_index``        the highest index applied to the store
 ``storelab_raft_voters``,              the configuration's size
 ``storelab_raft_learners``
+``storelab_raft_removed``              1 when this node knows a committed configuration removed
+                                       it (thesis §4.2.3), else 0
 ``storelab_raft_elections``            elections this node started (campaigns, PreVote ones
                                        included)
 ``storelab_raft_leader_changes``       times this node learned of a new leader
@@ -82,6 +84,11 @@ def raft_families(raft: Mapping[str, Any] | None, disk: Any = None) -> Iterator[
                            ("storelab_raft_learners", "learners", "Learners in the configuration.")):
         if isinstance(raft.get(key), list):
             yield GaugeMetricFamily(name, doc, value=len(raft[key]))
+    if "removed_at" in raft:
+        yield GaugeMetricFamily(
+            "storelab_raft_removed", "1 when this node knows a committed configuration removed it from "
+            "the group (it then answers clients 503 removed), else 0.",
+            value=0 if raft["removed_at"] is None else 1)
     named: set[tuple[str, str]] = set()
     for name, where, keys, doc in _NAMED:
         src = raft.get(where) or {}

@@ -100,8 +100,14 @@ def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str
         if raft is None:
             continue
         if nid not in voters and nid not in learners:
-            problems.append(f"Node {nid} runs the group but is neither a voter nor a learner in the "
-                            f"leader's configuration.")
+            if raft.get("removed_at") is not None:
+                problems.append(f"Node {nid} was removed from the group (the configuration committed at "
+                                f"index {raft['removed_at']}) but is still a cluster member: "
+                                f"`storelab cluster remove-node ADDR {nid}` makes it leave.")
+            else:
+                problems.append(f"Node {nid} runs the group but is neither a voter nor a learner in the "
+                                f"leader's configuration.")
+            continue  # no leader to name, nothing to apply: it is not the group's any more
         if raft.get("leader") not in (lead.id, None, "") or (nid != lead.id and not raft.get("leader")):
             problems.append(f"Node {nid} names {raft.get('leader') or 'no leader'} as leader, not {lead.id}.")
         lag = commit - int(raft.get("applied", 0))
@@ -222,6 +228,11 @@ def remove(a: Admin, cluster: ClusterView, node: NodeState) -> None:
             "learners", [])
 
     a.wait(f"the group to drop {node.id} from its configuration", removed)
+    leave(a, node)
+
+
+def leave(a: Admin, node: NodeState) -> None:
+    """A node the group no longer counts leaves the cluster (its process exits)."""
     # its keys and slots are a replica's copies of what the group holds (the group serves every
     # slot, whatever the map says): nothing is lost when it leaves, so say so to the node's guard
     a.post(node.addr, "/cluster/leave", {"force": True, "accept_loss": True})
@@ -326,7 +337,15 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
     lead = leader_or_refuse(cluster)
     conf = raft_of(lead) or {}
     if node.id not in conf.get("voters", []) and node.id not in conf.get("learners", []):
-        raise Refused(f"Node {node.label()} is not in the group's configuration.")
+        if not node.reachable:
+            raise Refused(f"Node {node.label()} is not in the group's configuration.")
+        # removed while it was cut off (or a remove-node whose last step failed): finish the job
+        say(f"Node {node.label()} is no longer in the group's configuration; it leaves the cluster now "
+            "(its process exits).")
+        confirm(args, f"Make node {node.id} leave?")
+        leave(a, node)
+        say(f"Node {node.id} left the cluster.")
+        return admin.EXIT_OK
     say(f"Removing node {node.label()} from the replicated group by a configuration change; then it "
         "leaves the cluster (its process exits).")
     confirm(args, f"Remove node {node.id}?")

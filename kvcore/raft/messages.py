@@ -15,7 +15,8 @@ RequestVote (PreVote when ``pre_vote``, thesis §9.6), :class:`RaftAppend` is Ap
 :class:`RaftHeartbeat` is an AppendEntries without entries (etcd-io/raft's split, so a heartbeat
 can carry a ReadIndex context and never moves ``next``), :class:`RaftSnapshot` is one chunk of
 InstallSnapshot (Figure 13 of the paper), :class:`RaftTimeoutNow` starts an election at once
-(thesis §3.10) and :class:`RaftReadIndex` asks the leader for a read index (thesis §6.4).
+(thesis §3.10), :class:`RaftRemoved` tells a server that asks for votes that it was removed
+(thesis §4.2.3) and :class:`RaftReadIndex` asks the leader for a read index (thesis §6.4).
 
 :func:`describe` renders a message on one line for traces and the interaction scripts.
 """
@@ -233,6 +234,20 @@ class RaftTimeoutNow:
 
 
 @raft_message
+class RaftRemoved:
+    """A member's answer to a (pre)vote request from a server its configuration does not name:
+    the configuration committed at ``conf_index`` excludes it (thesis §4.2.3's removed server, one
+    that missed its own removal while it was down or cut off). The addressee stops campaigning
+    until its own log holds a configuration newer than that (``Raft.removed``); etcd tells a
+    removed member so at its transport, and the member stops."""
+
+    term: int
+    src: str
+    dst: str
+    conf_index: int
+
+
+@raft_message
 class RaftReadIndex:
     """A follower asks the leader for a read index for ``ctx`` (thesis §6.4)."""
 
@@ -253,7 +268,7 @@ class RaftReadIndexResp:
 
 RaftMessage = (
     RaftVote | RaftVoteResp | RaftAppend | RaftAppendResp | RaftHeartbeat | RaftHeartbeatResp
-    | RaftSnapshot | RaftSnapshotResp | RaftTimeoutNow | RaftReadIndex | RaftReadIndexResp
+    | RaftSnapshot | RaftSnapshotResp | RaftTimeoutNow | RaftRemoved | RaftReadIndex | RaftReadIndexResp
 )
 
 
@@ -287,6 +302,8 @@ def describe(m: RaftMessage) -> str:
                 f"{' done' if m.done else ''}")
     if isinstance(m, RaftSnapshotResp):
         return f"{head} Snap:{m.index} Received:{m.received}"
+    if isinstance(m, RaftRemoved):
+        return f"{head} Conf:{m.conf_index}"
     if isinstance(m, RaftReadIndex):
         return f"{head} ctx:{m.ctx.decode(errors='replace')}"
     if isinstance(m, RaftReadIndexResp):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvcore.raft import follower, leader
@@ -46,6 +47,7 @@ from kvcore.raft.messages import (
     RaftAppendResp,
     RaftHeartbeat,
     RaftMessage,
+    RaftRemoved,
     RaftSnapshot,
     RaftVote,
     RaftVoteResp,
@@ -139,10 +141,15 @@ class Raft:
         self.pending_snapshot: Snapshot | None = None
         self.pending_compacted: Snapshot | None = None
         self.dropped = 0
+        #: the index of a committed configuration known to exclude this node (None: none known):
+        #: one it applied, or one a member named in a RaftRemoved. Volatile: after a restart one
+        #: round of pre-votes learns it again. See :meth:`removed`.
+        self.removed_at: int | None = None
         #: event counters for metrics (elections, leaderships, rejections, snapshots, ...)
         self.stats: Counter[str] = Counter()
         self._prev_hs = HardState(term=self.term, vote=self.vote, commit=self.log.committed)
         self._prev_soft = SoftState(None, FOLLOWER)
+        self._note_own_removal(self.log.entries[:self.log.committed - self.log.snapshot.meta.index])
         self.become_follower(self.term, None)
 
     # --- small helpers ---------------------------------------------------------------------
@@ -158,8 +165,15 @@ class Raft:
         return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
 
     def promotable(self) -> bool:
-        """Only a voter of the latest configuration may campaign (thesis §4.1, §4.2.1)."""
-        return self.id in self.log.conf().voters
+        """Only a voter of the latest configuration may campaign (thesis §4.1, §4.2.1), and not
+        one that knows a newer committed configuration removed it (:meth:`removed`)."""
+        return self.id in self.log.conf().voters and not self.removed()
+
+    def removed(self) -> bool:
+        """Whether this node knows it was removed from the group: a configuration committed at
+        :attr:`removed_at` excludes it, and its log holds no newer one (a later configuration
+        that adds it back, from a leader's append or snapshot, ends it by itself)."""
+        return self.removed_at is not None and self.removed_at >= self.log.last_conf_index()
 
     def committed_in_term(self) -> bool:
         return self.log.term(self.log.committed) == self.term
@@ -283,6 +297,11 @@ class Raft:
             self.stats["dropped"] += 1
             self.logf(f"dropped a malformed {type(m).__name__} from {m.src}: {problem}")
             return
+        if isinstance(m, RaftRemoved):
+            self._step_removed(m)  # about the configuration, whatever the terms
+            return
+        if isinstance(m, RaftVote):
+            self._answer_non_member(m)
         if m.term > self.term and not self._step_higher_term(m):
             return
         if m.term < self.term:
@@ -334,6 +353,47 @@ class Raft:
         elif isinstance(m, RaftVote) and m.pre_vote:
             self.send(RaftVoteResp(term=self.term, src=self.id, dst=m.src, granted=False, pre_vote=True))
         # §5.1: "If a server receives a request with a stale term number, it rejects the request"
+
+    def _note_own_removal(self, committed: Sequence[Entry]) -> None:
+        """Committed entries that remove this node set :attr:`removed_at` (it knows it was
+        removed from its own log, as a leader does when it steps down, thesis §4.2.2)."""
+        for e in committed:
+            if e.kind == CONF:
+                cc = ConfChange.decode(e.data)
+                if cc.op == "remove" and cc.node == self.id and (self.removed_at or 0) < e.index:
+                    self.removed_at = e.index
+                    self.logf(f"applied its own removal from the configuration at index {e.index}")
+
+    def _answer_non_member(self, m: RaftVote) -> None:
+        """Thesis §4.2.3: a server removed while it was down or cut off never hears of it (the
+        leader no longer sends to it), and it campaigns on, election timeout after election
+        timeout. PreVote and leader stickiness keep it from disrupting anyone; this tells it.
+        Only a configuration this node knows committed counts: one still uncommitted may yet be
+        rolled back. The vote itself is then handled as before (a server not in our committed
+        configuration may be one added by an entry we have not received yet)."""
+        log = self.log
+        conf, at = log.conf(), log.last_conf_index()
+        if m.src in conf.voters or m.src in conf.learners or at > log.committed:
+            return
+        self.stats["removed_told"] += 1
+        self.logf(f"told {m.src} that the configuration committed at index {at} does not include it")
+        self.send(RaftRemoved(term=self.term, src=self.id, dst=m.src, conf_index=at))
+
+    def _step_removed(self, m: RaftRemoved) -> None:
+        mine = self.log.last_conf_index()
+        if m.conf_index < mine:
+            # our log holds a newer configuration than the one the member committed: perhaps one
+            # that adds us back, which that member has not received yet
+            self.logf(f"ignored {m.src}'s notice of removal at index {m.conf_index}: "
+                      f"our configuration is at index {mine}")
+            return
+        if self.removed_at is None or m.conf_index > self.removed_at:
+            self.removed_at = m.conf_index
+            self.stats["removed_notices"] += 1
+            self.logf(f"learned from {m.src} that the configuration committed at index {m.conf_index} "
+                      "removed it, and stops campaigning")
+        if self.role in (PRE_CANDIDATE, CANDIDATE):
+            self.become_follower(self.term, None)
 
     def _handle_vote(self, m: RaftVote) -> None:
         # Figure 2, RequestVote receiver: "1. Reply false if term < currentTerm" (done in step);
@@ -433,6 +493,7 @@ class Raft:
                 self.log.stabled = max(self.log.stabled, last.index)
         if rd.committed_entries:
             self.log.applied = max(self.log.applied, rd.committed_entries[-1].index)
+            self._note_own_removal(rd.committed_entries)
         if rd.snapshot is not None and self.pending_snapshot is rd.snapshot:
             self.pending_snapshot = None
         if rd.compacted is not None and self.pending_compacted is rd.compacted:

@@ -30,6 +30,10 @@ runs etcd-io/raft's loop on the node's Runtime:
   machine's image replaces them (``compact``, §7); a follower far behind gets it in chunks.
 * **Learners** (thesis §4.2.1): the leader promotes a learner once it has caught up
   (``auto_promote``), so ``add_learner`` is "add a server that votes once it can".
+* **Removal** (thesis §4.2.3): a node that knows a committed configuration removed it (it applied
+  its removal, or a member answered its pre-vote with ``RaftRemoved``: a node cut off while it was
+  removed never hears otherwise) stops campaigning and answers every client request 503
+  ``removed``; ``info()["removed_at"]`` names the configuration's index.
 
 A peer can never crash the driver: the core drops malformed Raft messages, and a message whose
 ``src`` is not the bus's authenticated sender is dropped and counted (``dropped``).
@@ -135,6 +139,8 @@ class ReplicaStats:
     reads: int = 0
     read_retries: int = 0
     no_leader: int = 0
+    #: client requests refused because this node was removed from the group (errors.Removed)
+    removed: int = 0
     timeouts: int = 0
     dropped: int = 0
     snapshots_taken: int = 0
@@ -391,6 +397,14 @@ class ReplicaGroup:
 
     def submit(self, op: Get | Put | Delete, reply: ReplyFn) -> None:
         """Serve a client operation (already validated); ``reply`` is called exactly once."""
+        if self.raft.removed():
+            # its copy stops at its removal and no leader sends it more: nothing it could answer
+            # would be current, and nothing it forwards is its to ask (thesis §4.2.3)
+            self.stats.removed += 1
+            e = errors.Removed(f"{self.id} was removed from the replicated group (the configuration "
+                               f"committed at index {self.raft.removed_at}); ask another node")
+            reply(Reply(error=e.code, message=e.message))
+            return
         if type(op) is Get:
             self._read(op, reply)
         else:
@@ -653,7 +667,8 @@ class ReplicaGroup:
             "role": r.role, "term": r.term, "leader": r.lead, "commit": r.log.committed,
             "applied": self.machine.applied, "first_index": r.log.first_index(),
             "last_index": r.log.last_index(), "voters": list(conf.voters),
-            "learners": list(conf.learners), "pending_writes": len(self.writes) + len(self.queued),
+            "learners": list(conf.learners),
+            "removed_at": r.removed_at if r.removed() else None, "pending_writes": len(self.writes) + len(self.queued),
             "pending_reads": len(self.reads), "keys": self.machine.store.count(),
             "stats": dict(vars(self.stats)),
             "raft_stats": dict(sorted(r.stats.items())), "raft_dropped": r.dropped,

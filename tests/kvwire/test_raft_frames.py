@@ -36,6 +36,7 @@ from kvcore.raft.messages import (
     RaftHeartbeatResp,
     RaftReadIndex,
     RaftReadIndexResp,
+    RaftRemoved,
     RaftSnapshot,
     RaftSnapshotResp,
     RaftTimeoutNow,
@@ -74,6 +75,7 @@ SAMPLES: list[Any] = [
     SnapshotMeta(index=2, term=1, conf=CONF_AB),
     Snapshot(meta=SnapshotMeta(index=1, term=1, conf=CONF_AB), data=b"state"),
     ConfChange(op="add-learner", node="d"),
+    RaftRemoved(term=3, src="b", dst="a", conf_index=7),
 ]
 
 
@@ -135,6 +137,8 @@ HOSTILE: list[tuple[str, dict[str, Any]]] = [
     ("chunk data as a list", _forged(SNAP, data=[0, 1])),
     ("done as a string", _forged(SNAP, done="yes")),
     ("vote as an int", _forged(SAMPLES[15], vote=1)),
+    ("negative conf_index", _forged(SAMPLES[-1], conf_index=-1)),
+    ("conf_index as a string", _forged(SAMPLES[-1], conf_index="7")),
     ("nested too deep", _forged(APPEND, entries=[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]])),
 ]
 

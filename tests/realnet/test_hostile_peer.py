@@ -81,7 +81,11 @@ def test_hostile_peer_streams_are_refused_counted_and_barely_logged(
     # almost every stream is refused and counted; the rest were whole valid messages from an
     # unknown member (welcome on an open bus) or streams cut short before their first frame
     assert refused(node) >= sent // 2
-    assert node.members().keys() <= {"target", "b", "evil", "x" * 40}
+    # (on an open bus a frame whose bytes were flipped may still be a valid message, naming a
+    # member "wvil" instead of "evil": up to three flipped characters of a name the streams use)
+    named = ("target", "b", "evil", "x" * 40)
+    assert all(any(len(m) == len(n) and sum(a != b for a, b in zip(m, n, strict=True)) <= 3 for n in named)
+               for m in node.members()), sorted(node.members())
     if with_secret:
         # nothing got in: the data is served as before (an open bus takes the forged
         # Alive, by design: that is what the secret is for)

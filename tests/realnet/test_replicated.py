@@ -304,6 +304,48 @@ def test_add_node_joins_as_a_learner_catches_up_and_votes_then_remove_node(
         assert read_ok(n, "after") == b"2" and read_ok(n, "k7") == b"v7"
 
 
+def test_a_node_removed_while_stopped_learns_it_and_remove_node_finishes_its_leave(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Thesis §4.2.3 on real processes: a voter is frozen (SIGSTOP) while the group removes it.
+    Thawed, it campaigns, is told (RaftRemoved), stops, answers clients 503 removed, and says so
+    in its info and metrics; ``verify`` names it; ``remove-node`` then only makes it leave."""
+    import signal
+
+    from realnet.cli import main
+
+    nodes = [launcher.node(nid, extra=["--data-dir", str(tmp_path / f"data-{nid}")]) for nid in "abcd"]
+    with Admin(10.0) as a:
+        replicacli.create(a, [a.probe(n.addr) for n in nodes])
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    victim = next(n for n in nodes if n is not lead)
+    victim.signal(signal.SIGSTOP)
+    try:
+        status, body = _post(lead, "/cluster/remove-voter", {"node": victim.id})
+        assert status == 200, body
+        poll(lambda: victim.id not in (raft(lead) or {"voters": [victim.id]})["voters"], timeout=30,
+             what="the leader's configuration without the victim")
+        assert lead.request("PUT", kv_path("after"), b"1")[0] == 204  # committed past the change
+    finally:
+        victim.signal(signal.SIGCONT)
+    r = poll(lambda: (raft(victim) or {}).get("removed_at"), timeout=30, what="the victim to learn")
+    assert r >= 2
+    status, _, body = victim.request("GET", kv_path("after"))
+    assert status == 503 and json.loads(body)["error"] == "removed", body
+    assert metric(victim, "storelab_raft_removed") == 1 and metric(lead, "storelab_raft_removed") == 0
+    assert main(["cluster", "verify", lead.addr]) == 1
+    assert f"Node {victim.id} was removed from the group" in capsys.readouterr().out
+
+    def answering() -> bool:
+        with Admin(5.0) as a:
+            view = a.discover(lead.addr).nodes.get(victim.id)
+        return view is not None and view.reachable
+
+    poll(answering, timeout=30, what="the victim answering in the cluster's view")
+    assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0, capsys.readouterr()
+    assert "no longer in the group's configuration" in capsys.readouterr().out
+    assert victim.wait(timeout=30) == 0  # it left: its process exits
+
+
 def test_a_node_without_a_data_dir_refuses_to_form_a_group(launcher: Launcher) -> None:
     n = launcher.node("solo")
     status, body = _post(n, "/cluster/replicate", {"voters": ["solo"]})

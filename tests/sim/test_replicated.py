@@ -257,3 +257,33 @@ def test_a_reshard_fault_is_skipped_in_a_replicated_sweep() -> None:
     assert r.verdict == "linearizable" and r.figure3 == ()
     reshards = [f for f in r.faults if f.kind == "reshard"]
     assert reshards and all(f.skipped == "slots do not move in a replicated cluster" for f in reshards)
+
+
+def test_a_voter_removed_while_cut_off_learns_it_stops_campaigning_and_refuses_clients() -> None:
+    """Thesis §4.2.3: a server removed while it was cut off never hears of it from the leader.
+    Back on the network, its first pre-vote is answered with RaftRemoved: it stops campaigning,
+    answers clients 503 removed, and nobody else's term moved."""
+    c = SimCluster(11, 4, replicas=4)
+    lead = a_leader(c)
+    victim = next(n for n in c.ids if n != lead)
+    others = [n for n in c.ids if n != victim]
+    c.partition([victim])
+    c.remove_replica(victim)
+    wait_for(c, lambda: victim not in c.node(lead).replica.raft.log.conf().voters
+             and c.node(lead).replica.raft.log.committed >= c.node(lead).replica.raft.log.last_conf_index())
+    g = c.node(victim).replica
+    assert victim in g.raft.log.conf().voters and not g.raft.removed()  # it knows nothing yet
+    c.heal()
+    terms = {n: c.node(n).replica.raft.term for n in others}
+    wait_for(c, lambda: g.raft.removed())
+    campaigns = g.raft.stats["campaigns"]
+    c.run(until=c.now + 10.0)  # ten seconds: ten or more election timeouts
+    assert g.raft.stats["campaigns"] == campaigns and g.raft.role == "follower"
+    assert {n: c.node(n).replica.raft.term for n in others} == terms
+    assert g.info()["removed_at"] == c.node(lead).replica.raft.log.last_conf_index()
+    for op in (Get(key=b"k"), Put(key=b"k", value=b"v")):
+        r = call(c, victim, op)
+        assert r.error == "removed" and victim in r.message and "ask another node" in r.message
+    assert g.stats.removed == 2
+    assert call(c, others[0], Put(key=b"k", value=b"v")).ok  # the group serves on without it
+    assert all(c.node(n).replica.info()["removed_at"] is None for n in others)

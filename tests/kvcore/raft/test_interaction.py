@@ -238,8 +238,9 @@ class Interaction:
             conf = r.log.conf()
             kind = "Voter" if i in conf.voters else ("Learner" if i in conf.learners else "NonMember")
             state = r.role if n.up else "down"
+            removed = f" Removed:{r.removed_at}" if r.removed() else ""
             self.out.append(f"{i}: {state} ({kind}) Term:{r.term} Lead:{r.lead or 0} "
-                            f"Commit:{r.log.committed} Last:{r.log.last_index()}")
+                            f"Commit:{r.log.committed} Last:{r.log.last_index()}{removed}")
 
 
 def parse(path: Path) -> list[tuple[list[str], str, list[str]]]:

@@ -273,3 +273,118 @@ def test_membership_changes_under_random_faults_keep_figure3() -> None:
     assert not steps
     leader = net.leaders()[0]
     assert set(net.raft(leader).log.conf().voters) == {"1", "3", "4"}
+
+
+# --- a removed server that missed its removal (thesis §4.2.3) -----------------------------------
+
+
+def _removed_while_cut_off() -> Network:
+    """Four voters; 4 is cut off while the leader removes it, and comes back knowing nothing."""
+    net = Network(["1", "2", "3", "4"])
+    net.elect("1")
+    net.isolate("4")
+    conf_change(net, "1", "remove", "4")
+    net.recover()
+    assert "4" in net.raft("4").log.conf().voters and net.raft("4").promotable()
+    return net
+
+
+def test_a_removed_server_that_missed_its_removal_is_told_and_stops_campaigning() -> None:
+    """"servers that are removed from the cluster ... will not receive heartbeats, so they will
+    time out and start new elections" — PreVote and leader stickiness keep them from disrupting
+    the cluster, and the members that know the removal committed tell them, so they also stop
+    trying. Reference: thesis §4.2.3."""
+    net = _removed_while_cut_off()
+    r4 = net.raft("4")
+    for _ in range(20 * r4.cfg.election_tick):  # twenty election timeouts
+        net.tick("4")
+        net.stabilize()
+    assert r4.stats["campaigns"] == 1 and r4.removed() and r4.removed_at == 2
+    assert not r4.promotable() and r4.role == FOLLOWER
+    assert sum(net.raft(i).stats["removed_told"] for i in "123") == 3
+    assert net.leaders() == ["1"] and net.raft("1").term == 1  # nobody was disrupted
+    # it no longer counts itself: a campaign asked of it is refused
+    r4.campaign()
+    assert r4.stats["campaigns"] == 1 and not r4.msgs
+
+
+def test_without_the_notice_a_removed_server_campaigns_forever() -> None:
+    """The baseline the notice changes: the same run with RaftRemoved lost on the way."""
+    net = _removed_while_cut_off()
+    r4 = net.raft("4")
+    orig = net.deliver
+
+    def lose_notices(m):  # type: ignore[no-untyped-def]
+        if type(m).__name__ != "RaftRemoved":
+            orig(m)
+
+    net.deliver = lose_notices  # type: ignore[method-assign]
+    for _ in range(20 * r4.cfg.election_tick):
+        net.tick("4")
+        net.stabilize()
+    assert r4.stats["campaigns"] >= 10 and not r4.removed()
+    assert net.leaders() == ["1"] and net.raft("1").term == 1
+
+
+def test_a_notice_older_than_the_servers_own_configuration_is_ignored() -> None:
+    """A member behind on configuration must not silence a server added by an entry it has not
+    received yet: the notice names its committed configuration's index, and a server whose log
+    holds a newer configuration ignores it."""
+    net = Network(["1", "2", "3"])
+    net.add_node("4", MemoryRaftStorage(["1", "2", "3"]))
+    net.elect("1")
+    net.isolate("3")
+    conf_change(net, "1", "add-learner", "4")
+    conf_change(net, "1", "promote", "4")
+    r3, r4 = net.raft("3"), net.raft("4")
+    assert "4" in r4.log.conf().voters and r3.log.last_conf_index() == 0
+    net.recover()
+    net.cut("1", "3")  # 3 hears 4's pre-vote before the leader catches it up
+    r4.campaign()
+    net.process_ready("4")
+    net.deliver_all("3")
+    net.process_ready("3")
+    told = [m for m in net.inflight if type(m).__name__ == "RaftRemoved"]
+    assert [(m.src, m.dst, m.conf_index) for m in told] == [("3", "4", 0)]
+    net.deliver_all("4")
+    assert not r4.removed() and r4.promotable()
+
+
+def test_a_configuration_not_yet_committed_is_not_told() -> None:
+    """The leader appended "remove 4" but cannot commit it (cut off from 2 and 3): the change may
+    yet be rolled back, so 4's pre-vote gets no notice."""
+    net = Network(["1", "2", "3", "4"])
+    net.elect("1")
+    net.cut("1", "2")
+    net.cut("1", "3")
+    net.cut("1", "4")
+    net.raft("1").propose_conf_change("remove", "4")
+    net.stabilize()
+    r1 = net.raft("1")
+    assert "4" not in r1.log.conf().voters and r1.log.last_conf_index() > r1.log.committed
+    net.recover()
+    net.cut("1", "2")
+    net.cut("1", "3")
+    net.raft("4").campaign()
+    net.process_ready("4")
+    net.deliver_all("1")
+    net.process_ready("1")
+    assert r1.stats["removed_told"] == 0
+    assert not [m for m in net.inflight if type(m).__name__ == "RaftRemoved"]
+
+
+def test_a_server_that_applied_its_own_removal_knows_it() -> None:
+    """A removed leader commits and applies its own removal (thesis §4.2.2), so it knows without
+    a notice. (A removed follower usually does not: the leader stops sending to it once the
+    change is appended; the notice is how it learns.)"""
+    net = Network(["1", "2", "3"])
+    net.elect("1")
+    conf_change(net, "1", "remove", "1")
+    r1 = net.raft("1")
+    assert r1.removed() and r1.removed_at == r1.log.last_conf_index() == 2
+    assert net.raft("2").removed_at is None and net.raft("3").removed_at is None
+    # a restart finds it again among the committed entries, once the commit index was synced
+    # (a commit index alone need not be: then it is volatile, like a notice)
+    net.nodes["1"].storage.sync()
+    net.restart("1")
+    assert net.raft("1").removed() and net.raft("1").removed_at == 2
