@@ -80,6 +80,10 @@ class LocalStore:
         """Every (key, value), sorted by key (deterministic: a replicated snapshot's image)."""
         return sorted(self._data.items())
 
+    def keys(self) -> list[bytes]:
+        """Every key, in the order they were first set (a snapshot's frozen list of keys)."""
+        return list(self._data)
+
     def clear(self) -> None:
         """Forget every key (not written through: a replica about to install a snapshot)."""
         self._data.clear()

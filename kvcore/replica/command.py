@@ -74,10 +74,20 @@ def decode_answer(data: bytes) -> tuple[str, str]:
 
 
 def encode_image(sessions: bytes, items: list[tuple[bytes, bytes]]) -> bytes:
-    parts = [IMAGE_MAGIC, _LEN.pack(len(sessions)), sessions, _LEN.pack(len(items))]
+    parts = image_head(sessions, len(items))
     for k, v in items:
-        parts += [_LEN.pack(len(k)), k, _LEN.pack(len(v)), v]
+        add_pair(parts, k, v)
     return b"".join(parts)
+
+
+def image_head(sessions: bytes, count: int) -> list[bytes]:
+    """An image's first parts: the magic, the session table and the number of pairs (the pairs
+    follow, :func:`add_pair` each; ``b"".join`` makes the image)."""
+    return [IMAGE_MAGIC, _LEN.pack(len(sessions)), sessions, _LEN.pack(count)]
+
+
+def add_pair(parts: list[bytes], k: bytes, v: bytes) -> None:
+    parts += [_LEN.pack(len(k)), k, _LEN.pack(len(v)), v]
 
 
 def decode_image(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:

@@ -27,7 +27,10 @@ runs etcd-io/raft's loop on the node's Runtime:
   with the leader (a follower asks it), the driver waits until it has applied that index, then
   reads its own copy. Linearizable, without a log entry.
 * **Snapshots**: when more than ``snapshot_entries`` applied entries sit in the log, the state
-  machine's image replaces them (``compact``, §7); a follower far behind gets it in chunks.
+  machine's image replaces them (``compact``, §7); a follower far behind gets it in chunks. The
+  image is frozen at the applied index and built ``image_chunk`` keys a step, one step per loop
+  turn (``call_later(0)``), while the group goes on (copy on write, thesis §5.2:
+  :class:`~kvcore.replica.machine.ImageBuilder`); a store that fits one step is done at once.
 * **Learners** (thesis §4.2.1): the leader promotes a learner once it has caught up
   (``auto_promote``), so ``add_learner`` is "add a server that votes once it can".
 * **Removal** (thesis §4.2.3): a node that knows a committed configuration removed it (it applied
@@ -59,7 +62,7 @@ from kvcore.raft.messages import Entry, Snapshot, SnapshotMeta
 from kvcore.raft.raft import LEADER, NotLeader, ProposalRefused, Raft, Ready, malformed
 from kvcore.raft.storage import RaftStorage, StoredState
 from kvcore.replica.command import DELETE, PUT, REGISTER, Command, encode_command
-from kvcore.replica.machine import StateMachine
+from kvcore.replica.machine import ImageBuilder, StateMachine
 from kvcore.replica.messages import ReplicaForward, ReplicaReply
 from kvcore.runtime import Runtime, TimerHandle
 from kvcore.store import LocalStore
@@ -96,6 +99,9 @@ class ReplicaConfig:
     retry: float = 0.25
     #: Compact the log when it holds this many applied entries (§7).
     snapshot_entries: int = 10_000
+    #: Keys per step of a snapshot's image (sorted into a run, or encoded): the image is built a
+    #: step per loop turn, so a large store's compaction does not stall the node (thesis §5.2).
+    image_chunk: int = 4096
     #: The leader promotes a caught-up learner to voter by itself (§4.2.1).
     auto_promote: bool = True
 
@@ -103,8 +109,8 @@ class ReplicaConfig:
         out = []
         if not self.tick > 0 or not self.retry > 0:
             out.append("tick and retry must be positive numbers of seconds.")
-        if self.snapshot_entries < 1:
-            out.append("snapshot_entries must be at least 1.")
+        if self.snapshot_entries < 1 or self.image_chunk < 1:
+            out.append("snapshot_entries and image_chunk must be at least 1.")
         return out
 
 
@@ -144,6 +150,8 @@ class ReplicaStats:
     timeouts: int = 0
     dropped: int = 0
     snapshots_taken: int = 0
+    #: loop turns snapshot images took after their first (one step each: a large store's image)
+    image_steps: int = 0
     snapshots_installed: int = 0
     readies: int = 0
     syncs: int = 0
@@ -211,6 +219,8 @@ class ReplicaGroup:
         self._tick_timer: TimerHandle | None = None
         self._retry_timer: TimerHandle | None = None
         self._last_lead: str | None = None
+        #: the snapshot image being built, a step per turn (None: none)
+        self._image: ImageBuilder | None = None
         self._table = self.handlers()
 
     @staticmethod
@@ -247,6 +257,7 @@ class ReplicaGroup:
     def stop(self) -> None:
         """Stop timers; every outstanding request's outcome is unknown to us now."""
         self.running = False
+        self._image = None
         for t in (self._tick_timer, self._retry_timer):
             if t is not None:
                 t.cancel()
@@ -335,9 +346,32 @@ class ReplicaGroup:
 
     def _maybe_compact(self) -> None:
         log = self.raft.log
-        if self.busy or log.applied - log.first_index() + 1 <= self.config.snapshot_entries:
+        if (self._image is not None or self.busy
+                or log.applied - log.first_index() + 1 <= self.config.snapshot_entries):
             return
-        self.raft.compact(log.applied, self.machine.image())
+        self._image = self.machine.begin_image()
+        self._image_step(first=True)
+
+    def _image_step(self, first: bool = False) -> None:
+        b = self._image
+        if b is None or b.cancelled or not self.running:
+            self._image = None  # cancelled (a snapshot from the leader was installed), or stopped
+            return
+        if not first:
+            self.stats.image_steps += 1
+        while not b.step(self.config.image_chunk):
+            if b.steps >= 2:  # more than a store that fits one step: the rest a turn at a time
+                self.rt.call_later(0.0, self._image_step)
+                return
+        self._image = None
+        if b.cancelled:
+            return
+        self._input(lambda: self._compact(b))
+
+    def _compact(self, b: ImageBuilder) -> None:
+        if b.index <= self.raft.log.snapshot.meta.index:
+            return  # a newer snapshot came meanwhile
+        self.raft.compact(b.index, b.data())
         self.stats.snapshots_taken += 1
 
     def _lead_changed(self) -> None:

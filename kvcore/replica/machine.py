@@ -16,9 +16,24 @@ not go through the log (they use ReadIndex) and read :attr:`StateMachine.store` 
 
 The image (:meth:`image` / :meth:`restore`) is a snapshot's data: the session table and every
 pair, so a replica that installs a snapshot answers retries exactly as the others would.
+
+**An image is built in steps** (:meth:`begin_image`, :class:`ImageBuilder`), so that a large
+store's snapshot does not stall the node: the thesis (§5.2, "snapshotting memory-based state
+machines") asks that a server go on serving while a snapshot is written, by copy on write. At
+the start the builder freezes the applied index, the session table and the list of keys (one
+C-level copy of the key references); from then on every write the machine applies first tells
+the builder the key's value before it (:meth:`ImageBuilder.note`), so each frozen key is encoded
+with its value at the freeze however the store changes meanwhile. The pairs stay in key order,
+so every replica's image at one index is the same bytes: each step sorts one run of keys, and
+later steps merge the runs (``heapq.merge``) a chunk at a time. Installing a snapshot
+(:meth:`restore`) cancels a build.
 """
 
 from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from itertools import islice
 
 from kvcore import errors
 from kvcore.raft.messages import NORMAL, Entry
@@ -27,11 +42,12 @@ from kvcore.replica.command import (
     DELETE,
     PUT,
     REGISTER,
+    add_pair,
     decode_answer,
     decode_command,
     decode_image,
     encode_answer,
-    encode_image,
+    image_head,
 )
 from kvcore.store import LocalStore
 
@@ -51,6 +67,8 @@ class StateMachine:
         self.applied = 0
         #: entries whose data could not be decoded (a bug: counted, never half-applied)
         self.bad_entries = 0
+        #: the image being built, if any (told of every write until it is done)
+        self._builder: ImageBuilder | None = None
 
     def apply(self, e: Entry) -> Outcome | None:
         """Apply one committed entry; the outcome for its client, if it has one."""
@@ -67,6 +85,8 @@ class StateMachine:
             return c.client, c.seq, "", ""
 
         def run() -> bytes:
+            if self._builder is not None:
+                self._builder.note(c.key, self.store.get(c.key))
             if c.kind == PUT:
                 self.store.set(c.key, c.value)
                 return encode_answer("", "")
@@ -85,13 +105,91 @@ class StateMachine:
         return c.client, c.seq, code, message
 
     def image(self) -> bytes:
-        return encode_image(self.sessions.to_bytes(), self.store.items())
+        """The whole image now, in one call (a small store's; see :meth:`begin_image`)."""
+        b = self.begin_image()
+        while not b.step(1 << 30):
+            pass
+        return b.data()
+
+    def begin_image(self) -> ImageBuilder:
+        """Freeze the image at the applied index; build it with :meth:`ImageBuilder.step`."""
+        if self._builder is not None:
+            self._builder.cancelled = True
+        self._builder = ImageBuilder(self)
+        return self._builder
 
     def restore(self, data: bytes, index: int) -> None:
-        """Replace everything by a snapshot's image taken at ``index``."""
+        """Replace everything by a snapshot's image taken at ``index`` (an image being built is
+        cancelled: its keys are gone)."""
+        if self._builder is not None:
+            self._builder.cancelled = True
+            self._builder = None
         sessions, items = decode_image(data)
         self.store.clear()
         for k, v in items:
             self.store.set(k, v)
         self.sessions = SessionTable.from_bytes(sessions)
         self.applied = index
+
+
+class ImageBuilder:
+    """One image of a :class:`StateMachine` frozen at :attr:`index`, built a chunk at a time
+    (module docstring). :meth:`step` until it returns True, then :meth:`data`."""
+
+    def __init__(self, machine: StateMachine) -> None:
+        self.machine = machine
+        #: the applied index the image is taken at
+        self.index = machine.applied
+        self.cancelled = False
+        self._keys = machine.store.keys()
+        #: the value at the freeze of every frozen key written since (None: it was absent)
+        self._before: dict[bytes, bytes | None] = {}
+        self._parts = image_head(machine.sessions.to_bytes(), len(self._keys))
+        self._runs: list[list[bytes]] = []
+        self._sorted = 0  # keys sorted into runs so far
+        self._merged: Iterator[bytes] | None = None
+        self._left = len(self._keys)  # pairs still to encode
+        #: steps taken (a large store's image takes many, each short)
+        self.steps = 0
+
+    def note(self, key: bytes, old: bytes | None) -> None:
+        """``key`` is about to change; ``old`` is its value now."""
+        if key not in self._before:
+            self._before[key] = old
+
+    def step(self, chunk: int) -> bool:
+        """Sort one run of ``chunk`` keys, or encode the next ``chunk`` pairs. True when the
+        image is complete (or the build was cancelled)."""
+        if self.cancelled:
+            return True
+        self.steps += 1
+        keys = self._keys
+        if self._sorted < len(keys):
+            run = keys[self._sorted:self._sorted + chunk]
+            run.sort()
+            self._runs.append(run)
+            self._sorted += len(run)
+            return False
+        if self._merged is None:
+            self._merged = iter(self._runs[0]) if len(self._runs) == 1 else heapq.merge(*self._runs)
+            self._keys = []  # the runs hold them now
+        n = min(chunk, self._left)
+        before, get, parts = self._before, self.machine.store.get, self._parts
+        for k in islice(self._merged, n):
+            v = before[k] if k in before else get(k)
+            if v is None:
+                raise RuntimeError(f"bug: frozen key {k!r} has no value (the store changed unseen)")
+            add_pair(parts, k, v)
+        self._left -= n
+        if self._left:
+            return False
+        if self.machine._builder is self:
+            self.machine._builder = None
+        self._runs = []
+        return True
+
+    def data(self) -> bytes:
+        """The image (once :meth:`step` returned True)."""
+        if self.cancelled or self._left:
+            raise ValueError("the image is not complete")
+        return b"".join(self._parts)

@@ -287,3 +287,25 @@ def test_a_voter_removed_while_cut_off_learns_it_stops_campaigning_and_refuses_c
     assert g.stats.removed == 2
     assert call(c, others[0], Put(key=b"k", value=b"v")).ok  # the group serves on without it
     assert all(c.node(n).replica.info()["removed_at"] is None for n in others)
+
+
+def test_a_snapshot_of_a_large_store_is_built_in_steps_while_the_group_serves() -> None:
+    """Thesis §5.2: the image is frozen at an index and built a step per turn (copy on write; the
+    steps' interleaving with writes is tested in tests/kvcore/replica/test_state_machine.py); the
+    snapshot holds the store at its index, and a learner that installs it catches up to the same
+    store."""
+    c = SimCluster(12, 3, replicas=3, replica=ReplicaConfig(snapshot_entries=120, image_chunk=8))
+    lead = a_leader(c)
+    g = c.node(lead).replica
+    for i in range(150):
+        assert call(c, lead, Put(key=b"k%03d" % (i % 90), value=b"%d" % i)).ok
+    wait_for(c, lambda: g.stats.snapshots_taken >= 1)
+    assert g.stats.image_steps >= 10  # 90 keys, 8 a step: sorted runs, then merged chunks
+    wait_for(c, lambda: all(c.node(n).replica.raft.log.first_index() > 2 for n in c.ids))
+    new = c.add_replica()
+    wait_for(c, lambda: c.node(new) is not None and new in c.node(new).replica.raft.log.conf().voters)
+    ng = c.node(new).replica
+    assert ng.stats.snapshots_installed >= 1
+    wait_for(c, lambda: ng.machine.applied == g.machine.applied)
+    assert ng.machine.store.items() == g.machine.store.items()
+    assert [call(c, new, Get(key=b"k%03d" % k)).value for k in (0, 59, 89)] == [b"90", b"149", b"89"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvcore.raft.messages import CONF, Entry
 from kvcore.replica.command import (
@@ -90,3 +92,69 @@ def test_the_image_carries_keys_and_sessions_so_a_retry_after_a_snapshot_is_stil
     assert other.store.items() == [(b"k", b"v")] and other.applied == 3
     assert other.apply(entry(4, Command(PUT, 0.0, "c", 3, 2, b"k", b"v"))) == ("c", 3, "", "")
     assert other.apply(entry(5, Command(DELETE, 0.0, "c", 2, 2, b"absent")))[2] == "not_found"  # type: ignore[index]
+
+
+# --- images built in steps (copy on write, thesis §5.2) -------------------------------------------
+
+
+def _machine_with(keys: dict[bytes, bytes]) -> StateMachine:
+    sm = StateMachine()
+    sm.apply(entry(1, Command(REGISTER, 0.0, "c", 1, 1)))
+    for i, (k, v) in enumerate(keys.items()):
+        sm.apply(entry(2 + i, Command(PUT, 0.0, "c", 2 + i, 2 + i, k, v)))
+    return sm
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.dictionaries(st.binary(min_size=1, max_size=6), st.binary(max_size=4), max_size=60), st.data())
+def test_an_image_built_in_steps_is_the_store_at_its_freeze_whatever_is_written_meanwhile(
+        initial: dict[bytes, bytes], data: st.DataObject) -> None:
+    """The image frozen at index N is byte for byte the one-call image at N (key order, the
+    sessions then), however the machine's writes and the builder's steps interleave."""
+    sm = _machine_with(initial)
+    expected = encode_image(sm.sessions.to_bytes(), sorted(initial.items()))
+    assert sm.image() == expected
+    b = sm.begin_image()
+    assert b.index == sm.applied
+    seq = sm.applied + 1
+    done = False
+    keys = st.binary(min_size=1, max_size=6)
+    if initial:  # mostly the frozen keys: those are what copy on write is for
+        keys = st.one_of(st.sampled_from(sorted(initial)), st.sampled_from(sorted(initial)), keys)
+    ops = data.draw(st.lists(st.tuples(st.sampled_from(["put", "delete", "step"]), keys,
+                                       st.binary(max_size=4), st.integers(1, 9)), max_size=80))
+    for kind, key, value, chunk in ops:
+        if kind == "step":
+            done = done or b.step(chunk)
+            continue
+        op = Command(PUT, 0.0, "c", seq, seq, key, value) if kind == "put" else Command(DELETE, 0.0, "c", seq, seq, key)
+        sm.apply(entry(seq, op))
+        seq += 1
+    while not done:
+        done = b.step(3)
+    assert b.data() == expected
+    assert sm._builder is None  # done: later writes no longer pay for it
+
+
+def test_installing_a_snapshot_cancels_an_image_being_built() -> None:
+    sm = _machine_with({b"k%d" % i: b"v" for i in range(20)})
+    b = sm.begin_image()
+    assert not b.step(5)
+    other = _machine_with({b"x": b"1"})
+    sm.restore(other.image(), 7)
+    assert b.cancelled and b.step(5)
+    with pytest.raises(ValueError, match="not complete"):
+        b.data()
+    assert sm._builder is None and sm.store.items() == [(b"x", b"1")]
+
+
+def test_a_large_image_is_built_in_short_steps() -> None:
+    """Every step handles at most one chunk of keys: a run sorted, or a chunk encoded."""
+    n, chunk = 5000, 256
+    sm = _machine_with({b"key-%05d" % ((i * 7919) % n): b"v%d" % i for i in range(n)})
+    b = sm.begin_image()
+    steps = 0
+    while not b.step(chunk):
+        steps += 1
+    assert steps + 1 == b.steps == 2 * -(-n // chunk)  # ceil(n / chunk) sorts, as many encodes
+    assert b.data() == encode_image(sm.sessions.to_bytes(), sm.store.items())
