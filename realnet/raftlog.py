@@ -30,6 +30,20 @@ A failed write or fsync leaves the file in an unknown state, so (as etcd does) e
 ``save``/``sync`` raises :class:`RaftStorageFailed`; a restart recovers from what is on disk.
 Snapshot files cost their own fsyncs (file and directory) in the ``save()`` that carries them.
 
+**A compaction's snapshot file is written in the background** when the owner gives a
+``background(work, done)`` (realnet's disk: the event loop's executor, so the file's hundred
+megabytes and fsyncs do not stall the loop). A compaction is a snapshot whose index names an entry
+the *synced* log holds with the same term: everything it summarizes is durable in the log
+already, so nothing waits for its file. ``save()`` applies it to the volatile image and hands
+the file to ``work``; ``done`` (back on the owner's thread) appends its marker and syncs, and
+only then does the synced image (and the log's rewrite) move past those entries. A crash before
+that recovers the older snapshot and every entry (the file no marker names is removed at start).
+One file is written at a time: a newer compaction meanwhile waits (the newest wins), and one the
+synced log outgrew meanwhile is dropped. A failed background write is logged and counted
+(``snapshot_write_failures``); the entries stay in the log until a later compaction succeeds. A
+snapshot from a leader (the log does not hold its index) is written in ``save()`` as before: the
+log entries it replaces may not be durable.
+
 **Compaction.** Once a synced snapshot marker advanced the log's first index and the log file is
 at least ``compact_bytes`` long, the log is rewritten from the snapshot's index (the marker, the
 hard state, the entries after the snapshot) atomically: ``raft-G.log.tmp``, fsync, rename, fsync
@@ -52,13 +66,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import msgpack
 
 from kvcore.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from kvcore.raft.storage import LogImage, StoredState, apply_snapshot, apply_writes
 from realnet import recordfile
-from realnet.recordfile import encode_record
+from realnet.recordfile import encode_record, encode_record_parts
 from realnet.runtime import write_all, write_atomically
 
 log = logging.getLogger("realnet.raftlog")
@@ -70,6 +86,10 @@ SECTOR = recordfile.SECTOR
 K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE = b"H", b"E", b"T", b"S", b"P"
 _KINDS = frozenset((K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE))
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+#: ``background(work, done)``: run ``work()`` away from the caller's thread, then ``done(error)``
+#: (None when it returned) back on it
+Background = Callable[[Callable[[], None], Callable[[BaseException | None], None]], None]
 
 
 class RaftLogCorrupt(Exception):
@@ -85,6 +105,16 @@ def scan_records(buf: bytes, path: str) -> tuple[list[tuple[int, bytes, Any]], i
     (:func:`realnet.recordfile.scan_records`: a torn tail ends the valid prefix, whose length is
     returned; corruption raises :class:`RaftLogCorrupt`)."""
     return recordfile.scan_records(buf, path, _KINDS, "raft log", RaftLogCorrupt)
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's header of a bin of ``n`` bytes (bin 8, 16 or 32, the smallest that fits, as
+    ``msgpack.packb`` writes it)."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
 
 
 def _entry_rows(entries: Sequence[Entry]) -> list[list[Any]]:
@@ -114,7 +144,12 @@ class FileRaftStorage:
             voters=tuple(voters), learners=tuple(learners))))
         self.stats: dict[str, int] = dict.fromkeys(
             ("saves", "records", "syncs", "fsyncs", "last_sync_records", "max_sync_records",
-             "bytes_synced", "snapshots", "compactions", "torn_bytes_dropped"), 0)
+             "bytes_synced", "snapshots", "compactions", "torn_bytes_dropped",
+             "snapshots_in_background", "snapshot_write_failures"), 0)
+        #: where a compaction's snapshot file is written (module docstring; None: in save())
+        self.background: Background | None = None
+        self._writing: Snapshot | None = None  # the file being written in the background
+        self._next_write: Snapshot | None = None  # the newest compaction waiting for it
         self._buf = bytearray()
         self._buf_records = 0
         self._fd = -1
@@ -138,9 +173,13 @@ class FileRaftStorage:
         self.stats["saves"] += 1
         vol = self._volatile
         records: list[bytes] = []
+        later: Snapshot | None = None
         if snapshot is not None and snapshot.meta.index > vol.snapshot.meta.index:
-            self._write_snapshot_file(snapshot)  # durable before its marker can reach the disk
-            records.append(encode_record(K_SNAP, [snapshot.meta.index, snapshot.meta.term]))
+            if self.background is not None and self._synced_holds(snapshot):
+                later = snapshot  # a compaction: its file is written in the background
+            else:
+                self._write_snapshot_file(snapshot)  # durable before its marker can reach the disk
+                records.append(encode_record(K_SNAP, [snapshot.meta.index, snapshot.meta.term]))
         if snapshot is not None:
             apply_snapshot(vol, snapshot)
         last = vol.snapshot.meta.index + len(vol.entries)
@@ -158,7 +197,9 @@ class FileRaftStorage:
             self._buf += r
         self._buf_records += len(records)
         self.stats["records"] += len(records)
-        self._pending.append((hard_state, list(entries), snapshot))
+        self._pending.append((hard_state, list(entries), None if later is not None else snapshot))
+        if later is not None:
+            self._write_in_background(later)
 
     def sync(self) -> None:
         """One write and one fsync for everything saved since the last sync (group commit)."""
@@ -247,14 +288,64 @@ class FileRaftStorage:
 
     # --- snapshot files -------------------------------------------------------------------------
 
+    def _synced_holds(self, snap: Snapshot) -> bool:
+        """Whether the synced log holds the entry at ``snap``'s index with its term (so every
+        entry the snapshot summarizes is durable already: a compaction)."""
+        img = self._synced
+        pos = snap.meta.index - img.snapshot.meta.index - 1
+        return 0 <= pos < len(img.entries) and img.entries[pos].term == snap.meta.term
+
+    def _write_in_background(self, snap: Snapshot) -> None:
+        if self._writing is not None:
+            self._next_write = snap  # after the one in flight; the newest wins
+            return
+        assert self.background is not None
+        self._writing = snap
+        self.stats["snapshots_in_background"] += 1
+        self.background(lambda: self._write_snapshot_file(snap), lambda err: self._written(snap, err))
+
+    def _written(self, snap: Snapshot, err: BaseException | None) -> None:
+        """Back on the owner's thread: the file is durable (or failed); its marker goes in."""
+        self._writing = None
+        if self._fd < 0:
+            return  # closed meanwhile: the file no marker names is removed at the next start
+        index = snap.meta.index
+        if err is not None:
+            self.stats["snapshot_write_failures"] += 1
+            log.warning("raft log %s: writing snapshot %d failed (%s); its entries stay in the log",
+                        self.path, index, err)
+        elif index <= self._synced.snapshot.meta.index or self._failed:
+            self._unlink_quietly(self._snap_path(index))  # outgrown meanwhile (a leader's snapshot)
+        else:
+            self._buf += encode_record(K_SNAP, [index, snap.meta.term])
+            self._buf_records += 1
+            self.stats["records"] += 1
+            self._pending.append((None, [], snap))
+            try:
+                self.sync()
+            except OSError:
+                log.exception("raft log %s: syncing the marker of snapshot %d failed", self.path, index)
+        nxt, self._next_write = self._next_write, None
+        if nxt is not None and nxt.meta.index > self._synced.snapshot.meta.index and not self._failed:
+            self._write_in_background(nxt)
+
+    def _unlink_quietly(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
     def _snap_path(self, index: int) -> str:
         return os.path.join(self.directory, f"raft-{self.group}.snap-{index:020d}")
 
     def _write_snapshot_file(self, snap: Snapshot) -> None:
         m = snap.meta
-        rec = encode_record(K_SNAPFILE, [m.index, m.term, list(m.conf.voters), list(m.conf.learners),
-                                         snap.data])
-        write_atomically(self._snap_path(m.index), MAGIC + rec)
+        # the record of [index, term, voters, learners, data], its msgpack built around the
+        # image rather than copying it (encode_record's bytes, in parts)
+        pk = msgpack.Packer(use_bin_type=True)
+        payload = [pk.pack_array_header(5), pk.pack(m.index), pk.pack(m.term), pk.pack(list(m.conf.voters)),
+                   pk.pack(list(m.conf.learners)), _bin_header(len(snap.data)), snap.data]
+        write_atomically(self._snap_path(m.index), [MAGIC, *encode_record_parts(K_SNAPFILE, payload)])
         self.stats["snapshots"] += 1
 
     def _read_snapshot_file(self, index: int, term: int) -> Snapshot:
@@ -277,8 +368,12 @@ class FileRaftStorage:
 
     def _remove_snapshot_files(self, keep: int) -> None:
         prefix = f"raft-{self.group}.snap-"
+        kept = {os.path.basename(self._snap_path(keep))}
+        if self._writing is not None:  # being written in the background: its own end decides
+            name = os.path.basename(self._snap_path(self._writing.meta.index))
+            kept |= {name, name + ".tmp"}
         for name in os.listdir(self.directory):
-            if name.startswith(prefix) and name != os.path.basename(self._snap_path(keep)):
+            if name.startswith(prefix) and name not in kept:
                 os.unlink(os.path.join(self.directory, name))
 
     # --- recovery -------------------------------------------------------------------------------

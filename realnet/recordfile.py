@@ -23,7 +23,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from typing import Any
 
 import msgpack
@@ -40,6 +40,17 @@ MAGIC_LEN = 8
 def encode_record(kind: bytes, payload: Any) -> bytes:
     body: bytes = kind + msgpack.packb(payload, use_bin_type=True)
     return HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def encode_record_parts(kind: bytes, payload: Sequence[bytes]) -> list[bytes]:
+    """:func:`encode_record`'s bytes in parts, for a payload already msgpack-encoded in
+    ``payload`` (their concatenation): a large value is neither copied nor joined (a snapshot
+    file written off the loop then holds the GIL only for its small parts)."""
+    crc, n = zlib.crc32(kind), len(kind)
+    for p in payload:
+        crc = zlib.crc32(p, crc)
+        n += len(p)
+    return [HEADER.pack(n, crc), kind, *payload]
 
 
 def _valid_at(buf: bytes | memoryview, off: int, kinds: Set[bytes]) -> int:

@@ -50,7 +50,7 @@ import os
 import random
 import struct
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,13 +81,15 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Replace ``path`` by ``data`` crash-safely: ``path.tmp``, fsync, rename over ``path``,
-    fsync of the directory. A crash leaves the old file or the new one, never a mix."""
+def write_atomically(path: str, data: bytes | Sequence[bytes]) -> None:
+    """Replace ``path`` by ``data`` (bytes, or parts written one after the other) crash-safely:
+    ``path.tmp``, fsync, rename over ``path``, fsync of the directory. A crash leaves the old
+    file or the new one, never a mix."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        write_all(fd, data)
+        for part in (data,) if isinstance(data, bytes | bytearray) else data:
+            write_all(fd, part)
         os.fsync(fd)
     finally:
         os.close(fd)

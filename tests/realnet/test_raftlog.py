@@ -460,3 +460,163 @@ def test_kill_9_keeps_every_index_reported_synced(tmp_path: Path, child_proc: su
     assert [e.index for e in got.entries] == list(range(1, len(got.entries) + 1))
     assert all(e.data == b"%d" % e.index * 20 for e in got.entries)
     assert reported[-1] - 1 <= got.hard_state.commit <= len(got.entries) - 1
+
+
+# --- a compaction's snapshot file written in the background ---------------------------------------
+
+
+class Later:
+    """A ``background`` that keeps the jobs until the test runs them (or fails them)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, Any]] = []
+
+    def __call__(self, work: Any, done: Any) -> None:
+        self.jobs.append((work, done))
+
+    def run(self, fail: bool = False) -> None:
+        jobs, self.jobs = self.jobs, []
+        for work, done in jobs:
+            if fail:
+                done(OSError(28, "No space left on device"))
+                continue
+            try:
+                work()
+            except Exception as exc:
+                done(exc)
+            else:
+                done(None)
+
+
+def _snap_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if ".snap-" in p.name)
+
+
+def _compacting(tmp_path: Path) -> tuple[FileRaftStorage, Later]:
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    later = Later()
+    s.background = later
+    s.save(HardState(term=1, vote="a", commit=10), ents(1, 10), None)
+    s.sync()
+    return s, later
+
+
+def test_a_compactions_snapshot_file_is_written_in_the_background_then_its_marker(tmp_path: Path) -> None:
+    s, later = _compacting(tmp_path)
+    s.save(None, [], snap(6, 1))
+    s.sync()
+    assert len(later.jobs) == 1 and _snap_files(tmp_path) == []  # nothing written in save()
+    assert s.load().snapshot.meta.index == 0 and len(s.load().entries) == 10  # synced: unchanged
+    assert s.has_unsynced()
+    s.save(HardState(term=1, vote="a", commit=11), ents(11, 11), None)  # the log goes on meanwhile
+    s.sync()
+    later.run()
+    assert _snap_files(tmp_path) == [f"raft-0.snap-{6:020d}"]
+    back = s.load()
+    assert back.snapshot.meta.index == 6 and [e.index for e in back.entries] == [7, 8, 9, 10, 11]
+    assert not s.has_unsynced() and s.stats["snapshots_in_background"] == 1
+    again = reopen(s).load()
+    assert again == back
+
+
+@pytest.mark.parametrize("file_written", [False, True], ids=["mid-write", "before-its-marker"])
+def test_a_crash_before_the_marker_keeps_every_entry(tmp_path: Path, file_written: bool) -> None:
+    """The entries a compaction summarizes are durable in the log: a crash before its marker is
+    synced recovers the older snapshot and all of them (a file no marker names is removed)."""
+    s, later = _compacting(tmp_path)
+    s.save(None, [], snap(6, 1))
+    s.sync()
+    if file_written:
+        later.jobs[0][0]()  # the file reaches the disk, the loop never hears of it
+        assert _snap_files(tmp_path) == [f"raft-0.snap-{6:020d}"]
+    s.crash_for_test()
+    later.run()  # (its end, after the crash, changes nothing)
+    back = FileRaftStorage(str(tmp_path), VOTERS).load()
+    assert back.snapshot.meta.index == 0 and [e.index for e in back.entries] == list(range(1, 11))
+    assert _snap_files(tmp_path) == []
+
+
+def test_a_newer_compaction_waits_for_the_one_in_flight_and_the_newest_wins(tmp_path: Path) -> None:
+    s, later = _compacting(tmp_path)
+    for i in (4, 6, 8):
+        s.save(None, [], snap(i, 1))
+        s.sync()
+    assert len(later.jobs) == 1
+    later.run()  # 4's file; then 8's is started (6 was overtaken while it waited)
+    assert s.load().snapshot.meta.index == 4 and len(later.jobs) == 1
+    later.run()
+    assert s.load().snapshot.meta.index == 8 and _snap_files(tmp_path) == [f"raft-0.snap-{8:020d}"]
+    assert s.stats["snapshots_in_background"] == 2
+
+
+def test_a_failed_background_write_is_counted_and_the_entries_stay(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s, later = _compacting(tmp_path)
+    s.save(None, [], snap(6, 1))
+    s.sync()
+    with caplog.at_level(logging.WARNING, logger="realnet.raftlog"):
+        later.run(fail=True)
+    assert s.stats["snapshot_write_failures"] == 1 and "No space left" in caplog.text
+    assert s.load().snapshot.meta.index == 0 and len(s.load().entries) == 10
+    s.save(None, [], snap(8, 1))  # the next compaction goes through
+    s.sync()
+    later.run()
+    assert s.load().snapshot.meta.index == 8 and reopen(s).load().snapshot.meta.index == 8
+
+
+def test_a_leaders_snapshot_is_written_in_save_and_outgrows_a_compaction_in_flight(tmp_path: Path) -> None:
+    """A snapshot whose index the synced log does not hold replaces entries that may not be
+    durable: its file is written before its marker, in save(), as always."""
+    s, later = _compacting(tmp_path)
+    s.save(None, [], snap(6, 1))
+    s.sync()
+    s.save(HardState(term=2, vote="b", commit=20), [], snap(20, 2))
+    assert f"raft-0.snap-{20:020d}" in _snap_files(tmp_path) and len(later.jobs) == 1
+    s.sync()
+    later.run()  # 6's file is written, then found outgrown: removed, no marker
+    assert s.load().snapshot.meta.index == 20 and _snap_files(tmp_path) == [f"raft-0.snap-{20:020d}"]
+    assert reopen(s).load().snapshot.meta.index == 20
+
+
+def test_realnets_disk_writes_a_compactions_file_in_the_loops_executor(tmp_path: Path) -> None:
+    """RaftLogDisk gives the log the loop's executor: save() returns before the file is written,
+    and the marker is synced once it is, while the loop keeps running."""
+    import asyncio
+
+    from realnet.raftopen import RaftLogDisk
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        disk = RaftLogDisk(FileRaftStorage(str(tmp_path), VOTERS), loop.time)
+        disk.save(HardState(term=1, vote="a", commit=10), ents(1, 10), None)
+        disk.sync()
+        disk.save(None, [], snap(6, 1, data=b"x" * (8 << 20)))
+        disk.sync()
+        at_once = disk.log.load().snapshot.meta.index
+        for _ in range(2000):  # bounded: 2000 turns of at least 10 ms
+            if disk.log.load().snapshot.meta.index == 6:
+                break
+            await asyncio.sleep(0.01)
+        index = disk.log.load().snapshot.meta.index
+        disk.close()
+        return at_once, index
+
+    at_once, index = asyncio.run(main())
+    assert at_once == 0 and index == 6
+    back = FileRaftStorage(str(tmp_path), VOTERS).load()
+    assert back.snapshot.meta.index == 6 and back.snapshot.data == b"x" * (8 << 20)
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 70000])
+def test_a_snapshot_file_written_in_parts_is_the_records_bytes(tmp_path: Path, size: int) -> None:
+    """The file's record is built around the image (no copy of it): the same bytes as
+    encode_record of the whole payload, bin header sizes included."""
+    from realnet.recordfile import encode_record
+
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    sn = snap(3, 1, data=bytes(range(256)) * (size // 256) + b"z" * (size % 256))
+    s._write_snapshot_file(sn)
+    m = sn.meta
+    want = MAGIC + encode_record(raftlog.K_SNAPFILE, [m.index, m.term, list(m.conf.voters),
+                                                      list(m.conf.learners), sn.data])
+    assert (tmp_path / f"raft-0.snap-{3:020d}").read_bytes() == want
