@@ -28,7 +28,17 @@ restart recovers from what is on disk.
 
 **Compaction.** After a flush, when the log is at least ``compact_bytes`` long and more than
 twice what the image would take, the log is rewritten from the image (one ``P`` record per key)
-atomically: ``storage.log.tmp``, fsync, rename, fsync of the directory.
+atomically: ``storage.log.tmp``, fsync, rename, fsync of the directory. Outside a running loop
+that happens at once. Inside one it does not stall the loop (a store of a million keys took
+seconds): the image is *frozen* (the key list; from then on a put or delete first tells the
+rewrite the value it replaces, copy on write) and encoded ``compact_chunk`` keys a loop turn;
+the temp file (the frozen image, then every record flushed to the old log since the freeze) is
+written and fsynced in a worker thread (``background``); back on the loop, the records flushed
+meanwhile are appended to it and fsynced, and only then is it renamed over the log and the
+appends switched to it. Replaying it gives what replaying the old log gives: the image at the
+freeze, then the same records in the same order. A crash before the rename leaves the old log
+(the temp file is removed at start); a failed rewrite is logged, counted
+(``compaction_failures``) and tried again once the log has grown by another ``compact_bytes``.
 
 **Recovery (at construction).** A leftover ``storage.log.tmp`` is removed. The log is replayed
 into the image; a torn tail is truncated (fsynced) and logged; a damaged record followed by
@@ -54,6 +64,7 @@ import errno
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable
 
 from realnet import recordfile
@@ -70,6 +81,28 @@ _KINDS = frozenset((K_PUT, K_DELETE))
 #: record overhead beyond key and value: header, kind, msgpack framing (an estimate, for the
 #: compaction rule only)
 _OVERHEAD = 16
+
+
+#: ``background(work, done)``: run ``work()`` off the loop, then ``done(error)`` (None when it
+#: returned) back on the loop
+Background = Callable[[Callable[[], None], Callable[[BaseException | None], None]], None]
+
+
+class _Rewrite:
+    """A compaction under way inside a running loop (module docstring)."""
+
+    def __init__(self, data: dict[str, bytes]) -> None:
+        self.keys = list(data)  # the frozen image's keys
+        #: the value at the freeze of every key changed since (None: absent), while encoding
+        self.before: dict[str, bytes | None] = {}
+        self.encoding = True
+        self.pos = 0
+        self.chunks: list[bytes] = [MAGIC]
+        #: every batch flushed to the old log since the freeze, in order
+        self.since: list[bytes] = []
+        self.in_file = 0  # how many of ``since`` the thread wrote into the temp file
+        self.cancelled = False
+        self.steps = 0
 
 
 class StorageLogCorrupt(Exception):
@@ -101,13 +134,21 @@ class LogStorage:
 
     ``compact_bytes``: the log size from which a flush may rewrite the log from the image."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, compact_bytes: int = 8 << 20) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, compact_bytes: int = 8 << 20,
+                 compact_chunk: int = 4096) -> None:
         self.dir = os.path.abspath(os.fspath(directory))
         self.path = os.path.join(self.dir, LOG_NAME)
         self.compact_bytes = compact_bytes
+        #: keys encoded per loop turn by a compaction inside a running loop
+        self.compact_chunk = compact_chunk
         self.stats: dict[str, int] = dict.fromkeys(
             ("puts", "deletes", "fsyncs", "max_flush_records", "compactions",
-             "torn_bytes_dropped"), 0)
+             "torn_bytes_dropped", "compaction_steps", "compaction_failures"), 0)
+        #: where a compaction's temp file is written (None: a worker thread of the storage's own)
+        self.background: Background | None = None
+        self._rw: _Rewrite | None = None
+        self._retry_at = 0  # after a failed rewrite: no other before the log is this long
+        self._thread: threading.Thread | None = None
         # Raises OSError with the reason (permission, a file in the way); the caller turns it
         # into a configuration error before anything is bound.
         os.makedirs(self.dir, exist_ok=True)
@@ -144,6 +185,8 @@ class LogStorage:
             raise ValueError("a storage key must be a non-empty string")
         value = bytes(value)
         old = self._data.get(key)
+        if self._rw is not None and self._rw.encoding and key not in self._rw.before:
+            self._rw.before[key] = old
         self._image_bytes += len(value) - (len(old) if old is not None else -len(key) - _OVERHEAD)
         self._data[key] = value
         self._buf += encode_record(K_PUT, [key, value])
@@ -155,6 +198,8 @@ class LogStorage:
         old = self._data.pop(key, None)
         if old is None:
             return
+        if self._rw is not None and self._rw.encoding and key not in self._rw.before:
+            self._rw.before[key] = old
         self._image_bytes -= len(key) + len(old) + _OVERHEAD
         self._buf += encode_record(K_DELETE, key)
         self._buf_records += 1
@@ -224,9 +269,12 @@ class LogStorage:
             self.stats["max_flush_records"] = max(self.stats["max_flush_records"], self._buf_records)
             self._buf.clear()
             self._buf_records = 0
+            if self._rw is not None:
+                self._rw.since.append(data)
             image = len(MAGIC) + self._image_bytes
-            if self._log_bytes >= self.compact_bytes and self._log_bytes > 2 * image:
-                self._rewrite()
+            if (self._rw is None and self._log_bytes >= max(self.compact_bytes, self._retry_at)
+                    and self._log_bytes > 2 * image):
+                self._compact()
         waiters, self._waiters = self._waiters, []
         for fn in waiters:
             try:
@@ -240,6 +288,98 @@ class LogStorage:
                                 "from what is on disk")
         if self._fd < 0:
             raise StorageFailed(f"storage {self.path} is closed")
+
+    def _compact(self) -> None:
+        """Rewrite the log from the image: at once outside a running loop, else in steps."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._rewrite()
+            return
+        self._rw = _Rewrite(self._data)
+        loop.call_soon(self._rewrite_step, self._rw)
+
+    def _rewrite_step(self, rw: _Rewrite) -> None:
+        """Encode the next ``compact_chunk`` keys of the frozen image (one loop turn)."""
+        if rw.cancelled or self._rw is not rw or self._fd < 0 or self._failed:
+            return
+        rw.steps += 1
+        self.stats["compaction_steps"] += 1
+        before, data = rw.before, self._data
+        keys = rw.keys[rw.pos:rw.pos + self.compact_chunk]
+        rw.chunks.append(b"".join([encode_record(K_PUT, [k, before[k] if k in before else data[k]])
+                                   for k in keys]))
+        rw.pos += len(keys)
+        if rw.pos < len(rw.keys):
+            asyncio.get_running_loop().call_soon(self._rewrite_step, rw)
+            return
+        rw.encoding, rw.before, rw.keys = False, {}, []
+        rw.in_file = len(rw.since)
+        parts = [*rw.chunks, *rw.since]
+        tmp = self.path + ".tmp"
+        (self.background or self._in_thread)(lambda: write_parts(tmp, parts), lambda err: self._written(rw, err))
+
+    def _in_thread(self, work: Callable[[], None], done: Callable[[BaseException | None], None]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            err: BaseException | None = None
+            try:
+                work()
+            except BaseException as exc:  # handed back to the loop, which logs it
+                err = exc
+            try:
+                loop.call_soon_threadsafe(done, err)
+            except RuntimeError:
+                pass  # the loop is gone (the process stops): the temp file goes at next start
+
+        self._thread = threading.Thread(target=run, name="storage-compaction", daemon=True)
+        self._thread.start()
+
+    def _written(self, rw: _Rewrite, err: BaseException | None) -> None:
+        """Back on the loop: append what was flushed meanwhile, fsync, rename, switch."""
+        tmp = self.path + ".tmp"
+        if self._rw is rw:
+            self._rw = None
+        if rw.cancelled:
+            return  # closed or died meanwhile: close() removed the temp file, or the next start will
+        if self._fd < 0 or self._failed or err is not None:
+            _unlink_quietly(tmp)
+            if err is not None:
+                self._failed_rewrite(err)
+            return
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
+            try:
+                write_all(fd, b"".join(rw.since[rw.in_file:]))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            fsync_dir(self.dir)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            self._failed_rewrite(exc)
+            return
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._log_bytes = os.fstat(self._fd).st_size
+        self.stats["compactions"] += 1
+
+    def _failed_rewrite(self, err: BaseException) -> None:
+        self.stats["compaction_failures"] += 1
+        self._retry_at = self._log_bytes + self.compact_bytes
+        log.warning("storage log %s: a compaction failed (%s); the log is kept and compacted later",
+                    self.path, err)
+
+    def _stop_rewrite(self) -> None:
+        """Closing or dying: a rewrite under way is abandoned (its temp file goes at start)."""
+        if self._rw is not None:
+            self._rw.cancelled = True
+            self._rw = None
+        if self._thread is not None:
+            self._thread.join(timeout=60.0)  # bounded: one temp file's write
+            self._thread = None
 
     def _rewrite(self) -> None:
         """The log as the image, written atomically (nothing is buffered)."""
@@ -263,6 +403,8 @@ class LogStorage:
             if not self._failed:
                 self.flush()
         finally:
+            self._stop_rewrite()
+            _unlink_quietly(self.path + ".tmp")
             os.close(self._fd)
             self._fd = -1
             os.close(self._lock)
@@ -270,6 +412,7 @@ class LogStorage:
     def crash_for_test(self, torn: int = 0) -> None:
         """Test hook: die as after ``kill -9``: what is buffered is lost, except its first
         ``torn`` bytes, which reach the file (a write torn mid-record)."""
+        self._stop_rewrite()  # (a temp file it left stays, as after a real crash)
         if torn:
             write_all(self._fd, bytes(self._buf[:torn]))
         self._buf.clear()
@@ -315,6 +458,24 @@ class LogStorage:
             for name in legacy:
                 os.unlink(os.path.join(self.dir, name))
             fsync_dir(self.dir)
+
+
+def write_parts(path: str, parts: list[bytes]) -> None:
+    """Write ``parts`` one after the other into a new ``path`` and fsync it (no rename)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for p in parts:
+            write_all(fd, p)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 __all__ = ["LOCK_NAME", "LOG_NAME", "MAGIC", "LogStorage", "StorageFailed", "StorageLogCorrupt"]

@@ -217,3 +217,172 @@ def test_one_process_per_directory_and_the_lock_goes_with_the_storage(tmp_path: 
     assert again.items("") == [("a", b"1"), ("b", b"2")]
     again.crash_for_test()  # died: free too
     LogStorage(tmp_path).close()
+
+
+# --- compaction inside a running loop: in steps, its temp file off the loop -----------------------
+
+
+class Later:
+    """A ``background`` that keeps the temp file's write until the test runs it."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[object, object]] = []
+
+    def __call__(self, work, done) -> None:  # type: ignore[no-untyped-def]
+        self.jobs.append((work, done))
+
+    def run(self, fail: bool = False) -> None:
+        jobs, self.jobs = self.jobs, []
+        for work, done in jobs:
+            if fail:
+                done(OSError(errno.ENOSPC, "No space left on device"))  # type: ignore[operator]
+                continue
+            work()  # type: ignore[operator]
+            done(None)  # type: ignore[operator]
+
+
+async def _turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def _grown(s: LogStorage, model: dict[str, bytes], rounds: int) -> None:
+    """Overwrite the same keys until the log is mostly old values (and flush)."""
+    for r in range(rounds):
+        for i in range(20):
+            s.put(f"k{i:02}", bytes([r % 256]) * 60)
+            model[f"k{i:02}"] = bytes([r % 256]) * 60
+        s.flush()
+
+
+def test_a_compaction_in_a_running_loop_is_built_in_steps_and_loses_no_write(tmp_path: Path) -> None:
+    """Writes while the image is encoded (to frozen keys and new ones, deletes too) and while the
+    temp file is written all survive the switch, and a crash after it."""
+    later = Later()
+    model: dict[str, bytes] = {}
+
+    async def body() -> LogStorage:
+        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=3)
+        s.background = later
+        _grown(s, model, 5)
+        assert s.stats["compaction_steps"] == 0 and s._rw is not None  # frozen, nothing encoded yet
+        await _turns(2)
+        s.put("k00", b"changed while encoding")  # a frozen key, encoded later with its old value
+        s.delete("k19")
+        s.put("new", b"born while encoding")
+        model.update({"k00": b"changed while encoding", "new": b"born while encoding"})
+        del model["k19"]
+        s.flush()
+        await _turns(20)
+        assert s.stats["compaction_steps"] == 7 and len(later.jobs) == 1  # 20 keys, 3 a turn
+        s.put("k01", b"while the file is written")
+        model["k01"] = b"while the file is written"
+        s.flush()
+        old_size = s.log_size()
+        later.run()
+        assert s.stats["compactions"] == 1 and s.log_size() < old_size
+        assert not (tmp_path / (kvlog.LOG_NAME + ".tmp")).exists()
+        s.put("after", b"the switch")
+        model["after"] = b"the switch"
+        s.flush()
+        return s
+
+    s = asyncio.run(body())
+    assert dict(s.items("")) == model
+    s.crash_for_test()
+    assert dict(LogStorage(tmp_path).items("")) == model
+
+
+def test_a_crash_while_the_temp_file_is_written_keeps_the_old_log(tmp_path: Path) -> None:
+    later = Later()
+    model: dict[str, bytes] = {}
+
+    async def body() -> LogStorage:
+        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=50)
+        s.background = later
+        _grown(s, model, 5)
+        await _turns(3)
+        assert len(later.jobs) == 1
+        later.jobs[0][0]()  # type: ignore[operator]  # the temp file reaches the disk, then the process dies
+        return s
+
+    s = asyncio.run(body())
+    assert (tmp_path / (kvlog.LOG_NAME + ".tmp")).exists()
+    s.crash_for_test()
+    again = LogStorage(tmp_path)
+    assert dict(again.items("")) == model and again.stats["compactions"] == 0
+    assert not (tmp_path / (kvlog.LOG_NAME + ".tmp")).exists()
+
+
+def test_a_failed_compaction_is_counted_and_tried_again_later(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    later = Later()
+    model: dict[str, bytes] = {}
+
+    async def body() -> LogStorage:
+        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=50)
+        s.background = later
+        _grown(s, model, 5)
+        await _turns(3)
+        later.run(fail=True)
+        assert s.stats["compaction_failures"] == 1 and s._rw is None
+        _grown(s, model, 2)  # the log is still long, but not longer by compact_bytes: no retry yet
+        await _turns(3)
+        assert not later.jobs
+        _grown(s, model, 10)
+        await _turns(3)
+        later.run()
+        assert s.stats["compactions"] == 1
+        return s
+
+    with caplog.at_level("WARNING", logger="realnet.kvlog"):
+        s = asyncio.run(body())
+    assert "No space left" in caplog.text
+    s.crash_for_test()
+    assert dict(LogStorage(tmp_path).items("")) == model
+
+
+def test_a_compaction_in_a_worker_thread_switches_the_log_on_the_loop(tmp_path: Path) -> None:
+    """The storage's own background: a thread writes the temp file while the loop goes on."""
+    model: dict[str, bytes] = {}
+
+    async def body() -> LogStorage:
+        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=7)
+        _grown(s, model, 5)
+        for _ in range(2000):  # bounded: 2000 turns of at least 5 ms
+            if s.stats["compactions"]:
+                break
+            s.put("busy", b"x")
+            s.flush()
+            model["busy"] = b"x"
+            await asyncio.sleep(0.005)
+        return s
+
+    s = asyncio.run(body())
+    assert s.stats["compactions"] == 1 and s.stats["compaction_steps"] >= 3
+    s.close()
+    assert dict(LogStorage(tmp_path).items("")) == model
+
+
+def test_a_compacted_log_holds_a_prefix_of_the_writes_never_one_not_flushed(tmp_path: Path) -> None:
+    """Copy on write: a frozen key changed while the image is encoded is encoded with its value
+    at the freeze, so a change that was never flushed is not in the new log either (a crash
+    recovers what was flushed, and nothing after it)."""
+    later = Later()
+    model: dict[str, bytes] = {}
+
+    async def body() -> LogStorage:
+        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=3)
+        s.background = later
+        _grown(s, model, 5)
+        await _turns(1)  # k00-k02 encoded; k18 and k19 not yet
+        s.put("k18", b"never flushed")
+        s.delete("k19")
+        await _turns(20)
+        later.run()
+        assert s.stats["compactions"] == 1 and s.get("k18") == b"never flushed"
+        return s
+
+    s = asyncio.run(body())
+    s.crash_for_test()  # the put and the delete were buffered only
+    assert dict(LogStorage(tmp_path).items("")) == model
