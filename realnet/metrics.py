@@ -406,6 +406,8 @@ class NodeCollector:
                  "keeps to come back as itself)."),
                 ("fsyncs", "fsyncs of the storage log: one per loop turn that wrote (group commit)."),
                 ("compactions", "Rewrites of the storage log from its image."),
+                ("compaction_failures", "Rewrites of the storage log that failed (the log was kept; "
+                 "tried again once it grew by compact_bytes)."),
             ):
                 yield CounterMetricFamily(f"storelab_storage_{name}", doc, value=stats[name])
             yield GaugeMetricFamily(

@@ -170,6 +170,7 @@ def test_a_durable_node_answers_concurrent_writes_only_once_they_survive_kill_9(
             c.close()
     assert metric(node, "storelab_storage_puts_total") - puts >= n
     assert 1 <= metric(node, "storelab_storage_fsyncs_total") - fsyncs <= n
+    assert metric(node, "storelab_storage_compaction_failures_total") == 0
     node.kill()
     node.restart()
     assert node.info()["keys"] == n + 1
