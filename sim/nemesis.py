@@ -33,12 +33,18 @@ kind               one fault
                    cluster's ``reshard`` verb), unless a move is still open; if the move was
                    aborted (a crash of its source or target), ``fix`` finishes it when the fault
                    ends
+``member``         a replicated group's membership changes (Jepsen's member nemesis): a random
+                   voter (the leader too) is removed by a configuration change, and when the
+                   fault ends a new node joins as a learner, promoted once caught up, and the
+                   removed one leaves if its removal committed (what ``storelab cluster
+                   remove-node`` and ``add-node`` do); never below two voters. Faults of other
+                   kinds still aim at the nodes drawn in the plan, removed ones included
 =================  ===========================================================================
 
 The three partition flavours are one package (one partition at a time, drawn among the flavours
 asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` adds ``crash``;
 ``reshard`` is not in ``all`` (it changes the cluster's layout, not its health), nor is
-``powerloss`` (it takes the whole cluster down): add them by name. ``raft`` is what a replicated
+``powerloss`` (it takes the whole cluster down), nor ``member``: add them by name. ``raft`` is what a replicated
 group is checked against (issue #11): ``all`` with ``partial``, ``duplicate`` and ``powerloss``.
 ``partial`` and ``duplicate`` are not in ``all``, so ``all`` draws the same faults for a seed as
 before they existed.
@@ -84,7 +90,8 @@ from sim.network import Link, Loss, Partition, Rule, schedule_call
 from sim.rand import stream
 
 PARTITION_FLAVOURS = ("partition", "bridge", "oneway", "partial")
-KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard", "powerloss", "duplicate")
+KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard", "powerloss", "duplicate",
+         "member")
 NETWORK = ("partition", "bridge", "oneway", "loss", "latency", "slow")
 ALIASES: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -438,6 +445,56 @@ class Reshards(Package):
             run.record.detail = "still moving"
 
 
+@dataclass(frozen=True)
+class MemberChanges(Package):
+    """Remove a random voter of the replicated group; add a new node when the fault ends.
+
+    The voter is chosen when the fault begins, among the leader's configuration, with a number
+    drawn in the plan (so the choice is as reproducible as the run). Skipped without a group, a
+    leader, or with two voters or fewer (a removal must leave a group that can still elect).
+    """
+
+    name: str = "member"
+    quiet: tuple[float, float] = (1.0, 3.0)
+    length: tuple[float, float] = (1.0, 3.0)
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        return FaultRecord("member", start, end, "a voter", param=round(rng.random(), 9))
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        from sim.replicas import leader
+
+        rec = run.record
+        if cluster.replicas <= 1:
+            rec.skipped = "membership changes need a replicated group"
+            return
+        lead = leader(cluster)
+        if lead is None:
+            rec.skipped = "no leader"
+            return
+        voters = sorted(lead.replica.raft.log.conf().voters)
+        if len(voters) <= 2:
+            rec.skipped = f"only {len(voters)} voters"
+            return
+        victim = voters[int(rec.param * len(voters))]
+        rec.target, rec.nodes = f"remove {victim}", (victim,)
+        cluster.remove_replica(victim)
+        run.fault = cluster.faults[-1]
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        from sim.replicas import leader
+
+        victim = run.record.nodes[0]
+        lead = leader(cluster)
+        conf = lead.replica.raft.log.conf() if lead is not None else None
+        gone = conf is not None and victim not in conf.voters and victim not in conf.learners
+        new = cluster.add_replica()
+        if gone:
+            cluster.leave(victim)
+        run.record.detail = (f"removed {victim}, added {new}" if gone
+                             else f"{victim}'s removal not seen committed, added {new}")
+
+
 # --- one fault in flight --------------------------------------------------------------------
 
 
@@ -548,6 +605,8 @@ def packages_for(kinds: Iterable[str]) -> list[Package]:
             out.append(PowerLosses())
         elif kind == "duplicate":
             out.append(DuplicateSpikes())
+        elif kind == "member":
+            out.append(MemberChanges())
     return out
 
 

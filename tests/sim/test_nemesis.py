@@ -16,6 +16,7 @@ from sim.nemesis import (
     Crashes,
     FaultReport,
     LossSpikes,
+    MemberChanges,
     Nemesis,
     Partitions,
     parse_kinds,
@@ -213,3 +214,34 @@ def test_the_raft_alias_adds_partial_partitions_duplication_and_power_loss_and_a
     assert parse_kinds("raft") == ("partition", "bridge", "oneway", "loss", "latency", "slow",
                                    "partial", "duplicate", "crash", "powerloss")
     assert "partial" not in parse_kinds("all") and "duplicate" not in parse_kinds("all")
+
+
+def test_a_member_change_removes_a_voter_then_a_new_node_joins_and_the_removed_one_leaves() -> None:
+    """Jepsen's member nemesis on a replicated group: what ``storelab cluster remove-node`` and
+    ``add-node`` do, under load; the history stays linearizable."""
+    import checker
+
+    c = SimCluster(5, 3, CFG, swim=SWIM, replicas=3)
+    run = Nemesis([MemberChanges(quiet=(1.0, 1.0), length=(2.0, 2.0))], seed=5).apply(c, 1.0, 9.0)
+    c.add_clients(3, Workload(ops=60, keys=10, pace=12.0 / 60, think=0.01, timeout=1.5))
+    c.run(until=14.0)
+    fired = [r for r in run.records if r.fired is not None]
+    done = [r for r in fired if r.detail.startswith("removed")]
+    assert done, [r.describe() for r in run.records]
+    for rec in done:
+        victim, new = rec.nodes[0], rec.detail.split()[-1]
+        assert rec.target == f"remove {victim}" and new not in IDS[:3]
+        assert not c.is_up(victim), f"{victim} left (its process stopped)"
+    lead = next(n for n in c.nodes() if n.replica is not None and n.replica.raft.role == "leader")
+    voters = set(lead.replica.raft.log.conf().voters)
+    assert not voters & {r.nodes[0] for r in done} and len(voters) >= 3
+    assert [f.verb for f in c.faults].count("remove_voter") == len(fired)
+    ops = checker.events_to_ops(c.history.events())
+    assert checker.check(ops, checker.KV).verdict == checker.LINEARIZABLE
+
+
+def test_member_changes_need_a_replicated_group_and_are_not_in_any_alias() -> None:
+    _c, run = _run(1, "member")
+    assert run.records and all(r.skipped == "membership changes need a replicated group" for r in run.records)
+    assert all("member" not in parse_kinds(a) for a in ("all", "raft", "network"))
+    assert "member" in KINDS
