@@ -255,16 +255,24 @@ def _grown(s: LogStorage, model: dict[str, bytes], rounds: int) -> None:
         s.flush()
 
 
+def _compacting(tmp_path: Path, chunk: int, later: Later | None = None) -> tuple[LogStorage, dict[str, bytes]]:
+    """Inside a running loop: a storage whose log grew to mostly old values, so that its last
+    flush froze the image for a compaction, and the writes it holds (the model)."""
+    s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=chunk)
+    if later is not None:
+        s.background = later
+    model: dict[str, bytes] = {}
+    _grown(s, model, 5)
+    return s, model
+
+
 def test_a_compaction_in_a_running_loop_is_built_in_steps_and_loses_no_write(tmp_path: Path) -> None:
     """Writes while the image is encoded (to frozen keys and new ones, deletes too) and while the
     temp file is written all survive the switch, and a crash after it."""
     later = Later()
-    model: dict[str, bytes] = {}
 
-    async def body() -> LogStorage:
-        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=3)
-        s.background = later
-        _grown(s, model, 5)
+    async def body() -> tuple[LogStorage, dict[str, bytes]]:
+        s, model = _compacting(tmp_path, 3, later)
         assert s.stats["compaction_steps"] == 0 and s._rw is not None  # frozen, nothing encoded yet
         await _turns(2)
         s.put("k00", b"changed while encoding")  # a frozen key, encoded later with its old value
@@ -285,9 +293,9 @@ def test_a_compaction_in_a_running_loop_is_built_in_steps_and_loses_no_write(tmp
         s.put("after", b"the switch")
         model["after"] = b"the switch"
         s.flush()
-        return s
+        return s, model
 
-    s = asyncio.run(body())
+    s, model = asyncio.run(body())
     assert dict(s.items("")) == model
     s.crash_for_test()
     assert dict(LogStorage(tmp_path).items("")) == model
@@ -295,18 +303,15 @@ def test_a_compaction_in_a_running_loop_is_built_in_steps_and_loses_no_write(tmp
 
 def test_a_crash_while_the_temp_file_is_written_keeps_the_old_log(tmp_path: Path) -> None:
     later = Later()
-    model: dict[str, bytes] = {}
 
-    async def body() -> LogStorage:
-        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=50)
-        s.background = later
-        _grown(s, model, 5)
+    async def body() -> tuple[LogStorage, dict[str, bytes]]:
+        s, model = _compacting(tmp_path, 50, later)
         await _turns(3)
         assert len(later.jobs) == 1
         later.jobs[0][0]()  # type: ignore[operator]  # the temp file reaches the disk, then the process dies
-        return s
+        return s, model
 
-    s = asyncio.run(body())
+    s, model = asyncio.run(body())
     assert (tmp_path / (kvlog.LOG_NAME + ".tmp")).exists()
     s.crash_for_test()
     again = LogStorage(tmp_path)
@@ -317,12 +322,9 @@ def test_a_crash_while_the_temp_file_is_written_keeps_the_old_log(tmp_path: Path
 def test_a_failed_compaction_is_counted_and_tried_again_later(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     later = Later()
-    model: dict[str, bytes] = {}
 
-    async def body() -> LogStorage:
-        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=50)
-        s.background = later
-        _grown(s, model, 5)
+    async def body() -> tuple[LogStorage, dict[str, bytes]]:
+        s, model = _compacting(tmp_path, 50, later)
         await _turns(3)
         later.run(fail=True)
         assert s.stats["compaction_failures"] == 1 and s._rw is None
@@ -333,10 +335,10 @@ def test_a_failed_compaction_is_counted_and_tried_again_later(
         await _turns(3)
         later.run()
         assert s.stats["compactions"] == 1
-        return s
+        return s, model
 
     with caplog.at_level("WARNING", logger="realnet.kvlog"):
-        s = asyncio.run(body())
+        s, model = asyncio.run(body())
     assert "No space left" in caplog.text
     s.crash_for_test()
     assert dict(LogStorage(tmp_path).items("")) == model
@@ -344,11 +346,8 @@ def test_a_failed_compaction_is_counted_and_tried_again_later(
 
 def test_a_compaction_in_a_worker_thread_switches_the_log_on_the_loop(tmp_path: Path) -> None:
     """The storage's own background: a thread writes the temp file while the loop goes on."""
-    model: dict[str, bytes] = {}
-
-    async def body() -> LogStorage:
-        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=7)
-        _grown(s, model, 5)
+    async def body() -> tuple[LogStorage, dict[str, bytes]]:
+        s, model = _compacting(tmp_path, 7)
         for _ in range(2000):  # bounded: 2000 turns of at least 5 ms
             if s.stats["compactions"]:
                 break
@@ -356,9 +355,9 @@ def test_a_compaction_in_a_worker_thread_switches_the_log_on_the_loop(tmp_path: 
             s.flush()
             model["busy"] = b"x"
             await asyncio.sleep(0.005)
-        return s
+        return s, model
 
-    s = asyncio.run(body())
+    s, model = asyncio.run(body())
     assert s.stats["compactions"] == 1 and s.stats["compaction_steps"] >= 3
     s.close()
     assert dict(LogStorage(tmp_path).items("")) == model
@@ -369,20 +368,17 @@ def test_a_compacted_log_holds_a_prefix_of_the_writes_never_one_not_flushed(tmp_
     at the freeze, so a change that was never flushed is not in the new log either (a crash
     recovers what was flushed, and nothing after it)."""
     later = Later()
-    model: dict[str, bytes] = {}
 
-    async def body() -> LogStorage:
-        s = LogStorage(tmp_path, compact_bytes=4096, compact_chunk=3)
-        s.background = later
-        _grown(s, model, 5)
+    async def body() -> tuple[LogStorage, dict[str, bytes]]:
+        s, model = _compacting(tmp_path, 3, later)
         await _turns(1)  # k00-k02 encoded; k18 and k19 not yet
         s.put("k18", b"never flushed")
         s.delete("k19")
         await _turns(20)
         later.run()
         assert s.stats["compactions"] == 1 and s.get("k18") == b"never flushed"
-        return s
+        return s, model
 
-    s = asyncio.run(body())
+    s, model = asyncio.run(body())
     s.crash_for_test()  # the put and the delete were buffered only
     assert dict(LogStorage(tmp_path).items("")) == model
