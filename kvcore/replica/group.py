@@ -257,7 +257,9 @@ class ReplicaGroup:
     def stop(self) -> None:
         """Stop timers; every outstanding request's outcome is unknown to us now."""
         self.running = False
-        self._image = None
+        if self._image is not None:
+            self.machine.cancel_image()
+            self._image = None
         for t in (self._tick_timer, self._retry_timer):
             if t is not None:
                 t.cancel()

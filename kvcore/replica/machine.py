@@ -113,17 +113,20 @@ class StateMachine:
 
     def begin_image(self) -> ImageBuilder:
         """Freeze the image at the applied index; build it with :meth:`ImageBuilder.step`."""
-        if self._builder is not None:
-            self._builder.cancelled = True
+        self.cancel_image()
         self._builder = ImageBuilder(self)
         return self._builder
+
+    def cancel_image(self) -> None:
+        """Drop the image being built, if any (later writes no longer tell it anything)."""
+        if self._builder is not None:
+            self._builder.cancelled = True
+            self._builder = None
 
     def restore(self, data: bytes, index: int) -> None:
         """Replace everything by a snapshot's image taken at ``index`` (an image being built is
         cancelled: its keys are gone)."""
-        if self._builder is not None:
-            self._builder.cancelled = True
-            self._builder = None
+        self.cancel_image()
         sessions, items = decode_image(data)
         self.store.clear()
         for k, v in items:

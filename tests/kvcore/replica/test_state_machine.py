@@ -158,3 +158,12 @@ def test_a_large_image_is_built_in_short_steps() -> None:
         steps += 1
     assert steps + 1 == b.steps == 2 * -(-n // chunk)  # ceil(n / chunk) sorts, as many encodes
     assert b.data() == encode_image(sm.sessions.to_bytes(), sm.store.items())
+
+
+def test_a_cancelled_image_is_told_no_more_writes() -> None:
+    sm = _machine_with({b"a": b"1", b"b": b"2"})
+    b = sm.begin_image()
+    sm.cancel_image()
+    sm.apply(entry(99, Command(PUT, 0.0, "c", 99, 99, b"a", b"3")))
+    assert b.cancelled and b._before == {} and sm._builder is None
+    assert sm.begin_image() is not b
