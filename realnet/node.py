@@ -337,6 +337,7 @@ def build(
         settings.config,
         settings.cluster,
         swim=settings.swim,
+        replica=settings.replica,
         seeds=["@" + a for a in settings.seeds],
         # a static member advertises its [cluster] entry (what every other member was told)
         addr=None if in_static else addr,

@@ -8,13 +8,15 @@ the optional TOML file into one frozen :class:`Settings`, or raises
 bound. It reads the file, hands each top-level table to the one function that owns it, then
 merges the flags over what the tables gave:
 
-- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]``, ``[security]``
-  exist, each a table;
+- :func:`top_tables`: only ``[node]``, ``[settings]``, ``[swim]``, ``[cluster]``, ``[security]``,
+  ``[raft]`` exist, each a table;
 - :func:`node_table`: this process's identity and addresses (:class:`NodeTable`);
 - :func:`settings_table`: :class:`kvcore.config.NodeConfig`;
 - :func:`swim_table`: a preset of :class:`kvcore.membership.SwimConfig` and field overrides;
 - :func:`cluster_table`: :class:`kvcore.config.ClusterConfig` plus the process options
   (:class:`ClusterOptions`: name, automatic rebalancing);
+- :func:`raft_table`: :class:`kvcore.replica.ReplicaConfig` (a replicated group's ticks, retries
+  and snapshots: etcd's ``--heartbeat-interval``, ``--election-timeout``, ``--snapshot-count``);
 - :func:`security_table`: the secrets' files (:class:`SecuritySettings`; the cluster secret
   ``secret_file``, read by ``realnet.node`` with :func:`kvwire.auth.read_keyring`);
 - :func:`http_security`: the HTTP side's keys of ``[security]`` (tokens, Host names, client
@@ -79,6 +81,11 @@ TOML layout::
     max_clients = 1000             # client connections at once (default: from the fd limit)
     head_timeout = 10.0            # seconds for a whole request head
     max_buffered_bodies = 67108864 # bytes of request bodies buffered across connections
+    [raft]            # optional: kvcore.replica.ReplicaConfig fields (a replicated group)
+    tick = 0.05                    # seconds per Raft tick
+    election_tick = 10             # ticks without a leader before a (pre-)campaign
+    heartbeat_tick = 1
+    snapshot_entries = 10000       # compact the log past this many applied entries
 """
 
 from __future__ import annotations
@@ -94,6 +101,7 @@ from typing import Any
 
 from kvcore.config import PEER_PORT_OFFSET, ClusterConfig, NodeConfig, parse_addr
 from kvcore.membership import SwimConfig
+from kvcore.replica import ReplicaConfig
 from kvcore.tables import ConfigError, from_table, read_table
 from realnet.security import HttpSecurity, http_security_table, read_token
 
@@ -103,7 +111,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7000
 #: default seconds between a join or leave and the automatic rebalance it triggers
 AUTO_REBALANCE_SETTLE = 1.0
-TOP_TABLES = ("node", "settings", "swim", "cluster", "security")
+TOP_TABLES = ("node", "settings", "swim", "cluster", "security", "raft")
 WILDCARDS = ("0.0.0.0", "::", "")
 
 #: preset name -> constructor taking field overrides
@@ -161,6 +169,8 @@ class Settings:
     security: SecuritySettings = field(default_factory=lambda: SecuritySettings())
     #: the HTTP side's [security] keys and flags (realnet.security)
     http_security: HttpSecurity = field(default_factory=HttpSecurity)
+    #: a replicated group's settings (``[raft]``)
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     #: the tokens read from their files (never shown: repr=False)
     admin_token: str | None = field(default=None, repr=False)
     client_token: str | None = field(default=None, repr=False)
@@ -324,6 +334,11 @@ def cluster_table(table: Mapping[str, Any] | None) -> tuple[ClusterConfig | None
     return cluster, options
 
 
+def raft_table(table: Mapping[str, Any]) -> ReplicaConfig:
+    """``[raft]``: a replicated group's :class:`~kvcore.replica.ReplicaConfig`."""
+    return from_table(ReplicaConfig, table, "[raft]", noun="Raft setting")
+
+
 def security_table(table: Mapping[str, Any]) -> SecuritySettings:
     """``[security]``'s bus keys: the files that hold the cluster's secrets (their content is read
     by the node). The HTTP side's keys of the same table are read by :func:`http_security`."""
@@ -347,10 +362,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
     )
     cluster, options = _collect(problems, (None, ClusterOptions()), cluster_table, tables["cluster"])
     security = _collect(problems, SecuritySettings(), security_table, tables["security"] or {})
+    replica = _collect(problems, ReplicaConfig(), raft_table, tables["raft"] or {})
     sec, admin_token, client_token = http_security(args, tables["security"] or {}, problems)
     settings = merge(args, node_values, config, swim_preset, swim, cluster, options, problems)
     return dataclasses.replace(
-        settings, security=merge_security(args, security), http_security=sec,
+        settings, security=merge_security(args, security), http_security=sec, replica=replica,
         admin_token=admin_token, client_token=client_token,
     )
 

@@ -111,7 +111,18 @@ class ReplicaConfig:
             out.append("tick and retry must be positive numbers of seconds.")
         if self.snapshot_entries < 1 or self.image_chunk < 1:
             out.append("snapshot_entries and image_chunk must be at least 1.")
+        # the ticks are the core's: its own rules say what is wrong with them
+        out += RaftConfig(id="-", election_tick=self.election_tick, heartbeat_tick=self.heartbeat_tick).validate()
         return out
+
+    def validate(self) -> ReplicaConfig:
+        """Self, or :class:`~kvcore.tables.ConfigError` listing every problem."""
+        from kvcore.tables import ConfigError
+
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
 
 
 @dataclass(eq=False)

@@ -326,6 +326,7 @@ class Launcher:
         seeds: Sequence[str] = (),
         settings: Mapping[str, float | int] | None = None,
         swim: Mapping[str, Any] | None = None,
+        raft: Mapping[str, Any] | None = None,
         ports: tuple[int, int] | None = None,
         extra: Sequence[str] = (),
         wait: bool = True,
@@ -338,7 +339,7 @@ class Launcher:
             port, peer = ports if ports is not None else free_ports(2)
             n = NodeProc(node_id, port, peer, self._log(f"{node_id}-{attempt}"))
             config = self.workdir / f"{node_id}-{self._seq}.toml"
-            config.write_text("\n".join(toml_tables(settings=settings, swim=swim)) + "\n")
+            config.write_text("\n".join(toml_tables(settings=settings, swim=swim, raft=raft)) + "\n")
             args = [
                 "--id", node_id, "--port", str(port), "--peer-port", str(peer),
                 "--config", str(config), "--log-level", "info", *extra,
@@ -368,11 +369,12 @@ class Launcher:
 
 
 def toml_tables(
-    *, settings: Mapping[str, Any] | None = None, swim: Mapping[str, Any] | None = None
+    *, settings: Mapping[str, Any] | None = None, swim: Mapping[str, Any] | None = None,
+    raft: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """``[settings]`` and ``[swim]`` tables as TOML lines (empty tables are left out)."""
+    """``[settings]``, ``[swim]`` and ``[raft]`` tables as TOML lines (empty tables are left out)."""
     lines: list[str] = []
-    for name, table in (("settings", settings), ("swim", swim)):
+    for name, table in (("settings", settings), ("swim", swim), ("raft", raft)):
         if table:
             lines.append(f"[{name}]")
             lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]

@@ -346,6 +346,41 @@ def test_a_node_removed_while_stopped_learns_it_and_remove_node_finishes_its_lea
     assert victim.wait(timeout=30) == 0  # it left: its process exits
 
 
+def test_snapshots_in_real_processes_compact_install_and_survive_a_kill(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``[raft] snapshot_entries`` small: every node compacts (its image built in steps, the
+    file written off the loop), a node added later installs the leader's snapshot, and a
+    follower killed with -9 comes back from its snapshot and log."""
+    from realnet.cli import main
+
+    raft_settings = {"snapshot_entries": 40, "image_chunk": 8}
+    nodes = [launcher.node(nid, raft=raft_settings, extra=["--data-dir", str(tmp_path / f"data-{nid}")])
+             for nid in "abc"]
+    with Admin(10.0) as a:
+        replicacli.create(a, [a.probe(n.addr) for n in nodes])
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    for i in range(150):
+        assert lead.request("PUT", kv_path(f"k{i % 60}"), f"v{i}".encode())[0] == 204
+    for n in nodes:
+        poll(lambda n=n: (raft(n) or {}).get("first_index", 0) > 41, timeout=30, what=f"{n.id} to compact")
+        snaps = list((tmp_path / f"data-{n.id}" / RAFT_DIR).glob(f"raft-{GROUP}.snap-*"))
+        assert len(snaps) == 1 and not snaps[0].name.endswith(".tmp"), snaps
+        stats = (raft(n) or {})["stats"]
+        assert stats["snapshots_taken"] >= 1 and stats["image_steps"] >= 1  # 60 keys, 8 a turn
+    d = launcher.node("d", raft=raft_settings, extra=["--data-dir", str(tmp_path / "data-d")])
+    assert main(["cluster", "add-node", d.addr, nodes[0].addr, "--yes"]) == 0, capsys.readouterr()
+    poll(lambda: (raft(d) or {}).get("stats", {}).get("snapshots_installed", 0) >= 1, timeout=30,
+         what="d to install the leader's snapshot")
+    follower = next(n for n in nodes if n is not lead)
+    follower.kill()
+    follower.restart()
+    last = {i % 60: i for i in range(150)}  # each key's last write
+    for n in (d, follower):
+        for k in (0, 29, 59):
+            assert read_ok(n, f"k{k}") == f"v{last[k]}".encode()
+    assert (raft(follower) or {}).get("first_index", 0) > 41  # it came back from its snapshot
+
+
 def test_a_node_without_a_data_dir_refuses_to_form_a_group(launcher: Launcher) -> None:
     n = launcher.node("solo")
     status, body = _post(n, "/cluster/replicate", {"voters": ["solo"]})

@@ -15,6 +15,7 @@ from realnet.settings import (
     cluster_table,
     load_settings,
     node_table,
+    raft_table,
     settings_table,
     swim_table,
     top_tables,
@@ -30,15 +31,15 @@ def problems(fn: Any, *args: Any) -> list[str]:
 # --- the top level -----------------------------------------------------------------------------
 
 
-def test_top_tables_know_five_tables_and_no_cluster_is_none() -> None:
+def test_top_tables_know_six_tables_and_no_cluster_is_none() -> None:
     found: list[str] = []
     tables = top_tables({"node": {"id": "a"}, "swim": 3, "extra": {}}, found)
     assert tables == {
-        "node": {"id": "a"}, "settings": {}, "swim": {}, "cluster": None, "security": {},
+        "node": {"id": "a"}, "settings": {}, "swim": {}, "cluster": None, "security": {}, "raft": {},
     }
     assert found == [
         "Unknown top-level key 'extra' in the config file; known: node, settings, swim, cluster, "
-        "security.",
+        "security, raft.",
         "[swim] must be a table.",
     ]
     assert top_tables({"cluster": {}}, [])["cluster"] == {}
@@ -173,3 +174,27 @@ def test_the_http_parser_flag_reaches_the_settings() -> None:
     assert load_settings(node.build_parser().parse_args(["--http-parser", "h11"])).http_parser == "h11"
     with pytest.raises(SystemExit):
         node.build_parser().parse_args(["--http-parser", "nope"])
+
+
+# --- [raft] --------------------------------------------------------------------------------------
+
+
+def test_raft_table_builds_the_replica_config_and_reaches_the_settings(tmp_path: Any) -> None:
+    from kvcore.replica import ReplicaConfig
+
+    assert raft_table({}) == ReplicaConfig()
+    assert raft_table({"snapshot_entries": 50, "tick": 0.02}) == ReplicaConfig(snapshot_entries=50, tick=0.02)
+    f = tmp_path / "n.toml"
+    f.write_text("[raft]\nsnapshot_entries = 200\nelection_tick = 20\n")
+    s = load_settings(node.build_parser().parse_args(["--config", str(f)]))
+    assert s.replica == ReplicaConfig(snapshot_entries=200, election_tick=20)
+
+
+def test_raft_table_reports_keys_types_and_the_cores_rules_together() -> None:
+    assert problems(raft_table, {"snapshot_entries": 0, "election_tick": 1, "tick": "fast", "nope": 1}) == [
+        "Raft setting 'tick' in [raft] must be a number, not 'fast'.",
+        "Unknown Raft setting 'nope' in [raft]; known: auto_promote, election_tick, heartbeat_tick, "
+        "image_chunk, retry, snapshot_entries, tick.",
+        "[raft]: snapshot_entries and image_chunk must be at least 1.",
+        "[raft]: election_tick (1) must be greater than heartbeat_tick (1); 10 times is suggested.",
+    ]
