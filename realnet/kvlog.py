@@ -46,7 +46,9 @@ valid ones raises :class:`StorageLogCorrupt` (:mod:`realnet.recordfile` has the 
 directory written by the file-per-key storage (:class:`realnet.runtime.FileStorage`, ``*.val``)
 is taken over: its keys are written into a new log atomically first, then its files are
 removed, so a crash in between leaves the log, which holds them all, and the leftover files are
-removed at the next start.
+removed at the next start. Leftover files that disagree with the log were not left by a take-over
+(a storelab that knows only files wrote them since: a downgrade, then an upgrade): the start is
+refused with a sentence (:class:`StorageLayoutConflict`), and nothing is removed.
 
 **One process per directory.** The storage holds an ``flock`` on ``storage.lock`` from before it
 reads anything until it is closed (the kernel frees it when the process dies): a second node
@@ -107,6 +109,11 @@ class _Rewrite:
 
 class StorageLogCorrupt(Exception):
     """The storage log holds damaged data that is not a torn tail; the node does not start."""
+
+
+class StorageLayoutConflict(StorageLogCorrupt):
+    """Per-key files beside the log disagree with it; the node does not start (a sentence says
+    which to keep)."""
 
 
 class StorageFailed(OSError):
@@ -429,7 +436,8 @@ class LogStorage:
             os.unlink(tmp)  # a rewrite that never got renamed
         legacy = [n for n in os.listdir(self.dir)
                   if n.endswith(FileStorage.SUFFIX) or n.endswith(FileStorage.SUFFIX + ".tmp")]
-        if not os.path.exists(self.path):
+        had_log = os.path.exists(self.path)
+        if not had_log:
             # a new directory, or one the file-per-key storage wrote: its keys go into the log
             # first, atomically, and only then are its files removed
             old = FileStorage(self.dir).items("") if legacy else []
@@ -454,10 +462,27 @@ class LogStorage:
                 raise StorageLogCorrupt(f"storage log {self.path}: record at offset {off} does not "
                                         f"apply ({exc})") from None
         self._image_bytes = sum(len(k) + len(v) + _OVERHEAD for k, v in data.items())
+        if legacy and had_log:
+            self._check_leftovers()
         if legacy:
             for name in legacy:
                 os.unlink(os.path.join(self.dir, name))
             fsync_dir(self.dir)
+
+
+    def _check_leftovers(self) -> None:
+        """Per-key files beside an existing log: left by a take-over cut short (the log was
+        written from them, so each holds what the log holds: removed), or written since by a
+        storelab that knows only files (a downgrade, then an upgrade: they may be newer than
+        the log). Files that disagree with the log are not guessed at: the start is refused."""
+        differ = sorted(k for k, v in FileStorage(self.dir).items("") if self._data.get(k) != v)
+        if differ:
+            shown = ", ".join(repr(k) for k in differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
+            raise StorageLayoutConflict(
+                f"Data directory {self.dir!r} holds both {LOG_NAME} and per-key files (*.val) that "
+                f"disagree with it ({shown}): files a storelab older than the log wrote after it? "
+                f"Nothing was changed. Keep one: move {LOG_NAME} aside to take the files over, or "
+                "remove the *.val files to keep the log.")
 
 
 def write_parts(path: str, parts: list[bytes]) -> None:
@@ -478,4 +503,5 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-__all__ = ["LOCK_NAME", "LOG_NAME", "MAGIC", "LogStorage", "StorageFailed", "StorageLogCorrupt"]
+__all__ = ["LOCK_NAME", "LOG_NAME", "MAGIC", "LogStorage", "StorageFailed", "StorageLayoutConflict",
+           "StorageLogCorrupt"]

@@ -91,7 +91,7 @@ from realnet.http import (
     start_http_server,
     stop_http_server,
 )
-from realnet.kvlog import StorageLogCorrupt
+from realnet.kvlog import StorageLayoutConflict, StorageLogCorrupt
 from realnet.raftlog import RaftLogCorrupt
 from realnet.raftopen import RaftOpener
 from realnet.runtime import EVENT_LOOPS, AsyncioRuntime, event_loop_name, loop_factory, open_storage
@@ -605,6 +605,8 @@ def _open_storage(settings: Settings) -> tuple[Storage, str]:
 
 
 def _corrupt_storage(e: StorageLogCorrupt) -> str:
+    if isinstance(e, StorageLayoutConflict):
+        return str(e)  # it says what to keep
     return (f"{e} The node does not start on a damaged storage log; restore the data directory, "
             "or remove it and add the node again (add-node).")
 

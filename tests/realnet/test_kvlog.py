@@ -185,13 +185,28 @@ def test_a_take_over_cut_short_keeps_the_log_and_removes_the_leftovers(tmp_path:
     old = FileStorage(tmp_path)
     old.put("a", b"1")
     old.put("b", b"2")
-    s = LogStorage(tmp_path)
-    s.put("a", b"new")
-    s.close()
+    LogStorage(tmp_path).close()
     FileStorage(tmp_path).put("a", b"1")  # as if the old files' removal had not happened
     again = LogStorage(tmp_path)
-    assert again.items("") == [("a", b"new"), ("b", b"2")]  # the log wins: it holds them all
+    assert again.items("") == [("a", b"1"), ("b", b"2")]  # the log holds them all
     assert sorted(os.listdir(tmp_path)) == [kvlog.LOCK_NAME, kvlog.LOG_NAME]
+
+
+def test_per_key_files_that_disagree_with_the_log_refuse_the_start_and_lose_nothing(tmp_path: Path) -> None:
+    """A downgrade (a storelab that knows only files) wrote beside the log, then an upgrade: the
+    files may be newer than the log, so neither is dropped for the other."""
+    s = LogStorage(tmp_path)
+    s.put("a", b"from the log")
+    s.close()
+    FileStorage(tmp_path).put("a", b"from a downgrade")
+    FileStorage(tmp_path).put("z", b"only in the files")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(kvlog.StorageLayoutConflict, match=r"disagree with it \('a', 'z'\).*move storage.log aside"):
+        LogStorage(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == before  # nothing removed
+    assert FileStorage(tmp_path).get("a") == b"from a downgrade"
+    (tmp_path / kvlog.LOG_NAME).rename(tmp_path / "storage.log.aside")  # the operator keeps the files
+    assert LogStorage(tmp_path).items("") == [("a", b"from a downgrade"), ("z", b"only in the files")]
 
 
 def test_bad_keys_are_refused_and_a_closed_storage_takes_no_writes(tmp_path: Path) -> None:

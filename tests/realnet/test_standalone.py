@@ -190,6 +190,23 @@ def test_a_damaged_storage_log_is_refused_with_a_sentence(tmp_path: Path) -> Non
     assert (data / LOG_NAME).read_bytes() == b"XXXXXXXX" + MAGIC  # left as it was
 
 
+def test_per_key_files_that_disagree_with_the_log_refuse_the_start_with_what_to_keep(tmp_path: Path) -> None:
+    from realnet.kvlog import LOG_NAME, LogStorage
+    from realnet.runtime import FileStorage
+
+    data = tmp_path / "d"
+    s = LogStorage(data)
+    s.put("kv:6b", b"from the log")
+    s.close()
+    FileStorage(data).put("kv:6b", b"from an older storelab")
+    port, peer = free_ports(2)
+    r = run_node("--port", str(port), "--peer-port", str(peer), "--data-dir", str(data))
+    assert r.returncode == 2, r.stderr
+    assert "per-key files (*.val) that disagree with it ('kv:6b')" in r.stderr
+    assert "damaged" not in r.stderr and "Traceback" not in r.stderr
+    assert FileStorage(data).get("kv:6b") == b"from an older storelab" and (data / LOG_NAME).exists()
+
+
 def test_a_second_node_on_a_data_dir_in_use_is_refused_with_a_sentence(launcher: Launcher,
                                                                         tmp_path: Path) -> None:
     data = tmp_path / "shared"
