@@ -261,15 +261,8 @@ class LogStorage:
                 write_all(self._fd, data)
                 os.fsync(self._fd)
             except OSError as exc:
-                # what reached the disk is unknown (a retry could append a batch twice): refuse
-                # every later write, and answer nothing that waited on this flush
-                self._failed = f"a write or fsync of {self.path} failed ({exc})"
-                withheld, self._waiters = len(self._waiters), []
-                if withheld:
-                    log.error("storage log %s: %d answers that waited for this flush are withheld",
-                              self.path, withheld)
-                if self.on_failure is not None:
-                    self.on_failure(self._failed)
+                # what reached the disk is unknown (a retry could append a batch twice)
+                self._storage_failed(f"a write or fsync of {self.path} failed ({exc})")
                 raise StorageFailed(exc.errno, self._failed) from exc
             self._log_bytes += len(data)
             self.stats["fsyncs"] += 1
@@ -288,6 +281,17 @@ class LogStorage:
                 fn()
             except Exception:
                 log.exception("storage log %s: a callback waiting for a flush raised", self.path)
+
+    def _storage_failed(self, reason: str) -> None:
+        """Refuse every later write, answer nothing that waited, and tell the owner (the node
+        stops: a restart recovers from what is on disk)."""
+        self._failed = reason
+        withheld, self._waiters = len(self._waiters), []
+        if withheld:
+            log.error("storage log %s: %d answers that waited for this flush are withheld",
+                      self.path, withheld)
+        if self.on_failure is not None:
+            self.on_failure(self._failed)
 
     def _check_usable(self) -> None:
         if self._failed:
@@ -363,13 +367,21 @@ class LogStorage:
             finally:
                 os.close(fd)
             os.replace(tmp, self.path)
-            fsync_dir(self.dir)
-        except OSError as exc:
+        except OSError as exc:  # the old log is still the log: nothing lost
             _unlink_quietly(tmp)
             self._failed_rewrite(exc)
             return
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        # renamed: the new file is the log from now on, so appends must go to it, and a rename
+        # that cannot be made durable leaves the log in doubt (a failed fsync, as in flush)
+        old, self._fd = self._fd, -1
+        os.close(old)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            fsync_dir(self.dir)
+        except OSError as exc:
+            self._storage_failed(f"switching {self.path} to its compacted copy failed ({exc})")
+            log.error("storage log %s: %s", self.path, self._failed)
+            return
         self._log_bytes = os.fstat(self._fd).st_size
         self.stats["compactions"] += 1
 
@@ -404,17 +416,19 @@ class LogStorage:
     def close(self) -> None:
         """Flush what is buffered, close the file and free the directory (a clean stop loses
         nothing)."""
-        if self._fd < 0:
-            return
+        if self._lock < 0:
+            return  # closed already
         try:
-            if not self._failed:
+            if not self._failed and self._fd >= 0:
                 self.flush()
         finally:
             self._stop_rewrite()
             _unlink_quietly(self.path + ".tmp")
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
             self._fd = -1
             os.close(self._lock)
+            self._lock = -1
 
     def crash_for_test(self, torn: int = 0) -> None:
         """Test hook: die as after ``kill -9``: what is buffered is lost, except its first
@@ -424,9 +438,11 @@ class LogStorage:
             write_all(self._fd, bytes(self._buf[:torn]))
         self._buf.clear()
         self._waiters.clear()
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
         self._fd = -1
         os.close(self._lock)  # the kernel frees a dead process's lock
+        self._lock = -1
 
     # --- recovery ------------------------------------------------------------------------------
 

@@ -397,3 +397,41 @@ def test_a_compacted_log_holds_a_prefix_of_the_writes_never_one_not_flushed(tmp_
     s, model = asyncio.run(body())
     s.crash_for_test()  # the put and the delete were buffered only
     assert dict(LogStorage(tmp_path).items("")) == model
+
+
+def test_a_failed_rename_keeps_the_old_log_and_a_failed_switch_stops_the_storage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the rename the old log is the log (a failure is a failed compaction, retried
+    later); after it the new file is, and a rename that cannot be made durable (the directory's
+    fsync fails) leaves the log in doubt: the storage fails as on a failed fsync."""
+    later = Later()
+    failures: list[str] = []
+
+    async def body(stage: str) -> tuple[LogStorage, dict[str, bytes]]:
+        s, model = _compacting(tmp_path / stage, 50, later)
+        s.on_failure = failures.append
+        await _turns(3)
+
+        def broken(*a: object) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(kvlog.os if stage == "rename" else kvlog, "replace" if stage == "rename" else "fsync_dir",
+                            broken)
+        later.run()
+        monkeypatch.undo()
+        return s, model
+
+    s, model = asyncio.run(body("rename"))
+    assert s.stats["compaction_failures"] == 1 and not failures
+    s.put("after", b"1")
+    s.flush()  # the old log takes it
+    model["after"] = b"1"
+    s.crash_for_test()
+    assert dict(LogStorage(tmp_path / "rename").items("")) == model
+
+    s, model = asyncio.run(body("switch"))
+    assert failures and "compacted copy failed" in failures[0]
+    with pytest.raises(StorageFailed, match="refuses writes"):
+        s.put("after", b"1")
+    s.close()
+    assert dict(LogStorage(tmp_path / "switch").items("")) == model  # the renamed copy holds it all
