@@ -29,12 +29,15 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import json
 import random
 import shutil
 import tempfile
 import time
+
+from _loopstall import LoopStall
 
 from kvcore.raft.messages import ConfState, Snapshot, SnapshotMeta
 from kvcore.replica.command import encode_image
@@ -101,29 +104,17 @@ def write_file(directory: str, data: bytes, background: bool) -> tuple[float, fl
         disk.save(HardState(term=1, vote="a", commit=3), [Entry(term=1, index=i) for i in (1, 2, 3)], None)
         disk.sync()
         snap = Snapshot(meta=SnapshotMeta(index=2, term=1, conf=ConfState(voters=("a", "b", "c"))), data=data)
-        longest, last, stop = 0.0, time.perf_counter(), False
-
-        async def ticker() -> None:
-            nonlocal longest, last
-            while not stop:
+        async with LoopStall() as stall:
+            t0 = time.perf_counter()
+            disk.save(None, (), snap)
+            disk.sync()
+            for _ in range(100_000):  # bounded: the marker follows the file
+                if disk.log.load().snapshot.meta.index == 2:
+                    break
                 await asyncio.sleep(0.001)
-                now = time.perf_counter()
-                longest, last = max(longest, now - last), now
-
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0.01)
-        t0 = time.perf_counter()
-        disk.save(None, (), snap)
-        disk.sync()
-        for _ in range(100_000):  # bounded: the marker follows the file
-            if disk.log.load().snapshot.meta.index == 2:
-                break
-            await asyncio.sleep(0.001)
-        wall = time.perf_counter() - t0
-        stop = True
-        await tick
+            wall = time.perf_counter() - t0
         disk.close()
-        return wall, longest
+        return wall, stall.longest
 
     try:
         return asyncio.run(run())

@@ -24,12 +24,15 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import asyncio
 import json
 import shutil
 import tempfile
 import time
+
+from _loopstall import LoopStall
 
 from realnet.kvlog import LogStorage
 
@@ -45,38 +48,31 @@ def arm(directory: str, keys: int, value_bytes: int, chunk: int, in_steps: bool)
     s.flush()
 
     async def run() -> tuple[float, float]:
-        longest, last, stop = 0.0, time.perf_counter(), False
+        n = 0
 
-        async def ticker() -> None:
-            nonlocal longest, last
-            n = 0
-            while not stop:
+        def write() -> None:  # a writer goes on meanwhile
+            nonlocal n
+            s.put(f"w:{n % 1000}", b"x")
+            s.sync()
+            n += 1
+
+        async with LoopStall(write) as stall:
+            await asyncio.sleep(0.04)
+            stall.reset()
+            t0 = time.perf_counter()
+            s.compact_bytes = 1
+            if in_steps:
+                s.put("trigger", b"1")
+                s.flush()  # inside the loop: the compaction starts, in steps
+            else:
+                s._rewrite()  # the whole rewrite at once, as a flush inside the loop did before
+            assert in_steps is False or s._rw is not None, "the flush did not start a compaction"
+            for _ in range(1_000_000):  # bounded: the switch follows the steps and the thread
+                if s.stats["compactions"]:
+                    break
                 await asyncio.sleep(0.001)
-                now = time.perf_counter()
-                longest, last = max(longest, now - last), now
-                s.put(f"w:{n % 1000}", b"x")  # a writer goes on meanwhile
-                s.sync()
-                n += 1
-
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0.05)
-        longest = 0.0
-        t0 = time.perf_counter()
-        s.compact_bytes = 1
-        if in_steps:
-            s.put("trigger", b"1")
-            s.flush()  # inside the loop: the compaction starts, in steps
-        else:
-            s._rewrite()  # the whole rewrite at once, as a flush inside the loop did before
-        assert in_steps is False or s._rw is not None, "the flush did not start a compaction"
-        for _ in range(1_000_000):  # bounded: the switch follows the steps and the thread
-            if s.stats["compactions"]:
-                break
-            await asyncio.sleep(0.001)
-        wall = time.perf_counter() - t0
-        stop = True
-        await tick
-        return wall, longest
+            wall = time.perf_counter() - t0
+        return wall, stall.longest
 
     try:
         wall, stall = asyncio.run(run())
