@@ -13,12 +13,12 @@ The store: ``--keys`` pairs (1,000,000 by default) of 16-byte keys inserted in r
 the baseline's pause, the stepped build's longest turn (the freeze and the first call's steps, or
 one later step), its number of turns and its total CPU (CPU times, the best of ``--rounds``). Then
 the snapshot file: realnet's Raft log saving the compaction inside a running loop, with the file
-written in ``save()`` (before) or in the loop's executor (now), each with the wall time until
+written in ``save()`` (before) or in a worker thread (now), each with the wall time until
 its marker is synced and the longest stall a 1 ms ticker on the loop saw meanwhile (``--dir``; a
 tmpfs makes its fsync nearly free, the table names the directory).
 
 Prints a table, then as its last line one JSON object with the figures and the ratios of the
-longest pause (stepped image) and the longest stall (file in the executor) to their baselines.
+longest pause (stepped image) and the longest stall (file in a worker thread) to their baselines.
 
     python benchmarks/snapshot_pause.py [--keys 1000000] [--value-bytes 100] [--chunk 4096]
 """
@@ -88,7 +88,7 @@ def stepped(sm: StateMachine, chunk: int) -> tuple[float, int, float, bytes]:
 def write_file(directory: str, data: bytes, background: bool) -> tuple[float, float]:
     """(wall seconds until the snapshot's marker is synced, the loop's longest stall meanwhile)
     for realnet's Raft log saving a compaction inside a running loop: the file written in the
-    loop's executor (``background``, realnet's disk), or in ``save()`` as before."""
+    worker thread (``background``, realnet's disk), or in ``save()`` as before."""
     import asyncio
 
     from kvcore.raft.messages import Entry, HardState
@@ -150,7 +150,7 @@ def main() -> None:
     print(f"{'in steps':<22} {longest:>16.4f} {turns:>7,} {total:>12.3f}")
     print(f"then the snapshot file ({a.dir}), wall s: {'until marker':>14} {'longest loop stall':>19}")
     print(f"{'  written in save()':<30} {inline[0]:>14.3f} {inline[1]:>19.3f}")
-    print(f"{'  in the loop executor':<30} {behind[0]:>14.3f} {behind[1]:>19.3f}")
+    print(f"{'  in a worker thread':<30} {behind[0]:>14.3f} {behind[1]:>19.3f}")
     print(json.dumps({
         "benchmark": "snapshot_pause", "keys": a.keys, "value_bytes": a.value_bytes, "chunk": a.chunk,
         "image_bytes": len(data), "baseline_pause_s": round(base, 4), "stepped_longest_pause_s": round(longest, 5),

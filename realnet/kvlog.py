@@ -66,12 +66,21 @@ import errno
 import fcntl
 import logging
 import os
-import threading
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 
 from realnet import recordfile
 from realnet.recordfile import encode_record
-from realnet.runtime import FileStorage, fsync_dir, write_all, write_atomically
+from realnet.runtime import (
+    Background,
+    FileStorage,
+    fsync_dir,
+    off_loop,
+    unlink_quietly,
+    write_all,
+    write_atomically,
+    write_parts,
+)
 
 log = logging.getLogger("realnet.kvlog")
 
@@ -83,11 +92,6 @@ _KINDS = frozenset((K_PUT, K_DELETE))
 #: record overhead beyond key and value: header, kind, msgpack framing (an estimate, for the
 #: compaction rule only)
 _OVERHEAD = 16
-
-
-#: ``background(work, done)``: run ``work()`` off the loop, then ``done(error)`` (None when it
-#: returned) back on the loop
-Background = Callable[[Callable[[], None], Callable[[BaseException | None], None]], None]
 
 
 class _Rewrite:
@@ -151,11 +155,11 @@ class LogStorage:
         self.stats: dict[str, int] = dict.fromkeys(
             ("puts", "deletes", "fsyncs", "max_flush_records", "compactions",
              "torn_bytes_dropped", "compaction_steps", "compaction_failures"), 0)
-        #: where a compaction's temp file is written (None: a worker thread of the storage's own)
-        self.background: Background | None = None
+        #: where a compaction's temp file is written (realnet.runtime.off_loop: a worker thread)
+        self.background: Background = off_loop
         self._rw: _Rewrite | None = None
         self._retry_at = 0  # after a failed rewrite: no other before the log is this long
-        self._thread: threading.Thread | None = None
+        self._job: Future[None] | None = None  # the temp file's write, while it runs
         # Raises OSError with the reason (permission, a file in the way); the caller turns it
         # into a configuration error before anything is bound.
         os.makedirs(self.dir, exist_ok=True)
@@ -328,34 +332,17 @@ class LogStorage:
         rw.in_file = len(rw.since)
         parts = [*rw.chunks, *rw.since]
         tmp = self.path + ".tmp"
-        (self.background or self._in_thread)(lambda: write_parts(tmp, parts), lambda err: self._written(rw, err))
-
-    def _in_thread(self, work: Callable[[], None], done: Callable[[BaseException | None], None]) -> None:
-        loop = asyncio.get_running_loop()
-
-        def run() -> None:
-            err: BaseException | None = None
-            try:
-                work()
-            except BaseException as exc:  # handed back to the loop, which logs it
-                err = exc
-            try:
-                loop.call_soon_threadsafe(done, err)
-            except RuntimeError:
-                pass  # the loop is gone (the process stops): the temp file goes at next start
-
-        self._thread = threading.Thread(target=run, name="storage-compaction", daemon=True)
-        self._thread.start()
+        self._job = self.background(lambda: write_parts(tmp, parts), lambda err: self._written(rw, err))
 
     def _written(self, rw: _Rewrite, err: BaseException | None) -> None:
         """Back on the loop: append what was flushed meanwhile, fsync, rename, switch."""
         tmp = self.path + ".tmp"
         if self._rw is rw:
-            self._rw = None
+            self._rw, self._job = None, None
         if rw.cancelled:
             return  # closed or died meanwhile: close() removed the temp file, or the next start will
         if self._fd < 0 or self._failed or err is not None:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             if err is not None:
                 self._failed_rewrite(err)
             return
@@ -368,7 +355,7 @@ class LogStorage:
                 os.close(fd)
             os.replace(tmp, self.path)
         except OSError as exc:  # the old log is still the log: nothing lost
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             self._failed_rewrite(exc)
             return
         # renamed: the new file is the log from now on, so appends must go to it, and a rename
@@ -396,9 +383,9 @@ class LogStorage:
         if self._rw is not None:
             self._rw.cancelled = True
             self._rw = None
-        if self._thread is not None:
-            self._thread.join(timeout=60.0)  # bounded: one temp file's write
-            self._thread = None
+        if self._job is not None:
+            wait([self._job], timeout=60.0)  # bounded: one temp file's write
+            self._job = None
 
     def _rewrite(self) -> None:
         """The log as the image, written atomically (nothing is buffered)."""
@@ -423,7 +410,7 @@ class LogStorage:
                 self.flush()
         finally:
             self._stop_rewrite()
-            _unlink_quietly(self.path + ".tmp")
+            unlink_quietly(self.path + ".tmp")
             if self._fd >= 0:
                 os.close(self._fd)
             self._fd = -1
@@ -499,24 +486,6 @@ class LogStorage:
                 f"disagree with it ({shown}): files a storelab older than the log wrote after it? "
                 f"Nothing was changed. Keep one: move {LOG_NAME} aside to take the files over, or "
                 "remove the *.val files to keep the log.")
-
-
-def write_parts(path: str, parts: list[bytes]) -> None:
-    """Write ``parts`` one after the other into a new ``path`` and fsync it (no rename)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for p in parts:
-            write_all(fd, p)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 __all__ = ["LOCK_NAME", "LOG_NAME", "MAGIC", "LogStorage", "StorageFailed", "StorageLayoutConflict",

@@ -31,7 +31,7 @@ A failed write or fsync leaves the file in an unknown state, so (as etcd does) e
 Snapshot files cost their own fsyncs (file and directory) in the ``save()`` that carries them.
 
 **A compaction's snapshot file is written in the background** when the owner gives a
-``background(work, done)`` (realnet's disk: the event loop's executor, so the file's hundred
+``background(work, done)`` (realnet's disk: ``realnet.runtime.off_loop``, a worker thread, so the file's hundred
 megabytes and fsyncs do not stall the loop). A compaction is a snapshot whose index names an entry
 the *synced* log holds with the same term: everything it summarizes is durable in the log
 already, so nothing waits for its file. ``save()`` applies it to the volatile image and hands
@@ -66,7 +66,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -75,7 +75,7 @@ from kvcore.raft.messages import ConfState, Entry, HardState, Snapshot, Snapshot
 from kvcore.raft.storage import LogImage, StoredState, apply_snapshot, apply_writes
 from realnet import recordfile
 from realnet.recordfile import encode_record, encode_record_parts
-from realnet.runtime import write_all, write_atomically
+from realnet.runtime import Background, unlink_quietly, write_all, write_atomically
 
 log = logging.getLogger("realnet.raftlog")
 
@@ -87,9 +87,6 @@ K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE = b"H", b"E", b"T", b"S", b"P"
 _KINDS = frozenset((K_HARD, K_ENTRIES, K_TRUNCATE, K_SNAP, K_SNAPFILE))
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-#: ``background(work, done)``: run ``work()`` away from the caller's thread, then ``done(error)``
-#: (None when it returned) back on it
-Background = Callable[[Callable[[], None], Callable[[BaseException | None], None]], None]
 
 
 class RaftLogCorrupt(Exception):
@@ -315,7 +312,7 @@ class FileRaftStorage:
             log.warning("raft log %s: writing snapshot %d failed (%s); its entries stay in the log",
                         self.path, index, err)
         elif index <= self._synced.snapshot.meta.index or self._failed:
-            self._unlink_quietly(self._snap_path(index))  # outgrown meanwhile (a leader's snapshot)
+            unlink_quietly(self._snap_path(index))  # outgrown meanwhile (a leader's snapshot)
         else:
             self._buf += encode_record(K_SNAP, [index, snap.meta.term])
             self._buf_records += 1
@@ -328,12 +325,6 @@ class FileRaftStorage:
         nxt, self._next_write = self._next_write, None
         if nxt is not None and nxt.meta.index > self._synced.snapshot.meta.index and not self._failed:
             self._write_in_background(nxt)
-
-    def _unlink_quietly(self, path: str) -> None:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
     def _snap_path(self, index: int) -> str:
         return os.path.join(self.directory, f"raft-{self.group}.snap-{index:020d}")

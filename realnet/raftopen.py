@@ -21,8 +21,8 @@ for any request a node will not carry out), and nothing of the group is formed o
 after its fsync, so everything synced is durable when ``sync`` returns and ``fn`` runs at once.
 
 **A compaction's snapshot file is written off the loop**: :class:`RaftLogDisk` gives the log a
-``background`` that runs the file's write (and its fsyncs) in the loop's default executor and
-hands the outcome back to the loop (``realnet.raftlog``: the entries it summarizes are durable
+``background`` (``realnet.runtime.off_loop``, the storage log's too) that runs the file's write
+(and its fsyncs) in a worker thread and hands the outcome back to the loop (``realnet.raftlog``: the entries it summarizes are durable
 in the log already, so nothing waits for it). Outside a running loop it writes at once.
 
 **Commit latency, measured on the log.** ``save`` notes the loop time at which each entry index
@@ -39,7 +39,6 @@ the offset); the node's start reports the sentence and exits (``realnet.node``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ from kvcore.raft.messages import Entry, HardState, Snapshot
 from kvcore.raft.storage import StoredState
 from realnet.metrics import Histogram
 from realnet.raftlog import FileRaftStorage
+from realnet.runtime import off_loop
 
 #: the directory under ``--data-dir`` that holds the Raft log and snapshots
 RAFT_DIR = "raft"
@@ -75,7 +75,7 @@ class RaftLogDisk:
         self.unmeasured = 0
         self._saved_at: OrderedDict[int, float] = OrderedDict()
         self._commit = log.load().hard_state.commit
-        log.background = _in_executor
+        log.background = off_loop
 
 
     def load(self) -> StoredState:
@@ -113,28 +113,6 @@ class RaftLogDisk:
 
     def close(self) -> None:
         self.log.close()
-
-
-def _in_executor(work: Callable[[], None], done: Callable[[BaseException | None], None]) -> None:
-    """``work()`` in the running loop's default executor, then ``done(error)`` on the loop; at
-    once outside a running loop."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    if loop is None:
-        try:
-            work()
-        except Exception as exc:  # the log counts and logs it
-            done(exc)
-        else:
-            done(None)
-        return
-
-    def finished(f: asyncio.Future[None]) -> None:
-        done(RuntimeError("cancelled") if f.cancelled() else f.exception())
-
-    loop.run_in_executor(None, work).add_done_callback(finished)
 
 
 class RaftOpener:

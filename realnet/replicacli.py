@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kvcore.slots import even_split
@@ -56,6 +57,11 @@ def raft_of(n: NodeState) -> dict[str, Any] | None:
     """A node's ``raft`` view (None: it answered nothing, or runs no group)."""
     raft = (n.info or {}).get("raft")
     return raft if isinstance(raft, dict) else None
+
+
+def in_conf(raft: Mapping[str, Any], node_id: str) -> bool:
+    """Whether a ``raft`` view's configuration names ``node_id`` (voter or learner)."""
+    return node_id in raft.get("voters", []) or node_id in raft.get("learners", [])
 
 
 def replicated(cluster: ClusterView) -> bool:
@@ -85,7 +91,6 @@ def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str
                 "can reach each other."]
     lraft = raft_of(lead) or {}
     voters = list(lraft.get("voters", []))
-    learners = list(lraft.get("learners", []))
     alive = [v for v in voters if v in cluster.nodes and cluster.nodes[v].state == State.ALIVE
              and cluster.nodes[v].reachable]
     need = len(voters) // 2 + 1
@@ -99,7 +104,7 @@ def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str
     for nid, raft in sorted(views.items()):
         if raft is None:
             continue
-        if nid not in voters and nid not in learners:
+        if not in_conf(lraft, nid):
             if raft.get("removed_at") is not None:
                 problems.append(f"Node {nid} was removed from the group (the configuration committed at "
                                 f"index {raft['removed_at']}) but is still a cluster member: "
@@ -209,23 +214,26 @@ def add_node(a: Admin, new: NodeState, cluster: ClusterView) -> None:
 
 
 def remove(a: Admin, cluster: ClusterView, node: NodeState) -> None:
-    """A configuration change removes ``node`` from the group; then it leaves the cluster."""
+    """A configuration change removes ``node`` from the group (unless the leader's configuration
+    no longer names it); once the change is committed, it leaves the cluster."""
     lead = leader_or_refuse(cluster)
-    if lead.id == node.id:
-        others = [v for v in (raft_of(lead) or {}).get("voters", []) if v != node.id
-                  and v in cluster.nodes and cluster.nodes[v].reachable]
-        if not others:
-            raise Refused(f"Node {node.id} is the group's only live voter; nobody could take over.")
-        cluster = failover(a, cluster, cluster.nodes[others[0]])
-        lead = leader_or_refuse(cluster)
-    a.post(lead.addr, "/cluster/remove-voter", {"node": node.id})
+    if in_conf(raft_of(lead) or {}, node.id):  # (else removed already: cut off meanwhile, or a
+        if lead.id == node.id:                  # remove-node cut short)
+            others = [v for v in (raft_of(lead) or {}).get("voters", []) if v != node.id
+                      and v in cluster.nodes and cluster.nodes[v].reachable]
+            if not others:
+                raise Refused(f"Node {node.id} is the group's only live voter; nobody could take over.")
+            cluster = failover(a, cluster, cluster.nodes[others[0]])
+            lead = leader_or_refuse(cluster)
+        a.post(lead.addr, "/cluster/remove-voter", {"node": node.id})
 
     def removed() -> bool:
-        c = a.discover(lead.addr)
-        cur = leader_of(c)
-        conf = raft_of(cur) or {} if cur is not None else {}
-        return cur is not None and node.id not in conf.get("voters", []) and node.id not in conf.get(
-            "learners", [])
+        cur = leader_of(a.discover(lead.addr))
+        conf = (raft_of(cur) or {}) if cur is not None else {}
+        # committed: a change still uncommitted may be rolled back, and the node would have left
+        # a group that still counts it
+        return cur is not None and not in_conf(conf, node.id) and int(conf.get("commit", 0)) >= int(
+            conf.get("conf_index", 0))
 
     a.wait(f"the group to drop {node.id} from its configuration", removed)
     leave(a, node)
@@ -335,15 +343,14 @@ def cmd_add_node(args: argparse.Namespace, a: Admin, cluster: ClusterView, new: 
 def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) -> int:
     node = cluster.resolve(args.node)
     lead = leader_or_refuse(cluster)
-    conf = raft_of(lead) or {}
-    if node.id not in conf.get("voters", []) and node.id not in conf.get("learners", []):
+    if not in_conf(raft_of(lead) or {}, node.id):
         if not node.reachable:
             raise Refused(f"Node {node.label()} is not in the group's configuration.")
         # removed while it was cut off (or a remove-node whose last step failed): finish the job
         say(f"Node {node.label()} is no longer in the group's configuration; it leaves the cluster now "
             "(its process exits).")
         confirm(args, f"Make node {node.id} leave?")
-        leave(a, node)
+        remove(a, cluster, node)
         say(f"Node {node.id} left the cluster.")
         return admin.EXIT_OK
     say(f"Removing node {node.label()} from the replicated group by a configuration change; then it "

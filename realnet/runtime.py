@@ -51,6 +51,7 @@ import random
 import struct
 import urllib.parse
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,20 +82,65 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def write_atomically(path: str, data: bytes | Sequence[bytes]) -> None:
-    """Replace ``path`` by ``data`` (bytes, or parts written one after the other) crash-safely:
-    ``path.tmp``, fsync, rename over ``path``, fsync of the directory. A crash leaves the old
-    file or the new one, never a mix."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def write_parts(path: str, parts: Sequence[bytes]) -> None:
+    """Write ``parts`` one after the other into a new file ``path`` and fsync it (no rename)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        for part in (data,) if isinstance(data, bytes | bytearray) else data:
+        for part in parts:
             write_all(fd, part)
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+
+
+def write_atomically(path: str, data: bytes | Sequence[bytes]) -> None:
+    """Replace ``path`` by ``data`` (bytes, or parts written one after the other) crash-safely:
+    ``path.tmp``, fsync, rename over ``path``, fsync of the directory. A crash leaves the old
+    file or the new one, never a mix."""
+    write_parts(path + ".tmp", (data,) if isinstance(data, bytes | bytearray) else data)
+    os.replace(path + ".tmp", path)
     fsync_dir(os.path.dirname(path) or ".")
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove ``path`` if it is there (a temp file, a snapshot file no longer needed)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+#: ``background(work, done)``: run ``work()`` off the event loop, then ``done(error)`` (None when
+#: it returned) back on the loop; the job's future, when there is one to wait for
+Background = Callable[[Callable[[], None], Callable[[BaseException | None], None]], "Future[None] | None"]
+_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="storelab-disk")
+
+
+def off_loop(work: Callable[[], None], done: Callable[[BaseException | None], None]) -> Future[None] | None:
+    """The storages' :data:`Background`: ``work()`` in a worker thread (a large file's write
+    and fsyncs, which release the GIL), then ``done(error)`` on the running loop; at once, in
+    line, outside a running loop (None then). A loop gone meanwhile (the process stops) is
+    never called back: what the work left is for the next start to clean up."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        err: BaseException | None = None
+        try:
+            work()
+        except Exception as exc:
+            err = exc
+        done(err)
+        return None
+
+    def finished(f: Future[None]) -> None:
+        try:
+            loop.call_soon_threadsafe(done, f.exception())
+        except RuntimeError:
+            pass  # the loop is closed
+
+    job = _WORKERS.submit(work)
+    job.add_done_callback(finished)
+    return job
 
 
 class FileStorage:

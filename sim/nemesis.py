@@ -88,6 +88,7 @@ from sim.cluster import Fault, SimCluster
 from sim.latency import Exponential, Latency, LogNormal
 from sim.network import Link, Loss, Partition, Rule, schedule_call
 from sim.rand import stream
+from sim.replicas import leader
 
 PARTITION_FLAVOURS = ("partition", "bridge", "oneway", "partial")
 KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard", "powerloss", "duplicate",
@@ -462,8 +463,6 @@ class MemberChanges(Package):
         return FaultRecord("member", start, end, "a voter", param=round(rng.random(), 9))
 
     def begin(self, run: _Active, cluster: SimCluster) -> None:
-        from sim.replicas import leader
-
         rec = run.record
         if cluster.replicas <= 1:
             rec.skipped = "membership changes need a replicated group"
@@ -482,12 +481,12 @@ class MemberChanges(Package):
         run.fault = cluster.faults[-1]
 
     def finish(self, run: _Active, cluster: SimCluster) -> None:
-        from sim.replicas import leader
-
         victim = run.record.nodes[0]
         lead = leader(cluster)
-        conf = lead.replica.raft.log.conf() if lead is not None else None
-        gone = conf is not None and victim not in conf.voters and victim not in conf.learners
+        log = lead.replica.raft.log if lead is not None else None
+        # committed, as remove-node waits for: a change still uncommitted may be rolled back
+        gone = (log is not None and log.conf_committed() and victim not in log.conf().voters
+                and victim not in log.conf().learners)
         new = cluster.add_replica()
         if gone:
             cluster.leave(victim)

@@ -135,7 +135,7 @@ def maybe_commit(r: Raft) -> bool:
     release_waiting_reads(r)
     broadcast_append(r)  # carries the new commit index
     conf = r.log.conf()
-    if r.id not in conf.voters and r.log.committed >= r.log.last_conf_index():
+    if r.id not in conf.voters and r.log.conf_committed():
         # thesis §4.2.2: a leader removed from the configuration steps down once it committed
         r.logf("was removed from the configuration and steps down")
         r.become_follower(r.term, None)
@@ -281,7 +281,7 @@ def propose_conf_change(r: Raft, cc: ConfChange) -> tuple[int, int]:
     if r.role != "leader":
         raise NotLeader(r.id, r.lead)
     conf = r.log.conf()
-    if r.log.last_conf_index() > r.log.committed:
+    if not r.log.conf_committed():
         raise ProposalRefused("a configuration change is still uncommitted; one server at a time (thesis §4.1)")
     if not r.committed_in_term():
         raise ProposalRefused("the leader has not committed an entry of its term yet (the no-op-first rule)")

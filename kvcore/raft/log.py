@@ -123,6 +123,11 @@ class RaftLog:
     def last_conf_index(self) -> int:
         return self.confs[-1][0]
 
+    def conf_committed(self) -> bool:
+        """Whether the latest configuration is committed (one that is not may still be rolled
+        back with its entry, thesis §4.1)."""
+        return self.confs[-1][0] <= self.committed
+
     # --- writing -----------------------------------------------------------------------------
 
     def append(self, entries: Sequence[Entry]) -> None:

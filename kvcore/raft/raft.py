@@ -373,7 +373,7 @@ class Raft:
         configuration may be one added by an entry we have not received yet)."""
         log = self.log
         conf, at = log.conf(), log.last_conf_index()
-        if m.src in conf.voters or m.src in conf.learners or at > log.committed:
+        if m.src in conf.voters or m.src in conf.learners or not log.conf_committed():
             return
         self.stats["removed_told"] += 1
         self.logf(f"told {m.src} that the configuration committed at index {at} does not include it")

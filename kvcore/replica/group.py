@@ -161,7 +161,8 @@ class ReplicaStats:
     timeouts: int = 0
     dropped: int = 0
     snapshots_taken: int = 0
-    #: loop turns snapshot images took after their first (one step each: a large store's image)
+    #: steps the snapshot images took (ImageBuilder.steps: a run sorted or a chunk encoded each;
+    #: after the first call's, one step per loop turn)
     image_steps: int = 0
     snapshots_installed: int = 0
     readies: int = 0
@@ -363,23 +364,23 @@ class ReplicaGroup:
                 or log.applied - log.first_index() + 1 <= self.config.snapshot_entries):
             return
         self._image = self.machine.begin_image()
-        self._image_step(first=True)
+        self._image_step()
 
-    def _image_step(self, first: bool = False) -> None:
+    def _image_step(self) -> None:
         b = self._image
         if b is None or b.cancelled or not self.running:
             self._image = None  # cancelled (a snapshot from the leader was installed), or stopped
             return
-        if not first:
-            self.stats.image_steps += 1
+        # the first call takes two steps (a store that fits one chunk: sorted, then encoded,
+        # done at once); every later one, one step, a loop turn each
         while not b.step(self.config.image_chunk):
-            if b.steps >= 2:  # more than a store that fits one step: the rest a turn at a time
+            if b.steps >= 2:
                 self.rt.call_later(0.0, self._image_step)
                 return
         self._image = None
-        if b.cancelled:
-            return
-        self._input(lambda: self._compact(b))
+        self.stats.image_steps += b.steps
+        if not b.cancelled:
+            self._input(lambda: self._compact(b))
 
     def _compact(self, b: ImageBuilder) -> None:
         if b.index <= self.raft.log.snapshot.meta.index:
@@ -714,7 +715,7 @@ class ReplicaGroup:
             "role": r.role, "term": r.term, "leader": r.lead, "commit": r.log.committed,
             "applied": self.machine.applied, "first_index": r.log.first_index(),
             "last_index": r.log.last_index(), "voters": list(conf.voters),
-            "learners": list(conf.learners),
+            "learners": list(conf.learners), "conf_index": r.log.last_conf_index(),
             "removed_at": r.removed_at if r.removed() else None, "pending_writes": len(self.writes) + len(self.queued),
             "pending_reads": len(self.reads), "keys": self.machine.store.count(),
             "stats": dict(vars(self.stats)),

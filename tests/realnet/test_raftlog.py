@@ -578,8 +578,8 @@ def test_a_leaders_snapshot_is_written_in_save_and_outgrows_a_compaction_in_flig
     assert reopen(s).load().snapshot.meta.index == 20
 
 
-def test_realnets_disk_writes_a_compactions_file_in_the_loops_executor(tmp_path: Path) -> None:
-    """RaftLogDisk gives the log the loop's executor: save() returns before the file is written,
+def test_realnets_disk_writes_a_compactions_file_in_a_worker_thread(tmp_path: Path) -> None:
+    """RaftLogDisk gives the log a worker thread (off_loop): save() returns before the file is written,
     and the marker is synced once it is, while the loop keeps running."""
     import asyncio
 

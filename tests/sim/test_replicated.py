@@ -289,7 +289,7 @@ def test_a_voter_removed_while_cut_off_learns_it_stops_campaigning_and_refuses_c
     assert all(c.node(n).replica.info()["removed_at"] is None for n in others)
 
 
-def test_a_snapshot_of_a_large_store_is_built_in_steps_while_the_group_serves() -> None:
+def test_a_snapshot_of_a_large_store_is_built_in_steps_and_a_learner_installs_it() -> None:
     """Thesis §5.2: the image is frozen at an index and built a step per turn (copy on write; the
     steps' interleaving with writes is tested in tests/kvcore/replica/test_state_machine.py); the
     snapshot holds the store at its index, and a learner that installs it catches up to the same
