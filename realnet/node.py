@@ -345,6 +345,8 @@ def build(
         # a static member cannot tell its first start from a restart that lost its data
         sync_first=in_static,
         raft_opener=opener,
+        # the Raft group's role changes, elections and removal, as they happen
+        raft_log=logging.getLogger("realnet.raft").info,
     )
     peers: dict[str, tuple[str, int]] = {}
     if settings.cluster is not None:

@@ -138,6 +138,7 @@ class Node:
         raft_opener: RaftOpener | None = None,
         replica: ReplicaConfig | None = None,
         raft_observer: Observer | None = None,
+        raft_log: Callable[[str], None] | None = None,
     ) -> None:
         """Build a node.
 
@@ -149,7 +150,8 @@ class Node:
         replicated group (default: :class:`KVRaftStorage` in the Runtime's Storage; realnet
         passes its log file), ``replica`` tunes the group, ``raft_observer`` sees where each
         incarnation's group starts and every Ready
-        (the sim's Figure 3 checks).
+        (the sim's Figure 3 checks), ``raft_log`` takes the group's notable Raft lines
+        (:attr:`~kvcore.raft.config.RaftConfig.notable`: role changes, elections, removal).
         """
         self.rt = runtime
         self.id = runtime.node_id
@@ -205,6 +207,7 @@ class Node:
         self._raft_opener = raft_opener or (lambda v, le: KVRaftStorage(runtime.storage, v, le))
         self._replica_config = replica or ReplicaConfig()
         self._raft_observer = raft_observer
+        self._raft_log = raft_log
         #: the replicated group this node serves through (None: the unreplicated store)
         self.replica: ReplicaGroup | None = None
         saved = runtime.storage.get(GROUP_KEY)
@@ -501,7 +504,7 @@ class Node:
     def _open_group(self, voters: list[str], learners: list[str]) -> ReplicaGroup:
         self.replica = ReplicaGroup(self.id, self.rt, self._raft_opener(voters, learners), self.config,
                                     self._replica_config, self.store, self._send, self.stats,
-                                    self._raft_observer)
+                                    self._raft_observer, self._raft_log)
         return self.replica
 
     def _no_slot_moves(self, verb: str) -> None:

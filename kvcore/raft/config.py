@@ -58,6 +58,11 @@ class RaftConfig:
     lease_drift_ticks: int = 1
     #: Where trace lines go ("2 became leader at term 3"); None is silent.
     logger: Callable[[str], None] | None = None
+    #: Where the trace lines an operator wants go, as they come (also sent to ``logger``): this
+    #: node's role changes, elections it starts, and what it learns of its own removal. Not the
+    #: per-message lines (votes cast or refused, malformed messages), which a removed or cut-off
+    #: server would repeat every election timeout. realnet logs them at INFO; None is silent.
+    notable: Callable[[str], None] | None = None
 
     def validate(self) -> list[str]:
         problems: list[str] = []

@@ -154,9 +154,13 @@ class Raft:
 
     # --- small helpers ---------------------------------------------------------------------
 
-    def logf(self, text: str) -> None:
-        if self.cfg.logger is not None:
-            self.cfg.logger(f"{self.id} {text}")
+    def logf(self, text: str, notable: bool = False) -> None:
+        """A trace line; ``notable``: one an operator wants too (:attr:`RaftConfig.notable`)."""
+        cfg = self.cfg
+        if cfg.logger is not None:
+            cfg.logger(f"{self.id} {text}")
+        if notable and cfg.notable is not None:
+            cfg.notable(f"{self.id} {text}")
 
     def send(self, m: RaftMessage) -> None:
         self.msgs.append(m)
@@ -198,11 +202,14 @@ class Raft:
         self.read_queue.clear()
 
     def become_follower(self, term: int, lead: str | None) -> None:
+        # a pre-candidate that lost its PreVote round changed nothing anyone needs to hear of (a
+        # server whose log is behind the others' is refused so every election timeout)
+        notable = term != self.term or self.role != PRE_CANDIDATE
         self._reset(term)
         self.role = FOLLOWER
         self.lead = lead
         self.prs = {}
-        self.logf(f"became follower at term {self.term}")
+        self.logf(f"became follower at term {self.term}", notable=notable)
 
     def become_pre_candidate(self) -> None:
         # thesis §9.6: a pre-candidate changes neither its term nor its vote
@@ -218,7 +225,7 @@ class Raft:
         self.vote = self.id
         self.role = CANDIDATE
         self.prs = {}
-        self.logf(f"became candidate at term {self.term}")
+        self.logf(f"became candidate at term {self.term}", notable=True)
 
     def become_leader(self) -> None:
         lead_term = self.term
@@ -229,7 +236,7 @@ class Raft:
         leader.sync_progress(self)
         self.prs[self.id].match = self.log.stabled
         self.stats["became_leader"] += 1
-        self.logf(f"became leader at term {self.term}")
+        self.logf(f"became leader at term {self.term}", notable=True)
         # §8 / thesis §6.4: a no-op entry at the start of the term, so the leader learns which
         # entries are committed (Figure 8: only an entry of its own term commits by counting).
         self.log.append([Entry(term=self.term, index=self.log.last_index() + 1)])
@@ -257,8 +264,11 @@ class Raft:
             self.logf("is already the leader and does not campaign")
             return
         self.stats["campaigns"] += 1
-        self.logf(f"is starting a new election at term {self.term}")
-        if self.cfg.pre_vote and not transfer:
+        pre_vote = self.cfg.pre_vote and not transfer
+        # a PreVote round changes nothing yet (a server cut off from the rest runs one every
+        # election timeout): it is notable once won, as "became candidate"
+        self.logf(f"is starting a new election at term {self.term}", notable=not pre_vote)
+        if pre_vote:
             self.become_pre_candidate()
             pre, term = True, self.term + 1
         else:
@@ -362,7 +372,7 @@ class Raft:
                 cc = ConfChange.decode(e.data)
                 if cc.op == "remove" and cc.node == self.id and (self.removed_at or 0) < e.index:
                     self.removed_at = e.index
-                    self.logf(f"applied its own removal from the configuration at index {e.index}")
+                    self.logf(f"applied its own removal from the configuration at index {e.index}", notable=True)
 
     def _answer_non_member(self, m: RaftVote) -> None:
         """Thesis §4.2.3: a server removed while it was down or cut off never hears of it (the
@@ -376,7 +386,8 @@ class Raft:
         if m.src in conf.voters or m.src in conf.learners or not log.conf_committed():
             return
         self.stats["removed_told"] += 1
-        self.logf(f"told {m.src} that the configuration committed at index {at} does not include it")
+        self.logf(f"told {m.src} that the configuration committed at index {at} does not include it",
+                  notable=True)
         self.send(RaftRemoved(term=self.term, src=self.id, dst=m.src, conf_index=at))
 
     def _step_removed(self, m: RaftRemoved) -> None:
@@ -391,7 +402,7 @@ class Raft:
             self.removed_at = m.conf_index
             self.stats["removed_notices"] += 1
             self.logf(f"learned from {m.src} that the configuration committed at index {m.conf_index} "
-                      "removed it, and stops campaigning")
+                      "removed it, and stops campaigning", notable=True)
         if self.role in (PRE_CANDIDATE, CANDIDATE):
             self.become_follower(self.term, None)
 

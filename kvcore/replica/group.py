@@ -187,7 +187,8 @@ class Observer(Protocol):
 class ReplicaGroup:
     def __init__(self, node_id: str, runtime: Runtime, disk: RaftDisk, node_config: NodeConfig,
                  config: ReplicaConfig, store: LocalStore, send: Callable[[str, Any], None],
-                 node_stats: NodeStats, observer: Observer | None = None) -> None:
+                 node_stats: NodeStats, observer: Observer | None = None,
+                 raft_log: Callable[[str], None] | None = None) -> None:
         problems = config.problems()
         if problems:
             raise ValueError(" ".join(problems))
@@ -204,7 +205,8 @@ class ReplicaGroup:
         rng = random.Random(runtime.random.getrandbits(64))
         self.raft = Raft(RaftConfig(id=node_id, election_tick=config.election_tick,
                                     heartbeat_tick=config.heartbeat_tick,
-                                    max_snapshot_chunk=node_config.max_frame_bytes // 4), stored, rng)
+                                    max_snapshot_chunk=node_config.max_frame_bytes // 4,
+                                    notable=raft_log), stored, rng)
         self.machine = StateMachine(store)
         if stored.snapshot.data:
             self.machine.restore(stored.snapshot.data, stored.snapshot.meta.index)

@@ -329,6 +329,10 @@ def test_a_node_removed_while_stopped_learns_it_and_remove_node_finishes_its_lea
         victim.signal(signal.SIGCONT)
     r = poll(lambda: (raft(victim) or {}).get("removed_at"), timeout=30, what="the victim to learn")
     assert r >= 2
+    # and says so in its log (RaftConfig.notable, at INFO), as the leader said it was elected
+    assert f"INFO [{victim.id}] realnet.raft: {victim.id} learned from " in victim.log_text()
+    assert "removed it, and stops campaigning" in victim.log_text()
+    assert f"INFO [{lead.id}] realnet.raft: {lead.id} became leader at term" in lead.log_text()
     status, _, body = victim.request("GET", kv_path("after"))
     assert status == 503 and json.loads(body)["error"] == "removed", body
     assert metric(victim, "storelab_raft_removed") == 1 and metric(lead, "storelab_raft_removed") == 0

@@ -140,3 +140,49 @@ def test_same_seed_same_trace() -> None:
     """Randomness comes only from injected random.Random objects: one seed, one run."""
     assert trace(4) == trace(4)
     assert trace(4) != trace(5)
+
+
+def test_notable_lines_are_role_changes_not_the_chatter_of_a_server_that_lost_its_leader() -> None:
+    """RaftConfig.notable (realnet logs it at INFO) hears who became what at which term; not
+    votes, PreVote rounds, or a pre-candidate falling back at the same term. A follower cut off
+    from the leader alone (the others still hear it, so leader stickiness refuses it) runs a
+    PreVote round every election timeout: twenty timeouts, and it says nothing."""
+    lines: list[str] = []
+    net = Network(["1", "2", "3", "4", "5"], notable=lines.append)
+    start = sorted(lines)
+    assert start == [f"{i} became follower at term 0" for i in "12345"]
+    del lines[:]
+    net.elect("1")
+    assert sorted(lines) == ["1 became candidate at term 1", "1 became leader at term 1",
+                             *(f"{i} became follower at term 1" for i in "2345")]
+    del lines[:]
+    net.cut("1", "3")
+    r3 = net.raft("3")
+    for _ in range(20 * r3.cfg.election_tick):
+        net.tick_all()
+    assert r3.stats["campaigns"] >= 10 and net.leaders() == ["1"] and r3.term == 1
+    assert lines == []
+    # a real election is notable again: the leader crashes, another wins
+    net.recover()
+    net.crash("1")
+    net.tick_all(3 * r3.cfg.election_tick)
+    (new,) = net.leaders()
+    term = net.raft(new).term
+    assert f"{new} became candidate at term {term}" in lines and f"{new} became leader at term {term}" in lines
+
+
+def test_a_pre_candidate_refused_at_the_same_term_is_not_notable() -> None:
+    """Without leader stickiness the others answer a lagging server's PreVote: refused (its log
+    is behind), it falls back to follower at the same term, every election timeout, silently."""
+    lines: list[str] = []
+    net = Network(["1", "2", "3", "4", "5"], notable=lines.append, check_quorum=False)
+    net.elect("1")
+    net.drop("1", "3")  # 3 no longer hears the leader; its log falls behind
+    net.propose("1", b"x")
+    net.stabilize()
+    del lines[:]
+    r3 = net.raft("3")
+    for _ in range(20 * r3.cfg.election_tick):
+        net.tick_all()
+    assert r3.stats["campaigns"] >= 10 and net.leaders() == ["1"] and net.raft("1").term == 1
+    assert lines == []

@@ -278,9 +278,9 @@ def test_membership_changes_under_random_faults_keep_figure3() -> None:
 # --- a removed server that missed its removal (thesis §4.2.3) -----------------------------------
 
 
-def _removed_while_cut_off() -> Network:
+def _removed_while_cut_off(**cfg: object) -> Network:
     """Four voters; 4 is cut off while the leader removes it, and comes back knowing nothing."""
-    net = Network(["1", "2", "3", "4"])
+    net = Network(["1", "2", "3", "4"], **cfg)
     net.elect("1")
     net.isolate("4")
     conf_change(net, "1", "remove", "4")
@@ -306,6 +306,21 @@ def test_a_removed_server_that_missed_its_removal_is_told_and_stops_campaigning(
     # it no longer counts itself: a campaign asked of it is refused
     r4.campaign()
     assert r4.stats["campaigns"] == 1 and not r4.msgs
+
+
+def test_the_removal_and_the_notice_are_notable_lines_and_the_campaigns_are_not() -> None:
+    """What realnet logs at INFO (RaftConfig.notable): the removal as each side learns it; not
+    the removed server's PreVote rounds, nor the members' refusals of them."""
+    lines: list[str] = []
+    net = _removed_while_cut_off(notable=lines.append)
+    del lines[:]
+    r4 = net.raft("4")
+    for _ in range(20 * r4.cfg.election_tick):
+        net.tick("4")
+        net.stabilize()
+    assert sorted(lines) == [
+        f"{i} told 4 that the configuration committed at index 2 does not include it" for i in "123"
+    ] + ["4 learned from 1 that the configuration committed at index 2 removed it, and stops campaigning"]
 
 
 def test_without_the_notice_a_removed_server_campaigns_forever() -> None:
