@@ -101,7 +101,7 @@ from realnet.http import (
 from realnet.metrics import ForwardMeter, OpLatency, registry
 from realnet.replicaapi import ReplicaAdminApi
 from realnet.runtime import event_loop_name
-from realnet.security import HostCheck, TokenCheck, unauthorized
+from realnet.security import HostCheck, TokenCheck, request_host, unauthorized
 from realnet.transport import PeerTransport
 
 log = logging.getLogger("realnet.api")
@@ -305,18 +305,48 @@ class Api(AdminApi, ReplicaAdminApi):
 
     # --- dispatch ----------------------------------------------------------------------
 
+    def _misdirected(self, req: Request) -> Response | None:
+        """421 when the request names a host that is not one of this node's (DNS rebinding)."""
+        hosts = self.hosts
+        if hosts is None:
+            return None
+        host = request_host(req.target, req.headers)  # None only in HTTP/1.0 without Host
+        if host is None or hosts.ok(host):
+            return None
+        self.count_status(421)
+        return error_response(
+            421, "misdirected_request",
+            f"This node does not answer for the host {host[:100]!r}; use its own address "
+            "(or list the name with --allowed-host).",
+        )
+
+    def head_refusal(self, req: Request) -> Response | None:
+        """The HTTP server's head check (``realnet.http.HeadCheck``): what a request whose body
+        is still to come is refused by its head alone, the Host check and the token its path
+        needs, so that a client without the token is answered before it sends a body (and is
+        sent no ``100 Continue``). :meth:`__call__` checks the same for whole requests."""
+        resp = self._misdirected(req)
+        if resp is not None:
+            return resp
+        path = req.path
+        if path.startswith("/kv/"):
+            check = self.client_check
+            what = "client"
+        elif req.method == "POST" and path in self._admin:
+            check = self.admin_check
+            what = "admin"
+        else:
+            return None
+        if check is None or check.ok(req.headers):
+            return None
+        self.count_status(401)
+        return unauthorized(what)
+
     def __call__(self, req: Request) -> Response | asyncio.Future[Response] | _ReplySlot:
         path = req.path
-        hosts = self.hosts
-        if hosts is not None:
-            host = req.headers.get("host")  # absent only in HTTP/1.0, which names no host
-            if host is not None and not hosts.ok(host):
-                resp = error_response(
-                    421, "misdirected_request",
-                    f"This node does not answer for the host {host[:100]!r}; use its own address "
-                    "(or list the name with --allowed-host).",
-                )
-                self.count_status(421)
+        if self.hosts is not None:
+            resp = self._misdirected(req)
+            if resp is not None:
                 return resp
         if path.startswith("/kv/"):
             client_check = self.client_check

@@ -71,7 +71,11 @@ derives the cap from the open-file limit); a request head must be complete withi
 ``head_timeout`` seconds of the sweep first seeing it begun, however actively it trickles (408);
 the bytes the parsers of all connections hold while bodies arrive are summed
 (``server_stats.buffered``), and the connection that pushes the sum past ``max_buffered_bodies``
-is answered ``503 busy`` and closed. Everything a client's input causes is logged through one
+is answered ``503 busy`` and closed; a whole request, body included, must arrive within
+``keepalive_timeout`` of its start (408). A server given a ``head_check`` (the node's token and
+Host checks) judges a request whose body is still to come by its head, before it answers
+``100 Continue`` or buffers a byte of the body: refused, it is answered at once and the
+connection closed, so a client without a token can hold no body. Everything a client's input causes is logged through one
 rate-limited log (:data:`refusals`, :class:`realnet.ratelog.RateLog`), and
 :func:`rate_limited_exception_handler` does the same for the event loop's reports, among them the
 flood asyncio's accept loop produces when ``accept()`` fails with EMFILE. What was refused is
@@ -115,6 +119,7 @@ __all__ = [
     "Handler",
     "HttpLimits",
     "HttpServerStats",
+    "HeadCheck",
     "Request",
     "Response",
     "default_max_connections",
@@ -140,6 +145,9 @@ class Response:
 
 
 Handler = Callable[[Request], "Response | asyncio.Future[Response]"]
+#: judges a request by its head while its body is still to come: a Response refuses it (sent at
+#: once, the connection then closed without reading the body), None lets the body be read
+HeadCheck = Callable[[Request], "Response | None"]
 
 
 def json_response(status: int, obj: object) -> Response:
@@ -169,8 +177,11 @@ class HttpServerStats:
     connections_total: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     """Connections and requests refused to bound resources, by reason: ``connections`` (over
-    :attr:`HttpLimits.max_connections`), ``head_timeout``, ``buffered_bodies``, ``accept_errors``
-    (the listening socket's accept failed: EMFILE and its kin)."""
+    :attr:`HttpLimits.max_connections`), ``head_timeout``, ``body_timeout``, ``buffered_bodies``,
+    ``accept_errors`` (the listening socket's accept failed: EMFILE and its kin)."""
+    refused_before_body: int = 0
+    """Requests the head check refused, their bodies never read (the handler that judged them
+    counts them by status too)."""
     buffered: int = 0
     """Bytes the parsers of every connection hold now (bodies being received, pipelined input)."""
 
@@ -328,6 +339,7 @@ class _ServerState:
         "drained",
         "all_closed",
         "handler",
+        "head_check",
         "limits",
         "loop",
         "max_connections",
@@ -344,8 +356,10 @@ class _ServerState:
         limits: HttpLimits,
         loop: asyncio.AbstractEventLoop,
         parser_class: type[RequestParser],
+        head_check: HeadCheck | None = None,
     ):
         self.handler = handler
+        self.head_check = head_check
         self.limits = limits
         self.parser_class = parser_class
         self.stats = HttpServerStats()
@@ -396,7 +410,7 @@ class _ServerState:
         timeout = self.limits.keepalive_timeout
         head_timeout = self.limits.head_timeout
         for conn in list(self.conns):
-            if conn.head_overdue(now, head_timeout):
+            if conn.overdue(now, head_timeout, timeout):
                 continue
             if conn.active:
                 conn.active = False
@@ -429,6 +443,7 @@ class _HttpConnection(asyncio.Protocol):
         "_closing",
         "_discarded",
         "_handler",
+        "_head_judged",
         "_head_mark",
         "_held",
         "_head_only",
@@ -475,6 +490,8 @@ class _HttpConnection(asyncio.Protocol):
         #: requests dispatched so far; (dispatched, time) when the sweep first saw a partial head
         self.dispatched = 0
         self._head_mark: tuple[int, float] | None = None
+        #: the request whose head the server's head check last passed (its body still arriving)
+        self._head_judged: Request | None = None
         #: bytes this connection's parser holds, as last added to the server's ``buffered``
         self._held = 0
 
@@ -616,8 +633,12 @@ class _HttpConnection(asyncio.Protocol):
                 self._reject(err.status, err.code, err.message)
                 break
             if event is None:
+                if parser.pending is not None and self._head_refused():
+                    return
                 break
             if event is CONTINUE:
+                if self._head_refused():
+                    return  # no 100 Continue for a request the head alone refuses
                 if self._transport is not None:
                     self.write_held()
                     self._transport.write(_CONTINUE)
@@ -643,6 +664,32 @@ class _HttpConnection(asyncio.Protocol):
         ):
             self._read_paused = False
             transport.resume_reading()
+
+    def _head_refused(self) -> bool:
+        """Judge the head of the request whose body is arriving by the server's head check (once):
+        refused, answer now and close, never reading the body (True). So a client without the
+        token holds no body in the node's buffers and is sent no ``100 Continue``."""
+        req = self._parser.pending
+        check = self._srv.head_check
+        if check is None or req is None or req is self._head_judged:
+            return False
+        self._head_judged = req
+        try:
+            resp = check(req)
+        except Exception:
+            refusals.log(logging.ERROR, "http.500", "HTTP head check failed on %s %.200s", req.method,
+                         req.target, exc_info=True)
+            self._stats.handler_errors += 1
+            resp = _INTERNAL
+        if resp is None:
+            return False
+        self._stats.refused_before_body += 1
+        self._stats.requests += 1
+        self._http10 = req.version == "HTTP/1.0"
+        self._head_only = req.method == "HEAD"
+        self._keep_alive = False  # the body is not read: the connection cannot carry another
+        self._respond(resp)
+        return True
 
     def _dispatch(self, req: Request) -> None:
         """Hand the complete request to the handler; answer now or when its future resolves."""
@@ -784,23 +831,33 @@ class _HttpConnection(asyncio.Protocol):
             else:
                 transport.close()
 
-    def head_overdue(self, now: float, timeout: float) -> bool:
-        """Called by the sweep: 408 and close when one request head has been arriving for
-        ``timeout`` seconds (True), however active the connection is. Marks are taken by the
+    def overdue(self, now: float, head_timeout: float, timeout: float) -> bool:
+        """Called by the sweep: 408 and close (True) when one request's head has been arriving
+        for ``head_timeout`` seconds, or the whole request, body included, for ``timeout`` (the
+        keep-alive timeout), however active the connection is: a head or a body trickled a byte
+        at a time stays active, so the idle timeout alone never ends it. Marks are taken by the
         sweep, so the hot path never reads the clock; precision is one sweep interval."""
-        if self._busy or self._lingering or not self._parser.in_head:
+        parser = self._parser
+        if self._busy or self._lingering or not parser.in_message:
             self._head_mark = None
             return False
         mark = self._head_mark
         if mark is None or mark[0] != self.dispatched:
             self._head_mark = (self.dispatched, now)
             return False
-        if now - mark[1] < timeout:
+        in_head = parser.in_head
+        limit = head_timeout if in_head else timeout
+        if now - mark[1] < limit:
             return False
-        self._stats.refuse("head_timeout")
-        refusals.warning("http.head_timeout", "closing a connection from %s: its request head took "
-                         "over %g s", self._peer, timeout)
-        self._reject(408, "timeout", f"The request head did not arrive within {timeout:g} seconds.")
+        what = "head" if in_head else "body"
+        self._stats.refuse(f"{what}_timeout")
+        refusals.warning(f"http.{what}_timeout", "closing a connection from %s: its request %s took "
+                         "over %g s", self._peer, "head" if in_head else "(head and body)", limit)
+        if in_head:
+            self._reject(408, "timeout", f"The request head did not arrive within {limit:g} seconds.")
+        else:
+            self._reject(408, "timeout", f"The request body did not arrive within {limit:g} seconds "
+                         "of the request's start.")
         return True
 
     def expire(self) -> None:
@@ -894,17 +951,19 @@ async def start_http_server(
     reuse_port: bool = False,
     sock: socket.socket | None = None,
     parser: str | None = None,
+    head_check: HeadCheck | None = None,
 ) -> asyncio.Server:
     """Listen on host:port (or serve on an already bound ``sock``) and serve ``handler``; the
     server's counters are ``.server_stats``. ``parser`` names the request parser
     (:data:`realnet.httpparse.PARSERS`: ``"httptools"`` or ``"h11"``; default
-    :data:`DEFAULT_PARSER`)."""
+    :data:`DEFAULT_PARSER`). ``head_check`` judges a request whose body is still to come by its
+    head (:data:`HeadCheck`): before any ``100 Continue`` and before the body is buffered."""
     if parser is None:
         parser = DEFAULT_PARSER
     if parser not in PARSERS:
         raise ValueError(f"unknown HTTP parser {parser!r}; choose one of {', '.join(PARSERS)}")
     loop = asyncio.get_running_loop()
-    state = _ServerState(handler, limits, loop, PARSERS[parser])
+    state = _ServerState(handler, limits, loop, PARSERS[parser], head_check)
     if sock is not None:
         server = await loop.create_server(state.make_protocol, sock=sock, backlog=1024)
     else:

@@ -378,6 +378,12 @@ class RequestParser:
         return self._state == _HEAD and len(self._buf) > self._pos
 
     @property
+    def pending(self) -> Request | None:
+        """The request whose head has been accepted and whose body is still arriving (its
+        ``body`` empty until then), or None: what the server may judge by its head alone."""
+        return self._req if self._state != _HEAD else None
+
+    @property
     def held(self) -> int:
         """Bytes this parser holds: buffered input and the body decoded so far (the server's
         cap on buffered bodies counts them)."""

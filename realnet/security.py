@@ -21,7 +21,14 @@ Three checks guard a node's HTTP port (issue 10; the peer bus has its own, the c
   and any ``--allowed-host`` / ``[security] allowed_hosts``, each with or without a port (any
   port: a forwarded port may differ, and the name is what rebinding forges). A node bound to a
   wildcard address (0.0.0.0, ::) also accepts any IP-literal Host: a rebinding attack needs a
-  DNS name. An HTTP/1.0 request without Host passes (it names nothing).
+  DNS name. An HTTP/1.0 request without Host passes (it names nothing). A request whose target
+  is in absolute form (``GET http://name/kv/k``) names its authority there, which RFC 9112
+  §3.2.2 says takes precedence over Host: that authority is checked (:func:`request_host`).
+
+The tokens and the Host are checked from the request's head, before its body is read
+(:meth:`realnet.api.Api.head_refusal`, the HTTP server's head check): a client without the
+token is answered 401 at once, is sent no ``100 Continue``, and holds no body in the node's
+buffers.
 
 A token is a file's text with surrounding whitespace removed; it must be printable ASCII
 without spaces (it travels in a header), and an empty or unreadable file is a startup error
@@ -51,6 +58,7 @@ __all__ = [
     "HttpSecurity",
     "TokenCheck",
     "read_token",
+    "request_host",
     "http_security_table",
     "unauthorized",
 ]
@@ -186,6 +194,20 @@ class TokenCheck:
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def request_host(target: str, headers: Mapping[str, str]) -> str | None:
+    """The authority a request names: the absolute-form target's (``http://NAME[:PORT]/...``,
+    RFC 9112 §3.2.2: it takes precedence over Host), else the Host field (None: HTTP/1.0 without
+    one, which names nothing). The parser accepts no other target form but ``*``."""
+    if target[:1] == "/" or target == "*":
+        return headers.get("host")
+    rest = target.split("//", 1)[1] if "//" in target else target
+    for sep in "/?":
+        cut = rest.find(sep)
+        if cut >= 0:
+            rest = rest[:cut]
+    return rest.rpartition("@")[2]  # userinfo is no part of the name
 _WILDCARDS = ("0.0.0.0", "::", "[::]", "")
 
 

@@ -193,3 +193,95 @@ def test_the_rate_log_keeps_its_tables_bounded_and_its_counters_monotonic() -> N
     assert set(rl.counts) == {"kind0", "kind1", "kind2", "other"} == set(rl.dropped)
     assert rl.counts["other"] == 94 and rl.dropped["kind0"] == 1 and rl.dropped["other"] == 93
     assert len(rl.suppressed) <= 4
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_answered_408_within_the_keep_alive_timeout() -> None:
+    """The keep-alive timeout bounds a whole request, body included: a body trickled slowly
+    keeps the connection active, so the idle sweep alone never ends it."""
+    async def main() -> None:
+        async with server(HttpLimits(head_timeout=0.3, keepalive_timeout=0.6)) as (srv, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n")
+            answer = b""
+            for _ in range(200):  # bounded: 200 bytes at 20 ms, 4 s; the cut is due at 0.6 s
+                writer.write(b"a")
+                try:
+                    answer = await asyncio.wait_for(reader.read(4096), 0.02)
+                except TimeoutError:
+                    continue
+                break
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert b"request body did not arrive within 0.6 seconds" in answer
+            writer.close()
+            assert srv.server_stats.refused["body_timeout"] == 1
+            assert (await get_ok(port)).startswith(b"HTTP/1.1 200")
+
+    asyncio.run(main())
+
+
+def authorized_only(req: Request) -> Response | None:
+    """A head check: refuse what carries no Authorization field (as the node's token check)."""
+    if "authorization" in req.headers:
+        return None
+    return Response(401, b"no token", "text/plain")
+
+
+@asynccontextmanager
+async def checked_server(limits: HttpLimits) -> AsyncIterator[tuple[asyncio.Server, int]]:
+    srv = await start_http_server(echo, "127.0.0.1", 0, limits, head_check=authorized_only)
+    try:
+        yield srv, srv.sockets[0].getsockname()[1]
+    finally:
+        await stop_http_server(srv, grace=0.5)
+
+
+def test_a_head_the_check_refuses_is_answered_before_its_body_and_holds_no_buffer() -> None:
+    """Without the token, a declared body is never read: the answer comes on the head alone, the
+    connection closes, and nothing counts against the bodies held across connections. So
+    clients without the token cannot fill that budget and starve those with it."""
+    async def main() -> None:
+        async with checked_server(HttpLimits(max_buffered_bodies=300_000)) as (srv, port):
+            conns = []
+            for _ in range(5):  # five half-sent 200 KB bodies, no token: each 401 at once
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"a" * 100_000)
+                answer = await read_all(reader)
+                assert answer.startswith(b"HTTP/1.1 401") and answer.endswith(b"no token"), answer[:200]
+                assert b"Connection: close" in answer
+                conns.append(writer)
+            assert srv.server_stats.refused_before_body == 5 and not srv.server_stats.refused
+            assert srv.server_stats.buffered == 0
+            # one with the token sends its whole 200 KB body and is served
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+                         b"Content-Length: 200000\r\nConnection: close\r\n\r\n")
+            for _ in range(4):
+                writer.write(b"a" * 50_000)
+                await writer.drain()
+            answer = await read_all(reader)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"200000"), answer[:200]
+            for w in (*conns, writer):
+                w.close()
+
+    asyncio.run(main())
+
+
+def test_expect_100_continue_is_refused_without_a_continue_when_the_head_check_refuses() -> None:
+    async def main() -> None:
+        async with checked_server(HttpLimits()) as (_srv, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            answer = await read_all(reader)
+            assert answer.startswith(b"HTTP/1.1 401") and b"100 Continue" not in answer, answer
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nExpect: 100-continue\r\n"
+                         b"Content-Length: 5\r\nConnection: close\r\n\r\n")
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hello")
+            answer = await read_all(reader)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"5"), answer
+            writer.close()
+
+    asyncio.run(main())

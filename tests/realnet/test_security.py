@@ -235,3 +235,45 @@ def test_security_settings_come_from_toml_too(tmp_path: Path) -> None:
         load_settings(build_parser().parse_args(["--config", str(cfg)]))
     text = " ".join(e.value.problems)
     assert "admin_tokn_file" in text and "max_clients" in text
+
+
+def raw(n: NodeProc, data: bytes) -> bytes:
+    """Send ``data``, read until the node closes (bounded by the socket timeout)."""
+    with socket.create_connection(("127.0.0.1", n.port), timeout=10) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_a_request_without_the_token_is_refused_on_its_head_before_its_body(guarded: Any) -> None:
+    """A client without the token cannot park a body in the node's buffers or get a 100
+    Continue: the head alone is answered 401 (kv and admin alike)."""
+    n, _, client = guarded
+    for path in ("/kv/big", "/cluster/leave"):
+        for extra in (b"", b"Expect: 100-continue\r\n"):
+            head = (b"PUT " if path.startswith("/kv/") else b"POST ") + path.encode() + (
+                b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + extra
+                + b"Content-Length: 1000000\r\n\r\n")
+            out = raw(n, head + b"x" * 1000)  # a thousandth of the body, then we wait
+            assert out.startswith(b"HTTP/1.1 401"), out[:300]
+            assert b"100 Continue" not in out
+    # with the token the same head gets its 100 Continue and the write goes through
+    status, _, _ = call(n, "PUT", "/kv/big", b"v" * 100_000, {"Authorization": f"Bearer {client}",
+                                                              "Expect": "100-continue"})
+    assert status == 204
+
+
+def test_an_absolute_form_target_is_judged_by_its_own_authority(guarded: Any) -> None:
+    """RFC 9112 §3.2.2: the target's authority takes precedence over Host."""
+    n, _, client = guarded
+    auth = f"Authorization: Bearer {client}\r\n".encode()
+    out = raw(n, b"GET http://evil.example/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth
+              + b"Connection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 421") and b"evil.example" in out, out[:300]
+    out = raw(n, b"GET http://user@evil.example:80/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 421"), out[:300]
+    out = raw(n, f"GET http://127.0.0.1:{n.port}/health HTTP/1.1\r\nHost: evil.example\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
