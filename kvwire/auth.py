@@ -169,7 +169,8 @@ def read_keyring(path: str) -> Keyring:
     if len(data) > 64 * 1024:
         raise KeyringError(f"The secret file {path!r} is over 64 KiB: it is not a keyring.")
     try:
-        text = data.decode("utf-8")
+        # utf-8-sig: a byte order mark some editors write first is no part of the first key
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise KeyringError(
             f"The secret file {path!r} is not UTF-8 text (write the base64 of the key bytes)."
@@ -216,10 +217,20 @@ def _field(obj: dict[str, Any], name: str, tp: type, size: int | None = None) ->
 
 
 def refused_error(obj: dict[str, Any]) -> AuthError:
-    """The error for a refusal frame's map (the other side's sentence, shortened)."""
+    """The error for a refusal frame's map: the other side's sentence, shortened, its control
+    characters escaped (it is logged, and anyone who can open a connection can send one: a line
+    break in it must not forge a line of our log)."""
     reason = obj.get("reason")
     text = reason if type(reason) is str else "no reason given"
-    return AuthError("refused_by_peer", f"the peer refused the connection: {text[:400]}")
+    return AuthError("refused_by_peer", f"the peer refused the connection: {printable(text[:400])}")
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (line breaks, escapes, controls) written as
+    its escape, as ``repr`` writes it, and nothing else changed."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _expect(obj: dict[str, Any], step: str) -> None:
@@ -320,6 +331,14 @@ class ServerHandshake:
         proof = _field(obj, "proof", bytes, 32)
         if not self._key or not _compare(proof, _proof(self._key, b"client", self._t)):
             raise AuthError("bad_proof", f"node {self.peer[:80]!r} sent a wrong handshake proof")
+        if not self.keyring.holds(self._key):
+            # the keyring was replaced (SIGHUP) between the challenge and the proof, without this
+            # key: a handshake begun before a key's removal must not outlive it
+            raise AuthError(
+                "unknown_key",
+                f"node {self.peer[:80]!r} proved a key this node no longer holds (it was removed "
+                "from the cluster secret during the handshake)",
+            )
         session = Session(self._key, self._t, client=False)
         session.peer = self.peer
         return session

@@ -414,6 +414,10 @@ class RequestParser:
             return None
         end = buf.find(b"\r\n\r\n", max(pos, self._scan))
         if end < 0:
+            if buf.find(b"\n\n", pos) >= 0:
+                # a head whose lines end in a bare LF (printf, netcat): its CRLF blank line never
+                # comes, so say so now rather than at the head deadline (RFC 9112 §2.2)
+                raise _bad("The request's lines must end in CRLF, not a bare LF.")
             if _TCHAR.find(buf[pos]) < 0 and buf[pos] not in (10, 13):  # CR, LF: an empty line
                 # cannot start a request line (a method is a token): refuse now rather than
                 # wait for a head that never ends (a peer node's frames sent to this port)

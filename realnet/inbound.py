@@ -180,6 +180,11 @@ class _InboundProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def rekey(self, keyring: auth.Keyring) -> None:
+        """The keyring was replaced (SIGHUP) while this connection's handshake is under way."""
+        if self._hs is not None:
+            self._hs.keyring = keyring
+
     def reject(self, reason: str, detail: str, tell: str | None = None) -> None:
         """Close this connection because of bad input; count and log why (rate-limited).
         ``tell``: a sentence sent to the peer first (a refused handshake)."""

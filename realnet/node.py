@@ -95,7 +95,7 @@ from realnet.kvlog import StorageLayoutConflict, StorageLogCorrupt
 from realnet.raftlog import RaftLogCorrupt
 from realnet.raftopen import RaftOpener
 from realnet.runtime import EVENT_LOOPS, AsyncioRuntime, event_loop_name, loop_factory, open_storage
-from realnet.security import HostCheck
+from realnet.security import HostCheck, secret_file_warnings
 from realnet.settings import (
     AUTO_REBALANCE_SETTLE,
     DEFAULT_HOST,
@@ -255,7 +255,10 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _bind_error(host: str, port: int, what: str, e: OSError) -> None:
-    reason = os.strerror(e.errno) if e.errno else (e.strerror or str(e))
+    if isinstance(e, socket.gaierror):  # getaddrinfo's own codes are not errnos
+        reason = f"the host {host!r} cannot be resolved ({e.strerror or e})"
+    else:
+        reason = os.strerror(e.errno) if e.errno else (e.strerror or str(e))
     print(
         f"storelab node: cannot listen on {_fmt(host, port)} ({what} port): {reason.lower()}.",
         file=sys.stderr,
@@ -444,6 +447,12 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
     installed = _install_signals(loop, parts.stop, settings.node_id)
     installed += install_reload(loop, parts.transport, settings.security.secret_file)
     say_bus(parts.transport, settings.security.secret_file, settings.host, sockets.peer_port)
+    for warning in secret_file_warnings((
+        ("admin token", settings.http_security.admin_token_file),
+        ("client token", settings.http_security.client_token_file),
+        ("cluster secret", settings.security.secret_file),
+    )):
+        log.warning("%s", warning)
 
     node.start()
     transport.connect_all()

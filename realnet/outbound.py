@@ -324,6 +324,14 @@ class PeerLink:
             if hs is None:
                 raise auth.refused_error(fields)
             proof, session = hs.on_challenge(fields)
+            if not self.peer_id.startswith("@") and session.peer != self.peer_id:
+                # another member answers where we dial this one (a stale address, or one holding
+                # the secret posing as it): what we send it is meant for someone else
+                raise auth.AuthError(
+                    "wrong_node",
+                    f"the node at {self.addr} is {auth.printable(session.peer[:80])!r}, "
+                    f"not {self.peer_id!r}",
+                )
         except auth.AuthError as e:
             if e.reason != "refused_by_peer" and self.transport is not None:
                 # tell the other side why, so that both logs say it

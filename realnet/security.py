@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +61,7 @@ __all__ = [
     "TokenCheck",
     "read_token",
     "request_host",
+    "secret_file_warnings",
     "http_security_table",
     "unauthorized",
 ]
@@ -267,3 +270,28 @@ class HostCheck:
 
     def names(self) -> list[str]:
         return sorted(self._names)
+
+
+def secret_file_warnings(files: Iterable[tuple[str, str | None]]) -> list[str]:
+    """Sentences to log at start about the files holding secrets, given as (what, path): one
+    other users may read (ssh refuses such keys; we warn), and one file serving two roles (a
+    holder of one then holds both: a client token that opens the admin API, or the cluster
+    secret). Files that cannot be read are the readers' errors, not ours."""
+    out: list[str] = []
+    seen: list[tuple[str, str, os.stat_result]] = []
+    for what, path in files:
+        if not path:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if os.name == "posix" and st.st_mode & 0o077:
+            out.append(f"The {what} file {path!r} can be read by other users (mode "
+                       f"{stat.S_IMODE(st.st_mode):04o}); make it private: chmod 600 {path}.")
+        for other, other_path, other_st in seen:
+            if (st.st_dev, st.st_ino) == (other_st.st_dev, other_st.st_ino):
+                out.append(f"The {other} and the {what} are the same file ({other_path!r}): "
+                           f"whoever holds one holds both; give each its own secret.")
+        seen.append((what, path, st))
+    return out

@@ -406,8 +406,8 @@ def http_security(
     sec = HttpSecurity(**values)
     if sec.max_clients < 0:
         problems.append("--max-clients must be 0 (derived from the file-descriptor limit) or positive.")
-    if not sec.head_timeout > 0:
-        problems.append("--head-timeout must be a number of seconds above 0.")
+    if not 0 < sec.head_timeout < 86400:
+        problems.append("--head-timeout must be a number of seconds above 0 and below a day.")
     if sec.max_buffered_bodies < 1024:
         problems.append("--max-buffered-bodies must be at least 1024 bytes.")
     tokens: list[str | None] = []
@@ -447,7 +447,7 @@ def merge(
         flag = getattr(args, key)
         return flag if flag is not None else node_values.get(key)
 
-    node_id = _non_empty(pick("id"), "The node id", problems)
+    node_id = _node_id(_non_empty(pick("id"), "The node id", problems), problems)
     port = _port(pick("port"), "HTTP port", problems)
     peer_port = _port(pick("peer_port"), "peer port", problems)
     host = _non_empty(pick("host"), "The host", problems)
@@ -554,6 +554,18 @@ def _non_empty(value: Any, what: str, problems: list[str]) -> Any:
     # the types were checked by read_table (file) and argparse (flags); left: the empty string
     if value is not None and (not isinstance(value, str) or not value):
         problems.append(f"{what} must be a non-empty string, not {value!r}.")
+        return None
+    return value
+
+
+def _node_id(value: str | None, problems: list[str]) -> str | None:
+    """A node id is one printable word: it is written in member files, log lines, the ready
+    line and CLI tables, and a peer's handshake carries at most 256 characters of it."""
+    if value is None:
+        return None
+    if len(value) > 200 or not value.isprintable() or any(c.isspace() for c in value):
+        problems.append(f"The node id must be printable, without spaces, at most 200 characters, "
+                        f"not {value[:80]!r}.")
         return None
     return value
 

@@ -13,9 +13,11 @@ Frames are :func:`kvwire.frame`: a 4-byte big-endian length and the msgpack of
 :class:`kvcore.messages.Hello` naming the sender, so the receiver knows who speaks; every later
 frame goes to ``node.on_message(src, msg)`` with that name. With a cluster secret (``keyring``,
 :mod:`kvwire.auth`) a handshake comes first, proving that both sides hold a key of the cluster
-and binding the connection to the sender's id, and every frame carries a 16-byte tag
-(HMAC-SHA256 over its sequence number and payload); :meth:`set_keyring` takes new keys without a
-restart (SIGHUP in ``realnet.node``).
+and binding the connection to the sender's id (the dialler also checks that the node answering
+is the one it dials), and every record (the frames written in one turn) carries a 16-byte tag
+(keyed BLAKE2b over its sequence number and frames, :class:`kvwire.auth.Session`);
+:meth:`set_keyring` takes new keys without a restart (SIGHUP in ``realnet.node``), and a
+handshake under way when a key is removed cannot finish with it.
 
 **Destinations.** A destination is a node id or ``"@HOST:PORT"``:
 
@@ -314,6 +316,10 @@ class PeerTransport:
             if session is not None and not keyring.holds(session.key) and not proto.closed:
                 self.stats.link_closed("key_dropped")
                 proto.shut()
+            elif session is None:
+                # a handshake under way finishes against the new keys (a key removed now is
+                # refused at the proof: kvwire.auth.ServerHandshake.on_proof)
+                proto.rekey(keyring)
 
     async def close(self) -> None:
         """Stop listening, close every link and inbound connection."""

@@ -374,3 +374,28 @@ def test_a_record_may_hold_one_largest_frame() -> None:
     with pytest.raises(FrameError, match=f"{limit + 1} bytes exceeds the limit of {limit} bytes") as e:
         d.feed(c5.seal_frames(kvwire.HEADER.pack(limit + 1) + b"x"))
     assert e.value.reason == "oversized"
+
+
+def test_a_handshake_begun_before_its_key_was_removed_is_refused_at_the_proof() -> None:
+    """Rotation step 3 removes a key: a handshake that got its challenge before the reload must
+    not finish with it (else a leaked key keeps one half-open handshake, renewed within the
+    deadline, and outlives every revocation)."""
+    old, new = new_key(), new_key()
+    c = ClientHandshake(ring(old), "mallory")
+    s = ServerHandshake(ring(new, old), "b")
+    proof, _ = c.on_challenge(fields_of(s.on_hello(fields_of(c.hello()))))
+    s.keyring = ring(new)  # the reload, as the transport hands it to a handshake under way
+    with pytest.raises(AuthError) as e:
+        s.on_proof(fields_of(proof))
+    assert e.value.reason == "unknown_key" and "no longer holds" in str(e.value)
+
+
+def test_a_refusal_sentence_cannot_forge_a_log_line() -> None:
+    """Anyone who can connect may send a refusal; its sentence is logged, so line breaks and
+    other controls in it are escaped."""
+    forged = "bye\n2026-12-06 09:16:30,000 CRITICAL [r1] realnet.node: FORGED\r\x1b[2J"
+    err = auth.refused_error({"auth": "refused", "reason": forged})
+    text = str(err)
+    assert "\n" not in text and "\r" not in text and "\x1b" not in text
+    assert "bye\\n2026-12-06" in text and text.endswith("FORGED\\r\\x1b[2J")
+    assert auth.printable("plain, unchanged: é ü") == "plain, unchanged: é ü"

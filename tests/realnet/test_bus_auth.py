@@ -357,3 +357,51 @@ def test_a_turns_frames_leave_as_records_no_larger_than_one_largest_frame() -> N
     assert list(_records(frames, 8)) == [b"aaa" + b"bbbb", b"c" * 5, b"d" * 9, b"e"]
     assert list(_records(frames, 100)) == [b"".join(frames)]
     assert list(_records([], 8)) == []
+
+
+def test_a_dialler_refuses_a_node_that_answers_for_another_id(caplog: pytest.LogCaptureFixture) -> None:
+    """a dials b's address, but c answers there (a stale address, or a holder of the secret
+    posing as b): the handshake is refused on a's side, nothing meant for b reaches c."""
+    async def body() -> None:
+        ring = new_ring()
+        pc = free_port()
+        a = keyed("a", {"b": ("127.0.0.1", pc)}, ring)
+        c = keyed("c", {}, ring)
+        await c.t.listen("127.0.0.1", pc)
+        try:
+            a.t.send("b", Nack(seq=7))
+            await until(lambda: a.t.stats.handshakes_failed.get("wrong_node", 0) >= 1, "the refusal")
+            assert c.received == []
+        finally:
+            await close_all(a, c)
+
+    with caplog.at_level(logging.INFO, logger="realnet.transport"):
+        asyncio.run(body())
+    assert any("is 'c', not 'b'" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_key_removed_by_a_reload_during_a_handshake_cannot_finish_it() -> None:
+    """The audit's case on a real transport: mallory holds only the old key, gets its
+    challenge, the node reloads without that key, then mallory sends its proof and a Hello."""
+    async def body() -> None:
+        old, new = new_ring(), new_ring()
+        pb = free_port()
+        b = keyed("b", {}, Keyring((*new.keys, *old.keys)))
+        await b.t.listen("127.0.0.1", pb)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", pb)
+            hs = ClientHandshake(old, "mallory")
+            writer.write(hs.hello())
+            fields = auth.handshake_fields(await read_frame(reader))
+            assert fields is not None
+            proof, session = hs.on_challenge(fields)
+            b.t.set_keyring(new)  # step 3 of a rotation: the old key is gone
+            writer.write(proof)
+            writer.write(session.seal(kvwire.pack(Hello(node_id="mallory"))))
+            await until(lambda: b.t.stats.frames_malformed.get("unknown_key", 0) >= 1, "the refusal")
+            assert b.received == [] and "mallory" not in b.t.info()["inbound_peers"]
+            writer.close()
+        finally:
+            await close_all(b)
+
+    asyncio.run(body())

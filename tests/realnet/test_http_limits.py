@@ -285,3 +285,16 @@ def test_expect_100_continue_is_refused_without_a_continue_when_the_head_check_r
             writer.close()
 
     asyncio.run(main())
+
+
+def test_a_head_with_bare_lf_line_ends_is_refused_at_once_not_at_the_deadline() -> None:
+    async def main() -> None:
+        async with server(HttpLimits(head_timeout=30)) as (srv, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /kv/foo HTTP/1.1\nHost: 127.0.0.1\n\n")
+            answer = await read_all(reader)  # GUARD (10 s) is well under the 30 s deadline
+            assert answer.startswith(b"HTTP/1.1 400") and b"bare LF" in answer, answer
+            writer.close()
+            assert "head_timeout" not in srv.server_stats.refused
+
+    asyncio.run(main())

@@ -277,3 +277,33 @@ def test_an_absolute_form_target_is_judged_by_its_own_authority(guarded: Any) ->
     out = raw(n, f"GET http://127.0.0.1:{n.port}/health HTTP/1.1\r\nHost: evil.example\r\n"
                  "Connection: close\r\n\r\n".encode())
     assert out.startswith(b"HTTP/1.1 200"), out[:300]
+
+
+def test_secret_files_other_users_can_read_or_one_file_in_two_roles_are_warned_of(tmp_path: Path) -> None:
+    from realnet.security import secret_file_warnings
+
+    _, admin = token_file(tmp_path, "admin.token")
+    _, client = token_file(tmp_path, "client.token")
+    admin.chmod(0o600)
+    client.chmod(0o644)
+    warnings = secret_file_warnings((("admin token", str(admin)), ("client token", str(client)),
+                                     ("cluster secret", None), ("cluster secret", str(tmp_path / "none"))))
+    assert warnings == [f"The client token file {str(client)!r} can be read by other users (mode 0644); "
+                        f"make it private: chmod 600 {client}."]
+    client.chmod(0o600)
+    link = tmp_path / "same"
+    link.symlink_to(admin)
+    warnings = secret_file_warnings((("admin token", str(admin)), ("client token", str(link))))
+    assert warnings == [f"The admin token and the client token are the same file ({str(admin)!r}): whoever "
+                        "holds one holds both; give each its own secret."]
+    assert secret_file_warnings((("admin token", str(admin)), ("client token", str(client)))) == []
+
+
+def test_a_secret_file_written_with_a_byte_order_mark_holds_the_same_key(tmp_path: Path) -> None:
+    from kvwire.auth import read_keyring
+
+    key = secrets.token_urlsafe(32)
+    plain, bom = tmp_path / "plain", tmp_path / "bom"
+    plain.write_text(key + "\n")
+    bom.write_bytes(b"\xef\xbb\xbf" + key.encode() + b"\r\n")
+    assert read_keyring(str(bom)).keys == read_keyring(str(plain)).keys == (key.encode(),)

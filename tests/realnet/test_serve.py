@@ -32,6 +32,12 @@ def test_bind_refuses_a_port_in_use_with_a_sentence(capsys: pytest.CaptureFixtur
         assert f"cannot listen on 127.0.0.1:{port} (HTTP port)" in capsys.readouterr().err
 
 
+def test_bind_names_a_host_that_cannot_be_resolved(capsys: pytest.CaptureFixture[str]) -> None:
+    assert node.bind(settings("--host", "999.1.1.1", "--port", "0", "--peer-port", "0")) is None
+    err = capsys.readouterr().err
+    assert "cannot listen on 999.1.1.1:0" in err and "the host '999.1.1.1' cannot be resolved" in err, err
+
+
 def test_serve_binds_builds_runs_and_stops_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     s = settings("--id", "solo", "--port", "0", "--peer-port", "0")
 

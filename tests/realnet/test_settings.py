@@ -169,6 +169,21 @@ def test_an_empty_id_is_refused_from_a_flag_or_the_file(tmp_path: Any) -> None:
     ]
 
 
+@pytest.mark.parametrize("bad", ["a b", "a\tb", "x" * 201, "a\nb"])
+def test_a_node_id_is_one_printable_word(bad: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(node.build_parser().parse_args(["--id", bad]))
+    (problem,) = info.value.problems
+    assert problem.startswith("The node id must be printable, without spaces, at most 200 characters")
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", "0", "-1", "1e9"])
+def test_the_head_timeout_is_a_finite_number_of_seconds(bad: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(node.build_parser().parse_args(["--head-timeout", bad]))
+    assert info.value.problems == ["--head-timeout must be a number of seconds above 0 and below a day."]
+
+
 def test_the_http_parser_flag_reaches_the_settings() -> None:
     assert load_settings(node.build_parser().parse_args([])).http_parser == "httptools"
     assert load_settings(node.build_parser().parse_args(["--http-parser", "h11"])).http_parser == "h11"
