@@ -20,7 +20,8 @@ several files, the most serious of theirs: 3, then 1, then 2, then 0):
 2  undecided: the time budget (``--timeout``, default 60 s) ran out first (``"verdict":
    "unknown"`` in ``--json``)
 3  bad usage, unreadable file, malformed history or an operation the model does not know
-   (a message on stderr names the line)
+   (a message on stderr names the line; with ``--json`` the file also gets a line
+   ``{"file", "verdict": "error", "error"}``)
 == =====================================================================================
 """
 
@@ -113,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.timeout < 0:
-        print(f"{PROG}: error: --timeout must be >= 0", file=sys.stderr)
+    if not args.timeout >= 0:  # (NaN too)
+        print(f"{PROG}: error: --timeout must be a number of seconds >= 0", file=sys.stderr)
         return EXIT_ERROR
     statuses = []
     for i, path in enumerate(args.files):
@@ -147,11 +148,9 @@ def check_file(path: str, args: argparse.Namespace) -> int:
             history.ops, model, args.timeout, exhaustive=args.all_keys, prepass=args.prepass
         )
     except OSError as exc:
-        print(f"{PROG}: cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return EXIT_ERROR
+        return _input_error(path, f"cannot read {path}: {exc.strerror}", args.json)
     except (HistoryFormatError, ModelError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _input_error(path, str(exc), args.json)
 
     format_source = "given" if args.format else "detected"
     if args.json:
@@ -256,6 +255,15 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(_show(v) for v in value) + "]"
     return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def _input_error(path: str, message: str, as_json: bool) -> int:
+    """A file that could not be checked: the sentence on stderr, and with ``--json`` a line of
+    its own too (``"verdict": "error"``), so that every file given has its JSON line."""
+    print(f"{PROG}: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"file": path, "verdict": "error", "error": message}))
+    return EXIT_ERROR
 
 
 def result_to_json(result: CheckResult, path: str, fmt: str) -> dict[str, Any]:

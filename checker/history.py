@@ -139,14 +139,14 @@ class Op:
         if self.f in ("read", "get"):
             args = key
         else:
-            arg = list(self.value) if isinstance(self.value, tuple) else self.value
+            arg = thaw(self.value)
             args = f"{key}, {arg!r}" if key else repr(arg)
         if self.status == "unknown":
             outcome = " (outcome unknown)"
         elif self.status == "fail":
             outcome = " -> fail"
         elif self.f in ("read", "get"):
-            outcome = f" -> {self.output!r}"
+            outcome = f" -> {thaw(self.output)!r}"
         else:
             outcome = " -> ok"
         ret = "inf" if self.ret is None else _fmt_time(self.ret)
@@ -161,12 +161,101 @@ def _fmt_time(t: float) -> str:
 # Events -> operations
 
 
+class FrozenList(tuple):  # type: ignore[type-arg]
+    """A JSON array, frozen (hashable): a tuple, equal to a tuple of equal items (so an
+    ``Op.value`` still compares with one), never to a frozen object (``[["x", 1]]`` is not
+    ``{"x": 1}``)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, tuple) and type(other) is not FrozenDict and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = tuple.__hash__
+
+
+class FrozenDict(tuple):  # type: ignore[type-arg]
+    """A JSON object, frozen: its ``(name, value)`` pairs sorted by name; equal only to a frozen
+    object of equal pairs."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is FrozenDict and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(("FrozenDict", tuple.__hash__(self)))
+
+
+class JsonBool:
+    """A JSON ``true`` or ``false``. Python's ``True == 1`` and ``False == 0`` (and ``hash``
+    agrees), so a history that wrote ``true`` and read ``1`` would pass as linearizable if the
+    values stayed Python booleans; JSON says they differ, and so does every store."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is JsonBool and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(("JsonBool", self.value))
+
+    def __repr__(self) -> str:
+        return "true" if self.value else "false"
+
+
+#: how deep a value may nest (arrays and objects in one another): deeper is a malformed
+#: history, refused with its line (a value nested thousands deep would exhaust the stack)
+MAX_DEPTH = 64
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``limit`` levels (iteratively)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, list | tuple | dict):
+            if depth > limit:
+                return True
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
 def freeze(value: Any) -> Any:
-    """JSON arrays become tuples so values can be part of hashable model states."""
-    if isinstance(value, list):
-        return tuple(freeze(v) for v in value)
+    """A JSON value as a hashable one that is ``==`` to another exactly when JSON says the two
+    are equal: arrays and objects frozen (:class:`FrozenList`, :class:`FrozenDict`), booleans
+    apart from numbers (:class:`JsonBool`); strings, numbers and null as they are (``1 == 1.0``,
+    as JSON numbers). Model states are built of such values (the search memoises on them).
+    Nesting is bounded by the parsers (:data:`MAX_DEPTH`)."""
+    t = type(value)
+    if t is bool:
+        return JsonBool(value)
+    if t is FrozenList or t is FrozenDict:
+        return value  # frozen already
+    if isinstance(value, list | tuple):  # (a tuple: an Op built in Python, a cas pair)
+        return FrozenList(freeze(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+        return FrozenDict(sorted((k, freeze(v)) for k, v in value.items()))
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The JSON value that :func:`freeze` froze (for output: JSON lines, descriptions)."""
+    if type(value) is JsonBool:
+        return value.value
+    if type(value) is FrozenDict:
+        return {k: thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
     return value
 
 
@@ -189,6 +278,10 @@ def events_to_ops(
     events = list(events)
     line_of = (lambda i: lines[i]) if lines is not None else (lambda i: i + 1)
     with_time = [i for i, e in enumerate(events) if e.get("time") is not None]
+    for i in with_time:  # a time of the wrong type is that event's fault, not another's
+        t = events[i]["time"]
+        if not _is_number(t) or not math.isfinite(t):
+            raise HistoryFormatError(f"'time' must be a finite number, got {t!r}", line_of(i), path)
     use_time = bool(with_time)
     if use_time and len(with_time) != len(events):
         missing = next(i for i, e in enumerate(events) if e.get("time") is None)
@@ -222,6 +315,9 @@ def events_to_ops(
         key = event.get("key")
         if key is not None and not isinstance(key, str):
             raise HistoryFormatError(f"'key' must be a string, got {key!r}", line, path)
+        value = event.get("value")
+        if isinstance(value, list | dict) and _deeper_than(value, MAX_DEPTH):
+            raise HistoryFormatError(f"'value' nests more than {MAX_DEPTH} levels deep", line, path)
         if use_time:
             t = event["time"]
             if not _is_number(t) or not math.isfinite(t):
@@ -324,14 +420,12 @@ def ops_to_events(ops: Iterable[Op]) -> list[Event]:
         base: Event = {"process": op.process, "f": op.f}
         if op.key is not None:
             base["key"] = op.key
-        argument = list(op.value) if isinstance(op.value, tuple) else op.value
+        argument = thaw(op.value)
         is_read = op.f in ("read", "get")
         invoke = {**base, "type": "invoke", "value": None if is_read else argument}
         timed.append((op.call, 1, seq, invoke, op.ret is None))
         if op.ret is not None:
-            value = op.output if is_read else argument
-            if isinstance(value, tuple):
-                value = list(value)
+            value = thaw(op.output) if is_read else argument
             completion = {**base, "type": op.status, "value": value}
             timed.append((op.ret, 2 if op.ret == op.call else 0, seq, completion, False))
     timed.sort(key=lambda item: (item[0], item[1], item[2]))
@@ -392,7 +486,7 @@ class History:
 def detect_format(text: str) -> FormatName:
     """Guess the format: from the first non-blank line, or, for a log whose first lines are
     something else, from the presence of Jepsen's ``jepsen.util`` lines."""
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -438,10 +532,16 @@ def parse_history(text: str, format: FormatName, path: str | None = None) -> His
     raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of a history file: split at LF only (CRLF's CR dropped). ``str.splitlines``
+    also splits at U+2028, U+0085 and other characters a JSON string may hold unescaped."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
 def parse_jsonl(text: str, path: str | None = None) -> list[Op]:
     events: list[Any] = []
     lines: list[int] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         if not raw.strip():
             continue
         try:
@@ -449,6 +549,8 @@ def parse_jsonl(text: str, path: str | None = None) -> list[Op]:
         except json.JSONDecodeError as exc:
             message = f"invalid JSON: {exc.msg} (column {exc.colno})"
             raise HistoryFormatError(message, number, path) from None
+        except RecursionError:
+            raise HistoryFormatError(f"a value nests more than {MAX_DEPTH} levels deep", number, path) from None
         if not isinstance(event, dict):
             raise HistoryFormatError(
                 f"expected a JSON object, got {type(event).__name__}", number, path
@@ -467,7 +569,7 @@ _JEPSEN_LINE = re.compile(r"jepsen\.util\s+-\s+(\S+)\s+:(\S+)\s+:(\S+)\s+(.*?)\s
 def parse_jepsen_etcd(text: str, path: str | None = None) -> list[Op]:
     events: list[Event] = []
     lines: list[int] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         if "jepsen.util" not in raw:
             continue
         match = _JEPSEN_LINE.search(raw)
@@ -500,7 +602,7 @@ def parse_jepsen_etcd(text: str, path: str | None = None) -> list[Op]:
 def parse_porcupine_kv(text: str, path: str | None = None) -> list[Op]:
     events: list[Event] = []
     lines: list[int] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         if not raw.strip():
             continue
         try:
@@ -568,7 +670,10 @@ def _parse_edn(text: str) -> Any:
     tokens = list(_edn_tokens(text))
     if not tokens:
         raise ValueError("empty")
-    value, end = _edn_value(tokens, 0)
+    try:
+        value, end = _edn_value(tokens, 0)
+    except RecursionError:
+        raise ValueError("a value nests too deeply") from None
     if end != len(tokens):
         raise ValueError("trailing text after the value")
     return value

@@ -18,11 +18,15 @@ WRITE a       always                            ``a``
 CAS a b       ``s == a``                        ``b``
 CAS_FAIL a b  ``s != a``                        ``s``
 CAS_MAYBE a b always                            ``b if s == a else s``
-APPEND a      always                            ``(s or "") + a``
+APPEND a      ``s`` absent or a string           ``(s or "") + a``
 ============  ================================  ===============================
 
-States are hashable (``None``, strings, numbers, tuples; lists in an ``Op`` are frozen into
-tuples here), because the search memoises on ``(linearized set, state)`` (Lowe 2017, §4).
+States are hashable (``None``, strings, numbers, and JSON arrays, objects and booleans frozen
+by :func:`checker.history.freeze`, which keeps ``true`` apart from ``1`` and ``{"x": 1}`` apart
+from ``[["x", 1]]``: two states are ``==`` exactly when JSON says they are equal), because the
+search memoises on ``(linearized set, state)`` (Lowe 2017, §4). An append is legal only on an
+absent key or a string: a store cannot append to a number (the history would otherwise make
+the checker add a string to it).
 
 Per model, completions mean (the rules of the project's history format):
 
@@ -51,7 +55,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from checker.history import Op, freeze
+from checker.history import Op, freeze, thaw
 
 State: TypeAlias = Hashable
 Step: TypeAlias = tuple[int, Any, Any]
@@ -82,7 +86,11 @@ def apply_step(state: State, step: Step) -> tuple[bool, State]:
     if kind == CAS_MAYBE:
         return True, b if state == a else state
     if kind == APPEND:
-        return True, (state or "") + a
+        if state is None:
+            return True, a
+        if type(state) is not str:
+            return False, state
+        return True, state + a
     raise ValueError(f"unknown step kind {kind!r}")
 
 
@@ -144,7 +152,7 @@ class Model:
         if state is None:
             return "absent (null)" if self.name == "kv" else "empty (null)"
         try:
-            return json.dumps(state)
+            return json.dumps(thaw(state))
         except TypeError:
             return repr(state)
 

@@ -225,8 +225,16 @@ def iter_search(
                     legal = True
                     new_state = arg_b[i] if state == a else state
                 elif kind == APPEND:
-                    legal = True
-                    new_state = (state or "") + a
+                    # legal on an absent key or a string only (checker.models)
+                    if state is None:
+                        legal = True
+                        new_state = a
+                    elif type(state) is str:
+                        legal = True
+                        new_state = state + a
+                    else:
+                        legal = False
+                        new_state = state
                 else:
                     raise ValueError(f"unknown step kind {kind!r}")
                 if not legal:

@@ -234,3 +234,47 @@ def test_verdict_words_keep_unknown_for_outcomes() -> None:
     assert verdict_text(NOT_LINEARIZABLE) == "not linearizable"
     assert verdict_text(LINEARIZABLE) == "linearizable"
     assert verdict_text("error") == "error"
+
+
+def test_values_json_tells_apart_fail_and_deep_or_odd_input_is_a_sentence(tmp_path: Path) -> None:
+    booleq = tmp_path / "booleq.jsonl"
+    booleq.write_text("\n".join([event(0, "invoke", "put", True), event(0, "ok", "put", True),
+                                 event(1, "invoke", "get", None), event(1, "ok", "get", 1)]))
+    r = run(booleq)
+    assert r.returncode == 1 and "NOT LINEARIZABLE" in r.stdout.upper(), r.stdout + r.stderr
+    assert "true" in r.stdout  # the witness writes JSON values back as JSON
+    appended = tmp_path / "append.jsonl"
+    appended.write_text("\n".join([event(0, "invoke", "put", 5), event(0, "ok", "put", 5),
+                                   event(0, "invoke", "append", "x"), event(0, "ok", "append", "x")]))
+    r = run(appended)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    for name, text in (("deep.jsonl", "[" * 100_000), ("nest.jsonl", event(0, "invoke", "put", json.loads("[" * 900 + "]" * 900))),
+                       ("deep.edn", "{:process 0, :type :invoke, :f :write, :value " + "[" * 5000 + "}")):
+        path = tmp_path / name
+        path.write_text(text + "\n")
+        r = run(path)
+        assert r.returncode == 3 and "Traceback" not in r.stderr and "deep" in r.stderr, (name, r.stderr[-500:])
+
+
+def test_a_string_holding_u2028_is_one_line_and_time_errors_name_their_own_line(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text("\n".join([event(0, "invoke", "put", "a\u2028b\x85c"), event(0, "ok", "put", "a\u2028b\x85c"),
+                              event(1, "invoke", "get", None), event(1, "ok", "get", "a\u2028b\x85c")]) + "\n",
+                   encoding="utf-8")
+    r = run(odd)
+    assert r.returncode == 0, r.stderr
+    bad_time = tmp_path / "time.jsonl"
+    bad_time.write_text(json.dumps({"process": 0, "type": "invoke", "f": "get", "time": "x"}) + "\n"
+                        + json.dumps({"process": 0, "type": "ok", "f": "get", "value": None}) + "\n")
+    r = run(bad_time)
+    assert r.returncode == 3 and ":1: 'time' must be a finite number" in r.stderr, r.stderr
+
+
+def test_json_output_has_a_line_for_a_file_that_cannot_be_checked(tmp_path: Path, good: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    r = run("--json", bad, good)
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 3 and [x["verdict"] for x in lines] == ["error", "linearizable"]
+    assert lines[0]["file"] == str(bad) and "invalid JSON" in lines[0]["error"]
+    assert run("--timeout", "nan", good).returncode == 3

@@ -316,3 +316,48 @@ def test_a_violation_is_conclusive_even_if_another_key_runs_out_of_time() -> Non
 def test_unknown_operation_name_is_an_error(model: str) -> None:
     with pytest.raises(ValueError, match="has no operation 'frobnicate'"):
         check([op(0, "frobnicate", 0, 1)], model)
+
+
+# --- values compared as JSON compares them ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("written", "read"), [
+    (True, 1), (False, 0), (1, True), (0, False),
+    ({"x": 1}, [["x", 1]]), ([["x", 1]], {"x": 1}), ([True], [1]), ({"a": [False]}, {"a": [0]}),
+])
+def test_values_json_tells_apart_are_not_equal(written: Any, read: Any) -> None:
+    """Python has True == 1 and a frozen object looked like a list of pairs: a history that wrote
+    one and read the other passed as linearizable."""
+    events = [
+        {"process": 0, "type": "invoke", "f": "write", "value": written},
+        {"process": 0, "type": "ok", "f": "write", "value": written},
+        {"process": 1, "type": "invoke", "f": "read", "value": None},
+        {"process": 1, "type": "ok", "f": "read", "value": read},
+    ]
+    assert check(events_to_ops(events), "register").verdict == "not_linearizable"
+    events[-1] = {**events[-1], "value": written}
+    assert check(events_to_ops(events), "register").verdict == "linearizable"
+
+
+def test_json_numbers_stay_equal_across_int_and_float() -> None:
+    events = [
+        {"process": 0, "type": "invoke", "f": "write", "value": 1},
+        {"process": 0, "type": "ok", "f": "write", "value": 1},
+        {"process": 1, "type": "invoke", "f": "read", "value": None},
+        {"process": 1, "type": "ok", "f": "read", "value": 1.0},
+    ]
+    assert check(events_to_ops(events), "register").verdict == "linearizable"
+
+
+@pytest.mark.parametrize("first", [0, False, 5, [1]])
+def test_an_append_to_a_value_that_is_not_a_string_is_not_legal(first: Any) -> None:
+    """``(state or "") + a`` took a put 0 (or false) for an absent key, and crashed on a put 5;
+    an append is legal on an absent key or a string only."""
+    ops = [
+        op(0, "put", 0, 1, value=first, key="k"),
+        op(0, "append", 2, 3, value="x", key="k"),
+        op(1, "get", 4, 5, output="x", key="k"),
+    ]
+    assert check(ops, "kv").verdict == "not_linearizable"
+    unknown = [ops[0], op(0, "append", 2, None, value="x", key="k"), op(1, "get", 4, 5, output=first, key="k")]
+    assert check(unknown, "kv").verdict == "linearizable"  # the append may not have happened
