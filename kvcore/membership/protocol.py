@@ -347,13 +347,26 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         return slots, int(epoch_s)
 
     def set_slots(self, slots: str, epoch: int) -> None:
-        """Advertise a new slot claim: a fresh incarnation carries it to everyone."""
+        """Advertise a new slot claim: a fresh incarnation carries it to everyone.
+
+        Gossip alone is not enough for a claim: each update is sent ``retransmit_limit`` times
+        by each node that learns it, one target per message, so in a small cluster (four nodes,
+        a limit of 2 under the local preset) a member can miss every copy and hear the claim only
+        at the next push-pull, 15 to 30 s later, while it routes to the old owner (a source
+        keeps its migration marks until it hears it). As Redis Cluster broadcasts a PONG to
+        every node after a slot's owner changes, the new Alive also goes straight to every live
+        member, once; gossip still carries it on, to those this node does not know alive."""
         self.me.slots, self.me.epoch = slots, epoch
         self.rt.storage.put(CLAIM_KEY, f"{epoch} {slots}".encode())
         self.rt.storage.sync()
         self._bump_incarnation(self.me.incarnation + 1)
-        self.broadcasts.queue(self.me.to_alive())
+        alive = self.me.to_alive()
+        self.broadcasts.queue(alive)
         self._emit(MemberEvent.UPDATE, self.me)
+        if self.running and not self.leaving:
+            news = Gossip(updates=(alive,))
+            for nid in list(self._live_ids):
+                self._send(nid, news)
 
     # --- views -------------------------------------------------------------------------------
 

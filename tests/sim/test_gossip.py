@@ -360,3 +360,19 @@ def test_first_suspicion_cdf_is_the_models_distribution() -> None:
     surv = 1 - M.swim_first_suspicion_cdf(16, 1.0, t)
     mean = float(np.sum((surv[1:] + surv[:-1]) * 0.5 * np.diff(t)))
     assert mean == pytest.approx(M.swim_first_suspicion_model(16, 1.0), rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_a_claim_reaches_every_live_member_at_once_even_where_gossip_would_miss_one(seed: int) -> None:
+    """Four nodes under the local preset: an update is sent twice by each node that learns it,
+    one target a message, so gossip alone left a member without the claim now and then until
+    the next push-pull (15 s), a source holding its migration marks meanwhile (5-10 s stalls of
+    `storelab cluster reshard`). The claimer sends its new Alive to every live member itself."""
+    c = SimCluster(seed, 4, swim=SwimConfig.local())
+    c.run(until=3.0)
+    epoch = c.cluster_config.epoch + 1
+    c.node("n4").claim_slots("0-99", epoch, accept_loss=True)
+    c.run(until=c.now + 0.05)  # one network delay, less than a gossip interval (0.1 s)
+    for nid in c.ids:
+        m = c.node(nid).slot_map
+        assert m.owner(0) == "n4" and m.epoch(99) == epoch, nid
