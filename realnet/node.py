@@ -71,6 +71,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kvcore.config import PEER_PORT_OFFSET, ConfigError, parse_addr
+from kvcore.membership import LEFT_KEY
 from kvcore.node import Node
 from kvcore.runtime import Storage
 from kvwire.auth import Keyring, KeyringError, read_keyring
@@ -570,6 +571,12 @@ async def serve(
         except StorageLogCorrupt as e:
             _print_problems([_corrupt_storage(e)])
             return EXIT_CONFIG
+    if storage.get(LEFT_KEY) is not None:
+        if settings.cluster is None:
+            _print_problems([_left_before(settings)])
+            return EXIT_CONFIG
+        storage.delete(LEFT_KEY)  # a static member rejoins: its configuration lists it
+        storage.sync()
     keyring = None
     if settings.security.secret_file:
         try:
@@ -590,6 +597,17 @@ async def serve(
         sockets.peer.close()
         return EXIT_CONFIG
     return await run(settings, parts, sockets)
+
+
+def _left_before(settings: Settings) -> str:
+    """Why a node that left its cluster does not start on the same data directory: it would
+    come back as a zombie (a replicated one campaigning for a group that removed it, one that
+    owned slots advertising a claim it gave away), and the cluster keeps it as left."""
+    where = settings.data_dir or "its data directory"
+    return (f"Node {settings.node_id!r} left its cluster (storelab cluster remove-node or POST "
+            f"/cluster/leave), and {where} holds the state of that membership; to start a fresh "
+            "node, give it an empty --data-dir (and add it with storelab cluster add-node), or "
+            "move this directory aside.")
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ from kvcore.membership.formulas import (
     suspicion_timeout,
 )
 from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, Listener, Member
-from kvcore.membership.protocol import CLAIM_KEY, INCARNATION_KEY, MEMBER_PREFIX, Membership
+from kvcore.membership.protocol import CLAIM_KEY, INCARNATION_KEY, LEFT_KEY, MEMBER_PREFIX, Membership
 from kvcore.states import STATES, MemberEvent, State
 
 __all__ = [
@@ -87,6 +87,7 @@ __all__ = [
     "DEAD",
     "INCARNATION_KEY",
     "LEFT",
+    "LEFT_KEY",
     "LOCAL",
     "MEMBER_PREFIX",
     "STATES",

@@ -88,6 +88,10 @@ from kvcore.runtime import Runtime, TimerHandle
 from kvcore.states import MemberEvent, State
 
 INCARNATION_KEY = "swim.incarnation"
+#: durable storage key written by a graceful :meth:`Membership.leave` (its value: the incarnation
+#: it left at): the data directory of a member that left its cluster, which realnet will not
+#: start again as if nothing happened (a static member excepted: its configuration lists it)
+LEFT_KEY = "swim.left"
 #: our own latest slot claim ("<epoch> <ranges>"), so a restart does not forget slots we took
 CLAIM_KEY = "swim.claim"
 #: every other member this node knows, one storage entry each: ``member:<id>``
@@ -328,6 +332,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         # a member that left is out of the cluster: restarted, it must not rejoin by itself
         for name, _ in self.rt.storage.items(MEMBER_PREFIX):
             self.rt.storage.delete(name)
+        self.rt.storage.put(LEFT_KEY, str(self.me.incarnation + 1).encode())
         self.rt.storage.sync()
         self.persist_members = False
         self._bump_incarnation(self.me.incarnation + 1)
@@ -646,4 +651,4 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self.counters[name] = self.counters.get(name, 0) + 1
 
 
-__all__ = ["CLAIM_KEY", "INCARNATION_KEY", "MEMBER_PREFIX", "Membership"]
+__all__ = ["CLAIM_KEY", "INCARNATION_KEY", "LEFT_KEY", "MEMBER_PREFIX", "Membership"]

@@ -348,6 +348,12 @@ def test_a_node_removed_while_stopped_learns_it_and_remove_node_finishes_its_lea
     assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0, capsys.readouterr()
     assert "no longer in the group's configuration" in capsys.readouterr().out
     assert victim.wait(timeout=30) == 0  # it left: its process exits
+    # started again on the same data directory, it would come back a zombie (campaigning for a
+    # group that removed it): it refuses to start and says what to do
+    victim.launch(victim.args)
+    assert victim.wait(timeout=30) == 2
+    assert f"Node {victim.id!r} left its cluster" in victim.log_text()
+    assert "give it an empty --data-dir" in victim.log_text()
 
 
 def test_snapshots_in_real_processes_compact_install_and_survive_a_kill(

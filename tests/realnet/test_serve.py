@@ -104,3 +104,41 @@ def test_a_storage_that_fails_stops_the_node_and_its_waiting_clients_see_the_clo
     assert "stopping, so that a restart recovers from what is on disk" in caplog.text
     again = kvlog.LogStorage(tmp_path)
     assert again.get("kv:" + b"ok".hex()) == b"1"
+
+
+def test_a_node_that_left_does_not_start_again_on_its_data_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A graceful leave marks the storage (membership.LEFT_KEY); started on it again, a node
+    would come back a zombie (a replicated one campaigning for a group that removed it), so it
+    refuses with a sentence, exit 2. A static member's configuration lists it: it rejoins."""
+    from kvcore.membership import LEFT_KEY
+
+    storage = open_storage(str(tmp_path))
+    storage.put(LEFT_KEY, b"3")
+    storage.sync()
+    s = settings("--id", "gone", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
+    assert asyncio.run(node.serve(s, storage)) == node.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "Node 'gone' left its cluster" in err and "give it an empty --data-dir" in err, err
+    assert storage.get(LEFT_KEY) == b"3"  # refused, nothing changed
+
+
+def test_a_static_member_that_left_rejoins_and_its_mark_is_cleared(tmp_path: Path) -> None:
+    from kvcore.membership import LEFT_KEY
+    from tests.realnet.conftest import free_ports
+
+    port, peer_port = free_ports(2)  # the one-member static cluster's two ports
+    f = tmp_path / "c.toml"
+    f.write_text(f'[cluster]\nepoch = 1\n[[cluster.nodes]]\nid = "s1"\naddr = "127.0.0.1:{port}"\n'
+                 f'peer_addr = "127.0.0.1:{peer_port}"\nslots = "0-16383"\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    storage = open_storage(str(data))
+    storage.put(LEFT_KEY, b"3")
+    storage.sync()
+    s = settings("--config", str(f), "--id", "s1", "--data-dir", str(data))
+    assert s.cluster is not None
+    stop = asyncio.Event()
+    stop.set()  # start, then stop at once
+    assert asyncio.run(node.serve(s, storage, stop)) == node.EXIT_OK
+    assert storage.get(LEFT_KEY) is None
