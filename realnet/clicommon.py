@@ -14,6 +14,7 @@ re-exports them all.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -72,6 +73,25 @@ def _node_arg(text: str) -> str:
         return node_addr(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+#: the longest ``--timeout`` taken, in seconds (per HTTP request: an hour is already generous;
+#: a bound keeps deadlines computed from it inside what the platform's clocks and sockets take)
+MAX_TIMEOUT = 3600.0
+
+
+def seconds(text: str) -> float:
+    """``--timeout SECONDS``: a positive, finite number of seconds, at most :data:`MAX_TIMEOUT`
+    (argparse reports the ArgumentTypeError as a usage error, exit status 2)."""
+    try:
+        t = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if math.isnan(t) or t <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    if t > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {MAX_TIMEOUT:g} seconds")
+    return t
 
 
 def _node_ref(text: str) -> str:

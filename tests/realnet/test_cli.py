@@ -108,6 +108,18 @@ def test_sentence_puts_any_text_in_the_one_voice() -> None:
     assert cli.sentence("  two\n lines ") == "Two lines."
 
 
+@pytest.mark.parametrize("value", ["-1", "0", "-0", "nan", "inf", "-inf", "1e300", "3601", "x", ""])
+@pytest.mark.parametrize("command", [["get", "k"], ["set", "k", "v"], ["del", "k"]])
+def test_a_timeout_that_is_not_a_positive_finite_number_of_seconds_is_a_usage_error(
+        command: list[str], value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # no node is asked: the node address is never used
+    assert cli.main([*command, "--node", "127.0.0.1:1", f"--timeout={value}"]) == 2
+    err = capsys.readouterr().err
+    assert f"storelab {command[0]}: error: argument --timeout: '{value}' " in err, err
+    assert err.startswith("usage: storelab ") and "Traceback" not in err
+    assert voice_problems(err) == []
+
+
 def test_every_error_of_the_kv_commands_is_one_sentence_in_one_voice(node: NodeProc) -> None:
     dead = f"127.0.0.1:{free_ports(1)[0]}"
     cases = [
