@@ -22,6 +22,7 @@ from typing import Any
 
 from realnet.admin import Refused
 from realnet.client import node_addr
+from realnet.sentences import capitalized
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -54,11 +55,13 @@ def token_from(args: argparse.Namespace, env: str) -> str | None:
 
 
 def sentence(text: str) -> str:
-    """``text`` as one sentence: a capital first letter, one period at the end."""
+    """``text`` as one sentence: one line, one period at the end, and a capital first letter
+    when it starts with a plain word of ours (:func:`realnet.sentences.capitalized`: a node id,
+    a quote or a number at the start is left as it is; ids are case-sensitive)."""
     text = " ".join(text.split())
     if not text:
         return ""
-    text = text[0].upper() + text[1:]
+    text = capitalized(text)
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
