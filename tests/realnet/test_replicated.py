@@ -27,7 +27,7 @@ import pytest
 
 from realnet import replicacli
 from realnet.admin import Admin
-from realnet.client import kv_path
+from realnet.client import Client, kv_path
 from realnet.history import HistoryRecorder, NodeClient, RecordingClient
 from realnet.raftopen import GROUP, RAFT_DIR
 
@@ -421,6 +421,40 @@ def test_a_corrupt_log_stops_the_start_with_a_sentence(launcher: Launcher, tmp_p
     assert victim.wait(timeout=30) == 2
     text = victim.log_text()
     assert "damaged Raft log" in text and str(path) in text
+
+
+def test_the_client_reaches_every_key_while_its_map_names_a_dead_then_removed_voter(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``create --replicas 3`` splits the slot map among the voters (they become one cluster
+    first), but the group serves every slot on every node. A smart client whose map names a
+    voter that was killed (then removed from the group) sends those keys to another node it
+    knows, which serves them: no key fails with "cannot reach node"."""
+    from realnet.cli import main
+
+    nodes = start_group(launcher, tmp_path)
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    seed = nodes[2]
+    # a follower other than the seed: its death leaves the leader and a quorum in place
+    victim = next(n for n in nodes if n is not lead and n is not seed)
+    keys = [f"key-{i}" for i in range(30)]
+    with Client(seed.addr, timeout=5.0) as c:
+        for k in keys:
+            c.set(k, k)
+        theirs = [k for k in keys if c.owner_addr(k) == victim.addr]
+        assert theirs, "the map names the victim for none of the keys"
+        victim.kill()
+        for k in keys:  # the client holds a keep-alive connection to the victim: it breaks
+            assert c.get(k) == k.encode(), k
+        c.set(theirs[0], "after the kill")
+        assert c.get(theirs[0]) == b"after the kill"
+        assert c.fallbacks >= len(theirs)
+        assert main(["cluster", "remove-node", seed.addr, victim.id, "--yes"]) == 0, capsys.readouterr()
+        capsys.readouterr()
+    with Client(seed.addr, timeout=5.0) as c:  # a fresh client: the map still names the victim
+        assert [k for k in keys if c.owner_addr(k) == victim.addr] == theirs
+        assert c.delete(theirs[1]) is True
+        for k in keys:
+            assert c.get(k) == (None if k == theirs[1] else b"after the kill" if k == theirs[0] else k.encode())
 
 
 def test_info_and_remove_node_when_a_voter_is_down(
