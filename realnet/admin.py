@@ -122,6 +122,7 @@ from realnet.clusterview import (
     member_problems,
     owners_of,
 )
+from realnet.sentences import capitalized
 
 #: seconds a ``move-keys`` call may take: kvcore answers an unacknowledged batch after
 #: ``BATCH_TRIES`` forward timeouts (3 x 2 s by default); a slow node gets room for more
@@ -507,8 +508,7 @@ class Admin:
 
 
 def _sentence(text: str) -> str:
-    text = text.strip()
-    return (text[:1].upper() + text[1:]).rstrip(".") + "."
+    return capitalized(text.strip()).rstrip(".") + "."
 
 
 # --- automatic rebalancing (run by a node, in a worker thread) --------------------------------

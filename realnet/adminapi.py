@@ -94,6 +94,7 @@ from kvcore.slots import (
 )
 from realnet.http import Request, Response, error_response, json_response
 from realnet.security import TokenCheck, unauthorized
+from realnet.sentences import capitalized
 
 if TYPE_CHECKING:
     from kvcore.node import Node
@@ -102,11 +103,12 @@ log = logging.getLogger("realnet.api")
 
 
 def _sentence(text: str) -> str:
-    """kvcore messages are lower-case clauses; the API answers with sentences."""
+    """kvcore messages are lower-case clauses; the API answers with sentences (a node id at the
+    start is left as it is: :func:`realnet.sentences.capitalized`)."""
     text = text.strip()
     if not text:
         return text
-    text = text[0].upper() + text[1:]
+    text = capitalized(text)
     return text if text.endswith((".", "!", "?")) else text + "."
 
 

@@ -63,6 +63,7 @@ from realnet.clicommon import (  # noqa: F401  (re-exported: these lived here)
     confirm,
     error,
     say,
+    seconds,
     sentence,
     table,
     token_from,
@@ -115,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"the node to ask: its client HTTP address, HOST:PORT or http://HOST:PORT "
             f"(default {DEFAULT_NODE})",
         )
-        sp.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        sp.add_argument("--timeout", type=seconds, default=10.0, metavar="SECONDS",
+                        help="per HTTP request (default 10)")
         sp.add_argument("--token-file", metavar="FILE",
                         help="the nodes' client token (--client-token-file of the nodes); default: "
                         "the environment variable STORELAB_CLIENT_TOKEN")

@@ -14,6 +14,7 @@ re-exports them all.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any
 
 from realnet.admin import Refused
 from realnet.client import node_addr
+from realnet.sentences import capitalized
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -53,11 +55,13 @@ def token_from(args: argparse.Namespace, env: str) -> str | None:
 
 
 def sentence(text: str) -> str:
-    """``text`` as one sentence: a capital first letter, one period at the end."""
+    """``text`` as one sentence: one line, one period at the end, and a capital first letter
+    when it starts with a plain word of ours (:func:`realnet.sentences.capitalized`: a node id,
+    a quote or a number at the start is left as it is; ids are case-sensitive)."""
     text = " ".join(text.split())
     if not text:
         return ""
-    text = text[0].upper() + text[1:]
+    text = capitalized(text)
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
@@ -72,6 +76,25 @@ def _node_arg(text: str) -> str:
         return node_addr(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+#: the longest ``--timeout`` taken, in seconds (per HTTP request: an hour is already generous;
+#: a bound keeps deadlines computed from it inside what the platform's clocks and sockets take)
+MAX_TIMEOUT = 3600.0
+
+
+def seconds(text: str) -> float:
+    """``--timeout SECONDS``: a positive, finite number of seconds, at most :data:`MAX_TIMEOUT`
+    (argparse reports the ArgumentTypeError as a usage error, exit status 2)."""
+    try:
+        t = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if math.isnan(t) or t <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    if t > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {MAX_TIMEOUT:g} seconds")
+    return t
 
 
 def _node_ref(text: str) -> str:

@@ -13,15 +13,30 @@ once and retry the request once:
 
 - ``503 wrong_node``: the node it asked forwarded to a node that disagreed about ownership; the
   operation was certainly not applied, so a retry is safe.
-- a connection error (refused, reset, closed keep-alive socket): the owner may be gone or the
-  idle connection was closed by the server.
+- a connection error after the request may have gone out (reset, closed keep-alive socket, no
+  answer in time): the owner may be gone or the idle connection was closed by the server.
 
-Retry safety. Get is read-only. Put is idempotent (setting the same value twice leaves the same
-state), so a Put retried after a connection error *may be applied twice*, which is harmless on
-its own but can reorder it after a concurrent writer's Put to the same key. Delete is idempotent
-too, but a Delete whose first attempt was applied before the connection broke is answered 404 on
-the retry, so :meth:`Client.delete` may then return False for a key it did delete. The client
-never retries after ``504 forward_timeout``: the outcome is unknown and the caller must decide.
+A node that cannot be connected to at all (refused, or the connect timed out) was sent nothing,
+so the request is safe to send elsewhere, whatever it is: the client then refreshes the map once
+(the slots may have moved away from a node that left) and sends the request to the new owner,
+else to the next node it knows: the nodes it was given, then the other addresses of its cached
+map. That node serves the request or forwards it, as any node does; in a replicated cluster
+(one Raft group serves every slot on every node) any live node serves any key, so a dead or
+removed voter that the map still names costs nothing but the refused connect. An address whose
+connect failed is tried after the others for :attr:`Client.down_for` seconds. In an unreplicated
+cluster the other node answers as it would (it forwards, or says ``503 owner_down``).
+
+Retry safety. Only a connection that could not be opened moves on to another node at once
+(nothing was sent); a request that may have been sent is sent again at most once (to the owner
+of the refreshed map, or past it as above), and only if its method is in
+:data:`RETRY_AFTER_SENT`, the idempotent ones; any other method is never sent twice. Get is
+read-only. Put is idempotent (setting the same value twice leaves
+the same state), so a Put retried after a connection error *may be applied twice*, which is
+harmless on its own but can reorder it after a concurrent writer's Put to the same key. Delete is
+idempotent too, but a Delete whose first attempt was applied before the connection broke is
+answered 404 on the retry, so :meth:`Client.delete` may then return False for a key it did
+delete. The client never retries after ``504 forward_timeout``: the outcome is unknown and the
+caller must decide.
 
 Errors are raised as the typed :mod:`kvcore.errors` exceptions rebuilt from the JSON body
 (:func:`kvcore.errors.error_from_code`). A node that cannot be reached at all raises
@@ -36,6 +51,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Self
@@ -149,13 +165,28 @@ class NodeConnection:
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn: http.client.HTTPConnection | None = None
 
+    def _http(self) -> http.client.HTTPConnection:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return conn
+
+    def connect(self) -> None:
+        """Open the connection unless it is open. Nothing is sent, so a failure here (OSError:
+        refused, the connect timed out) means a request never reached the node."""
+        conn = self._http()
+        if conn.sock is None:
+            try:
+                conn.connect()
+            except BaseException:
+                self.close()
+                raise
+
     def request(
         self, method: str, path: str, body: bytes | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one request; returns (status, headers, body). Raises OSError or HTTPException."""
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = self._http()
         headers = {"Content-Length": str(len(body))} if body is not None else {}
         if self._auth:
             headers.update(self._auth)
@@ -177,6 +208,10 @@ class NodeConnection:
 
 
 _CONNECTION_ERRORS = (OSError, http.client.HTTPException, socket.timeout)
+#: the methods a client retries (once) after a connection error that may have come after the
+#: request went out: the idempotent ones (see the module docstring); anything else is never
+#: sent twice
+RETRY_AFTER_SENT = frozenset({"GET", "PUT", "DELETE"})
 
 
 class KvMethods:
@@ -241,6 +276,13 @@ class Client(KvMethods):
         #: the epoch of the cached map, and how many times it was fetched
         self.epoch = 0
         self.refreshes = 0
+        #: address -> until when (time.monotonic()) it is tried after the others: its connect failed
+        self._down: dict[str, float] = {}
+        #: requests sent to another node because the owner could not be connected to
+        self.fallbacks = 0
+
+    #: seconds an address whose connect failed is tried after every other node the client knows
+    down_for = 2.0
 
     # --- the slot map --------------------------------------------------------------------
 
@@ -299,14 +341,16 @@ class Client(KvMethods):
     # --- operations ----------------------------------------------------------------------
 
     def _call(self, method: str, key: str | bytes, body: bytes | None) -> tuple[int, bytes]:
-        """Send one key operation to the owner; refresh and retry once when that is safe."""
+        """Send one key operation to the owner (another node when the owner cannot be connected
+        to); refresh and retry once when that is safe."""
         path = kv_path(key)
         for attempt in (0, 1):
-            addr = self.owner_addr(key)
+            addr, conn = self._open(key)
             try:
-                status, _, data = self._conn(addr).request(method, path, body)
+                status, _, data = conn.request(method, path, body)
             except _CONNECTION_ERRORS as e:
-                if attempt == 1:
+                # the request may have gone out: never sent twice unless its method is idempotent
+                if attempt == 1 or method not in RETRY_AFTER_SENT:
                     raise NodeUnreachable(f"cannot reach node {addr}: {e}") from e
                 self._refresh_after_failure()
                 continue
@@ -317,6 +361,60 @@ class Client(KvMethods):
                     continue
             return status, data
         raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _open(self, key: str | bytes) -> tuple[str, NodeConnection]:
+        """An open connection to ``key``'s owner, else to another node the client knows (which
+        serves or forwards). Only a connect failure moves on: nothing was sent yet. Raises
+        NodeUnreachable when no node accepts a connection."""
+        owner = self.owner_addr(key)
+        failed: dict[str, BaseException] = {}
+        if not self._is_down(owner):
+            conn = self._try_connect(owner, failed)
+            if conn is not None:
+                return owner, conn
+            # the slots may have moved away from a node that left: ask for the map again
+            self._refresh_after_failure()
+            owner = self.owner_addr(key)
+        for addr in self._candidates(owner):
+            if addr in failed:
+                continue
+            conn = self._try_connect(addr, failed)
+            if conn is not None:
+                if addr != owner:
+                    self.fallbacks += 1
+                return addr, conn
+        first, e = next(iter(failed.items()))
+        others = f" (nor {len(failed) - 1} other node{'s' if len(failed) != 2 else ''})" if len(failed) > 1 else ""
+        raise NodeUnreachable(f"cannot reach node {first}{others}: {e}") from e
+
+    def _candidates(self, owner: str) -> list[str]:
+        """``owner``, the seeds, then the other addresses of the cached map, each once; the
+        addresses whose connect failed lately after the others."""
+        out: list[str] = []
+        for a in [owner, *self.seeds, *sorted(set(self._owners) - {""})]:
+            if a not in out:
+                out.append(a)
+        return sorted(out, key=self._is_down)  # stable: the order above among equals
+
+    def _is_down(self, addr: str) -> bool:
+        until = self._down.get(addr)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._down[addr]
+        return False
+
+    def _try_connect(self, addr: str, failed: dict[str, BaseException]) -> NodeConnection | None:
+        conn = self._conn(addr)
+        try:
+            conn.connect()
+        except _CONNECTION_ERRORS as e:
+            failed[addr] = e
+            self._down[addr] = time.monotonic() + self.down_for
+            return None
+        self._down.pop(addr, None)
+        return conn
 
     def _refresh_after_failure(self) -> None:
         try:
@@ -342,6 +440,7 @@ __all__ = [
     "Client",
     "NodeConnection",
     "NodeUnreachable",
+    "RETRY_AFTER_SENT",
     "Unauthorized",
     "WrongPort",
     "error_from_response",

@@ -60,6 +60,7 @@ from realnet.clicommon import (
     error,
     say,
     say_problems,
+    seconds,
     sentence,
     table,
     token_from,
@@ -91,16 +92,6 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _seconds(text: str) -> float:
-    try:
-        t = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not t > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return t
-
-
 def add_cluster_parser(sub: Any) -> None:
     c = sub.add_parser(
         "cluster",
@@ -114,7 +105,7 @@ def add_cluster_parser(sub: Any) -> None:
     csub = c.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
 
     def common(sp: argparse.ArgumentParser, changes: bool = True, moves: bool = False) -> None:
-        sp.add_argument("--timeout", type=_seconds, default=admin.DEFAULT_TIMEOUT, metavar="SECONDS",
+        sp.add_argument("--timeout", type=seconds, default=admin.DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"per HTTP request (default {admin.DEFAULT_TIMEOUT:g})")
         sp.add_argument("--token-file", metavar="FILE",
                         help="the nodes' admin token (--admin-token-file of the nodes); default: "

@@ -20,11 +20,18 @@ change is asked of the leader, found from the nodes' own ``raft`` views:
   ``NEW`` joins the group; it catches up (from a snapshot if the log was compacted) and is
   promoted once its applied index reaches the leader's commit (thesis §4.2.1); done when it votes.
 - ``remove-node ADDR NODE``: a configuration change removes ``NODE`` (the leader first hands
-  leadership away if ``NODE`` leads), then ``NODE`` leaves the cluster and its process exits.
+  leadership away if ``NODE`` leads), then ``NODE`` leaves the cluster and its process exits. A
+  ``NODE`` that cannot be reached (down) is out of the group all the same once the change is
+  committed: the command says so and that it could not be asked to leave (exit 0); back, it
+  learns that it was removed (it answers clients 503 removed), and ``remove-node`` again makes
+  it leave.
 - ``verify``: the group has one leader that every live member names, a quorum of voters is alive
   and answering, and the applied indexes of the live members are within :data:`LAG_LIMIT` of the
   leader's commit (judged over a few polls: a busy group moves between two reads).
-- ``info``: one row per member: role, term, leader, commit and applied index, voters, keys.
+- ``info``: one row per member: role, term, leader, commit and applied index, voter or not, keys,
+  as each node reports itself (``?``, null in JSON, where it did not answer: a dead voter is not
+  "not a voter"); the footer counts the voters and learners of the leader's configuration, the
+  voters that did not answer, the members that left the cluster and those outside the group.
 
 ``reshard``, ``rebalance`` and ``fix`` refuse a replicated cluster (:func:`refuse_slot_moves`): the
 group serves every slot, and keys moved out of a replica's store would no longer match its log.
@@ -42,7 +49,7 @@ from kvcore.slots import even_split
 from kvcore.states import State
 from realnet import admin
 from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
-from realnet.clicommon import confirm, say, say_problems, table
+from realnet.clicommon import UNKNOWN, confirm, say, say_problems, table
 
 #: an applied index more than this far behind the leader's commit is a problem for ``verify``
 LAG_LIMIT = 1000
@@ -123,14 +130,48 @@ def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str
 
 
 def rows(cluster: ClusterView) -> list[dict[str, Any]]:
+    """One row per member, each as the node reports itself: None where it did not answer
+    (``voter`` included: a node that did not answer may well be a voter)."""
     out = []
     for n in cluster.nodes.values():
         raft = raft_of(n) or {}
         out.append({"id": n.id, "addr": n.addr, "state": n.state, "role": raft.get("role"),
                     "term": raft.get("term"), "leader": raft.get("leader"), "commit": raft.get("commit"),
-                    "applied": raft.get("applied"), "voter": n.id in raft.get("voters", []),
+                    "applied": raft.get("applied"),
+                    "voter": n.id in raft.get("voters", []) if n.reachable else None,
                     "keys": (n.info or {}).get("keys"), "answered": n.reachable, "error": n.error})
     return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def group_summary(cluster: ClusterView) -> str:
+    """What ``info``'s footer says of the group: its voters and learners as the leader's
+    configuration lists them (the entry node's when no leader is known), the voters that did
+    not answer, the members that left the cluster and those still in it but out of the group."""
+    lead = leader_of(cluster)
+    conf = raft_of(lead) if lead is not None else raft_of(cluster.entry)
+    conf = conf or {}
+    voters, learners = list(conf.get("voters", [])), list(conf.get("learners", []))
+    group = _count(len(voters), "voter")
+    if learners:
+        group += f" and {_count(len(learners), 'learner')}"
+    silent = [v for v in voters if v not in cluster.nodes or not cluster.nodes[v].reachable]
+    if silent:
+        group += f" ({', '.join(silent)} did not answer)"
+    parts = [group + " in one replicated group" + ("" if lead is not None else
+                                                  f" as {cluster.entry.id}'s configuration lists it")]
+    left = [n.id for n in cluster.nodes.values() if n.state == State.LEFT]
+    if left:
+        parts.append(f"{_count(len(left), 'member')} left the cluster ({', '.join(left)})")
+    outside = [n.id for n in cluster.nodes.values() if n.state != State.LEFT and not in_conf(conf, n.id)]
+    if outside:
+        parts.append(f"{', '.join(outside)} {'is a member' if len(outside) == 1 else 'are members'} of the "
+                     "cluster but not of the group")
+    parts.append(f"leader: {lead.label() if lead else 'none known'}")
+    return "; ".join(parts) + "."
 
 
 # --- admin steps ---------------------------------------------------------------------------------
@@ -213,9 +254,11 @@ def add_node(a: Admin, new: NodeState, cluster: ClusterView) -> None:
     a.wait(f"{new.id} to catch up and become a voter", voter)
 
 
-def remove(a: Admin, cluster: ClusterView, node: NodeState) -> None:
+def remove(a: Admin, cluster: ClusterView, node: NodeState) -> str:
     """A configuration change removes ``node`` from the group (unless the leader's configuration
-    no longer names it); once the change is committed, it leaves the cluster."""
+    no longer names it); once the change is committed, it leaves the cluster. Returns "" when it
+    left, else why it could not be asked to (it cannot be reached: down, or cut off); the removal
+    stands either way."""
     lead = leader_or_refuse(cluster)
     if in_conf(raft_of(lead) or {}, node.id):  # (else removed already: cut off meanwhile, or a
         if lead.id == node.id:                  # remove-node cut short)
@@ -236,7 +279,11 @@ def remove(a: Admin, cluster: ClusterView, node: NodeState) -> None:
             conf.get("conf_index", 0))
 
     a.wait(f"the group to drop {node.id} from its configuration", removed)
-    leave(a, node)
+    try:
+        leave(a, node)
+    except admin.Unreachable as e:
+        return e.message
+    return ""
 
 
 def leave(a: Admin, node: NodeState) -> None:
@@ -313,9 +360,13 @@ def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
 
 
 def _info_table(cluster: ClusterView) -> str:
+    def said(r: dict[str, Any], v: Any) -> Any:
+        return UNKNOWN if v is None and not r["answered"] else v
+
     return table(("ID", "ADDR", "STATE", "ROLE", "TERM", "COMMIT", "APPLIED", "VOTER", "KEYS"),
-                 [(r["id"], r["addr"], r["state"], r["role"], r["term"], r["commit"], r["applied"],
-                   "yes" if r["voter"] else "no", r["keys"]) for r in rows(cluster)])
+                 [(r["id"], r["addr"], r["state"], said(r, r["role"]), r["term"], r["commit"], r["applied"],
+                   UNKNOWN if r["voter"] is None else "yes" if r["voter"] else "no", r["keys"])
+                  for r in rows(cluster)])
 
 
 def cmd_info(args: argparse.Namespace, a: Admin) -> int:
@@ -324,10 +375,9 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
         say(json.dumps({"entry": cluster.entry.id, "nodes": rows(cluster)}, indent=2))
         return admin.EXIT_OK
     say(_info_table(cluster))
-    lead = leader_of(cluster)
-    say(f"{len(cluster.nodes)} node{'s' if len(cluster.nodes) != 1 else ''} in one replicated group; "
-        f"leader: {lead.label() if lead else 'none known'}. Role, term, commit and applied index as "
-        "each node reports its own (? when it did not answer).")
+    say(group_summary(cluster))
+    say("Role, term, commit and applied index, voter or not and keys as each node reports its own "
+        "(? when it did not answer).")
     return admin.EXIT_OK
 
 
@@ -344,19 +394,35 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
     node = cluster.resolve(args.node)
     lead = leader_or_refuse(cluster)
     if not in_conf(raft_of(lead) or {}, node.id):
+        if node.state == State.LEFT:
+            raise Refused(f"Node {node.label()} is no longer in the group's configuration and has left "
+                          "the cluster; nothing is left to do.")
         if not node.reachable:
-            raise Refused(f"Node {node.label()} is not in the group's configuration.")
+            now = "does not answer" if node.state == State.ALIVE else f"is {node.state}"
+            raise Refused(f"Node {node.label()} is no longer in the group's configuration, and it cannot "
+                          f"be asked to leave the cluster while it {now}; run this command again once it "
+                          "is back.")
         # removed while it was cut off (or a remove-node whose last step failed): finish the job
         say(f"Node {node.label()} is no longer in the group's configuration; it leaves the cluster now "
             "(its process exits).")
         confirm(args, f"Make node {node.id} leave?")
-        remove(a, cluster, node)
+        why = remove(a, cluster, node)
+        if why:
+            raise admin.Unreachable(why)
         say(f"Node {node.id} left the cluster.")
         return admin.EXIT_OK
     say(f"Removing node {node.label()} from the replicated group by a configuration change; then it "
         "leaves the cluster (its process exits).")
     confirm(args, f"Remove node {node.id}?")
-    remove(a, cluster, node)
+    why = remove(a, cluster, node)
+    if why:
+        # the removal is committed: the group no longer counts it, which is what was asked; the
+        # node learns it when it comes back (thesis §4.2.3) and refuses clients until it leaves
+        say(f"Node {node.id} was removed from the group (the configuration change is committed), but it "
+            f"could not be asked to leave the cluster. {why.rstrip('.')}. When it comes back it learns "
+            f"that it was removed (it answers clients 503 removed); `storelab cluster remove-node "
+            f"{args.addr} {node.id}` then makes it leave the cluster (its process exits).")
+        return admin.EXIT_OK
     say(f"Node {node.id} left the group and the cluster.")
     return admin.EXIT_OK
 

@@ -484,16 +484,16 @@ class Node:
         as a learner (``add-node``). Refuses a node already in another group or holding keys."""
         voters = list(voters)
         if voters and self.id not in voters:
-            raise errors.BadRequest(f"{self.id} is not among the voters {voters}")
+            raise errors.BadRequest(f"node {self.id} is not among the voters {voters}")
         if len(set(voters)) != len(voters) or any(not v or " " in v for v in voters):
             raise errors.BadRequest(f"voters must be distinct node ids without spaces, not {voters}")
         if self.replica is not None:
             if voters and list(self.replica.raft.log.conf().voters) == voters:
                 return  # asked again (a retried create): nothing to do
-            raise errors.Conflict(f"{self.id} is already in a replicated group "
+            raise errors.Conflict(f"node {self.id} is already in a replicated group "
                                   f"(voters {list(self.replica.raft.log.conf().voters)})")
         if self.store.count():
-            raise errors.Conflict(f"{self.id} holds {self.store.count()} keys; a replicated group "
+            raise errors.Conflict(f"node {self.id} holds {self.store.count()} keys; a replicated group "
                                   "starts empty (move them away first)")
         self.rt.storage.put(GROUP_KEY, json.dumps({"voters": voters, "learners": []}).encode())
         self.rt.storage.sync()
@@ -517,7 +517,7 @@ class Node:
 
     def _group(self) -> ReplicaGroup:
         if self.replica is None:
-            raise errors.Conflict(f"{self.id} is not in a replicated group")
+            raise errors.Conflict(f"node {self.id} is not in a replicated group")
         return self.replica
 
     def transfer_leader(self, to: str) -> None:

@@ -286,16 +286,16 @@ def propose_conf_change(r: Raft, cc: ConfChange) -> tuple[int, int]:
     if not r.committed_in_term():
         raise ProposalRefused("the leader has not committed an entry of its term yet (the no-op-first rule)")
     if cc.op == "add-learner" and (cc.node in conf.voters or cc.node in conf.learners):
-        raise ProposalRefused(f"{cc.node} is already a member")
+        raise ProposalRefused(f"node {cc.node} is already a member")
     if cc.op == "promote":
         if cc.node not in conf.learners:
-            raise ProposalRefused(f"{cc.node} is not a learner; add it as a learner first so it catches up (§4.2.1)")
+            raise ProposalRefused(f"node {cc.node} is not a learner; add it as a learner first so it catches up (§4.2.1)")
         if r.prs[cc.node].match < r.log.committed:
             raise ProposalRefused(f"learner {cc.node} has not caught up (match {r.prs[cc.node].match}, "
                                   f"commit {r.log.committed}); try again later (§4.2.1)")
     if cc.op == "remove":
         if cc.node not in conf.voters and cc.node not in conf.learners:
-            raise ProposalRefused(f"{cc.node} is not a member")
+            raise ProposalRefused(f"node {cc.node} is not a member")
         if list(conf.voters) == [cc.node]:
             raise ProposalRefused("the last voter cannot be removed")
     return propose_entries(r, [Entry(term=r.term, index=0, kind=CONF, data=cc.encode())])
@@ -389,7 +389,7 @@ def transfer_leader(r: Raft, to: str) -> None:
     if to == r.id:
         return
     if to not in r.log.conf().voters:
-        raise ValueError(f"{to} is not a voter and cannot become leader")
+        raise ValueError(f"node {to} is not a voter and cannot become leader")
     if r.lead_transferee == to:
         return
     r.lead_transferee = to

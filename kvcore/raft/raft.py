@@ -66,7 +66,7 @@ class NotLeader(Exception):
     """A proposal or read reached a node that is not the leader; ``leader`` is its best guess."""
 
     def __init__(self, node: str, leader: str | None) -> None:
-        super().__init__(f"{node} is not the leader" + (f"; {leader} is" if leader else "; no leader is known"))
+        super().__init__(f"node {node} is not the leader" + (f"; {leader} is" if leader else "; no leader is known"))
         self.leader = leader
 
 

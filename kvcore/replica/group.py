@@ -451,7 +451,7 @@ class ReplicaGroup:
             # its copy stops at its removal and no leader sends it more: nothing it could answer
             # would be current, and nothing it forwards is its to ask (thesis §4.2.3)
             self.stats.removed += 1
-            e = errors.Removed(f"{self.id} was removed from the replicated group (the configuration "
+            e = errors.Removed(f"node {self.id} was removed from the replicated group (the configuration "
                                f"committed at index {self.raft.removed_at}); ask another node")
             reply(Reply(error=e.code, message=e.message))
             return
@@ -578,7 +578,7 @@ class ReplicaGroup:
                     self._send_write(q)
             else:  # never sent: certainly not applied
                 queued, self.queued = self.queued, []
-                e = errors.NoLeader(f"{self.id} could not register its client session with the "
+                e = errors.NoLeader(f"node {self.id} could not register its client session with the "
                                     f"group ({code}: {message}); retry shortly")
                 for q in queued:
                     self._finish(q, e.code, e.message)
@@ -692,7 +692,7 @@ class ReplicaGroup:
     def transfer_leader(self, to: str) -> None:
         self._leader_only("a leadership transfer")
         if to not in self.raft.log.conf().voters:
-            raise errors.BadRequest(f"{to} is not a voter of the group")
+            raise errors.BadRequest(f"node {to} is not a voter of the group")
         self._input(lambda: self.raft.transfer_leader(to))
 
     def change(self, op: str, node: str) -> int:

@@ -108,6 +108,42 @@ def test_sentence_puts_any_text_in_the_one_voice() -> None:
     assert cli.sentence("  two\n lines ") == "Two lines."
 
 
+@pytest.mark.parametrize("text", [
+    "e is not in a replicated group",  # node ids are case-sensitive: e and E are two nodes
+    "r4 was removed from the replicated group (the configuration committed at index 8)",
+    "alpha does not answer",  # a word that is not one of ours may be an id too
+    "'k' is not a key",
+    "3 slots have no owner",
+    "Already a sentence",
+])
+def test_a_sentence_that_starts_with_what_it_names_is_left_as_it_is(text: str) -> None:
+    from realnet import admin, adminapi
+
+    for put in (cli.sentence, adminapi._sentence, admin._sentence):
+        assert put(text) == text + ".", put
+
+
+def test_a_sentence_that_starts_with_a_word_of_ours_gets_its_capital() -> None:
+    from realnet import admin, adminapi
+
+    for put in (cli.sentence, adminapi._sentence, admin._sentence):
+        assert put("node e is not in a replicated group") == "Node e is not in a replicated group."
+        assert put("the field 'slots' is required") == "The field 'slots' is required."
+        assert put("a learner is not among the voters") == "A learner is not among the voters."
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "-0", "nan", "inf", "-inf", "1e300", "3601", "x", ""])
+@pytest.mark.parametrize("command", [["get", "k"], ["set", "k", "v"], ["del", "k"]])
+def test_a_timeout_that_is_not_a_positive_finite_number_of_seconds_is_a_usage_error(
+        command: list[str], value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # no node is asked: the node address is never used
+    assert cli.main([*command, "--node", "127.0.0.1:1", f"--timeout={value}"]) == 2
+    err = capsys.readouterr().err
+    assert f"storelab {command[0]}: error: argument --timeout: '{value}' " in err, err
+    assert err.startswith("usage: storelab ") and "Traceback" not in err
+    assert voice_problems(err) == []
+
+
 def test_every_error_of_the_kv_commands_is_one_sentence_in_one_voice(node: NodeProc) -> None:
     dead = f"127.0.0.1:{free_ports(1)[0]}"
     cases = [

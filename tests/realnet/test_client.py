@@ -10,18 +10,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from kvcore import errors
-from realnet.client import Client, NodeUnreachable, error_from_response, kv_path
+from realnet.client import RETRY_AFTER_SENT, Client, NodeUnreachable, error_from_response, kv_path
 from tests.realnet.conftest import free_ports
 
 
 class Script:
-    """Answers for /kv/ requests, consumed in order; every request is recorded."""
+    """Answers for /kv/ requests, consumed in order (status None: the connection is closed without
+    an answer, after the request was read); every request is recorded."""
 
     def __init__(self) -> None:
-        self.answers: list[tuple[int, bytes]] = []
+        self.answers: list[tuple[int | None, bytes]] = []
         self.seen: list[tuple[str, str]] = []
         self.slot_requests = 0
         self.addr = ""
+        #: the owner address the slot map names for every slot (default: this server)
+        self.owner = ""
 
 
 @pytest.fixture
@@ -43,19 +46,23 @@ def server() -> Iterator[Script]:
                 status, body = 200, json.dumps(
                     {
                         "epoch": 1,
-                        "slots": [{"start": 0, "end": 16383, "node": "x", "addr": script.addr}],
+                        "slots": [{"start": 0, "end": 16383, "node": "x", "addr": script.owner or script.addr}],
                         "unassigned": "",
                     }
                 ).encode()
             else:
                 script.seen.append((self.command, self.path))
-                status, body = script.answers.pop(0)
+                answer, body = script.answers.pop(0)
+                if answer is None:  # read, never answered: the request may have been applied
+                    self.close_connection = True
+                    return
+                status = answer
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_PUT = do_DELETE = _answer
+        do_GET = do_PUT = do_DELETE = do_POST = _answer
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     script.addr = f"127.0.0.1:{httpd.server_address[1]}"
@@ -108,6 +115,66 @@ def test_no_reachable_seed_is_node_unreachable() -> None:
     with Client(f"127.0.0.1:{port}", timeout=2) as c, pytest.raises(NodeUnreachable) as info:
         c.get("k")
     assert not info.value.definite
+
+
+def dead_addr() -> str:
+    """An address nothing listens on: a connect is refused."""
+    return f"127.0.0.1:{free_ports(1)[0]}"
+
+
+def test_an_owner_that_refuses_the_connection_is_bypassed_through_the_seed(server: Script) -> None:
+    """The map names an owner that refuses connections (a dead or removed voter of a replicated
+    group, whose slots any live node serves): nothing was sent to it, so the request goes to the
+    seed, which serves it (or forwards); the map is fetched again once, not at every request."""
+    server.owner = dead_addr()
+    server.answers = [(200, b"v1"), (204, b""), (204, b""), (200, b"v2")]
+    with Client(server.addr, timeout=2) as c:
+        c.down_for = 600.0  # however slow the machine, the refused owner stays "down" in this test
+        assert c.get("k") == b"v1"
+        assert server.slot_requests == 2  # the first map, then once more after the refused connect
+        c.set("k", "v2")
+        assert c.delete("k") is True
+        assert c.get("k") == b"v2"
+        assert c.fallbacks == 4
+    assert server.seen == [("GET", kv_path("k")), ("PUT", kv_path("k")), ("DELETE", kv_path("k")),
+                           ("GET", kv_path("k"))]
+    assert server.slot_requests == 2  # the refused owner is tried after the seed for a while
+
+
+def test_the_node_that_answers_for_a_refused_owner_keeps_its_own_semantics(server: Script) -> None:
+    """An unreplicated cluster: the other node answers as it would for a dead owner."""
+    server.owner = dead_addr()
+    server.answers = [(503, err("owner_down"))]
+    with Client(server.addr, timeout=2) as c, pytest.raises(errors.OwnerDown):
+        c.get("k")
+    assert len(server.seen) == 1
+
+
+def test_no_node_accepting_a_connection_is_node_unreachable(server: Script) -> None:
+    dead = dead_addr()
+    server.owner = dead
+    with Client(server.addr, timeout=2) as c:
+        c.refresh()
+        c.seeds = [dead]  # the seed is gone too: only the map's (dead) owner is known
+        with pytest.raises(NodeUnreachable) as info:
+            c.get("k")
+    assert f"cannot reach node {dead}" in str(info.value)
+    assert server.seen == []
+
+
+def test_a_request_that_may_have_been_sent_is_retried_once_and_only_if_idempotent(server: Script) -> None:
+    """A connection closed after the request went out: the request may have been applied. An
+    idempotent one is sent once more, then the error is raised; any other is never sent twice."""
+    assert {"GET", "PUT", "DELETE"} == RETRY_AFTER_SENT
+    server.answers = [(None, b""), (None, b"")]
+    with Client(server.addr, timeout=2) as c, pytest.raises(NodeUnreachable):
+        c.set("k", "v")
+    assert server.seen == [("PUT", kv_path("k"))] * 2
+    server.seen.clear()
+    server.answers = [(None, b""), (200, b"")]
+    with Client(server.addr, timeout=2) as c, pytest.raises(NodeUnreachable):
+        c._call("POST", "k", b"1")  # not idempotent: never sent again, to this node or another
+    assert server.seen == [("POST", kv_path("k"))]
 
 
 def test_error_bodies_map_to_typed_errors() -> None:

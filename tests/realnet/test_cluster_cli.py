@@ -456,6 +456,11 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     ["cluster", "rebalance", "127.0.0.1:7000", "--weight", "a=-1"],
     ["cluster", "remove-node", "127.0.0.1:7000"],
     ["cluster", "info", "127.0.0.1:7000", "--timeout", "0"],
+    ["cluster", "info", "127.0.0.1:7000", "--timeout", "-1"],
+    ["cluster", "info", "127.0.0.1:7000", "--timeout", "nan"],
+    ["cluster", "info", "127.0.0.1:7000", "--timeout", "inf"],
+    ["cluster", "info", "127.0.0.1:7000", "--timeout", "1e300"],
+    ["cluster", "verify", "127.0.0.1:7000", "--timeout", "3601"],
 ])
 def test_bad_arguments_exit_2_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2

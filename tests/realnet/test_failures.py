@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from realnet.client import kv_path
+from kvcore import errors
+from realnet.client import Client, kv_path
 from tests.realnet.conftest import (
     FAST_SETTINGS,
     FAST_SWIM,
@@ -60,6 +61,13 @@ def test_kill_9_fails_fast_for_the_dead_nodes_slots_only(launcher: Launcher) -> 
         return True
 
     poll(owner_down_everywhere, timeout=20, what="503 owner_down for the dead node's slots")
+
+    # The smart client's map still names c: it cannot connect there (nothing was sent), so it
+    # asks a node it knows, which answers as any node does for a dead owner in an unreplicated
+    # cluster: 503 owner_down (not "cannot reach node").
+    with Client(a.addr, timeout=5.0) as client, pytest.raises(errors.OwnerDown):
+        assert client.owner_addr(mine["c"][0]) == c.addr
+        client.get(mine["c"][0])
 
     expected = {"a": "alive", "b": "alive", "c": "dead"}
     for node in (a, b):

@@ -326,3 +326,37 @@ def test_a_joining_learner_forms_an_empty_group() -> None:
         assert len(node.calls) == 1
 
     _with_api(test)
+
+
+def test_a_refusal_that_names_a_node_keeps_its_id_as_it_is() -> None:
+    """Node ids are case-sensitive: a node called ``e`` that runs no group says "Node e is not in a
+    replicated group.", never "E is not ..." (kvcore names the node after the word "node"; the API
+    capitalises only a word of its own)."""
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        runtime = AsyncioRuntime("e", loop=loop, rng=random.Random(1))
+        node = Node(runtime, NodeConfig())
+        transport = PeerTransport(node_id="e", on_message=node.on_message, node_stats=node.stats,
+                                  rng=runtime.random, loop=loop)
+        runtime.sink = transport
+        node.start()
+        try:
+            api = Api(node, transport, loop=loop)
+            status, out = _answer(api, _post("/cluster/failover", {"to": "r4"}))
+            assert (status, out["error"]) == (409, "conflict")
+            assert out["message"] == "Node e is not in a replicated group."
+        finally:
+            node.stop()
+            await transport.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("message", ["e is not a voter", "r4 was removed from the replicated group"])
+def test_a_refusal_that_starts_with_an_id_is_not_capitalised(message: str) -> None:
+    async def test(api: Api, node: Recorder) -> None:
+        node.refuse = errors.Conflict(message)
+        status, out = _answer(api, _post("/cluster/remove-voter", {"node": "n4"}))
+        assert (status, out["message"]) == (409, message + ".")
+
+    _with_api(test)

@@ -104,6 +104,24 @@ def test_info_rows_show_role_term_commit_applied() -> None:
         ("a", "leader", 2, 10, 10, True), ("b", "follower", 2, 10, 10, True), ("c", "follower", 2, 10, 9, True)]
 
 
+def test_info_says_unknown_for_a_node_that_did_not_answer_and_counts_the_group_as_it_is() -> None:
+    """A dead voter is not "not a voter": its row says None (``?``). The footer counts the leader's
+    configuration (voters, learners), who did not answer, who left, who is outside the group."""
+    lead = _node("a", role="leader", voters=("a", "b", "c"))
+    assert lead.info is not None
+    lead.info["raft"]["learners"] = ["d"]
+    c = _cluster(lead, _node("b", state="dead", answers=False), _node("c"), _node("d", voters=("a", "b", "c")),
+                 NodeState(id="x", addr="127.0.0.1:9", state="left"), _node("y", state="alive", answers=False))
+    voter = {r["id"]: r["voter"] for r in replicacli.rows(c)}
+    assert voter == {"a": True, "b": None, "c": True, "d": False, "x": None, "y": None}
+    assert replicacli.group_summary(c) == (
+        "3 voters and 1 learner (b did not answer) in one replicated group; 1 member left the cluster (x); "
+        "y is a member of the cluster but not of the group; leader: a (127.0.0.1:97).")
+    table = replicacli._info_table(c).splitlines()
+    assert table[2].split() == ["b", "127.0.0.1:98", "dead", "?", "?", "?", "?", "?", "?"]
+    assert table[4].split()[-2:] == ["no", "3"]  # d answered: a learner, not a voter
+
+
 def test_the_automatic_rebalancer_leaves_a_replicated_node_alone() -> None:
     """A node in a group (``node.replica``) never starts a rebalance nor drains before leaving:
     the group serves every slot on every node."""

@@ -27,7 +27,7 @@ import pytest
 
 from realnet import replicacli
 from realnet.admin import Admin
-from realnet.client import kv_path
+from realnet.client import Client, kv_path
 from realnet.history import HistoryRecorder, NodeClient, RecordingClient
 from realnet.raftopen import GROUP, RAFT_DIR
 
@@ -427,3 +427,89 @@ def test_a_corrupt_log_stops_the_start_with_a_sentence(launcher: Launcher, tmp_p
     assert victim.wait(timeout=30) == 2
     text = victim.log_text()
     assert "damaged Raft log" in text and str(path) in text
+
+
+def test_the_client_reaches_every_key_while_its_map_names_a_dead_then_removed_voter(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``create --replicas 3`` splits the slot map among the voters (they become one cluster
+    first), but the group serves every slot on every node. A smart client whose map names a
+    voter that was killed (then removed from the group) sends those keys to another node it
+    knows, which serves them: no key fails with "cannot reach node"."""
+    from realnet.cli import main
+
+    nodes = start_group(launcher, tmp_path)
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    seed = nodes[2]
+    # a follower other than the seed: its death leaves the leader and a quorum in place
+    victim = next(n for n in nodes if n is not lead and n is not seed)
+    keys = [f"key-{i}" for i in range(30)]
+    with Client(seed.addr, timeout=5.0) as c:
+        for k in keys:
+            c.set(k, k)
+        theirs = [k for k in keys if c.owner_addr(k) == victim.addr]
+        assert theirs, "the map names the victim for none of the keys"
+        victim.kill()
+        for k in keys:  # the client holds a keep-alive connection to the victim: it breaks
+            assert c.get(k) == k.encode(), k
+        c.set(theirs[0], "after the kill")
+        assert c.get(theirs[0]) == b"after the kill"
+        assert c.fallbacks >= len(theirs)
+        assert main(["cluster", "remove-node", seed.addr, victim.id, "--yes"]) == 0, capsys.readouterr()
+        capsys.readouterr()
+    with Client(seed.addr, timeout=5.0) as c:  # a fresh client: the map still names the victim
+        assert [k for k in keys if c.owner_addr(k) == victim.addr] == theirs
+        assert c.delete(theirs[1]) is True
+        for k in keys:
+            assert c.get(k) == (None if k == theirs[1] else b"after the kill" if k == theirs[0] else k.encode())
+
+
+def test_info_and_remove_node_when_a_voter_is_down(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A killed voter did not answer: ``info`` says ``?`` (null) for it, not "not a voter", and
+    counts the group as it is. ``remove-node`` of it removes it (committed) and says that it could
+    not be asked to leave (exit 0); back, it learns it was removed and answers 503 removed, and
+    ``remove-node`` then makes it leave."""
+    from realnet.cli import main
+
+    nodes = start_group(launcher, tmp_path)
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    victim = next(n for n in nodes if n is not lead)
+    victim.kill()
+    assert main(["cluster", "info", lead.addr, "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)["nodes"]}
+    assert (rows[victim.id]["answered"], rows[victim.id]["voter"]) == (False, None)
+    assert all(r["voter"] is True for nid, r in rows.items() if nid != victim.id)
+    assert main(["cluster", "info", lead.addr]) == 0
+    out = capsys.readouterr().out
+    (row,) = [line.split() for line in out.splitlines() if line.startswith(f"{victim.id} ")]
+    assert row[3:] == ["?"] * 6  # role, term, commit, applied, voter, keys
+    assert f"3 voters ({victim.id} did not answer) in one replicated group; leader: {lead.id} " in out
+
+    assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert (f"Node {victim.id} was removed from the group (the configuration change is committed), but it "
+            f"could not be asked to leave the cluster. Cannot reach node {victim.addr}: ") in out
+    assert f"`storelab cluster remove-node {lead.addr} {victim.id}` then makes it leave" in out
+    assert victim.id not in (raft(lead) or {})["voters"]
+    assert main(["cluster", "info", lead.addr]) == 0
+    out = capsys.readouterr().out
+    assert (f"2 voters in one replicated group; {victim.id} is a member of the cluster but not of the "
+            f"group; leader: {lead.id} ") in out
+
+    victim.restart()
+    poll(lambda: (raft(victim) or {}).get("removed_at"), timeout=30, what="the victim to learn")
+    status, _, body = victim.request("GET", kv_path("k"))
+    assert status == 503 and json.loads(body)["error"] == "removed", body
+
+    def answering() -> bool:
+        with Admin(5.0) as a:
+            view = a.discover(lead.addr).nodes.get(victim.id)
+        return view is not None and view.reachable
+
+    poll(answering, timeout=30, what="the victim answering in the cluster's view")
+    assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0, capsys.readouterr()
+    assert "no longer in the group's configuration" in capsys.readouterr().out
+    assert victim.wait(timeout=30) == 0
+    assert main(["cluster", "info", lead.addr]) == 0
+    out = capsys.readouterr().out
+    assert f"2 voters in one replicated group; 1 member left the cluster ({victim.id}); leader: " in out
