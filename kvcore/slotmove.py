@@ -20,7 +20,9 @@ calls stay few): :class:`Import` on the target, then :class:`Migrate` on the sou
 order, so that a request the source sends on with ASK finds the target ready), then
 :class:`MoveKeys` until every slot of the chunk answers "0 moved, no error". Only when every slot
 of the move is empty at its source does the target claim them all with one :class:`Finish` (one
-new config epoch per move, as ``redis-cli --cluster reshard`` ends with SETSLOT NODE). The move
+new config epoch per move, as ``redis-cli --cluster reshard`` ends with SETSLOT NODE); "0 moved"
+also means the target heard so (the migration's end batch, :mod:`kvcore.node.migration`), and the
+target refuses to finish a slot it has not heard it of (:func:`kvcore.node.guards.check_finish`). The move
 is over when every live node's map names the target and the sources dropped their migrating
 marks (:class:`WaitOwned`): the next move's target must know this claim's epoch, or its own
 claim would not be above it. A refused import or migrate (the guards of

@@ -154,7 +154,10 @@ def _act(c: SimCluster, step: Step, progress: Progress, batch: int) -> Generator
         rows = yield from _move_keys(c, node, step.slots, batch)
         return progress.after_move_keys(rows)
     if isinstance(step, Finish):
-        epoch = node.finish_import(list(step.slots))
+        try:
+            epoch = node.finish_import(list(step.slots))
+        except errors.Conflict as e:  # the finish guard: a source's keys would be orphaned
+            return e.message
         c.trace.record((env.now, "slots_moved", len(step.slots), step.node, epoch))
         return progress
     if isinstance(step, RollBack):
