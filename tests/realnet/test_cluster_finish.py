@@ -1,11 +1,14 @@
-"""``POST /cluster/finish`` orphaned keys: the finish guard over HTTP, as an audit found it.
+"""``POST /cluster/finish`` orphaned keys, and ``fix`` left the orphans where ``verify`` found them.
 
-On durable nodes: a finish of a slot the node does not import, or of an import whose keys never
-moved, is refused 409 with a sentence naming whose keys are at stake, and every key still
-answers; a finish after ``move-keys`` answered "0 moved" (the source's end batch reached the
-target) is accepted, as ``reshard`` and ``fix`` do it. Nodes are fresh standalone processes on
-127.0.0.1 made one cluster by ``storelab cluster create``; every wait is a poll against a
-deadline.
+Two real-process scenarios from an audit. First the finish guard over HTTP, on durable nodes: a
+finish of a slot the node does not import, or of an import whose keys never moved, is refused
+409 with a sentence naming whose keys are at stake, and every key still answers; a finish after
+``move-keys`` answered "0 moved" (the source's end batch reached the target) is accepted, as
+``reshard`` and ``fix`` do it. Then ``fix`` on keys a node holds of a slot it does not own (an
+import finished with ``accept_loss`` before its keys moved): ``verify`` names them, ``fix`` moves
+the slot to their holder with the owner's keys, and every key answers again. Nodes are fresh
+standalone processes on 127.0.0.1 made one cluster by ``storelab cluster create``; every wait is
+a poll against a deadline.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pytest
 from kvcore.slots import key_slot
 from realnet.client import Client
 from tests.realnet.conftest import START_DEADLINE, STEADY_SETTINGS, STEADY_SWIM, Launcher, NodeProc, poll
-from tests.realnet.test_cluster_cli import ok, post, storelab
+from tests.realnet.test_cluster_cli import ok, post, start, storelab
 
 pytestmark = pytest.mark.realnet  # starts real node processes
 
@@ -81,3 +84,46 @@ def test_finish_refuses_to_orphan_the_owners_keys_and_accepts_once_they_moved(
     poll(lambda: storelab("verify", m1.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
          what="verify to pass after the finished move")
 
+
+def test_fix_moves_a_slot_to_the_node_holding_its_orphaned_keys_and_every_key_answers(
+    launcher: Launcher,
+) -> None:
+    m1, m2 = start(launcher, ["m1", "m2"])
+    ok("create", m1.addr, m2.addr, "--yes")
+    stranded = key_of(1, "s")  # in m2's half: m2 keeps it, m1 takes the slot without it
+    slot = key_slot(stranded)
+    with Client(m1.addr) as client:
+        client.set(stranded, "old")
+
+    # an import finished before its keys moved, the loss accepted: m2's key is orphaned
+    assert post(m1, "/cluster/import", {"slot": slot, "source": "m2"})[0] == 200
+    status, got = post(m1, "/cluster/finish", {"slots": [slot], "accept_loss": True})
+    assert status == 200, got
+    poll(lambda: owner_in(m2, slot) == "m1", timeout=CONVERGE, what="m2 to hear m1's claim")
+    with Client(m1.addr) as client:
+        assert client.get(stranded) is None
+        # a key of the same slot written since lives on m1, the new owner
+        fresh = next(k for i in range(100_000) if key_slot(k := f"{{{stranded}}}-{i}") == slot)
+        client.set(fresh, "new")
+    assert m2.info()["stray"] == {"slots": str(slot), "keys": 1}
+
+    r = storelab("verify", m1.addr)
+    assert r.returncode == 1, r
+    assert f"problem: Node m2 holds 1 key of slots it does not own ({slot}): no request reaches them." in r.stdout
+
+    # declined at the prompt: the plan names the move, nothing changes
+    r = storelab("fix", m1.addr, stdin=b"n\n")
+    assert r.returncode == 1 and "Declined; nothing was changed." in r.stderr, r
+    assert f"move slots {slot} (1) from m1 to m2, which holds keys of them that no request reaches" in r.stdout
+    assert m2.info()["stray"]["keys"] == 1
+
+    r = ok("fix", m1.addr, "--yes")
+    assert "Fixed: no migration is open any more." in r.stdout, r.stdout
+    poll(lambda: storelab("verify", m1.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
+         what="verify to pass after fix")
+    assert owner_in(m1, slot) == "m2" and m2.info()["stray"]["keys"] == 0
+    for n in (m1, m2):
+        with Client(n.addr) as client:
+            assert client.get(stranded) == b"old" and client.get(fresh) == b"new"
+    r = ok("fix", m1.addr, "--yes")
+    assert "No open migration to fix. The slot map needs no mending." in r.stdout

@@ -61,3 +61,15 @@ def test_a_finish_that_would_orphan_keys_is_refused_in_the_sim_too() -> None:
     assert all(c.node(nid).slot_map.owner(slot) == owner.id for nid in c.ids)
     assert owner.store.get(b"k") == b"v" and thief.importing == {slot: owner.id}
 
+
+def test_fix_serves_again_the_keys_a_finish_with_accept_loss_orphaned_in_the_sim() -> None:
+    c, owner, thief, slot = _keyed(4)
+    thief.begin_import(slot, owner.id)
+    thief.finish_import([slot], accept_loss=True)  # a scenario that means it: owner's key is orphaned
+    c.run(until=8.0)
+    assert owner.stray_keys() == {"slots": str(slot), "keys": 1}
+    c.fix(at=8.5)  # moves the slot back to the holder of the orphaned key, the thief's keys along
+    c.run(until=20.0)
+    assert [f.args for f in c.faults if f.verb in ("reshard_aborted", "fix_unfixed")] == []
+    assert all(c.node(nid).slot_map.owner(slot) == owner.id for nid in c.ids)
+    assert owner.store.get(b"k") == b"v" and owner.stray_keys()["keys"] == 0
