@@ -20,7 +20,9 @@ calls stay few): :class:`Import` on the target, then :class:`Migrate` on the sou
 order, so that a request the source sends on with ASK finds the target ready), then
 :class:`MoveKeys` until every slot of the chunk answers "0 moved, no error". Only when every slot
 of the move is empty at its source does the target claim them all with one :class:`Finish` (one
-new config epoch per move, as ``redis-cli --cluster reshard`` ends with SETSLOT NODE). The move
+new config epoch per move, as ``redis-cli --cluster reshard`` ends with SETSLOT NODE); "0 moved"
+also means the target heard so (the migration's end batch, :mod:`kvcore.node.migration`), and the
+target refuses to finish a slot it has not heard it of (:func:`kvcore.node.guards.check_finish`). The move
 is over when every live node's map names the target and the sources dropped their migrating
 marks (:class:`WaitOwned`): the next move's target must know this claim's epoch, or its own
 claim would not be above it. A refused import or migrate (the guards of
@@ -50,7 +52,12 @@ view's map claims them again above every epoch (:class:`Readopt`). A live owner 
 does not name it for a slot that the view's map gives it has lost its claim (it restarted
 without its cluster state: an empty or another data directory): gossip never teaches a node its
 own claim, so it claims them again too (:class:`Readopt`; whatever keys it lost are lost, but the
-slots are served again). Slots without an owner, or
+slots are served again). Keys a live node holds of slots that another live node owns, and that it
+does not import (``stray``: a claim or a finish that orphaned them, made with ``accept_loss``), no
+request reaches; fix gives such slots back to the holder with the owner's keys, by an ordinary
+move from the owner to the holder (the move's rules: where both hold a key, the owner's value
+is the one kept, as it is the one clients saw); a slot several nodes hold keys of goes to each
+in turn (by id), so every copy is served again. Slots without an owner, or
 owned by a member that left or that the cluster forgot, get one when asked
 (``assign_unowned``; :class:`Assign`), with Redis's ``--cluster fix`` rule: a live node that
 holds keys of the slot (the fewest slots first, then by id), otherwise the live node with the
@@ -99,7 +106,9 @@ class NodeView:
     could not be asked). ``runs``: its own slot map, ``(lo, hi, owner, epoch)`` (unowned slots
     may be left out; empty when it could not be asked). ``migrating``: slot -> target,
     ``importing``: slot -> source. ``key_slots``: slots it holds keys of (only needed to assign
-    unowned slots; a driver may leave it empty otherwise).
+    unowned slots; a driver may leave it empty otherwise). ``stray``: slots it holds keys of that
+    its own map gives another node or nobody and that it does not import (no request reaches
+    those keys; ``/cluster/info``'s ``stray``).
     """
 
     id: str
@@ -108,6 +117,7 @@ class NodeView:
     migrating: Mapping[int, str] = field(default_factory=dict)
     importing: Mapping[int, str] = field(default_factory=dict)
     key_slots: frozenset[int] = frozenset()
+    stray: frozenset[int] = frozenset()
     _starts: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -478,6 +488,9 @@ class FixPlan:
     reclaim: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (node id, slots) given to a node because they had no owner (only when asked)
     assign: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: moves of slots from their live owner to a live node that holds keys of them no request
+    #: reaches (stray): the owner's keys move along, and the holder's are served again
+    regather: list[Move] = field(default_factory=list)
     #: (owner, slots, lagging nodes): maps that differ at different epochs; gossip is at work
     converge: list[tuple[str, list[int], list[str]]] = field(default_factory=list)
     #: what cannot be fixed, in sentences
@@ -485,7 +498,7 @@ class FixPlan:
 
     def empty(self) -> bool:
         return not (self.resume or self.clear or self.rollback or self.readopt or self.reclaim or self.assign
-                    or self.converge)
+                    or self.converge or self.regather)
 
     def describe(self) -> list[str]:
         out = []
@@ -507,6 +520,10 @@ class FixPlan:
                        "state)")
         for nid, slots in self.assign:
             out.append(f"assign the unowned slots {fmt(slots)} ({len(slots)}) to {nid}")
+        for mv in self.regather:
+            out.append(f"move slots {format_ranges(mv.slots)} ({mv.count}) from {mv.source} to {mv.target}, which "
+                       f"holds keys of them that no request reaches ({mv.source}'s keys of them move along; where "
+                       f"both hold a key, {mv.source}'s value is kept)")
         return out
 
 
@@ -632,10 +649,47 @@ def _plan_map(snap: Snapshot, plan: FixPlan, marked: set[int], assign_unowned: b
         plan.problems.append(f"{len(orphans)} slot{'s' if len(orphans) != 1 else ''} ({fmt(orphans)}) "
                              f"{'have' if len(orphans) != 1 else 'has'} no live owner that can come back; "
                              "run fix with --assign-unowned to give them one.")
+    _plan_stray(snap, plan, view, marked, set(orphans) if not assign_unowned else set())
     for n in sorted(snap.nodes.values(), key=lambda n: n.id):
         if n.state not in (State.ALIVE, State.LEFT):
             plan.problems.append(f"Node {n.id} is {n.state}; fix does not change members: bring it back, "
                                  "or wait for the cluster to declare it dead and forget it.")
+
+
+def _plan_stray(snap: Snapshot, plan: FixPlan, view: NodeView, marked: set[int], orphans: set[int]) -> None:
+    """Keys live nodes hold of slots they neither own nor import: give each such slot to one
+    holder (the lowest id first) by a move from its live owner; say why where that cannot be.
+    ``orphans``: unowned slots that fix was not asked to assign (said once per holder)."""
+    regather: dict[tuple[str, str], list[int]] = {}
+    blocked: dict[tuple[str, str], list[int]] = {}
+    unowned: dict[str, list[int]] = {}
+    given: set[int] = set()
+    for n in snap.live():
+        for s in sorted(n.stray):
+            if s in marked or s in given:
+                continue
+            owner = view.owner(s)[0]
+            if owner == n.id:
+                continue  # its own map lags: gossip at work
+            if owner is None or snap.gone(owner):
+                if s in orphans:
+                    unowned.setdefault(n.id, []).append(s)
+                continue  # assign_unowned gives it to a holder (_assign)
+            if snap.up(owner):
+                regather.setdefault((owner, n.id), []).append(s)
+                given.add(s)
+            else:
+                blocked.setdefault((n.id, owner), []).append(s)
+    plan.regather = [Move(o, t, tuple(slots_to_ranges(sl))) for (o, t), sl in sorted(regather.items())]
+    for (nid, owner), slots in sorted(blocked.items()):
+        many = len(slots) != 1
+        plan.problems.append(f"Node {nid} holds keys of slot{'s' if many else ''} {fmt(slots)}, which {owner} owns, "
+                             f"and no request reaches them; {owner} is {snap.state(owner)}, so they cannot move now: "
+                             f"bring {owner} back and run fix again (it moves the slot{'s' if many else ''} to {nid}).")
+    for nid, slots in sorted(unowned.items()):
+        many = len(slots) != 1
+        plan.problems.append(f"Node {nid} holds keys of slot{'s' if many else ''} {fmt(slots)}, which no live member "
+                             f"owns; run fix with --assign-unowned to give {'them' if many else 'it'} to {nid}.")
 
 
 def _assign(snap: Snapshot, orphans: list[int]) -> list[tuple[str, list[int]]]:
@@ -648,7 +702,7 @@ def _assign(snap: Snapshot, orphans: list[int]) -> list[tuple[str, list[int]]]:
             counts[owner] += hi - lo + 1
     out: dict[str, list[int]] = {}
     for s in orphans:
-        holders = [n.id for n in live if s in n.key_slots] or list(counts)
+        holders = [n.id for n in live if s in n.key_slots or s in n.stray] or list(counts)
         if not holders:
             break
         pick = min(holders, key=lambda nid: (counts[nid], nid))
@@ -678,6 +732,10 @@ def _fix_steps(snap: Snapshot, goal: Fix, p: Progress, chunk: int, max_failures:
         claims.append(Assign(nid, tuple(given), base))
     if claims:
         return claims
+    if plan.regather:
+        mv = plan.regather[0]
+        slots = tuple(s for lo, hi in mv.slots for s in range(lo, hi + 1))
+        return _move_steps(snap, MoveSlots(mv.target, slots, mv.source), p, chunk, max_failures, retry_delay)
     if plan.problems:
         return [Problem(t) for t in plan.problems]
     return [Done()]

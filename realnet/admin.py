@@ -45,7 +45,9 @@ must know this claim's epoch, or its own claim would not be above it. A refused 
 ``migrate`` takes back the import marks the move set (``abort``), then the node's error is
 raised. Fix closes every open migration (resume, clear leftover or stale marks, roll back with
 ``/cluster/rollback`` on a source whose target is gone, report what cannot be done), waits for
-lagging maps, lets the owner claim again a slot two nodes claim at one epoch (``/cluster/claim``)
+lagging maps, lets the owner claim again a slot two nodes claim at one epoch (``/cluster/claim``),
+moves a slot whose keys a live node holds without owning it (``stray`` in ``/cluster/info``) from
+its live owner to that node, an ordinary move (the owner's value of a key both hold is kept),
 and, with ``assign_unowned``, gives slots without a live owner one (``GET /cluster/keyslots``
 tells which nodes hold keys of them); the rules and their reasons are in :mod:`kvcore.slotmove`.
 What ``verify`` reports about members (a node down, views that differ) fix explains in a
@@ -306,8 +308,9 @@ class Admin:
 
     def snapshot(self, cluster: ClusterView, key_slots: bool = False) -> Snapshot:
         """What :mod:`kvcore.slotmove` plans from: every member as the entry node lists it, with
-        its own map and marks when it answered (``unreachable`` when it did not); with
-        ``key_slots``, the slots each live node holds keys of (``GET /cluster/keyslots``)."""
+        its own map, marks and stray slots (``/cluster/info``) when it answered (``unreachable``
+        when it did not); with ``key_slots``, the slots each live node holds keys of
+        (``GET /cluster/keyslots``)."""
         nodes: dict[str, NodeView] = {}
         for n in cluster.nodes.values():
             if n.state == ALIVE and not n.reachable:
@@ -317,7 +320,8 @@ class Admin:
             held: frozenset[int] = frozenset()
             if key_slots and n.reachable and n.state == ALIVE:
                 held = frozenset(ranges_to_slots(parse_ranges(self.get(n.addr, "/cluster/keyslots")["slots"])))
-            nodes[n.id] = NodeView(n.id, n.state, tuple(n.runs), migrating, importing, held)
+            stray = frozenset(ranges_to_slots(parse_ranges(((n.info or {}).get("stray") or {}).get("slots") or "")))
+            nodes[n.id] = NodeView(n.id, n.state, tuple(n.runs), migrating, importing, held, stray)
         return Snapshot(nodes, cluster.entry.id)
 
     def drive(self, addr: str, goal: Goal, batch: int = DEFAULT_BATCH, progress: Progress | None = None,

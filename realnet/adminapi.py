@@ -30,10 +30,14 @@ body (``Content-Type: application/json``) and answer a JSON object:
                                once the batch is acknowledged (or failed); with ``"slots"``, one
                                batch per slot at once -> ``{"moved", "failed", "results":
                                [{"slot", "moved", "error"}, ...]}``. ``moved`` 0 with no error:
-                               the slot has no key left here. A batch holds at most ``count``
-                               keys, and fewer when they would not fit in half a peer frame.
+                               the slot has no key left here, and the target acknowledged the end
+                               batch that tells it so. A batch holds at most ``count`` keys, and
+                               fewer when they would not fit in half a peer frame.
 ``/cluster/finish``            ``{"slots": [...]|"RANGES"}``: claim imported slots at a new
-                               config epoch -> ``{"id", "slots", "epoch"}``
+                               config epoch -> ``{"id", "slots", "epoch"}``; 409 for a slot whose
+                               source has not told this node (by the end batch of ``move-keys``)
+                               that it holds no key of it any more, or that is not imported and
+                               another member owns, unless ``"accept_loss": true``
 ``/cluster/abort``             ``{"slot"|"slots"}``: roll back open marks -> ``{"id", "slots"}``
 ``/cluster/rollback``          ``{"slot"|"slots"}``: as abort, for a migration whose target is
                                gone (left or forgotten; 409 otherwise): a batch it never
@@ -59,8 +63,8 @@ true`` overrides; a node that drains its slots before leaving, ``auto_rebalance`
 leave).
 
 **Loss needs consent.** A request that would drop or orphan keys (a claim of a live member's
-slots, an ``assign`` giving up slots with keys, an ``abort`` after keys moved, a forced ``leave``
-with keys) is refused 409 unless its body says ``"accept_loss": true``; the guards are the
+slots, a ``finish`` of slots whose keys did not all move here, an ``assign`` giving up slots with
+keys, an ``abort`` after keys moved, a forced ``leave`` with keys) is refused 409 unless its body says ``"accept_loss": true``; the guards are the
 node's (:mod:`kvcore.node.guards`). Integers are range-checked: slots 0-16383, epochs
 0-2^63-1, ``count`` 1-``MAX_BATCH_KEYS`` (400 with a sentence).
 
@@ -244,13 +248,14 @@ class AdminApi:
         for slot in slots:
             node.migrate_keys(slot, count, lambda moved, error, slot=slot: done(slot, moved, error))
         if len(results) == len(slots):
-            return answer()  # every slot answered at once (empty, or not migrating)
+            return answer()  # every slot answered at once (not migrating)
         fut = self.loop.create_future()
         return fut
 
     def admin_finish(self, body: dict[str, Any]) -> Response:
         slots = _slot_list(body, "slots")
-        epoch = self.node.finish_import(slots)
+        # the node's guard: a slot whose keys did not all move here needs accept_loss
+        epoch = self.node.finish_import(slots, accept_loss=_accept_loss(body))
         log.info("claimed %d imported slots at epoch %d", len(slots), epoch)
         return json_response(200, {"id": self.node.id, "slots": _fmt_slots(slots), "epoch": epoch})
 

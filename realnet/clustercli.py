@@ -24,7 +24,9 @@ the nodes' HTTP API (:mod:`realnet.admin` does the work). ADDR is a node's clien
 - ``remove-node ADDR NODE`` (alias ``del-node``, Redis's name): move the node's slots to the others,
   then it leaves;
 - ``fix ADDR [--assign-unowned]``: finish or roll back migrations left open by a crash; mend the
-  slot map (lagging maps, same-epoch claims, and with the flag slots without a live owner).
+  slot map (lagging maps, same-epoch claims, and with the flag slots without a live owner); move a
+  slot whose keys a live node holds without owning it (``verify``: "holds N keys of slots it does
+  not own") from its live owner to that node, the owner's keys along; explain what it cannot do.
 
 Every command that changes the cluster first prints what it will do and asks ``[y/N]`` on
 stdin (anything but ``y``/``yes``, end of input included, declines) unless ``--yes`` is given.
@@ -204,7 +206,10 @@ def add_cluster_parser(sub: Any) -> None:
                          "mend the slot map: wait for nodes whose map lags, let the owner claim again slots "
                          "two nodes claim at the same epoch, and with --assign-unowned give slots without a "
                          "live owner one (a node holding keys of the slot, else the node with the fewest "
-                         "slots). Exit 1 if something could not be fixed.")
+                         "slots). Keys a node holds of a slot another live node owns (no request reaches "
+                         "them) are served again: the slot moves from its owner to that node, the owner's "
+                         "keys along (the owner's value wins where both hold a key). Exit 1 if something "
+                         "could not be fixed.")
     sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
     sp.add_argument("--assign-unowned", action="store_true",
                     help="give slots without an owner (or whose owner left) to a live node")

@@ -323,8 +323,9 @@ def cluster_problems(c: ClusterView) -> list[str]:
         if stray.get("keys"):
             k = int(stray["keys"])
             out.append(f"Node {n.id} holds {k} key{'s' if k != 1 else ''} of slots it does not own "
-                       f"({stray.get('slots', '')}): no request reaches them. Move them to the owner, or "
-                       "give the slots back to this node (fix --assign-unowned for unowned slots).")
+                       f"({stray.get('slots', '')}): no request reaches them. storelab cluster fix moves "
+                       "those slots to it from their owner, with the owner's keys (fix --assign-unowned gives "
+                       "it the unowned ones).")
         migrating, importing = n.open_marks()
         for marks, kind, prep in ((migrating, "migrating", "to"), (importing, "importing", "from")):
             by_peer: dict[str, list[int]] = {}

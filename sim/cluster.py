@@ -477,8 +477,9 @@ class SimCluster:
         """Close every migration left open (by a crash of the source, the target or the move
         itself), as ``storelab cluster fix`` does (kvcore.slotmove): resume a move whose source
         still owns the slot and whose ends are both up, clear the marks of a move that is over
-        or stale, roll back on the source when the target left; with ``assign_unowned``, give
-        slots without a live owner one. What it cannot fix is recorded as a ``fix_unfixed``
+        or stale, roll back on the source when the target left, move a slot whose keys a live
+        node holds without owning it from its live owner to that node; with ``assign_unowned``,
+        give slots without a live owner one. What it cannot fix is recorded as a ``fix_unfixed``
         fault per problem. The view is the first live node's map."""
         self._slots_move()
         def run() -> Any:

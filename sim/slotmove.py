@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 :func:`drive` is a generator for ``env.process``: it observes the cluster (:func:`observe`: every
 node's own slot map, marks and key slots, its state as the ground truth has it: up is *alive*,
-crashed is *unreachable*, left is *left*), asks :func:`kvcore.slotmove.next_steps` what to do,
+crashed is *unreachable*, left is *left*; the slots it holds keys of, and of those the ones it
+neither owns nor imports), asks :func:`kvcore.slotmove.next_steps` what to do,
 and acts on the node objects directly, in the same order ``storelab cluster`` acts over HTTP
 (:mod:`realnet.admin`): import, migrate, move-keys (every slot of a chunk at once, each answer
 awaited), finish, wait until every live node's map names the target, take back, clear, roll
@@ -84,8 +85,11 @@ def observe(c: SimCluster, view: str) -> Snapshot:
         elif node is None:
             nodes[nid] = NodeView(nid, UNREACHABLE)
         else:
+            held = frozenset(node.store.slots())
+            owner = node.slot_map.owner
+            stray = frozenset(s for s in held if owner(s) != nid and s not in node.importing)
             nodes[nid] = NodeView(nid, State.ALIVE, runs_of(node.slot_map), dict(node.migrating),
-                                  dict(node.importing), frozenset(node.store.slots()))
+                                  dict(node.importing), held, stray)
     return Snapshot(nodes, view)
 
 
@@ -154,7 +158,10 @@ def _act(c: SimCluster, step: Step, progress: Progress, batch: int) -> Generator
         rows = yield from _move_keys(c, node, step.slots, batch)
         return progress.after_move_keys(rows)
     if isinstance(step, Finish):
-        epoch = node.finish_import(list(step.slots))
+        try:
+            epoch = node.finish_import(list(step.slots))
+        except errors.Conflict as e:  # the finish guard: a source's keys would be orphaned
+            return e.message
         c.trace.record((env.now, "slots_moved", len(step.slots), step.node, epoch))
         return progress
     if isinstance(step, RollBack):

@@ -15,6 +15,13 @@ own view, so each guard is about what this node holds or sees:
   of that slot would answer 404 everywhere. Allowed when the owner is this node, nobody, a
   member it holds *left*, or one it no longer knows (its keys left with it); a slot this node
   itself already claims (a same-epoch collision that ``fix`` settles by claiming again) too.
+- **finishing an import the keys did not make** (:func:`check_finish`): ``finish`` claims the
+  slots at a new epoch, like ``claim``, so keys still on another member are orphaned. Allowed for
+  a slot this node imports whose source told it, by the migration's end batch
+  (:mod:`kvcore.node.migration`), that it holds no key of it any more, or whose source is gone
+  (left or forgotten); and for a slot it does not import that nobody else may hold keys of (owned
+  by this node already, a repeated finish; by nobody; by a member gone for good), as for a claim.
+  A slot it imports that a third member owns is refused as a claim of it would be.
 - **assigning away slots this node holds keys of** (:func:`check_dropping`): ``assign``
   replaces the node's claim; keys of slots it gives up would be served by nobody.
 - **aborting a migration whose keys moved** (:func:`check_abort`): on the importer, the keys it
@@ -89,6 +96,50 @@ def check_taking(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
         )
 
 
+def check_finish(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
+    """Conflict when claiming ``slots`` as imported would orphan keys another member holds."""
+    if accept_loss:
+        return
+    mig = node.migration
+    owner_of = node.slot_map.owner
+    unsent: dict[str, list[int]] = {}  # source -> imported slots it has not said are empty
+    taken: dict[tuple[str, str], list[int]] = {}  # (owner, source or "") -> slots it would lose
+    for s in slots:
+        owner = owner_of(s)
+        source = mig.importing.get(s)
+        if source is not None and mig.drained.get(s) != source and not _gone(node, source):
+            unsent.setdefault(source, []).append(s)
+        if owner is not None and owner not in (node.id, source) and not _gone(node, owner):
+            taken.setdefault((owner, source or ""), []).append(s)
+    if unsent:
+        source, lost = sorted(unsent.items())[0]
+        it = "them" if len(lost) > 1 else "it"
+        raise errors.Conflict(
+            f"node {node.id} imports slot{'s' if len(lost) > 1 else ''} {_fmt(lost)} from {source} "
+            f"({node.membership.state_of(source)}), which has not told it that it holds no key of {it} any "
+            f"more: finishing now would orphan the keys {source} still holds of {it}; move them first "
+            f"(move-keys until it answers 0 moved; storelab cluster fix resumes the move), or {_ACCEPT}"
+        )
+    if taken:
+        (owner, source), lost = sorted(taken.items())[0]
+        many = len(lost) > 1
+        it = "them" if many else "it"
+        what = (f"imports slot{'s' if many else ''} {_fmt(lost)} from {source}, but {'they are' if many else 'it is'}"
+                if source else
+                f"is not importing slot{'s' if many else ''} {_fmt(lost)}, which {'are' if many else 'is'}")
+        raise errors.Conflict(
+            f"node {node.id} {what} owned by {owner} ({node.membership.state_of(owner)}) in its map: "
+            f"finishing would claim {it} and orphan the keys {owner} holds of {it}; move them with reshard, "
+            f"or {_ACCEPT}"
+        )
+
+
+def _gone(node: Node, member: str) -> bool:
+    """Left, or no longer known: its keys left with it."""
+    state = node.membership.state_of(member)
+    return state is None or state == State.LEFT
+
+
 def check_dropping(node: Node, keep: Iterable[int], accept_loss: bool) -> None:
     """Conflict when replacing this node's claim by ``keep`` gives up slots it holds keys of."""
     if accept_loss:
@@ -158,4 +209,4 @@ def _own_claim(node: Node) -> set[int]:
         return set()
 
 
-__all__ = ["check_abort", "check_dropping", "check_epoch", "check_leave", "check_taking"]
+__all__ = ["check_abort", "check_dropping", "check_epoch", "check_finish", "check_leave", "check_taking"]

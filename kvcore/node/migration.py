@@ -31,9 +31,19 @@ This module holds the rules of each step.
 - **The target** stores a batch only for a slot it imports from that sender, and remembers the
   batches it stored (:class:`~kvcore.node.dedup.DedupCache`), so a duplicated batch is
   acknowledged without being applied again (it would bring old values back).
+- **The end batch.** When ``migrate_keys`` finds no key of the slot left, the source sends the
+  target a batch with no key: "I hold none of this slot any more". It is sent, resent and
+  acknowledged like any batch, and ``migrate_keys`` reports "0 moved, no error" only once the
+  target acknowledged it, so the target *knows* the source is empty (:attr:`Migration.drained`;
+  in memory: after a restart of the target, another round of ``migrate_keys`` tells it again).
+  Nothing is frozen or stored for it, and it holds back no abort. While the slot migrates, the
+  source gains no key of it (a key it does not hold is asked of the target), so what the end
+  batch says stays true until the source's mark is dropped.
 - **The end.** The target claims the slots at a config epoch above every epoch it knows; the
   claim spreads by gossip and the epoch rule alone decides ownership, so no slot is left without
-  an owner or with two. The source drops its mark as soon as it hears the claim
+  an owner or with two. The target refuses to finish a slot whose source has not sent it the end
+  batch (:func:`kvcore.node.guards.check_finish`: the source's keys would be orphaned), unless
+  the request accepts the loss. The source drops its mark as soon as it hears the claim
   (:meth:`Migration.slots_changed_hands`), unless a batch of that slot is still unacknowledged.
 """
 
@@ -126,7 +136,11 @@ class Migration:
         #: slot -> keys the target acknowledged since the slot began migrating (the abort guard,
         #: kvcore.node.guards; kept in memory: after a restart the importer's guard still holds)
         self.moved_out: dict[int, int] = {}
+        #: unacknowledged batches by id; one with no items is an end batch (module docstring)
         self.batches: dict[int, _Batch] = {}
+        #: slot -> the source that told us, by an end batch we acknowledged, that it holds no key
+        #: of the slot any more (the finish guard, kvcore.node.guards; in memory only)
+        self.drained: dict[int, str] = {}
         self._next_batch = first_batch_id
         #: (src, batch id) of the batches stored here: a duplicate is acknowledged, not applied
         self.stored: DedupCache[tuple[str, int], None] = DedupCache(
@@ -142,6 +156,8 @@ class Migration:
     def mark(self, kind: str, slot: int, peer: str | None) -> None:
         """Set or clear an open-migration mark, durably when the node is durable."""
         table = self.migrating if kind == MIGRATING else self.importing
+        if kind == IMPORTING and self.drained.get(slot, peer) != peer:
+            del self.drained[slot]  # the end batch was another source's, or the import is over
         if peer is None:
             table.pop(slot, None)
             if kind == MIGRATING:
@@ -217,7 +233,7 @@ class Migration:
         """Roll back the open migration of ``slot`` (see :meth:`kvcore.node.Node.abort_migration`)."""
         check_slot(slot)
         pending = [bid for bid, b in self.batches.items() if b.slot == slot]
-        if pending and not force:
+        if any(self.batches[bid].items for bid in pending) and not force:
             raise errors.Conflict(
                 f"a batch of slot {slot} is unacknowledged on node {self.id}; finish the migration instead"
             )
@@ -235,7 +251,8 @@ class Migration:
             return
         owner = self.ownership.slot_map.owner
         for slot in [s for s in self.migrating if owner(s) not in (self.id, None)]:
-            if not any(b.slot == slot for b in self.batches.values()):
+            # an end batch holds nothing back: it is acknowledged (or not) all the same
+            if not any(b.slot == slot and b.items for b in self.batches.values()):
                 self.mark(MIGRATING, slot, None)
 
     # --- the source side ---------------------------------------------------------------------
@@ -254,7 +271,10 @@ class Migration:
             return
         keys = self.store.keys_in_slot(slot, limit=max(1, count))
         if not keys:
-            done(0, "")
+            # the end batch: done(0, "") once the target has acknowledged that we hold none
+            bid = self._new_batch_id()
+            self.batches[bid] = _Batch(slot, target, [], None, done)
+            self._send_batch(bid)
             return
         items: list[tuple[bytes, bytes]] = []
         budget = self.config.max_frame_bytes // 2  # a batch must fit in one peer frame
@@ -266,8 +286,7 @@ class Migration:
             budget -= len(k) + len(v)
             self.in_flight[k] = None  # frozen until the target confirms
             items.append((k, v))
-        bid = self._next_batch
-        self._next_batch = (self._next_batch + 1) & 0xFFFFFFFF
+        bid = self._new_batch_id()
         self.batches[bid] = _Batch(slot, target, items, None, done)
         if self.config.durable:
             # the freeze must outlive a crash: after a restart the same batch is sent again
@@ -296,8 +315,13 @@ class Migration:
         for bid in sorted(self.batches):
             self._send_batch(bid)
 
-    def _forget_batch(self, bid: int) -> None:
-        if self.config.durable:
+    def _new_batch_id(self) -> int:
+        bid = self._next_batch
+        self._next_batch = (self._next_batch + 1) & 0xFFFFFFFF
+        return bid
+
+    def _forget_batch(self, bid: int, b: _Batch) -> None:
+        if self.config.durable and b.items:  # an end batch was never stored
             self.rt.storage.delete(f"{BATCH_PREFIX}{bid}")
             self.rt.storage.sync()
 
@@ -317,6 +341,9 @@ class Migration:
         if b.tries < BATCH_TRIES:
             self._send_batch(bid)
             return
+        if not b.items:  # an end batch: nothing is frozen, nothing to keep
+            self._batch_failed(bid, f"was not acknowledged after {b.tries} tries")
+            return
         done, b.done = b.done, _ignore
         done(0, f"moving {len(b.items)} keys of slot {b.slot} to {b.target} was not acknowledged after "
                 f"{b.tries} tries; they stay frozen until it is")
@@ -325,12 +352,14 @@ class Migration:
         b = self.batches.pop(bid, None)
         if b is None:
             return
-        self._forget_batch(bid)
+        self._forget_batch(bid, b)
         if b.timer is not None:
             b.timer.cancel()
         for k, _ in b.items:  # unfreeze: they never left (nobody could write them: try_again)
             del self.in_flight[k]
-        b.done(0, f"moving {len(b.items)} keys of slot {b.slot} to {b.target} {why}")
+        what = (f"moving {len(b.items)} keys of slot {b.slot} to {b.target}" if b.items
+                else f"telling {b.target} that node {self.id} holds no key of slot {b.slot} any more")
+        b.done(0, f"{what} {why}")
 
     def on_migrate_ack(self, src: str, msg: MigrateAck) -> None:
         """The target stored (or refused) a batch: delete its keys here (or unfreeze them)."""
@@ -342,7 +371,7 @@ class Migration:
             self._batch_failed(msg.batch, f"was refused: {msg.error}")
             return
         del self.batches[msg.batch]
-        self._forget_batch(msg.batch)
+        self._forget_batch(msg.batch, b)
         if b.timer is not None:
             b.timer.cancel()
         for k, _ in b.items:
@@ -355,7 +384,8 @@ class Migration:
     # --- the target side ---------------------------------------------------------------------
 
     def on_migrate_keys(self, src: str, msg: MigrateKeys) -> None:
-        """Store a batch of a slot we import from ``src`` (once), and acknowledge it."""
+        """Store a batch of a slot we import from ``src`` (once), and acknowledge it; an end
+        batch (no key) tells us ``src`` holds no key of the slot any more."""
         now = self.rt.now()
         if self.stored.seen((src, msg.batch), now):
             self._ack_durably(src, MigrateAck(batch=msg.batch, stored=len(msg.keys), error=""))
@@ -368,6 +398,12 @@ class Migration:
             self.stats.malformed += 1
             self.send(src, MigrateAck(batch=msg.batch, stored=0, error="malformed batch"))
             return
+        if not msg.keys:
+            # the end batch: nothing to store (nor to make durable), nothing to deduplicate
+            self.drained[msg.slot] = src
+            self.send(src, MigrateAck(batch=msg.batch, stored=0, error=""))
+            return
+        self.drained.pop(msg.slot, None)  # keys still coming: whatever an end batch said is old
         for k, v in zip(msg.keys, msg.values, strict=True):
             self.store.set(k, v)
         self.stored.put((src, msg.batch), None, now)

@@ -53,7 +53,7 @@ from kvcore.membership import Member, Membership, SwimConfig
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import guards
-from kvcore.node.migration import DoneFn, Migration
+from kvcore.node.migration import DoneFn, Migration, check_slot
 from kvcore.node.ownership import Ownership
 from kvcore.node.restore import remembers_a_cluster, restore
 from kvcore.node.routing import ReplyFn, Router, error_reply
@@ -102,11 +102,14 @@ class Node:
                                                                              (Conflict)
     ``migrate_keys(s, c, d)``  move one batch of slot ``s``: at most ``c``   nothing raises: ``d(0, sentence)`` for a
     ``/cluster/move-keys``     keys and half a peer frame of bytes (one      slot not migrating, a batch the target
-                               key at least); ``d(moved, error)`` once it    refused, or one still unacknowledged after
-                               is acknowledged or failed                     3 sends (its keys stay frozen)
-    ``finish_import(s)``       clear the importing marks and claim the       a slot number out of range (BadRequest)
-    ``/cluster/finish``        slots at a new config epoch above every
-                               epoch known (and ``min_epoch``); returns it
+                               key at least; none left: the end batch);      refused, or one still unacknowledged after
+                               ``d(moved, error)`` once it is acknowledged   3 sends (its keys stay frozen)
+                               or failed
+    ``finish_import(s)``       clear the importing marks and claim the       a slot number out of range (BadRequest);
+    ``/cluster/finish``        slots at a new config epoch above every       a slot whose source has not told this node
+                               epoch known (and ``min_epoch``); returns it   (end batch) that it holds none of its keys
+                                                                             any more, or that is not imported and
+                                                                             another live member owns (Conflict)
     ``abort_migration(s)``     roll back the open marks of slot ``s``; an    a slot with an unacknowledged batch, unless
     ``/cluster/abort``         importer drops the keys it received           ``force`` (Conflict); a slot number out of
                                                                              range (BadRequest)
@@ -114,7 +117,7 @@ class Node:
     ``/cluster/info``
     =========================  ============================================  ============================================
 
-    ``assign_slots``, ``claim_slots`` and ``abort_migration`` also refuse (Conflict) what would
+    ``assign_slots``, ``claim_slots``, ``finish_import`` and ``abort_migration`` also refuse (Conflict) what would
     drop or orphan keys unless called with ``accept_loss=True``; :meth:`check_leave` is the
     same guard for a process about to leave (:mod:`kvcore.node.guards`). Epochs are bounded to
     0-2^63-1 (BadRequest).
@@ -408,7 +411,8 @@ class Node:
 
         A batch also holds at most half a peer frame of key and value bytes (at least one key),
         so a batch of large values still fits in one frame. ``done(moved, error)`` is called
-        once: ``moved`` is 0 with no error when the slot has no keys left here; 0 with an error
+        once: ``moved`` is 0 with no error when the slot has no keys left here and the target
+        acknowledged the end batch that says so (what lets it finish the import); 0 with an error
         sentence when the target refused the batch (its keys are unfrozen: the target certainly
         did not store them) or when no acknowledgement came after ``BATCH_TRIES`` sends. A batch
         without an acknowledgement has an unknown outcome (the target may have stored it and the
@@ -422,15 +426,23 @@ class Node:
             return
         self.migration.migrate_keys(slot, count, done)
 
-    def finish_import(self, slots: list[int], min_epoch: int = 0) -> int:
+    def finish_import(self, slots: list[int], min_epoch: int = 0, accept_loss: bool = False) -> int:
         """Claim the imported ``slots`` at a new config epoch above every epoch we know (and at
         least ``min_epoch``, for an orchestrator that knows of newer claims); returns it.
 
         Redis: SETSLOT NODE on the target, which bumps its config epoch. The claim spreads by
-        gossip; the source stops migrating when it hears it.
+        gossip; the source stops migrating when it hears it. Refused (Conflict, before anything
+        changes) when it would orphan keys another member holds, unless ``accept_loss``
+        (:func:`kvcore.node.guards.check_finish`): a slot whose source has not sent this node the
+        migration's end batch (``migrate_keys`` sends it once the source holds none of the slot;
+        a source gone for good needs none), and a slot that is not imported here and that
+        another member owns.
         """
         self._no_slot_moves("finish")
         guards.check_epoch(min_epoch, "min_epoch")
+        for slot in slots:
+            check_slot(slot)
+        guards.check_finish(self, slots, accept_loss)
         epoch = self.migration.finish_import(slots, min_epoch)
         guards.check_epoch(epoch)  # one above MAX_ACCEPTED would be ignored by every peer
         self._claim(parse_ranges(format_ranges((s, s) for s in slots)), epoch)

@@ -203,10 +203,17 @@ def test_admin_operations_check_ownership() -> None:
 
 
 def test_finish_import_claims_at_a_new_epoch_and_the_source_stops_migrating() -> None:
-    src, _ = node("n2")
-    dst, _rt = node("n1")
+    src, src_rt = node("n2")
+    dst, dst_rt = node("n1")
     src.begin_migrate(SLOT, "n1")
     dst.begin_import(SLOT, "n2")
+    done: list[tuple[int, str]] = []
+    src.migrate_keys(SLOT, 10, lambda n, e: done.append((n, e)))  # nothing to move: the end batch
+    for m in sent(src_rt, MigrateKeys):
+        dst.on_message("n2", m)
+    for m in sent(dst_rt, MigrateAck):
+        src.on_message("n1", m)
+    assert done == [(0, "")]
     epoch = dst.finish_import([SLOT])
     assert epoch == 2 and dst.slot_map.owner(SLOT) == "n1" and not dst.importing
     alive = dst.membership.me.to_alive()
@@ -294,7 +301,62 @@ def test_a_forced_abort_unfreezes_a_batch_whose_target_is_gone() -> None:
 def test_finish_import_respects_a_minimum_epoch() -> None:
     dst, _ = node("n1")
     dst.begin_import(SLOT, "n2")
+    dst.on_message("n2", MigrateKeys(batch=1, slot=SLOT, keys=(), values=()))  # n2's end batch
     assert dst.finish_import([SLOT], min_epoch=9) == 9
+
+
+def test_a_slot_with_no_key_left_is_reported_empty_only_once_the_target_acknowledges_the_end_batch() -> None:
+    src, rt = node("n2")
+    src.begin_migrate(SLOT, "n1")
+    done: list[tuple[int, str]] = []
+    src.migrate_keys(SLOT, 10, lambda n, e: done.append((n, e)))
+    (end,) = sent(rt, MigrateKeys)
+    assert end.slot == SLOT and end.keys == () and end.values == () and done == []
+    src.on_message("n1", MigrateAck(batch=end.batch, stored=0, error=""))
+    assert done == [(0, "")] and not src.migration.batches
+
+
+def test_an_unacknowledged_end_batch_fails_the_round_but_freezes_nothing_and_holds_back_no_abort() -> None:
+    src, rt = node("n2")
+    src.on_client_request(Put(key=b"{a}0", value=b"v"), lambda r: None)
+    src.begin_migrate(SLOT, "n1")
+    src.migrate_keys(SLOT, 5, lambda n, e: None)
+    (batch,) = sent(rt, MigrateKeys)
+    src.on_message("n1", MigrateAck(batch=batch.batch, stored=1, error=""))
+    done: list[tuple[int, str]] = []
+    src.migrate_keys(SLOT, 5, lambda n, e: done.append((n, e)))
+    for _ in range(3):
+        rt.advance(src.config.forward_timeout)
+    ends = sent(rt, MigrateKeys)
+    assert len(ends) == 3 and len({m.batch for m in ends}) == 1 and ends[0].keys == ()
+    assert done and done[0][0] == 0 and "holds no key of slot" in done[0][1] and "after 3 tries" in done[0][1]
+    assert not src.migration.batches and not src.migration.in_flight
+    # a refused end batch says why, too
+    src.migrate_keys(SLOT, 5, lambda n, e: done.append((n, e)))
+    (end,) = sent(rt, MigrateKeys)
+    src.on_message("n1", MigrateAck(batch=end.batch, stored=0, error="node n1 is not importing"))
+    assert "was refused: node n1 is not importing" in done[1][1]
+    # an end batch in flight does not hold back an abort (its keys moved: that needs accept_loss)
+    src.migrate_keys(SLOT, 5, lambda n, e: None)
+    assert src.migration.batches
+    src.abort_migration(SLOT, accept_loss=True)
+    assert not src.migrating and not src.migration.batches
+
+
+def test_the_target_forgets_an_end_batch_when_keys_come_after_it_or_the_import_ends() -> None:
+    dst, _ = node("n1")
+    dst.begin_import(SLOT, "n2")
+    end = MigrateKeys(batch=1, slot=SLOT, keys=(), values=())
+    dst.on_message("n3", end)  # not the source it imports from: refused, and it says nothing
+    assert dst.migration.drained == {}
+    dst.on_message("n2", end)
+    assert dst.migration.drained == {SLOT: "n2"}
+    dst.on_message("n2", MigrateKeys(batch=2, slot=SLOT, keys=(b"{a}0",), values=(b"v",)))
+    assert dst.migration.drained == {}, "keys still came: the source was not empty"
+    dst.on_message("n2", MigrateKeys(batch=3, slot=SLOT, keys=(), values=()))
+    assert dst.migration.drained == {SLOT: "n2"}
+    dst.abort_migration(SLOT, accept_loss=True)
+    assert dst.migration.drained == {}
 
 
 def test_release_unassigns_only_older_claims_of_one_node() -> None:
@@ -326,11 +388,12 @@ def test_batches_of_large_values_each_fit_a_frame_and_move_every_key() -> None:
         rt.take_sent()
         done: list[tuple[int, str]] = []
         src.migrate_keys(SLOT, 1000, lambda n, e, done=done: done.append((n, e)))
-        if done == [(0, "")]:
-            break
         (batch,) = sent(rt, MigrateKeys)
         assert len(frame(batch)) <= cfg.max_frame_bytes, len(frame(batch))
         src.on_message("n1", MigrateAck(batch=batch.batch, stored=len(batch.keys), error=""))
+        if not batch.keys:  # the end batch: no key left
+            assert done == [(0, "")]
+            break
         moved.append(done[0][0])
     assert sum(moved) == len(keys) and src.store.count() == 0
     assert max(moved) >= 2, "small values share a batch"

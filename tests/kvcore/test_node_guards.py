@@ -63,6 +63,18 @@ def moved_one_batch() -> tuple[Node, Node]:
     return n1, n2
 
 
+def end_batch(n1: Node, n2: Node) -> list[tuple[int, str]]:
+    """One more move-keys round on n2 (the source): it finds no key left and sends n1 the end
+    batch; delivered both ways. What the round answered."""
+    results: list[tuple[int, str]] = []
+    n2.migrate_keys(SLOT, 10, lambda moved, err: results.append((moved, err)))
+    r1, r2 = n1.rt, n2.rt
+    assert isinstance(r1, FakeRuntime) and isinstance(r2, FakeRuntime)
+    deliver(r2, n1, "n2", MigrateKeys)
+    deliver(r1, n2, "n1", MigrateAck)
+    return results
+
+
 # --- claims ----------------------------------------------------------------------------------
 
 
@@ -97,11 +109,12 @@ def test_assigning_away_slots_this_node_holds_keys_of_is_refused() -> None:
 
 
 def test_aborting_the_import_after_a_batch_was_acknowledged_is_refused_and_keeps_the_only_copy() -> None:
-    n1, _n2 = moved_one_batch()
+    n1, n2 = moved_one_batch()
     msg = refused(n1.abort_migration, SLOT)
     assert "only copy" in msg
     assert n1.store.get(KEY) == b"v" and n1.importing == {SLOT: "n2"}
     # the sequence still finishes: the key is served by its new owner
+    assert end_batch(n1, n2) == [(0, "")]
     n1.finish_import([SLOT])
     assert n1.slot_map.owner(SLOT) == "n1" and n1.store.get(KEY) == b"v"
 
@@ -126,6 +139,80 @@ def test_aborting_an_import_that_received_nothing_needs_no_acceptance() -> None:
     n1.begin_import(SLOT, "n2")
     n1.abort_migration(SLOT)
     assert n1.importing == {}
+
+
+# --- finish (issue: finish orphaned the owner's keys) -----------------------------------------
+
+
+def test_finishing_a_slot_this_node_does_not_import_is_refused_when_its_owner_holds_keys() -> None:
+    n1, _, n2, _ = pair()
+    msg = refused(n1.finish_import, [SLOT])
+    assert msg.startswith(f"node n1 is not importing slot {SLOT}, which is owned by n2 (alive)")
+    assert "orphan the keys n2 holds of it" in msg and "accept_loss" in msg
+    assert n1.slot_map.owner(SLOT) == "n2" and n1.slot_map.epoch(SLOT) == 1 and n1.membership.me.epoch == 1
+    assert n2.store.get(KEY) == b"v"
+    epoch = n1.finish_import([SLOT], accept_loss=True)  # an operator who means it
+    assert n1.slot_map.owner(SLOT) == "n1" and n1.slot_map.epoch(SLOT) == epoch
+
+
+def test_finishing_an_import_whose_keys_never_moved_is_refused_and_the_import_stays_open() -> None:
+    n1, _, n2, _ = pair()
+    n1.begin_import(SLOT, "n2")
+    msg = refused(n1.finish_import, [SLOT])
+    assert msg.startswith(f"node n1 imports slot {SLOT} from n2 (alive), which has not told it")
+    assert "orphan the keys n2 still holds of it" in msg and "accept_loss" in msg
+    assert n1.importing == {SLOT: "n2"} and n1.slot_map.owner(SLOT) == "n2"
+    # the source marked migrating but no key moved yet: still refused
+    n2.begin_migrate(SLOT, "n1")
+    assert "has not told it" in refused(n1.finish_import, [SLOT])
+    # several slots are checked as a whole: one refused slot refuses them all
+    n1.migration.drained[SLOT] = "n2"
+    other = SLOT + 1
+    n1.begin_import(other, "n2")
+    assert f"imports slot {other} from n2" in refused(n1.finish_import, [SLOT, other])
+    assert n1.importing == {SLOT: "n2", other: "n2"}
+
+
+def test_finishing_after_the_keys_moved_and_the_end_batch_is_accepted() -> None:
+    n1, n2 = moved_one_batch()
+    assert "has not told it" in refused(n1.finish_import, [SLOT])  # one batch moved; more may be left
+    assert end_batch(n1, n2) == [(0, "")]
+    epoch = n1.finish_import([SLOT])
+    assert n1.slot_map.owner(SLOT) == "n1" and n1.slot_map.epoch(SLOT) == epoch and not n1.importing
+    assert n1.store.get(KEY) == b"v"
+    n1.finish_import([SLOT])  # a repeated finish of a slot it owns takes nothing from anyone
+
+
+def test_an_end_batch_is_forgotten_with_the_import_it_belonged_to() -> None:
+    n1, n2 = moved_one_batch()
+    assert end_batch(n1, n2) == [(0, "")]
+    n1.abort_migration(SLOT, accept_loss=True)
+    n1.begin_import(SLOT, "n2")  # a new import: n2 may hold keys of it again
+    assert "has not told it" in refused(n1.finish_import, [SLOT])
+
+
+def test_finishing_needs_no_end_batch_from_a_source_that_left_nor_for_a_slot_nobody_owns() -> None:
+    n1, _, _, _ = pair()
+    n1.begin_import(SLOT, "n2")
+    n1.membership.apply(Dead(node="n2", incarnation=5, source="n2"))  # n2 leaves: its keys went with it
+    assert n1.membership.state_of("n2") == "left"
+    n1.finish_import([SLOT])
+    assert n1.slot_map.owner(SLOT) == "n1"
+    lone, _, _, _ = pair()
+    free = SLOT + 1
+    lone.slot_map.claim([(free, free)], None, 3)  # nobody owns it: nothing to orphan
+    lone.finish_import([free])
+    assert lone.slot_map.owner(free) == "n1"
+
+
+def test_finishing_an_import_of_a_slot_a_third_member_owns_is_refused() -> None:
+    n1, _, _, _ = pair()
+    n1.begin_import(SLOT, "n2")
+    n1.membership.apply(Dead(node="n2", incarnation=5, source="n2"))  # n2 leaves: its keys went with it
+    n1.slot_map.claim([(SLOT, SLOT)], "n3", 4)
+    n1.membership.add_static([("n3", "127.0.0.1:7003", "127.0.0.1:17003", "", 0)])
+    msg = refused(n1.finish_import, [SLOT])
+    assert f"imports slot {SLOT} from n2, but it is owned by n3 (alive)" in msg
 
 
 # --- leaving ----------------------------------------------------------------------------------
@@ -161,7 +248,7 @@ def test_the_largest_epoch_is_accepted_and_nothing_can_be_finished_above_it() ->
     assert n1.slot_map.epoch(MINE) == MAX_ACCEPTED
     n1.begin_import(SLOT, "n2")
     with pytest.raises(errors.Conflict, match="largest accepted"):
-        n1.finish_import([SLOT])
+        n1.finish_import([SLOT], accept_loss=True)  # the cap holds even when a loss is accepted
     assert n1.slot_map.owner(SLOT) == "n2"
 
 

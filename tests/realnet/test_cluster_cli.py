@@ -559,3 +559,21 @@ def test_verify_says_when_a_node_does_not_claim_the_slots_the_cluster_gives_it()
     assert plan.reclaim == [("b", list(range(8192, 16384)))]
     assert plan.describe() == ["let b claim slots 8192-16383 (8192) again at a new epoch (the cluster gives "
                                "them to b, but b does not claim them: it restarted without its cluster state)"]
+
+
+def test_fix_moves_a_slot_to_a_node_holding_keys_of_it_or_says_why_it_cannot() -> None:
+    # b holds 2 keys of slot 100 (a's) and c 1 key of slot 9000 (d's, and d is dead): a finish
+    # or claim made with accept_loss left them where no request reaches them
+    c = fake_cluster({"0-8191": "a", "8192-16383": "d"}, {"a": "alive", "b": "alive", "c": "alive", "d": "dead"}, {})
+    assert c.nodes["b"].info is not None and c.nodes["c"].info is not None
+    c.nodes["b"].info["stray"] = {"slots": "100", "keys": 2}
+    c.nodes["c"].info["stray"] = {"slots": "9000", "keys": 1}
+    assert ("Node b holds 2 keys of slots it does not own (100): no request reaches them. storelab cluster "
+            "fix moves those slots to it from their owner, with the owner's keys (fix --assign-unowned gives "
+            "it the unowned ones).") in cluster_problems(c)
+    plan = Admin().plan_fix(c)
+    assert plan.regather == [Move("a", "b", ((100, 100),))] and not plan.empty()
+    assert plan.describe() == ["move slots 100 (1) from a to b, which holds keys of them that no request "
+                               "reaches (a's keys of them move along; where both hold a key, a's value is kept)"]
+    assert ("Node c holds keys of slot 9000, which d owns, and no request reaches them; d is dead, so they "
+            "cannot move now: bring d back and run fix again (it moves the slot to c).") in plan.problems
