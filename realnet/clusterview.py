@@ -82,9 +82,9 @@ class Unauthorized(NodeError):
     def __init__(self, addr: str, message: str) -> None:
         super().__init__(addr, 401, "unauthorized", message)
         self.message = (
-            f"Node {addr} refused this request: it requires the admin token (401 unauthorized). "
-            "Give it with STORELAB_ADMIN_TOKEN=TOKEN or --token-file FILE; if you did, it is not "
-            "the token the node was started with."
+            f"Node {addr} refused this request: it requires the admin token (401 unauthorized), "
+            "given with STORELAB_ADMIN_TOKEN=TOKEN or --token-file FILE (if you gave one, it is not "
+            "the token the node was started with)."
         )
         self.args = (self.message,)
 

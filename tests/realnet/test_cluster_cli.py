@@ -14,6 +14,7 @@ import http.client
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -312,11 +313,24 @@ def test_fix_readopts_a_slot_two_nodes_claim_at_the_same_epoch(launcher: Launche
     a, b, c = start(launcher, ["a", "b", "c"])
     ok("create", a.addr, b.addr, c.addr, "--yes")
     # a and b both claim slot 100 at one epoch, before either hears the other: the epoch rule
-    # keeps whichever claim a node heard first, so their maps never agree by themselves
-    for epoch in range(10, 20):
-        sa, _ = post(a, "/cluster/claim", {"slots": [100], "epoch": epoch, "accept_loss": True})
-        sb, _ = post(b, "/cluster/claim", {"slots": [100], "epoch": epoch, "accept_loss": True})
-        if (sa, sb) == (200, 200):
+    # keeps whichever claim a node heard first, so their maps never agree by themselves. A claim
+    # goes to every live member at once, so the two are sent together (accepted both in some
+    # nine tries of ten here); each try that loses the race is refused and the next epoch tried
+    for epoch in range(10, 60):
+        got: dict[str, int] = {}
+        together = threading.Barrier(2)
+
+        def claim(n: NodeProc, epoch: int = epoch, got: dict[str, int] = got,
+                  together: threading.Barrier = together) -> None:
+            together.wait(timeout=30)
+            got[n.id] = post(n, "/cluster/claim", {"slots": [100], "epoch": epoch, "accept_loss": True})[0]
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        if got == {"a": 200, "b": 200}:
             break
     else:
         pytest.fail("no two claims at one epoch were accepted")
