@@ -175,6 +175,7 @@ def render(result: CheckResult, model: Model, path: str, fmt: str, model_source:
     key_text = f", {len(keys)} key{'s' if len(keys) != 1 else ''}" if keys else ""
     dropped_text = (
         f"; {dropped} of those are writes no read observes, dropped before the search"
+        " (a witness, shrunk from the whole history, may still list some)"
         if dropped
         else ""
     )
