@@ -45,7 +45,6 @@ memory only, Redis without persistence) a crash forgets acknowledged writes, and
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -63,7 +62,7 @@ from checker import check, get_model, verdict_text
 from checker.history import jsonl_text
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
-from sim.clients import FAIL, OK, UNKNOWN, Workload
+from sim.clients import FAIL, OK, UNKNOWN, Workload, split_ops
 from sim.cluster import SimCluster, sim_cluster_config
 from sim.latency import LogNormal, parse_latency
 from sim.nemesis import DEFAULT, FaultRecord, FaultReport, Nemesis, NemesisRun
@@ -309,17 +308,19 @@ def simulate(seed: int, config: RunConfig | None = None, *, node_class: type | N
     if cfg.loss:
         cluster.set_loss(cfg.loss)
     t0 = group_ready(cluster) if cfg.replicas > 1 else 0.0
-    per_client = math.ceil(cfg.ops / cfg.clients)
-    pace = cfg.duration / per_client
-    if cfg.workload == "register":
-        workload = Workload(ops=per_client, keys=1, mix=(0.5, 0.5, 0.0), think=pace * 0.1, pace=pace,
-                            timeout=cfg.client_timeout, prefix="r")
-    else:
-        workload = Workload(ops=per_client, keys=cfg.keys, think=pace * 0.1, pace=pace,
-                            timeout=cfg.client_timeout)
     nemesis = Nemesis(cfg.nemesis, seed).apply(cluster, t0 + min(0.5, cfg.duration / 4),
                                                t0 + cfg.duration - cfg.tail)
-    cluster.add_clients(cfg.clients, workload)
+    # exactly cfg.ops operations (the first ops % clients clients do one more), each client
+    # paced to span the duration
+    for count in split_ops(cfg.ops, cfg.clients):
+        pace = cfg.duration / count if count else cfg.duration
+        if cfg.workload == "register":
+            workload = Workload(ops=count, keys=1, mix=(0.5, 0.5, 0.0), think=pace * 0.1, pace=pace,
+                                timeout=cfg.client_timeout, prefix="r")
+        else:
+            workload = Workload(ops=count, keys=cfg.keys, think=pace * 0.1, pace=pace,
+                                timeout=cfg.client_timeout)
+        cluster.add_clients(1, workload)
     cluster.run()
     events = cluster.history.events()
     if cfg.workload == "register":
