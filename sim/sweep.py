@@ -62,6 +62,7 @@ from checker import check, get_model, verdict_text
 from checker.history import jsonl_text
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
+from sim.cliargs import finite
 from sim.clients import FAIL, OK, UNKNOWN, Workload, split_ops
 from sim.cluster import SimCluster, sim_cluster_config
 from sim.latency import LogNormal, parse_latency
@@ -84,7 +85,7 @@ class RunConfig:
     """What one seed runs. Times in simulated seconds."""
 
     workload: str = "kv"
-    #: comma list of nemesis kinds (sim.nemesis.KINDS, or an alias: none, network, all)
+    #: comma list of nemesis kinds (sim.nemesis.KINDS, or an alias: none, network, all, raft)
     nemesis: str = DEFAULT
     nodes: int = 5
     clients: int = 5
@@ -123,12 +124,20 @@ class RunConfig:
             out.append("nodes, clients and keys must be at least 1.")
         if self.ops < 1:
             out.append("ops must be at least 1.")
-        if not self.duration > 0 or self.tail < 0 or self.tail >= self.duration:
-            out.append("duration must be positive and longer than the quiet tail.")
-        if not self.client_timeout > 0 or not self.check_timeout > 0:
-            out.append("the client and checker timeouts must be positive.")
+        if not (finite(self.duration, self.tail) and 0 <= self.tail < self.duration):
+            out.append(f"duration must be a finite number of seconds longer than the quiet tail "
+                       f"({self.tail!r} s), not {self.duration!r}.")
+        if not (finite(self.client_timeout) and self.client_timeout > 0):
+            out.append(f"the client timeout must be a positive finite number of seconds, not "
+                       f"{self.client_timeout!r}.")
+        if not (finite(self.check_timeout) and self.check_timeout > 0):
+            out.append(f"the checker's timeout (--check-timeout) must be a positive finite number of "
+                       f"seconds, not {self.check_timeout!r}.")
         if not 0.0 <= self.loss <= 1.0:
             out.append("loss must be within 0 and 1.")
+        if not self.durable and self.replicas > 1:
+            out.append("memory-only nodes (--no-durable) are for replicas 1 only: a replicated node "
+                       "keeps its Raft log durable and rebuilds its store from it.")
         if self.sync_time:
             try:
                 parse_latency(self.sync_time)

@@ -17,6 +17,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from sim.cliargs import writable_dir
+from sim.nemesis import kinds_help
 from sim.sweep import WORKLOADS, RunConfig, SweepResult, sweep
 
 
@@ -43,10 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run many seeds of the simulated store under a nemesis and check every "
         "history for linearizability.",
         epilog="exit status: 0 no violation, 1 a violation (its seed reproduces it), 2 usage error, "
-        "3 a run raised an exception (or, with --dask, a task could not run). Nemesis kinds: partition, bridge, oneway, crash, powerloss, loss, "
-        "latency, slow, reshard; aliases none, network (all but crash, powerloss and reshard), all (all but "
-        "reshard and powerloss). With --no-durable a crash "
-        "loses the node's acknowledged writes, which the checker reports (see sim/nemesis.py).",
+        "3 a run raised an exception (or, with --dask, a task could not run). " + kinds_help() + " With "
+        "--no-durable a crash loses the node's acknowledged writes, which the checker reports (see "
+        "sim/nemesis.py).",
     )
     p.add_argument("--workload", choices=WORKLOADS, default=d.workload, help="kv (default) or register (one key)")
     p.add_argument("--nemesis", default=d.nemesis, help=f"comma list of fault kinds (default {d.nemesis})")
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", type=float, default=d.loss, help="background message loss (default 0)")
     p.add_argument("--durable", action=argparse.BooleanOptionalAction, default=d.durable,
                    help="nodes write through to durable storage (default); --no-durable: memory "
-                   "only, so a crash loses acknowledged writes")
+                   "only, so a crash loses acknowledged writes (--replicas 1 only)")
     p.add_argument("--sync-time", default=d.sync_time, metavar="SPEC",
                    help="how long a storage sync takes, e.g. const:0.002 (default: no time); a "
                    "crash or powerloss during a sync loses the writes it carried")
@@ -83,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "violations, report.json, summary.txt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The :class:`~sim.sweep.RunConfig` that parsed flags ask for (not yet validated)."""
+    nodes = args.nodes if args.nodes is not None else (args.replicas if args.replicas > 1 else RunConfig().nodes)
+    return RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=nodes, clients=args.clients,
+                     replicas=args.replicas,
+                     ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
+                     check_timeout=args.check_timeout, durable=args.durable, sync_time=args.sync_time)
 
 
 def _dask_sweep(p: argparse.ArgumentParser, address: str, seeds: list[int], cfg: RunConfig,
@@ -112,14 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     if args.processes is not None and args.processes < 1:
         p.error("--processes must be at least 1")
-    nodes = args.nodes if args.nodes is not None else (args.replicas if args.replicas > 1 else RunConfig().nodes)
-    cfg = RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=nodes, clients=args.clients,
-                    replicas=args.replicas,
-                    ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
-                    check_timeout=args.check_timeout, durable=args.durable, sync_time=args.sync_time)
+    cfg = config_from_args(args)
     problems = cfg.problems()
     if problems:
         p.error(" ".join(problems))
+    if args.out is not None:  # tried before the first seed runs, not after the last
+        problem = writable_dir(args.out)
+        if problem:
+            p.error(f"--out {problem}")
     progress = False if args.no_progress else None
     res = (sweep(seeds, cfg, processes=args.processes, progress=progress, out=args.out) if args.dask is None
            else _dask_sweep(p, args.dask, seeds, cfg, args.processes, progress, args.out))
