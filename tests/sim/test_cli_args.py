@@ -1,14 +1,19 @@
 """The sim's command lines refuse what they cannot run, before they run anything, with one
-sentence and exit status 2 (never a traceback, a hang, or a whole run thrown away), and do
-what their flags say (``--ops`` exactly, ``--replicas`` alone)."""
+sentence and exit status 2 (never a traceback, a hang, or a whole run thrown away); they do
+what their flags say (``--ops`` exactly, ``--replicas`` alone); a sweep's "reproduce:" command
+runs the very configuration that failed; and a sweep's exit status and summary say what
+happened to every seed."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sim.__main__ as sim_main
 import sim.sweepcli as sweepcli
@@ -17,7 +22,7 @@ from sim.clients import split_ops
 from sim.figures import main as figures_main
 from sim.nemesis import ALIASES, KINDS, parse_kinds
 from sim.scenario import run_default
-from sim.sweep import RunConfig, SweepResult, run_seed, simulate
+from sim.sweep import MAX_SEEDS, RunConfig, SeedResult, SweepResult, run_seed, simulate
 
 
 def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -44,6 +49,37 @@ def no_sweep(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, RunConfig]]:
 
     monkeypatch.setattr(sweepcli, "sweep", fake)
     return calls
+
+
+# --- 1. the reproduce command runs the same configuration ---------------------------------------
+
+
+def _parse_back(flags: str) -> RunConfig:
+    return sweepcli.config_from_args(sweepcli.build_parser().parse_args(shlex.split(flags)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(duration=st.floats(min_value=2.0, max_value=1e6, exclude_min=True),
+       loss=st.floats(min_value=0.0, max_value=1.0),
+       check_timeout=st.floats(min_value=1e-9, max_value=1e6))
+def test_cli_args_give_back_every_float_exactly(duration: float, loss: float, check_timeout: float) -> None:
+    cfg = RunConfig(duration=duration, loss=loss, check_timeout=check_timeout, nemesis="partition, crash",
+                    durable=False, sync_time="uniform:0.001,0.002", ops=123, clients=7)
+    assert _parse_back(cfg.cli_args()) == cfg
+
+
+def test_the_reproduce_line_of_a_violation_names_its_duration_in_full_and_gives_its_digest() -> None:
+    """``--duration 7.1234567`` was printed as ``7.12346``, a run with another digest."""
+    cfg = RunConfig(nemesis="crash", duration=7.1234567, durable=False)
+    seed = 2
+    r = run_seed(seed, cfg)
+    assert r.verdict == "not_linearizable", r.describe()
+    line = next(x for x in SweepResult(cfg, [r]).summary().splitlines() if x.startswith("reproduce:"))
+    assert "--duration 7.1234567 " in line
+    argv = shlex.split(line.removeprefix("reproduce: python -m sim check "))
+    args = sweepcli.build_parser().parse_args(argv)
+    assert args.seed_list == [seed] and sweepcli.config_from_args(args) == cfg
+    assert run_seed(seed, sweepcli.config_from_args(args)).digest == r.digest
 
 
 # --- 2. --ops exactly ---------------------------------------------------------------------------
@@ -147,6 +183,65 @@ def test_check_and_figures_refuse_an_out_that_is_a_file(tmp_path: Path, capsys: 
         figures_main(["--small", "--only", "partition", "--out", str(afile)])
     assert e.value.code == 2
     assert "--out" in capsys.readouterr().err and not list(tmp_path.glob("*.png"))
+
+
+# --- 5. seeds: a range, and a cap -----------------------------------------------------------------
+
+
+def test_seeds_go_to_the_sweep_as_a_range_and_past_the_cap_are_refused(
+        capsys: pytest.CaptureFixture[str], no_sweep: list[tuple[Any, RunConfig]]) -> None:
+    assert sim_main.main(["check", "--seeds", str(MAX_SEEDS), "--first-seed", "7"]) == 0
+    assert no_sweep[-1][0] == range(7, 7 + MAX_SEEDS)
+    capsys.readouterr()
+    assert "--seeds must be within 1 and" in _refused(["check", "--seeds", str(MAX_SEEDS + 1)], capsys)
+    assert f"at most {MAX_SEEDS} seeds" in _refused(["check", "--seed-list", f"1-{MAX_SEEDS + 1}"], capsys)
+    assert "is empty" in _refused(["check", "--seed-list", "45-40"], capsys)
+    assert len(no_sweep) == 1
+
+
+# --- 6. exit status and summary -------------------------------------------------------------------
+
+
+def _result(seed: int, verdict: str = "linearizable", **kw: Any) -> SeedResult:
+    return SeedResult(seed=seed, verdict=verdict, ops=10, ok=10, fail=0, unknown=0, sim_time=1.0,
+                      digest="d", **kw)
+
+
+def test_undecided_seeds_exit_2_like_the_checker(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "--workload", "register", "--check-timeout", "1e-9", "--seeds", "2", "--ops", "60",
+            "--duration", "4", "--processes", "1", "--no-progress"]
+    assert sim_main.main(argv) == 2
+    assert "undecided (timed out)        2" in capsys.readouterr().out
+    cfg = RunConfig()
+    undecided, error, violation = _result(1, "unknown"), _result(2, "error"), _result(3, "not_linearizable")
+    assert sweepcli.exit_status(SweepResult(cfg, [_result(4)])) == 0
+    assert sweepcli.exit_status(SweepResult(cfg, [_result(4), undecided])) == 2
+    assert sweepcli.exit_status(SweepResult(cfg, [undecided, error])) == 3
+    assert sweepcli.exit_status(SweepResult(cfg, [undecided, error, violation])) == 1
+
+
+def test_seeds_that_raised_are_named_with_their_exception_and_a_reproduce_line() -> None:
+    tb = ("Traceback (most recent call last):\n  File \"sim/sweep.py\", line 1, in simulate\n"
+          "ZeroDivisionError: float division by zero\n")
+    cfg = RunConfig(ops=50)
+    res = SweepResult(cfg, [_result(1), *(_result(s, "error", error=tb) for s in (4, 5, 6, 8))])
+    summary = res.summary()
+    assert "  seed 4: ZeroDivisionError: float division by zero" in summary
+    assert "  seed 6: ZeroDivisionError" in summary and "  seed 8:" not in summary
+    assert "(1 more; every traceback is in report.json of --out DIR)" in summary
+    assert "reproduce: python -m sim check --seed-list 4 --ops 50 --out DIR" in summary.splitlines()
+
+
+def test_a_figure3_break_in_a_linearizable_history_gets_a_reproduce_line() -> None:
+    cfg = RunConfig(nodes=3, replicas=3)
+    res = SweepResult(cfg, [_result(1), _result(7, figure3=("Election Safety: two leaders in term 3",))])
+    assert sweepcli.exit_status(res) == 1
+    assert "reproduce: python -m sim check --seed-list 7 --nodes 3 --replicas 3 --out DIR" in res.summary()
+
+
+def test_out_help_says_which_timelines_are_written() -> None:
+    text = " ".join(sweepcli.build_parser().format_help().split())
+    assert "seed-N.html timelines of the seeds not found linearizable (violations and undecided)" in text
 
 
 # --- 7, 8, 9. --no-durable, nemesis names, the nemesis help ------------------------------------------
