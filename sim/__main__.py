@@ -15,6 +15,11 @@ partition in the middle) and prints the run's summary, with two lines added:
 
 Neither line changes the run: the digest (still the last line) is the same for the same seed.
 
+Every flag is checked before the run: numbers finite and in range, the latency one that can be
+sampled, ``--history FILE`` a file this process can write (tried, changing nothing), so a bad
+one costs a sentence and exit status 2, not a run. ``--replicas R`` alone runs R nodes, as in
+``python -m sim check``.
+
 Subcommands are a table, :data:`SUBCOMMANDS` (name -> a module with ``main(argv)``); ``--help``
 lists every entry of it, so adding a subcommand is one line there (and, optionally, one in
 :data:`SUBCOMMAND_HELP`; without one, the module docstring's first line is shown).
@@ -32,6 +37,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from sim.cliargs import finite, writable_file
 from sim.latency import parse_latency
 from sim.scenario import RunReport, run_default
 
@@ -109,8 +115,10 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
         epilog=subcommands_epilog() if with_epilog else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
-    p.add_argument("--ops", type=int, default=3000, help="client operations in total (default 3000)")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="number of nodes (default 5, or --replicas when it is above 1)")
+    p.add_argument("--ops", type=int, default=3000,
+                   help="client operations in total, shared out as evenly as can be (default 3000)")
     p.add_argument("--clients", type=int, default=3, help="concurrent clients (default 3)")
     p.add_argument("--seed", type=int, default=1, help="run seed; the same seed gives the same digest")
     p.add_argument("--loss", type=float, default=0.01, help="message loss probability (default 0.01)")
@@ -122,7 +130,7 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--no-partition", action="store_true", help="skip the partition in the middle")
     p.add_argument("--replicas", type=int, default=1, metavar="R",
                    help="1: one copy of each key (default); the number of nodes: one Raft group of "
-                   "all nodes serving every key")
+                   "all nodes serving every key (--replicas 3 alone: 3 nodes)")
     p.add_argument("--no-codec", action="store_true", help="pass message objects without encoding")
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
     p.add_argument("--check-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -138,23 +146,29 @@ def run(argv: list[str]) -> int:
     # the epilog names every subcommand's module; build it only when help is asked for
     p = build_parser(with_epilog=any(a in ("-h", "--help") for a in argv))
     args = p.parse_args(argv)
-    if args.nodes < 1 or args.clients < 1 or args.ops < 0:
+    # as in `python -m sim check`: --replicas R alone is one Raft group of R nodes
+    nodes = args.nodes if args.nodes is not None else (args.replicas if args.replicas > 1 else 5)
+    if nodes < 1 or args.clients < 1 or args.ops < 0:
         p.error("--nodes and --clients must be at least 1 and --ops at least 0")
     if not 0.0 <= args.loss <= 1.0:
         p.error("--loss must be within 0 and 1")
-    if args.duration <= 0:
-        p.error("--duration must be positive")
-    if args.check_timeout < 0:
-        p.error("--check-timeout must not be negative")
-    if args.replicas not in (1, args.nodes):
-        p.error(f"--replicas must be 1 or the number of nodes ({args.nodes}); several Raft groups over "
+    if not (finite(args.duration) and args.duration > 0):
+        p.error(f"--duration must be positive and finite, not {args.duration!r}")
+    if not (finite(args.check_timeout) and args.check_timeout >= 0):
+        p.error(f"--check-timeout must be finite and not negative, not {args.check_timeout!r}")
+    if args.replicas not in (1, nodes):
+        p.error(f"--replicas must be 1 or the number of nodes ({nodes}); several Raft groups over "
                 "more nodes come next")
     try:
         latency = parse_latency(args.latency)
     except ValueError as e:
         p.error(str(e))
+    if args.history:  # before the run, not after it
+        problem = writable_file(args.history)
+        if problem:
+            p.error(f"--history {problem}")
     _, rep = run_default(
-        seed=args.seed, nodes=args.nodes, ops=args.ops, clients=args.clients, loss=args.loss,
+        seed=args.seed, nodes=nodes, ops=args.ops, clients=args.clients, loss=args.loss,
         duration=args.duration, partition=not args.no_partition, latency=latency,
         codec=not args.no_codec, replicas=args.replicas,
     )

@@ -138,6 +138,15 @@ class Workload:
     prefix: str = "k"
 
 
+def split_ops(ops: int, clients: int) -> list[int]:
+    """``ops`` operations over ``clients`` clients, exactly: each does ``ops // clients`` and the
+    first ``ops % clients`` one more (fewer operations than clients: the rest do none)."""
+    if clients < 1 or ops < 0:
+        raise ValueError(f"split_ops needs at least one client and no negative count, not {ops} over {clients}.")
+    base, extra = divmod(ops, clients)
+    return [base + 1 if i < extra else base for i in range(clients)]
+
+
 class SimClient:
     def __init__(
         self,

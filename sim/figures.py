@@ -49,6 +49,7 @@ import numpy as np
 from kvcore.membership import SwimConfig
 from kvcore.states import MemberEvent
 from sim import measure as M
+from sim.cliargs import writable_dir
 
 #: the simulated time at which the join experiment's newcomer joins (the cluster settles first)
 JOIN_AT = 5.0
@@ -493,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME",
                     help=f"make only these figures ({', '.join(NAMES)}; default all)")
     args = ap.parse_args(argv)
+    problem = writable_dir(args.out)  # before minutes of runs, not after them
+    if problem:
+        ap.error(f"--out {problem}")
     for path in make_figures(args.out, SMALL if args.small else FULL, log=print, only=args.only):
         print(path)
     return 0

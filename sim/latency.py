@@ -92,12 +92,19 @@ def _block(rng: random.Random, dist: object) -> list[float]:
 
 
 def parse_latency(text: str) -> Latency:
-    """``const:0.001`` | ``uniform:LO,HI`` | ``exp:MEAN`` | ``lognormal:MEDIAN,SIGMA`` (seconds)."""
+    """``const:0.001`` | ``uniform:LO,HI`` | ``exp:MEAN`` | ``lognormal:MEDIAN,SIGMA`` (seconds).
+
+    Every argument is a finite number, none negative; ``uniform`` needs LO <= HI, ``exp`` a
+    positive mean and ``lognormal`` a positive median (a distribution that cannot be sampled, or
+    whose samples are not finite, would hang or crash a run much later). A bad one raises
+    ValueError with one sentence."""
     name, _, args_s = text.partition(":")
     try:
         args = [float(a) for a in args_s.split(",") if a.strip()]
     except ValueError:
         raise ValueError(f"Latency {text!r} has an argument that is not a number.") from None
+    if not all(math.isfinite(a) for a in args):
+        raise ValueError(f"Latency {text!r} has an argument that is not a finite number.")
     if any(a < 0 for a in args):
         raise ValueError(f"Latency {text!r} has a negative argument.")
     shapes = {"const": (Constant, 1), "uniform": (Uniform, 2), "exp": (Exponential, 1),
@@ -107,4 +114,10 @@ def parse_latency(text: str) -> Latency:
     cls, nargs = shapes[name]
     if len(args) != nargs:
         raise ValueError(f"Latency {name} takes {nargs} argument(s), got {len(args)} in {text!r}.")
+    if name == "uniform" and args[0] > args[1]:
+        raise ValueError(f"Latency {text!r} has its low bound above its high bound.")
+    if name == "exp" and args[0] == 0:
+        raise ValueError(f"Latency {text!r} needs a positive mean.")
+    if name == "lognormal" and args[0] == 0:
+        raise ValueError(f"Latency {text!r} needs a positive median.")
     return cls(*args)  # type: ignore[no-any-return]

@@ -568,18 +568,36 @@ def parse_kinds(spec: str | Iterable[str]) -> tuple[str, ...]:
     items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [s.strip() for s in spec]
     out: list[str] = []
     for item in items:
-        if not item:
-            continue
+        if not item:  # "", "partition,,crash", "crash,": say "none" for no fault
+            raise ValueError(f"the nemesis {_spec_text(spec)!r} has an empty name (none means no fault); "
+                             f"{_choices()}.")
         expanded = ALIASES.get(item, (item,))
         for kind in expanded:
             if kind not in KINDS:
-                raise ValueError(
-                    f"unknown nemesis {kind!r}; choose from {', '.join(KINDS)} "
-                    f"or {', '.join(ALIASES)}"
-                )
+                raise ValueError(f"unknown nemesis {kind!r}; {_choices()}.")
             if kind not in out:
                 out.append(kind)
     return tuple(out)
+
+
+def _spec_text(spec: str | Iterable[str]) -> str:
+    return spec if isinstance(spec, str) else ",".join(spec)
+
+
+def _choices() -> str:
+    return f"choose from {', '.join(KINDS)} or {', '.join(ALIASES)}"
+
+
+def kinds_help() -> str:
+    """The nemesis kinds and what each alias means, written out from :data:`KINDS` and
+    :data:`ALIASES` (for ``--help``: it cannot drift from the table)."""
+    aliases = "; ".join(f"{name} = {', '.join(kinds) if kinds else 'no fault'}"
+                        for name, kinds in ALIASES.items())
+    alone = [k for k in KINDS if not any(k in kinds for kinds in ALIASES.values())]
+    text = f"Nemesis kinds: {', '.join(KINDS)}. Aliases: {aliases}."
+    if alone:
+        text += f" In no alias (add by name): {', '.join(alone)}."
+    return text
 
 
 def packages_for(kinds: Iterable[str]) -> list[Package]:
@@ -776,6 +794,7 @@ __all__ = [
     "PowerLosses",
     "Reshards",
     "SlowNodes",
+    "kinds_help",
     "packages_for",
     "parse_kinds",
 ]

@@ -58,6 +58,7 @@ import simpy
 from checker.raftprops import RaftProperties
 from kvcore.raft import CANDIDATE, LEADER, PRE_CANDIDATE, MemoryRaftStorage, Raft, RaftConfig
 from kvcore.raft.messages import RaftAppend, RaftMessage
+from sim.cliargs import finite
 from sim.latency import Latency, Uniform, parse_latency
 from sim.network import SimNetwork, schedule_call
 from sim.raftcheck import feed_from_ready
@@ -68,6 +69,10 @@ from sim.trace import Trace
 DEFAULT_TICK = 0.0001
 #: float slack when turning a time into a count of elapsed ticks
 _EPS = 1e-6
+
+
+def _positive(x: float) -> bool:
+    return finite(x) and x > 0
 
 
 @dataclass(frozen=True)
@@ -106,18 +111,19 @@ class ElectionSetup:
         if self.servers >= 1 and not 0 <= self.stale <= self.servers - max(self.failed, 1):
             out.append(f"--stale must be within 0 and the live servers ({self.servers} - {self.failed}), "
                        f"not {self.stale}.")
-        if self.tick <= 0:
-            out.append(f"--tick must be positive, not {self.tick}.")
-        if self.timeout_min <= 0 or self.timeout_max <= 0:
-            out.append("--timeout-min and --timeout-max must be positive.")
+        if not _positive(self.tick):
+            out.append(f"--tick must be positive and finite, not {self.tick}.")
+        if not (_positive(self.timeout_min) and _positive(self.timeout_max)):
+            out.append(f"--timeout-min and --timeout-max must be positive and finite, not "
+                       f"{self.timeout_min} and {self.timeout_max}.")
         elif self.timeout_min > self.timeout_max:
             out.append(f"--timeout-min ({self.timeout_min:g} s) must not exceed --timeout-max "
                        f"({self.timeout_max:g} s).")
-        if self.heartbeat is not None and self.heartbeat <= 0:
-            out.append(f"--heartbeat must be positive, not {self.heartbeat}.")
-        if self.cap <= 0:
-            out.append(f"--cap must be positive, not {self.cap}.")
-        if not out and self.tick > 0 and self.ticks(self.heartbeat_s) >= self.ticks(self.timeout_min):
+        if self.heartbeat is not None and not _positive(self.heartbeat):
+            out.append(f"--heartbeat must be positive and finite, not {self.heartbeat}.")
+        if not _positive(self.cap):
+            out.append(f"--cap must be positive and finite, not {self.cap}.")
+        if not out and self.ticks(self.heartbeat_s) >= self.ticks(self.timeout_min):
             out.append(f"the heartbeat ({self.heartbeat_s:g} s) must be shorter than the minimum "
                        f"election timeout ({self.timeout_min:g} s) by at least one tick ({self.tick:g} s).")
         return out

@@ -49,7 +49,7 @@ import numpy as np
 from checker import check
 from kvcore.config import NodeConfig
 from kvcore.messages import Get, Reply
-from sim.clients import FAIL, OK, UNKNOWN, Operation, SimClient, Workload, classify
+from sim.clients import FAIL, OK, UNKNOWN, Operation, SimClient, Workload, classify, split_ops
 from sim.cluster import SimCluster
 from sim.latency import LogNormal
 from sim.rand import stream
@@ -345,13 +345,14 @@ def run_lab(seed: int, config: LabConfig, schedule: Sequence[Step],
         while leader(cluster) is None and cluster.now < config.warmup + 30:
             cluster.run(until=cluster.now + 0.05)
     start = cluster.now
-    per_client = math.ceil(config.ops / config.clients)
-    pace = config.duration / per_client
-    workload = Workload(ops=per_client, keys=config.keys, think=pace * 0.1, pace=pace,
-                        timeout=config.client_timeout)
     nodes: Callable[[], Sequence[str]] = (
         (lambda: cluster.alive() or cluster.ids) if config.balancer else (lambda: cluster.ids))
-    for idx in range(config.clients):
+    # exactly config.ops operations (the first ops % clients clients do one more), each client
+    # paced to span the duration
+    for idx, count in enumerate(split_ops(config.ops, config.clients)):
+        pace = config.duration / count if count else config.duration
+        workload = Workload(ops=count, keys=config.keys, think=pace * 0.1, pace=pace,
+                            timeout=config.client_timeout)
         cluster.clients.append(SimClient(cluster.env, idx, stream(seed, "client", idx), cluster.history,
                                          cluster.trace, nodes, cluster.submit, workload))
     fired: list[Fired] = []

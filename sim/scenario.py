@@ -16,7 +16,7 @@ import numpy as np
 
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
-from sim.clients import History, Workload
+from sim.clients import History, Workload, split_ops
 from sim.cluster import Fault, SimCluster
 from sim.latency import Latency, LogNormal
 
@@ -120,23 +120,24 @@ def run_default(
     swim: SwimConfig | None = None,
     **cluster_kwargs: Any,
 ) -> tuple[SimCluster, RunReport]:
-    """The default scenario; ``duration`` is how long (simulated) the clients keep working."""
-    if ops < 0 or clients < 1 or nodes < 1 or duration <= 0:
-        raise ValueError("nodes and clients must be at least 1, ops at least 0, duration positive")
+    """The default scenario; ``duration`` is how long (simulated) the clients keep working, and
+    ``ops`` how many operations they do in all."""
+    if ops < 0 or clients < 1 or nodes < 1 or not (math.isfinite(duration) and duration > 0):
+        raise ValueError("nodes and clients must be at least 1, ops at least 0, duration positive and finite")
     cluster = SimCluster(
         seed, nodes, config or DEMO_CONFIG, latency=latency or LogNormal(0.001, 0.5),
         codec=codec, keep_trace=keep_trace, swim=swim or DEMO_SWIM, **cluster_kwargs,
     )
-    per_client = math.ceil(ops / clients) if ops else 0
-    pace = duration / per_client if per_client else duration
-    # paced clients with a little jitter: the run lasts about `duration` whatever the timeouts
-    workload = Workload(ops=per_client, keys=50, think=pace * 0.1, pace=pace, timeout=3.0)
     cluster.set_loss(loss)
     if partition and nodes > 1:
         minority = cluster.ids[: max(1, (nodes - 1) // 2)]
         start = duration / 2 - partition_length / 2
         cluster.partition(minority, at=start)
         cluster.heal(at=start + partition_length)
-    cluster.add_clients(clients, workload)
+    # exactly `ops` operations (the first ops % clients clients do one more), each client paced
+    # with a little jitter so that it spans `duration` whatever the timeouts
+    for count in split_ops(ops, clients):
+        pace = duration / count if count else duration
+        cluster.add_clients(1, Workload(ops=count, keys=50, think=pace * 0.1, pace=pace, timeout=3.0))
     cluster.run()
     return cluster, report(cluster)

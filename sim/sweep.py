@@ -44,15 +44,16 @@ memory only, Redis without persistence) a crash forgets acknowledged writes, and
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
 import multiprocessing
 import os
+import shlex
 import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,8 @@ from checker import check, get_model, verdict_text
 from checker.history import jsonl_text
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
-from sim.clients import FAIL, OK, UNKNOWN, Workload
+from sim.cliargs import finite
+from sim.clients import FAIL, OK, UNKNOWN, Workload, split_ops
 from sim.cluster import SimCluster, sim_cluster_config
 from sim.latency import LogNormal, parse_latency
 from sim.nemesis import DEFAULT, FaultRecord, FaultReport, Nemesis, NemesisRun
@@ -85,7 +87,7 @@ class RunConfig:
     """What one seed runs. Times in simulated seconds."""
 
     workload: str = "kv"
-    #: comma list of nemesis kinds (sim.nemesis.KINDS, or an alias: none, network, all)
+    #: comma list of nemesis kinds (sim.nemesis.KINDS, or an alias: none, network, all, raft)
     nemesis: str = DEFAULT
     nodes: int = 5
     clients: int = 5
@@ -124,12 +126,20 @@ class RunConfig:
             out.append("nodes, clients and keys must be at least 1.")
         if self.ops < 1:
             out.append("ops must be at least 1.")
-        if not self.duration > 0 or self.tail < 0 or self.tail >= self.duration:
-            out.append("duration must be positive and longer than the quiet tail.")
-        if not self.client_timeout > 0 or not self.check_timeout > 0:
-            out.append("the client and checker timeouts must be positive.")
+        if not (finite(self.duration, self.tail) and 0 <= self.tail < self.duration):
+            out.append(f"duration must be a finite number of seconds longer than the quiet tail "
+                       f"({self.tail!r} s), not {self.duration!r}.")
+        if not (finite(self.client_timeout) and self.client_timeout > 0):
+            out.append(f"the client timeout must be a positive finite number of seconds, not "
+                       f"{self.client_timeout!r}.")
+        if not (finite(self.check_timeout) and self.check_timeout > 0):
+            out.append(f"the checker's timeout (--check-timeout) must be a positive finite number of "
+                       f"seconds, not {self.check_timeout!r}.")
         if not 0.0 <= self.loss <= 1.0:
             out.append("loss must be within 0 and 1.")
+        if not self.durable and self.replicas > 1:
+            out.append("memory-only nodes (--no-durable) are for replicas 1 only: a replicated node "
+                       "keeps its Raft log durable and rebuilds its store from it.")
         if self.sync_time:
             try:
                 parse_latency(self.sync_time)
@@ -164,18 +174,20 @@ class RunConfig:
                 f"{self.ops} ops over {self.duration:g} s per seed")
 
     def cli_args(self) -> str:
-        """The ``python -m sim check`` flags that give this config."""
+        """The ``python -m sim check`` flags that give this config, shell-quoted, every number
+        exactly (a float as its shortest round-trip ``repr``: ``7.1234567``, not ``7.12346``).
+        ``client_timeout`` and ``tail`` have no flag: a config that changes them has no command."""
         d, out = RunConfig(), []
         for name, flag in (("workload", "--workload"), ("nemesis", "--nemesis"), ("nodes", "--nodes"),
                            ("clients", "--clients"), ("ops", "--ops"), ("duration", "--duration"),
-                           ("keys", "--keys"), ("loss", "--loss")):
+                           ("keys", "--keys"), ("loss", "--loss"), ("check_timeout", "--check-timeout")):
             v = getattr(self, name)
             if v != getattr(d, name):
-                out.append(f"{flag} {v:g}" if isinstance(v, float) else f"{flag} {v}")
+                out.append(f"{flag} {shlex.quote(repr(v) if isinstance(v, float) else str(v))}")
         if not self.durable:
             out.append("--no-durable")
         if self.sync_time:
-            out.append(f"--sync-time {self.sync_time}")
+            out.append(f"--sync-time {shlex.quote(self.sync_time)}")
         if self.replicas != 1:
             out.append(f"--replicas {self.replicas}")
         return " ".join(out)
@@ -225,6 +237,12 @@ class SeedResult:
         d["availability"] = self.availability
         d["latency_ms"] = {k: v * 1000 for k, v in self.percentiles().items()}
         return d
+
+    @property
+    def error_line(self) -> str:
+        """The exception of a run that raised, in one line (its traceback's last line)."""
+        lines = [line for line in self.error.strip().splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
 
     def describe(self) -> str:
         head = (f"seed {self.seed}: {verdict_text(self.verdict)}; {self.ops} ops, {self.ok} ok, "
@@ -309,17 +327,19 @@ def simulate(seed: int, config: RunConfig | None = None, *, node_class: type | N
     if cfg.loss:
         cluster.set_loss(cfg.loss)
     t0 = group_ready(cluster) if cfg.replicas > 1 else 0.0
-    per_client = math.ceil(cfg.ops / cfg.clients)
-    pace = cfg.duration / per_client
-    if cfg.workload == "register":
-        workload = Workload(ops=per_client, keys=1, mix=(0.5, 0.5, 0.0), think=pace * 0.1, pace=pace,
-                            timeout=cfg.client_timeout, prefix="r")
-    else:
-        workload = Workload(ops=per_client, keys=cfg.keys, think=pace * 0.1, pace=pace,
-                            timeout=cfg.client_timeout)
     nemesis = Nemesis(cfg.nemesis, seed).apply(cluster, t0 + min(0.5, cfg.duration / 4),
                                                t0 + cfg.duration - cfg.tail)
-    cluster.add_clients(cfg.clients, workload)
+    # exactly cfg.ops operations (the first ops % clients clients do one more), each client
+    # paced to span the duration
+    for count in split_ops(cfg.ops, cfg.clients):
+        pace = cfg.duration / count if count else cfg.duration
+        if cfg.workload == "register":
+            workload = Workload(ops=count, keys=1, mix=(0.5, 0.5, 0.0), think=pace * 0.1, pace=pace,
+                                timeout=cfg.client_timeout, prefix="r")
+        else:
+            workload = Workload(ops=count, keys=cfg.keys, think=pace * 0.1, pace=pace,
+                                timeout=cfg.client_timeout)
+        cluster.add_clients(1, workload)
     cluster.run()
     events = cluster.history.events()
     if cfg.workload == "register":
@@ -412,6 +432,13 @@ def seed_task(seed: int, cfg: RunConfig, node_class: type | None = None, history
 
 
 # --- many seeds -------------------------------------------------------------------------------
+
+#: the most seeds one sweep takes: it keeps every seed's result (its latencies and faults, some
+#: 10 kB) for the summary and the tables, so a million seeds already want some 10 GB; run more
+#: as several sweeps (``--first-seed``)
+MAX_SEEDS = 1_000_000
+#: how many raised seeds the summary names with their exception
+SHOWN_ERRORS = 3
 
 
 @dataclass
@@ -575,6 +602,10 @@ class SweepResult:
                      + (seeds(self.by_verdict_seeds('unknown')) if self.unknown else ""))
         if self.errors:
             lines.append(f"{'errors (run raised)':<22}{len(self.errors):>8}" + seeds(self.errors))
+            raised = self.by_verdict("error")
+            lines += [f"  seed {r.seed}: {r.error_line}" for r in raised[:SHOWN_ERRORS]]
+            more = f"{len(raised) - SHOWN_ERRORS} more; " if len(raised) > SHOWN_ERRORS else ""
+            lines.append(f"  ({more}every traceback is in report.json of --out DIR)")
         per_seed = [r.availability for r in self.results if r.ops]
         extra = (f"  (per seed: min {min(per_seed):.1%}, median {float(np.median(per_seed)):.1%})"
                  if per_seed else "")
@@ -600,11 +631,20 @@ class SweepResult:
             lines.append(f"checker: {sum(check_s):.2f} s in all, slowest seed {max(check_s):.2f} s; "
                          f"wall {self.wall_seconds:.1f} s on {self.where()}")
         if v:
-            flags = cfg.cli_args()
-            lines.append(f"reproduce: python -m sim check --seed-list {v[0]} {flags} --out DIR".replace("  ", " "))
+            lines.append(self.reproduce(v[0]))
             first = next(r for r in self.results if r.seed == v[0])
             lines.append(first.describe())
+        f3 = self.figure3_violations
+        if f3 and f3[0] not in v[:1]:  # a Raft property broke, maybe in a linearizable history
+            lines.append(self.reproduce(f3[0]))
+        if self.errors:
+            lines.append(self.reproduce(self.errors[0]))
         return "\n".join(lines)
+
+    def reproduce(self, seed: int) -> str:
+        """The command that runs ``seed`` again, as this sweep ran it, and writes its files."""
+        flags = self.config.cli_args()
+        return f"reproduce: python -m sim check --seed-list {seed}{' ' + flags if flags else ''} --out DIR"
 
     def where(self) -> str:
         if self.dask is not None:
@@ -639,13 +679,19 @@ def sweep(
     or, given a ``client`` (a ``dask.distributed.Client``), as tasks on its Dask cluster
     (:mod:`sim.sweepdask`; ``processes`` is then the cluster's business).
 
+    ``seeds``: at most :data:`MAX_SEEDS`, each run once; a ``range`` is not written out (a pool
+    has ``POOL_WINDOW`` seeds per process in flight at a time).
     ``progress``: show a tqdm bar on stderr (default: when stderr is a terminal). ``out``: a
     directory for each seed's history (``seed-N.jsonl``), the timeline of each seed that is not
     linearizable (``seed-N.html``), ``report.json`` and ``summary.txt``; this side writes them,
     from what the tasks send back.
     """
     cfg = replace(config or RunConfig(), **overrides).validate()
-    seed_list = list(dict.fromkeys(int(s) for s in seeds))
+    seed_list: Sequence[int] = (seeds if isinstance(seeds, range)  # distinct already, and lazy
+                                else list(dict.fromkeys(int(s) for s in seeds)))
+    if len(seed_list) > MAX_SEEDS:
+        raise ValueError(f"a sweep takes at most {MAX_SEEDS} seeds, not {len(seed_list)}: it keeps "
+                         "every seed's result; run more as several sweeps.")
     keep = out is not None
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -667,18 +713,29 @@ def sweep(
     return res
 
 
-def _pool_outputs(seed_list: list[int], cfg: RunConfig, node_class: type | None, keep: bool,
+#: seeds in flight per pool process (the rest wait in the seed range, not as queued tasks)
+POOL_WINDOW = 4
+
+
+def _pool_outputs(seed_list: Sequence[int], cfg: RunConfig, node_class: type | None, keep: bool,
                   procs: int) -> Iterator[SeedOutput]:
-    """The seeds' outputs as they finish, from ``procs`` spawned processes (1: run inline)."""
+    """The seeds' outputs as they finish, from ``procs`` spawned processes (1: run inline),
+    with at most ``POOL_WINDOW`` seeds per process submitted at a time."""
     if procs == 1:
         for s in seed_list:
             yield seed_task(s, cfg, node_class, keep, keep)
         return
     ctx = multiprocessing.get_context("spawn")
+    todo = iter(seed_list)
     with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
-        futures = [pool.submit(seed_task, s, cfg, node_class, keep, keep) for s in seed_list]
-        for fut in as_completed(futures):
-            yield fut.result()
+        pending = {pool.submit(seed_task, s, cfg, node_class, keep, keep)
+                   for s in itertools.islice(todo, POOL_WINDOW * procs)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                for s in itertools.islice(todo, 1):
+                    pending.add(pool.submit(seed_task, s, cfg, node_class, keep, keep))
+                yield fut.result()
 
 
 def collect(outputs: Iterable[SeedOutput], seeds: Sequence[int], *, out: str | Path | None = None,

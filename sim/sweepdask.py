@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -117,7 +117,7 @@ def chunk_size(seeds: int, threads: int) -> int:
     return max(1, min(MAX_CHUNK, seeds // (20 * max(threads, 1))))
 
 
-def dask_outputs(client: Any, seeds: list[int], config: RunConfig, node_class: type | None = None,
+def dask_outputs(client: Any, seeds: Sequence[int], config: RunConfig, node_class: type | None = None,
                  keep_files: bool = False, *, retries: int = RETRIES,
                  chunk: int | None = None) -> Iterator[SeedOutput]:
     """Run the seeds as tasks on ``client``'s cluster, ``chunk`` seeds a task (default

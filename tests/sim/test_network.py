@@ -163,13 +163,19 @@ def test_codec_counts_bytes_and_malformed_payloads_are_dropped_not_raised() -> N
         ("uniform:0.001,0.003", Uniform(0.001, 0.003)),
         ("exp:0.002", Exponential(0.002)),
         ("lognormal:0.001,0.5", LogNormal(0.001, 0.5)),
+        ("uniform:0.002,0.002", Uniform(0.002, 0.002)),
+        ("lognormal:0.001,0", LogNormal(0.001, 0.0)),
+        ("const:0", Constant(0.0)),
     ],
 )
 def test_parse_latency(text: str, expected: Any) -> None:
     assert parse_latency(text) == expected
 
 
-@pytest.mark.parametrize("text", ["gauss:1", "const:", "uniform:1", "const:x", "const:-1"])
+@pytest.mark.parametrize("text", ["gauss:1", "const:", "uniform:1", "const:x", "const:-1",
+                                  # each of these hung a run, crashed it, or delivered nothing
+                                  "const:nan", "const:inf", "exp:0", "lognormal:0,0.5", "lognormal:0.001,nan",
+                                  "uniform:2,1", "uniform:0.001,inf"])
 def test_parse_latency_rejects_bad_input_with_a_sentence(text: str) -> None:
     with pytest.raises(ValueError, match=r"\."):
         parse_latency(text)
