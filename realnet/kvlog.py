@@ -70,7 +70,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, wait
 
 from realnet import recordfile
-from realnet.recordfile import encode_record
+from realnet.recordfile import encode_record, write_synced
 from realnet.runtime import (
     Background,
     FileStorage,
@@ -262,14 +262,13 @@ class LogStorage:
         if self._buf:
             data = bytes(self._buf)
             try:
-                write_all(self._fd, data)
-                os.fsync(self._fd)
+                syncs = write_synced(self._fd, data)  # (in parts past MAX_BATCH: recordfile)
             except OSError as exc:
                 # what reached the disk is unknown (a retry could append a batch twice)
                 self._storage_failed(f"a write or fsync of {self.path} failed ({exc})")
                 raise StorageFailed(exc.errno, self._failed) from exc
             self._log_bytes += len(data)
-            self.stats["fsyncs"] += 1
+            self.stats["fsyncs"] += syncs
             self.stats["max_flush_records"] = max(self.stats["max_flush_records"], self._buf_records)
             self._buf.clear()
             self._buf_records = 0
@@ -388,11 +387,25 @@ class LogStorage:
             self._job = None
 
     def _rewrite(self) -> None:
-        """The log as the image, written atomically (nothing is buffered)."""
+        """The log as the image, written atomically (nothing is buffered). The old log stays open
+        until the new one replaced it: a write that fails before the rename keeps it (the
+        compaction is tried again later, as in a loop); one that fails after it (the directory's
+        fsync) leaves a log whose durability is unknown, which fails the storage."""
         data = b"".join([MAGIC, *(encode_record(K_PUT, [k, v]) for k, v in self._data.items())])
+        tmp = self.path + ".tmp"
+        try:
+            write_parts(tmp, (data,))
+        except OSError as exc:
+            unlink_quietly(tmp)
+            self._failed_rewrite(exc)
+            return
+        try:
+            os.replace(tmp, self.path)
+            fsync_dir(os.path.dirname(self.path) or ".")
+        except OSError as exc:
+            self._storage_failed(f"the compacted copy of {self.path} could not be made durable ({exc})")
+            raise StorageFailed(exc.errno, self._failed) from exc
         os.close(self._fd)
-        self._fd = -1
-        write_atomically(self.path, data)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._log_bytes = len(data)
         self.stats["compactions"] += 1

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 
 from kvcore.config import PEER_PORT_OFFSET, ConfigError, parse_addr
 from kvcore.membership import LEFT_KEY
-from kvcore.node import Node
+from kvcore.node import GroupUnusable, Node
 from kvcore.runtime import Storage
 from kvwire.auth import Keyring, KeyringError, read_keyring
 from realnet.api import Api, http_limits
@@ -590,6 +590,12 @@ async def serve(
         return EXIT_CONFIG
     try:
         parts = build(settings, storage, sockets, stop, keyring)
+    except GroupUnusable as e:  # refused, not served as an unreplicated node (split brain)
+        _print_problems([f"{e}. The node does not start outside its group; restore the data "
+                         "directory or remove it and add the node again (add-node)."])
+        sockets.http.close()
+        sockets.peer.close()
+        return EXIT_CONFIG
     except RaftLogCorrupt as e:  # refused, not served: a log with a hole could lose writes
         _print_problems([f"{e} The node does not start on a damaged Raft log; restore the data "
                          "directory or remove it and add the node again (add-node)."])

@@ -12,8 +12,17 @@ its valid prefix. A *torn tail* (a last record cut short or with a bad checksum 
 after it, as after ``kill -9`` or a power loss mid-write) ends the valid prefix; the caller
 truncates it. A bad record *followed by valid data* is corruption, and ``error`` is raised naming
 the file and offset, unless a 512-byte sector inside the bad record reads as zeros up to its
-end: the mark of a batch whose later page reached the disk before an earlier one at a power loss
-(etcd's ``isTornEntry``), which is a torn tail too (what follows was never synced).
+end *and* the record lies within the file's last :data:`MAX_BATCH` bytes: the mark of a batch
+whose later page reached the disk before an earlier one at a power loss (etcd's
+``isTornEntry``), which is a torn tail too (what follows was never synced).
+
+Why the bound: a torn write can only damage the batch that was being written when the power
+went, and every batch is at most :data:`MAX_BATCH` bytes (:func:`write_synced` writes a larger
+one in parts at record boundaries, an fsync after each), so the damaged record of a torn write
+starts within the last ``MAX_BATCH`` bytes. A record further back was synced, and a value of it
+may well hold 512 zero bytes: a flipped bit there is corruption, refused, never a reason to drop
+it and every acknowledged record after it. (Inside the last ``MAX_BATCH`` bytes the two cannot
+be told apart, as in etcd; a torn write is the likelier there.)
 """
 
 from __future__ import annotations
@@ -35,6 +44,40 @@ HEADER = struct.Struct(">II")
 MAX_RECORD = 1 << 30
 SECTOR = 512
 MAGIC_LEN = 8
+#: the most bytes a log writes between two fsyncs (one record larger than it is written alone):
+#: a torn write can damage only the last such batch (see the module docstring)
+MAX_BATCH = 4 << 20
+
+
+def write_synced(fd: int, data: bytes | bytearray) -> int:
+    """Append ``data`` (whole records) to ``fd`` and fsync it, in batches of at most
+    :data:`MAX_BATCH` bytes cut at record boundaries (a record larger than that alone), an fsync
+    after each; returns the number of fsyncs. The common case is one write and one fsync."""
+    view = memoryview(data)
+    n = len(view)
+    if n <= MAX_BATCH:
+        _write_all(fd, view)
+        os.fsync(fd)
+        return 1
+    syncs = 0
+    start = 0
+    while start < n:
+        end = start
+        while end < n:
+            size = HEADER.size + HEADER.unpack_from(view, end)[0]
+            if end > start and end + size - start > MAX_BATCH:
+                break
+            end += size
+        _write_all(fd, view[start:end])
+        os.fsync(fd)
+        syncs += 1
+        start = end
+    return syncs
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def encode_record(kind: bytes, payload: Any) -> bytes:
@@ -116,18 +159,19 @@ def read_log(path: str, magic: bytes, kinds: Set[bytes], what: str,
 
 def _judge_bad_record(view: memoryview, off: int, path: str, kinds: Set[bytes], what: str,
                       error: type[Exception]) -> None:
-    """A bad record at ``off`` is a torn tail if nothing valid follows it, or if a 512-byte
-    sector within it reads as zeros up to the sector's end (a page of an unsynced batch that
-    never reached the disk while a later one did: etcd-io/etcd's ``isTornEntry`` rule). Else
-    the file is corrupt: raise ``error``."""
+    """A bad record at ``off`` is a torn tail if nothing valid follows it, or if it starts within
+    the file's last :data:`MAX_BATCH` bytes and a 512-byte sector within it reads as zeros up to
+    the sector's end (a page of an unsynced batch that never reached the disk while a later one
+    did: etcd-io/etcd's ``isTornEntry`` rule). Else the file is corrupt: raise ``error``."""
     size = len(view)
+    in_last_batch = size - off <= MAX_BATCH
     claimed = off  # first where this record claims to end (a damaged body), then every offset
     if size - off >= HEADER.size:  # (the length may be the damaged byte)
         claimed += HEADER.size + HEADER.unpack_from(view, off)[0]
     first = [claimed] if off < claimed < size else []
     for p in itertools.chain(first, range(off + 1, size - HEADER.size)):
         if _valid_at(view, p, kinds):
-            if _zero_sector(view, off, p):
+            if in_last_batch and _zero_sector(view, off, p):
                 log.warning("%s %s: a zeroed sector in the record at offset %d (a torn write "
                             "of the last batch); valid records after it are dropped", what, path, off)
                 return
@@ -137,7 +181,8 @@ def _judge_bad_record(view: memoryview, off: int, path: str, kinds: Set[bytes], 
 
 
 def _zero_sector(view: memoryview, lo: int, hi: int) -> bool:
-    """Whether [lo, hi) holds at least 16 zero bytes that run up to a 512-byte boundary."""
+    """Whether [lo, hi) holds zero bytes from a 512-byte boundary (or ``lo``, the record's start,
+    when it is nearer) up to the next boundary, at least 16 of them."""
     for end in range((lo // SECTOR + 1) * SECTOR, hi + 1, SECTOR):
         start = max(lo, end - SECTOR)
         if end - start >= 16 and view[start:end] == bytes(end - start):
@@ -145,4 +190,5 @@ def _zero_sector(view: memoryview, lo: int, hi: int) -> bool:
     return False
 
 
-__all__ = ["HEADER", "MAGIC_LEN", "MAX_RECORD", "SECTOR", "encode_record", "read_log", "scan_records"]
+__all__ = ["HEADER", "MAGIC_LEN", "MAX_BATCH", "MAX_RECORD", "SECTOR", "encode_record", "read_log",
+           "scan_records", "write_synced"]

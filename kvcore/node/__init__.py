@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from kvcore.node.dedup import DEDUP_MAX_ENTRIES, DedupCache
 from kvcore.node.migration import BATCH_PREFIX, BATCH_TRIES, MARK_PREFIX
-from kvcore.node.node import Node
+from kvcore.node.node import GroupUnusable, Node
 from kvcore.node.ownership import SLOT_MAP_KEY
 from kvcore.node.routing import OK, ReplyFn, error_reply
 
@@ -41,6 +41,7 @@ __all__ = [
     "OK",
     "SLOT_MAP_KEY",
     "DedupCache",
+    "GroupUnusable",
     "Node",
     "ReplyFn",
     "error_reply",

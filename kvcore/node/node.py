@@ -70,6 +70,11 @@ GROUP_KEY = "replica:group"
 RaftOpener = Callable[[Sequence[str], Sequence[str]], RaftDisk]
 
 
+class GroupUnusable(Exception):
+    """A node that is a member of a replicated group cannot open it (its record of the group
+    is unreadable, or its log does not load): it must not start (the sentence says why)."""
+
+
 class Node:
     """One storelab node. Build it with a Runtime, then call :meth:`start`.
 
@@ -215,11 +220,19 @@ class Node:
         self.replica: ReplicaGroup | None = None
         saved = runtime.storage.get(GROUP_KEY)
         if saved is not None:
+            # A member of a group that cannot open it must not start: serving on as an
+            # unreplicated node would acknowledge writes outside the group (split brain).
             try:
                 doc = json.loads(saved)
-                self._open_group(list(doc["voters"]), list(doc["learners"]))
-            except (ValueError, KeyError, TypeError):
-                self.stats.malformed += 1
+                voters, learners = list(doc["voters"]), list(doc["learners"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise GroupUnusable(f"node {self.id} is a member of a replicated group, but its "
+                                    f"record of the group is unreadable ({e})") from None
+            try:
+                self._open_group(voters, learners)
+            except (ValueError, KeyError, TypeError) as e:
+                raise GroupUnusable(f"node {self.id} is a member of a replicated group and cannot "
+                                    f"open its log ({e})") from e
 
     # --- views other code reads --------------------------------------------------------------
 
@@ -602,4 +615,4 @@ class Node:
                 "keys": sum(self.store.count_in_slot(s) for s in slots)}
 
 
-__all__ = ["Node"]
+__all__ = ["GroupUnusable", "Node"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
 from kvcore.messages import Get, MigrateKeys, Put, Reply
 from kvcore.node import Node
@@ -232,3 +236,32 @@ def test_a_members_periodic_push_pull_also_ends_the_wait() -> None:
     assert n.info()["syncing"]
     n.on_message("n1", PushPull(join=False, reply=False, members=()))
     assert not n.info()["syncing"]
+
+
+# --- a member of a replicated group that cannot open it does not start -----------------------------
+
+
+@pytest.mark.parametrize("record", [b"{not json", b'{"voters": ["n1"]}', b"[1, 2]", b'{"voters": 5, "learners": []}'])
+def test_an_unreadable_record_of_the_group_refuses_the_node(record: bytes) -> None:
+    """Before, the node counted it malformed and started as an unreplicated node: it then
+    acknowledged writes outside its group (an audit's split brain)."""
+    from kvcore.node import GroupUnusable
+    from kvcore.node.node import GROUP_KEY
+
+    rt = FakeRuntime("n1")
+    rt.storage.put(GROUP_KEY, record)
+    with pytest.raises(GroupUnusable, match="record of the group is unreadable"):
+        Node(rt, NodeConfig())
+
+
+def test_a_log_that_does_not_load_refuses_the_node() -> None:
+    from kvcore.node import GroupUnusable
+    from kvcore.node.node import GROUP_KEY
+
+    def opener(voters: object, learners: object) -> Any:
+        raise ValueError("a snapshot file of the wrong shape")
+
+    rt = FakeRuntime("n1")
+    rt.storage.put(GROUP_KEY, b'{"voters": ["n1", "n2", "n3"], "learners": []}')
+    with pytest.raises(GroupUnusable, match=r"cannot open its log \(a snapshot file of the wrong shape\)"):
+        Node(rt, NodeConfig(), raft_opener=opener)

@@ -142,3 +142,18 @@ def test_a_static_member_that_left_rejoins_and_its_mark_is_cleared(tmp_path: Pat
     stop.set()  # start, then stop at once
     assert asyncio.run(node.serve(s, storage, stop)) == node.EXIT_OK
     assert storage.get(LEFT_KEY) is None
+
+
+def test_a_member_of_a_group_whose_record_is_unreadable_does_not_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not as an unreplicated node, acknowledging writes outside its group: exit 2, a sentence."""
+    from kvcore.node.node import GROUP_KEY
+
+    storage = open_storage(str(tmp_path))
+    storage.put(GROUP_KEY, b"{not json")
+    storage.sync()
+    s = settings("--id", "m", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
+    assert asyncio.run(node.serve(s, storage)) == node.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "node m is a member of a replicated group, but its record of the group is unreadable" in err
+    assert "does not start outside its group" in err and "Traceback" not in err
