@@ -127,3 +127,33 @@ def test_a_compaction_outside_a_loop_that_cannot_write_keeps_the_old_log_usable(
     s.close()
     again = LogStorage(tmp_path)
     assert again.get("after") == b"ok" and again.get("k4") == b"v" * 100 + b"49"
+
+
+@pytest.mark.parametrize("how", ["unlink", "rmtree", "replace"])
+def test_a_log_removed_or_replaced_while_the_node_runs_fails_the_storage(tmp_path: Path, how: str) -> None:
+    """An audit removed a durable node's data directory while it ran: it went on answering 204,
+    appending to an unlinked file, and started empty. Now the next flush fails the storage (the
+    node stops, exit 1) and acknowledges nothing more."""
+    import shutil
+
+    from realnet.kvlog import StorageFailed
+
+    data = tmp_path / "data"
+    s = LogStorage(data)
+    failures: list[str] = []
+    s.on_failure = failures.append
+    s.put("before", b"1")
+    s.sync()
+    s.flush()
+    log = data / "storage.log"
+    if how == "unlink":
+        log.unlink()
+    elif how == "rmtree":
+        shutil.rmtree(data)
+    else:
+        log.rename(data / "elsewhere")
+        log.write_bytes(log.with_name("elsewhere").read_bytes())
+    s.put("after", b"2")
+    with pytest.raises(StorageFailed):
+        s.flush()
+    assert failures and ("removed while the node ran" in failures[0] or "replaced" in failures[0]), failures
