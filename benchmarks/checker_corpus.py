@@ -21,6 +21,11 @@ object for tooling. The target is the project's: the whole corpus in under
 
 Usage: ``python benchmarks/checker_corpus.py [--shared DIR] [--timeout SECONDS]``
 (``DIR`` defaults to ``$STORELAB_SHARED``, else the ``shared`` folder next to the repo).
+
+The corpus is not in the repository: ``DIR/histories`` holds Porcupine's test data
+(github.com/anishathalye/porcupine, ``test_data/jepsen`` and ``test_data/kv``, MIT) as
+``jepsen-etcd/`` and ``porcupine-kv/``, and ``expected.tsv``, the verdict Porcupine's test suite
+asserts for each file. Without it the benchmark says where it looked and exits with status 2.
 """
 
 from __future__ import annotations
@@ -39,6 +44,15 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 from checker import check, read_history  # noqa: E402
 
 TARGET_SECONDS = 60.0
+
+MISSING = """\
+no corpus at {histories} (no expected.tsv there).
+The public history corpus is not part of the repository. It is Porcupine's test data
+(github.com/anishathalye/porcupine: test_data/jepsen and test_data/kv, MIT) laid out as
+histories/jepsen-etcd/, histories/porcupine-kv/ and histories/expected.tsv (the verdict
+Porcupine's test suite asserts for each file), looked for in DIR/histories, where DIR is
+--shared, else $STORELAB_SHARED, else the folder 'shared' beside the checkout (../shared).
+Point at it with --shared DIR or STORELAB_SHARED=DIR."""
 
 
 def default_shared() -> Path:
@@ -62,7 +76,7 @@ def main() -> int:
     args = parser.parse_args()
     histories = args.shared / "histories"
     if not (histories / "expected.tsv").is_file():
-        print(f"no corpus at {histories} (give --shared or set STORELAB_SHARED)", file=sys.stderr)
+        print(MISSING.format(histories=histories), file=sys.stderr)
         return 2
     rows = load_expected(histories)
 

@@ -13,13 +13,21 @@ measures, in one process and on one thread:
   observation as the hot path pays it (both variants read the clock).
 
 Each figure is the best of ``--repeat`` runs of ``--n`` calls (the minimum is the least disturbed
-by other processes on a shared machine). Prints one JSON line.
+by other processes on a shared machine). The baseline, measured in the same run, is the request
+with ``observe`` a no-op; the ratio is the request with the histogram over it (1.0: free).
+
+Prints a table, then as its last line one JSON object with the figures and
+``ratio_request_histogram_vs_noop``.
 
     python benchmarks/metrics_observe.py [--n 200000] [--repeat 7]
 """
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
 import argparse
 import asyncio
 import json
@@ -97,7 +105,19 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(measure(args.n, args.repeat))))
+    out = asyncio.run(measure(args.n, args.repeat))
+    with_hist, noop = out["request_ns_with_histogram"], out["request_ns_observe_noop"]
+    ratio = round(with_hist / noop, 4) if noop else None
+    print(f"latency histogram on the request path: ns per call, best of {args.repeat} x {args.n:,} calls")
+    print(f"{'measure':<44} {'ns':>10}")
+    print(f"{'OpLatency.observe':<44} {out['observe_ns']:>10.1f}")
+    print(f"{'loop.time()':<44} {out['loop_time_ns']:>10.1f}")
+    print(f"{'GET request, observe a no-op (baseline)':<44} {noop:>10.1f}")
+    print(f"{'GET request, with the histogram':<44} {with_hist:>10.1f}")
+    print(f"{'  difference (what observing costs it)':<44} {out['observe_share_ns']:>10.1f}")
+    print(f"{'ratio with histogram / no-op':<44} {ratio if ratio is not None else '-':>10}")
+    print(json.dumps({"benchmark": "metrics_observe", "n": args.n, "repeat": args.repeat, **out,
+                      "ratio_request_histogram_vs_noop": ratio}))
 
 
 if __name__ == "__main__":
