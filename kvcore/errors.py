@@ -129,6 +129,15 @@ class ForwardTimeout(StoreError):
     definite = False
 
 
+class ShuttingDown(StoreError):
+    """The node stopped (a leave, a signal) while the request was in flight: it may or may not
+    have been applied."""
+
+    code = "shutting_down"
+    status = 504
+    definite = False
+
+
 class TryAgain(StoreError):
     """The key is being moved to another node right now (Redis's TRYAGAIN); retry shortly.
 
@@ -167,6 +176,7 @@ ERRORS_BY_CODE: dict[str, type[StoreError]] = {
         Removed,
         WrongNode,
         ForwardTimeout,
+        ShuttingDown,
         TryAgain,
         Conflict,
         Internal,

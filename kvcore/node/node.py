@@ -276,7 +276,8 @@ class Node:
         """Stop timers and fail pending forwards (the outcome is unknown to us)."""
         self.running = False
         self.membership.stop()
-        self.router.fail_pending(errors.Internal(f"node {self.id} is shutting down"))
+        self.router.fail_pending(errors.ShuttingDown(
+            f"node {self.id} is shutting down; the request may or may not have been applied"))
         if self.replica is not None:
             self.replica.stop()
 
@@ -530,6 +531,7 @@ class Node:
         self.replica = ReplicaGroup(self.id, self.rt, self._raft_opener(voters, learners), self.config,
                                     self._replica_config, self.store, self._send, self.stats,
                                     self._raft_observer, self._raft_log)
+        self.router.group_submit = self.replica.submit
         return self.replica
 
     def _no_slot_moves(self, verb: str) -> None:

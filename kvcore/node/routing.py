@@ -111,6 +111,10 @@ class Router:
         #: :meth:`apply_local`
         self.apply: Callable[[Get | Put | Delete], Reply] = apply or self.apply_local
         self._plain_apply = apply is None
+        #: set while this node is a member of a replicated group: a request forwarded to it goes
+        #: through the group (its log, ReadIndex), never to the local store, which only the log
+        #: may change (a node outside the group forwards to a member by the slot map)
+        self.group_submit: Callable[[Get | Put | Delete, ReplyFn], None] | None = None
         #: a durable store answers nothing before what it wrote is durable (see :meth:`settle`)
         self._hold = config.durable
         #: a restarted node that has not synced with a member yet answers 503 try_again
@@ -358,6 +362,11 @@ class Router:
         except errors.StoreError as e:
             answer(error_reply(e))
             return
+        if self.group_submit is not None:
+            # every member of the group serves every slot, through the group (a write through
+            # the local store would live on this replica only, a read from it could be stale)
+            self.group_submit(op, answer)
+            return
         slot = key_slot(k)
         owner = self.ownership.slot_map.owner(slot)
         if owner != self.id:
@@ -389,7 +398,11 @@ class Router:
             r = error_reply(e)
         else:
             slot = key_slot(k)
-            if self.migration.importing.get(slot) == src or self.ownership.slot_map.owner(slot) == self.id:
+            if self.group_submit is not None:
+                # a group moves no slot, and its store changes only through its log
+                r = error_reply(errors.WrongNode(f"node {self.id} serves through its replicated group, "
+                                                 "which moves no slot"))
+            elif self.migration.importing.get(slot) == src or self.ownership.slot_map.owner(slot) == self.id:
                 r = self.apply(op)
             else:
                 r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))

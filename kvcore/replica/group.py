@@ -277,7 +277,8 @@ class ReplicaGroup:
         for t in (self._tick_timer, self._retry_timer):
             if t is not None:
                 t.cancel()
-        why = errors.Internal(f"node {self.id} is shutting down")
+        why = errors.ShuttingDown(
+            f"node {self.id} is shutting down; the request may or may not have been applied")
         for w in list(self.writes.values()) + self.queued:
             self._finish(w, why.code, why.message)
         for ctx in list(self.reads):

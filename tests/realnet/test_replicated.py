@@ -513,3 +513,29 @@ def test_info_and_remove_node_when_a_voter_is_down(
     assert main(["cluster", "info", lead.addr]) == 0
     out = capsys.readouterr().out
     assert f"2 voters in one replicated group; 1 member left the cluster ({victim.id}); leader: " in out
+
+
+def test_a_request_forwarded_by_a_node_outside_the_group_goes_through_the_group(
+        launcher: Launcher, tmp_path: Path) -> None:
+    """An audit's split brain: a node that met the cluster but never joined the group (add-node
+    cut short after its meet) forwards by the slot map; the member it asked wrote the key into
+    its own store, outside the log (one replica only, acknowledged), and read from it (stale).
+    A forwarded request now goes through the group on every member."""
+    nodes = start_group(launcher, tmp_path)
+    a = nodes[0]
+    assert a.request("PUT", kv_path("k0"), b"v-group")[0] == 204
+    f = launcher.node("f", extra=["--data-dir", str(tmp_path / "data-f")])
+    status, body = _post(f, "/cluster/meet", {"seeds": [a.peer_addr]})
+    assert status == 200, body
+    poll(lambda: [m["state"] for m in f.get_json("/cluster/members")] == ["alive"] * 4, timeout=30,
+         what="f to hold every member alive")
+    assert (raft(f) or {}).get("role") is None  # f is not in the group
+    for i in range(20):  # keys over every member's share of the slot map
+        assert f.request("PUT", kv_path(f"fk{i}"), f"from-f-{i}".encode())[0] == 204
+    for n in nodes:
+        for i in range(20):
+            assert read_ok(n, f"fk{i}") == f"from-f-{i}".encode(), (n.id, i)
+        assert read_ok(n, "k0") == b"v-group"
+    caught_up(nodes)
+    keys = {n.id: n.info()["keys"] for n in nodes}
+    assert len(set(keys.values())) == 1 and keys[a.id] == 21, keys  # the same store on every replica
