@@ -418,10 +418,11 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
     if why:
         # the removal is committed: the group no longer counts it, which is what was asked; the
         # node learns it when it comes back (thesis §4.2.3) and refuses clients until it leaves
-        say(f"Node {node.id} was removed from the group (the configuration change is committed), but it "
-            f"could not be asked to leave the cluster. {why.rstrip('.')}. When it comes back it learns "
-            f"that it was removed (it answers clients 503 removed); `storelab cluster remove-node "
-            f"{args.addr} {node.id}` then makes it leave the cluster (its process exits).")
+        say(f"Node {node.id} was removed from the group (the configuration change is committed), but its "
+            f"leave from the cluster is not confirmed: {why.rstrip('.')}. If the request reached it (a node "
+            f"that is paused, not down), it leaves when it resumes; otherwise, when it comes back it learns "
+            f"that it was removed (it answers clients 503 removed), and `storelab cluster remove-node "
+            f"{args.addr} {node.id}` then makes it leave the cluster (its process exits), or says it left.")
         return admin.EXIT_OK
     say(f"Node {node.id} left the group and the cluster.")
     return admin.EXIT_OK

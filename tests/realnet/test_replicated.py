@@ -487,8 +487,8 @@ def test_info_and_remove_node_when_a_voter_is_down(
 
     assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0
     out = capsys.readouterr().out
-    assert (f"Node {victim.id} was removed from the group (the configuration change is committed), but it "
-            f"could not be asked to leave the cluster. Cannot reach node {victim.addr}: ") in out
+    assert (f"Node {victim.id} was removed from the group (the configuration change is committed), but its "
+            f"leave from the cluster is not confirmed: Cannot reach node {victim.addr}: ") in out
     assert f"`storelab cluster remove-node {lead.addr} {victim.id}` then makes it leave" in out
     assert victim.id not in (raft(lead) or {})["voters"]
     assert main(["cluster", "info", lead.addr]) == 0
