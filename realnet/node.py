@@ -16,7 +16,10 @@ The process wires the pure :class:`kvcore.node.Node` to the real world and gets 
 3. **Build** (:func:`build`): the runtime, the node (its gossip membership starts from the static
    ``[cluster]``, or joins through ``--seeds``, or is standalone), the peer transport
    (:class:`realnet.transport.PeerTransport`) with its links following membership, and the HTTP
-   API (:class:`realnet.api.Api`). Nothing runs yet.
+   API (:class:`realnet.api.Api`). Nothing runs yet. A replicated group the node remembers is
+   opened here: a Raft log that is damaged, missing or cannot be opened (a file where ``raft/``
+   belongs, a directory where the log belongs) stops the start with a sentence, exit status 2
+   (:mod:`realnet.raftopen`).
 4. **Run** (:func:`run`): serve the peer transport and the HTTP API on the bound sockets,
    ``node.start()``, open the links to the static peers, start the automatic rebalancer if asked
    (:mod:`realnet.autorebalance`), print ``ready id=... http=HOST:PORT peer=HOST:PORT`` on
@@ -24,6 +27,9 @@ The process wires the pure :class:`kvcore.node.Node` to the real world and gets 
    it answers 202 first). Exit status 0 either way. With a cluster secret
    (``--secret-file``, read before binding: an unusable file is exit status 2), SIGHUP reads it
    again (key rotation, :mod:`realnet.busauth`); without one, the node says its bus is open.
+   A failed write or fsync of the storage log or of the Raft log stops the node (CRITICAL, the
+   reason; exit status 1), answering none of the writes it could not make durable; a restart
+   recovers from what is on disk.
 5. **Stop** (SIGTERM, SIGINT): stopping a process does not change the cluster, as a Redis
    Cluster node that is shut down stays in ``nodes.conf`` of the others. The node tells nobody:
    its peers hold it suspect, then dead (its slots answer ``owner_down``), and the same member
@@ -73,6 +79,7 @@ from dataclasses import dataclass, field
 from kvcore.config import PEER_PORT_OFFSET, ConfigError, parse_addr
 from kvcore.membership import LEFT_KEY
 from kvcore.node import GroupUnusable, Node
+from kvcore.node.node import GROUP_KEY
 from kvcore.runtime import Storage
 from kvwire.auth import Keyring, KeyringError, read_keyring
 from realnet.api import Api, http_limits
@@ -93,7 +100,7 @@ from realnet.http import (
     stop_http_server,
 )
 from realnet.kvlog import StorageLayoutConflict, StorageLogCorrupt
-from realnet.raftlog import RaftLogCorrupt
+from realnet.raftlog import RaftLogCorrupt, RaftLogUnusable
 from realnet.raftopen import RaftOpener
 from realnet.runtime import EVENT_LOOPS, AsyncioRuntime, event_loop_name, loop_factory, open_storage
 from realnet.security import HostCheck, secret_file_warnings
@@ -334,8 +341,10 @@ def build(
     settings = _keep_cluster_name(settings, storage)
     in_static = settings.cluster is not None
     # a replicated group's log: <data-dir>/raft/, refused without a data dir (realnet.raftopen);
-    # a group the node remembers is opened here, so a damaged log stops the start (RaftLogCorrupt)
+    # a group the node remembers is opened here, so a damaged log stops the start (RaftLogCorrupt),
+    # and so does a missing one (RaftLogMissing: it must exist; only forming a group creates it)
     opener = RaftOpener(settings.data_dir, loop.time)
+    opener.must_exist = storage.get(GROUP_KEY) is not None
     node = Node(
         runtime,
         settings.config,
@@ -352,6 +361,7 @@ def build(
         # the Raft group's role changes, elections and removal, as they happen
         raft_log=logging.getLogger("realnet.raft").info,
     )
+    opener.must_exist = False  # from now on a log is opened by forming a new group: created
     peers: dict[str, tuple[str, int]] = {}
     if settings.cluster is not None:
         for n in settings.cluster.nodes:
@@ -383,6 +393,10 @@ def build(
     parts.raft_opener = opener
     if hasattr(storage, "on_failure"):  # the storage log (realnet.kvlog): stop when it fails
         storage.on_failure = parts.storage_failure
+    # the Raft log too (realnet.raftopen): a failed write or fsync stops the node, exit status 1
+    opener.on_failure = parts.storage_failure
+    if opener.failed:  # failed while the node was built (a group's first sync)
+        parts.storage_failure(opener.failed)
     parts.api = Api(
         node,
         transport,
@@ -591,18 +605,40 @@ async def serve(
     try:
         parts = build(settings, storage, sockets, stop, keyring)
     except GroupUnusable as e:  # refused, not served as an unreplicated node (split brain)
-        _print_problems([f"{e}. The node does not start outside its group; restore the data "
-                         "directory or remove it and add the node again (add-node)."])
+        _print_problems([f"{_sentence(str(e))} The node does not start outside its group; restore "
+                         "the data directory, or remove it and add the node again (add-node)."])
         sockets.http.close()
         sockets.peer.close()
+        _close_storage(storage)
         return EXIT_CONFIG
-    except RaftLogCorrupt as e:  # refused, not served: a log with a hole could lose writes
-        _print_problems([f"{e} The node does not start on a damaged Raft log; restore the data "
-                         "directory or remove it and add the node again (add-node)."])
+    except RaftLogUnusable as e:  # refused, not served: a log with a hole could lose writes
+        _print_problems([_unusable_raft_log(e)])
         sockets.http.close()
         sockets.peer.close()
+        _close_storage(storage)
         return EXIT_CONFIG
+    if parts.storage_failed:  # the Raft log failed while the node was built: said, stop
+        sockets.http.close()
+        sockets.peer.close()
+        if parts.raft_opener is not None:
+            parts.raft_opener.close()
+        _close_storage(storage)
+        return EXIT_STORAGE
     return await run(settings, parts, sockets)
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop (the logs' own messages may end without one)."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _unusable_raft_log(e: RaftLogUnusable) -> str:
+    """Why the node does not start on its Raft log, and what to do (a missing or unusable log
+    is refused as a damaged one is: starting without it could lose acknowledged writes)."""
+    what = "on a damaged Raft log" if isinstance(e, RaftLogCorrupt) else "without its Raft log"
+    return (f"{_sentence(str(e))} The node does not start {what}; restore the data directory, or "
+            "remove it and add the node again (add-node).")
 
 
 def _left_before(settings: Settings) -> str:
@@ -643,8 +679,8 @@ def _open_storage(settings: Settings) -> tuple[Storage, str]:
 def _corrupt_storage(e: StorageLogCorrupt) -> str:
     if isinstance(e, StorageLayoutConflict):
         return str(e)  # it says what to keep
-    return (f"{e} The node does not start on a damaged storage log; restore the data directory, "
-            "or remove it and add the node again (add-node).")
+    return (f"{_sentence(str(e))} The node does not start on a damaged storage log; restore the data "
+            "directory, or remove it and add the node again (add-node).")
 
 
 def _print_problems(problems: Sequence[str]) -> None:

@@ -27,7 +27,11 @@ commit: many saves, one fsync). ``stats`` counts saves, records, syncs, fsyncs, 
 the last and the largest sync, snapshots, compactions and dropped torn bytes.
 
 A failed write or fsync leaves the file in an unknown state, so (as etcd does) every later
-``save``/``sync`` raises :class:`RaftStorageFailed`; a restart recovers from what is on disk.
+``save``/``sync`` raises :class:`RaftStorageFailed`; a restart recovers from what is on disk. So
+does every other failure of a ``save``/``sync`` (a snapshot file that cannot be written, a
+rewrite that fails after the batch's fsync): the one that fails raises :class:`RaftStorageFailed`
+(an ``OSError``, chained to the system's error), and ``on_failure`` is called once with the
+reason (realnet's node stops on it, exit status 1: :mod:`realnet.raftopen`).
 Snapshot files cost their own fsyncs (file and directory) in the ``save()`` that carries them.
 
 **A compaction's snapshot file is written in the background** when the owner gives a
@@ -50,6 +54,14 @@ hard state, the entries after the snapshot) atomically: ``raft-G.log.tmp``, fsyn
 of the directory. Snapshot files other than the current one are removed once a newer marker is
 synced (replay needs only a marker's index and term, the content only of the last one).
 
+**Opening.** The directory is created if need be, and its parent fsynced (so that a power loss
+cannot take the directory's entry away while the node's storage names the group), then the log
+file (``write_atomically``: its directory fsynced too). ``create=False`` (a group the node
+remembers) refuses a missing log instead: :class:`RaftLogMissing`, since an empty log would
+forget the term, the vote and every acknowledged entry. A directory or file that cannot be used
+(a file where the directory belongs, a directory where the log belongs, no permission) raises
+:class:`RaftLogUnusable` naming the path, not an ``OSError``.
+
 **Recovery (at construction).** Temp files are removed. The log is replayed into the synced
 image. A *torn tail* — a last record cut short or with a bad checksum and no valid record after
 it, as after ``kill -9`` or a power loss mid-write — is truncated (fsynced) and logged with the
@@ -66,7 +78,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -74,8 +86,8 @@ import msgpack
 from kvcore.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from kvcore.raft.storage import LogImage, StoredState, apply_snapshot, apply_writes
 from realnet import recordfile
-from realnet.recordfile import encode_record, encode_record_parts
-from realnet.runtime import Background, unlink_quietly, write_all, write_atomically
+from realnet.recordfile import encode_record, encode_record_parts, write_synced
+from realnet.runtime import Background, fsync_dir, unlink_quietly, write_all, write_atomically
 
 log = logging.getLogger("realnet.raftlog")
 
@@ -89,12 +101,23 @@ _GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 
-class RaftLogCorrupt(Exception):
+class RaftLogUnusable(Exception):
+    """The Raft log cannot be opened (its text is a sentence naming the path); the node does not
+    start."""
+
+
+class RaftLogCorrupt(RaftLogUnusable):
     """A Raft log or snapshot file holds damaged data that is not a torn tail; refused."""
 
 
-class RaftStorageFailed(Exception):
-    """A write or fsync failed earlier, or the storage is closed: it takes no more writes."""
+class RaftLogMissing(RaftLogUnusable):
+    """The log of a group the node remembers is not there; refused (an empty log would forget
+    the term, the vote and every acknowledged entry)."""
+
+
+class RaftStorageFailed(OSError):
+    """A write or fsync failed (now or earlier), or the storage is closed: it takes no more
+    writes."""
 
 
 def scan_records(buf: bytes, path: str) -> tuple[list[tuple[int, bytes, Any]], int]:
@@ -127,10 +150,11 @@ class FileRaftStorage:
 
     ``voters``/``learners`` give the bootstrap configuration (used only while no snapshot has
     been stored, as :class:`MemoryRaftStorage`'s). ``compact_bytes``: the log size from which a
-    synced snapshot triggers a rewrite of the log from the snapshot's index (0: always)."""
+    synced snapshot triggers a rewrite of the log from the snapshot's index (0: always).
+    ``create``: make a missing log (a new group); False refuses it (:class:`RaftLogMissing`)."""
 
     def __init__(self, directory: str, voters: Sequence[str], learners: Sequence[str] = (), *,
-                 group: str = "0", compact_bytes: int = 4 << 20) -> None:
+                 group: str = "0", compact_bytes: int = 4 << 20, create: bool = True) -> None:
         if not _GROUP.match(group):
             raise ValueError(f"raft group name {group!r} must be 1-64 letters, digits, '_', '.' or '-'")
         self.directory = os.path.abspath(directory)
@@ -151,12 +175,17 @@ class FileRaftStorage:
         self._buf_records = 0
         self._fd = -1
         self._failed = ""  # why writes are refused (a failed write or fsync), or ""
+        #: called once, with the reason, when a save or sync fails (realnet's node stops on it)
+        self.on_failure: Callable[[str], None] | None = None
         self._log_base = 0  # the snapshot index the log file starts from (its first record)
-        os.makedirs(self.directory, exist_ok=True)
-        self._synced = self._recover()
-        self._volatile = self._synced.copy()
         self._pending: list[tuple[HardState | None, list[Entry], Snapshot | None]] = []
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            self._make_directory(create)
+            self._synced = self._recover(create)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise RaftLogUnusable(f"Cannot open the Raft log {self.path}: {self._why_unusable(exc)}.") from exc
+        self._volatile = self._synced.copy()
 
     # --- the RaftStorage door -------------------------------------------------------------------
 
@@ -167,6 +196,13 @@ class FileRaftStorage:
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
              snapshot: Snapshot | None) -> None:
         self._check_usable()
+        try:
+            self._save(hard_state, entries, snapshot)
+        except OSError as exc:  # a snapshot file that cannot be written: what is on disk is in doubt
+            raise self._failure(f"writing a snapshot file of {self.path} failed", exc) from exc
+
+    def _save(self, hard_state: HardState | None, entries: Sequence[Entry],
+              snapshot: Snapshot | None) -> None:
         self.stats["saves"] += 1
         vol = self._volatile
         records: list[bytes] = []
@@ -199,19 +235,21 @@ class FileRaftStorage:
             self._write_in_background(later)
 
     def sync(self) -> None:
-        """One write and one fsync for everything saved since the last sync (group commit)."""
+        """One write and one fsync for everything saved since the last sync (group commit).
+
+        Any failure (the write, the fsync, the cleanup or rewrite after it) raises
+        :class:`RaftStorageFailed` and refuses every later ``save``/``sync``."""
         self._check_usable()
         self.stats["syncs"] += 1
         if self._buf:
             try:
-                write_all(self._fd, bytes(self._buf))
-                os.fsync(self._fd)
+                # (in parts past MAX_BATCH, an fsync after each: recordfile's torn-write rule)
+                syncs = write_synced(self._fd, self._buf)
             except OSError as exc:
                 # what reached the disk is unknown (a retry could append a batch twice): like
                 # etcd after a failed fsync, refuse every later write; a restart recovers
-                self._failed = f"a write or fsync of {self.path} failed ({exc})"
-                raise
-            self.stats["fsyncs"] += 1
+                raise self._failure(f"a write or fsync of {self.path} failed", exc) from exc
+            self.stats["fsyncs"] += syncs
             self.stats["bytes_synced"] += len(self._buf)
             self.stats["last_sync_records"] = self._buf_records
             self.stats["max_sync_records"] = max(self.stats["max_sync_records"], self._buf_records)
@@ -221,12 +259,34 @@ class FileRaftStorage:
         for hs, entries, snapshot in self._pending:
             apply_writes(self._synced, hs, entries, snapshot)
         self._pending.clear()
-        if self._synced.snapshot.meta.index != old_snap:
-            self._remove_snapshot_files(keep=self._synced.snapshot.meta.index)
-        if self._synced.snapshot.meta.index > self._log_base and self.log_size() >= self.compact_bytes:
-            self._rewrite()
+        try:
+            if self._synced.snapshot.meta.index != old_snap:
+                self._remove_snapshot_files(keep=self._synced.snapshot.meta.index)
+            if self._synced.snapshot.meta.index > self._log_base and self.log_size() >= self.compact_bytes:
+                self._rewrite()
+        except RaftStorageFailed:
+            raise
+        except OSError as exc:
+            raise self._failure(f"removing the old snapshot files of {self.path} failed", exc) from exc
 
     # --- beyond the protocol --------------------------------------------------------------------
+
+    def _failure(self, what: str, exc: OSError) -> RaftStorageFailed:
+        """Refuse every later write (the first reason is kept), tell ``on_failure`` once, and
+        return the error to raise."""
+        if not self._failed:
+            self._failed = f"{what} ({exc})"
+            if self.on_failure is not None:
+                self.on_failure(self._failed)
+        failed = RaftStorageFailed(f"raft storage failed: {self._failed}; restart to recover from what "
+                                   "is on disk")
+        failed.errno = exc.errno
+        return failed
+
+    @property
+    def failed(self) -> str:
+        """Why writes are refused (a failed save or sync), or ""."""
+        return self._failed
 
     def _check_usable(self) -> None:
         if self._failed:
@@ -248,7 +308,15 @@ class FileRaftStorage:
             self._rewrite()
 
     def _rewrite(self) -> None:
-        """The log from the synced snapshot's index, written atomically (nothing is unsynced)."""
+        """The log from the synced snapshot's index, written atomically (nothing is unsynced).
+        A failure (ENOSPC in the temp file, a failed rename or fsync) leaves the log in doubt
+        and closed: :class:`RaftStorageFailed`, as a failed sync."""
+        try:
+            self._rewrite_file()
+        except OSError as exc:
+            raise self._failure(f"rewriting {self.path} from its snapshot failed", exc) from exc
+
+    def _rewrite_file(self) -> None:
         img = self._synced
         parts = [MAGIC]
         if img.snapshot.meta.index > 0:
@@ -320,8 +388,8 @@ class FileRaftStorage:
             self._pending.append((None, [], snap))
             try:
                 self.sync()
-            except OSError:
-                log.exception("raft log %s: syncing the marker of snapshot %d failed", self.path, index)
+            except OSError as exc:  # failed for good (on_failure was told): the node stops
+                log.error("raft log %s: syncing the marker of snapshot %d failed: %s", self.path, index, exc)
         nxt, self._next_write = self._next_write, None
         if nxt is not None and nxt.meta.index > self._synced.snapshot.meta.index and not self._failed:
             self._write_in_background(nxt)
@@ -345,16 +413,21 @@ class FileRaftStorage:
             with open(path, "rb") as f:
                 buf = f.read()
         except FileNotFoundError:
-            raise RaftLogCorrupt(f"raft log {self.path} names snapshot {index} but {path} is missing") from None
+            raise RaftLogCorrupt(f"raft log {self.path} names snapshot {index} but {path} is missing.") from None
         if not buf.startswith(MAGIC):
-            raise RaftLogCorrupt(f"raft snapshot {path} does not start with the magic {MAGIC!r}")
+            raise RaftLogCorrupt(f"raft snapshot {path} does not start with the magic {MAGIC!r}.")
         recs, end = scan_records(buf, path)
         if end != len(buf) or len(recs) != 1 or recs[0][1] != K_SNAPFILE:
-            raise RaftLogCorrupt(f"raft snapshot {path} is damaged at offset {end}")
-        idx, t, voters, learners, data = recs[0][2]
+            raise RaftLogCorrupt(f"raft snapshot {path} is damaged at offset {end}.")
+        try:
+            idx, t, voters, learners, data = recs[0][2]
+            conf = ConfState(voters=tuple(voters), learners=tuple(learners))
+            if not isinstance(data, bytes):
+                raise TypeError(f"its image is a {type(data).__name__}, not bytes")
+        except (ValueError, TypeError) as exc:
+            raise RaftLogCorrupt(f"raft snapshot {path} holds a record of the wrong shape ({exc}).") from None
         if (idx, t) != (index, term):
-            raise RaftLogCorrupt(f"raft snapshot {path} holds {t}/{idx}, the log names {term}/{index}")
-        conf = ConfState(voters=tuple(voters), learners=tuple(learners))
+            raise RaftLogCorrupt(f"raft snapshot {path} holds {t}/{idx}, the log names {term}/{index}.")
         return Snapshot(meta=SnapshotMeta(index=idx, term=t, conf=conf), data=data)
 
     def _remove_snapshot_files(self, keep: int) -> None:
@@ -369,23 +442,56 @@ class FileRaftStorage:
 
     # --- recovery -------------------------------------------------------------------------------
 
-    def _recover(self) -> LogImage:
+    def _make_directory(self, create: bool) -> None:
+        """The log's directory, made if need be (not for a log that must exist: refused), each
+        directory made fsynced into its parent."""
+        if os.path.isdir(self.directory):
+            return
+        if not create and not os.path.lexists(self.directory):
+            raise self._missing()
+        made: list[str] = []
+        d = self.directory
+        while not os.path.lexists(d):
+            made.append(d)
+            d = os.path.dirname(d)
+        os.makedirs(self.directory, exist_ok=True)  # a file in the way: FileExistsError/NotADirectoryError
+        for d in reversed(made):
+            fsync_dir(os.path.dirname(d))
+
+    def _missing(self) -> RaftLogMissing:
+        return RaftLogMissing(
+            f"The Raft log {self.path} is missing, but this node is a member of a replicated group (its "
+            "storage says so): starting on an empty log would forget its term, its vote and the entries "
+            "it acknowledged.")
+
+    def _why_unusable(self, exc: OSError) -> str:
+        """Why the log cannot be opened, naming the path (a clause)."""
+        if os.path.lexists(self.directory) and not os.path.isdir(self.directory):
+            return f"{self.directory} is not a directory"
+        if os.path.isdir(self.path):
+            return f"{self.path} is a directory, not a file"
+        reason = (exc.strerror or str(exc)).lower()
+        return f"{exc.filename}: {reason}" if exc.filename else reason
+
+    def _recover(self, create: bool) -> LogImage:
         for name in os.listdir(self.directory):
             if name.startswith(f"raft-{self.group}.") and name.endswith(".tmp"):
                 os.unlink(os.path.join(self.directory, name))  # a write that never got renamed
-        if not os.path.exists(self.path):
-            write_atomically(self.path, MAGIC)
+        if not os.path.lexists(self.path):
+            if not create:
+                raise self._missing()
+            write_atomically(self.path, MAGIC)  # the file, then its directory, fsynced
         records, dropped = recordfile.read_log(self.path, MAGIC, _KINDS, "raft log", RaftLogCorrupt)
         self.stats["torn_bytes_dropped"] = dropped
         img = LogImage(HardState(), self._boot)
-        if records and records[0][1] == K_SNAP:
-            self._log_base = int(records[0][2][0])
         for off, kind, payload in records:
             try:
+                if off == records[0][0] and kind == K_SNAP:
+                    self._log_base = int(payload[0])
                 _replay(img, kind, payload)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, IndexError) as exc:
                 raise RaftLogCorrupt(f"raft log {self.path}: record at offset {off} does not apply "
-                                     f"({exc})") from None
+                                     f"({exc}).") from None
         if img.snapshot.meta.index > 0:
             img.snapshot = self._read_snapshot_file(img.snapshot.meta.index, img.snapshot.meta.term)
         self._remove_snapshot_files(keep=img.snapshot.meta.index)

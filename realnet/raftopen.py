@@ -33,12 +33,31 @@ leader that is proposal to commit (its own fsync, a round trip to a majority and
 follower, receipt to learning the commit. The notes are bounded (:data:`MAX_PENDING`: the
 oldest are dropped past it, counted in ``unmeasured``).
 
+**A failed write or fsync stops the node.** What reached the disk is unknown, so the log takes no
+more writes (:class:`realnet.raftlog.RaftStorageFailed`), and :class:`RaftLogDisk` turns the
+failure into a stop rather than an exception in the group's Ready loop (where a timer would
+swallow it and leave a zombie: a group forever busy, a "leader" that answers nothing): the log's
+``on_failure`` reaches the opener's, which the node sets (``realnet.node``: CRITICAL, stop, exit
+status 1, as the storage log's), ``save``/``sync`` then return quietly, and ``on_durable``
+withholds its callback, so nothing that waited for the failed batch is sent or answered. Without
+an owner's ``on_failure`` (a test, a tool) ``save``/``sync`` raise instead.
+
+**A group the node remembers must find its log.** The node's storage names the group
+(``replica:group``) when it starts; the log of that group is opened with ``create=False``
+(:attr:`RaftOpener.must_exist`, which the node sets around its construction only), so a log that
+is gone is refused (:class:`realnet.raftlog.RaftLogMissing`) instead of recreated empty: a member
+with an empty log could vote twice in a term and let a majority forget acknowledged writes.
+Forming a new group (the admin door) creates the file.
+
 **A damaged log is refused, not served** (:class:`realnet.raftlog.RaftLogCorrupt`: the file and
-the offset); the node's start reports the sentence and exits (``realnet.node``).
+the offset), nor is one that cannot be opened (:class:`realnet.raftlog.RaftLogUnusable`: a file
+where ``raft/`` belongs, a directory where the log belongs); the node's start reports the
+sentence and exits with status 2 (``realnet.node``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -49,6 +68,8 @@ from kvcore.raft.storage import StoredState
 from realnet.metrics import Histogram
 from realnet.raftlog import FileRaftStorage
 from realnet.runtime import off_loop
+
+log = logging.getLogger("realnet.raftopen")
 
 #: the directory under ``--data-dir`` that holds the Raft log and snapshots
 RAFT_DIR = "raft"
@@ -65,25 +86,50 @@ NEEDS_DATA_DIR = (
 
 
 class RaftLogDisk:
-    """A :class:`FileRaftStorage` with ``on_durable`` and commit-latency notes (module docstring)."""
+    """A :class:`FileRaftStorage` with ``on_durable`` and commit-latency notes (module docstring).
 
-    def __init__(self, log: FileRaftStorage, clock: Callable[[], float]) -> None:
+    ``on_failure(reason)``: told once when a save or sync fails; with it, ``save``/``sync`` do not
+    raise (the owner stops) and ``on_durable`` withholds its callback from then on."""
+
+    def __init__(self, log: FileRaftStorage, clock: Callable[[], float],
+                 on_failure: Callable[[str], None] | None = None) -> None:
         self.log = log
         self.clock = clock
+        self.on_failure = on_failure
+        #: why the log failed (a write or fsync), or "": nothing is vouched for from then on
+        self.failed = ""
         self.commit_latency = Histogram()
         #: entries whose commit was awaited but dropped past MAX_PENDING
         self.unmeasured = 0
         self._saved_at: OrderedDict[int, float] = OrderedDict()
         self._commit = log.load().hard_state.commit
         log.background = off_loop
+        log.on_failure = self._failed
 
+    def _failed(self, why: str) -> None:
+        if self.failed:
+            return
+        self.failed = why
+        if self.on_failure is not None:
+            self.on_failure(why)
+
+    def _caught(self, exc: OSError) -> None:
+        """A save or sync raised: make sure it counts as the log's failure, then raise it again
+        unless an owner takes it (it stops the node)."""
+        self._failed(self.log.failed or f"the Raft log {self.log.path} failed ({exc})")
+        if self.on_failure is None:
+            raise exc
 
     def load(self) -> StoredState:
         return self.log.load()
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
              snapshot: Snapshot | None) -> None:
-        self.log.save(hard_state, entries, snapshot)
+        try:
+            self.log.save(hard_state, entries, snapshot)
+        except OSError as exc:
+            self._caught(exc)
+            return
         now = self.clock()
         notes = self._saved_at
         for e in entries:
@@ -102,9 +148,14 @@ class RaftLogDisk:
                 self.commit_latency.observe(now - at)
 
     def sync(self) -> None:
-        self.log.sync()
+        try:
+            self.log.sync()
+        except OSError as exc:  # RaftStorageFailed included: the log takes no more writes
+            self._caught(exc)
 
     def on_durable(self, fn: Callable[[], None]) -> None:
+        if self.failed:
+            return  # withheld: what it waits for may not be on disk (the node is stopping)
         fn()  # FileRaftStorage.sync returns after its fsync: what was synced is durable
 
     @property
@@ -119,7 +170,9 @@ class RaftOpener:
     """``opener(voters, learners)``: the node's Raft storage under ``<data_dir>/raft/``.
 
     ``clock``: seconds, monotonic (the loop's time) for the commit-latency notes. Every storage
-    it opened is kept in :attr:`opened` (the metrics read the newest; :meth:`close` closes all)."""
+    it opened is kept in :attr:`opened` (the metrics read the newest; :meth:`close` closes all).
+    A failed write or fsync of any of them is kept in :attr:`failed` and handed to
+    :attr:`on_failure` (the node's stop), set by the owner."""
 
     def __init__(self, data_dir: str | os.PathLike[str] | None, clock: Callable[[], float], *,
                  compact_bytes: int = 4 << 20) -> None:
@@ -127,6 +180,13 @@ class RaftOpener:
         self.clock = clock
         self.compact_bytes = compact_bytes
         self.opened: list[RaftLogDisk] = []
+        #: the log opened next belongs to a group the node remembers: it must exist (a missing
+        #: one is refused, RaftLogMissing); False: a new group, whose file is created
+        self.must_exist = False
+        #: told why, once, when a log fails (the node stops; realnet.node sets it)
+        self.on_failure: Callable[[str], None] | None = None
+        #: the first failure of a log it opened, or ""
+        self.failed = ""
 
     @property
     def directory(self) -> str:
@@ -136,9 +196,19 @@ class RaftOpener:
         if not self.data_dir:
             raise errors.Conflict(NEEDS_DATA_DIR)
         disk = RaftLogDisk(FileRaftStorage(self.directory, voters, learners, group=GROUP,
-                                           compact_bytes=self.compact_bytes), self.clock)
+                                           compact_bytes=self.compact_bytes, create=not self.must_exist),
+                           self.clock, self._failed)
         self.opened.append(disk)
         return disk
+
+    def _failed(self, why: str) -> None:
+        if self.failed:
+            return
+        self.failed = why
+        if self.on_failure is None:  # no owner yet (the node is being built: build() reads failed)
+            log.error("%s; the Raft log takes no more writes", why)
+        else:
+            self.on_failure(why)
 
     @property
     def current(self) -> RaftLogDisk | None:

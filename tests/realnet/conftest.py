@@ -97,6 +97,8 @@ class NodeProc:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.args: list[str] = []
+        #: environment variables added to the process's (kept for restarts; a test's fault hook)
+        self.env: dict[str, str] = {}
         self._conn: NodeConnection | None = None
         #: another process answered on our port while we started (see wait_healthy)
         self.lost_race = False
@@ -109,9 +111,12 @@ class NodeProc:
     def peer_addr(self) -> str:
         return f"{HOST}:{self.peer_port}"
 
-    def launch(self, args: Sequence[str]) -> None:
+    def launch(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Start the process; ``env``: variables added to this one's (None: the last launch's)."""
         self.args = list(args)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if env is not None:
+            self.env = dict(env)
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "realnet.node", *args],
@@ -119,7 +124,7 @@ class NodeProc:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
-                env=env,
+                env=full_env,
             )
 
     def log_text(self) -> str:
@@ -330,10 +335,12 @@ class Launcher:
         ports: tuple[int, int] | None = None,
         extra: Sequence[str] = (),
         wait: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> NodeProc:
         """Start one node with its own TOML file (``[settings]``, ``[swim]``) and ``--seeds``
         (peer addresses); no static cluster, so with no seeds it is standalone. ``ports``
-        (HTTP, peer) are used as given, else picked free (and retried on a lost race)."""
+        (HTTP, peer) are used as given, else picked free (and retried on a lost race). ``env``:
+        environment variables added to the process's (a test's fault hook)."""
         last = ""
         for attempt in range(START_ATTEMPTS if ports is None else 1):
             port, peer = ports if ports is not None else free_ports(2)
@@ -346,7 +353,7 @@ class Launcher:
             ]
             if seeds:
                 args += ["--seeds", ",".join(seeds)]
-            n.launch(args)
+            n.launch(args, env)
             self.started.append(n)
             if not wait or self._wait_all([n]):
                 return n

@@ -4,10 +4,16 @@ Round trip; group commit counted in real fsyncs; a torn tail cut at every byte o
 record recovered; a damaged record with valid data after it refused with a sentence; snapshots
 written atomically; a differential test against MemoryRaftStorage over random save / sync /
 snapshot / compact / crash sequences; and a real ``kill -9`` of a process appending to the log.
+Every failure of a save or sync fails the storage for good and stops the node that owns it (exit
+status 1); a remembered group's missing log, or a raft directory that cannot be used, stops the
+start with a sentence (exit 2).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import json
 import logging
 import os
 import subprocess
@@ -21,10 +27,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kvcore.node.node import GROUP_KEY
 from kvcore.raft.messages import CONF, ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from kvcore.raft.raft import LEADER
 from kvcore.raft.storage import MemoryRaftStorage
+from realnet import node as realnode
 from realnet import raftlog
-from realnet.raftlog import MAGIC, FileRaftStorage, RaftLogCorrupt, RaftStorageFailed
+from realnet import runtime as realruntime
+from realnet.kvlog import LogStorage
+from realnet.raftlog import (
+    MAGIC,
+    FileRaftStorage,
+    RaftLogCorrupt,
+    RaftLogMissing,
+    RaftLogUnusable,
+    RaftStorageFailed,
+)
+from realnet.raftopen import GROUP, RAFT_DIR, RaftLogDisk, RaftOpener
+from realnet.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 VOTERS = ("a", "b", "c")
@@ -620,3 +640,345 @@ def test_a_snapshot_file_written_in_parts_is_the_records_bytes(tmp_path: Path, s
     want = MAGIC + encode_record(raftlog.K_SNAPFILE, [m.index, m.term, list(m.conf.voters),
                                                       list(m.conf.learners), sn.data])
     assert (tmp_path / f"raft-0.snap-{3:020d}").read_bytes() == want
+
+
+# --- a failed write or fsync stops the node; a missing or unusable log is refused at start ----------
+#
+# A failure inside the group's Ready loop used to be swallowed by the timer that ran it: the group
+# stayed busy forever and the node a zombie (a "leader" answering 504). It now stops the node with
+# exit status 1, as a failed fsync of storage.log does. A remembered group's missing log used to be
+# recreated empty (a second leader for a term, acknowledged keys gone): refused now, exit 2.
+
+
+def _failing_on(path: str, err: int, real: Any) -> Any:
+    """``real`` (os.fsync or os.write) that raises ``err`` for a file descriptor open on ``path``."""
+    def call(fd: int, *args: Any) -> Any:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if target == path:
+            raise OSError(err, os.strerror(err))
+        return real(fd, *args)
+    return call
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names an fd's file through /proc")
+
+
+@needs_proc
+@pytest.mark.parametrize(("call", "err"), [("fsync", errno.EIO), ("write", errno.ENOSPC)])
+def test_a_failed_write_or_fsync_tells_the_owner_once_and_refuses_every_later_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, err: int) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    told: list[str] = []
+    s.on_failure = told.append
+    s.save(HardState(term=1), ents(1, 2), None)
+    s.sync()
+    s.save(HardState(term=2), ents(3, 4), None)
+    with monkeypatch.context() as mp:
+        mp.setattr(os, call, _failing_on(s.path, err, getattr(os, call)))
+        with pytest.raises(RaftStorageFailed) as failed:
+            s.sync()
+    assert failed.value.errno == err and isinstance(failed.value, OSError)
+    assert len(told) == 1 and told[0].startswith(f"a write or fsync of {s.path} failed")
+    assert os.strerror(err) in told[0] and s.failed == told[0]
+    for again in (s.sync, lambda: s.save(None, ents(5, 5), None)):
+        with pytest.raises(RaftStorageFailed, match="refuses writes: a write or fsync"):
+            again()
+    assert len(told) == 1
+    assert reopen(s).load().entries in (ents(1, 2), ents(1, 4))  # a restart recovers
+
+
+def test_a_rewrite_that_fails_after_the_batchs_fsync_fails_the_storage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC in the rewrite's temp file, after the batch was fsynced: the storage is failed (not
+    "closed", not a raw OSError that leaves it half-usable), the owner is told, and what the
+    fsync made durable is there at the next start."""
+    s = FileRaftStorage(str(tmp_path), VOTERS, compact_bytes=0)
+    told: list[str] = []
+    s.on_failure = told.append
+    s.save(HardState(term=1, commit=8), ents(1, 8), None)
+    s.sync()
+    s.save(HardState(term=1, commit=10), ents(9, 10), snap(8, 1))  # the snapshot file is written here
+
+    def enospc(path: str, data: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(raftlog, "write_atomically", enospc)
+        with pytest.raises(RaftStorageFailed) as failed:
+            s.sync()
+    assert failed.value.errno == errno.ENOSPC
+    assert told == [s.failed] and s.failed.startswith(f"rewriting {s.path} from its snapshot failed")
+    with pytest.raises(RaftStorageFailed, match="refuses writes: rewriting"):
+        s.sync()
+    with pytest.raises(RaftStorageFailed, match="refuses writes: rewriting"):
+        s.save(None, ents(11, 11), None)
+    s.close()
+    back = FileRaftStorage(str(tmp_path), VOTERS).load()
+    assert back.snapshot.meta.index == 8 and back.entries == ents(9, 10)
+    assert back.hard_state == HardState(term=1, commit=10)
+
+
+def test_a_snapshot_file_that_cannot_be_written_in_save_fails_the_storage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = FileRaftStorage(str(tmp_path), VOTERS)
+    told: list[str] = []
+    s.on_failure = told.append
+    s.save(HardState(term=1), ents(1, 3), None)
+    s.sync()
+
+    def enospc(path: str, data: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(raftlog, "write_atomically", enospc)
+        with pytest.raises(RaftStorageFailed):
+            s.save(HardState(term=2), [], snap(9, 2))  # a leader's snapshot: its file in save()
+    assert len(told) == 1 and "writing a snapshot file" in told[0] and "No space left" in told[0]
+    with pytest.raises(RaftStorageFailed, match="refuses writes"):
+        s.sync()
+
+
+@needs_proc
+def test_a_failed_sync_of_a_background_snapshots_marker_tells_the_owner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s, later = _compacting(tmp_path)
+    told: list[str] = []
+    s.on_failure = told.append
+    s.save(None, [], snap(6, 1))
+    s.sync()
+    monkeypatch.setattr(os, "fsync", _failing_on(s.path, errno.EIO, os.fsync))
+    later.run()  # the file is written (its own fsyncs pass), the marker's sync fails
+    assert len(told) == 1 and "a write or fsync" in told[0]
+    with pytest.raises(RaftStorageFailed):
+        s.sync()
+
+
+@needs_proc
+def test_realnets_disk_with_an_owner_neither_raises_nor_vouches_after_a_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an owner's on_failure the disk does not raise into the Ready loop (where a timer would
+    swallow it): it tells the owner, and on_durable withholds what waited for the batch."""
+    told: list[str] = []
+    disk = RaftLogDisk(FileRaftStorage(str(tmp_path), VOTERS), lambda: 0.0, told.append)
+    disk.save(HardState(term=1), ents(1, 1), None)
+    disk.sync()
+    ran: list[int] = []
+    disk.on_durable(lambda: ran.append(1))
+    assert ran == [1]
+    monkeypatch.setattr(os, "fsync", _failing_on(disk.log.path, errno.EIO, os.fsync))
+    disk.save(HardState(term=1), ents(2, 2), None)
+    disk.sync()  # no exception
+    disk.on_durable(lambda: ran.append(2))
+    assert ran == [1] and len(told) == 1 and disk.failed == told[0]
+    disk.save(None, ents(3, 3), None)  # refused by the log, quietly: the owner was told
+    disk.sync()
+    assert len(told) == 1 and ran == [1]
+    bare = RaftLogDisk(FileRaftStorage(str(tmp_path / "bare"), VOTERS), lambda: 0.0)  # no owner: raises
+    bare.save(HardState(term=1), ents(1, 1), None)
+    monkeypatch.setattr(os, "fsync", _failing_on(bare.log.path, errno.EIO, os.fsync))
+    with pytest.raises(RaftStorageFailed):
+        bare.sync()
+
+
+def _settings(*argv: str) -> realnode.Settings:
+    return load_settings(realnode.build_parser().parse_args(list(argv)))
+
+
+async def _until(cond: Any, what: str, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def _put(port: int, key: str, value: bytes) -> bytes:
+    """A PUT on a fresh connection: everything the node sent back before it closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"PUT /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(value)}\r\n"
+                 "Connection: close\r\n\r\n".encode() + value)
+    try:
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+@needs_proc
+@pytest.mark.parametrize(("call", "err"), [("fsync", errno.EIO), ("write", errno.ENOSPC)])
+def test_a_node_whose_raft_log_fails_a_write_or_fsync_stops_with_status_1(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        call: str, err: int) -> None:
+    """The zombie of the audit: the group's sync raised inside a timer, which swallowed it; the
+    node went on, busy forever, answering 504. Now it stops (CRITICAL, exit status 1) and the
+    write whose batch failed is not acknowledged."""
+    s = _settings("--id", "solo", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
+    storage = LogStorage(tmp_path)
+    log_path = str(tmp_path / RAFT_DIR / f"raft-{GROUP}.log")
+
+    async def main() -> tuple[int | str, realnode.Parts, bytes, bytes]:
+        sockets = realnode.bind(s)
+        assert sockets is not None
+        parts = realnode.build(s, storage, sockets, asyncio.Event())
+        task = asyncio.create_task(realnode.run(s, parts, sockets))
+        await _until(lambda: parts.http_server is not None, "the HTTP server")
+        parts.node.form_group(["solo"])
+        group = parts.node.replica
+        assert group is not None
+        await _until(lambda: group.raft.role == LEADER, "the one voter to lead")
+        ok = await _put(sockets.http_port, "ok", b"1")
+        monkeypatch.setattr(os, call, _failing_on(log_path, err, getattr(os, call)))
+        lost = await _put(sockets.http_port, "lost", b"2")
+        try:
+            status: int | str = await asyncio.wait_for(asyncio.shield(task), 30)
+        except TimeoutError:  # a zombie: stopped here, and the test fails below
+            parts.stop.set()
+            await asyncio.wait_for(task, 30)
+            status = "still running"
+        monkeypatch.undo()
+        return status, parts, ok, lost
+
+    with caplog.at_level(logging.INFO):
+        status, parts, ok, lost = asyncio.run(main())
+    assert ok.startswith(b"HTTP/1.1 204"), ok
+    assert status == realnode.EXIT_STORAGE == 1
+    # never acknowledged; answered shutting_down (outcome unknown), not the zombie's forward_timeout
+    assert b" 204 " not in lost and b"forward_timeout" not in lost, lost
+    assert parts.storage_failed.startswith(f"a write or fsync of {log_path} failed") and os.strerror(err) in parts.storage_failed
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert critical == [f"{parts.storage_failed}; stopping, so that a restart recovers from what is on disk"]
+    assert "the node keeps running" not in caplog.text
+    back = FileRaftStorage(str(tmp_path / RAFT_DIR), [], create=False).load()  # a restart recovers
+    assert back.snapshot.meta.conf.voters == ("solo",) and back.hard_state.term >= 1
+
+
+@needs_proc
+def test_a_raft_log_that_fails_while_the_node_is_built_stops_the_start_with_status_1(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    storage = LogStorage(tmp_path)
+    storage.put(GROUP_KEY, json.dumps({"voters": ["solo"], "learners": []}).encode())
+    storage.sync()
+    FileRaftStorage(str(tmp_path / RAFT_DIR), ["solo"]).close()  # formed, not yet its first sync
+    path = str(tmp_path / RAFT_DIR / f"raft-{GROUP}.log")
+    monkeypatch.setattr(os, "fsync", _failing_on(path, errno.EIO, os.fsync))
+    s = _settings("--id", "solo", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
+    with caplog.at_level(logging.INFO):
+        assert asyncio.run(_serve(s, storage)) == realnode.EXIT_STORAGE
+    assert f"a write or fsync of {path} failed" in caplog.text and "stopping" in caplog.text
+    assert "ready id=" not in capsys.readouterr().err
+
+
+async def _serve(s: realnode.Settings, storage: LogStorage) -> int | str:
+    """``serve``'s exit status, or "still running" once it has run for 10 s (then stopped)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(realnode.serve(s, storage, stop))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), 10)
+    except TimeoutError:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return "still running"
+
+
+def _remembering(tmp_path: Path) -> LogStorage:
+    storage = LogStorage(tmp_path)
+    storage.put(GROUP_KEY, json.dumps({"voters": ["solo"], "learners": []}).encode())
+    storage.sync()
+    return storage
+
+
+def _serve_refused(tmp_path: Path, storage: LogStorage, capsys: pytest.CaptureFixture[str]) -> str:
+    s = _settings("--id", "solo", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
+    assert asyncio.run(_serve(s, storage)) == realnode.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "ready id=" not in err, err
+    return err
+
+
+def test_a_remembered_groups_missing_log_is_refused_not_recreated(tmp_path: Path) -> None:
+    d = tmp_path / RAFT_DIR
+    with pytest.raises(RaftLogMissing, match=r"raft-0\.log is missing, but this node is a member"):
+        FileRaftStorage(str(d), VOTERS, create=False)
+    assert not d.exists()  # nothing made
+    d.mkdir()
+    with pytest.raises(RaftLogMissing):
+        FileRaftStorage(str(d), VOTERS, create=False)
+    assert list(d.iterdir()) == []
+    opener = RaftOpener(tmp_path, lambda: 0.0)
+    opener.must_exist = True
+    with pytest.raises(RaftLogMissing):
+        opener(list(VOTERS), [])
+    opener.must_exist = False  # forming a new group creates it
+    assert opener(list(VOTERS), []).load().snapshot.meta.conf.voters == VOTERS
+    opener.close()
+    assert (d / "raft-0.log").read_bytes() == MAGIC
+
+
+@pytest.mark.parametrize("what", ["no raft directory", "no log file"])
+def test_a_node_that_remembers_a_group_does_not_start_without_its_log(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str) -> None:
+    storage = _remembering(tmp_path)
+    if what == "no log file":
+        (tmp_path / RAFT_DIR).mkdir()
+    err = _serve_refused(tmp_path, storage, capsys)
+    path = tmp_path / RAFT_DIR / f"raft-{GROUP}.log"
+    assert f"The Raft log {path} is missing, but this node is a member of a replicated group" in err, err
+    assert ("The node does not start without its Raft log; restore the data directory, or remove it and "
+            "add the node again (add-node).") in err
+    assert not path.exists()  # not recreated empty
+
+
+def test_the_raft_directory_is_fsynced_into_the_data_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real = realruntime.fsync_dir
+
+    def recording(directory: str) -> None:
+        synced.append(os.path.abspath(directory))
+        real(directory)
+
+    monkeypatch.setattr(raftlog, "fsync_dir", recording)
+    monkeypatch.setattr(realruntime, "fsync_dir", recording)  # write_atomically's (the log file)
+    RaftOpener(tmp_path, lambda: 0.0)(list(VOTERS), []).close()
+    raft_dir = str(tmp_path / RAFT_DIR)
+    assert synced[:2] == [str(tmp_path), raft_dir]  # raft/ made into the data dir, the log into raft/
+    synced.clear()
+    RaftOpener(tmp_path, lambda: 0.0)(list(VOTERS), []).close()  # both there: nothing to fsync
+    assert synced == []
+
+
+@pytest.mark.parametrize("what", ["raft is a file", "the log is a directory", "snapshot missing",
+                                  "snapshot of the wrong shape"])
+def test_an_unusable_raft_directory_stops_the_start_with_a_sentence_not_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str) -> None:
+    storage = _remembering(tmp_path)
+    d = tmp_path / RAFT_DIR
+    log_path = d / f"raft-{GROUP}.log"
+    if what == "raft is a file":
+        d.write_bytes(b"x")
+        want = f"Cannot open the Raft log {log_path}: {d} is not a directory."
+    elif what == "the log is a directory":
+        log_path.mkdir(parents=True)
+        want = f"Cannot open the Raft log {log_path}: {log_path} is a directory, not a file."
+    else:
+        s = FileRaftStorage(str(d), ["solo"])
+        s.save(HardState(term=1), ents(1, 4), snap(2, 1, voters=("solo",)))
+        s.sync()
+        s.close()
+        snap_file = d / f"raft-{GROUP}.snap-{2:020d}"
+        if what == "snapshot missing":
+            snap_file.unlink()
+            want = f"raft log {log_path} names snapshot 2 but {snap_file} is missing."
+        else:
+            from realnet.recordfile import encode_record
+
+            snap_file.write_bytes(MAGIC + encode_record(raftlog.K_SNAPFILE, [2, 1, ["solo"]]))
+            want = f"raft snapshot {snap_file} holds a record of the wrong shape"
+    with pytest.raises(RaftLogUnusable):
+        FileRaftStorage(str(d), ["solo"], create=False)
+    err = _serve_refused(tmp_path, storage, capsys)
+    assert f"storelab node: {want}" in err, err
+    assert ". The node does not start " in err and "is missing The node" not in err, err

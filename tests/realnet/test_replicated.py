@@ -11,13 +11,21 @@ linearizability check has something to judge). Processes are killed by their own
   acknowledged write is read back from every node, and the whole history is linearizable;
 - all three are killed at once (a power loss, as far as the processes can tell) and restarted:
   every acknowledged write is present; one node's log gets a torn last record first, which it
-  truncates at start (and says so), then catches up.
+  truncates at start (and says so), then catches up;
+- the leader's disk fails an fsync of its Raft log (a test hook, :data:`FAULT_HOOK`, makes it
+  fail): it answers the write none 2xx, stops with exit status 1 and says why; the two others go
+  on, and it comes back from its disk when restarted;
+- a member's Raft log is damaged, then gone: it does not start (exit 2, a sentence), rather than
+  serve a log with a hole or an empty one.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -412,7 +420,9 @@ def _post(n: NodeProc, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
         conn.close()
 
 
-def test_a_corrupt_log_stops_the_start_with_a_sentence(launcher: Launcher, tmp_path: Path) -> None:
+def test_a_corrupt_or_missing_log_stops_the_start_with_a_sentence(launcher: Launcher, tmp_path: Path) -> None:
+    """A damaged log is refused; so is a missing one, which the node used to recreate empty (two
+    members started on empty logs made a second leader for term 1 and lost acknowledged keys)."""
     nodes = start_group(launcher, tmp_path)
     lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
     for i in range(5):
@@ -427,6 +437,81 @@ def test_a_corrupt_log_stops_the_start_with_a_sentence(launcher: Launcher, tmp_p
     assert victim.wait(timeout=30) == 2
     text = victim.log_text()
     assert "damaged Raft log" in text and str(path) in text
+    path.unlink()
+    victim.launch(victim.args)
+    assert victim.wait(timeout=30) == 2
+    text = victim.log_text()
+    assert (f"storelab node: The Raft log {path} is missing, but this node is a member of a replicated "
+            "group") in text, text[-3000:]
+    assert ("The node does not start without its Raft log; restore the data directory, or remove it and "
+            "add the node again (add-node).") in text
+    assert "Traceback" not in text and not path.exists()  # not recreated empty
+
+
+#: Test hook, a ``sitecustomize`` on the node's PYTHONPATH: once the file that
+#: ``STORELAB_TEST_FAIL_RAFT`` names exists, every fsync of the node's Raft log fails with EIO,
+#: as on a dying disk (the process cannot tell). Nothing of it ships with the node.
+FAULT_HOOK = """
+import errno
+import os
+
+_trigger = os.environ.get("STORELAB_TEST_FAIL_RAFT", "")
+_real_fsync = os.fsync
+
+
+def _fsync(fd):
+    if _trigger and os.path.exists(_trigger):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if target.endswith("/raft-0.log"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+    return _real_fsync(fd)
+
+
+os.fsync = _fsync
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the hook names an fd's file through /proc")
+def test_a_node_whose_raft_log_fsync_fails_exits_1_and_the_group_goes_on(
+        launcher: Launcher, tmp_path: Path) -> None:
+    """The audit's zombie: the failure was swallowed by a timer, the node kept running, called
+    itself leader while the others elected another, and answered every request 504."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAULT_HOOK)
+    path_env = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    nodes = [launcher.node(nid, extra=["--data-dir", str(tmp_path / f"data-{nid}")],
+                           env={"PYTHONPATH": path_env, "STORELAB_TEST_FAIL_RAFT": str(tmp_path / f"fail-{nid}")})
+             for nid in ("a", "b", "c")]
+    with Admin(10.0) as a:
+        replicacli.create(a, [a.probe(n.addr) for n in nodes])
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    for i in range(5):
+        assert lead.request("PUT", kv_path(f"k{i}"), b"before")[0] == 204
+    trigger = tmp_path / f"fail-{lead.id}"
+    trigger.touch()
+    try:
+        status, _, body = lead.request("PUT", kv_path("lost"), b"x", timeout=30.0)
+    except (OSError, http.client.HTTPException):
+        status, body = 0, b""  # the connection closed unanswered
+    assert status not in (200, 204), (status, body)
+    assert lead.wait(timeout=30) == 1
+    text = lead.log_text()
+    log_path = tmp_path / f"data-{lead.id}" / RAFT_DIR / f"raft-{GROUP}.log"
+    assert (f"CRITICAL [{lead.id}] realnet.node: a write or fsync of {log_path} failed ([Errno 5] "
+            "Input/output error); stopping, so that a restart recovers from what is on disk") in text, text[-3000:]
+    assert "the node keeps running" not in text
+    rest = [n for n in nodes if n is not lead]
+    new = poll(lambda: leader(rest), timeout=30, what="a leader of the two left")
+    assert new.request("PUT", kv_path("after"), b"yes")[0] == 204
+    trigger.unlink()
+    lead.restart()
+    poll(lambda: leader(nodes), timeout=60, what="a leader every node names")
+    for n in nodes:
+        assert read_ok(n, "after") == b"yes" and read_ok(n, "k4") == b"before"
 
 
 def test_the_client_reaches_every_key_while_its_map_names_a_dead_then_removed_voter(
