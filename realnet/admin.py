@@ -357,7 +357,10 @@ class Admin:
                 epoch = got or epoch
                 if not isinstance(step, MoveKeys) or state.retry or state.refused:
                     again = True
-                if state.refused:
+                if state.refused and not isinstance(step, TakeBack):
+                    # look again, to take back the import marks; once taken back, the Problem
+                    # that follows ends the procedure (looking again would plan them again: a
+                    # source that is down shows no mark, so every import of it seems unpaired)
                     break
             if again:
                 cluster = self.discover(addr)

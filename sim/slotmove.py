@@ -129,8 +129,8 @@ def drive(c: SimCluster, goal: Goal, view: str, batch: int, max_failures: int,
             # a round of move-keys changes no mark: plan again from the same look, unless it failed
             if not isinstance(step, MoveKeys) or progress.retry or progress.refused:
                 again = True
-            if progress.refused:
-                break
+            if progress.refused and not isinstance(step, TakeBack):
+                break  # look again, to take back; after it, the Problem ends it (realnet.admin)
         if again:
             snap = observe(c, view)
 

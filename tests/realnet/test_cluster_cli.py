@@ -591,3 +591,60 @@ def test_fix_moves_a_slot_to_a_node_holding_keys_of_it_or_says_why_it_cannot() -
                                "reaches (a's keys of them move along; where both hold a key, a's value is kept)"]
     assert ("Node c holds keys of slot 9000, which d owns, and no request reaches them; d is dead, so they "
             "cannot move now: bring d back and run fix again (it moves the slot to c).") in plan.problems
+
+
+def test_a_source_that_dies_between_chunks_stops_the_move_with_a_problem_not_a_busy_loop(
+        launcher: Launcher, tmp_path: Any) -> None:
+    """An audit killed a move's source just before the CLI marked the next chunk migrating: the
+    refused migrate planned take-backs, the driver looked again, and a source that is down shows
+    no mark, so it planned them again, forever (a thousand aborts in 20 s). Now the take-back is
+    followed by the Problem: the move ends with the refusal; the keys are all there once the
+    source is back and fix has run."""
+    import threading
+
+    from realnet import admin as admin_mod
+
+    nodes = [launcher.node(i, settings={**STEADY_SETTINGS, "durable": True}, swim=STEADY_SWIM,
+                           extra=["--data-dir", str(tmp_path / f"data-{i}")]) for i in "abcd"]
+    a, b, c, d = nodes
+    ok("create", a.addr, b.addr, c.addr, "--yes")
+    ok("add-node", d.addr, a.addr, "--yes")
+    with Client(a.addr) as client:
+        for i in range(300):
+            client.set(f"dk{i}", f"v{i}")
+    killed = threading.Event()
+    original = admin_mod.Admin.post
+
+    def post(self: Any, addr: str, path: str, body: Any = None, *args: Any, **kw: Any) -> Any:
+        if path == "/cluster/migrate" and getattr(self, "_moved_once", False) and not killed.is_set():
+            c.kill()  # the source dies just before the next chunk is marked migrating
+            killed.set()
+        if path == "/cluster/move-keys":
+            self._moved_once = True
+        return original(self, addr, path, body, *args, **kw)
+
+    outcome: dict[str, Any] = {}
+
+    def move() -> None:
+        try:
+            with admin_mod.Admin(10.0) as adm:
+                adm.post = post.__get__(adm)  # type: ignore[method-assign]
+                cluster = adm.discover(a.addr)
+                # c's first 2,148 slots (create gave it 10923-16383): three chunks of marks
+                adm.move_slots(cluster, admin_mod.Move("c", "d", ((10923, 13070),)), batch=5)
+            outcome["result"] = "done"
+        except admin_mod.AdminError as e:
+            outcome["result"] = str(e)
+
+    t = threading.Thread(target=move, daemon=True)
+    t.start()
+    t.join(timeout=90)
+    assert not t.is_alive(), "the move never ended (busy loop)"
+    assert killed.is_set() and outcome["result"] != "done", outcome
+    c.restart()
+    poll(lambda: storelab("fix", a.addr, "--yes").returncode == 0 and storelab("verify", a.addr).returncode == 0,
+         timeout=CONVERGE, interval=1.0, what="fix to close the move and verify to pass")
+    with Client(a.addr) as client:
+        got = {i: client.get(f"dk{i}") for i in range(300)}
+    wrong = {i: v for i, v in got.items() if v != f"v{i}".encode()}
+    assert not wrong, (wrong, outcome, [storelab("verify", a.addr).stdout])
