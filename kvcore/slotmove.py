@@ -483,6 +483,11 @@ class FixPlan:
     rollback: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (owner, slots) whose maps disagree at one epoch; the owner claims them again
     readopt: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: (source, slots) of open moves whose maps disagree at one epoch (two crossing moves that
+    #: finished at the same epoch): the move's source claims them again first, so that the maps
+    #: agree; its marks then pair and the move resumes (a key already at the target stays
+    #: reachable meanwhile: the source's migrating mark sends what it lacks there)
+    collided: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (owner, slots) that the view's map gives a live node whose own map does not: it lost its
     #: claim (restarted without its cluster state) and claims them again
     reclaim: list[tuple[str, list[int]]] = field(default_factory=list)
@@ -498,10 +503,13 @@ class FixPlan:
 
     def empty(self) -> bool:
         return not (self.resume or self.clear or self.rollback or self.readopt or self.reclaim or self.assign
-                    or self.converge or self.regather)
+                    or self.converge or self.regather or self.collided)
 
     def describe(self) -> list[str]:
         out = []
+        for nid, slots in self.collided:
+            out.append(f"let {nid} claim slots {fmt(slots)} again at a new epoch (they are moving from it, "
+                       "and two nodes claim them at the same epoch), then resume the move")
         for mv in self.resume:
             out.append(f"resume moving slots {format_ranges(mv.slots)} ({mv.count}) from {mv.source} "
                        f"to {mv.target}, then let {mv.target} claim them")
@@ -531,7 +539,7 @@ def plan_fix(snap: Snapshot, assign_unowned: bool = False) -> FixPlan:
     """Decide, slot by slot, how to close every open migration and mend the map (module docstring)."""
     plan = FixPlan()
     marked = _plan_marks(snap, plan)
-    if plan.clear or plan.rollback or plan.resume or plan.converge:
+    if plan.clear or plan.rollback or plan.resume or plan.converge or plan.collided:
         return plan  # the map is looked at once no mark is left
     _plan_map(snap, plan, marked, assign_unowned)
     return plan
@@ -555,9 +563,14 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     wait: dict[str, tuple[list[int], set[str]]] = {}
     clear: dict[str, list[int]] = {}
     rollback: dict[str, list[int]] = {}
+    collided: dict[str, list[int]] = {}
     for slot in sorted(pairs):
         source, target = pairs[slot]
         if not source:
+            continue
+        if snap.up(source) and _same_epoch_collision(snap, slot):
+            # the maps never agree by themselves, and every other plan below reads one of them
+            collided.setdefault(source, []).append(slot)
             continue
         owner = snap.owner(slot)[0]
         if owner == target or (owner is not None and owner not in (source, target)):
@@ -583,10 +596,23 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
                 f"{who} is {state if state != State.ALIVE else UNREACHABLE}; bring it back (or, for a "
                 "target, wait until the cluster forgets it) and run fix again.")
     plan.resume = [Move(s, t, tuple(slots_to_ranges(sl))) for (s, t), sl in sorted(resume.items())]
+    plan.collided = sorted(collided.items())
     plan.clear = sorted(clear.items())
     plan.rollback = sorted(rollback.items())
     plan.converge = [(o, sl, sorted(ns)) for o, (sl, ns) in sorted(wait.items())]
     return set(pairs)
+
+
+def _same_epoch_collision(snap: Snapshot, slot: int) -> bool:
+    """Whether live nodes' maps name different owners of ``slot`` at its highest epoch."""
+    best, owners = -1, set()
+    for n in snap.live():
+        o, e = n.owner(slot)
+        if e > best:
+            best, owners = e, {o}
+        elif e == best:
+            owners.add(o)
+    return best > 0 and len(owners) > 1
 
 
 def _plan_map(snap: Snapshot, plan: FixPlan, marked: set[int], assign_unowned: bool) -> None:
@@ -716,6 +742,9 @@ def _fix_steps(snap: Snapshot, goal: Fix, p: Progress, chunk: int, max_failures:
     plan = plan_fix(snap, goal.assign_unowned)
     if plan.clear or plan.rollback:
         return [*(Clear(n, tuple(s)) for n, s in plan.clear), *(RollBack(n, tuple(s)) for n, s in plan.rollback)]
+    if plan.collided:
+        base = snap.max_epoch()
+        return [Readopt(nid, tuple(given), base + i) for i, (nid, given) in enumerate(plan.collided, 1)]
     if plan.resume:
         mv = plan.resume[0]
         slots = tuple(s for lo, hi in mv.slots for s in range(lo, hi + 1))

@@ -268,3 +268,41 @@ def test_fix_readopts_a_slot_two_nodes_claim_at_the_same_epoch() -> None:
     c.run(until=12.0)
     assert all(n.slot_map.owner(100) == "n1" and n.slot_map.epoch(100) > 5 for n in c.nodes())
     assert all(n.slot_map == n1.slot_map for n in c.nodes())
+
+
+def test_fix_settles_two_crossing_moves_that_finished_at_the_same_epoch() -> None:
+    """An audit's stuck cluster: moves n1 -> n2 (slot S) and n2 -> n1 (slot T) finished at the
+    same instant, both at max epoch + 1; each target's claim re-advertised the slot it was giving
+    away, so the maps disagree at one epoch, each source keeps its mark, and fix waited for maps
+    that never change. Fix now lets each source claim its slot again first, then resumes."""
+    c = SimCluster(17, 3, CFG, swim=SWIM, observe=False)
+    n1, n2 = c.node("n1"), c.node("n2")
+    s_key = next(k for k in (f"s{i}".encode() for i in range(10_000)) if n1.slot_map.owner(key_slot(k)) == "n1")
+    t_key = next(k for k in (f"t{i}".encode() for i in range(10_000)) if n1.slot_map.owner(key_slot(k)) == "n2")
+    S, T = key_slot(s_key), key_slot(t_key)
+    n1.store.set(s_key, b"s-value")
+    n2.store.set(t_key, b"t-value")
+    c.run(until=3.0)
+    n2.begin_import(S, "n1")
+    n1.begin_migrate(S, "n2")
+    n1.begin_import(T, "n2")
+    n2.begin_migrate(T, "n1")
+    results: list[tuple[int, str | None]] = []
+    for _ in range(2):  # the key, then the end batch ("none left")
+        n1.migrate_keys(S, 100, lambda moved, err: results.append((moved, err)))
+        n2.migrate_keys(T, 100, lambda moved, err: results.append((moved, err)))
+        c.run(until=c.now + 1.0)
+    assert sorted(results) == [(0, ""), (0, ""), (1, ""), (1, "")], results
+    e2 = n2.finish_import([S])  # the same instant, each above the same epochs
+    e1 = n1.finish_import([T])
+    assert e1 == e2
+    c.run(until=c.now + 5.0)
+    maps = {n.id: (n.slot_map.owner(S), n.slot_map.owner(T)) for n in c.nodes()}
+    assert len(set(maps.values())) > 1 or n1.migrating or n2.migrating, maps  # stuck without fix
+    c.fix(at=c.now)
+    c.run(until=c.now + 15.0)
+    assert [f.verb for f in c.faults if f.verb == "fix_unfixed"] == []
+    for n in c.nodes():
+        assert n.slot_map == n1.slot_map and not n.migrating and not n.migration.importing, n.id
+    assert n1.slot_map.owner(S) == "n2" and n1.slot_map.owner(T) == "n1"
+    assert c.node("n2").store.get(s_key) == b"s-value" and n1.store.get(t_key) == b"t-value"
