@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -50,19 +50,25 @@ async def get_ok(port: int) -> bytes:
     return data
 
 
+async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pieces: Iterable[bytes]) -> bytes:
+    """Write ``pieces`` one at a time, 20 ms apart, until the server answers; its answer (b""
+    if the pieces ran out first)."""
+    for piece in pieces:
+        writer.write(piece)
+        try:
+            return await asyncio.wait_for(reader.read(4096), 0.02)
+        except TimeoutError:
+            continue
+    return b""
+
+
 def test_a_head_trickled_a_byte_at_a_time_is_answered_408_and_closed() -> None:
     async def main() -> None:
         async with server(HttpLimits(head_timeout=0.3, keepalive_timeout=30)) as (srv, port):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
-            answer = b""
-            for i in range(len(head)):  # bounded: the server must close well before the end
-                writer.write(head[i:i + 1])
-                try:
-                    answer = await asyncio.wait_for(reader.read(4096), 0.02)
-                except TimeoutError:
-                    continue
-                break
+            # bounded: the server must close well before the end
+            answer = await trickle(reader, writer, (head[i:i + 1] for i in range(len(head))))
             assert answer.startswith(b"HTTP/1.1 408"), answer
             assert b"did not arrive within 0.3 seconds" in answer
             rest = await read_all(reader)  # then the server closes
@@ -202,14 +208,8 @@ def test_a_body_trickled_a_byte_at_a_time_is_answered_408_within_the_keep_alive_
         async with server(HttpLimits(head_timeout=0.3, keepalive_timeout=0.6)) as (srv, port):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n")
-            answer = b""
-            for _ in range(200):  # bounded: 200 bytes at 20 ms, 4 s; the cut is due at 0.6 s
-                writer.write(b"a")
-                try:
-                    answer = await asyncio.wait_for(reader.read(4096), 0.02)
-                except TimeoutError:
-                    continue
-                break
+            # bounded: 200 bytes at 20 ms, 4 s; the cut is due at 0.6 s
+            answer = await trickle(reader, writer, (b"a" for _ in range(200)))
             assert answer.startswith(b"HTTP/1.1 408"), answer
             assert b"request body did not arrive within 0.6 seconds" in answer
             writer.close()

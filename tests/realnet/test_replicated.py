@@ -312,6 +312,21 @@ def test_add_node_joins_as_a_learner_catches_up_and_votes_then_remove_node(
         assert read_ok(n, "after") == b"2" and read_ok(n, "k7") == b"v7"
 
 
+def remove_once_answering(lead: NodeProc, victim: NodeProc, capsys: pytest.CaptureFixture[str]) -> None:
+    """Once the cluster's view shows ``victim`` answering, ``remove-node`` it: a node already out
+    of the group's configuration only leaves (its process then exits)."""
+    from realnet.cli import main
+
+    def answering() -> bool:
+        with Admin(5.0) as a:
+            view = a.discover(lead.addr).nodes.get(victim.id)
+        return view is not None and view.reachable
+
+    poll(answering, timeout=30, what="the victim answering in the cluster's view")
+    assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0, capsys.readouterr()
+    assert "no longer in the group's configuration" in capsys.readouterr().out
+
+
 def test_a_node_removed_while_stopped_learns_it_and_remove_node_finishes_its_leave(
         launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Thesis §4.2.3 on real processes: a voter is frozen (SIGSTOP) while the group removes it.
@@ -347,14 +362,7 @@ def test_a_node_removed_while_stopped_learns_it_and_remove_node_finishes_its_lea
     assert main(["cluster", "verify", lead.addr]) == 1
     assert f"Node {victim.id} was removed from the group" in capsys.readouterr().out
 
-    def answering() -> bool:
-        with Admin(5.0) as a:
-            view = a.discover(lead.addr).nodes.get(victim.id)
-        return view is not None and view.reachable
-
-    poll(answering, timeout=30, what="the victim answering in the cluster's view")
-    assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0, capsys.readouterr()
-    assert "no longer in the group's configuration" in capsys.readouterr().out
+    remove_once_answering(lead, victim, capsys)
     assert victim.wait(timeout=30) == 0  # it left: its process exits
     # started again on the same data directory, it would come back a zombie (campaigning for a
     # group that removed it): it refuses to start and says what to do
@@ -586,14 +594,7 @@ def test_info_and_remove_node_when_a_voter_is_down(
     status, _, body = victim.request("GET", kv_path("k"))
     assert status == 503 and json.loads(body)["error"] == "removed", body
 
-    def answering() -> bool:
-        with Admin(5.0) as a:
-            view = a.discover(lead.addr).nodes.get(victim.id)
-        return view is not None and view.reachable
-
-    poll(answering, timeout=30, what="the victim answering in the cluster's view")
-    assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0, capsys.readouterr()
-    assert "no longer in the group's configuration" in capsys.readouterr().out
+    remove_once_answering(lead, victim, capsys)
     assert victim.wait(timeout=30) == 0
     assert main(["cluster", "info", lead.addr]) == 0
     out = capsys.readouterr().out

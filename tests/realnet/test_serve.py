@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kvcore.runtime import Storage
 from realnet import node
 from realnet.runtime import open_storage
 from realnet.settings import load_settings
@@ -106,6 +107,17 @@ def test_a_storage_that_fails_stops_the_node_and_its_waiting_clients_see_the_clo
     assert again.get("kv:" + b"ok".hex()) == b"1"
 
 
+def _refused_start(tmp_path: Path, capsys: pytest.CaptureFixture[str], node_id: str, key: str,
+                   value: bytes) -> tuple[Storage, str]:
+    """Serve a node whose storage holds ``key`` = ``value``: refused (exit 2); (storage, stderr)."""
+    storage = open_storage(str(tmp_path))
+    storage.put(key, value)
+    storage.sync()
+    s = settings("--id", node_id, "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
+    assert asyncio.run(node.serve(s, storage)) == node.EXIT_CONFIG
+    return storage, capsys.readouterr().err
+
+
 def test_a_node_that_left_does_not_start_again_on_its_data_directory(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A graceful leave marks the storage (membership.LEFT_KEY); started on it again, a node
@@ -113,12 +125,7 @@ def test_a_node_that_left_does_not_start_again_on_its_data_directory(
     refuses with a sentence, exit 2. A static member's configuration lists it: it rejoins."""
     from kvcore.membership import LEFT_KEY
 
-    storage = open_storage(str(tmp_path))
-    storage.put(LEFT_KEY, b"3")
-    storage.sync()
-    s = settings("--id", "gone", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
-    assert asyncio.run(node.serve(s, storage)) == node.EXIT_CONFIG
-    err = capsys.readouterr().err
+    storage, err = _refused_start(tmp_path, capsys, "gone", LEFT_KEY, b"3")
     assert "Node 'gone' left its cluster" in err and "give it an empty --data-dir" in err, err
     assert storage.get(LEFT_KEY) == b"3"  # refused, nothing changed
 
@@ -149,11 +156,6 @@ def test_a_member_of_a_group_whose_record_is_unreadable_does_not_start(
     """Not as an unreplicated node, acknowledging writes outside its group: exit 2, a sentence."""
     from kvcore.node.node import GROUP_KEY
 
-    storage = open_storage(str(tmp_path))
-    storage.put(GROUP_KEY, b"{not json")
-    storage.sync()
-    s = settings("--id", "m", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
-    assert asyncio.run(node.serve(s, storage)) == node.EXIT_CONFIG
-    err = capsys.readouterr().err
+    _, err = _refused_start(tmp_path, capsys, "m", GROUP_KEY, b"{not json")
     assert "node m is a member of a replicated group, but its record of the group is unreadable" in err
     assert "does not start outside its group" in err and "Traceback" not in err
