@@ -101,7 +101,7 @@ from realnet.http import (
 )
 from realnet.kvlog import StorageLayoutConflict, StorageLogCorrupt
 from realnet.raftlog import RaftLogCorrupt, RaftLogUnusable
-from realnet.raftopen import RaftOpener
+from realnet.raftopen import RAFT_DIR, RaftOpener
 from realnet.runtime import EVENT_LOOPS, AsyncioRuntime, event_loop_name, loop_factory, open_storage
 from realnet.security import HostCheck, secret_file_warnings
 from realnet.settings import (
@@ -585,6 +585,14 @@ async def serve(
         except StorageLogCorrupt as e:
             _print_problems([_corrupt_storage(e)])
             return EXIT_CONFIG
+    orphan = _raft_log_without_group(settings.data_dir, storage)
+    if orphan:
+        _print_problems([f"The data directory {settings.data_dir!r} holds a Raft log ({orphan}) but not this "
+                         "node's record of its group (its storage.log was lost or replaced): started so, it "
+                         "would serve as an unreplicated node, outside its group. Restore the data directory, "
+                         "or remove it and add the node again (add-node)."])
+        _close_storage(storage)
+        return EXIT_CONFIG
     if storage.get(LEFT_KEY) is not None:
         if settings.cluster is None:
             _print_problems([_left_before(settings)])
@@ -639,6 +647,19 @@ def _unusable_raft_log(e: RaftLogUnusable) -> str:
     what = "on a damaged Raft log" if isinstance(e, RaftLogCorrupt) else "without its Raft log"
     return (f"{_sentence(str(e))} The node does not start {what}; restore the data directory, or "
             "remove it and add the node again (add-node).")
+
+
+def _raft_log_without_group(data_dir: str | None, storage: Storage) -> str:
+    """The path of a Raft log in ``data_dir`` when the storage does not remember a group (every
+    group membership is recorded before its log is made), else ""."""
+    if not data_dir or storage.get(GROUP_KEY) is not None:
+        return ""
+    raft_dir = os.path.join(data_dir, RAFT_DIR)
+    try:
+        names = sorted(n for n in os.listdir(raft_dir) if n.startswith("raft-") and n.endswith(".log"))
+    except OSError:
+        return ""
+    return os.path.join(raft_dir, names[0]) if names else ""
 
 
 def _left_before(settings: Settings) -> str:

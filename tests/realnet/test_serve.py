@@ -159,3 +159,16 @@ def test_a_member_of_a_group_whose_record_is_unreadable_does_not_start(
     _, err = _refused_start(tmp_path, capsys, "m", GROUP_KEY, b"{not json")
     assert "node m is a member of a replicated group, but its record of the group is unreadable" in err
     assert "does not start outside its group" in err and "Traceback" not in err
+
+
+def test_a_raft_log_without_the_nodes_record_of_its_group_refuses_the_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """storage.log lost (or the data directory mixed up) while raft/ kept its log: started so,
+    the member would serve as an unreplicated node outside its group (an audit's reverse case)."""
+    (tmp_path / "raft").mkdir()
+    (tmp_path / "raft" / "raft-0.log").write_bytes(b"SLRAFT1\n")
+    storage = open_storage(str(tmp_path))
+    s = settings("--id", "r", "--port", "0", "--peer-port", "0", "--data-dir", str(tmp_path))
+    assert asyncio.run(node.serve(s, storage)) == node.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "holds a Raft log" in err and "raft-0.log" in err and "outside its group" in err, err
