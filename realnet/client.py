@@ -23,7 +23,8 @@ else to the next node it knows: the nodes it was given, then the other addresses
 map. That node serves the request or forwards it, as any node does; in a replicated cluster
 (one Raft group serves every slot on every node) any live node serves any key, so a dead or
 removed voter that the map still names costs nothing but the refused connect. An address whose
-connect failed is tried after the others for :attr:`Client.down_for` seconds. In an unreplicated
+connect failed, or that did not answer a request in time (a hung or paused node), is tried after
+the others for :attr:`Client.down_for` seconds, by requests and map refreshes alike. In an unreplicated
 cluster the other node answers as it would (it forwards, or says ``503 owner_down``).
 
 Retry safety. Only a connection that could not be opened moves on to another node at once
@@ -292,12 +293,14 @@ class Client(KvMethods):
         for a in [*self.seeds, *sorted(set(self._owners) - {""})]:
             if a not in candidates:
                 candidates.append(a)
+        candidates.sort(key=self._is_down)  # stable: nodes that failed lately last
         last: Exception | None = None
         for addr in candidates:
             try:
                 status, _, body = self._conn(addr).request("GET", "/cluster/slots")
             except _CONNECTION_ERRORS as e:
                 last = e
+                self._mark_down(addr)
                 continue
             if status != 200:
                 last = error_from_response(status, body)
@@ -349,6 +352,9 @@ class Client(KvMethods):
             try:
                 status, _, data = conn.request(method, path, body)
             except _CONNECTION_ERRORS as e:
+                # a node that accepted the connection but did not answer (a hung or paused node)
+                # is tried after the others for a while, as one that refused it is
+                self._mark_down(addr)
                 # the request may have gone out: never sent twice unless its method is idempotent
                 if attempt == 1 or method not in RETRY_AFTER_SENT:
                     raise NodeUnreachable(f"cannot reach node {addr}: {e}") from e
@@ -405,13 +411,16 @@ class Client(KvMethods):
         del self._down[addr]
         return False
 
+    def _mark_down(self, addr: str) -> None:
+        self._down[addr] = time.monotonic() + self.down_for
+
     def _try_connect(self, addr: str, failed: dict[str, BaseException]) -> NodeConnection | None:
         conn = self._conn(addr)
         try:
             conn.connect()
         except _CONNECTION_ERRORS as e:
             failed[addr] = e
-            self._down[addr] = time.monotonic() + self.down_for
+            self._mark_down(addr)
             return None
         self._down.pop(addr, None)
         return conn

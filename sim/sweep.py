@@ -129,6 +129,11 @@ class RunConfig:
         if not (finite(self.duration, self.tail) and 0 <= self.tail < self.duration):
             out.append(f"duration must be a finite number of seconds longer than the quiet tail "
                        f"({self.tail!r} s), not {self.duration!r}.")
+        elif self.duration - self.tail < min(0.5, self.duration / 4):
+            # the faults' window (simulate) starts at min(0.5, duration / 4) and ends at the tail
+            out.append(f"duration must leave the faults a window before the quiet tail: at least the tail "
+                       f"({self.tail!r} s) plus 0.5 s (or a quarter of the duration, if less), not "
+                       f"{self.duration!r}.")
         if not (finite(self.client_timeout) and self.client_timeout > 0):
             out.append(f"the client timeout must be a positive finite number of seconds, not "
                        f"{self.client_timeout!r}.")

@@ -18,8 +18,8 @@ own view, so each guard is about what this node holds or sees:
 - **finishing an import the keys did not make** (:func:`check_finish`): ``finish`` claims the
   slots at a new epoch, like ``claim``, so keys still on another member are orphaned. Allowed for
   a slot this node imports whose source told it, by the migration's end batch
-  (:mod:`kvcore.node.migration`), that it holds no key of it any more, or whose source is gone
-  (left or forgotten); and for a slot it does not import that nobody else may hold keys of (owned
+  (:mod:`kvcore.node.migration`), that it holds no key of it any more, or whose source left (not
+  one merely forgotten: a crashed source is reaped, and may come back with its keys); and for a slot it does not import that nobody else may hold keys of (owned
   by this node already, a repeated finish; by nobody; by a member gone for good), as for a claim.
   A slot it imports that a third member owns is refused as a claim of it would be.
 - **assigning away slots this node holds keys of** (:func:`check_dropping`): ``assign``
@@ -107,7 +107,7 @@ def check_finish(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
     for s in slots:
         owner = owner_of(s)
         source = mig.importing.get(s)
-        if source is not None and mig.drained.get(s) != source and not _gone(node, source):
+        if source is not None and mig.drained.get(s) != source and not _left(node, source):
             unsent.setdefault(source, []).append(s)
         if owner is not None and owner not in (node.id, source) and not _gone(node, owner):
             taken.setdefault((owner, source or ""), []).append(s)
@@ -132,6 +132,13 @@ def check_finish(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
             f"finishing would claim {it} and orphan the keys {owner} holds of {it}; move them with reshard, "
             f"or {_ACCEPT}"
         )
+
+
+def _left(node: Node, member: str) -> bool:
+    """Left the cluster (its keys left with it). Not a member no longer known: a crashed source
+    is forgotten after the reap time and may come back with its disk, holding the keys an
+    import was to take (an audit finished such an import and read an acknowledged key as 404)."""
+    return node.membership.state_of(member) == State.LEFT
 
 
 def _gone(node: Node, member: str) -> bool:

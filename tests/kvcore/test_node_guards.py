@@ -262,3 +262,19 @@ def test_info_reports_keys_held_for_slots_the_node_does_not_own() -> None:
     assert n1.info()["stray"] == {"slots": str(SLOT), "keys": 1}
     n1.begin_import(SLOT, "n2")  # importing: expected, not stray
     assert n1.info()["stray"]["keys"] == 0
+
+
+def test_finishing_an_import_whose_source_crashed_and_was_forgotten_is_refused() -> None:
+    """A crashed source is reaped after reap_time, but its disk may come back with the keys the
+    import was to take: "no longer known" is not "left" (an audit read an acknowledged key as 404
+    after such a finish)."""
+    n1, r1, _, _ = pair()
+    n1.begin_import(SLOT, "n2")
+    n1.membership.apply(Dead(node="n2", incarnation=5, source="n3"))  # declared dead, not left
+    assert n1.membership.state_of("n2") == "dead"
+    r1.advance(n1.membership.config.reap_time + 5.0)
+    assert n1.membership.state_of("n2") is None  # forgotten
+    msg = refused(n1.finish_import, [SLOT])
+    assert f"imports slot {SLOT} from n2" in msg and "has not told it that it holds no key" in msg
+    n1.finish_import([SLOT], accept_loss=True)  # what an operator who knows it is gone says
+    assert n1.slot_map.owner(SLOT) == "n1"

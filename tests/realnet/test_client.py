@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -182,3 +183,41 @@ def test_error_bodies_map_to_typed_errors() -> None:
     assert isinstance(error_from_response(413, b"not json"), errors.TooLarge)
     assert isinstance(error_from_response(502, b""), errors.Internal)
     assert isinstance(error_from_response(503, err("no_such_code")), errors.Internal)
+
+
+def test_a_hung_seed_is_tried_after_the_others_once_it_timed_out(server: Script) -> None:
+    """An audit's regression: a seed that accepts connections but never answers came first in
+    every map refresh and fallback, so each call to a dead owner's key cost several timeouts and
+    ended NodeUnreachable, hiding the owner_down a live node would have said. A node that timed
+    out is now tried after the others for down_for, as one that refused is."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)  # accepts (the kernel does), never answers
+    hung_addr = f"127.0.0.1:{hung.getsockname()[1]}"
+    try:
+        server.owner = dead_addr()
+        server.answers = [(503, err("owner_down"))] * 3
+        with Client(server.addr, timeout=0.5) as c:
+            c.down_for = 600.0
+            c.refresh()
+            c.seeds.insert(0, hung_addr)
+            used: list[str] = []
+            conn = c._conn
+
+            def recording(addr: str) -> Any:
+                used.append(addr)
+                return conn(addr)
+
+            c._conn = recording  # type: ignore[method-assign]
+            with pytest.raises(errors.OwnerDown):
+                c.get("k")  # the hung seed costs one timeout, in the refresh
+            assert used.count(hung_addr) == 1 and c._is_down(hung_addr), used
+            del used[:]
+            for _ in range(2):
+                with pytest.raises(errors.OwnerDown):
+                    c.get("k")
+            assert hung_addr not in used and set(used) == {server.addr}, used
+    finally:
+        hung.close()

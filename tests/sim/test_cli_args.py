@@ -134,7 +134,7 @@ def test_the_main_run_refuses_numbers_it_cannot_run(argv: list[str], capsys: pyt
 @pytest.mark.parametrize("argv", [
     ["--sync-time", "exp:0"], ["--sync-time", "const:nan"], ["--sync-time", "uniform:0.001,inf"],
     ["--duration", "inf"], ["--duration", "nan"], ["--check-timeout", "nan"], ["--check-timeout", "inf"],
-    ["--loss", "nan"],
+    ["--loss", "nan"], ["--duration", "2.01"], ["--duration", "2.49"],
 ])
 def test_check_refuses_numbers_it_cannot_run(argv: list[str], capsys: pytest.CaptureFixture[str],
                                              no_sweep: list[Any]) -> None:
@@ -280,3 +280,12 @@ def test_replicas_alone_makes_that_many_nodes_as_check_does(capsys: pytest.Captu
     assert capsys.readouterr().out.startswith("storelab sim: 3 nodes,")
     assert "--replicas must be 1 or the number of nodes (5)" in _refused(["--replicas", "3", "--nodes", "5"],
                                                                           capsys)
+
+
+def test_the_shortest_duration_that_leaves_the_faults_a_window_runs() -> None:
+    """The faults' window starts at min(0.5 s, duration / 4) and ends at the 2 s quiet tail:
+    2.01 s passed the old check and then every seed raised; 2.5 s is the shortest that runs."""
+    assert RunConfig(duration=2.01).problems() and RunConfig(duration=2.49).problems()
+    assert not RunConfig(duration=2.5).problems()
+    r = run_seed(1, RunConfig(duration=2.5, ops=5, nemesis="none"))
+    assert r.verdict == "linearizable", r
