@@ -289,11 +289,7 @@ class Client(KvMethods):
 
     def refresh(self) -> None:
         """Fetch the slot map from the first reachable node (cached addresses, then seeds)."""
-        candidates: list[str] = []
-        for a in [*self.seeds, *sorted(set(self._owners) - {""})]:
-            if a not in candidates:
-                candidates.append(a)
-        candidates.sort(key=self._is_down)  # stable: nodes that failed lately last
+        candidates = self._candidates()
         last: Exception | None = None
         for addr in candidates:
             try:
@@ -393,11 +389,11 @@ class Client(KvMethods):
         others = f" (nor {len(failed) - 1} other node{'s' if len(failed) != 2 else ''})" if len(failed) > 1 else ""
         raise NodeUnreachable(f"cannot reach node {first}{others}: {e}") from e
 
-    def _candidates(self, owner: str) -> list[str]:
-        """``owner``, the seeds, then the other addresses of the cached map, each once; the
-        addresses whose connect failed lately after the others."""
+    def _candidates(self, owner: str | None = None) -> list[str]:
+        """``owner`` (if given), the seeds, then the other addresses of the cached map, each
+        once; the addresses that failed lately after the others."""
         out: list[str] = []
-        for a in [owner, *self.seeds, *sorted(set(self._owners) - {""})]:
+        for a in [*([owner] if owner else []), *self.seeds, *sorted(set(self._owners) - {""})]:
             if a not in out:
                 out.append(a)
         return sorted(out, key=self._is_down)  # stable: the order above among equals

@@ -366,13 +366,29 @@ class LogStorage:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self.path)
         except OSError as exc:  # the old log is still the log: nothing lost
             unlink_quietly(tmp)
             self._failed_rewrite(exc)
             return
-        # renamed: the new file is the log from now on, so appends must go to it, and a rename
-        # that cannot be made durable leaves the log in doubt (a failed fsync, as in flush)
+        if not self._install(tmp):
+            if self._failed:
+                log.error("storage log %s: %s", self.path, self._failed)
+            return
+        self._log_bytes = os.fstat(self._fd).st_size
+        self.stats["compactions"] += 1
+
+    def _install(self, tmp: str) -> bool:
+        """Rename the compacted copy ``tmp`` over the log and append to it from now on; False
+        when the rename failed (the old log is still the log: a failed rewrite, tried again
+        later) or could not be made durable (the log is in doubt, as after a failed fsync: the
+        storage fails)."""
+        try:
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            unlink_quietly(tmp)
+            self._failed_rewrite(exc)
+            return False
+        # renamed: the new file is the log from now on, so appends must go to it
         old, self._fd = self._fd, -1
         os.close(old)
         try:
@@ -380,10 +396,8 @@ class LogStorage:
             fsync_dir(self.dir)
         except OSError as exc:
             self._storage_failed(f"switching {self.path} to its compacted copy failed ({exc})")
-            log.error("storage log %s: %s", self.path, self._failed)
-            return
-        self._log_bytes = os.fstat(self._fd).st_size
-        self.stats["compactions"] += 1
+            return False
+        return True
 
     def _failed_rewrite(self, err: BaseException) -> None:
         self.stats["compaction_failures"] += 1
@@ -413,14 +427,10 @@ class LogStorage:
             unlink_quietly(tmp)
             self._failed_rewrite(exc)
             return
-        try:
-            os.replace(tmp, self.path)
-            fsync_dir(os.path.dirname(self.path) or ".")
-        except OSError as exc:
-            self._storage_failed(f"the compacted copy of {self.path} could not be made durable ({exc})")
-            raise StorageFailed(exc.errno, self._failed) from exc
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        if not self._install(tmp):
+            if self._failed:
+                raise StorageFailed(errno.EIO, self._failed)
+            return
         self._log_bytes = len(data)
         self.stats["compactions"] += 1
 

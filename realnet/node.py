@@ -100,7 +100,7 @@ from realnet.http import (
     stop_http_server,
 )
 from realnet.kvlog import StorageLayoutConflict, StorageLogCorrupt
-from realnet.raftlog import RaftLogCorrupt, RaftLogUnusable
+from realnet.raftlog import RaftLogCorrupt, RaftLogUnusable, group_logs
 from realnet.raftopen import RAFT_DIR, RaftOpener
 from realnet.runtime import EVENT_LOOPS, AsyncioRuntime, event_loop_name, loop_factory, open_storage
 from realnet.security import HostCheck, secret_file_warnings
@@ -585,18 +585,15 @@ async def serve(
         except StorageLogCorrupt as e:
             _print_problems([_corrupt_storage(e)])
             return EXIT_CONFIG
-    orphan = _raft_log_without_group(settings.data_dir, storage)
-    if orphan:
-        _print_problems([f"The data directory {settings.data_dir!r} holds a Raft log ({orphan}) but not this "
-                         "node's record of its group (its storage.log was lost or replaced): started so, it "
-                         "would serve as an unreplicated node, outside its group. Restore the data directory, "
-                         "or remove it and add the node again (add-node)."])
-        _close_storage(storage)
-        return EXIT_CONFIG
+    orphans = group_logs(os.path.join(settings.data_dir, RAFT_DIR)) if settings.data_dir else []
+    if orphans and storage.get(GROUP_KEY) is None:  # (every group is recorded before its log is made)
+        return _refuse_start(
+            f"The data directory {settings.data_dir!r} holds a Raft log ({orphans[0]}) but not this "
+            "node's record of its group (its storage.log was lost or replaced): started so, it would "
+            f"serve as an unreplicated node, outside its group. {_RESTORE.capitalize()}", storage)
     if storage.get(LEFT_KEY) is not None:
         if settings.cluster is None:
-            _print_problems([_left_before(settings)])
-            return EXIT_CONFIG
+            return _refuse_start(_left_before(settings), storage)
         storage.delete(LEFT_KEY)  # a static member rejoins: its configuration lists it
         storage.sync()
     keyring = None
@@ -613,18 +610,10 @@ async def serve(
     try:
         parts = build(settings, storage, sockets, stop, keyring)
     except GroupUnusable as e:  # refused, not served as an unreplicated node (split brain)
-        _print_problems([f"{_sentence(str(e))} The node does not start outside its group; restore "
-                         "the data directory, or remove it and add the node again (add-node)."])
-        sockets.http.close()
-        sockets.peer.close()
-        _close_storage(storage)
-        return EXIT_CONFIG
+        return _refuse_start(f"{_sentence(str(e))} The node does not start outside its group; "
+                             f"{_RESTORE}", storage, sockets)
     except RaftLogUnusable as e:  # refused, not served: a log with a hole could lose writes
-        _print_problems([_unusable_raft_log(e)])
-        sockets.http.close()
-        sockets.peer.close()
-        _close_storage(storage)
-        return EXIT_CONFIG
+        return _refuse_start(_unusable_raft_log(e), storage, sockets)
     if parts.storage_failed:  # the Raft log failed while the node was built: said, stop
         sockets.http.close()
         sockets.peer.close()
@@ -633,6 +622,20 @@ async def serve(
         _close_storage(storage)
         return EXIT_STORAGE
     return await run(settings, parts, sockets)
+
+
+#: what a node refused for the state of its data directory can do about it
+_RESTORE = "restore the data directory, or remove it and add the node again (add-node)."
+
+
+def _refuse_start(problem: str, storage: Storage, sockets: Sockets | None = None) -> int:
+    """Say why the node does not start, free its ports and its data directory: exit status 2."""
+    _print_problems([problem])
+    if sockets is not None:
+        sockets.http.close()
+        sockets.peer.close()
+    _close_storage(storage)
+    return EXIT_CONFIG
 
 
 def _sentence(text: str) -> str:
@@ -645,21 +648,7 @@ def _unusable_raft_log(e: RaftLogUnusable) -> str:
     """Why the node does not start on its Raft log, and what to do (a missing or unusable log
     is refused as a damaged one is: starting without it could lose acknowledged writes)."""
     what = "on a damaged Raft log" if isinstance(e, RaftLogCorrupt) else "without its Raft log"
-    return (f"{_sentence(str(e))} The node does not start {what}; restore the data directory, or "
-            "remove it and add the node again (add-node).")
-
-
-def _raft_log_without_group(data_dir: str | None, storage: Storage) -> str:
-    """The path of a Raft log in ``data_dir`` when the storage does not remember a group (every
-    group membership is recorded before its log is made), else ""."""
-    if not data_dir or storage.get(GROUP_KEY) is not None:
-        return ""
-    raft_dir = os.path.join(data_dir, RAFT_DIR)
-    try:
-        names = sorted(n for n in os.listdir(raft_dir) if n.startswith("raft-") and n.endswith(".log"))
-    except OSError:
-        return ""
-    return os.path.join(raft_dir, names[0]) if names else ""
+    return f"{_sentence(str(e))} The node does not start {what}; {_RESTORE}"
 
 
 def _left_before(settings: Settings) -> str:
@@ -700,8 +689,7 @@ def _open_storage(settings: Settings) -> tuple[Storage, str]:
 def _corrupt_storage(e: StorageLogCorrupt) -> str:
     if isinstance(e, StorageLayoutConflict):
         return str(e)  # it says what to keep
-    return (f"{_sentence(str(e))} The node does not start on a damaged storage log; restore the data "
-            "directory, or remove it and add the node again (add-node).")
+    return f"{_sentence(str(e))} The node does not start on a damaged storage log; {_RESTORE}"
 
 
 def _print_problems(problems: Sequence[str]) -> None:

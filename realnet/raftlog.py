@@ -127,6 +127,21 @@ def scan_records(buf: bytes, path: str) -> tuple[list[tuple[int, bytes, Any]], i
     return recordfile.scan_records(buf, path, _KINDS, "raft log", RaftLogCorrupt)
 
 
+def log_name(group: str) -> str:
+    """The file name of group ``group``'s log in its directory."""
+    return f"raft-{group}.log"
+
+
+def group_logs(directory: str) -> list[str]:
+    """The paths of the group logs in ``directory``, sorted (none when it cannot be listed)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    groups = (n[len("raft-"):-len(".log")] for n in names if n.startswith("raft-") and n.endswith(".log"))
+    return sorted(os.path.join(directory, log_name(g)) for g in groups if _GROUP.match(g))
+
+
 def _bin_header(n: int) -> bytes:
     """msgpack's header of a bin of ``n`` bytes (bin 8, 16 or 32, the smallest that fits, as
     ``msgpack.packb`` writes it)."""
@@ -160,7 +175,7 @@ class FileRaftStorage:
         self.directory = os.path.abspath(directory)
         self.group = group
         self.compact_bytes = compact_bytes
-        self.path = os.path.join(self.directory, f"raft-{group}.log")
+        self.path = os.path.join(self.directory, log_name(group))
         self._boot = Snapshot(meta=SnapshotMeta(index=0, term=0, conf=ConfState(
             voters=tuple(voters), learners=tuple(learners))))
         self.stats: dict[str, int] = dict.fromkeys(
