@@ -59,14 +59,44 @@ STEADY_SWIM: dict[str, Any] = {**FAST_SWIM, "suspicion_mult": 50}
 _HANDED_OUT: set[int] = set()
 
 
+def _own_port_range() -> range:
+    """Ports below the kernel's ephemeral range, a slice of them per pytest-xdist worker.
+
+    A port handed out from the ephemeral range can be taken, once a node that held it is killed,
+    as the source port of any outgoing connection on the machine (another worker's client, this
+    process's own), and the node's restart on the same port then fails with "address already in
+    use". Below the range the kernel hands out no port by itself, and the workers' slices do not
+    overlap."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    k = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    span = 4000
+    top = low - span * k
+    return range(max(1024, top - span), max(1024, top))
+
+
+_OWN_PORTS = _own_port_range()
+_next_own = iter(_OWN_PORTS)
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports the kernel considers free right now (bound together, then closed),
-    none of them handed out before by this process."""
+    """``n`` distinct ports free right now (bound together, then closed), none of them handed out
+    before by this process: from this worker's slice below the ephemeral range (see
+    :func:`_own_port_range`), else, should it run out, from the kernel."""
     socks = []
     try:
         while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
+            port = next(_next_own, 0)
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                s.close()  # in use by someone else: the next one (bounded by the slice)
+                continue
             if s.getsockname()[1] in _HANDED_OUT:
                 s.close()  # bounded: the kernel's ephemeral range is far larger than a session's use
                 continue
