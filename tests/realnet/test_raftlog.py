@@ -982,3 +982,63 @@ def test_an_unusable_raft_directory_stops_the_start_with_a_sentence_not_a_traceb
     err = _serve_refused(tmp_path, storage, capsys)
     assert f"storelab node: {want}" in err, err
     assert ". The node does not start " in err and "is missing The node" not in err, err
+
+
+# --- a learner's snapshot batch torn at a restart: applied never above commit ---------------------
+
+
+def _learner_group(disk: RaftLogDisk) -> Any:
+    """The node's replicated group (kvcore.replica) over ``disk``, built as a restart builds it."""
+    from kvcore.config import NodeConfig
+    from kvcore.metrics import NodeStats
+    from kvcore.replica import ReplicaConfig, ReplicaGroup
+    from kvcore.runtime import FakeRuntime
+    from kvcore.store import LocalStore
+
+    return ReplicaGroup("d", FakeRuntime("d"), disk, NodeConfig(), ReplicaConfig(), LocalStore(),
+                        lambda dst, msg: None, NodeStats())
+
+
+def test_a_learners_snapshot_batch_torn_at_any_byte_restarts_with_applied_at_most_commit(tmp_path: Path) -> None:
+    """The audit's "applied above the commit index" on a learner killed during ``add-node``: the
+    leader's snapshot reaches a learner (formed with an empty configuration) as one batch, its
+    marker then the HardState recording commit 10. A kill that tears the batch can keep the
+    marker and lose the HardState (the older one says commit 0). At every byte of that batch the
+    restarted group (built on the log exactly as ``realnet.node`` builds it) reports ``applied``
+    (its state machine's, from the snapshot) at most ``commit`` (the core's: the HardState's,
+    raised to the snapshot's index, which holds only committed entries); with the marker kept,
+    both are 10."""
+    from kvcore.replica.machine import StateMachine
+
+    image = StateMachine().image()
+    base = FileRaftStorage(str(tmp_path / "probe"), ())
+    base.save(HardState(term=2), [], None)
+    base.sync()
+    before = base.log_size()
+    base.save(HardState(term=2, commit=10), ents(11, 12, term=2), snap(10, 2, data=image))
+    batch = len(base._buf)
+    base.close()
+    seen_marker_only = False
+    for torn in range(batch + 1):
+        d = tmp_path / f"torn-{torn}"
+        s = FileRaftStorage(str(d), ())
+        s.save(HardState(term=2), [], None)
+        s.sync()
+        assert s.log_size() == before
+        s.save(HardState(term=2, commit=10), ents(11, 12, term=2), snap(10, 2, data=image))
+        s.crash_for_test(torn=torn)
+        reopened = FileRaftStorage(str(d), (), create=False)  # a group the node remembers
+        stored = reopened.load()
+        group = _learner_group(RaftLogDisk(reopened, time.monotonic))
+        info = group.info()
+        assert info["applied"] <= info["commit"] <= info["last_index"], (torn, info)
+        log = group.raft.log
+        assert log.snapshot.meta.index <= log.applied <= log.committed <= log.last_index(), torn
+        if stored.snapshot.meta.index == 10:
+            assert (info["applied"], info["commit"]) == (10, 10), (torn, info)
+            assert info["voters"] == list(VOTERS)  # the configuration came with the snapshot
+            seen_marker_only |= stored.hard_state.commit == 0
+        else:
+            assert (info["applied"], info["commit"]) == (0, 0), (torn, info)
+        reopened.close()
+    assert seen_marker_only  # some tear kept the marker and lost the HardState after it
