@@ -50,7 +50,8 @@ with an empty log could vote twice in a term and let a majority forget acknowled
 Forming a new group (the admin door) creates the file.
 
 **A damaged log is refused, not served** (:class:`realnet.raftlog.RaftLogCorrupt`: the file and
-the offset), nor is one that cannot be opened (:class:`realnet.raftlog.RaftLogUnusable`: a file
+the offset; or a HardState whose commit index lies past the last entry, which no torn tail
+leaves), nor is one that cannot be opened (:class:`realnet.raftlog.RaftLogUnusable`: a file
 where ``raft/`` belongs, a directory where the log belongs); the node's start reports the
 sentence and exits with status 2 (``realnet.node``).
 """
@@ -66,7 +67,7 @@ from kvcore import errors
 from kvcore.raft.messages import Entry, HardState, Snapshot
 from kvcore.raft.storage import StoredState
 from realnet.metrics import Histogram
-from realnet.raftlog import FileRaftStorage
+from realnet.raftlog import FileRaftStorage, RaftLogCorrupt
 from realnet.runtime import off_loop
 
 log = logging.getLogger("realnet.raftopen")
@@ -166,6 +167,22 @@ class RaftLogDisk:
         self.log.close()
 
 
+def _check_commit(storage: FileRaftStorage) -> None:
+    """Refuse a log whose HardState commits past its last entry (and close it).
+
+    The log writes a HardState after the entries of its batch, so a torn tail takes it with them;
+    a commit index beyond the log means entries the group committed are gone. etcd refuses to
+    start on it ("state.commit is out of range"); the Raft core would only clamp it, and the node
+    would then serve, and vote, without entries the group counted on it for."""
+    stored = storage.load()
+    last = stored.snapshot.meta.index + len(stored.entries)
+    if stored.hard_state.commit > last:
+        storage.close()
+        raise RaftLogCorrupt(
+            f"raft log {storage.path} records commit index {stored.hard_state.commit} but holds "
+            f"entries only up to {last}: entries the group committed are missing.")
+
+
 class RaftOpener:
     """``opener(voters, learners)``: the node's Raft storage under ``<data_dir>/raft/``.
 
@@ -195,9 +212,10 @@ class RaftOpener:
     def __call__(self, voters: Sequence[str], learners: Sequence[str]) -> RaftLogDisk:
         if not self.data_dir:
             raise errors.Conflict(NEEDS_DATA_DIR)
-        disk = RaftLogDisk(FileRaftStorage(self.directory, voters, learners, group=GROUP,
-                                           compact_bytes=self.compact_bytes, create=not self.must_exist),
-                           self.clock, self._failed)
+        storage = FileRaftStorage(self.directory, voters, learners, group=GROUP,
+                                  compact_bytes=self.compact_bytes, create=not self.must_exist)
+        _check_commit(storage)
+        disk = RaftLogDisk(storage, self.clock, self._failed)
         self.opened.append(disk)
         return disk
 

@@ -951,7 +951,7 @@ def test_the_raft_directory_is_fsynced_into_the_data_directory(
 
 
 @pytest.mark.parametrize("what", ["raft is a file", "the log is a directory", "snapshot missing",
-                                  "snapshot of the wrong shape"])
+                                  "snapshot of the wrong shape", "commit beyond the entries"])
 def test_an_unusable_raft_directory_stops_the_start_with_a_sentence_not_a_traceback(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str) -> None:
     storage = _remembering(tmp_path)
@@ -963,6 +963,19 @@ def test_an_unusable_raft_directory_stops_the_start_with_a_sentence_not_a_traceb
     elif what == "the log is a directory":
         log_path.mkdir(parents=True)
         want = f"Cannot open the Raft log {log_path}: {log_path} is a directory, not a file."
+    elif what == "commit beyond the entries":
+        # no writer leaves this (a HardState follows its batch's entries, so a torn tail takes
+        # it along): a truncation record after it stands for damage the checksums cannot see
+        from realnet.recordfile import encode_record
+
+        s = FileRaftStorage(str(d), ["solo"])
+        s.save(HardState(term=1, vote="solo", commit=3), ents(1, 3), None)
+        s.sync()
+        s.close()
+        with open(log_path, "ab") as f:
+            f.write(encode_record(raftlog.K_TRUNCATE, 3))
+        want = (f"raft log {log_path} records commit index 3 but holds entries only up to 2: entries the "
+                "group committed are missing.")
     else:
         s = FileRaftStorage(str(d), ["solo"])
         s.save(HardState(term=1), ents(1, 4), snap(2, 1, voters=("solo",)))
@@ -978,7 +991,10 @@ def test_an_unusable_raft_directory_stops_the_start_with_a_sentence_not_a_traceb
             snap_file.write_bytes(MAGIC + encode_record(raftlog.K_SNAPFILE, [2, 1, ["solo"]]))
             want = f"raft snapshot {snap_file} holds a record of the wrong shape"
     with pytest.raises(RaftLogUnusable):
-        FileRaftStorage(str(d), ["solo"], create=False)
+        if what == "commit beyond the entries":  # the storage loads it; the node's opener refuses
+            RaftOpener(tmp_path, lambda: 0.0)(["solo"], [])
+        else:
+            FileRaftStorage(str(d), ["solo"], create=False)
     err = _serve_refused(tmp_path, storage, capsys)
     assert f"storelab node: {want}" in err, err
     assert ". The node does not start " in err and "is missing The node" not in err, err
