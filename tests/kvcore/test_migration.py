@@ -443,3 +443,17 @@ def test_batches_of_large_values_each_fit_a_frame_and_move_every_key() -> None:
         moved.append(done[0][0])
     assert sum(moved) == len(keys) and src.store.count() == 0
     assert max(moved) >= 2, "small values share a batch"
+
+
+def test_the_owner_answers_a_forward_from_a_node_its_membership_does_not_name_by_that_id() -> None:
+    """The reply to a Forward is addressed to the sender's id whether or not the owner's
+    membership knows it (a node that joined a moment ago): delivering it is the Runtime's
+    part (the sim's network delivers by id; realnet sends it back on the sender's own
+    connection when it has no address for it)."""
+    owner, rt = node("n2")
+    assert owner.membership.state_of("newcomer") is None
+    owner.on_message("newcomer", Forward(request_id=5, op=Put(key=b"{a}0", value=b"v")))
+    owner.on_message("newcomer", Forward(request_id=6, op=Get(key=b"{a}0")))
+    replies = [(dst, m) for dst, m in rt.take_sent() if isinstance(m, ForwardReply)]
+    assert replies == [("newcomer", ForwardReply(request_id=5, reply=Reply())),
+                       ("newcomer", ForwardReply(request_id=6, reply=Reply(value=b"v")))]
