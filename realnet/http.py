@@ -72,7 +72,8 @@ derives the cap from the open-file limit); a request head must be complete withi
 the bytes the parsers of all connections hold while bodies arrive are summed
 (``server_stats.buffered``), and the connection that pushes the sum past ``max_buffered_bodies``
 is answered ``503 busy`` and closed; a whole request, body included, must arrive within
-``keepalive_timeout`` of its start (408). A server given a ``head_check`` (the node's token and
+``request_timeout`` of its start (408; by default the keep-alive timeout; a head is cut at the
+sooner of the two deadlines). A server given a ``head_check`` (the node's token and
 Host checks) judges a request whose body is still to come by its head, before it answers
 ``100 Continue`` or buffers a byte of the body: refused, it is answered at once and the
 connection closed, so a client without a token can hold no body. Everything a client's input causes is logged through one
@@ -177,7 +178,8 @@ class HttpServerStats:
     connections_total: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     """Connections and requests refused to bound resources, by reason: ``connections`` (over
-    :attr:`HttpLimits.max_connections`), ``head_timeout``, ``body_timeout``, ``buffered_bodies``,
+    :attr:`HttpLimits.max_connections`), ``head_timeout``, ``body_timeout`` (a request unfinished
+    within :attr:`HttpLimits.request_timeout`), ``buffered_bodies``,
     ``accept_errors`` (the listening socket's accept failed: EMFILE and its kin)."""
     refused_before_body: int = 0
     """Requests the head check refused, their bodies never read (the handler that judged them
@@ -393,7 +395,8 @@ class _ServerState:
 
     def sweep_interval(self) -> float:
         limits = self.limits
-        return max(0.05, min(1.0, limits.keepalive_timeout / 4, limits.head_timeout / 4))
+        return max(0.05, min(1.0, limits.keepalive_timeout / 4, limits.head_timeout / 4,
+                             limits.whole_request_timeout() / 4))
 
     def start_sweep(self) -> None:
         if self._sweep_handle is None:
@@ -408,9 +411,10 @@ class _ServerState:
         self._sweep_handle = None
         now = self.loop.time()
         timeout = self.limits.keepalive_timeout
-        head_timeout = self.limits.head_timeout
+        request_timeout = self.limits.whole_request_timeout()
+        head_timeout = min(self.limits.head_timeout, request_timeout)
         for conn in list(self.conns):
-            if conn.overdue(now, head_timeout, timeout):
+            if conn.overdue(now, head_timeout, request_timeout):
                 continue
             if conn.active:
                 conn.active = False
@@ -833,8 +837,8 @@ class _HttpConnection(asyncio.Protocol):
 
     def overdue(self, now: float, head_timeout: float, timeout: float) -> bool:
         """Called by the sweep: 408 and close (True) when one request's head has been arriving
-        for ``head_timeout`` seconds, or the whole request, body included, for ``timeout`` (the
-        keep-alive timeout), however active the connection is: a head or a body trickled a byte
+        for ``head_timeout`` seconds, or the whole request, body included, for ``timeout``
+        (:attr:`HttpLimits.request_timeout`), however active the connection is: a head or a body trickled a byte
         at a time stays active, so the idle timeout alone never ends it. Marks are taken by the
         sweep, so the hot path never reads the clock; precision is one sweep interval."""
         parser = self._parser

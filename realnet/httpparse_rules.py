@@ -74,6 +74,14 @@ class HttpLimits:
     head_timeout: float = 10.0
     """Seconds a whole request head may take once its first byte arrived; over -> 408, close (a
     head trickled a byte at a time stays active, so the idle timeout alone never ends it)."""
+    request_timeout: float | None = None
+    """Seconds a whole request, head and body, may take once its first byte arrived; over ->
+    408, close (a body trickled a byte at a time stays active, as a head does). None: the
+    keep-alive timeout (the node passes its own setting, ``--request-timeout``)."""
+
+    def whole_request_timeout(self) -> float:
+        """:attr:`request_timeout`, or the keep-alive timeout when it is None."""
+        return self.keepalive_timeout if self.request_timeout is None else self.request_timeout
     max_connections: int = 0
     """Client connections open at once (0: no cap); one more is answered 503 and closed."""
     max_buffered_bodies: int = 64 * 1024 * 1024

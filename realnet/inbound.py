@@ -62,12 +62,16 @@ from typing import TYPE_CHECKING, Any, cast
 import kvwire
 from kvcore.messages import Hello, kind_of
 from kvwire import auth
+from kvwire.frames import HEADER
+from realnet.outbound import _records
 
 if TYPE_CHECKING:
     from realnet.transport import PeerTransport
 
 # the façade's logger name, so that log lines and filters read as before the split
 log = logging.getLogger("realnet.transport")
+
+_pack_header = HEADER.pack
 
 #: how an HTTP request line starts; a peer frame never does (as a length prefix, the smallest of
 #: these is 0x44454C45 = 1.1 GiB, far above any max_frame_bytes)
@@ -135,6 +139,10 @@ class _InboundProtocol(asyncio.Protocol):
         self._head: bytearray | None = bytearray()
         #: the authenticated session (None on an open bus)
         self.session: auth.Session | None = None
+        #: frames sent back to the peer this turn (:meth:`send_back`), flushed together
+        self._back: list[bytes] = []
+        #: our Hello went back first (the dialler learns who sends back, as we learnt it)
+        self._hello_back = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an asyncio.Transport in behaviour (uvloop's transports are not its subclasses)
@@ -341,6 +349,61 @@ class _InboundProtocol(asyncio.Protocol):
             self._linger = owner.loop.call_later(2.0, transport.close)
         else:
             transport.close()
+
+    # --- sending back --------------------------------------------------------------------
+
+    def can_send_back(self) -> bool:
+        """Whether messages may go back to the peer on this connection: it said its Hello (on
+        an authenticated bus after the handshake that proved its id) and is open."""
+        transport = self.transport
+        return (self.peer is not None and not self.closed and transport is not None
+                and not transport.is_closing())
+
+    def send_back(self, kind: str, payload: bytes) -> None:
+        """Send one message (``kvwire.pack``'s payload) back to the peer on its own connection
+        (:meth:`realnet.transport.PeerTransport.send`: we know no address of it). Framed, and
+        on an authenticated bus sealed in the session's server-to-client direction; what one
+        turn sends leaves together. Dropped (counted) while the peer does not read."""
+        owner = self.owner
+        transport = self.transport
+        assert transport is not None
+        if transport.get_write_buffer_size() > owner.config.write_high_water:
+            owner.stats.drop("backpressure")
+            return
+        back = self._back
+        if not back:
+            owner.loop.call_soon(self._flush_back)
+        if not self._hello_back:
+            self._hello_back = True
+            hello = owner.hello_payload
+            back.append(_pack_header(len(hello)) + hello)
+            owner.stats.frames_sent += 1
+            owner.stats.bytes_sent += 4 + len(hello)
+            owner.node_stats.add_bytes_sent("Hello", 4 + len(hello))
+            owner.node_stats.count_sent("Hello")
+        data = _pack_header(len(payload)) + payload
+        back.append(data)
+        st = owner.stats
+        st.frames_sent += 1
+        st.bytes_sent += len(data)
+        st.sent_back += 1
+        owner.node_stats.add_bytes_sent(kind, len(data))
+
+    def _flush_back(self) -> None:
+        back = self._back
+        if not back:
+            return
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            self.owner.stats.drop("connection_lost", len(back))
+        elif self.session is None:
+            transport.write(b"".join(back))
+        else:
+            transport.write(b"".join(
+                self.session.seal_frames(group)
+                for group in _records(back, self.owner.config.max_frame_bytes + 4)
+            ))
+        back.clear()
 
     def _deliver(self, frames: list[tuple[Any, int]]) -> None:
         owner = self.owner

@@ -378,7 +378,7 @@ class NodeCollector:
             "storelab_http_refused",
             "HTTP connections and requests refused to bound resources or guard the doors, by reason "
             "(connections: over the cap; head_timeout; body_timeout: a request unfinished within the "
-            "keep-alive timeout; buffered_bodies; accept_errors: EMFILE and kin; unauthorized: no or a "
+            "request timeout; buffered_bodies; accept_errors: EMFILE and kin; unauthorized: no or a "
             "wrong token; misdirected: a Host not the node's).",
             "reason", sorted(refused.items()),
         )

@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="client connections open at once; more get 503 (default: from the fd limit)")
     sec.add_argument("--head-timeout", type=float, metavar="SECONDS",
                      help="time a whole request head may take to arrive; then 408 (default 10)")
+    sec.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                     help="time a whole request, head and body, may take to arrive; then 408 "
+                     "(default 75)")
     sec.add_argument("--max-buffered-bodies", type=int, metavar="BYTES",
                      help="request body bytes buffered across all connections (default 64 MiB)")
     return p
@@ -443,6 +446,7 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
     limits = dataclasses.replace(
         http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes),
         head_timeout=sec.head_timeout,
+        request_timeout=sec.request_timeout,
         max_connections=sec.max_clients or default_max_connections(),
         max_buffered_bodies=sec.max_buffered_bodies,
     )

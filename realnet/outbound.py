@@ -4,7 +4,17 @@ Theory of operation
 -------------------
 A node keeps one outbound connection per destination (:mod:`realnet.transport`), used in one
 direction only: it writes its messages there; what it reads is the peer's part of the
-handshake (an authenticated bus, :mod:`kvwire.auth`) and a refusal.
+handshake (an authenticated bus, :mod:`kvwire.auth`), a refusal, and **messages sent back**:
+a peer that has no address for us (it has not heard of us by gossip yet: we just joined) sends
+what it has for us, a forward's reply above all, back on the connection we opened to it
+(:meth:`realnet.transport.PeerTransport.send`). Those are frames as on any connection, a Hello
+naming the sender first (sealed records in the server-to-client direction of the session on an
+authenticated bus), decoded by a :class:`kvwire.FrameDecoder` and handed to the node as from
+that sender, who must be the peer this link reached: the id dialled, or on an authenticated
+bus the id its handshake proved (a link to a seed's ``"@HOST:PORT"`` on an open bus takes the
+Hello's word, as an inbound connection does). Anything else (no Hello first, another id, a
+second Hello, a bad frame or tag) closes the connection, counted in ``frames_malformed`` as
+``back_<reason>``, and the link redials as after any loss.
 
 **With a cluster secret** a connection made stays *connecting* (messages queued) while the
 handshake runs: our hello, the peer's challenge (which must prove it holds our primary key),
@@ -71,7 +81,9 @@ import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
+import kvwire
 from kvcore.config import PEER_PORT_OFFSET
+from kvcore.messages import Hello, kind_of
 from kvwire import auth
 from kvwire.frames import HEADER
 
@@ -107,6 +119,10 @@ class _OutboundProtocol(asyncio.Protocol):
         self.buf = bytearray()
         #: the peer wrote something that is no handshake frame: ignore the rest
         self.ignore = False
+        #: messages the peer sends back on this connection, once the first one arrived
+        self.decoder: kvwire.FrameDecoder | None = None
+        #: who sends them back: the id its Hello named (None until that Hello)
+        self.back_peer: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an asyncio.Transport in behaviour (uvloop's transports are not its subclasses)
@@ -114,10 +130,14 @@ class _OutboundProtocol(asyncio.Protocol):
         self.link._on_made(self, transport)
 
     def data_received(self, data: bytes) -> None:
-        # The peer writes here during the handshake (an authenticated bus) and to refuse us;
-        # otherwise the link is one-way. ``HTTP/`` first means we dialled an HTTP server (a
-        # node's HTTP port given as a seed), which the user must hear about.
+        # The peer writes here during the handshake (an authenticated bus), to refuse us, and
+        # to send back what it has for us while it knows no address of ours (module
+        # docstring). ``HTTP/`` first means we dialled an HTTP server (a node's HTTP port given
+        # as a seed), which the user must hear about.
         if self.ignore:
+            return
+        if self.decoder is not None:
+            self.link._on_sent_back(self, data)
             return
         buf = self.buf
         buf += data
@@ -130,14 +150,21 @@ class _OutboundProtocol(asyncio.Protocol):
                 buf.clear()
                 self.link._answered_in_http(self)
                 return
-        payloads, oversized = auth.split_frames(buf)
-        for payload in payloads:
-            if self.ignore:
+        while buf and not self.ignore:
+            if self.link.sent_back_begins(self, buf):
+                self.decoder = self.link.back_decoder()
+                rest = bytes(buf)
+                buf.clear()
+                self.link._on_sent_back(self, rest)
                 return
-            self.link._on_peer_frame(self, payload)
-        if oversized:
-            self.ignore = True
-            buf.clear()
+            payloads, oversized = auth.split_frames(buf, count=1)
+            if oversized:
+                self.ignore = True
+                buf.clear()
+                return
+            if not payloads:
+                return
+            self.link._on_peer_frame(self, payloads[0])
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -348,6 +375,92 @@ class PeerLink:
         self.transport.write(proof)
         self.session = session
         self._connected()
+
+    # --- messages sent back on our connection (module docstring) ------------------------
+
+    def sent_back_begins(self, proto: _OutboundProtocol, buf: bytearray) -> bool:
+        """Whether ``buf`` (what the peer wrote, not yet read) starts the messages it sends
+        back: only once our side is connected (the handshake is over), and only when the first
+        frame cannot be a handshake frame (a refusal, which a peer may still write after our
+        proof), by its size or its fields."""
+        if proto.gen != self._gen or self.state != CONNECTED or len(buf) < 4:
+            return False
+        (length,) = HEADER.unpack_from(buf, 0)
+        if length > auth.MAX_HANDSHAKE_FRAME:
+            return True
+        if len(buf) < 4 + length:
+            return False
+        return auth.handshake_fields(bytes(buf[4:4 + length])) is None
+
+    def back_decoder(self) -> kvwire.FrameDecoder:
+        """The decoder of what the peer sends back: sealed records (the server-to-client
+        direction of the session) on an authenticated bus, frames on an open one."""
+        decoder = kvwire.FrameDecoder(self.owner.config.max_frame_bytes)
+        if self.session is not None:
+            decoder.authenticate(self.session.open, auth.TAG_BYTES)
+        return decoder
+
+    def _on_sent_back(self, proto: _OutboundProtocol, data: bytes) -> None:
+        """Messages the peer sent back on our connection: to the node, as from that peer."""
+        owner = self.owner
+        decoder = proto.decoder
+        if proto.gen != self._gen or decoder is None:
+            return
+        session = self.session
+        error: kvwire.FrameError | None = None
+        try:
+            frames = decoder.feed_sized(data)
+        except kvwire.FrameError as e:
+            frames, error = [(m, 0) for m in e.messages], e
+        except Exception as e:  # the decoder must never take the node down
+            frames, error = [], kvwire.FrameError("malformed", repr(e))
+        stats = owner.stats
+        for msg, size in frames:
+            if proto.ignore:
+                return
+            kind = kind_of(msg)
+            stats.frames_received += 1
+            stats.bytes_received += size
+            owner.node_stats.add_bytes_received(kind, size)
+            src = proto.back_peer
+            if src is None:
+                # the first frame sent back is a Hello naming the sender: the peer this link
+                # reached (dialled by id), the id its handshake proved (an authenticated bus)
+                expected = session.peer if session is not None else (
+                    None if self.peer_id.startswith("@") else self.peer_id)
+                if type(msg) is not Hello or not msg.node_id:
+                    error = kvwire.FrameError("not_hello", f"the first frame sent back is {kind}, not Hello")
+                    break
+                if expected is not None and msg.node_id != expected:
+                    error = kvwire.FrameError(
+                        "wrong_sender", f"a Hello sent back names {msg.node_id[:80]!r}, not {expected[:80]!r}")
+                    break
+                proto.back_peer = msg.node_id
+                owner.node_stats.count_received("Hello")
+                continue
+            if kind == "Hello":
+                error = kvwire.FrameError("unexpected_hello", "a second Hello sent back")
+                break
+            stats.received_back += 1
+            try:
+                observer = owner.receive_observers.get(kind)
+                if observer is not None:
+                    observer(src, msg)
+                owner.on_message(src, msg)
+            except Exception:  # a bug, but a peer must not be able to flood the log with it
+                stats.handler_errors += 1
+                owner.ratelog.log(logging.ERROR, "handler_error", "node raised while handling "
+                                  "%s from %s", kind, src, exc_info=True)
+        if error is not None and not proto.ignore:
+            proto.ignore = True
+            stats.malformed("back_" + (error.reason or "malformed"))
+            owner.ratelog.log(
+                logging.WARNING, "back_" + (error.reason or "malformed"),
+                "closing the peer connection to %s at %s:%d: what it sent back is bad: %s",
+                self.peer_id, self.host, self.port, error,
+            )
+            if self.transport is not None:
+                self.transport.abort()  # _on_lost backs off and redials on demand
 
     def _handshake_failed(self, gen: int, reason: str, detail: str) -> None:
         """The peer refused us or failed our check: log it (rate-limited), count, back off."""

@@ -85,13 +85,16 @@ class HttpSecurity:
     max_clients: int = 0
     #: seconds a request head (request line and fields) may take to arrive; then 408 and close
     head_timeout: float = 10.0
+    #: seconds a whole request (head and body) may take to arrive; then 408 and close (the
+    #: default is the HTTP server's keep-alive timeout, what bounded a request before)
+    request_timeout: float = 75.0
     #: bytes of request bodies buffered across all connections at once; past it, 503 and close
     max_buffered_bodies: int = 64 * 1024 * 1024
 
 
 HTTP_SECURITY_KEYS = (
     "admin_token_file", "client_token_file", "allowed_hosts", "max_clients", "head_timeout",
-    "max_buffered_bodies",
+    "request_timeout", "max_buffered_bodies",
 )
 
 
@@ -114,6 +117,8 @@ def http_security_table(table: Mapping[str, Any]) -> tuple[dict[str, Any], list[
         problems.append("[security] max_clients must be 0 (derived) or a positive number.")
     if "head_timeout" in values and not values["head_timeout"] > 0:
         problems.append("[security] head_timeout must be a number of seconds above 0.")
+    if "request_timeout" in values and not values["request_timeout"] > 0:
+        problems.append("[security] request_timeout must be a number of seconds above 0.")
     if "max_buffered_bodies" in values and values["max_buffered_bodies"] < 1024:
         problems.append("[security] max_buffered_bodies must be at least 1024 bytes.")
     return values, problems
@@ -126,6 +131,7 @@ class _SecurityTable:
     allowed_hosts: Any = None
     max_clients: int | None = None
     head_timeout: float | None = None
+    request_timeout: float | None = None
     max_buffered_bodies: int | None = None
 
 

@@ -80,6 +80,7 @@ TOML layout::
     allowed_hosts = ["kv.example.internal"]           # more names the Host header may carry
     max_clients = 1000             # client connections at once (default: from the fd limit)
     head_timeout = 10.0            # seconds for a whole request head
+    request_timeout = 75.0         # seconds for a whole request, head and body
     max_buffered_bodies = 67108864 # bytes of request bodies buffered across connections
     [raft]            # optional: kvcore.replica.ReplicaConfig fields (a replicated group)
     tick = 0.05                    # seconds per Raft tick
@@ -394,6 +395,7 @@ def http_security(
         "client_token_file": getattr(args, "client_token_file", None),
         "max_clients": getattr(args, "max_clients", None),
         "head_timeout": getattr(args, "head_timeout", None),
+        "request_timeout": getattr(args, "request_timeout", None),
         "max_buffered_bodies": getattr(args, "max_buffered_bodies", None),
     }
     for key, flag in flags.items():
@@ -408,6 +410,8 @@ def http_security(
         problems.append("--max-clients must be 0 (derived from the file-descriptor limit) or positive.")
     if not 0 < sec.head_timeout < 86400:
         problems.append("--head-timeout must be a number of seconds above 0 and below a day.")
+    if not 0 < sec.request_timeout < 86400:
+        problems.append("--request-timeout must be a number of seconds above 0 and below a day.")
     if sec.max_buffered_bodies < 1024:
         problems.append("--max-buffered-bodies must be at least 1024 bytes.")
     tokens: list[str | None] = []

@@ -6,7 +6,8 @@ Each node listens on its *peer port* and keeps **one outbound connection per des
 in one direction only: a node writes its messages on its own outbound connection and reads its
 peers' messages on the connections they opened to it (Redis Cluster's bus works the same way:
 every node has an outbound and an inbound link to every other node). So ``send(dst, msg)`` needs
-no request/response matching and a reply simply travels on the other link.
+no request/response matching and a reply simply travels on the other link (or, to a peer we
+have no address for yet, back on the link it opened to us: "Sending back" below).
 
 Frames are :func:`kvwire.frame`: a 4-byte big-endian length and the msgpack of
 :func:`kvcore.codec.encode`. The first frame on every connection is
@@ -37,6 +38,19 @@ for an address that answers in HTTP), :mod:`realnet.inbound` the inbound connect
 handshake and its deadline, frame decoding, the ``wrong_port`` answer to an HTTP request on the
 peer port), :mod:`realnet.transportconfig` the knobs and counters. This module is the façade
 the node uses, :class:`PeerTransport`, and re-exports the names other code imports from here.
+
+**Sending back.** A member we have no address for (gossip has not told us of it yet: it joined
+a moment ago through another node) may still have a connection open to us, on which it sends us
+a forwarded client request. Its answer, and anything else we have for it meanwhile, goes back
+on that connection: frames as on any connection, our Hello first, sealed on an authenticated
+bus in the session's server-to-client direction, so they go only to the peer the handshake authenticated
+(and bound to its id by its Hello), and the dialler hears them as from the member its link
+reached (:mod:`realnet.outbound`). Without it the answer was dropped (``unknown_peer``) and the
+client got 504 ``forward_timeout``. A peer that has no such connection is still dropped
+(``unknown_peer``); ``sent_back`` and ``received_back`` count what took the way back. An older
+node reads nothing on its outbound links after the handshake and ignores what comes back.
+The sim's network delivers by node id without asking membership, so there the answer always
+arrived.
 
 **Links do not outlive their use.** A link nothing was sent on for ``idle_timeout`` (60 s) is
 closed and forgotten by a periodic sweep (a seed's ``"@HOST:PORT"`` link after the join, a
@@ -188,16 +202,22 @@ class PeerTransport:
         return self.static.get(dst)
 
     def send(self, dst: str, msg: Any) -> None:
-        """Fire-and-forget: frame ``msg`` onto the link to ``dst`` or drop it (counted)."""
+        """Fire-and-forget: frame ``msg`` onto the link to ``dst`` or drop it (counted). A
+        member with no address known (not heard of by gossip yet) that has a connection open
+        to us gets it back on that connection (the module docstring, "Sending back")."""
         if self.closed:
             self.stats.drop("closed")
             return
         link = self.links.get(dst)
         addr = self.address_of(dst)
+        back: _InboundProtocol | None = None
         if addr is None or dst == self.node_id:
-            self.stats.drop("unknown_peer" if addr is None else "self")
-            return
-        if link is None or link.addr != addr:
+            if addr is None and dst != self.node_id:
+                back = self._inbound_from(dst)
+            if back is None:
+                self.stats.drop("unknown_peer" if addr is None else "self")
+                return
+        elif link is None or link.addr != addr:
             link = self._open_link(dst, addr, link)
             if link is None:
                 return
@@ -219,7 +239,20 @@ class PeerTransport:
         observer = self.send_observers.get(kind)
         if observer is not None:
             observer(dst, msg)
-        link.send(kind, data)
+        if back is not None:
+            back.send_back(kind, data)
+        else:
+            assert link is not None
+            link.send(kind, data)
+
+    def _inbound_from(self, peer: str) -> _InboundProtocol | None:
+        """The open connection ``peer`` made to us, bound to its id by its Hello (on an
+        authenticated bus, by the handshake that proved it): the latest to have sent a frame."""
+        best: _InboundProtocol | None = None
+        for proto in self.inbound:
+            if proto.peer == peer and proto.can_send_back() and (best is None or proto.last_rx > best.last_rx):
+                best = proto
+        return best
 
     def _open_link(self, dst: str, addr: str, old: PeerLink | None) -> PeerLink | None:
         """A new link to ``dst`` at ``addr``, replacing ``old`` (the member moved)."""

@@ -82,6 +82,10 @@ class TransportStats:
     handshakes_failed: dict[str, int] = field(default_factory=dict)
     #: inbound connections closed for sending nothing for ``inbound_idle_timeout``
     inbound_idle_closed: int = 0
+    #: messages sent back on a peer's own (inbound) connection, to a peer with no address known
+    #: (it just joined: realnet.transport), and messages received back on our outbound links
+    sent_back: int = 0
+    received_back: int = 0
     #: times the keyring was read again (SIGHUP), and times that failed (old keys kept)
     keyring_reloads: int = 0
     keyring_reload_failures: int = 0

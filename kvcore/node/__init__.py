@@ -28,7 +28,7 @@ module                             concern
 from __future__ import annotations
 
 from kvcore.node.dedup import DEDUP_MAX_ENTRIES, DedupCache
-from kvcore.node.migration import BATCH_PREFIX, BATCH_TRIES, MARK_PREFIX
+from kvcore.node.migration import BATCH_PREFIX, BATCH_TRIES, DRAINED_PREFIX, MARK_PREFIX
 from kvcore.node.node import GroupUnusable, Node
 from kvcore.node.ownership import SLOT_MAP_KEY
 from kvcore.node.routing import OK, ReplyFn, error_reply
@@ -37,6 +37,7 @@ __all__ = [
     "BATCH_PREFIX",
     "BATCH_TRIES",
     "DEDUP_MAX_ENTRIES",
+    "DRAINED_PREFIX",
     "MARK_PREFIX",
     "OK",
     "SLOT_MAP_KEY",

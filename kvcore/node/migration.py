@@ -34,8 +34,11 @@ This module holds the rules of each step.
 - **The end batch.** When ``migrate_keys`` finds no key of the slot left, the source sends the
   target a batch with no key: "I hold none of this slot any more". It is sent, resent and
   acknowledged like any batch, and ``migrate_keys`` reports "0 moved, no error" only once the
-  target acknowledged it, so the target *knows* the source is empty (:attr:`Migration.drained`;
-  in memory: after a restart of the target, another round of ``migrate_keys`` tells it again).
+  target acknowledged it, so the target *knows* the source is empty (:attr:`Migration.drained`).
+  A durable target keeps that receipt with its import mark (``drained:<slot>`` → source),
+  acknowledges the end batch once it is durable, reads it back after a restart (only while the
+  slot is still imported from that source) and drops it when the import is finished or aborted
+  or keys of the slot come after it; so a finish after a restart of the target is not refused.
   Nothing is frozen or stored for it, and it holds back no abort. While the slot migrates, the
   source gains no key of it (a key it does not hold is asked of the target), so what the end
   batch says stays true until the source's mark is dropped.
@@ -74,6 +77,8 @@ if TYPE_CHECKING:
 MARK_PREFIX = "mark:"
 #: durable storage keys of unacknowledged migration batches: "batch:<id>" -> "slot target hexkeys"
 BATCH_PREFIX = "batch:"
+#: durable storage keys of end batches received: "drained:<slot>" -> the source that sent it
+DRAINED_PREFIX = "drained:"
 #: sends of one migration batch before its caller hears that it is still unacknowledged
 BATCH_TRIES = 3
 
@@ -139,7 +144,7 @@ class Migration:
         #: unacknowledged batches by id; one with no items is an end batch (module docstring)
         self.batches: dict[int, _Batch] = {}
         #: slot -> the source that told us, by an end batch we acknowledged, that it holds no key
-        #: of the slot any more (the finish guard, kvcore.node.guards; in memory only)
+        #: of the slot any more (the finish guard, kvcore.node.guards; durable with the marks)
         self.drained: dict[int, str] = {}
         self._next_batch = first_batch_id
         #: (src, batch id) of the batches stored here: a duplicate is acknowledged, not applied
@@ -157,7 +162,8 @@ class Migration:
         """Set or clear an open-migration mark, durably when the node is durable."""
         table = self.migrating if kind == MIGRATING else self.importing
         if kind == IMPORTING and self.drained.get(slot, peer) != peer:
-            del self.drained[slot]  # the end batch was another source's, or the import is over
+            # the end batch was another source's, or the import is over (synced below)
+            self._set_drained(slot, None, sync=False)
         if peer is None:
             table.pop(slot, None)
             if kind == MIGRATING:
@@ -171,6 +177,26 @@ class Migration:
             else:
                 self.rt.storage.put(name, peer.encode())
             self.rt.storage.sync()
+
+    def _set_drained(self, slot: int, source: str | None, sync: bool = True) -> None:
+        """Remember (or forget) that ``source`` sent the end batch of ``slot``; durably on a
+        durable node, as the import mark it belongs to is, so a restart of this node between
+        the end batch and the finish does not make the finish refused."""
+        if source is None:
+            if self.drained.pop(slot, None) is None:
+                return
+        else:
+            if self.drained.get(slot) == source:
+                return
+            self.drained[slot] = source
+        if self.config.durable:
+            name = f"{DRAINED_PREFIX}{slot}"
+            if source is None:
+                self.rt.storage.delete(name)
+            else:
+                self.rt.storage.put(name, source.encode())
+            if sync:
+                self.rt.storage.sync()
 
     def begin_import(self, slots: Iterable[int], source: str) -> None:
         """Mark ``slots`` importing from ``source``; all are checked before any is marked."""
@@ -297,8 +323,10 @@ class Migration:
         self._send_batch(bid)
 
     def reload(self, marks: Iterable[tuple[str, int, str]],
-               batches: Iterable[tuple[int, int, str, list[bytes]]]) -> None:
-        """After a restart: open marks, and unacknowledged batches frozen again, to be resent."""
+               batches: Iterable[tuple[int, int, str, list[bytes]]],
+               drained: Iterable[tuple[int, str]] = ()) -> None:
+        """After a restart: open marks, unacknowledged batches frozen again, to be resent, and
+        the end batches received for slots still imported from their sender."""
         for bid, slot, target, keys in batches:
             items = []
             for k in keys:
@@ -309,6 +337,12 @@ class Migration:
             self.batches[bid] = _Batch(slot, target, items, None, _ignore)
         for kind, slot, peer in marks:
             (self.migrating if kind == MIGRATING else self.importing)[slot] = peer
+        for slot, source in drained:
+            if self.importing.get(slot) == source:
+                self.drained[slot] = source
+            elif self.config.durable:  # a leftover of an import that is over: never trusted
+                self.rt.storage.delete(f"{DRAINED_PREFIX}{slot}")
+                self.rt.storage.sync()
 
     def resend_unacknowledged(self) -> None:
         """Send again the batches a crash left unacknowledged (the node starts)."""
@@ -399,11 +433,12 @@ class Migration:
             self.send(src, MigrateAck(batch=msg.batch, stored=0, error="malformed batch"))
             return
         if not msg.keys:
-            # the end batch: nothing to store (nor to make durable), nothing to deduplicate
-            self.drained[msg.slot] = src
-            self.send(src, MigrateAck(batch=msg.batch, stored=0, error=""))
+            # the end batch: no key to store or deduplicate; its receipt is kept (durably on a
+            # durable node, acknowledged once durable) so a finish after a restart is not refused
+            self._set_drained(msg.slot, src)
+            self._ack_durably(src, MigrateAck(batch=msg.batch, stored=0, error=""))
             return
-        self.drained.pop(msg.slot, None)  # keys still coming: whatever an end batch said is old
+        self._set_drained(msg.slot, None)  # keys still coming: whatever an end batch said is old
         for k, v in zip(msg.keys, msg.values, strict=True):
             self.store.set(k, v)
         self.stored.put((src, msg.batch), None, now)
@@ -418,4 +453,4 @@ class Migration:
             self.send(src, ack)
 
 
-__all__ = ["BATCH_PREFIX", "BATCH_TRIES", "MARK_PREFIX", "Migration", "check_slot"]
+__all__ = ["BATCH_PREFIX", "BATCH_TRIES", "DRAINED_PREFIX", "MARK_PREFIX", "Migration", "check_slot"]

@@ -19,8 +19,8 @@ A node that crashed keeps its ``storage`` (ARCHITECTURE.md, the Runtime). Beside
    malformed and ignored (the node then relearns the map by gossip).
 2. **Its own latest claim** (from the membership's storage), when it is newer than the claim it
    starts with, so that it keeps advertising the slots it took.
-3. On a durable node, **open migration marks** and **unacknowledged batches**
-   (:mod:`kvcore.node.migration`): last, once the slot map is rebuilt, because building it must
+3. On a durable node, **open migration marks**, **unacknowledged batches** and the **end
+   batches received** for slots still imported (:mod:`kvcore.node.migration`): last, once the slot map is rebuilt, because building it must
    not be taken for hearing that a migrating slot changed hands. A batch's keys are frozen again
    and the batch is resent when the node starts (the target may hold it already, and answers a
    duplicate without applying it twice).
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from kvcore.membership import MEMBER_PREFIX, Member
 from kvcore.membership.member import decode_member
-from kvcore.node.migration import BATCH_PREFIX, IMPORTING, MARK_PREFIX, MIGRATING
+from kvcore.node.migration import BATCH_PREFIX, DRAINED_PREFIX, IMPORTING, MARK_PREFIX, MIGRATING
 from kvcore.node.ownership import SLOT_MAP_KEY
 from kvcore.runtime import Storage
 from kvcore.slots import SlotMap, SlotRangeError
@@ -57,6 +57,8 @@ class Saved:
     marks: list[tuple[str, int, str]] = field(default_factory=list)
     #: unacknowledged batches: (batch id, slot, target, keys)
     batches: list[tuple[int, int, str, list[bytes]]] = field(default_factory=list)
+    #: end batches received: (slot, the source that sent it), in storage order
+    drained: list[tuple[int, str]] = field(default_factory=list)
     #: the other members it knew, in id order (unreadable entries skipped and counted)
     members: list[Member] = field(default_factory=list)
     malformed_members: int = 0
@@ -91,6 +93,8 @@ def read_saved(storage: Storage, durable: bool) -> Saved:
     for name, value in storage.items(MARK_PREFIX):
         kind, slot_s = name[len(MARK_PREFIX):].split(":")
         out.marks.append((MIGRATING if kind == MIGRATING else IMPORTING, int(slot_s), value.decode()))
+    for name, value in storage.items(DRAINED_PREFIX):
+        out.drained.append((int(name[len(DRAINED_PREFIX):]), value.decode()))
     return out
 
 
@@ -111,7 +115,7 @@ def restore(node: Node) -> None:
     if claim is not None and claim[1] > me.epoch:
         me.slots, me.epoch = claim
         node._on_member_event(MemberEvent.UPDATE, node.id, me)
-    node.migration.reload(saved.marks, saved.batches)
+    node.migration.reload(saved.marks, saved.batches, saved.drained)
 
 
 __all__ = ["Saved", "read_saved", "remembers_a_cluster", "restore"]

@@ -359,6 +359,52 @@ def test_the_target_forgets_an_end_batch_when_keys_come_after_it_or_the_import_e
     assert dst.migration.drained == {}
 
 
+def test_a_durable_importer_restarted_after_the_end_batch_may_still_finish() -> None:
+    disk = MemoryStorage()
+    src, src_rt = node("n2")
+    dst, dst_rt = node("n1", durable=True, storage=disk)
+    src.on_client_request(Put(key=b"{a}0", value=b"v"), lambda r: None)
+    src.begin_migrate(SLOT, "n1")
+    dst.begin_import(SLOT, "n2")
+    done: list[tuple[int, str]] = []
+    for _ in range(2):  # one batch of the key, then the end batch
+        src.migrate_keys(SLOT, 10, lambda n, e: done.append((n, e)))
+        for m in sent(src_rt, MigrateKeys):
+            dst.on_message("n2", m)
+        for m in sent(dst_rt, MigrateAck):
+            src.on_message("n1", m)
+    assert done == [(1, ""), (0, "")]
+    again, _ = node("n1", durable=True, storage=disk)  # crash and restart on the same disk
+    assert again.importing == {SLOT: "n2"} and again.store.get(b"{a}0") == b"v"
+    epoch = again.finish_import([SLOT])  # refused (Conflict) when the receipt was in memory only
+    assert again.slot_map.owner(SLOT) == "n1" and epoch == 2
+    assert not again.importing and again.migration.drained == {}
+    assert disk.get(f"drained:{SLOT}") is None and disk.items("mark:") == []
+    assert node("n1", durable=True, storage=disk)[0].migration.drained == {}
+
+
+def test_a_durable_importer_forgets_an_end_batch_durably_when_keys_follow_or_it_aborts() -> None:
+    disk = MemoryStorage()
+    dst, _ = node("n1", durable=True, storage=disk)
+    dst.begin_import(SLOT, "n2")
+    dst.on_message("n2", MigrateKeys(batch=1, slot=SLOT, keys=(), values=()))
+    assert disk.get(f"drained:{SLOT}") == b"n2"
+    dst.on_message("n2", MigrateKeys(batch=2, slot=SLOT, keys=(b"{a}0",), values=(b"v",)))
+    assert disk.get(f"drained:{SLOT}") is None, "keys came after it: the end batch is old"
+    assert node("n1", durable=True, storage=disk)[0].migration.drained == {}
+    dst.on_message("n2", MigrateKeys(batch=3, slot=SLOT, keys=(), values=()))
+    dst.abort_migration(SLOT, accept_loss=True)
+    assert disk.get(f"drained:{SLOT}") is None
+    # a receipt left without its import mark (another import since) is never trusted
+    disk.put(f"mark:importing:{SLOT}", b"n3")
+    disk.put(f"drained:{SLOT}", b"n2")
+    again, _ = node("n1", durable=True, storage=disk)
+    assert again.importing == {SLOT: "n3"} and again.migration.drained == {}
+    assert disk.get(f"drained:{SLOT}") is None
+    with pytest.raises(errors.Conflict, match="has not told it"):
+        again.finish_import([SLOT])
+
+
 def test_release_unassigns_only_older_claims_of_one_node() -> None:
     m = SlotMap.from_assignment({"a": [(0, 99)], "b": [(100, 16383)]}, 1)
     m.claim([(0, 9)], "a", 3)
@@ -397,3 +443,17 @@ def test_batches_of_large_values_each_fit_a_frame_and_move_every_key() -> None:
         moved.append(done[0][0])
     assert sum(moved) == len(keys) and src.store.count() == 0
     assert max(moved) >= 2, "small values share a batch"
+
+
+def test_the_owner_answers_a_forward_from_a_node_its_membership_does_not_name_by_that_id() -> None:
+    """The reply to a Forward is addressed to the sender's id whether or not the owner's
+    membership knows it (a node that joined a moment ago): delivering it is the Runtime's
+    part (the sim's network delivers by id; realnet sends it back on the sender's own
+    connection when it has no address for it)."""
+    owner, rt = node("n2")
+    assert owner.membership.state_of("newcomer") is None
+    owner.on_message("newcomer", Forward(request_id=5, op=Put(key=b"{a}0", value=b"v")))
+    owner.on_message("newcomer", Forward(request_id=6, op=Get(key=b"{a}0")))
+    replies = [(dst, m) for dst, m in rt.take_sent() if isinstance(m, ForwardReply)]
+    assert replies == [("newcomer", ForwardReply(request_id=5, reply=Reply())),
+                       ("newcomer", ForwardReply(request_id=6, reply=Reply(value=b"v")))]

@@ -38,13 +38,14 @@ def test_read_saved_parses_the_map_the_marks_and_the_batches() -> None:
     disk.put("mark:migrating:7", b"b")
     disk.put("mark:importing:200", b"b")
     disk.put("batch:42", f"7 b {b'k1'.hex()},{b'k2'.hex()}".encode())
+    disk.put("drained:200", b"b")
     saved = read_saved(disk, durable=True)
-    assert saved.slot_map == m
+    assert saved.slot_map == m and saved.drained == [(200, "b")]
     assert sorted(saved.marks) == [("importing", 200, "b"), ("migrating", 7, "b")]
     assert saved.batches == [(42, 7, "b", [b"k1", b"k2"])]
     # a memory-only node keeps no marks or batches (it never wrote them): only the map counts
     light = read_saved(disk, durable=False)
-    assert light.slot_map == m and light.marks == [] and light.batches == []
+    assert light.slot_map == m and light.marks == [] and light.batches == [] and light.drained == []
 
 
 def test_an_unreadable_saved_map_is_counted_as_malformed_and_the_node_still_builds() -> None:

@@ -405,3 +405,36 @@ def test_a_key_removed_by_a_reload_during_a_handshake_cannot_finish_it() -> None
             await close_all(b)
 
     asyncio.run(body())
+
+
+def test_an_answer_to_a_peer_not_known_yet_goes_back_sealed_to_the_authenticated_peer_only() -> None:
+    """On an authenticated bus the answer to a member the owner has no address for goes back on
+    that member's own connection, sealed in the session's other direction: only to the id the
+    handshake proved. A record forged on that way back closes the link (``back_auth_failed``)."""
+    from kvcore.messages import Forward, ForwardReply, Get, Reply
+
+    async def body() -> None:
+        ring = new_ring()
+        pa, pb = free_port(), free_port()
+        a = keyed("a", {"b": ("127.0.0.1", pb)}, ring)
+        b = keyed("b", {}, ring)
+        await a.t.listen("127.0.0.1", pa)
+        await b.t.listen("127.0.0.1", pb)
+        try:
+            a.t.send("b", Forward(request_id=1, op=Get(key=b"k")))
+            await until(lambda: len(b.received) == 1, "the forward")
+            b.t.send("a", ForwardReply(request_id=1, reply=Reply(value=b"v")))
+            await until(lambda: a.received == [("b", ForwardReply(request_id=1, reply=Reply(value=b"v")))],
+                        "the sealed reply sent back")
+            (conn,) = [p for p in b.t.inbound if p.peer == "a"]
+            assert conn.session is not None and conn.session.peer == "a"
+            assert b.t.stats.sent_back == 1 and a.t.stats.received_back == 1
+            # a record on the way back that the session did not seal: refused, the link closes
+            assert conn.transport is not None
+            conn.transport.write(kvwire.frame(Nack(seq=9)) + b"\0" * auth.TAG_BYTES)
+            await until(lambda: a.t.stats.frames_malformed.get("back_auth_failed") == 1, "the refusal")
+            assert a.received == [("b", ForwardReply(request_id=1, reply=Reply(value=b"v")))]
+        finally:
+            await close_all(a, b)
+
+    asyncio.run(body())

@@ -259,3 +259,41 @@ def test_a_bad_secret_file_on_sighup_keeps_the_old_keys(launcher: Launcher, tmp_
     assert "cannot reload the cluster secret" in n.log_text()
     assert n.proc is not None and n.proc.poll() is None
     assert eventually_ok(n, "PUT", b"x", b"1") == b""
+
+
+def test_a_node_answers_a_forward_from_a_member_it_has_not_heard_of_yet(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """The owner answers a Forward from a node it has no address for (one that joined a moment
+    ago, before gossip reached the owner) on the connection the Forward came in on, sealed for
+    the id the handshake proved: the reply used to be dropped and the client got 504
+    forward_timeout. The forwarding node here is an in-process transport holding the secret,
+    which no membership of the owner ever names."""
+    import asyncio
+
+    from kvcore.messages import Forward, ForwardReply, Get, Put, Reply
+    from kvwire.auth import read_keyring
+    from tests.realnet.test_transport import Peer, until
+
+    secret = write_secret(tmp_path / "cluster.key", new_key())
+    owner = launcher.node("owner", settings=FAST_SETTINGS, swim=SWIM, extra=["--secret-file", str(secret)])
+
+    async def body() -> None:
+        a = Peer("newcomer", {"owner": (HOST, owner.peer_port)})
+        a.t.keyring = read_keyring(str(secret))
+        try:
+            a.t.send("owner", Forward(request_id=1, op=Put(key=b"k", value=b"v")))
+            a.t.send("owner", Forward(request_id=2, op=Get(key=b"k")))
+            await until(lambda: len(a.received) == 2, "the owner's replies")
+            assert sorted(a.received, key=lambda r: r[1].request_id) == [
+                ("owner", ForwardReply(request_id=1, reply=Reply())),
+                ("owner", ForwardReply(request_id=2, reply=Reply(value=b"v"))),
+            ]
+        finally:
+            await a.t.close()
+
+    asyncio.run(body())
+    assert "newcomer" not in owner.members()
+    info = owner.info()
+    transport = info.get("transport", {})
+    assert transport.get("sent_back") == 2 and "unknown_peer" not in transport.get("dropped", {}), info

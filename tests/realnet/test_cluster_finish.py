@@ -127,3 +127,41 @@ def test_fix_moves_a_slot_to_the_node_holding_its_orphaned_keys_and_every_key_an
             assert client.get(stranded) == b"old" and client.get(fresh) == b"new"
     r = ok("fix", m1.addr, "--yes")
     assert "No open migration to fix. The slot map needs no mending." in r.stdout
+
+
+def test_finish_after_the_importer_restarted_between_the_end_batch_and_the_finish(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """The end batch's receipt is kept with the import mark on a durable node: the importer
+    restarted (SIGTERM, same data directory) after ``move-keys`` answered 0 moved may still
+    finish (it was refused: the receipt lived in memory only, and only ``fix`` resent it)."""
+    durable = {**STEADY_SETTINGS, "durable": True}
+    m1, m2 = (launcher.node(nid, settings=durable, swim=STEADY_SWIM, wait=False,
+                            extra=["--data-dir", str(tmp_path / nid)]) for nid in ("m1", "m2"))
+    deadline = time.monotonic() + START_DEADLINE
+    assert m1.wait_healthy(deadline) and m2.wait_healthy(deadline)
+    ok("create", m1.addr, m2.addr, "--yes")
+    key = key_of(1, "rst")  # in m2's half
+    slot = key_slot(key)
+    with Client(m1.addr) as client:
+        client.set(key, "acknowledged")
+    assert post(m1, "/cluster/import", {"slot": slot, "source": "m2"})[0] == 200
+    assert post(m2, "/cluster/migrate", {"slot": slot, "target": "m1"})[0] == 200
+    assert post(m2, "/cluster/move-keys", {"slot": slot, "count": 100}) == (
+        200, {"slot": slot, "moved": 1, "error": ""})
+    assert post(m2, "/cluster/move-keys", {"slot": slot, "count": 100}) == (
+        200, {"slot": slot, "moved": 0, "error": ""})
+
+    m1.stop()  # SIGTERM: a clean stop, not a leave
+    m1.restart()
+    assert m1.info()["importing"] == {str(slot): "m2"}
+    status, got = post(m1, "/cluster/finish", {"slots": [slot]})
+    assert status == 200 and got["slots"] == str(slot), got
+    poll(lambda: owner_in(m2, slot) == "m1" and not m2.info()["migrating"], timeout=CONVERGE,
+         what="m2 to hear m1's claim")
+    poll(lambda: not m1.info()["syncing"], timeout=CONVERGE, what="the restarted m1 to sync")
+    for n in (m1, m2):
+        with Client(n.addr) as client:
+            assert client.get(key) == b"acknowledged"
+    poll(lambda: storelab("verify", m1.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
+         what="verify to pass after the finished move")

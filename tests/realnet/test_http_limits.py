@@ -219,6 +219,41 @@ def test_a_body_trickled_a_byte_at_a_time_is_answered_408_within_the_keep_alive_
     asyncio.run(main())
 
 
+def test_the_request_timeout_is_a_setting_of_its_own_apart_from_the_keep_alive_timeout() -> None:
+    """``request_timeout`` bounds a whole request, body included, whatever the keep-alive
+    timeout: a body trickled past it is 408, one trickled within it is served on the same
+    server; and a head is cut at the sooner of the head and request deadlines."""
+    async def main() -> None:
+        limits = HttpLimits(head_timeout=5.0, keepalive_timeout=30, request_timeout=0.6)
+        async with server(limits) as (srv, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n")
+            # bounded: 200 bytes at 20 ms, 4 s; the cut is due at 0.6 s, not at 30 s
+            answer = await trickle(reader, writer, (b"a" for _ in range(200)))
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert b"request body did not arrive within 0.6 seconds" in answer
+            writer.close()
+            assert srv.server_stats.refused["body_timeout"] == 1
+            # within it: 5 bytes at 20 ms (0.1 s, well inside 0.6 s) are served
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+            answer = await trickle(reader, writer, (b"a" for _ in range(5)))
+            if not answer:  # the last byte went out: the answer is on its way
+                answer = await asyncio.wait_for(reader.read(4096), GUARD)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"5"), answer
+            writer.close()
+            # a head trickled past the request deadline (below the head deadline) is cut too
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
+            answer = await trickle(reader, writer, (head[i:i + 1] for i in range(len(head))))
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert b"head did not arrive within 0.6 seconds" in answer
+            writer.close()
+            assert srv.server_stats.refused["head_timeout"] == 1
+
+    asyncio.run(main())
+
+
 def authorized_only(req: Request) -> Response | None:
     """A head check: refuse what carries no Authorization field (as the node's token check)."""
     if "authorization" in req.headers:

@@ -307,3 +307,35 @@ def test_a_secret_file_written_with_a_byte_order_mark_holds_the_same_key(tmp_pat
     plain.write_text(key + "\n")
     bom.write_bytes(b"\xef\xbb\xbf" + key.encode() + b"\r\n")
     assert read_keyring(str(bom)).keys == read_keyring(str(plain)).keys == (key.encode(),)
+
+
+def _trickle_put(n: NodeProc, key: str, size: int, every: float) -> bytes:
+    """PUT a ``size``-byte body one byte every ``every`` seconds until the node answers; its
+    answer (read until the node closes or a whole response came; b"" if the node said nothing)."""
+    import select
+
+    with socket.create_connection(("127.0.0.1", n.port), timeout=10) as s:
+        s.sendall(f"PUT /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                  f"Content-Length: {size}\r\n\r\n".encode())
+        for _ in range(size):
+            s.sendall(b"v")
+            if select.select([s], [], [], every)[0]:
+                break
+        out = b""
+        while chunk := s.recv(65536):  # bounded by the socket timeout
+            out += chunk
+    return out
+
+
+def test_the_request_timeout_flag_bounds_a_whole_request_body_included(launcher: Launcher) -> None:
+    """``--request-timeout``: a body trickled past it is answered 408 and closed (it was the
+    keep-alive timeout, 75 s, with no setting of its own); one trickled within it is stored."""
+    n = launcher.standalone(["--request-timeout", "1"])
+    # bounded: 400 bytes at 20 ms, 8 s; the cut is due at 1 s
+    answer = _trickle_put(n, "slow", 400, 0.02)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"did not arrive within 1 seconds" in answer
+    answer = _trickle_put(n, "quick", 5, 0.02)  # 0.1 s: within it
+    assert answer.startswith(b"HTTP/1.1 204"), answer
+    status, _, _ = call(n, "GET", "/kv/quick")
+    assert status == 200 and call(n, "GET", "/kv/slow")[0] == 404

@@ -184,6 +184,34 @@ def test_the_head_timeout_is_a_finite_number_of_seconds(bad: str) -> None:
     assert info.value.problems == ["--head-timeout must be a number of seconds above 0 and below a day."]
 
 
+@pytest.mark.parametrize("bad", ["inf", "nan", "0", "-1", "1e9"])
+def test_the_request_timeout_is_a_finite_number_of_seconds(bad: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(node.build_parser().parse_args(["--request-timeout", bad]))
+    assert info.value.problems == ["--request-timeout must be a number of seconds above 0 and below a day."]
+
+
+def test_the_request_timeout_defaults_to_the_keep_alive_timeout_and_comes_from_flag_or_toml(
+    tmp_path: Any,
+) -> None:
+    from realnet.httpparse_rules import HttpLimits
+
+    assert load_settings(node.build_parser().parse_args([])).http_security.request_timeout == 75.0
+    assert HttpLimits().keepalive_timeout == 75.0 == HttpLimits().whole_request_timeout()
+    f = tmp_path / "n.toml"
+    f.write_text("[security]\nrequest_timeout = 300.0\n")
+    s = load_settings(node.build_parser().parse_args(["--config", str(f)]))
+    assert s.http_security.request_timeout == 300.0
+    s = load_settings(node.build_parser().parse_args(["--config", str(f), "--request-timeout", "2.5"]))
+    assert s.http_security.request_timeout == 2.5
+    for bad, said in (("0.0", "[security] request_timeout must be a number of seconds above 0."),
+                      ('"soon"', "request_timeout")):
+        f.write_text(f"[security]\nrequest_timeout = {bad}\n")
+        with pytest.raises(ConfigError) as info:
+            load_settings(node.build_parser().parse_args(["--config", str(f)]))
+        assert any(said in p for p in info.value.problems), info.value.problems
+
+
 def test_the_http_parser_flag_reaches_the_settings() -> None:
     assert load_settings(node.build_parser().parse_args([])).http_parser == "httptools"
     assert load_settings(node.build_parser().parse_args(["--http-parser", "h11"])).http_parser == "h11"

@@ -197,13 +197,18 @@ def test_an_at_address_reaches_whoever_listens_there_and_unknown_ids_are_welcome
         try:
             a.t.send(f"@127.0.0.1:{pb}", Nack(seq=1))
             await until(lambda: b.received == [("a", Nack(seq=1))], "the message to the address")
-            # b never heard of a; once membership tells it where a listens, it can answer
+            # b never heard of a: it answers on the connection a opened (its Hello names it)...
             b.t.send("a", Nack(seq=2))
+            await until(lambda: a.received == [("b", Nack(seq=2))], "the answer sent back")
+            assert b.t.stats.sent_back == 1 and a.t.stats.received_back == 1 and not b.t.stats.dropped
+            b.t.send("c", Nack(seq=0))  # ...and drops what is for a node with neither
             assert b.t.stats.dropped == {"unknown_peer": 1}
+            # once membership tells it where a listens, it answers on its own link
             b.members["a"] = f"127.0.0.1:{pa}"
             b.t.send("a", Nack(seq=3))
-            await until(lambda: a.received == [("b", Nack(seq=3))], "the answer on b's own link")
+            await until(lambda: a.received[1:] == [("b", Nack(seq=3))], "the answer on b's own link")
             assert set(a.t.links) == {f"@127.0.0.1:{pb}"} and set(b.t.links) == {"a"}
+            assert b.t.stats.sent_back == 1
         finally:
             await a.t.close()
             await b.t.close()
@@ -414,3 +419,36 @@ def test_file_storage_sync_is_a_no_op_because_every_write_is_synced(tmp_path: Pa
     s.sync()
     s.put("b", b"2")
     assert FileStorage(tmp_path / "d").items("") == [("b", b"2")]
+
+
+def test_a_forward_from_a_peer_not_known_yet_is_answered_on_its_own_connection() -> None:
+    """The gap: a node that just joined forwards a client request to the owner, which has no
+    address for it yet (gossip has not told it); the ForwardReply used to be dropped
+    (``unknown_peer``) and the client got 504. Now it goes back on the connection the Forward
+    came in on, from the peer the dialler reached, and what it says is delivered in order."""
+    from kvcore.messages import ForwardReply, Reply
+
+    async def body() -> None:
+        pa, pb = free_port(), free_port()
+        a = Peer("a", {"b": ("127.0.0.1", pb)})  # a knows where b listens
+        b = Peer("b", {})  # b knows nobody
+        await a.t.listen("127.0.0.1", pa)
+        await b.t.listen("127.0.0.1", pb)
+        try:
+            a.t.send("b", Forward(request_id=7, op=Get(key=b"k")))
+            await until(lambda: b.received == [("a", Forward(request_id=7, op=Get(key=b"k")))], "the forward")
+            big = b"v" * 300_000  # larger than any handshake frame
+            for i in range(3):
+                b.t.send("a", ForwardReply(request_id=7 + i, reply=Reply(value=big if i == 1 else b"x")))
+            await until(lambda: len(a.received) == 3, "the replies sent back")
+            assert [(src, m.request_id) for src, m in a.received] == [("b", 7), ("b", 8), ("b", 9)]
+            assert a.received[1][1].reply.value == big
+            assert b.t.stats.sent_back == 3 and a.t.stats.received_back == 3
+            assert "unknown_peer" not in b.t.stats.dropped and not b.t.links
+            assert a.stats.received_bytes["ForwardReply"] == b.stats.sent_bytes["ForwardReply"] > 300_000
+            assert a.t.links["b"].state == CONNECTED and not a.t.stats.frames_malformed
+        finally:
+            await a.t.close()
+            await b.t.close()
+
+    asyncio.run(body())
