@@ -63,7 +63,7 @@ import kvwire
 from kvcore.messages import Hello, kind_of
 from kvwire import auth
 from kvwire.frames import HEADER
-from realnet.outbound import _records
+from realnet.outbound import wire_bytes
 
 if TYPE_CHECKING:
     from realnet.transport import PeerTransport
@@ -396,13 +396,8 @@ class _InboundProtocol(asyncio.Protocol):
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             self.owner.stats.drop("connection_lost", len(back))
-        elif self.session is None:
-            transport.write(b"".join(back))
         else:
-            transport.write(b"".join(
-                self.session.seal_frames(group)
-                for group in _records(back, self.owner.config.max_frame_bytes + 4)
-            ))
+            transport.write(wire_bytes(back, self.session, self.owner.config.max_frame_bytes))
         back.clear()
 
     def _deliver(self, frames: list[tuple[Any, int]]) -> None:

@@ -264,16 +264,7 @@ class PeerLink:
             return
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            session = self.session
-            if session is None:
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
-            else:
-                # an authenticated bus: what this turn wrote leaves as sealed records, one tag
-                # per record rather than per frame, each record at most one largest frame
-                transport.write(b"".join(
-                    session.seal_frames(group)
-                    for group in _records(out, self.owner.config.max_frame_bytes + 4)
-                ))
+            transport.write(wire_bytes(out, self.session, self.owner.config.max_frame_bytes))
         out.clear()
 
     # --- connecting --------------------------------------------------------------------
@@ -723,6 +714,15 @@ def _detect_dead_peer(transport: asyncio.Transport, user_timeout: float) -> None
 
 
 
+def wire_bytes(frames: list[bytes], session: auth.Session | None, max_frame_bytes: int) -> bytes:
+    """What one turn's ``frames`` put on a connection: on an open bus the frames as they are; on
+    an authenticated bus sealed records, one tag per record rather than per frame, each record
+    at most one largest frame (its payload and 4-byte header)."""
+    if session is None:
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+    return b"".join(session.seal_frames(group) for group in _records(frames, max_frame_bytes + 4))
+
+
 def _records(frames: list[bytes], limit: int) -> Iterator[bytes]:
     """``frames`` joined into runs of at most ``limit`` bytes (a frame larger alone is a run)."""
     group: list[bytes] = []
@@ -746,4 +746,5 @@ __all__ = [
     "PeerLink",
     "WARN_AFTER_FAILURES",
     "http_answer_warning",
+    "wire_bytes",
 ]
