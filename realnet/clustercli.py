@@ -164,7 +164,9 @@ def add_cluster_parser(sub: Any) -> None:
     sp = csub.add_parser("add-node", help="an empty node joins, owning no slots",
                          description="Make NEW (an empty standalone node) join the cluster of EXISTING. "
                          "It owns no slots (it serves every request by forwarding) until a rebalance "
-                         "(rebalance --use-empty) or a reshard gives it some.")
+                         "(rebalance --use-empty) or a reshard gives it some. On a replicated cluster it "
+                         "joins the group as a learner, catches up and is promoted; run again after an "
+                         "interruption (or a kill of NEW), it finishes what is left.")
     sp.add_argument("new", metavar="NEW", type=_node_arg, help="the new node's ADDR")
     sp.add_argument("existing", metavar="EXISTING", type=_node_arg, help="the ADDR of any member")
     common(sp)
@@ -378,13 +380,19 @@ def _refuse(command: str, problems: list[str], reachable: bool) -> int:
 def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.existing)
     new = a.probe(args.new)
+    replicated = replicacli.replicated(cluster)
+    if replicated and new.reachable and replicacli.member_of(cluster, new):
+        # an earlier add-node of it was cut short (or it is in the group already): finish the job
+        return replicacli.cmd_add_node(args, a, cluster, new)
     problems = admin.create_problems([new])
     if new.reachable and new.id in cluster.nodes:
         problems.append(f"The cluster already has a member called {new.id} "
                         f"({cluster.nodes[new.id].state}); start the new node with another --id.")
+    if replicated and new.reachable:
+        problems += replicacli.fresh_problems(cluster, new)
     if problems:
         return _refuse("add the node", problems, new.reachable)
-    if replicacli.replicated(cluster):
+    if replicated:
         return replicacli.cmd_add_node(args, a, cluster, new)
     members = cluster.members()
     say(f"Adding node {new.label()} to the cluster of {cluster.entry.label()} ({len(members)} member"
@@ -528,5 +536,8 @@ def _cluster(args: argparse.Namespace) -> int:
         error(e.message)
         return e.status
     except KeyboardInterrupt:
-        error("Interrupted; if slots were moving, run storelab cluster fix")
+        if command == "add-node":
+            error("Interrupted; the same add-node, run again, finishes adding the node")
+        else:
+            error("Interrupted; if slots were moving, run storelab cluster fix")
         return EXIT_INTERRUPTED

@@ -19,6 +19,14 @@ change is asked of the leader, found from the nodes' own ``raft`` views:
 - ``add-node NEW EXISTING``: ``NEW`` meets the cluster, the leader adds it as a learner and
   ``NEW`` joins the group; it catches up (from a snapshot if the log was compacted) and is
   promoted once its applied index reaches the leader's commit (thesis §4.2.1); done when it votes.
+  Safe to run again, as ``fix`` finishes a move: an earlier run cut short (Ctrl-C, a timeout, a
+  ``NEW`` killed and restarted) left ``NEW`` a member of the cluster somewhere along the way, and
+  :func:`join_stage` reads where from ``NEW``'s own view and the leader's configuration; the
+  command then does only the steps left (the learner change if the configuration lacks ``NEW``,
+  the join if ``NEW`` runs no group, then the catch-up and promotion), or says that ``NEW`` is a
+  voter already (nothing to do). A ``NEW`` that belongs to another cluster, or runs another
+  group (its configuration shares no member with this group's), is refused with a sentence
+  naming it.
 - ``remove-node ADDR NODE``: a configuration change removes ``NODE`` (the leader first hands
   leadership away if ``NODE`` leads), then ``NODE`` leaves the cluster and its process exits. A
   ``NODE`` that cannot be reached (down) is out of the group all the same once the change is
@@ -226,14 +234,104 @@ def failover(a: Admin, cluster: ClusterView, to: NodeState) -> ClusterView:
     return wait_leader(a, to.addr, want=to.id)
 
 
-def add_node(a: Admin, new: NodeState, cluster: ClusterView) -> None:
-    """``new`` meets the cluster, joins the group as a learner, catches up and is promoted."""
-    a.add_node(new, cluster)
+#: how far an earlier ``add-node`` got (:func:`join_stage`): not a member of the cluster yet
+FRESH = "fresh"
+#: a member of the cluster, neither in the group's configuration nor running the group
+MET = "met"
+#: in the configuration as a learner, but running no group (the join was cut short before it
+#: asked NEW, or NEW restarted before it recorded the group)
+LISTED = "listed"
+#: running the group, but not in the leader's configuration (the change that added it was lost
+#: with an uncommitted entry, or NEW was removed since): the leader adds it
+UNLISTED = "unlisted"
+#: a learner running the group: it catches up, then is promoted
+LEARNER = "learner"
+#: a voter already: nothing to do
+VOTER = "voter"
+
+_STAGE_SAYS = {
+    MET: "is a member of the cluster but not of the group yet (an earlier add-node stopped after its "
+         "meet): the leader adds it as a learner, it joins, catches up, then votes",
+    LISTED: "is a learner in the group's configuration but does not run the group yet (an earlier "
+            "add-node stopped before it joined, or it restarted before it recorded the group): it "
+            "joins, catches up, then votes",
+    UNLISTED: "runs the group but the leader's configuration does not list it (the change that added "
+              "it was lost in a leader change, or it was removed since): the leader adds it as a learner "
+              "again; it catches up, then votes",
+    LEARNER: "is a learner of the group already (an earlier add-node stopped before its promotion): it "
+             "catches up, then votes",
+}
+
+
+def member_of(cluster: ClusterView, new: NodeState) -> bool:
+    """Whether ``new`` (answering) is a member of ``cluster``: the entry node lists it (not
+    left) and ``new`` lists the entry node (the same cluster, not a namesake in another)."""
+    listed = cluster.nodes.get(new.id)
+    knows = {m.get("id") for m in new.members or []}
+    return listed is not None and listed.state != State.LEFT and cluster.entry.id in knows
+
+
+def join_stage(cluster: ClusterView, new: NodeState) -> str:
+    """How far an earlier ``add-node`` of ``new`` got (one of :data:`FRESH` ... :data:`VOTER`);
+    :class:`Refused` with a sentence when ``new`` belongs to another group, or the group has no
+    leader (a configuration change needs one)."""
+    if not member_of(cluster, new):
+        return FRESH
+    lead = leader_or_refuse(cluster)
+    lraft = raft_of(lead) or {}
+    mine = raft_of(new)
+    if mine is not None:
+        group = set(lraft.get("voters", [])) | set(lraft.get("learners", []))
+        theirs = set(mine.get("voters", [])) | set(mine.get("learners", []))
+        if theirs and not theirs & group:
+            raise Refused(
+                f"Node {new.label()} is a member of this cluster but runs another replicated group (voters "
+                f"{', '.join(mine.get('voters', [])) or 'none'}), not the group of {lead.label()} (voters "
+                f"{', '.join(lraft.get('voters', []))}); nothing was changed.")
+    if new.id in lraft.get("voters", []):
+        if mine is None:
+            raise Refused(
+                f"Node {new.label()} is a voter in the group's configuration but runs no group (its data "
+                f"directory was replaced?); `storelab cluster remove-node {cluster.entry.addr} {new.id}` "
+                "takes it out, then add-node adds it again; nothing was changed.")
+        return VOTER
+    if new.id in lraft.get("learners", []):
+        return LEARNER if mine is not None else LISTED
+    return UNLISTED if mine is not None else MET
+
+
+def fresh_problems(cluster: ClusterView, new: NodeState) -> list[str]:
+    """Why ``new``, not a member of ``cluster`` (:func:`member_of`), cannot be added to it, beyond
+    :func:`realnet.admin.create_problems`: it is in another cluster (said which), or runs a
+    group (a standalone node can)."""
+    out = []
+    others = [str(m.get("id")) for m in new.members or [] if m.get("id") != new.id]
+    if others:
+        out.append(f"Node {new.label()} belongs to another cluster (of {', '.join(others[:5])}), not to that "
+                   f"of {cluster.entry.label()}; add-node adds a node that is in no cluster, or finishes "
+                   "adding one to this cluster.")
+    mine = raft_of(new)
+    if mine is not None:
+        out.append(f"Node {new.label()} already runs a replicated group (voters "
+                   f"{', '.join(mine.get('voters', [])) or 'none yet'}) that is not this cluster's; add-node "
+                   "adds a node that is in no group.")
+    return out
+
+
+def add_node(a: Admin, new: NodeState, cluster: ClusterView, stage: str = FRESH) -> None:
+    """``new`` meets the cluster, joins the group as a learner, catches up and is promoted; from
+    ``stage`` on (:func:`join_stage`: an earlier run cut short), only the steps left."""
+    if stage == FRESH:
+        a.add_node(new, cluster)
+    if stage == VOTER:
+        return
     lead = leader_or_refuse(cluster)
     lraft = raft_of(lead) or {}
     voters = list(lraft.get("voters", []))
-    a.post(lead.addr, "/cluster/learner", {"node": new.id})
-    a.post(new.addr, "/cluster/replicate", {"voters": voters, "learner": True})
+    if stage in (FRESH, MET, UNLISTED):
+        a.post(lead.addr, "/cluster/learner", {"node": new.id})
+    if stage in (FRESH, MET, LISTED):
+        a.post(new.addr, "/cluster/replicate", {"voters": voters, "learner": True})
 
     def voter() -> bool:
         c = a.discover(lead.addr)
@@ -382,10 +480,19 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
 
 
 def cmd_add_node(args: argparse.Namespace, a: Admin, cluster: ClusterView, new: NodeState) -> int:
-    say(f"Adding node {new.label()} to the replicated group of {cluster.entry.label()}: it joins as a "
-        "learner, catches up, then votes.")
+    stage = join_stage(cluster, new)
+    if stage == VOTER:
+        say(f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already. "
+            "Nothing to do.")
+        return admin.EXIT_OK
+    if stage == FRESH:
+        say(f"Adding node {new.label()} to the replicated group of {cluster.entry.label()}: it joins as a "
+            "learner, catches up, then votes.")
+    else:
+        say(f"Finishing the addition of node {new.label()} to the replicated group of "
+            f"{cluster.entry.label()}: it {_STAGE_SAYS[stage]}.")
     confirm(args, "Add this node?")
-    add_node(a, new, cluster)
+    add_node(a, new, cluster, stage)
     say(f"Node {new.id} caught up and is a voter of the group.")
     return admin.EXIT_OK
 
@@ -429,7 +536,8 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
 
 
 __all__ = [
-    "LAG_LIMIT", "REPLICAS_SENTENCE", "AdminError", "check_replicas", "cmd_add_node", "cmd_create",
-    "cmd_failover", "cmd_info", "cmd_remove_node", "cmd_verify", "group_problems", "leader_of",
-    "raft_of", "refuse_slot_moves", "replicated",
+    "FRESH", "LAG_LIMIT", "LEARNER", "LISTED", "MET", "REPLICAS_SENTENCE", "UNLISTED", "VOTER",
+    "AdminError", "check_replicas", "cmd_add_node", "cmd_create", "cmd_failover", "cmd_info",
+    "cmd_remove_node", "cmd_verify", "fresh_problems", "group_problems", "join_stage", "leader_of",
+    "member_of", "raft_of", "refuse_slot_moves", "replicated",
 ]

@@ -143,3 +143,76 @@ def test_the_automatic_rebalancer_leaves_a_replicated_node_alone() -> None:
         node.stop()
 
     asyncio.run(asyncio.wait_for(body(), timeout=10))
+
+
+# --- add-node run again: where an earlier run stopped ---------------------------------------------
+
+
+def _joining(knows: tuple[str, ...] = ("a", "b", "c", "d"), raft: dict[str, Any] | None = None) -> NodeState:
+    """Node d as it answers itself: the members it knows, and its group's view (None: no group)."""
+    d = NodeState(id="d", addr="127.0.0.1:100")
+    d.info = {"id": "d", "keys": 0, "raft": raft}
+    d.members = [{"id": m, "state": "alive"} for m in knows]
+    return d
+
+
+def _with(d: NodeState, voters: tuple[str, ...] = ("a", "b", "c"), learners: tuple[str, ...] = ()) -> ClusterView:
+    lead = _node("a", role="leader", voters=voters)
+    assert lead.info is not None
+    lead.info["raft"]["learners"] = list(learners)
+    return _cluster(lead, _node("b", voters=voters), _node("c", voters=voters), d)
+
+
+def _group_view(voters: tuple[str, ...] = (), learners: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"role": "follower", "term": 2, "leader": "a" if voters else None, "commit": 3, "applied": 3,
+            "voters": list(voters), "learners": list(learners)}
+
+
+def test_join_stage_reads_how_far_an_earlier_add_node_got() -> None:
+    js = replicacli.join_stage
+    d = _joining(knows=("d",))
+    assert js(_cluster(_node("a", role="leader"), _node("b"), _node("c")), d) == replicacli.FRESH
+    # met the cluster, nothing more (the CLI stopped after the meet)
+    d = _joining()
+    assert js(_with(d), d) == replicacli.MET
+    # the leader added it; it was never asked to join (or restarted before it recorded the group)
+    assert js(_with(d, learners=("d",)), d) == replicacli.LISTED
+    # it joined: a learner waiting for the leader's snapshot (no configuration yet), or caught up
+    d = _joining(raft=_group_view())
+    assert js(_with(d, learners=("d",)), d) == replicacli.LEARNER
+    d = _joining(raft=_group_view(("a", "b", "c"), ("d",)))
+    assert js(_with(d, learners=("d",)), d) == replicacli.LEARNER
+    # runs the group, but the leader's configuration lost the change (or removed it since)
+    assert js(_with(d), d) == replicacli.UNLISTED
+    d = _joining(raft=_group_view(("a", "b", "c", "d")))
+    assert js(_with(d, voters=("a", "b", "c", "d")), d) == replicacli.VOTER
+
+
+def test_join_stage_refuses_a_node_of_another_group_or_a_voter_that_lost_its_group() -> None:
+    d = _joining(raft=_group_view(("x", "y", "z")))
+    with pytest.raises(replicacli.Refused) as e:
+        replicacli.join_stage(_with(d), d)
+    assert ("Node d (127.0.0.1:100) is a member of this cluster but runs another replicated group (voters x, "
+            "y, z), not the group of a (127.0.0.1:97) (voters a, b, c); nothing was changed.") == e.value.message
+    d = _joining()
+    with pytest.raises(replicacli.Refused) as e:
+        replicacli.join_stage(_with(d, voters=("a", "b", "c", "d")), d)
+    assert "is a voter in the group's configuration but runs no group" in e.value.message
+    assert "remove-node 127.0.0.1:97 d" in e.value.message
+    # a namesake in another cluster is no member of this one: refused by add-node's fresh checks
+    d = _joining(knows=("d", "x"), raft=_group_view(("x", "d")))
+    c = _with(d)
+    assert not replicacli.member_of(c, d)
+    problems = replicacli.fresh_problems(c, d)
+    assert problems == [
+        "Node d (127.0.0.1:100) belongs to another cluster (of x), not to that of a (127.0.0.1:97); add-node "
+        "adds a node that is in no cluster, or finishes adding one to this cluster.",
+        "Node d (127.0.0.1:100) already runs a replicated group (voters x, d) that is not this cluster's; "
+        "add-node adds a node that is in no group."]
+
+
+def test_join_stage_needs_a_leader() -> None:
+    d = _joining()
+    c = _cluster(_node("a"), _node("b"), d)
+    with pytest.raises(replicacli.Refused, match="no leader now"):
+        replicacli.join_stage(c, d)

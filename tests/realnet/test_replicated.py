@@ -312,6 +312,70 @@ def test_add_node_joins_as_a_learner_catches_up_and_votes_then_remove_node(
         assert read_ok(n, "after") == b"2" and read_ok(n, "k7") == b"v7"
 
 
+def test_add_node_run_again_finishes_what_an_earlier_run_cut_short(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``add-node`` is safe to run again (an audit's gap: the second run was refused, "already a
+    member" / "already in a replicated group"): whether the first run stopped after the meet
+    (and the new node was then killed -9 and restarted) or after the leader added it as a
+    learner, the same command finishes the job; once the node votes, it says nothing is left to
+    do; and a learner killed -9 right after it joined, restarted, is caught up and promoted. A node
+    running a group of its own is still refused (exit 1, a sentence naming it)."""
+    from realnet.cli import main
+
+    nodes = start_group(launcher, tmp_path)
+    lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+    for i in range(10):
+        assert lead.request("PUT", kv_path(f"k{i}"), f"v{i}".encode())[0] == 204
+    d = launcher.node("d", extra=["--data-dir", str(tmp_path / "data-d")])
+    e = launcher.node("e", extra=["--data-dir", str(tmp_path / "data-e")])
+    with Admin(10.0) as a:
+        cluster = a.discover(nodes[0].addr)
+        # d: the first run stopped after the meet, and d was killed -9, then restarted
+        a.add_node(a.probe(d.addr), cluster)
+        # e: it stopped once the leader had added e as a learner (before e was asked to join)
+        a.add_node(a.probe(e.addr), a.discover(nodes[0].addr))
+        assert _post(lead, "/cluster/learner", {"node": "e"})[0] == 200
+    d.kill()
+    d.restart()
+    for n, stage in ((d, "is a member of the cluster but not of the group yet"),
+                     (e, "is a learner in the group's configuration but does not run the group yet")):
+        assert main(["cluster", "add-node", n.addr, nodes[0].addr, "--yes"]) == 0, capsys.readouterr()
+        out = capsys.readouterr().out
+        assert f"Finishing the addition of node {n.id} ({n.addr})" in out and stage in out, out
+        assert f"Node {n.id} caught up and is a voter of the group." in out, out
+    r = poll(lambda: raft(lead), timeout=30, what="the leader's view")
+    assert sorted(r["voters"]) == ["a", "b", "c", "d", "e"]
+    for n in (d, e):
+        assert read_ok(n, "k7") == b"v7"
+    # f: the first run got as far as f joining the group as a learner; f was killed -9 at once
+    f = launcher.node("f", extra=["--data-dir", str(tmp_path / "data-f")])
+    with Admin(10.0) as a:
+        a.add_node(a.probe(f.addr), a.discover(nodes[0].addr))
+        lead = poll(lambda: leader(nodes), timeout=30, what="a leader")
+        assert _post(lead, "/cluster/learner", {"node": "f"})[0] == 200
+        assert _post(f, "/cluster/replicate", {"voters": ["a", "b", "c", "d", "e"], "learner": True})[0] == 200
+    f.kill()
+    f.restart()
+    assert main(["cluster", "add-node", f.addr, nodes[0].addr, "--yes"]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out  # a learner still, or promoted by the leader meanwhile
+    assert (("is a learner of the group already" in out and "Node f caught up and is a voter" in out)
+            or "is a voter of the replicated group of a" in out), out
+    assert "f" in poll(lambda: raft(lead), timeout=30, what="the leader's view")["voters"]
+    assert read_ok(f, "k3") == b"v3"
+    # once more: nothing left to do
+    assert main(["cluster", "add-node", d.addr, nodes[0].addr, "--yes"]) == 0
+    assert (f"Node d ({d.addr}) is a voter of the replicated group of a ({nodes[0].addr}) already. "
+            "Nothing to do.") in capsys.readouterr().out
+    # a node that runs a group of its own belongs to no cluster here: refused, nothing changed
+    solo = launcher.node("solo", extra=["--data-dir", str(tmp_path / "data-solo")])
+    assert _post(solo, "/cluster/replicate", {"voters": ["solo"]})[0] == 200
+    assert main(["cluster", "add-node", solo.addr, nodes[0].addr, "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert f"Node solo ({solo.addr}) already runs a replicated group (voters solo)" in err, err
+    assert "Refused to add the node; nothing was changed" in err
+    assert "solo" not in (raft(lead) or {}).get("learners", [])
+
+
 def remove_once_answering(lead: NodeProc, victim: NodeProc, capsys: pytest.CaptureFixture[str]) -> None:
     """Once the cluster's view shows ``victim`` answering, ``remove-node`` it: a node already out
     of the group's configuration only leaves (its process then exits)."""
