@@ -100,7 +100,7 @@ from realnet.http import (
     stop_http_server,
 )
 from realnet.kvlog import StorageLayoutConflict, StorageLogCorrupt
-from realnet.raftlog import RaftLogCorrupt, RaftLogUnusable, group_logs
+from realnet.raftlog import RaftLogCorrupt, RaftLogUnusable, discard_staged, group_logs
 from realnet.raftopen import RAFT_DIR, RaftOpener
 from realnet.runtime import EVENT_LOOPS, AsyncioRuntime, event_loop_name, loop_factory, open_storage
 from realnet.security import HostCheck, secret_file_warnings
@@ -346,7 +346,8 @@ def build(
     # a replicated group's log: <data-dir>/raft/, refused without a data dir (realnet.raftopen);
     # a group the node remembers is opened here, so a damaged log stops the start (RaftLogCorrupt),
     # and so does a missing one (RaftLogMissing: it must exist; only forming a group creates it)
-    opener = RaftOpener(settings.data_dir, loop.time)
+    # a new group's log is staged until the node's record of the group is durable (raftopen)
+    opener = RaftOpener(settings.data_dir, loop.time, record_durable=storage.on_durable)
     opener.must_exist = storage.get(GROUP_KEY) is not None
     node = Node(
         runtime,
@@ -589,8 +590,20 @@ async def serve(
         except StorageLogCorrupt as e:
             _print_problems([_corrupt_storage(e)])
             return EXIT_CONFIG
-    orphans = group_logs(os.path.join(settings.data_dir, RAFT_DIR)) if settings.data_dir else []
-    if orphans and storage.get(GROUP_KEY) is None:  # (every group is recorded before its log is made)
+    raft_dir = os.path.join(settings.data_dir, RAFT_DIR) if settings.data_dir else ""
+    if raft_dir and storage.get(GROUP_KEY) is None:
+        # a join a crash cut short before the node's record of the group was durable left its
+        # log staged: the node never joined (add-node run again joins it); realnet.raftlog
+        try:
+            discarded = discard_staged(raft_dir)
+        except OSError as e:
+            return _refuse_start(f"Cannot remove what a join cut short by a crash left in {raft_dir}: "
+                                 f"{e.strerror or e}. {_RESTORE.capitalize()}", storage)
+        for path in discarded:
+            log.info("removed %s, left by a join of a replicated group that a crash cut short before "
+                     "this node recorded the group: the node never joined it", path)
+    orphans = group_logs(raft_dir) if raft_dir else []
+    if orphans and storage.get(GROUP_KEY) is None:  # (a log gets its name once its record is durable)
         return _refuse_start(
             f"The data directory {settings.data_dir!r} holds a Raft log ({orphans[0]}) but not this "
             "node's record of its group (its storage.log was lost or replaced): started so, it would "

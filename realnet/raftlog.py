@@ -62,6 +62,24 @@ forget the term, the vote and every acknowledged entry. A directory or file that
 (a file where the directory belongs, a directory where the log belongs, no permission) raises
 :class:`RaftLogUnusable` naming the path, not an ``OSError``.
 
+**Joining: a new log is staged until the node's record of the group is durable.** The node
+records its group (``replica:group`` in ``storage.log``) before it opens the group's log, but
+that record becomes durable only at the end of the loop turn (group commit), while the log is
+created at once; a crash in between left a log with no record, which the node refuses to start
+on (it cannot tell it from a log whose record was lost), and the reverse order would leave a
+record with no log, refused as :class:`RaftLogMissing`. So ``staged=True`` (a new group, when the
+owner will say once the record is durable: :mod:`realnet.raftopen`) creates the log as
+``raft-G.log.new`` (:func:`staged_name`) and writes there; :meth:`FileRaftStorage.install` renames
+it to ``raft-G.log`` and fsyncs the directory, and the owner calls it once the record is durable.
+Every crash then leaves a state that restarts soundly: no record (a ``.new`` file at most: the
+node never joined; :func:`discard_staged` removes it, and ``add-node`` run again joins it), a
+record and a ``.new`` file but no log (the rename did not happen or did not reach the disk: a
+log that must exist takes the staged file as its log, ``create=False`` finishes the rename), or
+a record and its log. A log at its own name without a record, and a record with neither file,
+are not left by a join and stay refused. Nothing the staged log holds is vouched for to a peer
+before it is installed (``realnet.raftopen``'s ``on_durable`` waits for it), so dropping one
+drops nothing another node counts on.
+
 **Recovery (at construction).** Temp files are removed. The log is replayed into the synced
 image. A *torn tail* — a last record cut short or with a bad checksum and no valid record after
 it, as after ``kill -9`` or a power loss mid-write — is truncated (fsynced) and logged with the
@@ -132,6 +150,41 @@ def log_name(group: str) -> str:
     return f"raft-{group}.log"
 
 
+#: what a staged log's name adds to the log's (the module docstring, "Joining")
+STAGED_SUFFIX = ".new"
+
+
+def staged_name(group: str) -> str:
+    """The file name of group ``group``'s log while it is staged (a join not yet recorded)."""
+    return log_name(group) + STAGED_SUFFIX
+
+
+def discard_staged(directory: str) -> list[str]:
+    """Remove what a join cut short by a crash before the node recorded its group left in
+    ``directory``: each staged log (or its temp file) whose group has no log of its own, with
+    that group's temp and snapshot files (the node never joined it: its owner checked that it
+    remembers no group). Returns the paths removed."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed: list[str] = []
+    staged = re.compile(r"^raft-(.+)\.log" + re.escape(STAGED_SUFFIX) + r"(\.tmp)?$")
+    groups = {m.group(1) for m in map(staged.match, names) if m is not None and _GROUP.match(m.group(1))}
+    for group in sorted(groups):
+        if log_name(group) in names:
+            continue  # a group with its log: nothing of it is discarded here
+        mine = re.compile(re.escape(f"raft-{group}.") + r"(log" + re.escape(STAGED_SUFFIX) + r"|log|snap-\d{20})"
+                          + r"(\.tmp)?$")
+        for name in sorted(names):
+            if mine.match(name) and name != log_name(group):
+                os.unlink(os.path.join(directory, name))
+                removed.append(os.path.join(directory, name))
+    if removed:
+        fsync_dir(directory)
+    return removed
+
+
 def group_logs(directory: str) -> list[str]:
     """The paths of the group logs in ``directory``, sorted (none when it cannot be listed)."""
     try:
@@ -166,16 +219,22 @@ class FileRaftStorage:
     ``voters``/``learners`` give the bootstrap configuration (used only while no snapshot has
     been stored, as :class:`MemoryRaftStorage`'s). ``compact_bytes``: the log size from which a
     synced snapshot triggers a rewrite of the log from the snapshot's index (0: always).
-    ``create``: make a missing log (a new group); False refuses it (:class:`RaftLogMissing`)."""
+    ``create``: make a missing log (a new group); False refuses it (:class:`RaftLogMissing`), or
+    finishes the install of a staged one. ``staged``: make a missing log under its staged name,
+    until :meth:`install` (the module docstring, "Joining")."""
 
     def __init__(self, directory: str, voters: Sequence[str], learners: Sequence[str] = (), *,
-                 group: str = "0", compact_bytes: int = 4 << 20, create: bool = True) -> None:
+                 group: str = "0", compact_bytes: int = 4 << 20, create: bool = True,
+                 staged: bool = False) -> None:
         if not _GROUP.match(group):
             raise ValueError(f"raft group name {group!r} must be 1-64 letters, digits, '_', '.' or '-'")
         self.directory = os.path.abspath(directory)
         self.group = group
         self.compact_bytes = compact_bytes
-        self.path = os.path.join(self.directory, log_name(group))
+        #: the log's own name; :attr:`path` is the file written, the staged one until install()
+        self.final_path = os.path.join(self.directory, log_name(group))
+        self.path = self.final_path
+        self._stage = staged
         self._boot = Snapshot(meta=SnapshotMeta(index=0, term=0, conf=ConfState(
             voters=tuple(voters), learners=tuple(learners))))
         self.stats: dict[str, int] = dict.fromkeys(
@@ -309,6 +368,24 @@ class FileRaftStorage:
                                     "from what is on disk")
         if self._fd < 0:
             raise RaftStorageFailed(f"raft storage {self.path} is closed")
+
+    @property
+    def staged(self) -> bool:
+        """The log is still under its staged name (created for a join not yet recorded)."""
+        return self.path != self.final_path
+
+    def install(self) -> None:
+        """Give a staged log its own name (rename, fsync of the directory): the node's record of
+        the group is durable. Nothing to do for a log that has it. A failure raises
+        :class:`RaftStorageFailed`, as a failed sync (a restart finishes the rename)."""
+        if not self.staged:
+            return
+        try:
+            os.replace(self.path, self.final_path)
+            self.path = self.final_path
+            fsync_dir(self.directory)
+        except OSError as exc:
+            raise self._failure(f"installing the Raft log {self.final_path} failed", exc) from exc
 
     def has_unsynced(self) -> bool:
         return self._synced != self._volatile  # LogImage compares all three fields
@@ -492,10 +569,25 @@ class FileRaftStorage:
         for name in os.listdir(self.directory):
             if name.startswith(f"raft-{self.group}.") and name.endswith(".tmp"):
                 os.unlink(os.path.join(self.directory, name))  # a write that never got renamed
-        if not os.path.lexists(self.path):
-            if not create:
+        staged = self.final_path + STAGED_SUFFIX
+        if not os.path.lexists(self.final_path):
+            if not create and os.path.isfile(staged):
+                # a join whose record became durable, cut short before the rename reached the
+                # disk: the staged file is this group's log (module docstring, "Joining")
+                os.replace(staged, self.final_path)
+                fsync_dir(self.directory)
+                log.info("raft log %s: installed the log staged when this node joined its group (a crash "
+                         "came between its record of the group and the rename)", self.final_path)
+            elif not create:
                 raise self._missing()
-            write_atomically(self.path, MAGIC)  # the file, then its directory, fsynced
+            elif self._stage:
+                self.path = staged  # (a staged file left by a crash before any record: replaced)
+                write_atomically(self.path, MAGIC)
+            else:
+                write_atomically(self.path, MAGIC)  # the file, then its directory, fsynced
+        elif os.path.lexists(staged):
+            os.unlink(staged)  # not left by a join (the rename consumes it): nothing to keep
+            log.warning("raft log %s: removed %s beside it", self.final_path, staged)
         records, dropped = recordfile.read_log(self.path, MAGIC, _KINDS, "raft log", RaftLogCorrupt)
         self.stats["torn_bytes_dropped"] = dropped
         img = LogImage(HardState(), self._boot)

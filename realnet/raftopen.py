@@ -47,7 +47,18 @@ an owner's ``on_failure`` (a test, a tool) ``save``/``sync`` raise instead.
 (:attr:`RaftOpener.must_exist`, which the node sets around its construction only), so a log that
 is gone is refused (:class:`realnet.raftlog.RaftLogMissing`) instead of recreated empty: a member
 with an empty log could vote twice in a term and let a majority forget acknowledged writes.
-Forming a new group (the admin door) creates the file.
+Forming a new group (the admin door) creates the file (staged first: below).
+
+**A new group's log is installed once the node's record of it is durable.** The node records
+its group in its storage before it asks for the log, but realnet's storage makes that record
+durable only at the end of the loop turn, while the log file is made at once. Given
+``record_durable`` (the storage's ``on_durable``, set by ``realnet.node``), the opener creates a
+new group's log *staged* (``raft-0.log.new``, :mod:`realnet.raftlog`, "Joining") and renames it
+to its own name from ``record_durable``'s callback, after the record's flush. Meanwhile
+:meth:`RaftLogDisk.on_durable` holds its callbacks, so the group sends nothing that vouches for
+the log (a vote, an acknowledgement) before the log is in place: a crash before the install
+leaves a node that restarts as one that never joined (its staged log removed, nothing a peer
+counted on lost) or, once the record is durable, one whose start finishes the rename.
 
 **A damaged log is refused, not served** (:class:`realnet.raftlog.RaftLogCorrupt`: the file and
 the offset; or a HardState whose commit index lies past the last entry, which no torn tail
@@ -103,6 +114,8 @@ class RaftLogDisk:
         #: entries whose commit was awaited but dropped past MAX_PENDING
         self.unmeasured = 0
         self._saved_at: OrderedDict[int, float] = OrderedDict()
+        #: on_durable callbacks held while the log is staged (run by install)
+        self._held: list[Callable[[], None]] = []
         self._commit = log.load().hard_state.commit
         log.background = off_loop
         log.on_failure = self._failed
@@ -157,7 +170,24 @@ class RaftLogDisk:
     def on_durable(self, fn: Callable[[], None]) -> None:
         if self.failed:
             return  # withheld: what it waits for may not be on disk (the node is stopping)
+        if self.log.staged:  # durable, but under a name a crash would discard: after install()
+            self._held.append(fn)
+            return
         fn()  # FileRaftStorage.sync returns after its fsync: what was synced is durable
+
+    def install(self) -> None:
+        """The node's record of the group is durable: give a staged log its own name, then run
+        the callbacks that waited for it. A failure stops the node as a failed sync does."""
+        try:
+            self.log.install()
+        except OSError as exc:
+            self._caught(exc)
+            return
+        held, self._held = self._held, []
+        for fn in held:
+            if self.failed:
+                return
+            fn()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -184,7 +214,8 @@ def _check_commit(storage: FileRaftStorage) -> None:
 
 
 class RaftOpener:
-    """``opener(voters, learners)``: the node's Raft storage under ``<data_dir>/raft/``.
+    """``opener(voters, learners)``: the node's Raft storage under ``<data_dir>/raft/``; a new
+    group's log staged until ``record_durable`` says the node's record of it is durable.
 
     ``clock``: seconds, monotonic (the loop's time) for the commit-latency notes. Every storage
     it opened is kept in :attr:`opened` (the metrics read the newest; :meth:`close` closes all).
@@ -192,8 +223,12 @@ class RaftOpener:
     :attr:`on_failure` (the node's stop), set by the owner."""
 
     def __init__(self, data_dir: str | os.PathLike[str] | None, clock: Callable[[], float], *,
-                 compact_bytes: int = 4 << 20) -> None:
+                 compact_bytes: int = 4 << 20,
+                 record_durable: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.data_dir = str(data_dir) if data_dir else ""
+        #: ``record_durable(fn)``: call ``fn`` once the node's record of its group is durable (the
+        #: storage's ``on_durable``); a new group's log is staged until then. None: created at once
+        self.record_durable = record_durable
         self.clock = clock
         self.compact_bytes = compact_bytes
         self.opened: list[RaftLogDisk] = []
@@ -212,11 +247,15 @@ class RaftOpener:
     def __call__(self, voters: Sequence[str], learners: Sequence[str]) -> RaftLogDisk:
         if not self.data_dir:
             raise errors.Conflict(NEEDS_DATA_DIR)
+        stage = not self.must_exist and self.record_durable is not None
         storage = FileRaftStorage(self.directory, voters, learners, group=GROUP,
-                                  compact_bytes=self.compact_bytes, create=not self.must_exist)
+                                  compact_bytes=self.compact_bytes, create=not self.must_exist,
+                                  staged=stage)
         _check_commit(storage)
         disk = RaftLogDisk(storage, self.clock, self._failed)
         self.opened.append(disk)
+        if disk.log.staged and self.record_durable is not None:
+            self.record_durable(disk.install)
         return disk
 
     def _failed(self, why: str) -> None:
