@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from checker.checker import LINEARIZABLE, NOT_LINEARIZABLE, UNKNOWN, CheckResult, check, verdict_text
-from checker.history import FORMATS, HistoryFormatError, Op, read_history
+from checker.history import FORMATS, HistoryFormatError, Op, read_history, thaw
 from checker.models import MODELS, Model, ModelError, detect_model, get_model
 
 EXIT_LINEARIZABLE = 0
@@ -279,7 +279,7 @@ def result_to_json(result: CheckResult, path: str, fmt: str) -> dict[str, Any]:
         "dropped": sum(r.dropped for r in result.keys.values()),
         "keys": [
             {
-                "key": r.key,
+                "key": thaw(r.key),
                 "verdict": r.verdict,
                 "ops": r.ops,
                 "unknown_ops": r.unknown_ops,
@@ -292,8 +292,8 @@ def result_to_json(result: CheckResult, path: str, fmt: str) -> dict[str, Any]:
         "witness": None
         if ce is None
         else {
-            "key": ce.key,
-            "start_states": list(ce.start_states),
+            "key": thaw(ce.key),
+            "start_states": [thaw(state) for state in ce.start_states],
             "skipped": ce.skipped,
             "minimal": ce.minimal,
             "culprit": _op_json(ce.culprit),
@@ -308,9 +308,9 @@ def _op_json(op: Op) -> dict[str, Any]:
     return {
         "process": op.process,
         "f": op.f,
-        "key": op.key,
-        "value": op.value,
-        "output": op.output,
+        "key": thaw(op.key),
+        "value": thaw(op.value),
+        "output": thaw(op.output),
         "status": op.status,
         "call": op.call,
         "ret": op.ret,

@@ -121,6 +121,23 @@ def test_json_output(stale: Path) -> None:
     assert report["witness"]["start_states"] == ["2"]
 
 
+@pytest.mark.parametrize(("written", "read"), [(1, True), (True, False), (True, "s"), ({"x": [True]}, 0)])
+def test_json_output_of_a_witness_holding_json_booleans_and_objects(
+        tmp_path: Path, written: object, read: object) -> None:
+    """The checker keeps ``true`` apart from ``1`` internally (JsonBool, FrozenDict); its JSON
+    line gives them back as JSON, instead of failing to serialize them (a traceback, no line)."""
+    path = tmp_path / "bools.jsonl"
+    path.write_text("\n".join([event(0, "invoke", "put", written), event(0, "ok", "put", written),
+                               event(1, "invoke", "get", None), event(1, "ok", "get", read)]))
+    done = run("--json", path, path)  # twice: the second file still gets its line
+    assert done.returncode == 1 and done.stderr == "", done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == 2
+    witness = lines[0]["witness"]
+    assert witness["start_states"] == [written]
+    assert witness["culprit"]["output"] == read and type(witness["culprit"]["output"]) is type(read)
+
+
 def test_malformed_input_exits_3_naming_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(event(0, "invoke", "get", None) + "\n" + '{"process": 0, "type": "ok"\n')
