@@ -156,7 +156,8 @@ def check_file(path: str, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result_to_json(result, path, history.format)))
     else:
-        print(render(result, model, path, f"{history.format}, {format_source}", model_source))
+        print(render(result, model, path, f"{history.format}, {format_source}", model_source,
+                     all_keys=args.all_keys))
     sys.stdout.flush()  # several files: each report is out before the next search starts
     if result.verdict == LINEARIZABLE:
         return EXIT_LINEARIZABLE
@@ -165,8 +166,9 @@ def check_file(path: str, args: argparse.Namespace) -> int:
     return EXIT_UNKNOWN
 
 
-def render(result: CheckResult, model: Model, path: str, fmt: str, model_source: str) -> str:
-    """The human-readable report."""
+def render(result: CheckResult, model: Model, path: str, fmt: str, model_source: str,
+           all_keys: bool = False) -> str:
+    """The human-readable report (``all_keys``: every key was settled, each verdict is said)."""
     lines = [f"history:    {path} ({fmt})", f"model:      {model.name} ({model_source})"]
     keys = [k for k in result.keys if k is not None]
     unknown = sum(r.unknown_ops for r in result.keys.values())
@@ -188,13 +190,15 @@ def render(result: CheckResult, model: Model, path: str, fmt: str, model_source:
         settled = sum(1 for r in result.keys.values() if r.verdict != UNKNOWN)
         verdict += f" (time budget ran out; {settled} of {len(result.keys)} keys settled)"
     lines.append(f"verdict:    {verdict}")
+    if all_keys and len(keys) > 1:
+        lines.append(f"keys:       {_key_verdicts(result)}")
     ce = result.counterexample
     if ce is not None:
         where = "" if ce.key is None else f" on key {ce.key!r}"
         count = "this operation" if len(ce.ops) == 1 else f"these {len(ce.ops)} operations"
         lines.append(f"witness:    {count}{where} cannot be linearized")
         if ce.skipped:
-            states = " or ".join(model.describe_state(s) for s in ce.start_states)
+            states = " or ".join(_cut(model.describe_state(s)) for s in ce.start_states)
             holder = "the register" if ce.key is None else "the key"
             lines.append(
                 f"            starting from {states}: what {holder} may hold after the "
@@ -203,7 +207,7 @@ def render(result: CheckResult, model: Model, path: str, fmt: str, model_source:
         else:
             lines.append(
                 "            starting from the initial state, "
-                + model.describe_state(ce.start_states[0])
+                + _cut(model.describe_state(ce.start_states[0]))
             )
         lines.extend("            " + row for row in _table(ce.ops, ce.pending, ce.culprit))
         lines.append("            ! = the culprit: once it returned, no order works")
@@ -250,12 +254,36 @@ def _table(ops: Sequence[Op], pending: Sequence[Op], culprit: Op) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
+#: longest value a witness's table shows whole (a longer one is cut, its length said)
+SHOW_MAX = 120
+
+#: keys named per verdict in the report's ``keys:`` line (the rest counted)
+KEYS_NAMED = 10
+
+
+def _key_verdicts(result: CheckResult) -> str:
+    """How many keys got each verdict, naming the first few of each verdict (sorted)."""
+    parts = []
+    for verdict in (NOT_LINEARIZABLE, UNKNOWN, LINEARIZABLE):
+        names = sorted(repr(k) for k, r in result.keys.items() if k is not None and r.verdict == verdict)
+        if not names:
+            continue
+        shown = ", ".join(names[:KEYS_NAMED]) + (f" and {len(names) - KEYS_NAMED} more" if len(names) > KEYS_NAMED else "")
+        parts.append(f"{len(names)} {verdict_text(verdict)} ({shown})")
+    return "; ".join(parts)
+
+
 def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    return json.dumps(value) if isinstance(value, str) else str(value)
+    """A value as JSON writes it, cut (:func:`_cut`)."""
+    return _cut(json.dumps(thaw(value)))
+
+
+def _cut(text: str) -> str:
+    """``text`` whole up to SHOW_MAX characters; a longer one cut there, its length said (a
+    witness holding a 20 MiB value printed 60 MB)."""
+    if len(text) > SHOW_MAX:
+        return f"{text[:SHOW_MAX]}... ({len(text):,} characters)"
+    return text
 
 
 def _input_error(path: str, message: str, as_json: bool) -> int:

@@ -138,6 +138,31 @@ def test_json_output_of_a_witness_holding_json_booleans_and_objects(
     assert witness["culprit"]["output"] == read and type(witness["culprit"]["output"]) is type(read)
 
 
+def test_all_keys_says_each_keys_verdict_in_text_too(tmp_path: Path) -> None:
+    path = tmp_path / "keys.jsonl"
+    path.write_text("\n".join([
+        event(0, "invoke", "get", None, key="a"), event(0, "ok", "get", "v", key="a"),  # never written
+        event(1, "invoke", "get", None, key="b"), event(1, "ok", "get", "w", key="b"),  # never written
+        event(2, "invoke", "put", "1", key="c"), event(2, "ok", "put", "1", key="c"),
+    ]))
+    done = run("--all-keys", path)
+    assert done.returncode == 1
+    assert "keys:       2 not linearizable ('a', 'b'); 1 linearizable ('c')" in done.stdout, done.stdout
+    assert "keys:" not in run(path).stdout  # without it the others are not settled: not said
+
+
+def test_a_witness_cuts_long_values_saying_their_length(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    big = "x" * 100_000
+    path.write_text("\n".join([event(0, "invoke", "put", big), event(0, "ok", "put", big),
+                               event(1, "invoke", "get", None), event(1, "ok", "get", big + "y")]))
+    done = run(path)
+    assert done.returncode == 1
+    assert len(done.stdout) < 2_000, len(done.stdout)
+    assert "(100,002 characters)" in done.stdout and "(100,003 characters)" in done.stdout
+    assert json.loads(run("--json", path).stdout)["witness"]["culprit"]["output"] == big + "y"  # whole
+
+
 def test_malformed_input_exits_3_naming_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(event(0, "invoke", "get", None) + "\n" + '{"process": 0, "type": "ok"\n')
