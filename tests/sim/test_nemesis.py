@@ -173,6 +173,25 @@ def test_a_fault_still_active_when_the_run_stops_reports_what_it_did_so_far() ->
     assert r.undone is None and r.dropped > 0 and r.sent > r.dropped
 
 
+def test_a_loss_spike_adds_to_the_background_loss_and_restores_it() -> None:
+    """A spike is a loss of its own on top of ``--loss``: it never lowers the loss (it replaced
+    the background's rate, so a spike of 0.3 over 0.5 made the network more reliable)."""
+    c = SimCluster(1, 5, CFG, swim=SWIM)
+    c.net.set_loss(0.5)
+    run = Nemesis([LossSpikes(quiet=(0.1, 0.1), length=(5.0, 5.0))], seed=1).apply(c, 0, 10.0)
+    c.run(until=2.0)
+    (r,) = [x for x in run.records if x.fired is not None]
+    spike = float(r.param)
+    assert 0.1 <= spike <= 0.5
+    (rule,) = [x for x in c.net.rules if isinstance(x, Loss)]
+    assert rule.probability == pytest.approx(1 - 0.5 * (1 - spike)) and rule.probability > 0.5
+    assert r.detail == f"{spike:g} over 0.5: {rule.probability:.3g}"
+    c.run(until=12.0)  # past the nemesis window: every spike undone
+    assert r.undone is not None and all(x.undone is not None for x in run.records if x.fired is not None)
+    (rule,) = [x for x in c.net.rules if isinstance(x, Loss)]
+    assert rule.probability == 0.5  # the background's, back
+
+
 def test_a_reshard_moves_a_slot_that_holds_keys_to_its_target() -> None:
     c, run = _run(4, "reshard")
     fired = [r for r in run.records if r.fired is not None]
