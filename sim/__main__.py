@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sim.cliargs import finite, writable_file
+from sim.cliargs import MAX_DURATION, finite, writable_file
 from sim.latency import parse_latency
 from sim.scenario import RunReport, run_default
 
@@ -79,6 +79,11 @@ def explain_time(rep: RunReport, duration: float) -> str:
     total = rep.sim_time
     ops = [op for op in rep.history if op.complete is not None]
     extra = total - duration
+    if ops and -extra > max(0.05 * duration, 0.1):
+        # each client's operations start a pace apart from 0, so its last starts a pace before
+        # the end: few operations over a long duration end well before it
+        return (f"simulated {total:.1f} s: the last of {len(ops)} operations, paced over {duration:g} s, "
+                "answered then")
     if not ops or extra <= max(0.05 * duration, 0.1):
         return f"simulated {total:.1f} s: the {duration:g} s of paced workload"
     last = max(ops, key=lambda op: op.complete or 0.0)
@@ -152,8 +157,9 @@ def run(argv: list[str]) -> int:
         p.error("--nodes and --clients must be at least 1 and --ops at least 0")
     if not 0.0 <= args.loss <= 1.0:
         p.error("--loss must be within 0 and 1")
-    if not (finite(args.duration) and args.duration > 0):
-        p.error(f"--duration must be positive and finite, not {args.duration!r}")
+    if not (finite(args.duration) and 0 < args.duration <= MAX_DURATION):
+        p.error(f"--duration must be positive and at most {MAX_DURATION:,.0f} s (a simulated day), "
+                f"not {args.duration!r}")
     if not (finite(args.check_timeout) and args.check_timeout >= 0):
         p.error(f"--check-timeout must be finite and not negative, not {args.check_timeout!r}")
     if args.replicas not in (1, nodes):

@@ -14,6 +14,13 @@ import tempfile
 from pathlib import Path
 
 
+#: the longest run a command line takes, in simulated seconds: a simulated day. A run's cost grows
+#: with its simulated time (about 0.6 CPU s per 1,000 simulated seconds for the default five
+#: nodes, idle or not), so ``--duration 1e9`` ran for days of CPU with no output; a day costs
+#: about a minute.
+MAX_DURATION = 86_400.0
+
+
 def finite(*xs: float) -> bool:
     """Every one of ``xs`` is a finite number (not NaN, not infinite)."""
     return all(math.isfinite(x) for x in xs)

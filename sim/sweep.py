@@ -64,7 +64,7 @@ from checker import check, get_model, verdict_text
 from checker.history import jsonl_text
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
-from sim.cliargs import finite
+from sim.cliargs import MAX_DURATION, finite
 from sim.clients import FAIL, OK, UNKNOWN, Workload, split_ops
 from sim.cluster import SimCluster, sim_cluster_config
 from sim.latency import LogNormal, parse_latency
@@ -129,6 +129,8 @@ class RunConfig:
         if not (finite(self.duration, self.tail) and 0 <= self.tail < self.duration):
             out.append(f"duration must be a finite number of seconds longer than the quiet tail "
                        f"({self.tail!r} s), not {self.duration!r}.")
+        elif self.duration > MAX_DURATION:
+            out.append(f"duration must be at most {MAX_DURATION:,.0f} s (a simulated day), not {self.duration!r}.")
         elif self.duration - self.tail < min(0.5, self.duration / 4):
             # the faults' window (simulate) starts at min(0.5, duration / 4) and ends at the tail
             out.append(f"duration must leave the faults a window before the quiet tail: at least the tail "

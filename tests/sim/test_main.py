@@ -52,6 +52,14 @@ def test_a_run_without_time_outs_is_its_paced_workload(capsys: pytest.CaptureFix
     assert capsys.readouterr().out.splitlines()[1] == "simulated 4.0 s: the 4 s of paced workload"
 
 
+def test_a_run_that_ends_well_before_its_duration_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """Few operations over a long duration: each client's last one starts a pace before the end
+    ("the 2000 s of paced workload" was said of a run of 1027 s)."""
+    assert sim_main.main(["--duration", "2000", "--ops", "5", "--no-check"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.startswith("simulated 10") and line.endswith(": the last of 5 operations, paced over 2000 s, answered then"), line
+
+
 def test_a_violation_and_an_exhausted_budget_are_said(monkeypatch: pytest.MonkeyPatch) -> None:
     events = [
         {"process": 0, "type": "invoke", "f": "put", "key": "k", "value": "1"},
