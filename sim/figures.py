@@ -405,12 +405,21 @@ def plot_replication(res: ReplicationResult) -> Any:
     return fig
 
 
+def _percent(share: float) -> str:
+    """``share`` as a percentage, to a tenth where a whole number would round it to 0 or 100 %
+    (99.8 % is not "100 %": one operation failed)."""
+    whole = f"{100 * share:.0f}"
+    if whole in ("0", "100") and share not in (0.0, 1.0):
+        return f"{100 * share:.1f} %"
+    return f"{whole} %"
+
+
 def replication_lines(res: ReplicationResult) -> list[str]:
     """The figure's numbers, one line per run, for the log."""
     out = []
     for row in res.rows:
-        down = ", ".join(f"{label} {100 * x:.0f} %" for (_a, _b, label), x in zip(res.crashes, row.while_down,
-                                                                              strict=True))
+        down = ", ".join(f"{label} {_percent(x)}" for (_a, _b, label), x in zip(res.crashes, row.while_down,
+                                                                          strict=True))
         out.append(f"replication: {row.label}: {row.ok}/{row.invoked} ok, lost {row.lost} of "
                    f"{row.acked_writes} acknowledged writes, p50 {row.p50_ms:.2f} ms (put {row.put_p50_ms:.2f} ms); "
                    f"ok while down: {down}")

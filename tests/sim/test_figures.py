@@ -57,6 +57,12 @@ def test_the_replication_figure_plots_what_each_run_lost_and_marks_the_shared_cr
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_share_that_rounds_to_0_or_100_percent_keeps_a_decimal() -> None:
+    from sim.figures import _percent
+
+    assert [_percent(x) for x in (1.0, 0.998, 0.74, 0.0004, 0.0)] == ["100 %", "99.8 %", "74 %", "0.0 %", "0 %"]
+
+
 def test_only_makes_the_named_figures_and_refuses_an_unknown_name(tmp_path: Path) -> None:
     from sim import figures as F
 
