@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         labels.setdefault(arm, f"node ({parser})")
     print(f"HTTP throughput: {args.connections} connections, {args.duration:g} s, "
           f"best of {args.rounds} rounds, load generator {engine}, {os.cpu_count()} CPUs")
-    print(f"{'server':24s} {'op':4s} {'req/s':>10s} {'median':>10s} {'p50 ms':>8s} "
+    width = max([len("server")] + [len(labels[name]) for name, _m in best])
+    print(f"{'server':{width}s} {'op':4s} {'req/s':>10s} {'median':>10s} {'p50 ms':>8s} "
           f"{'p99 ms':>8s} {'non-2xx':>8s} {'CPU us/req':>10s}")
 
     def cpu_per_request(name: str, method: str) -> float | None:
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "-"
         c = cpu_per_request(name, method)
         cs = f"{c:.1f}" if c is not None else "-"
-        print(f"{labels[name]:24s} {method:4s} {r.rps:>10,.0f} {med:>10,.0f} {p50:>8s} "
+        print(f"{labels[name]:{width}s} {method:4s} {r.rps:>10,.0f} {med:>10,.0f} {p50:>8s} "
               f"{p99:>8s} {r.non_2xx_3xx:>8d} {cs:>10s}")
     if not with_node:
         print("node: skipped (realnet/node.py not found or --no-node)")

@@ -116,6 +116,10 @@ def main() -> None:
     print(f"{'GET request, with the histogram':<44} {with_hist:>10.1f}")
     print(f"{'  difference (what observing costs it)':<44} {out['observe_share_ns']:>10.1f}")
     print(f"{'ratio with histogram / no-op':<44} {ratio if ratio is not None else '-':>10}")
+    if out["observe_share_ns"] < 0:
+        # the difference is below this run's noise (a short run on a busy machine): not a gain
+        print(f"note: the difference is negative, below the noise of {args.repeat} x {args.n:,} calls; "
+              "raise --n or --repeat", file=_sys.stderr)
     print(json.dumps({"benchmark": "metrics_observe", "n": args.n, "repeat": args.repeat, **out,
                       "ratio_request_histogram_vs_noop": ratio}))
 
