@@ -598,10 +598,10 @@ class ReplicaGroup:
         if queued:
             # waiting for the session's registration, never sent: certainly not applied
             self.queued = [q for q in self.queued if q is not w]
-            e = errors.NoLeader(f"node {self.id} could not register its client session with the group "
-                                f"within {self.node_config.forward_timeout:g}s, so the write was not sent: "
-                                "nothing was applied; retry shortly")
-            self._finish(w, e.code, e.message)
+            unsent = errors.NoLeader(f"node {self.id} could not register its client session with the "
+                                     f"group within {self.node_config.forward_timeout:g}s, so the write was "
+                                     "not sent: nothing was applied; retry shortly")
+            self._finish(w, unsent.code, unsent.message)
             return
         self.stats.timeouts += 1
         e = errors.ForwardTimeout(f"the replicated group did not apply the write within "
