@@ -119,6 +119,7 @@ from realnet.clusterview import (
     Unauthorized,
     Unreachable,
     _fmt,
+    bus_problems,
     cluster_problems,
     create_problems,
     member_problems,
@@ -274,12 +275,24 @@ class Admin:
         return self.discover(first.addr)
 
     def add_node(self, new: NodeState, cluster: ClusterView) -> None:
-        """``new`` (fresh, empty) meets the cluster through its entry node and owns no slots."""
-        self.post(new.addr, "/cluster/meet", {"seeds": [cluster.entry.peer_addr]})
+        """``new`` (fresh, empty) meets the cluster through its entry node and owns no slots.
+        While it waits, it watches the two nodes' transport counters (:func:`join_trouble`) and
+        stops early with the cause when their connections are refused or fail."""
+        entry = cluster.entry
+        before = {n.id: self._transport(n.addr) for n in (new, entry)}
+        self.post(new.addr, "/cluster/meet", {"seeds": [entry.peer_addr]})
         live = [n for n in cluster.live()]
-        want = cluster.entry.runs
+        want = entry.runs
+        polls = [0]
 
         def joined() -> bool:
+            polls[0] += 1
+            if polls[0] % TROUBLE_EVERY == 0:
+                why = join_trouble(new, entry, before, {n.id: self._transport(n.addr) for n in (new, entry)})
+                if why:
+                    raise AdminError(f"Node {new.id} cannot join the cluster: {why} It keeps trying to join; "
+                                     "once that is fixed, run this add-node again (or stop it, start it "
+                                     "again fixed, and run add-node).")
             for n in [*live, new]:
                 states = {m["id"]: m["state"] for m in self.get(n.addr, "/cluster/members")}
                 if states.get(new.id) != ALIVE or any(states.get(m.id) != ALIVE for m in live):
@@ -288,6 +301,14 @@ class Admin:
             return [(r["start"], r["end"], r["node"], r["epoch"]) for r in s["slots"]] == want
 
         self.wait(f"every node to hold {new.id} alive and {new.id} to learn the slot map", joined)
+
+    def _transport(self, addr: str) -> dict[str, Any]:
+        """A node's transport counters (``/cluster/info``'s ``transport``; empty if it did not answer)."""
+        try:
+            info = self.get(addr, "/cluster/info")
+        except (Unreachable, NodeError):
+            return {}
+        return dict((info or {}).get("transport") or {})
 
     # --- moving slots -----------------------------------------------------------------------
 
@@ -514,6 +535,58 @@ class Admin:
         return problems
 
 
+#: ``add-node``'s wait looks at the transport counters every this many polls (about half a second)
+TROUBLE_EVERY = 10
+#: refused connections (counted by reason) that make ``add-node`` stop early with the cause
+TROUBLE_REFUSALS = 2
+#: failed connection attempts to one address that make ``add-node`` stop early
+TROUBLE_CONNECTS = 3
+
+#: an inbound refusal counted by the node that refused (``frames_malformed``), in words:
+#: (the refusing node, the dialling node) -> why
+_REFUSED_BECAUSE: dict[str, Callable[[str, str], str]] = {
+    "unknown_key": lambda me, peer: f"their cluster secrets differ ({me} holds no key that {peer} dials with)",
+    "bad_proof": lambda me, peer: f"their cluster secrets differ ({peer}'s proof fails with {me}'s key)",
+    "secret_unexpected": lambda me, peer: f"{peer} has a cluster secret (--secret-file) and {me} has none",
+    "no_secret": lambda me, peer: f"{me} has a cluster secret (--secret-file) and {peer} has none",
+    "cluster_mismatch": lambda me, peer: "their cluster names differ (--cluster-name)",
+}
+
+
+def _grew(before: Mapping[str, Any], now: Mapping[str, Any], field: str, reason: str) -> int:
+    return int((now.get(field) or {}).get(reason, 0)) - int((before.get(field) or {}).get(reason, 0))
+
+
+def join_trouble(new: NodeState, entry: NodeState, before: Mapping[str, Mapping[str, Any]],
+                 now: Mapping[str, Mapping[str, Any]]) -> str:
+    """Why ``new`` cannot join through ``entry``, from their transport counters (``before``
+    the meet and ``now``, by node id): a sentence, or "" while nothing says it. Refused
+    connections by reason, counted by the node that refused (a secret or a cluster name that
+    differs), and connection attempts that keep failing (an advertised peer address that the
+    other cannot reach)."""
+    pairs = ((entry, new), (new, entry))
+    for me, peer in pairs:
+        for reason, says in _REFUSED_BECAUSE.items():
+            n = _grew(before.get(me.id, {}), now.get(me.id, {}), "frames_malformed", reason)
+            if n >= TROUBLE_REFUSALS:
+                return (f"{me.id} refused {n} of {peer.id}'s connections since add-node began ({reason}): "
+                        f"{says(me.id, peer.id)}.")
+    for me, peer in pairs:
+        links = (now.get(me.id) or {}).get("links") or {}
+        for key, link in sorted(links.items()):
+            if (key == peer.id or (peer.peer_addr and link.get("addr") == peer.peer_addr)) and int(
+                    link.get("failures") or 0) >= TROUBLE_CONNECTS and link.get("state") != "connected":
+                err = str(link.get("last_error") or "").rstrip(".").lower()
+                return (f"{me.id} cannot connect to {peer.id}'s peer address {link.get('addr') or peer.peer_addr} "
+                        f"({link.get('failures')} attempts{': ' + err if err else ''}); every node must reach "
+                        f"it (the address {peer.id} advertises: --advertise-host, --peer-port).")
+    refused = _grew(before.get(new.id, {}), now.get(new.id, {}), "handshakes_failed", "refused_by_peer")
+    if refused >= TROUBLE_REFUSALS:
+        return (f"{entry.id} refused {refused} of {new.id}'s connection handshakes (refused_by_peer): "
+                "their cluster secrets (--secret-file) differ; the nodes' logs say how.")
+    return ""
+
+
 def _sentence(text: str) -> str:
     return capitalized(text.strip()).rstrip(".") + "."
 
@@ -561,9 +634,11 @@ __all__ = [
     "Unauthorized",
     "Unreachable",
     "auto_rebalance",
+    "bus_problems",
     "cluster_problems",
     "create_problems",
     "even_split",
+    "join_trouble",
     "member_problems",
     "owners_of",
 ]

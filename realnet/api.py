@@ -517,6 +517,14 @@ class Api(AdminApi, ReplicaAdminApi):
         ms = node.membership
         info["addr"] = ms.me.addr
         info["peer_addr"] = ms.me.peer_addr
+        # whether a replicated group may be formed here (realnet.raftopen refuses one without a
+        # data directory): ``create --replicas`` and ``add-node`` check it before changing
+        # anything; None when the node has no Raft opener of realnet's (a test's in-memory one)
+        opener = getattr(self, "raft_opener", None)
+        info["data_dir"] = bool(opener.data_dir) if opener is not None else None
+        # the name a peer's Hello must carry ("" for none): a node of another name is refused on
+        # the bus, which ``add-node`` and ``create`` say before anything changes
+        info["cluster_name"] = getattr(self.transport, "cluster_name", "")
         info["uptime_s"] = round(self.loop.time() - self.started_at, 3)
         info["event_loop"] = event_loop_name(self.loop)
         info["swim"] = {

@@ -274,6 +274,8 @@ def cmd_create(args: argparse.Namespace, a: Admin) -> int:
     replicacli.check_replicas(args.replicas, len(args.addrs))
     nodes = [a.probe(addr) for addr in args.addrs]
     problems = admin.create_problems(nodes)
+    if args.replicas > 1:
+        problems += replicacli.create_problems(nodes)
     if problems:
         return _refuse("create the cluster", problems, all(n.reachable for n in nodes))
     if args.replicas > 1:
@@ -381,13 +383,38 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.existing)
     new = a.probe(args.new)
     replicated = replicacli.replicated(cluster)
+    if new.reachable and new.id == cluster.entry.id and new.peer_addr == cluster.entry.peer_addr:
+        raise Refused(f"NEW and EXISTING are the same node, {cluster.entry.label()}: give the new node's "
+                      "address first, then the address of any member of the cluster it joins; nothing was "
+                      "changed.")
     if replicated and new.reachable and replicacli.member_of(cluster, new):
         # an earlier add-node of it was cut short (or it is in the group already): finish the job
         return replicacli.cmd_add_node(args, a, cluster, new)
+    if new.reachable and replicacli.member_of(cluster, new):
+        state = cluster.nodes[new.id].state
+        if state == State.ALIVE:
+            say(f"Node {new.label()} is already a member of the cluster of {cluster.entry.label()}. "
+                "Nothing to do.")
+            return admin.EXIT_OK
+        raise Refused(f"Node {new.label()} is already a member of the cluster of {cluster.entry.label()}, "
+                      f"which holds it {state}; it is alive again once the nodes reach each other "
+                      f"(storelab cluster verify {args.existing} tells); nothing was changed.")
     problems = admin.create_problems([new])
-    if new.reachable and new.id in cluster.nodes:
+    listed = cluster.nodes.get(new.id) if new.reachable else None
+    if listed is not None and listed.state != State.LEFT:
         problems.append(f"The cluster already has a member called {new.id} "
-                        f"({cluster.nodes[new.id].state}); start the new node with another --id.")
+                        f"({listed.state}); start the new node with another --id.")
+    elif listed is not None and (owned := cluster.slot_counts().get(new.id, 0)):
+        # a member of that name left owning slots (a forced leave, or a replicated group's member,
+        # whose slots never move): the cluster's map would give them to the new node, which does
+        # not claim them (gossip never teaches a node its own claim). Without slots, the name is
+        # free: the new node refutes the old "left" with a higher incarnation (SWIM's reclaim)
+        problems.append(f"A member called {new.id} left the cluster owning {owned} slot"
+                        f"{'s' if owned != 1 else ''} in {cluster.entry.id}'s slot map (it left with a "
+                        "forced leave, or from a replicated group), which the cluster would give to a new node "
+                        "of that name though it does not claim them; start the new node with another --id.")
+    if new.reachable:
+        problems += admin.bus_problems(new, cluster.live())
     if replicated and new.reachable:
         problems += replicacli.fresh_problems(cluster, new)
     if problems:
@@ -445,6 +472,9 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
         return replicacli.cmd_remove_node(args, a, probe)
     cluster = a.wait_stable(args.addr)
     node = cluster.resolve(args.node)
+    if node.state == State.LEFT:
+        say(f"Node {node.label()} has left the cluster already. Nothing to do.")
+        return admin.EXIT_OK
     if node.state != State.ALIVE:
         raise Refused(f"Node {node.label()} is {node.state}; only an alive node can be removed.")
     others = [n for n in cluster.members() if n.id != node.id]

@@ -257,6 +257,66 @@ def create_problems(nodes: Sequence[NodeState]) -> list[str]:
         if info.get("keys"):
             out.append(f"Node {n.label()} holds {info['keys']} key{'s' if info['keys'] != 1 else ''}; "
                        "only an empty node can join a new cluster.")
+        raft = info.get("raft")
+        if isinstance(raft, dict):
+            out.append(f"Node {n.label()} already runs a replicated group (voters "
+                       f"{', '.join(raft.get('voters', [])) or 'none yet'}); only a node in no group can "
+                       "join a new cluster.")
+    answering = [n for n in nodes if n.reachable]
+    if answering:
+        out += bus_problems(answering[0], answering[1:])
+    return out
+
+
+def _bus(n: NodeState) -> tuple[str, bool, list[str]] | None:
+    """(cluster name, has a secret, key ids, primary first) from a node's ``/cluster/info``;
+    None when it does not say (a node of an older version)."""
+    info = n.info or {}
+    bus = (info.get("transport") or {}).get("bus")
+    if not isinstance(bus, dict) or "cluster_name" not in info:
+        return None
+    return str(info.get("cluster_name") or ""), bool(bus.get("authenticated")), list(bus.get("key_ids") or [])
+
+
+def _named(name: str) -> str:
+    return f"--cluster-name {name}" if name else "no --cluster-name"
+
+
+def bus_problems(node: NodeState, others: Sequence[NodeState]) -> list[str]:
+    """Why ``node`` and ``others`` (answering nodes) would refuse each other's peer connections,
+    one sentence per kind: another cluster name, a cluster secret on one side only, secrets with
+    no key in common (each side dials with its first key; the other must hold it). Read from
+    ``/cluster/info``
+    (``cluster_name``, ``transport.bus``): the key ids, never the keys."""
+    mine = _bus(node)
+    if mine is None:
+        return []
+    out: list[str] = []
+    name, secret, keys = mine
+    for kind in ("name", "secret", "keys"):
+        for o in others:
+            theirs = _bus(o)
+            if theirs is None or o.id == node.id:
+                continue
+            oname, osecret, okeys = theirs
+            if kind == "name" and oname != name:
+                out.append(f"Node {node.label()} runs with {_named(name)}, node {o.label()} with {_named(oname)}: "
+                           "their nodes refuse each other's connections (cluster_mismatch); start it "
+                           f"{'with --cluster-name ' + oname if oname else 'without --cluster-name'}.")
+            elif kind == "secret" and osecret != secret:
+                has, lacks = (node.label(), o.label()) if secret else (o.label(), node.label())
+                out.append(f"Node {has} has a cluster secret (--secret-file) and node {lacks} has none: "
+                           "their nodes refuse each other's connections; give every node the same "
+                           "secret file, or none.")
+            elif kind == "keys" and secret and osecret and keys and okeys and (
+                    keys[0] not in okeys or okeys[0] not in keys):
+                out.append(f"The cluster secret of node {node.label()} differs from that of node "
+                           f"{o.label()} (each dials with the first key of its --secret-file, which the "
+                           "other does not hold): their nodes refuse each other's connections; give "
+                           "every node the same secret file.")
+            else:
+                continue
+            break  # one sentence of each kind
     return out
 
 
@@ -367,6 +427,7 @@ __all__ = [
     "Refused",
     "Unauthorized",
     "Unreachable",
+    "bus_problems",
     "cluster_problems",
     "create_problems",
     "member_problems",

@@ -675,7 +675,8 @@ def _left_before(settings: Settings) -> str:
     where = settings.data_dir or "its data directory"
     return (f"Node {settings.node_id!r} left its cluster (storelab cluster remove-node or POST "
             f"/cluster/leave), and {where} holds the state of that membership; to start a fresh "
-            "node, give it an empty --data-dir (and add it with storelab cluster add-node), or "
+            "node, give it an empty --data-dir and add it with storelab cluster add-node (under "
+            "another --id if it left owning slots, as a member of a replicated group does), or "
             "move this directory aside.")
 
 

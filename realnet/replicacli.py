@@ -58,6 +58,7 @@ from kvcore.states import State
 from realnet import admin
 from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
 from realnet.clicommon import UNKNOWN, confirm, say, say_problems, table
+from realnet.replicaapi import MAX_VOTERS
 
 #: an applied index more than this far behind the leader's commit is a problem for ``verify``
 LAG_LIMIT = 1000
@@ -102,19 +103,14 @@ def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str
     missing = sorted(i for i, r in views.items() if r is None)
     problems += [f"Node {i} answers but runs no replicated group." for i in missing]
     if lead is None:
-        return [*problems, "The group has no leader: an election is under way, or no quorum of voters "
-                "can reach each other."]
+        problems.append("The group has no leader: an election is under way, or no quorum of voters "
+                        "can reach each other.")
+        # the voters as the live members' newest configuration lists them
+        confs = [r for r in views.values() if r is not None]
+        conf = max(confs, key=lambda r: int(r.get("conf_index", 0) or 0)) if confs else {}
+        return [*problems, *_voter_problems(cluster, list(conf.get("voters", [])))]
     lraft = raft_of(lead) or {}
-    voters = list(lraft.get("voters", []))
-    alive = [v for v in voters if v in cluster.nodes and cluster.nodes[v].state == State.ALIVE
-             and cluster.nodes[v].reachable]
-    need = len(voters) // 2 + 1
-    if len(alive) < need:
-        problems.append(f"Only {len(alive)} of {len(voters)} voters are alive and answering; a quorum "
-                        f"needs {need}.")
-    for v in sorted(set(voters) - set(alive)):
-        state = cluster.nodes[v].state if v in cluster.nodes else "not a member"
-        problems.append(f"Voter {v} is {state if state != State.ALIVE else 'not answering'}.")
+    problems += _voter_problems(cluster, list(lraft.get("voters", [])))
     commit = int(lraft.get("commit", 0))
     for nid, raft in sorted(views.items()):
         if raft is None:
@@ -135,6 +131,21 @@ def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str
             problems.append(f"Node {nid} has applied up to {raft.get('applied')}, {lag} entries behind the "
                             f"leader's commit index {commit} (more than {lag_limit}).")
     return problems
+
+
+def _voter_problems(cluster: ClusterView, voters: list[str]) -> list[str]:
+    """A quorum of ``voters`` short, and each voter that is not alive and answering."""
+    out = []
+    alive = [v for v in voters if v in cluster.nodes and cluster.nodes[v].state == State.ALIVE
+             and cluster.nodes[v].reachable]
+    need = len(voters) // 2 + 1
+    if voters and len(alive) < need:
+        out.append(f"Only {len(alive)} of {len(voters)} voters are alive and answering; a quorum "
+                   f"needs {need}.")
+    for v in sorted(set(voters) - set(alive)):
+        state = cluster.nodes[v].state if v in cluster.nodes else "not a member"
+        out.append(f"Voter {v} is {state if state != State.ALIVE else 'not answering'}.")
+    return out
 
 
 def rows(cluster: ClusterView) -> list[dict[str, Any]]:
@@ -315,6 +326,34 @@ def fresh_problems(cluster: ClusterView, new: NodeState) -> list[str]:
         out.append(f"Node {new.label()} already runs a replicated group (voters "
                    f"{', '.join(mine.get('voters', [])) or 'none yet'}) that is not this cluster's; add-node "
                    "adds a node that is in no group.")
+    out += data_dir_problems([new])
+    lead = leader_of(cluster)
+    conf = raft_of(lead if lead is not None else cluster.entry) or {}
+    if in_conf(conf, new.id):
+        # a member of that name left the cluster (or was never removed) while the group still
+        # counts it: the learner change would be refused once NEW had met the cluster
+        role = "a voter" if new.id in conf.get("voters", []) else "a learner"
+        out.append(f"The group's configuration still counts {new.id} ({role}), which left the cluster: "
+                   f"`storelab cluster remove-node {cluster.entry.addr} {new.id}` takes it out of the "
+                   "configuration first, then add-node adds the new node.")
+    return out
+
+
+def data_dir_problems(nodes: list[NodeState]) -> list[str]:
+    """The nodes that say they have no data directory (``/cluster/info``'s ``data_dir``):
+    each would refuse to form or join the group (realnet.raftopen), after the others changed."""
+    return [f"Node {n.label()} has no data directory: a replicated group needs one (--data-dir), "
+            "since Raft keeps its term, vote and log on disk; start it with --data-dir."
+            for n in nodes if n.reachable and (n.info or {}).get("data_dir") is False]
+
+
+def create_problems(nodes: list[NodeState]) -> list[str]:
+    """Why ``create --replicas`` cannot make ``nodes`` one group, beyond
+    :func:`realnet.admin.create_problems`: what each node would refuse only once the cluster is
+    made (checked first, so that a refusal changes nothing)."""
+    out = data_dir_problems(nodes)
+    if len(nodes) > MAX_VOTERS:
+        out.append(f"A replicated group has at most {MAX_VOTERS} voters, not {len(nodes)}.")
     return out
 
 
@@ -481,6 +520,8 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
 
 def cmd_add_node(args: argparse.Namespace, a: Admin, cluster: ClusterView, new: NodeState) -> int:
     stage = join_stage(cluster, new)
+    if stage != VOTER:
+        leader_or_refuse(cluster)  # every step but a fresh node's meet needs one: refuse before it
     if stage == VOTER:
         say(f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already. "
             "Nothing to do.")
@@ -502,8 +543,9 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
     lead = leader_or_refuse(cluster)
     if not in_conf(raft_of(lead) or {}, node.id):
         if node.state == State.LEFT:
-            raise Refused(f"Node {node.label()} is no longer in the group's configuration and has left "
-                          "the cluster; nothing is left to do.")
+            say(f"Node {node.label()} is no longer in the group's configuration and has left the cluster. "
+                "Nothing to do.")
+            return admin.EXIT_OK
         if not node.reachable:
             now = "does not answer" if node.state == State.ALIVE else f"is {node.state}"
             raise Refused(f"Node {node.label()} is no longer in the group's configuration, and it cannot "
@@ -538,6 +580,6 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
 __all__ = [
     "FRESH", "LAG_LIMIT", "LEARNER", "LISTED", "MET", "REPLICAS_SENTENCE", "UNLISTED", "VOTER",
     "AdminError", "check_replicas", "cmd_add_node", "cmd_create", "cmd_failover", "cmd_info",
-    "cmd_remove_node", "cmd_verify", "fresh_problems", "group_problems", "join_stage", "leader_of",
+    "cmd_remove_node", "cmd_verify", "create_problems", "data_dir_problems", "fresh_problems", "group_problems", "join_stage", "leader_of",
     "member_of", "raft_of", "refuse_slot_moves", "replicated",
 ]

@@ -579,8 +579,13 @@ class ReplicaGroup:
                     self._send_write(q)
             else:  # never sent: certainly not applied
                 queued, self.queued = self.queued, []
+                # the registration's own outcome may be unknown (a forward timeout): not the
+                # writes', which waited for it and were never sent, so say only why it failed
+                why = (f"no answer within {self.node_config.forward_timeout:g}s"
+                       if code == errors.ForwardTimeout.code else f"{code}: {message}")
                 e = errors.NoLeader(f"node {self.id} could not register its client session with the "
-                                    f"group ({code}: {message}); retry shortly")
+                                    f"group ({why}), so the write was not sent: nothing was applied; "
+                                    "retry shortly")
                 for q in queued:
                     self._finish(q, e.code, e.message)
             return
@@ -591,7 +596,13 @@ class ReplicaGroup:
         if self.writes.get(w.seq) is not w and not queued:
             return
         if queued:
+            # waiting for the session's registration, never sent: certainly not applied
             self.queued = [q for q in self.queued if q is not w]
+            unsent = errors.NoLeader(f"node {self.id} could not register its client session with the "
+                                     f"group within {self.node_config.forward_timeout:g}s, so the write was "
+                                     "not sent: nothing was applied; retry shortly")
+            self._finish(w, unsent.code, unsent.message)
+            return
         self.stats.timeouts += 1
         e = errors.ForwardTimeout(f"the replicated group did not apply the write within "
                                   f"{self.node_config.forward_timeout:g}s; it may or may not apply it")

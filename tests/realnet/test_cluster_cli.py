@@ -174,8 +174,10 @@ def test_create_refuses_a_node_with_a_key_or_in_a_cluster_and_changes_nothing(la
 
     r = storelab("add-node", keyed.addr, q.addr, "--yes")
     assert r.returncode == 1 and "holds 1 key" in r.stderr, r
+    # a member of this very cluster: nothing to do (exit 0), said as such
     r = storelab("add-node", r_.addr, q.addr, "--yes")
-    assert r.returncode == 1 and "already in a cluster" in r.stderr, r
+    assert r.returncode == 0 and "is already a member of the cluster of q" in r.stdout, r
+    assert "Nothing to do." in r.stdout and "only an empty node" not in r.stderr, r
     unchanged()
     assert slots_owned(q) + slots_owned(r_) == 16384
 

@@ -309,3 +309,32 @@ def test_a_snapshot_of_a_large_store_is_built_in_steps_and_a_learner_installs_it
     wait_for(c, lambda: ng.machine.applied == g.machine.applied)
     assert ng.machine.store.items() == g.machine.store.items()
     assert [call(c, new, Get(key=b"k%03d" % k)).value for k in (0, 59, 89)] == [b"90", b"149", b"89"]
+
+
+def test_a_write_queued_behind_a_failed_session_registration_says_it_was_not_applied() -> None:
+    """A write waits for its node's client session to be registered before it is sent; when the
+    registration is not answered in time, the write is answered 503 no_leader (certainly not
+    applied), and its sentence must not say it may have been (the registration's own outcome
+    is unknown; the write was never sent)."""
+    c = SimCluster(6, 3, replicas=3)
+    lead = a_leader(c)
+    f = next(n for n in c.ids if n != lead)
+    g = c.node(f).replica
+    send = g.send
+
+    def drop_forwards(dst: str, m: Any) -> None:
+        if not isinstance(m, ReplicaForward):
+            send(dst, m)
+
+    g.send = drop_forwards  # the registration never reaches the leader
+    got: list[Reply] = []
+    assert c.submit(f, Put(key=b"k", value=b"1"), got.append)  # starts the registration
+    c.run(until=c.now + 0.5)
+    # queued behind the same registration: answered when the registration times out
+    assert c.submit(f, Put(key=b"k", value=b"2"), got.append)
+    wait_for(c, lambda: len(got) == 2, limit=30.0)
+    for r in got:
+        assert r.error == "no_leader", r
+        assert "may or may not" not in r.message, r.message
+        assert "not sent" in r.message and "nothing was applied" in r.message, r.message
+    assert c.node(lead).replica.machine.store.get(b"k") is None

@@ -1,0 +1,294 @@
+"""``storelab cluster`` refuses before it changes anything, stops early with the cause, and
+exits 0 when there is nothing to do; without processes: a fake administrator answers the
+nodes' views and records every change asked of it.
+
+What each node would refuse only once the command had begun (no data directory for a
+replicated group, a group it runs already, more voters than a group takes, a cluster secret or
+name that differs, a namesake that left owning slots) is a problem found before the first
+change; ``add-node``'s wait stops on the transport counters that say why the new node cannot
+join (:func:`realnet.admin.join_trouble`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from realnet import admin, clustercli, replicacli
+from realnet.admin import ClusterView, NodeState, join_trouble
+from realnet.cli import main
+from realnet.replicaapi import MAX_VOTERS
+
+
+def _node(nid: str, *, port: int = 0, data_dir: bool | None = True, name: str = "", keys: tuple[str, ...] = (),
+          members: tuple[tuple[str, str], ...] | None = None, raft: dict[str, Any] | None = None,
+          state: str = "alive") -> NodeState:
+    port = port or 7000 + ord(nid[0])
+    n = NodeState(id=nid, addr=f"127.0.0.1:{port}", peer_addr=f"127.0.0.1:{port + 10000}", state=state)
+    n.info = {"id": nid, "mode": "standalone" if members is None else "cluster", "keys": 0, "joined": True,
+              "raft": raft, "data_dir": data_dir, "cluster_name": name,
+              "transport": {"bus": {"authenticated": bool(keys), "key_ids": list(keys)}}}
+    n.members = [{"id": m, "state": st} for m, st in (members or ((nid, "alive"),))]
+    n.slots = {"slots": [], "unassigned": ""}
+    return n
+
+
+class FakeAdmin:
+    """Answers probes and discoveries from given views; records every change asked of it."""
+
+    def __init__(self, probes: dict[str, NodeState], cluster: ClusterView | None = None) -> None:
+        self.probes = probes
+        self.cluster = cluster
+        self.changes: list[tuple[str, Any]] = []
+
+    def __enter__(self) -> FakeAdmin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def probe(self, addr: str) -> NodeState:
+        return self.probes[addr]
+
+    def discover(self, addr: str) -> ClusterView:
+        assert self.cluster is not None
+        return self.cluster
+
+    def wait_stable(self, addr: str, timeout: float | None = None) -> ClusterView:
+        return self.discover(addr)
+
+    def post(self, addr: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        self.changes.append((addr, path))
+        return {}
+
+    def create(self, nodes: Any, plan: Any) -> ClusterView:
+        self.changes.append(("create", [n.id for n in nodes]))
+        raise admin.AdminError("the fake stops here")
+
+    def add_node(self, new: NodeState, cluster: ClusterView) -> None:
+        self.changes.append(("add_node", new.id))
+
+    def leave(self, cluster: ClusterView, node: NodeState) -> None:
+        self.changes.append(("leave", node.id))
+
+
+def run(monkeypatch: Any, fake: FakeAdmin, *argv: str) -> int:
+    monkeypatch.setattr(clustercli, "Admin", lambda *a, **k: fake)
+    return main(["cluster", *argv])
+
+
+def _probes(*nodes: NodeState) -> dict[str, NodeState]:
+    return {n.addr: n for n in nodes}
+
+
+def _cluster(*nodes: NodeState, runs: list[tuple[int, int, str, int]] | None = None) -> ClusterView:
+    c = ClusterView(nodes[0])
+    for n in nodes:
+        c.nodes[n.id] = n
+    nodes[0].slots = {"slots": [{"start": lo, "end": hi, "node": o, "epoch": e}
+                                for lo, hi, o, e in runs or [(0, 16383, nodes[0].id, 1)]], "unassigned": ""}
+    return c
+
+
+def _member(nid: str, ids: tuple[str, ...] = ("a", "b"), **kw: Any) -> NodeState:
+    return _node(nid, members=tuple((i, "alive") for i in ids), **kw)
+
+
+def _group(voters: tuple[str, ...], role: str = "follower", leader: str | None = "a") -> dict[str, Any]:
+    return {"role": role, "term": 2, "leader": leader, "commit": 5, "applied": 5, "voters": list(voters),
+            "learners": [], "conf_index": 1}
+
+
+# --- create -----------------------------------------------------------------------------------------
+
+
+def test_create_replicas_refuses_a_node_without_a_data_directory_before_any_change(
+        monkeypatch: Any, capsys: Any) -> None:
+    a, b, n = _node("a"), _node("b"), _node("n", data_dir=False)
+    fake = FakeAdmin(_probes(a, b, n))
+    assert run(monkeypatch, fake, "create", a.addr, b.addr, n.addr, "--replicas", "3", "--yes") == 1
+    err = capsys.readouterr().err
+    assert f"Node n ({n.addr}) has no data directory: a replicated group needs one (--data-dir)" in err
+    assert "nothing was changed" in err
+    assert fake.changes == []
+    # a node that does not say (an older version) is not refused for it; R = 1 needs none
+    fake = FakeAdmin(_probes(a, b, _node("n", data_dir=None)))
+    assert run(monkeypatch, fake, "create", a.addr, b.addr, n.addr, "--replicas", "3", "--yes") == 2
+    assert fake.changes == [("create", ["a", "b", "n"])]
+    fake = FakeAdmin(_probes(a, b, n))
+    assert run(monkeypatch, fake, "create", a.addr, b.addr, n.addr, "--yes") == 2
+    assert fake.changes == [("create", ["a", "b", "n"])]
+
+
+def test_create_refuses_a_node_running_a_group_and_more_voters_than_a_group_takes(
+        monkeypatch: Any, capsys: Any) -> None:
+    a, b = _node("a"), _node("b", raft=_group(("b",), role="leader", leader="b"))
+    fake = FakeAdmin(_probes(a, b))
+    assert run(monkeypatch, fake, "create", a.addr, b.addr, "--yes") == 1
+    assert (f"Node b ({b.addr}) already runs a replicated group (voters b); only a node in no group can join "
+            "a new cluster.") in capsys.readouterr().err
+    assert fake.changes == []
+    many = [_node(chr(ord("a") + i)) for i in range(MAX_VOTERS + 1)]
+    fake = FakeAdmin(_probes(*many))
+    argv = [n.addr for n in many]
+    assert run(monkeypatch, fake, "create", *argv, "--replicas", str(len(many)), "--yes") == 1
+    assert f"A replicated group has at most {MAX_VOTERS} voters, not {len(many)}." in capsys.readouterr().err
+    assert fake.changes == []
+
+
+def test_create_refuses_nodes_whose_bus_secrets_or_names_differ(monkeypatch: Any, capsys: Any) -> None:
+    a, b, c = _node("a", keys=("k1",)), _node("b", keys=("k2",)), _node("c")
+    fake = FakeAdmin(_probes(a, b, c))
+    assert run(monkeypatch, fake, "create", a.addr, b.addr, c.addr, "--yes") == 1
+    err = capsys.readouterr().err
+    assert f"The cluster secret of node a ({a.addr}) differs from that of node b ({b.addr})" in err
+    assert f"Node a ({a.addr}) has a cluster secret (--secret-file) and node c ({c.addr}) has none" in err
+    assert fake.changes == []
+
+
+def test_bus_problems_accept_a_rotation_and_name_each_difference() -> None:
+    bp = admin.bus_problems
+    # a rotation: each dials with its first key, which the other holds
+    assert bp(_node("d", keys=("k2", "k1")), [_node("a", keys=("k1", "k2"))]) == []
+    assert bp(_node("d", keys=("k2",)), [_node("a", keys=("k1", "k2"))]) != []
+    assert bp(_node("d"), [_node("a")]) == []
+    (p,) = bp(_node("d", name="x"), [_node("a")])
+    assert "runs with --cluster-name x, node a" in p and "with no --cluster-name" in p
+    assert p.endswith("start it without --cluster-name.")
+    (p,) = bp(_node("d"), [_node("a", keys=("k1",))])
+    assert p.startswith("Node a (127.0.0.1:7097) has a cluster secret (--secret-file) and node d")
+    assert bp(_node("d", data_dir=None), [NodeState(id="a", addr="x", info={"id": "a"})]) == []  # older node
+
+
+# --- add-node ---------------------------------------------------------------------------------------
+
+
+def test_add_node_says_new_and_existing_are_the_same_node(monkeypatch: Any, capsys: Any) -> None:
+    a = _member("a")
+    fake = FakeAdmin(_probes(a), _cluster(a, _member("b")))
+    assert run(monkeypatch, fake, "add-node", a.addr, a.addr, "--yes") == 1
+    err = capsys.readouterr().err
+    assert f"NEW and EXISTING are the same node, a ({a.addr})" in err
+    assert "already has a member" not in err
+    assert fake.changes == []
+
+
+def test_add_node_of_a_member_of_this_cluster_has_nothing_to_do(monkeypatch: Any, capsys: Any) -> None:
+    a, b = _member("a"), _member("b")
+    b.info["keys"] = 20  # type: ignore[index]
+    fake = FakeAdmin(_probes(b), _cluster(a, b))
+    assert run(monkeypatch, fake, "add-node", b.addr, a.addr, "--yes") == 0
+    out, err = capsys.readouterr()
+    assert f"Node b ({b.addr}) is already a member of the cluster of a ({a.addr}). Nothing to do." in out
+    assert "only an empty node" not in err
+    assert fake.changes == []
+
+
+def test_add_node_refuses_a_secret_that_differs_before_the_meet(monkeypatch: Any, capsys: Any) -> None:
+    a, b = _member("a", keys=("k1",)), _member("b", keys=("k1",))
+    d = _node("d", keys=("k2",))
+    fake = FakeAdmin(_probes(d), _cluster(a, b))
+    assert run(monkeypatch, fake, "add-node", d.addr, a.addr, "--yes") == 1
+    assert f"The cluster secret of node d ({d.addr}) differs from that of node a ({a.addr})" in capsys.readouterr().err
+    assert fake.changes == []
+
+
+def test_add_node_reuses_the_id_of_a_member_that_left_without_slots_only(monkeypatch: Any, capsys: Any) -> None:
+    a, b = _member("a", ("a", "b", "c")), _member("b", ("a", "b", "c"))
+    gone = _node("c", state="left")
+    gone.info = None
+    c = _node("c", port=7200)  # fresh, empty, same id
+    fake = FakeAdmin(_probes(c), _cluster(a, b, gone, runs=[(0, 8191, "a", 2), (8192, 16383, "b", 3)]))
+    assert run(monkeypatch, fake, "add-node", c.addr, a.addr, "--yes") == 0
+    assert fake.changes == [("add_node", "c")]
+    capsys.readouterr()
+    # it left owning slots (a forced leave; a replicated group's member): the map would give them
+    # to the new node, which does not claim them
+    fake = FakeAdmin(_probes(c), _cluster(a, b, gone, runs=[(0, 8191, "a", 2), (8192, 16383, "c", 3)]))
+    assert run(monkeypatch, fake, "add-node", c.addr, a.addr, "--yes") == 1
+    err = capsys.readouterr().err
+    assert "A member called c left the cluster owning 8192 slots" in err and "another --id" in err
+    assert fake.changes == []
+
+
+def test_add_node_to_a_group_refuses_before_the_meet(monkeypatch: Any, capsys: Any) -> None:
+    ids = ("a", "b", "c")
+    a = _member("a", ids, raft=_group(ids, role="leader"))
+    b, c = _member("b", ids, raft=_group(ids)), _member("c", ids, raft=_group(ids))
+    cluster = _cluster(a, b, c)
+    d = _node("d", data_dir=False)
+    fake = FakeAdmin(_probes(d), cluster)
+    assert run(monkeypatch, fake, "add-node", d.addr, a.addr, "--yes") == 1
+    assert f"Node d ({d.addr}) has no data directory" in capsys.readouterr().err
+    assert fake.changes == []
+    # no leader: the learner change would fail once d had met the cluster
+    for n in (a, b, c):
+        n.info["raft"] = _group(ids, leader=None)  # type: ignore[index]
+    fake = FakeAdmin(_probes(_node("d")), cluster)
+    assert run(monkeypatch, fake, "add-node", d.addr, a.addr, "--yes") == 1
+    assert "no leader now" in capsys.readouterr().err
+    assert fake.changes == []
+
+
+def _tr(malformed: dict[str, int] | None = None, failed: dict[str, int] | None = None,
+        links: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"frames_malformed": malformed or {}, "handshakes_failed": failed or {}, "links": links or {}}
+
+
+@pytest.mark.parametrize(("reason", "says"), [
+    ("unknown_key", "their cluster secrets differ"),
+    ("bad_proof", "their cluster secrets differ"),
+    ("secret_unexpected", "d has a cluster secret (--secret-file) and a has none"),
+    ("no_secret", "a has a cluster secret (--secret-file) and d has none"),
+    ("cluster_mismatch", "their cluster names differ"),
+])
+def test_join_trouble_names_why_the_entry_refuses_the_new_node(reason: str, says: str) -> None:
+    a, d = _node("a"), _node("d")
+    before = {"a": _tr({reason: 5}), "d": _tr()}
+    assert join_trouble(d, a, before, {"a": _tr({reason: 6}), "d": _tr()}) == ""  # one may be anyone's
+    why = join_trouble(d, a, before, {"a": _tr({reason: 7}), "d": _tr()})
+    assert why.startswith(f"a refused 2 of d's connections since add-node began ({reason}): ") and says in why
+
+
+def test_join_trouble_names_a_peer_address_that_cannot_be_reached() -> None:
+    a, d = _node("a"), _node("d")
+    link = {"addr": d.peer_addr, "state": "backoff", "failures": 3, "last_error": "Connection refused"}
+    why = join_trouble(d, a, {}, {"a": _tr(links={"d": link}), "d": _tr()})
+    assert why.startswith(f"a cannot connect to d's peer address {d.peer_addr} (3 attempts: connection refused)")
+    # the other way: d cannot reach the entry's peer address (its seed link)
+    why = join_trouble(d, a, {}, {"a": _tr(), "d": _tr(links={"@" + a.peer_addr: {**link, "addr": a.peer_addr}})})
+    assert why.startswith(f"d cannot connect to a's peer address {a.peer_addr}")
+    assert join_trouble(d, a, {}, {"a": _tr(links={"d": {**link, "failures": 2}}), "d": _tr()}) == ""
+    # refused handshakes seen only from d's side
+    why = join_trouble(d, a, {}, {"a": _tr(), "d": _tr(failed={"refused_by_peer": 2})})
+    assert "refused 2 of d's connection handshakes" in why
+
+
+# --- nothing to do: exit 0 --------------------------------------------------------------------------
+
+
+def test_remove_node_of_a_node_that_left_has_nothing_to_do(monkeypatch: Any, capsys: Any) -> None:
+    a, b = _member("a"), _member("b")
+    gone = NodeState(id="c", addr="127.0.0.1:7099", state="left")
+    fake = FakeAdmin({}, _cluster(a, b, gone, runs=[(0, 8191, "a", 2), (8192, 16383, "b", 3)]))
+    assert run(monkeypatch, fake, "remove-node", a.addr, "c", "--yes") == 0
+    assert "Node c (127.0.0.1:7099) has left the cluster already. Nothing to do." in capsys.readouterr().out
+    ids = ("a", "b")
+    a, b = _member("a", raft=_group(ids, role="leader")), _member("b", raft=_group(ids))
+    fake = FakeAdmin({}, _cluster(a, b, gone))
+    assert run(monkeypatch, fake, "remove-node", a.addr, "c", "--yes") == 0
+    assert "has left the cluster. Nothing to do." in capsys.readouterr().out
+    assert fake.changes == []
+
+
+# --- verify during a quorum loss ----------------------------------------------------------------------
+
+
+def test_verify_without_a_leader_names_the_voters_that_did_not_answer() -> None:
+    ids = ("a", "b", "c", "d")
+    a, b = _member("a", ids, raft=_group(ids, leader=None)), _member("b", ids, raft=_group(ids, leader=None))
+    c, d = NodeState(id="c", addr="x", state="dead"), NodeState(id="d", addr="y", state="suspect")
+    problems = replicacli.group_problems(_cluster(a, b, c, d))
+    assert problems[0].startswith("The group has no leader")
+    assert "Only 2 of 4 voters are alive and answering; a quorum needs 3." in problems
+    assert "Voter c is dead." in problems and "Voter d is suspect." in problems
