@@ -13,9 +13,10 @@ Raft object; this module owns the rules).
   sends the next one, a chunk unanswered for ``snapshot_resend_tick`` ticks is sent again, and a
   transfer that makes no progress is abandoned and retried later. Heartbeat answers, rejections
   and acknowledgements of appends sent before never start, restart or duplicate a transfer: a
-  follower that was stopped and answers a backlog of them all at once gets one. A rejection moves ``next`` back using the follower's hint (term of the conflicting
-  entry and its first index; the leader skips to its own last entry of that term when it has
-  one), so a follower behind by a whole term costs one round trip, not one per entry.
+  follower that was stopped and answers a backlog of them all at once gets one. A rejection
+  moves ``next`` back using the follower's hint (term of the conflicting entry and its first
+  index; the leader skips to its own last entry of that term when it has one), so a follower
+  behind by a whole term costs one round trip, not one per entry.
 * Commitment (§5.4.2, Figure 8): the leader commits index N when a majority of voters have
   stored it **and** its entry is of the current term; earlier entries commit indirectly.
   A majority is counted over ``matchIndex``; the leader's own match is its *stable* index.
