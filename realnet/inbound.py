@@ -141,6 +141,7 @@ class _InboundProtocol(asyncio.Protocol):
         self.session: auth.Session | None = None
         #: frames sent back to the peer this turn (:meth:`send_back`), flushed together
         self._back: list[bytes] = []
+        self._back_bytes = 0  # bytes in ``_back``: they count toward write_high_water too
         #: our Hello went back first (the dialler learns who sends back, as we learnt it)
         self._hello_back = False
 
@@ -367,7 +368,8 @@ class _InboundProtocol(asyncio.Protocol):
         owner = self.owner
         transport = self.transport
         assert transport is not None
-        if transport.get_write_buffer_size() > owner.config.write_high_water:
+        buffered = transport.get_write_buffer_size() + self._back_bytes
+        if buffered and buffered + 4 + len(payload) > owner.config.write_high_water:
             owner.stats.drop("backpressure")
             return
         back = self._back
@@ -383,6 +385,7 @@ class _InboundProtocol(asyncio.Protocol):
             owner.node_stats.count_sent("Hello")
         data = _pack_header(len(payload)) + payload
         back.append(data)
+        self._back_bytes += len(data)
         st = owner.stats
         st.frames_sent += 1
         st.bytes_sent += len(data)
@@ -399,6 +402,7 @@ class _InboundProtocol(asyncio.Protocol):
         else:
             transport.write(wire_bytes(back, self.session, self.owner.config.max_frame_bytes))
         back.clear()
+        self._back_bytes = 0
 
     def _deliver(self, frames: list[tuple[Any, int]]) -> None:
         owner = self.owner

@@ -36,11 +36,16 @@ Outbound link, per destination (a small state machine, :class:`PeerLink`)::
 
 - *idle*: before the first send; the first send starts a connection attempt (links to the
   static peers are also opened at start, so a static cluster is wired before the first request).
-- *connecting*: messages wait in a bounded queue (``queue_limit``, 1024); beyond it they are
-  dropped. The queue is flushed right after the Hello once the connection is up.
+- *connecting*: messages wait in a bounded queue (``queue_limit``, 1024 messages, and
+  ``write_high_water`` bytes); beyond it they are dropped. The queue is flushed right after the
+  Hello once the connection is up.
 - *connected*: messages are written with ``transport.write``; asyncio's write buffer batches
   them into few syscalls. If the peer stops reading and the buffer passes ``write_high_water``
   (asyncio calls ``pause_writing``), messages are dropped until it drains: memory stays bounded.
+  The frames of the current turn, not yet handed to the transport, count toward the same bound,
+  so one turn cannot queue more than it either (a burst of 1 MiB Raft appends or snapshot
+  chunks to a stopped peer). A dropped Raft message is the core's to resend (a snapshot chunk
+  after ``snapshot_resend_tick``; appends on the next probe).
   The socket gets TCP_USER_TIMEOUT and keepalive (``user_timeout``), so a peer whose machine
   vanished without a FIN or RST is noticed in seconds, not after TCP's 15-minute retry limit.
 - *backoff*: after a failed attempt or a lost connection, messages are dropped (fire-and-forget,
@@ -198,6 +203,7 @@ class PeerLink:
         #: reconnect when the backoff timer expires (see the module docstring)
         self.demand = False
         self.queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._queue_bytes = 0  # payload bytes in ``queue``
         self.transport: asyncio.Transport | None = None
         self.paused = False
         self.delay = owner.config.backoff_min
@@ -209,6 +215,7 @@ class PeerLink:
         self._gen = 0
         #: frames written this loop turn, flushed together by _flush
         self._out: list[bytes] = []
+        self._out_bytes = 0  # bytes in ``_out``
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         #: the handshake in progress (an authenticated bus) and its deadline
@@ -223,24 +230,37 @@ class PeerLink:
         """Send one message's payload (``kvwire.pack``); framed (and sealed) when written."""
         self.last_used = self.owner.loop.time()
         state = self.state
+        high = self.owner.config.write_high_water
         if state == CONNECTED:
-            if self.paused:
+            transport = self.transport
+            buffered = self._out_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+            if self.paused or (buffered and buffered + len(data) > high):
                 self.owner.stats.drop("backpressure")
                 return
             self._write(kind, data)
         elif state == CONNECTING:
-            if len(self.queue) >= self.owner.config.queue_limit:
+            if len(self.queue) >= self.owner.config.queue_limit or (
+                    self.queue and self._queue_bytes + len(data) > high):
                 self.owner.stats.drop("queue_full")
                 return
-            self.queue.append((kind, data))
+            self._enqueue(kind, data)
         elif state == IDLE:
-            self.queue.append((kind, data))
+            self._enqueue(kind, data)
             self.connect()
         elif state == BACKOFF:
             self.demand = True
             self.owner.stats.drop("backoff")
         else:
             self.owner.stats.drop("closed")
+
+    def _enqueue(self, kind: str, data: bytes) -> None:
+        self.queue.append((kind, data))
+        self._queue_bytes += len(data)
+
+    def _take_queue(self) -> collections.deque[tuple[str, bytes]]:
+        queue, self.queue = self.queue, collections.deque()
+        self._queue_bytes = 0
+        return queue
 
     def _write(self, kind: str, payload: bytes) -> None:
         data = _pack_header(len(payload)) + payload  # sealed, if the bus is, when flushed
@@ -250,6 +270,7 @@ class PeerLink:
         # delays a frame by one loop turn only.
         out = self._out
         out.append(data)
+        self._out_bytes += len(data)
         if len(out) == 1:
             self.owner.loop.call_soon(self._flush)
         n = len(data)
@@ -266,6 +287,7 @@ class PeerLink:
         if transport is not None and not transport.is_closing():
             transport.write(wire_bytes(out, self.session, self.owner.config.max_frame_bytes))
         out.clear()
+        self._out_bytes = 0
 
     # --- connecting --------------------------------------------------------------------
 
@@ -485,8 +507,7 @@ class PeerLink:
         self.http_answer = False
         self._write("Hello", self.owner.hello_payload)
         self.owner.node_stats.count_sent("Hello")
-        queue, self.queue = self.queue, collections.deque()
-        for kind, data in queue:
+        for kind, data in self._take_queue():
             self._write(kind, data)
 
     def retire(self) -> None:
@@ -503,6 +524,7 @@ class PeerLink:
         self._reset_handshake()
         self.session = None
         self._out.clear()
+        self._out_bytes = 0
         self.connected_at = None
         self.state = IDLE
         if transport is not None:
@@ -532,6 +554,7 @@ class PeerLink:
         if self._out:  # written this turn, never handed to the socket
             self.owner.stats.drop("connection_lost", len(self._out))
             self._out.clear()
+            self._out_bytes = 0
         self.owner.stats.disconnects += 1
         now = self.owner.loop.time()
         stable = (
@@ -563,8 +586,7 @@ class PeerLink:
             self.transport = None
         self.owner.stats.connect_failures += 1
         if self.queue:
-            self.owner.stats.drop("connect_failed", len(self.queue))
-            self.queue.clear()
+            self.owner.stats.drop("connect_failed", len(self._take_queue()))
         # Log a streak of failures twice, not per attempt: the first one quietly (peers started
         # together refuse each other for a moment), and loudly once it lasts (a peer that is
         # down, or a wrong address in the config).
@@ -636,13 +658,13 @@ class PeerLink:
             self._task.cancel()
         self._task = None
         if self.queue:
-            self.owner.stats.drop("closed", len(self.queue))
-            self.queue.clear()
+            self.owner.stats.drop("closed", len(self._take_queue()))
         if self.transport is not None:
             self._flush()  # close() still sends what was written
             self.transport.close()
             self.transport = None
         self._out.clear()
+        self._out_bytes = 0
 
     def connected_for(self) -> float:
         """Seconds the current connection has been up (0 when not connected)."""

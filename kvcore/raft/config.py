@@ -46,6 +46,12 @@ class RaftConfig:
     #: Maximum bytes of snapshot data in one InstallSnapshot chunk, so a chunk fits one peer
     #: frame (storelab's frames allow a few MiB; 1 MiB leaves room for the envelope).
     max_snapshot_chunk: int = 1 << 20
+    #: Ticks a snapshot chunk may go unanswered before the leader sends it again (a chunk or its
+    #: answer was lost, or the follower is stopped). 0 (the default) means election_tick.
+    snapshot_resend_tick: int = 0
+    #: Times one chunk is sent again without an answer before the leader abandons the transfer
+    #: (back to probing; the next heartbeat the follower answers starts a new one).
+    snapshot_resends: int = 3
     #: ReadIndex mode: SAFE (thesis §6.4: confirm leadership with a heartbeat round per batch of
     #: reads) or LEASE (§6.4.1: trust the leadership lease, no round trip). LEASE is only safe
     #: when tick rates differ by at most lease_drift_ticks per election timeout; requires
@@ -78,6 +84,8 @@ class RaftConfig:
                             f"least election_tick ({self.election_tick}).")
         if self.max_size_per_msg < 1 or self.max_snapshot_chunk < 1 or self.max_inflight < 1:
             problems.append("max_size_per_msg, max_snapshot_chunk and max_inflight must be at least 1.")
+        if self.snapshot_resend_tick < 0 or self.snapshot_resends < 0:
+            problems.append("snapshot_resend_tick and snapshot_resends must be at least 0.")
         if self.read_only not in (SAFE, LEASE):
             problems.append(f"read_only must be {SAFE!r} or {LEASE!r}, not {self.read_only!r}.")
         if self.read_only == LEASE and not self.check_quorum:

@@ -13,8 +13,9 @@ synced (persist before send): an acknowledgement always vouches for durable entr
   ``prev_index`` and the first index of that term, or, when our log is shorter, term 0 and our
   last index + 1.
 * InstallSnapshot (Figure 13) arrives in chunks; chunk ``offset`` must equal the bytes held for
-  that snapshot (a chunk at offset 0 starts over), otherwise the reply says how much is held and
-  the leader resends from there. On the last chunk: a snapshot we already cover is ignored; one
+  that snapshot (index and term: one image), otherwise the reply says how much is held and the
+  leader goes on from there (a duplicate chunk, or a leader's new attempt from offset 0, does
+  not make us start over). Every chunk is answered once; the leader sends one chunk at a time. On the last chunk: a snapshot we already cover is ignored; one
   whose last entry our log holds only moves the commit index (rule 6: keep the suffix);
   otherwise the log is replaced (rule 7) and the snapshot goes out in the next Ready to be
   persisted and loaded into the state machine (rule 8).
@@ -91,7 +92,10 @@ def handle_snapshot_chunk(r: Raft, m: RaftSnapshot) -> None:
         r.send(RaftAppendResp(term=r.term, src=r.id, dst=m.src, index=r.log.committed))
         return
     buf = r.snap_buf
-    if m.offset == 0 or buf is None or (buf[0], buf[1]) != (meta.index, meta.term):
+    if buf is None or (buf[0], buf[1]) != (meta.index, meta.term):
+        # a new snapshot; the bytes held of this one stay (one index and term is one image, so a
+        # leader's new attempt, or a duplicate of its first chunk, is answered with how much we
+        # hold and goes on from there)
         buf = (meta.index, meta.term, bytearray())
         r.snap_buf = buf
     if m.offset == len(buf[2]):

@@ -8,9 +8,15 @@ Raft object; this module owns the rules).
 
 * Replication (§5.3): ``send_append`` sends the follower the entries from ``next`` after the
   entry at ``next - 1`` (the consistency check); compacted entries turn into a snapshot sent in
-  chunks. A rejection moves ``next`` back using the follower's hint (term of the conflicting
-  entry and its first index; the leader skips to its own last entry of that term when it has
-  one), so a follower behind by a whole term costs one round trip, not one per entry.
+  chunks (Figure 13), one transfer per follower at a time with one chunk in flight (etcd-io/raft's
+  ``PendingSnapshot``; see :mod:`kvcore.raft.progress`): only the follower's answer to that chunk
+  sends the next one, a chunk unanswered for ``snapshot_resend_tick`` ticks is sent again, and a
+  transfer that makes no progress is abandoned and retried later. Heartbeat answers, rejections
+  and acknowledgements of appends sent before never start, restart or duplicate a transfer: a
+  follower that was stopped and answers a backlog of them all at once gets one. A rejection
+  moves ``next`` back using the follower's hint (term of the conflicting entry and its first
+  index; the leader skips to its own last entry of that term when it has one), so a follower
+  behind by a whole term costs one round trip, not one per entry.
 * Commitment (§5.4.2, Figure 8): the leader commits index N when a majority of voters have
   stored it **and** its entry is of the current term; earlier entries commit indirectly.
   A majority is counted over ``matchIndex``; the leader's own match is its *stable* index.
@@ -83,7 +89,7 @@ def send_append(r: Raft, to: str, send_empty: bool = True) -> bool:
     prev = pr.next - 1
     prev_term = r.log.term(prev)
     if prev_term is None or prev < r.log.snapshot.meta.index:
-        send_snapshot_chunk(r, to)
+        start_snapshot(r, to)
         return True
     entries = r.log.slice(pr.next, r.log.last_index() + 1, r.cfg.max_size_per_msg)
     if not entries and not send_empty:
@@ -94,18 +100,72 @@ def send_append(r: Raft, to: str, send_empty: bool = True) -> bool:
     return True
 
 
-def send_snapshot_chunk(r: Raft, to: str) -> None:
-    """Figure 13 (InstallSnapshot) in chunks of at most ``max_snapshot_chunk`` bytes."""
+def start_snapshot(r: Raft, to: str) -> None:
+    """The entries ``to`` needs were compacted: begin a transfer of the current snapshot (only
+    from :func:`send_append`, which a transfer in progress pauses, so there is one at a time)."""
     pr = r.prs[to]
     snap = r.log.snapshot
-    if pr.state != SNAPSHOT or pr.pending_snapshot != snap.meta.index:
-        pr.become_snapshot(snap.meta.index)
-        r.logf(f"sends snapshot {snap.meta.term}/{snap.meta.index} to {to} ({len(snap.data)} bytes)")
+    pr.become_snapshot(snap)
+    r.stats["snapshots_sent"] += 1
+    r.logf(f"sends snapshot {snap.meta.term}/{snap.meta.index} to {to} ({len(snap.data)} bytes)")
+    send_snapshot_chunk(r, to)
+
+
+def send_snapshot_chunk(r: Raft, to: str) -> None:
+    """Figure 13 (InstallSnapshot) in chunks of at most ``max_snapshot_chunk`` bytes: the chunk
+    from what the follower confirmed holding, of the image the transfer began with."""
+    pr = r.prs[to]
+    snap = pr.snapshot
+    assert pr.state == SNAPSHOT and snap is not None
+    pr.chunk_inflight = True
+    pr.snapshot_elapsed = 0
     r.stats["snapshot_chunks_sent"] += 1
     off = min(pr.snapshot_offset, len(snap.data))
     chunk = snap.data[off:off + r.cfg.max_snapshot_chunk]
     r.send(RaftSnapshot(term=r.term, src=r.id, dst=to, meta=snap.meta, offset=off, data=chunk,
                         done=off + len(chunk) >= len(snap.data)))
+
+
+def handle_snapshot_resp(r: Raft, to: str, pr: Progress, m: RaftSnapshotResp) -> None:
+    """The follower holds ``m.received`` bytes of snapshot ``m.index``. Only the first answer
+    showing progress while a chunk is in flight sends the next chunk; an answer for another
+    snapshot, a duplicate (a chunk sent twice is answered twice) or one from an earlier attempt
+    that says no more than we know is dropped. Were every answer to send a chunk, each duplicate
+    would start a second stream of chunks running alongside the first, to the end of the image.
+    One exception: ``received == 0`` (the follower holds nothing of this snapshot: it restarted)
+    starts over from the beginning; an answer never says 0 once the first chunk arrived."""
+    snap = pr.snapshot
+    if pr.state != SNAPSHOT or snap is None or m.index != pr.pending_snapshot or not pr.chunk_inflight:
+        return
+    if m.received <= pr.snapshot_offset and not (m.received == 0 and pr.snapshot_offset > 0):
+        return
+    pr.snapshot_offset = min(m.received, len(snap.data))
+    pr.chunk_inflight = False
+    pr.snapshot_resends = 0
+    send_snapshot_chunk(r, to)
+
+
+def tick_snapshots(r: Raft) -> None:
+    """A chunk unanswered for ``snapshot_resend_tick`` ticks (lost, its answer lost, dropped by a
+    full transport, or the follower stopped) is sent again; after ``snapshot_resends`` resends
+    without progress the transfer is abandoned: PROBE, and the next heartbeat the follower
+    answers starts a new one (etcd: ReportSnapshot(SnapshotFailure))."""
+    timeout = r.cfg.snapshot_resend_tick or r.cfg.election_tick
+    for to, pr in r.prs.items():
+        if pr.state != SNAPSHOT:
+            continue
+        pr.snapshot_elapsed += 1
+        if pr.snapshot_elapsed < timeout:
+            continue
+        if pr.snapshot_resends >= r.cfg.snapshot_resends:
+            r.stats["snapshots_abandoned"] += 1
+            r.logf(f"abandons snapshot {pr.pending_snapshot} to {to}: no answer after "
+                   f"{pr.snapshot_resends} resends; probes again")
+            pr.snapshot_failure()
+            continue
+        pr.snapshot_resends += 1
+        r.stats["snapshot_chunks_resent"] += 1
+        send_snapshot_chunk(r, to)
 
 
 def broadcast_append(r: Raft) -> None:
@@ -166,17 +226,16 @@ def step_leader(r: Raft, m: RaftMessage) -> None:
             # after a restart that lost them) moves the follower to PROBE; otherwise the window
             # stays full forever (etcd-io/raft: Inflights.FreeFirstOne on MsgHeartbeatResp)
             pr.inflight.pop(0)
-        if pr.state == SNAPSHOT:
-            send_snapshot_chunk(r, m.src)  # a lost chunk is resent
-        elif pr.match < r.log.last_index():
+        # A follower receiving a snapshot is paused (send_append sends nothing): a heartbeat
+        # answer neither resends a chunk nor starts a second transfer; a stopped follower
+        # answers a whole backlog of heartbeats at once (tick_snapshots resends lost chunks).
+        if pr.match < r.log.last_index():
             send_append(r, m.src)
         if m.ctx:
             ack_read(r, m.ctx, m.src)
     elif isinstance(m, RaftSnapshotResp):
         pr.recent_active = True
-        if pr.state == SNAPSHOT and m.index == pr.pending_snapshot:
-            pr.snapshot_offset = m.received
-            send_snapshot_chunk(r, m.src)
+        handle_snapshot_resp(r, m.src, pr, m)
 
 
 def handle_reject(r: Raft, to: str, pr: Progress, m: RaftAppendResp) -> None:
@@ -216,7 +275,9 @@ def handle_ack(r: Raft, to: str, pr: Progress, index: int) -> None:
     if pr.maybe_update(index):
         if pr.state == PROBE:
             pr.become_replicate()
-        elif pr.state == SNAPSHOT and pr.match >= pr.pending_snapshot:
+        elif pr.state == SNAPSHOT and (pr.match >= pr.pending_snapshot or pr.match + 1 >= r.log.first_index()):
+            # installed, or the follower turns out to hold enough to go on from the log
+            # (etcd: Match+1 >= firstIndex): the transfer ends, its image is released
             pr.become_probe()
             pr.become_replicate()
         if not maybe_commit(r) and r.role == "leader":
@@ -251,6 +312,7 @@ def tick_leader(r: Raft) -> None:
         if r.lead_transferee is not None:
             r.logf(f"aborts the transfer to {r.lead_transferee}: no election in an election timeout")
             r.lead_transferee = None
+    tick_snapshots(r)
     if r.heartbeat_elapsed >= r.cfg.heartbeat_tick:
         r.heartbeat_elapsed = 0
         broadcast_heartbeat(r)

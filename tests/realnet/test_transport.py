@@ -452,3 +452,39 @@ def test_a_forward_from_a_peer_not_known_yet_is_answered_on_its_own_connection()
             await b.t.close()
 
     asyncio.run(body())
+
+
+def test_one_turn_cannot_buffer_more_than_the_high_water_mark_for_a_peer() -> None:
+    """A peer that does not read (a stopped process) gets at most ``write_high_water`` bytes
+    buffered, counting the frames written this turn and not yet handed to the socket: a burst
+    of large messages in one turn (Raft appends, snapshot chunks) is dropped past it, counted
+    as backpressure, instead of queueing without bound (the audit: a leader at 7 GB)."""
+    from kvcore.raft.messages import ConfState, RaftSnapshot, SnapshotMeta
+
+    async def body() -> None:
+        pb = free_port()
+        mute = socket.socket()  # accepts (the kernel's backlog) and never reads
+        mute.bind(("127.0.0.1", pb))
+        mute.listen(8)
+        high = 256 * 1024
+        a = Peer("a", {"b": ("127.0.0.1", pb)}, write_high_water=high)
+        try:
+            a.t.send("b", Nack(seq=0))
+            await until(lambda: a.t.links["b"].state == CONNECTED, "the connection")
+            await asyncio.sleep(0.05)
+            meta = SnapshotMeta(index=9, term=1, conf=ConfState(voters=("a", "b")))
+            chunk = 32 * 1024
+            for i in range(100):  # 3.2 MB in one turn
+                a.t.send("b", RaftSnapshot(term=1, src="a", dst="b", meta=meta, offset=i * chunk,
+                                           data=b"x" * chunk, done=False))
+            sent = 100 - a.t.stats.dropped.get("backpressure", 0)
+            assert 1 <= sent <= high // chunk
+            await asyncio.sleep(0.05)
+            link = a.t.links["b"]
+            assert link.transport is not None
+            assert link.transport.get_write_buffer_size() <= high
+        finally:
+            await a.t.close()
+            mute.close()
+
+    asyncio.run(body())

@@ -338,3 +338,35 @@ def test_a_write_queued_behind_a_failed_session_registration_says_it_was_not_app
         assert "may or may not" not in r.message, r.message
         assert "not sent" in r.message and "nothing was applied" in r.message, r.message
     assert c.node(lead).replica.machine.store.get(b"k") is None
+
+
+def test_a_follower_stopped_across_a_compaction_gets_one_snapshot_not_one_per_heartbeat() -> None:
+    """The audit's paused follower, in the sim: every message to and from a follower is held
+    (a stopped process: a backlog builds up in its socket) while the leader takes writes and
+    compacts its log; released, the follower answers its backlog of heartbeats at once. The
+    leader sends it one snapshot, about one image's worth of chunks, and it catches up. Before
+    the fix every heartbeat answer started its own stream of chunks (~ one image per heartbeat)."""
+    from kvcore.config import NodeConfig
+
+    cfg = NodeConfig(max_key_bytes=64, max_value_bytes=1024, max_frame_bytes=8 * 1024)  # 2 KiB chunks
+    c = SimCluster(3, 3, replicas=3, config=cfg, replica=ReplicaConfig(snapshot_entries=100))
+    lead = a_leader(c)
+    victim = next(n for n in c.ids if n != lead)
+    c.hold(dst=victim)
+    c.hold(src=victim)
+    for i in range(160):
+        assert call(c, lead, Put(key=b"k%03d" % i, value=bytes([i % 251]) * 512)).ok
+    g = c.node(lead).replica
+    wait_for(c, lambda: g.raft.log.first_index() > 100)  # compacted past what the victim holds
+    c.run(until=c.now + 3.0)  # 60 heartbeats queue up for the victim
+    image = len(g.raft.log.snapshot.data)
+    chunk = g.raft.cfg.max_snapshot_chunk
+    c.release()
+    v = c.node(victim).replica
+    wait_for(c, lambda: v.machine.applied >= g.raft.log.snapshot.meta.index and v.stats.snapshots_installed >= 1)
+    wait_for(c, lambda: v.machine.applied == g.machine.applied)
+    assert v.machine.store.items() == g.machine.store.items()
+    one_image = -(-image // chunk)
+    assert image > 20 * chunk
+    assert g.raft.stats["snapshots_sent"] == 1
+    assert one_image <= g.raft.stats["snapshot_chunks_sent"] <= one_image + g.raft.cfg.snapshot_resends

@@ -28,6 +28,8 @@ class Node:
     applied: list[Entry] = field(default_factory=list)
     snapshot_data: bytes = b""
     up: bool = True
+    #: SIGSTOP: the process neither runs nor reads; messages to it wait in the network
+    paused: bool = False
 
 
 class Network:
@@ -78,6 +80,17 @@ class Network:
     def recover(self) -> None:
         self.blocked.clear()
 
+    def pause(self, node_id: str) -> None:
+        """The process is stopped (SIGSTOP): it neither ticks nor reads nor sends, and every
+        message sent to it waits in the network (a socket buffer) until :meth:`resume`."""
+        self.nodes[node_id].paused = True
+
+    def resume(self, node_id: str) -> None:
+        """SIGCONT: the node reads its whole backlog at once and answers it in one Ready."""
+        self.nodes[node_id].paused = False
+        self.deliver_all(node_id)
+        self.process_ready(node_id)
+
     def crash(self, node_id: str) -> None:
         """The process dies: unsynced writes are lost, volatile state and queued output too."""
         node = self.nodes[node_id]
@@ -97,7 +110,7 @@ class Network:
 
     def process_ready(self, node_id: str, crash_before_sync: bool = False) -> Ready | None:
         node = self.nodes[node_id]
-        if not node.up or not node.raft.has_ready():
+        if not node.up or node.paused or not node.raft.has_ready():
             return None
         rd = node.raft.ready()
         if not self.persist_before_send:
@@ -136,7 +149,11 @@ class Network:
 
     def deliver_all(self, to: str | None = None) -> list[RaftMessage]:
         if to is None:
-            msgs, self.inflight = self.inflight, []
+            held = {i for i, n in self.nodes.items() if n.paused}
+            msgs = [m for m in self.inflight if m.dst not in held]
+            self.inflight = [m for m in self.inflight if m.dst in held]
+        elif self.nodes[to].paused:
+            return []
         else:
             msgs = [m for m in self.inflight if m.dst == to]
             self.inflight = [m for m in self.inflight if m.dst != to]
@@ -149,8 +166,7 @@ class Network:
             moved = False
             for i in list(self.nodes):
                 moved |= self.process_ready(i) is not None
-            if self.inflight:
-                self.deliver_all()
+            if self.inflight and self.deliver_all():
                 moved = True
             if not moved:
                 return
@@ -158,7 +174,7 @@ class Network:
 
     def tick(self, node_id: str, n: int = 1) -> None:
         for _ in range(n):
-            if self.nodes[node_id].up:
+            if self.nodes[node_id].up and not self.nodes[node_id].paused:
                 self.raft(node_id).tick()
 
     def tick_all(self, n: int = 1) -> None:
