@@ -42,7 +42,7 @@ Outbound link, per destination (a small state machine, :class:`PeerLink`)::
 - *connected*: messages are written with ``transport.write``; asyncio's write buffer batches
   them into few syscalls. If the peer stops reading and the buffer passes ``write_high_water``
   (asyncio calls ``pause_writing``), messages are dropped until it drains: memory stays bounded.
-  The frames of the current turn, not yet handed to the transport, count toward the same bound,
+  The frames of the current turn, not yet handed to the transport, are held to the same bound,
   so one turn cannot queue more than it either (a burst of 1 MiB Raft appends or snapshot
   chunks to a stopped peer). A dropped Raft message is the core's to resend (a snapshot chunk
   after ``snapshot_resend_tick``; appends on the next probe).
@@ -232,9 +232,10 @@ class PeerLink:
         state = self.state
         high = self.owner.config.write_high_water
         if state == CONNECTED:
-            transport = self.transport
-            buffered = self._out_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
-            if self.paused or (buffered and buffered + len(data) > high):
+            # (the transport's own buffer is bounded by ``paused``: asyncio pauses us past high
+            # water; what this turn wrote is bounded here, at least one frame a turn)
+            out_bytes = self._out_bytes
+            if self.paused or (out_bytes and out_bytes + len(data) > high):
                 self.owner.stats.drop("backpressure")
                 return
             self._write(kind, data)
