@@ -364,7 +364,15 @@ def build(
         raft_opener=opener,
         # the Raft group's role changes, elections and removal, as they happen
         raft_log=logging.getLogger("realnet.raft").info,
+        # a node that finds it lost its state (a group counts it a member, or the cluster knows a
+        # claim of it that it does not hold): said once, at ERROR
+        alarm=log.error,
     )
+    if node.lost_group is not None:  # found in an earlier life: said again at each start
+        log.error("node %s lost its state in an earlier life: a replicated group counts it a member "
+                  "(%s sent it the group's Raft traffic) but it runs none; it serves no key (503 "
+                  "lost_state). Remove it (storelab cluster remove-node ADDR %s) and add it again "
+                  "under a fresh --data-dir.", node_id, node.lost_group.get("from"), node_id)
     opener.must_exist = False  # from now on a log is opened by forming a new group: created
     peers: dict[str, tuple[str, int]] = {}
     if settings.cluster is not None:
