@@ -658,6 +658,12 @@ class Node:
         self.rt.storage.put(GROUP_KEY, json.dumps({"voters": voters, "learners": []}).encode())
         self.rt.storage.sync()
         group = self._open_group(voters, [])
+        if self.lost_claim is not None:
+            # in a group the map is only a hint (the group serves every slot): what the cluster
+            # remembers of this node (a member removed, then added again) is its claim again
+            slots, epoch = self.lost_claim
+            self._clear_lost_claim()
+            self.membership.set_slots(slots, epoch)
         if self.running:
             group.start()
 

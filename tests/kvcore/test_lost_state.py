@@ -216,3 +216,15 @@ def test_a_node_that_learns_the_records_later_derives_the_same_map() -> None:
     assert newcomer.slot_map.owner(12563) == old.slot_map.owner(12563) == "c"
     assert newcomer.slot_map.epoch(12563) == old.slot_map.epoch(12563) == 4
     assert newcomer.slot_map.runs() == old.slot_map.runs()
+
+
+def test_a_node_that_joins_a_group_claims_what_the_cluster_remembers_of_it() -> None:
+    """A member removed and added again under a fresh data directory: in a group the map is only
+    a hint to clients, so it takes the claim back and every map agrees."""
+    node, _, _ = fresh()
+    node.on_message("a", PushPull(join=False, reply=False, members=peers_state()))
+    assert node.lost_claim is not None
+    node.store.delete(b"k1") if node.store.count() else None
+    node.form_group([])
+    assert node.lost_claim is None and node.slot_map.owner(12563) == "c"
+    assert node.slot_map.epoch(12563) == 4 and node.membership.stored_claim() == (C_SLOTS, 4)
