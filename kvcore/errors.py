@@ -110,6 +110,17 @@ class Removed(StoreError):
     status = 503
 
 
+class LostState(StoreError):
+    """This node is listed in a replicated group (the group's Raft traffic is addressed to it)
+    but runs none: its data directory was lost or replaced, and its Raft log with it. It serves
+    no key (its own store is not the group's); the operator removes it (``storelab cluster
+    remove-node``) and adds it again under a fresh data directory. Ask another node; the request
+    was certainly not applied."""
+
+    code = "lost_state"
+    status = 503
+
+
 class WrongNode(StoreError):
     """A forwarded request reached a node that does not own the slot (the maps disagree).
 
@@ -174,6 +185,7 @@ ERRORS_BY_CODE: dict[str, type[StoreError]] = {
         NoQuorum,
         NoLeader,
         Removed,
+        LostState,
         WrongNode,
         ForwardTimeout,
         ShuttingDown,

@@ -8,11 +8,14 @@ Any node answers any request (it forwards to the owner), but a forward costs a s
 key's slot locally (:func:`kvcore.slots.key_slot`) and sends the request to the owner's client
 address. It keeps one keep-alive :class:`http.client.HTTPConnection` per node.
 
-The cache can go stale (slots move, a node dies). Two signals make the client refresh the map
-once and retry the request once:
+The cache can go stale (slots move, a node dies). These signals make the client retry the request
+once (after refreshing the map, except for ``lost_state``):
 
 - ``503 wrong_node``: the node it asked forwarded to a node that disagreed about ownership; the
   operation was certainly not applied, so a retry is safe.
+- ``503 lost_state``: the node is a member of a replicated group that lost its state and serves
+  no key; the request was certainly not applied, so it goes to another node, and the node is
+  tried after the others for a while.
 - a connection error after the request may have gone out (reset, closed keep-alive socket, no
   answer in time): the owner may be gone or the idle connection was closed by the server.
 
@@ -360,6 +363,11 @@ class Client(KvMethods):
                 err = error_from_response(status, data)
                 if isinstance(err, errors.WrongNode):
                     self._refresh_after_failure()
+                    continue
+                if isinstance(err, errors.LostState):
+                    # a member that lost its state serves no key, and certainly did not apply
+                    # this one: ask the other nodes first (any member of a group serves any key)
+                    self._mark_down(addr)
                     continue
             return status, data
         raise AssertionError("unreachable")  # the loop always returns or raises

@@ -334,6 +334,10 @@ def _diff(a: NodeState, b: NodeState) -> str:
             f"{say(ea.get(s))}, {b.id} says {say(eb.get(s))}")
 
 
+#: the same, for ``verify`` on a replicated cluster (:mod:`realnet.replicacli`)
+map_diff = _diff
+
+
 def _lost_claim(n: NodeState, entry: NodeState) -> list[int]:
     """Slots ``entry``'s map gives ``n`` where ``n``'s own map does not name itself at that epoch
     or a later one: gossip never teaches a node its own claim, so this is not gossip at work."""

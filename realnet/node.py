@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -77,7 +78,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kvcore.config import PEER_PORT_OFFSET, ConfigError, parse_addr
-from kvcore.membership import LEFT_KEY
+from kvcore.membership import INCARNATION_KEY, LEFT_KEY, MEMBER_PREFIX
 from kvcore.node import GroupUnusable, Node
 from kvcore.node.node import GROUP_KEY
 from kvcore.runtime import Storage
@@ -364,7 +365,15 @@ def build(
         raft_opener=opener,
         # the Raft group's role changes, elections and removal, as they happen
         raft_log=logging.getLogger("realnet.raft").info,
+        # a node that finds it lost its state (a group counts it a member, or the cluster knows a
+        # claim of it that it does not hold): said once, at ERROR
+        alarm=log.error,
     )
+    if node.lost_group is not None:  # found in an earlier life: said again at each start
+        log.error("node %s lost its state in an earlier life: a replicated group counts it a member "
+                  "(%s sent it the group's Raft traffic) but it runs none; it serves no key (503 "
+                  "lost_state). Remove it (storelab cluster remove-node ADDR %s) and add it again "
+                  "under a fresh --data-dir.", node_id, node.lost_group.get("from"), node_id)
     opener.must_exist = False  # from now on a log is opened by forming a new group: created
     peers: dict[str, tuple[str, int]] = {}
     if settings.cluster is not None:
@@ -590,6 +599,10 @@ async def serve(
         except StorageLogCorrupt as e:
             _print_problems([_corrupt_storage(e)])
             return EXIT_CONFIG
+    if settings.data_dir:
+        problem = _check_node_id(settings, storage)
+        if problem:
+            return _refuse_start(problem, storage)
     raft_dir = os.path.join(settings.data_dir, RAFT_DIR) if settings.data_dir else ""
     if raft_dir and storage.get(GROUP_KEY) is None:
         # a join a crash cut short before the node's record of the group was durable left its
@@ -655,6 +668,51 @@ def _refuse_start(problem: str, storage: Storage, sockets: Sockets | None = None
     return EXIT_CONFIG
 
 
+#: where a data directory records the id of the node it belongs to (at its first start)
+NODE_ID_KEY = "node_id"
+
+
+def _check_node_id(settings: Settings, storage: Storage) -> str:
+    """Why the node may not start under ``settings.node_id`` on this data directory ("" if it
+    may). A data directory belongs to one node: its Raft log holds that node's term, vote and
+    entries, its storage its incarnation and claim. Started under another id, two processes
+    could share one Raft identity with different votes, and the cluster would gain a member
+    that runs another's group. The id is recorded at the first start; a directory from before
+    ids were recorded takes the id it is started with (logged once), unless it names that id as
+    another node's (a member it knew by that id, or a group it formed whose voters lack it)."""
+    nid = settings.node_id
+    where = settings.data_dir
+    stored = storage.get(NODE_ID_KEY)
+    if stored is not None:
+        owner = stored.decode("utf-8", "replace")
+        if owner == nid:
+            return ""
+        return (f"The data directory {where!r} belongs to node {owner!r}, not {nid!r}: started as {nid!r} "
+                f"it would bring {owner!r}'s Raft log, votes and keys into the cluster as another member. "
+                f"Start it with --id {owner}, or give node {nid!r} an empty --data-dir.")
+    evidence = ""
+    if storage.get(MEMBER_PREFIX + nid) is not None:
+        evidence = f"it knew {nid!r} as another member of its cluster"
+    group = storage.get(GROUP_KEY)
+    if not evidence and group is not None:
+        try:
+            voters = list(json.loads(group).get("voters", []))
+        except (ValueError, TypeError, AttributeError):
+            voters = []
+        if voters and nid not in voters:
+            evidence = f"it formed a replicated group whose voters ({', '.join(map(str, voters))}) do not include {nid!r}"
+    if evidence:
+        return (f"The data directory {where!r} records no node id (it is older than that record) and "
+                f"belongs to another node than {nid!r}: {evidence}. Start it with the id it was made "
+                f"under, or give node {nid!r} an empty --data-dir.")
+    if storage.get(INCARNATION_KEY) is not None:  # an earlier life, before ids were recorded
+        log.info("the data directory %s records no node id (made by an older storelab); it is "
+                 "node %s's from now on", where, nid)
+    storage.put(NODE_ID_KEY, nid.encode())
+    storage.sync()
+    return ""
+
+
 def _sentence(text: str) -> str:
     """``text`` ending with a full stop (the logs' own messages may end without one)."""
     text = text.rstrip()
@@ -689,11 +747,11 @@ def _open_storage(settings: Settings) -> tuple[Storage, str]:
     try:
         storage = open_storage(settings.data_dir)
         if settings.generated_id:
-            stored = storage.get("node_id")
+            stored = storage.get(NODE_ID_KEY)
             if stored:
                 node_id = stored.decode("utf-8", "replace")
             elif settings.data_dir:
-                storage.put("node_id", node_id.encode())
+                storage.put(NODE_ID_KEY, node_id.encode())
                 storage.sync()
     except OSError as e:
         raise ConfigError(
@@ -754,6 +812,7 @@ __all__ = [
     "EXIT_CONFIG",
     "EXIT_OK",
     "LEAVE_LINGER",
+    "NODE_ID_KEY",
     "Parts",
     "SHUTDOWN_GRACE",
     "Sockets",

@@ -55,7 +55,7 @@ from typing import Any
 
 from kvcore.slots import even_split
 from kvcore.states import State
-from realnet import admin
+from realnet import admin, clusterview
 from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
 from realnet.clicommon import UNKNOWN, confirm, say, say_problems, table
 from realnet.replicaapi import MAX_VOTERS
@@ -146,6 +146,38 @@ def _voter_problems(cluster: ClusterView, voters: list[str]) -> list[str]:
         state = cluster.nodes[v].state if v in cluster.nodes else "not a member"
         out.append(f"Voter {v} is {state if state != State.ALIVE else 'not answering'}.")
     return out
+
+
+def outside_problems(cluster: ClusterView) -> list[str]:
+    """What ``verify`` reports of a replicated cluster beyond its group: members that lost their
+    state (a group counts them but they run none; the cluster remembers a claim they do not
+    hold), members down that the group does not count, and the slot map (the smart clients'
+    first hop) where a live member's differs from the entry node's."""
+    problems: list[str] = []
+    lead = leader_of(cluster)
+    conf = (raft_of(lead) or {}) if lead is not None else {}
+    for nid, n in sorted(cluster.nodes.items()):
+        if n.state == State.LEFT:
+            continue
+        info = n.info or {}
+        lost = info.get("lost_state")
+        if isinstance(lost, dict):
+            problems.append(
+                f"Node {n.label()} lost its state: the group counts it a {'voter' if lost.get('voter') else 'member'} "
+                f"({lost.get('from')} sent it the group's Raft traffic at term {lost.get('term')}) but it runs no "
+                "group (its data directory was wiped or replaced), so it serves no key. `storelab cluster "
+                f"remove-node {cluster.entry.addr} {nid}` takes it out; add it again under a fresh --data-dir.")
+        claim = info.get("lost_claim")
+        if isinstance(claim, dict) and raft_of(n) is None:
+            problems.append(f"Node {n.label()} does not serve slots {claim.get('slots')} that the cluster's "
+                            f"map gives it (epoch {claim.get('epoch')}): it lost its state.")
+        if n.state != State.ALIVE and conf and not in_conf(conf, nid):
+            problems.append(f"Node {n.label()} is {n.state} and is neither a voter nor a learner of the group.")
+    for n in cluster.live():
+        if n is not cluster.entry and n.reachable and n.slots is not None and n.runs != cluster.entry.runs:
+            problems.append(f"Node {n.id}'s slot map differs from {cluster.entry.id}'s: "
+                            f"{clusterview.map_diff(n, cluster.entry)}.")
+    return problems
 
 
 def rows(cluster: ClusterView) -> list[dict[str, Any]]:
@@ -367,10 +399,12 @@ def add_node(a: Admin, new: NodeState, cluster: ClusterView, stage: str = FRESH)
     lead = leader_or_refuse(cluster)
     lraft = raft_of(lead) or {}
     voters = list(lraft.get("voters", []))
-    if stage in (FRESH, MET, UNLISTED):
-        a.post(lead.addr, "/cluster/learner", {"node": new.id})
+    # NEW runs its (empty) group before the leader lists it: a node that runs no group and is
+    # sent a group's Raft traffic takes itself for a member that lost its log (lost_state)
     if stage in (FRESH, MET, LISTED):
         a.post(new.addr, "/cluster/replicate", {"voters": voters, "learner": True})
+    if stage in (FRESH, MET, UNLISTED):
+        a.post(lead.addr, "/cluster/learner", {"node": new.id})
 
     def voter() -> bool:
         c = a.discover(lead.addr)
@@ -480,7 +514,7 @@ def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
     problems: list[str] = []
     cluster = a.discover(args.addr)
     for i in range(VERIFY_POLLS):
-        problems = group_problems(cluster)
+        problems = group_problems(cluster) + outside_problems(cluster)
         if not problems or i == VERIFY_POLLS - 1:
             break
         time.sleep(admin.POLL_INTERVAL * 4)

@@ -157,6 +157,9 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self._limit_for = -1
         self._limit = 0
         self.listeners: list[Listener] = []
+        #: told ``(slots, epoch)`` when a peer reports a claim of *this* node at an epoch above the
+        #: one it advertises (it lost its state: :meth:`kvcore.node.Node._on_own_claim`)
+        self.on_own_claim: Callable[[str, int], None] | None = None
         self.running = False
         #: the member whose message is being handled (None: a local call), see "Who may say what"
         self._sender: str | None = None
@@ -373,6 +376,33 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
             for nid in list(self._live_ids):
                 self._send(nid, news)
 
+    def advertise(self, slots: str, epoch: int) -> None:
+        """Advertise ``slots`` at ``epoch`` as this node's claim without taking it: nothing is
+        kept as our claim (:meth:`stored_claim`) and no listener hears of it, so the node's own
+        slot map does not change. For a node that lost its state: the cluster's record of it
+        keeps the claim it had (see :meth:`_on_alive`), and saying the same keeps every record
+        of it alike (a fresh incarnation carries it)."""
+        self.me.slots, self.me.epoch = slots, epoch
+        self._bump_incarnation(self.me.incarnation + 1)
+        alive = self.me.to_alive()
+        self.broadcasts.queue(alive)
+        if self.running and not self.leaving:
+            news = Gossip(updates=(alive,))
+            for nid in list(self._live_ids):
+                self._send(nid, news)
+
+    def sync_with(self, node: str) -> None:
+        """Exchange full state with ``node`` now (one push-pull; it answers with its own): for a
+        node that just learned it belongs to ``node``'s cluster and may know none of its members
+        (a member that lost its state), so that what it says next (a leave) reaches them."""
+        if self.running and node != self.id:
+            self._send(node, PushPull(join=False, reply=False, members=self._local_state()))
+
+    def _heard_own_claim(self, slots: str, epoch: int) -> None:
+        """A peer's record of this node: a claim above the one we advertise is one we lost."""
+        if epoch > self.me.epoch and slots and self.on_own_claim is not None and not self.leaving:
+            self.on_own_claim(slots, epoch)
+
     # --- views -------------------------------------------------------------------------------
 
     def state_of(self, node: str) -> State | None:
@@ -492,6 +522,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
 
     def _on_alive(self, a: Alive) -> None:
         if a.node == self.id:
+            self._heard_own_claim(a.slots, a.epoch)
             # Someone holds us alive at an incarnation we have not used (we restarted and lost
             # it): refute by jumping past it, with our current addresses and slots.
             if a.incarnation > self.me.incarnation and not self.leaving:
@@ -524,6 +555,13 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         m = self.members.writable(a.node)
         m.incarnation = a.incarnation
         m.addr, m.peer_addr = a.addr, a.peer_addr
+        if a.epoch < m.epoch:
+            # A member's claim never goes back to a lower epoch (a member that lost its state
+            # comes back with a standalone or empty claim): the record keeps the claim the slot
+            # map learned from it, so that a node that learns this record later derives the same
+            # map as one that heard every claim (the map keeps the highest epoch of each slot).
+            # Gossiped on as held, not as heard.
+            a = m.to_alive()
         meta_changed = (m.slots, m.epoch) != (a.slots, a.epoch)
         m.slots, m.epoch = a.slots, a.epoch
         self._clear_suspicion(a.node)

@@ -66,6 +66,7 @@ class AntiEntropy:
         def _on_suspect(self, s: Suspect) -> None: ...
         def _on_dead(self, d: Dead) -> None: ...
         def _in_range(self, u: Any) -> bool: ...
+        def _heard_own_claim(self, slots: str, epoch: int) -> None: ...
         def _as_sender(self, src: str | None, merge: Callable[..., None], *args: Any) -> None: ...
 
     def _local_state(self) -> tuple[MemberState, ...]:
@@ -150,6 +151,8 @@ class AntiEntropy:
                 pass  # in range: all that _in_range asks of an alive entry about another member
             elif not self._in_range(s):
                 continue
+            elif s.node == me:
+                self._heard_own_claim(s.slots, s.epoch)  # (a peer's record of us: rare)
             if alive:
                 m = get(s.node)
                 if m is not None and s.incarnation <= m.incarnation:

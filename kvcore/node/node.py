@@ -55,12 +55,21 @@ from kvcore.metrics import NodeStats
 from kvcore.node import guards
 from kvcore.node.migration import DoneFn, Migration, check_slot
 from kvcore.node.ownership import Ownership
-from kvcore.node.restore import remembers_a_cluster, restore
+from kvcore.node.restore import LOST_CLAIM_KEY, LOST_GROUP_KEY, remembers_a_cluster, restore
 from kvcore.node.routing import ReplyFn, Router, error_reply
+from kvcore.raft.messages import RaftAppend, RaftHeartbeat, RaftSnapshot, RaftTimeoutNow, RaftVote
 from kvcore.replica import GROUP_MESSAGES, KVRaftStorage, RaftDisk, ReplicaConfig, ReplicaGroup
 from kvcore.replica.group import Observer
 from kvcore.runtime import Runtime
-from kvcore.slots import MAX_SLOT, SlotMap, format_ranges, parse_ranges, ranges_to_slots, slots_to_ranges
+from kvcore.slots import (
+    MAX_SLOT,
+    SlotMap,
+    SlotRangeError,
+    format_ranges,
+    parse_ranges,
+    ranges_to_slots,
+    slots_to_ranges,
+)
 from kvcore.states import STATES, MemberEvent, State
 from kvcore.store import LocalStore
 
@@ -68,6 +77,13 @@ from kvcore.store import LocalStore
 GROUP_KEY = "replica:group"
 
 RaftOpener = Callable[[Sequence[str], Sequence[str]], RaftDisk]
+
+#: the Raft messages only a member of a group's configuration is sent (a leader's replication to
+#: its voters and learners, a candidate's vote requests and a transfer to its voters): received by
+#: a node that runs no group, they say it is a member that lost its log (``lost_state``)
+MEMBER_TRAFFIC = (RaftAppend, RaftHeartbeat, RaftSnapshot, RaftVote, RaftTimeoutNow)
+#: of those, the ones sent to voters only
+VOTER_TRAFFIC = (RaftVote, RaftTimeoutNow)
 
 
 class GroupUnusable(Exception):
@@ -147,6 +163,7 @@ class Node:
         replica: ReplicaConfig | None = None,
         raft_observer: Observer | None = None,
         raft_log: Callable[[str], None] | None = None,
+        alarm: Callable[[str], None] | None = None,
     ) -> None:
         """Build a node.
 
@@ -159,7 +176,9 @@ class Node:
         passes its log file), ``replica`` tunes the group, ``raft_observer`` sees where each
         incarnation's group starts and every Ready
         (the sim's Figure 3 checks), ``raft_log`` takes the group's notable Raft lines
-        (:attr:`~kvcore.raft.config.RaftConfig.notable`: role changes, elections, removal).
+        (:attr:`~kvcore.raft.config.RaftConfig.notable`: role changes, elections, removal);
+        ``alarm`` takes the sentence, said once, of a node that finds it lost its state (realnet
+        logs it at ERROR).
         """
         self.rt = runtime
         self.id = runtime.node_id
@@ -167,6 +186,13 @@ class Node:
         self.cluster = cluster
         self.seeds = tuple(seeds)
         self.sync_first = sync_first
+        self._alarm = alarm
+        #: a claim the cluster knows of this node that it does not hold (it lost its state):
+        #: advertised, never served (:meth:`_on_own_claim`); None: none
+        self.lost_claim: tuple[str, int] | None = None
+        #: this node runs no group but a group counts it a member (it lost its Raft log): what
+        #: told it (``from``, ``term``, ``voter``); it then serves no key (:meth:`_on_group_traffic`)
+        self.lost_group: dict[str, Any] | None = None
         self.store = LocalStore.load(runtime.storage) if self.config.durable else LocalStore()
         self.stats = NodeStats()
         self.running = False
@@ -212,6 +238,7 @@ class Node:
         self.membership.add_static(static, quiet=cluster is not None)
         self.ownership.seeding = False
         restore(self)
+        self.membership.on_own_claim = self._on_own_claim
         self._raft_opener = raft_opener or (lambda v, le: KVRaftStorage(runtime.storage, v, le))
         self._replica_config = replica or ReplicaConfig()
         self._raft_observer = raft_observer
@@ -286,6 +313,9 @@ class Node:
     def on_client_request(self, op: Any, reply: ReplyFn) -> None:
         """Handle a client operation; ``reply`` is called exactly once, now or later."""
         if self.replica is None:
+            if self.lost_group is not None:
+                self._refuse_lost(op, reply)
+                return
             self.router.on_client_request(op, reply)
             return
         name = type(op).__name__
@@ -310,7 +340,7 @@ class Node:
         :meth:`on_client_request`, which calls ``reply`` exactly once, now or later. In a
         replicated group, and in a subclass that changes :meth:`on_client_request`, always the
         latter."""
-        if self._door_wrapped or self.replica is not None:
+        if self._door_wrapped or self.replica is not None or self.lost_group is not None:
             self.on_client_request(op, reply)
             return None
         return self.router.answer_now(op, reply)
@@ -339,10 +369,100 @@ class Node:
         self.stats.malformed += 1
 
     def _to_group(self, src: str, msg: Any) -> None:
-        if self.replica is None:
-            self.stats.malformed += 1  # a group's message to a node in no group
-        else:
+        if self.replica is not None:
             self.replica.on_message(src, msg)
+        elif isinstance(msg, MEMBER_TRAFFIC) and msg.dst == self.id and msg.src == src != self.id:
+            self._on_group_traffic(src, msg)
+        else:
+            self.stats.malformed += 1  # a group's message to a node in no group
+
+    # --- a node that lost its state ----------------------------------------------------------
+
+    def _on_group_traffic(self, src: str, msg: Any) -> None:
+        """A group's member sends this node, which runs no group, what only a member of the
+        group's configuration is sent: the node was a voter or a learner and lost its Raft log
+        (its data directory was wiped or replaced). Its own store is not the group's, so it serves
+        no key from now on (503 ``lost_state``), remembered across restarts; etcd likewise
+        refuses a member that lost its data. ``add-node`` of a learner asks it to join again
+        (:meth:`form_group` with no voters); a voter must be removed and added again, fresh."""
+        voter = isinstance(msg, VOTER_TRAFFIC)
+        was = self.lost_group
+        if was is not None and (was["voter"] or not voter):
+            return
+        self.lost_group = {"from": src, "term": msg.term, "voter": voter}
+        self.rt.storage.put(LOST_GROUP_KEY, json.dumps(self.lost_group).encode())
+        self.rt.storage.sync()
+        if was is None:
+            # it may know none of the cluster's members yet (a standalone start): learn them from
+            # the sender, so that the leave remove-node asks of it reaches them
+            self.membership.sync_with(src)
+            self._say(f"node {self.id} runs no replicated group, but {src} sent it the group's Raft "
+                      f"traffic (term {msg.term}): it is a member of that group that lost its Raft log "
+                      "(its data directory was wiped or replaced). It serves no key (503 lost_state). "
+                      f"Remove it (storelab cluster remove-node ADDR {self.id}) and add it again "
+                      "under a fresh --data-dir (storelab cluster add-node).")
+
+    def _refuse_lost(self, op: Any, reply: ReplyFn) -> None:
+        lost = self.lost_group or {}
+        self.stats.count_op(type(op).__name__, errors.LostState.code)
+        reply(error_reply(errors.LostState(
+            f"node {self.id} lost its state: a replicated group counts it a member ({lost.get('from')} "
+            "sent it the group's Raft traffic) but it runs no group, its data directory having been "
+            "wiped or replaced; ask another node. Operator: storelab cluster remove-node ADDR "
+            f"{self.id}, then add it again under a fresh --data-dir.")))
+
+    def _on_own_claim(self, slots: str, epoch: int) -> None:
+        """A peer reports a claim of this node (``slots`` at ``epoch``) above the claim it
+        advertises: the node lost its state (a wiped data directory: a fresh node, standalone or
+        joined through seeds, under an old member's id) and the cluster remembers what it owned.
+
+        Such a node does not hold those keys, so it does not take the claim into its own map
+        (gossip never teaches a node its own claim) and, having no claim of its own, gives up
+        the standalone node's claim of every slot: it serves none of them until an operator says
+        so (Redis Cluster's node that lost ``nodes.conf`` owns nothing until ``fix``/``reshard``;
+        ``storelab cluster fix`` lets it claim them again, empty). It advertises the claim,
+        though, so every record of it stays what the cluster's maps were built from (the rule in
+        :meth:`kvcore.membership.Membership._on_alive`): a node that learns its record later
+        derives the same map. In a replicated group, where the map is only a hint to clients (the
+        group serves every slot), it simply claims it again. A static member is left alone: its
+        configuration names its claim."""
+        if self.cluster is not None:
+            return
+        try:
+            ranges = parse_ranges(slots)
+        except SlotRangeError:
+            self.stats.malformed += 1
+            return
+        if self.replica is not None:
+            self.membership.set_slots(format_ranges(ranges), epoch)
+            return
+        first = self.lost_claim is None
+        self.lost_claim = (slots, epoch)
+        self.rt.storage.put(LOST_CLAIM_KEY, f"{epoch} {slots}".encode())
+        self.rt.storage.sync()
+        if self.membership.stored_claim() is None:
+            # no claim of its own: a standalone start's claim of every slot is not the cluster's
+            if self.slot_map.release(self.id, self.slot_map.max_epoch() + 1):
+                self.ownership.save()
+        self.membership.advertise(slots, epoch)
+        if first and self.lost_group is None:
+            self._say(f"node {self.id} lost its state: its peers know it as the owner of slots {slots} "
+                      f"(epoch {epoch}), but it has no claim of its own (its data directory was wiped "
+                      "or replaced). It serves none of those slots (their keys are lost with its data); "
+                      "storelab cluster fix lets it claim them again, empty, and storelab cluster "
+                      "remove-node takes it out.")
+
+    def _clear_lost_claim(self) -> None:
+        """The node claims slots itself (an operator's assign, claim or finish): what the
+        cluster remembered of it is superseded."""
+        if self.lost_claim is not None:
+            self.lost_claim = None
+            self.rt.storage.delete(LOST_CLAIM_KEY)
+            self.rt.storage.sync()
+
+    def _say(self, sentence: str) -> None:
+        if self._alarm is not None:
+            self._alarm(sentence)
 
     def _send(self, dst: str, msg: Any) -> None:
         sent = self.stats.sent  # NodeStats.count_sent, inlined (every message sent passes here)
@@ -388,6 +508,7 @@ class Node:
         guards.check_dropping(self, wanted, accept_loss)
         guards.check_taking(self, wanted, accept_loss)
         self.ownership.assign(self.id, parsed, epoch)
+        self._clear_lost_claim()
         self.membership.set_slots(format_ranges(parsed), epoch)
 
     def claim_slots(self, ranges: str, epoch: int, accept_loss: bool = False) -> None:
@@ -408,6 +529,7 @@ class Node:
     def _claim(self, parsed: list[tuple[int, int]], epoch: int) -> None:
         self.ownership.check_claim(self.id, parsed, epoch)
         mine = self.ownership.claim(self.id, parsed, epoch)
+        self._clear_lost_claim()
         self.membership.set_slots(mine, max(epoch, self.membership.me.epoch))
 
     def begin_import(self, slots: int | Iterable[int], source: str) -> None:
@@ -518,12 +640,30 @@ class Node:
                 return  # asked again (a retried create): nothing to do
             raise errors.Conflict(f"node {self.id} is already in a replicated group "
                                   f"(voters {list(self.replica.raft.log.conf().voters)})")
+        if self.lost_group is not None and (voters or self.lost_group["voter"]):
+            raise errors.Conflict(
+                f"node {self.id} lost its state: a replicated group counts it a "
+                f"{'voter' if self.lost_group['voter'] else 'member'} (node {self.lost_group['from']} sent "
+                "it the group's Raft traffic), and a voter that forgot its log and votes would let the "
+                f"group lose writes; remove it (storelab cluster remove-node ADDR {self.id}) and add it "
+                "again under a fresh --data-dir")
         if self.store.count():
             raise errors.Conflict(f"node {self.id} holds {self.store.count()} keys; a replicated group "
                                   "starts empty (move them away first)")
+        if self.lost_group is not None:
+            # joining as a learner (add-node run again): a learner counts in no majority, and
+            # the leader sends it the log it lacks
+            self.lost_group = None
+            self.rt.storage.delete(LOST_GROUP_KEY)
         self.rt.storage.put(GROUP_KEY, json.dumps({"voters": voters, "learners": []}).encode())
         self.rt.storage.sync()
         group = self._open_group(voters, [])
+        if self.lost_claim is not None:
+            # in a group the map is only a hint (the group serves every slot): what the cluster
+            # remembers of this node (a member removed, then added again) is its claim again
+            slots, epoch = self.lost_claim
+            self._clear_lost_claim()
+            self.membership.set_slots(slots, epoch)
         if self.running:
             group.start()
 
@@ -606,6 +746,11 @@ class Node:
             "stray": self.stray_keys(),
             # the replicated group's view (role, term, commit, applied, ...), or None
             "raft": self.replica.info() if self.replica is not None else None,
+            # a group counts this node a member but it runs none (503 lost_state), or the cluster
+            # knows a claim of it that it does not hold: it lost its state (None: neither)
+            "lost_state": dict(self.lost_group) if self.lost_group is not None else None,
+            "lost_claim": ({"slots": self.lost_claim[0], "epoch": self.lost_claim[1]}
+                           if self.lost_claim is not None else None),
         }
 
     def stray_keys(self) -> dict[str, Any]:

@@ -1,0 +1,230 @@
+"""A member that lost its state (its data directory wiped) and came back under its old id.
+
+An audit on real processes: ``kill -9`` of a voter of a replicated group, ``rm -rf`` of its data
+directory, the same command again. The fresh node started standalone (it owns every slot), and
+once its peers reached it, it served its own empty store as a cluster member: reads of acked
+keys answered 404, writes were acknowledged outside the group; and after it was removed, its
+record in gossip (the fresh node's standalone claim at epoch 1) no longer matched the map the
+others had built from its earlier claim (epoch 4), so a node added later never agreed on the
+map. What is checked here, in kvcore (both worlds run it):
+
+- a node that runs no group and is sent what only a member of a group's configuration is sent
+  (a leader's appends and heartbeats, a candidate's vote request) serves no key (503
+  ``lost_state``), remembers it, and refuses to form or join a group as a voter;
+- a node with no claim of its own that hears its peers' record of it claiming slots gives up
+  the standalone claim of every slot and serves none of them; it advertises the claim the
+  cluster knows (never taking it into its own map) until an operator's claim replaces it;
+- a member's record never goes back to a claim at a lower epoch, so a node that learns the
+  records later derives the same map as one that heard every claim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kvcore import errors
+from kvcore.membership import Membership, SwimConfig
+from kvcore.messages import Alive, Dead, Get, MemberState, PushPull, Put, Reply
+from kvcore.node import Node
+from kvcore.node.restore import LOST_CLAIM_KEY, LOST_GROUP_KEY
+from kvcore.raft.messages import RaftAppend, RaftAppendResp, RaftHeartbeat, RaftVote
+from kvcore.runtime import FakeRuntime, MemoryStorage
+from kvcore.slots import key_slot
+
+C_SLOTS = "10923-16383"
+
+
+def fresh(nid: str = "c", disk: MemoryStorage | None = None) -> tuple[Node, FakeRuntime, list[str]]:
+    """A node as ``python -m realnet.node --id c --data-dir EMPTY`` builds it: standalone."""
+    rt = FakeRuntime(nid, seed=3)
+    if disk is not None:
+        rt.storage = disk
+    said: list[str] = []
+    node = Node(rt, swim=SwimConfig.local(), addr="127.0.0.1:7003", peer_addr="127.0.0.1:17003",
+                alarm=said.append)
+    node.start()
+    return node, rt, said
+
+
+def ask(node: Node, op: Any) -> Reply:
+    out: list[Reply] = []
+    node.on_client_request(op, out.append)
+    assert len(out) == 1
+    return out[0]
+
+
+def record_of_c(incarnation: int = 7, state: str = "dead") -> MemberState:
+    """What a peer holds of c: its claim at epoch 4 (create gave it the last third)."""
+    return MemberState(node="c", addr="127.0.0.1:7003", peer_addr="127.0.0.1:17003", incarnation=incarnation,
+                       state=state, slots=C_SLOTS, epoch=4)
+
+
+def peers_state() -> tuple[MemberState, ...]:
+    return (MemberState(node="a", addr="127.0.0.1:7001", peer_addr="127.0.0.1:17001", incarnation=3,
+                        state="alive", slots="0-5460", epoch=2),
+            MemberState(node="b", addr="127.0.0.1:7002", peer_addr="127.0.0.1:17002", incarnation=3,
+                        state="alive", slots="5461-10922", epoch=3),
+            record_of_c())
+
+
+# --- a node in no group that a group counts a member ----------------------------------------
+
+
+def test_a_node_in_no_group_sent_a_leaders_heartbeat_serves_no_key_and_remembers_it() -> None:
+    node, rt, said = fresh()
+    assert not ask(node, Put(key=b"k1", value=b"x")).error  # standalone: it serves
+    malformed = node.stats.malformed
+    node.on_message("a", RaftHeartbeat(term=6, src="a", dst="c", commit=9))
+    assert node.stats.malformed == malformed  # not malformed: it says something
+    for op in (Get(key=b"k1"), Put(key=b"k1", value=b"y")):
+        r = ask(node, op)
+        assert r.error == errors.LostState.code and "lost its state" in (r.message or ""), r
+        assert node.answer_now(op, lambda r: None) is None  # no fast lane around it
+    assert errors.http_status("lost_state") == 503
+    info = node.info()["lost_state"]
+    assert info == {"from": "a", "term": 6, "voter": False}
+    assert len(said) == 1 and "remove-node ADDR c" in said[0] and "fresh --data-dir" in said[0]
+    node.on_message("b", RaftAppend(term=6, src="b", dst="c", prev_index=9, prev_term=6))
+    assert len(said) == 1  # said once
+    # remembered: the node built again on the same storage serves no key either
+    again, _, _ = fresh(disk=rt.storage)  # type: ignore[arg-type]
+    assert again.info()["lost_state"] == info
+    assert ask(again, Get(key=b"k1")).error == errors.LostState.code
+
+
+def test_raft_traffic_not_addressed_to_it_or_from_another_sender_is_still_malformed() -> None:
+    node, _, said = fresh()
+    before = node.stats.malformed
+    node.on_message("a", RaftHeartbeat(term=6, src="a", dst="x", commit=9))  # to another node
+    node.on_message("b", RaftHeartbeat(term=6, src="a", dst="c", commit=9))  # src is not the sender
+    node.on_message("a", RaftAppendResp(term=6, src="a", dst="c", index=3))  # an answer: we sent nothing
+    assert node.stats.malformed == before + 3 and node.lost_group is None and not said
+    assert ask(node, Get(key=b"k")).error == errors.NotFound.code
+
+
+def test_a_lost_member_may_join_again_as_a_learner_but_never_as_a_voter() -> None:
+    node, rt, _ = fresh()
+    node.on_message("a", RaftHeartbeat(term=6, src="a", dst="c"))
+    with pytest.raises(errors.Conflict, match="lost its state"):
+        node.form_group(["a", "b", "c"])
+    # a learner (add-node run again: the leader listed it, it never joined): its log counts in
+    # no majority, so it may join, empty; the lost state is then over
+    node.form_group([])
+    assert node.replica is not None and node.lost_group is None
+    assert rt.storage.get(LOST_GROUP_KEY) is None
+    # a vote request is sent to voters only: that one may not join again
+    voter, _, _ = fresh()
+    voter.on_message("b", RaftVote(term=7, src="b", dst="c", last_index=9, last_term=6))
+    assert voter.info()["lost_state"]["voter"] is True
+    with pytest.raises(errors.Conflict, match="a voter that forgot its log"):
+        voter.form_group([])
+
+
+# --- a node with no claim of its own that the cluster remembers -------------------------------
+
+
+def test_a_fresh_node_that_hears_its_old_claim_gives_up_every_slot_and_advertises_it() -> None:
+    node, rt, said = fresh()
+    assert node.slot_map.slot_counts() == {"c": 16384}  # standalone
+    node.on_message("a", PushPull(join=False, reply=False, members=peers_state()))
+    # the others' claims win their slots; the standalone claim of the rest is given up
+    assert node.slot_map.slot_counts() == {"a": 5461, "b": 5462}
+    assert node.slot_map.owner(12563) is None
+    r = ask(node, Put(key=b"k2", value=b"x"))  # slot 12563: c's in the cluster's map
+    assert key_slot(b"k2") == 12563 and r.error == errors.SlotUnassigned.code
+    assert node.info()["lost_claim"] == {"slots": C_SLOTS, "epoch": 4}
+    assert len(said) == 1 and "lost its state" in said[0] and "fix" in said[0]
+    # advertised (every record of c stays what the maps were built from), above the peer's
+    # incarnation, and never taken into its own map or kept as its own claim
+    me = node.membership.me
+    assert (me.slots, me.epoch) == (C_SLOTS, 4) and me.incarnation > 7
+    assert node.membership.stored_claim() is None
+    # built again on the same storage: still advertised, still not served
+    again, _, said2 = fresh(disk=rt.storage)  # type: ignore[arg-type]
+    assert (again.membership.me.slots, again.membership.me.epoch) == (C_SLOTS, 4)
+    assert again.slot_map.owner(12563) is None and not said2
+    # an operator's claim (fix lets it claim them again) ends it
+    again.claim_slots(C_SLOTS, 5)
+    assert again.info()["lost_claim"] is None and rt.storage.get(LOST_CLAIM_KEY) is None
+    assert again.slot_map.owner(12563) == "c" and again.membership.me.epoch == 5
+
+
+def test_an_alive_of_itself_with_a_claim_teaches_the_same_and_is_refuted_with_it() -> None:
+    node, rt, _ = fresh()
+    rt.take_sent()
+    node.membership.apply(Alive(node="c", incarnation=9, addr="127.0.0.1:7003", peer_addr="127.0.0.1:17003",
+                                slots=C_SLOTS, epoch=4))
+    me = node.membership.me
+    assert me.incarnation > 9 and (me.slots, me.epoch) == (C_SLOTS, 4)
+    assert node.slot_map.slot_counts() == {}
+
+
+def test_a_node_with_a_claim_of_its_own_or_in_a_static_cluster_keeps_it() -> None:
+    from kvcore.config import ClusterConfig, NodeSpec
+
+    node, _, said = fresh()
+    node.assign_slots("0-100", 2)
+    node.on_message("a", PushPull(join=False, reply=False, members=peers_state()))
+    assert node.slot_map.owner(50) == "c"  # its own claim stands (epoch 2 is its own, above a's)
+    assert node.info()["lost_claim"] == {"slots": C_SLOTS, "epoch": 4} and len(said) == 1
+    cluster = ClusterConfig((NodeSpec("c", "127.0.0.1:7003", "127.0.0.1:17003", ((10923, 16383),)),
+                             NodeSpec("a", "127.0.0.1:7001", "127.0.0.1:17001", ((0, 10922),))), 1)
+    rt = FakeRuntime("c", seed=1)
+    static = Node(rt, cluster=cluster, swim=SwimConfig.local())
+    static.start()
+    static.on_message("a", PushPull(join=False, reply=False, members=(record_of_c(9, "alive"),)))
+    assert static.info()["lost_claim"] is None and static.slot_map.owner(12563) == "c"
+
+
+# --- the records of a member that lost its state: the same map whatever the order ------------
+
+
+def _membership(nid: str) -> Membership:
+    return Membership(FakeRuntime(nid, seed=1), lambda dst, msg: None, SwimConfig.local(), "", "")
+
+
+def test_a_members_record_never_goes_back_to_a_claim_at_a_lower_epoch() -> None:
+    a = _membership("a")
+    a.apply(Alive(node="c", incarnation=5, addr="h:3", peer_addr="h:13", slots=C_SLOTS, epoch=4))
+    # the wiped c's refutation: a higher incarnation, the standalone claim at epoch 1
+    a.apply(Alive(node="c", incarnation=8, addr="h:3", peer_addr="h:13", slots="0-16383", epoch=1))
+    m = a.members["c"]
+    assert (m.incarnation, m.slots, m.epoch) == (8, C_SLOTS, 4)
+    # gossiped on as held, not as heard
+    queued = [u for u in a.broadcasts.take(100, 10) if isinstance(u, Alive) and u.node == "c"]
+    assert queued and all((u.slots, u.epoch) == (C_SLOTS, 4) for u in queued if u.incarnation == 8)
+    # a claim at the same or a higher epoch replaces it as before
+    a.apply(Alive(node="c", incarnation=9, addr="h:3", peer_addr="h:13", slots="10923-12000", epoch=6))
+    assert (a.members["c"].slots, a.members["c"].epoch) == ("10923-12000", 6)
+
+
+def test_a_node_that_learns_the_records_later_derives_the_same_map() -> None:
+    """The follow-on of the audit: c, wiped, was removed; a node added afterwards learned c's
+    record (left, with the claim it gossiped) and never agreed with the others on the map."""
+    old = Node(FakeRuntime("a", seed=1), swim=SwimConfig.local())
+    old.assign_slots("0-10922", 2)
+    old.membership.apply(Alive(node="c", incarnation=5, addr="h:3", peer_addr="h:13", slots=C_SLOTS, epoch=4))
+    old.membership.apply(Alive(node="c", incarnation=8, addr="h:3", peer_addr="h:13", slots="0-16383", epoch=1))
+    old.membership.apply(Dead(node="c", incarnation=9, source="c"))  # remove-node: it left
+    newcomer = Node(FakeRuntime("d", seed=2), swim=SwimConfig.local(), seeds=["a"])
+    states = tuple(MemberState(node=m.node, addr=m.addr, peer_addr=m.peer_addr, incarnation=m.incarnation,
+                               state=m.state, slots=m.slots, epoch=m.epoch)
+                   for m in old.membership.members.values())
+    newcomer.on_message("a", PushPull(join=False, reply=True, members=states))
+    assert newcomer.slot_map.owner(12563) == old.slot_map.owner(12563) == "c"
+    assert newcomer.slot_map.epoch(12563) == old.slot_map.epoch(12563) == 4
+    assert newcomer.slot_map.runs() == old.slot_map.runs()
+
+
+def test_a_node_that_joins_a_group_claims_what_the_cluster_remembers_of_it() -> None:
+    """A member removed and added again under a fresh data directory: in a group the map is only
+    a hint to clients, so it takes the claim back and every map agrees."""
+    node, _, _ = fresh()
+    node.on_message("a", PushPull(join=False, reply=False, members=peers_state()))
+    assert node.lost_claim is not None
+    node.store.delete(b"k1") if node.store.count() else None
+    node.form_group([])
+    assert node.lost_claim is None and node.slot_map.owner(12563) == "c"
+    assert node.slot_map.epoch(12563) == 4 and node.membership.stored_claim() == (C_SLOTS, 4)

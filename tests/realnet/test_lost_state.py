@@ -1,0 +1,78 @@
+"""A replicated member whose data directory is wiped, in real processes (an audit's repro).
+
+``kill -9`` of c, ``rm -rf`` of its data directory, the same command again: c came back a
+standalone node, and once its peers reached it, it served its own empty store (a read of an
+acknowledged key answered 404, a write was acknowledged outside the group). After
+``remove-node c`` its gossip record (the fresh node's standalone claim at epoch 1) no longer
+matched the map the others had built (c at epoch 4), so ``add-node d`` waited forever for d to
+learn the map. Now c serves no key once the group's traffic reaches it (503 ``lost_state``),
+``verify`` names it, ``remove-node`` takes it out, and a node added afterwards learns the map
+every other node holds. (kvcore's rules: ``tests/kvcore/test_lost_state.py``.)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from realnet.client import Client, kv_path
+
+from .conftest import Launcher, poll
+from .test_replicated import leader, start_group
+
+
+def test_a_wiped_voter_serves_no_key_verify_names_it_and_remove_node_then_add_node_converge(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from realnet.cli import main
+
+    nodes = start_group(launcher, tmp_path)
+    a, b, c = nodes
+    poll(lambda: leader(nodes), timeout=30, what="a leader")
+    with Client(a.addr) as client:
+        for k in ("k1", "k2", "k3"):
+            client.set(k, f"v-{k}")
+    c.kill()
+    shutil.rmtree(tmp_path / "data-c")
+    (tmp_path / "data-c").mkdir()
+    c.restart()
+
+    def refused() -> str | None:
+        status, _, body = c.request("GET", kv_path("k1"))
+        if status == 503 and json.loads(body)["error"] == "lost_state":
+            return body.decode()
+        assert status != 200 or body == b"v-k1", "c served its own empty store after the group reached it"
+        return None
+
+    said = poll(refused, timeout=30, what="c to learn that it lost its state")
+    assert "remove-node" in said and "fresh --data-dir" in said
+    status, _, body = c.request("PUT", kv_path("k1"), b"outside")
+    assert status == 503 and json.loads(body)["error"] == "lost_state"
+    lost = c.info()["lost_state"]
+    assert lost is not None and lost["from"] in ("a", "b")
+    assert "ERROR" in c.log_text() and "lost its Raft log" in c.log_text()
+    # the smart client asks another node when the map names c (k2 is slot 12563: c's third)
+    with Client(a.addr) as client:
+        assert client.get("k2") == b"v-k2" and client.get("k1") == b"v-k1"
+    assert main(["cluster", "verify", a.addr]) == 1
+    out = capsys.readouterr().out
+    assert f"Node c ({c.addr}) lost its state: the group counts it a" in out, out
+    assert f"`storelab cluster remove-node {a.addr} c` takes it out" in out, out
+    assert main(["cluster", "remove-node", a.addr, "c", "--yes"]) == 0, capsys.readouterr()
+    assert c.wait(timeout=30) == 0
+    # every record of c is the one the maps were built from: a node added now agrees
+    d = launcher.node("d", extra=["--data-dir", str(tmp_path / "data-d")])
+    assert main(["cluster", "add-node", d.addr, a.addr, "--yes", "--timeout", "10"]) == 0, capsys.readouterr()
+    capsys.readouterr()
+
+    def same_maps() -> bool:
+        maps = [n.get_json("/cluster/slots")["slots"] for n in (a, b, d)]
+        return maps[0] == maps[1] == maps[2]
+
+    poll(same_maps, timeout=30, what="a, b and d to hold the same slot map")
+    assert {m["id"]: m["state"] for m in d.get_json("/cluster/members")}["c"] == "left"
+    poll(lambda: main(["cluster", "verify", a.addr]) == 0, timeout=30, interval=0.5,
+         what="verify to be clean")
+    assert d.request("GET", kv_path("k2"))[2] == b"v-k2"
