@@ -101,7 +101,9 @@ def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str
     lead = leader_of(cluster)
     views = {n.id: raft_of(n) for n in cluster.live()}
     missing = sorted(i for i, r in views.items() if r is None)
-    problems += [f"Node {i} answers but runs no replicated group." for i in missing]
+    # (one that lost its state is said by outside_problems, with what to do)
+    problems += [f"Node {i} answers but runs no replicated group." for i in missing
+                 if not isinstance((cluster.nodes[i].info or {}).get("lost_state"), dict)]
     if lead is None:
         problems.append("The group has no leader: an election is under way, or no quorum of voters "
                         "can reach each other.")
