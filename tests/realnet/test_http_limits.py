@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -201,19 +202,24 @@ def test_the_rate_log_keeps_its_tables_bounded_and_its_counters_monotonic() -> N
     assert len(rl.suppressed) <= 4
 
 
+async def _trickled_body_cut(srv: Any, port: int, seconds: str) -> None:
+    """A 200-byte body trickled a byte every 20 ms (4 s, bounded) is cut with 408 after
+    ``seconds``, counted as a body timeout."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n")
+    answer = await trickle(reader, writer, (b"a" for _ in range(200)))
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert f"request body did not arrive within {seconds} seconds".encode() in answer
+    writer.close()
+    assert srv.server_stats.refused["body_timeout"] == 1
+
+
 def test_a_body_trickled_a_byte_at_a_time_is_answered_408_within_the_keep_alive_timeout() -> None:
     """The keep-alive timeout bounds a whole request, body included: a body trickled slowly
     keeps the connection active, so the idle sweep alone never ends it."""
     async def main() -> None:
         async with server(HttpLimits(head_timeout=0.3, keepalive_timeout=0.6)) as (srv, port):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n")
-            # bounded: 200 bytes at 20 ms, 4 s; the cut is due at 0.6 s
-            answer = await trickle(reader, writer, (b"a" for _ in range(200)))
-            assert answer.startswith(b"HTTP/1.1 408"), answer
-            assert b"request body did not arrive within 0.6 seconds" in answer
-            writer.close()
-            assert srv.server_stats.refused["body_timeout"] == 1
+            await _trickled_body_cut(srv, port, "0.6")
             assert (await get_ok(port)).startswith(b"HTTP/1.1 200")
 
     asyncio.run(main())
@@ -226,14 +232,7 @@ def test_the_request_timeout_is_a_setting_of_its_own_apart_from_the_keep_alive_t
     async def main() -> None:
         limits = HttpLimits(head_timeout=5.0, keepalive_timeout=30, request_timeout=0.6)
         async with server(limits) as (srv, port):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n")
-            # bounded: 200 bytes at 20 ms, 4 s; the cut is due at 0.6 s, not at 30 s
-            answer = await trickle(reader, writer, (b"a" for _ in range(200)))
-            assert answer.startswith(b"HTTP/1.1 408"), answer
-            assert b"request body did not arrive within 0.6 seconds" in answer
-            writer.close()
-            assert srv.server_stats.refused["body_timeout"] == 1
+            await _trickled_body_cut(srv, port, "0.6")  # at 0.6 s, not at the keep-alive's 30 s
             # within it: 5 bytes at 20 ms (0.1 s, well inside 0.6 s) are served
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")

@@ -34,13 +34,16 @@ CHUNK = 10
 CHUNKS = 10
 
 
-def behind_a_compaction(image: bytes = IMAGE, **cfg: object) -> Network:
-    """Voters 1, 2, 3; 3 is stopped while 1 leads, appends 20 entries (a window of two appends
-    in flight to 3, unanswered) and compacts its log: 3 now needs the snapshot."""
-    net = Network(["1", "2", "3"], **{"max_snapshot_chunk": CHUNK, "max_inflight": 2, **cfg})
+def behind_a_compaction(image: bytes = IMAGE, voters: tuple[str, ...] = ("1", "2", "3"),
+                        stopped: tuple[str, ...] = ("3",), entries: int = 20, **cfg: object) -> Network:
+    """Voters 1, 2, 3 (``voters``); 3 (``stopped``) is stopped while 1 leads, appends 20 entries
+    (a window of two appends in flight to 3, unanswered) and compacts its log: 3 now needs the
+    snapshot."""
+    net = Network(list(voters), **{"max_snapshot_chunk": CHUNK, "max_inflight": 2, **cfg})
     net.elect("1")
-    net.pause("3")
-    for i in range(20):
+    for node in stopped:
+        net.pause(node)
+    for i in range(entries):
         net.propose("1", f"v{i}".encode())
         net.stabilize()
     r = net.raft("1")
@@ -293,16 +296,8 @@ def test_a_transfer_keeps_its_image_when_the_leader_compacts_again_and_shares_it
     """The image a transfer began with is held until it ends, shared (the same object) by every
     follower sent that snapshot: a compaction meanwhile neither restarts the transfer nor copies
     the image. The follower then gets the newer snapshot, and no image stays held."""
-    net = Network(["1", "2", "3", "4", "5"], max_snapshot_chunk=CHUNK, max_inflight=2)
-    net.elect("1")
-    net.pause("4")
-    net.pause("5")
-    for i in range(10):
-        net.propose("1", f"v{i}".encode())
-        net.stabilize()
+    net = behind_a_compaction(voters=("1", "2", "3", "4", "5"), stopped=("4", "5"), entries=10)
     lead = net.raft("1")
-    lead.compact(lead.log.applied, IMAGE)
-    net.stabilize()
     first = lead.log.snapshot
     net.resume("4")
     net.resume("5")
