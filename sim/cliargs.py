@@ -13,7 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 
-
 #: the longest run a command line takes, in simulated seconds: a simulated day. A run's cost grows
 #: with its simulated time (about 0.6 CPU s per 1,000 simulated seconds for the default five
 #: nodes, idle or not), so ``--duration 1e9`` ran for days of CPU with no output; a day costs
