@@ -369,11 +369,6 @@ def build(
         # claim of it that it does not hold): said once, at ERROR
         alarm=log.error,
     )
-    if node.lost_group is not None:  # found in an earlier life: said again at each start
-        log.error("node %s lost its state in an earlier life: a replicated group counts it a member "
-                  "(%s sent it the group's Raft traffic) but it runs none; it serves no key (503 "
-                  "lost_state). Remove it (storelab cluster remove-node ADDR %s) and add it again "
-                  "under a fresh --data-dir.", node_id, node.lost_group.get("from"), node_id)
     opener.must_exist = False  # from now on a log is opened by forming a new group: created
     peers: dict[str, tuple[str, int]] = {}
     if settings.cluster is not None:

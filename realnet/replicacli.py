@@ -165,8 +165,8 @@ def outside_problems(cluster: ClusterView) -> list[str]:
         lost = info.get("lost_state")
         if isinstance(lost, dict):
             problems.append(
-                f"Node {n.label()} lost its state: the group counts it a {'voter' if lost.get('voter') else 'member'} "
-                f"({lost.get('from')} sent it the group's Raft traffic at term {lost.get('term')}) but it runs no "
+                f"Node {n.label()} lost its state: the group counts it a member ({lost.get('from')} sent "
+                f"it the group's Raft traffic at term {lost.get('term')}) but it runs no "
                 "group (its data directory was wiped or replaced), so it serves no key. `storelab cluster "
                 f"remove-node {cluster.entry.addr} {nid}` takes it out; add it again under a fresh --data-dir.")
         claim = info.get("lost_claim")

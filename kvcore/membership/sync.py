@@ -143,6 +143,7 @@ class AntiEntropy:
             ours = ()
         get = known.fast_get
         me = self.id
+        own: MemberState | None = None
         for i, s in enumerate(members):
             if ours and s is ours[i] and s.state == ALIVE:
                 continue
@@ -152,7 +153,7 @@ class AntiEntropy:
             elif not self._in_range(s):
                 continue
             elif s.node == me:
-                self._heard_own_claim(s.slots, s.epoch)  # (a peer's record of us: rare)
+                own = s  # a peer's record of us (rare): judged once the others' claims are in
             if alive:
                 m = get(s.node)
                 if m is not None and s.incarnation <= m.incarnation:
@@ -164,6 +165,10 @@ class AntiEntropy:
                 self._on_dead(Dead(node=s.node, incarnation=s.incarnation, source=s.node))
             elif s.state in (SUSPECT, DEAD):
                 self._on_suspect(Suspect(node=s.node, incarnation=s.incarnation, source=self.id))
+        if own is not None:
+            # after the loop, so that the claims that superseded ours (slots moved away since)
+            # are in our map when ours is weighed (Node._on_own_claim)
+            self._heard_own_claim(own.slots, own.epoch)
 
     def _learn_absent(self, s: MemberState) -> None:
         """A member we never heard of, reported not alive. memberlist ignores these; we keep

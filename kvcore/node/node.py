@@ -55,12 +55,12 @@ from kvcore.metrics import NodeStats
 from kvcore.node import guards
 from kvcore.node.migration import DoneFn, Migration, check_slot
 from kvcore.node.ownership import Ownership
-from kvcore.node.restore import LOST_CLAIM_KEY, LOST_GROUP_KEY, remembers_a_cluster, restore
+from kvcore.node.restore import LOST_CLAIM_KEY, remembers_a_cluster, restore
 from kvcore.node.routing import ReplyFn, Router, error_reply
 from kvcore.raft.messages import RaftAppend, RaftHeartbeat, RaftSnapshot, RaftTimeoutNow, RaftVote
 from kvcore.replica import GROUP_MESSAGES, KVRaftStorage, RaftDisk, ReplicaConfig, ReplicaGroup
 from kvcore.replica.group import Observer
-from kvcore.runtime import Runtime
+from kvcore.runtime import Runtime, TimerHandle
 from kvcore.slots import (
     MAX_SLOT,
     SlotMap,
@@ -78,12 +78,14 @@ GROUP_KEY = "replica:group"
 
 RaftOpener = Callable[[Sequence[str], Sequence[str]], RaftDisk]
 
-#: the Raft messages only a member of a group's configuration is sent (a leader's replication to
-#: its voters and learners, a candidate's vote requests and a transfer to its voters): received by
-#: a node that runs no group, they say it is a member that lost its log (``lost_state``)
+#: the Raft messages a group sends only to a member of its configuration: received by a node that
+#: runs no group, they say it lost its log, at once for a leader's heartbeat that vouches for
+#: entries, else once no group was formed here within LOST_STATE_GRACE (:meth:`Node._to_group`)
 MEMBER_TRAFFIC = (RaftAppend, RaftHeartbeat, RaftSnapshot, RaftVote, RaftTimeoutNow)
-#: of those, the ones sent to voters only
-VOTER_TRAFFIC = (RaftVote, RaftTimeoutNow)
+#: seconds a node that runs no group, sent a group's traffic that proves nothing by itself, waits
+#: for the group to be formed here (create's POSTs reach the nodes one after another, each after
+#: fsyncs; the first formed may elect itself and send the others its pre-vote meanwhile)
+LOST_STATE_GRACE = 10.0
 
 
 class GroupUnusable(Exception):
@@ -190,6 +192,11 @@ class Node:
         #: a claim the cluster knows of this node that it does not hold (it lost its state):
         #: advertised, never served (:meth:`_on_own_claim`); None: none
         self.lost_claim: tuple[str, int] | None = None
+        #: a group's traffic that proves nothing by itself was received: lost unless a group is
+        #: formed here within LOST_STATE_GRACE (:meth:`_to_group`)
+        self._lost_timer: TimerHandle | None = None
+        #: the last claim heard of this node that other owners had wholly superseded (skipped)
+        self._superseded_claim: tuple[str, int] | None = None
         #: this node runs no group but a group counts it a member (it lost its Raft log): what
         #: told it (``from``, ``term``, ``voter``); it then serves no key (:meth:`_on_group_traffic`)
         self.lost_group: dict[str, Any] | None = None
@@ -372,35 +379,48 @@ class Node:
         if self.replica is not None:
             self.replica.on_message(src, msg)
         elif isinstance(msg, MEMBER_TRAFFIC) and msg.dst == self.id and msg.src == src != self.id:
-            self._on_group_traffic(src, msg)
+            if type(msg) is RaftHeartbeat and msg.commit > 0:
+                # the leader caps a heartbeat's commit at what it knows the follower holds
+                # (etcd): above 0, this node acknowledged entries it no longer has (etcd panics
+                # on it: "tocommit is out of range... was the raft log lost?")
+                self._on_group_traffic(src, msg)
+            elif self.lost_group is None and self._lost_timer is None:
+                # a vote request, an append, a zero-commit heartbeat (a leader elected since
+                # the loss knows nothing of what it held): a node about to form its group gets
+                # them too; lost only if no group is formed here meanwhile
+                self._lost_timer = self.rt.call_later(LOST_STATE_GRACE, lambda: self._grace_over(src, msg))
         else:
             self.stats.malformed += 1  # a group's message to a node in no group
 
     # --- a node that lost its state ----------------------------------------------------------
 
+    def _grace_over(self, src: str, msg: Any) -> None:
+        self._lost_timer = None
+        if self.replica is None:
+            self._on_group_traffic(src, msg)
+
     def _on_group_traffic(self, src: str, msg: Any) -> None:
-        """A group's member sends this node, which runs no group, what only a member of the
-        group's configuration is sent: the node was a voter or a learner and lost its Raft log
-        (its data directory was wiped or replaced). Its own store is not the group's, so it serves
-        no key from now on (503 ``lost_state``), remembered across restarts; etcd likewise
-        refuses a member that lost its data. ``add-node`` of a learner asks it to join again
-        (:meth:`form_group` with no voters); a voter must be removed and added again, fresh."""
-        voter = isinstance(msg, VOTER_TRAFFIC)
-        was = self.lost_group
-        if was is not None and (was["voter"] or not voter):
+        """A group counts this node, which runs no group, a member: its leader vouched for entries
+        the node holds (a heartbeat whose commit, capped at what the leader knows the node holds,
+        is above 0), or its traffic came and no group was formed here within LOST_STATE_GRACE.
+        The node was a voter or a learner and lost its Raft log (its data directory was wiped or
+        replaced). Its own store is not the group's, so it serves no key (503
+        ``lost_state``); etcd likewise refuses a member that lost its data. Kept in memory only:
+        a restart runs as a fresh node until the leader's next heartbeat says so again, so a
+        forged heartbeat costs a restart, never the node's keys. ``add-node`` of a learner asks it
+        to join again (:meth:`form_group` with no voters); as a voter it must be removed and added
+        again, fresh (a heartbeat does not tell a voter from a learner: it is taken for one)."""
+        if self.lost_group is not None:
             return
-        self.lost_group = {"from": src, "term": msg.term, "voter": voter}
-        self.rt.storage.put(LOST_GROUP_KEY, json.dumps(self.lost_group).encode())
-        self.rt.storage.sync()
-        if was is None:
-            # it may know none of the cluster's members yet (a standalone start): learn them from
-            # the sender, so that the leave remove-node asks of it reaches them
-            self.membership.sync_with(src)
-            self._say(f"node {self.id} runs no replicated group, but {src} sent it the group's Raft "
-                      f"traffic (term {msg.term}): it is a member of that group that lost its Raft log "
-                      "(its data directory was wiped or replaced). It serves no key (503 lost_state). "
-                      f"Remove it (storelab cluster remove-node ADDR {self.id}) and add it again "
-                      "under a fresh --data-dir (storelab cluster add-node).")
+        self.lost_group = {"from": src, "term": msg.term}
+        # it may know few of the cluster's members yet (a standalone start): learn them from the
+        # sender, so that the leave remove-node asks of it reaches them
+        self.membership.sync_with(src)
+        self._say(f"node {self.id} runs no replicated group, but {src} counts it a member of its group "
+                  f"(Raft traffic at term {msg.term}): it is a member of that group that lost its "
+                  "Raft log (its data directory was wiped or replaced). It serves no key (503 lost_state). "
+                  f"Remove it (storelab cluster remove-node ADDR {self.id}) and add it again "
+                  "under a fresh --data-dir (storelab cluster add-node).")
 
     def _refuse_lost(self, op: Any, reply: ReplyFn) -> None:
         lost = self.lost_group or {}
@@ -435,6 +455,15 @@ class Node:
             return
         if self.replica is not None:
             self.membership.set_slots(format_ranges(ranges), epoch)
+            return
+        if (slots, epoch) == self._superseded_claim:
+            return
+        smap = self.slot_map
+        if all(smap.owner(s) not in (None, self.id) and smap.epoch(s) > epoch
+               for lo, hi in ranges for s in range(lo, hi + 1)):
+            # every slot of it has moved to another owner since (a member removed and added
+            # again under its id, fresh): nothing of it is lost, nothing to say
+            self._superseded_claim = (slots, epoch)
             return
         first = self.lost_claim is None
         self.lost_claim = (slots, epoch)
@@ -640,21 +669,21 @@ class Node:
                 return  # asked again (a retried create): nothing to do
             raise errors.Conflict(f"node {self.id} is already in a replicated group "
                                   f"(voters {list(self.replica.raft.log.conf().voters)})")
-        if self.lost_group is not None and (voters or self.lost_group["voter"]):
+        if self.lost_group is not None:
+            # its leader's heartbeat vouched for entries it no longer holds; a heartbeat does not
+            # tell a voter from a learner, and a voter that forgot its log and votes would let
+            # the group lose writes: it must leave the configuration first
             raise errors.Conflict(
-                f"node {self.id} lost its state: a replicated group counts it a "
-                f"{'voter' if self.lost_group['voter'] else 'member'} (node {self.lost_group['from']} sent "
-                "it the group's Raft traffic), and a voter that forgot its log and votes would let the "
-                f"group lose writes; remove it (storelab cluster remove-node ADDR {self.id}) and add it "
-                "again under a fresh --data-dir")
+                f"node {self.id} lost its state: a replicated group counts it a member (node "
+                f"{self.lost_group['from']} sent it the group's Raft traffic), and a "
+                "voter that forgot its log and votes would let the group lose writes; remove it "
+                f"(storelab cluster remove-node ADDR {self.id}) and add it again under a fresh --data-dir")
         if self.store.count():
             raise errors.Conflict(f"node {self.id} holds {self.store.count()} keys; a replicated group "
                                   "starts empty (move them away first)")
-        if self.lost_group is not None:
-            # joining as a learner (add-node run again): a learner counts in no majority, and
-            # the leader sends it the log it lacks
-            self.lost_group = None
-            self.rt.storage.delete(LOST_GROUP_KEY)
+        if self._lost_timer is not None:
+            self._lost_timer.cancel()  # the group is formed here: its traffic was for it
+            self._lost_timer = None
         self.rt.storage.put(GROUP_KEY, json.dumps({"voters": voters, "learners": []}).encode())
         self.rt.storage.sync()
         group = self._open_group(voters, [])

@@ -31,7 +31,6 @@ A node that crashed keeps its ``storage`` (ARCHITECTURE.md, the Runtime). Beside
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,8 +48,6 @@ if TYPE_CHECKING:
 #: a claim the cluster knows of this node that it does not hold ("<epoch> <ranges>"): advertised,
 #: never served (``Node._on_own_claim``)
 LOST_CLAIM_KEY = "node.lost_claim"
-#: this node runs no group but a group counts it a member (JSON: from, term, voter)
-LOST_GROUP_KEY = "replica:lost"
 
 
 @dataclass(slots=True)
@@ -128,13 +125,7 @@ def restore(node: Node) -> None:
         node.lost_claim = (slots, int(epoch_s))
         if int(epoch_s) > me.epoch:  # advertised, not taken: no listener hears of it
             me.slots, me.epoch = slots, int(epoch_s)
-    group = node.rt.storage.get(LOST_GROUP_KEY)
-    if group:
-        try:
-            node.lost_group = dict(json.loads(group))
-        except (ValueError, TypeError):
-            node.lost_group = {"from": "?", "term": 0, "voter": True}
     node.migration.reload(saved.marks, saved.batches, saved.drained)
 
 
-__all__ = ["LOST_CLAIM_KEY", "LOST_GROUP_KEY", "Saved", "read_saved", "remembers_a_cluster", "restore"]
+__all__ = ["LOST_CLAIM_KEY", "Saved", "read_saved", "remembers_a_cluster", "restore"]
