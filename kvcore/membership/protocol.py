@@ -66,7 +66,7 @@ from kvcore.membership.awareness import Awareness
 from kvcore.membership.broadcast import BroadcastQueue, Update
 from kvcore.membership.config import SwimConfig
 from kvcore.membership.formulas import overrides, push_pull_scale
-from kvcore.membership.gossip import Dissemination
+from kvcore.membership.gossip import Dissemination, randbelow_of
 from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
@@ -137,6 +137,8 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self.rt = runtime
         #: the Runtime's seeded random (never the module-level functions of ``random``)
         self._rng = runtime.random
+        #: ``self._rng.randrange(n)`` for n > 0, the same draws with less overhead (gossip.randbelow_of)
+        self._below = randbelow_of(self._rng)
         self._send = send
         self.config = config.validate()
         self.id = runtime.node_id
@@ -609,7 +611,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
                 self._emit(MemberEvent.JOIN, m)
                 return
             lo = self._probe_index
-            pos = lo + self._rng.randrange(len(self._probe_order) - lo + 1)
+            pos = lo + self._below(len(self._probe_order) - lo + 1)
             self._probe_order.insert(pos, m.node)
         self._emit(MemberEvent.JOIN, m)
 
