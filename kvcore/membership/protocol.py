@@ -55,8 +55,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
-from operator import attrgetter, gt, is_
+from operator import attrgetter, gt
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -102,6 +101,8 @@ _PERSISTED = (MemberEvent.JOIN, MemberEvent.UPDATE, MemberEvent.ALIVE, MemberEve
 
 
 _node_of = attrgetter("node")
+#: an Alive's node, read through its slot descriptor: TypeError for any other kind of update
+_alive_node_of: Callable[[Any], str] = Alive.node.__get__  # type: ignore[attr-defined]
 _incarnation_of = attrgetter("incarnation")
 
 
@@ -438,14 +439,16 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
             if not updates:
                 return  # (most probes and acks carry nothing)
             try:
-                number = map(numbers.__getitem__, map(_node_of, updates))
+                # the node of each is read through Alive's own slot, which is also the check
+                # that every update is an Alive: anything else raises TypeError there (one pass,
+                # not a second one over the types; a subclass of Alive, which nothing defines,
+                # would pass, where the loop below counts it malformed)
+                number = map(numbers.__getitem__, map(_alive_node_of, updates))
                 noted = map(self.members.alive_known.__getitem__, number)
-                if all(map(gt, noted, map(_incarnation_of, updates))) and all(
-                    map(is_, map(type, updates), repeat(Alive))
-                ):
+                if all(map(gt, noted, map(_incarnation_of, updates))):
                     return
             except (KeyError, IndexError, AttributeError, TypeError):
-                pass  # a member never noted, or not an update: the updates one by one
+                pass  # a member never noted, or not an Alive: the updates one by one
         # the update table's handlers, called straight (one call less per update than _apply);
         # an Alive we hold already is skipped here, as _on_alive would, without a call
         fns = self._update_fns
