@@ -100,6 +100,24 @@ MEMBER_PREFIX = "member:"
 _PERSISTED = (MemberEvent.JOIN, MemberEvent.UPDATE, MemberEvent.ALIVE, MemberEvent.LEFT)
 
 
+#: member id -> its storage key, MEMBER_PREFIX + id (:func:`_member_key`)
+_member_keys: dict[str, str] = {}
+#: ids kept there at most (past it the dict starts again: only sharing is lost, never a key)
+_MEMBER_KEYS_MAX = 1 << 17
+
+
+def _member_key(node: str) -> str:
+    """``node``'s storage key, one string per id process-wide: every node that learns a member
+    writes it under the same key object (a thousand nodes joining write a million), rather than
+    a string of its own per write that its storage then keeps."""
+    key = _member_keys.get(node)
+    if key is None:
+        if len(_member_keys) >= _MEMBER_KEYS_MAX:
+            _member_keys.clear()
+        key = _member_keys[node] = MEMBER_PREFIX + node
+    return key
+
+
 _node_of = attrgetter("node")
 #: an Alive's node, read through its slot descriptor: TypeError for any other kind of update
 _alive_node_of: Callable[[Any], str] = Alive.node.__get__  # type: ignore[attr-defined]
@@ -644,10 +662,10 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self._state_cache = None
         if m is not self.me and self.persist_members:
             if event in _PERSISTED:
-                self.rt.storage.put(MEMBER_PREFIX + m.node, m.stored())
+                self.rt.storage.put(_member_key(m.node), m.stored())
                 self.rt.storage.sync()
             elif event == MemberEvent.REAP:
-                self.rt.storage.delete(MEMBER_PREFIX + m.node)
+                self.rt.storage.delete(_member_key(m.node))
                 self.rt.storage.sync()
         for fn in self.listeners:
             fn(event, m.node, m)
