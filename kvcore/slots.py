@@ -210,29 +210,32 @@ class SlotMap:
         """Apply an ownership claim; returns how many slots changed hands.
 
         A claim on shared lists (which nobody changes) gives the same lists whichever map makes
-        it, so the result is kept (:data:`_claimed`) and the next map that makes the same claim
-        on the same lists shares it, copying and scanning nothing: a thousand nodes that join
-        each apply the seeds' claims to an empty map, one 16384-slot copy and scan per claim
-        and two lists per node otherwise."""
+        it, so a copy of the result is kept (:data:`_claimed`) and the next map that makes the
+        same claim on the same lists shares it, copying and scanning nothing: a thousand nodes
+        that join each apply the seeds' claims to an empty map, one 16384-slot copy and scan
+        per claim and two lists per node otherwise. The map that made the claim first goes on
+        with lists of its own, changed in place by its next claims as before."""
         if not self._shared:
             return self._claim(ranges, node_id, epoch)
         ranges = tuple(ranges)
         owners, epochs = self._owners, self._epochs
         key = (id(owners), id(epochs), ranges, node_id, epoch)
         kept = _claimed.get(key)
-        # (the entry holds the lists its key names, so no other lists can have those ids)
-        if kept is None or kept[0] is not owners or kept[1] is not epochs:
-            version = self.version
-            changed = self._claim(ranges, node_id, epoch)
-            if len(_claimed) >= _CLAIMED_MAX:
-                _claimed.clear()
-            kept = _claimed[key] = (owners, epochs, self._owners, self._epochs, changed,
-                                    self.version != version)
-            self._shared = True  # its lists are the kept result now, shared with later claims
+        # (an entry holds the lists its key names, so no other lists can have those ids)
+        if kept is not None and kept[0] is owners and kept[1] is epochs:
+            _, _, self._owners, self._epochs, changed, touched = kept
+            if touched:
+                self.version += 1
             return changed
-        _, _, self._owners, self._epochs, changed, touched = kept
-        if touched:
-            self.version += 1
+        version = self.version
+        changed = self._claim(ranges, node_id, epoch)
+        if len(_claimed) >= _CLAIMED_MAX:
+            _claimed.clear()
+        if self._shared:  # the claim changed nothing: the lists are still the shared ones
+            _claimed[key] = (owners, epochs, owners, epochs, changed, False)
+        else:
+            _claimed[key] = (owners, epochs, list(self._owners), list(self._epochs), changed,
+                             self.version != version)
         return changed
 
     def _claim(self, ranges: Iterable[Range], node_id: str | None, epoch: int) -> int:
