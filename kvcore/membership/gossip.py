@@ -50,6 +50,32 @@ _gossip: Callable[[tuple[Update, ...]], Gossip] = Gossip._make  # type: ignore[a
 _RANDBELOW_BITS = getattr(random.Random, "_randbelow_with_getrandbits", None)
 
 
+def randbelow_of(rng: random.Random) -> Callable[[int], int]:
+    """``rng.randrange`` for a positive bound, as a function of the bound (a member's gossip
+    targets and the place of each member it learns in its probe round are drawn so: a thousand
+    members joining draw it a million times).
+
+    When ``rng`` draws as :class:`random.Random`'s own ``_randbelow_with_getrandbits`` does (every
+    Runtime's generator), that method's loop is inlined on ``rng.getrandbits``: one
+    ``getrandbits(k)`` per try until one falls below the bound, the same numbers in the same
+    order and the generator left in the same state, without randrange's two Python calls and
+    argument checks. Any other generator's ``randrange`` is returned as it is."""
+    if _RANDBELOW_BITS is None or getattr(type(rng), "_randbelow", None) is not _RANDBELOW_BITS:
+        return rng.randrange
+    bits = rng.getrandbits
+
+    def below(n: int) -> int:
+        if n <= 0:
+            raise ValueError("empty range for randrange()")
+        k = n.bit_length()
+        r = bits(k)
+        while r >= n:
+            r = bits(k)
+        return r
+
+    return below
+
+
 class Dissemination:
     """Piggybacking and gossip rounds of :class:`~kvcore.membership.Membership` (a mixin)."""
 
@@ -65,6 +91,8 @@ class Dissemination:
         _timers: dict[str, TimerHandle]
         _limit_for: int
         _limit: int
+        _rng: random.Random
+        _below: Callable[[int], int]
 
         def num_live(self) -> int: ...
 
@@ -124,20 +152,12 @@ class Dissemination:
         if want <= 0:
             return out
         rnd = self.rt.random
-        # rnd.randrange(total), inlined when it is Random's own (the same draws, in the same
-        # order: one getrandbits(k) per try until one falls below total), as every Runtime's is
-        own = _RANDBELOW_BITS is not None and getattr(type(rnd), "_randbelow", None) is _RANDBELOW_BITS
-        bits = rnd.getrandbits if own else None
-        k = total.bit_length()
+        # rnd.randrange(total): the membership's randbelow_of its generator, made once
+        below = self._below if rnd is self._rng else randbelow_of(rnd)
         tries = 0
         while len(out) < want and tries < 4 * count + 8:
             tries += 1
-            if bits is None:
-                i = rnd.randrange(total)
-            else:
-                i = bits(k)
-                while i >= total:
-                    i = bits(k)
+            i = below(total)
             nid = live[i] if i < nlive else recent[i - nlive]
             if nid not in out:
                 out.append(nid)
@@ -179,4 +199,4 @@ class Dissemination:
             send(nid, _gossip(tuple(take(per, limit))))
 
 
-__all__ = ["Dissemination"]
+__all__ = ["Dissemination", "randbelow_of"]

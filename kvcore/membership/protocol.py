@@ -55,8 +55,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
-from operator import attrgetter, gt, is_
+from operator import attrgetter, gt
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -66,7 +65,7 @@ from kvcore.membership.awareness import Awareness
 from kvcore.membership.broadcast import BroadcastQueue, Update
 from kvcore.membership.config import SwimConfig
 from kvcore.membership.formulas import overrides, push_pull_scale
-from kvcore.membership.gossip import Dissemination
+from kvcore.membership.gossip import Dissemination, randbelow_of
 from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
@@ -101,7 +100,27 @@ MEMBER_PREFIX = "member:"
 _PERSISTED = (MemberEvent.JOIN, MemberEvent.UPDATE, MemberEvent.ALIVE, MemberEvent.LEFT)
 
 
+#: member id -> its storage key, MEMBER_PREFIX + id (:func:`_member_key`)
+_member_keys: dict[str, str] = {}
+#: ids kept there at most (past it the dict starts again: only sharing is lost, never a key)
+_MEMBER_KEYS_MAX = 1 << 17
+
+
+def _member_key(node: str) -> str:
+    """``node``'s storage key, one string per id process-wide: every node that learns a member
+    writes it under the same key object (a thousand nodes joining write a million), rather than
+    a string of its own per write that its storage then keeps."""
+    key = _member_keys.get(node)
+    if key is None:
+        if len(_member_keys) >= _MEMBER_KEYS_MAX:
+            _member_keys.clear()
+        key = _member_keys[node] = MEMBER_PREFIX + node
+    return key
+
+
 _node_of = attrgetter("node")
+#: an Alive's node, read through its slot descriptor: TypeError for any other kind of update
+_alive_node_of: Callable[[Any], str] = Alive.node.__get__  # type: ignore[attr-defined]
 _incarnation_of = attrgetter("incarnation")
 
 
@@ -137,6 +156,8 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self.rt = runtime
         #: the Runtime's seeded random (never the module-level functions of ``random``)
         self._rng = runtime.random
+        #: ``self._rng.randrange(n)`` for n > 0, the same draws with less overhead (gossip.randbelow_of)
+        self._below = randbelow_of(self._rng)
         self._send = send
         self.config = config.validate()
         self.id = runtime.node_id
@@ -466,14 +487,16 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
             if not updates:
                 return  # (most probes and acks carry nothing)
             try:
-                number = map(numbers.__getitem__, map(_node_of, updates))
+                # the node of each is read through Alive's own slot, which is also the check
+                # that every update is an Alive: anything else raises TypeError there (one pass,
+                # not a second one over the types; a subclass of Alive, which nothing defines,
+                # would pass, where the loop below counts it malformed)
+                number = map(numbers.__getitem__, map(_alive_node_of, updates))
                 noted = map(self.members.alive_known.__getitem__, number)
-                if all(map(gt, noted, map(_incarnation_of, updates))) and all(
-                    map(is_, map(type, updates), repeat(Alive))
-                ):
+                if all(map(gt, noted, map(_incarnation_of, updates))):
                     return
             except (KeyError, IndexError, AttributeError, TypeError):
-                pass  # a member never noted, or not an update: the updates one by one
+                pass  # a member never noted, or not an Alive: the updates one by one
         # the update table's handlers, called straight (one call less per update than _apply);
         # an Alive we hold already is skipped here, as _on_alive would, without a call
         fns = self._update_fns
@@ -647,7 +670,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
                 self._emit(MemberEvent.JOIN, m)
                 return
             lo = self._probe_index
-            pos = lo + self._rng.randrange(len(self._probe_order) - lo + 1)
+            pos = lo + self._below(len(self._probe_order) - lo + 1)
             self._probe_order.insert(pos, m.node)
         self._emit(MemberEvent.JOIN, m)
 
@@ -677,10 +700,10 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self._state_cache = None
         if m is not self.me and self.persist_members:
             if event in _PERSISTED:
-                self.rt.storage.put(MEMBER_PREFIX + m.node, m.stored())
+                self.rt.storage.put(_member_key(m.node), m.stored())
                 self.rt.storage.sync()
             elif event == MemberEvent.REAP:
-                self.rt.storage.delete(MEMBER_PREFIX + m.node)
+                self.rt.storage.delete(_member_key(m.node))
                 self.rt.storage.sync()
         for fn in self.listeners:
             fn(event, m.node, m)

@@ -460,3 +460,22 @@ def test_copy_is_independent_and_equality_includes_epochs() -> None:
     assert c != m
     assert m.owner(0) == "a"
     assert SlotMap.from_assignment({"a": [(0, MAX_SLOT)]}, 1) != SlotMap.single_owner("a", 2)
+
+
+def test_maps_that_make_the_same_claim_share_its_result_and_stay_independent() -> None:
+    first, second = SlotMap(), SlotMap()
+    assert first.claim([(0, 99), (200, 200)], "a", 1) == 101
+    assert second.claim([(0, 99), (200, 200)], "a", 1) == 101  # the kept result, shared
+    assert first == second and first.version == second.version == 1
+    assert second.claim([(0, 99)], "a", 1) == 0 and second.version == 1  # wins nothing: no change
+    second.claim([(50, 60)], "b", 2)
+    first.claim([(70, 80)], "c", 2)
+    assert first.owner(55) == "a" and second.owner(75) == "a"
+    assert (second.owner(55), first.owner(75)) == ("b", "c")
+    # a third map making the first claim gets it as it was made, whatever the others did since
+    third = SlotMap()
+    assert third.claim([(0, 99), (200, 200)], "a", 1) == 101
+    assert third.assignment() == {"a": [(0, 99), (200, 200)]} and third.version == 1
+    # every new map still starts empty: nothing above changed the lists it shares
+    assert SlotMap().unassigned() == [(0, MAX_SLOT)] and SlotMap().max_epoch() == 0
+    assert SlotMap.from_text(third.to_text()) == third and SlotMap().unassigned() == [(0, MAX_SLOT)]
