@@ -388,14 +388,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self.me.slots, self.me.epoch = slots, epoch
         self.rt.storage.put(CLAIM_KEY, f"{epoch} {slots}".encode())
         self.rt.storage.sync()
-        self._bump_incarnation(self.me.incarnation + 1)
-        alive = self.me.to_alive()
-        self.broadcasts.queue(alive)
-        self._emit(MemberEvent.UPDATE, self.me)
-        if self.running and not self.leaving:
-            news = Gossip(updates=(alive,))
-            for nid in list(self._live_ids):
-                self._send(nid, news)
+        self._announce(taken=True)
 
     def advertise(self, slots: str, epoch: int) -> None:
         """Advertise ``slots`` at ``epoch`` as this node's claim without taking it: nothing is
@@ -404,9 +397,17 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         keeps the claim it had (see :meth:`_on_alive`), and saying the same keeps every record
         of it alike (a fresh incarnation carries it)."""
         self.me.slots, self.me.epoch = slots, epoch
+        self._announce(taken=False)
+
+    def _announce(self, taken: bool) -> None:
+        """Our claim changed: a fresh incarnation carries it, queued for gossip and sent once
+        straight to every live member (:meth:`set_slots`); ``taken``: the listeners hear of it
+        (our own slot map takes it) between the two, as they always have."""
         self._bump_incarnation(self.me.incarnation + 1)
         alive = self.me.to_alive()
         self.broadcasts.queue(alive)
+        if taken:
+            self._emit(MemberEvent.UPDATE, self.me)
         if self.running and not self.leaving:
             news = Gossip(updates=(alive,))
             for nid in list(self._live_ids):
