@@ -509,6 +509,25 @@ class Admin:
 
         self.wait(f"every other node to hold {node.id} left", gone)
 
+    def forget(self, cluster: ClusterView, node: NodeState, accept_loss: bool = False) -> None:
+        """A forced leave on behalf of the dead member ``node`` (serf's ``force-leave``, Redis's
+        ``CLUSTER FORGET``): every live member is asked to hold it left (``/cluster/forget``: a
+        member that holds it dead ignores the gossiped leave, so each is asked), then waits until
+        each does."""
+        others = [n for n in cluster.live() if n.id != node.id]
+        body: dict[str, Any] = {"node": node.id, **({"accept_loss": True} if accept_loss else {})}
+        for n in others:
+            self.post(n.addr, "/cluster/forget", body)
+
+        def gone() -> bool:
+            for n in others:
+                states = {m["id"]: m["state"] for m in self.get(n.addr, "/cluster/members")}
+                if states.get(node.id, LEFT) != LEFT:
+                    return False
+            return True
+
+        self.wait(f"every live member to hold {node.id} left", gone)
+
     def drain(self, addr: str, node_id: str, use_empty: bool = True, batch: int = DEFAULT_BATCH,
               progress: Progress | None = None, stable_timeout: float | None = None) -> list[Move]:
         """Move every slot of ``node_id`` to the other live members (weight 0); the moves done."""

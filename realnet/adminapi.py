@@ -45,6 +45,12 @@ body (``Content-Type: application/json``) and answer a JSON object:
 ``/cluster/leave``             ``{}`` or ``{"force": true}``: leave gracefully; 202
                                ``{"id", "status": "leaving", "drain"}``, then the process stops
                                as on SIGTERM (exit status 0)
+``/cluster/forget``            ``{"node": ID}``: hold the dead member ID left on its behalf (a
+                               forced leave, serf's ``force-leave``, Redis's ``CLUSTER FORGET``),
+                               gossiped on -> ``{"id", "node", "state": "left", "changed"}``;
+                               409 for a member not dead, one the replicated group's
+                               configuration counts, and (unless ``"accept_loss": true``) one
+                               that owns slots or is the other end of a migration here
 =============================  ================================================================
 
 A body that is not a JSON object, a missing field or one of the wrong type is 400
@@ -273,6 +279,13 @@ class AdminApi:
         slots = _slots_of(body)
         self.node.rollback_migration(slots)  # the guard lives in the node: the sim refuses alike
         return json_response(200, {"id": self.node.id, "slots": _fmt_slots(slots)})
+
+    def admin_forget(self, body: dict[str, Any]) -> Response:
+        member = _field(body, "node", str)
+        changed = self.node.forget_member(member, _accept_loss(body))
+        if changed:
+            log.info("holding the dead member %s left, as asked through the API (a forced leave)", member)
+        return json_response(200, {"id": self.node.id, "node": member, "state": "left", "changed": changed})
 
     def admin_leave(self, body: dict[str, Any]) -> Response:
         node = self.node

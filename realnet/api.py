@@ -276,6 +276,7 @@ class Api(AdminApi, ReplicaAdminApi):
             "/cluster/abort": self.admin_abort,
             "/cluster/rollback": self.admin_rollback,
             "/cluster/leave": self.admin_leave,
+            "/cluster/forget": self.admin_forget,
             **self.replica_routes(),  # a replicated group's verbs (realnet.replicaapi)
         }
         #: client operation latencies (observed by each request's _ReplySlot)

@@ -50,7 +50,7 @@ from kvcore.rebalance import Move
 from kvcore.slots import NUM_SLOTS, count_slots, even_split, format_ranges, parse_ranges
 from kvcore.states import State
 from realnet import admin, replicacli
-from realnet.admin import Admin, AdminError, ClusterView, Refused
+from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
 from realnet.clicommon import (
     ADMIN_TOKEN_ENV,
     EXIT_INTERRUPTED,
@@ -468,7 +468,12 @@ def cmd_rebalance(args: argparse.Namespace, a: Admin) -> int:
 
 def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
     probe = a.discover(args.addr)
-    if replicacli.replicated(probe):
+    replicated = replicacli.replicated(probe)
+    dead = probe.resolve(args.node)
+    if dead.state == State.DEAD and (not replicated or not replicacli.in_conf(
+            replicacli.raft_of(replicacli.leader_or_refuse(probe)) or {}, dead.id)):
+        return _forget_dead(args, a, probe, dead, replicated)
+    if replicated:
         return replicacli.cmd_remove_node(args, a, probe)
     cluster = a.wait_stable(args.addr)
     node = cluster.resolve(args.node)
@@ -494,6 +499,44 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
         raise admin.Refused(f"Node {node.id} still owns slots; it was not asked to leave.")
     a.leave(cluster, node)
     say(f"Node {node.id} left the cluster.")
+    return admin.EXIT_OK
+
+
+def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node: NodeState,
+                 replicated: bool) -> int:
+    """``remove-node`` of a dead member that nothing needs: outside the replicated group's
+    configuration, or, unreplicated, owning no slots and in no open migration. It cannot be asked
+    to leave, so the cluster forgets it: every live member holds it left on its behalf (a forced
+    leave, serf's ``force-leave``, Redis's ``CLUSTER FORGET``; :meth:`Admin.forget`)."""
+    if not replicated:
+        # its slots' keys are on its disk only: once left, the guards take them for gone
+        owned = cluster.slot_counts().get(node.id, 0)
+        if owned:
+            raise Refused(f"Node {node.label()} is dead and owns {owned} slot{'s' if owned != 1 else ''} in "
+                          f"{cluster.entry.id}'s map, whose keys only it holds; forgetting it would orphan "
+                          "them. Start it again (then remove-node moves its slots away); nothing was changed.")
+        marks = sorted(n.id for n in cluster.live() if node.id in {*n.open_marks()[0].values(),
+                                                                   *n.open_marks()[1].values()})
+        if marks:
+            raise Refused(f"Node {node.label()} is dead and the other end of open migrations on "
+                          f"{', '.join(marks)}; forgetting it could orphan their keys. Start it again and "
+                          f"run storelab cluster fix {args.addr}; nothing was changed.")
+    up = sorted(n.id for n in cluster.live() if any(
+        m.get("id") == node.id and m.get("state") in (State.ALIVE, State.SUSPECT) for m in n.members or []))
+    if up:
+        raise Refused(f"Node {node.label()} is dead in {cluster.entry.id}'s view but {', '.join(up)} "
+                      f"{'holds' if len(up) == 1 else 'hold'} it alive or suspect; wait for the nodes to agree "
+                      "(storelab cluster verify) and run this command again; nothing was changed.")
+    why = ("is neither a voter nor a learner of the group" if replicated
+           else "owns no slots")
+    say(f"Node {node.label()} is dead and {why}: it cannot be asked to leave, so the cluster forgets it "
+        "(every live member holds it left, a forced leave on its behalf).")
+    confirm(args, f"Forget node {node.id}?")
+    # on a replicated cluster its slots are a hint only (the group serves every slot): nothing lost
+    a.forget(cluster, node, accept_loss=replicated)
+    say(f"Node {node.id} is forgotten: every live member holds it left. Started again, it rejoins as a "
+        f"member outside {'the group' if replicated else 'the slot map'}, and `storelab cluster remove-node "
+        f"{args.addr} {node.id}` then makes it leave.")
     return admin.EXIT_OK
 
 

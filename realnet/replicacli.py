@@ -616,6 +616,6 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
 __all__ = [
     "FRESH", "LAG_LIMIT", "LEARNER", "LISTED", "MET", "REPLICAS_SENTENCE", "UNLISTED", "VOTER",
     "AdminError", "check_replicas", "cmd_add_node", "cmd_create", "cmd_failover", "cmd_info",
-    "cmd_remove_node", "cmd_verify", "create_problems", "data_dir_problems", "fresh_problems", "group_problems", "join_stage", "leader_of",
-    "member_of", "raft_of", "refuse_slot_moves", "replicated",
+    "cmd_remove_node", "cmd_verify", "create_problems", "data_dir_problems", "fresh_problems", "group_problems",
+    "in_conf", "join_stage", "leader_of", "leader_or_refuse", "member_of", "raft_of", "refuse_slot_moves", "replicated",
 ]

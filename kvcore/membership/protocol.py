@@ -367,6 +367,26 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         for nid in self._gossip_targets(self.config.gossip_nodes * 2):
             self._send(nid, Gossip(updates=(msg,)))
 
+    def force_leave(self, node: str) -> bool:
+        """Hold the dead member ``node`` left, on its behalf (serf's ``force-leave``, Redis's
+        ``CLUSTER FORGET``): an operator's word that it will not come back as it was. Its record
+        keeps its incarnation (only a member raises its own), and ``Dead(source=node)`` at that
+        incarnation is gossiped: a node that still holds it alive or suspect at it holds it left
+        too; one that holds it dead keeps its record (dead and left never change into each
+        other by gossip), so the operator asks every live member. The record is reaped after
+        ``reap_time`` as any left member's. Should the member come back after all, it hears
+        itself declared gone and refutes with a higher incarnation, as any member does.
+        Returns whether it changed anything (False: unknown, not dead, or ourselves)."""
+        m = self.members.get(node)
+        if m is None or node == self.id or m.state != DEAD:
+            return False
+        m = self.members.writable(node)
+        self._clear_suspicion(node)
+        self.broadcasts.queue(Dead(node=node, incarnation=m.incarnation, source=node))
+        self._set_state(m, LEFT)
+        self._count("forced_leaves")
+        return True
+
     def stored_claim(self) -> tuple[str, int] | None:
         """The last claim :meth:`set_slots` made, as kept in durable storage: (slots, epoch)."""
         raw = self.rt.storage.get(CLAIM_KEY)

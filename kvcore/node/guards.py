@@ -28,6 +28,10 @@ own view, so each guard is about what this node holds or sees:
   holds for a slot it does not own may be the only copy (the source deletes a key once its
   batch is acknowledged); on the source, keys already acknowledged by the target would be
   orphaned there while the source serves the slot without them.
+- **forgetting a member** (:func:`check_forget`, a forced leave on behalf of a dead member):
+  only a member held dead and outside this node's replicated group; one that owns slots here or
+  is the other end of a migration here only with ``accept_loss`` (once left, it is gone with its
+  keys to the guards above).
 - **leaving with keys** (:func:`check_leave`): a node that owns slots, has live peers and holds
   keys loses them all by leaving; ``force`` used to be enough, now only ``accept_loss`` is.
 
@@ -205,6 +209,46 @@ def check_leave(node: Node, force: bool, accept_loss: bool, drains: bool) -> Non
         )
 
 
+def check_forget(node: Node, member: str, accept_loss: bool) -> None:
+    """Conflict (or BadRequest, NotFound) when holding ``member`` left on its behalf (a forced
+    leave, :meth:`kvcore.node.Node.forget_member`) is not this node's to do or would orphan keys:
+    only a member this node holds *dead* is forgotten (a live one leaves itself; this node is not
+    a member of itself to forget), never one its replicated group's configuration counts (a
+    configuration change removes it first), and, unless ``accept_loss``, not one that owns slots
+    in this node's map or that a migration here involves: to the other guards a member that left
+    is gone for good with its keys, so its slots could be claimed and its imports finished."""
+    if member == node.id:
+        raise errors.BadRequest(f"node {node.id} cannot forget itself; to leave, use leave")
+    state = node.membership.state_of(member)
+    if state is None:
+        raise errors.NotFound(f"node {node.id} knows no member {member!r}")
+    if state != State.DEAD and state != State.LEFT:
+        raise errors.Conflict(
+            f"node {node.id} holds {member} {state}: only a dead member is forgotten; a live one is "
+            "made to leave (storelab cluster remove-node)"
+        )
+    replica = node.replica
+    if replica is not None:
+        conf = replica.raft.log.conf()
+        if member in conf.voters or member in conf.learners:
+            role = "voter" if member in conf.voters else "learner"
+            raise errors.Conflict(
+                f"{member} is a {role} of node {node.id}'s replicated group; a configuration change "
+                "removes it first (storelab cluster remove-node)"
+            )
+    if accept_loss:
+        return
+    owned = node.slot_map.slot_counts().get(member, 0)
+    moving = sorted({s for s, peer in [*node.migrating.items(), *node.importing.items()] if peer == member})
+    if owned or moving:
+        what = (f"owns {owned} slot{'s' if owned != 1 else ''} in node {node.id}'s map" if owned
+                else f"is the other end of node {node.id}'s open migration of slots {_fmt(moving)}")
+        raise errors.Conflict(
+            f"{member} {what}: forgetting it would orphan the keys it holds (a member that left is gone "
+            f"with its keys); bring it back, or {_ACCEPT}"
+        )
+
+
 def _own_claim(node: Node) -> set[int]:
     """The slots this node advertises as its own claim (what others route to it)."""
     text = node.membership.me.slots
@@ -216,4 +260,5 @@ def _own_claim(node: Node) -> set[int]:
         return set()
 
 
-__all__ = ["check_abort", "check_dropping", "check_epoch", "check_finish", "check_leave", "check_taking"]
+__all__ = ["check_abort", "check_dropping", "check_epoch", "check_finish", "check_forget", "check_leave",
+           "check_taking"]

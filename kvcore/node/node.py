@@ -738,6 +738,14 @@ class Node:
         Leaving itself is not a node verb (see the class docstring)."""
         guards.check_leave(self, force, accept_loss, drains)
 
+    def forget_member(self, member: str, accept_loss: bool = False) -> bool:
+        """Hold the dead member ``member`` left on its behalf (a forced leave: serf's
+        ``force-leave``, Redis's ``CLUSTER FORGET``; :meth:`kvcore.membership.Membership.
+        force_leave`), after the guard (:func:`kvcore.node.guards.check_forget`). Returns False
+        when this node holds it left already (nothing to do)."""
+        guards.check_forget(self, member, accept_loss)
+        return self.membership.force_leave(member)
+
     # --- views -------------------------------------------------------------------------------
 
     def members_view(self) -> list[dict[str, Any]]:
