@@ -245,9 +245,12 @@ class Admin:
     # --- create, add-node -------------------------------------------------------------------
 
     def create(self, nodes: Sequence[NodeState], plan: Mapping[str, list[Range]]) -> ClusterView:
-        """Assign ``plan`` (node id -> ranges) to fresh nodes and make them one cluster."""
+        """Assign ``plan`` (node id -> ranges) to fresh nodes and make them one cluster. While it
+        waits, it watches the nodes' transport counters (:func:`create_trouble`, as ``add-node``
+        does) and stops early with the cause when their connections are refused or fail."""
         first = nodes[0]
         base = max(int((n.info or {}).get("epoch", 0)) for n in nodes)
+        before = {n.id: self._transport(n.addr) for n in nodes}
         for i, n in enumerate(nodes):
             ranges = format_ranges(plan[n.id])
             if i == 0:
@@ -258,8 +261,18 @@ class Admin:
                     self.post(n.addr, "/cluster/claim", {"slots": ranges, "epoch": base + 1 + i})
             self.log(f"{n.id}: slots {ranges or '(none)'} at epoch {base + 1 + i}")
         ids = {n.id for n in nodes}
+        polls = [0]
 
         def converged() -> bool:
+            polls[0] += 1
+            if polls[0] % TROUBLE_EVERY == 0:
+                why = create_trouble(nodes, before, {n.id: self._transport(n.addr) for n in nodes})
+                if why:
+                    raise AdminError(
+                        f"The nodes cannot become one cluster: {why} Each node has its slots and was asked "
+                        f"to meet {first.id}, and they keep trying to reach each other; once that is fixed "
+                        f"(a node restarted with the right address keeps its slots), storelab cluster verify "
+                        f"{first.addr} tells when they agree.")
             maps = []
             for n in nodes:
                 members = self.get(n.addr, "/cluster/members")
@@ -554,11 +567,12 @@ class Admin:
         return problems
 
 
-#: ``add-node``'s wait looks at the transport counters every this many polls (about half a second)
+#: ``add-node``'s and ``create``'s waits look at the transport counters every this many polls
+#: (about half a second)
 TROUBLE_EVERY = 10
-#: refused connections (counted by reason) that make ``add-node`` stop early with the cause
+#: refused connections (counted by reason) that make ``add-node`` (``create``) stop early with the cause
 TROUBLE_REFUSALS = 2
-#: failed connection attempts to one address that make ``add-node`` stop early
+#: failed connection attempts to one address that make ``add-node`` (``create``) stop early
 TROUBLE_CONNECTS = 3
 
 #: an inbound refusal counted by the node that refused (``frames_malformed``), in words:
@@ -577,7 +591,7 @@ def _grew(before: Mapping[str, Any], now: Mapping[str, Any], field: str, reason:
 
 
 def join_trouble(new: NodeState, entry: NodeState, before: Mapping[str, Mapping[str, Any]],
-                 now: Mapping[str, Mapping[str, Any]]) -> str:
+                 now: Mapping[str, Mapping[str, Any]], command: str = "add-node") -> str:
     """Why ``new`` cannot join through ``entry``, from their transport counters (``before``
     the meet and ``now``, by node id): a sentence, or "" while nothing says it. Refused
     connections by reason, counted by the node that refused (a secret or a cluster name that
@@ -588,7 +602,7 @@ def join_trouble(new: NodeState, entry: NodeState, before: Mapping[str, Mapping[
         for reason, says in _REFUSED_BECAUSE.items():
             n = _grew(before.get(me.id, {}), now.get(me.id, {}), "frames_malformed", reason)
             if n >= TROUBLE_REFUSALS:
-                return (f"{me.id} refused {n} of {peer.id}'s connections since add-node began ({reason}): "
+                return (f"{me.id} refused {n} of {peer.id}'s connections since {command} began ({reason}): "
                         f"{says(me.id, peer.id)}.")
     for me, peer in pairs:
         links = (now.get(me.id) or {}).get("links") or {}
@@ -603,6 +617,21 @@ def join_trouble(new: NodeState, entry: NodeState, before: Mapping[str, Mapping[
     if refused >= TROUBLE_REFUSALS:
         return (f"{entry.id} refused {refused} of {new.id}'s connection handshakes (refused_by_peer): "
                 "their cluster secrets (--secret-file) differ; the nodes' logs say how.")
+    return ""
+
+
+def create_trouble(nodes: Sequence[NodeState], before: Mapping[str, Mapping[str, Any]],
+                   now: Mapping[str, Mapping[str, Any]]) -> str:
+    """Why ``nodes`` cannot become one cluster (``create``'s wait), from their transport
+    counters: :func:`join_trouble` for each node with the first one (the node every other
+    meets), then for every other pair (they learn each other's peer addresses from it); ""
+    while nothing says it."""
+    pairs = [(n, nodes[0]) for n in nodes[1:]]
+    pairs += [(n, m) for i, m in enumerate(nodes[1:], 1) for n in nodes[i + 1:]]
+    for new, entry in pairs:
+        why = join_trouble(new, entry, before, now, "create")
+        if why:
+            return why
     return ""
 
 
@@ -656,6 +685,7 @@ __all__ = [
     "bus_problems",
     "cluster_problems",
     "create_problems",
+    "create_trouble",
     "even_split",
     "join_trouble",
     "member_problems",

@@ -292,3 +292,74 @@ def test_verify_without_a_leader_names_the_voters_that_did_not_answer() -> None:
     assert problems[0].startswith("The group has no leader")
     assert "Only 2 of 4 voters are alive and answering; a quorum needs 3." in problems
     assert "Voter c is dead." in problems and "Voter d is suspect." in problems
+
+
+# --- create's wait watches the transport counters ---------------------------------------------------
+
+
+class FakeHttpAdmin(admin.Admin):
+    """The real :class:`realnet.admin.Admin` (its create and its wait), the nodes' HTTP answered
+    in process: every node holds only itself alive, and a's link to c fails once more each time
+    its counters are read (c advertises a peer address nobody listens at)."""
+
+    def __init__(self, nodes: list[NodeState], refuse: str = "") -> None:
+        super().__init__(converge_timeout=20.0)
+        self.by_addr = {n.addr: n for n in nodes}
+        self.peer_of = {n.id: n.peer_addr for n in nodes}
+        self.refuse = refuse
+        self.reads = 0
+        self.changes: list[tuple[str, str]] = []
+
+    def __enter__(self) -> FakeHttpAdmin:
+        return self
+
+    def probe(self, addr: str) -> NodeState:
+        return self.by_addr[addr]
+
+    def post(self, addr: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        self.changes.append((self.by_addr[addr].id, path))
+        return {"epoch": 1}
+
+    def get(self, addr: str, path: str) -> Any:
+        nid = self.by_addr[addr].id
+        if path == "/cluster/members":
+            return [{"id": nid, "state": "alive"}]
+        if path == "/cluster/slots":
+            return {"slots": [], "unassigned": "0-16383"}
+        assert path == "/cluster/info"
+        self.reads += 1
+        tries = self.reads // 3
+        links = {}
+        if nid == "a" and not self.refuse:
+            links = {"c": {"addr": self.peer_of["c"], "state": "backoff", "failures": tries,
+                           "last_error": "Connection refused"}}
+        malformed = {self.refuse: tries} if nid == "a" and self.refuse else {}
+        return {"id": nid, "transport": {"links": links, "frames_malformed": malformed, "handshakes_failed": {}}}
+
+
+@pytest.mark.parametrize("replicas", ["1", "3"])
+def test_create_stops_early_when_a_peer_address_cannot_be_reached(
+        monkeypatch: Any, capsys: Any, replicas: str) -> None:
+    """``create``'s wait (plain and replicated) watches the transport counters as ``add-node``'s
+    does (an audit's gap: it waited its full 30 s) and stops (exit 2) with the cause."""
+    a, b, c = _node("a"), _node("b"), _node("c")
+    fake = FakeHttpAdmin([a, b, c])
+    monkeypatch.setattr(clustercli, "Admin", lambda *args, **kw: fake)
+    monkeypatch.setattr(admin.time, "sleep", lambda s: None)
+    assert main(["cluster", "create", a.addr, b.addr, c.addr, "--replicas", replicas, "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert (f"The nodes cannot become one cluster: a cannot connect to c's peer address {c.peer_addr} "
+            "(3 attempts: connection refused); every node must reach it") in err, err
+    assert f"storelab cluster verify {a.addr} tells when they agree" in err
+    assert ("c", "/cluster/meet") in fake.changes
+    assert all(path != "/cluster/replicate" for _, path in fake.changes)  # it stopped before the group
+
+
+def test_create_stops_early_when_a_node_refuses_the_others_connections(monkeypatch: Any, capsys: Any) -> None:
+    a, b = _node("a"), _node("b")
+    fake = FakeHttpAdmin([a, b], refuse="cluster_mismatch")
+    monkeypatch.setattr(clustercli, "Admin", lambda *args, **kw: fake)
+    monkeypatch.setattr(admin.time, "sleep", lambda s: None)
+    assert main(["cluster", "create", a.addr, b.addr, "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "a refused 2 of b's connections since create began (cluster_mismatch): their cluster names differ" in err

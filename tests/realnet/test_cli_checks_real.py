@@ -74,3 +74,17 @@ def test_add_node_stops_early_when_the_cluster_cannot_reach_the_new_node_and_a_l
     assert time.monotonic() - t0 < 20  # the wait's own deadline is 30 s
     assert f"Node f cannot join the cluster: a cannot connect to f's peer address 127.0.0.2:{f.peer_port}" in (
         r.stderr), r.stderr
+
+
+def test_create_stops_early_when_a_node_advertises_a_peer_address_nobody_listens_at(launcher: Launcher) -> None:
+    """``create`` watches the transport counters in its wait, as ``add-node`` does: a node whose
+    advertised peer address the others cannot reach stops it with the cause, well before its own
+    30 s deadline."""
+    a = _node(launcher, "a")
+    f = _node(launcher, "f", "--advertise-host", "127.0.0.2")  # it binds 127.0.0.1 only
+    t0 = time.monotonic()
+    r = storelab("create", a.addr, f.addr, "--yes")
+    assert r.returncode == 2, r
+    assert time.monotonic() - t0 < 20
+    assert (f"The nodes cannot become one cluster: a cannot connect to f's peer address 127.0.0.2:{f.peer_port}"
+            in r.stderr), r.stderr
