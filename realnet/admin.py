@@ -511,16 +511,7 @@ class Admin:
     def leave(self, cluster: ClusterView, node: NodeState) -> None:
         """``node`` leaves gracefully; waits until every other live node holds it left."""
         self.post(node.addr, "/cluster/leave", {})
-        others = [n for n in cluster.live() if n.id != node.id]
-
-        def gone() -> bool:
-            for n in others:
-                states = {m["id"]: m["state"] for m in self.get(n.addr, "/cluster/members")}
-                if states.get(node.id, LEFT) != LEFT:
-                    return False
-            return True
-
-        self.wait(f"every other node to hold {node.id} left", gone)
+        self._wait_held_left([n for n in cluster.live() if n.id != node.id], node.id, "every other node")
 
     def forget(self, cluster: ClusterView, node: NodeState, accept_loss: bool = False) -> None:
         """A forced leave on behalf of the dead member ``node`` (serf's ``force-leave``, Redis's
@@ -531,15 +522,18 @@ class Admin:
         body: dict[str, Any] = {"node": node.id, **({"accept_loss": True} if accept_loss else {})}
         for n in others:
             self.post(n.addr, "/cluster/forget", body)
+        self._wait_held_left(others, node.id, "every live member")
 
+    def _wait_held_left(self, others: list[NodeState], node_id: str, who: str) -> None:
+        """Wait until each of ``others`` holds ``node_id`` left (or no longer knows it)."""
         def gone() -> bool:
             for n in others:
                 states = {m["id"]: m["state"] for m in self.get(n.addr, "/cluster/members")}
-                if states.get(node.id, LEFT) != LEFT:
+                if states.get(node_id, LEFT) != LEFT:
                     return False
             return True
 
-        self.wait(f"every live member to hold {node.id} left", gone)
+        self.wait(f"{who} to hold {node_id} left", gone)
 
     def drain(self, addr: str, node_id: str, use_empty: bool = True, batch: int = DEFAULT_BATCH,
               progress: Progress | None = None, stable_timeout: float | None = None) -> list[Move]:
