@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,18 +39,25 @@ def owner_in(n: NodeProc, slot: int) -> str | None:
     return next((r["node"] for r in n.get_json("/cluster/slots")["slots"] if r["start"] <= slot <= r["end"]), None)
 
 
-def test_finish_refuses_to_orphan_the_owners_keys_and_accepts_once_they_moved(
-    launcher: Launcher, tmp_path: Path
-) -> None:
-    m1, m2 = (launcher.node(nid, settings=STEADY_SETTINGS, swim=STEADY_SWIM, wait=False,
+def two_with_a_key(launcher: Launcher, tmp_path: Path, settings: dict[str, Any],
+                   tag: str) -> tuple[NodeProc, NodeProc, str, int]:
+    """m1 and m2 made one cluster (each with a data directory), and one key acknowledged in
+    m2's half: the nodes, the key and its slot."""
+    m1, m2 = (launcher.node(nid, settings=settings, swim=STEADY_SWIM, wait=False,
                             extra=["--data-dir", str(tmp_path / nid)]) for nid in ("m1", "m2"))
     deadline = time.monotonic() + START_DEADLINE
     assert m1.wait_healthy(deadline) and m2.wait_healthy(deadline)
     ok("create", m1.addr, m2.addr, "--yes")
-    key = key_of(1, "orph")  # in m2's half
-    slot = key_slot(key)
+    key = key_of(1, tag)  # in m2's half
     with Client(m1.addr) as client:
         client.set(key, "acknowledged")
+    return m1, m2, key, key_slot(key)
+
+
+def test_finish_refuses_to_orphan_the_owners_keys_and_accepts_once_they_moved(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    m1, m2, key, slot = two_with_a_key(launcher, tmp_path, STEADY_SETTINGS, "orph")
 
     def intact() -> bool:
         with Client(m1.addr) as c1, Client(m2.addr) as c2:
@@ -135,16 +143,7 @@ def test_finish_after_the_importer_restarted_between_the_end_batch_and_the_finis
     """The end batch's receipt is kept with the import mark on a durable node: the importer
     restarted (SIGTERM, same data directory) after ``move-keys`` answered 0 moved may still
     finish (it was refused: the receipt lived in memory only, and only ``fix`` resent it)."""
-    durable = {**STEADY_SETTINGS, "durable": True}
-    m1, m2 = (launcher.node(nid, settings=durable, swim=STEADY_SWIM, wait=False,
-                            extra=["--data-dir", str(tmp_path / nid)]) for nid in ("m1", "m2"))
-    deadline = time.monotonic() + START_DEADLINE
-    assert m1.wait_healthy(deadline) and m2.wait_healthy(deadline)
-    ok("create", m1.addr, m2.addr, "--yes")
-    key = key_of(1, "rst")  # in m2's half
-    slot = key_slot(key)
-    with Client(m1.addr) as client:
-        client.set(key, "acknowledged")
+    m1, m2, key, slot = two_with_a_key(launcher, tmp_path, {**STEADY_SETTINGS, "durable": True}, "rst")
     assert post(m1, "/cluster/import", {"slot": slot, "source": "m2"})[0] == 200
     assert post(m2, "/cluster/migrate", {"slot": slot, "target": "m1"})[0] == 200
     assert post(m2, "/cluster/move-keys", {"slot": slot, "count": 100}) == (
