@@ -347,19 +347,15 @@ def join_stage(cluster: ClusterView, new: NodeState) -> str:
 
 def fresh_problems(cluster: ClusterView, new: NodeState) -> list[str]:
     """Why ``new``, not a member of ``cluster`` (:func:`member_of`), cannot be added to it, beyond
-    :func:`realnet.admin.create_problems`: it is in another cluster (said which), or runs a
-    group (a standalone node can)."""
+    :func:`realnet.admin.create_problems` (which says a group it runs already): it is in another
+    cluster (said which), has no data directory, or a namesake of it still counts in the
+    group's configuration."""
     out = []
     others = [str(m.get("id")) for m in new.members or [] if m.get("id") != new.id]
     if others:
         out.append(f"Node {new.label()} belongs to another cluster (of {', '.join(others[:5])}), not to that "
                    f"of {cluster.entry.label()}; add-node adds a node that is in no cluster, or finishes "
                    "adding one to this cluster.")
-    mine = raft_of(new)
-    if mine is not None:
-        out.append(f"Node {new.label()} already runs a replicated group (voters "
-                   f"{', '.join(mine.get('voters', [])) or 'none yet'}) that is not this cluster's; add-node "
-                   "adds a node that is in no group.")
     out += data_dir_problems([new])
     lead = leader_of(cluster)
     conf = raft_of(lead if lead is not None else cluster.entry) or {}

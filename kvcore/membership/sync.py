@@ -153,7 +153,15 @@ class AntiEntropy:
             elif not self._in_range(s):
                 continue
             elif s.node == me:
-                own = s  # a peer's record of us (rare): judged once the others' claims are in
+                # a peer's record of us (rare): its claim is judged once the others' claims are
+                # in (below); held alive at an incarnation we have not used, we refute now, as
+                # _on_alive would (which would also judge the claim, too early: a node that lost
+                # its state restarts at incarnation 0, below its record's)
+                own = s
+                if alive:
+                    if s.incarnation > self.me.incarnation and not self.leaving:
+                        self._refute(s.incarnation)
+                    continue
             if alive:
                 m = get(s.node)
                 if m is not None and s.incarnation <= m.incarnation:

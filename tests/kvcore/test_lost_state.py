@@ -217,7 +217,7 @@ def test_a_member_added_again_whose_old_claim_moved_away_has_lost_nothing(c_firs
                          state="alive", slots="0-5460,10923-13653", epoch=5),
              MemberState(node="b", addr="127.0.0.1:7002", peer_addr="127.0.0.1:17002", incarnation=5,
                          state="alive", slots="5461-10922,13654-16383", epoch=6))
-    old = record_of_c(state="left")
+    old = record_of_c(state="alive")  # held alive at incarnation 7: the fresh node (0) refutes it
     members = (old, *moved) if c_first else (*moved, old)
     node.on_message("a", PushPull(join=False, reply=False, members=members))
     assert node.lost_claim is None and not said, said

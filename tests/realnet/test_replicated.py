@@ -372,6 +372,7 @@ def test_add_node_run_again_finishes_what_an_earlier_run_cut_short(
     assert main(["cluster", "add-node", solo.addr, nodes[0].addr, "--yes"]) == 1
     err = capsys.readouterr().err
     assert f"Node solo ({solo.addr}) already runs a replicated group (voters solo)" in err, err
+    assert err.count("already runs a replicated group") == 1, err  # said once
     assert "Refused to add the node; nothing was changed" in err
     assert "solo" not in (raft(lead) or {}).get("learners", [])
 
