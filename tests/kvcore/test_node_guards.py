@@ -15,6 +15,7 @@ from kvcore.messages import Dead, MigrateAck, MigrateKeys
 from kvcore.node import Node
 from kvcore.runtime import FakeRuntime
 from kvcore.slots import MAX_EPOCH, even_split, key_slot
+from kvcore.states import State
 
 IDS = ["n1", "n2"]
 SPLIT = even_split(IDS)
@@ -278,3 +279,47 @@ def test_finishing_an_import_whose_source_crashed_and_was_forgotten_is_refused()
     assert f"imports slot {SLOT} from n2" in msg and "has not told it that it holds no key" in msg
     n1.finish_import([SLOT], accept_loss=True)  # what an operator who knows it is gone says
     assert n1.slot_map.owner(SLOT) == "n1"
+
+
+# --- forgetting a member (a forced leave on its behalf) -------------------------------------------
+
+
+def _forgetter(states: dict[str, str], voters: tuple[str, ...] = (), learners: tuple[str, ...] = (),
+               owned: dict[str, int] | None = None, migrating: dict[int, str] | None = None) -> Any:
+    """What check_forget reads of a node: its id, its view's states, its group's configuration
+    (None: no group), its map's slot counts and its open migrations."""
+    from types import SimpleNamespace
+
+    conf = SimpleNamespace(voters=voters, learners=learners)
+    replica = (SimpleNamespace(raft=SimpleNamespace(log=SimpleNamespace(conf=lambda: conf)))
+               if voters or learners else None)
+    return SimpleNamespace(
+        id="a", replica=replica,
+        membership=SimpleNamespace(state_of=lambda m: states.get(m)),
+        slot_map=SimpleNamespace(slot_counts=lambda: dict(owned or {})),
+        migrating=dict(migrating or {}), importing={})
+
+
+def test_check_forget_refuses_what_is_not_a_dead_member_nothing_needs() -> None:
+    from kvcore.node.guards import check_forget
+
+    dead = {"x": State.DEAD, "b": State.ALIVE, "s": State.SUSPECT, "v": State.DEAD, "o": State.DEAD}
+    with pytest.raises(errors.BadRequest, match="cannot forget itself"):
+        check_forget(_forgetter(dead), "a", False)
+    with pytest.raises(errors.NotFound, match="knows no member 'nobody'"):
+        check_forget(_forgetter(dead), "nobody", False)
+    for live in ("b", "s"):
+        with pytest.raises(errors.Conflict, match="only a dead member is forgotten"):
+            check_forget(_forgetter(dead), live, True)
+    # a dead voter or learner of the node's group: a configuration change removes it first,
+    # even with accept_loss
+    for role, kw in (("voter", {"voters": ("a", "v")}), ("learner", {"voters": ("a",), "learners": ("v",)})):
+        with pytest.raises(errors.Conflict, match=f"v is a {role} of node a's replicated group"):
+            check_forget(_forgetter(dead, **kw), "v", True)
+    # owning slots, or the other end of an open migration: only with accept_loss
+    with pytest.raises(errors.Conflict, match="o owns 12 slots in node a's map"):
+        check_forget(_forgetter(dead, owned={"o": 12}), "o", False)
+    with pytest.raises(errors.Conflict, match="open migration of slots 7"):
+        check_forget(_forgetter(dead, migrating={7: "o"}), "o", False)
+    check_forget(_forgetter(dead, owned={"o": 12}), "o", True)
+    check_forget(_forgetter(dead, voters=("a", "b")), "x", False)  # dead, outside the group, no slots

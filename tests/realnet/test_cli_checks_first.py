@@ -137,10 +137,11 @@ def test_create_refuses_a_node_running_a_group_and_more_voters_than_a_group_take
 
 
 def test_create_refuses_nodes_whose_bus_secrets_or_names_differ(monkeypatch: Any, capsys: Any) -> None:
-    a, b, c = _node("a", keys=("k1",)), _node("b", keys=("k2",)), _node("c")
+    a, b, c = _node("a", keys=("k1",)), _node("b", keys=("k2",)), _node("c", name="x")
     fake = FakeAdmin(_probes(a, b, c))
     assert run(monkeypatch, fake, "create", a.addr, b.addr, c.addr, "--yes") == 1
     err = capsys.readouterr().err
+    assert f"node c ({c.addr}) with --cluster-name x" in err, err
     assert f"The cluster secret of node a ({a.addr}) differs from that of node b ({b.addr})" in err
     assert f"Node a ({a.addr}) has a cluster secret (--secret-file) and node c ({c.addr}) has none" in err
     assert fake.changes == []
@@ -273,6 +274,7 @@ def test_remove_node_of_a_node_that_left_has_nothing_to_do(monkeypatch: Any, cap
     fake = FakeAdmin({}, _cluster(a, b, gone, runs=[(0, 8191, "a", 2), (8192, 16383, "b", 3)]))
     assert run(monkeypatch, fake, "remove-node", a.addr, "c", "--yes") == 0
     assert "Node c (127.0.0.1:7099) has left the cluster already. Nothing to do." in capsys.readouterr().out
+    assert fake.changes == []
     ids = ("a", "b")
     a, b = _member("a", raft=_group(ids, role="leader")), _member("b", raft=_group(ids))
     fake = FakeAdmin({}, _cluster(a, b, gone))

@@ -643,6 +643,8 @@ def test_a_source_that_dies_between_chunks_stops_the_move_with_a_problem_not_a_b
     t.join(timeout=90)
     assert not t.is_alive(), "the move never ended (busy loop)"
     assert killed.is_set() and outcome["result"] != "done", outcome
+    # stopped by the refusal the driver saved (the migrate post to c), not by some time-out
+    assert c.addr in outcome["result"] and "Timed out" not in outcome["result"], outcome
     c.restart()
     poll(lambda: storelab("fix", a.addr, "--yes").returncode == 0 and storelab("verify", a.addr).returncode == 0,
          timeout=CONVERGE, interval=1.0, what="fix to close the move and verify to pass")
