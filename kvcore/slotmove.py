@@ -548,7 +548,8 @@ def plan_fix(snap: Snapshot, assign_unowned: bool = False) -> FixPlan:
 def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     pairs: dict[int, tuple[str, str]] = {}
     marks: dict[int, list[str]] = {}  # slot -> the nodes that mark it
-    for n in snap.live():
+    live = snap.live()
+    for n in live:
         for slot, target in n.migrating.items():
             pairs.setdefault(slot, (n.id, target))
             marks.setdefault(slot, []).append(n.id)
@@ -568,7 +569,7 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
         source, target = pairs[slot]
         if not source:
             continue
-        if snap.up(source) and _same_epoch_collision(snap, slot):
+        if snap.up(source) and _same_epoch_collision(live, slot):
             # the maps never agree by themselves, and every other plan below reads one of them
             collided.setdefault(source, []).append(slot)
             continue
@@ -603,10 +604,10 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     return set(pairs)
 
 
-def _same_epoch_collision(snap: Snapshot, slot: int) -> bool:
-    """Whether live nodes' maps name different owners of ``slot`` at its highest epoch."""
+def _same_epoch_collision(live: list[NodeView], slot: int) -> bool:
+    """Whether the ``live`` nodes' maps name different owners of ``slot`` at its highest epoch."""
     best, owners = -1, set()
-    for n in snap.live():
+    for n in live:
         o, e = n.owner(slot)
         if e > best:
             best, owners = e, {o}

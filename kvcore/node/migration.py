@@ -337,12 +337,15 @@ class Migration:
             self.batches[bid] = _Batch(slot, target, items, None, _ignore)
         for kind, slot, peer in marks:
             (self.migrating if kind == MIGRATING else self.importing)[slot] = peer
-        for slot, source in drained:
+        leftovers = False
+        for slot, source in drained:  # (read only on a durable node)
             if self.importing.get(slot) == source:
                 self.drained[slot] = source
-            elif self.config.durable:  # a leftover of an import that is over: never trusted
+            else:  # a leftover of an import that is over: never trusted
                 self.rt.storage.delete(f"{DRAINED_PREFIX}{slot}")
-                self.rt.storage.sync()
+                leftovers = True
+        if leftovers:
+            self.rt.storage.sync()
 
     def resend_unacknowledged(self) -> None:
         """Send again the batches a crash left unacknowledged (the node starts)."""

@@ -198,7 +198,7 @@ class Node:
         #: the last claim heard of this node that other owners had wholly superseded (skipped)
         self._superseded_claim: tuple[str, int] | None = None
         #: this node runs no group but a group counts it a member (it lost its Raft log): what
-        #: told it (``from``, ``term``, ``voter``); it then serves no key (:meth:`_on_group_traffic`)
+        #: told it (``from``, ``term``); it then serves no key (:meth:`_on_group_traffic`)
         self.lost_group: dict[str, Any] | None = None
         self.store = LocalStore.load(runtime.storage) if self.config.durable else LocalStore()
         self.stats = NodeStats()
@@ -423,10 +423,10 @@ class Node:
                   "under a fresh --data-dir (storelab cluster add-node).")
 
     def _refuse_lost(self, op: Any, reply: ReplyFn) -> None:
-        lost = self.lost_group or {}
+        assert self.lost_group is not None  # (the caller checked)
         self.stats.count_op(type(op).__name__, errors.LostState.code)
         reply(error_reply(errors.LostState(
-            f"node {self.id} lost its state: a replicated group counts it a member ({lost.get('from')} "
+            f"node {self.id} lost its state: a replicated group counts it a member ({self.lost_group['from']} "
             "sent it the group's Raft traffic) but it runs no group, its data directory having been "
             "wiped or replaced; ask another node. Operator: storelab cluster remove-node ADDR "
             f"{self.id}, then add it again under a fresh --data-dir.")))

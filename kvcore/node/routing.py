@@ -397,12 +397,12 @@ class Router:
         except errors.StoreError as e:
             r = error_reply(e)
         else:
-            slot = key_slot(k)
             if self.group_submit is not None:
                 # a group moves no slot, and its store changes only through its log
                 r = error_reply(errors.WrongNode(f"node {self.id} serves through its replicated group, "
                                                  "which moves no slot"))
-            elif self.migration.importing.get(slot) == src or self.ownership.slot_map.owner(slot) == self.id:
+            elif (self.migration.importing.get(slot := key_slot(k)) == src
+                  or self.ownership.slot_map.owner(slot) == self.id):
                 r = self.apply(op)
             else:
                 r = error_reply(errors.WrongNode(f"node {self.id} is not importing slot {slot} from {src}"))
