@@ -106,6 +106,18 @@ _member_keys: dict[str, str] = {}
 _MEMBER_KEYS_MAX = 1 << 17
 
 
+def encode_claim(slots: str, epoch: int) -> bytes:
+    """A slot claim as storage keeps it (``CLAIM_KEY``, and a node's remembered lost claim):
+    ``b"<epoch> <slots>"``."""
+    return f"{epoch} {slots}".encode()
+
+
+def decode_claim(raw: bytes) -> tuple[str, int]:
+    """:func:`encode_claim` read back: (slots, epoch)."""
+    epoch_s, _, slots = raw.decode().partition(" ")
+    return slots, int(epoch_s)
+
+
 def _member_key(node: str) -> str:
     """``node``'s storage key, one string per id process-wide: every node that learns a member
     writes it under the same key object (a thousand nodes joining write a million), rather than
@@ -390,10 +402,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
     def stored_claim(self) -> tuple[str, int] | None:
         """The last claim :meth:`set_slots` made, as kept in durable storage: (slots, epoch)."""
         raw = self.rt.storage.get(CLAIM_KEY)
-        if not raw:
-            return None
-        epoch_s, _, slots = raw.decode().partition(" ")
-        return slots, int(epoch_s)
+        return decode_claim(raw) if raw else None
 
     def set_slots(self, slots: str, epoch: int) -> None:
         """Advertise a new slot claim: a fresh incarnation carries it to everyone.
@@ -406,7 +415,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         every node after a slot's owner changes, the new Alive also goes straight to every live
         member, once; gossip still carries it on, to those this node does not know alive."""
         self.me.slots, self.me.epoch = slots, epoch
-        self.rt.storage.put(CLAIM_KEY, f"{epoch} {slots}".encode())
+        self.rt.storage.put(CLAIM_KEY, encode_claim(slots, epoch))
         self.rt.storage.sync()
         self._announce(taken=True)
 

@@ -50,6 +50,7 @@ from kvcore import errors
 from kvcore.config import ClusterConfig, NodeConfig
 from kvcore.dispatch import Dispatch, merge
 from kvcore.membership import Member, Membership, SwimConfig
+from kvcore.membership.protocol import encode_claim
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import guards
@@ -467,7 +468,7 @@ class Node:
             return
         first = self.lost_claim is None
         self.lost_claim = (slots, epoch)
-        self.rt.storage.put(LOST_CLAIM_KEY, f"{epoch} {slots}".encode())
+        self.rt.storage.put(LOST_CLAIM_KEY, encode_claim(slots, epoch))
         self.rt.storage.sync()
         if self.membership.stored_claim() is None:
             # no claim of its own: a standalone start's claim of every slot is not the cluster's

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from kvcore.membership import MEMBER_PREFIX, Member
 from kvcore.membership.member import decode_member
+from kvcore.membership.protocol import decode_claim
 from kvcore.node.migration import BATCH_PREFIX, DRAINED_PREFIX, IMPORTING, MARK_PREFIX, MIGRATING
 from kvcore.node.ownership import SLOT_MAP_KEY
 from kvcore.runtime import Storage
@@ -121,10 +122,9 @@ def restore(node: Node) -> None:
         node._on_member_event(MemberEvent.UPDATE, node.id, me)
     lost = node.rt.storage.get(LOST_CLAIM_KEY)
     if lost:
-        epoch_s, _, slots = lost.decode().partition(" ")
-        node.lost_claim = (slots, int(epoch_s))
-        if int(epoch_s) > me.epoch:  # advertised, not taken: no listener hears of it
-            me.slots, me.epoch = slots, int(epoch_s)
+        node.lost_claim = slots, epoch = decode_claim(lost)
+        if epoch > me.epoch:  # advertised, not taken: no listener hears of it
+            me.slots, me.epoch = slots, epoch
     node.migration.reload(saved.marks, saved.batches, saved.drained)
 
 
