@@ -372,25 +372,26 @@ class _InboundProtocol(asyncio.Protocol):
         if buffered and buffered + 4 + len(payload) > owner.config.write_high_water:
             owner.stats.drop("backpressure")
             return
-        back = self._back
-        if not back:
-            owner.loop.call_soon(self._flush_back)
         if not self._hello_back:
             self._hello_back = True
-            hello = owner.hello_payload
-            back.append(_pack_header(len(hello)) + hello)
-            owner.stats.frames_sent += 1
-            owner.stats.bytes_sent += 4 + len(hello)
-            owner.node_stats.add_bytes_sent("Hello", 4 + len(hello))
+            self._back_frame("Hello", owner.hello_payload)
             owner.node_stats.count_sent("Hello")
+        self._back_frame(kind, payload)
+        owner.stats.sent_back += 1
+
+    def _back_frame(self, kind: str, payload: bytes) -> None:
+        """Frame ``payload`` into this turn's batch sent back (flushed at the turn's end, as a
+        link's ``_write``), counted as sent."""
+        back = self._back
+        if not back:
+            self.owner.loop.call_soon(self._flush_back)
         data = _pack_header(len(payload)) + payload
         back.append(data)
         self._back_bytes += len(data)
-        st = owner.stats
+        st = self.owner.stats
         st.frames_sent += 1
         st.bytes_sent += len(data)
-        st.sent_back += 1
-        owner.node_stats.add_bytes_sent(kind, len(data))
+        self.owner.node_stats.add_bytes_sent(kind, len(data))
 
     def _flush_back(self) -> None:
         back = self._back

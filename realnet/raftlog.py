@@ -174,10 +174,11 @@ def discard_staged(directory: str) -> list[str]:
     for group in sorted(groups):
         if log_name(group) in names:
             continue  # a group with its log: nothing of it is discarded here
-        mine = re.compile(re.escape(f"raft-{group}.") + r"(log" + re.escape(STAGED_SUFFIX) + r"|log|snap-\d{20})"
+        # its staged log, a log's temp file, its snapshot files (its own log is not there)
+        mine = re.compile(re.escape(f"raft-{group}.") + r"(log(" + re.escape(STAGED_SUFFIX) + r")?|snap-\d{20})"
                           + r"(\.tmp)?$")
         for name in sorted(names):
-            if mine.match(name) and name != log_name(group):
+            if mine.match(name):
                 os.unlink(os.path.join(directory, name))
                 removed.append(os.path.join(directory, name))
     if removed:
@@ -569,7 +570,7 @@ class FileRaftStorage:
         for name in os.listdir(self.directory):
             if name.startswith(f"raft-{self.group}.") and name.endswith(".tmp"):
                 os.unlink(os.path.join(self.directory, name))  # a write that never got renamed
-        staged = self.final_path + STAGED_SUFFIX
+        staged = os.path.join(self.directory, staged_name(self.group))
         if not os.path.lexists(self.final_path):
             if not create and os.path.isfile(staged):
                 # a join whose record became durable, cut short before the rename reached the
@@ -580,10 +581,9 @@ class FileRaftStorage:
                          "came between its record of the group and the rename)", self.final_path)
             elif not create:
                 raise self._missing()
-            elif self._stage:
-                self.path = staged  # (a staged file left by a crash before any record: replaced)
-                write_atomically(self.path, MAGIC)
             else:
+                if self._stage:
+                    self.path = staged  # (a staged file left by a crash before any record: replaced)
                 write_atomically(self.path, MAGIC)  # the file, then its directory, fsynced
         elif os.path.lexists(staged):
             os.unlink(staged)  # not left by a join (the rename consumes it): nothing to keep

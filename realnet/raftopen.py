@@ -247,15 +247,15 @@ class RaftOpener:
     def __call__(self, voters: Sequence[str], learners: Sequence[str]) -> RaftLogDisk:
         if not self.data_dir:
             raise errors.Conflict(NEEDS_DATA_DIR)
-        stage = not self.must_exist and self.record_durable is not None
+        record_durable = self.record_durable
         storage = FileRaftStorage(self.directory, voters, learners, group=GROUP,
                                   compact_bytes=self.compact_bytes, create=not self.must_exist,
-                                  staged=stage)
+                                  staged=not self.must_exist and record_durable is not None)
         _check_commit(storage)
         disk = RaftLogDisk(storage, self.clock, self._failed)
         self.opened.append(disk)
-        if disk.log.staged and self.record_durable is not None:
-            self.record_durable(disk.install)
+        if storage.staged and record_durable is not None:  # (staged only when it was given)
+            record_durable(disk.install)
         return disk
 
     def _failed(self, why: str) -> None:

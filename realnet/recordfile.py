@@ -37,6 +37,8 @@ from typing import Any
 
 import msgpack
 
+from realnet.runtime import write_all
+
 log = logging.getLogger("realnet.recordfile")
 
 HEADER = struct.Struct(">II")
@@ -56,7 +58,7 @@ def write_synced(fd: int, data: bytes | bytearray) -> int:
     view = memoryview(data)
     n = len(view)
     if n <= MAX_BATCH:
-        _write_all(fd, view)
+        write_all(fd, view)
         os.fsync(fd)
         return 1
     syncs = 0
@@ -68,16 +70,11 @@ def write_synced(fd: int, data: bytes | bytearray) -> int:
             if end > start and end + size - start > MAX_BATCH:
                 break
             end += size
-        _write_all(fd, view[start:end])
+        write_all(fd, view[start:end])
         os.fsync(fd)
         syncs += 1
         start = end
     return syncs
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def encode_record(kind: bytes, payload: Any) -> bytes:

@@ -66,7 +66,7 @@ class MessageSink(Protocol):
     def send(self, dst: str, msg: Any) -> None: ...
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write every byte of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
     view = memoryview(data)
     while view:
