@@ -176,11 +176,12 @@ class LogStorage:
         #: called once, with the reason, when a write or fsync fails (the node stops on it)
         self.on_failure: Callable[[str], None] | None = None
         self._fd = -1
+        self._fd_ident = (0, 0)  # (st_dev, st_ino) of the file _fd appends to
         self._lock = _lock_dir(self.dir)  # before anything is read: one process per directory
         try:
             self._recover()
             self._log_bytes = os.path.getsize(self.path)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self._open_log()
         except BaseException:
             os.close(self._lock)
             raise
@@ -286,17 +287,22 @@ class LogStorage:
             except Exception:
                 log.exception("storage log %s: a callback waiting for a flush raised", self.path)
 
+    def _open_log(self) -> None:
+        """Append to the log at our path from now on, noting which file it is (``_check_in_place``)."""
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        mine = os.fstat(self._fd)
+        self._fd_ident = (mine.st_dev, mine.st_ino)
+
     def _check_in_place(self) -> None:
         """Raise OSError when the file we append to is no longer the log at our path (the data
         directory was removed or the log replaced while the node ran): appends would go to an
         unlinked file and every write acknowledged from then on be lost at the next start. One
-        stat beside the fsync each flush costs."""
+        stat beside the fsync each flush costs (the file appended to was noted when opened)."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             raise OSError(errno.ENOENT, f"{self.path} was removed while the node ran") from None
-        mine = os.fstat(self._fd)
-        if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+        if (st.st_dev, st.st_ino) != self._fd_ident:
             raise OSError(errno.ESTALE, f"{self.path} was replaced while the node ran")
 
     def _storage_failed(self, reason: str) -> None:
@@ -392,7 +398,7 @@ class LogStorage:
         old, self._fd = self._fd, -1
         os.close(old)
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self._open_log()
             fsync_dir(self.dir)
         except OSError as exc:
             self._storage_failed(f"switching {self.path} to its compacted copy failed ({exc})")
