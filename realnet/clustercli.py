@@ -515,8 +515,9 @@ def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node:
             raise Refused(f"Node {node.label()} is dead and owns {owned} slot{'s' if owned != 1 else ''} in "
                           f"{cluster.entry.id}'s map, whose keys only it holds; forgetting it would orphan "
                           "them. Start it again (then remove-node moves its slots away); nothing was changed.")
-        marks = sorted(n.id for n in cluster.live() if node.id in {*n.open_marks()[0].values(),
-                                                                   *n.open_marks()[1].values()})
+        marks = sorted(n.id for n in cluster.live()
+                       for migrating, importing in [n.open_marks()]
+                       if node.id in {*migrating.values(), *importing.values()})
         if marks:
             raise Refused(f"Node {node.label()} is dead and the other end of open migrations on "
                           f"{', '.join(marks)}; forgetting it could orphan their keys. Start it again and "

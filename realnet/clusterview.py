@@ -320,7 +320,7 @@ def bus_problems(node: NodeState, others: Sequence[NodeState]) -> list[str]:
     return out
 
 
-def _diff(a: NodeState, b: NodeState) -> str:
+def map_diff(a: NodeState, b: NodeState) -> str:
     """Where two slot maps first differ, in words."""
     ea = {s: (o, e) for lo, hi, o, e in a.runs for s in range(lo, hi + 1)}
     eb = {s: (o, e) for lo, hi, o, e in b.runs for s in range(lo, hi + 1)}
@@ -335,7 +335,6 @@ def _diff(a: NodeState, b: NodeState) -> str:
 
 
 #: the same, for ``verify`` on a replicated cluster (:mod:`realnet.replicacli`)
-map_diff = _diff
 
 
 def _lost_claim(n: NodeState, entry: NodeState) -> list[int]:
@@ -371,7 +370,7 @@ def cluster_problems(c: ClusterView) -> list[str]:
     expected = {n.id: n.state for n in c.members()}
     for n in c.live():
         if n is not entry and n.runs != entry.runs:
-            out.append(f"Node {n.id}'s slot map differs from {entry.id}'s: {_diff(n, entry)}.")
+            out.append(f"Node {n.id}'s slot map differs from {entry.id}'s: {map_diff(n, entry)}.")
             lost = _lost_claim(n, entry)
             if lost:
                 out.append(f"Node {n.id} does not claim {len(lost)} slot{'s' if len(lost) != 1 else ''} "

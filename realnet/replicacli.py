@@ -176,7 +176,7 @@ def outside_problems(cluster: ClusterView) -> list[str]:
         if n.state != State.ALIVE and conf and not in_conf(conf, nid):
             problems.append(f"Node {n.label()} is {n.state} and is neither a voter nor a learner of the group.")
     for n in cluster.live():
-        if n is not cluster.entry and n.reachable and n.slots is not None and n.runs != cluster.entry.runs:
+        if n is not cluster.entry and n.slots is not None and n.runs != cluster.entry.runs:  # (live: answered)
             problems.append(f"Node {n.id}'s slot map differs from {cluster.entry.id}'s: "
                             f"{clusterview.map_diff(n, cluster.entry)}.")
     return problems
@@ -381,10 +381,7 @@ def create_problems(nodes: list[NodeState]) -> list[str]:
     """Why ``create --replicas`` cannot make ``nodes`` one group, beyond
     :func:`realnet.admin.create_problems`: what each node would refuse only once the cluster is
     made (checked first, so that a refusal changes nothing)."""
-    out = data_dir_problems(nodes)
-    if len(nodes) > MAX_VOTERS:
-        out.append(f"A replicated group has at most {MAX_VOTERS} voters, not {len(nodes)}.")
-    return out
+    return data_dir_problems(nodes)
 
 
 def add_node(a: Admin, new: NodeState, cluster: ClusterView, stage: str = FRESH) -> None:
@@ -392,9 +389,7 @@ def add_node(a: Admin, new: NodeState, cluster: ClusterView, stage: str = FRESH)
     ``stage`` on (:func:`join_stage`: an earlier run cut short), only the steps left."""
     if stage == FRESH:
         a.add_node(new, cluster)
-    if stage == VOTER:
-        return
-    lead = leader_or_refuse(cluster)
+    lead = leader_or_refuse(cluster)  # (a voter has nothing left: cmd_add_node said so)
     lraft = raft_of(lead) or {}
     voters = list(lraft.get("voters", []))
     # NEW runs its (empty) group before the leader lists it: a node that runs no group and is
@@ -474,8 +469,11 @@ def refuse_slot_moves(cluster: ClusterView, command: str) -> None:
 
 
 def check_replicas(replicas: int, count: int) -> None:
+    """Refuse an ``--replicas`` the addresses alone rule out (before any node is asked)."""
     if replicas not in (1, count):
         raise Refused(REPLICAS_SENTENCE.format(n=count, r=replicas))
+    if replicas > MAX_VOTERS:
+        raise Refused(f"A replicated group has at most {MAX_VOTERS} voters, not {replicas}.")
 
 
 def cmd_create(args: argparse.Namespace, a: Admin, nodes: list[NodeState]) -> int:
@@ -552,12 +550,11 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
 
 def cmd_add_node(args: argparse.Namespace, a: Admin, cluster: ClusterView, new: NodeState) -> int:
     stage = join_stage(cluster, new)
-    if stage != VOTER:
-        leader_or_refuse(cluster)  # every step but a fresh node's meet needs one: refuse before it
     if stage == VOTER:
         say(f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already. "
             "Nothing to do.")
         return admin.EXIT_OK
+    leader_or_refuse(cluster)  # every step but a fresh node's meet needs one: refuse before it
     if stage == FRESH:
         say(f"Adding node {new.label()} to the replicated group of {cluster.entry.label()}: it joins as a "
             "learner, catches up, then votes.")

@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sim.cliargs import MAX_DURATION, finite, writable_file
+from sim.cliargs import MAX_DURATION, default_nodes, finite, writable_file
 from sim.latency import parse_latency
 from sim.scenario import RunReport, run_default
 
@@ -152,7 +152,7 @@ def run(argv: list[str]) -> int:
     p = build_parser(with_epilog=any(a in ("-h", "--help") for a in argv))
     args = p.parse_args(argv)
     # as in `python -m sim check`: --replicas R alone is one Raft group of R nodes
-    nodes = args.nodes if args.nodes is not None else (args.replicas if args.replicas > 1 else 5)
+    nodes = default_nodes(args.nodes, args.replicas, 5)
     if nodes < 1 or args.clients < 1 or args.ops < 0:
         p.error("--nodes and --clients must be at least 1 and --ops at least 0")
     if not 0.0 <= args.loss <= 1.0:

@@ -20,6 +20,13 @@ from pathlib import Path
 MAX_DURATION = 86_400.0
 
 
+def default_nodes(nodes: int | None, replicas: int, fallback: int) -> int:
+    """``--nodes`` as given, else as many as ``--replicas`` asks for (R > 1), else ``fallback``."""
+    if nodes is not None:
+        return nodes
+    return replicas if replicas > 1 else fallback
+
+
 def finite(*xs: float) -> bool:
     """Every one of ``xs`` is a finite number (not NaN, not infinite)."""
     return all(math.isfinite(x) for x in xs)

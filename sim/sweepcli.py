@@ -22,7 +22,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from sim.cliargs import writable_dir
+from sim.cliargs import default_nodes, writable_dir
 from sim.nemesis import kinds_help
 from sim.sweep import MAX_SEEDS, WORKLOADS, RunConfig, SweepResult, sweep
 
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The :class:`~sim.sweep.RunConfig` that parsed flags ask for (not yet validated)."""
-    nodes = args.nodes if args.nodes is not None else (args.replicas if args.replicas > 1 else RunConfig().nodes)
+    nodes = default_nodes(args.nodes, args.replicas, RunConfig().nodes)
     return RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=nodes, clients=args.clients,
                      replicas=args.replicas,
                      ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
