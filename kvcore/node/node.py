@@ -414,6 +414,7 @@ class Node:
         if self.lost_group is not None:
             return
         self.lost_group = {"from": src, "term": msg.term}
+        self.router.refusal = self._lost_error
         # it may know few of the cluster's members yet (a standalone start): learn them from the
         # sender, so that the leave remove-node asks of it reaches them
         self.membership.sync_with(src)
@@ -424,13 +425,18 @@ class Node:
                   "under a fresh --data-dir (storelab cluster add-node).")
 
     def _refuse_lost(self, op: Any, reply: ReplyFn) -> None:
-        assert self.lost_group is not None  # (the caller checked)
         self.stats.count_op(type(op).__name__, errors.LostState.code)
-        reply(error_reply(errors.LostState(
+        reply(error_reply(self._lost_error()))
+
+    def _lost_error(self) -> errors.LostState:
+        """What a request to this node, which lost its state, is answered (a client's, a
+        forwarded or an asked one: ``Router.refusal``)."""
+        assert self.lost_group is not None  # (set before any refusal is asked for)
+        return errors.LostState(
             f"node {self.id} lost its state: a replicated group counts it a member ({self.lost_group['from']} "
             "sent it the group's Raft traffic) but it runs no group, its data directory having been "
             "wiped or replaced; ask another node. Operator: storelab cluster remove-node ADDR "
-            f"{self.id}, then add it again under a fresh --data-dir.")))
+            f"{self.id}, then add it again under a fresh --data-dir.")
 
     def _on_own_claim(self, slots: str, epoch: int) -> None:
         """A peer reports a claim of this node (``slots`` at ``epoch``) above the claim it

@@ -115,6 +115,9 @@ class Router:
         #: through the group (its log, ReadIndex), never to the local store, which only the log
         #: may change (a node outside the group forwards to a member by the slot map)
         self.group_submit: Callable[[Get | Put | Delete, ReplyFn], None] | None = None
+        #: set while this node serves no key at all (it lost its state: ``Node._on_group_traffic``):
+        #: the refusal a forwarded or asked request gets too, as a client's does
+        self.refusal: Callable[[], errors.StoreError] | None = None
         #: a durable store answers nothing before what it wrote is durable (see :meth:`settle`)
         self._hold = config.durable
         #: a restarted node that has not synced with a member yet answers 503 try_again
@@ -357,6 +360,8 @@ class Router:
 
         try:
             k = self.validate(op)
+            if self.refusal is not None:
+                raise self.refusal()
             if self.gated and self.still_gated():
                 raise errors.TryAgain(f"node {self.id} restarted and is syncing with the cluster")
         except errors.StoreError as e:
@@ -394,6 +399,8 @@ class Router:
             return
         try:
             k = self.validate(op)
+            if self.refusal is not None:
+                raise self.refusal()
         except errors.StoreError as e:
             r = error_reply(e)
         else:

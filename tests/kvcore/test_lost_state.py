@@ -30,7 +30,7 @@ import pytest
 
 from kvcore import errors
 from kvcore.membership import Membership, SwimConfig
-from kvcore.messages import Alive, Dead, Get, MemberState, PushPull, Put, Reply
+from kvcore.messages import Alive, Asking, Dead, Forward, ForwardReply, Get, MemberState, PushPull, Put, Reply
 from kvcore.node import Node
 from kvcore.node.node import LOST_STATE_GRACE
 from kvcore.node.restore import LOST_CLAIM_KEY
@@ -108,6 +108,21 @@ def test_a_node_in_no_group_its_leader_vouches_for_serves_no_key() -> None:
     again, _, _ = fresh(disk=rt.storage)  # type: ignore[arg-type]
     assert "lost_state" not in again.info() or again.info()["lost_state"] is None
     assert ask(again, Get(key=b"k1")).error != errors.LostState.code
+
+
+def test_a_forwarded_or_asked_request_gets_the_same_refusal_as_a_clients() -> None:
+    """The refusal sat at the client door only: a peer that forwarded to the node (its map still
+    names it owner) was answered from the empty store the node serves none of."""
+    node, rt, _ = fresh()
+    assert not ask(node, Put(key=b"k1", value=b"x")).error
+    met(node).on_message("a", RaftHeartbeat(term=6, src="a", dst="c", commit=9))
+    rt.sent.clear()
+    node.on_message("a", Forward(request_id=1, op=Get(key=b"k1")))
+    node.on_message("b", Asking(request_id=2, op=Put(key=b"k1", value=b"y")))
+    answers = {dst: m.reply for dst, m in rt.sent if isinstance(m, ForwardReply)}
+    assert set(answers) == {"a", "b"}, rt.sent
+    assert all(r.error == errors.LostState.code for r in answers.values()), answers
+    assert node.store.get(b"k1") == b"x"  # nothing applied
 
 
 @pytest.mark.parametrize("msg", [
