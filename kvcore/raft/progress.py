@@ -71,19 +71,16 @@ class Progress:
         self._end_transfer()
 
     def become_snapshot(self, snap: Snapshot) -> None:
+        self._end_transfer()  # (a transfer starts from nothing)
         self.state = SNAPSHOT
         self.pending_snapshot = snap.meta.index
         self.snapshot = snap
-        self.snapshot_offset = 0
-        self.chunk_inflight = False
-        self.snapshot_elapsed = 0
-        self.snapshot_resends = 0
         self.inflight.clear()
 
     def snapshot_failure(self) -> None:
         """The transfer is abandoned (etcd's ReportSnapshot(failure)): back to PROBE from
         ``match``, paused until the follower answers a heartbeat, which starts a new attempt."""
-        self.pending_snapshot = 0
+        self.pending_snapshot = 0  # (so that become_probe resumes from match, not the snapshot)
         self.become_probe()
         self.probe_sent = True
 
