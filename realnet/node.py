@@ -610,12 +610,12 @@ async def serve(
         for path in discarded:
             log.info("removed %s, left by a join of a replicated group that a crash cut short before "
                      "this node recorded the group: the node never joined it", path)
-    orphans = group_logs(raft_dir) if raft_dir else []
-    if orphans and storage.get(GROUP_KEY) is None:  # (a log gets its name once its record is durable)
-        return _refuse_start(
-            f"The data directory {settings.data_dir!r} holds a Raft log ({orphans[0]}) but not this "
-            "node's record of its group (its storage.log was lost or replaced): started so, it would "
-            f"serve as an unreplicated node, outside its group. {_RESTORE.capitalize()}", storage)
+        orphans = group_logs(raft_dir)
+        if orphans:  # (a log gets its name once its record is durable)
+            return _refuse_start(
+                f"The data directory {settings.data_dir!r} holds a Raft log ({orphans[0]}) but not this "
+                "node's record of its group (its storage.log was lost or replaced): started so, it would "
+                f"serve as an unreplicated node, outside its group. {_RESTORE.capitalize()}", storage)
     if storage.get(LEFT_KEY) is not None:
         if settings.cluster is None:
             return _refuse_start(_left_before(settings), storage)
