@@ -401,7 +401,16 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
                       f"(storelab cluster verify {args.existing} tells); nothing was changed.")
     problems = admin.create_problems([new])
     listed = cluster.nodes.get(new.id) if new.reachable else None
-    if listed is not None and listed.state != State.LEFT:
+    if listed is not None and listed.state == State.DEAD and not cluster.slot_counts().get(new.id, 0) \
+            and not (replicated and _in_group(cluster, new.id)):
+        # the dead member nothing needs (remove-node forgets it): the new node may be it, started
+        # again without its data
+        problems.append(f"The cluster already has a member called {new.id}, dead in "
+                        f"{cluster.entry.id}'s view. If the new node is {new.id} started again without its "
+                        f"data, first make the cluster forget the dead member (storelab cluster remove-node "
+                        f"{args.existing} {new.id}), then run this command again; otherwise start the new "
+                        "node with another --id.")
+    elif listed is not None and listed.state != State.LEFT:
         problems.append(f"The cluster already has a member called {new.id} "
                         f"({listed.state}); start the new node with another --id.")
     elif listed is not None and (owned := cluster.slot_counts().get(new.id, 0)):
@@ -470,11 +479,22 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
     probe = a.discover(args.addr)
     replicated = replicacli.replicated(probe)
     dead = probe.resolve(args.node)
-    if dead.state == State.DEAD and (not replicated or not replicacli.in_conf(
+    cut_short = dead.state == State.LEFT and _forget_cut_short(probe, dead.id)
+    if (dead.state == State.DEAD or cut_short) and (not replicated or not replicacli.in_conf(
             replicacli.raft_of(replicacli.leader_or_refuse(probe)) or {}, dead.id)):
-        return _forget_dead(args, a, probe, dead, replicated)
+        return _forget_dead(args, a, probe, dead, replicated, cut_short)
     if replicated:
         return replicacli.cmd_remove_node(args, a, probe)
+    if dead.state == State.SUSPECT:
+        # not worth waiting for a quiet cluster (a suspect member keeps it from being one): by the
+        # time it is quiet the node is dead or alive again, and either way this is the answer
+        owned = probe.slot_counts().get(dead.id, 0)
+        then = (f"if it is down, start it again: its {owned} slot{'s' if owned != 1 else ''}' keys are on "
+                "its disk only (then this command moves them away)" if owned
+                else "if it is down, its peers hold it dead within seconds and this command then makes "
+                     "the cluster forget it")
+        raise Refused(f"Node {dead.label()} is suspect: its peers do not hear it. Only an alive node can be "
+                      f"removed; {then}. Nothing was changed.")
     cluster = a.wait_stable(args.addr)
     node = cluster.resolve(args.node)
     if node.state == State.LEFT:
@@ -502,12 +522,29 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
     return admin.EXIT_OK
 
 
+def _in_group(cluster: ClusterView, node_id: str) -> bool:
+    """Whether the replicated group's configuration counts ``node_id`` (as its leader says; a
+    group with no leader that answers is taken to count it, the careful answer)."""
+    lead = replicacli.leader_of(cluster)
+    return lead is None or replicacli.in_conf(replicacli.raft_of(lead) or {}, node_id)
+
+
+def _forget_cut_short(cluster: ClusterView, node_id: str) -> bool:
+    """Whether a forget of ``node_id`` was cut short: the entry node holds it left, some live
+    member still holds it dead, and none holds it alive or suspect (it did not come back)."""
+    held = [m.get("state") for n in cluster.live() for m in n.members or [] if m.get("id") == node_id]
+    return State.DEAD in held and State.ALIVE not in held and State.SUSPECT not in held
+
+
 def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node: NodeState,
-                 replicated: bool) -> int:
+                 replicated: bool, cut_short: bool = False) -> int:
     """``remove-node`` of a dead member that nothing needs: outside the replicated group's
     configuration, or, unreplicated, owning no slots and in no open migration. It cannot be asked
     to leave, so the cluster forgets it: every live member holds it left on its behalf (a forced
-    leave, serf's ``force-leave``, Redis's ``CLUSTER FORGET``; :meth:`Admin.forget`)."""
+    leave, serf's ``force-leave``, Redis's ``CLUSTER FORGET``; :meth:`Admin.forget`). With
+    ``cut_short``, an earlier forget stopped partway (the entry node holds it left, others dead):
+    the same checks, then the members that hold it dead are asked again (forgetting is idempotent:
+    a member that holds it left already answers that nothing changed)."""
     if not replicated:
         # its slots' keys are on its disk only: once left, the guards take them for gone
         owned = cluster.slot_counts().get(node.id, 0)
@@ -530,8 +567,14 @@ def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node:
                       "(storelab cluster verify) and run this command again; nothing was changed.")
     why = ("is neither a voter nor a learner of the group" if replicated
            else "owns no slots")
-    say(f"Node {node.label()} is dead and {why}: it cannot be asked to leave, so the cluster forgets it "
-        "(every live member holds it left, a forced leave on its behalf).")
+    if cut_short:
+        dead_in = sorted(n.id for n in cluster.live() if any(
+            m.get("id") == node.id and m.get("state") == State.DEAD for m in n.members or []))
+        say(f"Node {node.label()} is left in {cluster.entry.id}'s view but dead in {', '.join(dead_in)}'s: "
+            f"an earlier forget stopped partway. It {why}, so the cluster finishes forgetting it.")
+    else:
+        say(f"Node {node.label()} is dead and {why}: it cannot be asked to leave, so the cluster forgets it "
+            "(every live member holds it left, a forced leave on its behalf).")
     confirm(args, f"Forget node {node.id}?")
     # on a replicated cluster its slots are a hint only (the group serves every slot): nothing lost
     a.forget(cluster, node, accept_loss=replicated)

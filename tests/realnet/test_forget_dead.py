@@ -112,3 +112,76 @@ def test_remove_node_forgets_a_dead_member_that_owns_no_slots_and_refuses_one_th
     err = capsys.readouterr().err
     assert "Node b (" in err and "is dead and owns 8192 slots" in err, err
     assert states(a_)["b"] == "dead"
+
+
+def test_remove_node_finishes_a_forget_cut_short(
+        launcher: Launcher, capsys: pytest.CaptureFixture[str]) -> None:
+    """A forget that reached one member only (the CLI stopped after its first POST): that member
+    holds x left, the others dead (a member that holds it dead ignores the gossiped leave).
+    ``remove-node`` through the member that holds it left said "Nothing to do"; it now finishes
+    the forget on the others."""
+    from realnet.cli import main
+
+    a_, b_, c_ = launcher.node("a"), launcher.node("b"), launcher.node("c")
+    with Admin(10.0) as adm:
+        adm.create([adm.probe(n.addr) for n in (a_, b_, c_)], even_split(["a", "b", "c"]))
+        x = launcher.node("x")
+        adm.add_node(adm.probe(x.addr), adm.discover(a_.addr))
+    x.kill()
+    poll(lambda: held([a_, b_, c_], "x", "dead"), timeout=30, what="every member to hold x dead")
+    status, body = post(a_, "/cluster/forget", {"node": "x"})
+    assert status == 200 and body["changed"] is True, body
+    assert states(a_)["x"] == "left" and states(b_)["x"] == "dead" and states(c_)["x"] == "dead"
+
+    assert main(["cluster", "remove-node", a_.addr, "x", "--yes"]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "Node x (" in out and "is left in a's view but dead in b, c's" in out, out
+    assert "Node x is forgotten: every live member holds it left." in out, out
+    assert held([a_, b_, c_], "x", "left")
+    assert main(["cluster", "verify", a_.addr]) == 0, capsys.readouterr()
+
+
+def test_remove_node_refuses_a_suspect_slot_owner_at_once(
+        launcher: Launcher, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreplicated member that is only suspect (its peers stopped hearing it; here a long
+    suspicion keeps it so) is refused at once with what to do, instead of after the 30 s wait for
+    a quiet cluster with the general sentence. And ``add-node`` of a node under the id of a dead
+    member that owns nothing names the way out: forget it first (``remove-node``)."""
+    from realnet.cli import main
+
+    swim = {"preset": "local", "probe_interval": 0.2, "probe_timeout": 0.1, "suspicion_mult": 2000}
+    a_, b_ = launcher.node("a", swim=swim), launcher.node("b", swim=swim)
+    with Admin(10.0) as adm:
+        adm.create([adm.probe(a_.addr), adm.probe(b_.addr)], even_split(["a", "b"]))
+    b_.kill()
+    poll(lambda: states(a_).get("b") == "suspect", timeout=30, what="a to suspect b")
+    assert main(["cluster", "remove-node", a_.addr, "b", "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert "Node b (" in err and "is suspect: its peers do not hear it. Only an alive node can be removed; " \
+        "if it is down, start it again: its 8192 slots' keys are on its disk only" in err, err
+    assert states(a_)["b"] == "suspect"
+
+
+def test_add_node_under_the_id_of_a_dead_member_says_to_forget_it_first(
+        launcher: Launcher, capsys: pytest.CaptureFixture[str]) -> None:
+    from realnet.cli import main
+
+    a_, b_ = launcher.node("a"), launcher.node("b")
+    with Admin(10.0) as adm:
+        adm.create([adm.probe(a_.addr), adm.probe(b_.addr)], even_split(["a", "b"]))
+        x = launcher.node("x")
+        adm.add_node(adm.probe(x.addr), adm.discover(a_.addr))
+    x.kill()
+    poll(lambda: held([a_, b_], "x", "dead"), timeout=30, what="every member to hold x dead")
+    fresh = launcher.node("x")  # x started again without its data (another address)
+    assert main(["cluster", "add-node", fresh.addr, a_.addr, "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert "The cluster already has a member called x, dead in a's view. If the new node is x started " \
+        f"again without its data, first make the cluster forget the dead member (storelab cluster " \
+        f"remove-node {a_.addr} x), then run this command again" in err, err
+    # the way out it names works
+    assert main(["cluster", "remove-node", a_.addr, "x", "--yes"]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    assert main(["cluster", "add-node", fresh.addr, a_.addr, "--yes"]) == 0, capsys.readouterr()
+    poll(lambda: held([a_, b_], "x", "alive"), timeout=30, what="the new x to join")
+    assert main(["cluster", "verify", a_.addr]) == 0, capsys.readouterr()
