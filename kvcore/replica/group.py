@@ -104,6 +104,12 @@ class ReplicaConfig:
     image_chunk: int = 4096
     #: The leader promotes a caught-up learner to voter by itself (§4.2.1).
     auto_promote: bool = True
+    #: Ticks a snapshot chunk may go unanswered before the leader sends it again (0: election_tick,
+    #: about half a second per chunk of up to a quarter of ``max_frame_bytes`` at the defaults:
+    #: raise it on a slow link), and how many times one chunk is resent before the transfer is
+    #: abandoned and started again (:class:`kvcore.raft.RaftConfig`'s fields of the same names).
+    snapshot_resend_tick: int = 0
+    snapshot_resends: int = 3
 
     def problems(self) -> list[str]:
         out = []
@@ -112,8 +118,15 @@ class ReplicaConfig:
         if self.snapshot_entries < 1 or self.image_chunk < 1:
             out.append("snapshot_entries and image_chunk must be at least 1.")
         # the ticks are the core's: its own rules say what is wrong with them
-        out += RaftConfig(id="-", election_tick=self.election_tick, heartbeat_tick=self.heartbeat_tick).validate()
+        out += self.raft_config("-").validate()
         return out
+
+    def raft_config(self, node_id: str, **more: Any) -> RaftConfig:
+        """The core's configuration for this node's group: the ticks and the snapshot transfer's
+        resends from here, ``more`` (the chunk size, the log of notable events) from the node."""
+        return RaftConfig(id=node_id, election_tick=self.election_tick, heartbeat_tick=self.heartbeat_tick,
+                          snapshot_resend_tick=self.snapshot_resend_tick,
+                          snapshot_resends=self.snapshot_resends, **more)
 
     def validate(self) -> ReplicaConfig:
         """Self, or :class:`~kvcore.tables.ConfigError` listing every problem."""
@@ -203,10 +216,8 @@ class ReplicaGroup:
         self.stats = ReplicaStats()
         stored = self._formed(disk)
         rng = random.Random(runtime.random.getrandbits(64))
-        self.raft = Raft(RaftConfig(id=node_id, election_tick=config.election_tick,
-                                    heartbeat_tick=config.heartbeat_tick,
-                                    max_snapshot_chunk=node_config.max_frame_bytes // 4,
-                                    notable=raft_log), stored, rng)
+        self.raft = Raft(config.raft_config(node_id, max_snapshot_chunk=node_config.max_frame_bytes // 4,
+                                            notable=raft_log), stored, rng)
         self.machine = StateMachine(store)
         if stored.snapshot.data:
             self.machine.restore(stored.snapshot.data, stored.snapshot.meta.index)

@@ -237,7 +237,26 @@ def test_raft_table_reports_keys_types_and_the_cores_rules_together() -> None:
     assert problems(raft_table, {"snapshot_entries": 0, "election_tick": 1, "tick": "fast", "nope": 1}) == [
         "Raft setting 'tick' in [raft] must be a number, not 'fast'.",
         "Unknown Raft setting 'nope' in [raft]; known: auto_promote, election_tick, heartbeat_tick, "
-        "image_chunk, retry, snapshot_entries, tick.",
+        "image_chunk, retry, snapshot_entries, snapshot_resend_tick, snapshot_resends, tick.",
         "[raft]: snapshot_entries and image_chunk must be at least 1.",
         "[raft]: election_tick (1) must be greater than heartbeat_tick (1); 10 times is suggested.",
     ]
+    assert problems(raft_table, {"snapshot_resend_tick": -1}) == [
+        "[raft]: snapshot_resend_tick and snapshot_resends must be at least 0.",
+    ]
+
+
+def test_the_snapshot_transfers_resends_are_raft_settings_that_reach_the_group(tmp_path: Any) -> None:
+    """The leader resends an unanswered snapshot chunk after ``snapshot_resend_tick`` ticks (the
+    core's default, 0, is election_tick: half a second at the defaults, short for a 1 MiB chunk on
+    a slow link) and gives a transfer up after ``snapshot_resends``: both were the core's
+    defaults only, with no way to set them on a real node."""
+    from kvcore.replica import ReplicaConfig
+
+    f = tmp_path / "n.toml"
+    f.write_text("[raft]\nsnapshot_resend_tick = 60\nsnapshot_resends = 5\n")
+    s = load_settings(node.build_parser().parse_args(["--config", str(f)]))
+    assert s.replica == ReplicaConfig(snapshot_resend_tick=60, snapshot_resends=5)
+    core = s.replica.raft_config("a", max_snapshot_chunk=4096)
+    assert (core.snapshot_resend_tick, core.snapshot_resends, core.max_snapshot_chunk) == (60, 5, 4096)
+    assert (core.election_tick, core.heartbeat_tick) == (10, 1)

@@ -370,3 +370,10 @@ def test_a_follower_stopped_across_a_compaction_gets_one_snapshot_not_one_per_he
     assert image > 20 * chunk
     assert g.raft.stats["snapshots_sent"] == 1
     assert one_image <= g.raft.stats["snapshot_chunks_sent"] <= one_image + g.raft.cfg.snapshot_resends
+
+
+def test_a_groups_raft_takes_the_snapshot_transfers_resends_from_the_replica_config() -> None:
+    c = SimCluster(6, 3, replicas=3, replica=ReplicaConfig(snapshot_resend_tick=40, snapshot_resends=7))
+    cfg = c.node(a_leader(c)).replica.raft.cfg
+    assert (cfg.snapshot_resend_tick, cfg.snapshot_resends) == (40, 7)
+    assert (cfg.election_tick, cfg.heartbeat_tick) == (ReplicaConfig.election_tick, ReplicaConfig.heartbeat_tick)
