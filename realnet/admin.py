@@ -53,6 +53,20 @@ tells which nodes hold keys of them); the rules and their reasons are in :mod:`k
 What ``verify`` reports about members (a node down, views that differ) fix explains in a
 sentence (:func:`member_problems`): gossip settles those, not fix.
 
+**The admin token first** (:meth:`Admin.token_problems`). The CLI sends one admin token to every
+node, and a node started with another (``--admin-token-file``), or with one when none is sent,
+answers its first change 401: found only there, after other nodes changed, it left a half-made
+cluster or a half-done move. So every command that changes several nodes first asks each node it
+will change ``POST /cluster/check-token`` (:mod:`realnet.adminapi`: it changes nothing and passes
+the token check every admin ``POST`` passes) and refuses, naming each node that answers 401,
+before the first change: ``create`` (every node), ``add-node`` (the new node and every live
+member: the new node must take the cluster's token), the slot moves of ``reshard``,
+``rebalance`` and ``remove-node`` (each move's source and target; the node removed), a
+replicated ``remove-node`` (the leader, its heir when it is the node, the node), the forced leave
+of a dead member (every live member) and ``fix`` (:func:`fix_nodes`: the nodes its plan changes).
+A node without an admin token takes any; one that does not know the verb (404: an older version)
+is not judged.
+
 **Plans**. ``reshard`` and ``rebalance`` plan with :func:`kvcore.rebalance.plan_reshard` and
 :func:`kvcore.rebalance.plan_rebalance` from the entry node's slot map, after
 :meth:`Admin.wait_stable` saw the cluster quiet: every slot owned, every live node agreeing on

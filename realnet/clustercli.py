@@ -33,7 +33,9 @@ stdin (anything but ``y``/``yes``, end of input included, declines) unless ``--y
 Moving slots shows a progress bar (tqdm, on stderr). Exit status: 0 done (or nothing to do);
 1 refused (a node unfit for ``create``/``add-node``, an impossible plan, a cluster not in a state
 to change), problems found (``verify``, what ``fix`` could not fix) or declined at the prompt;
-2 a usage error, or a node that could not be reached or answered an error.
+2 a usage error, or a node that could not be reached or answered an error, or that refuses the
+admin token (asked of every node a command will change before it changes any:
+:meth:`realnet.admin.Admin.token_problems`).
 """
 
 
