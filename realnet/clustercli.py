@@ -545,12 +545,11 @@ def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node:
         raise Refused(f"Node {node.label()} is dead in {cluster.entry.id}'s view but {', '.join(up)} "
                       f"{'holds' if len(up) == 1 else 'hold'} it alive or suspect; wait for the nodes to agree "
                       "(storelab cluster verify) and run this command again; nothing was changed.")
+    a.require_token([n for n in cluster.live() if n.id != node.id], "forget the node")  # each holds it left
     why = ("is neither a voter nor a learner of the group" if replicated
            else "owns no slots")
     say(f"Node {node.label()} is dead and {why}: it cannot be asked to leave, so the cluster forgets it "
         "(every live member holds it left, a forced leave on its behalf).")
-    others = [n for n in cluster.live() if n.id != node.id]
-    a.require_token(others, "forget the node")  # each is asked to hold it left
     confirm(args, f"Forget node {node.id}?")
     # on a replicated cluster its slots are a hint only (the group serves every slot): nothing lost
     a.forget(cluster, node, accept_loss=replicated)
