@@ -53,6 +53,20 @@ tells which nodes hold keys of them); the rules and their reasons are in :mod:`k
 What ``verify`` reports about members (a node down, views that differ) fix explains in a
 sentence (:func:`member_problems`): gossip settles those, not fix.
 
+**The admin token first** (:meth:`Admin.token_problems`). The CLI sends one admin token to every
+node, and a node started with another (``--admin-token-file``), or with one when none is sent,
+answers its first change 401: found only there, after other nodes changed, it left a half-made
+cluster or a half-done move. So every command that changes several nodes first asks each node it
+will change ``POST /cluster/check-token`` (:mod:`realnet.adminapi`: it changes nothing and passes
+the token check every admin ``POST`` passes) and refuses, naming each node that answers 401,
+before the first change: ``create`` (every node), ``add-node`` (the new node and every live
+member: the new node must take the cluster's token), the slot moves of ``reshard``,
+``rebalance`` and ``remove-node`` (each move's source and target; the node removed), a
+replicated ``remove-node`` (the leader, its heir when it is the node, the node), the forced leave
+of a dead member (every live member) and ``fix`` (:func:`fix_nodes`: the nodes its plan changes).
+A node without an admin token takes any; one that does not know the verb (404: an older version)
+is not judged.
+
 **Plans**. ``reshard`` and ``rebalance`` plan with :func:`kvcore.rebalance.plan_reshard` and
 :func:`kvcore.rebalance.plan_rebalance` from the entry node's slot map, after
 :meth:`Admin.wait_stable` saw the cluster quiet: every slot owned, every live node agreeing on
@@ -116,6 +130,7 @@ from realnet.clusterview import (
     NodeError,
     NodeState,
     Refused,
+    TokenRefused,
     Unauthorized,
     Unreachable,
     _fmt,
@@ -132,6 +147,9 @@ from realnet.sentences import capitalized
 MOVE_KEYS_TIMEOUT = 120.0
 #: keys per batch (Redis's ``--cluster-pipeline`` is 10; our batches are one frame each)
 DEFAULT_BATCH = 100
+#: the admin verb that changes nothing: 200 when the node takes the admin token sent, else 401
+#: (realnet.adminapi); asked of every node a command will change before it changes any
+CHECK_TOKEN = "/cluster/check-token"
 #: seconds to wait for gossip to carry a change to every node
 CONVERGE_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
@@ -154,6 +172,8 @@ class Admin:
                  cancel: threading.Event | None = None, log: Callable[[str], None] | None = None,
                  token: str | None = None, accept_loss: bool = False) -> None:
         self.http = Http(timeout, token)
+        #: whether this command sends an admin token (the sentences of :meth:`token_problems`)
+        self.token_given = bool(token)
         #: fix may drop or orphan keys (kvcore.node.guards): sent as accept_loss where it acts
         self.accept_loss = accept_loss
         self.converge_timeout = converge_timeout
@@ -216,6 +236,58 @@ class Admin:
                 n.info, n.members, n.slots, n.error = got.info, got.members, got.slots, got.error
             view.nodes[n.id] = n
         return view
+
+    # --- the admin token -------------------------------------------------------------------
+
+    def token_problems(self, nodes: Iterable[NodeState]) -> list[str]:
+        """Why this command's admin token would stop it midway: one sentence per node of
+        ``nodes`` (those that answered their probe) that refuses it, naming the node and what to
+        do; empty when every one takes it. Each is asked ``POST /cluster/check-token``, which
+        changes nothing and passes the token check every admin ``POST`` passes (401 for a token
+        the node does not take, or none when it needs one). A node that does not know the verb
+        (404: an older version) is not judged; its first change would say."""
+        refused: list[NodeState] = []
+        holders: list[str] = []  # answered 200 and need a token: they take this one
+        seen: set[str] = set()
+        for n in nodes:
+            if not n.reachable or n.addr in seen:
+                continue
+            seen.add(n.addr)
+            try:
+                got = self.post(n.addr, CHECK_TOKEN, {})
+            except Unauthorized:
+                refused.append(n)
+                continue
+            except NodeError as e:
+                if e.http_status == 404:
+                    continue
+                raise
+            if isinstance(got, dict) and got.get("token_required"):
+                holders.append(n.id)
+        return [self._token_sentence(n, holders) for n in refused]
+
+    def _token_sentence(self, n: NodeState, holders: Sequence[str]) -> str:
+        if not self.token_given:
+            return (f"Node {n.label()} requires the admin token (401 unauthorized) and none was given: give "
+                    "it with STORELAB_ADMIN_TOKEN=TOKEN or --token-file FILE (the token of the node's "
+                    "--admin-token-file).")
+        if holders:
+            take = "takes" if len(holders) == 1 else "take"
+            return (f"Node {n.label()} refuses this admin token (401 unauthorized), which {', '.join(sorted(holders))} "
+                    f"{take}: the nodes were started with different admin tokens (--admin-token-file), and "
+                    f"every command sends one token to every node; start {n.id} with the same token file as "
+                    "the others, then run this command again.")
+        return (f"Node {n.label()} refuses this admin token (401 unauthorized): it is not the token the node "
+                "was started with (--admin-token-file); give that one with STORELAB_ADMIN_TOKEN=TOKEN or "
+                "--token-file FILE.")
+
+    def require_token(self, nodes: Iterable[NodeState], command: str) -> None:
+        """:class:`TokenRefused` (exit status 2) naming each node of ``nodes`` that refuses this
+        admin token (:meth:`token_problems`), before ``command`` changes anything."""
+        problems = self.token_problems(nodes)
+        if problems:
+            who = "a node refuses" if len(problems) == 1 else f"{len(problems)} nodes refuse"
+            raise TokenRefused(f"Refused to {command}: {who} this admin token; nothing was changed.", problems)
 
     def wait_stable(self, addr: str, timeout: float | None = None) -> ClusterView:
         """Discover until :func:`cluster_problems` finds nothing; Refused with them at the deadline."""
@@ -561,6 +633,15 @@ class Admin:
         return problems
 
 
+def fix_nodes(cluster: ClusterView, plan: FixPlan) -> list[NodeState]:
+    """The members ``plan`` changes (each move's ends, each node whose marks it clears or rolls
+    back, each node it lets claim slots): the nodes fix asks its admin token of first."""
+    ids = {i for m in [*plan.resume, *plan.regather] for i in (m.source, m.target)}
+    ids.update(nid for nid, _ in [*plan.clear, *plan.rollback, *plan.readopt, *plan.collided,
+                                  *plan.reclaim, *plan.assign])
+    return [n for i, n in cluster.nodes.items() if i in ids]
+
+
 #: ``add-node``'s and ``create``'s waits look at the transport counters every this many polls
 #: (about half a second)
 TROUBLE_EVERY = 10
@@ -660,6 +741,7 @@ def auto_rebalance(addr: str, me: str, cancel: threading.Event | None = None,
 
 
 __all__ = [
+    "CHECK_TOKEN",
     "CHUNK",
     "DEFAULT_BATCH",
     "EXIT_ERROR",
@@ -673,6 +755,7 @@ __all__ = [
     "NodeError",
     "NodeState",
     "Refused",
+    "TokenRefused",
     "Unauthorized",
     "Unreachable",
     "auto_rebalance",
@@ -681,6 +764,7 @@ __all__ = [
     "create_problems",
     "create_trouble",
     "even_split",
+    "fix_nodes",
     "join_trouble",
     "member_problems",
     "owners_of",

@@ -51,6 +51,14 @@ body (``Content-Type: application/json``) and answer a JSON object:
                                409 for a member not dead, one the replicated group's
                                configuration counts, and (unless ``"accept_loss": true``) one
                                that owns slots or is the other end of a migration here
+``/cluster/check-token``       ``{}``: nothing; it reads no field and changes nothing. It passes
+                               the one door every admin ``POST`` passes (:meth:`AdminApi.admin`),
+                               so 200 ``{"id", "ok": true, "token_required"}`` says this node
+                               takes the admin token it was sent (``token_required`` false: it
+                               needs none) and 401 ``unauthorized`` that it refuses it: what
+                               ``storelab cluster`` asks every node it will change before it
+                               changes any (:meth:`realnet.admin.Admin.token_problems`), since a
+                               401 midway would leave the job half done
 =============================  ================================================================
 
 A body that is not a JSON object, a missing field or one of the wrong type is 400
@@ -286,6 +294,11 @@ class AdminApi:
         if changed:
             log.info("holding the dead member %s left, as asked through the API (a forced leave)", member)
         return json_response(200, {"id": self.node.id, "node": member, "state": "left", "changed": changed})
+
+    def admin_check_token(self, body: dict[str, Any]) -> Response:
+        """Nothing to do: :meth:`admin` let the request through, so this node takes the admin
+        token it was sent (or needs none). No field is read; nothing changes (module docstring)."""
+        return json_response(200, {"id": self.node.id, "ok": True, "token_required": self.admin_check is not None})
 
     def admin_leave(self, body: dict[str, Any]) -> Response:
         node = self.node

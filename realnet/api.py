@@ -277,6 +277,7 @@ class Api(AdminApi, ReplicaAdminApi):
             "/cluster/rollback": self.admin_rollback,
             "/cluster/leave": self.admin_leave,
             "/cluster/forget": self.admin_forget,
+            "/cluster/check-token": self.admin_check_token,
             **self.replica_routes(),  # a replicated group's verbs (realnet.replicaapi)
         }
         #: client operation latencies (observed by each request's _ReplySlot)

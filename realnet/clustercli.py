@@ -33,7 +33,9 @@ stdin (anything but ``y``/``yes``, end of input included, declines) unless ``--y
 Moving slots shows a progress bar (tqdm, on stderr). Exit status: 0 done (or nothing to do);
 1 refused (a node unfit for ``create``/``add-node``, an impossible plan, a cluster not in a state
 to change), problems found (``verify``, what ``fix`` could not fix) or declined at the prompt;
-2 a usage error, or a node that could not be reached or answered an error.
+2 a usage error, or a node that could not be reached or answered an error, or that refuses the
+admin token (asked of every node a command will change before it changes any:
+:meth:`realnet.admin.Admin.token_problems`).
 """
 
 
@@ -241,6 +243,12 @@ class _Bar:
             self.bar.close()
 
 
+def _move_ends(cluster: ClusterView, moves: Sequence[Move]) -> list[NodeState]:
+    """The nodes ``moves`` change: each move's source and target."""
+    ids = {i for m in moves for i in (m.source, m.target)}
+    return [n for i, n in cluster.nodes.items() if i in ids]
+
+
 def _moves_table(cluster: ClusterView, moves: Sequence[Move]) -> str:
     rows = [(m.source, m.target, _short(format_ranges(m.slots)), m.count) for m in moves]
     return table(("FROM", "TO", "SLOTS", "COUNT"), rows)
@@ -276,8 +284,10 @@ def cmd_create(args: argparse.Namespace, a: Admin) -> int:
     problems = admin.create_problems(nodes)
     if args.replicas > 1:
         problems += replicacli.create_problems(nodes)
-    if problems:
-        return _refuse("create the cluster", problems, all(n.reachable for n in nodes))
+    refused = a.token_problems(nodes)  # every node is asked to change
+    if problems or refused:
+        return _refuse("create the cluster", problems + refused,
+                       all(n.reachable for n in nodes) and not refused)
     if args.replicas > 1:
         return replicacli.cmd_create(args, a, nodes)
     plan = even_split([n.id for n in nodes])
@@ -372,7 +382,8 @@ def cmd_members(args: argparse.Namespace, a: Admin) -> int:
 
 
 def _refuse(command: str, problems: list[str], reachable: bool) -> int:
-    """Print each problem and that nothing changed; exit 1, or 2 when a node could not be reached."""
+    """Print each problem and that nothing changed; exit 1, or 2 when a node could not be reached
+    or refuses the admin token (``reachable`` false)."""
     for p in problems:
         error(p)
     error(f"Refused to {command}; nothing was changed")
@@ -426,8 +437,11 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
         problems += admin.bus_problems(new, cluster.live())
     if replicated and new.reachable:
         problems += replicacli.fresh_problems(cluster, new)
-    if problems:
-        return _refuse("add the node", problems, new.reachable)
+    # NEW is asked to meet, a replicated group's leader (whichever member it is by then) to add
+    # it; and once a member, NEW is changed by the same token as the others
+    refused = a.token_problems([new, *cluster.live()])
+    if problems or refused:
+        return _refuse("add the node", problems + refused, new.reachable and not refused)
     if replicated:
         return replicacli.cmd_add_node(args, a, cluster, new)
     members = cluster.members()
@@ -451,6 +465,7 @@ def cmd_reshard(args: argparse.Namespace, a: Admin) -> int:
             raise AdminError("--from is either 'all' or a list of nodes, not both.")
         sources = [cluster.resolve(r).id for r in refs]
     moves = a.plan_reshard(cluster, args.slots, target.id, sources)
+    a.require_token(_move_ends(cluster, moves), "reshard")
     say(f"Moving {args.slots} slot{'s' if args.slots != 1 else ''} to {target.label()}:")
     say(_moves_table(cluster, moves))
     confirm(args, "Move these slots?")
@@ -466,6 +481,7 @@ def cmd_rebalance(args: argparse.Namespace, a: Admin) -> int:
     if not moves:
         say("The cluster is balanced: every node is within one slot of its share. Nothing to move.")
         return admin.EXIT_OK
+    a.require_token(_move_ends(cluster, moves), "rebalance")
     total = sum(m.count for m in moves)
     say(f"Rebalancing: {total} slot{'s' if total != 1 else ''} move in {len(moves)} move"
         f"{'s' if len(moves) != 1 else ''}:")
@@ -507,6 +523,7 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
         raise Refused(f"Node {node.label()} is the only member; there is nobody to give its slots to.")
     owned = cluster.slot_counts().get(node.id, 0)
     moves = a.plan_rebalance(cluster, {node.id: 0.0}, args.use_empty) if owned else []
+    a.require_token([node, *_move_ends(cluster, moves)], "remove the node")  # it is asked to leave last
     say(f"Removing node {node.label()}: its {owned} slot{'s' if owned != 1 else ''} move to the others, "
         "then it leaves the cluster (its process exits).")
     if moves:
@@ -565,6 +582,7 @@ def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node:
         raise Refused(f"Node {node.label()} is dead in {cluster.entry.id}'s view but {', '.join(up)} "
                       f"{'holds' if len(up) == 1 else 'hold'} it alive or suspect; wait for the nodes to agree "
                       "(storelab cluster verify) and run this command again; nothing was changed.")
+    a.require_token([n for n in cluster.live() if n.id != node.id], "forget the node")  # each holds it left
     why = ("is neither a voter nor a learner of the group" if replicated
            else "owns no slots")
     if cut_short:
@@ -594,6 +612,7 @@ def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
         say("No open migration to fix. The slot map needs no mending." if not plan.problems
             else "Nothing can be fixed now.")
         return admin.EXIT_PROBLEMS if plan.problems else admin.EXIT_OK
+    a.require_token(admin.fix_nodes(cluster, plan), "fix")
     say("To fix:")
     for line in plan.describe():
         say(f"  - {line}")

@@ -13,7 +13,8 @@ checks are pure functions of those views, one sentence per problem: :func:`creat
 
 **Errors** are :class:`AdminError` with a sentence and the exit status the CLI uses: 1 for a
 refusal or problems found (:class:`Refused`), 2 for a node that cannot be reached or answered an
-error (:class:`Unreachable`, :class:`NodeError`).
+error (:class:`Unreachable`, :class:`NodeError`, :class:`Unauthorized`), and for nodes that would
+refuse the admin token, found before anything changed (:class:`TokenRefused`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ class Refused(AdminError):
     def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.problems = list(problems)
+
+
+class TokenRefused(Refused):
+    """Nodes the command would change refuse its admin token (``POST /cluster/check-token``
+    answered 401 before anything changed): a refusal, with the exit status of the 401 it spares
+    (2, as :class:`Unauthorized`)."""
+
+    status = EXIT_ERROR
 
 
 class Unreachable(AdminError):
@@ -428,6 +437,7 @@ __all__ = [
     "NodeError",
     "NodeState",
     "Refused",
+    "TokenRefused",
     "Unauthorized",
     "Unreachable",
     "bus_problems",

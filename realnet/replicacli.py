@@ -426,11 +426,10 @@ def remove(a: Admin, cluster: ClusterView, node: NodeState) -> str:
     lead = leader_or_refuse(cluster)
     if in_conf(raft_of(lead) or {}, node.id):  # (else removed already: cut off meanwhile, or a
         if lead.id == node.id:                  # remove-node cut short)
-            others = [v for v in (raft_of(lead) or {}).get("voters", []) if v != node.id
-                      and v in cluster.nodes and cluster.nodes[v].reachable]
-            if not others:
+            heir = successor(cluster, lead)
+            if heir is None:
                 raise Refused(f"Node {node.id} is the group's only live voter; nobody could take over.")
-            cluster = failover(a, cluster, cluster.nodes[others[0]])
+            cluster = failover(a, cluster, heir)
             lead = leader_or_refuse(cluster)
         a.post(lead.addr, "/cluster/remove-voter", {"node": node.id})
 
@@ -448,6 +447,15 @@ def remove(a: Admin, cluster: ClusterView, node: NodeState) -> str:
     except admin.Unreachable as e:
         return e.message
     return ""
+
+
+def successor(cluster: ClusterView, lead: NodeState) -> NodeState | None:
+    """The voter that takes over from ``lead`` when ``lead`` is removed: the first other voter
+    of its configuration that answered (None: there is none)."""
+    for v in (raft_of(lead) or {}).get("voters", []):
+        if v != lead.id and v in cluster.nodes and cluster.nodes[v].reachable:
+            return cluster.nodes[v]
+    return None
 
 
 def leave(a: Admin, node: NodeState) -> None:
@@ -555,6 +563,8 @@ def cmd_add_node(args: argparse.Namespace, a: Admin, cluster: ClusterView, new: 
             "Nothing to do.")
         return admin.EXIT_OK
     leader_or_refuse(cluster)  # every step but a fresh node's meet needs one: refuse before it
+    if stage != FRESH:  # (a fresh NEW's add-node asked the token with its other problems)
+        a.require_token([new, *cluster.live()], "finish adding the node")
     if stage == FRESH:
         say(f"Adding node {new.label()} to the replicated group of {cluster.entry.label()}: it joins as a "
             "learner, catches up, then votes.")
@@ -589,6 +599,9 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
             raise admin.Unreachable(why)
         say(f"Node {node.id} left the cluster.")
         return admin.EXIT_OK
+    heir = successor(cluster, lead) if lead.id == node.id else None
+    # the leader (first its heir, when it is the node) removes it, then it is asked to leave
+    a.require_token([n for n in (lead, heir, node) if n is not None], "remove the node")
     say(f"Removing node {node.label()} from the replicated group by a configuration change; then it "
         "leaves the cluster (its process exits).")
     confirm(args, f"Remove node {node.id}?")
@@ -611,4 +624,5 @@ __all__ = [
     "AdminError", "check_replicas", "cmd_add_node", "cmd_create", "cmd_failover", "cmd_info",
     "cmd_remove_node", "cmd_verify", "create_problems", "data_dir_problems", "fresh_problems", "group_problems",
     "in_conf", "join_stage", "leader_of", "leader_or_refuse", "member_of", "raft_of", "refuse_slot_moves", "replicated",
+    "successor",
 ]

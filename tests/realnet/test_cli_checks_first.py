@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from realnet import admin, clustercli, replicacli
-from realnet.admin import ClusterView, NodeState, join_trouble
+from realnet.admin import Admin, ClusterView, NodeState, join_trouble
 from realnet.cli import main
 from realnet.replicaapi import MAX_VOTERS
 
@@ -34,12 +34,24 @@ def _node(nid: str, *, port: int = 0, data_dir: bool | None = True, name: str = 
 
 
 class FakeAdmin:
-    """Answers probes and discoveries from given views; records every change asked of it."""
+    """Answers probes and discoveries from given views; records every change asked of it. The
+    admin token check is the real one (:meth:`realnet.admin.Admin.token_problems`), over a
+    ``post`` that answers ``/cluster/check-token`` 401 for the addresses in ``refuse`` (and
+    records no change for it: it is none)."""
 
-    def __init__(self, probes: dict[str, NodeState], cluster: ClusterView | None = None) -> None:
+    token_problems = Admin.token_problems
+    _token_sentence = Admin._token_sentence
+    require_token = Admin.require_token
+
+    def __init__(self, probes: dict[str, NodeState], cluster: ClusterView | None = None,
+                 refuse: set[str] | None = None, token_given: bool = True) -> None:
         self.probes = probes
         self.cluster = cluster
         self.changes: list[tuple[str, Any]] = []
+        self.refuse = refuse or set()
+        self.token_given = token_given
+        #: the addresses asked /cluster/check-token, in order
+        self.checked: list[str] = []
 
     def __enter__(self) -> FakeAdmin:
         return self
@@ -58,6 +70,11 @@ class FakeAdmin:
         return self.discover(addr)
 
     def post(self, addr: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        if path == admin.CHECK_TOKEN:
+            self.checked.append(addr)
+            if addr in self.refuse:
+                raise admin.Unauthorized(addr, "This request requires the admin token.")
+            return {"id": addr, "ok": True, "token_required": True}
         self.changes.append((addr, path))
         return {}
 
@@ -228,6 +245,113 @@ def test_add_node_to_a_group_refuses_before_the_meet(monkeypatch: Any, capsys: A
     fake = FakeAdmin(_probes(_node("d")), cluster)
     assert run(monkeypatch, fake, "add-node", d.addr, a.addr, "--yes") == 1
     assert "no leader now" in capsys.readouterr().err
+    assert fake.changes == []
+
+
+# --- the admin token, asked of every node a command changes before the first change -------------------
+
+
+def test_create_refuses_a_node_that_refuses_the_admin_token_before_any_change(
+        monkeypatch: Any, capsys: Any) -> None:
+    a, b, c = _node("a"), _node("b"), _node("c")
+    fake = FakeAdmin(_probes(a, b, c), refuse={c.addr})
+    assert run(monkeypatch, fake, "create", a.addr, b.addr, c.addr, "--yes") == 2  # a 401's status
+    err = capsys.readouterr().err
+    assert (f"Node c ({c.addr}) refuses this admin token (401 unauthorized), which a, b take: the nodes were "
+            "started with different admin tokens (--admin-token-file)") in err, err
+    assert "Refused to create the cluster; nothing was changed." in err
+    assert fake.checked == [a.addr, b.addr, c.addr] and fake.changes == []
+    # no token given, and every node needs one: each is named, with how to give it
+    fake = FakeAdmin(_probes(a, b, c), refuse={a.addr, b.addr, c.addr}, token_given=False)
+    assert run(monkeypatch, fake, "create", a.addr, b.addr, c.addr, "--replicas", "3", "--yes") == 2
+    err = capsys.readouterr().err
+    for n in (a, b, c):
+        assert (f"Node {n.id} ({n.addr}) requires the admin token (401 unauthorized) and none was given: give it "
+                "with STORELAB_ADMIN_TOKEN=TOKEN or --token-file FILE") in err, err
+    assert fake.changes == []
+    # a token no node takes: it is not theirs
+    fake = FakeAdmin(_probes(a, b), refuse={a.addr, b.addr})
+    assert run(monkeypatch, fake, "create", a.addr, b.addr, "--yes") == 2
+    assert (f"Node a ({a.addr}) refuses this admin token (401 unauthorized): it is not the token the node was "
+            "started with (--admin-token-file)") in capsys.readouterr().err
+    assert fake.changes == []
+
+
+def test_add_node_refuses_when_new_or_a_member_refuses_the_admin_token_before_the_meet(
+        monkeypatch: Any, capsys: Any) -> None:
+    a, b = _member("a"), _member("b")
+    d = _node("d")
+    # the command holds NEW's token, which the cluster's members refuse: NEW would have met them
+    fake = FakeAdmin(_probes(d), _cluster(a, b), refuse={a.addr, b.addr})
+    assert run(monkeypatch, fake, "add-node", d.addr, a.addr, "--yes") == 2
+    err = capsys.readouterr().err
+    assert f"Node a ({a.addr}) refuses this admin token (401 unauthorized), which d takes" in err, err
+    assert f"Node b ({b.addr}) refuses this admin token" in err
+    assert "Refused to add the node; nothing was changed." in err
+    assert fake.changes == []
+    # the cluster's token, which NEW refuses
+    fake = FakeAdmin(_probes(d), _cluster(a, b), refuse={d.addr})
+    assert run(monkeypatch, fake, "add-node", d.addr, a.addr, "--yes") == 2
+    assert f"Node d ({d.addr}) refuses this admin token (401 unauthorized), which a, b take" in (
+        capsys.readouterr().err)
+    assert fake.changes == []
+    # every one takes it: the node is added
+    fake = FakeAdmin(_probes(d), _cluster(a, b))
+    assert run(monkeypatch, fake, "add-node", d.addr, a.addr, "--yes") == 0
+    assert fake.checked == [d.addr, a.addr, b.addr] and fake.changes == [("add_node", "d")]
+
+
+def test_remove_node_asks_the_token_of_the_nodes_it_changes_first(monkeypatch: Any, capsys: Any) -> None:
+    ids = ("a", "b", "c")
+    a, b, c = (_member(i, ids) for i in ids)
+    runs = [(0, 5460, "a", 1), (5461, 10922, "b", 2), (10923, 16383, "c", 3)]
+    fake = FakeAdmin({}, _cluster(a, b, c, runs=runs), refuse={b.addr})
+    monkeypatch.setattr(FakeAdmin, "plan_rebalance", staticmethod(Admin.plan_rebalance), raising=False)
+    assert run(monkeypatch, fake, "remove-node", a.addr, "c", "--yes") == 2
+    err = capsys.readouterr().err
+    assert "Refused to remove the node: a node refuses this admin token; nothing was changed." in err, err
+    assert f"Node b ({b.addr}) refuses this admin token (401 unauthorized), which a, c take" in err
+    assert fake.changes == []
+    # a replicated group's leader is removed: the leader, its heir and the node are asked first
+    a, b, c = (_member(i, ids, raft=_group(ids, role="leader" if i == "a" else "follower")) for i in ids)
+    fake = FakeAdmin({}, _cluster(a, b, c), refuse={b.addr})
+    assert run(monkeypatch, fake, "remove-node", a.addr, "a", "--yes") == 2
+    assert f"Node b ({b.addr}) refuses this admin token" in capsys.readouterr().err
+    assert sorted(fake.checked) == [a.addr, b.addr] and fake.changes == []
+
+
+@pytest.mark.parametrize("argv", [["rebalance", "--weight", "c=2"], ["reshard", "--slots", "100", "--to", "c"]])
+def test_slot_moves_ask_the_token_of_their_sources_and_targets_first(
+        monkeypatch: Any, capsys: Any, argv: list[str]) -> None:
+    ids = ("a", "b", "c", "d")
+    nodes = [_member(i, ids) for i in ids]
+    runs = [(0, 8191, "a", 1), (8192, 16383, "b", 2)]  # c gets its share; d owns none, takes no part
+    monkeypatch.setattr(FakeAdmin, "plan_rebalance", staticmethod(Admin.plan_rebalance), raising=False)
+    monkeypatch.setattr(FakeAdmin, "plan_reshard", staticmethod(Admin.plan_reshard), raising=False)
+    fake = FakeAdmin({}, _cluster(*nodes, runs=runs), refuse={nodes[2].addr, nodes[3].addr})
+    assert run(monkeypatch, fake, argv[0], nodes[0].addr, *argv[1:], "--yes") == 2
+    err = capsys.readouterr().err
+    assert f"Refused to {argv[0]}: a node refuses this admin token; nothing was changed." in err, err
+    assert f"Node c ({nodes[2].addr}) refuses this admin token (401 unauthorized), which a, b take" in err
+    assert "Node d" not in err  # not changed by these moves: not asked
+    assert sorted(fake.checked) == [n.addr for n in nodes[:3]] and fake.changes == []
+
+
+def test_fix_asks_the_token_of_the_nodes_its_plan_changes(monkeypatch: Any, capsys: Any) -> None:
+    from kvcore.rebalance import Move
+    from kvcore.slotmove import FixPlan
+
+    ids = ("a", "b", "c", "d")
+    nodes = [_member(i, ids) for i in ids]
+    plan = FixPlan(resume=[Move("a", "b", ((0, 9),))], clear=[("c", [1])])
+    assert [n.id for n in admin.fix_nodes(_cluster(*nodes), plan)] == ["a", "b", "c"]
+    assert admin.fix_nodes(_cluster(*nodes), FixPlan(converge=[("a", [1], ["d"])])) == []
+    fake = FakeAdmin({}, _cluster(*nodes), refuse={nodes[2].addr, nodes[3].addr})
+    monkeypatch.setattr(FakeAdmin, "plan_fix", lambda self, cluster, assign=False: plan, raising=False)
+    assert run(monkeypatch, fake, "fix", nodes[0].addr, "--yes") == 2
+    err = capsys.readouterr().err
+    assert "Refused to fix: a node refuses this admin token; nothing was changed." in err, err
+    assert f"Node c ({nodes[2].addr}) refuses this admin token" in err and "Node d" not in err
     assert fake.changes == []
 
 
