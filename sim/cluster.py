@@ -49,6 +49,7 @@ from kvcore.membership.member import UP
 from kvcore.messages import Reply
 from kvcore.metrics import NodeStats
 from kvcore.node import Node
+from kvcore.raft.messages import ConfState
 from kvcore.replica import ReplicaConfig
 from kvcore.slotmove import Fix, MoveSlots
 from kvcore.slots import even_split
@@ -57,7 +58,7 @@ from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.raftcheck import Figure3Feed
 from sim.rand import stream
-from sim.replicas import ask_leader
+from sim.replicas import ask_leader, committed_conf
 from sim.runtime import SimRuntime
 from sim.slotmove import drive
 from sim.storage import SimStorage, SyncStats
@@ -175,6 +176,9 @@ class SimCluster:
         self._specs: dict[str, NodeSpec] = {}
         #: joined nodes restarted with ``seeds=False``: they rejoin from what their storage kept
         self._no_seeds: set[str] = set()
+        #: the newest committed configuration seen, with its index (client_nodes): kept while no
+        #: live node runs the group (a power loss), so the clients' choice does not fall back
+        self._members: tuple[int, ConfState] | None = None
         for spec in self.cluster_config.nodes:
             self._add_slot(spec)
 
@@ -214,6 +218,31 @@ class SimCluster:
 
     def nodes(self) -> list[Any]:
         return [s.endpoint.node for s in self._slots.values() if s.endpoint.node is not None]
+
+    def client_nodes(self) -> list[str]:
+        """The nodes a client picks among (:class:`~sim.clients.SimClient`), in id order.
+
+        In a replicated cluster, the members, voters and learners, of the newest configuration a
+        live node knows committed (:func:`sim.replicas.committed_conf`): what a client told the
+        cluster's members would know, as Jepsen's member nemesis tells its clients. A node that
+        a configuration change added becomes one once its addition committed; a removed one
+        stops being one once its removal committed, before it leaves. A crashed or cut-off
+        member stays one: only its removal makes it no member. While the group keeps the nodes
+        it was formed with, those are every node, in the order of :attr:`ids`, so the clients
+        pick exactly as they did before they followed the members.
+
+        Otherwise (unreplicated, or while no live node runs the group and none was seen yet):
+        every node the cluster has had, :attr:`ids`, live or not, left or not.
+        """
+        if self.replicas > 1:
+            newest = committed_conf(self)
+            if newest is not None and (self._members is None or newest[0] > self._members[0]):
+                self._members = newest
+        if self._members is None:
+            return self.ids
+        conf = self._members[1]
+        members = [nid for nid in self._slots if nid in conf.voters or nid in conf.learners]
+        return members or self.ids
 
     def alive(self) -> list[str]:
         return [nid for nid, s in self._slots.items() if s.endpoint.node is not None]
@@ -546,14 +575,15 @@ class SimCluster:
         link: Latency | None = None,
         targets: Sequence[str | None] | None = None,
     ) -> list[SimClient]:
-        """Start ``count`` clients; each sends to a random live-or-not node unless targeted."""
+        """Start ``count`` clients; each sends each operation to a random node of
+        :meth:`client_nodes` (live or not), unless targeted."""
         w = workload or Workload()
         out = []
         for i in range(count):
             idx = len(self.clients)
             c = SimClient(
                 self.env, idx, stream(self.seed, "client", idx), self.history, self.trace,
-                lambda: self.ids, self.submit, w, link,
+                self.client_nodes, self.submit, w, link,
                 target=targets[i] if targets is not None else None,
             )
             self.clients.append(c)

@@ -12,6 +12,12 @@ as a ``<verb>_failed`` fault with the last sentence, on the run's time axis.
 ``add_replica`` adds a new, empty node (it joins through the seeds and forms no group: it waits
 to be added) and asks the leader to add it as a learner; the leader promotes it once it has
 caught up (:class:`kvcore.replica.ReplicaConfig`'s ``auto_promote``, thesis §4.2.1).
+
+:func:`committed_conf` is what the cluster would tell a client about its members: the newest
+configuration a live node knows committed (a configuration only appended may still be rolled
+back with its entry, thesis §4.1). Committed configurations follow each other by index, so the
+highest index any live node has committed is the newest; a node that lags only knows an older
+one. :meth:`sim.cluster.SimCluster.client_nodes` gives the clients its members.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from kvcore import errors
+from kvcore.raft.messages import ConfState
 
 if TYPE_CHECKING:
     from sim.cluster import SimCluster
@@ -32,6 +39,22 @@ def leader(cluster: SimCluster) -> Any:
         g = getattr(node, "replica", None)
         if g is not None and g.raft.role == "leader" and (best is None or g.raft.term > best.replica.raft.term):
             best = node
+    return best
+
+
+def committed_conf(cluster: SimCluster) -> tuple[int, ConfState] | None:
+    """The newest configuration committed at a live node, with its index (None: no live node
+    runs a group)."""
+    best: tuple[int, ConfState] | None = None
+    for node in cluster.nodes():
+        g = getattr(node, "replica", None)
+        if g is None:
+            continue
+        log = g.raft.log
+        # confs[0] is the snapshot's configuration, committed with it: there is always one
+        at, conf = next((i, c) for i, c in reversed(log.confs) if i <= log.committed)
+        if best is None or at > best[0]:
+            best = (at, conf)
     return best
 
 

@@ -264,3 +264,86 @@ def test_member_changes_need_a_replicated_group_and_are_not_in_any_alias() -> No
     assert run.records and all(r.skipped == "membership changes need a replicated group" for r in run.records)
     assert all("member" not in parse_kinds(a) for a in ("all", "raft", "network"))
     assert "member" in KINDS
+
+
+def _first_seen_committed(c: SimCluster, step: float) -> dict[str, list[float | None]]:
+    """Poll every ``step`` s: per node, [when a committed configuration first included it, when
+    one first excluded it after that], read at any live node's log (reads only: the run's
+    digest stays)."""
+    seen: dict[str, list[float | None]] = {}
+
+    def poll() -> object:
+        while True:
+            for node in c.nodes():
+                log = node.replica.raft.log
+                for at, conf in log.confs:
+                    if at > log.committed:
+                        continue
+                    for nid in c.ids:
+                        mark = seen.setdefault(nid, [None, None])
+                        member = nid in conf.voters or nid in conf.learners
+                        if member and mark[0] is None:
+                            mark[0] = c.now
+                        elif not member and mark[0] is not None and mark[1] is None:
+                            mark[1] = c.now
+            yield c.env.timeout(step)
+
+    c.env.process(poll())
+    return seen
+
+
+@pytest.mark.parametrize("seed", [5, 8])
+def test_member_nemesis_clients_follow_the_committed_members(seed: int) -> None:
+    """As Jepsen's member nemesis tells its clients which nodes are members: once a voter's
+    removal is committed no client operation goes to it (it would answer 503 removed, then, once
+    it left, nothing: a client timeout), and a node the nemesis added gets operations once its
+    addition committed. Before, the clients picked among every node the cluster ever had."""
+    c = SimCluster(seed, 3, CFG, swim=SWIM, replicas=3)
+    step = 0.005
+    seen = _first_seen_committed(c, step)
+    run = Nemesis([MemberChanges(quiet=(1.0, 1.0), length=(2.0, 2.0))], seed=seed).apply(c, 1.0, 9.0)
+    c.add_clients(3, Workload(ops=100, keys=10, pace=12.0 / 100, think=0.01, timeout=1.5))
+    c.run()
+    done = [r for r in run.records if r.detail.startswith("removed")]
+    assert len(done) >= 2, [r.describe() for r in run.records]
+    for rec in done:
+        victim, new = rec.nodes[0], rec.detail.split()[-1]
+        gone = seen[victim][1]
+        assert gone is not None
+        to_victim = [op.invoke for op in c.history if op.node == victim]
+        assert to_victim and min(to_victim) < gone, "it was a choice until its removal committed"
+        late = [op.invoke for op in c.history if op.node == victim and op.invoke >= gone]
+        assert late == [], f"{len(late)} operations went to {victim} after its removal committed at {gone:.3f}"
+        added = seen[new][0]
+        assert added is not None
+        to_new = [op.invoke for op in c.history if op.node == new]
+        assert to_new, f"the new node {new} got no operation"
+        assert min(to_new) >= added - step, "a choice only once its addition committed"
+    errors = c.history.errors()
+    assert "removed" not in errors and "client_timeout" not in errors, errors
+    import checker
+
+    ops = checker.events_to_ops(c.history.events())
+    assert checker.check(ops, checker.KV).verdict == checker.LINEARIZABLE
+
+
+def test_without_membership_changes_clients_choose_among_every_node_as_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clients follow the group's committed members, and while those are the nodes the
+    group was formed with they are every node in id order: the clients draw exactly the nodes
+    they drew before (the digest of every run without the member nemesis stays), through crashes,
+    a power loss and partitions."""
+    from sim.sweep import RunConfig, simulate
+
+    calls: list[bool] = []
+    real = SimCluster.client_nodes
+
+    def checked(self: SimCluster) -> list[str]:
+        got = real(self)
+        calls.append(got == self.ids)
+        return got
+
+    monkeypatch.setattr(SimCluster, "client_nodes", checked)
+    simulate(3, RunConfig(nodes=3, replicas=3, nemesis="raft", ops=120, duration=6.0))
+    simulate(3, RunConfig(nodes=5, nemesis="all", ops=60, duration=4.0))
+    assert len(calls) == 180 and all(calls)
