@@ -14,6 +14,12 @@ timeout. The completion is recorded with one of three outcomes, which is what a 
 
 Every Put writes a value unique in the run (``"c{client}-{n}"``), so a read names the write it
 saw. Client links are not subject to partitions: clients sit next to the node they talk to.
+
+The node is drawn anew for each operation among ``nodes()``, which the cluster gives
+(:meth:`sim.cluster.SimCluster.client_nodes`): every node, or in a replicated cluster the members
+of the newest committed configuration, so that a node a configuration change removed stops being
+drawn once its removal committed, as a real client told the cluster's members would stop asking
+it (and Jepsen's member nemesis tells its clients).
 """
 
 from __future__ import annotations

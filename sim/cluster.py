@@ -14,6 +14,11 @@ Scenario verbs act at simulated times: ``crash``, ``power_loss``, ``restart``, `
 itself in :attr:`SimCluster.faults` and the trace when it fires, so a run reports its faults on
 the same time axis as its operations.
 
+Clients (:meth:`SimCluster.add_clients`) pick each operation's node among
+:meth:`SimCluster.client_nodes`: every node the cluster has had, or, in a replicated cluster, the
+members of the newest configuration a live node knows committed (a removed voter is no choice
+once its removal committed, an added node is one once its addition committed).
+
 Membership is SWIM gossip (:mod:`kvcore.membership`), configured by ``swim=``. With
 ``join="static"`` (the default) every node starts from the static cluster configuration (all
 members known, slots split evenly); with ``join="seeds"`` only the first ``seeds`` nodes form

@@ -37,8 +37,11 @@ kind               one fault
                    voter (the leader too) is removed by a configuration change, and when the
                    fault ends a new node joins as a learner, promoted once caught up, and the
                    removed one leaves if its removal committed (what ``storelab cluster
-                   remove-node`` and ``add-node`` do); never below two voters. Faults of other
-                   kinds still aim at the nodes drawn in the plan, removed ones included
+                   remove-node`` and ``add-node`` do); never below two voters. The clients
+                   pick among the members (:meth:`~sim.cluster.SimCluster.client_nodes`): not
+                   the removed node once its removal committed, the new one once its addition
+                   did. Faults of other kinds still aim at the nodes drawn in the plan, removed
+                   ones included
 =================  ===========================================================================
 
 The three partition flavours are one package (one partition at a time, drawn among the flavours

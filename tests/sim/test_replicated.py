@@ -377,3 +377,38 @@ def test_a_groups_raft_takes_the_snapshot_transfers_resends_from_the_replica_con
     cfg = c.node(a_leader(c)).replica.raft.cfg
     assert (cfg.snapshot_resend_tick, cfg.snapshot_resends) == (40, 7)
     assert (cfg.election_tick, cfg.heartbeat_tick) == (ReplicaConfig.election_tick, ReplicaConfig.heartbeat_tick)
+
+
+def test_clients_choose_among_the_members_of_the_newest_committed_configuration() -> None:
+    """SimCluster.client_nodes: what a client told the cluster's members would pick among. A
+    removed voter stops being a choice once its removal committed (while it still runs and
+    answers 503 removed), a node added becomes one once its addition committed, and a power
+    loss of every node, which leaves no log to read, does not bring the removed one back."""
+    c = SimCluster(13, 4, replicas=4)
+    lead = a_leader(c)
+    assert c.client_nodes() == c.ids == ["n1", "n2", "n3", "n4"]
+    victim = next(n for n in c.ids if n != lead)
+    c.remove_replica(victim)
+    assert victim in c.client_nodes()  # asked, not committed
+    wait_for(c, lambda: victim not in c.client_nodes(), step=0.001)
+    log = c.node(lead).replica.raft.log
+    assert victim not in log.conf().voters and log.conf_committed()
+    assert c.is_up(victim) and c.client_nodes() == [n for n in c.ids if n != victim]
+    new = c.add_replica()
+    assert new in c.ids and new not in c.client_nodes()  # a node, not yet a member
+    wait_for(c, lambda: new in c.client_nodes(), step=0.001)
+    log = c.node(leader(c).id).replica.raft.log
+    assert any(at <= log.committed and new in conf.learners + conf.voters for at, conf in log.confs)
+    members = [n for n in c.ids if n != victim]
+    assert c.client_nodes() == members
+    c.power_loss(c.ids)
+    assert c.nodes() == [] and c.client_nodes() == members
+
+
+def test_unreplicated_clients_choose_among_every_node_left_or_not() -> None:
+    """Without a group there is no configuration to follow: every node the cluster has had."""
+    c = SimCluster(14, 3)
+    c.leave("n3")
+    c.run(until=3.0)
+    new = c.add_node()
+    assert c.client_nodes() == c.ids == ["n1", "n2", "n3", new]
