@@ -91,7 +91,7 @@ from sim.cluster import Fault, SimCluster
 from sim.latency import Exponential, Latency, LogNormal
 from sim.network import Link, Loss, Partition, Rule, schedule_call
 from sim.rand import stream
-from sim.replicas import leader
+from sim.replicas import committed_conf, leader
 
 PARTITION_FLAVOURS = ("partition", "bridge", "oneway", "partial")
 KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard", "powerloss", "duplicate",
@@ -495,11 +495,10 @@ class MemberChanges(Package):
 
     def finish(self, run: _Active, cluster: SimCluster) -> None:
         victim = run.record.nodes[0]
-        lead = leader(cluster)
-        log = lead.replica.raft.log if lead is not None else None
-        # committed, as remove-node waits for: a change still uncommitted may be rolled back
-        gone = (log is not None and log.conf_committed() and victim not in log.conf().voters
-                and victim not in log.conf().learners)
+        # committed, as remove-node waits for (a change still uncommitted may be rolled back), at
+        # any live node: asking only the leader missed removals committed while there was none
+        newest = committed_conf(cluster)
+        gone = newest is not None and victim not in newest[1].voters and victim not in newest[1].learners
         new = cluster.add_replica()
         if gone:
             cluster.leave(victim)

@@ -347,3 +347,32 @@ def test_without_membership_changes_clients_choose_among_every_node_as_before(
     simulate(3, RunConfig(nodes=3, replicas=3, nemesis="raft", ops=120, duration=6.0))
     simulate(3, RunConfig(nodes=5, nemesis="all", ops=60, duration=4.0))
     assert len(calls) == 180 and all(calls)
+
+
+def test_a_member_change_sees_a_removal_committed_while_the_group_has_no_leader() -> None:
+    """At the fault's end the nemesis asked only the current leader whether the removal had
+    committed: with none at that moment (here the leader crashed right after the commit, leaving
+    one of two voters up, which cannot elect) a committed removal read "not seen committed" and the
+    removed node never left. It now asks every live node's committed configuration."""
+    from sim.replicas import committed_conf
+
+    c = SimCluster(5, 3, CFG, swim=SWIM, replicas=3)
+    run = Nemesis([MemberChanges(quiet=(1.0, 1.0), length=(3.0, 3.0))], seed=5).apply(c, 1.0, 5.5)
+    c.run(until=2.5)
+    rec = next(r for r in run.records if r.fired is not None)
+    end = rec.fired + 3.0
+    victim = rec.nodes[0]
+    while c.now < end - 0.5:
+        newest = committed_conf(c)
+        if newest is not None and victim not in newest[1].voters:
+            break
+        c.run(until=c.now + 0.01)
+    assert newest is not None and victim not in newest[1].voters, "the removal committed"
+    lead = next(n.id for n in c.nodes() if n.replica is not None and n.replica.raft.role == "leader"
+                and n.id != victim)
+    c.crash(lead)
+    c.run(until=end + 0.1)  # the fault ends with no leader
+    assert not any(n.replica is not None and n.replica.raft.role == "leader" for n in c.nodes())
+    assert rec.detail.startswith(f"removed {victim}, added "), rec.describe()
+    c.run(until=end + 5.0)
+    assert not c.is_up(victim), f"{victim} left (its process stopped)"
