@@ -96,20 +96,21 @@ def explain_time(rep: RunReport, duration: float) -> str:
             f"operation answered ({why}, and a client catches up only as fast as operations complete)")
 
 
-def verdict_line(rep: RunReport, timeout: float) -> str:
-    """The checker's verdict on the run's history, in one line."""
+def verdict_line(rep: RunReport, timeout: float) -> tuple[str, int]:
+    """The checker's verdict on the run's history, in one line, and the exit status it gives
+    (as ``python -m checker``'s and ``sim check``'s: 0 linearizable, 1 not, 2 undecided)."""
     from checker import check
 
     result = check(rep.history.events(), model="kv", timeout=timeout)
     ops = f"{result.total_ops} operations, checked in {result.elapsed:.2f} s"
     if result.linearizable:
-        return f"history: linearizable ({ops})"
+        return f"history: linearizable ({ops})", 0
     if result.linearizable is None:
-        return f"history: undecided: the check ran out of its {timeout:g} s budget ({ops})"
+        return f"history: undecided: the check ran out of its {timeout:g} s budget ({ops})", 2
     key = result.counterexample.key if result.counterexample is not None else None
     where = f"key {key!r}" if key is not None else "a key"
     return (f"history: NOT linearizable at {where} ({ops}); write it with --history FILE and run "
-            "python -m checker FILE for the witness")
+            "python -m checker FILE for the witness"), 1
 
 
 def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
@@ -185,10 +186,12 @@ def run(argv: list[str]) -> int:
             f.writelines(json.dumps(ev) + "\n" for ev in rep.history.events())
     lines = rep.summary().split("\n")
     lines.insert(1, explain_time(rep, args.duration))
+    status = 0
     if not args.no_check:
-        lines.insert(len(lines) - 1, verdict_line(rep, args.check_timeout))  # the digest stays last
+        line, status = verdict_line(rep, args.check_timeout)
+        lines.insert(len(lines) - 1, line)  # the digest stays last
     print("\n".join(lines), flush=True)
-    return 0
+    return status
 
 
 def quiet_pipe(fn: Callable[[], Any]) -> int:

@@ -68,9 +68,35 @@ def test_a_violation_and_an_exhausted_budget_are_said(monkeypatch: pytest.Monkey
         {"process": 1, "type": "ok", "f": "get", "key": "k", "value": "2"},
     ]
     rep = SimpleNamespace(history=SimpleNamespace(events=lambda: events))
-    line = sim_main.verdict_line(rep, 10.0)  # type: ignore[arg-type]
-    assert line.startswith("history: NOT linearizable at key 'k' (2 operations")
-    assert sim_main.verdict_line(rep, 0.0).startswith("history: undecided: the check ran out of its 0 s budget")  # type: ignore[arg-type]
+    line, status = sim_main.verdict_line(rep, 10.0)  # type: ignore[arg-type]
+    assert line.startswith("history: NOT linearizable at key 'k' (2 operations") and status == 1
+    line, status = sim_main.verdict_line(rep, 0.0)  # type: ignore[arg-type]
+    assert line.startswith("history: undecided: the check ran out of its 0 s budget") and status == 2
+
+
+def test_the_exit_status_is_the_verdicts(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """As ``python -m checker`` and ``sim check``: 1 for a history not linearizable, 2 undecided,
+    0 linearizable or not checked (it was 0 whatever the verdict, so a script could not tell)."""
+    assert sim_main.main(["--ops", "30", "--duration", "2"]) == 0
+    assert "history: linearizable" in capsys.readouterr().out
+    assert sim_main.main(["--ops", "30", "--duration", "2", "--check-timeout", "0"]) == 2
+    assert "history: undecided" in capsys.readouterr().out
+    real = sim_main.run_default
+
+    def broken(**kw: object) -> object:
+        c, rep = real(**kw)  # type: ignore[arg-type]
+        t = rep.history.events()[-1]["time"] + 1.0
+        events = [*rep.history.events(), *(
+            {"process": p, "type": ty, "f": f, "key": "zz", "value": v, "time": t + i}
+            for i, (p, ty, f, v) in enumerate([(90, "invoke", "put", "1"), (90, "ok", "put", "1"),
+                                               (91, "invoke", "get", None), (91, "ok", "get", "2")]))]
+        rep.history.events = lambda: events  # what the checker reads; the summary reads the rest
+        return c, rep
+
+    monkeypatch.setattr(sim_main, "run_default", broken)
+    assert sim_main.main(["--ops", "30", "--duration", "2"]) == 1
+    assert "history: NOT linearizable at key 'zz'" in capsys.readouterr().out
+    assert sim_main.main(["--ops", "30", "--duration", "2", "--no-check"]) == 0
 
 
 def test_help_lists_every_subcommand_from_the_table(monkeypatch: pytest.MonkeyPatch,
