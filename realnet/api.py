@@ -527,6 +527,9 @@ class Api(AdminApi, ReplicaAdminApi):
         # the name a peer's Hello must carry ("" for none): a node of another name is refused on
         # the bus, which ``add-node`` and ``create`` say before anything changes
         info["cluster_name"] = getattr(self.transport, "cluster_name", "")
+        # the node rebalances the cluster when members join or leave (--auto-rebalance): what
+        # add-node says a new node's share comes from
+        info["auto_rebalance"] = self.drains_on_leave
         info["uptime_s"] = round(self.loop.time() - self.started_at, 3)
         info["event_loop"] = event_loop_name(self.loop)
         info["swim"] = {

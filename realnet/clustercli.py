@@ -445,12 +445,19 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
     if replicated:
         return replicacli.cmd_add_node(args, a, cluster, new)
     members = cluster.members()
+    # members that rebalance by themselves (--auto-rebalance) give the new node its share
+    auto = sorted(n.id for n in cluster.live() if (n.info or {}).get("auto_rebalance"))
     say(f"Adding node {new.label()} to the cluster of {cluster.entry.label()} ({len(members)} member"
-        f"{'s' if len(members) != 1 else ''}); it will own no slots.")
+        f"{'s' if len(members) != 1 else ''}); it joins owning no slots"
+        f"{', and the automatic rebalancing of ' + ', '.join(auto) + ' gives it its share' if auto else ''}.")
     confirm(args, "Add this node?")
     a.add_node(new, cluster)
-    say(f"Node {new.id} joined the cluster and owns no slots; it serves requests by forwarding "
-        f"(storelab cluster rebalance {args.existing} --use-empty gives it its share).")
+    if auto:
+        say(f"Node {new.id} joined the cluster; the members' automatic rebalancing (--auto-rebalance) "
+            f"moves its share of slots to it shortly (storelab cluster info {args.existing} shows it).")
+    else:
+        say(f"Node {new.id} joined the cluster and owns no slots; it serves requests by forwarding "
+            f"(storelab cluster rebalance {args.existing} --use-empty gives it its share).")
     return admin.EXIT_OK
 
 
@@ -630,7 +637,7 @@ def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
         for line in [*after.describe(), *after.problems]:
             error(f"Still open: {line}")
         return admin.EXIT_PROBLEMS
-    say("Fixed: no migration is open any more." if not (plan.problems or left)
+    say("Fixed: no migration is open, and the slot map needs no mending." if not (plan.problems or left)
         else "Fixed what could be fixed; the problems above remain.")
     return admin.EXIT_PROBLEMS if plan.problems or left else admin.EXIT_OK
 

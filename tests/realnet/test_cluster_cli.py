@@ -244,7 +244,7 @@ def test_reshard_then_an_open_migration_fails_verify_and_fix_finishes_it(launche
 
     r = ok("fix", a.addr, "--yes")
     assert f"resume moving slots {slot} (1) from b to c" in r.stdout
-    assert "Fixed: no migration is open any more." in r.stdout
+    assert "Fixed: no migration is open, and the slot map needs no mending." in r.stdout
     ok("verify", a.addr)
     assert (slots_owned(b), slots_owned(c)) == (5471, 5357)
     r = ok("fix", a.addr, "--yes")
@@ -277,7 +277,7 @@ def test_fix_gives_unowned_slots_an_owner_only_with_assign_unowned(launcher: Lau
 
     r = ok("fix", a.addr, "--assign-unowned", "--yes")
     # the fewest slots first (b has 8000, a 8001), counting the ones just given: they spread evenly
-    assert "assign the unowned slots" in r.stdout and "Fixed: no migration is open any more." in r.stdout
+    assert "assign the unowned slots" in r.stdout and "Fixed: no migration is open, and the slot map needs no mending." in r.stdout
     poll(lambda: storelab("verify", a.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
          what="verify to pass after fix --assign-unowned")
     assert sorted((slots_owned(a), slots_owned(b))) == [8192, 8192]
@@ -361,7 +361,10 @@ def test_auto_rebalance_gives_a_joining_node_its_share_and_drains_a_leaving_one(
             client.set(k, v)
     (d,) = start(launcher, ["d"], extra=["--auto-rebalance"])
     t0 = time.monotonic()
-    ok("add-node", d.addr, a.addr, "--yes")
+    r = ok("add-node", d.addr, a.addr, "--yes")
+    # it says where d's share comes from (it said "it will own no slots ... rebalance gives it its share")
+    assert "it joins owning no slots, and the automatic rebalancing of a, b, c gives it its share." in r.stdout, r.stdout
+    assert "the members' automatic rebalancing (--auto-rebalance) moves its share of slots to it shortly" in r.stdout
     poll(lambda: 4095 <= slots_owned(d) <= 4097, timeout=CONVERGE, what="d to own about 4096 slots")
     print(f"the automatic rebalance gave d {slots_owned(d)} slots {time.monotonic() - t0:.2f}s after add-node")
     poll(lambda: storelab("verify", a.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
