@@ -70,8 +70,9 @@ closed, without lingering: the point is to give its descriptor back; :func:`defa
 derives the cap from the open-file limit); a request head must be complete within
 ``head_timeout`` seconds of the sweep first seeing it begun, however actively it trickles (408);
 the bytes the parsers of all connections hold while bodies arrive are summed
-(``server_stats.buffered``), and the connection that pushes the sum past ``max_buffered_bodies``
-is answered ``503 busy`` and closed; a whole request, body included, must arrive within
+(``server_stats.buffered``), and once the sum passes ``max_buffered_bodies`` a connection holding
+over 64 KiB of it is answered ``503 busy`` and closed (a small request is never refused for it:
+the bound is the larger of the setting and ``max_connections`` x 64 KiB); a whole request, body included, must arrive within
 ``request_timeout`` of its start (408; by default the keep-alive timeout; a head is cut at the
 sooner of the two deadlines). A server given a ``head_check`` (the node's token and
 Host checks) judges a request whose body is still to come by its head, before it answers
