@@ -138,6 +138,7 @@ from realnet.clusterview import (
     cluster_problems,
     create_problems,
     member_problems,
+    node_shape_problem,
     owners_of,
 )
 from realnet.sentences import capitalized
@@ -209,6 +210,11 @@ class Admin:
         except (Unreachable, NodeError) as e:
             n.info = None
             n.error = e.message
+            return n
+        odd = node_shape_problem(addr, n.info, n.members, n.slots)
+        if odd:
+            n.info = n.members = n.slots = None
+            n.error = odd
             return n
         assert n.info is not None
         n.id = n.info["id"]

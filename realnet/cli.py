@@ -147,6 +147,23 @@ def _keyslot(keys: Sequence[str]) -> int:
     return EXIT_OK
 
 
+#: the content type of a node's value (``realnet.api.OCTETS``; not imported, which would load the
+#: node's whole API into every ``storelab get``)
+OCTETS = "application/octet-stream"
+
+
+def _not_a_node(command: str, status: int, headers: dict[str, str]) -> str:
+    """What a success from something other than a storelab node looks like ("" when it looks
+    like a node's): a node answers a get's 200 as ``application/octet-stream`` and a set's or a
+    del's success as 204 (another server's 200 page would be printed as the value)."""
+    if not 200 <= status < 300:
+        return ""
+    if command == "get":
+        ctype = headers.get("content-type", "")
+        return "" if status == 200 and ctype == OCTETS else f"{status} and {ctype or 'no content type'}"
+    return "" if status == 204 else f"{status}, not 204"
+
+
 def _kv(args: argparse.Namespace) -> int:
     key = os.fsencode(args.key)
     if not key:
@@ -163,7 +180,7 @@ def _kv(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     conn = NodeConnection(args.node, timeout=args.timeout, token=token)
     try:
-        status, _, data = conn.request(method, kv_path(key), body)
+        status, headers, data = conn.request(method, kv_path(key), body)
     except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, garbled
         reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e) or type(e).__name__)
         # the same sentence as storelab cluster's (realnet.admin.Http)
@@ -171,6 +188,11 @@ def _kv(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     finally:
         conn.close()
+    odd = _not_a_node(args.command, status, headers)
+    if odd:
+        error(f"Node {args.node} answered {method} with {odd}: it does not look like a storelab node's HTTP "
+              "address")
+        return EXIT_ERROR
     if 200 <= status < 300:
         if args.command == "get":
             sys.stdout.buffer.write(data)

@@ -365,6 +365,11 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
 
 def cmd_members(args: argparse.Namespace, a: Admin) -> int:
     members = a.get(args.addr, "/cluster/members")
+    if not isinstance(members, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("state"), str) for m in members):
+        raise admin.NodeError(args.addr, 200, "not_a_node",
+                              f"{args.addr} answered /cluster/members with JSON that is not a storelab node's: is "
+                              "it another service's address, or a node of another version?")
     if args.json:
         say(json.dumps(members, indent=2))
         return admin.EXIT_OK

@@ -101,6 +101,10 @@ class Unauthorized(NodeError):
 # --- HTTP ------------------------------------------------------------------------------------
 
 
+#: an answer's body that does not parse as JSON
+_NOT_JSON = object()
+
+
 class Http:
     """One keep-alive connection per node address; JSON in and out. Not thread-safe."""
 
@@ -145,6 +149,14 @@ class Http:
         try:
             obj = json.loads(data) if data else None
         except ValueError:
+            obj = _NOT_JSON
+        if obj is _NOT_JSON and resp.status < 400:
+            # something answers HTTP there, but not a storelab node (every admin answer is JSON)
+            ctype = resp.getheader("Content-Type") or "no content type"
+            raise NodeError(addr, resp.status, "not_a_node",
+                            f"{addr} answered {method} {path} with {ctype}, not JSON: it does not look like a "
+                            "storelab node's HTTP address")
+        if obj is _NOT_JSON:
             obj = None
         if resp.status == 401:
             raise Unauthorized(addr, str(obj.get("message", "")) if isinstance(obj, dict) else "")
@@ -196,6 +208,30 @@ class NodeState:
 
     def label(self) -> str:
         return f"{self.id} ({self.addr})" if self.addr else self.id
+
+
+def node_shape_problem(addr: str, info: Any, members: Any, slots: Any) -> str:
+    """Why what ``addr`` answered to ``/cluster/info``, ``/members`` and ``/slots`` is not a
+    storelab node's (a sentence; empty when it is): JSON of another shape would otherwise end a
+    command in a traceback deep in the checks."""
+    def member_ok(m: Any) -> bool:
+        return isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("state"), str)
+
+    def run_ok(r: Any) -> bool:
+        return isinstance(r, dict) and all(type(r.get(k)) is int for k in ("start", "end", "epoch")) \
+            and isinstance(r.get("node"), str)
+
+    if not (isinstance(info, dict) and isinstance(info.get("id"), str) and info["id"]):
+        what = "/cluster/info"
+    elif not (isinstance(members, list) and all(member_ok(m) for m in members)):
+        what = "/cluster/members"
+    elif not (isinstance(slots, dict) and isinstance(slots.get("slots"), list)
+              and all(run_ok(r) for r in slots["slots"])):
+        what = "/cluster/slots"
+    else:
+        return ""
+    return (f"{addr} answered {what} with JSON that is not a storelab node's: is it another service's "
+            "address, or a node of another version?")
 
 
 def owners_of(runs: Iterable[tuple[int, int, str, int]]) -> list[str | None]:
@@ -444,5 +480,6 @@ __all__ = [
     "cluster_problems",
     "create_problems",
     "member_problems",
+    "node_shape_problem",
     "owners_of",
 ]
