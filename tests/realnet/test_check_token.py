@@ -6,19 +6,15 @@ before it changes any: the real-process side is ``test_check_token_cli``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kvcore.config import NodeConfig
 from kvcore.node import Node
 from realnet.admin import CHECK_TOKEN
 from realnet.api import Api
 from realnet.httpparse import Request
-from realnet.runtime import AsyncioRuntime
-from realnet.transport import PeerTransport
+
+from .test_replica_api import _answer, _with_api
 
 TOKEN = "s3cret-token"
 
@@ -31,30 +27,6 @@ def _post(path: str, body: Any, headers: dict[str, str] | None = None, raw: byte
 
 def _bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
-
-
-def _with_api(test: Callable[[Api, Node], Awaitable[None]], admin_token: str | None) -> None:
-    async def body() -> None:
-        loop = asyncio.get_running_loop()
-        runtime = AsyncioRuntime("n1", loop=loop, rng=random.Random(1))
-        node = Node(runtime, NodeConfig())
-        transport = PeerTransport(node_id="n1", on_message=node.on_message, node_stats=node.stats,
-                                  rng=runtime.random, loop=loop)
-        runtime.sink = transport
-        node.start()
-        try:
-            await test(Api(node, transport, loop=loop, admin_token=admin_token), node)
-        finally:
-            node.stop()
-            await transport.close()
-
-    asyncio.run(body())
-
-
-def _answer(api: Api, req: Request) -> tuple[int, Any]:
-    resp = api(req)
-    assert hasattr(resp, "status"), resp
-    return resp.status, json.loads(resp.body)  # type: ignore[union-attr]
 
 
 def _state(node: Node) -> dict[str, Any]:
@@ -89,7 +61,7 @@ def test_check_token_answers_200_with_the_admin_token_and_401_otherwise_changing
         assert _state(node) == before  # nothing changed, whatever it answered
         assert api.statuses[200] == 2 and api.statuses[401] == 8  # (4 by the door, 4 by the head check)
 
-    _with_api(test, TOKEN)
+    _with_api(test, TOKEN, Node)
 
 
 def test_a_node_without_an_admin_token_takes_any_token_and_none() -> None:
@@ -100,4 +72,4 @@ def test_a_node_without_an_admin_token_takes_any_token_and_none() -> None:
             assert (status, out) == (200, {"id": "n1", "ok": True, "token_required": False})
         assert _state(node) == before
 
-    _with_api(test, None)
+    _with_api(test, None, Node)

@@ -38,6 +38,19 @@ def held(nodes: list[NodeProc], nid: str, state: str) -> bool:
     return all(states(n).get(nid) == state for n in nodes)
 
 
+def with_a_dead_x(launcher: Launcher, *ids: str) -> list[NodeProc]:
+    """An unreplicated cluster of ``ids`` (slots split evenly) and a member x that owns no slots,
+    killed and held dead by every other member."""
+    nodes = [launcher.node(i) for i in ids]
+    with Admin(10.0) as adm:
+        adm.create([adm.probe(n.addr) for n in nodes], even_split(list(ids)))
+        x = launcher.node("x")
+        adm.add_node(adm.probe(x.addr), adm.discover(nodes[0].addr))
+    x.kill()
+    poll(lambda: held(nodes, "x", "dead"), timeout=30, what="every member to hold x dead")
+    return nodes
+
+
 def post(n: NodeProc, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     status, raw = _post(n, path, body)
     return status, json.loads(raw)
@@ -88,13 +101,7 @@ def test_remove_node_forgets_a_dead_member_that_owns_no_slots_and_refuses_one_th
         launcher: Launcher, capsys: pytest.CaptureFixture[str]) -> None:
     from realnet.cli import main
 
-    a_, b_ = launcher.node("a"), launcher.node("b")
-    with Admin(10.0) as adm:
-        adm.create([adm.probe(a_.addr), adm.probe(b_.addr)], even_split(["a", "b"]))
-        x = launcher.node("x")
-        adm.add_node(adm.probe(x.addr), adm.discover(a_.addr))
-    x.kill()
-    poll(lambda: held([a_, b_], "x", "dead"), timeout=30, what="every member to hold x dead")
+    a_, b_ = with_a_dead_x(launcher, "a", "b")
     assert main(["cluster", "verify", a_.addr]) == 1
     capsys.readouterr()
     assert main(["cluster", "remove-node", a_.addr, "x", "--yes"]) == 0, capsys.readouterr()
@@ -122,13 +129,7 @@ def test_remove_node_finishes_a_forget_cut_short(
     the forget on the others."""
     from realnet.cli import main
 
-    a_, b_, c_ = launcher.node("a"), launcher.node("b"), launcher.node("c")
-    with Admin(10.0) as adm:
-        adm.create([adm.probe(n.addr) for n in (a_, b_, c_)], even_split(["a", "b", "c"]))
-        x = launcher.node("x")
-        adm.add_node(adm.probe(x.addr), adm.discover(a_.addr))
-    x.kill()
-    poll(lambda: held([a_, b_, c_], "x", "dead"), timeout=30, what="every member to hold x dead")
+    a_, b_, c_ = with_a_dead_x(launcher, "a", "b", "c")
     status, body = post(a_, "/cluster/forget", {"node": "x"})
     assert status == 200 and body["changed"] is True, body
     assert states(a_)["x"] == "left" and states(b_)["x"] == "dead" and states(c_)["x"] == "dead"
@@ -166,13 +167,7 @@ def test_add_node_under_the_id_of_a_dead_member_says_to_forget_it_first(
         launcher: Launcher, capsys: pytest.CaptureFixture[str]) -> None:
     from realnet.cli import main
 
-    a_, b_ = launcher.node("a"), launcher.node("b")
-    with Admin(10.0) as adm:
-        adm.create([adm.probe(a_.addr), adm.probe(b_.addr)], even_split(["a", "b"]))
-        x = launcher.node("x")
-        adm.add_node(adm.probe(x.addr), adm.discover(a_.addr))
-    x.kill()
-    poll(lambda: held([a_, b_], "x", "dead"), timeout=30, what="every member to hold x dead")
+    a_, b_ = with_a_dead_x(launcher, "a", "b")
     fresh = launcher.node("x")  # x started again without its data (another address)
     assert main(["cluster", "add-node", fresh.addr, a_.addr, "--yes"]) == 1
     err = capsys.readouterr().err

@@ -167,11 +167,12 @@ def _post(path: str, body: Any, token: str | None = None) -> Request:
     return Request("POST", path, path, "", "HTTP/1.1", headers, json.dumps(body).encode(), None)
 
 
-def _with_api(test: Any, admin_token: str | None = None) -> None:
+def _with_api(test: Any, admin_token: str | None = None, node_cls: type[Node] | None = None) -> None:
+    """Run ``test(api, node)`` on one in-process node (a :class:`Recorder` unless ``node_cls``)."""
     async def body() -> None:
         loop = asyncio.get_running_loop()
         runtime = AsyncioRuntime("n1", loop=loop, rng=random.Random(1))
-        node = Recorder(runtime, NodeConfig())
+        node = (node_cls or Recorder)(runtime, NodeConfig())
         transport = PeerTransport(node_id="n1", on_message=node.on_message, node_stats=node.stats,
                                   rng=runtime.random, loop=loop)
         runtime.sink = transport
