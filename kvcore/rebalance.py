@@ -20,6 +20,18 @@ at least once. Donors and receivers are then paired greedily, largest surplus wi
 deficit (ties by id), which keeps the number of distinct (source, target) pairs small. A donor
 gives away its highest-numbered slots first, so the slots it keeps, and the ones that move, stay
 contiguous where they were.
+
+**Hints** (:func:`plan_hints`). In a replicated cluster one Raft group serves every slot on
+every node, and the slot map is only a routing hint (it spreads smart clients' first hops). So
+nothing moves: a voter takes a hint by claiming the slots at a new epoch. The plan makes the map
+name only the group's voters, spread evenly: every voter that can claim (it answers) gets an
+even share (the targets above, weight 1 each) of the slots that no voter which cannot claim
+holds; slots of a non-voter (a node removed, one that left or that the cluster forgot) or of no
+node are all surplus, and a voter above its share gives the rest, paired as a rebalance is
+(largest deficit, that is the voter holding fewest, first), so that as few slots as possible
+change hands: after a voter is removed only its slots do, and a new voter takes exactly its
+share from the others. A voter that cannot claim now keeps its slots and takes none.
+:func:`hint_claims` turns the moves into one claim per receiving voter.
 """
 
 from __future__ import annotations
@@ -121,6 +133,63 @@ def plan_rebalance(
     for n in nodes:
         want.setdefault(n, 0)  # non-participants are empty nodes left out: they stay empty
     return _pair(have, want)
+
+
+#: the source of a hint move whose slots name no node (unowned, or two owners at one epoch)
+NO_OWNER = ""
+
+
+def plan_hints(
+    assignment: Mapping[str, Iterable[Range]],
+    voters: Sequence[str],
+    frozen: Iterable[str] = (),
+) -> list[Move]:
+    """Hint moves that make a replicated cluster's slot map (owner -> ranges; slots in none of
+    them name no node) name only ``voters``, spread evenly, with the fewest slots changing hands.
+
+    ``frozen``: voters that cannot claim now (they do not answer): they keep their slots and take
+    none. A move's source is the node the slots name now, :data:`NO_OWNER` for none. Sorted by
+    (source, target), as :func:`plan_rebalance`'s.
+    """
+    voters = list(voters)
+    if not voters:
+        raise PlanError("The group has no voters to give the slots' hints to.")
+    if len(set(voters)) != len(voters) or NO_OWNER in voters:
+        raise PlanError(f"The voters must be distinct node ids, not {voters}.")
+    stuck = set(frozen) & set(voters)
+    have: dict[str, list[int]] = {}
+    seen = 0
+    for owner in sorted(assignment):
+        slots = list(ranges_to_slots(normalize(assignment[owner])))
+        seen += len(slots)
+        if owner not in stuck and slots:
+            have[owner] = slots
+    taken = set(ranges_to_slots(r for owner in assignment for r in normalize(assignment[owner])))
+    if len(taken) != seen:
+        raise PlanError("Two owners are given the same slot; a slot map names one owner per slot.")
+    unowned = [s for s in range(NUM_SLOTS) if s not in taken]
+    if unowned:
+        have[NO_OWNER] = unowned
+    takers = [v for v in voters if v not in stuck]
+    kept = sum(count_slots(normalize(assignment.get(v, ()))) for v in sorted(stuck))
+    if not takers:
+        if any(n not in voters for n in have):
+            raise PlanError("No voter of the group answers; none can take the slots' hints.")
+        return []
+    want = targets(dict.fromkeys(takers, 1.0), total=NUM_SLOTS - kept,
+                   current={v: len(have.get(v, [])) for v in takers})
+    for n in have:
+        want.setdefault(n, 0)  # non-voters (and no owner) keep nothing
+    return _pair(have, want)
+
+
+def hint_claims(moves: Iterable[Move]) -> list[tuple[str, tuple[Range, ...]]]:
+    """The claims that carry out hint ``moves``: one per receiving voter (every slot it takes,
+    from every source), in id order."""
+    got: dict[str, list[int]] = {}
+    for m in moves:
+        got.setdefault(m.target, []).extend(ranges_to_slots(m.slots))
+    return [(nid, tuple(slots_to_ranges(sorted(got[nid])))) for nid in sorted(got)]
 
 
 def plan_reshard(

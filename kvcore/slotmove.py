@@ -1,4 +1,4 @@
-"""The slot-move procedure, written once: a pure planner of next steps for moves and ``fix``.
+"""The slot-move procedure, written once: a pure planner of next steps for moves, ``fix`` and hints.
 
 Theory of operation
 -------------------
@@ -64,6 +64,17 @@ holds keys of the slot (the fewest slots first, then by id), otherwise the live 
 fewest slots, counting the ones it was just given, so that many slots spread evenly. What fix
 cannot change (a dead owner, a node down) is said in a sentence.
 
+**Hints** (:class:`Hints`: a replicated cluster's voters). There the one Raft group serves every
+slot on every node and the slot map is only a routing hint for smart clients' first hops, so no
+key moves: a voter takes a hint by claiming the slots (:class:`Assign`, each claimer at its own
+epoch above every epoch known). The map planned from is the newest claim of each slot that a
+live map holds (:func:`newest_claims`; a slot two owners claim at one epoch names nobody, so a
+claim settles it), and :func:`kvcore.rebalance.plan_hints` says who takes what: the slots of
+non-voters, and an even share for a new voter. A claimer advertises every slot its own map
+gives it at the new epoch, so it would take back slots that moved away from it if its map
+lagged: each claimer first waits until its map names the newest owners (:class:`WaitOwned`).
+Done when every live voter's map names the owners the claims made.
+
 Steps are frozen dataclasses over groups of slots; ``str(step)`` is the compact text form the
 data-driven tests (``tests/kvcore/testdata/slotmove``) compare.
 """
@@ -74,8 +85,8 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from kvcore.rebalance import Move
-from kvcore.slots import NUM_SLOTS, format_ranges, slots_to_ranges
+from kvcore.rebalance import Move, PlanError, hint_claims, plan_hints
+from kvcore.slots import NUM_SLOTS, format_ranges, ranges_to_slots, slots_to_ranges
 from kvcore.states import State
 
 #: a node the orchestrator could not ask (it may be alive in the members' views)
@@ -198,7 +209,16 @@ class Fix:
     assign_unowned: bool = False
 
 
-Goal = MoveSlots | Fix
+@dataclass(frozen=True)
+class Hints:
+    """A replicated cluster's slot map, only a routing hint there (its one group serves every
+    slot on every node), names only the group's ``voters``, spread evenly
+    (:func:`kvcore.rebalance.plan_hints`; module docstring, **Hints**)."""
+
+    voters: tuple[str, ...]
+
+
+Goal = MoveSlots | Fix | Hints
 
 
 @dataclass(frozen=True)
@@ -390,6 +410,8 @@ def next_steps(snap: Snapshot, goal: Goal, progress: Progress | None = None, *, 
     p = progress or Progress()
     if isinstance(goal, MoveSlots):
         return _move_steps(snap, goal, p, chunk, max_failures, retry_delay)
+    if isinstance(goal, Hints):
+        return _hint_steps(snap, goal)
     return _fix_steps(snap, goal, p, chunk, max_failures, retry_delay)
 
 
@@ -771,6 +793,75 @@ def _fix_steps(snap: Snapshot, goal: Fix, p: Progress, chunk: int, max_failures:
     return [Done()]
 
 
+# --- hints -------------------------------------------------------------------------------------
+
+
+def newest_claims(snap: Snapshot) -> list[tuple[str | None, int]]:
+    """Per slot, the claim at the highest epoch that a live node's map holds: what gossip brings
+    every map to. A slot that two owners claim at that one epoch (which gossip never settles)
+    names nobody here, so that a hint claim above it settles it."""
+    best: list[tuple[str | None, int]] = [(None, 0)] * NUM_SLOTS
+    tied = [False] * NUM_SLOTS
+    for n in snap.live():
+        for lo, hi, owner, epoch in n.runs:
+            for s in range(lo, hi + 1):
+                b_owner, b_epoch = best[s]
+                if epoch > b_epoch:
+                    best[s], tied[s] = (owner, epoch), False
+                elif epoch == b_epoch and owner != b_owner:
+                    tied[s] = True
+    return [(None, 0) if tied[s] else best[s] for s in range(NUM_SLOTS)]
+
+
+def hint_moves(snap: Snapshot, voters: Sequence[str]) -> list[Move]:
+    """The hint moves (:func:`kvcore.rebalance.plan_hints`) from the newest claims the live maps
+    hold (:func:`newest_claims`); the voters that are not up keep their slots and take none.
+    Raises :class:`kvcore.rebalance.PlanError` with a sentence."""
+    runs: dict[str, list[int]] = {}
+    for s, (owner, _) in enumerate(newest_claims(snap)):
+        if owner is not None:
+            runs.setdefault(owner, []).append(s)
+    assignment = {o: slots_to_ranges(sl) for o, sl in sorted(runs.items())}
+    return plan_hints(assignment, voters, [v for v in voters if not snap.up(v)])
+
+
+def _hint_steps(snap: Snapshot, goal: Hints) -> list[Step]:
+    """Claims that make the hints name only the voters, evenly; then a wait for every live voter
+    to map them so. A voter that claims advertises every slot its own map gives it at the
+    claim's epoch, so a claimer whose map still names it for slots that moved away from it would
+    take them back: each claimer's map must show the newest claims first (:class:`WaitOwned`)."""
+    if not snap.live():
+        return [Problem("no member of the cluster answers; the slot map's hints cannot be mended")]
+    best = newest_claims(snap)
+    try:
+        moves = hint_moves(snap, goal.voters)
+    except PlanError as e:
+        return [Problem(str(e))]
+    if moves:
+        waits = _hints_lag(snap, best, sorted({m.target for m in moves}))
+        if waits:
+            return waits
+        base = snap.max_epoch()
+        return [Assign(nid, tuple(ranges_to_slots(ranges)), base + i)
+                for i, (nid, ranges) in enumerate(hint_claims(moves), 1)]
+    return _hints_lag(snap, best, [v for v in goal.voters if snap.up(v)]) or [Done()]
+
+
+def _hints_lag(snap: Snapshot, best: list[tuple[str | None, int]], nodes: Sequence[str]) -> list[Step]:
+    """A :class:`WaitOwned` per owner for the slots where a node of ``nodes`` names another owner
+    than the newest claim does (the owner, not the epoch: an owner that claims again advertises
+    its slots at the new epoch, and a map that names it already routes the same way)."""
+    lag: dict[str, tuple[list[int], set[str]]] = {}
+    for nid in nodes:
+        n = snap.nodes[nid]
+        for s, (owner, _) in enumerate(best):
+            if owner is not None and n.owner(s)[0] != owner:
+                entry = lag.setdefault(owner, ([], set()))
+                entry[0].append(s)
+                entry[1].add(nid)
+    return [WaitOwned(o, tuple(sorted(set(sl))), tuple(sorted(ns))) for o, (sl, ns) in sorted(lag.items())]
+
+
 __all__ = [
     "CHUNK",
     "MAX_FAILURES",
@@ -783,6 +874,7 @@ __all__ = [
     "Fix",
     "FixPlan",
     "Goal",
+    "Hints",
     "Import",
     "Migrate",
     "MoveKeys",
@@ -797,6 +889,8 @@ __all__ = [
     "TakeBack",
     "WaitOwned",
     "fmt",
+    "hint_moves",
+    "newest_claims",
     "next_steps",
     "plan_fix",
 ]

@@ -22,7 +22,10 @@ body (``Content-Type: application/json``) and answer a JSON object:
                                "epoch"}``
 ``/cluster/claim``             ``{"slots": "5461-10922", "epoch": 3}``: add slots to this node's
                                claim (epoch above theirs), keeping the rest of its map; what a
-                               node that met a cluster uses -> ``{"id", "slots", "epoch"}``
+                               node that met a cluster uses -> ``{"id", "slots", "epoch"}``. On a
+                               node in a replicated group the one slot-map verb not refused: it
+                               takes only the routing hint, never a key (the group serves every
+                               slot), so it needs no ``accept_loss``
 ``/cluster/import``            ``{"slot": S, "source": ID}`` or ``{"slots": [...]|"RANGES", ...}``:
                                mark slots importing -> ``{"id", "slots", "source"}``
 ``/cluster/migrate``           ``{"slot"|"slots", "target": ID}``: mark slots migrating

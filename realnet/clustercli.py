@@ -27,6 +27,8 @@ the nodes' HTTP API (:mod:`realnet.admin` does the work). ADDR is a node's clien
   slot map (lagging maps, same-epoch claims, and with the flag slots without a live owner); move a
   slot whose keys a live node holds without owning it (``verify``: "holds N keys of slots it does
   not own") from its live owner to that node, the owner's keys along; explain what it cannot do.
+  On a replicated cluster, where nothing moves, it mends the slot map's hints: the group's voters
+  claim the slots that name a non-voter or nobody, evenly (:func:`realnet.replicacli.cmd_fix`).
 
 Every command that changes the cluster first prints what it will do and asks ``[y/N]`` on
 stdin (anything but ``y``/``yes``, end of input included, declines) unless ``--yes`` is given.
@@ -167,8 +169,9 @@ def add_cluster_parser(sub: Any) -> None:
                          description="Make NEW (an empty standalone node) join the cluster of EXISTING. "
                          "It owns no slots (it serves every request by forwarding) until a rebalance "
                          "(rebalance --use-empty) or a reshard gives it some. On a replicated cluster it "
-                         "joins the group as a learner, catches up and is promoted; run again after an "
-                         "interruption (or a kill of NEW), it finishes what is left.")
+                         "joins the group as a learner, catches up, is promoted and claims its even share "
+                         "of the slot map's hints; run again after an interruption (or a kill of NEW), it "
+                         "finishes what is left.")
     sp.add_argument("new", metavar="NEW", type=_node_arg, help="the new node's ADDR")
     sp.add_argument("existing", metavar="EXISTING", type=_node_arg, help="the ADDR of any member")
     common(sp)
@@ -196,7 +199,9 @@ def add_cluster_parser(sub: Any) -> None:
     sp = csub.add_parser("remove-node", aliases=["del-node"],
                          help="move a node's slots to the others, then it leaves",
                          description="Move every slot of NODE to the other nodes (a rebalance with weight 0 "
-                         "for it), then make it leave the cluster gracefully (its process exits). "
+                         "for it), then make it leave the cluster gracefully (its process exits). On a "
+                         "replicated cluster a configuration change removes it from the group, it leaves, "
+                         "and the voters claim the slot map's hints that named it. "
                          "'del-node' is the same command (redis-cli's name).")
     sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
     sp.add_argument("node", metavar="NODE", type=_node_ref, help="the node to remove (id or ADDR)")
@@ -212,7 +217,9 @@ def add_cluster_parser(sub: Any) -> None:
                          "live owner one (a node holding keys of the slot, else the node with the fewest "
                          "slots). Keys a node holds of a slot another live node owns (no request reaches "
                          "them) are served again: the slot moves from its owner to that node, the owner's "
-                         "keys along (the owner's value wins where both hold a key). Exit 1 if something "
+                         "keys along (the owner's value wins where both hold a key). On a replicated "
+                         "cluster, where no slot or key moves, the group's voters claim the slot map's "
+                         "hints that name a node outside the group (or none), evenly. Exit 1 if something "
                          "could not be fixed.")
     sp.add_argument("addr", metavar="ADDR", type=_node_arg, help=_ADDR_HELP)
     sp.add_argument("--assign-unowned", action="store_true",
@@ -611,12 +618,16 @@ def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node:
     say(f"Node {node.id} is forgotten: every live member holds it left. Started again, it rejoins as a "
         f"member outside {'the group' if replicated else 'the slot map'}, and `storelab cluster remove-node "
         f"{args.addr} {node.id}` then makes it leave.")
+    if replicated:  # the voters take over any hint that still names it
+        replicacli.say_hints(a, replicacli.hint_entry(cluster, node.id), args.addr)
     return admin.EXIT_OK
 
 
 def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.addr)
-    replicacli.refuse_slot_moves(cluster, "fix")
+    if replicacli.replicated(cluster):
+        # nothing moves there; what verify reports of the map is its hints (replicacli.cmd_fix)
+        return replicacli.cmd_fix(args, a, cluster)
     plan = a.plan_fix(cluster, args.assign_unowned)
     for p in plan.problems:
         error(p)

@@ -24,25 +24,43 @@ change is asked of the leader, found from the nodes' own ``raft`` views:
   :func:`join_stage` reads where from ``NEW``'s own view and the leader's configuration; the
   command then does only the steps left (the learner change if the configuration lacks ``NEW``,
   the join if ``NEW`` runs no group, then the catch-up and promotion), or says that ``NEW`` is a
-  voter already (nothing to do). A ``NEW`` that belongs to another cluster, or runs another
-  group (its configuration shares no member with this group's), is refused with a sentence
-  naming it.
+  voter already (nothing to do, unless the hints below were left unmended: then that). A
+  ``NEW`` that belongs to another cluster, or runs another group (its configuration shares no
+  member with this group's), is refused with a sentence naming it.
 - ``remove-node ADDR NODE``: a configuration change removes ``NODE`` (the leader first hands
   leadership away if ``NODE`` leads), then ``NODE`` leaves the cluster and its process exits. A
   ``NODE`` that cannot be reached (down) is out of the group all the same once the change is
   committed: the command says so and that it could not be asked to leave (exit 0); back, it
   learns that it was removed (it answers clients 503 removed), and ``remove-node`` again makes
   it leave.
+- **The slot map's hints.** The group serves every slot on every node, so the map only spreads
+  smart clients' first hops; but a hint naming a node that left sends them to a dead address
+  first. After ``remove-node`` (once the change is committed, whether or not the node's leave is
+  confirmed; also after a dead member is forgotten) and once ``add-node``'s node votes, the
+  group's live voters claim (``/cluster/claim``, each at its own epoch above every epoch known)
+  the slots whose hint names a non-voter or nobody, and a new voter its even share: the one
+  procedure :class:`kvcore.slotmove.Hints` (planned by :func:`kvcore.rebalance.plan_hints`),
+  which the sim's ``remove_replica``/``add_replica`` drive too (:func:`mend_hints`). No key
+  moves, and the node's claim guard lets a group member claim any slot (it orphans no key:
+  :func:`kvcore.node.guards.check_taking`), so no ``accept_loss`` is sent. The command says
+  what was claimed in one sentence; if it could not (no leader, a timeout), the membership change
+  stands and the sentence names ``fix``. Run again, ``remove-node`` of a node that left and
+  ``add-node`` of a voter mend what is left.
 - ``verify``: the group has one leader that every live member names, a quorum of voters is alive
   and answering, and the applied indexes of the live members are within :data:`LAG_LIMIT` of the
-  leader's commit (judged over a few polls: a busy group moves between two reads).
+  leader's commit (judged over a few polls: a busy group moves between two reads); also every
+  slot whose hint names a node that is not a voter (left, removed, forgotten) or nobody
+  (:func:`hint_problems`), naming ``fix``.
 - ``info``: one row per member: role, term, leader, commit and applied index, voter or not, keys,
   as each node reports itself (``?``, null in JSON, where it did not answer: a dead voter is not
   "not a voter"); the footer counts the voters and learners of the leader's configuration, the
   voters that did not answer, the members that left the cluster and those outside the group.
 
-``reshard``, ``rebalance`` and ``fix`` refuse a replicated cluster (:func:`refuse_slot_moves`): the
-group serves every slot, and keys moved out of a replica's store would no longer match its log.
+``reshard`` and ``rebalance`` refuse a replicated cluster (:func:`refuse_slot_moves`): the group
+serves every slot, and keys moved out of a replica's store would no longer match its log.
+``fix`` mends the hints instead (:func:`cmd_fix`): what ``verify`` reports of a replicated
+cluster's map is that, and an operator who reads "fix" there, as on any cluster, should find it
+doing the mending rather than refusing (as ``redis-cli --cluster check`` points to ``fix``).
 """
 
 from __future__ import annotations
@@ -53,11 +71,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kvcore.slots import even_split
+from kvcore.rebalance import NO_OWNER, Move, PlanError
+from kvcore.slotmove import Hints, hint_moves
+from kvcore.slots import NUM_SLOTS, even_split, format_ranges, slots_to_ranges
 from kvcore.states import State
 from realnet import admin, clusterview
 from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
-from realnet.clicommon import UNKNOWN, confirm, say, say_problems, table
+from realnet.clicommon import UNKNOWN, confirm, error, say, say_problems, table
 from realnet.replicaapi import MAX_VOTERS
 
 #: an applied index more than this far behind the leader's commit is a problem for ``verify``
@@ -473,6 +493,120 @@ def refuse_slot_moves(cluster: ClusterView, command: str) -> None:
                       "nothing to move (several groups over more nodes come next); nothing was changed.")
 
 
+# --- the slot map's hints --------------------------------------------------------------------------
+
+
+def conf_voters(cluster: ClusterView) -> list[str]:
+    """The voters of the group's configuration as its leader lists it (the entry node's when no
+    leader is known)."""
+    lead = leader_of(cluster)
+    return list((raft_of(lead if lead is not None else cluster.entry) or {}).get("voters", []))
+
+
+def hint_plan(a: Admin, cluster: ClusterView) -> list[Move]:
+    """The claims (as moves) that make the slot map name only the group's voters, spread evenly
+    (:func:`kvcore.slotmove.hint_moves`); :class:`Refused` with a sentence when there is no
+    leader to tell the voters, or no plan can be made."""
+    lead = leader_or_refuse(cluster)
+    try:
+        return hint_moves(a.snapshot(cluster), list((raft_of(lead) or {}).get("voters", [])))
+    except PlanError as e:
+        raise Refused(str(e)) from None
+
+
+def claimers(cluster: ClusterView, moves: list[Move]) -> list[NodeState]:
+    """The voters that ``moves`` have claim slots (the nodes the hints change)."""
+    ids = {m.target for m in moves}
+    return [n for nid, n in sorted(cluster.nodes.items()) if nid in ids]
+
+
+def mend_hints(a: Admin, addr: str) -> tuple[list[Move], str]:
+    """The group's live voters claim the slots whose hint names a non-voter (or nobody), and a
+    new voter its share (the one procedure, :class:`kvcore.slotmove.Hints`, that the sim's
+    ``add_replica``/``remove_replica`` drive too), through the member at ``addr``. Returns the
+    moves planned and "" when done, or why not (a sentence): what was asked of the group stands
+    either way (``fix`` mends the hints later)."""
+    moves: list[Move] = []
+    try:
+        cluster = a.discover(addr)
+        moves = hint_plan(a, cluster)
+        if not moves:
+            return [], ""
+        _, problems = a.drive(cluster.entry.addr, Hints(tuple(conf_voters(cluster))))
+    except AdminError as e:
+        return moves, e.message
+    return moves, problems[0] if problems else ""
+
+
+def hints_said(moves: list[Move]) -> str:
+    """What the hint claims did, in one sentence."""
+    took: dict[str, list[Move]] = {}
+    for m in moves:
+        took.setdefault(m.target, []).append(m)
+    parts = []
+    for nid, ms in sorted(took.items()):
+        srcs = ", ".join(f"{m.count} from {m.source if m.source != NO_OWNER else 'no node'}" for m in ms)
+        parts.append(f"{nid} claimed {_count(sum(m.count for m in ms), 'slot')} ({srcs})")
+    return ("The slot map's hints (a smart client's first hop; the group serves every slot) now name only "
+            f"the group's voters, spread evenly: {'; '.join(parts)}.")
+
+
+def hints_unmended(addr: str, why: str) -> str:
+    return (f"The slot map's hints were not all handed to the group's voters: {why.rstrip('.')}. Smart "
+            f"clients' first hop for those slots goes to a node that does not serve them until "
+            f"`storelab cluster fix {addr}` mends them.")
+
+
+def say_hints(a: Admin, addr: str, shown: str) -> bool:
+    """Mend the hints through ``addr`` and say what was done (nothing when nothing was to do);
+    ``shown``: the address the sentences name. False when they could not all be mended."""
+    moves, why = mend_hints(a, addr)
+    if why:
+        say(hints_unmended(shown, why))
+        return False
+    if moves:
+        say(hints_said(moves))
+    return True
+
+
+def hint_problems(cluster: ClusterView) -> list[str]:
+    """What ``verify`` reports of the slot map of a replicated cluster: the slots whose hint
+    names a node that is not a voter of the group's configuration, or no node (smart clients
+    send their keys there first, and fall back), with what mends them."""
+    voters = set(conf_voters(cluster))
+    if not voters or not cluster.entry.slots:
+        return []
+    lead = leader_of(cluster)
+    conf = raft_of(lead if lead is not None else cluster.entry) or {}
+    named: dict[str, list[int]] = {}
+    covered: set[int] = set()
+    for lo, hi, owner, _ in cluster.entry.runs:
+        covered.update(range(lo, hi + 1))
+        if owner not in voters:
+            named.setdefault(owner, []).extend(range(lo, hi + 1))
+    unowned = [s for s in range(NUM_SLOTS) if s not in covered]
+    out = []
+    fix = f"`storelab cluster fix {cluster.entry.addr}` gives them to the voters"
+    for owner, slots in sorted(named.items()):
+        n = cluster.nodes.get(owner)
+        if n is None:
+            what = "no longer a member of the cluster"
+        elif n.state == State.LEFT:
+            what = "it left the cluster"
+        elif owner in conf.get("learners", []):
+            what = "a learner"
+        else:
+            what = f"{n.state}, outside the group"
+        out.append(f"Slots {format_ranges(slots_to_ranges(slots))} ({len(slots)}) of "
+                   f"{cluster.entry.id}'s slot map name {owner} ({what}), which is not a voter of the group: "
+                   f"smart clients send their keys there first; {fix}.")
+    if unowned:
+        out.append(f"Slots {format_ranges(slots_to_ranges(unowned))} ({len(unowned)}) of "
+                   f"{cluster.entry.id}'s slot map name no node: smart clients have no first hop for "
+                   f"their keys; {fix}.")
+    return out
+
+
 # --- commands ----------------------------------------------------------------------------------------
 
 
@@ -518,7 +652,7 @@ def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
     problems: list[str] = []
     cluster = a.discover(args.addr)
     for i in range(VERIFY_POLLS):
-        problems = group_problems(cluster) + outside_problems(cluster)
+        problems = group_problems(cluster) + outside_problems(cluster) + hint_problems(cluster)
         if not problems or i == VERIFY_POLLS - 1:
             break
         time.sleep(admin.POLL_INTERVAL * 4)
@@ -530,7 +664,8 @@ def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
         return admin.EXIT_PROBLEMS
     lead = leader_of(cluster)
     say(f"OK: {lead.label() if lead else '?'} leads the group and every live member names it; a quorum "
-        f"of voters is alive; every applied index is within {LAG_LIMIT} of the leader's commit.")
+        f"of voters is alive; every applied index is within {LAG_LIMIT} of the leader's commit; every "
+        "slot's hint names a voter.")
     return admin.EXIT_OK
 
 
@@ -559,21 +694,31 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
 def cmd_add_node(args: argparse.Namespace, a: Admin, cluster: ClusterView, new: NodeState) -> int:
     stage = join_stage(cluster, new)
     if stage == VOTER:
-        say(f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already. "
-            "Nothing to do.")
-        return admin.EXIT_OK
+        moves = hint_plan(a, cluster)
+        if not moves:
+            say(f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already. "
+                "Nothing to do.")
+            return admin.EXIT_OK
+        # an earlier add-node stopped before the voters' hints were mended: finish that
+        a.require_token(claimers(cluster, moves), "mend the slot map's hints")
+        say(f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already, but "
+            "the slot map's hints do not name only the voters, spread evenly (an earlier add-node or "
+            "remove-node stopped before it mended them): the voters claim them.")
+        confirm(args, "Mend the hints?")
+        return admin.EXIT_OK if say_hints(a, cluster.entry.addr, args.existing) else admin.EXIT_PROBLEMS
     leader_or_refuse(cluster)  # every step but a fresh node's meet needs one: refuse before it
     if stage != FRESH:  # (a fresh NEW's add-node asked the token with its other problems)
         a.require_token([new, *cluster.live()], "finish adding the node")
     if stage == FRESH:
         say(f"Adding node {new.label()} to the replicated group of {cluster.entry.label()}: it joins as a "
-            "learner, catches up, then votes.")
+            "learner, catches up, then votes and takes its share of the slot map's hints.")
     else:
         say(f"Finishing the addition of node {new.label()} to the replicated group of "
             f"{cluster.entry.label()}: it {_STAGE_SAYS[stage]}.")
     confirm(args, "Add this node?")
     add_node(a, new, cluster, stage)
     say(f"Node {new.id} caught up and is a voter of the group.")
+    say_hints(a, cluster.entry.addr, args.existing)
     return admin.EXIT_OK
 
 
@@ -582,9 +727,18 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
     lead = leader_or_refuse(cluster)
     if not in_conf(raft_of(lead) or {}, node.id):
         if node.state == State.LEFT:
-            say(f"Node {node.label()} is no longer in the group's configuration and has left the cluster. "
-                "Nothing to do.")
-            return admin.EXIT_OK
+            moves = hint_plan(a, cluster)
+            if not moves:
+                say(f"Node {node.label()} is no longer in the group's configuration and has left the cluster. "
+                    "Nothing to do.")
+                return admin.EXIT_OK
+            # an earlier remove-node stopped before the voters took its hints: finish that
+            a.require_token(claimers(cluster, moves), "mend the slot map's hints")
+            say(f"Node {node.label()} is no longer in the group's configuration and has left the cluster, "
+                "but the slot map's hints do not name only the voters, spread evenly (an earlier "
+                "remove-node stopped before it mended them): the voters claim them.")
+            confirm(args, "Mend the hints?")
+            return admin.EXIT_OK if say_hints(a, cluster.entry.addr, args.addr) else admin.EXIT_PROBLEMS
         if not node.reachable:
             now = "does not answer" if node.state == State.ALIVE else f"is {node.state}"
             raise Refused(f"Node {node.label()} is no longer in the group's configuration, and it cannot "
@@ -598,12 +752,15 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
         if why:
             raise admin.Unreachable(why)
         say(f"Node {node.id} left the cluster.")
+        say_hints(a, hint_entry(cluster, node.id), args.addr)
         return admin.EXIT_OK
     heir = successor(cluster, lead) if lead.id == node.id else None
-    # the leader (first its heir, when it is the node) removes it, then it is asked to leave
-    a.require_token([n for n in (lead, heir, node) if n is not None], "remove the node")
+    # the leader (first its heir, when it is the node) removes it, then it is asked to leave; the
+    # other live voters then claim its slots' hints
+    voters = [n for n in cluster.live() if n.id in (raft_of(lead) or {}).get("voters", []) and n.id != node.id]
+    a.require_token([n for n in (lead, heir, node, *voters) if n is not None], "remove the node")
     say(f"Removing node {node.label()} from the replicated group by a configuration change; then it "
-        "leaves the cluster (its process exits).")
+        "leaves the cluster (its process exits), and the voters take over the slot map's hints that name it.")
     confirm(args, f"Remove node {node.id}?")
     why = remove(a, cluster, node)
     if why:
@@ -614,15 +771,53 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
             f"that is paused, not down), it leaves when it resumes; otherwise, when it comes back it learns "
             f"that it was removed (it answers clients 503 removed), and `storelab cluster remove-node "
             f"{args.addr} {node.id}` then makes it leave the cluster (its process exits), or says it left.")
+        say_hints(a, hint_entry(cluster, node.id), args.addr)
         return admin.EXIT_OK
     say(f"Node {node.id} left the group and the cluster.")
+    say_hints(a, hint_entry(cluster, node.id), args.addr)
+    return admin.EXIT_OK
+
+
+def hint_entry(cluster: ClusterView, gone: str) -> str:
+    """The address to mend the hints through once ``gone`` is out: the entry node's, unless it is
+    ``gone`` (then that of another live member, a voter first)."""
+    if cluster.entry.id != gone:
+        return cluster.entry.addr
+    voters = conf_voters(cluster)
+    others = sorted((n for n in cluster.live() if n.id != gone), key=lambda n: (n.id not in voters, n.id))
+    return others[0].addr if others else cluster.entry.addr
+
+
+def cmd_fix(args: argparse.Namespace, a: Admin, cluster: ClusterView) -> int:
+    """``fix`` on a replicated cluster: no slot or key moves (the group serves every slot), so
+    what there is to fix is the slot map's hints, which should name only the group's voters,
+    spread evenly (what ``verify`` reports otherwise): the voters claim them."""
+    moves = hint_plan(a, cluster)
+    if not moves:
+        say("The slot map's hints name only the group's voters, spread evenly; nothing to fix (one Raft "
+            "group serves every slot: no slot or key moves in a replicated cluster).")
+        return admin.EXIT_OK
+    a.require_token(claimers(cluster, moves), "fix")
+    say("To fix: the slot map (a routing hint only: the group serves every slot) should name only the "
+        "group's voters, spread evenly; these voters claim these slots (no key moves):")
+    say(table(("FROM", "TO", "SLOTS", "COUNT"),
+              [(m.source if m.source != NO_OWNER else "-", m.target, format_ranges(m.slots), m.count)
+               for m in moves]))
+    confirm(args, "Fix these?")
+    done, why = mend_hints(a, cluster.entry.addr)
+    if why:
+        error(hints_unmended(args.addr, why))
+        return admin.EXIT_PROBLEMS
+    if done:
+        say(hints_said(done))
     return admin.EXIT_OK
 
 
 __all__ = [
     "FRESH", "LAG_LIMIT", "LEARNER", "LISTED", "MET", "REPLICAS_SENTENCE", "UNLISTED", "VOTER",
-    "AdminError", "check_replicas", "cmd_add_node", "cmd_create", "cmd_failover", "cmd_info",
-    "cmd_remove_node", "cmd_verify", "create_problems", "data_dir_problems", "fresh_problems", "group_problems",
-    "in_conf", "join_stage", "leader_of", "leader_or_refuse", "member_of", "raft_of", "refuse_slot_moves", "replicated",
-    "successor",
+    "AdminError", "check_replicas", "claimers", "cmd_add_node", "cmd_create", "cmd_failover", "cmd_fix",
+    "cmd_info", "cmd_remove_node", "cmd_verify", "conf_voters", "create_problems", "data_dir_problems",
+    "fresh_problems", "group_problems", "hint_entry", "hint_plan", "hint_problems", "hints_said", "hints_unmended",
+    "in_conf", "join_stage", "leader_of", "leader_or_refuse", "member_of", "mend_hints", "raft_of",
+    "refuse_slot_moves", "replicated", "say_hints", "successor",
 ]

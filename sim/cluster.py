@@ -63,7 +63,7 @@ from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.raftcheck import Figure3Feed
 from sim.rand import stream
-from sim.replicas import ask_leader, committed_conf
+from sim.replicas import after_change, ask_leader, committed_conf
 from sim.runtime import SimRuntime
 from sim.slotmove import drive
 from sim.storage import SimStorage, SyncStats
@@ -184,6 +184,7 @@ class SimCluster:
         #: the newest committed configuration seen, with its index (client_nodes): kept while no
         #: live node runs the group (a power loss), so the clients' choice does not fall back
         self._members: tuple[int, ConfState] | None = None
+        self._hints_lock: simpy.Resource | None = None
         for spec in self.cluster_config.nodes:
             self._add_slot(spec)
 
@@ -539,16 +540,33 @@ class SimCluster:
                  lambda: self._spawn(ask_leader(self, "transfer_leader", lambda n: n.transfer_leader(to))))
 
     def add_replica(self, node_id: str | None = None, at: float | None = None) -> str:
-        """A new node joins, and the leader adds it as a learner, promoted once caught up."""
+        """A new node joins, and the leader adds it as a learner, promoted once caught up; once
+        it votes, it takes its share of the slot map's hints (:func:`sim.replicas.mend_hints`)."""
         nid = self.add_node(node_id, at)
-        self._at(at, "add_learner", nid,
-                 lambda: self._spawn(ask_leader(self, "add_learner", lambda n: n.add_learner(nid))))
+
+        def run() -> Any:
+            if (yield from ask_leader(self, "add_learner", lambda n: n.add_learner(nid))):
+                yield from after_change(self, lambda conf: nid in conf.voters, f"{nid} to vote")
+
+        self._at(at, "add_learner", nid, lambda: self._spawn(run()))
         return nid
 
     def remove_replica(self, node_id: str, at: float | None = None) -> None:
-        """The leader removes ``node_id`` from the group by a configuration change (§4.1)."""
-        self._at(at, "remove_voter", node_id,
-                 lambda: self._spawn(ask_leader(self, "remove_voter", lambda n: n.remove_voter(node_id))))
+        """The leader removes ``node_id`` from the group by a configuration change (§4.1); once
+        it is committed, the voters take over the slot map's hints that name the node
+        (:func:`sim.replicas.mend_hints`)."""
+        def run() -> Any:
+            if (yield from ask_leader(self, "remove_voter", lambda n: n.remove_voter(node_id))):
+                yield from after_change(self, lambda conf: node_id not in conf.voters and node_id not in conf.learners,
+                                        f"{node_id}'s removal to commit")
+
+        self._at(at, "remove_voter", node_id, lambda: self._spawn(run()))
+
+    def hints_lock(self) -> simpy.Resource:
+        """One mend of the slot map's hints at a time (:func:`sim.replicas.mend_hints`)."""
+        if self._hints_lock is None:
+            self._hints_lock = simpy.Resource(self.env, capacity=1)
+        return self._hints_lock
 
     def _spawn(self, gen: Any) -> None:
         self.env.process(gen)

@@ -18,6 +18,18 @@ configuration a live node knows committed (a configuration only appended may sti
 back with its entry, thesis §4.1). Committed configurations follow each other by index, so the
 highest index any live node has committed is the newest; a node that lags only knows an older
 one. :meth:`sim.cluster.SimCluster.client_nodes` gives the clients its members.
+
+**The slot map's hints.** In a replicated cluster the group serves every slot on every node, and
+the slot map only spreads smart clients' first hops. Once ``remove_replica``'s change is seen
+committed (:func:`committed_conf` no longer counts the node), and once ``add_replica``'s node is
+a voter of a committed configuration, :func:`mend_hints` drives the procedure
+:class:`kvcore.slotmove.Hints` (:func:`sim.slotmove.drive`, the node verb ``claim_slots``) as
+``storelab cluster remove-node``/``add-node`` drive it over HTTP: the live voters claim the slots
+whose hint names a non-voter or nobody, and a new voter its even share, so both worlds end with
+the same map. One mend at a time (a later one waits for the one under way: two would pick the
+same epochs). A mend that stopped is tried again a few times; what cannot be done (no commit
+within :data:`CONF_TIMEOUT`, a mend that kept stopping) is a ``hints_failed`` fault with the
+sentence.
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from kvcore import errors
 from kvcore.raft.messages import ConfState
+from kvcore.slotmove import Hints
+from sim.slotmove import drive
 
 if TYPE_CHECKING:
     from sim.cluster import SimCluster
@@ -56,6 +70,61 @@ def committed_conf(cluster: SimCluster) -> tuple[int, ConfState] | None:
         if best is None or at > best[0]:
             best = (at, conf)
     return best
+
+
+#: simulated seconds between two looks at the committed configuration (:func:`after_change`)
+CONF_POLL = 0.1
+#: simulated seconds to wait for a change to commit (a learner's catch-up and promotion included)
+CONF_TIMEOUT = 60.0
+
+
+def after_change(cluster: SimCluster, done: Callable[[ConfState], bool],
+                 what: str) -> Generator[Any, Any, bool]:
+    """Once the newest committed configuration satisfies ``done``, mend the hints
+    (:func:`mend_hints`); False (and a ``hints_failed`` fault) when it did not within
+    :data:`CONF_TIMEOUT`."""
+    deadline = cluster.env.now + CONF_TIMEOUT
+    while True:
+        newest = committed_conf(cluster)
+        if newest is not None and done(newest[1]):
+            break
+        if cluster.env.now >= deadline:
+            _failed(cluster, f"timed out after {CONF_TIMEOUT:g}s waiting for {what}")
+            return False
+        yield cluster.env.timeout(CONF_POLL)
+    ok: bool = yield from mend_hints(cluster)
+    return ok
+
+
+def mend_hints(cluster: SimCluster, *, retry: float = 1.0, attempts: int = 10) -> Generator[Any, Any, bool]:
+    """The live voters of the newest committed configuration claim the hints of non-voters, a
+    new voter its share (:class:`kvcore.slotmove.Hints`); one mend at a time. A procedure that
+    stopped (a claimer crashed, no voter answers, a power loss left only a node that knows no
+    voter) is tried again every ``retry`` seconds, up to ``attempts`` times, as an operator runs
+    ``storelab cluster fix`` again; then False and a ``hints_failed`` fault with the last
+    sentence."""
+    why = "no live node runs the group"
+    with cluster.hints_lock().request() as turn:
+        yield turn
+        for _ in range(attempts):
+            newest = committed_conf(cluster)
+            up = cluster.alive()
+            if newest is not None and newest[1].voters and up:
+                ok, problems = yield from drive(cluster, Hints(tuple(newest[1].voters)), up[0], 1, 1, 0.2)
+                if ok:
+                    return True
+                why = problems[0] if problems else "stopped"
+            elif newest is not None and up:
+                why = "no live node knows the group's voters"
+            yield cluster.env.timeout(retry)
+        _failed(cluster, why)
+        return False
+
+
+def _failed(cluster: SimCluster, why: str) -> None:
+    from sim.cluster import Fault
+
+    cluster.faults.append(Fault(cluster.env.now, "hints_failed", why))
 
 
 def ask_leader(cluster: SimCluster, verb: str, ask: Callable[[Any], object], *,

@@ -186,7 +186,10 @@ def _act(c: SimCluster, step: Step, progress: Progress, batch: int) -> Generator
                     return e.message
         return progress
     if isinstance(step, Assign | Readopt):
-        node.claim_slots(fmt(step.slots), step.epoch)
+        try:
+            node.claim_slots(fmt(step.slots), step.epoch)
+        except errors.StoreError as e:  # refused (as realnet's 409 stops its driver)
+            return e.message
         c.trace.record((env.now, "slots_claimed", len(step.slots), step.node, step.epoch))
         return progress
     raise AssertionError(f"unexpected step {step!r}")

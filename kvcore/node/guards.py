@@ -14,7 +14,11 @@ own view, so each guard is about what this node holds or sees:
 - **claiming or assigning a slot another member owns** (:func:`check_taking`): the owner's keys
   of that slot would answer 404 everywhere. Allowed when the owner is this node, nobody, a
   member it holds *left*, or one it no longer knows (its keys left with it); a slot this node
-  itself already claims (a same-epoch collision that ``fix`` settles by claiming again) too.
+  itself already claims (a same-epoch collision that ``fix`` settles by claiming again) too. And
+  always on a node in a replicated group: there the group serves every slot on every node and
+  every key is in its log, so the map is only a routing hint and a claim of it orphans no key
+  (``storelab cluster remove-node``/``add-node`` hand the hints of a departed node to the voters,
+  and give a new voter its share, this way).
 - **finishing an import the keys did not make** (:func:`check_finish`): ``finish`` claims the
   slots at a new epoch, like ``claim``, so keys still on another member are orphaned. Allowed for
   a slot this node imports whose source told it, by the migration's end batch
@@ -76,8 +80,9 @@ def check_epoch(epoch: int, name: str = "epoch") -> None:
 
 
 def check_taking(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
-    """Conflict when claiming ``slots`` would take slots another member may hold keys of."""
-    if accept_loss:
+    """Conflict when claiming ``slots`` would take slots another member may hold keys of (never
+    on a node in a replicated group: the map is only a hint there, module docstring)."""
+    if accept_loss or node.replica is not None:
         return
     sm = node.slot_map
     claimed = _own_claim(node)

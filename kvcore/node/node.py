@@ -144,7 +144,9 @@ class Node:
     ``assign_slots``, ``claim_slots``, ``finish_import`` and ``abort_migration`` also refuse (Conflict) what would
     drop or orphan keys unless called with ``accept_loss=True``; :meth:`check_leave` is the
     same guard for a process about to leave (:mod:`kvcore.node.guards`). Epochs are bounded to
-    0-2^63-1 (BadRequest).
+    0-2^63-1 (BadRequest). On a node in a replicated group every verb that moves slots or keys
+    is refused (Conflict) but ``claim_slots``, which takes only the routing hint (the group
+    serves every slot) and so never orphans a key.
 
     ``leave`` is not a node verb: SWIM's graceful leave is :meth:`Membership.leave`, and whether
     a process may leave (it owns slots and has live peers) is the realnet API's call, because
@@ -554,8 +556,11 @@ class Node:
         otherwise: the claim would not win everywhere). It spreads by gossip with our next
         incarnation. A slot another member owns (and may hold keys of) is refused (Conflict)
         unless ``accept_loss`` (:func:`kvcore.node.guards.check_taking`).
+
+        In a replicated group, the one verb of the slot map that is not refused: no key moves
+        (the group serves every slot on every node), the claim only changes the routing hint
+        smart clients take their first hop from, and no key is orphaned by it.
         """
-        self._no_slot_moves("claim")
         guards.check_epoch(epoch)
         parsed = parse_ranges(ranges)
         self.ownership.check_claim(self.id, parsed, epoch)
@@ -712,8 +717,9 @@ class Node:
 
     def _no_slot_moves(self, verb: str) -> None:
         """In a replicated group the store is the state machine: only the log changes it, so
-        keys never move between nodes and claims never change (one group serves every slot;
-        several groups over more nodes come next). Refused in both worlds alike."""
+        keys never move between nodes (one group serves every slot; several groups over more
+        nodes come next). Refused in both worlds alike. A claim (:meth:`claim_slots`) is not
+        refused: it moves no key, and the map is only a routing hint there."""
         if self.replica is not None:
             raise errors.Conflict(f"{verb} refused: {self.id} is in a replicated group, which serves "
                                   "every slot; slots and keys do not move between its nodes")

@@ -12,6 +12,7 @@ as an orchestrator observed it, one ``plan`` line, ``----``, and the steps the p
     view a                              whose map is the cluster's (default: the first node)
     plan move 10-12 to b [from a] [drained R] [failures N] [retry] [chunk N] [refused SENTENCE]
     plan fix [assign]
+    plan hints a,b,c                    a replicated cluster's voters (kvcore.slotmove.Hints)
     ----
     import b 10-12 from a
 
@@ -28,6 +29,7 @@ import pytest
 
 from kvcore.slotmove import (
     Fix,
+    Hints,
     MoveSlots,
     NodeView,
     Progress,
@@ -104,6 +106,8 @@ def run_plan(snap: Snapshot, plan: str) -> list[str]:
     words = plan.split()
     kw: dict[str, int] = {}
     progress = Progress()
+    if words[0] == "hints":
+        return [str(s) for s in next_steps(snap, Hints(tuple(words[1].split(","))), progress)]
     if words[0] == "fix":
         goal: MoveSlots | Fix = Fix(assign_unowned="assign" in words[1:])
     else:

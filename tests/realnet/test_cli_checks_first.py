@@ -42,6 +42,7 @@ class FakeAdmin:
     token_problems = Admin.token_problems
     _token_sentence = Admin._token_sentence
     require_token = Admin.require_token
+    snapshot = Admin.snapshot
 
     def __init__(self, probes: dict[str, NodeState], cluster: ClusterView | None = None,
                  refuse: set[str] | None = None, token_given: bool = True) -> None:
@@ -87,6 +88,10 @@ class FakeAdmin:
 
     def leave(self, cluster: ClusterView, node: NodeState) -> None:
         self.changes.append(("leave", node.id))
+
+    def drive(self, addr: str, goal: Any, *args: Any, **kw: Any) -> tuple[int, list[str]]:
+        self.changes.append(("drive", goal))
+        return 0, []
 
 
 def run(monkeypatch: Any, fake: FakeAdmin, *argv: str) -> int:
@@ -312,12 +317,13 @@ def test_remove_node_asks_the_token_of_the_nodes_it_changes_first(monkeypatch: A
     assert "Refused to remove the node: a node refuses this admin token; nothing was changed." in err, err
     assert f"Node b ({b.addr}) refuses this admin token (401 unauthorized), which a, c take" in err
     assert fake.changes == []
-    # a replicated group's leader is removed: the leader, its heir and the node are asked first
+    # a replicated group's leader is removed: the leader, its heir and the node are asked first,
+    # and the other live voters, which then claim its slots' hints
     a, b, c = (_member(i, ids, raft=_group(ids, role="leader" if i == "a" else "follower")) for i in ids)
     fake = FakeAdmin({}, _cluster(a, b, c), refuse={b.addr})
     assert run(monkeypatch, fake, "remove-node", a.addr, "a", "--yes") == 2
     assert f"Node b ({b.addr}) refuses this admin token" in capsys.readouterr().err
-    assert sorted(fake.checked) == [a.addr, b.addr] and fake.changes == []
+    assert sorted(fake.checked) == [a.addr, b.addr, c.addr] and fake.changes == []
 
 
 @pytest.mark.parametrize("argv", [["rebalance", "--weight", "c=2"], ["reshard", "--slots", "100", "--to", "c"]])
@@ -401,10 +407,25 @@ def test_remove_node_of_a_node_that_left_has_nothing_to_do(monkeypatch: Any, cap
     assert fake.changes == []
     ids = ("a", "b")
     a, b = _member("a", raft=_group(ids, role="leader")), _member("b", raft=_group(ids))
-    fake = FakeAdmin({}, _cluster(a, b, gone))
+    fake = FakeAdmin({}, _cluster(a, b, gone, runs=[(0, 8191, "a", 2), (8192, 16383, "b", 3)]))
     assert run(monkeypatch, fake, "remove-node", a.addr, "c", "--yes") == 0
     assert "has left the cluster. Nothing to do." in capsys.readouterr().out
     assert fake.changes == []
+    # ...unless the map still names it (an earlier remove-node stopped before the voters took its
+    # slots' hints): the voters claim them now, their token asked first
+    runs = [(0, 5460, "a", 2), (5461, 10922, "b", 3), (10923, 16383, "c", 4)]
+    fake = FakeAdmin({}, _cluster(a, b, gone, runs=runs), refuse={b.addr})
+    assert run(monkeypatch, fake, "remove-node", a.addr, "c", "--yes") == 2
+    assert f"Node b ({b.addr}) refuses this admin token" in capsys.readouterr().err
+    assert fake.changes == []
+    fake = FakeAdmin({}, _cluster(a, b, gone, runs=runs))
+    assert run(monkeypatch, fake, "remove-node", a.addr, "c", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "is no longer in the group's configuration and has left the cluster, but the slot map's hints" in out
+    assert "a claimed 2731 slots (2731 from c); b claimed 2730 slots (2730 from c)." in out, out
+    from kvcore.slotmove import Hints
+
+    assert fake.changes == [("drive", Hints(("a", "b")))]
 
 
 # --- verify during a quorum loss ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from kvcore.replica.disk import KVRaftStorage
 from kvcore.replica.messages import ReplicaForward, ReplicaReply
 from sim.clients import Workload
 from sim.cluster import SimCluster
-from sim.replicas import leader
+from sim.replicas import committed_conf, leader
 
 
 def wait_for(cluster: SimCluster, cond: Any, limit: float = 20.0, step: float = 0.05) -> None:
@@ -232,15 +232,20 @@ def test_raft_data_kinds_sent_alone_are_malformed_not_a_crash() -> None:
 
 def test_slots_and_keys_do_not_move_in_a_replicated_group() -> None:
     """The store is the state machine: only the log changes it. The node refuses every slot
-    move (so realnet's admin door does too), and the sim's verbs say so before trying."""
+    move (so realnet's admin door does too), and the sim's verbs say so before trying. A claim
+    is not refused: it moves no key, only the routing hint (the group serves every slot), so
+    it needs no accept_loss even for slots a live member owns."""
     c = SimCluster(12, 3, replicas=3)
     a_leader(c)
     n = c.node("n1")
     for verb in (lambda: n.begin_migrate(5, "n2"), lambda: n.begin_import(5, "n2"),
-                 lambda: n.claim_slots("0-10", 99), lambda: n.assign_slots("0-10", 99),
+                 lambda: n.assign_slots("0-10", 99),
                  lambda: n.finish_import([5]), lambda: n.abort_migration(5), lambda: n.rollback_migration([5])):
         with pytest.raises(errors.Conflict, match="replicated group"):
             verb()
+    assert c.node("n1").slot_map.owner(16000) == "n3"
+    n.claim_slots("16000-16383", 99)  # n3's, alive: no accept_loss
+    assert n.slot_map.owner(16000) == "n1" and n.store.items() == c.node("n3").store.items()
     said: list[tuple[int, str]] = []
     n.migrate_keys(5, 10, lambda moved, err: said.append((moved, err)))
     assert said and said[0][0] == 0 and "replicated group" in said[0][1]
@@ -412,3 +417,39 @@ def test_unreplicated_clients_choose_among_every_node_left_or_not() -> None:
     c.run(until=3.0)
     new = c.add_node()
     assert c.client_nodes() == c.ids == ["n1", "n2", "n3", new]
+
+
+def test_the_slot_map_names_only_the_voters_after_members_turn_over() -> None:
+    """The slot map is only a routing hint in a replicated group (every node serves every key),
+    but a hint naming a node that left sends smart clients to a dead address first. add_replica
+    gives the new voter its even share once it votes, remove_replica hands the removed voter's
+    slots to the voters holding fewest once the removal is committed (kvcore.slotmove.Hints,
+    the procedure storelab cluster add-node/remove-node drive over HTTP): after n4 joins and n1
+    leaves, every node's map names only n2, n3, n4, evenly, and every key is still read."""
+    c = SimCluster(4, 3, replicas=3)
+    lead = a_leader(c)
+    for i in range(40):
+        assert call(c, lead, Put(key=b"k%d" % i, value=b"v%d" % i)).ok
+    new = c.add_replica()
+
+    def names(want: list[str]) -> bool:
+        return all(sorted(n.slot_map.slot_counts()) == want for n in c.nodes())
+
+    wait_for(c, lambda: names(["n1", "n2", "n3", new]), limit=30.0)
+    assert all(sorted(n.slot_map.slot_counts().values()) == [4096] * 4 for n in c.nodes())
+    c.remove_replica("n1")
+    wait_for(c, lambda: names(["n2", "n3", new]), limit=30.0)
+    c.leave("n1")
+    c.run(until=c.now + 3.0)
+    voters = sorted(committed_conf(c)[1].voters)
+    assert voters == ["n2", "n3", new]
+    maps = [n.slot_map.to_text() for n in c.nodes()]
+    assert len(set(maps)) == 1, "every live node has the same map"
+    counts = c.node("n2").slot_map.slot_counts()
+    assert sorted(counts) == voters and max(counts.values()) - min(counts.values()) <= 1
+    assert sum(counts.values()) == 16384
+    # the fewest moves: n4 took 1365 or 1366 from each; then only n1's 4096 changed hands
+    assert sorted(counts.values()) == [5461, 5461, 5462]
+    assert not [f for f in c.faults if f.verb.endswith("_failed")]
+    for i in range(40):
+        assert call(c, voters[i % 3], Get(key=b"k%d" % i)).value == b"v%d" % i
