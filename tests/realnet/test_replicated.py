@@ -724,7 +724,7 @@ def test_the_slot_map_names_only_the_voters_after_add_node_and_remove_node_and_f
     it votes, a removed one's slots go to the voters holding fewest, every node's map names only
     the voters, and every key written before is still read from every node. A map left naming a
     node outside the group (its removal made by hand) is what ``verify`` reports, naming
-    ``fix``, which mends it."""
+    ``fix``, which mends it. And the id of a voter that remove-node took out is free again."""
     from realnet.cli import main
 
     nodes = start_group(launcher, tmp_path)
@@ -786,3 +786,10 @@ def test_the_slot_map_names_only_the_voters_after_add_node_and_remove_node_and_f
     for n in rest:
         for k, v in keys.items():
             assert read_ok(n, k) == v.encode(), (n.id, k)
+    # a's id is free again: its hints were handed on (a member that left owning slots in the map
+    # cannot be added again under its id: the map would give them to the new node)
+    a2 = launcher.node("a", extra=["--data-dir", str(tmp_path / "data-a2")])
+    assert main(["cluster", "add-node", a2.addr, b.addr, "--yes"]) == 0, capsys.readouterr()
+    assert "a claimed 5461 slots (2730 from b, 2731 from d)" in capsys.readouterr().out
+    assert names_only([b, d, a2], ["a", "b", "d"]), slot_maps([b, d, a2])
+    assert read_ok(a2, "key-3") == b"value-3"
