@@ -437,14 +437,18 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
         problems.append(f"The cluster already has a member called {new.id} "
                         f"({listed.state}); start the new node with another --id.")
     elif listed is not None and (owned := cluster.slot_counts().get(new.id, 0)):
-        # a member of that name left owning slots (a forced leave, or a replicated group's member,
-        # whose slots never move): the cluster's map would give them to the new node, which does
-        # not claim them (gossip never teaches a node its own claim). Without slots, the name is
-        # free: the new node refutes the old "left" with a higher incarnation (SWIM's reclaim)
+        # a member of that name left owning slots (a forced leave, or a replicated group's member
+        # whose hints were not handed on): the cluster's map would give them to the new node,
+        # which does not claim them (gossip never teaches a node its own claim). Without slots,
+        # the name is free: the new node refutes the old "left" with a higher incarnation (SWIM's
+        # reclaim); a replicated cluster's fix hands the hints to the voters
+        then = (f"`storelab cluster fix {args.existing}` hands them to the group's voters (then add the node "
+                "under that id), or start the new node with another --id." if replicated
+                else "start the new node with another --id.")
         problems.append(f"A member called {new.id} left the cluster owning {owned} slot"
                         f"{'s' if owned != 1 else ''} in {cluster.entry.id}'s slot map (it left with a "
-                        "forced leave, or from a replicated group), which the cluster would give to a new node "
-                        "of that name though it does not claim them; start the new node with another --id.")
+                        "forced leave, or from a replicated group before its hints were handed on), which the "
+                        f"cluster would give to a new node of that name though it does not claim them; {then}")
     if new.reachable:
         problems += admin.bus_problems(new, cluster.live())
     if replicated and new.reachable:
