@@ -63,7 +63,7 @@ from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.raftcheck import Figure3Feed
 from sim.rand import stream
-from sim.replicas import after_change, ask_leader, committed_conf
+from sim.replicas import after_change, ask_leader, committed_conf, mend_hints
 from sim.runtime import SimRuntime
 from sim.slotmove import drive
 from sim.storage import SimStorage, SyncStats
@@ -515,7 +515,14 @@ class SimCluster:
         or stale, roll back on the source when the target left, move a slot whose keys a live
         node holds without owning it from its live owner to that node; with ``assign_unowned``,
         give slots without a live owner one. What it cannot fix is recorded as a ``fix_unfixed``
-        fault per problem. The view is the first live node's map."""
+        fault per problem. The view is the first live node's map.
+
+        On a replicated cluster, where no slot or key moves, it mends the slot map's hints
+        instead, as ``storelab cluster fix`` does there (:func:`sim.replicas.mend_hints`: the
+        live voters claim the slots whose hint names a non-voter or nobody, evenly)."""
+        if self.replicas > 1:
+            self._at(at, "fix", "hints", lambda: self._spawn(mend_hints(self)))
+            return
         self._slots_move()
         def run() -> Any:
             up = self.alive()

@@ -11,12 +11,14 @@ and acts on the node objects directly, in the same order ``storelab cluster`` ac
 awaited), finish, wait until every live node's map names the target, take back, clear, roll
 back, assign, re-adopt. A guard's refusal (``errors.Conflict`` from ``begin_import`` /
 ``begin_migrate``) is folded into the progress, so the procedure takes back the import marks and
-stops, as the CLI does.
+stops, as the CLI does; a refused claim stops it with the node's sentence. The same loop drives a
+replicated cluster's hints (:class:`kvcore.slotmove.Hints`, :func:`sim.replicas.mend_hints`):
+claims and waits only.
 
 Like an operator's ``redis-cli`` whose connection drops, a move stops when a node it acted on
 crashes (its object changes, even if it restarted since): the open migration stays until
 ``fix``. The caller records a stop as a fault (``reshard_aborted`` for a move,
-``fix_unfixed`` for what a fix could not do).
+``fix_unfixed`` for what a fix could not do, ``hints_failed`` for hints).
 """
 
 from __future__ import annotations

@@ -232,8 +232,8 @@ def test_raft_data_kinds_sent_alone_are_malformed_not_a_crash() -> None:
 
 def test_slots_and_keys_do_not_move_in_a_replicated_group() -> None:
     """The store is the state machine: only the log changes it. The node refuses every slot
-    move (so realnet's admin door does too), and the sim's verbs say so before trying. A claim
-    is not refused: it moves no key, only the routing hint (the group serves every slot), so
+    move (so realnet's admin door does too), and the sim's verbs say so before trying (but fix,
+    which mends the slot map's hints there: the next test). A claim is not refused: it moves no key, only the routing hint (the group serves every slot), so
     it needs no accept_loss even for slots a live member owns."""
     c = SimCluster(12, 3, replicas=3)
     a_leader(c)
@@ -249,8 +249,7 @@ def test_slots_and_keys_do_not_move_in_a_replicated_group() -> None:
     said: list[tuple[int, str]] = []
     n.migrate_keys(5, 10, lambda moved, err: said.append((moved, err)))
     assert said and said[0][0] == 0 and "replicated group" in said[0][1]
-    for sim_verb in (lambda: c.reshard([5], "n2"), lambda: c.rebalance(), lambda: c.fix(),
-                     lambda: c.remove_node("n3")):
+    for sim_verb in (lambda: c.reshard([5], "n2"), lambda: c.rebalance(), lambda: c.remove_node("n3")):
         with pytest.raises(ValueError, match="replicated cluster"):
             sim_verb()
 
@@ -453,3 +452,22 @@ def test_the_slot_map_names_only_the_voters_after_members_turn_over() -> None:
     assert not [f for f in c.faults if f.verb.endswith("_failed")]
     for i in range(40):
         assert call(c, voters[i % 3], Get(key=b"k%d" % i)).value == b"v%d" % i
+
+
+def test_fix_mends_a_map_that_names_a_node_outside_the_group() -> None:
+    """A removal asked of the leader's node verb directly (not remove_replica) leaves the map
+    naming the removed node; the sim's fix, as storelab cluster fix on a replicated cluster,
+    hands its slots to the voters holding fewest (no key moves)."""
+    c = SimCluster(5, 3, replicas=3)
+    lead = a_leader(c)
+    victim = next(n for n in c.ids if n != lead)
+    c.node(lead).remove_voter(victim)
+    wait_for(c, lambda: (conf := committed_conf(c)) is not None and victim not in conf[1].voters)
+    c.run(until=c.now + 2.0)
+    assert all(victim in n.slot_map.slot_counts() for n in c.nodes())  # nobody mended it
+    c.fix()
+    rest = sorted(n for n in c.ids if n != victim)
+    wait_for(c, lambda: all(sorted(c.node(n).slot_map.slot_counts()) == rest for n in rest), limit=30.0)
+    counts = c.node(rest[0]).slot_map.slot_counts()
+    assert sorted(counts.values()) == [8192, 8192]
+    assert [f.args for f in c.faults if f.verb == "fix"] == ["hints"]
