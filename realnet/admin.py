@@ -51,7 +51,9 @@ its live owner to that node, an ordinary move (the owner's value of a key both h
 and, with ``assign_unowned``, gives slots without a live owner one (``GET /cluster/keyslots``
 tells which nodes hold keys of them); the rules and their reasons are in :mod:`kvcore.slotmove`.
 What ``verify`` reports about members (a node down, views that differ) fix explains in a
-sentence (:func:`member_problems`): gossip settles those, not fix.
+sentence (:func:`member_problems`): gossip settles those, not fix. A replicated cluster's slot
+map hints (:class:`kvcore.slotmove.Hints`, asked by :mod:`realnet.replicacli`) go through the
+same :meth:`Admin.drive`: claims (``/cluster/claim``) and waits only.
 
 **The admin token first** (:meth:`Admin.token_problems`). The CLI sends one admin token to every
 node, and a node started with another (``--admin-token-file``), or with one when none is sent,
