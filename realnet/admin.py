@@ -427,7 +427,9 @@ class Admin:
         (``GET /cluster/keyslots``)."""
         nodes: dict[str, NodeView] = {}
         for n in cluster.nodes.values():
-            if n.state == ALIVE and not n.reachable:
+            if n.state == ALIVE and (not n.reachable or (n.info or {}).get("lost_state")):
+                # a member that lost its state (503 lost_state) acts on nothing and never maps its
+                # own old claim: as if it did not answer (a hint mend would wait for it in vain)
                 nodes[n.id] = NodeView(n.id, UNREACHABLE)
                 continue
             migrating, importing = n.open_marks()

@@ -84,7 +84,8 @@ def observe(c: SimCluster, view: str) -> Snapshot:
         node = c.node(nid)
         if c.truth.get(nid) == "left":
             nodes[nid] = NodeView(nid, State.LEFT)
-        elif node is None:
+        elif node is None or node.lost_group is not None:
+            # (a node that lost its state acts on nothing: realnet's snapshot says the same)
             nodes[nid] = NodeView(nid, UNREACHABLE)
         else:
             held = frozenset(node.store.slots())

@@ -14,11 +14,12 @@ own view, so each guard is about what this node holds or sees:
 - **claiming or assigning a slot another member owns** (:func:`check_taking`): the owner's keys
   of that slot would answer 404 everywhere. Allowed when the owner is this node, nobody, a
   member it holds *left*, or one it no longer knows (its keys left with it); a slot this node
-  itself already claims (a same-epoch collision that ``fix`` settles by claiming again) too. And
-  always on a node in a replicated group: there the group serves every slot on every node and
-  every key is in its log, so the map is only a routing hint and a claim of it orphans no key
-  (``storelab cluster remove-node``/``add-node`` hand the hints of a departed node to the voters,
-  and give a new voter its share, this way).
+  itself already claims (a same-epoch collision that ``fix`` settles by claiming again) too. And,
+  on a node in a replicated group, a slot of a member of that group (one its log's
+  configurations name): the group serves every slot on every node and every key is in its log,
+  so the map is only a routing hint and a claim of it orphans no key (``storelab cluster
+  remove-node``/``add-node`` hand the hints of a departed voter to the voters, and give a new
+  voter its share, this way). A member outside the group keeps the guard: its keys are its own.
 - **finishing an import the keys did not make** (:func:`check_finish`): ``finish`` claims the
   slots at a new epoch, like ``claim``, so keys still on another member are orphaned. Allowed for
   a slot this node imports whose source told it, by the migration's end batch
@@ -81,15 +82,17 @@ def check_epoch(epoch: int, name: str = "epoch") -> None:
 
 def check_taking(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
     """Conflict when claiming ``slots`` would take slots another member may hold keys of (never
-    on a node in a replicated group: the map is only a hint there, module docstring)."""
-    if accept_loss or node.replica is not None:
+    slots of a member of this node's replicated group: the map is only a hint there, module
+    docstring)."""
+    if accept_loss:
         return
     sm = node.slot_map
     claimed = _own_claim(node)
+    group = _group_members(node)
     taken: dict[str, list[int]] = {}
     for s in slots:
         owner = sm.owner(s)
-        if owner is None or owner == node.id or s in claimed:
+        if owner is None or owner == node.id or s in claimed or owner in group:
             continue
         state = node.membership.state_of(owner)
         if state is None or state == State.LEFT:
@@ -103,6 +106,19 @@ def check_taking(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
             f"{owner} ({state}) in node {node.id}'s map: claiming them would orphan the keys {owner} holds "
             f"for them; move them with reshard, or {_ACCEPT}"
         )
+
+
+def _group_members(node: Node) -> frozenset[str]:
+    """Every node a configuration of this node's replicated group names, as far back as its log
+    holds them (the current one, uncommitted ones, and those since its snapshot, so a voter
+    removed moments ago is still one): the owners whose keys are in the group's log, so whose
+    slots' hints a member may claim without orphaning a key. Empty outside a group. A member
+    that never was in the group (an unreplicated node of the same cluster) holds keys only
+    it has, and its slots stay guarded."""
+    replica = node.replica
+    if replica is None:
+        return frozenset()
+    return frozenset(n for _, conf in replica.raft.log.confs for n in (*conf.voters, *conf.learners))
 
 
 def check_finish(node: Node, slots: Iterable[int], accept_loss: bool) -> None:

@@ -510,3 +510,21 @@ def test_create_stops_early_when_a_node_refuses_the_others_connections(monkeypat
     assert main(["cluster", "create", a.addr, b.addr, "--yes"]) == 2
     err = capsys.readouterr().err
     assert "a refused 2 of b's connections since create began (cluster_mismatch): their cluster names differ" in err
+
+
+def test_a_member_that_lost_its_state_is_snapshotted_as_one_that_does_not_answer() -> None:
+    """What kvcore.slotmove plans from leaves out a member that lost its state (it acts on
+    nothing and never maps its own old claim: a hint mend waited for it until its time-out)."""
+    from realnet.admin import Admin
+    from realnet.clusterview import ClusterView, NodeState
+
+    def member(nid: str, lost: bool) -> NodeState:
+        n = NodeState(id=nid, addr=f"127.0.0.1:{nid}", state="alive")
+        n.info = {"id": nid, "lost_state": {"from": "a", "term": 2} if lost else None}
+        n.members, n.slots = [], {"slots": [{"start": 0, "end": 16383, "node": "a", "epoch": 1}]}
+        return n
+
+    view = ClusterView(member("a", False), {"a": member("a", False), "c": member("c", True)})
+    with Admin(1.0) as adm:
+        snap = adm.snapshot(view)
+    assert snap.up("a") and not snap.up("c")
