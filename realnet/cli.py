@@ -153,11 +153,13 @@ OCTETS = "application/octet-stream"
 
 
 def _not_a_node(command: str, status: int, headers: dict[str, str]) -> str:
-    """What a success from something other than a storelab node looks like ("" when it looks
-    like a node's): a node answers a get's 200 as ``application/octet-stream`` and a set's or a
-    del's success as 204 (another server's 200 page would be printed as the value)."""
+    """What an answer from something other than a storelab node looks like ("" when it looks
+    like a node's): a node answers a get's 200 as ``application/octet-stream``, a set's or a
+    del's success as 204, and every error as JSON (another server's 200 page would be printed as
+    the value, its 404 page read as "not found")."""
     if not 200 <= status < 300:
-        return ""
+        ctype = headers.get("content-type", "")
+        return "" if ctype.split(";", 1)[0].strip() == "application/json" else f"{status} and {ctype or 'no content type'}"
     if command == "get":
         ctype = headers.get("content-type", "")
         return "" if status == 200 and ctype == OCTETS else f"{status} and {ctype or 'no content type'}"

@@ -461,11 +461,13 @@ def cmd_add_node(args: argparse.Namespace, a: Admin) -> int:
     if replicated:
         return replicacli.cmd_add_node(args, a, cluster, new)
     members = cluster.members()
-    # members that rebalance by themselves (--auto-rebalance) give the new node its share
-    auto = sorted(n.id for n in cluster.live() if (n.info or {}).get("auto_rebalance"))
+    # the automatic rebalancing is run by the alive member with the lowest id (the new node too,
+    # once it has joined): its share comes from there only if that node has the option on
+    runner = min([*cluster.live(), new], key=lambda n: n.id)
+    auto = bool((runner.info or {}).get("auto_rebalance"))
     say(f"Adding node {new.label()} to the cluster of {cluster.entry.label()} ({len(members)} member"
         f"{'s' if len(members) != 1 else ''}); it joins owning no slots"
-        f"{', and the automatic rebalancing of ' + ', '.join(auto) + ' gives it its share' if auto else ''}.")
+        f"{f', and the automatic rebalancing of {runner.id} gives it its share' if auto else ''}.")
     confirm(args, "Add this node?")
     a.add_node(new, cluster)
     if auto:
@@ -524,15 +526,16 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin) -> int:
         return _forget_dead(args, a, probe, dead, replicated, cut_short)
     if replicated:
         return replicacli.cmd_remove_node(args, a, probe)
-    if dead.state == State.SUSPECT:
-        # not worth waiting for a quiet cluster (a suspect member keeps it from being one): by the
-        # time it is quiet the node is dead or alive again, and either way this is the answer
+    if dead.state == State.SUSPECT and not (dead.addr and a.probe(dead.addr).reachable):
+        # suspect and not answering either: not worth waiting for a quiet cluster (a suspect
+        # member keeps it from being one) that ends with it dead. One that answers may be alive
+        # again in a moment (a pause): that waits for the quiet cluster as before
         owned = probe.slot_counts().get(dead.id, 0)
         then = (f"if it is down, start it again: its {owned} slot{'s' if owned != 1 else ''}' keys are on "
                 "its disk only (then this command moves them away)" if owned
                 else "if it is down, its peers hold it dead within seconds and this command then makes "
                      "the cluster forget it")
-        raise Refused(f"Node {dead.label()} is suspect: its peers do not hear it. Only an alive node can be "
+        raise Refused(f"Node {dead.label()} is suspect and does not answer: its peers do not hear it. Only an alive node can be "
                       f"removed; {then}. Nothing was changed.")
     cluster = a.wait_stable(args.addr)
     node = cluster.resolve(args.node)
@@ -623,7 +626,7 @@ def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node:
         f"member outside {'the group' if replicated else 'the slot map'}, and `storelab cluster remove-node "
         f"{args.addr} {node.id}` then makes it leave.")
     if replicated:  # the voters take over any hint that still names it
-        replicacli.say_hints(a, replicacli.hint_entry(cluster, node.id), args.addr)
+        replicacli.say_hints(a, replicacli.hint_entry(cluster, node.id))
     return admin.EXIT_OK
 
 

@@ -150,14 +150,13 @@ class Http:
             obj = json.loads(data) if data else None
         except ValueError:
             obj = _NOT_JSON
-        if obj is _NOT_JSON and resp.status < 400:
-            # something answers HTTP there, but not a storelab node (every admin answer is JSON)
+        if obj is _NOT_JSON:
+            # something answers HTTP there, but not a storelab node: every answer a node sends is
+            # JSON, its errors too (a web server's 404 page would otherwise read as a node's)
             ctype = resp.getheader("Content-Type") or "no content type"
             raise NodeError(addr, resp.status, "not_a_node",
                             f"{addr} answered {method} {path} with {ctype}, not JSON: it does not look like a "
                             "storelab node's HTTP address")
-        if obj is _NOT_JSON:
-            obj = None
         if resp.status == 401:
             raise Unauthorized(addr, str(obj.get("message", "")) if isinstance(obj, dict) else "")
         if resp.status >= 400:

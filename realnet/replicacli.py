@@ -557,9 +557,11 @@ def hints_unmended(addr: str, why: str) -> str:
             f"`storelab cluster fix {addr}` mends them.")
 
 
-def say_hints(a: Admin, addr: str, shown: str) -> bool:
+def say_hints(a: Admin, addr: str, shown: str | None = None) -> bool:
     """Mend the hints through ``addr`` and say what was done (nothing when nothing was to do);
-    ``shown``: the address the sentences name. False when they could not all be mended."""
+    ``shown``: the address the sentences name (``addr``'s by default: after a removal, a member
+    still there, never the node removed). False when they could not all be mended."""
+    shown = shown or addr
     moves, why = mend_hints(a, addr)
     if why:
         say(hints_unmended(shown, why))
@@ -752,7 +754,7 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
         if why:
             raise admin.Unreachable(why)
         say(f"Node {node.id} left the cluster.")
-        say_hints(a, hint_entry(cluster, node.id), args.addr)
+        say_hints(a, hint_entry(cluster, node.id))
         return admin.EXIT_OK
     heir = successor(cluster, lead) if lead.id == node.id else None
     # the leader (first its heir, when it is the node) removes it, then it is asked to leave; the
@@ -771,10 +773,10 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
             f"that is paused, not down), it leaves when it resumes; otherwise, when it comes back it learns "
             f"that it was removed (it answers clients 503 removed), and `storelab cluster remove-node "
             f"{args.addr} {node.id}` then makes it leave the cluster (its process exits), or says it left.")
-        say_hints(a, hint_entry(cluster, node.id), args.addr)
+        say_hints(a, hint_entry(cluster, node.id))
         return admin.EXIT_OK
     say(f"Node {node.id} left the group and the cluster.")
-    say_hints(a, hint_entry(cluster, node.id), args.addr)
+    say_hints(a, hint_entry(cluster, node.id))
     return admin.EXIT_OK
 
 

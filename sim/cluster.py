@@ -226,7 +226,7 @@ class SimCluster:
         return [s.endpoint.node for s in self._slots.values() if s.endpoint.node is not None]
 
     def client_nodes(self) -> list[str]:
-        """The nodes a client picks among (:class:`~sim.clients.SimClient`), in id order.
+        """The nodes a client picks among (:class:`~sim.clients.SimClient`), in the order of :attr:`ids`.
 
         In a replicated cluster, the members, voters and learners, of the newest configuration a
         live node knows committed (:func:`sim.replicas.committed_conf`): what a client told the

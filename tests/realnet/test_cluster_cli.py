@@ -362,8 +362,8 @@ def test_auto_rebalance_gives_a_joining_node_its_share_and_drains_a_leaving_one(
     (d,) = start(launcher, ["d"], extra=["--auto-rebalance"])
     t0 = time.monotonic()
     r = ok("add-node", d.addr, a.addr, "--yes")
-    # it says where d's share comes from (it said "it will own no slots ... rebalance gives it its share")
-    assert "it joins owning no slots, and the automatic rebalancing of a, b, c gives it its share." in r.stdout, r.stdout
+    # it says where d's share comes from: a, the lowest id, runs the rebalancing (it said "it will own no slots ... rebalance gives it its share")
+    assert "it joins owning no slots, and the automatic rebalancing of a gives it its share." in r.stdout, r.stdout
     assert "the members' automatic rebalancing (--auto-rebalance) moves its share of slots to it shortly" in r.stdout
     poll(lambda: 4095 <= slots_owned(d) <= 4097, timeout=CONVERGE, what="d to own about 4096 slots")
     print(f"the automatic rebalance gave d {slots_owned(d)} slots {time.monotonic() - t0:.2f}s after add-node")
@@ -382,6 +382,20 @@ def test_auto_rebalance_gives_a_joining_node_its_share_and_drains_a_leaving_one(
     with Client(a.addr) as client:
         assert {k: client.get(k) for k in values} == {k: v.encode() for k, v in values.items()}
     for n in (a, b, d):  # kill -9: a SIGTERM at teardown would drain each into the next
+        n.kill()
+
+
+def test_add_node_promises_the_automatic_rebalancing_only_where_it_will_run(launcher: Launcher) -> None:
+    """The rebalancing is run by the alive member with the lowest id: a plain new node that sorts
+    first gets no share from members that have the option (a review: add-node said their
+    rebalancing would give it its share, and nothing moved)."""
+    b, c = start(launcher, ["b", "c"], extra=["--auto-rebalance"])
+    ok("create", b.addr, c.addr, "--yes")
+    (a,) = start(launcher, ["a"])
+    r = ok("add-node", a.addr, b.addr, "--yes")
+    assert "it joins owning no slots." in r.stdout and "automatic rebalancing" not in r.stdout, r.stdout
+    assert f"storelab cluster rebalance {b.addr} --use-empty gives it its share" in r.stdout, r.stdout
+    for n in (b, c):  # kill -9: a SIGTERM at teardown would drain each into the next
         n.kill()
 
 

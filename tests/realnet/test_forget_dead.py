@@ -145,9 +145,9 @@ def test_remove_node_finishes_a_forget_cut_short(
 def test_remove_node_refuses_a_suspect_slot_owner_at_once(
         launcher: Launcher, capsys: pytest.CaptureFixture[str]) -> None:
     """An unreplicated member that is only suspect (its peers stopped hearing it; here a long
-    suspicion keeps it so) is refused at once with what to do, instead of after the 30 s wait for
-    a quiet cluster with the general sentence. And ``add-node`` of a node under the id of a dead
-    member that owns nothing names the way out: forget it first (``remove-node``)."""
+    suspicion keeps it so) and does not answer either is refused at once with what to do, instead
+    of after the 30 s wait for a quiet cluster with the general sentence. (One that answers may be
+    alive again in a moment, a pause: that waits for the quiet cluster, as before.)"""
     from realnet.cli import main
 
     swim = {"preset": "local", "probe_interval": 0.2, "probe_timeout": 0.1, "suspicion_mult": 2000}
@@ -158,7 +158,7 @@ def test_remove_node_refuses_a_suspect_slot_owner_at_once(
     poll(lambda: states(a_).get("b") == "suspect", timeout=30, what="a to suspect b")
     assert main(["cluster", "remove-node", a_.addr, "b", "--yes"]) == 1
     err = capsys.readouterr().err
-    assert "Node b (" in err and "is suspect: its peers do not hear it. Only an alive node can be removed; " \
+    assert "Node b (" in err and "is suspect and does not answer: its peers do not hear it. Only an alive node can be removed; " \
         "if it is down, start it again: its 8192 slots' keys are on its disk only" in err, err
     assert states(a_)["b"] == "suspect"
 

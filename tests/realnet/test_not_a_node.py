@@ -19,13 +19,14 @@ class _Other(http.server.BaseHTTPRequestHandler):
     """Another service: a page for every request, or (``json_body``) JSON of another shape."""
 
     json_body: bytes | None = None
+    status = 200
 
     def _answer(self) -> None:
         n = int(self.headers.get("Content-Length") or 0)
         if n:
             self.rfile.read(n)
         body = self.json_body if self.json_body is not None else b"<html><body>hello</body></html>"
-        self.send_response(200)
+        self.send_response(self.status)
         self.send_header("Content-Type", "application/json" if self.json_body is not None else "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -37,8 +38,8 @@ class _Other(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve(json_body: bytes | None) -> Iterator[str]:
-    handler = type("Handler", (_Other,), {"json_body": json_body})
+def _serve(json_body: bytes | None, status: int = 200) -> Iterator[str]:
+    handler = type("Handler", (_Other,), {"json_body": json_body, "status": status})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -56,6 +57,12 @@ def page() -> Iterator[str]:
 
 
 @pytest.fixture
+def missing_page() -> Iterator[str]:
+    """A web server's 404 page for every path (``python -m http.server``'s answer to /kv/k)."""
+    yield from _serve(None, 404)
+
+
+@pytest.fixture
 def odd_json() -> Iterator[str]:
     yield from _serve(b'{"slots": 5}')
 
@@ -65,7 +72,7 @@ def odd_json() -> Iterator[str]:
     ["cluster", "create", "{a}", "--yes"], ["cluster", "fix", "{a}", "--yes"],
     ["cluster", "rebalance", "{a}", "--yes"], ["cluster", "remove-node", "{a}", "x", "--yes"],
 ])
-@pytest.mark.parametrize("server", ["page", "odd_json"])
+@pytest.mark.parametrize("server", ["page", "missing_page", "odd_json"])
 def test_storelab_cluster_says_an_address_is_not_a_nodes(
         argv: list[str], server: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
     addr = request.getfixturevalue(server)
@@ -77,8 +84,10 @@ def test_storelab_cluster_says_an_address_is_not_a_nodes(
 
 
 @pytest.mark.parametrize("argv", [["get", "k"], ["set", "k", "v"], ["del", "k"]])
+@pytest.mark.parametrize("server", ["page", "missing_page"])
 def test_storelab_get_set_del_say_an_address_is_not_a_nodes(
-        argv: list[str], page: str, capsys: pytest.CaptureFixture[str]) -> None:
+        argv: list[str], server: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
+    page = request.getfixturevalue(server)
     status = main([*argv, "--node", page])
     out, err = capsys.readouterr()
     assert status == 2 and out == "", (out, err)
