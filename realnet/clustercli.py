@@ -53,7 +53,7 @@ from typing import Any
 from kvcore.rebalance import Move
 from kvcore.slots import NUM_SLOTS, count_slots, even_split, format_ranges, parse_ranges
 from kvcore.states import State
-from realnet import admin, replicacli
+from realnet import admin, clusterview, replicacli
 from realnet.admin import Admin, AdminError, ClusterView, NodeState, Refused
 from realnet.clicommon import (
     ADMIN_TOKEN_ENV,
@@ -372,11 +372,8 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
 
 def cmd_members(args: argparse.Namespace, a: Admin) -> int:
     members = a.get(args.addr, "/cluster/members")
-    if not isinstance(members, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("state"), str) for m in members):
-        raise admin.NodeError(args.addr, 200, "not_a_node",
-                              f"{args.addr} answered /cluster/members with JSON that is not a storelab node's: is "
-                              "it another service's address, or a node of another version?")
+    if not clusterview.members_shaped(members):
+        raise admin.NodeError(args.addr, 200, "not_a_node", clusterview.not_a_node(args.addr, "/cluster/members"))
     if args.json:
         say(json.dumps(members, indent=2))
         return admin.EXIT_OK

@@ -209,28 +209,36 @@ class NodeState:
         return f"{self.id} ({self.addr})" if self.addr else self.id
 
 
+def members_shaped(members: Any) -> bool:
+    """Whether ``members`` has the shape of a node's ``/cluster/members`` answer."""
+    return isinstance(members, list) and all(
+        isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("state"), str) for m in members)
+
+
+def not_a_node(addr: str, what: str) -> str:
+    """The sentence for ``addr`` answering ``what`` with JSON that is not a storelab node's."""
+    return (f"{addr} answered {what} with JSON that is not a storelab node's: is it another service's "
+            "address, or a node of another version?")
+
+
 def node_shape_problem(addr: str, info: Any, members: Any, slots: Any) -> str:
     """Why what ``addr`` answered to ``/cluster/info``, ``/members`` and ``/slots`` is not a
     storelab node's (a sentence; empty when it is): JSON of another shape would otherwise end a
     command in a traceback deep in the checks."""
-    def member_ok(m: Any) -> bool:
-        return isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("state"), str)
-
     def run_ok(r: Any) -> bool:
         return isinstance(r, dict) and all(type(r.get(k)) is int for k in ("start", "end", "epoch")) \
             and isinstance(r.get("node"), str)
 
     if not (isinstance(info, dict) and isinstance(info.get("id"), str) and info["id"]):
         what = "/cluster/info"
-    elif not (isinstance(members, list) and all(member_ok(m) for m in members)):
+    elif not members_shaped(members):
         what = "/cluster/members"
     elif not (isinstance(slots, dict) and isinstance(slots.get("slots"), list)
               and all(run_ok(r) for r in slots["slots"])):
         what = "/cluster/slots"
     else:
         return ""
-    return (f"{addr} answered {what} with JSON that is not a storelab node's: is it another service's "
-            "address, or a node of another version?")
+    return not_a_node(addr, what)
 
 
 def owners_of(runs: Iterable[tuple[int, int, str, int]]) -> list[str | None]:
@@ -479,6 +487,8 @@ __all__ = [
     "cluster_problems",
     "create_problems",
     "member_problems",
+    "members_shaped",
     "node_shape_problem",
+    "not_a_node",
     "owners_of",
 ]
