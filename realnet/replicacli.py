@@ -693,21 +693,27 @@ def cmd_info(args: argparse.Namespace, a: Admin) -> int:
     return admin.EXIT_OK
 
 
+def _mend_left_over(args: argparse.Namespace, a: Admin, cluster: ClusterView, shown: str, done: str) -> int:
+    """An add-node or remove-node with nothing left to do in the group (``done`` says so, a
+    clause): "Nothing to do", unless the slot map's hints do not name only the voters, evenly
+    (an earlier run stopped before it mended them, or a voter was down then): then mend them."""
+    moves = hint_plan(a, cluster)
+    if not moves:
+        say(f"{done}. Nothing to do.")
+        return admin.EXIT_OK
+    a.require_token(claimers(cluster, moves), "mend the slot map's hints")
+    say(f"{done}, but the slot map's hints do not name only the voters, spread evenly (an earlier add-node "
+        "or remove-node stopped before it mended them, or a voter was down then): the voters claim them.")
+    confirm(args, "Mend the hints?")
+    return admin.EXIT_OK if say_hints(a, cluster.entry.addr, shown) else admin.EXIT_PROBLEMS
+
+
 def cmd_add_node(args: argparse.Namespace, a: Admin, cluster: ClusterView, new: NodeState) -> int:
     stage = join_stage(cluster, new)
     if stage == VOTER:
-        moves = hint_plan(a, cluster)
-        if not moves:
-            say(f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already. "
-                "Nothing to do.")
-            return admin.EXIT_OK
-        # an earlier add-node stopped before the voters' hints were mended: finish that
-        a.require_token(claimers(cluster, moves), "mend the slot map's hints")
-        say(f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already, but "
-            "the slot map's hints do not name only the voters, spread evenly (an earlier add-node or "
-            "remove-node stopped before it mended them): the voters claim them.")
-        confirm(args, "Mend the hints?")
-        return admin.EXIT_OK if say_hints(a, cluster.entry.addr, args.existing) else admin.EXIT_PROBLEMS
+        # an earlier add-node may have stopped before the voters' hints were mended: finish that
+        return _mend_left_over(args, a, cluster, args.existing,
+                               f"Node {new.label()} is a voter of the replicated group of {cluster.entry.label()} already")
     leader_or_refuse(cluster)  # every step but a fresh node's meet needs one: refuse before it
     if stage != FRESH:  # (a fresh NEW's add-node asked the token with its other problems)
         a.require_token([new, *cluster.live()], "finish adding the node")
@@ -729,18 +735,9 @@ def cmd_remove_node(args: argparse.Namespace, a: Admin, cluster: ClusterView) ->
     lead = leader_or_refuse(cluster)
     if not in_conf(raft_of(lead) or {}, node.id):
         if node.state == State.LEFT:
-            moves = hint_plan(a, cluster)
-            if not moves:
-                say(f"Node {node.label()} is no longer in the group's configuration and has left the cluster. "
-                    "Nothing to do.")
-                return admin.EXIT_OK
-            # an earlier remove-node stopped before the voters took its hints: finish that
-            a.require_token(claimers(cluster, moves), "mend the slot map's hints")
-            say(f"Node {node.label()} is no longer in the group's configuration and has left the cluster, "
-                "but the slot map's hints do not name only the voters, spread evenly (an earlier "
-                "remove-node stopped before it mended them): the voters claim them.")
-            confirm(args, "Mend the hints?")
-            return admin.EXIT_OK if say_hints(a, cluster.entry.addr, args.addr) else admin.EXIT_PROBLEMS
+            # an earlier remove-node may have stopped before the voters took its hints: finish that
+            return _mend_left_over(args, a, cluster, args.addr, f"Node {node.label()} is no longer in the "
+                                   "group's configuration and has left the cluster")
         if not node.reachable:
             now = "does not answer" if node.state == State.ALIVE else f"is {node.state}"
             raise Refused(f"Node {node.label()} is no longer in the group's configuration, and it cannot "
