@@ -693,6 +693,17 @@ class Node:
         if self.store.count():
             raise errors.Conflict(f"node {self.id} holds {self.store.count()} keys; a replicated group "
                                   "starts empty (move them away first)")
+        if voters:
+            # a group serves every slot: over a cluster whose other members own slots outside it
+            # (an unreplicated cluster's, with keys only they hold) it would answer their keys
+            # from its own empty store, and its members' claims would orphan them
+            outside = sorted(o for o in self.slot_map.slot_counts()
+                             if o not in voters and self.membership.state_of(o) not in (None, State.LEFT))
+            if outside:
+                raise errors.Conflict(
+                    f"node {self.id}'s slot map gives slots to {', '.join(outside)}, outside the voters "
+                    f"{voters}: a replicated group serves every slot, so it forms over every member that "
+                    "owns slots (storelab cluster create --replicas), not beside them")
         if self._lost_timer is not None:
             self._lost_timer.cancel()  # the group is formed here: its traffic was for it
             self._lost_timer = None
@@ -734,8 +745,18 @@ class Node:
         self._group().transfer_leader(to)
 
     def add_learner(self, node: str) -> int:
-        """Add ``node`` as a learner; the leader promotes it once caught up (§4.2.1)."""
-        return self._group().change("add-learner", node)
+        """Add ``node`` as a learner; the leader promotes it once caught up (§4.2.1). Refused
+        (Conflict) for a node that owns slots in this node's map and that no configuration of
+        the group names: it serves them from keys only it holds, and a group that counts it
+        would switch it off (it runs no group: ``lost_state``) with the only copy of them."""
+        group = self._group()
+        known = {n for _, conf in group.raft.log.confs for n in (*conf.voters, *conf.learners)}
+        owned = self.slot_map.slot_counts().get(node, 0)
+        if owned and node not in known and self.membership.state_of(node) not in (None, State.LEFT):
+            raise errors.Conflict(
+                f"{node} owns {owned} slot{'s' if owned != 1 else ''} in node {self.id}'s map outside the "
+                "group, with keys only it holds: a learner is a fresh node (storelab cluster add-node)")
+        return group.change("add-learner", node)
 
     def promote(self, node: str) -> int:
         return self._group().change("promote", node)

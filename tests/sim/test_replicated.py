@@ -475,22 +475,39 @@ def test_fix_mends_a_map_that_names_a_node_outside_the_group() -> None:
     assert [f.args for f in c.faults if f.verb == "fix"] == ["hints"]
 
 
-def test_a_group_members_claim_of_a_node_outside_its_group_keeps_the_guard() -> None:
-    """Only slots of a member of this node's group are mere hints: a node of the same cluster that
-    never was in the group holds its keys alone (a review: with the guard lifted for any claim
-    on a group member, one empty node that formed a group of its own through the API could claim
-    a whole unreplicated cluster's slots, and every key answered 404)."""
+def test_a_group_does_not_form_beside_an_unreplicated_clusters_owners_nor_claim_their_slots() -> None:
+    """A group serves every slot, so it forms over every member that owns slots, never beside
+    them: an audit formed a one-node group inside an unreplicated cluster through the API, where
+    it answered the cluster's keys 404 from its empty store, and a ``fix`` through it then claimed
+    every slot (every key lost). And should a group member meet such owners all the same (it
+    formed before it learned the map), only slots of members of its group are mere hints to it: a
+    node that never was in the group holds its keys alone, and the claim guard keeps them; nor
+    does the group take such a node as a learner."""
     c = SimCluster(3, 3)
     for i in range(20):
         assert call(c, "n1", Put(key=b"k%d" % i, value=b"v")).ok
     n4 = c.add_node("n4")
     wait_for(c, lambda: c.node(n4) is not None and c.node(n4).slot_map.owner(0) == "n1")
-    node = c.node(n4)
-    node.form_group([n4])
+    with pytest.raises(errors.Conflict, match=r"gives slots to n1, n2, n3, outside the voters \['n4'\]"):
+        c.node(n4).form_group([n4])
+    assert c.node(n4).replica is None
+
+    n5 = c.add_node("n5")
+    c.run(until=c.now + 0.001)
+    node = c.node(n5)
+    assert node is not None and node.slot_map.owner(0) != "n1", "formed before it learned the map"
+    node.form_group([n5])
+    wait_for(c, lambda: node.slot_map.owner(0) == "n1")
     top = node.slot_map.max_epoch()
     with pytest.raises(errors.Conflict, match=r"owned by n1 \(alive\).*orphan the keys n1 holds"):
         node.claim_slots("0-16383", top + 1)
     assert node.slot_map.owner(0) == "n1"
+    # nor may it count n1 a learner: n1 runs no group, so it would switch itself off (lost_state)
+    # with the only copy of its keys (the same audit)
+    wait_for(c, lambda: node.replica is not None and node.replica.raft.role == "leader")
+    with pytest.raises(errors.Conflict, match=r"n1 owns 5461 slots in node n5's map outside the group"):
+        node.add_learner("n1")
+    assert "n1" not in node.replica.raft.log.conf().learners
 
 
 def test_a_member_that_lost_its_state_is_observed_as_one_that_does_not_answer() -> None:
