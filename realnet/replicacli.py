@@ -548,7 +548,7 @@ def hints_said(moves: list[Move]) -> str:
         srcs = ", ".join(f"{m.count} from {m.source if m.source != NO_OWNER else 'no node'}" for m in ms)
         parts.append(f"{nid} claimed {_count(sum(m.count for m in ms), 'slot')} ({srcs})")
     return ("The slot map's hints (a smart client's first hop; the group serves every slot) now name only "
-            f"the group's voters, spread evenly: {'; '.join(parts)}.")
+            f"the group's voters, spread evenly among those that answered: {'; '.join(parts)}.")
 
 
 def hints_unmended(addr: str, why: str) -> str:
