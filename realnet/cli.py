@@ -157,12 +157,13 @@ def _not_a_node(command: str, status: int, headers: dict[str, str]) -> str:
     like a node's): a node answers a get's 200 as ``application/octet-stream``, a set's or a
     del's success as 204, and every error as JSON (another server's 200 page would be printed as
     the value, its 404 page read as "not found")."""
+    ctype = headers.get("content-type", "")
+    said = f"{status} and {ctype or 'no content type'}"
+    media = ctype.split(";", 1)[0].strip().lower()
     if not 200 <= status < 300:
-        ctype = headers.get("content-type", "")
-        return "" if ctype.split(";", 1)[0].strip() == "application/json" else f"{status} and {ctype or 'no content type'}"
+        return "" if media == "application/json" else said
     if command == "get":
-        ctype = headers.get("content-type", "")
-        return "" if status == 200 and ctype == OCTETS else f"{status} and {ctype or 'no content type'}"
+        return "" if status == 200 and media == OCTETS else said
     return "" if status == 204 else f"{status}, not 204"
 
 

@@ -575,11 +575,11 @@ def hint_problems(cluster: ClusterView) -> list[str]:
     """What ``verify`` reports of the slot map of a replicated cluster: the slots whose hint
     names a node that is not a voter of the group's configuration, or no node (smart clients
     send their keys there first, and fall back), with what mends them."""
-    voters = set(conf_voters(cluster))
+    lead = leader_of(cluster)
+    conf = raft_of(lead if lead is not None else cluster.entry) or {}  # (as conf_voters reads it)
+    voters = set(conf.get("voters", []))
     if not voters or not cluster.entry.slots:
         return []
-    lead = leader_of(cluster)
-    conf = raft_of(lead if lead is not None else cluster.entry) or {}
     named: dict[str, list[int]] = {}
     covered: set[int] = set()
     for lo, hi, owner, _ in cluster.entry.runs:

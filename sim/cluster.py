@@ -184,6 +184,8 @@ class SimCluster:
         #: the newest committed configuration seen, with its index (client_nodes): kept while no
         #: live node runs the group (a power loss), so the clients' choice does not fall back
         self._members: tuple[int, ConfState] | None = None
+        #: client_nodes' answer for the configuration at that index
+        self._client_nodes: tuple[int, list[str]] = (-1, [])
         self._hints_lock: simpy.Resource | None = None
         for spec in self.cluster_config.nodes:
             self._add_slot(spec)
@@ -246,9 +248,11 @@ class SimCluster:
                 self._members = newest
         if self._members is None:
             return self.ids
-        conf = self._members[1]
-        members = [nid for nid in self._slots if nid in conf.voters or nid in conf.learners]
-        return members or self.ids
+        at, conf = self._members
+        if self._client_nodes[0] != at:  # (asked per operation: the list changes with the conf only)
+            members = [nid for nid in self._slots if nid in conf.voters or nid in conf.learners]
+            self._client_nodes = (at, members or self.ids)
+        return self._client_nodes[1]
 
     def alive(self) -> list[str]:
         return [nid for nid, s in self._slots.items() if s.endpoint.node is not None]

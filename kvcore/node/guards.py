@@ -88,7 +88,7 @@ def check_taking(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
         return
     sm = node.slot_map
     claimed = _own_claim(node)
-    group = _group_members(node)
+    group = group_members(node)
     taken: dict[str, list[int]] = {}
     for s in slots:
         owner = sm.owner(s)
@@ -108,7 +108,7 @@ def check_taking(node: Node, slots: Iterable[int], accept_loss: bool) -> None:
         )
 
 
-def _group_members(node: Node) -> frozenset[str]:
+def group_members(node: Node) -> frozenset[str]:
     """Every node a configuration of this node's replicated group names, as far back as its log
     holds them (the current one, uncommitted ones, and those since its snapshot, so a voter
     removed moments ago is still one): the owners whose keys are in the group's log, so whose
@@ -282,4 +282,4 @@ def _own_claim(node: Node) -> set[int]:
 
 
 __all__ = ["check_abort", "check_dropping", "check_epoch", "check_finish", "check_forget", "check_leave",
-           "check_taking"]
+           "check_taking", "group_members"]

@@ -750,9 +750,8 @@ class Node:
         the group names: it serves them from keys only it holds, and a group that counts it
         would switch it off (it runs no group: ``lost_state``) with the only copy of them."""
         group = self._group()
-        known = {n for _, conf in group.raft.log.confs for n in (*conf.voters, *conf.learners)}
         owned = self.slot_map.slot_counts().get(node, 0)
-        if owned and node not in known and self.membership.state_of(node) not in (None, State.LEFT):
+        if owned and node not in guards.group_members(self) and self.membership.state_of(node) not in (None, State.LEFT):
             raise errors.Conflict(
                 f"{node} owns {owned} slot{'s' if owned != 1 else ''} in node {self.id}'s map outside the "
                 "group, with keys only it holds: a learner is a fresh node (storelab cluster add-node)")
