@@ -206,9 +206,10 @@ def handshake_fields(payload: bytes | bytearray | memoryview) -> dict[str, Any] 
 
 
 def _field(obj: dict[str, Any], name: str, tp: type, size: int | None = None) -> Any:
-    v = obj.get(name)
-    if type(v) is not tp:
+    got = obj.get(name)
+    if type(got) is not tp:
         raise AuthError("bad_handshake", f"handshake field {name!r} is missing or not a {tp.__name__}")
+    v: Any = got  # a str or bytes: ``tp`` is one of them
     if size is not None and len(v) != size:
         raise AuthError("bad_handshake", f"handshake field {name!r} is {len(v)} bytes, not {size}")
     if tp is str and (len(v) > MAX_NAME):
@@ -242,7 +243,8 @@ def _expect(obj: dict[str, Any], step: str) -> None:
 
 
 def _transcript(n_client: bytes, n_server: bytes, client: str, server: str, cluster: str) -> bytes:
-    return PROTOCOL + _packer.pack([n_client, n_server, client, server, cluster])
+    packed: bytes = _packer.pack([n_client, n_server, client, server, cluster])
+    return PROTOCOL + packed
 
 
 def _proof(key: bytes, label: bytes, transcript: bytes) -> bytes:

@@ -485,6 +485,7 @@ class Admin:
     def _act(self, cluster: ClusterView, step: Step, state: MoveProgress, batch: int,
              progress: Progress | None) -> tuple[MoveProgress, int]:
         """One step over HTTP: (the new progress, a new config epoch or 0)."""
+        assert not isinstance(step, Done | Problem), "drive ends at Done and Problem, it never acts on them"
         if isinstance(step, WaitOwned):
             self.wait_owned(cluster, list(step.slots), step.target, list(step.nodes))
             return state, 0
@@ -754,6 +755,7 @@ __all__ = [
     "CHECK_TOKEN",
     "CHUNK",
     "DEFAULT_BATCH",
+    "DEFAULT_TIMEOUT",
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_PROBLEMS",

@@ -98,6 +98,7 @@ secret: without it, whoever reaches the peer port can rewrite the slot map by go
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -263,7 +264,7 @@ class AdminApi:
 
         self._moving.update(slots)
         for slot in slots:
-            node.migrate_keys(slot, count, lambda moved, error, slot=slot: done(slot, moved, error))
+            node.migrate_keys(slot, count, functools.partial(done, slot))
         if len(results) == len(slots):
             return answer()  # every slot answered at once (not migrating)
         fut = self.loop.create_future()

@@ -167,7 +167,7 @@ class Http:
 
     def close(self, addr: str | None = None) -> None:
         for a in [addr] if addr is not None else list(self._conns):
-            c = self._conns.pop(a, None)  # type: ignore[arg-type]
+            c = self._conns.pop(a, None)
             if c is not None:
                 c.close()
 

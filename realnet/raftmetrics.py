@@ -92,10 +92,10 @@ def raft_families(raft: Mapping[str, Any] | None, disk: Any = None) -> Iterator[
     named: set[tuple[str, str]] = set()
     for name, where, keys, doc in _NAMED:
         src = raft.get(where) or {}
-        key = next((k for k in keys if _num(src.get(k))), None)
-        if key is not None:
-            named.add((where, key))
-            yield CounterMetricFamily(name, doc, value=src[key])
+        found = next((k for k in keys if _num(src.get(k))), None)
+        if found is not None:
+            named.add((where, found))
+            yield CounterMetricFamily(name, doc, value=src[found])
     events = CounterMetricFamily(
         "storelab_raft_events",
         "Other counters of the replicated group (stats) and of its Raft core (core_*).",
