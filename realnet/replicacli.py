@@ -560,11 +560,13 @@ def hints_unmended(addr: str, why: str) -> str:
 def say_hints(a: Admin, addr: str, shown: str | None = None) -> bool:
     """Mend the hints through ``addr`` and say what was done (nothing when nothing was to do);
     ``shown``: the address the sentences name (``addr``'s by default: after a removal, a member
-    still there, never the node removed). False when they could not all be mended."""
+    still there, never the node removed). False when they could not all be mended, said on
+    stderr as every failed mend is (``fix``'s too); the caller's exit status says whether what
+    it was asked to do was done."""
     shown = shown or addr
     moves, why = mend_hints(a, addr)
     if why:
-        say(hints_unmended(shown, why))
+        error(hints_unmended(shown, why))
         return False
     if moves:
         say(hints_said(moves))

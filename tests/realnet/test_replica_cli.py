@@ -216,3 +216,20 @@ def test_join_stage_needs_a_leader() -> None:
     c = _cluster(_node("a"), _node("b"), d)
     with pytest.raises(replicacli.Refused, match="no leader now"):
         replicacli.join_stage(c, d)
+
+
+def test_a_hint_mend_that_fails_is_said_on_stderr_wherever_it_runs(monkeypatch: Any, capsys: Any) -> None:
+    """add-node and remove-node mend the hints after what they were asked did happen (their exit
+    status is 0), fix mends nothing else (its status is 2): either way the failure is said on
+    stderr, in the CLI's one voice, naming the address to fix through."""
+    why = "Node b does not answer"
+    monkeypatch.setattr(replicacli, "mend_hints", lambda a, addr: ([], why))
+    assert replicacli.say_hints(None, "127.0.0.1:1", "127.0.0.1:2") is False  # type: ignore[arg-type]
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("storelab: The slot map's hints were not all handed to the group's voters: "
+                          "Node b does not answer.")
+    assert "`storelab cluster fix 127.0.0.1:2`" in err
+    monkeypatch.setattr(replicacli, "mend_hints", lambda a, addr: ([], ""))
+    assert replicacli.say_hints(None, "127.0.0.1:1") is True  # type: ignore[arg-type]
+    assert capsys.readouterr() == ("", "")
