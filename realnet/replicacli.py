@@ -652,15 +652,23 @@ def cmd_failover(args: argparse.Namespace, a: Admin) -> int:
     return admin.EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
+def settled_problems(a: Admin, addr: str, hints: bool = True) -> tuple[ClusterView, list[str]]:
+    """What ``verify`` reports of the replicated cluster of ``addr`` (without the hints' problems
+    unless ``hints``), looked at again a few times while there are any: a map or an applied index
+    a moment behind settles within a gossip round or two."""
     problems: list[str] = []
-    cluster = a.discover(args.addr)
+    cluster = a.discover(addr)
     for i in range(VERIFY_POLLS):
-        problems = group_problems(cluster) + outside_problems(cluster) + hint_problems(cluster)
+        problems = group_problems(cluster) + outside_problems(cluster) + (hint_problems(cluster) if hints else [])
         if not problems or i == VERIFY_POLLS - 1:
             break
         time.sleep(admin.POLL_INTERVAL * 4)
-        cluster = a.discover(args.addr)
+        cluster = a.discover(addr)
+    return cluster, problems
+
+
+def cmd_verify(args: argparse.Namespace, a: Admin) -> int:
+    cluster, problems = settled_problems(a, args.addr)
     voters = (raft_of(leader_of(cluster) or cluster.entry) or {}).get("voters", [])
     say(f"Verifying the replicated cluster of {cluster.entry.label()}: a group of {len(voters)} voter"
         f"{'s' if len(voters) != 1 else ''}.")
@@ -797,7 +805,7 @@ def cmd_fix(args: argparse.Namespace, a: Admin, cluster: ClusterView) -> int:
     if not moves:
         say("The slot map's hints name only the group's voters, spread evenly; nothing to fix (one Raft "
             "group serves every slot: no slot or key moves in a replicated cluster).")
-        return admin.EXIT_OK
+        return _not_for_fix(a, args.addr)
     a.require_token(claimers(cluster, moves), "fix")
     say("To fix: the slot map (a routing hint only: the group serves every slot) should name only the "
         "group's voters, spread evenly; these voters claim these slots (no key moves):")
@@ -811,7 +819,22 @@ def cmd_fix(args: argparse.Namespace, a: Admin, cluster: ClusterView) -> int:
         return admin.EXIT_PROBLEMS
     if done:
         say(hints_said(done))
-    return admin.EXIT_OK
+    return _not_for_fix(a, args.addr)
+
+
+def _not_for_fix(a: Admin, addr: str) -> int:
+    """``fix`` explains every problem ``verify`` reports that it does not fix (on a replicated
+    cluster, all but the hints: a voter down, a member that lost its state, no leader, ...), each
+    on stderr with what mends it; exit 1 when there is any, as ``verify``'s."""
+    _, left = settled_problems(a, addr, hints=False)
+    if not left:
+        return admin.EXIT_OK
+    for p in left:
+        error(p)
+    say("fix mends only the slot map's hints of a replicated cluster: the problems above are the group's "
+        "or its members' (what each sentence names mends it; a voter down comes back when its node is "
+        "started again, or `remove-node` takes it out).")
+    return admin.EXIT_PROBLEMS
 
 
 __all__ = [
@@ -820,5 +843,5 @@ __all__ = [
     "cmd_info", "cmd_remove_node", "cmd_verify", "conf_voters", "create_problems", "data_dir_problems",
     "fresh_problems", "group_problems", "hint_entry", "hint_plan", "hint_problems", "hints_said", "hints_unmended",
     "in_conf", "join_stage", "leader_of", "leader_or_refuse", "member_of", "mend_hints", "raft_of",
-    "refuse_slot_moves", "replicated", "say_hints", "successor",
+    "refuse_slot_moves", "replicated", "say_hints", "settled_problems", "successor",
 ]

@@ -646,6 +646,12 @@ def test_info_and_remove_node_when_a_voter_is_down(
     (row,) = [line.split() for line in out.splitlines() if line.startswith(f"{victim.id} ")]
     assert row[3:] == ["?"] * 6  # role, term, commit, applied, voter, keys
     assert f"3 voters ({victim.id} did not answer) in one replicated group; leader: {lead.id} " in out
+    # fix has no hint to mend (a voter that does not answer keeps its slots) but says what verify
+    # would report and it does not fix, as verify does (exit 1)
+    assert main(["cluster", "fix", lead.addr, "--yes"]) == 1
+    out, err = capsys.readouterr()
+    assert "nothing to fix" in out and "fix mends only the slot map's hints of a replicated cluster" in out, out
+    assert f"storelab: Voter {victim.id} is " in err, err
 
     assert main(["cluster", "remove-node", lead.addr, victim.id, "--yes"]) == 0
     out = capsys.readouterr().out
