@@ -54,6 +54,12 @@ body (``Content-Type: application/json``) and answer a JSON object:
                                409 for a member not dead, one the replicated group's
                                configuration counts, and (unless ``"accept_loss": true``) one
                                that owns slots or is the other end of a migration here
+``/cluster/clear-lost-state``  ``{"from": ID}``: take back the lost-state mark (503
+                               ``lost_state``) that ID's Raft traffic set, once the operator saw
+                               that ID runs no group (a stray or forged frame) ->
+                               ``{"id", "from", "cleared"}``; 409 when the mark names another
+                               node. Never for a member a group counts: it would serve its
+                               empty store
 ``/cluster/check-token``       ``{}``: nothing; it reads no field and changes nothing. It passes
                                the one door every admin ``POST`` passes (:meth:`AdminApi.admin`),
                                so 200 ``{"id", "ok": true, "token_required"}`` says this node
@@ -298,6 +304,14 @@ class AdminApi:
         if changed:
             log.info("holding the dead member %s left, as asked through the API (a forced leave)", member)
         return json_response(200, {"id": self.node.id, "node": member, "state": "left", "changed": changed})
+
+    def admin_clear_lost_state(self, body: dict[str, Any]) -> Response:
+        sender = _field(body, "from", str)
+        cleared = self.node.clear_lost_state(sender)  # the guard lives in the node
+        if cleared:
+            log.warning("the lost-state mark %s's Raft traffic set is taken back, as asked through the API "
+                        "(%s runs no group): serving keys again", sender, sender)
+        return json_response(200, {"id": self.node.id, "from": sender, "cleared": cleared})
 
     def admin_check_token(self, body: dict[str, Any]) -> Response:
         """Nothing to do: :meth:`admin` let the request through, so this node takes the admin

@@ -277,6 +277,7 @@ class Api(AdminApi, ReplicaAdminApi):
             "/cluster/rollback": self.admin_rollback,
             "/cluster/leave": self.admin_leave,
             "/cluster/forget": self.admin_forget,
+            "/cluster/clear-lost-state": self.admin_clear_lost_state,
             "/cluster/check-token": self.admin_check_token,
             **self.replica_routes(),  # a replicated group's verbs (realnet.replicaapi)
         }

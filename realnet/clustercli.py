@@ -627,11 +627,31 @@ def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node:
     return admin.EXIT_OK
 
 
+def _clear_stray_marks(args: argparse.Namespace, a: Admin, cluster: ClusterView) -> ClusterView:
+    """Members of this unreplicated cluster that refuse every key because a member's Raft
+    traffic marked them lost (503 ``lost_state``) while that member answers and runs no group (a
+    stray or forged frame): the marks are taken back first, and the cluster looked at again."""
+    strays = [(n, s) for n in cluster.live() if (s := clusterview.stray_sender(cluster, n)) is not None]
+    if not strays:
+        return cluster
+    a.require_token([n for n, _ in strays], "fix")
+    say("To fix first: members that refuse every key (503 lost_state) because a member's Raft traffic marked "
+        "them lost, though that member runs no group (a stray or forged frame); the marks are taken back:")
+    for n, sender in strays:
+        say(f"  - node {n.id}: marked by {sender}, which runs no group")
+    confirm(args, "Take these marks back?")
+    for n, sender in strays:
+        a.post(n.addr, "/cluster/clear-lost-state", {"from": sender})
+        say(f"Node {n.id} serves its keys again.")
+    return a.discover(args.addr)
+
+
 def cmd_fix(args: argparse.Namespace, a: Admin) -> int:
     cluster = a.discover(args.addr)
     if replicacli.replicated(cluster):
         # nothing moves there; what verify reports of the map is its hints (replicacli.cmd_fix)
         return replicacli.cmd_fix(args, a, cluster)
+    cluster = _clear_stray_marks(args, a, cluster)
     plan = a.plan_fix(cluster, args.assign_unowned)
     for p in plan.problems:
         error(p)

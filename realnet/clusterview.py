@@ -409,6 +409,8 @@ def cluster_problems(c: ClusterView) -> list[str]:
             out.append(f"Node {n.label()} is {n.state} in {entry.id}'s view.")
         elif not n.reachable:
             out.append(f"Node {n.label()} does not answer: {n.error.rstrip('.')}.")
+        elif isinstance(lost := (n.info or {}).get("lost_state"), dict):
+            out.append(lost_sentence(c, n, lost))
     unassigned = (entry.slots or {}).get("unassigned", "")
     if unassigned:
         k = count_slots(parse_ranges(unassigned))
@@ -450,6 +452,32 @@ def cluster_problems(c: ClusterView) -> list[str]:
                 out.append(f"Node {n.id} has an open migration: slot{'s' if len(slots) > 1 else ''} "
                            f"{_fmt(slots)} {kind} {prep} {other}.")
     return out
+
+
+def stray_sender(c: ClusterView, n: NodeState) -> str | None:
+    """The member whose Raft traffic marked ``n`` lost (503 ``lost_state``) when that member
+    answers and runs no group: its traffic was stray or forged, and the mark can be taken back
+    (``/cluster/clear-lost-state``); None otherwise (no mark, or a sender that could be a group
+    this view cannot see)."""
+    lost = (n.info or {}).get("lost_state")
+    sender = c.nodes.get(lost.get("from", "")) if isinstance(lost, dict) else None
+    if sender is None or sender.state != ALIVE or not sender.reachable or sender.info is None:
+        return None
+    return sender.id if not isinstance(sender.info.get("raft"), dict) else None
+
+
+def lost_sentence(c: ClusterView, n: NodeState, lost: dict[str, Any]) -> str:
+    """What ``verify`` says of a member of an unreplicated cluster that took Raft traffic for a
+    group's and refuses every key (503 ``lost_state``)."""
+    said = (f"Node {n.label()} refuses every key (503 lost_state): it took Raft traffic from {lost.get('from')} "
+            f"at term {lost.get('term')} for a replicated group's, but this cluster runs no group")
+    if stray_sender(c, n) is not None:
+        return (f"{said} and {lost.get('from')} runs none either (a stray frame, or a forged one: a cluster "
+                f"secret keeps those off the bus). Its keys are intact: `storelab cluster fix {c.entry.addr}` "
+                "takes the mark back (a restart clears it too, but a node without `durable` loses its keys "
+                "then).")
+    return (f"{said} that answers here: {lost.get('from')} does not answer, so whether it runs one cannot be "
+            "told; fix takes the mark back once it answers and runs none.")
 
 
 def member_problems(c: ClusterView) -> list[str]:

@@ -519,7 +519,9 @@ class SimCluster:
         or stale, roll back on the source when the target left, move a slot whose keys a live
         node holds without owning it from its live owner to that node; with ``assign_unowned``,
         give slots without a live owner one. What it cannot fix is recorded as a ``fix_unfixed``
-        fault per problem. The view is the first live node's map.
+        fault per problem. The view is the first live node's map. First, a live node marked lost
+        by a live member's Raft traffic though that member runs no group (a stray or forged
+        frame) has the mark taken back (a ``fix_cleared_lost`` fault).
 
         On a replicated cluster, where no slot or key moves, it mends the slot map's hints
         instead, as ``storelab cluster fix`` does there (:func:`sim.replicas.mend_hints`: the
@@ -532,11 +534,23 @@ class SimCluster:
             up = self.alive()
             if not up:
                 return
+            self._clear_stray_marks(up)
             _, problems = yield from drive(self, Fix(assign_unowned), up[0], batch, 50, 0.2)
             for p in problems:
                 self.faults.append(Fault(self.env.now, "fix_unfixed", p))
 
         self._at(at, "fix", "assign-unowned" if assign_unowned else "", lambda: self._spawn(run()))
+
+    def _clear_stray_marks(self, up: list[str]) -> None:
+        """A live node marked lost (503 ``lost_state``) by a live member's Raft traffic while
+        that member runs no group (a stray or forged frame): the mark is taken back, as
+        ``storelab cluster fix`` takes it back (``Node.clear_lost_state``)."""
+        for nid in up:
+            lost = self.node(nid).lost_group
+            sender = self.node(lost["from"]) if lost is not None and lost["from"] in self._slots else None
+            if sender is not None and sender.replica is None:
+                self.node(nid).clear_lost_state(sender.id)
+                self.faults.append(Fault(self.env.now, "fix_cleared_lost", f"{nid} (marked by {sender.id})"))
 
     def _slots_move(self) -> None:
         if self.replicas > 1:

@@ -779,6 +779,26 @@ class Node:
         guards.check_forget(self, member, accept_loss)
         return self.membership.force_leave(member)
 
+    def clear_lost_state(self, sender: str) -> bool:
+        """Take back the lost-state mark (:meth:`_on_group_traffic`) that ``sender``'s Raft
+        traffic set, once the operator saw that ``sender`` runs no group (its traffic was stray or
+        forged: an unreplicated cluster's ``fix``); the node serves its keys again. False when
+        there is no mark. Refused (conflict) when the mark names another sender: what was
+        checked is not what set it. Never ask it of a member a group really counts (a voter that
+        lost its log would serve its empty store)."""
+        lost = self.lost_group
+        if lost is None:
+            return False
+        if lost["from"] != sender:
+            raise errors.Conflict(f"node {self.id} was marked lost by {lost['from']}'s Raft traffic (term "
+                                  f"{lost['term']}), not {sender}'s: check that {lost['from']} runs no group")
+        if self._lost_timer is not None:
+            self._lost_timer.cancel()
+            self._lost_timer = None
+        self.lost_group = None
+        self.router.refusal = None
+        return True
+
     # --- views -------------------------------------------------------------------------------
 
     def members_view(self) -> list[dict[str, Any]]:

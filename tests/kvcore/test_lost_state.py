@@ -319,3 +319,29 @@ def test_a_node_that_joins_a_group_claims_what_the_cluster_remembers_of_it() -> 
     node.form_group([])
     assert node.lost_claim is None and node.slot_map.owner(12563) == "c"
     assert node.slot_map.epoch(12563) == 4 and node.membership.stored_claim() == (C_SLOTS, 4)
+
+
+def test_a_mark_is_taken_back_only_for_the_sender_that_set_it_and_keys_are_served_again() -> None:
+    """``clear_lost_state``: what an unreplicated cluster's ``fix`` asks once it saw the sender
+    runs no group (a stray or forged heartbeat)."""
+    node, _, _ = fresh()
+    assert not ask(node, Put(key=b"k1", value=b"x")).error
+    assert node.clear_lost_state("mallory") is False  # no mark: nothing to take back
+    node.on_message("mallory", RaftHeartbeat(term=1, src="mallory", dst="c", commit=5))
+    assert ask(node, Get(key=b"k1")).error == errors.LostState.code
+    with pytest.raises(errors.Conflict, match="marked lost by mallory's Raft traffic"):
+        node.clear_lost_state("a")
+    assert node.lost_group is not None
+    assert node.clear_lost_state("mallory") is True
+    assert node.lost_group is None
+    r = ask(node, Get(key=b"k1"))
+    assert not r.error and r.value == b"x"
+
+
+def test_a_mark_taken_back_is_not_set_again_by_a_grace_timer_pending_before_it() -> None:
+    node, rt, _ = fresh()
+    met(node).on_message("a", RaftHeartbeat(term=7, src="a", dst="c", commit=0))  # grace timer
+    node.on_message("a", RaftHeartbeat(term=7, src="a", dst="c", commit=4))  # marked at once
+    assert node.clear_lost_state("a") is True
+    rt.advance(2 * LOST_STATE_GRACE)
+    assert node.lost_group is None

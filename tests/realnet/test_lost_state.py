@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
+import kvwire
+from kvcore.messages import Hello
+from kvcore.raft.messages import RaftHeartbeat
 from realnet.client import Client, kv_path
 
-from .conftest import Launcher, poll
+from .conftest import HOST, STEADY_SETTINGS, Launcher, poll
+from .test_cluster_cli import post
+from .test_cluster_finish import two_with_a_key
 from .test_replicated import leader, start_group
 
 
@@ -77,3 +83,36 @@ def test_a_wiped_voter_serves_no_key_verify_names_it_and_remove_node_then_add_no
     poll(lambda: main(["cluster", "verify", a.addr]) == 0, timeout=30, interval=0.5,
          what="verify to be clean")
     assert d.request("GET", kv_path("k2"))[2] == b"v-k2"
+
+
+def test_a_stray_heartbeat_in_an_unreplicated_cluster_is_named_by_verify_and_fix_takes_it_back(
+        launcher: Launcher, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One forged heartbeat on an open bus (a Hello naming a live member, then "its group's"
+    heartbeat vouching for entries) makes a node of an unreplicated cluster refuse every key.
+    verify said the cluster was fine meanwhile, and the only remedy was a restart, which loses an
+    in-memory node's keys. verify now names the node; fix, seeing that the sender answers and
+    runs no group, takes the mark back, and the key is served again, nothing lost."""
+    from realnet.cli import main
+
+    m1, m2, key, _ = two_with_a_key(launcher, tmp_path, STEADY_SETTINGS, "stray")  # key in m2's half
+    with socket.create_connection((HOST, m2.peer_port), timeout=10) as s:
+        s.sendall(kvwire.frame(Hello(node_id="m1"))
+                  + kvwire.frame(RaftHeartbeat(term=3, src="m1", dst="m2", commit=5)))
+        poll(lambda: m2.info().get("lost_state"), timeout=30, what="m2 to take the heartbeat")
+    status, _, body = m2.request("GET", kv_path(key))
+    assert status == 503 and json.loads(body)["error"] == "lost_state", body
+    assert main(["cluster", "verify", m1.addr]) == 1
+    out = capsys.readouterr().out
+    assert (f"Node m2 ({m2.addr}) refuses every key (503 lost_state): it took Raft traffic from m1 at "
+            "term 3 for a replicated group's, but this cluster runs no group and m1 runs none either") in out, out
+    assert f"`storelab cluster fix {m1.addr}` takes the mark back" in out, out
+    # the node's guard: a mark is taken back only for the sender that set it
+    assert post(m2, "/cluster/clear-lost-state", {"from": "m3"})[0] == 409
+    assert main(["cluster", "fix", m1.addr, "--yes"]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "  - node m2: marked by m1, which runs no group" in out and "Node m2 serves its keys again." in out, out
+    assert m2.info()["lost_state"] is None
+    with Client(m1.addr) as client:
+        assert client.get(key) == b"acknowledged"
+    assert main(["cluster", "verify", m1.addr]) == 0, capsys.readouterr()
+    assert post(m2, "/cluster/clear-lost-state", {"from": "m1"}) == (200, {"id": "m2", "from": "m1", "cleared": False})

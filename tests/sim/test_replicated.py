@@ -18,6 +18,7 @@ from kvcore.raft.messages import RaftHeartbeat
 from kvcore.replica import ReplicaConfig
 from kvcore.replica.disk import KVRaftStorage
 from kvcore.replica.messages import ReplicaForward, ReplicaReply
+from kvcore.slots import key_slot
 from sim.clients import Workload
 from sim.cluster import SimCluster
 from sim.replicas import committed_conf, leader
@@ -522,3 +523,22 @@ def test_a_member_that_lost_its_state_is_observed_as_one_that_does_not_answer() 
     c.node("n3").lost_group = {"from": "n1", "term": 2}
     snap = observe(c, "n1")
     assert not snap.up("n3") and snap.up("n1") and snap.up("n2")
+
+
+def test_fix_takes_back_a_lost_mark_a_stray_heartbeat_set_in_an_unreplicated_cluster() -> None:
+    """As ``storelab cluster fix`` does: the sender runs no group, so its vouching heartbeat was
+    stray or forged; the node serves its keys again, nothing lost."""
+    c = SimCluster(12, 3)
+    c.run(until=2.0)
+    victim = c.node("n2")
+    key = next(f"k{i}" for i in range(10_000) if victim.slot_map.owner(key_slot(f"k{i}")) == "n2")
+    victim.apply(Put(key=key.encode(), value=b"v"))
+    victim.on_message("n1", RaftHeartbeat(term=3, src="n1", dst="n2", commit=5))
+    assert victim.lost_group == {"from": "n1", "term": 3}
+    c.fix(at=c.now + 0.1)
+    c.run(until=c.now + 5.0)
+    assert victim.lost_group is None
+    assert [f.args for f in c.faults if f.verb == "fix_cleared_lost"] == ["n2 (marked by n1)"]
+    got: list[Any] = []
+    victim.on_client_request(Get(key=key.encode()), got.append)
+    assert got and not got[0].error and got[0].value == b"v"
