@@ -7,8 +7,9 @@ else's job (the CLI or a sim verb, slot by slot, with live migration). Planning 
 
 **Targets.** Each participating node gets ``16384 * w / sum(w)`` slots, rounded by the largest
 remainder method (Hamilton's apportionment): every node gets the floor of its exact share, and the
-slots left over go to the largest fractional parts, ties broken first in favour of the node that
-owns more now (no move for nothing) and then by node id, so the targets sum to
+slots left over go to the largest fractional parts, ties broken first in favour of the nodes that
+own more than their floor now (no move for nothing: a plan's own result is planned as it is),
+then of the node that owns more, then by node id, so the targets sum to
 exactly 16384 and no node is more than one slot away from its exact share. A weight of 0 drains a
 node (``remove-node``). As in ``redis-cli --cluster rebalance``, nodes that own no slots take part
 only with ``use_empty`` (or when they are given an explicit weight).
@@ -66,7 +67,8 @@ def targets(
     """Slots per node in proportion to ``weights`` (largest remainder; sums to ``total``).
 
     Leftover slots go to the largest fractional parts; among equal ones, to the nodes that own
-    more now (``current``), so that a balanced cluster is left as it is; then by id.
+    more than their floor now (``current``), so that a balanced cluster is left as it is; then
+    to those that own more; then by id.
     """
     if not weights:
         raise PlanError("There are no nodes to assign slots to.")
@@ -80,7 +82,12 @@ def targets(
     out = {nid: int(s) for nid, s in shares.items()}  # floor (shares are >= 0)
     left = total - sum(out.values())
     cur = current or {}
-    by_remainder = sorted(weights, key=lambda nid: (-(shares[nid] - out[nid]), -cur.get(nid, 0), nid))
+    # among equal remainders, first the nodes that hold more than their floor now: the extra slot
+    # saves each of them a move, and a plan's result (where exactly the chosen nodes hold one
+    # above their floor) chooses them again, so a balanced cluster is left as it is (by owning
+    # more alone, a large node's floor could outrank a small node that holds its extra slot)
+    by_remainder = sorted(weights, key=lambda nid: (-(shares[nid] - out[nid]), cur.get(nid, 0) <= out[nid],
+                                                    -cur.get(nid, 0), nid))
     for nid in by_remainder[:left]:
         out[nid] += 1
     return {k: out[k] for k in sorted(out)}

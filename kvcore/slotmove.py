@@ -43,6 +43,10 @@ source, ``importing`` on a target), by who owns it in the view's map and who is 
 - the source owns it and the target is gone (left, or unknown to the cluster): :class:`RollBack`
   on the source (its keys never left it, except what the lost target acknowledged), Clear on
   the others;
+- the source left (it never comes back; the keys it still held left with it), the slot is its or
+  nobody's, and the target is up: the target finishes the import (:class:`Finish`, which its
+  guard allows for a source that left), so the keys it took are served again and the slot has
+  an owner;
 - otherwise (the source is down, or the target is down but may come back): a Problem sentence.
 
 Then, with no mark left: maps that differ at different epochs are gossip still at work
@@ -503,6 +507,9 @@ class FixPlan:
     clear: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (node id, slots) rolled back on a source whose target is gone
     rollback: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: (target, slots) imported from a source that left: the target finishes the import, keeping
+    #: the keys it took (the source's other keys left with it)
+    adopt: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (owner, slots) whose maps disagree at one epoch; the owner claims them again
     readopt: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (source, slots) of open moves whose maps disagree at one epoch (two crossing moves that
@@ -525,7 +532,7 @@ class FixPlan:
 
     def empty(self) -> bool:
         return not (self.resume or self.clear or self.rollback or self.readopt or self.reclaim or self.assign
-                    or self.converge or self.regather or self.collided)
+                    or self.converge or self.regather or self.collided or self.adopt)
 
     def describe(self) -> list[str]:
         out = []
@@ -539,6 +546,9 @@ class FixPlan:
             out.append(f"clear leftover marks of slots {fmt(slots)} on {nid}")
         for nid, slots in self.rollback:
             out.append(f"roll back the migration of slots {fmt(slots)} on {nid} (its target is gone)")
+        for nid, slots in self.adopt:
+            out.append(f"let {nid} finish importing slots {fmt(slots)} (their source left: the keys it had not "
+                       "moved yet left with it)")
         for owner, slots, nodes in self.converge:
             out.append(f"wait for {', '.join(nodes)} to learn that {owner} owns slots {fmt(slots)}")
         for nid, slots in self.readopt:
@@ -561,7 +571,7 @@ def plan_fix(snap: Snapshot, assign_unowned: bool = False) -> FixPlan:
     """Decide, slot by slot, how to close every open migration and mend the map (module docstring)."""
     plan = FixPlan()
     marked = _plan_marks(snap, plan)
-    if plan.clear or plan.rollback or plan.resume or plan.converge or plan.collided:
+    if plan.clear or plan.rollback or plan.resume or plan.converge or plan.collided or plan.adopt:
         return plan  # the map is looked at once no mark is left
     _plan_map(snap, plan, marked, assign_unowned)
     return plan
@@ -586,6 +596,7 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     wait: dict[str, tuple[list[int], set[str]]] = {}
     clear: dict[str, list[int]] = {}
     rollback: dict[str, list[int]] = {}
+    adopt: dict[str, list[int]] = {}
     collided: dict[str, list[int]] = {}
     for slot in sorted(pairs):
         source, target = pairs[slot]
@@ -611,6 +622,11 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
         elif owner == source and snap.up(source) and snap.gone(target):
             for nid in marks[slot]:
                 (rollback if snap.nodes[nid].migrating.get(slot) else clear).setdefault(nid, []).append(slot)
+        elif (owner in (source, None) and snap.state(source) == State.LEFT and snap.up(target)
+              and snap.nodes[target].importing.get(slot) == source):
+            # the source never comes back: finishing keeps what the target took (bringing the
+            # source back, which the sentence below asks, cannot be done)
+            adopt.setdefault(target, []).append(slot)
         else:
             who = source if not snap.up(source) else target
             state = snap.state(who)
@@ -622,6 +638,7 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     plan.collided = sorted(collided.items())
     plan.clear = sorted(clear.items())
     plan.rollback = sorted(rollback.items())
+    plan.adopt = sorted(adopt.items())
     plan.converge = [(o, sl, sorted(ns)) for o, (sl, ns) in sorted(wait.items())]
     return set(pairs)
 
@@ -765,6 +782,8 @@ def _fix_steps(snap: Snapshot, goal: Fix, p: Progress, chunk: int, max_failures:
     plan = plan_fix(snap, goal.assign_unowned)
     if plan.clear or plan.rollback:
         return [*(Clear(n, tuple(s)) for n, s in plan.clear), *(RollBack(n, tuple(s)) for n, s in plan.rollback)]
+    if plan.adopt:
+        return [Finish(nid, tuple(given)) for nid, given in plan.adopt]
     if plan.collided:
         base = snap.max_epoch()
         return [Readopt(nid, tuple(given), base + i) for i, (nid, given) in enumerate(plan.collided, 1)]

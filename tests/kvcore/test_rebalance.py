@@ -50,6 +50,20 @@ def test_ties_in_rounding_favour_the_current_owner() -> None:
     assert targets({"a": 1, "b": 1, "c": 1}, current={"b": 5462}) == {"a": 5461, "b": 5462, "c": 5461}
 
 
+def test_a_weighted_plan_of_its_own_result_is_empty() -> None:
+    # shares 1365.33, 4096, 5461.33, 5461.33: one slot left over, tied between a, c and d. a,
+    # which owns all now, keeps it (no move for nothing); then, once a holds 1366 and c 5461,
+    # the tie must go to a again: it chose c by c's larger holding and moved a slot for nothing
+    weights = {"a": 0.5, "b": 1.5, "c": 2.0, "d": 2.0}
+    nodes = ["a", "b", "c", "d"]
+    first = plan_rebalance({"a": [(0, NUM_SLOTS - 1)]}, nodes, weights)
+    owned = apply({"a": [(0, NUM_SLOTS - 1)]}, first)
+    assert {n: len(s) for n, s in owned.items()} == {"a": 1366, "b": 4096, "c": 5461, "d": 5461}
+    after = {n: [(s, s) for s in sorted(sl)] for n, sl in owned.items()}
+    assert plan_rebalance(after, nodes, weights) == []
+    assert targets(weights, current={"a": 1366, "b": 4096, "c": 5461, "d": 5461})["a"] == 1366
+
+
 def test_a_balanced_cluster_needs_no_moves() -> None:
     split = even_split(["a", "b", "c"])
     assert plan_rebalance(split, ["a", "b", "c"]) == []
