@@ -648,7 +648,7 @@ def fix_nodes(cluster: ClusterView, plan: FixPlan) -> list[NodeState]:
     """The members ``plan`` changes (each move's ends, each node whose marks it clears or rolls
     back, each node it lets claim slots): the nodes fix asks its admin token of first."""
     ids = {i for m in [*plan.resume, *plan.regather] for i in (m.source, m.target)}
-    ids.update(nid for nid, _ in [*plan.clear, *plan.rollback, *plan.readopt, *plan.collided,
+    ids.update(nid for nid, _ in [*plan.clear, *plan.rollback, *plan.adopt, *plan.readopt, *plan.collided,
                                   *plan.reclaim, *plan.assign])
     return [n for i, n in cluster.nodes.items() if i in ids]
 

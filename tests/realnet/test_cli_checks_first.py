@@ -352,6 +352,7 @@ def test_fix_asks_the_token_of_the_nodes_its_plan_changes(monkeypatch: Any, caps
     plan = FixPlan(resume=[Move("a", "b", ((0, 9),))], clear=[("c", [1])])
     assert [n.id for n in admin.fix_nodes(_cluster(*nodes), plan)] == ["a", "b", "c"]
     assert admin.fix_nodes(_cluster(*nodes), FixPlan(converge=[("a", [1], ["d"])])) == []
+    assert [n.id for n in admin.fix_nodes(_cluster(*nodes), FixPlan(adopt=[("d", [3])]))] == ["d"]  # it finishes
     fake = FakeAdmin({}, _cluster(*nodes), refuse={nodes[2].addr, nodes[3].addr})
     monkeypatch.setattr(FakeAdmin, "plan_fix", lambda self, cluster, assign=False: plan, raising=False)
     assert run(monkeypatch, fake, "fix", nodes[0].addr, "--yes") == 2
