@@ -31,8 +31,12 @@ set and that no migrating mark pairs (:class:`TakeBack`: no key moved under them
 with a :class:`Problem`. A target or source that is not up stops the move with a Problem (the
 open migration stays, as after a crash of ``redis-cli``, until ``fix``).
 
-**Fix** (:class:`Fix`, :func:`plan_fix`). For each slot with an open mark (``migrating`` on a
-source, ``importing`` on a target), by who owns it in the view's map and who is up:
+**Fix** (:class:`Fix`, :func:`plan_fix`). A slot marked toward more than one move (imported by
+two targets: each node's guard checks only itself) keeps the move its migrating source names, and
+the other import marks are cleared (with no migrating source, every one: nothing moved yet);
+two migrating sources are a Problem (:func:`_pair_marks`). Then for each slot with an open mark
+(``migrating`` on a source, ``importing`` on a target), by who owns it in the view's map and who
+is up:
 
 - the target owns it (the move finished) or a third node does (stale marks): :class:`Clear`,
   except a source's migrating mark while its own map still names it the owner: it has not heard
@@ -578,23 +582,11 @@ def plan_fix(snap: Snapshot, assign_unowned: bool = False) -> FixPlan:
 
 
 def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
-    pairs: dict[int, tuple[str, str]] = {}
-    marks: dict[int, list[str]] = {}  # slot -> the nodes that mark it
     live = snap.live()
-    for n in live:
-        for slot, target in n.migrating.items():
-            pairs.setdefault(slot, (n.id, target))
-            marks.setdefault(slot, []).append(n.id)
-        for slot, source in n.importing.items():
-            if pairs.setdefault(slot, (source, n.id)) != (source, n.id):
-                if pairs[slot][0]:
-                    plan.problems.append(f"Slot {slot} is marked both {pairs[slot][0]} -> {pairs[slot][1]} "
-                                         f"and {source} -> {n.id}; it was left as it is.")
-                pairs[slot] = ("", "")
-            marks.setdefault(slot, []).append(n.id)
+    clear: dict[str, list[int]] = {}
+    pairs, marks = _pair_marks(live, plan, clear)
     resume: dict[tuple[str, str], list[int]] = {}
     wait: dict[str, tuple[list[int], set[str]]] = {}
-    clear: dict[str, list[int]] = {}
     rollback: dict[str, list[int]] = {}
     adopt: dict[str, list[int]] = {}
     collided: dict[str, list[int]] = {}
@@ -641,6 +633,43 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     plan.adopt = sorted(adopt.items())
     plan.converge = [(o, sl, sorted(ns)) for o, (sl, ns) in sorted(wait.items())]
     return set(pairs)
+
+
+def _pair_marks(live: list[NodeView], plan: FixPlan,
+                clear: dict[str, list[int]]) -> tuple[dict[int, tuple[str, str]], dict[int, list[str]]]:
+    """Each marked slot's move (source, target) and the nodes that mark it. A slot marked toward
+    more than one move (an import begun on two targets through the API, or left from an earlier
+    move) keeps the move its one migrating source names, and the other importers' marks are
+    cleared (their node refuses, naming the keys, if it holds any of the slot: none can have
+    moved there while the source migrated elsewhere); with no migrating source nothing has moved
+    yet, and every import mark is cleared (the move is run again). Two migrating sources of one
+    slot are left as they are, with a Problem."""
+    migrating: dict[int, list[tuple[str, str]]] = {}
+    importing: dict[int, list[tuple[str, str]]] = {}
+    for n in live:
+        for slot, target in n.migrating.items():
+            migrating.setdefault(slot, []).append((n.id, target))
+        for slot, source in n.importing.items():
+            importing.setdefault(slot, []).append((source, n.id))
+    pairs: dict[int, tuple[str, str]] = {}
+    marks: dict[int, list[str]] = {}  # slot -> the nodes that mark it
+    for slot in sorted(migrating.keys() | importing.keys()):
+        migr, imps = migrating.get(slot, []), importing.get(slot, [])
+        if len({*migr, *imps}) == 1:
+            pairs[slot] = (migr or imps)[0]
+            marks[slot] = [s for s, _ in migr] + [t for _, t in imps]
+        elif len(migr) > 1:
+            moves = " and ".join(f"{s} -> {t}" for s, t in sorted({*migr, *imps}))
+            plan.problems.append(f"Slot {slot} is marked both {moves}; it was left as it is.")
+        else:
+            keep = migr[0] if migr else None
+            for move in imps:
+                if move != keep:
+                    clear.setdefault(move[1], []).append(slot)
+            if keep is not None:
+                pairs[slot] = keep
+                marks[slot] = [keep[0]] + [t for m in imps if m == keep for t in m[1:]]
+    return pairs, marks
 
 
 def _same_epoch_collision(live: list[NodeView], slot: int) -> bool:
