@@ -651,7 +651,9 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self._state_cache = None
         if self.persist_members:
             storage = self.rt.storage
-            storage.put(_member_key(node), m.stored())
+            key = _member_keys.get(node)
+            text = m._text  # a learned record is shared: its stored text is kept with it
+            storage.put(_member_key(node) if key is None else key, m.stored() if text is None else text)
             storage.sync()
         for fn in self.listeners:
             fn(MemberEvent.JOIN, node, m)
