@@ -50,6 +50,15 @@ _gossip: Callable[[tuple[Update, ...]], Gossip] = Gossip._make  # type: ignore[a
 _RANDBELOW_BITS = getattr(random.Random, "_randbelow_with_getrandbits", None)
 
 
+def bits_of(rng: random.Random) -> Callable[[int], int] | None:
+    """``rng.getrandbits`` when ``randrange`` of ``rng`` draws by it as :func:`randbelow_of`
+    inlines (one ``getrandbits(n.bit_length())`` per try until one falls below ``n``), else
+    None: for a loop that draws many numbers below one bound (:meth:`Dissemination._gossip_targets`)."""
+    if _RANDBELOW_BITS is None or getattr(type(rng), "_randbelow", None) is not _RANDBELOW_BITS:
+        return None
+    return rng.getrandbits
+
+
 def randbelow_of(rng: random.Random) -> Callable[[int], int]:
     """``rng.randrange`` for a positive bound, as a function of the bound (a member's gossip
     targets and the place of each member it learns in its probe round are drawn so: a thousand
@@ -93,6 +102,7 @@ class Dissemination:
         _limit: int
         _rng: random.Random
         _below: Callable[[int], int]
+        _bits: Callable[[int], int] | None
 
         def num_live(self) -> int: ...
 
@@ -152,9 +162,26 @@ class Dissemination:
         if want <= 0:
             return out
         rnd = self.rt.random
-        # rnd.randrange(total): the membership's randbelow_of its generator, made once
-        below = self._below if rnd is self._rng else randbelow_of(rnd)
         tries = 0
+        bits = self._bits if rnd is self._rng else bits_of(rnd)
+        if bits is not None:
+            # randbelow_of's draw inlined, for one bound: getrandbits(k) until below ``total``;
+            # and SortedIds' indexing, on its list and hidden entry
+            k = total.bit_length()
+            items, skip = live._items, live._skip
+            while len(out) < want and tries < 4 * count + 8:
+                tries += 1
+                i = bits(k)
+                while i >= total:
+                    i = bits(k)
+                if i < nlive:
+                    nid = items[i] if skip < 0 or i < skip else items[i + 1]
+                else:
+                    nid = recent[i - nlive]
+                if nid not in out:
+                    out.append(nid)
+            return out
+        below = rnd.randrange
         while len(out) < want and tries < 4 * count + 8:
             tries += 1
             i = below(total)
@@ -199,4 +226,4 @@ class Dissemination:
             send(nid, _gossip(tuple(take(per, limit))))
 
 
-__all__ = ["Dissemination", "randbelow_of"]
+__all__ = ["Dissemination", "bits_of", "randbelow_of"]

@@ -55,7 +55,8 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from operator import attrgetter, gt
+from itertools import repeat
+from operator import attrgetter, getitem, gt
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -65,7 +66,7 @@ from kvcore.membership.awareness import Awareness
 from kvcore.membership.broadcast import BroadcastQueue, Update
 from kvcore.membership.config import SwimConfig
 from kvcore.membership.formulas import overrides, push_pull_scale
-from kvcore.membership.gossip import Dissemination, randbelow_of
+from kvcore.membership.gossip import Dissemination, bits_of, randbelow_of
 from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, Member
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
@@ -170,6 +171,8 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         self._rng = runtime.random
         #: ``self._rng.randrange(n)`` for n > 0, the same draws with less overhead (gossip.randbelow_of)
         self._below = randbelow_of(self._rng)
+        #: ``self._rng.getrandbits`` when ``_below`` draws by it (gossip.bits_of), else None
+        self._bits = bits_of(self._rng)
         self._send = send
         self.config = config.validate()
         self.id = runtime.node_id
@@ -522,7 +525,9 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
                 # not a second one over the types; a subclass of Alive, which nothing defines,
                 # would pass, where the loop below counts it malformed)
                 number = map(numbers.__getitem__, map(_alive_node_of, updates))
-                noted = map(self.members.alive_known.__getitem__, number)
+                # operator.getitem with the notes repeated, not the bytearray's bound
+                # ``__getitem__`` (a slot wrapper, which packs an argument tuple per call)
+                noted = map(getitem, repeat(self.members.alive_known), number)
                 if all(map(gt, noted, map(_incarnation_of, updates))):
                     return
             except (KeyError, IndexError, AttributeError, TypeError):
@@ -585,11 +590,7 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         if m is not None and m.state is ALIVE and a.incarnation <= m.incarnation:
             return  # news we hold already (the common case): overrides() would say no
         if m is None:
-            self._count("learned")
-            self.broadcasts.queue(a)
-            m = learned_record(a, self.rt.now())
-            self._add(m)
-            self.members.note_alive(a.node, m)
+            self._learn(a)
             return
         other_addr = (a.addr, a.peer_addr) != (m.addr, m.peer_addr)
         moved = m.state not in UP and other_addr
@@ -625,6 +626,38 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
             self._emit(MemberEvent.UPDATE, m)
         if m.state is ALIVE and self.members.get(a.node) is m:
             self.members.note_alive(a.node, m)  # (a listener may have changed it since)
+
+    def _learn(self, a: Alive) -> None:
+        """A member we never heard of, learned alive from ``a`` (not us): what ``_count``,
+        ``_add``, ``_index`` and ``_emit`` do for it, in their order, inlined (a thousand members
+        joining one by one are learned a million times)."""
+        counters = self.counters
+        counters["learned"] = counters.get("learned", 0) + 1
+        self.broadcasts.queue(a)
+        node = a.node
+        m = learned_record(a, self.rt.now())
+        members = self.members
+        members[node] = m
+        self._live_ids.insort(node)  # _index: alive, and not us
+        # SWIM §4.3: a new member goes to a random place in the rest of this round (_add)
+        lazy = self._lazy_round
+        if lazy is not None:
+            lazy.insert(node)
+        else:
+            order = self._probe_order
+            lo = self._probe_index
+            order.insert(lo + self._below(len(order) - lo + 1), node)
+        # _emit(MemberEvent.JOIN, m): m is a learned record, never self.me
+        self._state_cache = None
+        if self.persist_members:
+            storage = self.rt.storage
+            key = _member_keys.get(node)
+            text = m._text  # a learned record is shared: its stored text is kept with it
+            storage.put(_member_key(node) if key is None else key, m.stored() if text is None else text)
+            storage.sync()
+        for fn in self.listeners:
+            fn(MemberEvent.JOIN, node, m)
+        members.note_alive(node, m)
 
     def _on_suspect(self, s: Suspect) -> None:
         m = self.members.get(s.node)

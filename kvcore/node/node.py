@@ -510,7 +510,9 @@ class Node:
 
     def _on_member_event(self, event: str, node_id: str, m: Member) -> None:
         """Membership's news: derive the slot map; a slot that changed hands ends its move."""
-        if self.ownership.learn(event, node_id, m):
+        # a member without slots teaches the map nothing (Ownership.learn's first test, asked
+        # here: every member a node learns is an event, a million in a thousand-node join)
+        if m.slots and self.ownership.learn(event, node_id, m):
             self.migration.slots_changed_hands()
 
     # --- the admin door (the table in the class docstring) -----------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from kvcore.membership import (
     State,
     SwimConfig,
 )
+from kvcore.membership.gossip import bits_of
 from kvcore.messages import (
     Alive,
     Dead,
@@ -1033,3 +1035,36 @@ def test_states_and_listener_events_are_the_named_enums() -> None:
     assert [v["state"] for v in h.m.view() if v["id"] == "n2"] == ["dead"]
     state = next(s for s in h.m._local_state() if s.node == "n2")
     assert type(state.state) is str and state.state == "dead"
+
+
+class _OtherDraws(random.Random):
+    """A generator whose randrange does not draw by getrandbits (gossip.bits_of: None)."""
+
+    def _randbelow(self, n: int) -> int:  # type: ignore[override]
+        return int(self.random() * n)
+
+
+@pytest.mark.parametrize("rng_cls", [random.Random, _OtherDraws])
+@pytest.mark.parametrize("peers", [8, 40, 300])
+def test_gossip_targets_are_the_draws_randrange_gives(rng_cls: type[random.Random], peers: int) -> None:
+    """_gossip_targets draws as ``randrange(total)`` one target at a time (the inlined getrandbits
+    loop, reading the live pool's own list past the hidden self, gives the same members and
+    leaves the generator in the same state)."""
+    h = Harness(tuple(f"p{i:03d}" for i in range(peers)), node="p005")
+    m = h.m
+    m.rt.random = rng_cls(7)
+    m._rng = m.rt.random
+    m._bits = bits_of(m._rng)
+    twin = rng_cls(7)
+    live = list(m._live_ids)
+    for count in (1, 3, 4, 9):
+        got = m._gossip_targets(count)
+        want: list[str] = []
+        tries = 0
+        while len(want) < min(count, len(live)) and tries < 4 * count + 8:
+            tries += 1
+            nid = live[twin.randrange(len(live))]
+            if nid not in want:
+                want.append(nid)
+        assert got == want
+    assert m._rng.getstate() == twin.getstate()
