@@ -27,6 +27,7 @@ from sim.nemesis import ALIASES, ClockSkews, Nemesis, Partitions, parse_kinds
 from sim.network import SimNetwork, schedule_call
 from sim.runtime import SimRuntime
 from sim.sweep import SWEEP_CONFIG, SWEEP_SWIM, RunConfig, group_ready, run_seed, simulate
+from sim.timeline import fault_bars
 from sim.trace import Trace
 
 # --- the skewed Runtime --------------------------------------------------------------------------
@@ -100,6 +101,9 @@ def test_skew_clock_is_a_fault_the_nodes_incarnations_share_and_restore_ends_it(
     skew = next(f for f in c.faults if f.verb == "skew_clock")
     assert (skew.time, skew.args, skew.end) == (1.0, "n2 x0.5", 3.0)
     assert [f.verb for f in c.faults] == ["skew_clock", "crash", "restart", "restore_clock"]
+    # a timeline draws the skew as one bar, from the skew to its restore
+    bars = [(b.kind, b.start, b.end) for b in fault_bars(c.faults) if b.kind != "crash"]
+    assert bars == [("clock", 1.0, 3.0)]
     with pytest.raises(ValueError, match="positive finite"):
         c.skew_clock("n1", 0.0)
     with pytest.raises(ValueError, match="unknown node"):
