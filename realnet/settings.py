@@ -15,8 +15,9 @@ merges the flags over what the tables gave:
 - :func:`swim_table`: a preset of :class:`kvcore.membership.SwimConfig` and field overrides;
 - :func:`cluster_table`: :class:`kvcore.config.ClusterConfig` plus the process options
   (:class:`ClusterOptions`: name, automatic rebalancing);
-- :func:`raft_table`: :class:`kvcore.replica.ReplicaConfig` (a replicated group's ticks, retries
-  and snapshots: etcd's ``--heartbeat-interval``, ``--election-timeout``, ``--snapshot-count``);
+- :func:`raft_table`: :class:`kvcore.replica.ReplicaConfig` (a replicated group's ticks, retries,
+  snapshots and read mode: etcd's ``--heartbeat-interval``, ``--election-timeout``,
+  ``--snapshot-count``, and its ``ReadOnlyOption``);
 - :func:`security_table`: the secrets' files (:class:`SecuritySettings`; the cluster secret
   ``secret_file``, read by ``realnet.node`` with :func:`kvwire.auth.read_keyring`);
 - :func:`http_security`: the HTTP side's keys of ``[security]`` (tokens, Host names, client
@@ -87,6 +88,10 @@ TOML layout::
     election_tick = 10             # ticks without a leader before a (pre-)campaign
     heartbeat_tick = 1
     snapshot_entries = 10000       # compact the log past this many applied entries
+    read_only = "safe"             # or "lease": reads on the leader's lease, no heartbeat round
+                                   # (thesis §6.4.1; linearizable only while clock rates differ
+                                   # by at most lease_drift_ticks per election timeout)
+    lease_drift_ticks = 1          # the lease lasts election_tick - lease_drift_ticks ticks
 """
 
 from __future__ import annotations

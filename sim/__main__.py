@@ -18,7 +18,8 @@ Neither line changes the run: the digest (still the last line) is the same for t
 Every flag is checked before the run: numbers finite and in range, the latency one that can be
 sampled, ``--history FILE`` a file this process can write (tried, changing nothing), so a bad
 one costs a sentence and exit status 2, not a run. ``--replicas R`` alone runs R nodes, as in
-``python -m sim check``.
+``python -m sim check``; ``--read-mode lease`` has the group's leader answer reads on its lease
+(thesis §6.4.1) instead of a heartbeat round (``safe``, the default).
 
 Subcommands are a table, :data:`SUBCOMMANDS` (name -> a module with ``main(argv)``); ``--help``
 lists every entry of it, so adding a subcommand is one line there (and, optionally, one in
@@ -37,7 +38,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sim.cliargs import MAX_DURATION, default_nodes, finite, writable_file
+from kvcore.replica import ReplicaConfig
+from sim.cliargs import MAX_DURATION, default_nodes, finite, read_mode_problems, writable_file
 from sim.latency import parse_latency
 from sim.scenario import RunReport, run_default
 
@@ -137,6 +139,10 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=1, metavar="R",
                    help="1: one copy of each key (default); the number of nodes: one Raft group of "
                    "all nodes serving every key (--replicas 3 alone: 3 nodes)")
+    p.add_argument("--read-mode", default="safe", metavar="{safe,lease}",
+                   help="how the Raft group's leader confirms reads (--replicas above 1): safe, a "
+                   "heartbeat round per batch (default); lease, none while its lease holds "
+                   "(thesis §6.4.1)")
     p.add_argument("--no-codec", action="store_true", help="pass message objects without encoding")
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
     p.add_argument("--check-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -166,6 +172,8 @@ def run(argv: list[str]) -> int:
     if args.replicas not in (1, nodes):
         p.error(f"--replicas must be 1 or the number of nodes ({nodes}); several Raft groups over "
                 "more nodes come next")
+    for problem in read_mode_problems(args.read_mode, args.replicas):
+        p.error(problem)
     try:
         latency = parse_latency(args.latency)
     except ValueError as e:
@@ -178,6 +186,7 @@ def run(argv: list[str]) -> int:
         seed=args.seed, nodes=nodes, ops=args.ops, clients=args.clients, loss=args.loss,
         duration=args.duration, partition=not args.no_partition, latency=latency,
         codec=not args.no_codec, replicas=args.replicas,
+        replica=ReplicaConfig(read_only=args.read_mode) if args.read_mode != "safe" else None,
     )
     if args.history:
         import json

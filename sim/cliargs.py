@@ -20,6 +20,21 @@ from pathlib import Path
 MAX_DURATION = 86_400.0
 
 
+#: ``--read-mode``'s choices: kvcore.replica.ReplicaConfig.read_only's values
+READ_MODES = ("safe", "lease")
+
+
+def read_mode_problems(mode: str, replicas: int) -> list[str]:
+    """What is wrong with ``--read-mode MODE`` on a run of ``replicas`` (a sentence each)."""
+    if mode not in READ_MODES:
+        return [f"--read-mode must be safe (a heartbeat round confirms the leader for each batch of "
+                f"reads) or lease (the leader's lease does, while it holds), not {mode!r}."]
+    if mode != "safe" and replicas <= 1:
+        return [f"--read-mode {mode} is how a Raft group's leader answers reads: it needs --replicas "
+                "above 1 (an unreplicated node answers from its own copy)."]
+    return []
+
+
 def default_nodes(nodes: int | None, replicas: int, fallback: int) -> int:
     """``--nodes`` as given, else as many as ``--replicas`` asks for (R > 1), else ``fallback``."""
     if nodes is not None:

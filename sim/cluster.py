@@ -9,7 +9,8 @@ each client. Same seed, same trace digest, in any process.
 
 Scenario verbs act at simulated times: ``crash``, ``power_loss``, ``restart``, ``partition``, ``heal``,
 ``set_loss``, ``set_latency``, ``set_duplicate``, ``slow_node``, ``set_link``, ``hold``,
-``release``, and the membership verbs ``add_node`` (a new node joins through the seeds) and
+``release``, ``skew_clock`` and ``restore_clock`` (a node's clock runs fast or slow:
+:mod:`sim.runtime`'s "Clock skew"), and the membership verbs ``add_node`` (a new node joins through the seeds) and
 ``leave`` (graceful). Each takes ``at=`` (absolute simulated time; default: now) and records
 itself in :attr:`SimCluster.faults` and the trace when it fires, so a run reports its faults on
 the same time axis as its operations.
@@ -58,13 +59,14 @@ from kvcore.raft.messages import ConfState
 from kvcore.replica import ReplicaConfig
 from kvcore.slotmove import Fix, MoveSlots
 from kvcore.slots import even_split
+from sim.cliargs import finite
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.raftcheck import Figure3Feed
 from sim.rand import stream
 from sim.replicas import after_change, ask_leader, committed_conf, mend_hints
-from sim.runtime import SimRuntime
+from sim.runtime import Clock, SimRuntime, read_clock, retime
 from sim.slotmove import drive
 from sim.storage import SimStorage, SyncStats
 from sim.trace import Trace
@@ -93,6 +95,9 @@ class _Slot:
     downtime: float = 0.0
     #: counters of earlier incarnations, so totals survive crashes
     past_stats: list[NodeStats] = field(default_factory=list)
+    #: the node's clock (skew_clock; sim.runtime.Clock): the machine's, so a restarted
+    #: incarnation reads it on, at its rate (None: never skewed, the simulated time)
+    clock: Clock | None = None
 
 
 def sim_spec(nid: str, slots: tuple[tuple[int, int], ...] = ()) -> NodeSpec:
@@ -264,7 +269,7 @@ class SimCluster:
         slot.incarnation += 1
         rt = SimRuntime(
             self.env, self.net, self.trace, slot.node_id,
-            stream(self.seed, "node", slot.node_id, slot.incarnation), slot.storage,
+            stream(self.seed, "node", slot.node_id, slot.incarnation), slot.storage, slot.clock,
         )
         node = self._node_factory(rt, self._specs[slot.node_id])
         slot.runtime = rt
@@ -444,6 +449,52 @@ class SimCluster:
 
     def slow_node(self, node_id: str, extra: Latency, at: float | None = None) -> None:
         self._at(at, "slow_node", f"{node_id} +{extra!r}", lambda: self.net.slow_node(node_id, extra))
+
+    def skew_clock(self, node_id: str, rate: float, at: float | None = None, until: float | None = None) -> None:
+        """From ``at``, ``node_id``'s clock runs at ``rate`` node-seconds per simulated second
+        (1.5: fast, 0.5: slow), and with it the node's timers: its Raft ticks, SWIM periods and
+        timeouts (:meth:`sim.runtime.SimRuntime.set_clock_rate`). The rate is the machine's: an
+        incarnation started meanwhile runs at it too. ``until``: :meth:`restore_clock` then
+        (the clock keeps the offset it gathered). Recorded as a ``skew_clock`` fault, whose end
+        is set when the clock is restored."""
+        if node_id not in self._slots:
+            raise ValueError(f"unknown node {node_id!r}")
+        if not (finite(rate) and rate > 0):
+            raise ValueError(f"a clock rate must be a positive finite number, not {rate!r}")
+        if until is not None and at is not None and until < at:
+            raise ValueError(f"the clock skew ends ({until}) before it starts ({at})")
+        self._at(at, "skew_clock", f"{node_id} x{rate:g}", lambda: self._set_clock_rate(node_id, rate))
+        if until is not None:
+            self.restore_clock(node_id, at=until)
+
+    def restore_clock(self, node_id: str, at: float | None = None) -> None:
+        """``node_id``'s clock runs true again (rate 1.0), keeping the offset it gathered: a
+        monotonic clock never jumps. Ends the node's ``skew_clock`` fault."""
+        def do() -> None:
+            self._set_clock_rate(node_id, 1.0)
+            for f in reversed(self.faults):
+                if f.verb == "skew_clock" and f.end is None and f.args.split(" ")[0] == node_id:
+                    f.end = self.env.now
+                    break
+
+        self._at(at, "restore_clock", node_id, do)
+
+    def _set_clock_rate(self, node_id: str, rate: float) -> None:
+        slot = self._slots[node_id]
+        slot.clock = retime(slot.clock, self.env.now, rate)
+        if slot.runtime is not None and slot.endpoint.node is not None:
+            slot.runtime.set_clock_rate(rate)  # the same clock: read the same, retimed the same
+
+    def clock_offset(self, node_id: str) -> float:
+        """How far ``node_id``'s clock is ahead of the simulated time now (negative: behind), in
+        seconds (0.0: never skewed), whether the node is up or down."""
+        now = self.env.now
+        return read_clock(self._slots[node_id].clock, now) - now
+
+    def clock_rate(self, node_id: str) -> float:
+        """``node_id``'s clock rate now (node-seconds per simulated second)."""
+        clock = self._slots[node_id].clock
+        return 1.0 if clock is None else clock[2]
 
     def set_link(self, src: str, dst: str, *, latency: Latency | None = None, loss: float = 0.0,
                  both_ways: bool = True, at: float | None = None) -> None:

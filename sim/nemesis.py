@@ -33,6 +33,14 @@ kind               one fault
                    cluster's ``reshard`` verb), unless a move is still open; if the move was
                    aborted (a crash of its source or target), ``fix`` finishes it when the fault
                    ends
+``clock``          1 to n-1 random nodes' clocks run fast or slow, each at a rate drawn
+                   log-uniformly from 0.5-2 (Jepsen's clock nemesis, as drift): the node's
+                   ``now()`` and every timer it sets (Raft ticks, SWIM periods, timeouts) run at
+                   that rate (:meth:`~sim.cluster.SimCluster.skew_clock`); when the fault ends
+                   they run true again, keeping the offset they gathered. Its ``param`` is the
+                   spread, the fastest clock's rate over the slowest's (true clocks count as
+                   1.0): LEASE reads (``--read-mode lease``) are linearizable only while it stays
+                   within election_tick / (election_tick - lease_drift_ticks), 10/9 by default
 ``member``         a replicated group's membership changes (Jepsen's member nemesis): a random
                    voter (the leader too) is removed by a configuration change, and when the
                    fault ends a new node joins as a learner, promoted once caught up, and the
@@ -47,24 +55,28 @@ kind               one fault
 The three partition flavours are one package (one partition at a time, drawn among the flavours
 asked for). ``none`` is no fault; ``network`` means every network kind; ``all`` adds ``crash``;
 ``reshard`` is not in ``all`` (it changes the cluster's layout, not its health), nor is
-``powerloss`` (it takes the whole cluster down), nor ``member``: add them by name. ``raft`` is what a replicated
+``powerloss`` (it takes the whole cluster down), nor ``member``, nor ``clock`` (it came after
+``all`` and ``raft`` had digests people compare; with SAFE reads a skewed clock costs
+availability, not safety): add them by name, ``--nemesis raft,clock``. ``raft`` is what a replicated
 group is checked against (issue #11): ``all`` with ``partial``, ``duplicate`` and ``powerloss``.
 ``partial`` and ``duplicate`` are not in ``all``, so ``all`` draws the same faults for a seed as
 before they existed.
 
 Applying. :meth:`Nemesis.apply` plans the schedule and puts each fault's beginning and end on
 the cluster's SimPy clock. A fault begins with the cluster's scenario verb (``partition``,
-``crash``, ``power_loss``, ``set_loss``, ``set_latency``, ``slow_node``, ``reshard``), which records a
+``crash``, ``power_loss``, ``set_loss``, ``set_latency``, ``slow_node``, ``reshard``,
+``skew_clock``), which records a
 :class:`~sim.cluster.Fault` in ``cluster.faults``, the time axis the operations share. It ends by
 undoing exactly what it did: the partition or link rule it added is removed (other rules stay),
 loss and latency go back to what they were when it began, a crashed node restarts, or every node a power loss took down (the cluster
-records the restart); the Fault's ``end`` is set then. Every fault ends by the end of the window,
+records the restart), a skewed clock runs true (``restore_clock``); the Fault's ``end`` is set then. Every fault ends by the end of the window,
 so a run can be given a quiet tail in which the cluster recovers.
 
 Evidence. Every fault keeps a :class:`FaultRecord`: when it really began and ended, the rules
 it added and what they decided (``hits``: messages dropped by a partition or loss rule, delayed
 by a slow-node link), the messages sent while it was active, and for a crash the downtime and
-the messages dropped because the node was down. :meth:`NemesisRun.report` joins the records
+the messages dropped because the node was down, and for a clock skew the rates (``rates``) and
+how far each clock drifted from the simulated time while the fault lasted (``detail``). :meth:`NemesisRun.report` joins the records
 with the client history into a :class:`FaultReport`, one row per fault with the operations
 invoked during it, on the same time axis.
 
@@ -79,6 +91,7 @@ linearizability violation. :mod:`sim.sweep` runs durable nodes unless told other
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -95,7 +108,7 @@ from sim.replicas import committed_conf, leader
 
 PARTITION_FLAVOURS = ("partition", "bridge", "oneway", "partial")
 KINDS = (*PARTITION_FLAVOURS, "crash", "loss", "latency", "slow", "reshard", "powerloss", "duplicate",
-         "member")
+         "member", "clock")
 NETWORK = ("partition", "bridge", "oneway", "loss", "latency", "slow")
 ALIASES: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -123,8 +136,11 @@ class FaultRecord:
     #: a partition's two sides: messages from the first to the second are dropped (and back,
     #: unless the kind is "oneway")
     sides: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
-    #: the fault's size: loss probability, latency median, mean extra delay (seconds)
+    #: the fault's size: loss probability, latency median, mean extra delay (seconds), a clock
+    #: skew's spread (the fastest clock's rate over the slowest's)
     param: float = 0.0
+    #: clock: each of ``nodes``' clock rate (node-seconds per simulated second)
+    rates: tuple[float, ...] = ()
     #: when it really began and ended (None: not yet, or never)
     fired: float | None = None
     undone: float | None = None
@@ -506,6 +522,43 @@ class MemberChanges(Package):
                              else f"{victim}'s removal not seen committed, added {new}")
 
 
+@dataclass(frozen=True)
+class ClockSkews(Package):
+    """Clocks that run fast or slow: 1 to n-1 random nodes (at least one clock stays true), each
+    at its own rate drawn log-uniformly from ``rates`` (so 0.5 and 2.0 are as likely), the
+    same fault's nodes skewed and restored together. A node down when the fault begins gets the
+    rate when it restarts (the rate is its machine's)."""
+
+    name: str = "clock"
+    rates: tuple[float, float] = (0.5, 2.0)
+
+    def draw(self, rng: random.Random, nodes: list[str], start: float, end: float) -> FaultRecord | None:
+        shuffled = list(nodes)
+        rng.shuffle(shuffled)
+        k = rng.randint(1, max(1, len(shuffled) - 1))
+        hit = sorted(shuffled[:k])
+        lo, hi = (math.log(r) for r in self.rates)
+        rates = tuple(round(math.exp(rng.uniform(lo, hi)), 3) for _ in hit)
+        every = [*rates, *([1.0] if k < len(shuffled) else [])]
+        spread = round(max(every) / min(every), 3)
+        return FaultRecord("clock", start, end, ", ".join(f"{n} x{r:g}" for n, r in zip(hit, rates, strict=True)),
+                           nodes=tuple(hit), rates=rates, param=spread)
+
+    def begin(self, run: _Active, cluster: SimCluster) -> None:
+        since = len(cluster.faults)
+        run.previous = [cluster.clock_offset(nid) for nid in run.record.nodes]
+        for nid, rate in zip(run.record.nodes, run.record.rates, strict=True):
+            cluster.skew_clock(nid, rate)
+        run.fault = cluster.faults[since]
+
+    def finish(self, run: _Active, cluster: SimCluster) -> None:
+        drifts = []
+        for nid, before in zip(run.record.nodes, run.previous, strict=True):
+            drifts.append(f"{nid} {(cluster.clock_offset(nid) - before) * 1000:+.0f} ms")
+            cluster.restore_clock(nid)
+        run.record.detail = "drifted " + ", ".join(drifts)
+
+
 # --- one fault in flight --------------------------------------------------------------------
 
 
@@ -636,6 +689,8 @@ def packages_for(kinds: Iterable[str]) -> list[Package]:
             out.append(DuplicateSpikes())
         elif kind == "member":
             out.append(MemberChanges())
+        elif kind == "clock":
+            out.append(ClockSkews())
     return out
 
 
@@ -794,6 +849,7 @@ __all__ = [
     "ALIASES",
     "DEFAULT",
     "KINDS",
+    "ClockSkews",
     "Crashes",
     "FaultRecord",
     "FaultReport",

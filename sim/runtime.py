@@ -3,10 +3,24 @@
 One SimRuntime per node *incarnation*. A crash marks it dead: its pending timers then fire into
 nothing and it can no longer send, which is how a crashed process's memory and timers vanish
 while the node's ``storage`` object (kept by the cluster) survives for the next incarnation.
+
+Clock skew (Jepsen's clock nemesis, as drift). A node's clock is the simulated time until
+:meth:`SimRuntime.set_clock_rate` is called with a rate other than 1.0; from then on its ``now()``
+advances ``rate`` node-seconds per simulated second (1.5: fast, 0.5: slow), and its timers are
+scaled the same way: ``call_later(d)`` fires after ``d / rate`` simulated seconds, ``call_at(t)``
+when its own clock reads ``t``. So the node's Raft ticks, SWIM probe periods and every timeout
+drift together, as on a machine whose oscillator is off. A rate set back to 1.0 keeps the offset
+the clock gathered (the clock is monotonic: it never jumps). The clock is the machine's, not the
+process's: the cluster hands a restarted incarnation the clock its node had (:data:`Clock`, kept
+per node), as a process restarted on a machine reads the same monotonic clock. A timer already pending when the
+rate changes keeps the simulated time it was set for (the new rate applies to the timers set
+after it: a Raft tick, 50 ms, takes it up at once). A runtime whose rate was never set computes
+exactly what it did before the skew existed (no multiplication, no float drift: same digest).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from heapq import heappush
@@ -18,6 +32,28 @@ from simpy.events import NORMAL
 from kvcore.runtime import Storage
 from sim.network import SimNetwork
 from sim.trace import CHUNK, Trace
+
+#: A skewed clock: (simulated time, node time, rate) at its last change of rate; None for a clock
+#: that was never skewed (it reads the simulated time itself)
+Clock = tuple[float, float, float]
+
+
+def read_clock(clock: Clock | None, now: float) -> float:
+    """What ``clock`` reads at simulated time ``now``."""
+    if clock is None:
+        return now
+    since, local, rate = clock
+    return local + (now - since) * rate
+
+
+def retime(clock: Clock | None, now: float, rate: float) -> Clock | None:
+    """``clock`` after its rate became ``rate`` at simulated time ``now`` (it keeps the time it
+    reads then); a clock never skewed set to 1.0 stays None, exactly the simulated time."""
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"a clock rate must be a positive finite number, not {rate!r}")
+    if clock is None and rate == 1.0:
+        return None
+    return (now, read_clock(clock, now), rate)
 
 
 class SimTimer(list):  # type: ignore[type-arg]
@@ -56,8 +92,8 @@ _FIRE = (_fire,)
 
 
 class SimRuntime:
-    __slots__ = ("_batch", "_eid", "_net_send", "_queue", "alive", "env", "net", "node_id", "random",
-                 "storage", "trace")
+    __slots__ = ("_batch", "_clock", "_eid", "_net_send", "_queue", "alive", "env", "net", "node_id",
+                 "random", "storage", "trace")
 
     def __init__(
         self,
@@ -67,6 +103,7 @@ class SimRuntime:
         node_id: str,
         rng: random.Random,
         storage: Storage,
+        clock: Clock | None = None,
     ) -> None:
         self.env = env
         self.net = net
@@ -81,15 +118,43 @@ class SimRuntime:
         self._batch = trace._batch
         self._queue = env._queue
         self._eid = env._eid
+        #: None: the node's clock is the simulated time; else (simulated time, node time, rate)
+        #: at the last change of rate (set_clock_rate)
+        self._clock = clock
 
     def now(self) -> float:
-        return self.env._now  # the attribute behind SimPy's ``now`` property
+        clock = self._clock
+        if clock is None:
+            return self.env._now  # the attribute behind SimPy's ``now`` property
+        since, local, rate = clock
+        return local + (self.env._now - since) * rate
+
+    @property
+    def clock_rate(self) -> float:
+        """Node-seconds per simulated second (1.0: a true clock)."""
+        return 1.0 if self._clock is None else self._clock[2]
+
+    @property
+    def clock_offset(self) -> float:
+        """How far the node's clock is ahead of the simulated time (negative: behind), seconds."""
+        return self.now() - self.env._now
+
+    @property
+    def clock(self) -> Clock | None:
+        return self._clock
+
+    def set_clock_rate(self, rate: float) -> None:
+        """From now on the node's clock runs at ``rate`` node-seconds per simulated second (see
+        the module's "Clock skew"). A never-skewed runtime given 1.0 stays exactly as it was."""
+        self._clock = retime(self._clock, self.env._now, rate)
 
     def send(self, dst: str, msg: Any) -> None:
         if self.alive:
             self._net_send(self.node_id, dst, msg)
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> SimTimer:
+        if self._clock is not None:
+            delay = delay / self._clock[2]  # node-seconds to simulated seconds
         # Environment.schedule inlined: (time, priority, counter, event) onto SimPy's queue
         t = SimTimer((self, fn, False))
         t.callbacks = _FIRE
@@ -97,9 +162,12 @@ class SimRuntime:
         return t
 
     def call_at(self, when: float, fn: Callable[[], None]) -> SimTimer:
-        """A timer at simulated time ``when`` exactly (a time already past: now)."""
+        """A timer when the node's clock reads ``when`` (a time already past: now); without skew
+        that is simulated time ``when`` exactly."""
         t = SimTimer((self, fn, False))
         t.callbacks = _FIRE
         now = self.env._now
+        if self._clock is not None:
+            when = now + (when - self.now()) / self._clock[2]
         heappush(self._queue, (when if when > now else now, NORMAL, next(self._eid), t))
         return t

@@ -64,11 +64,13 @@ from checker import check, get_model, verdict_text
 from checker.history import jsonl_text
 from kvcore.config import NodeConfig
 from kvcore.membership import SwimConfig
-from sim.cliargs import MAX_DURATION, finite
+from kvcore.raft.config import SAFE
+from kvcore.replica import ReplicaConfig
+from sim.cliargs import MAX_DURATION, finite, read_mode_problems
 from sim.clients import FAIL, OK, UNKNOWN, Workload, split_ops
 from sim.cluster import SimCluster, sim_cluster_config
 from sim.latency import LogNormal, parse_latency
-from sim.nemesis import DEFAULT, FaultRecord, FaultReport, Nemesis, NemesisRun
+from sim.nemesis import DEFAULT, FaultRecord, FaultReport, Nemesis, NemesisRun, Package
 
 WORKLOADS = ("kv", "register")
 
@@ -114,6 +116,10 @@ class RunConfig:
     #: 1: one copy of each key (the store as it was); nodes: one Raft group of every node that
     #: serves the whole key space (kvcore.replica), its log its durability
     replicas: int = 1
+    #: how a replicated group's reads confirm the leader (ReplicaConfig.read_only): "safe", a
+    #: heartbeat round per batch of reads, or "lease", none while the leader's lease holds
+    #: (linearizable only while clocks drift within the bound: see the ``clock`` nemesis)
+    read_mode: str = SAFE
 
     def problems(self) -> list[str]:
         out = []
@@ -144,6 +150,7 @@ class RunConfig:
                        f"seconds, not {self.check_timeout!r}.")
         if not 0.0 <= self.loss <= 1.0:
             out.append("loss must be within 0 and 1.")
+        out += read_mode_problems(self.read_mode, self.replicas)
         if not self.durable and self.replicas > 1:
             out.append("memory-only nodes (--no-durable) are for replicas 1 only: a replicated node "
                        "keeps its Raft log durable and rebuilds its store from it.")
@@ -174,7 +181,8 @@ class RunConfig:
         return "register" if self.workload == "register" else "kv"
 
     def describe(self) -> str:
-        kind = ("nodes in one Raft group" if self.replicas > 1
+        kind = ("nodes in one Raft group" + (f" ({self.read_mode} reads)" if self.read_mode != SAFE else "")
+                if self.replicas > 1
                 else f"{'durable' if self.durable else 'memory-only'} nodes")
         return (f"workload {self.workload}, nemesis {Nemesis(self.nemesis).describe()}; {self.nodes} "
                 f"{kind}, {self.clients} clients, "
@@ -197,7 +205,14 @@ class RunConfig:
             out.append(f"--sync-time {shlex.quote(self.sync_time)}")
         if self.replicas != 1:
             out.append(f"--replicas {self.replicas}")
+        if self.read_mode != SAFE:
+            out.append(f"--read-mode {shlex.quote(self.read_mode)}")
         return " ".join(out)
+
+    @property
+    def replica_config(self) -> ReplicaConfig | None:
+        """The replicated group's settings (None: the defaults, as before read modes existed)."""
+        return ReplicaConfig(read_only=self.read_mode) if self.read_mode != SAFE else None
 
 
 @dataclass(frozen=True)
@@ -321,20 +336,22 @@ def group_ready(cluster: SimCluster, step: float = 0.01, limit: float = SETUP_LI
 
 
 def simulate(seed: int, config: RunConfig | None = None, *, node_class: type | None = None,
-             keep_trace: bool = False) -> SeedRun:
+             keep_trace: bool = False, packages: Sequence[Package] | None = None) -> SeedRun:
     """Run one seed's simulation (no check). ``node_class``: a kvcore Node subclass to run
-    instead of Node on every node (for tests of the checker's teeth)."""
+    instead of Node on every node (for tests of the checker's teeth). ``packages``: the
+    nemesis's fault packages instead of ``config.nemesis``'s (a kind with bounds of its own,
+    e.g. ``ClockSkews(rates=(0.95, 1.05))``), drawn from the same seed."""
     cfg = (config or RunConfig()).validate()
     cluster = SimCluster(
         seed, cfg.nodes, cfg.node_config, latency=LogNormal(0.001, 0.5), swim=SWEEP_SWIM,
         keep_trace=keep_trace,
         node_factory=_node_factory(node_class, cfg) if node_class is not None else None,
-        sync_time=cfg.sync_time or None, replicas=cfg.replicas,
+        sync_time=cfg.sync_time or None, replicas=cfg.replicas, replica=cfg.replica_config,
     )
     if cfg.loss:
         cluster.set_loss(cfg.loss)
     t0 = group_ready(cluster) if cfg.replicas > 1 else 0.0
-    nemesis = Nemesis(cfg.nemesis, seed).apply(cluster, t0 + min(0.5, cfg.duration / 4),
+    nemesis = Nemesis(cfg.nemesis if packages is None else packages, seed).apply(cluster, t0 + min(0.5, cfg.duration / 4),
                                                t0 + cfg.duration - cfg.tail)
     # exactly cfg.ops operations (the first ops % clients clients do one more), each client
     # paced to span the duration

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=d.replicas,
                    help="1: one copy of each key (default); the number of nodes: one Raft group of "
                    "all nodes, checked for Figure 3's properties too")
+    p.add_argument("--read-mode", default=d.read_mode, metavar="{safe,lease}",
+                   help="how the Raft group's leader confirms reads (--replicas above 1): safe, a "
+                   "heartbeat round per batch (default); lease, none while its lease holds "
+                   "(thesis §6.4.1: linearizable only while clocks drift within the bound; try "
+                   "--nemesis partition,clock)")
     p.add_argument("--clients", type=int, default=d.clients, help=f"clients (default {d.clients})")
     p.add_argument("--ops", type=int, default=d.ops, help=f"operations per seed, over all clients (default {d.ops})")
     p.add_argument("--keys", type=int, default=d.keys, help=f"keys of the kv workload (default {d.keys})")
@@ -118,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The :class:`~sim.sweep.RunConfig` that parsed flags ask for (not yet validated)."""
     nodes = default_nodes(args.nodes, args.replicas, RunConfig().nodes)
     return RunConfig(workload=args.workload, nemesis=args.nemesis, nodes=nodes, clients=args.clients,
-                     replicas=args.replicas,
+                     replicas=args.replicas, read_mode=args.read_mode,
                      ops=args.ops, keys=args.keys, duration=args.duration, loss=args.loss,
                      check_timeout=args.check_timeout, durable=args.durable, sync_time=args.sync_time)
 

@@ -47,9 +47,9 @@ FAULT_COLORS = {
     "partition": "#7b4fa6", "bridge": "#9b6fc6", "oneway": "#b48fd8", "heal": "#7b4fa6",
     "crash": "#333333", "crash-durable": "#666666", "restart": "#333333",
     "loss": "#2f6db5", "set_loss": "#2f6db5", "latency": "#1f9e9e", "set_latency": "#1f9e9e",
-    "slow": "#8c5a2b", "slow_node": "#8c5a2b",
+    "slow": "#8c5a2b", "slow_node": "#8c5a2b", "clock": "#c8702a",
 }
-_VERB_KIND = {"set_loss": "loss", "set_latency": "latency", "slow_node": "slow"}
+_VERB_KIND = {"set_loss": "loss", "set_latency": "latency", "slow_node": "slow", "skew_clock": "clock"}
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def fault_bars(faults: Iterable[Any] | None) -> list[FaultBar]:
             end = f.get("end")
         else:  # sim.cluster.Fault
             verb, start, args, end = f.verb, f.time, f.args, f.end
-        if verb in ("heal", "restart", "release", "clear_links"):
+        if verb in ("heal", "restart", "release", "clear_links", "restore_clock"):
             continue  # drawn as the end of the fault it undoes
         kind = _VERB_KIND.get(verb, verb)
         out.append(FaultBar(kind, f"{verb} {args}".strip(), float(start),

@@ -92,5 +92,7 @@ class RaftConfig:
             problems.append("read_only='lease' requires check_quorum=True: the lease rests on "
                             "leader stickiness.")
         if self.read_only == LEASE and not 0 <= self.lease_drift_ticks < self.election_tick:
-            problems.append(f"lease_drift_ticks must be in [0, election_tick), not {self.lease_drift_ticks}.")
+            problems.append(f"lease_drift_ticks must be at least 0 and less than election_tick "
+                            f"({self.election_tick}): the lease lasts election_tick - lease_drift_ticks "
+                            f"ticks; not {self.lease_drift_ticks}.")
         return problems

@@ -25,7 +25,11 @@ runs etcd-io/raft's loop on the node's Runtime:
   sent, a write that is not answered within ``forward_timeout`` gets 504 (outcome unknown).
 * **Reads** (Get) use ReadIndex (thesis §6.4) from any node: the core confirms the read index
   with the leader (a follower asks it), the driver waits until it has applied that index, then
-  reads its own copy. Linearizable, without a log entry.
+  reads its own copy. Linearizable, without a log entry. With ``read_only = "lease"`` (thesis
+  §6.4.1) the leader confirms the index without a heartbeat round while its lease holds (a
+  majority acked a heartbeat sent less than ``election_tick - lease_drift_ticks`` ticks ago):
+  one round trip less, and linearizable only while the nodes' tick rates differ by at most
+  ``lease_drift_ticks`` per election timeout (a leader whose clock runs slow outlives its lease).
 * **Snapshots**: when more than ``snapshot_entries`` applied entries sit in the log, the state
   machine's image replaces them (``compact``, §7); a follower far behind gets it in chunks. The
   image is frozen at the applied index and built ``image_chunk`` keys a step, one step per loop
@@ -57,7 +61,7 @@ from kvcore.config import NodeConfig
 from kvcore.messages import Delete, Get, Put, Reply
 from kvcore.metrics import NodeStats
 from kvcore.raft import RAFT_MESSAGES
-from kvcore.raft.config import RaftConfig
+from kvcore.raft.config import LEASE, SAFE, RaftConfig
 from kvcore.raft.messages import Entry, Snapshot, SnapshotMeta
 from kvcore.raft.raft import LEADER, NotLeader, ProposalRefused, Raft, Ready, malformed
 from kvcore.raft.storage import RaftStorage, StoredState
@@ -110,23 +114,37 @@ class ReplicaConfig:
     #: abandoned and started again (:class:`kvcore.raft.RaftConfig`'s fields of the same names).
     snapshot_resend_tick: int = 0
     snapshot_resends: int = 3
+    #: How reads confirm the leader's commit index (:class:`kvcore.raft.RaftConfig`'s
+    #: ``read_only``): ``"safe"`` (the default, thesis §6.4: a heartbeat round per batch of
+    #: reads) or ``"lease"`` (§6.4.1: no round while the leader's lease holds; linearizable only
+    #: while the nodes' clocks tick at rates that differ by at most ``lease_drift_ticks`` ticks
+    #: per election timeout).
+    read_only: str = SAFE
+    #: LEASE reads' margin for clock drift, in ticks per election timeout: the lease lasts
+    #: ``election_tick - lease_drift_ticks`` ticks from the send of a heartbeat a majority acked.
+    lease_drift_ticks: int = 1
 
     def problems(self) -> list[str]:
         out = []
         if not self.tick > 0 or not self.retry > 0:
             out.append("tick and retry must be positive numbers of seconds.")
+        if self.read_only not in (SAFE, LEASE):
+            # said here, in the table's words; the core's own sentence is then left out
+            out.append(f"read_only must be {SAFE!r} (a heartbeat round per batch of reads) or {LEASE!r} "
+                       f"(the leader's lease, no round while it holds), not {self.read_only!r}.")
         if self.snapshot_entries < 1 or self.image_chunk < 1:
             out.append("snapshot_entries and image_chunk must be at least 1.")
         # the ticks are the core's: its own rules say what is wrong with them
-        out += self.raft_config("-").validate()
+        out += [p for p in self.raft_config("-").validate() if not p.startswith("read_only must be")]
         return out
 
     def raft_config(self, node_id: str, **more: Any) -> RaftConfig:
-        """The core's configuration for this node's group: the ticks and the snapshot transfer's
-        resends from here, ``more`` (the chunk size, the log of notable events) from the node."""
+        """The core's configuration for this node's group: the ticks, the snapshot transfer's
+        resends and the read mode from here, ``more`` (the chunk size, the log of notable events) from the node."""
         return RaftConfig(id=node_id, election_tick=self.election_tick, heartbeat_tick=self.heartbeat_tick,
                           snapshot_resend_tick=self.snapshot_resend_tick,
-                          snapshot_resends=self.snapshot_resends, **more)
+                          snapshot_resends=self.snapshot_resends, read_only=self.read_only,
+                          lease_drift_ticks=self.lease_drift_ticks, **more)
 
     def validate(self) -> ReplicaConfig:
         """Self, or :class:`~kvcore.tables.ConfigError` listing every problem."""

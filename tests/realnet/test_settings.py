@@ -237,7 +237,8 @@ def test_raft_table_reports_keys_types_and_the_cores_rules_together() -> None:
     assert problems(raft_table, {"snapshot_entries": 0, "election_tick": 1, "tick": "fast", "nope": 1}) == [
         "Raft setting 'tick' in [raft] must be a number, not 'fast'.",
         "Unknown Raft setting 'nope' in [raft]; known: auto_promote, election_tick, heartbeat_tick, "
-        "image_chunk, retry, snapshot_entries, snapshot_resend_tick, snapshot_resends, tick.",
+        "image_chunk, lease_drift_ticks, read_only, retry, snapshot_entries, snapshot_resend_tick, "
+        "snapshot_resends, tick.",
         "[raft]: snapshot_entries and image_chunk must be at least 1.",
         "[raft]: election_tick (1) must be greater than heartbeat_tick (1); 10 times is suggested.",
     ]
@@ -260,3 +261,41 @@ def test_the_snapshot_transfers_resends_are_raft_settings_that_reach_the_group(t
     core = s.replica.raft_config("a", max_snapshot_chunk=4096)
     assert (core.snapshot_resend_tick, core.snapshot_resends, core.max_snapshot_chunk) == (60, 5, 4096)
     assert (core.election_tick, core.heartbeat_tick) == (10, 1)
+
+
+def test_the_read_mode_is_a_raft_setting_that_reaches_the_groups_core(tmp_path: Any) -> None:
+    """``read_only = "lease"`` (thesis §6.4.1) and ``lease_drift_ticks``: the core had them, and a
+    real node had no way to ask for them. They reach the RaftConfig of the group the node runs."""
+    from kvcore.node import Node
+    from kvcore.raft import LEASE, SAFE
+    from kvcore.replica import ReplicaConfig
+    from kvcore.runtime import FakeRuntime
+
+    f = tmp_path / "n.toml"
+    f.write_text('[raft]\nread_only = "lease"\nlease_drift_ticks = 2\n')
+    s = load_settings(node.build_parser().parse_args(["--config", str(f)]))
+    assert s.replica == ReplicaConfig(read_only="lease", lease_drift_ticks=2)
+    core = s.replica.raft_config("a")
+    assert (core.read_only, core.lease_drift_ticks) == (LEASE, 2)
+    n = Node(FakeRuntime("a"), replica=s.replica)
+    n.form_group(["a"])
+    assert n.replica is not None
+    assert (n.replica.raft.cfg.read_only, n.replica.raft.cfg.lease_drift_ticks) == (LEASE, 2)
+    # without the keys: SAFE reads, as before
+    default = load_settings(node.build_parser().parse_args([])).replica
+    assert (default.raft_config("a").read_only, default.raft_config("a").lease_drift_ticks) == (SAFE, 1)
+
+
+def test_a_bad_read_mode_or_drift_is_a_sentence_that_names_the_table() -> None:
+    assert problems(raft_table, {"read_only": "fast"}) == [
+        "[raft]: read_only must be 'safe' (a heartbeat round per batch of reads) or 'lease' (the leader's "
+        "lease, no round while it holds), not 'fast'.",
+    ]
+    assert problems(raft_table, {"read_only": "lease", "lease_drift_ticks": 10}) == [
+        "[raft]: lease_drift_ticks must be at least 0 and less than election_tick (10): the lease lasts "
+        "election_tick - lease_drift_ticks ticks; not 10.",
+    ]
+    assert problems(raft_table, {"read_only": 1, "lease_drift_ticks": "one"}) == [
+        "Raft setting 'read_only' in [raft] must be a string, not 1.",
+        "Raft setting 'lease_drift_ticks' in [raft] must be an integer, not 'one'.",
+    ]

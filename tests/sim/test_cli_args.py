@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 import sim.__main__ as sim_main
 import sim.sweepcli as sweepcli
+from kvcore.replica import ReplicaConfig
 from sim.cliargs import writable_file
 from sim.clients import split_ops
 from sim.figures import main as figures_main
@@ -290,3 +292,29 @@ def test_the_shortest_duration_that_leaves_the_faults_a_window_runs() -> None:
     assert not RunConfig(duration=2.5).problems()
     r = run_seed(1, RunConfig(duration=2.5, ops=5, nemesis="none"))
     assert r.verdict == "linearizable", r
+
+
+# --- 11. --read-mode --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sub", [[], ["check", "--seeds", "1"]])
+def test_a_bad_read_mode_is_refused_before_the_run(sub: list[str], capsys: pytest.CaptureFixture[str],
+                                                   no_sweep: list[Any]) -> None:
+    line = _refused([*sub, "--replicas", "3", "--read-mode", "fast"], capsys)
+    assert "--read-mode must be safe" in line and "not 'fast'" in line
+    line = _refused([*sub, "--read-mode", "lease"], capsys)
+    assert "--read-mode lease" in line and "needs --replicas above 1" in line
+    assert not no_sweep
+
+
+def test_read_mode_lease_reaches_the_group_and_the_reproduce_line(no_sweep: list[Any],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert sim_main.main(["check", "--replicas", "3", "--read-mode", "lease", "--seeds", "1"]) == 0
+    cfg = no_sweep[0][1]
+    assert cfg.read_mode == "lease" and cfg.replica_config == ReplicaConfig(read_only="lease")
+    assert "--read-mode lease" in cfg.cli_args() and _parse_back(cfg.cli_args()) == cfg
+    assert RunConfig(nodes=3, replicas=3).replica_config is None  # safe: the cluster's defaults, as before
+    run = simulate(1, replace(cfg, ops=10, duration=2.5, nemesis="none"))
+    assert all(n.replica.raft.cfg.read_only == "lease" for n in run.cluster.nodes())
+    assert sim_main.main(["--replicas", "3", "--read-mode", "lease", "--ops", "30", "--duration", "2"]) == 0
+    assert "history: linearizable" in capsys.readouterr().out
