@@ -16,6 +16,7 @@ import pytest
 
 from kvcore.rebalance import NO_OWNER, Move, PlanError, hint_claims, plan_hints, targets
 from kvcore.slots import NUM_SLOTS, Range, format_ranges, parse_ranges, ranges_to_slots
+from tests.kvcore.properties import owners_after
 
 EVEN3 = "0-5460=a 5461-10922=b 10923-16383=c"
 #: a, b, c after d took its share (the second row's result)
@@ -55,23 +56,13 @@ def shown(moves: list[Move]) -> list[str]:
     return [f"{m.source if m.source != NO_OWNER else '-'}>{m.target} {format_ranges(m.slots)}" for m in moves]
 
 
-def after(assignment: dict[str, list[Range]], moves: list[Move]) -> dict[int, str]:
-    """Slot -> owner once every move is made (the claims: a move's slots then name its target)."""
-    owner = {s: o for o, rs in assignment.items() for s in ranges_to_slots(rs)}
-    for m in moves:
-        for s in ranges_to_slots(m.slots):
-            assert owner.get(s, NO_OWNER) == m.source, f"slot {s} does not name {m.source!r}"
-            owner[s] = m.target
-    return owner
-
-
 @pytest.mark.parametrize(("text", "voters", "frozen", "expected"), TABLE)
 def test_hint_plans(text: str, voters: str, frozen: str, expected: list[str]) -> None:
     assignment = parse_map(text)
     moves = plan_hints(assignment, voters.split(), frozen.split())
     assert shown(moves) == expected
     assert plan_hints(assignment, sorted(voters.split(), reverse=True), frozen.split()) == moves  # any order
-    owner = after(assignment, moves)
+    owner = owners_after(assignment, moves)
     # only voters are named, every slot once
     assert len(owner) == NUM_SLOTS and set(owner.values()) <= set(voters.split())
     counts = {v: 0 for v in voters.split()}

@@ -8,15 +8,13 @@ forward, as a node's Runtime clock does. ``STORELAB_PROPERTY_EXAMPLES=N`` search
 
 from __future__ import annotations
 
-import os
-
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kvcore.node.dedup import DedupCache
+from tests.kvcore.properties import property_settings
 
-_DEEP = int(os.environ.get("STORELAB_PROPERTY_EXAMPLES", "0"))
-SETTINGS = settings(max_examples=_DEEP or 150, deadline=None, derandomize=not _DEEP, database=None)
+SETTINGS = property_settings(150)
 
 OPS = st.lists(st.tuples(st.sampled_from(["put", "get", "seen", "tick"]), st.integers(0, 6),
                          st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.5])), max_size=60)

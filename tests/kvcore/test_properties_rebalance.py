@@ -11,18 +11,17 @@ whatever order the input comes in. Derandomized and bounded, so CI runs the same
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Mapping
 
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kvcore.rebalance import NO_OWNER, Move, hint_claims, plan_hints, plan_rebalance, targets
+from kvcore.rebalance import NO_OWNER, hint_claims, plan_hints, plan_rebalance, targets
 from kvcore.slots import NUM_SLOTS, Range, ranges_to_slots, slots_to_ranges
+from tests.kvcore.properties import owners_after, property_settings
 
 #: STORELAB_PROPERTY_EXAMPLES=N: N random (not derandomized) examples per test, for a deeper search
-_DEEP = int(os.environ.get("STORELAB_PROPERTY_EXAMPLES", "0"))
-SETTINGS = settings(max_examples=_DEEP or 60, deadline=None, derandomize=not _DEEP, database=None)
+SETTINGS = property_settings(60)
 
 IDS = ["a", "b", "c", "d", "e", "f"]
 
@@ -41,15 +40,6 @@ def assignments(draw: st.DrawFn, unowned: bool = False) -> tuple[dict[str, list[
         if o != NO_OWNER:
             out.setdefault(o, []).append((lo, hi - 1))
     return out, nodes
-
-
-def owners_after(assignment: Mapping[str, list[Range]], moves: list[Move]) -> dict[int, str]:
-    own = {s: n for n, r in assignment.items() for s in ranges_to_slots(r)}
-    for m in moves:
-        for s in ranges_to_slots(m.slots):
-            assert own.get(s, NO_OWNER) == m.source, f"{m} gives slot {s}, owned by {own.get(s)}"
-            own[s] = m.target
-    return own
 
 
 def as_assignment(own: Mapping[int, str]) -> dict[str, list[Range]]:

@@ -17,10 +17,9 @@ bounded number of rounds, with every map alike, no mark left and every key at it
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kvcore.slotmove import (
@@ -45,9 +44,9 @@ from kvcore.slotmove import (
 )
 from kvcore.slots import MAX_SLOT
 from kvcore.states import State
+from tests.kvcore.properties import property_settings
 
-_DEEP = int(os.environ.get("STORELAB_PROPERTY_EXAMPLES", "0"))
-SETTINGS = settings(max_examples=_DEEP or 25, deadline=None, derandomize=not _DEEP, database=None)
+SETTINGS = property_settings(25)
 
 SLOTS = range(4)
 IDS = ["a", "b", "c"]

@@ -12,9 +12,7 @@ write and the claim cache (:data:`kvcore.slots._claimed`) did underneath.
 
 from __future__ import annotations
 
-import os
-
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kvcore.slots import (
@@ -28,9 +26,9 @@ from kvcore.slots import (
     parse_ranges,
     ranges_to_slots,
 )
+from tests.kvcore.properties import property_settings
 
-_DEEP = int(os.environ.get("STORELAB_PROPERTY_EXAMPLES", "0"))
-SETTINGS = settings(max_examples=_DEEP or 40, deadline=None, derandomize=not _DEEP, database=None)
+SETTINGS = property_settings(40)
 
 NODES = ["a", "b", "c", None]
 
