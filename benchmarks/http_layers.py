@@ -104,8 +104,10 @@ def _ignore(reply: object) -> None:
     """A reply callback for the node's fast lane, which answers without calling it."""
 
 
-def connection(handler: http.Handler, loop: asyncio.AbstractEventLoop) -> Callable[[bytes], None]:
-    state = http._ServerState(handler, http.HttpLimits(), loop, PARSERS[DEFAULT_PARSER])
+def connection(
+    handler: http.Handler, loop: asyncio.AbstractEventLoop, lane: http.Lane | None = None
+) -> Callable[[bytes], None]:
+    state = http._ServerState(handler, http.HttpLimits(), loop, PARSERS[DEFAULT_PARSER], None, lane)
     conn = state.make_protocol()
     conn.connection_made(NullTransport())
     return conn.data_received
@@ -134,7 +136,7 @@ async def measure(n: int, repeat: int) -> dict[str, float]:
         gets = [b"GET /kv/key%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (i, HOST) for i in range(50)]
         puts = [b"PUT /kv/key%d HTTP/1.1\r\nHost: %s\r\nContent-Length: 64\r\n\r\n%s"
                 % (i, HOST, b"v" * 64) for i in range(50)]
-        node_conn = connection(api, loop)
+        node_conn = connection(api, loop, api.lane)
         for p in puts:
             node_conn(p)
         fixed = http.Response(200, b"v" * 64, "application/octet-stream")
@@ -207,7 +209,7 @@ async def measure_forward(rounds: int, repeat: int) -> float:
             node.start()
         node_a, transport_a = parts[0]
         api = Api(node_a, transport_a, loop=loop, hosts=HostCheck("127.0.0.1", None))
-        state = http._ServerState(api, http.HttpLimits(), loop, PARSERS[DEFAULT_PARSER])
+        state = http._ServerState(api, http.HttpLimits(), loop, PARSERS[DEFAULT_PARSER], None, api.lane)
         done = [0]
         conns = []
         for _ in range(32):
