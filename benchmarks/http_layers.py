@@ -12,11 +12,14 @@ best of ``--repeat`` runs of ``--n`` requests:
   find the request's end, write a fixed answer), with a transport whose ``write`` does nothing;
 - ``node_get`` / ``node_put``: a standalone node's whole HTTP connection (``realnet.http``'s
   ``data_received``: parse, the API, the node, the response bytes, ``write``) for a GET of a
-  64-byte value and a PUT of one, on the default parser;
+  64-byte value and a PUT of one, with the node's plain-request lane (``Api.lane``, which takes
+  these requests before the parser) as the node runs it;
 - ``http_only``: the same connection with a handler that returns one fixed response (what
   ``realnet.http`` and the parser cost without the API and the node);
-- the parts: ``parse_whole`` (llhttp and the checks around it), ``api`` (``Api.__call__`` with a
-  parsed request: routing, the node's fast lane, latency histogram, response object),
+- the parts: ``parse_whole`` (llhttp and the checks around it: the path of a request the lane
+  declines), ``plain`` (``realnet.httpplain``'s recogniser: the lane's parsing), ``api``
+  (``Api.__call__`` with a parsed request: routing, the node's fast lane, latency histogram,
+  response object),
   ``answer_now`` (the node alone), ``serialize`` (the response bytes);
 - ``forward_get``: a GET forwarded from node ``a`` (owns no slot) to ``b`` (owns all) and answered
   back, both nodes in this process with real peer links on loopback and the event loop running:
@@ -60,6 +63,7 @@ from kvcore.slots import NUM_SLOTS
 from realnet import http
 from realnet.api import Api
 from realnet.httpparse import DEFAULT_PARSER, PARSERS, Request
+from realnet.httpplain import PlainRecogniser
 from realnet.runtime import AsyncioRuntime
 from realnet.security import HostCheck
 from realnet.transport import PeerTransport
@@ -152,6 +156,7 @@ async def measure(n: int, repeat: int) -> dict[str, float]:
             "node_put": best(cycle(node_conn, puts), n, repeat),
             "http_only": best(cycle(connection(lambda r: fixed, loop), gets), n, repeat),
             "parse_whole": best(cycle(parser.parse_whole, gets), n, repeat),
+            "plain": best(cycle(PlainRecogniser(http.HttpLimits()), gets), n, repeat),
             "api": best(cycle(api, [req]), n, repeat),
             "answer_now": best(cycle(lambda o: node.answer_now(o, _ignore), [op]), n, repeat),
             "serialize": best(cycle(lambda r: http._serialize(r, True, False, False), [fixed]),
