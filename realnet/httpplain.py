@@ -16,7 +16,7 @@ library call with its callbacks, so that a plain request costs a few C calls:
    for values of one size, the same token), so after its first request the table answers at
    once; a block not in it is judged (:meth:`PlainRecogniser._judge`: :data:`_FIELD_LINES`
    checks its every byte, then each field's name is read) and kept, up to
-   :data:`MAX_BLOCKS` blocks. The verdict depends on the block's bytes and the limits alone, so
+   :data:`MAX_BLOCKS` blocks of :data:`MAX_BLOCK_BYTES` at most. The verdict depends on the block's bytes and the limits alone, so
    the table never answers differently from a judgement.
 
 What it accepts is a strict subset of what the parsers accept, and for that subset it gives the
@@ -44,7 +44,7 @@ import re
 
 from realnet.httpparse_rules import HttpLimits
 
-__all__ = ["MAX_BLOCKS", "PlainRecogniser"]
+__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "PlainRecogniser"]
 
 _TCHAR = rb"-!#$%&'*+.^_`|~0-9A-Za-z"
 _PATH_CHAR = rb"-A-Za-z0-9._~!$&'()*+,;=:@/"  # RFC 3986 pchar and "/", without "%"
@@ -61,8 +61,10 @@ _FIELDS = {
     b"connection": 3, b"proxy-connection": 3, b"transfer-encoding": 3, b"expect": 3, b"upgrade": 3,
 }
 
-#: field blocks a recogniser keeps the verdict of (each at most ``max_header_bytes``)
+#: field blocks a recogniser keeps the verdict of, and the longest it keeps (a client's fields
+#: are short; a longer block is judged every time): at most 256 KiB per server
 MAX_BLOCKS = 256
+MAX_BLOCK_BYTES = 1024
 
 _UNSEEN = object()
 
@@ -97,7 +99,7 @@ class PlainRecogniser:
         verdict = blocks.get(fields, _UNSEEN)
         if verdict is _UNSEEN:
             verdict = self._judge(fields)
-            if len(blocks) < MAX_BLOCKS:
+            if len(blocks) < MAX_BLOCKS and len(fields) <= MAX_BLOCK_BYTES:
                 blocks[fields] = verdict
         if verdict is None:
             return None
