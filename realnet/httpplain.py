@@ -15,9 +15,9 @@ library call with its callbacks, so that a plain request costs a few C calls:
    A client sends the same fields with every request (the same Host, the same Content-Length
    for values of one size, the same token), so after its first request the table answers at
    once; a block not in it is judged (:meth:`PlainRecogniser._judge`: :data:`_FIELD_LINES`
-   checks its every byte, then each field's name is read) and kept, up to
-   :data:`MAX_BLOCKS` blocks of :data:`MAX_BLOCK_BYTES` at most. The verdict depends on the block's bytes and the limits alone, so
-   the table never answers differently from a judgement.
+   checks its every byte, then each field's name is read) and kept, up to :data:`MAX_BLOCKS`
+   blocks of :data:`MAX_BLOCK_BYTES` at most. The verdict depends on the block's bytes and the
+   limits alone, so the table never answers differently from a judgement.
 
 What it accepts is a strict subset of what the parsers accept, and for that subset it gives the
 parts they would give, so a lane answering from it answers as the handler would (the tests send
