@@ -12,11 +12,14 @@ best of ``--repeat`` runs of ``--n`` requests:
   find the request's end, write a fixed answer), with a transport whose ``write`` does nothing;
 - ``node_get`` / ``node_put``: a standalone node's whole HTTP connection (``realnet.http``'s
   ``data_received``: parse, the API, the node, the response bytes, ``write``) for a GET of a
-  64-byte value and a PUT of one, on the default parser;
+  64-byte value and a PUT of one, with the node's plain-request lane (``Api.lane``, which takes
+  these requests before the parser) as the node runs it;
 - ``http_only``: the same connection with a handler that returns one fixed response (what
   ``realnet.http`` and the parser cost without the API and the node);
-- the parts: ``parse_whole`` (llhttp and the checks around it), ``api`` (``Api.__call__`` with a
-  parsed request: routing, the node's fast lane, latency histogram, response object),
+- the parts: ``parse_whole`` (llhttp and the checks around it: the path of a request the lane
+  declines), ``plain`` (``realnet.httpplain``'s recogniser: the lane's parsing), ``api``
+  (``Api.__call__`` with a parsed request: routing, the node's fast lane, latency histogram,
+  response object),
   ``answer_now`` (the node alone), ``serialize`` (the response bytes);
 - ``forward_get``: a GET forwarded from node ``a`` (owns no slot) to ``b`` (owns all) and answered
   back, both nodes in this process with real peer links on loopback and the event loop running:
@@ -60,6 +63,7 @@ from kvcore.slots import NUM_SLOTS
 from realnet import http
 from realnet.api import Api
 from realnet.httpparse import DEFAULT_PARSER, PARSERS, Request
+from realnet.httpplain import PlainRecogniser
 from realnet.runtime import AsyncioRuntime
 from realnet.security import HostCheck
 from realnet.transport import PeerTransport
@@ -104,8 +108,10 @@ def _ignore(reply: object) -> None:
     """A reply callback for the node's fast lane, which answers without calling it."""
 
 
-def connection(handler: http.Handler, loop: asyncio.AbstractEventLoop) -> Callable[[bytes], None]:
-    state = http._ServerState(handler, http.HttpLimits(), loop, PARSERS[DEFAULT_PARSER])
+def connection(
+    handler: http.Handler, loop: asyncio.AbstractEventLoop, lane: http.Lane | None = None
+) -> Callable[[bytes], None]:
+    state = http._ServerState(handler, http.HttpLimits(), loop, PARSERS[DEFAULT_PARSER], None, lane)
     conn = state.make_protocol()
     conn.connection_made(NullTransport())
     return conn.data_received
@@ -134,7 +140,7 @@ async def measure(n: int, repeat: int) -> dict[str, float]:
         gets = [b"GET /kv/key%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (i, HOST) for i in range(50)]
         puts = [b"PUT /kv/key%d HTTP/1.1\r\nHost: %s\r\nContent-Length: 64\r\n\r\n%s"
                 % (i, HOST, b"v" * 64) for i in range(50)]
-        node_conn = connection(api, loop)
+        node_conn = connection(api, loop, api.lane)
         for p in puts:
             node_conn(p)
         fixed = http.Response(200, b"v" * 64, "application/octet-stream")
@@ -150,6 +156,7 @@ async def measure(n: int, repeat: int) -> dict[str, float]:
             "node_put": best(cycle(node_conn, puts), n, repeat),
             "http_only": best(cycle(connection(lambda r: fixed, loop), gets), n, repeat),
             "parse_whole": best(cycle(parser.parse_whole, gets), n, repeat),
+            "plain": best(cycle(PlainRecogniser(http.HttpLimits()), gets), n, repeat),
             "api": best(cycle(api, [req]), n, repeat),
             "answer_now": best(cycle(lambda o: node.answer_now(o, _ignore), [op]), n, repeat),
             "serialize": best(cycle(lambda r: http._serialize(r, True, False, False), [fixed]),
@@ -207,7 +214,7 @@ async def measure_forward(rounds: int, repeat: int) -> float:
             node.start()
         node_a, transport_a = parts[0]
         api = Api(node_a, transport_a, loop=loop, hosts=HostCheck("127.0.0.1", None))
-        state = http._ServerState(api, http.HttpLimits(), loop, PARSERS[DEFAULT_PARSER])
+        state = http._ServerState(api, http.HttpLimits(), loop, PARSERS[DEFAULT_PARSER], None, api.lane)
         done = [0]
         conns = []
         for _ in range(32):

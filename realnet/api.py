@@ -97,6 +97,7 @@ from realnet.http import (
     Response,
     error_response,
     json_response,
+    keepalive_response,
 )
 from realnet.metrics import ForwardMeter, OpLatency, registry
 from realnet.replicaapi import ReplicaAdminApi
@@ -412,6 +413,17 @@ class Api(AdminApi, ReplicaAdminApi):
             name = "delete"
         else:
             return self._not_allowed(method, "/kv/{key}", _KV_METHODS)
+        r = self._submit(op, name)
+        if type(r) is Reply:
+            if not r.error:
+                return Response(200, r.value or b"", OCTETS) if name == "get" else _NO_CONTENT
+            return reply_response(r, name == "get")
+        return r
+
+    def _submit(self, op: Get | Put | Delete, name: str) -> Reply | Response | _ReplySlot:
+        """Hand a client operation to the node: its Reply when the node's synchronous lane
+        answered (latency observed), the Response when the door answered at once, or the
+        request's reply slot when the node forwarded it (the owner's reply resolves it)."""
         # One spare slot serves every request the node answers synchronously; a forwarded
         # request keeps its slot (the node holds it) and the next request gets a new spare.
         slot = self._spare
@@ -425,11 +437,8 @@ class Api(AdminApi, ReplicaAdminApi):
         r = self.node.answer_now(op, slot)
         if r is not None:
             slot.op = None
-            error = r.error
-            self.op_latency.observe(name, error, self.clock() - t0)
-            if not error:
-                return Response(200, r.value or b"", OCTETS) if name == "get" else _NO_CONTENT
-            return reply_response(r, name == "get")
+            self.op_latency.observe(name, r.error, self.clock() - t0)
+            return r
         resp = slot.response
         if resp is not None:  # answered synchronously: local, invalid, or owner down
             slot.response = slot.op = None
@@ -437,6 +446,42 @@ class Api(AdminApi, ReplicaAdminApi):
         self._spare = None
         slot.deferred = True  # forwarded: realnet.http waits on the slot like on a future
         return slot
+
+    def lane(
+        self, method: bytes, target: bytes, host: str, authorization: str | None, body: bytes
+    ) -> bytes | Response | _ReplySlot | None:
+        """The HTTP server's lane for plain requests (:data:`realnet.http.Lane`; the target has
+        no query and nothing to decode): a ``GET``, ``PUT`` or ``DELETE`` of ``/kv/KEY`` whose
+        Host and token pass is answered as :meth:`__call__` answers it (the same response,
+        counted the same), the commonest answers as bytes without a Response; anything else is
+        None, nothing done, and the request goes through the parser to :meth:`__call__`."""
+        if not target.startswith(b"/kv/") or len(target) == 4:
+            return None  # (an empty key is 400: kv's)
+        hosts = self.hosts
+        if hosts is not None and not hosts.ok(host):
+            return None  # 421: __call__'s
+        check = self.client_check
+        if check is not None and not check.ok_value(authorization):
+            return None  # 401: __call__'s
+        key = target[4:]
+        if method == b"GET":
+            r = self._submit(_make_get(key), "get")
+        elif method == b"PUT":
+            r = self._submit(_make_put(key, body), "put")
+        else:
+            r = self._submit(Delete(key=key), "delete")
+        statuses = self.statuses
+        if type(r) is Reply:
+            if not r.error:
+                if method == b"GET":
+                    statuses[200] = statuses.get(200, 0) + 1
+                    return keepalive_response(200, OCTETS, r.value or b"")
+                statuses[204] = statuses.get(204, 0) + 1
+                return keepalive_response(204, None, b"")
+            r = reply_response(r, method == b"GET")
+        if type(r) is Response:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        return r
 
     # --- views -------------------------------------------------------------------------
 

@@ -18,7 +18,15 @@ body byte has arrived yet (RFC 9110 §10.1.1); any other expectation gets 417.
 The common read holds exactly one whole request and arrives at an idle connection; it takes the
 parser's fast path (:meth:`~realnet.httpparse.RequestParser.parse_whole`: one library call, no
 buffering), which gives the same request or refusal as the general path or declines and leaves
-everything to it. Once a request is complete it goes to the handler, which returns a :class:`Response` (the fast
+everything to it. Before that, a server given a ``lane`` (:data:`Lane`, the node's is
+:meth:`realnet.api.Api.lane`) offers such a read to it when :mod:`realnet.httpplain` recognises a
+plain request in it (``GET``, ``PUT`` or ``DELETE`` of a path with nothing to decode, HTTP/1.1,
+Host, a Content-Length body or none, no field that changes framing or persistence): the lane
+answers with the response's bytes,
+a Response or a future exactly as the handler would, or declines having done nothing, and the
+parser's path takes the read. A plain request thus costs a regular expression match and a table
+lookup instead of a library call with its callbacks, a field dictionary and a :class:`Request`. Once a request is
+complete it goes to the handler, which returns a :class:`Response` (the fast
 path: the response is ready before ``data_received`` returns) or a future that is resolved
 later, for example after the request was forwarded to another node. A connection handles one
 request at a time: while a response is outstanding, further bytes are only buffered (in the
@@ -113,6 +121,7 @@ from realnet.httpparse import (
     Request,
     RequestParser,
 )
+from realnet.httpplain import PlainRecogniser
 from realnet.ratelog import RateLog
 
 __all__ = [
@@ -122,11 +131,13 @@ __all__ = [
     "HttpLimits",
     "HttpServerStats",
     "HeadCheck",
+    "Lane",
     "Request",
     "Response",
     "default_max_connections",
     "error_response",
     "json_response",
+    "keepalive_response",
     "rate_limited_exception_handler",
     "refusals",
     "start_http_server",
@@ -150,6 +161,12 @@ Handler = Callable[[Request], "Response | asyncio.Future[Response]"]
 #: judges a request by its head while its body is still to come: a Response refuses it (sent at
 #: once, the connection then closed without reading the body), None lets the body be read
 HeadCheck = Callable[[Request], "Response | None"]
+#: the handler's lane for plain requests (module docstring): given (method, target, Host,
+#: Authorization or None, body) of a request :class:`realnet.httpplain.PlainRecogniser`
+#: recognised, the bytes of a keep-alive response (:func:`keepalive_response`), a Response or a
+#: future, as the handler would answer that request; or None having done nothing (the parser's
+#: path then)
+Lane = Callable[[bytes, bytes, str, "str | None", bytes], "bytes | Response | asyncio.Future[Response] | None"]
 
 
 def json_response(status: int, obj: object) -> Response:
@@ -327,6 +344,20 @@ def _serialize(resp: Response, keep_alive: bool, http10: bool, head_only: bool) 
     return b"".join(parts)
 
 
+def keepalive_response(status: int, content_type: str | None, body: bytes) -> bytes:
+    """The bytes :func:`_serialize` gives ``Response(status, body, content_type)`` sent keep-alive
+    to an HTTP/1.1 request (not HEAD): a lane's answer (:data:`Lane`), built without a Response
+    when its head was built before in this second."""
+    head = _HEADS.get((status, content_type))
+    if head is not None and _time() < _date_valid_until:  # as _serialize's commonest case
+        if status != 204 and status != 304:
+            n = len(body)
+            return head + (_LENGTHS[n] if n < 1024 else b"Content-Length: %d\r\n\r\n" % n) + body
+        if not body:
+            return head + b"\r\n"
+    return _serialize(Response(status, body, content_type), True, False, False)
+
+
 def _is_token(s: str) -> bool:
     """RFC 9110 §5.6.2 token: one or more tchar."""
     return bool(s) and s.isascii() and not s.encode("ascii").translate(None, _TCHAR)
@@ -343,7 +374,9 @@ class _ServerState:
         "all_closed",
         "handler",
         "head_check",
+        "lane",
         "limits",
+        "plain",
         "loop",
         "max_connections",
         "parser_class",
@@ -360,9 +393,12 @@ class _ServerState:
         loop: asyncio.AbstractEventLoop,
         parser_class: type[RequestParser],
         head_check: HeadCheck | None = None,
+        lane: Lane | None = None,
     ):
         self.handler = handler
         self.head_check = head_check
+        self.lane = lane
+        self.plain = PlainRecogniser(limits)
         self.limits = limits
         self.parser_class = parser_class
         self.stats = HttpServerStats()
@@ -562,6 +598,11 @@ class _HttpConnection(asyncio.Protocol):
         self.active = True
         parser = self._parser
         if not (self._busy or self._write_paused or self._closing):
+            lane = self._srv.lane
+            if lane is not None and self._answer_plain(lane, data):
+                if self._read_paused or self._peer_eof:
+                    self._process()  # what the general path does after a request
+                return
             # The fast path: a read holding exactly one request, to a parser holding nothing.
             try:
                 req = parser.parse_whole(data)
@@ -696,6 +737,38 @@ class _HttpConnection(asyncio.Protocol):
         self._respond(resp)
         return True
 
+    def _answer_plain(self, lane: Lane, data: bytes) -> bool:
+        """The plain-request lane (module docstring): True when ``data``, a whole plain request
+        to an idle connection, was taken by the handler's lane, which answered it now (the
+        response's bytes) or will (a future); False having done nothing."""
+        srv = self._srv
+        if srv.shutting_down or self._parser.in_message:
+            return False  # (shutting down: the response must say Connection: close)
+        parts = srv.plain(data)
+        if parts is None:
+            return False
+        stats = self._stats
+        try:
+            result: Any = lane(*parts)
+        except Exception:
+            refusals.log(logging.ERROR, "http.500", "HTTP lane failed on %s %.200s", parts[0],
+                         parts[1], exc_info=True)
+            stats.handler_errors += 1
+            result = _INTERNAL
+        if result is None:
+            return False
+        self._http10 = self._head_only = False
+        self._keep_alive = True
+        self.dispatched += 1
+        stats.requests += 1
+        if type(result) is bytes:  # b"HTTP/1.1 204 ...": the status class is its 10th byte
+            stats.responses_by_class[result[9] - 48] += 1
+            self._send(result, True)
+        else:
+            self._busy = True
+            self._take(result, parts[0].decode(), parts[1].decode())
+        return True
+
     def _dispatch(self, req: Request) -> None:
         """Hand the complete request to the handler; answer now or when its future resolves."""
         self._http10 = req.version == "HTTP/1.0"
@@ -712,6 +785,13 @@ class _HttpConnection(asyncio.Protocol):
             result = _INTERNAL
         if type(result) is Response:
             self._respond(result)
+        else:
+            self._take(result, req.method, req.target)
+
+    def _take(self, result: Any, method: str, target: str) -> None:
+        """Answer with what the handler returned: a Response now, a future when it resolves."""
+        if type(result) is Response:
+            self._respond(result)
             return
         add_done_callback = getattr(result, "add_done_callback", None)
         if add_done_callback is not None:
@@ -722,7 +802,7 @@ class _HttpConnection(asyncio.Protocol):
             return
         log.error(
             "HTTP handler returned %s for %s %s, not a Response or a Future",
-            type(result).__name__, req.method, req.target,
+            type(result).__name__, method, target,
         )
         if asyncio.iscoroutine(result):
             result.close()  # never awaited: close it to silence the warning; the log says why
@@ -765,6 +845,10 @@ class _HttpConnection(asyncio.Protocol):
             data = _serialize(_INTERNAL, keep_alive, self._http10, self._head_only)
             status = 500
         self._stats.responses_by_class[status // 100] += 1
+        self._send(data, keep_alive)
+
+    def _send(self, data: bytes, keep_alive: bool) -> None:
+        """Write a response (or hold it till the end of the loop turn: module docstring)."""
         self._busy = False
         transport = self._transport
         if transport is None:
@@ -957,18 +1041,21 @@ async def start_http_server(
     sock: socket.socket | None = None,
     parser: str | None = None,
     head_check: HeadCheck | None = None,
+    lane: Lane | None = None,
 ) -> asyncio.Server:
     """Listen on host:port (or serve on an already bound ``sock``) and serve ``handler``; the
     server's counters are ``.server_stats``. ``parser`` names the request parser
     (:data:`realnet.httpparse.PARSERS`: ``"httptools"`` or ``"h11"``; default
     :data:`DEFAULT_PARSER`). ``head_check`` judges a request whose body is still to come by its
-    head (:data:`HeadCheck`): before any ``100 Continue`` and before the body is buffered."""
+    head (:data:`HeadCheck`): before any ``100 Continue`` and before the body is buffered.
+    ``lane`` answers plain requests before any parser sees them (:data:`Lane`, the module
+    docstring)."""
     if parser is None:
         parser = DEFAULT_PARSER
     if parser not in PARSERS:
         raise ValueError(f"unknown HTTP parser {parser!r}; choose one of {', '.join(PARSERS)}")
     loop = asyncio.get_running_loop()
-    state = _ServerState(handler, limits, loop, PARSERS[parser], head_check)
+    state = _ServerState(handler, limits, loop, PARSERS[parser], head_check, lane)
     if sock is not None:
         server = await loop.create_server(state.make_protocol, sock=sock, backlog=1024)
     else:

@@ -460,7 +460,7 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
         await transport.listen(sock=sockets.peer)
         http_server = await start_http_server(
             parts.api, None, 0, limits, sock=sockets.http, parser=settings.http_parser,
-            head_check=parts.api.head_refusal,
+            head_check=parts.api.head_refusal, lane=parts.api.lane,
         )
     except OSError as e:  # pragma: no cover - the sockets are bound already
         _bind_error(settings.host, settings.port, "HTTP", e)

@@ -183,7 +183,10 @@ class TokenCheck:
         self._header = f"Bearer {token}"
 
     def ok(self, headers: Mapping[str, str]) -> bool:
-        value = headers.get("authorization")
+        return self.ok_value(headers.get("authorization"))
+
+    def ok_value(self, value: str | None) -> bool:
+        """:meth:`ok` given the Authorization field's value (None: absent)."""
         if value is None:
             return False
         try:

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from zlib import crc32
 
 from kvcore import errors
 from kvcore.dispatch import Handler
@@ -49,7 +50,7 @@ from kvcore.node import dedup
 from kvcore.node.dedup import DedupCache
 from kvcore.node.ownership import Ownership
 from kvcore.runtime import Runtime, TimerHandle
-from kvcore.slots import key_slot
+from kvcore.slots import NUM_SLOTS, key_slot
 from kvcore.states import State
 from kvcore.store import LocalStore
 
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 ReplyFn = Callable[[Reply], None]
 
 OK = Reply()
+#: NodeStats.count_op's key for an operation that succeeded, by type
+_OK_KEYS: dict[type, str] = {Get: "Get ok", Put: "Put ok", Delete: "Delete ok"}
 #: ``Reply(value=v)`` without keyword parsing (positional: value, error, message), for the reads
 #: every Get answers
 _value_reply: Callable[[bytes, str, str], Reply] = Reply._make  # type: ignore[attr-defined]
@@ -220,16 +223,22 @@ class Router:
         ):
             self.on_client_request(op, reply)
             return None
-        slot = key_slot(key)
+        slot = crc32(key) % NUM_SLOTS if 0x7B not in key else key_slot(key)  # key_slot, inline
         if self.ownership.slot_map.owner(slot) != self.id or slot in self.migrating:
             self._route(op, key, slot, t.__name__, reply)
             return None
-        if t is Get and self._plain_apply:  # apply_local's commonest case, inline
+        # apply_local's commonest cases and count_op, inline
+        if t is Get and self._plain_apply:
             v = self.store.get(key)
             r = _value_reply(v, "", "") if v is not None else error_reply(errors.NotFound.of(key))
+        elif t is Put and self._plain_apply:
+            self.store.set(key, op.value)  # type: ignore[union-attr]
+            r = OK
         else:
             r = self.apply(op)
-        self.stats.count_op(t.__name__, r.error or "ok")
+        k = _OK_KEYS[t] if not r.error else f"{t.__name__} {r.error}"
+        ops = self.stats.ops
+        ops[k] = ops.get(k, 0) + 1
         return r
 
     def settle(self, r: Reply, reply: ReplyFn) -> None:
