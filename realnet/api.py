@@ -287,6 +287,9 @@ class Api(AdminApi, ReplicaAdminApi):
         #: forward round trips, measured on the transport's frames
         self.forward_meter = ForwardMeter(self.clock, node.config.forward_timeout)
         self.forward_meter.watch(transport.send_observers, transport.receive_observers)
+        #: the node's Raft log opener, when it runs a group (realnet.node sets it; /metrics reads
+        #: its commit latency, realnet.raftmetrics)
+        self.raft_opener: Any = None
         self.registry = registry(self)
 
     def _defer(self, callback: Callable[[_ReplySlot], None], slot: _ReplySlot) -> None:
@@ -357,7 +360,7 @@ class Api(AdminApi, ReplicaAdminApi):
             if client_check is not None and not client_check.ok(req.headers):
                 self.count_status(401)
                 return unauthorized("client")
-            result = self.kv(req, path)
+            result: Response | asyncio.Future[Response] | _ReplySlot = self.kv(req, path)
             if type(result) is Response:
                 statuses = self.statuses  # count_status, inline on the hot path
                 status = result.status
@@ -414,7 +417,7 @@ class Api(AdminApi, ReplicaAdminApi):
         else:
             return self._not_allowed(method, "/kv/{key}", _KV_METHODS)
         r = self._submit(op, name)
-        if type(r) is Reply:
+        if isinstance(r, Reply):
             if not r.error:
                 return Response(200, r.value or b"", OCTETS) if name == "get" else _NO_CONTENT
             return reply_response(r, name == "get")
@@ -471,7 +474,7 @@ class Api(AdminApi, ReplicaAdminApi):
         else:
             r = self._submit(Delete(key=key), "delete")
         statuses = self.statuses
-        if type(r) is Reply:
+        if isinstance(r, Reply):
             if not r.error:
                 if method == b"GET":
                     statuses[200] = statuses.get(200, 0) + 1

@@ -110,7 +110,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from realnet.httpparse import (
     CONTINUE,
@@ -132,6 +132,7 @@ __all__ = [
     "HttpServerStats",
     "HeadCheck",
     "Lane",
+    "Pending",
     "Request",
     "Response",
     "default_max_connections",
@@ -157,7 +158,17 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Handler = Callable[[Request], "Response | asyncio.Future[Response]"]
+class Pending(Protocol):
+    """What a handler may return for a response it gives later: an :class:`asyncio.Future`, or
+    anything with the part of its interface the server reads (the node's reply slot is one)."""
+
+    def add_done_callback(self, fn: Callable[[Any], None], /) -> None: ...
+    def cancelled(self) -> bool: ...
+    def exception(self) -> BaseException | None: ...
+    def result(self) -> Response: ...
+
+
+Handler = Callable[[Request], "Response | Pending"]
 #: judges a request by its head while its body is still to come: a Response refuses it (sent at
 #: once, the connection then closed without reading the body), None lets the body be read
 HeadCheck = Callable[[Request], "Response | None"]
@@ -166,7 +177,7 @@ HeadCheck = Callable[[Request], "Response | None"]
 #: recognised, the bytes of a keep-alive response (:func:`keepalive_response`), a Response or a
 #: future, as the handler would answer that request; or None having done nothing (the parser's
 #: path then)
-Lane = Callable[[bytes, bytes, str, "str | None", bytes], "bytes | Response | asyncio.Future[Response] | None"]
+Lane = Callable[[bytes, bytes, str, "str | None", bytes], "bytes | Response | Pending | None"]
 
 
 def json_response(status: int, obj: object) -> Response:
@@ -809,7 +820,7 @@ class _HttpConnection(asyncio.Protocol):
         self._stats.handler_errors += 1
         self._respond(_INTERNAL)
 
-    def _on_handler_done(self, fut: asyncio.Future[Response]) -> None:
+    def _on_handler_done(self, fut: Pending) -> None:
         if fut.cancelled():
             log.error("HTTP handler future was cancelled")
             resp = _INTERNAL

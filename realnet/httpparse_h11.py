@@ -43,7 +43,7 @@ class H11Parser(RequestParser):
 
     def _parse_head(
         self, buf: bytes | bytearray, pos: int, end: int
-    ) -> tuple[str, str, dict[str, str]]:
+    ) -> tuple[str, str, dict[str, str], bytes | None]:
         head = bytes(buf[pos:end])
         _check_field_bytes(head)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes + 4)

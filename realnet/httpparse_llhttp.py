@@ -123,6 +123,7 @@ class HttptoolsParser(RequestParser):
             if isinstance(cause, ParseError):
                 raise cause from None
             head = bytes(buf[pos:end])
+            retry: tuple[str, str, dict[str, str]] | None
             if isinstance(exc, httptools.HttpParserInvalidMethodError):
                 retry = self._unknown_method(head)
             else:
@@ -164,7 +165,8 @@ class HttptoolsParser(RequestParser):
         # a field line takes at least one CRLF: a short head cannot have too many
         if end > 2 * limits.max_headers and data.count(b"\r\n", 0, end) > limits.max_headers:
             return None
-        self._fields = headers = {}
+        headers: dict[str, str] = {}
+        self._fields = headers
         self._target = b""
         n = len(data)
         more = n != end + 4  # bytes after the head: a body, or a next request

@@ -41,6 +41,7 @@ Field values are given as the parsers give them: latin-1 text without the whites
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from realnet.httpparse_rules import HttpLimits
 
@@ -96,11 +97,13 @@ class PlainRecogniser:
             return None
         fields = data[start : end + 2]  # the field lines, each with its CRLF
         blocks = self._blocks
-        verdict = blocks.get(fields, _UNSEEN)
-        if verdict is _UNSEEN:
+        seen = blocks.get(fields, _UNSEEN)
+        if seen is _UNSEEN:
             verdict = self._judge(fields)
             if len(blocks) < MAX_BLOCKS and len(fields) <= MAX_BLOCK_BYTES:
                 blocks[fields] = verdict
+        else:
+            verdict = cast(Verdict, seen)
         if verdict is None:
             return None
         length = verdict[2]
