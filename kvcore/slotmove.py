@@ -32,9 +32,10 @@ with a :class:`Problem`. A target or source that is not up stops the move with a
 open migration stays, as after a crash of ``redis-cli``, until ``fix``).
 
 **Fix** (:class:`Fix`, :func:`plan_fix`). A slot marked toward more than one move (imported by
-two targets: each node's guard checks only itself) keeps the move its migrating source names, and
-the other import marks are cleared (with no migrating source, every one: nothing moved yet);
-two migrating sources are a Problem (:func:`_pair_marks`). Then for each slot with an open mark
+two targets: each node's guard checks only itself) keeps the move its live migrating source
+names, or none when the source is up and migrates it nowhere, or the one importer holding keys
+when the source left; the other import marks are cleared, but only on nodes holding no key of
+the slot; anything else is a Problem (:func:`_settle_conflict`). Then for each slot with an open mark
 (``migrating`` on a source, ``importing`` on a target), by who owns it in the view's map and who
 is up:
 
@@ -124,8 +125,9 @@ class NodeView:
     ``state``: alive, suspect, dead, left (in the view node's membership) or unreachable (it
     could not be asked). ``runs``: its own slot map, ``(lo, hi, owner, epoch)`` (unowned slots
     may be left out; empty when it could not be asked). ``migrating``: slot -> target,
-    ``importing``: slot -> source. ``key_slots``: slots it holds keys of (only needed to assign
-    unowned slots; a driver may leave it empty otherwise). ``stray``: slots it holds keys of that
+    ``importing``: slot -> source. ``key_slots``: slots it holds keys of (a fix needs them:
+    to assign unowned slots, and to clear an import mark only where no key lies; a move's
+    driver may leave it empty). ``stray``: slots it holds keys of that
     its own map gives another node or nobody and that it does not import (no request reaches
     those keys; ``/cluster/info``'s ``stray``).
     """
@@ -584,7 +586,7 @@ def plan_fix(snap: Snapshot, assign_unowned: bool = False) -> FixPlan:
 def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     live = snap.live()
     clear: dict[str, list[int]] = {}
-    pairs, marks = _pair_marks(live, plan, clear)
+    pairs, marks = _pair_marks(snap, plan, clear)
     resume: dict[tuple[str, str], list[int]] = {}
     wait: dict[str, tuple[list[int], set[str]]] = {}
     rollback: dict[str, list[int]] = {}
@@ -635,18 +637,14 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     return set(pairs)
 
 
-def _pair_marks(live: list[NodeView], plan: FixPlan,
+def _pair_marks(snap: Snapshot, plan: FixPlan,
                 clear: dict[str, list[int]]) -> tuple[dict[int, tuple[str, str]], dict[int, list[str]]]:
-    """Each marked slot's move (source, target) and the nodes that mark it. A slot marked toward
-    more than one move (an import begun on two targets through the API, or left from an earlier
-    move) keeps the move its one migrating source names, and the other importers' marks are
-    cleared (their node refuses, naming the keys, if it holds any of the slot: none can have
-    moved there while the source migrated elsewhere); with no migrating source nothing has moved
-    yet, and every import mark is cleared (the move is run again). Two migrating sources of one
-    slot are left as they are, with a Problem."""
+    """Each marked slot's move (source, target) and the live nodes that mark it; a slot marked
+    toward more than one move (imported by two targets through the API: each node's guard checks
+    only itself) is settled by :func:`_settle_conflict` or left as it is with a Problem."""
     migrating: dict[int, list[tuple[str, str]]] = {}
     importing: dict[int, list[tuple[str, str]]] = {}
-    for n in live:
+    for n in snap.live():
         for slot, target in n.migrating.items():
             migrating.setdefault(slot, []).append((n.id, target))
         for slot, source in n.importing.items():
@@ -655,21 +653,54 @@ def _pair_marks(live: list[NodeView], plan: FixPlan,
     marks: dict[int, list[str]] = {}  # slot -> the nodes that mark it
     for slot in sorted(migrating.keys() | importing.keys()):
         migr, imps = migrating.get(slot, []), importing.get(slot, [])
-        if len({*migr, *imps}) == 1:
-            pairs[slot] = (migr or imps)[0]
-            marks[slot] = [s for s, _ in migr] + [t for _, t in imps]
-        elif len(migr) > 1:
-            moves = " and ".join(f"{s} -> {t}" for s, t in sorted({*migr, *imps}))
-            plan.problems.append(f"Slot {slot} is marked both {moves}; it was left as it is.")
-        else:
-            keep = migr[0] if migr else None
-            for move in imps:
-                if move != keep:
-                    clear.setdefault(move[1], []).append(slot)
-            if keep is not None:
-                pairs[slot] = keep
-                marks[slot] = [keep[0]] + [t for m in imps if m == keep for t in m[1:]]
+        keep: tuple[str, str] | None = (migr or imps)[0] if len({*migr, *imps}) == 1 else None
+        if keep is None:
+            keep = _settle_conflict(snap, slot, migr, imps, plan, clear)
+        if keep is None:
+            pairs[slot] = ("", "")  # left as it is (a Problem said why), still a marked slot
+            continue
+        pairs[slot] = keep
+        marks[slot] = [m[0] for m in migr if m == keep] + [m[1] for m in imps if m == keep]
     return pairs, marks
+
+
+def _settle_conflict(snap: Snapshot, slot: int, migr: list[tuple[str, str]], imps: list[tuple[str, str]],
+                     plan: FixPlan, clear: dict[str, list[int]]) -> tuple[str, str] | None:
+    """A slot marked toward several moves: the move to keep, the other import marks cleared, when
+    no key can be lost by it; else None and a Problem. Kept: the move the one live migrating
+    source names; with none, when the one source is up, no move (nothing moved: every import mark
+    is cleared and the move can be run again); when it left, the one importer holding keys of the
+    slot (fix then lets it finish: :class:`FixPlan` ``adopt``). An import mark is cleared only on
+    a node holding no key of the slot (``key_slots``: the driver gives them for a fix), so even
+    ``--accept-loss`` drops nothing; a source down (it may come back migrating), two sources, or
+    several holders are the operator's call."""
+    sources = {s for s, _ in (*migr, *imps)}
+    holders = sorted(t for _, t in imps if slot in snap.nodes[t].key_slots)
+    keep: tuple[str, str] | None = None
+    why = ""
+    if len(migr) > 1:
+        why = "two sources migrate it"
+    elif migr:
+        keep = migr[0]
+    elif len(sources) > 1:
+        why = "it is imported from two sources"
+    else:
+        (source,) = sources
+        if snap.gone(source) and len(holders) == 1:
+            keep = (source, holders[0])
+        elif not (snap.up(source) or snap.gone(source)):
+            why = f"{source} is {snap.state(source) if snap.state(source) != State.ALIVE else UNREACHABLE}"
+    strays = [t for m in imps if m != keep for t in m[1:]]
+    if not why and any(t in holders for t in strays):
+        why = f"{', '.join(t for t in strays if t in holders)} hold{'s' if len(holders) == 1 else ''} keys of it"
+    if why:
+        moves = " and ".join(f"{s} -> {t}" for s, t in sorted({*migr, *imps}))
+        plan.problems.append(f"Slot {slot} is marked both {moves}; it was left as it is ({why}: which "
+                             "move to keep is the operator's call).")
+        return None
+    for t in strays:
+        clear.setdefault(t, []).append(slot)
+    return keep
 
 
 def _same_epoch_collision(live: list[NodeView], slot: int) -> bool:

@@ -448,9 +448,13 @@ class Admin:
         state = MoveProgress()
         refusal: AdminError | None = None
         epoch = 0
-        assign = isinstance(goal, Fix) and goal.assign_unowned
+        # a fix reads the slots each node holds keys of: to assign unowned slots, and where a slot
+        # is marked toward two moves, to clear only import marks under which no key lies
+        # (kvcore.slotmove._settle_conflict)
+        fixing = isinstance(goal, Fix)
+        assign = fixing and goal.assign_unowned
         cluster = self.discover(addr)
-        snap = self.snapshot(cluster, assign)
+        snap = self.snapshot(cluster, assign or (fixing and marked_twice(cluster)))
         while True:
             steps = next_steps(snap, goal, state, chunk=CHUNK, max_failures=max_failures, retry_delay=RETRY_DELAY)
             again = False
@@ -480,7 +484,7 @@ class Admin:
                     break
             if again:
                 cluster = self.discover(addr)
-                snap = self.snapshot(cluster, assign)
+                snap = self.snapshot(cluster, assign or (fixing and marked_twice(cluster)))
 
     def _act(self, cluster: ClusterView, step: Step, state: MoveProgress, batch: int,
              progress: Progress | None) -> tuple[MoveProgress, int]:
@@ -631,7 +635,7 @@ class Admin:
     def plan_fix(self, cluster: ClusterView, assign_unowned: bool = False) -> FixPlan:
         """What fix will do (:func:`kvcore.slotmove.plan_fix`), plus, once nothing is left to do
         on the slots, a sentence for each disagreement on members, which fix does not change."""
-        plan = slotmove_plan_fix(self.snapshot(cluster, assign_unowned), assign_unowned)
+        plan = slotmove_plan_fix(self.snapshot(cluster, assign_unowned or marked_twice(cluster)), assign_unowned)
         if plan.empty():
             plan.problems += member_problems(cluster)
         return plan
@@ -642,6 +646,19 @@ class Admin:
         could not fix. ``plan`` is what was shown: the procedure observes again at every step."""
         _, problems = self.drive(cluster.entry.addr, Fix(assign_unowned), batch, progress)
         return problems
+
+
+def marked_twice(cluster: ClusterView) -> bool:
+    """Whether a slot is marked toward more than one move by the live members (what fix settles
+    only where no key lies under a mark it clears: it then reads every node's key slots)."""
+    moves: dict[int, set[tuple[str, str]]] = {}
+    for n in cluster.live():
+        migrating, importing = n.open_marks()
+        for slot, target in migrating.items():
+            moves.setdefault(slot, set()).add((n.id, target))
+        for slot, source in importing.items():
+            moves.setdefault(slot, set()).add((source, n.id))
+    return any(len(m) > 1 for m in moves.values())
 
 
 def fix_nodes(cluster: ClusterView, plan: FixPlan) -> list[NodeState]:

@@ -629,7 +629,7 @@ def _forget_dead(args: argparse.Namespace, a: Admin, cluster: ClusterView, node:
 
 def _clear_stray_marks(args: argparse.Namespace, a: Admin, cluster: ClusterView) -> ClusterView:
     """Members of this unreplicated cluster that refuse every key because a member's Raft
-    traffic marked them lost (503 ``lost_state``) while that member answers and runs no group (a
+    traffic marked them lost (503 ``lost_state``) when no group can have (``clusterview.stray_sender``: a
     stray or forged frame): the marks are taken back first, and the cluster looked at again."""
     strays = [(n, s) for n in cluster.live() if (s := clusterview.stray_sender(cluster, n)) is not None]
     if not strays:

@@ -455,15 +455,21 @@ def cluster_problems(c: ClusterView) -> list[str]:
 
 
 def stray_sender(c: ClusterView, n: NodeState) -> str | None:
-    """The member whose Raft traffic marked ``n`` lost (503 ``lost_state``) when that member
-    answers and runs no group: its traffic was stray or forged, and the mark can be taken back
-    (``/cluster/clear-lost-state``); None otherwise (no mark, or a sender that could be a group
-    this view cannot see)."""
+    """The member whose Raft traffic marked ``n`` lost (503 ``lost_state``) when that traffic
+    cannot have been a group's: every member answers, none runs a group, and the sender is not
+    marked lost itself (a group's leader wiped after it marked ``n``). Then it was stray or
+    forged, and the mark can be taken back (``/cluster/clear-lost-state``); None otherwise (no
+    mark, or a group this view cannot rule out)."""
     lost = (n.info or {}).get("lost_state")
     sender = c.nodes.get(lost.get("from", "")) if isinstance(lost, dict) else None
-    if sender is None or sender.state != ALIVE or not sender.reachable or sender.info is None:
-        return None
-    return sender.id if not isinstance(sender.info.get("raft"), dict) else None
+    if sender is None or isinstance((sender.info or {}).get("lost_state"), dict):
+        return None  # (a sender marked lost itself may have been the group's leader, then wiped)
+    for m in c.nodes.values():
+        if m.state == LEFT:
+            continue
+        if m.state != ALIVE or not m.reachable or m.info is None or isinstance(m.info.get("raft"), dict):
+            return None  # a member that does not answer may run the group; one that answers does
+    return sender.id
 
 
 def lost_sentence(c: ClusterView, n: NodeState, lost: dict[str, Any]) -> str:
@@ -476,8 +482,9 @@ def lost_sentence(c: ClusterView, n: NodeState, lost: dict[str, Any]) -> str:
                 f"secret keeps those off the bus). Its keys are intact: `storelab cluster fix {c.entry.addr}` "
                 "takes the mark back (a restart clears it too, but a node without `durable` loses its keys "
                 "then).")
-    return (f"{said} that answers here: {lost.get('from')} does not answer, so whether it runs one cannot be "
-            "told; fix takes the mark back once it answers and runs none.")
+    return (f"{said} that this view can see: a member does not answer, or one runs a group, or "
+            f"{lost.get('from')} lost its own state, so a group that counts it cannot be ruled out; fix takes "
+            "the mark back only once every member answers, none runs a group and the sender was not marked lost.")
 
 
 def member_problems(c: ClusterView) -> list[str]:

@@ -787,7 +787,9 @@ class Node:
         forged: an unreplicated cluster's ``fix``); the node serves its keys again. False when
         there is no mark. Refused (conflict) when the mark names another sender: what was
         checked is not what set it. Never ask it of a member a group really counts (a voter that
-        lost its log would serve its empty store)."""
+        lost its log would serve its empty store): realnet's fix asks it only when every member
+        answers, none runs a group and the sender is not marked lost itself
+        (:func:`realnet.clusterview.stray_sender`)."""
         lost = self.lost_group
         if lost is None:
             return False

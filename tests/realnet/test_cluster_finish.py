@@ -164,3 +164,27 @@ def test_finish_after_the_importer_restarted_between_the_end_batch_and_the_finis
             assert client.get(key) == b"acknowledged"
     poll(lambda: storelab("verify", m1.addr).returncode == 0, timeout=CONVERGE, interval=0.3,
          what="verify to pass after the finished move")
+
+
+def test_fix_settles_a_slot_imported_by_two_targets_without_losing_a_key(launcher: Launcher, tmp_path: Path) -> None:
+    """Each node's guard checks only itself, so two nodes may both import one slot from its owner
+    (two operators, or a script, through the API). fix used to report it and stop for good; now,
+    the source up and migrating it nowhere, nothing moved: both marks are cleared (fix read every
+    node's key slots first: it never clears a mark under which keys lie), and the key stays."""
+    from tests.realnet.test_restarts import three
+
+    a, b, c = three(launcher, tmp_path, dict(STEADY_SETTINGS))
+    key = next(f"dup-{i}" for i in range(100_000) if owner_in(a, key_slot(f"dup-{i}")) == "a")
+    slot = key_slot(key)
+    with Client(a.addr) as client:
+        client.set(key, "kept")
+    for n in (b, c):
+        status, got = post(n, "/cluster/import", {"slot": slot, "source": "a"})
+        assert status == 200, got
+    r = storelab("fix", a.addr, "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"clear leftover marks of slots {slot} on b" in r.stdout and "on c" in r.stdout, r.stdout
+    assert b.info()["importing"] == {} and c.info()["importing"] == {}
+    with Client(b.addr) as client:
+        assert client.get(key) == b"kept"
+    poll(lambda: storelab("verify", a.addr).returncode == 0, timeout=30, interval=0.5, what="verify to be clean")

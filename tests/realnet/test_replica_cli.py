@@ -233,3 +233,27 @@ def test_a_hint_mend_that_fails_is_said_on_stderr_wherever_it_runs(monkeypatch: 
     monkeypatch.setattr(replicacli, "mend_hints", lambda a, addr: ([], ""))
     assert replicacli.say_hints(None, "127.0.0.1:1") is True  # type: ignore[arg-type]
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_lost_mark_is_taken_back_only_when_no_group_can_have_set_it() -> None:
+    """``stray_sender``: what lets an unreplicated cluster's fix take a lost-state mark back. A
+    review's case: voters x, y, z; y wiped, marked lost by leader x's heartbeat; then x wiped
+    too, running no group, while z still runs it. x answers and runs no group, but clearing y's
+    mark would let it serve its empty store."""
+    def plain(nid: str, lost_from: str | None = None, state: str = "alive", answers: bool = True) -> NodeState:
+        n = NodeState(id=nid, addr=f"127.0.0.1:{ord(nid[0])}", state=state)
+        if answers:
+            n.info = {"id": nid, "lost_state": {"from": lost_from, "term": 3} if lost_from else None}
+        return n
+
+    y = plain("y", lost_from="x")
+    assert clusterview.stray_sender(_cluster(plain("x"), y, plain("z")), y) == "x"  # every member plain
+    assert clusterview.stray_sender(_cluster(plain("x"), y, _node("z", voters=("x", "y", "z"))), y) is None
+    assert clusterview.stray_sender(_cluster(plain("x"), y, plain("z", answers=False)), y) is None
+    assert clusterview.stray_sender(_cluster(plain("x"), y, plain("z", state="dead", answers=False)), y) is None
+    assert clusterview.stray_sender(_cluster(plain("x", lost_from="z"), y, plain("z")), y) is None
+    assert clusterview.stray_sender(_cluster(plain("x"), y, plain("z", state="left", answers=False)), y) == "x"
+    assert clusterview.stray_sender(_cluster(plain("x"), plain("y"), plain("z")), plain("y")) is None  # no mark
+    c = _cluster(plain("x"), y, _node("z", voters=("x", "y", "z")))
+    sentence = clusterview.lost_sentence(c, y, {"from": "x", "term": 3})
+    assert "a group that counts it cannot be ruled out" in sentence and "fix takes the mark back only once" in sentence
