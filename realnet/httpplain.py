@@ -45,7 +45,7 @@ from typing import cast
 
 from realnet.httpparse_rules import HttpLimits
 
-__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "PlainRecogniser"]
+__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "MAX_LANE_HEAD", "PlainRecogniser"]
 
 _TCHAR = rb"-!#$%&'*+.^_`|~0-9A-Za-z"
 _PATH_CHAR = rb"-A-Za-z0-9._~!$&'()*+,;=:@/"  # RFC 3986 pchar and "/", without "%"
@@ -68,6 +68,8 @@ _FIELDS = {
 #: field blocks a recogniser keeps the verdict of, and the longest it keeps (a client's fields
 #: are short; a longer block is judged every time): at most 256 KiB per server
 MAX_BLOCKS = 256
+#: the longest head the lane takes (a bound on its regular expressions' work, whatever comes)
+MAX_LANE_HEAD = 8192
 MAX_BLOCK_BYTES = 1024
 
 _UNSEEN = object()
@@ -96,8 +98,8 @@ class PlainRecogniser:
             return None
         start = m.end()
         end = data.find(b"\r\n\r\n", start - 2)
-        if end < 0 or end > self._max_head:
-            return None
+        if end < 0 or end > self._max_head or end > MAX_LANE_HEAD:
+            return None  # (a longer head is the parser's: a plain client's is short)
         fields = data[start : end + 2]  # the field lines, each with its CRLF
         blocks = self._blocks
         seen = blocks.get(fields, _UNSEEN)

@@ -30,7 +30,7 @@ from kvcore.messages import Reply
 from kvcore.node import Node
 from realnet.api import Api
 from realnet.httpparse import PARSERS, HttpLimits, ParseError, Request
-from realnet.httpplain import MAX_BLOCK_BYTES, MAX_BLOCKS, PlainRecogniser
+from realnet.httpplain import MAX_BLOCK_BYTES, MAX_BLOCKS, MAX_LANE_HEAD, PlainRecogniser
 from realnet.runtime import AsyncioRuntime
 from realnet.security import HostCheck
 from realnet.transport import PeerTransport
@@ -138,6 +138,8 @@ def test_a_block_judged_before_is_answered_the_same_and_the_table_is_bounded() -
     long = b"GET /kv/a HTTP/1.1\r\nHost: h\r\nX: " + b"x" * MAX_BLOCK_BYTES + b"\r\n\r\n"
     assert rec(long) == rec(long) == (b"GET", b"/kv/a", "h", None, b"")
     assert not rec._blocks  # judged every time, never kept
+    longer = b"GET /kv/a HTTP/1.1\r\nHost: h\r\nX: " + b"x" * MAX_LANE_HEAD + b"\r\n\r\n"
+    assert rec(longer) is None  # a head over MAX_LANE_HEAD is the parser's
 
 
 _NAMES = st.sampled_from([b"Host", b"host", b"HOST", b"Content-Length", b"content-length",
