@@ -8,18 +8,16 @@ that keeps some requests and answers them out of order, interleaved with local o
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 from typing import Any
 
-from kvcore.config import NodeConfig
 from kvcore.messages import Reply
 from kvcore.node import Node
 from realnet.api import Api
 from realnet.http import Response
 from realnet.httpparse import Request
-from realnet.runtime import AsyncioRuntime
 from realnet.transport import PeerTransport
+from tests.realnet.inprocess import started_node
 
 
 class KeepsRemoteKeys(Node):
@@ -42,16 +40,8 @@ def _req(method: str, key: str, body: bytes = b"") -> Request:
 
 
 async def _api(node_class: type[Node]) -> tuple[Api, Node, PeerTransport]:
-    loop = asyncio.get_running_loop()
-    runtime = AsyncioRuntime("n1", loop=loop, rng=random.Random(1))
-    node = node_class(runtime, NodeConfig())
-    transport = PeerTransport(
-        node_id="n1", on_message=node.on_message, node_stats=node.stats, rng=runtime.random,
-        loop=loop,
-    )
-    runtime.sink = transport
-    node.start()
-    return Api(node, transport, loop=loop), node, transport
+    node, transport = started_node(node_class)
+    return Api(node, transport, loop=asyncio.get_running_loop()), node, transport
 
 
 def test_kept_requests_resolve_to_their_own_replies_between_local_ones() -> None:

@@ -13,7 +13,6 @@ Both are shortcuts, and a shortcut may only decline or agree:
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import subprocess
 import sys
@@ -31,9 +30,8 @@ from kvcore.node import Node
 from realnet.api import Api
 from realnet.httpparse import PARSERS, HttpLimits, ParseError, Request
 from realnet.httpplain import MAX_BLOCK_BYTES, MAX_BLOCKS, MAX_LANE_HEAD, PlainRecogniser
-from realnet.runtime import AsyncioRuntime
 from realnet.security import HostCheck
-from realnet.transport import PeerTransport
+from tests.realnet.inprocess import started_node
 from tests.realnet.test_http_parser import WHOLE, events
 
 LIMITS = HttpLimits(max_body=100, max_header_bytes=300, max_headers=6)
@@ -242,12 +240,7 @@ async def _serve(
     """Each request on a connection of its own to a fresh node (with or without the lane):
     the responses (Date fields blanked) and every counter the requests moved."""
     loop = asyncio.get_running_loop()
-    runtime = AsyncioRuntime("n1", loop=loop, rng=random.Random(1))
-    node = node_class(runtime, NodeConfig(max_value_bytes=10))
-    transport = PeerTransport(node_id="n1", on_message=node.on_message, node_stats=node.stats,
-                              rng=runtime.random, loop=loop)
-    runtime.sink = transport
-    node.start()
+    node, transport = started_node(node_class, NodeConfig(max_value_bytes=10))
     try:
         api = Api(node, transport, loop=loop, hosts=HostCheck("127.0.0.1", None), client_token=token)
         limits = HttpLimits(max_body=10, max_header_bytes=200)
@@ -310,12 +303,7 @@ def test_the_lane_takes_the_plain_requests() -> None:
 
     async def body() -> int:
         loop = asyncio.get_running_loop()
-        runtime = AsyncioRuntime("n1", loop=loop, rng=random.Random(1))
-        node = Node(runtime, NodeConfig())
-        transport = PeerTransport(node_id="n1", on_message=node.on_message, node_stats=node.stats,
-                                  rng=runtime.random, loop=loop)
-        runtime.sink = transport
-        node.start()
+        node, transport = started_node()
         try:
             api = Api(node, transport, loop=loop, hosts=HostCheck("127.0.0.1", None))
             taken = 0

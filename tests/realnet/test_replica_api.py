@@ -24,6 +24,7 @@ from realnet.httpparse import Request
 from realnet.raftopen import NEEDS_DATA_DIR, RaftOpener
 from realnet.runtime import AsyncioRuntime
 from realnet.transport import PeerTransport
+from tests.realnet.inprocess import started_node
 
 
 class Clock:
@@ -170,15 +171,9 @@ def _post(path: str, body: Any, token: str | None = None) -> Request:
 def _with_api(test: Any, admin_token: str | None = None, node_cls: type[Node] | None = None) -> None:
     """Run ``test(api, node)`` on one in-process node (a :class:`Recorder` unless ``node_cls``)."""
     async def body() -> None:
-        loop = asyncio.get_running_loop()
-        runtime = AsyncioRuntime("n1", loop=loop, rng=random.Random(1))
-        node = (node_cls or Recorder)(runtime, NodeConfig())
-        transport = PeerTransport(node_id="n1", on_message=node.on_message, node_stats=node.stats,
-                                  rng=runtime.random, loop=loop)
-        runtime.sink = transport
-        node.start()
+        node, transport = started_node(node_cls or Recorder)
         try:
-            await test(Api(node, transport, loop=loop, admin_token=admin_token), node)
+            await test(Api(node, transport, loop=asyncio.get_running_loop(), admin_token=admin_token), node)
         finally:
             node.stop()
             await transport.close()
