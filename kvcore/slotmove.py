@@ -642,13 +642,7 @@ def _pair_marks(snap: Snapshot, plan: FixPlan,
     """Each marked slot's move (source, target) and the live nodes that mark it; a slot marked
     toward more than one move (imported by two targets through the API: each node's guard checks
     only itself) is settled by :func:`_settle_conflict` or left as it is with a Problem."""
-    migrating: dict[int, list[tuple[str, str]]] = {}
-    importing: dict[int, list[tuple[str, str]]] = {}
-    for n in snap.live():
-        for slot, target in n.migrating.items():
-            migrating.setdefault(slot, []).append((n.id, target))
-        for slot, source in n.importing.items():
-            importing.setdefault(slot, []).append((source, n.id))
+    migrating, importing = _moves_by_slot(snap)
     pairs: dict[int, tuple[str, str]] = {}
     marks: dict[int, list[str]] = {}  # slot -> the nodes that mark it
     for slot in sorted(migrating.keys() | importing.keys()):
@@ -662,6 +656,26 @@ def _pair_marks(snap: Snapshot, plan: FixPlan,
         pairs[slot] = keep
         marks[slot] = [m[0] for m in migr if m == keep] + [m[1] for m in imps if m == keep]
     return pairs, marks
+
+
+def _moves_by_slot(snap: Snapshot) -> tuple[dict[int, list[tuple[str, str]]], dict[int, list[tuple[str, str]]]]:
+    """The live nodes' open marks as moves (source, target), by slot: (migrating, importing)."""
+    migrating: dict[int, list[tuple[str, str]]] = {}
+    importing: dict[int, list[tuple[str, str]]] = {}
+    for n in snap.live():
+        for slot, target in n.migrating.items():
+            migrating.setdefault(slot, []).append((n.id, target))
+        for slot, source in n.importing.items():
+            importing.setdefault(slot, []).append((source, n.id))
+    return migrating, importing
+
+
+def marked_twice(snap: Snapshot) -> bool:
+    """Whether a slot is marked toward more than one move: what fix settles only where no key
+    lies under a mark it clears, so a driver that left ``key_slots`` empty must give them
+    (:func:`_settle_conflict`)."""
+    migrating, importing = _moves_by_slot(snap)
+    return any(len({*migrating.get(s, ()), *importing.get(s, ())}) > 1 for s in migrating.keys() | importing.keys())
 
 
 def _settle_conflict(snap: Snapshot, slot: int, migr: list[tuple[str, str]], imps: list[tuple[str, str]],
@@ -969,6 +983,7 @@ __all__ = [
     "WaitOwned",
     "fmt",
     "hint_moves",
+    "marked_twice",
     "newest_claims",
     "next_steps",
     "plan_fix",

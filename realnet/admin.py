@@ -110,6 +110,7 @@ from kvcore.slotmove import (
     Step,
     TakeBack,
     WaitOwned,
+    marked_twice,
     next_steps,
 )
 from kvcore.slotmove import Progress as MoveProgress
@@ -420,6 +421,15 @@ class Admin:
             raise AdminError(_sentence(problems[0]))
         return epoch
 
+    def fix_snapshot(self, cluster: ClusterView, assign_unowned: bool) -> Snapshot:
+        """The snapshot a fix plans from: with every live node's key slots when it assigns unowned
+        slots, or when a slot is marked toward two moves (fix clears an import mark only where no
+        key lies: :func:`kvcore.slotmove.marked_twice`); else without them (no request more)."""
+        snap = self.snapshot(cluster, assign_unowned)
+        if not assign_unowned and marked_twice(snap):
+            snap = self.snapshot(cluster, True)
+        return snap
+
     def snapshot(self, cluster: ClusterView, key_slots: bool = False) -> Snapshot:
         """What :mod:`kvcore.slotmove` plans from: every member as the entry node lists it, with
         its own map, marks and stray slots (``/cluster/info``) when it answered (``unreachable``
@@ -448,13 +458,10 @@ class Admin:
         state = MoveProgress()
         refusal: AdminError | None = None
         epoch = 0
-        # a fix reads the slots each node holds keys of: to assign unowned slots, and where a slot
-        # is marked toward two moves, to clear only import marks under which no key lies
-        # (kvcore.slotmove._settle_conflict)
         fixing = isinstance(goal, Fix)
-        assign = fixing and goal.assign_unowned
+        assign = isinstance(goal, Fix) and goal.assign_unowned
         cluster = self.discover(addr)
-        snap = self.snapshot(cluster, assign or (fixing and marked_twice(cluster)))
+        snap = self.fix_snapshot(cluster, assign) if fixing else self.snapshot(cluster)
         while True:
             steps = next_steps(snap, goal, state, chunk=CHUNK, max_failures=max_failures, retry_delay=RETRY_DELAY)
             again = False
@@ -484,7 +491,7 @@ class Admin:
                     break
             if again:
                 cluster = self.discover(addr)
-                snap = self.snapshot(cluster, assign or (fixing and marked_twice(cluster)))
+                snap = self.fix_snapshot(cluster, assign) if fixing else self.snapshot(cluster)
 
     def _act(self, cluster: ClusterView, step: Step, state: MoveProgress, batch: int,
              progress: Progress | None) -> tuple[MoveProgress, int]:
@@ -635,7 +642,7 @@ class Admin:
     def plan_fix(self, cluster: ClusterView, assign_unowned: bool = False) -> FixPlan:
         """What fix will do (:func:`kvcore.slotmove.plan_fix`), plus, once nothing is left to do
         on the slots, a sentence for each disagreement on members, which fix does not change."""
-        plan = slotmove_plan_fix(self.snapshot(cluster, assign_unowned or marked_twice(cluster)), assign_unowned)
+        plan = slotmove_plan_fix(self.fix_snapshot(cluster, assign_unowned), assign_unowned)
         if plan.empty():
             plan.problems += member_problems(cluster)
         return plan
@@ -646,19 +653,6 @@ class Admin:
         could not fix. ``plan`` is what was shown: the procedure observes again at every step."""
         _, problems = self.drive(cluster.entry.addr, Fix(assign_unowned), batch, progress)
         return problems
-
-
-def marked_twice(cluster: ClusterView) -> bool:
-    """Whether a slot is marked toward more than one move by the live members (what fix settles
-    only where no key lies under a mark it clears: it then reads every node's key slots)."""
-    moves: dict[int, set[tuple[str, str]]] = {}
-    for n in cluster.live():
-        migrating, importing = n.open_marks()
-        for slot, target in migrating.items():
-            moves.setdefault(slot, set()).add((n.id, target))
-        for slot, source in importing.items():
-            moves.setdefault(slot, set()).add((source, n.id))
-    return any(len(m) > 1 for m in moves.values())
 
 
 def fix_nodes(cluster: ClusterView, plan: FixPlan) -> list[NodeState]:

@@ -34,6 +34,7 @@ from kvcore.slotmove import (
     NodeView,
     Progress,
     Snapshot,
+    marked_twice,
     next_steps,
 )
 from kvcore.slots import parse_ranges, ranges_to_slots
@@ -168,3 +169,14 @@ def test_slotmove_data(path: Path) -> None:
         path.write_text("\n\n".join(blocks) + "\n")
         return
     assert not failures, "\n".join(failures)
+
+
+def test_marked_twice_is_a_slot_marked_toward_more_than_one_move() -> None:
+    """What tells a driver that left ``key_slots`` empty to give them for a fix."""
+    base = ["map 0-8191=a@1 8192-16383=b@1"]
+    one = parse_case([*base, "node a alive mig 10>b", "node b alive imp 10<a", "plan fix"])[0]
+    two = parse_case([*base, "node a alive", "node b alive imp 10<a", "node c alive imp 10<a", "plan fix"])[0]
+    other = parse_case([*base, "node a alive mig 10>c", "node b alive imp 10<a", "node c alive", "plan fix"])[0]
+    down = parse_case([*base, "node a alive", "node b alive imp 10<a", "node c dead imp 10<a", "plan fix"])[0]
+    assert not marked_twice(one) and marked_twice(two) and marked_twice(other)
+    assert not marked_twice(down)  # (a node down is not planned with: its marks count when it is back)

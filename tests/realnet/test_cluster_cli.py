@@ -669,3 +669,27 @@ def test_a_source_that_dies_between_chunks_stops_the_move_with_a_problem_not_a_b
         got = {i: client.get(f"dk{i}") for i in range(300)}
     wrong = {i: v for i, v in got.items() if v != f"v{i}".encode()}
     assert not wrong, (wrong, outcome, [storelab("verify", a.addr).stdout])
+
+
+def test_fix_reads_key_slots_only_where_it_must(monkeypatch: Any) -> None:
+    """A slot imported by two targets is settled by clearing marks only where no key lies, so fix
+    reads every live node's key slots then (and with --assign-unowned); otherwise it asks nothing
+    more. Here c holds keys of the slot: its mark stays, and fix says why."""
+    asked: list[str] = []
+
+    def get(self: Admin, addr: str, path: str, **_: Any) -> dict[str, Any]:
+        asked.append(f"{addr}{path}")
+        return {"slots": "10" if addr == c.nodes["c"].addr else ""}
+
+    monkeypatch.setattr(Admin, "get", get)
+    c = fake_cluster({"0-8191": "a", "8192-16383": "b"}, {"a": "alive", "b": "alive", "c": "alive"},
+                     {"b": ({}, {10: "a"}), "c": ({}, {10: "a"})})
+    plan = Admin().plan_fix(c)
+    assert sorted(asked) == sorted(f"{n.addr}/cluster/keyslots" for n in c.nodes.values())
+    assert plan.clear == [] and plan.problems[0] == (
+        "Slot 10 is marked both a -> b and a -> c; it was left as it is (c holds keys of it: which move "
+        "to keep is the operator's call).")
+    asked.clear()
+    single = fake_cluster({"0-8191": "a", "8192-16383": "b"}, {"a": "alive", "b": "alive"}, {"b": ({}, {10: "a"})})
+    Admin().plan_fix(single)
+    assert asked == []
