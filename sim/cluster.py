@@ -59,14 +59,13 @@ from kvcore.raft.messages import ConfState
 from kvcore.replica import ReplicaConfig
 from kvcore.slotmove import Fix, MoveSlots
 from kvcore.slots import even_split
-from sim.cliargs import finite
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal, parse_latency
 from sim.network import Endpoint, SimNetwork, schedule_call
 from sim.raftcheck import Figure3Feed
 from sim.rand import stream
 from sim.replicas import after_change, ask_leader, committed_conf, mend_hints
-from sim.runtime import Clock, SimRuntime, read_clock, retime
+from sim.runtime import Clock, SimRuntime, check_rate, rate_of, read_clock, retime
 from sim.slotmove import drive
 from sim.storage import SimStorage, SyncStats
 from sim.trace import Trace
@@ -459,8 +458,7 @@ class SimCluster:
         is set when the clock is restored."""
         if node_id not in self._slots:
             raise ValueError(f"unknown node {node_id!r}")
-        if not (finite(rate) and rate > 0):
-            raise ValueError(f"a clock rate must be a positive finite number, not {rate!r}")
+        check_rate(rate)  # (now, not when it fires)
         if until is not None and at is not None and until < at:
             raise ValueError(f"the clock skew ends ({until}) before it starts ({at})")
         self._at(at, "skew_clock", f"{node_id} x{rate:g}", lambda: self._set_clock_rate(node_id, rate))
@@ -493,8 +491,7 @@ class SimCluster:
 
     def clock_rate(self, node_id: str) -> float:
         """``node_id``'s clock rate now (node-seconds per simulated second)."""
-        clock = self._slots[node_id].clock
-        return 1.0 if clock is None else clock[2]
+        return rate_of(self._slots[node_id].clock)
 
     def set_link(self, src: str, dst: str, *, latency: Latency | None = None, loss: float = 0.0,
                  both_ways: bool = True, at: float | None = None) -> None:

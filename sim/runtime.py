@@ -46,11 +46,21 @@ def read_clock(clock: Clock | None, now: float) -> float:
     return local + (now - since) * rate
 
 
+def rate_of(clock: Clock | None) -> float:
+    """``clock``'s rate, node-seconds per simulated second (1.0: a true clock)."""
+    return 1.0 if clock is None else clock[2]
+
+
+def check_rate(rate: float) -> None:
+    """ValueError unless ``rate`` is a clock rate: a positive finite number."""
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"a clock rate must be a positive finite number, not {rate!r}")
+
+
 def retime(clock: Clock | None, now: float, rate: float) -> Clock | None:
     """``clock`` after its rate became ``rate`` at simulated time ``now`` (it keeps the time it
     reads then); a clock never skewed set to 1.0 stays None, exactly the simulated time."""
-    if not (math.isfinite(rate) and rate > 0):
-        raise ValueError(f"a clock rate must be a positive finite number, not {rate!r}")
+    check_rate(rate)
     if clock is None and rate == 1.0:
         return None
     return (now, read_clock(clock, now), rate)
@@ -132,7 +142,7 @@ class SimRuntime:
     @property
     def clock_rate(self) -> float:
         """Node-seconds per simulated second (1.0: a true clock)."""
-        return 1.0 if self._clock is None else self._clock[2]
+        return rate_of(self._clock)
 
     @property
     def clock_offset(self) -> float:
