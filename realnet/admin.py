@@ -140,6 +140,8 @@ from realnet.clusterview import (
     bus_problems,
     cluster_problems,
     create_problems,
+    group_leader,
+    group_view,
     member_problems,
     node_shape_problem,
     owners_of,
@@ -174,7 +176,8 @@ class Admin:
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT, *, converge_timeout: float = CONVERGE_TIMEOUT,
                  cancel: threading.Event | None = None, log: Callable[[str], None] | None = None,
-                 token: str | None = None, accept_loss: bool = False) -> None:
+                 token: str | None = None, accept_loss: bool = False,
+                 note: Callable[[str], None] | None = None) -> None:
         self.http = Http(timeout, token)
         #: whether this command sends an admin token (the sentences of :meth:`token_problems`)
         self.token_given = bool(token)
@@ -184,6 +187,9 @@ class Admin:
         #: set from another thread to stop between moves (a move in progress is completed)
         self.cancel = cancel or threading.Event()
         self.log = log or (lambda _msg: None)
+        #: a sentence the command should show as it goes (stderr in the CLI): see :meth:`discover`
+        self.note = note or (lambda _msg: None)
+        self._redirected: set[str] = set()
 
     def close(self) -> None:
         self.http.close()
@@ -225,7 +231,30 @@ class Admin:
         return n
 
     def discover(self, addr: str) -> ClusterView:
-        """The cluster as ``addr`` knows it, plus every live member's own views."""
+        """The cluster as ``addr`` knows it, plus every live member's own views.
+
+        A node that runs no replicated group while live members of its view do (a member whose
+        data directory was wiped, a node not yet added to the group) would show a replicated
+        cluster as an unreplicated one, whose checks and remedies do not apply to it: the view
+        is then taken through the group (its leader, or the first member that runs it), and
+        :attr:`note` says so, once per address."""
+        view = self._view(addr)
+        if group_view(view.entry) is not None:
+            return view
+        runs = [n for n in view.live() if group_view(n) is not None]
+        if not runs:
+            return view
+        through = group_leader(runs) or runs[0]
+        again = self._view(through.addr)
+        if group_view(again.entry) is None:
+            return view  # (it stopped running it meanwhile: as the entry node sees it)
+        if addr not in self._redirected:
+            self._redirected.add(addr)
+            self.note(f"Node {view.entry.label()} runs no replicated group but {through.label()} does: "
+                      f"asking through {through.id}, as the group sees the cluster.")
+        return again
+
+    def _view(self, addr: str) -> ClusterView:
         entry = self.probe(addr)
         if not entry.reachable:
             raise Unreachable(entry.error)

@@ -708,7 +708,8 @@ def _cluster(args: argparse.Namespace) -> int:
         error(str(e))
         return admin.EXIT_ERROR
     try:
-        with Admin(args.timeout, token=token, accept_loss=getattr(args, "accept_loss", False)) as a:
+        with Admin(args.timeout, token=token, accept_loss=getattr(args, "accept_loss", False),
+                   note=lambda said: print(f"storelab: {sentence(said)}", file=sys.stderr)) as a:
             return _CLUSTER_COMMANDS[command](args, a)
     except Refused as e:
         error(e.message)

@@ -285,6 +285,23 @@ class ClusterView:
         raise Refused(f"No member of the cluster is called or listens at {ref!r}; members: {known}.")
 
 
+def group_view(n: NodeState) -> dict[str, Any] | None:
+    """A node's ``raft`` view (None: it answered nothing, or runs no replicated group)."""
+    raft = (n.info or {}).get("raft")
+    return raft if isinstance(raft, dict) else None
+
+
+def group_leader(nodes: Iterable[NodeState]) -> NodeState | None:
+    """Of ``nodes``, the one that reports itself the group's leader at the highest term, if any."""
+    best: tuple[int, NodeState] | None = None
+    for n in nodes:
+        raft = group_view(n)
+        if raft is not None and raft.get("role") == "leader":
+            if best is None or int(raft.get("term", 0)) > best[0]:
+                best = (int(raft.get("term", 0)), n)
+    return best[1] if best is not None else None
+
+
 # --- checks ----------------------------------------------------------------------------------
 
 

@@ -89,10 +89,8 @@ REPLICAS_SENTENCE = ("Several groups over more nodes come next; --replicas must 
                      "of nodes given ({n}), not {r}.")
 
 
-def raft_of(n: NodeState) -> dict[str, Any] | None:
-    """A node's ``raft`` view (None: it answered nothing, or runs no group)."""
-    raft = (n.info or {}).get("raft")
-    return raft if isinstance(raft, dict) else None
+#: a node's ``raft`` view (None: it answered nothing, or runs no group)
+raft_of = clusterview.group_view
 
 
 def in_conf(raft: Mapping[str, Any], node_id: str) -> bool:
@@ -106,13 +104,7 @@ def replicated(cluster: ClusterView) -> bool:
 
 def leader_of(cluster: ClusterView) -> NodeState | None:
     """The live member that reports itself leader at the highest term, if any."""
-    best: tuple[int, NodeState] | None = None
-    for n in cluster.live():
-        raft = raft_of(n)
-        if raft is not None and raft.get("role") == "leader":
-            if best is None or int(raft.get("term", 0)) > best[0]:
-                best = (int(raft.get("term", 0)), n)
-    return best[1] if best is not None else None
+    return clusterview.group_leader(cluster.live())
 
 
 def group_problems(cluster: ClusterView, lag_limit: int = LAG_LIMIT) -> list[str]:

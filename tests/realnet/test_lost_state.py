@@ -58,6 +58,15 @@ def test_a_wiped_voter_serves_no_key_verify_names_it_and_remove_node_then_add_no
     assert status == 503 and json.loads(body)["error"] == "lost_state"
     lost = c.info()["lost_state"]
     assert lost is not None and lost["from"] in ("a", "b")
+    # asked through c, which runs no group, the CLI takes the cluster as the group sees it
+    poll(lambda: {m["id"]: m["state"] for m in c.get_json("/cluster/members")}.get("a") == "alive",
+         timeout=30, what="c to learn a")
+    capsys.readouterr()
+    assert main(["cluster", "verify", c.addr]) == 1
+    out, err = capsys.readouterr()
+    assert "Verifying the replicated cluster of" in out, (out, err)
+    assert f"Node c ({c.addr}) lost its state: the group counts it a" in out, out
+    assert f"Node c ({c.addr}) runs no replicated group but" in err and "asking through" in err, err
     assert "ERROR" in c.log_text() and "lost its Raft log" in c.log_text()
     # the smart client asks another node when the map names c (k2 is slot 12563: c's third)
     with Client(a.addr) as client:
