@@ -61,7 +61,7 @@ from kvcore.slotmove import Fix, MoveSlots
 from kvcore.slots import even_split
 from sim.clients import History, SimClient, Workload
 from sim.latency import Latency, LogNormal, parse_latency
-from sim.network import Endpoint, SimNetwork, schedule_call
+from sim.network import Endpoint, SimEnvironment, SimNetwork, schedule_call
 from sim.raftcheck import Figure3Feed
 from sim.rand import stream
 from sim.replicas import after_change, ask_leader, committed_conf, mend_hints
@@ -171,7 +171,7 @@ class SimCluster:
         #: every change of ``truth`` (via _set_truth), so measurements can ask "was it up at t?"
         self.truth_log: list[tuple[float, str, str]] = []
         self.member_events: list[tuple[float, str, str, str, int]] = []
-        self.env = simpy.Environment()
+        self.env = SimEnvironment()
         self.trace = Trace(keep=keep_trace)
         self.net = SimNetwork(
             self.env, stream(seed, "network"), self.trace,

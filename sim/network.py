@@ -26,11 +26,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from heapq import heappush
+from heapq import heappop, heappush
 from typing import Any
 
 import simpy
-from simpy.events import NORMAL
+from simpy.core import EmptySchedule, StopSimulation
+from simpy.events import NORMAL, URGENT, EventPriority
 
 from kvcore.errors import RemoteProtocolError
 from kvcore.metrics import NodeStats
@@ -96,6 +97,61 @@ _DELIVER = (_deliver_event,)
 
 def schedule_call(env: simpy.Environment, delay: float, fn: Callable[[Any], None]) -> None:
     env.schedule(_Call(fn), NORMAL, delay)  # type: ignore[arg-type]
+
+
+class SimEnvironment(simpy.Environment):
+    """SimPy's Environment whose :meth:`run` takes its steps inline.
+
+    ``Environment.run`` calls :meth:`step` once per event, a Python call per event on top of
+    the event's own callback (a thousand-node join takes a million steps). This ``run`` is
+    SimPy's ``run`` with ``step``'s body in its loop: the same events, in the same order, with
+    the same until-event (one scheduled event, as SimPy schedules it), the same rescheduling of
+    an event whose callback stopped the run, the same failure of an event nobody defused.
+    ``step`` itself is SimPy's, unchanged (``tests/sim/test_network.py`` runs both on the same
+    schedules)."""
+
+    def run(self, until: float | simpy.Event | None = None) -> Any:
+        if until is not None:
+            if not isinstance(until, simpy.Event):
+                at: float = until if isinstance(until, int) else float(until)
+                if at <= self.now:
+                    raise ValueError(f"until ({at}) must be greater than the current simulation time")
+                # scheduled before all regular events, as SimPy does
+                until = simpy.Event(self)
+                until._ok = True
+                until._value = None
+                self.schedule(until, URGENT, at - self.now)
+            elif until.callbacks is None:
+                return until.value  # processed already
+            until.callbacks.append(StopSimulation.callback)
+        queue = self._queue
+        try:
+            while True:
+                # Environment.step, inlined
+                try:
+                    self._now, _, _, event = heappop(queue)
+                except IndexError:
+                    raise EmptySchedule from None
+                callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+                try:
+                    for callback in callbacks:
+                        callback(event)
+                except StopSimulation:
+                    event.callbacks = callbacks[callbacks.index(callback) + 1:]
+                    self.schedule(event, EventPriority(-1))
+                    raise
+                if not event._ok and not hasattr(event, "_defused"):
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
+        except StopSimulation as exc:
+            return exc.args[0]  # the until event's value
+        except EmptySchedule:
+            if until is not None:
+                assert not until.triggered
+                raise RuntimeError(
+                    f'No scheduled events left but "until" event was not triggered: {until}') from None
+        return None
 
 
 @dataclass(eq=False)

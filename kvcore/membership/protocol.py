@@ -54,6 +54,7 @@ serves (:mod:`kvcore.node.routing`).
 from __future__ import annotations
 
 import bisect
+from bisect import insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import attrgetter, getitem, gt
@@ -71,7 +72,15 @@ from kvcore.membership.member import ALIVE, DEAD, LEFT, SUSPECT, UP, Listener, M
 from kvcore.membership.probe import Probing, _Probe, _Relay
 from kvcore.membership.suspicion import Suspicions, _Suspicion
 from kvcore.membership.sync import AntiEntropy
-from kvcore.membership.table import LazyRound, MemberTable, SortedIds, learned_record, numbers, static_view
+from kvcore.membership.table import (
+    _NOTE_MAX,
+    LazyRound,
+    MemberTable,
+    SortedIds,
+    learned_record,
+    numbers,
+    static_view,
+)
 from kvcore.messages import (
     Alive,
     Dead,
@@ -534,13 +543,19 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
                 pass  # a member never noted, or not an Alive: the updates one by one
         # the update table's handlers, called straight (one call less per update than _apply);
         # an Alive we hold already is skipped here, as _on_alive would, without a call
+        # An Alive about a member we never heard of, in range, is learned straight (what
+        # _in_range and _on_alive do for it: the commonest update that changes anything)
         fns = self._update_fns
         get = self.members.fast_get
         me = self.id
         for u in updates:
             if type(u) is Alive and u.node != me:
                 m = get(u.node)
-                if m is not None and m.state is ALIVE and u.incarnation <= m.incarnation:
+                if m is None:
+                    if u.epoch <= MAX_ACCEPTED:
+                        self._learn(u)
+                        continue
+                elif m.state is ALIVE and u.incarnation <= m.incarnation:
                     continue
             fn = fns.get(type(u))
             if fn is None:
@@ -629,8 +644,9 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
 
     def _learn(self, a: Alive) -> None:
         """A member we never heard of, learned alive from ``a`` (not us): what ``_count``,
-        ``_add``, ``_index`` and ``_emit`` do for it, in their order, inlined (a thousand members
-        joining one by one are learned a million times)."""
+        ``_add``, ``_index``, ``_emit`` and ``MemberTable.note_alive`` do for it, in their order,
+        inlined, with ``SortedIds.insort`` and the probe round's draw (a thousand members joining
+        one by one are learned a million times)."""
         counters = self.counters
         counters["learned"] = counters.get("learned", 0) + 1
         self.broadcasts.queue(a)
@@ -638,7 +654,11 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         m = learned_record(a, self.rt.now())
         members = self.members
         members[node] = m
-        self._live_ids.insort(node)  # _index: alive, and not us
+        # _index: alive, and not us (SortedIds.insort)
+        live = self._live_ids
+        if live._shared or live._skip >= 0:
+            live._own()
+        insort(live._items, node)
         # SWIM §4.3: a new member goes to a random place in the rest of this round (_add)
         lazy = self._lazy_round
         if lazy is not None:
@@ -646,7 +666,16 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
         else:
             order = self._probe_order
             lo = self._probe_index
-            order.insert(lo + self._below(len(order) - lo + 1), node)
+            n = len(order) - lo + 1
+            bits = self._bits
+            if bits is None:
+                r = self._below(n)
+            else:  # randbelow_of's draw inlined (the same getrandbits calls)
+                k = n.bit_length()
+                r = bits(k)
+                while r >= n:
+                    r = bits(k)
+            order.insert(lo + r, node)
         # _emit(MemberEvent.JOIN, m): m is a learned record, never self.me
         self._state_cache = None
         if self.persist_members:
@@ -657,7 +686,14 @@ class Membership(Probing, Suspicions, AntiEntropy, Dissemination):
             storage.sync()
         for fn in self.listeners:
             fn(MemberEvent.JOIN, node, m)
-        members.note_alive(node, m)
+        # members.note_alive(node, m), inlined for a member already numbered and within the notes
+        inc = m.incarnation
+        num = numbers.get(node)
+        known = members.alive_known
+        if num is not None and num < len(known) and inc < _NOTE_MAX:
+            known[num] = inc + 1
+        else:
+            members.note_alive(node, m)
 
     def _on_suspect(self, s: Suspect) -> None:
         m = self.members.get(s.node)

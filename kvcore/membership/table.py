@@ -62,6 +62,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, overload
 
 from kvcore.membership.member import ALIVE, Member
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
     import random
 
 _MISS = object()
+#: a record's kept MemberState (a shared record's, once built; else None: Member.to_state)
+_kept_state: Callable[[Member], MemberState | None] = attrgetter("_state")
 
 
 class StaticView:
@@ -296,7 +299,16 @@ class MemberTable(Mapping[str, Member]):
         view = self.view
         if view is None:
             own: dict[str, Member] = self._own  # type: ignore[assignment]  # no base: no None
-            return tuple([own[k].to_state() for k in sorted(own)])
+            # Member.to_state of each, in id order: a shared record's state is read straight
+            # from the record (built once), the others' built here (a node that joined holds
+            # a thousand records, nearly all shared, and rebuilds its state after each change)
+            records = list(map(own.__getitem__, sorted(own)))
+            states: list[MemberState | None] = list(map(_kept_state, records))
+            if not all(states):
+                for j, st in enumerate(states):
+                    if st is None:
+                        states[j] = records[j].to_state()
+            return tuple(states)  # type: ignore[arg-type]  # no None left
         base_states = view.states()
         index = view.index
         changed: list[tuple[int, MemberState | None]] = []

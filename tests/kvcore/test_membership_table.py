@@ -21,7 +21,7 @@ from kvcore.membership import ALIVE, SUSPECT, BroadcastQueue, Member, Membership
 from kvcore.membership import probe as probe_module
 from kvcore.membership.member import encode_member
 from kvcore.membership.table import LazyRound, MemberTable, SortedIds, StaticView, static_view
-from kvcore.messages import Alive, Dead, MemberState, PushPull, Suspect
+from kvcore.messages import Alive, Dead, Gossip, MemberState, PushPull, Suspect
 from kvcore.runtime import FakeRuntime
 from kvcore.slots import NUM_SLOTS, SlotMap
 
@@ -288,6 +288,24 @@ def test_a_node_that_changes_a_shared_learned_record_changes_its_own_copy() -> N
     assert shared.to_state().incarnation == 0 and a.members["k9"].to_state().incarnation == 1
     # a copy is equal to what it was copied from: the marks are no part of a record's value
     assert shared.copy() == shared and not shared.copy().shared
+
+
+def test_the_full_state_of_a_node_that_joined_is_every_records_state_in_id_order() -> None:
+    a = _joiner("s1")
+    for i in (7, 3, 9, 1, 5):
+        a.handle("s2", Gossip(updates=(Alive(node=f"s{i}x", incarnation=i % 3, addr="a", peer_addr="p",
+                                             slots="", epoch=0),)))
+    a.apply(Suspect(node="s3x", incarnation=0, source="s1"))  # a record of its own: copied, not shared
+    a.handle("s2", PushPull(join=False, reply=True, members=(MemberState(
+        node="s0x", incarnation=1, state="dead", addr="a", peer_addr="p", slots="4-5", epoch=3),)))
+    assert a.members.view is None  # a node that joined holds every record itself
+    for _ in range(2):  # built, then again with the shared records' states kept
+        got = a.members.states()
+        want = tuple(a.members[k].to_state() for k in sorted(a.members))
+        assert got == want and [s.node for s in got] == sorted(a.members)
+        for s in got:
+            m = a.members[s.node]
+            assert (s is m.to_state()) == m.shared  # a shared record's kept state, one object
 
 
 # --- the broadcast queue's bulk take against the one-at-a-time original ------------------------

@@ -19,7 +19,7 @@ import pytest
 import kvcore.membership.protocol as protocol
 from kvcore.membership import SwimConfig
 from kvcore.membership.member import ALIVE
-from kvcore.membership.table import numbers
+from kvcore.membership.table import learned_record, numbers
 from sim.cluster import SimCluster
 
 from .test_join_equivalence import state_hash
@@ -100,4 +100,52 @@ def test_notes_never_say_more_than_the_record_and_change_nothing(seed: int, code
     with notes_out_of_use():
         twin = build(seed, codec)
         twin.run(until=50.0)
+    assert got == (twin.digest(), views_hash(twin), state_hash(twin))
+
+
+def _plain_learn(self: Any, a: Any) -> None:
+    """Membership._learn as the general rules compose it: _count, the queue, one shared record
+    added by _add (index, probe round, _emit: storage and listeners), then its note."""
+    self._count("learned")
+    self.broadcasts.queue(a)
+    m = learned_record(a, self.rt.now())
+    self._add(m)
+    self.members.note_alive(a.node, m)
+
+
+@pytest.mark.parametrize("codec", [False, True], ids=["objects", "codec"])
+def test_members_learned_straight_are_learned_as_the_merge_rules_learn_them(codec: bool,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Gossip's Alive, or a full state's alive entry, about a member never heard of is learned
+    straight (``_apply_updates``, ``_merge_states``): only where ``_in_range`` and ``_on_alive``
+    would learn it, and the run is the one where every such update goes through them."""
+    original = protocol.Membership._learn
+    learned = [0]
+
+    def checked(self: Any, a: Any) -> None:
+        assert type(a) is protocol.Alive and a.node != self.id and a.node not in self.members
+        assert a.epoch <= protocol.MAX_ACCEPTED
+        learned[0] += 1
+        original(self, a)
+
+    monkeypatch.setattr(protocol.Membership, "_learn", checked)
+    c = build(1, codec)
+    c.run(until=50.0)
+    got = (c.digest(), views_hash(c), state_hash(c))
+    assert learned[0] > 1000
+
+    def through_the_rules(self: Any, a: Any) -> None:
+        if getattr(self, "_in_rules", False):  # _on_alive's own call: the plain learn
+            _plain_learn(self, a)
+            return
+        self._in_rules = True
+        try:
+            if self._in_range(a):
+                self._on_alive(a)
+        finally:
+            self._in_rules = False
+
+    monkeypatch.setattr(protocol.Membership, "_learn", through_the_rules)
+    twin = build(1, codec)
+    twin.run(until=50.0)
     assert got == (twin.digest(), views_hash(twin), state_hash(twin))

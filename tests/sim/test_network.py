@@ -189,3 +189,82 @@ def test_latency_distributions_have_the_right_centre() -> None:
         median = xs[len(xs) // 2]
         got = median if isinstance(dist, LogNormal) else mean
         assert abs(got - centre) < 0.05 * centre, (dist, got)
+
+
+def _schedule_mix(env: simpy.Environment, seed: int, log: list[Any]) -> None:
+    """Timeouts, processes, bare events at equal and distinct times, urgent and normal, and
+    callbacks that schedule more: a mixed schedule whose order of callbacks ``log`` records."""
+    rng = random.Random(seed)
+
+    def cb(tag: str) -> Any:
+        def fire(ev: Any) -> None:
+            log.append((env.now, tag))
+            if rng.random() < 0.3:
+                env.timeout(rng.choice([0, 0.5, 1.0])).callbacks.append(cb(tag + "+"))  # type: ignore[union-attr]
+        return fire
+
+    def proc(name: str) -> Any:
+        for _ in range(rng.randrange(1, 4)):
+            yield env.timeout(rng.choice([0, 0.25, 1.0]))
+            log.append((env.now, name))
+
+    for i in range(40):
+        kind = rng.randrange(3)
+        if kind == 0:
+            env.timeout(rng.choice([0, 0.5, 1.0, 2.5])).callbacks.append(cb(f"t{i}"))  # type: ignore[union-attr]
+        elif kind == 1:
+            env.process(proc(f"p{i}"))
+        else:
+            ev = env.event()
+            ev.callbacks.append(cb(f"e{i}"))  # type: ignore[union-attr]
+            ev.succeed()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_sims_environment_runs_the_schedule_simpys_runs(seed: int) -> None:
+    from sim.network import SimEnvironment
+
+    logs = []
+    for env in (simpy.Environment(), SimEnvironment()):
+        log: list[Any] = []
+        _schedule_mix(env, seed, log)
+        env.run(until=1.0)  # a number: the events at 1.0 wait (the until event is urgent)
+        log.append(("stopped", env.now, next(env._eid)))
+        done = env.timeout(1.5, value="v")
+        log.append(("value", env.run(until=done), env.now))
+        log.append(("again", env.run(until=done)))  # processed already: its value at once
+        env.run()  # to the end of the schedule
+        log.append(("end", env.now, len(env._queue), next(env._eid)))
+        logs.append(log)
+    assert logs[0] == logs[1]
+
+
+def test_the_sims_environment_fails_and_stops_as_simpys_does() -> None:
+    from sim.network import SimEnvironment
+
+    for make in (simpy.Environment, SimEnvironment):
+        env = make()
+        with pytest.raises(ValueError, match="must be greater"):
+            env.run(until=0)
+        failed = env.event()
+        failed.fail(KeyError("boom"))
+        with pytest.raises(KeyError):
+            env.run()
+        defused = env.event()
+        defused.fail(KeyError("quiet"))
+        defused.defused = True
+        env.run()
+        never = env.event()
+        with pytest.raises(RuntimeError, match="until"):
+            env.run(until=never)
+        # a callback that stops the run: the event's other callbacks wait for the next run
+        seen: list[Any] = []
+        ev = env.event()
+        ev.callbacks.extend([lambda e: seen.append("a"), simpy.core.StopSimulation.callback,  # type: ignore[union-attr]
+                             lambda e: seen.append("b")])
+        ev.succeed("s")
+        env.timeout(1).callbacks.append(lambda e: seen.append("later"))  # type: ignore[union-attr]
+        seen.append(env.run(until=5))
+        seen.append(env.now)
+        env.run(until=6)
+        assert seen == ["a", "s", 0, "b", "later"]
