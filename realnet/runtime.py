@@ -6,7 +6,9 @@ A :class:`kvcore.node.Node` reaches the world only through its Runtime (ARCHITEC
 boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop:
 
 - ``now()`` is ``loop.time()``: monotonic seconds, the same clock asyncio's timers use, so a
-  timer set for ``now() + d`` fires when ``now()`` reads at least that.
+  timer set for ``now() + d`` fires when ``now()`` reads at least that. On asyncio's own loop,
+  whose ``time()`` is ``time.monotonic()``, ``now`` is ``time.monotonic`` itself (a C call; on
+  uvloop, ``loop.time``).
 - ``call_later(delay, fn)`` is ``loop.call_later`` for short delays; the returned
   :class:`asyncio.TimerHandle` has ``cancel()``. Delays of ``COARSE_FROM`` seconds or more (the
   forward and batch timeouts the node sets for every forwarded request, and almost always
@@ -21,7 +23,9 @@ boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop
 - ``send(dst, msg)`` hands the message to the peer transport (:mod:`realnet.transport`), which
   frames it onto the pooled TCP connection to ``dst`` or drops it. Fire-and-forget: a send never
   raises and never blocks. The transport is attached after construction because it needs the
-  node, which needs the runtime.
+  node, which needs the runtime; once it is (``runtime.sink = transport``), ``send`` is the
+  transport's own ``send``, with no call around it. Before, a message is dropped and counted
+  in ``unsent``.
 - ``storage`` is a :class:`realnet.kvlog.LogStorage` (one log, group commit) under
   ``--data-dir`` when one is given, else a :class:`kvcore.runtime.MemoryStorage` (which forgets
   everything on exit; a node without a data dir has nothing durable, as a Redis node without a
@@ -292,6 +296,9 @@ class AsyncioRuntime:
         self._clock: Callable[[], float] = (
             time.monotonic if type(self.loop).time is asyncio.BaseEventLoop.time else self.loop.time
         )
+        #: ``now()``: the loop's clock (that clock itself, no call around it: the node reads it
+        #: for every forwarded write it remembers, every timer, every Raft tick)
+        self.now: Callable[[], float] = self._clock
         #: ``send(dst, msg)``: the sink's own ``send`` once one is attached (see :attr:`sink`),
         #: so a message takes no extra call on its way to the transport
         self.send: Callable[[str, Any], None] = self._send_unattached
@@ -312,9 +319,6 @@ class AsyncioRuntime:
     def sink(self, sink: MessageSink | None) -> None:
         self._sink = sink
         self.send = sink.send if sink is not None else self._send_unattached
-
-    def now(self) -> float:
-        return self.loop.time()
 
     def call_later(
         self, delay: float, fn: Callable[[], None]
