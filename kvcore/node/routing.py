@@ -376,7 +376,7 @@ class Router:
         if (
             self._serve_fast
             and (t is Get or (
-                t is Put and type(op.value) is bytes and len(op.value) <= config.max_value_bytes
+                type(op) is Put and type(op.value) is bytes and len(op.value) <= config.max_value_bytes
             ))
             and type(k := op.key) is bytes
             and 0 < len(k) <= config.max_key_bytes
