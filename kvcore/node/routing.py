@@ -38,7 +38,6 @@ with ``sync_first`` (:class:`kvcore.node.Node`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
@@ -80,12 +79,9 @@ def error_reply(err: errors.StoreError) -> Reply:
     return Reply(error=err.code, message=err.message)
 
 
-@dataclass(slots=True)
-class _Pending:
-    reply: ReplyFn
-    timer: TimerHandle
-    dst: str
-    op_name: str
+#: a forward waiting for its reply: (reply, timer, destination, operation name); a plain tuple,
+#: built with no call on the path every forward takes
+_Pending = tuple[ReplyFn, TimerHandle, str, str]
 
 
 class Router:
@@ -314,7 +310,7 @@ class Router:
         rid = self._next_rid
         self._next_rid += 1
         timer = self.rt.call_later(self.config.forward_timeout, lambda: self._forward_timed_out(rid))
-        self.pending[rid] = _Pending(reply, timer, owner, name)
+        self.pending[rid] = (reply, timer, owner, name)
         self.stats.forwards_sent += 1
         self.send(owner, Asking(request_id=rid, op=op) if asking else Forward(request_id=rid, op=op))
 
@@ -331,19 +327,20 @@ class Router:
         p = self.pending.pop(rid, None)
         if p is None:
             return
+        reply, _timer, dst, op_name = p
         self.stats.forward_timeouts += 1
         e = errors.ForwardTimeout(
-            f"node {p.dst} did not answer within {self.config.forward_timeout:g}s"
+            f"node {dst} did not answer within {self.config.forward_timeout:g}s"
         )
-        self.stats.count_op(p.op_name, e.code)
-        p.reply(error_reply(e))
+        self.stats.count_op(op_name, e.code)
+        reply(error_reply(e))
 
     def fail_pending(self, why: errors.StoreError) -> None:
         """Answer every pending forward with ``why`` (the node stops: the outcome is unknown)."""
         pending, self.pending = self.pending, {}
-        for p in pending.values():
-            p.timer.cancel()
-            p.reply(error_reply(why))
+        for reply, timer, _dst, _op_name in pending.values():
+            timer.cancel()
+            reply(error_reply(why))
 
     # --- peer messages -----------------------------------------------------------------------
 
@@ -485,14 +482,15 @@ class Router:
     def on_forward_reply(self, src: str, msg: ForwardReply) -> None:
         """The owner's answer to one of our forwards: relay it to the waiting client."""
         p = self.pending.get(msg.request_id)
-        if p is None or p.dst != src:
+        if p is None or p[2] != src:
             # late (after the timeout), duplicated, or from the wrong peer: drop
             self.stats.late_replies += 1
             return
         del self.pending[msg.request_id]
-        p.timer.cancel()
-        self.stats.count_op(p.op_name, msg.reply.error or "ok")
-        p.reply(msg.reply)
+        reply, timer, _dst, op_name = p
+        timer.cancel()
+        self.stats.count_op(op_name, msg.reply.error or "ok")
+        reply(msg.reply)
 
 
 __all__ = ["OK", "ReplyFn", "Router", "error_reply"]
