@@ -176,8 +176,10 @@ class _ReplySlot:
             return  # a reply after the first one (the node answers each request once)
         api = self.api
         api.op_latency.observe(op, reply.error, api.clock() - self.t0)
-        if not reply.error and self.is_get:  # reply_response's commonest case, inline
-            resp = self.response = Response(200, reply.value or b"", OCTETS)
+        if not reply.error:  # reply_response's success cases, inline
+            resp = self.response = (
+                Response(200, reply.value or b"", OCTETS) if self.is_get else _NO_CONTENT
+            )
         else:
             resp = self.response = reply_response(reply, self.is_get)
         if self.deferred:
