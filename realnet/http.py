@@ -507,6 +507,7 @@ class _HttpConnection(asyncio.Protocol):
         "_keep_alive",
         "_linger_handle",
         "_lingering",
+        "_fed",
         "_parser",
         "_peer",
         "_peer_eof",
@@ -527,6 +528,9 @@ class _HttpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._peer: tuple[str, int] | None = None
         self._parser: RequestParser = srv.parser_class(srv.limits)
+        #: the parser was ever fed (``feed``): until then it holds nothing and is in no request
+        #: (the lane and ``parse_whole`` never leave bytes in it), so the hot path need not ask
+        self._fed = False
         self._busy = False
         self._closing = False
         self._lingering = False
@@ -629,6 +633,7 @@ class _HttpConnection(asyncio.Protocol):
                 if self._read_paused or self._peer_eof:
                     self._process()  # what the general path does after a request
                 return
+        self._fed = True
         parser.feed(data)
         if self._busy or self._write_paused:
             # Behind an outstanding response: only buffer, up to the high-water mark.
@@ -756,7 +761,7 @@ class _HttpConnection(asyncio.Protocol):
         to an idle connection, was taken by the handler's lane, which answered it now (the
         response's bytes) or will (a future); False having done nothing."""
         srv = self._srv
-        if srv.shutting_down or self._parser.in_message:
+        if srv.shutting_down or (self._fed and self._parser.in_message):
             return False  # (shutting down: the response must say Connection: close)
         parts = srv.plain(data)
         if parts is None:
@@ -853,7 +858,7 @@ class _HttpConnection(asyncio.Protocol):
         self._respond(resp)
         # What _process would find to do: pipelined bytes (the parser parsed nothing while the
         # response was outstanding), a half-close to finish, or reading to resume.
-        if self._parser.buffered or self._peer_eof or self._read_paused:
+        if (self._fed and self._parser.buffered) or self._peer_eof or self._read_paused:
             self._process()
 
     def _respond(self, resp: Response) -> None:
