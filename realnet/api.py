@@ -147,8 +147,10 @@ class _ReplySlot:
     When the node answers before ``on_client_request`` returns, the response is kept in
     ``response`` and the handler returns it. Otherwise the slot itself is what the handler
     returns: a minimal future (``add_done_callback``, ``done``, ``cancelled``, ``exception``,
-    ``result``: what :mod:`realnet.http` reads) whose callback runs on the next loop iteration
-    once the node replies, as an :class:`asyncio.Future`'s would, without the cost of one.
+    ``result``) whose callback runs on the next loop iteration once the node replies, as an
+    :class:`asyncio.Future`'s would, without the cost of one. :mod:`realnet.http` asks for
+    ``add_response_callback`` instead, whose callback is handed the Response itself (a slot
+    never fails and is never cancelled, so there is nothing else to read).
     The callbacks of every reply that arrived in one loop turn run together on the next one, in
     the order the replies came (:meth:`Api._defer`): one ``call_soon`` per batch, not per reply
     (a batch of ForwardReply frames read at once answers many requests).
