@@ -147,8 +147,10 @@ class _ReplySlot:
     When the node answers before ``on_client_request`` returns, the response is kept in
     ``response`` and the handler returns it. Otherwise the slot itself is what the handler
     returns: a minimal future (``add_done_callback``, ``done``, ``cancelled``, ``exception``,
-    ``result``: what :mod:`realnet.http` reads) whose callback runs on the next loop iteration
-    once the node replies, as an :class:`asyncio.Future`'s would, without the cost of one.
+    ``result``) whose callback runs on the next loop iteration once the node replies, as an
+    :class:`asyncio.Future`'s would, without the cost of one. :mod:`realnet.http` asks for
+    ``add_response_callback`` instead, whose callback is handed the Response itself (a slot
+    never fails and is never cancelled, so there is nothing else to read).
     The callbacks of every reply that arrived in one loop turn run together on the next one, in
     the order the replies came (:meth:`Api._defer`): one ``call_soon`` per batch, not per reply
     (a batch of ForwardReply frames read at once answers many requests).
@@ -168,7 +170,7 @@ class _ReplySlot:
         self.t0 = t0
         self.response: Response | None = None
         self.deferred = False
-        self._callback: Callable[[_ReplySlot], None] | None = None
+        self._callback: Callable[[Response], None] | None = None
 
     def __call__(self, reply: Reply) -> None:
         op = self.op
@@ -176,24 +178,34 @@ class _ReplySlot:
             return  # a reply after the first one (the node answers each request once)
         api = self.api
         api.op_latency.observe(op, reply.error, api.clock() - self.t0)
-        if not reply.error and self.is_get:  # reply_response's commonest case, inline
-            resp = self.response = Response(200, reply.value or b"", OCTETS)
+        if not reply.error:  # reply_response's success cases, inline
+            resp = self.response = (
+                Response(200, reply.value or b"", OCTETS) if self.is_get else _NO_CONTENT
+            )
         else:
             resp = self.response = reply_response(reply, self.is_get)
         if self.deferred:
-            api.count_status(resp.status)
+            statuses = api.statuses  # Api.count_status, inline
+            statuses[resp.status] = statuses.get(resp.status, 0) + 1
             callback = self._callback
             if callback is not None:
                 self._callback = None
-                api._defer(callback, self)
+                api._defer(callback, resp)
 
-    # --- the future protocol realnet.http uses -----------------------------------------------
+    # --- what realnet.http reads -------------------------------------------------------------
 
-    def add_done_callback(self, callback: Callable[[_ReplySlot], None]) -> None:
+    def add_response_callback(self, callback: Callable[[Response], None]) -> None:
+        """``callback(response)`` on a loop iteration after the node's reply (the shorter form
+        of :meth:`add_done_callback` that :mod:`realnet.http` asks for first: the slot never
+        fails and is never cancelled, so nothing else needs reading)."""
         if self.response is not None:
-            self.api.loop.call_soon(callback, self)
+            self.api.loop.call_soon(callback, self.response)
         else:
             self._callback = callback
+
+    def add_done_callback(self, callback: Callable[[_ReplySlot], None]) -> None:
+        """``callback(self)``, as an :class:`asyncio.Future` calls its callbacks."""
+        self.add_response_callback(lambda _resp: callback(self))
 
     def done(self) -> bool:
         return self.response is not None
@@ -255,7 +267,7 @@ class Api(AdminApi, ReplicaAdminApi):
         #: responses produced by this handler, by status code
         self.statuses: dict[int, int] = {}
         #: deferred responses whose callbacks run on the next loop iteration (see _ReplySlot)
-        self._ready: list[tuple[Callable[[_ReplySlot], None], _ReplySlot]] = []
+        self._ready: list[tuple[Callable[[Response], None], Response]] = []
         self._slots_cache: tuple[int, list[dict[str, Any]]] | None = None
         self._slots_body: tuple[tuple[int, tuple[str | None, ...]], bytes] | None = None
         self._routes: dict[str, tuple[str, Callable[[], Response]]] = {
@@ -292,18 +304,18 @@ class Api(AdminApi, ReplicaAdminApi):
         self.raft_opener: Any = None
         self.registry = registry(self)
 
-    def _defer(self, callback: Callable[[_ReplySlot], None], slot: _ReplySlot) -> None:
-        """Run ``callback(slot)`` on the next loop iteration, with the others of this turn."""
+    def _defer(self, callback: Callable[[Response], None], resp: Response) -> None:
+        """Run ``callback(resp)`` on the next loop iteration, with the others of this turn."""
         ready = self._ready
-        ready.append((callback, slot))
+        ready.append((callback, resp))
         if len(ready) == 1:
             self.loop.call_soon(self._run_ready)
 
     def _run_ready(self) -> None:
         ready, self._ready = self._ready, []
-        for callback, slot in ready:
+        for callback, resp in ready:
             try:
-                callback(slot)
+                callback(resp)
             except Exception:  # as the loop does for a failing callback: log, go on
                 log.exception("a deferred response callback failed")
 

@@ -160,7 +160,10 @@ class Response:
 
 class Pending(Protocol):
     """What a handler may return for a response it gives later: an :class:`asyncio.Future`, or
-    anything with the part of its interface the server reads (the node's reply slot is one)."""
+    anything with the part of its interface the server reads (the node's reply slot is one).
+    Something that also has ``add_response_callback(fn)``, calling ``fn(response)`` with a
+    :class:`Response` once it has one and never failing, is asked that instead (one call where
+    a future's outcome takes three: the node's reply slot, on every forwarded request)."""
 
     def add_done_callback(self, fn: Callable[[Any], None], /) -> None: ...
     def cancelled(self) -> bool: ...
@@ -504,6 +507,7 @@ class _HttpConnection(asyncio.Protocol):
         "_keep_alive",
         "_linger_handle",
         "_lingering",
+        "_fed",
         "_parser",
         "_peer",
         "_peer_eof",
@@ -524,6 +528,9 @@ class _HttpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._peer: tuple[str, int] | None = None
         self._parser: RequestParser = srv.parser_class(srv.limits)
+        #: the parser was ever fed (``feed``): until then it holds nothing and is in no request
+        #: (the lane and ``parse_whole`` never leave bytes in it), so the hot path need not ask
+        self._fed = False
         self._busy = False
         self._closing = False
         self._lingering = False
@@ -626,6 +633,7 @@ class _HttpConnection(asyncio.Protocol):
                 if self._read_paused or self._peer_eof:
                     self._process()  # what the general path does after a request
                 return
+        self._fed = True
         parser.feed(data)
         if self._busy or self._write_paused:
             # Behind an outstanding response: only buffer, up to the high-water mark.
@@ -753,7 +761,7 @@ class _HttpConnection(asyncio.Protocol):
         to an idle connection, was taken by the handler's lane, which answered it now (the
         response's bytes) or will (a future); False having done nothing."""
         srv = self._srv
-        if srv.shutting_down or self._parser.in_message:
+        if srv.shutting_down or (self._fed and self._parser.in_message):
             return False  # (shutting down: the response must say Connection: close)
         parts = srv.plain(data)
         if parts is None:
@@ -804,6 +812,10 @@ class _HttpConnection(asyncio.Protocol):
         if type(result) is Response:
             self._respond(result)
             return
+        add_response_callback = getattr(result, "add_response_callback", None)
+        if add_response_callback is not None:
+            add_response_callback(self._on_response)
+            return
         add_done_callback = getattr(result, "add_done_callback", None)
         if add_done_callback is not None:
             add_done_callback(self._on_handler_done)
@@ -835,13 +847,18 @@ class _HttpConnection(asyncio.Protocol):
                 log.error("HTTP handler future resolved to %s, not a Response", type(resp))
                 resp = _INTERNAL
                 self._stats.handler_errors += 1
+        self._on_response(resp)
+
+    def _on_response(self, resp: Response) -> None:
+        """The answer to the request that was outstanding, given later (a future resolved, or
+        a :class:`Pending` with ``add_response_callback`` called back): write it, then go on."""
         if self._transport is None:
             return  # the client went away while the request was being handled
         self.active = True
         self._respond(resp)
         # What _process would find to do: pipelined bytes (the parser parsed nothing while the
         # response was outstanding), a half-close to finish, or reading to resume.
-        if self._parser.buffered or self._peer_eof or self._read_paused:
+        if (self._fed and self._parser.buffered) or self._peer_eof or self._read_paused:
             self._process()
 
     def _respond(self, resp: Response) -> None:

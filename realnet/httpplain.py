@@ -41,7 +41,6 @@ Field values are given as the parsers give them: latin-1 text without the whites
 from __future__ import annotations
 
 import re
-from typing import cast
 
 from realnet.httpparse_rules import HttpLimits
 
@@ -110,7 +109,7 @@ class PlainRecogniser:
                     del blocks[next(iter(blocks))]  # the oldest verdict makes room: kept fresh
                 blocks[fields] = verdict
         else:
-            verdict = cast(Verdict, seen)
+            verdict = seen  # type: ignore[assignment]  # (a Verdict: typing.cast is a call)
         if verdict is None:
             return None
         length = verdict[2]

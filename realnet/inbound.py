@@ -218,7 +218,7 @@ class _InboundProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self.last_rx = self.owner.loop.time()
+        self.last_rx = self.owner.clock()
         if self._sniff is not None:
             data = self._sniff + data
             is_http = _http_request_start(data)
@@ -407,17 +407,18 @@ class _InboundProtocol(asyncio.Protocol):
 
     def _deliver(self, frames: list[tuple[Any, int]]) -> None:
         owner = self.owner
-        node_stats = owner.node_stats
+        received_bytes = owner.node_stats.received_bytes
         stats = owner.stats
         on_message = owner.on_message
         observers = owner.receive_observers
         for msg, size in frames:
             if self.closed:
                 return
-            kind = kind_of(msg)
+            kind = type(msg).__name__  # kind_of, inline
             stats.frames_received += 1
             stats.bytes_received += size
-            node_stats.add_bytes_received(kind, size)
+            # NodeStats.add_bytes_received, inline (every message received passes here)
+            received_bytes[kind] = received_bytes.get(kind, 0) + size
             if self.peer is None:
                 self._on_hello(msg)
                 continue

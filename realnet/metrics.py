@@ -186,6 +186,8 @@ class ForwardMeter:
         self._pending: dict[int, tuple[str, float]] = {}
         #: outcome class -> histogram
         self.hists: dict[str, Histogram] = {}
+        #: error code ("" for success) -> its outcome class's histogram: one lookup per reply
+        self._by_code: dict[str, Histogram] = {}
 
     def sent(self, dst: str, msg: Any) -> None:
         pending = self._pending
@@ -193,18 +195,36 @@ class ForwardMeter:
         if len(pending) > self.max_pending:  # forwards never answered (timed out, peer gone)
             del pending[next(iter(pending))]
 
-    def received(self, src: str, msg: Any) -> None:
+    def received(
+        self, src: str, msg: Any,
+        _bisect: Callable[[Sequence[float], float], int] = bisect_left,
+        _bounds: tuple[float, ...] = LATENCY_BUCKETS,
+    ) -> None:
+        # (the two defaults are local names, as in OpLatency.observe)
         p = self._pending.pop(msg.request_id, None)
         if p is None or p[0] != src:
             return  # a duplicate, or an id we did not send to this peer
         seconds = self.clock() - p[1]
         if seconds > self.timeout:
             return  # the client was already told forward_timeout: a late reply
-        outcome = outcome_of(msg.reply.error)
+        code = msg.reply.error
+        h = self._by_code.get(code)
+        if h is None:
+            h = self._new(code)
+        if seconds < 0.0:
+            seconds = 0.0
+        h.counts[_bisect(_bounds, seconds)] += 1  # Histogram.observe, inline
+        h.sum += seconds
+
+    def _new(self, code: str) -> Histogram:
+        """The histogram of ``code``'s outcome class (``hists``), remembered for the code."""
+        outcome = outcome_of(code)
         h = self.hists.get(outcome)
         if h is None:
             h = self.hists[outcome] = Histogram()
-        h.observe(max(0.0, seconds))
+        if len(self._by_code) < 64:  # codes come from peers: keep the table bounded
+            self._by_code[code] = h
+        return h
 
     def watch(self, send_observers: dict[str, Any], receive_observers: dict[str, Any]) -> None:
         """Register on a transport's observer tables (``PeerTransport``)."""

@@ -6,7 +6,9 @@ A :class:`kvcore.node.Node` reaches the world only through its Runtime (ARCHITEC
 boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop:
 
 - ``now()`` is ``loop.time()``: monotonic seconds, the same clock asyncio's timers use, so a
-  timer set for ``now() + d`` fires when ``now()`` reads at least that.
+  timer set for ``now() + d`` fires when ``now()`` reads at least that. On asyncio's own loop,
+  whose ``time()`` is ``time.monotonic()``, ``now`` is ``time.monotonic`` itself (a C call; on
+  uvloop, ``loop.time``).
 - ``call_later(delay, fn)`` is ``loop.call_later`` for short delays; the returned
   :class:`asyncio.TimerHandle` has ``cancel()``. Delays of ``COARSE_FROM`` seconds or more (the
   forward and batch timeouts the node sets for every forwarded request, and almost always
@@ -21,7 +23,9 @@ boundary"). :class:`AsyncioRuntime` maps each member onto one asyncio event loop
 - ``send(dst, msg)`` hands the message to the peer transport (:mod:`realnet.transport`), which
   frames it onto the pooled TCP connection to ``dst`` or drops it. Fire-and-forget: a send never
   raises and never blocks. The transport is attached after construction because it needs the
-  node, which needs the runtime.
+  node, which needs the runtime; once it is (``runtime.sink = transport``), ``send`` is the
+  transport's own ``send``, with no call around it. Before, a message is dropped and counted
+  in ``unsent``.
 - ``storage`` is a :class:`realnet.kvlog.LogStorage` (one log, group commit) under
   ``--data-dir`` when one is given, else a :class:`kvcore.runtime.MemoryStorage` (which forgets
   everything on exit; a node without a data dir has nothing durable, as a Redis node without a
@@ -49,6 +53,7 @@ import math
 import os
 import random
 import struct
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -257,19 +262,18 @@ COARSE_FROM = 0.5
 """Seconds: delays from which a timer goes into a bucket (see the module docstring)."""
 
 
-class _CoarseTimer:
-    """A timer in a bucket; cancelling it drops its callback."""
+class _CoarseTimer(list):  # type: ignore[type-arg]
+    """A timer in a bucket: a one-item list holding its callback (built by ``list``'s own
+    constructor, with no Python ``__init__`` on the path every forward takes); cancelling it
+    drops the callback."""
 
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[], None]) -> None:
-        self.fn: Callable[[], None] | None = fn
+    __slots__ = ()
 
     def cancel(self) -> None:
-        self.fn = None
+        self[0] = None
 
     def cancelled(self) -> bool:
-        return self.fn is None
+        return self[0] is None
 
 
 class AsyncioRuntime:
@@ -287,24 +291,42 @@ class AsyncioRuntime:
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.random: random.Random = rng if rng is not None else random.Random()
         self.storage: Storage = storage if storage is not None else MemoryStorage()
-        #: where send() goes; None until the transport is attached (sends are then dropped)
-        self.sink: MessageSink | None = None
+        #: ``loop.time`` for the bucketed timers: asyncio's own reads ``time.monotonic``, called
+        #: here directly (one C call rather than a Python method), as realnet.api's clock
+        self._clock: Callable[[], float] = (
+            time.monotonic if type(self.loop).time is asyncio.BaseEventLoop.time else self.loop.time
+        )
+        #: ``now()``: the loop's clock (that clock itself, no call around it: the node reads it
+        #: for every forwarded write it remembers, every timer, every Raft tick)
+        self.now: Callable[[], float] = self._clock
+        #: ``send(dst, msg)``: the sink's own ``send`` once one is attached (see :attr:`sink`),
+        #: so a message takes no extra call on its way to the transport
+        self.send: Callable[[str, Any], None] = self._send_unattached
+        self._sink: MessageSink | None = None
         #: exceptions raised by timer callbacks (logged and swallowed)
         self.timer_errors = 0
         self._buckets: dict[int, list[_CoarseTimer]] = {}  # tick -> timers due at its end
         #: messages sent before a transport was attached
         self.unsent = 0
 
-    def now(self) -> float:
-        return self.loop.time()
+    @property
+    def sink(self) -> MessageSink | None:
+        """Where :meth:`send` goes; None until the transport is attached (sends are then
+        dropped, counted in ``unsent``)."""
+        return self._sink
+
+    @sink.setter
+    def sink(self, sink: MessageSink | None) -> None:
+        self._sink = sink
+        self.send = sink.send if sink is not None else self._send_unattached
 
     def call_later(
         self, delay: float, fn: Callable[[], None]
     ) -> asyncio.TimerHandle | _CoarseTimer:
         if delay < COARSE_FROM:
             return self.loop.call_later(max(0.0, delay), self._run_timer, fn)
-        timer = _CoarseTimer(fn)
-        tick = math.ceil((self.loop.time() + delay) / TICK)
+        timer = _CoarseTimer((fn,))
+        tick = math.ceil((self._clock() + delay) / TICK)
         bucket = self._buckets.get(tick)
         if bucket is None:
             self._buckets[tick] = [timer]
@@ -319,9 +341,9 @@ class AsyncioRuntime:
 
     def _fire_bucket(self, tick: int) -> None:
         for timer in self._buckets.pop(tick, ()):
-            fn = timer.fn
+            fn = timer[0]
             if fn is not None:
-                timer.fn = None
+                timer[0] = None
                 self._run_timer(fn)
 
     def _run_timer(self, fn: Callable[[], None]) -> None:
@@ -331,12 +353,9 @@ class AsyncioRuntime:
             self.timer_errors += 1
             log.exception("node %s: a timer callback raised; the node keeps running", self.node_id)
 
-    def send(self, dst: str, msg: Any) -> None:
-        sink = self.sink
-        if sink is None:
-            self.unsent += 1
-            return
-        sink.send(dst, msg)
+    def _send_unattached(self, dst: str, msg: Any) -> None:
+        """:attr:`send` before a transport is attached: the message is dropped, and counted."""
+        self.unsent += 1
 
 
 #: the event loops a node can run on (``--event-loop``)

@@ -75,6 +75,7 @@ import asyncio
 import logging
 import random
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -133,6 +134,12 @@ class PeerTransport:
         self.http_addr = http_addr
         self.config = config or TransportConfig()
         self.loop = loop if loop is not None else asyncio.get_running_loop()
+        #: ``loop.time`` for the per-message timestamps (a link's ``last_used``, a connection's
+        #: ``last_rx``): asyncio's own reads ``time.monotonic``, called here directly (one C
+        #: call rather than a Python method), as realnet.api's clock
+        self.clock: Callable[[], float] = (
+            time.monotonic if type(self.loop).time is asyncio.BaseEventLoop.time else self.loop.time
+        )
         self.on_message = on_message
         self.node_stats = node_stats
         self.rng = rng
@@ -209,7 +216,12 @@ class PeerTransport:
             self.stats.drop("closed")
             return
         link = self.links.get(dst)
-        addr = self.address_of(dst)
+        # address_of, inline (every message sent passes here)
+        if dst[:1] == "@":
+            addr: str | None = dst[1:]
+        else:
+            resolve = self.resolve
+            addr = (resolve(dst) if resolve is not None else None) or self.static.get(dst)
         back: _InboundProtocol | None = None
         if addr is None or dst == self.node_id:
             if addr is None and dst != self.node_id:
@@ -228,7 +240,7 @@ class PeerTransport:
             self.stats.drop("encode_error")
             log.exception("cannot encode %s for %s", kind_of(msg), dst)
             return
-        kind = kind_of(msg)
+        kind = type(msg).__name__  # kind_of, inline
         if len(data) > self.config.max_frame_bytes:
             self.stats.drop("too_large")
             log.warning(

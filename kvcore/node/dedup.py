@@ -52,21 +52,29 @@ class DedupCache(Generic[K, V]):
                 return
             entries.popitem(last=False)
 
+    # get, seen and put call expire only when the oldest entry's time is up (expire's own first
+    # test, asked here: every forwarded write a node serves asks its memory twice)
+
     def get(self, key: K, now: float) -> V | None:
         """The value remembered for ``key``, or None (never one that expired by ``now``)."""
-        self.expire(now)
-        entry = self._entries.get(key)
+        entries = self._entries
+        if entries and next(iter(entries.values()))[0] <= now:
+            self.expire(now)
+        entry = entries.get(key)
         return None if entry is None else entry[1]
 
     def seen(self, key: K, now: float) -> bool:
         """Whether ``key`` is remembered at ``now`` (for values that may be None)."""
-        self.expire(now)
-        return key in self._entries
+        entries = self._entries
+        if entries and next(iter(entries.values()))[0] <= now:
+            self.expire(now)
+        return key in entries
 
     def put(self, key: K, value: V, now: float) -> None:
         """Remember ``key -> value`` until ``now + ttl``; evict the oldest beyond ``max_entries``."""
-        self.expire(now)
         entries = self._entries
+        if entries and next(iter(entries.values()))[0] <= now:
+            self.expire(now)
         entries[key] = (now + self.ttl, value)
         entries.move_to_end(key)  # a refreshed entry expires last: keep insertion = expiry order
         while len(entries) > self.max_entries:

@@ -38,7 +38,6 @@ with ``sync_first`` (:class:`kvcore.node.Node`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
@@ -64,9 +63,15 @@ ReplyFn = Callable[[Reply], None]
 OK = Reply()
 #: NodeStats.count_op's key for an operation that succeeded, by type
 _OK_KEYS: dict[type, str] = {Get: "Get ok", Put: "Put ok", Delete: "Delete ok"}
+#: the same for a forwarded operation this node served (:meth:`Router.on_forward`)
+_FORWARDED_OK_KEYS: dict[type, str] = {Get: "Get(forwarded) ok", Put: "Put(forwarded) ok"}
 #: ``Reply(value=v)`` without keyword parsing (positional: value, error, message), for the reads
 #: every Get answers
 _value_reply: Callable[[bytes, str, str], Reply] = Reply._make  # type: ignore[attr-defined]
+
+
+#: :meth:`Router._route`'s ``owner`` when the caller has not read it (None is "no owner")
+_LOOK_UP: Any = object()
 
 
 def error_reply(err: errors.StoreError) -> Reply:
@@ -74,12 +79,9 @@ def error_reply(err: errors.StoreError) -> Reply:
     return Reply(error=err.code, message=err.message)
 
 
-@dataclass(slots=True)
-class _Pending:
-    reply: ReplyFn
-    timer: TimerHandle
-    dst: str
-    op_name: str
+#: a forward waiting for its reply: (reply, timer, destination, operation name); a plain tuple,
+#: built with no call on the path every forward takes
+_Pending = tuple[ReplyFn, TimerHandle, str, str]
 
 
 class Router:
@@ -123,6 +125,9 @@ class Router:
         self.refusal: Callable[[], errors.StoreError] | None = None
         #: a durable store answers nothing before what it wrote is durable (see :meth:`settle`)
         self._hold = config.durable
+        #: :meth:`on_forward` may serve the commonest forwards at once (its fast path); False
+        #: sends every forward down the general path (tests compare the two)
+        self._serve_fast = self._plain_apply and not self._hold
         #: a restarted node that has not synced with a member yet answers 503 try_again
         self.gated = False
         self.pending: dict[int, _Pending] = {}
@@ -169,9 +174,13 @@ class Router:
                 return
         self._route(op, key, key_slot(key), name, reply)
 
-    def _route(self, op: Any, key: bytes, slot: int, name: str, reply: ReplyFn) -> None:
-        """A valid operation on ``key`` (in ``slot``), served here or forwarded to the owner."""
-        owner = self.ownership.slot_map.owner(slot)
+    def _route(
+        self, op: Any, key: bytes, slot: int, name: str, reply: ReplyFn, owner: Any = _LOOK_UP
+    ) -> None:
+        """A valid operation on ``key`` (in ``slot``), served here or forwarded to the owner
+        (``owner``: the slot's owner when the caller has just read it from the map)."""
+        if owner is _LOOK_UP:
+            owner = self.ownership.slot_map.owner(slot)
         if owner == self.id:
             if slot not in self.migrating:
                 r = self.apply(op)
@@ -188,7 +197,8 @@ class Router:
         if owner is None:
             e: errors.StoreError = errors.SlotUnassigned(f"slot {slot} has no owner")
         else:
-            state = self.membership.state_of(owner)
+            m = self.membership.members.get(owner)  # Membership.state_of, inline
+            state = None if m is None else m.state
             if state == State.ALIVE or state == State.SUSPECT:
                 self.forward(owner, op, name, reply)
                 return
@@ -224,8 +234,9 @@ class Router:
             self.on_client_request(op, reply)
             return None
         slot = crc32(key) % NUM_SLOTS if 0x7B not in key else key_slot(key)  # key_slot, inline
-        if self.ownership.slot_map.owner(slot) != self.id or slot in self.migrating:
-            self._route(op, key, slot, t.__name__, reply)
+        owner = self.ownership.slot_map.owner(slot)
+        if owner != self.id or slot in self.migrating:
+            self._route(op, key, slot, t.__name__, reply, owner)
             return None
         # apply_local's commonest cases and count_op, inline
         if t is Get and self._plain_apply:
@@ -299,7 +310,7 @@ class Router:
         rid = self._next_rid
         self._next_rid += 1
         timer = self.rt.call_later(self.config.forward_timeout, lambda: self._forward_timed_out(rid))
-        self.pending[rid] = _Pending(reply, timer, owner, name)
+        self.pending[rid] = (reply, timer, owner, name)
         self.stats.forwards_sent += 1
         self.send(owner, Asking(request_id=rid, op=op) if asking else Forward(request_id=rid, op=op))
 
@@ -316,19 +327,20 @@ class Router:
         p = self.pending.pop(rid, None)
         if p is None:
             return
+        reply, _timer, dst, op_name = p
         self.stats.forward_timeouts += 1
         e = errors.ForwardTimeout(
-            f"node {p.dst} did not answer within {self.config.forward_timeout:g}s"
+            f"node {dst} did not answer within {self.config.forward_timeout:g}s"
         )
-        self.stats.count_op(p.op_name, e.code)
-        p.reply(error_reply(e))
+        self.stats.count_op(op_name, e.code)
+        reply(error_reply(e))
 
     def fail_pending(self, why: errors.StoreError) -> None:
         """Answer every pending forward with ``why`` (the node stops: the outcome is unknown)."""
         pending, self.pending = self.pending, {}
-        for p in pending.values():
-            p.timer.cancel()
-            p.reply(error_reply(why))
+        for reply, timer, _dst, _op_name in pending.values():
+            timer.cancel()
+            reply(error_reply(why))
 
     # --- peer messages -----------------------------------------------------------------------
 
@@ -338,25 +350,56 @@ class Router:
         rid = msg.request_id
         key = (src, rid)
         op = msg.op
-        write = type(op) is not Get
-
-        def reply_to_src(r: Reply) -> None:
-            self.send(src, ForwardReply(request_id=rid, reply=r))
-
+        t = type(op)
+        write = t is not Get
         # Only writes are remembered (request ids are never reused), so a Get is never found.
         if write:
             seen = self.recent.get(key, self.rt.now())
             if seen is not None:
                 self.stats.forward_duplicates += 1
-                self.settle(seen, reply_to_src)
+                self.settle(seen, self._reply_to(src, rid))
                 return
             waiting = self.awaiting.get(key)
             if waiting is not None:
                 self.stats.forward_duplicates += 1
-                waiting.append(reply_to_src)
+                waiting.append(self._reply_to(src, rid))
                 return
+        # The commonest forward, served at once as the general path below serves it: a Get or
+        # a Put within the limits, for a slot owned here and not migrating, on a node that
+        # applies to its own store and answers at once (not gated, not refusing, no group, not
+        # durable). tests/kvcore/test_forward_fast.py holds the two paths to the same answers,
+        # counts, store and memory of writes.
+        config = self.config
+        if (
+            self._serve_fast
+            and (t is Get or (
+                type(op) is Put and type(op.value) is bytes and len(op.value) <= config.max_value_bytes
+            ))
+            and type(k := op.key) is bytes
+            and 0 < len(k) <= config.max_key_bytes
+            and not self.gated
+            and self.refusal is None
+            and self.group_submit is None
+        ):
+            slot = crc32(k) % NUM_SLOTS if 0x7B not in k else key_slot(k)  # key_slot, inline
+            if self.ownership.slot_map.owner(slot) == self.id and slot not in self.migrating:
+                if t is Get:
+                    v = self.store.get(k)
+                    r = _value_reply(v, "", "") if v is not None else error_reply(errors.NotFound.of(k))
+                else:
+                    self.store.set(k, op.value)  # type: ignore[union-attr]
+                    r = OK
+                c = _FORWARDED_OK_KEYS[t] if not r.error else f"{t.__name__}(forwarded) {r.error}"
+                ops = self.stats.ops  # count_op, inline
+                ops[c] = ops.get(c, 0) + 1
+                self.send(src, ForwardReply(request_id=rid, reply=r))
+                if write:
+                    self.recent.put(key, r, self.rt.now())
+                return
+        if write:
             self.awaiting[key] = []
-        name = type(op).__name__
+        name = t.__name__
+        reply_to_src = self._reply_to(src, rid)
 
         def answer(r: Reply) -> None:
             """The one answer to this request, and to the duplicates that waited for it."""
@@ -392,6 +435,14 @@ class Router:
             self.serve_migrating(op, k, slot, name, answer)
         else:
             self.settle(self.apply(op), answer)
+
+    def _reply_to(self, src: str, rid: int) -> ReplyFn:
+        """What answers ``src``'s request ``rid``: a ForwardReply sent back to it."""
+
+        def reply_to_src(r: Reply) -> None:
+            self.send(src, ForwardReply(request_id=rid, reply=r))
+
+        return reply_to_src
 
     def on_asking(self, src: str, msg: Asking) -> None:
         """The owner of a migrating slot asks us (the importer) to serve a key it does not hold."""
@@ -431,14 +482,17 @@ class Router:
     def on_forward_reply(self, src: str, msg: ForwardReply) -> None:
         """The owner's answer to one of our forwards: relay it to the waiting client."""
         p = self.pending.get(msg.request_id)
-        if p is None or p.dst != src:
+        if p is None or p[2] != src:
             # late (after the timeout), duplicated, or from the wrong peer: drop
             self.stats.late_replies += 1
             return
         del self.pending[msg.request_id]
-        p.timer.cancel()
-        self.stats.count_op(p.op_name, msg.reply.error or "ok")
-        p.reply(msg.reply)
+        reply, timer, _dst, op_name = p
+        timer.cancel()
+        c = f"{op_name} {msg.reply.error or 'ok'}"
+        ops = self.stats.ops  # count_op, inline
+        ops[c] = ops.get(c, 0) + 1
+        reply(msg.reply)
 
 
 __all__ = ["OK", "ReplyFn", "Router", "error_reply"]

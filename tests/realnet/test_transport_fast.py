@@ -1,0 +1,128 @@
+"""The peer transport's send path, written inline for speed, against the general code it copies.
+
+``PeerTransport.send`` resolves a destination's address inline (``address_of``'s rules) and a
+connected ``PeerLink.send`` frames and counts a message itself (``PeerLink._write``'s work).
+These tests hold each copy to the general code: the same link opened at the same address (or the
+same drop) for every kind of destination, and the same bytes on the wire, counters and turn
+budget for every message written. No sockets: the links' connections are stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from kvcore.config import parse_addr
+from kvcore.messages import Forward, ForwardReply, Get, Reply
+from kvcore.metrics import NodeStats
+from realnet.outbound import CONNECTED, PeerLink
+from realnet.transport import PeerTransport, TransportConfig
+
+
+class _Wire:
+    """A connected stream that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def _transport(
+    resolve: Any = None, peers: dict[str, tuple[str, int]] | None = None, high_water: int | None = None
+) -> PeerTransport:
+    config = TransportConfig() if high_water is None else TransportConfig(write_high_water=high_water)
+    return PeerTransport(
+        node_id="a", on_message=lambda src, msg: None, node_stats=NodeStats(),
+        rng=random.Random(1), peers=peers, resolve=resolve, config=config,
+    )
+
+
+def _connect(link: PeerLink) -> _Wire:
+    wire = _Wire()
+    link.state = CONNECTED
+    link.transport = wire  # type: ignore[assignment]
+    return wire
+
+
+MEMBERS = {"m": "127.0.0.1:9001", "moved": "127.0.0.1:9002", "blank": "", "bad": "no port"}
+STATIC = {"s": ("127.0.0.1", 9101), "moved": ("127.0.0.1", 9102), "blank": ("127.0.0.1", 9103),
+          "m": ("127.0.0.1", 9104)}
+DESTINATIONS = ["m", "moved", "blank", "bad", "s", "nobody", "a", "@127.0.0.1:9201", "@", "@bad"]
+
+
+@pytest.mark.parametrize("with_resolve", [True, False])
+@pytest.mark.parametrize("dst", DESTINATIONS)
+def test_send_resolves_a_destination_as_address_of(dst: str, with_resolve: bool) -> None:
+    async def body() -> None:
+        t = _transport(MEMBERS.get if with_resolve else None, STATIC)
+        try:
+            expected = t.address_of(dst)
+            t.send(dst, Forward(request_id=1, op=Get(key=b"k")))
+            link = t.links.get(dst)
+            if expected is None or dst == "a":  # nobody to send to: dropped, nothing opened
+                assert link is None
+                assert t.stats.dropped == {"unknown_peer" if expected is None else "self": 1}
+                return
+            try:
+                parse_addr(expected)
+            except ValueError:  # an address that does not parse: dropped, counted
+                assert t.stats.dropped == {"bad_address": 1}
+                return
+            assert link is not None and link.addr == expected and not t.stats.dropped
+        finally:
+            await t.close()
+
+    asyncio.run(body())
+
+
+def _messages() -> list[tuple[str, bytes]]:
+    import kvwire
+
+    msgs: list[Any] = [Forward(request_id=i, op=Get(key=b"k%d" % i)) for i in range(5)]
+    msgs += [ForwardReply(request_id=9, reply=Reply(value=b"v" * 3000)), ForwardReply(request_id=10, reply=Reply())]
+    return [(type(m).__name__, kvwire.pack(m)) for m in msgs]
+
+
+@pytest.mark.parametrize("high_water", [1 << 20, 3000])
+def test_a_connected_link_writes_as_write_does(high_water: int) -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        peers = {"b": ("127.0.0.1", 9)}
+        fast, general = _transport(peers=peers, high_water=high_water), _transport(peers=peers, high_water=high_water)
+        fl, gl = fast.links["b"], general.links["b"]
+        fw, gw = _connect(fl), _connect(gl)
+        try:
+            for _turn in range(2):
+                for kind, data in _messages():
+                    fl.send(kind, data)
+                    # the general path: the same budget test, then _write
+                    out_bytes = gl._out_bytes
+                    if gl.paused or (out_bytes and out_bytes + len(data) > high_water):
+                        general.stats.drop("backpressure")
+                    else:
+                        gl._write(kind, data)
+                    assert (fl._out, fl._out_bytes) == (gl._out, gl._out_bytes)
+                await asyncio.sleep(0)  # the turn's flush
+                await asyncio.sleep(0)
+                assert bytes(fw.data) == bytes(gw.data) and fw.data
+                assert fast.stats.as_dict() == general.stats.as_dict()
+                assert fast.node_stats.as_dict() == general.node_stats.as_dict()
+            assert fl.last_used <= loop.time()
+            # the small budget turned the large reply away, both ways alike
+            assert fast.stats.dropped == ({} if high_water > 4000 else {"backpressure": 2})
+        finally:
+            await fast.close()
+            await general.close()
+
+    asyncio.run(body())
