@@ -89,6 +89,9 @@ class _Spec:
 
 
 _SPECS: dict[str, _Spec] = {}
+#: a message class -> its spec's encoder, for the nested fields of generated encoders (filled
+#: with _SPECS; a class not in it yet goes through _encode_value, which makes its spec)
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 
 def _spec_for_kind(kind: str) -> _Spec:
@@ -98,6 +101,7 @@ def _spec_for_kind(kind: str) -> _Spec:
         if cls is None:
             raise RemoteProtocolError(f"unknown message kind {kind!r}")
         spec = _SPECS[kind] = _Spec(cls)
+        _ENCODERS[cls] = spec.enc
     return spec
 
 
@@ -217,11 +221,16 @@ _SIMPLE = (str, bytes, int, bool, float)
 
 
 def _gen_encoder(kind: str, encoders: tuple[tuple[str, bool], ...]) -> Callable[[Any], dict[str, Any]]:
+    # A field that may hold a message (a nested Put in a Forward) takes its class's encoder
+    # straight from _ENCODERS; anything else there (None, a tuple, a class whose spec is not
+    # made yet) goes through _encode_value, which gives the same: tests/kvcore/test_codec.py
+    # holds the two to the same dicts.
     items = [f"{KIND!r}: {kind!r}"] + [
-        f"{n!r}: _ev(m.{n})" if nested else f"{n!r}: m.{n}" for n, nested in encoders
+        f"{n!r}: (_encs.get(type(m.{n})) or _ev)(m.{n})" if nested else f"{n!r}: m.{n}"
+        for n, nested in encoders
     ]
     src = f"def enc(m):\n    return {{{', '.join(items)}}}\n"
-    ns: dict[str, Any] = {"_ev": _encode_value}
+    ns: dict[str, Any] = {"_ev": _encode_value, "_encs": _ENCODERS}
     exec(src, ns)  # generated from the dataclass's own field names, nothing else
     enc: Callable[[Any], dict[str, Any]] = ns["enc"]
     return enc

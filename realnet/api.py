@@ -153,7 +153,9 @@ class _ReplySlot:
     never fails and is never cancelled, so there is nothing else to read).
     The callbacks of every reply that arrived in one loop turn run together on the next one, in
     the order the replies came (:meth:`Api._defer`): one ``call_soon`` per batch, not per reply
-    (a batch of ForwardReply frames read at once answers many requests).
+    (a batch of ForwardReply frames read at once answers many requests). The HTTP server runs
+    that batch when it is given one (``Api.answer_batch``), and writes the responses it held
+    at its end rather than on the turn after.
 
     A slot whose node answered synchronously is reset (``response`` and ``op`` None) and serves
     the next request; a reply to a slot in that state is ignored, like a second reply.
@@ -268,6 +270,10 @@ class Api(AdminApi, ReplicaAdminApi):
         self.statuses: dict[int, int] = {}
         #: deferred responses whose callbacks run on the next loop iteration (see _ReplySlot)
         self._ready: list[tuple[Callable[[Response], None], Response]] = []
+        #: the HTTP server's ``answer_batch`` (:func:`realnet.http.batch_answerer`), which runs
+        #: a batch's callbacks as :meth:`_run_ready` does and writes the responses they held at
+        #: once, a loop turn earlier; set by realnet.node once the server is up (None: run here)
+        self.answer_batch: Callable[[list[tuple[Callable[[Response], None], Response]]], None] | None = None
         self._slots_cache: tuple[int, list[dict[str, Any]]] | None = None
         self._slots_body: tuple[tuple[int, tuple[str | None, ...]], bytes] | None = None
         self._routes: dict[str, tuple[str, Callable[[], Response]]] = {
@@ -313,6 +319,10 @@ class Api(AdminApi, ReplicaAdminApi):
 
     def _run_ready(self) -> None:
         ready, self._ready = self._ready, []
+        answer_batch = self.answer_batch
+        if answer_batch is not None:
+            answer_batch(ready)  # the HTTP server's: it writes what the batch held at its end
+            return
         for callback, resp in ready:
             try:
                 callback(resp)

@@ -94,6 +94,7 @@ from realnet.busauth import install_reload, reload_keyring, say_bus
 from realnet.gossip import RttMeter, follow_membership, observe_probes
 from realnet.http import (
     PARSERS,
+    batch_answerer,
     default_max_connections,
     rate_limited_exception_handler,
     server_stats,
@@ -468,6 +469,7 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
         await transport.close()
         return EXIT_CONFIG
     parts.http_server = http_server
+    parts.api.answer_batch = batch_answerer(http_server)
     installed = _install_signals(loop, parts.stop, settings.node_id)
     installed += install_reload(loop, parts.transport, settings.security.secret_file)
     say_bus(parts.transport, settings.security.secret_file, settings.host, sockets.peer_port)

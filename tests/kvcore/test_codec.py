@@ -532,3 +532,23 @@ def test_encode_gives_the_same_dict_as_the_field_loop() -> None:
             got = encode(m)
             assert list(got.items()) == list(ref.items())
             assert msgpack.packb(got, use_bin_type=True) == msgpack.packb(ref, use_bin_type=True)
+
+
+def test_a_nested_message_field_is_encoded_as_encode_value_encodes_it() -> None:
+    # The generated encoder takes a nested message's encoder from codec._ENCODERS, or goes
+    # through _encode_value when its class has none yet: both give _encode_value's dict.
+    from kvcore.messages import Delete, Forward, Get, Put
+
+    ops: list[Any] = [Get(key=b"k"), Put(key=b"k", value=b"v"), Delete(key=b"k")]
+    for op in ops:
+        encode(op)  # its spec (and encoder) made
+        enc = codec._ENCODERS.pop(type(op))
+        assert enc is codec._SPECS[type(op).__name__].enc
+        try:
+            for _ in range(2):  # through _encode_value, then from _ENCODERS
+                got = encode(Forward(request_id=7, op=op))
+                assert got == {"k": "Forward", "request_id": 7, "op": codec._encode_value(op)}
+                assert list(got["op"].items()) == list(codec._encode_value(op).items())
+                codec._ENCODERS[type(op)] = enc
+        finally:
+            codec._ENCODERS[type(op)] = enc

@@ -237,3 +237,96 @@ def test_a_deferred_answer_is_held_too_and_leaves_at_the_end_of_its_turn() -> No
         assert bodies(log) == [("a", "/1"), ("a", "/2")]
 
     run(main())
+
+
+class _Later:
+    """A handler's answer given later through ``add_response_callback`` (as the node's reply
+    slot gives a forwarded request's)."""
+
+    def __init__(self, target: str, later: dict[str, Any]) -> None:
+        self.target = target
+        self.later = later
+
+    def add_response_callback(self, fn: Any) -> None:
+        self.later[self.target] = fn
+
+
+def _batch_state(later: dict[str, Any]) -> http._ServerState:
+    def h(req: Request) -> Any:
+        if req.target.startswith("/later"):
+            return _Later(req.target, later)
+        return Response(200, req.target.encode(), "text/plain")
+
+    return http._ServerState(h, HttpLimits(), asyncio.get_running_loop(), http.PARSERS[http.DEFAULT_PARSER])
+
+
+def test_a_batch_of_deferred_answers_is_written_when_the_batch_ends_in_order() -> None:
+    async def main() -> None:
+        later: dict[str, Any] = {}
+        state = _batch_state(later)
+        log: list[tuple[str, Any]] = []
+        a, b = connect(state, log, "a"), connect(state, log, "b")
+        a.data_received(get("/later1") + get("/now"))  # pipelined behind a deferred answer
+        b.data_received(get("/later2"))
+        assert log == [] and set(later) == {"/later1", "/later2"}
+
+        def ok(target: str) -> Response:
+            return Response(200, target.encode(), "text/plain")
+
+        state.answer_batch([(later["/later2"], ok("/later2")), (later["/later1"], ok("/later1"))])
+        # written before answer_batch returned, with no turn of the loop in between; a's
+        # pipelined request, answered at once, leaves after the answer it waited behind (a
+        # second response in a turn writes the one held first, then itself)
+        assert bodies(log) == [("a", "/later1"), ("a", "/now"), ("b", "/later2")]
+        await turn()
+        assert len(log) == 3
+        # outside a batch, a held response still leaves at the end of the turn
+        b.data_received(get("/after"))
+        assert len(log) == 3
+        await turn()
+        assert bodies(log)[3:] == [("b", "/after")]
+
+    run(main())
+
+
+def test_a_failing_callback_in_a_batch_is_logged_and_the_others_are_still_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        later: dict[str, Any] = {}
+        state = _batch_state(later)
+        log: list[tuple[str, Any]] = []
+        a, b = connect(state, log, "a"), connect(state, log, "b")
+        a.data_received(get("/later1"))
+        b.data_received(get("/later2"))
+
+        def boom(resp: Response) -> None:
+            raise RuntimeError("boom")
+
+        state.answer_batch([(later["/later1"], Response(200, b"/later1", "text/plain")), (boom, Response(200)),
+                            (later["/later2"], Response(200, b"/later2", "text/plain"))])
+        assert bodies(log) == [("a", "/later1"), ("b", "/later2")]
+        b.data_received(get("/after"))  # the batch is over: held to the end of the turn again
+        assert len(log) == 2
+        await turn()
+        assert bodies(log)[2:] == [("b", "/after")]
+
+    run(main())
+    assert "a deferred response callback failed" in caplog.text
+
+
+def test_the_node_api_gives_its_batch_of_answers_to_the_server_when_it_has_one() -> None:
+    from realnet.api import Api
+
+    given: list[Any] = []
+    called: list[Any] = []
+    api = Api.__new__(Api)
+    api._ready = [(called.append, Response(204))]
+    api.answer_batch = given.append
+    api._run_ready()
+    assert called == [] and len(given) == 1 and given[0][0][0] == called.append
+    assert api._ready == []
+    api._ready = [(called.append, Response(204))]
+    api.answer_batch = None
+    api._run_ready()
+    assert [r.status for r in called] == [204]
