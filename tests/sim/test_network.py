@@ -260,10 +260,10 @@ def test_the_sims_environment_fails_and_stops_as_simpys_does() -> None:
         # a callback that stops the run: the event's other callbacks wait for the next run
         seen: list[Any] = []
         ev = env.event()
-        ev.callbacks.extend([lambda e: seen.append("a"), simpy.core.StopSimulation.callback,  # type: ignore[union-attr]
-                             lambda e: seen.append("b")])
+        ev.callbacks.extend([lambda e, seen=seen: seen.append("a"), simpy.core.StopSimulation.callback,  # type: ignore[union-attr]
+                             lambda e, seen=seen: seen.append("b")])
         ev.succeed("s")
-        env.timeout(1).callbacks.append(lambda e: seen.append("later"))  # type: ignore[union-attr]
+        env.timeout(1).callbacks.append(lambda e, seen=seen: seen.append("later"))  # type: ignore[union-attr]
         seen.append(env.run(until=5))
         seen.append(env.now)
         env.run(until=6)
