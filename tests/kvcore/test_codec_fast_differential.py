@@ -16,7 +16,7 @@ import time
 import typing
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 import kvcore.raft.messages  # noqa: F401  (registers the Raft kinds)
 from kvcore import codec
@@ -91,7 +91,7 @@ def mutate(rng: random.Random, obj: Any, depth: int = 0) -> Any:
         if r < 0.1 and keys:
             del obj[rng.choice(keys)]
         elif r < 0.2:
-            obj["k"] = rng.choice(KINDS + ["", "nope", 3, None, b"Get"])
+            obj["k"] = rng.choice([*KINDS, "", "nope", 3, None, b"Get"])
         elif r < 0.25:
             obj[rng.choice(["extra", "k", *keys])] = rng.choice(JUNK)
         elif keys:
