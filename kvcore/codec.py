@@ -186,7 +186,7 @@ def _checker(tp: Any, name: str = "") -> _Check:
         if all(isinstance(a, type) and REGISTRY.get(a.__name__) is a for a in rest):
             return _message_checker(frozenset(a.__name__ for a in rest), allow_none)
         if len(rest) == 1 and allow_none:
-            inner = _checker(rest[0])
+            inner = _checker(rest[0], name)  # (an int keeps its field's range: ``slot``'s too)
 
             def check_optional(v: Any) -> Any:
                 return None if v is None else inner(v)
@@ -254,7 +254,13 @@ def _gen_fast_decoder(
             lines.append(f"    if type(v{i}) is not _t{i}: raise _FB")
         elif tp is type(None):
             lines.append(f"    if v{i} is not None: raise _FB")
-        elif (simple := _optional_simple(tp)) is not None:
+        elif (simple := _optional_simple(tp)) is int:
+            # int | None: in range too, as the checker loop asks
+            lo, hi = int_bounds(name)
+            lines.append(
+                f"    if v{i} is not None and (type(v{i}) is not int or not {lo} <= v{i} <= {hi}): raise _FB"
+            )
+        elif simple is not None:
             # X | None for a simple X: _fast_checker's fast_optional over fast_exact, inline
             ns[f"_t{i}"] = simple
             lines.append(f"    if v{i} is not None and type(v{i}) is not _t{i}: raise _FB")
@@ -273,7 +279,7 @@ def _gen_fast_decoder(
             lines.append(f"{pad}if s{i} is None: raise _FB")
             lines.append(f"{pad}v{i} = s{i}.fast(v{i})")
         else:
-            ns[f"_c{i}"] = _fast_checker(tp)
+            ns[f"_c{i}"] = _fast_checker(tp, name)
             lines.append(f"    v{i} = _c{i}(v{i})")
     lines.append(f"    return _make({', '.join(f'v{i}' for i in range(len(fields)))})")
     exec("\n".join(lines) + "\n", ns)  # generated from the dataclass's own field names
@@ -308,9 +314,19 @@ def _message_kinds(tp: Any) -> tuple[frozenset[str], bool] | None:
     return None
 
 
-def _fast_checker(tp: Any) -> _Check:
+def _fast_checker(tp: Any, name: str = "") -> _Check:
     """Like :func:`_checker`, for the fast decoder: the value as the checker loop would give it,
-    or :class:`_Fallback` for anything that is not plainly right."""
+    or :class:`_Fallback` for anything that is not plainly right (an int out of its field's
+    range included: the checker loop words that refusal)."""
+    if tp is int:
+        lo, hi = int_bounds(name)
+
+        def fast_int(v: Any) -> Any:
+            if type(v) is not int or not lo <= v <= hi:
+                raise _Fallback
+            return v
+
+        return fast_int
     if tp in _SIMPLE:
 
         def fast_exact(v: Any) -> Any:
@@ -343,7 +359,7 @@ def _fast_checker(tp: Any) -> _Check:
         rest = [a for a in args if a is not type(None)]
         if all(isinstance(a, type) and REGISTRY.get(a.__name__) is a for a in rest):
             return _fast_message_checker(frozenset(a.__name__ for a in rest), allow_none)
-        inner = _fast_checker(rest[0])
+        inner = _fast_checker(rest[0], name)
 
         def fast_optional(v: Any) -> Any:
             return None if v is None else inner(v)

@@ -245,9 +245,12 @@ class Admin:
         if not runs:
             return view
         through = group_leader(runs) or runs[0]
-        again = self._view(through.addr)
-        if group_view(again.entry) is None:
-            return view  # (it stopped running it meanwhile: as the entry node sees it)
+        try:
+            again = self._view(through.addr)
+        except Unreachable:
+            return view  # (it stopped answering meanwhile: as the entry node sees it)
+        if again.entry.id != through.id or group_view(again.entry) is None:
+            return view  # (another node answers there now, or it stopped running the group)
         if addr not in self._redirected:
             self._redirected.add(addr)
             self.note(f"Node {view.entry.label()} runs no replicated group but {through.label()} does: "

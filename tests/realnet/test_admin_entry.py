@@ -50,3 +50,41 @@ def test_a_node_of_the_group_or_of_an_unreplicated_cluster_is_its_own_entry() ->
     view = plain.discover("127.0.0.1:30")
     assert view.entry.id == "c" and not plain.said
     assert plain.asked.count("127.0.0.1:30") == 1  # no second discovery
+
+
+class Flaky(Canned):
+    """As Canned, but the addresses in ``gone`` stop answering after their first probe, and
+    ``moved`` maps an address to the node that answers there from its second probe on."""
+
+    def __init__(self, raft: dict[str, Any], gone: set[str] = frozenset(),  # type: ignore[assignment]
+                 moved: dict[str, str] | None = None) -> None:
+        super().__init__(raft)
+        self.gone = gone
+        self.moved = moved or {}
+
+    def probe(self, addr: str) -> NodeState:
+        again = addr in self.asked
+        n = super().probe(addr)
+        if again and addr in self.gone:
+            return NodeState(id="", addr=addr, error=f"{addr} does not answer")
+        if again and addr in self.moved:
+            other = self.moved[addr]
+            info = {"id": other, "peer_addr": "", "raft": {"role": "leader", "term": 9}}
+            return NodeState(id=other, addr=addr, info=info, members=MEMBERS, slots={"slots": []})
+        return n
+
+
+def test_a_leader_that_stops_answering_meanwhile_leaves_the_entry_nodes_view() -> None:
+    # the entry answered: the command goes on with its view, as it did before the redirect,
+    # rather than failing as if the address it was given did not answer
+    admin = Flaky({"a": {"role": "follower", "term": 3}, "b": {"role": "leader", "term": 3}, "c": None},
+                  gone={"127.0.0.1:20"})
+    view = admin.discover("127.0.0.1:30")
+    assert view.entry.id == "c" and not admin.said
+
+
+def test_a_leaders_address_that_answers_as_another_node_meanwhile_is_not_taken_for_it() -> None:
+    admin = Flaky({"a": {"role": "follower", "term": 3}, "b": {"role": "leader", "term": 3}, "c": None},
+                  moved={"127.0.0.1:20": "x"})
+    view = admin.discover("127.0.0.1:30")
+    assert view.entry.id == "c" and not admin.said
