@@ -465,7 +465,10 @@ class _ServerState:
         held = self._held_conns
         self._held_conns = []
         for conn in held:
-            conn.write_held()
+            try:
+                conn.write_held()
+            except Exception:  # one connection's transport must not take the others' answers
+                log.exception("writing a held response failed")
 
     def make_protocol(self) -> _HttpConnection:
         return _HttpConnection(self)
@@ -878,8 +881,11 @@ class _HttpConnection(asyncio.Protocol):
     def _on_response(self, resp: Response) -> None:
         """The answer to the request that was outstanding, given later (a future resolved, or
         a :class:`Pending` with ``add_response_callback`` called back): write it, then go on."""
-        if self._transport is None:
-            return  # the client went away while the request was being handled
+        if self._transport is None or self._lingering:
+            # the client went away while the request was being handled, or the connection was
+            # refused meanwhile (its pipelined body overfilled the buffers: 503 and FIN written):
+            # nothing may follow that (a write after write_eof raises)
+            return
         self.active = True
         self._respond(resp)
         # What _process would find to do: pipelined bytes (the parser parsed nothing while the

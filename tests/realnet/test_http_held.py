@@ -330,3 +330,54 @@ def test_the_node_api_gives_its_batch_of_answers_to_the_server_when_it_has_one()
     api.answer_batch = None
     api._run_ready()
     assert [r.status for r in called] == [204]
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_an_answer_owed_to_a_connection_refused_meanwhile_does_not_lose_another_clients(
+    loop_kind: str,
+) -> None:
+    # A's request is being answered (forwarded) when its pipelined body overfills the server's
+    # buffers: A is refused (503, FIN). Its late answer must be dropped, not written after the
+    # FIN (a RuntimeError that took B's held answer, given in the same batch, with it).
+    async def main() -> None:
+        later: dict[str, Any] = {}
+
+        def h(req: Request) -> Any:
+            return _Later(req.target, later)
+
+        server = await http.start_http_server(h, "127.0.0.1", 0, HttpLimits(max_buffered_bodies=100 * 1024))
+        try:
+            port = server.sockets[0].getsockname()[1]
+            state = http._STATES[server]
+            ra, wa = await asyncio.open_connection("127.0.0.1", port)
+            rb, wb = await asyncio.open_connection("127.0.0.1", port)
+            wa.write(get("/later1"))
+            wb.write(get("/later2"))
+            for _ in range(200):
+                if len(later) == 2:
+                    break
+                await asyncio.sleep(0.005)
+            body = b"x" * (200 * 1024)
+            wa.write(f"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            first = await asyncio.wait_for(ra.readuntil(b"\r\n\r\n"), 5)
+            assert first.startswith(b"HTTP/1.1 503")
+            await asyncio.sleep(0.05)
+
+            def ok(target: str) -> Response:
+                return Response(200, target.encode(), "text/plain")
+
+            state.answer_batch([(later["/later1"], ok("/later1")), (later["/later2"], ok("/later2"))])
+            got = await asyncio.wait_for(rb.readuntil(b"/later2"), 2)
+            assert got.startswith(b"HTTP/1.1 200")
+            rest = await asyncio.wait_for(ra.read(), 2)  # A: its 503's body, then the close
+            assert b"HTTP/1.1" not in rest
+            wa.close()
+            wb.close()
+        finally:
+            server.close()
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(main())
+    else:
+        run(main())
