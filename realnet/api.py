@@ -73,7 +73,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -96,12 +95,13 @@ from realnet.http import (
     Request,
     Response,
     error_response,
+    give_answers,
     json_response,
     keepalive_response,
 )
 from realnet.metrics import ForwardMeter, OpLatency, registry
 from realnet.replicaapi import ReplicaAdminApi
-from realnet.runtime import event_loop_name
+from realnet.runtime import event_loop_name, loop_clock
 from realnet.security import HostCheck, TokenCheck, request_host, unauthorized
 from realnet.transport import PeerTransport
 
@@ -257,11 +257,8 @@ class Api(AdminApi, ReplicaAdminApi):
         self.rtt = rtt
         self.swim_preset = swim_preset
         self.loop = loop if loop is not None else asyncio.get_running_loop()
-        #: ``loop.time`` for the latency histogram: asyncio's own reads ``time.monotonic``,
-        #: called here directly (one C call rather than a Python method)
-        self.clock: Callable[[], float] = (
-            time.monotonic if type(self.loop).time is asyncio.BaseEventLoop.time else self.loop.time
-        )
+        #: ``loop.time`` for the latency histogram (:func:`realnet.runtime.loop_clock`)
+        self.clock: Callable[[], float] = loop_clock(self.loop)
         #: the reply slot of the next client request (see :meth:`kv`)
         self._spare: _ReplySlot | None = None
         self.http_stats = http_stats
@@ -319,15 +316,8 @@ class Api(AdminApi, ReplicaAdminApi):
 
     def _run_ready(self) -> None:
         ready, self._ready = self._ready, []
-        answer_batch = self.answer_batch
-        if answer_batch is not None:
-            answer_batch(ready)  # the HTTP server's: it writes what the batch held at its end
-            return
-        for callback, resp in ready:
-            try:
-                callback(resp)
-            except Exception:  # as the loop does for a failing callback: log, go on
-                log.exception("a deferred response callback failed")
+        # the HTTP server's answer_batch writes what the batch held at its end
+        (self.answer_batch or give_answers)(ready)
 
     def count_status(self, status: int) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1

@@ -128,6 +128,7 @@ from realnet.httpplain import PlainRecogniser
 from realnet.ratelog import RateLog
 
 __all__ = [
+    "give_answers",
     "DEFAULT_PARSER",
     "PARSERS",
     "Handler",
@@ -380,6 +381,16 @@ def _is_token(s: str) -> bool:
     return bool(s) and s.isascii() and not s.encode("ascii").translate(None, _TCHAR)
 
 
+def give_answers(answers: list[tuple[Callable[[Response], None], Response]]) -> None:
+    """Call ``callback(response)`` for each of ``answers`` in order; one that raises is logged
+    and the others still run (as the loop does for a failing callback)."""
+    for callback, resp in answers:
+        try:
+            callback(resp)
+        except Exception:
+            log.exception("a deferred response callback failed")
+
+
 class _ServerState:
     """What all connections of one server share: handler, limits, counters, the idle sweep."""
 
@@ -450,11 +461,7 @@ class _ServerState:
         callback that raises is logged and the others still run."""
         self._in_batch = True
         try:
-            for callback, resp in answers:
-                try:
-                    callback(resp)
-                except Exception:  # as the loop does for a failing callback: log, go on
-                    log.exception("a deferred response callback failed")
+            give_answers(answers)
         finally:
             self._in_batch = False
             if self._held_conns:

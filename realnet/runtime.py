@@ -262,6 +262,13 @@ COARSE_FROM = 0.5
 """Seconds: delays from which a timer goes into a bucket (see the module docstring)."""
 
 
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time`` as a function to read on hot paths: asyncio's own loop reads
+    ``time.monotonic``, handed out directly (one C call rather than a Python method); another
+    loop (uvloop) its own ``time``."""
+    return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+
+
 class _CoarseTimer(list):  # type: ignore[type-arg]
     """A timer in a bucket: a one-item list holding its callback (built by ``list``'s own
     constructor, with no Python ``__init__`` on the path every forward takes); cancelling it
@@ -291,11 +298,8 @@ class AsyncioRuntime:
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.random: random.Random = rng if rng is not None else random.Random()
         self.storage: Storage = storage if storage is not None else MemoryStorage()
-        #: ``loop.time`` for the bucketed timers: asyncio's own reads ``time.monotonic``, called
-        #: here directly (one C call rather than a Python method), as realnet.api's clock
-        self._clock: Callable[[], float] = (
-            time.monotonic if type(self.loop).time is asyncio.BaseEventLoop.time else self.loop.time
-        )
+        #: ``loop.time`` for the bucketed timers (:func:`loop_clock`)
+        self._clock: Callable[[], float] = loop_clock(self.loop)
         #: ``now()``: the loop's clock (that clock itself, no call around it: the node reads it
         #: for every forwarded write it remembers, every timer, every Raft tick)
         self.now: Callable[[], float] = self._clock

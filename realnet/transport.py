@@ -75,7 +75,6 @@ import asyncio
 import logging
 import random
 import socket
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,6 +94,7 @@ from realnet.outbound import CONNECTING, HTTP_WARN_EVERY, PeerLink, _fmt_addr, h
 from realnet.outbound import IDLE as IDLE
 from realnet.outbound import WARN_AFTER_FAILURES as WARN_AFTER_FAILURES
 from realnet.ratelog import RateLog
+from realnet.runtime import loop_clock
 from realnet.transportconfig import TransportConfig, TransportStats
 
 log = logging.getLogger("realnet.transport")
@@ -135,11 +135,8 @@ class PeerTransport:
         self.config = config or TransportConfig()
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         #: ``loop.time`` for the per-message timestamps (a link's ``last_used``, a connection's
-        #: ``last_rx``): asyncio's own reads ``time.monotonic``, called here directly (one C
-        #: call rather than a Python method), as realnet.api's clock
-        self.clock: Callable[[], float] = (
-            time.monotonic if type(self.loop).time is asyncio.BaseEventLoop.time else self.loop.time
-        )
+        #: ``last_rx``), as :func:`realnet.runtime.loop_clock` hands it out
+        self.clock: Callable[[], float] = loop_clock(self.loop)
         self.on_message = on_message
         self.node_stats = node_stats
         self.rng = rng
