@@ -9,8 +9,11 @@ families, one method per group of families (peer messages, client operations, fo
 transport, HTTP, the store, membership, latencies, and a replicated group's Raft
 families: :mod:`realnet.raftmetrics`). Nothing is counted twice and the hot path
 never touches a Prometheus object. prometheus_client's own :class:`ProcessCollector` (CPU
-seconds, resident and virtual memory, open and maximum file descriptors, start time) and
-:class:`PlatformCollector` (``python_info``) are registered beside it (:func:`registry`).
+seconds, resident and virtual memory, open and maximum file descriptors, start time),
+:class:`GCCollector` (``python_gc_*``: collections and objects collected per generation) and
+:class:`PlatformCollector` (``python_info``) are registered beside it (:func:`registry`), with
+``storelab_gc_frozen_objects``: the objects the node froze once it was built (``gc.freeze`` in
+:func:`realnet.node.run`), which no collection scans again.
 
 **No family without a sample.** A family is declared only when it has at least one sample: a
 labelled family whose label values are known in advance (member states, the transport's drop and
@@ -50,11 +53,12 @@ per measured request.
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -506,11 +510,28 @@ def raft_info(node: Any) -> dict[str, Any] | None:
     return info
 
 
+class FrozenCollector:
+    """``storelab_gc_frozen_objects``: what ``gc.freeze`` moved out of the collector's reach."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "storelab_gc_frozen_objects",
+            "Objects frozen once the node was built (gc.freeze): never scanned by a collection.",
+            value=gc.get_freeze_count(),
+        )
+
+
 def registry(api: Api) -> CollectorRegistry:
-    """A registry with the node's collector, the process collector and the platform collector."""
+    """A registry with the node's collector and the process, garbage collector and platform
+    collectors."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(NodeCollector(api))
     ProcessCollector(registry=reg)
+    GCCollector(registry=reg)
+    reg.register(FrozenCollector())
     PlatformCollector(registry=reg)
     return reg
 
@@ -520,6 +541,7 @@ __all__ = [
     "OPS",
     "OUTCOMES",
     "ForwardMeter",
+    "FrozenCollector",
     "Histogram",
     "NodeCollector",
     "OpLatency",

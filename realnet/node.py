@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -444,8 +445,10 @@ def _keep_cluster_name(settings: Settings, storage: Storage) -> Settings:
 # --- run ---------------------------------------------------------------------------------------
 
 
-async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
-    """Serve both ports until ``parts.stop`` is set, then leave and stop; the exit status."""
+async def run(settings: Settings, parts: Parts, sockets: Sockets, freeze_gc: bool = False) -> int:
+    """Serve both ports until ``parts.stop`` is set, then leave and stop; the exit status.
+
+    ``freeze_gc``: the process is the node's own (``main``): freeze what is built, once ready."""
     loop = asyncio.get_running_loop()
     node, transport = parts.node, parts.transport
     sec = settings.http_security
@@ -500,6 +503,14 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets) -> int:
         limits.max_connections, ", ".join(parts.api.hosts.names()) if parts.api.hosts else "any",
         event_loop_name(loop),
     )
+    if freeze_gc:
+        # Everything built so far (modules, the node, its members and slot map) lives as long as
+        # the process: frozen, no full collection scans it again (a full collection of an
+        # unfrozen node took 40-70 ms under load, every request waiting on it; /metrics:
+        # storelab_gc_frozen_objects). Start-up's garbage is collected first, not kept frozen.
+        # Not in a process that runs nodes in turn (tests).
+        gc.collect()
+        gc.freeze()
     print(
         f"ready id={settings.node_id} http={_fmt(settings.host, sockets.http_port)} "
         f"peer={_fmt(settings.host, sockets.peer_port)}{seeds}",
@@ -581,11 +592,13 @@ async def leave_gracefully(node: Node, linger: float = LEAVE_LINGER) -> None:
 
 
 async def serve(
-    settings: Settings, storage: Storage | None = None, stop: asyncio.Event | None = None
+    settings: Settings, storage: Storage | None = None, stop: asyncio.Event | None = None,
+    freeze_gc: bool = False,
 ) -> int:
     """Run a node until ``stop`` is set (or SIGTERM/SIGINT arrives). Returns the exit status.
 
-    ``storage`` defaults to :func:`realnet.runtime.open_storage` of the settings' data dir.
+    ``storage`` defaults to :func:`realnet.runtime.open_storage` of the settings' data dir;
+    ``freeze_gc``: :func:`run`'s.
     """
     if storage is None:
         try:
@@ -648,7 +661,7 @@ async def serve(
             parts.raft_opener.close()
         _close_storage(storage)
         return EXIT_STORAGE
-    return await run(settings, parts, sockets)
+    return await run(settings, parts, sockets, freeze_gc)
 
 
 #: what a node refused for the state of its data directory can do about it
@@ -790,7 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve(settings, storage))
+        return runner.run(serve(settings, storage, freeze_gc=True))
 
 
 __all__ = [

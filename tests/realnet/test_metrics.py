@@ -140,6 +140,11 @@ def test_metrics_have_latency_histograms_and_process_metrics(cluster3: Cluster) 
         "process_start_time_seconds",
     ):
         assert name in fams and fams[name].samples, name
+    # the garbage collector's own families, and what the node froze once built (a node process
+    # freezes its start-up objects: no full collection scans them again)
+    assert {s.labels["generation"] for s in fams["python_gc_collections"].samples} == {"0", "1", "2"}
+    (frozen,) = fams["storelab_gc_frozen_objects"].samples
+    assert frozen.value > 10_000, frozen
     assert_every_family_has_a_sample(a)
 
 
