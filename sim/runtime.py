@@ -12,10 +12,12 @@ when its own clock reads ``t``. So the node's Raft ticks, SWIM probe periods and
 drift together, as on a machine whose oscillator is off. A rate set back to 1.0 keeps the offset
 the clock gathered (the clock is monotonic: it never jumps). The clock is the machine's, not the
 process's: the cluster hands a restarted incarnation the clock its node had (:data:`Clock`, kept
-per node), as a process restarted on a machine reads the same monotonic clock. A timer already pending when the
-rate changes keeps the simulated time it was set for (the new rate applies to the timers set
-after it: a Raft tick, 50 ms, takes it up at once). A runtime whose rate was never set computes
-exactly what it did before the skew existed (no multiplication, no float drift: same digest).
+per node), as a process restarted on a machine reads the same monotonic clock. A timer already
+pending when the rate changes is moved with it, as a machine's pending timers are (they wait on
+the same oscillator): what remained of it in node-seconds is what remains, at the new rate (its
+handle stays the one the node holds; the order among timers due at one instant is kept). A
+runtime whose rate was never set computes exactly what it did before the skew existed (no
+multiplication, no float drift: same digest).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from heapq import heappush
+from heapq import heapify, heappush
 from typing import Any
 
 import simpy
@@ -156,7 +158,25 @@ class SimRuntime:
     def set_clock_rate(self, rate: float) -> None:
         """From now on the node's clock runs at ``rate`` node-seconds per simulated second (see
         the module's "Clock skew"). A never-skewed runtime given 1.0 stays exactly as it was."""
+        was = rate_of(self._clock)
         self._clock = retime(self._clock, self.env._now, rate)
+        if rate != was:
+            self._retime_pending(was / rate)
+
+    def _retime_pending(self, factor: float) -> None:
+        """Stretch what remains of this runtime's pending timers by ``factor`` (old rate / new):
+        SimPy's queue is rewritten once, each entry keeping its priority and counter, and made a
+        heap again (a rate changes rarely; a timer is set several times a second)."""
+        now = self.env._now
+        queue = self._queue
+        moved = False
+        for i, entry in enumerate(queue):
+            t = entry[3]
+            if type(t) is SimTimer and t[0] is self and not t[2]:
+                queue[i] = (now + (entry[0] - now) * factor, entry[1], entry[2], t)
+                moved = True
+        if moved:
+            heapify(queue)
 
     def send(self, dst: str, msg: Any) -> None:
         if self.alive:

@@ -53,8 +53,9 @@ def test_a_skewed_clock_runs_at_its_rate_and_so_do_its_timers() -> None:
     rt.set_clock_rate(2.0)  # fast
     rt.call_later(1.0, lambda: fired.append(("fast", env.now)))
     env.run(until=4.0)
-    # 1 node-second at 0.5 fires after 2 simulated seconds; 0.25 after 0.5; 1 at 2.0 after 0.5
-    assert fired == [("at", 1.5), ("fast", 2.5), ("later", 3.0)]
+    # 0.25 node-seconds at 0.5 fire after 0.5 simulated seconds; 1 at 2.0 after 0.5; "later", set
+    # at 1.0 for 1 node-second, ran half of it by 2.0 (at 0.5) and the other half at 2.0
+    assert fired == [("at", 1.5), ("later", 2.25), ("fast", 2.5)]
     assert rt.now() == pytest.approx(1.5 + 2 * 2.0)
     rt.set_clock_rate(1.0)  # true again: the offset it gathered stays (a monotonic clock never jumps)
     env.run(until=5.0)
@@ -62,6 +63,35 @@ def test_a_skewed_clock_runs_at_its_rate_and_so_do_its_timers() -> None:
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="positive finite"):
             rt.set_clock_rate(bad)
+
+
+def test_a_pending_timer_is_moved_with_its_clock() -> None:
+    """A machine's pending timers wait on its oscillator too: at a change of rate what remains
+    of each, in node-seconds, remains; the node's handle still cancels it; timers due at one
+    instant keep their order; another node's timers and cancelled ones are left alone."""
+    env, rt = _runtime()
+    other = SimRuntime(env, rt.net, rt.trace, "n2", random.Random(3), MemoryStorage())
+    fired: list[tuple[str, float]] = []
+    rt.call_later(4.0, lambda: fired.append(("later", env.now)))
+    rt.call_at(6.0, lambda: fired.append(("at", env.now)))
+    rt.call_at(6.0, lambda: fired.append(("at too", env.now)))  # the same instant, set after
+    gone = rt.call_later(3.0, lambda: fired.append(("cancelled", env.now)))
+    kept = rt.call_later(5.0, lambda: fired.append(("kept handle", env.now)))
+    other.call_later(4.0, lambda: fired.append(("other node", env.now)))
+    gone.cancel()
+    env.run(until=2.0)
+    rt.set_clock_rate(0.5)  # 2 node-seconds left of "later" now take 4 simulated seconds
+    env.run(until=3.0)
+    kept.cancel()  # the handle it was given still works
+    rt.set_clock_rate(2.0)  # at 3.0 the clock reads 2.5: "later" has 1.5 node-seconds left
+    env.run(until=20.0)
+    # later: 3.0 + 1.5 / 2; at: node time 6.0 is 3.5 node-seconds after 2.5, 1.75 s at 2.0
+    assert fired == [("later", 3.75), ("other node", 4.0), ("at", 4.75), ("at too", 4.75)]
+    rt.set_clock_rate(2.0)  # the same rate again: nothing pending moves
+    rt.call_later(1.0, lambda: fired.append(("again", env.now)))
+    rt.set_clock_rate(2.0)
+    env.run(until=21.0)
+    assert fired[-1] == ("again", 20.5)
 
 
 def test_a_rate_of_one_changes_nothing() -> None:
