@@ -109,6 +109,7 @@ from kvcore.slotmove import (
     Snapshot,
     Step,
     TakeBack,
+    WaitLeft,
     WaitOwned,
     marked_twice,
     next_steps,
@@ -143,7 +144,9 @@ from realnet.clusterview import (
     group_leader,
     group_view,
     member_problems,
+    members_shaped,
     node_shape_problem,
+    not_a_node,
     owners_of,
 )
 from realnet.sentences import capitalized
@@ -479,7 +482,8 @@ class Admin:
             if key_slots and n.reachable and n.state == ALIVE:
                 held = frozenset(ranges_to_slots(parse_ranges(self.get(n.addr, "/cluster/keyslots")["slots"])))
             stray = frozenset(ranges_to_slots(parse_ranges(((n.info or {}).get("stray") or {}).get("slots") or "")))
-            nodes[n.id] = NodeView(n.id, n.state, tuple(n.runs), migrating, importing, held, stray)
+            left = frozenset(m["id"] for m in n.members if m["state"] == LEFT) if n.members is not None else None
+            nodes[n.id] = NodeView(n.id, n.state, tuple(n.runs), migrating, importing, held, stray, left)
         return Snapshot(nodes, cluster.entry.id)
 
     def drive(self, addr: str, goal: Goal, batch: int = DEFAULT_BATCH, progress: Progress | None = None,
@@ -531,6 +535,9 @@ class Admin:
         assert not isinstance(step, Done | Problem), "drive ends at Done and Problem, it never acts on them"
         if isinstance(step, WaitOwned):
             self.wait_owned(cluster, list(step.slots), step.target, list(step.nodes))
+            return state, 0
+        if isinstance(step, WaitLeft):
+            self.wait_left(cluster, step.node, step.member)
             return state, 0
         addr = cluster.nodes[step.node].addr
         if isinstance(step, Import | Migrate):
@@ -601,6 +608,18 @@ class Admin:
             return True
 
         self.wait(f"every node to see {target} own the {len(slots)} moved slots", done)
+
+    def wait_left(self, cluster: ClusterView, nid: str, member: str) -> None:
+        """Until node ``nid``'s own members list holds ``member`` as left (gossip brings it)."""
+        addr = cluster.nodes[nid].addr
+
+        def done() -> bool:
+            members = self.get(addr, "/cluster/members")
+            if not members_shaped(members):
+                raise AdminError(not_a_node(addr, "/cluster/members"))
+            return any(m["id"] == member and m["state"] == LEFT for m in members)
+
+        self.wait(f"{nid} to learn that {member} left", done)
 
     def run_moves(self, cluster: ClusterView, moves: Sequence[Move], batch: int = DEFAULT_BATCH,
                   progress: Progress | None = None) -> int:

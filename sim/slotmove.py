@@ -47,6 +47,7 @@ from kvcore.slotmove import (
     Snapshot,
     Step,
     TakeBack,
+    WaitLeft,
     WaitOwned,
     fmt,
     next_steps,
@@ -91,8 +92,9 @@ def observe(c: SimCluster, view: str) -> Snapshot:
             held = frozenset(node.store.slots())
             owner = node.slot_map.owner
             stray = frozenset(s for s in held if owner(s) != nid and s not in node.importing)
+            left = frozenset(m for m, rec in node.membership.members.items() if rec.state == State.LEFT)
             nodes[nid] = NodeView(nid, State.ALIVE, runs_of(node.slot_map), dict(node.migrating),
-                                  dict(node.importing), held, stray)
+                                  dict(node.importing), held, stray, left)
     return Snapshot(nodes, view)
 
 
@@ -145,6 +147,10 @@ def _act(c: SimCluster, step: Step, progress: Progress, batch: int) -> Generator
         ok = yield from _wait_owned(c, step)
         return progress if ok else (f"timed out after {WAIT_TIMEOUT:g}s waiting for {', '.join(step.nodes)} "
                                     f"to see {step.target} own slots {fmt(step.slots)}")
+    if isinstance(step, WaitLeft):
+        ok = yield from _wait_left(c, step)
+        return progress if ok else (f"timed out after {WAIT_TIMEOUT:g}s waiting for {step.node} to learn that "
+                                    f"{step.member} left")
     node = c.node(step.node)  # type: ignore[union-attr]
     if isinstance(step, Import | Migrate):
         begin = node.begin_import if isinstance(step, Import) else node.begin_migrate
@@ -226,6 +232,17 @@ def _wait_owned(c: SimCluster, step: WaitOwned) -> Generator[Any, Any, bool]:
             n.slot_map.owner(s) == step.target and s not in n.migrating for s in step.slots)
 
     while not all(there(nid) for nid in step.nodes):
+        if c.env.now >= deadline:
+            return False
+        yield c.env.timeout(POLL)
+    return True
+
+
+def _wait_left(c: SimCluster, step: WaitLeft) -> Generator[Any, Any, bool]:
+    """Until ``step.node``'s own membership holds ``step.member`` as left (or the node is down:
+    the next look says what to do then)."""
+    deadline = c.env.now + WAIT_TIMEOUT
+    while (n := c.node(step.node)) is not None and n.membership.state_of(step.member) != State.LEFT:
         if c.env.now >= deadline:
             return False
         yield c.env.timeout(POLL)

@@ -35,7 +35,7 @@ open migration stays, as after a crash of ``redis-cli``, until ``fix``).
 two targets: each node's guard checks only itself) keeps the move its live migrating source
 names, or none when the source is up and migrates it nowhere, or the one importer holding keys
 when the source left; the other import marks are cleared, but only on nodes holding no key of
-the slot; anything else is a Problem (:func:`_settle_conflict`). Then for each slot with an open mark
+the slot; anything else is a Problem (:func:`kvcore.slotmove.fix._settle_conflict`). Then for each slot with an open mark
 (``migrating`` on a source, ``importing`` on a target), by who owns it in the view's map and who
 is up:
 
@@ -51,7 +51,8 @@ is up:
 - the source left (it never comes back; the keys it still held left with it), the slot is its or
   nobody's, and the target is up: the target finishes the import (:class:`Finish`, which its
   guard allows for a source that left), so the keys it took are served again and the slot has
-  an owner;
+  an owner; a target whose own view does not hold the source as left yet would refuse, so fix
+  waits until gossip tells it (:class:`WaitLeft`);
 - otherwise (the source is down, or the target is down but may come back): a Problem sentence.
 
 Then, with no mark left: maps that differ at different epochs are gossip still at work
@@ -116,6 +117,7 @@ from kvcore.slotmove.model import (
     Snapshot,
     Step,
     TakeBack,
+    WaitLeft,
     WaitOwned,
     fmt,
 )
@@ -163,6 +165,7 @@ __all__ = [
     "Snapshot",
     "Step",
     "TakeBack",
+    "WaitLeft",
     "WaitOwned",
     "fmt",
     "hint_moves",

@@ -21,6 +21,7 @@ from kvcore.slotmove.model import (
     RollBack,
     Snapshot,
     Step,
+    WaitLeft,
     WaitOwned,
     fmt,
 )
@@ -42,6 +43,9 @@ class FixPlan:
     #: (target, slots) imported from a source that left: the target finishes the import, keeping
     #: the keys it took (the source's other keys left with it)
     adopt: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: (target, source, slots) to adopt once the target's own view holds the source as left (it
+    #: refuses to finish before: :func:`kvcore.node.guards.check_finish`)
+    learn_left: list[tuple[str, str, list[int]]] = field(default_factory=list)
     #: (owner, slots) whose maps disagree at one epoch; the owner claims them again
     readopt: list[tuple[str, list[int]]] = field(default_factory=list)
     #: (source, slots) of open moves whose maps disagree at one epoch (two crossing moves that
@@ -64,7 +68,7 @@ class FixPlan:
 
     def empty(self) -> bool:
         return not (self.resume or self.clear or self.rollback or self.readopt or self.reclaim or self.assign
-                    or self.converge or self.regather or self.collided or self.adopt)
+                    or self.converge or self.regather or self.collided or self.adopt or self.learn_left)
 
     def describe(self) -> list[str]:
         out = []
@@ -81,6 +85,9 @@ class FixPlan:
         for nid, slots in self.adopt:
             out.append(f"let {nid} finish importing slots {fmt(slots)} (their source left: the keys it had not "
                        "moved yet left with it)")
+        for nid, source, slots in self.learn_left:
+            out.append(f"wait for {nid} to learn that {source} left, then let {nid} finish importing slots "
+                       f"{fmt(slots)} (the keys {source} had not moved yet left with it)")
         for owner, slots, nodes in self.converge:
             out.append(f"wait for {', '.join(nodes)} to learn that {owner} owns slots {fmt(slots)}")
         for nid, slots in self.readopt:
@@ -103,7 +110,8 @@ def plan_fix(snap: Snapshot, assign_unowned: bool = False) -> FixPlan:
     """Decide, slot by slot, how to close every open migration and mend the map (the package docstring, **Fix**)."""
     plan = FixPlan()
     marked = _plan_marks(snap, plan)
-    if plan.clear or plan.rollback or plan.resume or plan.converge or plan.collided or plan.adopt:
+    if (plan.clear or plan.rollback or plan.resume or plan.converge or plan.collided or plan.adopt
+            or plan.learn_left):
         return plan  # the map is looked at once no mark is left
     _plan_map(snap, plan, marked, assign_unowned)
     return plan
@@ -117,6 +125,7 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     wait: dict[str, tuple[list[int], set[str]]] = {}
     rollback: dict[str, list[int]] = {}
     adopt: dict[str, list[int]] = {}
+    learn_left: dict[tuple[str, str], list[int]] = {}
     collided: dict[str, list[int]] = {}
     for slot in sorted(pairs):
         source, target = pairs[slot]
@@ -145,8 +154,13 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
         elif (owner in (source, None) and snap.state(source) == State.LEFT and snap.up(target)
               and snap.nodes[target].importing.get(slot) == source):
             # the source never comes back: finishing keeps what the target took (bringing the
-            # source back, which the sentence below asks, cannot be done)
-            adopt.setdefault(target, []).append(slot)
+            # source back, which the sentence below asks, cannot be done); once the target knows
+            # the source left, which its guard asks
+            known = snap.nodes[target].left
+            if known is None or source in known:
+                adopt.setdefault(target, []).append(slot)
+            else:
+                learn_left.setdefault((target, source), []).append(slot)
         else:
             who = source if not snap.up(source) else target
             state = snap.state(who)
@@ -159,6 +173,7 @@ def _plan_marks(snap: Snapshot, plan: FixPlan) -> set[int]:
     plan.clear = sorted(clear.items())
     plan.rollback = sorted(rollback.items())
     plan.adopt = sorted(adopt.items())
+    plan.learn_left = [(t, src, sl) for (t, src), sl in sorted(learn_left.items())]
     plan.converge = [(o, sl, sorted(ns)) for o, (sl, ns) in sorted(wait.items())]
     return set(pairs)
 
@@ -382,8 +397,9 @@ def fix_steps(snap: Snapshot, goal: Fix, p: Progress, chunk: int, max_failures: 
     plan = plan_fix(snap, goal.assign_unowned)
     if plan.clear or plan.rollback:
         return [*(Clear(n, tuple(s)) for n, s in plan.clear), *(RollBack(n, tuple(s)) for n, s in plan.rollback)]
-    if plan.adopt:
-        return [Finish(nid, tuple(given)) for nid, given in plan.adopt]
+    if plan.adopt or plan.learn_left:
+        return [*(Finish(nid, tuple(given)) for nid, given in plan.adopt),
+                *(WaitLeft(nid, source, tuple(given)) for nid, source, given in plan.learn_left)]
     if plan.collided:
         base = snap.max_epoch()
         return [Readopt(nid, tuple(given), base + i) for i, (nid, given) in enumerate(plan.collided, 1)]

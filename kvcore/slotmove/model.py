@@ -42,7 +42,9 @@ class NodeView:
     to assign unowned slots, and to clear an import mark only where no key lies; a move's
     driver may leave it empty). ``stray``: slots it holds keys of that
     its own map gives another node or nobody and that it does not import (no request reaches
-    those keys; ``/cluster/info``'s ``stray``).
+    those keys; ``/cluster/info``'s ``stray``). ``left``: the members its own membership holds
+    as left (a target finishes an import from a source that left only once it knows so), or
+    None when not observed (then the view node's word is taken).
     """
 
     id: str
@@ -52,6 +54,7 @@ class NodeView:
     importing: Mapping[int, str] = field(default_factory=dict)
     key_slots: frozenset[int] = frozenset()
     stray: frozenset[int] = frozenset()
+    left: frozenset[str] | None = None
     _starts: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -240,6 +243,19 @@ class WaitOwned:
 
 
 @dataclass(frozen=True)
+class WaitLeft:
+    """Wait until ``node``'s own membership holds ``member`` as left (gossip brings it): a target
+    refuses to finish importing ``slots`` from a source it does not know left."""
+
+    node: str
+    member: str
+    slots: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"wait {self.node} to see {self.member} leave, for {fmt(self.slots)}"
+
+
+@dataclass(frozen=True)
 class TakeBack:
     """Take back the import marks of ``slots`` on ``node`` after a refused migrate (no key moved)."""
 
@@ -316,4 +332,5 @@ class Problem:
         return f"problem: {self.text}"
 
 
-Step = Import | Migrate | MoveKeys | Finish | WaitOwned | TakeBack | Clear | RollBack | Assign | Readopt | Done | Problem
+Step = (Import | Migrate | MoveKeys | Finish | WaitOwned | WaitLeft | TakeBack | Clear | RollBack | Assign | Readopt | Done
+        | Problem)

@@ -8,7 +8,9 @@ as an orchestrator observed it, one ``plan`` line, ``----``, and the steps the p
     map 0-99=a@1 100-16383=b@1          the default slot map of every node below
     node a alive mig 10-12>b keys 7     id, state, then its own runs (R=owner@epoch; any replaces
     node b alive imp 10-12<a            the default map), marks (mig R>target, imp R<source), keys R,
-                                        stray R (keys held of slots it neither owns nor imports)
+                                        stray R (keys held of slots it neither owns nor imports),
+                                        left a,c (the members its own view holds as left; - none;
+                                        absent: not observed)
     view a                              whose map is the cluster's (default: the first node)
     plan move 10-12 to b [from a] [drained R] [failures N] [retry] [chunk N] [refused SENTENCE]
     plan fix [assign]
@@ -72,6 +74,7 @@ def parse_case(lines: list[str]) -> tuple[Snapshot, str]:
             imp: dict[int, str] = {}
             keys: set[int] = set()
             stray: set[int] = set()
+            left: frozenset[str] | None = None
             i = 0
             while i < len(rest):
                 tok = rest[i]
@@ -89,11 +92,14 @@ def parse_case(lines: list[str]) -> tuple[Snapshot, str]:
                 elif tok == "stray":
                     stray.update(slots(rest[i + 1]))
                     i += 2
+                elif tok == "left":  # the members its own view holds as left ("-": none)
+                    left = frozenset() if rest[i + 1] == "-" else frozenset(rest[i + 1].split(","))
+                    i += 2
                 else:
                     runs.append(run_of(tok))
                     i += 1
             nodes[nid] = NodeView(nid, state, tuple(runs) if runs else (default if state == "alive" else ()),
-                                  mig, imp, frozenset(keys), frozenset(stray))
+                                  mig, imp, frozenset(keys), frozenset(stray), left)
         elif words[0] == "view":
             view = words[1]
         elif words[0] == "plan":

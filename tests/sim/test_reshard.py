@@ -210,6 +210,24 @@ def test_fix_rolls_back_a_migration_whose_target_left() -> None:
     assert [f.verb for f in c.faults if f.verb in ("reshard_aborted", "fix_unfixed")] == []
 
 
+def test_fix_waits_for_the_target_to_learn_that_the_source_left_then_finishes() -> None:
+    """A source that left mid-move never comes back: fix lets the target finish, keeping the
+    keys it took. A target that has not heard of the leave yet refuses to finish (its guard):
+    fix waits until gossip tells it, instead of ending on the refusal."""
+    c = SimCluster(16, 3, CFG, swim=SWIM, observe=False)
+    c.run(until=2.0)
+    n1, n2 = c.node("n1"), c.node("n2")
+    slot = next(s for s in range(16384) if n1.slot_map.owner(s) == "n1")
+    n2.begin_import(slot, "n1")
+    n1.begin_migrate(slot, "n2")
+    c.leave("n1", at=3.0)  # (its other slots are left without an owner: fix assigns them)
+    c.fix(at=3.0, assign_unowned=True)  # the same instant: n2 has not heard of the leave yet
+    c.run(until=8.0)
+    assert [f.args for f in c.faults if f.verb == "fix_unfixed"] == []
+    assert n2.slot_map.owner(slot) == "n2" and not n2.importing
+    assert c.node("n3").slot_map == n2.slot_map and n2.slot_map.covers_all()
+
+
 def test_fix_resumes_then_finishes_a_move_both_ends_of_which_are_up() -> None:
     c = SimCluster(14, 3, CFG, swim=SWIM, observe=False)
     n1, n3 = c.node("n1"), c.node("n3")
