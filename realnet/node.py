@@ -102,6 +102,7 @@ from realnet.http import (
     start_http_server,
     stop_http_server,
 )
+from realnet.httpparse_rules import HttpLimits
 from realnet.kvlog import StorageLayoutConflict, StorageLogCorrupt
 from realnet.raftlog import RaftLogCorrupt, RaftLogUnusable, discard_staged, group_logs
 from realnet.raftopen import RAFT_DIR, RaftOpener
@@ -372,33 +373,7 @@ def build(
         alarm=log.error,
     )
     opener.must_exist = False  # from now on a log is opened by forming a new group: created
-    peers: dict[str, tuple[str, int]] = {}
-    if settings.cluster is not None:
-        for n in settings.cluster.nodes:
-            if n.id != node_id:
-                peers[n.id] = parse_addr(n.peer_addr)
-    meter = RttMeter(loop.time)
-    transport = PeerTransport(
-        node_id=node_id,
-        peers=peers,
-        resolve=node.membership.address_of,
-        on_message=node.on_message,
-        node_stats=node.stats,
-        rng=runtime.random,
-        config=TransportConfig(max_frame_bytes=settings.config.max_frame_bytes),
-        cluster_name=settings.cluster_name,
-        loop=loop,
-        http_addr=addr,
-        keyring=keyring,
-    )
-    runtime.sink = transport
-    observe_probes(transport, meter)
-
-    def forget(member: str) -> None:
-        transport.forget(member)
-        meter.forget(member)
-
-    follow_membership(node.membership, forget)
+    transport, meter = _peer_transport(settings, node, runtime, addr, keyring)
     parts = Parts(runtime, node, transport, meter, stop if stop is not None else asyncio.Event(), addr)
     parts.raft_opener = opener
     if hasattr(storage, "on_failure"):  # the storage log (realnet.kvlog): stop when it fails
@@ -422,6 +397,42 @@ def build(
     )
     parts.api.raft_opener = opener  # /metrics reads its commit latency (realnet.raftmetrics)
     return parts
+
+
+def _peer_transport(settings: Settings, node: Node, runtime: AsyncioRuntime, addr: str,
+                    keyring: Keyring | None) -> tuple[PeerTransport, RttMeter]:
+    """The node's peer transport (dialling a static configuration's members from the start),
+    the runtime's sink, with the RTT meter watching its probes; both forget a member that
+    membership forgets."""
+    loop = runtime.loop
+    peers: dict[str, tuple[str, int]] = {}
+    if settings.cluster is not None:
+        for n in settings.cluster.nodes:
+            if n.id != settings.node_id:
+                peers[n.id] = parse_addr(n.peer_addr)
+    meter = RttMeter(loop.time)
+    transport = PeerTransport(
+        node_id=settings.node_id,
+        peers=peers,
+        resolve=node.membership.address_of,
+        on_message=node.on_message,
+        node_stats=node.stats,
+        rng=runtime.random,
+        config=TransportConfig(max_frame_bytes=settings.config.max_frame_bytes),
+        cluster_name=settings.cluster_name,
+        loop=loop,
+        http_addr=addr,
+        keyring=keyring,
+    )
+    runtime.sink = transport
+    observe_probes(transport, meter)
+
+    def forget(member: str) -> None:
+        transport.forget(member)
+        meter.forget(member)
+
+    follow_membership(node.membership, forget)
+    return transport, meter
 
 
 #: where the cluster name is kept in the node's storage
@@ -451,14 +462,7 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets, freeze_gc: boo
     ``freeze_gc``: the process is the node's own (``main``): freeze what is built, once ready."""
     loop = asyncio.get_running_loop()
     node, transport = parts.node, parts.transport
-    sec = settings.http_security
-    limits = dataclasses.replace(
-        http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes),
-        head_timeout=sec.head_timeout,
-        request_timeout=sec.request_timeout,
-        max_connections=sec.max_clients or default_max_connections(),
-        max_buffered_bodies=sec.max_buffered_bodies,
-    )
+    limits = _client_limits(settings)
     loop.set_exception_handler(rate_limited_exception_handler)
     try:
         await transport.listen(sock=sockets.peer)
@@ -475,34 +479,17 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets, freeze_gc: boo
     parts.api.answer_batch = batch_answerer(http_server)
     installed = _install_signals(loop, parts.stop, settings.node_id)
     installed += install_reload(loop, parts.transport, settings.security.secret_file)
-    say_bus(parts.transport, settings.security.secret_file, settings.host, sockets.peer_port)
-    for warning in secret_file_warnings((
-        ("admin token", settings.http_security.admin_token_file),
-        ("client token", settings.http_security.client_token_file),
-        ("cluster secret", settings.security.secret_file),
-    )):
-        log.warning("%s", warning)
+    _say_security(settings, parts, sockets)
 
     node.start()
     transport.connect_all()
-    kept = [m.node for m in node.membership.live_members()]
-    if node.router.gated and kept:
-        log.info("syncing with %s before serving (503 try_again until then)%s", ", ".join(kept[:5]),
-                 "" if settings.seeds or settings.cluster is not None else
-                 f": the members kept in {settings.data_dir}")
     # listening from now on: the static members added at construction are not joins
     auto = (
         AutoRebalancer(node, parts.addr, loop, settings.auto_rebalance_settle, settings.admin_token)
         if settings.auto_rebalance else None
     )
+    _say_serving(settings, parts, limits, loop)
     seeds = f" seeds={','.join(settings.seeds)}" if settings.seeds else ""
-    log.info(
-        "HTTP: admin %s, client %s, %d client connections at most, Host one of %s; event loop %s",
-        "needs a token" if settings.admin_token else "OPEN (no --admin-token-file)",
-        "needs a token" if settings.client_token else "open",
-        limits.max_connections, ", ".join(parts.api.hosts.names()) if parts.api.hosts else "any",
-        event_loop_name(loop),
-    )
     if freeze_gc:
         # Everything built so far (modules, the node, its members and slot map) lives as long as
         # the process: frozen, no full collection scans it again (a full collection of an
@@ -537,6 +524,46 @@ async def run(settings: Settings, parts: Parts, sockets: Sockets, freeze_gc: boo
             loop.remove_signal_handler(signum)
     log.info("stopped")
     return EXIT_STORAGE if parts.storage_failed else EXIT_OK
+
+
+def _client_limits(settings: Settings) -> HttpLimits:
+    """The HTTP door's limits: the key and value bounds, and the ``[security]`` deadlines and caps."""
+    sec = settings.http_security
+    return dataclasses.replace(
+        http_limits(settings.config.max_key_bytes, settings.config.max_value_bytes),
+        head_timeout=sec.head_timeout,
+        request_timeout=sec.request_timeout,
+        max_connections=sec.max_clients or default_max_connections(),
+        max_buffered_bodies=sec.max_buffered_bodies,
+    )
+
+
+def _say_security(settings: Settings, parts: Parts, sockets: Sockets) -> None:
+    """Log how the bus is secured and what is wrong with the secret and token files."""
+    say_bus(parts.transport, settings.security.secret_file, settings.host, sockets.peer_port)
+    for warning in secret_file_warnings((
+        ("admin token", settings.http_security.admin_token_file),
+        ("client token", settings.http_security.client_token_file),
+        ("cluster secret", settings.security.secret_file),
+    )):
+        log.warning("%s", warning)
+
+
+def _say_serving(settings: Settings, parts: Parts, limits: HttpLimits, loop: asyncio.AbstractEventLoop) -> None:
+    """Log whom a restarted node syncs with first, and how its HTTP door is set."""
+    node = parts.node
+    kept = [m.node for m in node.membership.live_members()]
+    if node.router.gated and kept:
+        log.info("syncing with %s before serving (503 try_again until then)%s", ", ".join(kept[:5]),
+                 "" if settings.seeds or settings.cluster is not None else
+                 f": the members kept in {settings.data_dir}")
+    log.info(
+        "HTTP: admin %s, client %s, %d client connections at most, Host one of %s; event loop %s",
+        "needs a token" if settings.admin_token else "OPEN (no --admin-token-file)",
+        "needs a token" if settings.client_token else "open",
+        limits.max_connections, ", ".join(parts.api.hosts.names()) if parts.api.hosts else "any",
+        event_loop_name(loop),
+    )
 
 
 def _close_storage(storage: Storage) -> None:
