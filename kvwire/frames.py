@@ -36,7 +36,9 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from kvcore import codec
+from kvcore.bounds import INT64_MAX
 from kvcore.errors import RemoteProtocolError
+from kvcore.messages import Forward, ForwardReply, Get, Put, Reply
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -46,6 +48,7 @@ __all__ = [
     "frame",
     "pack",
     "unpack",
+    "unpack_general",
 ]
 
 Message = Any  # any kvcore.messages class; kvcore has no common base class
@@ -90,6 +93,23 @@ def pack(msg: Message) -> bytes:
 
 def unpack(payload: bytes | bytearray | memoryview) -> Message:
     """The message in a payload; any malformed input raises :class:`FrameError`."""
+    # The frames of every forwarded request, read straight from their bytes when they have
+    # the shape the encoder gives them (see _forward_reply); anything else, the general path.
+    if type(payload) is bytes:
+        if payload.startswith(_FORWARD_REPLY_HEAD):
+            msg = _forward_reply(payload)
+            if msg is not None:
+                return msg
+        elif payload.startswith(_FORWARD_HEAD):
+            msg = _forward(payload)
+            if msg is not None:
+                return msg
+    return unpack_general(payload)
+
+
+def unpack_general(payload: bytes | bytearray | memoryview) -> Message:
+    """:func:`unpack` by msgpack and :func:`kvcore.codec.decode` alone, for every payload (the
+    reference the byte readers of the commonest frames are held to)."""
     try:
         obj = _unpackb(payload, raw=False, strict_map_key=True)
     except _UNPACK_ERRORS as e:
@@ -102,6 +122,165 @@ def unpack(payload: bytes | bytearray | memoryview) -> Message:
         raise FrameError("malformed", f"payload is not a valid message: {e}") from None
     except RecursionError:
         raise FrameError("malformed", "payload is nested too deeply") from None
+
+
+# --- the commonest frames, read from their bytes ---------------------------------------------
+#
+# A forwarded request is two frames: the Forward of a Get or a Put, and its ForwardReply (a
+# Reply with no error, a value or none). Their payloads are always laid out as the encoder lays
+# them out (codec.encode's keys in field order, msgpack's shortest forms), so each is a fixed
+# run of bytes around its request id, key and value. _forward and _forward_reply read exactly
+# those layouts: the message they return is the one msgpack and codec.decode give for the same
+# bytes (every integer width msgpack may use, the id within INT64_MAX), and for any other
+# payload (an error in the reply, a field out of place, a byte too many or too few) they return
+# None and the general path decides, words every refusal included.
+# tests/kvwire/test_frames_fast.py holds the two to the same messages.
+
+_FORWARD_REPLY_HEAD = b"\x83\xa1k\xacForwardReply\xaarequest_id"
+_FORWARD_HEAD = b"\x83\xa1k\xa7Forward\xaarequest_id"
+#: after the id: the nested Reply up to its value
+_REPLY_TO_VALUE = b"\xa5reply\x84\xa1k\xa5Reply\xa5value"
+#: after the value: no error, no message (what every successful reply ends with)
+_REPLY_OK_TAIL = b"\xa5error\xa0\xa7message\xa0"
+#: after the id: the nested operation up to its key
+_OP_PUT_TO_KEY = b"\xa2op\x83\xa1k\xa3Put\xa3key"
+_OP_GET_TO_KEY = b"\xa2op\x82\xa1k\xa3Get\xa3key"
+_VALUE_FIELD = b"\xa5value"
+_FORWARD_REPLY_HEAD_LEN = len(_FORWARD_REPLY_HEAD)
+_FORWARD_HEAD_LEN = len(_FORWARD_HEAD)
+_REPLY_TO_VALUE_LEN = len(_REPLY_TO_VALUE)
+_OP_TO_KEY_LEN = len(_OP_PUT_TO_KEY)
+_VALUE_FIELD_LEN = len(_VALUE_FIELD)
+_from_bytes = int.from_bytes
+_make_reply = Reply._make  # type: ignore[attr-defined]
+_make_forward_reply = ForwardReply._make  # type: ignore[attr-defined]
+_make_forward = Forward._make  # type: ignore[attr-defined]
+_make_put = Put._make  # type: ignore[attr-defined]
+_make_get = Get._make  # type: ignore[attr-defined]
+#: the Reply of a successful Put or Delete (messages are frozen: one serves every such reply)
+_REPLY_OK = Reply()
+_INT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_BIN_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+
+
+def _uint(p: bytes, i: int) -> tuple[int, int]:
+    """The msgpack unsigned int at ``p[i]`` (a positive fixint or uint 8 to 64) and where it
+    ends; an end of -1 when there is none there, or it is over INT64_MAX (the codec's bound
+    for every int but a slot)."""
+    tag = p[i]
+    if tag < 0x80:
+        return tag, i + 1
+    width = _INT_WIDTHS.get(tag)
+    if width is None or i + 1 + width > len(p):
+        return 0, -1
+    v = _from_bytes(p[i + 1 : i + 1 + width])
+    return v, (i + 1 + width if v <= INT64_MAX else -1)
+
+
+def _bin(p: bytes, i: int) -> tuple[bytes, int]:
+    """The msgpack bin at ``p[i]`` (bin 8, 16 or 32) and where it ends; an end of -1 when
+    there is none there, whole."""
+    width = _BIN_WIDTHS.get(p[i])
+    if width is None:
+        return b"", -1
+    start = i + 1 + width
+    end = start + _from_bytes(p[i + 1 : start])
+    if end > len(p):
+        return b"", -1
+    return p[start:end], end
+
+
+# The two readers below are written out for the commonest forms (an id of 64 bits, keys and
+# values under 256 bytes: bin 8) and take _uint and _bin for the others. A payload cut short
+# shows as a field out of place or an end that is not the payload's (slices never raise; an
+# index past the end is an IndexError, caught).
+
+
+def _forward_reply(p: bytes) -> Message | None:
+    """The ForwardReply of a successful operation in ``p`` (which starts with its head), or
+    None for any other payload."""
+    try:
+        i = _FORWARD_REPLY_HEAD_LEN
+        if p[i] == 0xCF:
+            rid = _from_bytes(p[i + 1 : i + 9])
+            if rid > INT64_MAX:
+                return None
+            i += 9
+        else:
+            rid, i = _uint(p, i)
+            if i < 0:
+                return None
+        if not p.startswith(_REPLY_TO_VALUE, i):
+            return None
+        i += _REPLY_TO_VALUE_LEN
+        tag = p[i]
+        if tag == 0xC0:
+            reply = _REPLY_OK
+            i += 1
+        else:
+            if tag == 0xC4:
+                j = i + 2 + p[i + 1]
+                value = p[i + 2 : j]
+            else:
+                value, j = _bin(p, i)
+                if j < 0:
+                    return None
+            reply = _make_reply(value, "", "")
+            i = j
+        if p[i:] != _REPLY_OK_TAIL:
+            return None
+        return _make_forward_reply(rid, reply)
+    except IndexError:
+        return None
+
+
+def _forward(p: bytes) -> Message | None:
+    """The Forward of a Get or a Put in ``p`` (which starts with its head), or None for any
+    other payload."""
+    try:
+        i = _FORWARD_HEAD_LEN
+        if p[i] == 0xCF:
+            rid = _from_bytes(p[i + 1 : i + 9])
+            if rid > INT64_MAX:
+                return None
+            i += 9
+        else:
+            rid, i = _uint(p, i)
+            if i < 0:
+                return None
+        if p.startswith(_OP_PUT_TO_KEY, i):
+            i += _OP_TO_KEY_LEN
+            if p[i] == 0xC4:
+                j = i + 2 + p[i + 1]
+                key = p[i + 2 : j]
+            else:
+                key, j = _bin(p, i)
+                if j < 0:
+                    return None
+            if not p.startswith(_VALUE_FIELD, j):
+                return None
+            i = j + _VALUE_FIELD_LEN
+            if p[i] == 0xC4:
+                j = i + 2 + p[i + 1]
+                value = p[i + 2 : j]
+            else:
+                value, j = _bin(p, i)
+            if j != len(p):
+                return None
+            return _make_forward(rid, _make_put(key, value))
+        if p.startswith(_OP_GET_TO_KEY, i):
+            i += _OP_TO_KEY_LEN
+            if p[i] == 0xC4:
+                j = i + 2 + p[i + 1]
+                key = p[i + 2 : j]
+            else:
+                key, j = _bin(p, i)
+            if j != len(p):
+                return None
+            return _make_forward(rid, _make_get(key))
+        return None
+    except IndexError:
+        return None
 
 
 def frame(msg: Message) -> bytes:
