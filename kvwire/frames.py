@@ -42,11 +42,13 @@ from kvcore.messages import Forward, ForwardReply, Get, Put, Reply
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "ENCODERS",
     "HEADER",
     "FrameDecoder",
     "FrameError",
     "frame",
     "pack",
+    "pack_dict",
     "unpack",
     "unpack_general",
 ]
@@ -85,9 +87,17 @@ class FrameError(Exception):
         self.messages: list[Message] = messages if messages is not None else []
 
 
+#: a message class -> its encoder (kvcore.codec's table, filled as each kind is first encoded or
+#: decoded): what codec.encode calls, looked up without the call to it
+ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = codec._ENCODERS
+#: the module Packer's ``pack`` (a plain dict to msgpack bytes)
+pack_dict: Callable[[dict[str, Any]], bytes] = _pack
+
+
 def pack(msg: Message) -> bytes:
     """The msgpack payload of a message (no length prefix). Raises on a non-message: a local bug."""
-    payload: bytes = _pack(_encode(msg))
+    enc = ENCODERS.get(type(msg))
+    payload: bytes = _pack(enc(msg) if enc is not None else _encode(msg))
     return payload
 
 
