@@ -242,8 +242,11 @@ class Router:
             # _route's forward to a live (or suspect) owner and forward itself, inline: every
             # request for another node's slot takes it (tests/kvcore/test_answer_now.py holds
             # it to the door's path)
-            m = self.membership.members.get(owner) if owner is not None else None
-            if m is not None and ((state := m.state) == State.ALIVE or state == State.SUSPECT):
+            if (
+                owner is not None
+                and (m := self.membership.members.get(owner)) is not None
+                and ((state := m.state) == State.ALIVE or state == State.SUSPECT)
+            ):
                 rid = self._next_rid
                 self._next_rid = rid + 1
                 timer = self.rt.call_later(self.config.forward_timeout, lambda: self._forward_timed_out(rid))
