@@ -192,7 +192,10 @@ class _ReplySlot:
             callback = self._callback
             if callback is not None:
                 self._callback = None
-                api._defer(callback, resp)
+                ready = api._ready  # Api._defer, inline (every forwarded request's answer)
+                ready.append((callback, resp))
+                if len(ready) == 1:
+                    api.loop.call_soon(api._run_ready)
 
     # --- what realnet.http reads -------------------------------------------------------------
 

@@ -520,3 +520,42 @@ def test_a_lane_answer_given_later_is_waited_on_without_take(monkeypatch: pytest
         assert state.stats.requests == 3
 
     run(main())
+
+
+def test_a_turns_replies_are_deferred_as_one_batch_by_the_slots_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's reply slots defer their answers as ``Api._defer`` does (its work, inline):
+    the replies of one turn run together, in order, from one scheduled call."""
+    from kvcore.messages import Reply
+    from realnet.api import Api, _ReplySlot
+    from realnet.metrics import OpLatency
+
+    scheduled: list[Any] = []
+
+    class Loop:
+        def call_soon(self, fn: Any, *args: Any) -> None:
+            scheduled.append((fn, args))
+
+    api = Api.__new__(Api)
+    api._ready = []
+    api.answer_batch = None
+    api.loop = Loop()  # type: ignore[assignment]
+    api.clock = lambda: 2.0
+    api.op_latency = OpLatency()
+    api.statuses = {}
+
+    def never(*args: Any) -> None:
+        raise AssertionError("Api._defer was called")
+
+    monkeypatch.setattr(Api, "_defer", never)
+    got: list[tuple[int, Response]] = []
+    slots = [_ReplySlot(api, i != 1, "get" if i != 1 else "put", 1.0) for i in range(3)]
+    for i, slot in enumerate(slots):
+        slot.deferred = True
+        slot.add_response_callback(lambda r, i=i: got.append((i, r)))
+    for slot in reversed(slots):
+        slot(Reply(value=b"v") if slot.is_get else Reply())
+    assert got == [] and len(scheduled) == 1
+    fn, args = scheduled.pop()
+    fn(*args)
+    assert [(i, r.status) for i, r in got] == [(2, 200), (1, 204), (0, 200)]
+    assert api.statuses == {200: 2, 204: 1} and api._ready == [] and scheduled == []
