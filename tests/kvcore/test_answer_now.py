@@ -218,3 +218,23 @@ def test_the_fast_lane_forwards_by_itself(monkeypatch: pytest.MonkeyPatch) -> No
     assert dst == "n2" and msg == Forward(request_id=msg.request_id, op=Put(key=REMOTE, value=b"v"))
     node.on_message("n2", ForwardReply(request_id=msg.request_id, reply=Reply()))
     assert later == [Reply()]
+
+
+def test_the_fast_paths_read_the_slot_map_without_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane and the owner's fast path for forwards read a slot's owner from the map's list
+    itself (``SlotMap.owner``'s work, inline), and answer as before."""
+    from kvcore.slots import SlotMap
+
+    node, rt = _twin("cluster")
+
+    def owner(self: SlotMap, slot: int) -> str | None:
+        raise AssertionError("SlotMap.owner was called")
+
+    monkeypatch.setattr(SlotMap, "owner", owner)
+    assert node.answer_now(Get(key=LOCAL), _never) == Reply(value=b"v")
+    assert node.answer_now(Put(key=REMOTE, value=b"v"), _never) is None
+    assert [type(m).__name__ for _dst, m in rt.take_sent()] == ["Forward"]
+    node.on_message("n2", Forward(request_id=5, op=Put(key=LOCAL, value=b"x")))
+    node.on_message("n2", Forward(request_id=6, op=Get(key=LOCAL)))
+    assert [m for _dst, m in rt.take_sent()] == [
+        ForwardReply(request_id=5, reply=Reply()), ForwardReply(request_id=6, reply=Reply(value=b"x"))]
