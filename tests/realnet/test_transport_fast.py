@@ -136,9 +136,10 @@ class _Unregistered(Get):  # type: ignore[misc]
 
 @pytest.mark.parametrize("fresh", [False, True])
 def test_send_encodes_as_kvwire_pack(fresh: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``PeerTransport.send`` encodes with the kind's encoder and msgpack, inline: the same bytes
-    as ``kvwire.pack`` for every kind (``fresh``: with the encoder table empty, every kind takes
-    ``kvwire.pack`` itself), and the same drop for what cannot be encoded."""
+    """``PeerTransport.send`` encodes with the kind's byte writer, or its encoder and msgpack,
+    inline: the same bytes as the codec and msgpack give for every kind (``fresh``: with the
+    tables empty, every kind takes ``kvwire.pack`` itself), and the same drop for what cannot
+    be encoded."""
     import kvwire
     from tests.kvwire.test_frames import MESSAGES
 
@@ -146,6 +147,7 @@ def test_send_encodes_as_kvwire_pack(fresh: bool, monkeypatch: pytest.MonkeyPatc
         kvwire.pack(msg)  # every kind's encoder made (the codec makes them on first use)
     if fresh:
         monkeypatch.setattr("realnet.transport._ENCODERS", {})
+        monkeypatch.setattr("realnet.transport._WRITERS", {})
     general = kvwire.pack
     calls: list[Any] = []
 
@@ -164,7 +166,8 @@ def test_send_encodes_as_kvwire_pack(fresh: bool, monkeypatch: pytest.MonkeyPatc
                 t.send("b", msg)
             await asyncio.sleep(0)
             await asyncio.sleep(0)
-            assert bytes(wire.data) == b"".join(kvwire.frame(m) for m in MESSAGES)
+            assert bytes(wire.data) == b"".join(
+                kvwire.HEADER.pack(len(p)) + p for p in map(kvwire.frames.pack_general, MESSAGES))
             # only a kind without an encoder yet takes kvwire.pack's own call
             assert calls == (MESSAGES if fresh else [])
             t.send("b", _Unregistered(key=b"k"))
