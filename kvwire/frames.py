@@ -7,8 +7,14 @@ Theory of operation
 -------------------
 A message becomes bytes in two steps: :func:`kvcore.codec.encode` turns it into a plain dict
 (``{"k": kind, ...}``) and msgpack packs that dict (``use_bin_type=True``, so ``bytes`` and
-``str`` stay distinct). :func:`pack` and :func:`unpack` are exactly these two steps; the sim
-calls them too, so both worlds carry the same bytes and measure the same message sizes.
+``str`` stay distinct). :func:`pack` and :func:`unpack` give exactly what these two steps give
+(:func:`pack_general`, :func:`unpack_general`); the sim calls them too, so both worlds carry the
+same bytes and measure the same message sizes. The two frames of every forwarded request (the
+Forward of a Get or a Put, the ForwardReply of a successful operation) are written and read
+straight as bytes when they have the layout those steps give them ("The commonest frames"
+below), a few operations where the two steps take a dict, generated code and msgpack's call;
+tests/kvwire/test_frames_fast.py holds them to the two steps, byte for byte and message for
+message.
 
 On a TCP stream each payload is framed by its length as a 4-byte big-endian unsigned int
 (:data:`HEADER`), as Redis Cluster's bus and most RPC systems do. :class:`FrameDecoder` turns an
