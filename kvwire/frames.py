@@ -7,8 +7,14 @@ Theory of operation
 -------------------
 A message becomes bytes in two steps: :func:`kvcore.codec.encode` turns it into a plain dict
 (``{"k": kind, ...}``) and msgpack packs that dict (``use_bin_type=True``, so ``bytes`` and
-``str`` stay distinct). :func:`pack` and :func:`unpack` are exactly these two steps; the sim
-calls them too, so both worlds carry the same bytes and measure the same message sizes.
+``str`` stay distinct). :func:`pack` and :func:`unpack` give exactly what these two steps give
+(:func:`pack_general`, :func:`unpack_general`); the sim calls them too, so both worlds carry the
+same bytes and measure the same message sizes. The two frames of every forwarded request (the
+Forward of a Get or a Put, the ForwardReply of a successful operation) are written and read
+straight as bytes when they have the layout those steps give them ("The commonest frames"
+below), a few operations where the two steps take a dict, generated code and msgpack's call;
+tests/kvwire/test_frames_fast.py holds them to the two steps, byte for byte and message for
+message.
 
 On a TCP stream each payload is framed by its length as a 4-byte big-endian unsigned int
 (:data:`HEADER`), as Redis Cluster's bus and most RPC systems do. :class:`FrameDecoder` turns an
@@ -36,16 +42,23 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from kvcore import codec
+from kvcore.bounds import INT64_MAX
 from kvcore.errors import RemoteProtocolError
+from kvcore.messages import Forward, ForwardReply, Get, Put, Reply
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "ENCODERS",
+    "WRITERS",
     "HEADER",
     "FrameDecoder",
     "FrameError",
     "frame",
     "pack",
+    "pack_dict",
+    "pack_general",
     "unpack",
+    "unpack_general",
 ]
 
 Message = Any  # any kvcore.messages class; kvcore has no common base class
@@ -82,14 +95,51 @@ class FrameError(Exception):
         self.messages: list[Message] = messages if messages is not None else []
 
 
+#: a message class -> its encoder (kvcore.codec's table, filled as each kind is first encoded or
+#: decoded): what codec.encode calls, looked up without the call to it
+ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = codec._ENCODERS
+#: the module Packer's ``pack`` (a plain dict to msgpack bytes)
+pack_dict: Callable[[dict[str, Any]], bytes] = _pack
+
+
 def pack(msg: Message) -> bytes:
     """The msgpack payload of a message (no length prefix). Raises on a non-message: a local bug."""
+    writer = WRITERS.get(type(msg))
+    if writer is not None:
+        data = writer(msg)
+        if data is not None:
+            return data
+    enc = ENCODERS.get(type(msg))
+    payload: bytes = _pack(enc(msg) if enc is not None else _encode(msg))
+    return payload
+
+
+def pack_general(msg: Message) -> bytes:
+    """:func:`pack` by the codec and msgpack alone, for every message (the reference the byte
+    writers of the commonest frames are held to)."""
     payload: bytes = _pack(_encode(msg))
     return payload
 
 
 def unpack(payload: bytes | bytearray | memoryview) -> Message:
     """The message in a payload; any malformed input raises :class:`FrameError`."""
+    # The frames of every forwarded request, read straight from their bytes when they have
+    # the shape the encoder gives them (see _forward_reply); anything else, the general path.
+    if type(payload) is bytes:
+        if payload.startswith(_FORWARD_REPLY_HEAD):
+            msg = _forward_reply(payload)
+            if msg is not None:
+                return msg
+        elif payload.startswith(_FORWARD_HEAD):
+            msg = _forward(payload)
+            if msg is not None:
+                return msg
+    return unpack_general(payload)
+
+
+def unpack_general(payload: bytes | bytearray | memoryview) -> Message:
+    """:func:`unpack` by msgpack and :func:`kvcore.codec.decode` alone, for every payload (the
+    reference the byte readers of the commonest frames are held to)."""
     try:
         obj = _unpackb(payload, raw=False, strict_map_key=True)
     except _UNPACK_ERRORS as e:
@@ -104,9 +154,237 @@ def unpack(payload: bytes | bytearray | memoryview) -> Message:
         raise FrameError("malformed", "payload is nested too deeply") from None
 
 
+# --- the commonest frames, read from their bytes ---------------------------------------------
+#
+# A forwarded request is two frames: the Forward of a Get or a Put, and its ForwardReply (a
+# Reply with no error, a value or none). Their payloads are always laid out as the encoder lays
+# them out (codec.encode's keys in field order, msgpack's shortest forms), so each is a fixed
+# run of bytes around its request id, key and value. _forward and _forward_reply read exactly
+# those layouts: the message they return is the one msgpack and codec.decode give for the same
+# bytes (every integer width msgpack may use, the id within INT64_MAX), and for any other
+# payload (an error in the reply, a field out of place, a byte too many or too few) they return
+# None and the general path decides, words every refusal included.
+# tests/kvwire/test_frames_fast.py holds the two to the same messages.
+
+_FORWARD_REPLY_HEAD = b"\x83\xa1k\xacForwardReply\xaarequest_id"
+_FORWARD_HEAD = b"\x83\xa1k\xa7Forward\xaarequest_id"
+#: after the id: the nested Reply up to its value
+_REPLY_TO_VALUE = b"\xa5reply\x84\xa1k\xa5Reply\xa5value"
+#: after the value: no error, no message (what every successful reply ends with)
+_REPLY_OK_TAIL = b"\xa5error\xa0\xa7message\xa0"
+#: after the id: the nested operation up to its key
+_OP_PUT_TO_KEY = b"\xa2op\x83\xa1k\xa3Put\xa3key"
+_OP_GET_TO_KEY = b"\xa2op\x82\xa1k\xa3Get\xa3key"
+_VALUE_FIELD = b"\xa5value"
+_FORWARD_REPLY_HEAD_LEN = len(_FORWARD_REPLY_HEAD)
+_FORWARD_HEAD_LEN = len(_FORWARD_HEAD)
+_REPLY_TO_VALUE_LEN = len(_REPLY_TO_VALUE)
+_OP_TO_KEY_LEN = len(_OP_PUT_TO_KEY)
+_VALUE_FIELD_LEN = len(_VALUE_FIELD)
+_from_bytes = int.from_bytes
+_make_reply = Reply._make  # type: ignore[attr-defined]
+_make_forward_reply = ForwardReply._make  # type: ignore[attr-defined]
+_make_forward = Forward._make  # type: ignore[attr-defined]
+_make_put = Put._make  # type: ignore[attr-defined]
+_make_get = Get._make  # type: ignore[attr-defined]
+#: the Reply of a successful Put or Delete (messages are frozen: one serves every such reply)
+_REPLY_OK = Reply()
+_INT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_BIN_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+
+
+def _uint(p: bytes, i: int) -> tuple[int, int]:
+    """The msgpack unsigned int at ``p[i]`` (a positive fixint or uint 8 to 64) and where it
+    ends; an end of -1 when there is none there, or it is over INT64_MAX (the codec's bound
+    for every int but a slot)."""
+    tag = p[i]
+    if tag < 0x80:
+        return tag, i + 1
+    width = _INT_WIDTHS.get(tag)
+    if width is None or i + 1 + width > len(p):
+        return 0, -1
+    v = _from_bytes(p[i + 1 : i + 1 + width])
+    return v, (i + 1 + width if v <= INT64_MAX else -1)
+
+
+def _bin(p: bytes, i: int) -> tuple[bytes, int]:
+    """The msgpack bin at ``p[i]`` (bin 8, 16 or 32) and where it ends; an end of -1 when
+    there is none there, whole."""
+    width = _BIN_WIDTHS.get(p[i])
+    if width is None:
+        return b"", -1
+    start = i + 1 + width
+    end = start + _from_bytes(p[i + 1 : start])
+    if end > len(p):
+        return b"", -1
+    return p[start:end], end
+
+
+# The two readers below are written out for the commonest forms (an id of 64 bits, keys and
+# values under 256 bytes: bin 8) and take _uint and _bin for the others. A payload cut short
+# shows as a field out of place or an end that is not the payload's (slices never raise; an
+# index past the end is an IndexError, caught).
+
+
+def _forward_reply(p: bytes) -> Message | None:
+    """The ForwardReply of a successful operation in ``p`` (which starts with its head), or
+    None for any other payload."""
+    try:
+        i = _FORWARD_REPLY_HEAD_LEN
+        if p[i] == 0xCF:
+            rid = _from_bytes(p[i + 1 : i + 9])
+            if rid > INT64_MAX:
+                return None
+            i += 9
+        else:
+            rid, i = _uint(p, i)
+            if i < 0:
+                return None
+        if not p.startswith(_REPLY_TO_VALUE, i):
+            return None
+        i += _REPLY_TO_VALUE_LEN
+        tag = p[i]
+        if tag == 0xC0:
+            reply = _REPLY_OK
+            i += 1
+        else:
+            if tag == 0xC4:
+                j = i + 2 + p[i + 1]
+                value = p[i + 2 : j]
+            else:
+                value, j = _bin(p, i)
+                if j < 0:
+                    return None
+            reply = _make_reply(value, "", "")
+            i = j
+        if p[i:] != _REPLY_OK_TAIL:
+            return None
+        return _make_forward_reply(rid, reply)
+    except IndexError:
+        return None
+
+
+def _forward(p: bytes) -> Message | None:
+    """The Forward of a Get or a Put in ``p`` (which starts with its head), or None for any
+    other payload."""
+    try:
+        i = _FORWARD_HEAD_LEN
+        if p[i] == 0xCF:
+            rid = _from_bytes(p[i + 1 : i + 9])
+            if rid > INT64_MAX:
+                return None
+            i += 9
+        else:
+            rid, i = _uint(p, i)
+            if i < 0:
+                return None
+        if p.startswith(_OP_PUT_TO_KEY, i):
+            i += _OP_TO_KEY_LEN
+            if p[i] == 0xC4:
+                j = i + 2 + p[i + 1]
+                key = p[i + 2 : j]
+            else:
+                key, j = _bin(p, i)
+                if j < 0:
+                    return None
+            if not p.startswith(_VALUE_FIELD, j):
+                return None
+            i = j + _VALUE_FIELD_LEN
+            if p[i] == 0xC4:
+                j = i + 2 + p[i + 1]
+                value = p[i + 2 : j]
+            else:
+                value, j = _bin(p, i)
+            if j != len(p):
+                return None
+            return _make_forward(rid, _make_put(key, value))
+        if p.startswith(_OP_GET_TO_KEY, i):
+            i += _OP_TO_KEY_LEN
+            if p[i] == 0xC4:
+                j = i + 2 + p[i + 1]
+                key = p[i + 2 : j]
+            else:
+                key, j = _bin(p, i)
+            if j != len(p):
+                return None
+            return _make_forward(rid, _make_get(key))
+        return None
+    except IndexError:
+        return None
+
+
+# --- the commonest frames, written as bytes ---------------------------------------------------
+#
+# The same two frames, written by formatting their bytes: the layout above, an id of 2^32 or
+# more (msgpack's uint 64: request ids start at a random 48-bit offset), keys and values under
+# 256 bytes (bin 8; a value under 64 KiB, bin 16). Anything else (a smaller id, a longer key, a
+# bytearray, an error in the reply) is None, and the codec and msgpack write it.
+# tests/kvwire/test_frames_fast.py holds the writers to pack_general's bytes.
+
+_UINT64_MIN = 1 << 32
+_UINT64_TOP = (1 << 64) - 1
+
+
+def _write_forward(msg: Any) -> bytes | None:
+    """The payload of a Forward of a Get or a Put, or None (see above)."""
+    rid = msg.request_id
+    if type(rid) is not int or not _UINT64_MIN <= rid <= _UINT64_TOP:
+        return None
+    op = msg.op
+    t = type(op)
+    if t is not Put and t is not Get:
+        return None
+    key = op.key
+    if type(key) is not bytes or len(key) > 255:
+        return None
+    if t is Put:
+        value = op.value
+        if type(value) is not bytes or len(value) > 255:
+            return None
+        return b"%s\xcf%s%s\xc4%c%s%s\xc4%c%s" % (
+            _FORWARD_HEAD, rid.to_bytes(8, "big"), _OP_PUT_TO_KEY, len(key), key, _VALUE_FIELD, len(value), value
+        )
+    return b"%s\xcf%s%s\xc4%c%s" % (_FORWARD_HEAD, rid.to_bytes(8, "big"), _OP_GET_TO_KEY, len(key), key)
+
+
+def _write_forward_reply(msg: Any) -> bytes | None:
+    """The payload of the ForwardReply of a successful operation, or None (see above)."""
+    rid = msg.request_id
+    r = msg.reply
+    if (
+        type(rid) is not int
+        or not _UINT64_MIN <= rid <= _UINT64_TOP
+        or type(r) is not Reply
+        or type(error := r.error) is not str
+        or error
+        or type(message := r.message) is not str
+        or message
+    ):
+        return None
+    value = r.value
+    if value is None:
+        return b"%s\xcf%s%s\xc0%s" % (_FORWARD_REPLY_HEAD, rid.to_bytes(8, "big"), _REPLY_TO_VALUE, _REPLY_OK_TAIL)
+    if type(value) is not bytes:
+        return None
+    n = len(value)
+    if n < 256:
+        return b"%s\xcf%s%s\xc4%c%s%s" % (
+            _FORWARD_REPLY_HEAD, rid.to_bytes(8, "big"), _REPLY_TO_VALUE, n, value, _REPLY_OK_TAIL
+        )
+    if n < 65536:
+        return b"%s\xcf%s%s\xc5%s%s%s" % (
+            _FORWARD_REPLY_HEAD, rid.to_bytes(8, "big"), _REPLY_TO_VALUE, n.to_bytes(2, "big"), value, _REPLY_OK_TAIL
+        )
+    return None
+
+
+#: a message class -> what writes its commonest payloads as bytes (None: the general path's)
+WRITERS: dict[type, Callable[[Any], bytes | None]] = {Forward: _write_forward, ForwardReply: _write_forward_reply}
+
+
 def frame(msg: Message) -> bytes:
     """Length prefix + payload, ready for a stream. The caller enforces its frame limit."""
-    payload: bytes = _pack(_encode(msg))
+    payload = pack(msg)
     return _pack_header(len(payload)) + payload
 
 

@@ -445,14 +445,6 @@ class _ServerState:
         #: written when it ends, not on the next turn
         self._in_batch = False
 
-    def hold(self, conn: _HttpConnection) -> None:
-        """``conn`` holds a response: write it with the others at the end of this turn (or of
-        the batch of answers being given, :meth:`answer_batch`)."""
-        held = self._held_conns
-        held.append(conn)
-        if len(held) == 1 and not self._in_batch:
-            self.loop.call_soon(self.write_held)
-
     def answer_batch(self, answers: list[tuple[Callable[[Response], None], Response]]) -> None:
         """Call ``callback(response)`` for each of ``answers`` in order (the deferred answers
         one loop turn brought: a handler's ``add_response_callback`` callbacks), then write
@@ -473,7 +465,13 @@ class _ServerState:
         self._held_conns = []
         for conn in held:
             try:
-                conn.write_held()
+                # _HttpConnection.write_held, inline
+                data = conn._held_response
+                if data is not None:
+                    conn._held_response = None
+                    transport = conn._transport
+                    if transport is not None and not transport.is_closing():
+                        transport.write(data)
             except Exception:  # one connection's transport must not take the others' answers
                 log.exception("writing a held response failed")
 
@@ -819,6 +817,12 @@ class _HttpConnection(asyncio.Protocol):
         if type(result) is bytes:  # b"HTTP/1.1 204 ...": the status class is its 10th byte
             stats.responses_by_class[result[9] - 48] += 1
             self._send(result, True)
+        elif type(result) is not Response and (
+            add_response_callback := getattr(result, "add_response_callback", None)
+        ) is not None:
+            # _take's answer later, inline (every forwarded request's)
+            self._busy = True
+            add_response_callback(self._on_response)
         else:
             self._busy = True
             self._take(result, parts[0].decode(), parts[1].decode())
@@ -894,7 +898,34 @@ class _HttpConnection(asyncio.Protocol):
             # nothing may follow that (a write after write_eof raises)
             return
         self.active = True
-        self._respond(resp)
+        status = resp.status
+        body = resp.body
+        # _respond, with _serialize's commonest case inline (every forwarded request's answer:
+        # keep-alive HTTP/1.1, no extra field, a head built before in this second); anything
+        # else, _respond itself. tests/realnet/test_http_held.py holds the two to the same bytes.
+        if (
+            self._keep_alive
+            and not self._http10
+            and not self._head_only
+            and not resp.headers
+            and not self._srv.shutting_down
+            and (head := _HEADS.get((status, resp.content_type))) is not None
+            and _time() < _date_valid_until
+        ):
+            if status != 204 and status != 304:
+                n = len(body)
+                data = head + (_LENGTHS[n] if n < 1024 else b"Content-Length: %d\r\n\r\n" % n) + body
+            elif not body:
+                data = head + b"\r\n"
+            else:
+                data = b""  # (a 204 or 304 with a body: _respond's 500)
+            if data:
+                self._stats.responses_by_class[status // 100] += 1
+                self._send(data, True)
+            else:
+                self._respond(resp)
+        else:
+            self._respond(resp)
         # What _process would find to do: pipelined bytes (the parser parsed nothing while the
         # response was outstanding), a half-close to finish, or reading to resume.
         if (self._fed and self._parser.buffered) or self._peer_eof or self._read_paused:
@@ -922,7 +953,13 @@ class _HttpConnection(asyncio.Protocol):
             return
         if keep_alive and self._held_response is None and len(data) <= _DEFER_MAX:
             self._held_response = data
-            self._srv.hold(self)
+            # held with the others till the end of this turn (or of the batch of answers being
+            # given: _ServerState.answer_batch), then written by _ServerState.write_held
+            srv = self._srv
+            held = srv._held_conns
+            held.append(self)
+            if len(held) == 1 and not srv._in_batch:
+                srv.loop.call_soon(srv.write_held)
             return
         self.write_held()
         transport.write(data)

@@ -83,6 +83,7 @@ from kvcore.config import parse_addr
 from kvcore.messages import Hello, kind_of
 from kvcore.metrics import NodeStats
 from kvwire import auth
+from kvwire.frames import ENCODERS, WRITERS, pack_dict
 from realnet.inbound import HTTP_METHODS as HTTP_METHODS
 from realnet.inbound import _http_request_start as _http_request_start
 from realnet.inbound import _InboundProtocol
@@ -98,6 +99,10 @@ from realnet.runtime import loop_clock
 from realnet.transportconfig import TransportConfig, TransportStats
 
 log = logging.getLogger("realnet.transport")
+
+_ENCODERS = ENCODERS
+_WRITERS = WRITERS
+_pack_dict = pack_dict
 
 OnMessage = Callable[[str, Any], None]
 #: node id -> its peer address ("HOST:PORT"), or None when unknown
@@ -231,7 +236,13 @@ class PeerTransport:
             if link is None:
                 return
         try:
-            data = kvwire.pack(msg)
+            # kvwire.pack, inline: the kind's byte writer, else its encoder, then msgpack
+            # (tests/realnet/test_transport_fast.py holds the two to the same bytes)
+            writer = _WRITERS.get(type(msg))
+            data = writer(msg) if writer is not None else None
+            if data is None:
+                enc = _ENCODERS.get(type(msg))
+                data = _pack_dict(enc(msg)) if enc is not None else kvwire.pack(msg)
         except Exception:
             # Our own message failed to encode: a bug in kvcore, not the peer's fault.
             self.stats.drop("encode_error")

@@ -26,6 +26,8 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+_NEVER = float("inf")
+
 #: most entries a node's dedup memory holds by default (each is small: an id and a short reply)
 DEDUP_MAX_ENTRIES = 100_000
 
@@ -33,7 +35,7 @@ DEDUP_MAX_ENTRIES = 100_000
 class DedupCache(Generic[K, V]):
     """Remember ``key -> value`` for ``ttl`` seconds, at most ``max_entries``, oldest out first."""
 
-    __slots__ = ("_entries", "max_entries", "ttl")
+    __slots__ = ("_entries", "_oldest", "max_entries", "ttl")
 
     def __init__(self, ttl: float, max_entries: int = DEDUP_MAX_ENTRIES) -> None:
         if ttl < 0 or max_entries < 1:
@@ -42,6 +44,14 @@ class DedupCache(Generic[K, V]):
         self.max_entries = max_entries
         # key -> (expires_at, value), oldest first
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        #: when the oldest entry expires (inf when there is none): what get, seen and put ask
+        #: before expiring, without reading the first entry of the dict (every forwarded write a
+        #: node serves asks its memory twice)
+        self._oldest = _NEVER
+
+    def _note_oldest(self) -> None:
+        entries = self._entries
+        self._oldest = next(iter(entries.values()))[0] if entries else _NEVER
 
     def expire(self, now: float) -> None:
         """Forget every entry whose time is up at ``now``."""
@@ -49,36 +59,42 @@ class DedupCache(Generic[K, V]):
         while entries:
             expires = next(iter(entries.values()))[0]
             if expires > now:
+                self._oldest = expires
                 return
             entries.popitem(last=False)
-
-    # get, seen and put call expire only when the oldest entry's time is up (expire's own first
-    # test, asked here: every forwarded write a node serves asks its memory twice)
+        self._oldest = _NEVER
 
     def get(self, key: K, now: float) -> V | None:
         """The value remembered for ``key``, or None (never one that expired by ``now``)."""
-        entries = self._entries
-        if entries and next(iter(entries.values()))[0] <= now:
+        if self._oldest <= now:
             self.expire(now)
-        entry = entries.get(key)
+        entry = self._entries.get(key)
         return None if entry is None else entry[1]
 
     def seen(self, key: K, now: float) -> bool:
         """Whether ``key`` is remembered at ``now`` (for values that may be None)."""
-        entries = self._entries
-        if entries and next(iter(entries.values()))[0] <= now:
+        if self._oldest <= now:
             self.expire(now)
-        return key in entries
+        return key in self._entries
 
     def put(self, key: K, value: V, now: float) -> None:
         """Remember ``key -> value`` until ``now + ttl``; evict the oldest beyond ``max_entries``."""
         entries = self._entries
-        if entries and next(iter(entries.values()))[0] <= now:
+        if self._oldest <= now:
             self.expire(now)
-        entries[key] = (now + self.ttl, value)
-        entries.move_to_end(key)  # a refreshed entry expires last: keep insertion = expiry order
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
+        expires = now + self.ttl
+        if key in entries:
+            entries[key] = (expires, value)
+            entries.move_to_end(key)  # a refreshed entry expires last: keep insertion = expiry order
+            self._note_oldest()
+        else:
+            entries[key] = (expires, value)
+            if len(entries) == 1:
+                self._oldest = expires
+        if len(entries) > self.max_entries:
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
+            self._note_oldest()
 
     def __len__(self) -> int:
         return len(self._entries)

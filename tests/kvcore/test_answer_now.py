@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
-from kvcore.messages import Delete, Get, Nack, Put, Reply
+from kvcore.messages import Delete, Forward, ForwardReply, Get, Nack, Put, Reply
 from kvcore.node import Node
 from kvcore.runtime import FakeRuntime
 from kvcore.slots import key_slot
+from kvcore.states import State
 
 # n1 owns 0-9999, n2 owns 10000-15999, 16000-16383 are unassigned
 CLUSTER = ClusterConfig(
@@ -154,3 +155,86 @@ def test_a_node_whose_door_is_changed_gets_no_fast_lane() -> None:
     called: list[Reply] = []
     assert node.answer_now(Get(key=LOCAL), called.append) is None
     assert called == [Reply(value=b"v")]
+
+
+def _owner_in(node: Node, state: str | None) -> None:
+    """Make n2 (the owner of REMOTE) a member in ``state`` for ``node``, or no member at all."""
+    members = node.membership.members
+    if state is None:
+        del members["n2"]
+        return
+    m = members["n2"].copy()
+    m.state = State(state)
+    members["n2"] = m
+
+
+@pytest.mark.parametrize("state", ["alive", "suspect", "dead", "left", None])
+@pytest.mark.parametrize("answer", ["ok", "not_found", "wrong_peer", "twice", "late", "none"])
+@pytest.mark.parametrize("op", [Get(key=REMOTE), Put(key=REMOTE, value=b"v"), Delete(key=REMOTE)],
+                         ids=lambda op: type(op).__name__)
+def test_a_forward_from_the_fast_lane_ends_as_the_doors(state: str | None, answer: str, op: Any) -> None:
+    """The lane forwards a request for another node's slot itself (``Router.forward``'s work,
+    inline); the twins must agree on every way the forward can end: answered, answered by the
+    wrong peer, answered twice, answered after the timeout, never answered."""
+    twins = [_twin("cluster"), _twin("cluster")]
+    got: list[list[Reply]] = [[], []]
+    for i, (node, _rt) in enumerate(twins):
+        _owner_in(node, state)
+        if i == 0:
+            assert node.answer_now(op, got[0].append) is None
+        else:
+            node.on_client_request(op, got[1].append)
+    assert _state(*twins[0]) == _state(*twins[1])
+    for node, rt in twins:
+        sent = [m for _dst, m in rt.sent if type(m) is Forward]
+        reply = Reply() if answer != "not_found" else Reply(error="not_found", message="no such key")
+        if answer == "late":
+            rt.advance(10.0)
+        for m in sent:
+            src = "n3" if answer == "wrong_peer" else "n2"
+            if answer != "none":
+                node.on_message(src, ForwardReply(request_id=m.request_id, reply=reply))
+            if answer == "twice":
+                node.on_message(src, ForwardReply(request_id=m.request_id, reply=reply))
+        rt.advance(10.0)
+    assert got[0] == got[1] and len(got[0]) == 1
+    assert _state(*twins[0]) == _state(*twins[1])
+    assert [n.stats.as_dict() for n, _ in twins[:1]] == [n.stats.as_dict() for n, _ in twins[1:]]
+    assert [dict(n.router.pending) for n, _ in twins] == [{}, {}]
+
+
+def test_the_fast_lane_forwards_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request for a live owner's slot is forwarded by the lane, not by the door's path."""
+    node, rt = _twin("cluster")
+
+    def general(*args: Any) -> None:
+        raise AssertionError("the door's path was taken")
+
+    monkeypatch.setattr(node.router, "_route", general)
+    monkeypatch.setattr(node.router, "forward", general)
+    later: list[Reply] = []
+    assert node.answer_now(Put(key=REMOTE, value=b"v"), later.append) is None
+    [(dst, msg)] = rt.take_sent()
+    assert dst == "n2" and msg == Forward(request_id=msg.request_id, op=Put(key=REMOTE, value=b"v"))
+    node.on_message("n2", ForwardReply(request_id=msg.request_id, reply=Reply()))
+    assert later == [Reply()]
+
+
+def test_the_fast_paths_read_the_slot_map_without_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane and the owner's fast path for forwards read a slot's owner from the map's list
+    itself (``SlotMap.owner``'s work, inline), and answer as before."""
+    from kvcore.slots import SlotMap
+
+    node, rt = _twin("cluster")
+
+    def owner(self: SlotMap, slot: int) -> str | None:
+        raise AssertionError("SlotMap.owner was called")
+
+    monkeypatch.setattr(SlotMap, "owner", owner)
+    assert node.answer_now(Get(key=LOCAL), _never) == Reply(value=b"v")
+    assert node.answer_now(Put(key=REMOTE, value=b"v"), _never) is None
+    assert [type(m).__name__ for _dst, m in rt.take_sent()] == ["Forward"]
+    node.on_message("n2", Forward(request_id=5, op=Put(key=LOCAL, value=b"x")))
+    node.on_message("n2", Forward(request_id=6, op=Get(key=LOCAL)))
+    assert [m for _dst, m in rt.take_sent()] == [
+        ForwardReply(request_id=5, reply=Reply()), ForwardReply(request_id=6, reply=Reply(value=b"x"))]

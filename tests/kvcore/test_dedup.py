@@ -97,3 +97,64 @@ def test_stored_batches_are_bounded_like_forwarded_writes(monkeypatch: pytest.Mo
     dst.on_message("n2", batches[1])  # remembered: acknowledged, not applied again
     dst.on_message("n2", batches[0])  # evicted: applied again
     assert dst.store.get(b"{a}1") is None and dst.store.get(b"{a}0") == b"v"
+
+
+class _Reference:
+    """The cache as it was before it noted its oldest entry's time: it reads the first entry
+    of its dict on every access (the reference the noted time is held to)."""
+
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        from collections import OrderedDict
+
+        self.ttl, self.max_entries = ttl, max_entries
+        self.entries: OrderedDict[int, tuple[float, int]] = OrderedDict()
+
+    def _expire(self, now: float) -> None:
+        while self.entries and next(iter(self.entries.values()))[0] <= now:
+            self.entries.popitem(last=False)
+
+    def get(self, key: int, now: float) -> int | None:
+        self._expire(now)
+        e = self.entries.get(key)
+        return None if e is None else e[1]
+
+    def seen(self, key: int, now: float) -> bool:
+        self._expire(now)
+        return key in self.entries
+
+    def put(self, key: int, value: int, now: float) -> None:
+        self._expire(now)
+        self.entries[key] = (now + self.ttl, value)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_noted_oldest_time_answers_as_reading_the_first_entry(seed: int) -> None:
+    """``get``, ``seen`` and ``put`` ask a noted time (when the oldest entry expires) rather
+    than the dict's first entry: after any sequence of accesses (refreshes of the oldest entry,
+    evictions, time standing still, going back, leaping) it is that entry's time, or inf with
+    no entry, and every answer and the entries held are the reference's."""
+    import random
+
+    rng = random.Random(seed)
+    ttl = rng.choice([0.0, 1.0, 5.0])
+    c: DedupCache[int, int] = DedupCache(ttl=ttl, max_entries=rng.choice([1, 3, 50]))
+    ref = _Reference(c.ttl, c.max_entries)
+    now = 0.0
+    for _ in range(400):
+        now = max(0.0, now + rng.choice([0.0, 0.0, 0.3, 1.0, 7.0, -0.5]))
+        key = rng.randrange(8)
+        what = rng.randrange(3)
+        if what == 0:
+            assert c.get(key, now) == ref.get(key, now)
+        elif what == 1:
+            assert c.seen(key, now) == ref.seen(key, now)
+        else:
+            value = rng.randrange(100)
+            c.put(key, value, now)
+            ref.put(key, value, now)
+        assert list(c._entries.items()) == list(ref.entries.items())
+        first = next(iter(c._entries.values()))[0] if len(c) else float("inf")
+        assert c._oldest == first

@@ -11,12 +11,14 @@ overtakes the response it holds.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 
 import realnet.http as http
 from realnet.http import HttpLimits, Request, Response
+from realnet.ratelog import RateLog
 
 
 class RecordingTransport(asyncio.Transport):
@@ -381,3 +383,227 @@ def test_an_answer_owed_to_a_connection_refused_meanwhile_does_not_lose_another_
         uvloop.run(main())
     else:
         run(main())
+
+
+_RESPONSES = [
+    Response(200, b"x", "application/octet-stream"), Response(200, b"", "application/octet-stream"),
+    Response(200, b"v" * 1023, "application/octet-stream"), Response(200, b"v" * 1024, "application/octet-stream"),
+    Response(200, b"v" * 5000, "application/octet-stream"),
+    Response(200, b"v" * (http._DEFER_MAX + 1), "application/octet-stream"),
+    Response(204), Response(204, b"a body"), Response(304), Response(304, b"a body"),
+    http.error_response(404, "not_found", "no such key"), Response(200, b"x", None),
+    Response(200, b"x", "text/plain", (("X-Extra", "1"),)), Response(599, b"x", "text/plain"),
+    Response(200, b"x", "bad\r\ntype"),
+]
+_REQUESTS = {
+    "keep-alive": get("/later"), "close": get("/later", "Connection: close\r\n"),
+    "http10": b"GET /later HTTP/1.0\r\nHost: x\r\n\r\n", "head": b"HEAD /later HTTP/1.1\r\nHost: x\r\n\r\n",
+    "shutting-down": get("/later"), "stale-date": get("/later"),
+}
+
+
+@pytest.mark.parametrize("case", list(_REQUESTS))
+@pytest.mark.parametrize("resp", _RESPONSES, ids=lambda r: f"{r.status}-{len(r.body)}-{r.content_type}-{r.headers}")
+def test_a_deferred_answer_is_written_as_an_answer_given_at_once(
+    case: str, resp: Response, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deferred answer (``_on_response``, with _serialize's commonest case written out) puts
+    the same bytes on the wire, counted alike, as the same Response given at once (``_respond``
+    and ``_serialize``): every status, body size, content type and field, every kind of
+    request, a server shutting down, the Date line gone stale."""
+    # (the refusals this test causes must not spend the rate-limited log other tests read)
+    monkeypatch.setattr(http, "refusals", RateLog(logging.getLogger("tests.http_held"), rate=1.0, burst=10))
+
+    async def main() -> None:
+        later: dict[str, Any] = {}
+
+        def h(req: Request) -> Any:
+            return _Later(req.target, later) if later.get("defer") else resp
+
+        loop = asyncio.get_running_loop()
+        states = [http._ServerState(h, HttpLimits(), loop, http.PARSERS[http.DEFAULT_PARSER]) for _ in "ab"]
+        logs: list[list[tuple[str, Any]]] = [[], []]
+        for i, (state, log) in enumerate(zip(states, logs, strict=True)):
+            conn = connect(state, log, "c")
+            for _ in range(2):  # the second time the head was built before in this second
+                if case == "stale-date":
+                    monkeypatch.setattr(http, "_date_valid_until", 0.0)
+                later["defer"] = i == 1
+                # (shutting down: before the answer given at once, while the deferred one waits)
+                state.shutting_down = case == "shutting-down" and i == 0
+                conn.data_received(_REQUESTS[case])
+                state.shutting_down = case == "shutting-down"
+                if i == 1 and "/later" in later:  # (a closing connection reads no more)
+                    later.pop("/later")(resp)
+                await turn()
+                state.shutting_down = False
+                if conn._transport is None or conn._transport.is_closing():
+                    break
+        # (the Date line may differ if the second turned meanwhile: compare without it)
+        strip = [[(n, w if not isinstance(w, bytes) else b"\r\n".join(
+            ln for ln in w.split(b"\r\n") if not ln.startswith(b"Date: "))) for n, w in log] for log in logs]
+        assert strip[0] == strip[1] and strip[0]
+        assert states[0].stats.snapshot() == states[1].stats.snapshot()
+
+    run(main())
+
+
+def test_the_commonest_deferred_answer_takes_no_general_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forwarded request's answer (keep-alive HTTP/1.1, a head built before in this second)
+    is written without _respond and _serialize, and held without a call per connection."""
+
+    async def main() -> None:
+        later: dict[str, Any] = {}
+        state = _batch_state(later)
+        log: list[tuple[str, Any]] = []
+        a = connect(state, log, "a")
+        a.data_received(get("/now"))  # the head of a 200 text/plain, built in this second
+        await turn()
+        calls: list[str] = []
+
+        def general(name: str) -> Any:
+            def call(*args: Any) -> None:
+                calls.append(name)
+                raise AssertionError(name)
+
+            return call
+
+        monkeypatch.setattr(http._HttpConnection, "_respond", general("_respond"))
+        monkeypatch.setattr(http, "_serialize", general("_serialize"))
+        monkeypatch.setattr(http._HttpConnection, "write_held", general("write_held"))
+        a.data_received(get("/later1"))
+        state.answer_batch([(later["/later1"], Response(200, b"/later1", "text/plain"))])
+        assert bodies(log) == [("a", "/now"), ("a", "/later1")] and calls == []
+
+    run(main())
+
+
+def test_a_lane_answer_given_later_is_waited_on_without_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain request the lane answers later (a forwarded one) is waited on by its
+    ``add_response_callback`` directly, as ``_take`` would; what ``_take`` alone decides (a
+    Response, a future without that method) still goes through it."""
+
+    async def main() -> None:
+        later: dict[str, Any] = {}
+        loop = asyncio.get_running_loop()
+
+        def lane(method: bytes, target: bytes, host: str, auth: str | None, body: bytes) -> Any:
+            if target == b"/later":
+                return _Later("/later", later)
+            if target == b"/future":
+                fut: asyncio.Future[Response] = loop.create_future()
+                fut.set_result(Response(200, b"/future", "text/plain"))
+                return fut
+            return Response(200, target, "text/plain")
+
+        state = http._ServerState(handler, HttpLimits(), loop, http.PARSERS[http.DEFAULT_PARSER], lane=lane)
+        log: list[tuple[str, Any]] = []
+        a = connect(state, log, "a")
+        taken: list[str] = []
+        take = http._HttpConnection._take
+
+        def counted(self: Any, result: Any, method: str, target: str) -> None:
+            taken.append(target)
+            take(self, result, method, target)
+
+        monkeypatch.setattr(http._HttpConnection, "_take", counted)
+        a.data_received(get("/later"))
+        later.pop("/later")(Response(200, b"/later", "text/plain"))
+        await turn()
+        a.data_received(get("/future"))
+        await turn()
+        await turn()
+        a.data_received(get("/now"))
+        await turn()
+        assert bodies(log) == [("a", "/later"), ("a", "/future"), ("a", "/now")]
+        assert taken == ["/future", "/now"]
+        assert state.stats.requests == 3
+
+    run(main())
+
+
+def test_a_turns_replies_are_deferred_as_one_batch_by_the_slots_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's reply slots defer their answers as ``Api._defer`` does (its work, inline):
+    the replies of one turn run together, in order, from one scheduled call."""
+    from kvcore.messages import Reply
+    from realnet.api import Api, _ReplySlot
+    from realnet.metrics import OpLatency
+
+    scheduled: list[Any] = []
+
+    class Loop:
+        def call_soon(self, fn: Any, *args: Any) -> None:
+            scheduled.append((fn, args))
+
+    api = Api.__new__(Api)
+    api._ready = []
+    api.answer_batch = None
+    api.loop = Loop()  # type: ignore[assignment]
+    api.clock = lambda: 2.0
+    api.op_latency = OpLatency()
+    api.statuses = {}
+
+    def never(*args: Any) -> None:
+        raise AssertionError("Api._defer was called")
+
+    monkeypatch.setattr(Api, "_defer", never)
+    got: list[tuple[int, Response]] = []
+    slots = [_ReplySlot(api, i != 1, "get" if i != 1 else "put", 1.0) for i in range(3)]
+    for i, slot in enumerate(slots):
+        slot.deferred = True
+        slot.add_response_callback(lambda r, i=i: got.append((i, r)))
+    for slot in reversed(slots):
+        slot(Reply(value=b"v") if slot.is_get else Reply())
+    assert got == [] and len(scheduled) == 1
+    fn, args = scheduled.pop()
+    fn(*args)
+    assert [(i, r.status) for i, r in got] == [(2, 200), (1, 204), (0, 200)]
+    assert api.statuses == {200: 2, 204: 1} and api._ready == [] and scheduled == []
+
+
+def test_a_reply_slot_observes_latency_as_op_latency_observe_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reply slot notes each answer's latency itself (``OpLatency.observe``'s work, inline):
+    the same histograms, series and sums as observe gives the same answers, codes new and
+    known, every bucket, more codes than a row keeps."""
+    import random
+
+    from kvcore.messages import Reply
+    from realnet.api import Api, _ReplySlot
+    from realnet.metrics import LATENCY_BUCKETS, OpLatency
+
+    now = [0.0]
+    api = Api.__new__(Api)
+    api._ready = []
+    api.answer_batch = None
+    api.loop = asyncio.new_event_loop()
+    api.clock = lambda: now[0]
+    api.op_latency = OpLatency()
+    api.statuses = {}
+    reference = OpLatency()
+    observe = OpLatency.observe
+
+    def never(*args: Any) -> None:
+        raise AssertionError("OpLatency.observe was called")
+
+    monkeypatch.setattr(OpLatency, "observe", never)
+    rng = random.Random(3)
+    codes = ["", "", "not_found", "forward_timeout", "owner_down"] + [f"code{i}" for i in range(80)]
+    try:
+        for i in range(600):
+            op = rng.choice(["get", "put", "delete"])
+            code = rng.choice(codes[:5] if i < 300 else codes)
+            t0 = rng.random()
+            seconds = rng.choice([*LATENCY_BUCKETS, 0.0, 1e-9, 100.0, rng.random() / 10])
+            now[0] = t0 + seconds
+            slot = _ReplySlot(api, op == "get", op, t0)
+            slot(Reply(value=b"v") if not code else Reply(error=code, message="m"))
+            observe(reference, op, code, now[0] - t0)
+    finally:
+        api.loop.close()
+
+    def view(lat: OpLatency) -> Any:
+        return sorted((k, list(h.counts), h.sum) for k, h in lat.hists.items())
+
+    assert view(api.op_latency) == view(reference)
+    assert {op: set(row) for op, row in api.op_latency._rows.items()} == {
+        op: set(row) for op, row in reference._rows.items()}

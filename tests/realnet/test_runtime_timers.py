@@ -71,3 +71,35 @@ def test_call_at_fires_not_early_short_or_long_and_a_past_time_at_once() -> None
     assert [name for name, _ in fired] == ["past", "short", "long"]
     slack = 1e-6  # asyncio runs a timer up to its clock's resolution early
     assert fired[1][1] >= COARSE_FROM / 4 - slack and fired[2][1] >= COARSE_FROM + TICK - slack
+
+
+def test_cancelling_a_long_timer_runs_no_python_and_a_fired_one_reads_cancelled() -> None:
+    """Every forwarded reply cancels its forward's timer: that is ``list.clear`` itself (no
+    Python frame). A timer that fired reads as cancelled, as before; cancelling it then, or
+    twice, does nothing."""
+    import sys
+
+    async def body() -> None:
+        rt = AsyncioRuntime("n1")
+        fired = asyncio.get_running_loop().create_future()
+        timer = rt.call_later(COARSE_FROM, lambda: fired.set_result(None))
+        other = rt.call_later(COARSE_FROM, lambda: None)
+        calls: list[str] = []
+
+        def profile(frame: object, event: str, arg: object) -> None:
+            if event == "call":
+                calls.append(event)
+
+        sys.setprofile(profile)
+        try:
+            other.cancel()
+        finally:
+            sys.setprofile(None)
+        assert calls == [] and other.cancelled() and not timer.cancelled()
+        other.cancel()
+        await asyncio.wait_for(fired, 10.0)
+        assert timer.cancelled()
+        timer.cancel()
+        assert timer.cancelled()
+
+    asyncio.run(body())

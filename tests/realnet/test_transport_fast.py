@@ -126,3 +126,53 @@ def test_a_connected_link_writes_as_write_does(high_water: int) -> None:
             await general.close()
 
     asyncio.run(body())
+
+
+class _Unregistered(Get):  # type: ignore[misc]
+    """A class the codec does not know (its name is no kind): encoding it fails."""
+
+    __slots__ = ()
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_send_encodes_as_kvwire_pack(fresh: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PeerTransport.send`` encodes with the kind's byte writer, or its encoder and msgpack,
+    inline: the same bytes as the codec and msgpack give for every kind (``fresh``: with the
+    tables empty, every kind takes ``kvwire.pack`` itself), and the same drop for what cannot
+    be encoded."""
+    import kvwire
+    from tests.kvwire.test_frames import MESSAGES
+
+    for msg in MESSAGES:
+        kvwire.pack(msg)  # every kind's encoder made (the codec makes them on first use)
+    if fresh:
+        monkeypatch.setattr("realnet.transport._ENCODERS", {})
+        monkeypatch.setattr("realnet.transport._WRITERS", {})
+    general = kvwire.pack
+    calls: list[Any] = []
+
+    def counted(msg: Any) -> bytes:
+        calls.append(msg)
+        return general(msg)
+
+    monkeypatch.setattr(kvwire, "pack", counted)
+
+    async def body() -> None:
+        t = _transport(peers={"b": ("127.0.0.1", 9)})
+        wire = _connect(t.links["b"])
+        calls.clear()  # (the transport packs its Hello when it is made)
+        try:
+            for msg in MESSAGES:
+                t.send("b", msg)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert bytes(wire.data) == b"".join(
+                kvwire.HEADER.pack(len(p)) + p for p in map(kvwire.frames.pack_general, MESSAGES))
+            # only a kind without an encoder yet takes kvwire.pack's own call
+            assert calls == (MESSAGES if fresh else [])
+            t.send("b", _Unregistered(key=b"k"))
+            assert t.stats.dropped == {"encode_error": 1}
+        finally:
+            await t.close()
+
+    asyncio.run(body())
