@@ -74,7 +74,6 @@ import asyncio
 import logging
 import re
 import urllib.parse
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -100,7 +99,7 @@ from realnet.http import (
     json_response,
     keepalive_response,
 )
-from realnet.metrics import LATENCY_BUCKETS, ForwardMeter, OpLatency, registry
+from realnet.metrics import ForwardMeter, OpLatency, registry
 from realnet.replicaapi import ReplicaAdminApi
 from realnet.runtime import event_loop_name, loop_clock
 from realnet.security import HostCheck, TokenCheck, request_host, unauthorized
@@ -181,14 +180,7 @@ class _ReplySlot:
             return  # a reply after the first one (the node answers each request once)
         api = self.api
         code = reply.error
-        seconds = api.clock() - self.t0
-        lat = api.op_latency  # OpLatency.observe, inline (every forwarded request's answer)
-        row = lat._rows.get(op)
-        h = row.get(code) if row is not None else None
-        if h is None:
-            h = lat._new(op, code)
-        h.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        h.sum += seconds
+        api.op_latency.observe(op, code, api.clock() - self.t0)
         if not code:  # reply_response's success cases, inline
             resp = self.response = (
                 Response(200, reply.value or b"", OCTETS) if self.is_get else _NO_CONTENT
@@ -491,45 +483,24 @@ class Api(AdminApi, ReplicaAdminApi):
         if check is not None and not check.ok_value(authorization):
             return None  # 401: __call__'s
         key = target[4:]
-        is_get = method == b"GET"
-        if is_get:
-            op: Get | Put | Delete = _make_get(key)
-            name = "get"
+        if method == b"GET":
+            r = self._submit(_make_get(key), "get")
         elif method == b"PUT":
-            op = _make_put(key, body)
-            name = "put"
+            r = self._submit(_make_put(key, body), "put")
         else:
-            op = Delete(key=key)
-            name = "delete"
-        # _submit, inline (tests/realnet/test_http_lane.py holds the lane to the parser's path)
-        slot = self._spare
-        if slot is None:
-            slot = self._spare = _ReplySlot(self, False, None, 0.0)
-        slot.is_get = is_get
-        slot.op = name
-        slot.t0 = t0 = self.clock()
-        r = self.node.answer_now(op, slot)
+            r = self._submit(Delete(key=key), "delete")
         statuses = self.statuses
-        if r is not None:
-            slot.op = None
-            self.op_latency.observe(name, r.error, self.clock() - t0)
+        if isinstance(r, Reply):
             if not r.error:
-                if is_get:
+                if method == b"GET":
                     statuses[200] = statuses.get(200, 0) + 1
                     return keepalive_response(200, OCTETS, r.value or b"")
                 statuses[204] = statuses.get(204, 0) + 1
                 return keepalive_response(204, None, b"")
-            resp = reply_response(r, is_get)
-            statuses[resp.status] = statuses.get(resp.status, 0) + 1
-            return resp
-        resp = slot.response
-        if resp is not None:  # answered synchronously: invalid, or owner down
-            slot.response = slot.op = None
-            statuses[resp.status] = statuses.get(resp.status, 0) + 1
-            return resp
-        self._spare = None
-        slot.deferred = True  # forwarded: realnet.http waits on the slot like on a future
-        return slot
+            r = reply_response(r, method == b"GET")
+        if type(r) is Response:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        return r
 
     # --- views -------------------------------------------------------------------------
 

@@ -312,19 +312,27 @@ def _prefix(status: int, content_type: str | None) -> bytes:
     return prefix
 
 
+def _known_head_bytes(status: int, content_type: str | None, body: bytes) -> bytes | None:
+    """The commonest response's bytes (keep-alive HTTP/1.1, not HEAD, no extra field: the
+    caller's to check): a head built before in this second, then the body; None when there is
+    no such head (or for a 204 or 304 with a body, which :func:`_serialize` refuses)."""
+    head = _HEADS.get((status, content_type))
+    if head is None or _time() >= _date_valid_until:
+        return None
+    if status != 204 and status != 304:
+        n = len(body)
+        return head + (_LENGTHS[n] if n < 1024 else b"Content-Length: %d\r\n\r\n" % n) + body
+    return None if body else head + b"\r\n"
+
+
 def _serialize(resp: Response, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
     """The response as one bytes object. Raises ValueError on a response the server cannot send."""
     status = resp.status
     body = resp.body
     if keep_alive and not http10 and not head_only and not resp.headers:
-        # The commonest case: a head built before in this second, then the body.
-        head = _HEADS.get((status, resp.content_type))
-        if head is not None and _time() < _date_valid_until:
-            if status != 204 and status != 304:
-                n = len(body)
-                return head + (_LENGTHS[n] if n < 1024 else b"Content-Length: %d\r\n\r\n" % n) + body
-            if not body:
-                return head + b"\r\n"
+        data = _known_head_bytes(status, resp.content_type, body)
+        if data is not None:
+            return data
     prefix = _PREFIX_CACHE.get((status, resp.content_type))
     if prefix is None:
         prefix = _prefix(status, resp.content_type)
@@ -366,14 +374,8 @@ def keepalive_response(status: int, content_type: str | None, body: bytes) -> by
     """The bytes :func:`_serialize` gives ``Response(status, body, content_type)`` sent keep-alive
     to an HTTP/1.1 request (not HEAD): a lane's answer (:data:`Lane`), built without a Response
     when its head was built before in this second."""
-    head = _HEADS.get((status, content_type))
-    if head is not None and _time() < _date_valid_until:  # as _serialize's commonest case
-        if status != 204 and status != 304:
-            n = len(body)
-            return head + (_LENGTHS[n] if n < 1024 else b"Content-Length: %d\r\n\r\n" % n) + body
-        if not body:
-            return head + b"\r\n"
-    return _serialize(Response(status, body, content_type), True, False, False)
+    data = _known_head_bytes(status, content_type, body)
+    return data if data is not None else _serialize(Response(status, body, content_type), True, False, False)
 
 
 def _is_token(s: str) -> bool:
@@ -898,32 +900,19 @@ class _HttpConnection(asyncio.Protocol):
             # nothing may follow that (a write after write_eof raises)
             return
         self.active = True
-        status = resp.status
-        body = resp.body
-        # _respond, with _serialize's commonest case inline (every forwarded request's answer:
-        # keep-alive HTTP/1.1, no extra field, a head built before in this second); anything
-        # else, _respond itself. tests/realnet/test_http_held.py holds the two to the same bytes.
+        # _respond, with _serialize's commonest case asked first (every forwarded request's
+        # answer); anything else, _respond itself. tests/realnet/test_http_held.py holds the two
+        # to the same bytes.
         if (
             self._keep_alive
             and not self._http10
             and not self._head_only
             and not resp.headers
             and not self._srv.shutting_down
-            and (head := _HEADS.get((status, resp.content_type))) is not None
-            and _time() < _date_valid_until
+            and (data := _known_head_bytes(resp.status, resp.content_type, resp.body)) is not None
         ):
-            if status != 204 and status != 304:
-                n = len(body)
-                data = head + (_LENGTHS[n] if n < 1024 else b"Content-Length: %d\r\n\r\n" % n) + body
-            elif not body:
-                data = head + b"\r\n"
-            else:
-                data = b""  # (a 204 or 304 with a body: _respond's 500)
-            if data:
-                self._stats.responses_by_class[status // 100] += 1
-                self._send(data, True)
-            else:
-                self._respond(resp)
+            self._stats.responses_by_class[resp.status // 100] += 1
+            self._send(data, True)
         else:
             self._respond(resp)
         # What _process would find to do: pipelined bytes (the parser parsed nothing while the

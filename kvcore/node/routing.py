@@ -239,20 +239,15 @@ class Router:
         slot = crc32(key) % NUM_SLOTS if 0x7B not in key else key_slot(key)  # key_slot, inline
         owner = self.ownership.slot_map._owners[slot]  # SlotMap.owner, inline
         if owner != self.id:
-            # _route's forward to a live (or suspect) owner and forward itself, inline: every
-            # request for another node's slot takes it (tests/kvcore/test_answer_now.py holds
-            # it to the door's path)
+            # _route's choice for a live (or suspect) owner, inline: every request for another
+            # node's slot takes it straight to forward (tests/kvcore/test_answer_now.py holds it
+            # to the door's path)
             if (
                 owner is not None
                 and (m := self.membership.members.get(owner)) is not None
                 and ((state := m.state) == State.ALIVE or state == State.SUSPECT)
             ):
-                rid = self._next_rid
-                self._next_rid = rid + 1
-                timer = self.rt.call_later(self.config.forward_timeout, lambda: self._forward_timed_out(rid))
-                self.pending[rid] = (reply, timer, owner, t.__name__)
-                self.stats.forwards_sent += 1
-                self.send(owner, _make_forward(rid, op))
+                self.forward(owner, op, t.__name__, reply)
                 return None
             self._route(op, key, slot, t.__name__, reply, owner)
             return None
@@ -329,7 +324,7 @@ class Router:
     def forward(self, owner: str, op: Any, name: str, reply: ReplyFn, asking: bool = False) -> None:
         """Send ``op`` to ``owner`` and relay its reply, or a 504 once ``forward_timeout`` passes."""
         rid = self._next_rid
-        self._next_rid += 1
+        self._next_rid = rid + 1
         timer = self.rt.call_later(self.config.forward_timeout, lambda: self._forward_timed_out(rid))
         self.pending[rid] = (reply, timer, owner, name)
         self.stats.forwards_sent += 1

@@ -204,14 +204,14 @@ def test_a_forward_from_the_fast_lane_ends_as_the_doors(state: str | None, answe
 
 
 def test_the_fast_lane_forwards_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A request for a live owner's slot is forwarded by the lane, not by the door's path."""
+    """A request for a live owner's slot goes from the lane straight to ``forward``, not through
+    the door's path (``_route``)."""
     node, rt = _twin("cluster")
 
     def general(*args: Any) -> None:
         raise AssertionError("the door's path was taken")
 
     monkeypatch.setattr(node.router, "_route", general)
-    monkeypatch.setattr(node.router, "forward", general)
     later: list[Reply] = []
     assert node.answer_now(Put(key=REMOTE, value=b"v"), later.append) is None
     [(dst, msg)] = rt.take_sent()

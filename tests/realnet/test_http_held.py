@@ -407,7 +407,7 @@ _REQUESTS = {
 def test_a_deferred_answer_is_written_as_an_answer_given_at_once(
     case: str, resp: Response, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A deferred answer (``_on_response``, with _serialize's commonest case written out) puts
+    """A deferred answer (``_on_response``, with _serialize's commonest case asked first) puts
     the same bytes on the wire, counted alike, as the same Response given at once (``_respond``
     and ``_serialize``): every status, body size, content type and field, every kind of
     request, a server shutting down, the Date line gone stale."""
@@ -559,51 +559,3 @@ def test_a_turns_replies_are_deferred_as_one_batch_by_the_slots_themselves(monke
     fn(*args)
     assert [(i, r.status) for i, r in got] == [(2, 200), (1, 204), (0, 200)]
     assert api.statuses == {200: 2, 204: 1} and api._ready == [] and scheduled == []
-
-
-def test_a_reply_slot_observes_latency_as_op_latency_observe_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reply slot notes each answer's latency itself (``OpLatency.observe``'s work, inline):
-    the same histograms, series and sums as observe gives the same answers, codes new and
-    known, every bucket, more codes than a row keeps."""
-    import random
-
-    from kvcore.messages import Reply
-    from realnet.api import Api, _ReplySlot
-    from realnet.metrics import LATENCY_BUCKETS, OpLatency
-
-    now = [0.0]
-    api = Api.__new__(Api)
-    api._ready = []
-    api.answer_batch = None
-    api.loop = asyncio.new_event_loop()
-    api.clock = lambda: now[0]
-    api.op_latency = OpLatency()
-    api.statuses = {}
-    reference = OpLatency()
-    observe = OpLatency.observe
-
-    def never(*args: Any) -> None:
-        raise AssertionError("OpLatency.observe was called")
-
-    monkeypatch.setattr(OpLatency, "observe", never)
-    rng = random.Random(3)
-    codes = ["", "", "not_found", "forward_timeout", "owner_down"] + [f"code{i}" for i in range(80)]
-    try:
-        for i in range(600):
-            op = rng.choice(["get", "put", "delete"])
-            code = rng.choice(codes[:5] if i < 300 else codes)
-            t0 = rng.random()
-            seconds = rng.choice([*LATENCY_BUCKETS, 0.0, 1e-9, 100.0, rng.random() / 10])
-            now[0] = t0 + seconds
-            slot = _ReplySlot(api, op == "get", op, t0)
-            slot(Reply(value=b"v") if not code else Reply(error=code, message="m"))
-            observe(reference, op, code, now[0] - t0)
-    finally:
-        api.loop.close()
-
-    def view(lat: OpLatency) -> Any:
-        return sorted((k, list(h.counts), h.sum) for k, h in lat.hists.items())
-
-    assert view(api.op_latency) == view(reference)
-    assert {op: set(row) for op, row in api.op_latency._rows.items()} == {
-        op: set(row) for op, row in reference._rows.items()}

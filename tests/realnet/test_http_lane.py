@@ -346,26 +346,3 @@ def test_whitespace_cannot_make_the_recogniser_backtrack() -> None:
     fine = b"GET /kv/a HTTP/1.1\r\nHost: h\r\n" + b"".join(b"A%d:%s\r\n" % (i, b" " * 30) for i in range(4)) + b"\r\n"
     assert PlainRecogniser(LIMITS)(fine) == (b"GET", b"/kv/a", "h", None, b"")  # empty values: plain
     _agrees(fine)  # as both parsers say
-
-
-def test_the_lane_hands_its_request_to_the_node_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lane does ``Api._submit``'s work itself (inline): with _submit unusable it still
-    answers every plain request, synchronously, later and refused alike, as the comparison
-    above holds it to."""
-
-    def never(*args: Any) -> Any:
-        raise AssertionError("Api._submit was called")
-
-    monkeypatch.setattr(Api, "_submit", never)
-    answers: list[object] = []
-    lane = Api.lane
-
-    def recording(self: Api, *parts: Any) -> Any:
-        answers.append(result := lane(self, *parts))
-        return result
-
-    monkeypatch.setattr(Api, "lane", recording)
-    for node_class in (Node, AnswersRemoteKeysLater):
-        answers.clear()
-        asyncio.run(_serve(REQUESTS, True, None, node_class))
-        assert answers and all(a is not None for a in answers[:7])
