@@ -33,75 +33,85 @@ DEDUP_MAX_ENTRIES = 100_000
 
 
 class DedupCache(Generic[K, V]):
-    """Remember ``key -> value`` for ``ttl`` seconds, at most ``max_entries``, oldest out first."""
+    """Remember ``key -> value`` for ``ttl`` seconds, at most ``max_entries``, oldest out first.
 
-    __slots__ = ("_entries", "_oldest", "max_entries", "ttl")
+    The expiry times and the values are kept in two maps rather than one of ``(expires, value)``
+    pairs: a node serving forwarded writes holds up to ``max_entries`` of them, each replaced
+    within seconds, and a pair holding a message is an object the garbage collector tracks (and
+    rescans in every full collection, while the requests wait); a key of atoms (a sender and an
+    id) and a float are not tracked at all."""
+
+    __slots__ = ("_expiry", "_oldest", "_values", "max_entries", "ttl")
 
     def __init__(self, ttl: float, max_entries: int = DEDUP_MAX_ENTRIES) -> None:
         if ttl < 0 or max_entries < 1:
             raise ValueError(f"a dedup cache needs ttl >= 0 and max_entries >= 1, not {ttl}, {max_entries}")
         self.ttl = ttl
         self.max_entries = max_entries
-        # key -> (expires_at, value), oldest first
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        #: key -> when it expires, oldest first (insertion order is expiry order: one ttl)
+        self._expiry: OrderedDict[K, float] = OrderedDict()
+        #: key -> its value (the same keys)
+        self._values: dict[K, V] = {}
         #: when the oldest entry expires (inf when there is none): what get, seen and put ask
-        #: before expiring, without reading the first entry of the dict (every forwarded write a
-        #: node serves asks its memory twice)
+        #: before expiring, without reading the first entry (every forwarded write a node serves
+        #: asks its memory twice)
         self._oldest = _NEVER
 
     def _note_oldest(self) -> None:
-        entries = self._entries
-        self._oldest = next(iter(entries.values()))[0] if entries else _NEVER
+        expiry = self._expiry
+        self._oldest = next(iter(expiry.values())) if expiry else _NEVER
 
     def expire(self, now: float) -> None:
         """Forget every entry whose time is up at ``now``."""
-        entries = self._entries
-        while entries:
-            expires = next(iter(entries.values()))[0]
+        expiry, values = self._expiry, self._values
+        while expiry:
+            key, expires = next(iter(expiry.items()))
             if expires > now:
                 self._oldest = expires
                 return
-            entries.popitem(last=False)
+            del expiry[key]
+            del values[key]
         self._oldest = _NEVER
 
     def get(self, key: K, now: float) -> V | None:
         """The value remembered for ``key``, or None (never one that expired by ``now``)."""
         if self._oldest <= now:
             self.expire(now)
-        entry = self._entries.get(key)
-        return None if entry is None else entry[1]
+        return self._values.get(key)
 
     def seen(self, key: K, now: float) -> bool:
         """Whether ``key`` is remembered at ``now`` (for values that may be None)."""
         if self._oldest <= now:
             self.expire(now)
-        return key in self._entries
+        return key in self._values
 
     def put(self, key: K, value: V, now: float) -> None:
         """Remember ``key -> value`` until ``now + ttl``; evict the oldest beyond ``max_entries``."""
-        entries = self._entries
         if self._oldest <= now:
             self.expire(now)
+        expiry, values = self._expiry, self._values
         expires = now + self.ttl
-        if key in entries:
-            entries[key] = (expires, value)
-            entries.move_to_end(key)  # a refreshed entry expires last: keep insertion = expiry order
+        if key in values:
+            expiry[key] = expires
+            expiry.move_to_end(key)  # a refreshed entry expires last: keep insertion = expiry order
+            values[key] = value
             self._note_oldest()
-        else:
-            entries[key] = (expires, value)
-            if len(entries) == 1:
-                self._oldest = expires
-        if len(entries) > self.max_entries:
-            while len(entries) > self.max_entries:
-                entries.popitem(last=False)
+            return
+        expiry[key] = expires
+        values[key] = value
+        if len(values) == 1:
+            self._oldest = expires
+        elif len(values) > self.max_entries:
+            while len(values) > self.max_entries:
+                del values[expiry.popitem(last=False)[0]]
             self._note_oldest()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._values)
 
     def __iter__(self) -> Iterator[K]:
         """The keys held, oldest first (expired ones included until the next access)."""
-        return iter(self._entries)
+        return iter(self._expiry)
 
 
 __all__ = ["DEDUP_MAX_ENTRIES", "DedupCache"]

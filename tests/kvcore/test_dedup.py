@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kvcore.config import NodeConfig
@@ -99,6 +101,13 @@ def test_stored_batches_are_bounded_like_forwarded_writes(monkeypatch: pytest.Mo
     assert dst.store.get(b"{a}1") is None and dst.store.get(b"{a}0") == b"v"
 
 
+def _pairs(c: DedupCache[Any, Any]) -> list[tuple[Any, tuple[float, Any]]]:
+    """What a cache holds, oldest first, as (key, (expires, value)); the expiry and value maps
+    hold the same keys."""
+    assert c._expiry.keys() == c._values.keys()
+    return [(k, (t, c._values[k])) for k, t in c._expiry.items()]
+
+
 class _Reference:
     """The cache as it was before it noted its oldest entry's time: it reads the first entry
     of its dict on every access (the reference the noted time is held to)."""
@@ -155,6 +164,27 @@ def test_the_noted_oldest_time_answers_as_reading_the_first_entry(seed: int) -> 
             value = rng.randrange(100)
             c.put(key, value, now)
             ref.put(key, value, now)
-        assert list(c._entries.items()) == list(ref.entries.items())
-        first = next(iter(c._entries.values()))[0] if len(c) else float("inf")
+        assert _pairs(c) == list(ref.entries.items())
+        first = next(iter(c._expiry.values())) if len(c) else float("inf")
         assert c._oldest == first
+
+
+def test_held_entries_give_the_garbage_collector_nothing_to_track() -> None:
+    """A node serving forwarded writes holds up to ``max_entries`` of them, each a (sender,
+    id) key and the reply: kept as an expiry map and a value map, an entry is no object the
+    collector tracks (a pair holding a message would be, and every full collection would
+    rescan each, while the requests wait)."""
+    import gc
+
+    from kvcore.messages import Reply
+
+    ok = Reply()
+    c: DedupCache[tuple[str, int], Reply] = DedupCache(ttl=10.0, max_entries=20_000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(10_000):
+        c.put(("n2", 1 << 40 | i), ok, 0.0)
+    gc.collect()  # (a tuple of atoms is untracked at its first collection)
+    assert len(gc.get_objects()) - before < 100
+    assert c.get(("n2", 1 << 40 | 7), 1.0) is ok and len(c) == 10_000
+

@@ -80,7 +80,7 @@ def _state(node: Node, rt: FakeRuntime) -> tuple[object, ...]:
     return (
         list(rt.sent), dict(stats.ops), dict(stats.sent), dict(stats.received), dict(node.store._data),
         stats.forwards_received, stats.forward_duplicates, stats.malformed,
-        list(router.recent._entries.items()), {k: len(v) for k, v in router.awaiting.items()},
+        [(k, t, router.recent._values[k]) for k, t in router.recent._expiry.items()], {k: len(v) for k, v in router.awaiting.items()},
         getattr(node, "applied", None),
     )
 
