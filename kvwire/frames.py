@@ -220,8 +220,8 @@ def _bin(p: bytes, i: int) -> tuple[bytes, int]:
     return p[start:end], end
 
 
-# The two readers below are written out for the commonest forms (an id of 64 bits, keys and
-# values under 256 bytes: bin 8) and take _uint and _bin for the others. A payload cut short
+# The two readers below read the id with _uint, and are written out for the commonest keys and
+# values (under 256 bytes: bin 8), taking _bin for the others. A payload cut short
 # shows as a field out of place or an end that is not the payload's (slices never raise; an
 # index past the end is an IndexError, caught).
 
@@ -230,16 +230,9 @@ def _forward_reply(p: bytes) -> Message | None:
     """The ForwardReply of a successful operation in ``p`` (which starts with its head), or
     None for any other payload."""
     try:
-        i = _FORWARD_REPLY_HEAD_LEN
-        if p[i] == 0xCF:
-            rid = _from_bytes(p[i + 1 : i + 9])
-            if rid > INT64_MAX:
-                return None
-            i += 9
-        else:
-            rid, i = _uint(p, i)
-            if i < 0:
-                return None
+        rid, i = _uint(p, _FORWARD_REPLY_HEAD_LEN)
+        if i < 0:
+            return None
         if not p.startswith(_REPLY_TO_VALUE, i):
             return None
         i += _REPLY_TO_VALUE_LEN
@@ -268,16 +261,9 @@ def _forward(p: bytes) -> Message | None:
     """The Forward of a Get or a Put in ``p`` (which starts with its head), or None for any
     other payload."""
     try:
-        i = _FORWARD_HEAD_LEN
-        if p[i] == 0xCF:
-            rid = _from_bytes(p[i + 1 : i + 9])
-            if rid > INT64_MAX:
-                return None
-            i += 9
-        else:
-            rid, i = _uint(p, i)
-            if i < 0:
-                return None
+        rid, i = _uint(p, _FORWARD_HEAD_LEN)
+        if i < 0:
+            return None
         if p.startswith(_OP_PUT_TO_KEY, i):
             i += _OP_TO_KEY_LEN
             if p[i] == 0xC4:

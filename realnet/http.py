@@ -467,13 +467,7 @@ class _ServerState:
         self._held_conns = []
         for conn in held:
             try:
-                # _HttpConnection.write_held, inline
-                data = conn._held_response
-                if data is not None:
-                    conn._held_response = None
-                    transport = conn._transport
-                    if transport is not None and not transport.is_closing():
-                        transport.write(data)
+                conn.write_held()
             except Exception:  # one connection's transport must not take the others' answers
                 log.exception("writing a held response failed")
 

@@ -450,7 +450,7 @@ def test_a_deferred_answer_is_written_as_an_answer_given_at_once(
 
 def test_the_commonest_deferred_answer_takes_no_general_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """A forwarded request's answer (keep-alive HTTP/1.1, a head built before in this second)
-    is written without _respond and _serialize, and held without a call per connection."""
+    is written without _respond and _serialize."""
 
     async def main() -> None:
         later: dict[str, Any] = {}
@@ -470,7 +470,6 @@ def test_the_commonest_deferred_answer_takes_no_general_call(monkeypatch: pytest
 
         monkeypatch.setattr(http._HttpConnection, "_respond", general("_respond"))
         monkeypatch.setattr(http, "_serialize", general("_serialize"))
-        monkeypatch.setattr(http._HttpConnection, "write_held", general("write_held"))
         a.data_received(get("/later1"))
         state.answer_batch([(later["/later1"], Response(200, b"/later1", "text/plain"))])
         assert bodies(log) == [("a", "/now"), ("a", "/later1")] and calls == []
