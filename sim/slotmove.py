@@ -92,7 +92,10 @@ def observe(c: SimCluster, view: str) -> Snapshot:
             held = frozenset(node.store.slots())
             owner = node.slot_map.owner
             stray = frozenset(s for s in held if owner(s) != nid and s not in node.importing)
-            left = frozenset(m for m, rec in node.membership.members.items() if rec.state == State.LEFT)
+            # (read only where a plan asks it: of a target, about its sources; a scan per node of
+            # a large cluster's views on every look would cost a reshard dearly)
+            left = (frozenset(m for m, rec in node.membership.members.items() if rec.state == State.LEFT)
+                    if node.importing else None)
             nodes[nid] = NodeView(nid, State.ALIVE, runs_of(node.slot_map), dict(node.migrating),
                                   dict(node.importing), held, stray, left)
     return Snapshot(nodes, view)
