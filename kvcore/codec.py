@@ -92,6 +92,9 @@ _SPECS: dict[str, _Spec] = {}
 #: a message class -> its spec's encoder, for the nested fields of generated encoders (filled
 #: with _SPECS; a class not in it yet goes through _encode_value, which makes its spec)
 _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+#: the same table, for a caller that encodes with a kind's encoder without the call to
+#: :func:`encode` (kvwire's frames; a class missing from it goes through :func:`encode`)
+ENCODERS = _ENCODERS
 
 
 def _spec_for_kind(kind: str) -> _Spec:

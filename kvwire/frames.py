@@ -97,7 +97,7 @@ class FrameError(Exception):
 
 #: a message class -> its encoder (kvcore.codec's table, filled as each kind is first encoded or
 #: decoded): what codec.encode calls, looked up without the call to it
-ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = codec._ENCODERS
+ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = codec.ENCODERS
 #: the module Packer's ``pack`` (a plain dict to msgpack bytes)
 pack_dict: Callable[[dict[str, Any]], bytes] = _pack
 
@@ -210,20 +210,23 @@ def _uint(p: bytes, i: int) -> tuple[int, int]:
 def _bin(p: bytes, i: int) -> tuple[bytes, int]:
     """The msgpack bin at ``p[i]`` (bin 8, 16 or 32) and where it ends; an end of -1 when
     there is none there, whole."""
-    width = _BIN_WIDTHS.get(p[i])
-    if width is None:
-        return b"", -1
-    start = i + 1 + width
-    end = start + _from_bytes(p[i + 1 : start])
+    if p[i] == 0xC4:  # bin 8: every key and value under 256 bytes
+        start = i + 2
+        end = start + p[i + 1]
+    else:
+        width = _BIN_WIDTHS.get(p[i])
+        if width is None:
+            return b"", -1
+        start = i + 1 + width
+        end = start + _from_bytes(p[i + 1 : start])
     if end > len(p):
         return b"", -1
     return p[start:end], end
 
 
-# The two readers below read the id with _uint, and are written out for the commonest keys and
-# values (under 256 bytes: bin 8), taking _bin for the others. A payload cut short
-# shows as a field out of place or an end that is not the payload's (slices never raise; an
-# index past the end is an IndexError, caught).
+# The two readers below read the id with _uint and each key and value with _bin. A payload cut
+# short shows as a field out of place, an end of -1 or an end that is not the payload's (slices
+# never raise; an index past the end is an IndexError, caught).
 
 
 def _forward_reply(p: bytes) -> Message | None:
@@ -241,13 +244,9 @@ def _forward_reply(p: bytes) -> Message | None:
             reply = _REPLY_OK
             i += 1
         else:
-            if tag == 0xC4:
-                j = i + 2 + p[i + 1]
-                value = p[i + 2 : j]
-            else:
-                value, j = _bin(p, i)
-                if j < 0:
-                    return None
+            value, j = _bin(p, i)
+            if j < 0:
+                return None
             reply = _make_reply(value, "", "")
             i = j
         if p[i:] != _REPLY_OK_TAIL:
@@ -265,32 +264,15 @@ def _forward(p: bytes) -> Message | None:
         if i < 0:
             return None
         if p.startswith(_OP_PUT_TO_KEY, i):
-            i += _OP_TO_KEY_LEN
-            if p[i] == 0xC4:
-                j = i + 2 + p[i + 1]
-                key = p[i + 2 : j]
-            else:
-                key, j = _bin(p, i)
-                if j < 0:
-                    return None
-            if not p.startswith(_VALUE_FIELD, j):
+            key, j = _bin(p, i + _OP_TO_KEY_LEN)
+            if j < 0 or not p.startswith(_VALUE_FIELD, j):
                 return None
-            i = j + _VALUE_FIELD_LEN
-            if p[i] == 0xC4:
-                j = i + 2 + p[i + 1]
-                value = p[i + 2 : j]
-            else:
-                value, j = _bin(p, i)
+            value, j = _bin(p, j + _VALUE_FIELD_LEN)
             if j != len(p):
                 return None
             return _make_forward(rid, _make_put(key, value))
         if p.startswith(_OP_GET_TO_KEY, i):
-            i += _OP_TO_KEY_LEN
-            if p[i] == 0xC4:
-                j = i + 2 + p[i + 1]
-                key = p[i + 2 : j]
-            else:
-                key, j = _bin(p, i)
+            key, j = _bin(p, i + _OP_TO_KEY_LEN)
             if j != len(p):
                 return None
             return _make_forward(rid, _make_get(key))
