@@ -383,6 +383,8 @@ class _InboundProtocol(asyncio.Protocol):
         """Frame ``payload`` into this turn's batch sent back (flushed at the turn's end, as a
         link's ``_write``), counted as sent."""
         back = self._back
+        if not back:
+            self.owner.loop.call_soon(self._flush_back)
         data = _pack_header(len(payload)) + payload
         back.append(data)
         self._back_bytes += len(data)
@@ -390,10 +392,6 @@ class _InboundProtocol(asyncio.Protocol):
         st.frames_sent += 1
         st.bytes_sent += len(data)
         self.owner.node_stats.add_bytes_sent(kind, len(data))
-        if len(back) >= self.owner.config.coalesce_frames:
-            self._flush_back()  # (as a link's _write: at most coalesce_frames in one write)
-        elif len(back) == 1:
-            self.owner.loop.call_soon(self._flush_back)
 
     def _flush_back(self) -> None:
         back = self._back

@@ -62,10 +62,12 @@ Outbound link, per destination (a small state machine, :class:`PeerLink`)::
   A Hello arriving from that peer on its own link proves it is listening again, so it also ends
   the backoff early: nodes started one after another wire up as soon as the last one is up.
 
-Frames written in one turn of the event loop leave in one syscall (``PeerLink._write``), at
-most ``coalesce_frames`` (8) in one: a busy turn's first frames go out while the node still works
-through the rest of it, so the peer starts on them at once (two nodes do not take turns with
-whole batches; the forwarded path measured 10-25 % faster for it).
+Frames written in one turn of the event loop leave together (``PeerLink._write``): in one
+syscall when the turn ends, or earlier in a busy turn, once ``early_write_frames`` (8) wait and
+then each time twice as many as the last write wait. The peer starts on the first frames while
+the node still works through the rest of its turn (two nodes do not take turns with whole
+batches; the forwarded path measured 10-25 % faster for it), and a long burst still takes a
+handful of writes (a thousand frames: seven).
 
 **Wrong ports are named, not suffered.** The HTTP port and the peer port are easy to mix up
 (both are ``HOST:PORT``); the other case is in :mod:`realnet.inbound`.
@@ -216,10 +218,10 @@ class PeerLink:
         #: the current connection was answered in HTTP (an HTTP port, not a peer port)
         self.http_answer = False
         self._gen = 0
-        #: frames written this loop turn, flushed together by _flush (at the turn's end, or
-        #: once there are ``coalesce_frames`` of them)
+        #: frames written this loop turn, flushed together by _flush at the turn's end, or by
+        #: _write_early once there are ``_early_at`` of them
         self._out: list[bytes] = []
-        self._coalesce = owner.config.coalesce_frames
+        self._early_at = owner.config.early_write_frames
         self._out_bytes = 0  # bytes in ``_out``
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -251,8 +253,8 @@ class PeerLink:
             out.append(frame)
             n = len(frame)
             self._out_bytes = out_bytes + n
-            if len(out) >= self._coalesce:
-                self._flush()
+            if len(out) >= self._early_at:
+                self._write_early()
             elif len(out) == 1:
                 owner.loop.call_soon(self._flush)
             st = owner.stats
@@ -286,16 +288,15 @@ class PeerLink:
 
     def _write(self, kind: str, payload: bytes) -> None:
         data = _pack_header(len(payload)) + payload  # sealed, if the bus is, when flushed
-        # Frames written in one turn of the event loop leave in one syscall: the first one
-        # schedules a flush for the end of the turn, the others join it, up to
-        # ``coalesce_frames`` of them (then they leave at once and the next one starts a new
-        # batch). Under load (many client requests forwarded per turn) this divides the sends
-        # per message; idle, it delays a frame by one loop turn only.
+        # Frames written in one turn of the event loop leave together: the first one schedules
+        # a flush for the end of the turn, the others join it, until ``_early_at`` wait (then
+        # they leave at once: _write_early). Under load (many client requests forwarded per
+        # turn) this divides the sends per message; idle, it delays a frame by one turn only.
         out = self._out
         out.append(data)
         self._out_bytes += len(data)
-        if len(out) >= self._coalesce:
-            self._flush()  # (the peer starts on these while the turn goes on: coalesce_frames)
+        if len(out) >= self._early_at:
+            self._write_early()
         elif len(out) == 1:
             self.owner.loop.call_soon(self._flush)
         n = len(data)
@@ -306,7 +307,18 @@ class PeerLink:
         sent_bytes = owner.node_stats.sent_bytes  # NodeStats.add_bytes_sent, inline
         sent_bytes[kind] = sent_bytes.get(kind, 0) + n
 
+    def _write_early(self) -> None:
+        """Write the turn's frames so far before the turn ends (the peer starts on them now);
+        the next early write waits for twice as many (module docstring)."""
+        self._write_out()
+        self._early_at *= 2
+
     def _flush(self) -> None:
+        """The turn's end: write what it left, and start the next turn's count afresh."""
+        self._early_at = self.owner.config.early_write_frames
+        self._write_out()
+
+    def _write_out(self) -> None:
         out = self._out
         if not out:
             return

@@ -36,13 +36,15 @@ class TransportConfig:
     hello_timeout: float = 5.0
     #: Outbound write buffer above which messages are dropped (the peer is not reading).
     write_high_water: int = 16 * 1024 * 1024
-    #: Frames a link holds for the end of the loop turn before it writes them at once. The
-    #: frames of one turn leave together (one syscall, not one each), but at most this many:
-    #: under load the peer starts on the first ones while this node is still reading the rest
-    #: of its turn, instead of the two nodes taking turns with whole batches. Eight: the
-    #: forwarded path (``benchmarks/http_throughput.py``) ran 10-25 % faster than with
-    #: whole-turn batches, where two or four paid more in syscalls than they gained.
-    coalesce_frames: int = 8
+    #: A link writes the frames of one loop turn together, in one syscall, when the turn ends;
+    #: but once this many wait it writes them at once, and then again each time twice as many as
+    #: the last write wait (8, 16, 32, ...). Under load the peer starts on the first frames
+    #: while this node is still working through its turn, instead of the two nodes taking
+    #: turns with whole batches (forwarded requests, ``benchmarks/http_throughput.py``: 10-25 %
+    #: more per second than whole-turn batches; two or four paid more in syscalls than they
+    #: gained); the doubling keeps a long burst (a thousand frames in one turn) to a handful
+    #: of writes.
+    early_write_frames: int = 8
     #: At most this many inbound connections at once; more are closed on accept.
     max_inbound: int = 1024
     #: At most this many inbound connections that have not completed their Hello (and

@@ -454,36 +454,6 @@ def test_a_forward_from_a_peer_not_known_yet_is_answered_on_its_own_connection()
     asyncio.run(body())
 
 
-def test_what_goes_back_in_one_turn_leaves_in_writes_of_at_most_coalesce_frames() -> None:
-    """Twenty replies sent back in one turn: written every ``coalesce_frames`` as they come (as
-    a link's frames are), the rest at the turn's end; all arrive, in order."""
-    from kvcore.messages import ForwardReply, Reply
-
-    async def body() -> None:
-        pa, pb = free_port(), free_port()
-        a = Peer("a", {"b": ("127.0.0.1", pb)})
-        b = Peer("b", {})  # b knows nobody: its answers go back on a's connection
-        await a.t.listen("127.0.0.1", pa)
-        await b.t.listen("127.0.0.1", pb)
-        try:
-            a.t.send("b", Forward(request_id=1, op=Get(key=b"k")))
-            await until(lambda: len(b.received) == 1, "the forward")
-            (back,) = [p for p in b.t.inbound if p.peer == "a"]
-            coalesce = b.t.config.coalesce_frames
-            for i in range(20):
-                b.t.send("a", ForwardReply(request_id=100 + i, reply=Reply(value=b"x")))
-                # b's Hello went first: i + 2 frames so far, written every coalesce_frames
-                assert len(back._back) == (i + 2) % coalesce
-            await until(lambda: len(a.received) == 20, "every reply sent back")
-            assert [m.request_id for _, m in a.received] == list(range(100, 120))
-            assert b.t.stats.sent_back == 20
-        finally:
-            await a.t.close()
-            await b.t.close()
-
-    asyncio.run(body())
-
-
 def test_one_turn_cannot_buffer_more_than_the_high_water_mark_for_a_peer() -> None:
     """A peer that does not read (a stopped process) gets at most ``write_high_water`` bytes
     buffered, counting the frames written this turn and not yet handed to the socket: a burst

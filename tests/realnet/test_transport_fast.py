@@ -42,9 +42,9 @@ class _Wire:
 
 def _transport(
     resolve: Any = None, peers: dict[str, tuple[str, int]] | None = None, high_water: int | None = None,
-    coalesce: int = TransportConfig.coalesce_frames,
+    early: int = TransportConfig.early_write_frames,
 ) -> PeerTransport:
-    config = TransportConfig(coalesce_frames=coalesce, write_high_water=high_water or TransportConfig.write_high_water)
+    config = TransportConfig(early_write_frames=early, write_high_water=high_water or TransportConfig.write_high_water)
     return PeerTransport(
         node_id="a", on_message=lambda src, msg: None, node_stats=NodeStats(),
         rng=random.Random(1), peers=peers, resolve=resolve, config=config,
@@ -97,14 +97,14 @@ def _messages() -> list[tuple[str, bytes]]:
     return [(type(m).__name__, kvwire.pack(m)) for m in msgs]
 
 
-@pytest.mark.parametrize("coalesce", [8, 3])
+@pytest.mark.parametrize("early", [8, 2])
 @pytest.mark.parametrize("high_water", [1 << 20, 3000])
-def test_a_connected_link_writes_as_write_does(high_water: int, coalesce: int) -> None:
+def test_a_connected_link_writes_as_write_does(high_water: int, early: int) -> None:
     async def body() -> None:
         loop = asyncio.get_running_loop()
         peers = {"b": ("127.0.0.1", 9)}
-        fast = _transport(peers=peers, high_water=high_water, coalesce=coalesce)
-        general = _transport(peers=peers, high_water=high_water, coalesce=coalesce)
+        fast = _transport(peers=peers, high_water=high_water, early=early)
+        general = _transport(peers=peers, high_water=high_water, early=early)
         fl, gl = fast.links["b"], general.links["b"]
         fw, gw = _connect(fl), _connect(gl)
         try:
@@ -184,28 +184,36 @@ def test_send_encodes_as_kvwire_pack(fresh: bool, monkeypatch: pytest.MonkeyPatc
     asyncio.run(body())
 
 
-@pytest.mark.parametrize("coalesce", [1, 3, 8])
-def test_a_turns_frames_leave_in_writes_of_at_most_coalesce_frames_the_first_before_it_ends(
-    coalesce: int,
-) -> None:
-    """Twenty frames sent in one turn: a write every ``coalesce_frames`` of them, as they come
-    (the peer starts on them while the turn goes on), and the rest at the turn's end; the bytes
-    on the wire are the frames in order, as with one write."""
+@pytest.mark.parametrize("early", [1, 3, 8])
+def test_a_busy_turns_frames_leave_early_in_doubling_writes_and_the_rest_at_its_end(early: int) -> None:
+    """A hundred frames sent in one turn: written once ``early_write_frames`` wait, then each
+    time twice as many as the last write (the peer starts on them while the turn goes on, and
+    a long burst takes few writes), the rest at the turn's end; the bytes on the wire are the
+    frames in order, as with one write. The next turn counts afresh."""
+    import kvwire
+
     async def body() -> None:
-        t = _transport(peers={"b": ("127.0.0.1", 9)}, coalesce=coalesce)
+        t = _transport(peers={"b": ("127.0.0.1", 9)}, early=early)
         link = t.links["b"]
         wire = _connect(link)
         try:
-            msgs = [Forward(request_id=i, op=Get(key=b"k%d" % i)) for i in range(20)]
-            for i, msg in enumerate(msgs, 1):
-                t.send("b", msg)
-                assert wire.writes == i // coalesce  # written as soon as a batch is full
-            await asyncio.sleep(0)  # the turn's end
-            assert wire.writes == -(-20 // coalesce)
-            import kvwire
-
-            assert bytes(wire.data) == b"".join(kvwire.frame(m) for m in msgs)
-            assert t.stats.frames_sent == 20 and not link._out and link._out_bytes == 0
+            for turn in range(2):
+                msgs = [Forward(request_id=1000 * turn + i, op=Get(key=b"k%d" % i)) for i in range(100)]
+                wire.data.clear()
+                wire.writes = 0
+                ends, at, total = [], early, 0
+                while total + at <= 100:  # where the early writes fall: early, then doubling
+                    total += at
+                    ends.append(total)
+                    at *= 2
+                for i, msg in enumerate(msgs, 1):
+                    t.send("b", msg)
+                    assert wire.writes == sum(1 for e in ends if e <= i), i
+                await asyncio.sleep(0)  # the turn's end
+                assert wire.writes == len(ends) + (total < 100)
+                assert bytes(wire.data) == b"".join(kvwire.frame(m) for m in msgs)
+                assert not link._out and link._out_bytes == 0
+            assert t.stats.frames_sent == 200
         finally:
             await t.close()
 
