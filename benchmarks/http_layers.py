@@ -60,7 +60,7 @@ from kvcore.config import ClusterConfig, NodeConfig, NodeSpec
 from kvcore.messages import Get
 from kvcore.node import Node
 from kvcore.slots import NUM_SLOTS
-from realnet import http
+from realnet import http, httpresponse
 from realnet.api import Api
 from realnet.httpparse import DEFAULT_PARSER, PARSERS, Request
 from realnet.httpplain import PlainRecogniser
@@ -159,7 +159,7 @@ async def measure(n: int, repeat: int) -> dict[str, float]:
             "plain": best(cycle(PlainRecogniser(http.HttpLimits()), gets), n, repeat),
             "api": best(cycle(api, [req]), n, repeat),
             "answer_now": best(cycle(lambda o: node.answer_now(o, _ignore), [op]), n, repeat),
-            "serialize": best(cycle(lambda r: http._serialize(r, True, False, False), [fixed]),
+            "serialize": best(cycle(lambda r: httpresponse._serialize(r, True, False, False), [fixed]),
                               n, repeat),
         }
     finally:

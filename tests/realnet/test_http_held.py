@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import realnet.http as http
+import realnet.httpresponse as httpresponse
 from realnet.http import HttpLimits, Request, Response
 from realnet.ratelog import RateLog
 
@@ -427,7 +428,7 @@ def test_a_deferred_answer_is_written_as_an_answer_given_at_once(
             conn = connect(state, log, "c")
             for _ in range(2):  # the second time the head was built before in this second
                 if case == "stale-date":
-                    monkeypatch.setattr(http, "_date_valid_until", 0.0)
+                    monkeypatch.setattr(httpresponse, "_date_valid_until", 0.0)
                 later["defer"] = i == 1
                 # (shutting down: before the answer given at once, while the deferred one waits)
                 state.shutting_down = case == "shutting-down" and i == 0
@@ -469,7 +470,9 @@ def test_the_commonest_deferred_answer_takes_no_general_call(monkeypatch: pytest
             return call
 
         monkeypatch.setattr(http._HttpConnection, "_respond", general("_respond"))
+        # (the connection calls the name realnet.http imported, keepalive_response its own)
         monkeypatch.setattr(http, "_serialize", general("_serialize"))
+        monkeypatch.setattr(httpresponse, "_serialize", general("_serialize"))
         a.data_received(get("/later1"))
         state.answer_batch([(later["/later1"], Response(200, b"/later1", "text/plain"))])
         assert bodies(log) == [("a", "/now"), ("a", "/later1")] and calls == []
