@@ -52,7 +52,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from kvwire.frames import HEADER, FrameError
 

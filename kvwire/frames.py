@@ -39,7 +39,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from kvcore import codec
 from kvcore.bounds import INT64_MAX

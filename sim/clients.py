@@ -25,10 +25,10 @@ it (and Jepsen's member nemesis tells its clients).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import simpy
 
@@ -192,7 +192,7 @@ class SimClient:
             return f, key, value, Put(key=kb, value=value.encode())
         return f, key, None, Delete(key=kb)
 
-    def _run(self):  # type: ignore[no-untyped-def]
+    def _run(self) -> Generator[simpy.Event, Any, None]:
         env, w = self.env, self.workload
         start = env.now
         for n in range(w.ops):
@@ -216,19 +216,19 @@ class SimClient:
                         answered.succeed(reply)
 
                 t = env.timeout(self.link.sample(self.rng))
-                t.callbacks.append(arrive)  # type: ignore[union-attr]
+                t.callbacks.append(arrive)
 
             def deliver(_e: Any, node: str = node, op: Any = op) -> None:
                 if not self.submit(node, op, on_reply):
                     pass  # the node is down: no answer; the client times out
 
             t = env.timeout(self.link.sample(self.rng))
-            t.callbacks.append(deliver)  # type: ignore[union-attr]
+            t.callbacks.append(deliver)
             timeout = env.timeout(w.timeout)
             yield answered | timeout
             rec.complete = env.now
             if answered.triggered:
-                reply: Reply = answered.value
+                reply = cast(Reply, answered.value)  # the one value on_reply succeeds it with
                 rec.outcome = classify(reply)
                 rec.error = reply.error
                 if f == "get" and reply.ok:

@@ -302,7 +302,9 @@ class SimCluster:
 
     # --- scenario verbs ----------------------------------------------------------------------
 
-    def _at(self, at: float | None, verb: str, args: str, fn: Callable[[], None]) -> None:
+    def _at(self, at: float | None, verb: str, args: str, fn: Callable[[], object]) -> None:
+        """Apply the fault ``fn`` (its result, if any, is ignored) at simulated time ``at`` (now
+        if None or past), recording it as ``verb args``."""
         def fire(_e: Any = None) -> None:
             self.faults.append(Fault(self.env.now, verb, args))
             self.trace.record((self.env.now, "fault", verb, args))

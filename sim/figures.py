@@ -233,8 +233,8 @@ def plot_false_positives(fp: dict[tuple[bool, float], FalsePositiveCount], *, su
     grid = sorted({x for _, x in fp})
     hours = fp[(True, grid[0])].node_hours
     fig = Figure(figsize=(12 if suspicions else 6.5, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2 if suspicions else 1)
-    axes = list(np.atleast_1d(axes))
+    # squeeze=False: always a 2-D array of Axes (one row), even for one panel
+    axes = list(fig.subplots(1, 2 if suspicions else 1, squeeze=False)[0])
     what = [("declared dead", "rate", "interval")]
     if suspicions:
         what.append(("suspected", "suspicion_rate", "suspicion_interval"))
@@ -304,7 +304,7 @@ def plot_partition_timeline(cluster: Any, path: str | Path | None = None) -> Any
 
 #: the replication figure's runs, in drawing order: (label, replicas, durable)
 REPLICATION_RUNS = (("R = 1, memory only", 1, False), ("R = 1, durable", 1, True), ("R = 3 (Raft)", 3, False))
-_REP_STYLE = {1: ("tab:red", {"lw": 2.5}), 2: ("tab:orange", {"lw": 1.2, "ls": "--"}), 3: ("tab:blue", {"lw": 1.5})}
+_REP_STYLE: dict[int, tuple[str, dict[str, Any]]] = {1: ("tab:red", {"lw": 2.5}), 2: ("tab:orange", {"lw": 1.2, "ls": "--"}), 3: ("tab:blue", {"lw": 1.5})}
 
 
 @dataclass(frozen=True)

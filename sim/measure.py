@@ -94,7 +94,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -182,6 +182,7 @@ def learned_times(
     :data:`NEWS`) or observer event name(s). For ``refute`` the incarnation defaults to the
     subject's first ``refute`` event at or after ``since`` (NaN everywhere if it never refuted).
     """
+    names: tuple[str, ...]
     if isinstance(event, str):
         names = NEWS.get(event, (event,))
     else:
@@ -457,7 +458,8 @@ class GossipModel:
 
     def p_all(self) -> np.ndarray:
         """P(everyone informed by each time of :attr:`t`): ``exp(-(n - I(t)))`` (Poisson end game)."""
-        return np.exp(-(self.n - self.informed))
+        # a ufunc of an ndarray is an ndarray: numpy's stubs type it Any for an untyped dtype
+        return cast(np.ndarray, np.exp(-(self.n - self.informed)))
 
     def all_informed_quantile(self, q: float = 0.5) -> float:
         """The ``q`` quantile of the time until everyone is informed (NaN if beyond the horizon)."""

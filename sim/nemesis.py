@@ -743,8 +743,15 @@ class Nemesis:
         for package, rec in self._plan(cluster.ids, start, end):
             active = _Active(package, rec, cluster)
             run.active.append(active)
-            schedule_call(cluster.env, max(0.0, rec.start - cluster.now), lambda _e, a=active: a.begin())
-            schedule_call(cluster.env, max(0.0, rec.end - cluster.now), lambda _e, a=active: a.finish())
+
+            def begin(_e: Any, a: _Active = active) -> None:
+                a.begin()
+
+            def finish(_e: Any, a: _Active = active) -> None:
+                a.finish()
+
+            schedule_call(cluster.env, max(0.0, rec.start - cluster.now), begin)
+            schedule_call(cluster.env, max(0.0, rec.end - cluster.now), finish)
         return run
 
 

@@ -30,7 +30,7 @@ from heapq import heappop, heappush
 from typing import Any
 
 import simpy
-from simpy.core import EmptySchedule, StopSimulation
+from simpy.core import EmptySchedule, SimTime, StopSimulation
 from simpy.events import NORMAL, URGENT, EventPriority
 
 from kvcore.errors import RemoteProtocolError
@@ -69,8 +69,15 @@ class _Delivery(list):  # type: ignore[type-arg]
     """
 
     __slots__ = ("callbacks",)
+    callbacks: tuple[Callable[[_Delivery], None], ...]
     _ok = True
     _value = None
+
+
+#: an entry of SimPy's event queue as this module pushes it: (time, priority, counter, event),
+#: where the event may be a bare one (a :class:`_Delivery`, a ``SimTimer``) rather than a
+#: ``simpy.Event``: SimPy's loop reads only its ``callbacks``, ``_ok`` and ``_value``
+QueueEntry = tuple[SimTime, EventPriority, int, Any]
 
 
 def _deliver_event(ev: _Delivery) -> None:
@@ -351,7 +358,8 @@ class SimNetwork:
             # onto SimPy's queue as Environment.schedule does, (time, priority, counter, event)
             ev = _Delivery((self, src, dst, payload, kind, size))
             ev.callbacks = _DELIVER
-            heappush(env._queue, (now + self.latency.sample(self.rng), NORMAL, next(env._eid), ev))
+            queue: list[QueueEntry] = env._queue
+            heappush(queue, (now + self.latency.sample(self.rng), NORMAL, next(env._eid), ev))
             return
         if type(decision) is str:
             if decision == "held":
@@ -359,10 +367,10 @@ class SimNetwork:
             stats.drop(decision)
             record((now, "drop", src, dst, kind, decision))
             return
-        if len(decision) > 1:  # type: ignore[arg-type]
-            stats.duplicated += len(decision) - 1  # type: ignore[arg-type]
+        if len(decision) > 1:
+            stats.duplicated += len(decision) - 1
         schedule = self.env.schedule
-        for delay in decision:  # type: ignore[union-attr]
+        for delay in decision:
             ev = _Delivery((self, src, dst, payload, kind, size))
             ev.callbacks = _DELIVER
             schedule(ev, NORMAL, delay)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ import simpy
 from simpy.events import NORMAL
 
 from kvcore.runtime import Storage
-from sim.network import SimNetwork
+from sim.network import QueueEntry, SimNetwork
 from sim.trace import CHUNK, Trace
 
 #: A skewed clock: (simulated time, node time, rate) at its last change of rate; None for a clock
@@ -77,6 +77,7 @@ class SimTimer(list):  # type: ignore[type-arg]
     """
 
     __slots__ = ("callbacks",)
+    callbacks: tuple[Callable[[SimTimer], None], ...]
     _ok = True
     _value = None
 
@@ -128,7 +129,7 @@ class SimRuntime:
         #: the trace's pending batch (``Trace.record`` is its append) and SimPy's queue and event
         #: counter: the objects every timer touches, held here to spare a lookup each
         self._batch = trace._batch
-        self._queue = env._queue
+        self._queue: list[QueueEntry] = env._queue
         self._eid = env._eid
         #: None: the node's clock is the simulated time; else (simulated time, node time, rate)
         #: at the last change of rate (set_clock_rate)

@@ -24,7 +24,7 @@ crashes (its object changes, even if it restarted since): the open migration sta
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kvcore import errors
 from kvcore.node import BATCH_TRIES
@@ -222,7 +222,8 @@ def _move_keys(c: SimCluster, node: Any, slots: tuple[int, ...], batch: int) -> 
         if all(e.triggered for e in waiting) or c.node(node.id) is not node:
             break
         yield env.all_of(waiting) | env.timeout(c.config.forward_timeout)
-    return [(s, *ev.value) if ev.triggered else (s, 0, f"node {node.id} did not answer")
+    # a triggered event's value is the (moved, error) pair migrate_keys' done was called with
+    return [(s, *cast("tuple[int, str]", ev.value)) if ev.triggered else (s, 0, f"node {node.id} did not answer")
             for s, ev in events.items()]
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import simpy
 
@@ -128,7 +128,7 @@ class SimStorage:
                 if len(dirty) == 1 and None not in dirty.values():
                     # _apply for one write (a member learned: a thousand joins sync a million
                     # times), inlined
-                    self.durable.update(dirty)
+                    self.durable.update(cast("dict[str, bytes]", dirty))  # no None: just checked
                     st.flushes += 1
                     st.writes_flushed += 1
                     if st.max_group < 1:
@@ -184,7 +184,8 @@ class SimStorage:
                 else:
                     durable[key] = value
         else:
-            durable.update(writes)  # no delete among them (the common case): in one call
+            # no delete among them (the common case): in one call
+            durable.update(cast("dict[str, bytes]", writes))
         st = self.stats
         st.flushes += 1
         st.writes_flushed += len(writes)

@@ -148,7 +148,8 @@ def _bars_from_events(events: list[Mapping[str, Any]]) -> list[Bar]:
         result = e.get("value") if kind == "ok" and inv.get("f") in ("get", "read") else None
         slots[idx] = Bar(p, inv.get("f", "?"), inv.get("key"), inv.get("value"), result, call, t, outcome,
                          str(e.get("error", "") or ""), str(inv.get("node", "") or ""))
-    last = max((float(i + 1) if use_line else float(t)) for i, t in enumerate(times)) if events else 0.0
+    # (not use_line: every event has a time, read as the loop above reads it)
+    last = max((float(i + 1) if use_line else float(e["time"])) for i, e in enumerate(events)) if events else 0.0
     for idx, inv, call in pending.values():
         slots[idx] = Bar(inv["process"], inv.get("f", "?"), inv.get("key"), inv.get("value"), None, call,
                          last, "unknown", "", str(inv.get("node", "") or ""), True)
@@ -281,7 +282,7 @@ def plot_timeline(
         x, ha, inside = _label_place(fb, (len(fb.label) + 2) * per_char, x_lo, x_hi)
         ax.text(x, y, f" {fb.label} ", va="center", ha=ha, fontsize=7,
                 color="white" if inside else color, clip_on=False)
-    yticks = [lane_of[p] for p in procs]
+    yticks: list[float] = [lane_of[p] for p in procs]
     ylabels = [f"p{p}" for p in procs]
     if n_fault_lanes:
         yticks.append(base + (n_fault_lanes - 1) / 2)
