@@ -253,9 +253,10 @@ class PeerLink:
             out.append(frame)
             n = len(frame)
             self._out_bytes = out_bytes + n
-            if len(out) >= self._early_at:
+            waiting = len(out)
+            if waiting >= self._early_at:
                 self._write_early()
-            elif len(out) == 1:
+            elif waiting == 1:
                 owner.loop.call_soon(self._flush)
             st = owner.stats
             st.frames_sent += 1

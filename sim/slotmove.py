@@ -23,7 +23,7 @@ crashes (its object changes, even if it restarted since): the open migration sta
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, cast
 
 from kvcore import errors
@@ -227,30 +227,36 @@ def _move_keys(c: SimCluster, node: Any, slots: tuple[int, ...], batch: int) -> 
             for s, ev in events.items()]
 
 
-def _wait_owned(c: SimCluster, step: WaitOwned) -> Generator[Any, Any, bool]:
+def _until(c: SimCluster, done: Callable[[], bool]) -> Generator[Any, Any, bool]:
+    """Poll ``done`` every ``POLL`` simulated seconds: True once it holds, False after
+    ``WAIT_TIMEOUT`` (realnet's ``Admin.wait``, in simulated time)."""
     deadline = c.env.now + WAIT_TIMEOUT
+    while not done():
+        if c.env.now >= deadline:
+            return False
+        yield c.env.timeout(POLL)
+    return True
 
+
+def _wait_owned(c: SimCluster, step: WaitOwned) -> Generator[Any, Any, bool]:
+    """Until every node of ``step.nodes`` (still up and in the cluster) sees ``step.target`` own
+    the moved slots, none of them migrating."""
     def there(nid: str) -> bool:
         n = c.node(nid)
         return n is None or c.truth.get(nid) == "left" or all(
             n.slot_map.owner(s) == step.target and s not in n.migrating for s in step.slots)
 
-    while not all(there(nid) for nid in step.nodes):
-        if c.env.now >= deadline:
-            return False
-        yield c.env.timeout(POLL)
-    return True
+    return (yield from _until(c, lambda: all(there(nid) for nid in step.nodes)))
 
 
 def _wait_left(c: SimCluster, step: WaitLeft) -> Generator[Any, Any, bool]:
     """Until ``step.node``'s own membership holds ``step.member`` as left (or the node is down:
     the next look says what to do then)."""
-    deadline = c.env.now + WAIT_TIMEOUT
-    while (n := c.node(step.node)) is not None and n.membership.state_of(step.member) != State.LEFT:
-        if c.env.now >= deadline:
-            return False
-        yield c.env.timeout(POLL)
-    return True
+    def learned() -> bool:
+        n = c.node(step.node)
+        return n is None or n.membership.state_of(step.member) == State.LEFT
+
+    return (yield from _until(c, learned))
 
 
 __all__ = ["POLL", "WAIT_TIMEOUT", "drive", "observe", "runs_of"]
